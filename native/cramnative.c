@@ -1,0 +1,694 @@
+/*
+ * CramCore native helper: userfaultfd fault service, region mapping and the batched page
+ * operations reclaim needs. It never calls managed code (DESIGN.md, hard rule 1).
+ */
+#define _GNU_SOURCE
+#include "cramnative.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef USERFAULTFD_IOC_NEW
+#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
+#endif
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* The system liblz4.so.1 (no -dev package needed): the two functions we use, as in lz4.h 1.9. */
+extern int LZ4_decompress_safe(const char* src, char* dst, int compressedSize, int dstCapacity);
+
+#define FAULT_AROUND_MAX 64u
+#define MSG_BATCH 32
+
+struct cram_engine {
+    cram_shared* shared;
+    cram_engine_config config;
+    int uffd;
+    int stop_fd;
+    int reclaim_fd;
+    int reclaim_signalled;
+    pthread_t service;
+    pthread_mutex_t lock; /* held by the service while it resolves a batch, and by region create/destroy */
+    unsigned char* zero_pages; /* FAULT_AROUND_MAX read-only zero pages */
+    unsigned char* page_buf;   /* one page the service rebuilds into */
+};
+
+static inline uint64_t load_acquire(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void store_release(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline int cas(uint64_t* p, uint64_t expected, uint64_t desired)
+{
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+static inline void add_counter(uint64_t* counter, uint64_t n) { __atomic_fetch_add(counter, n, __ATOMIC_RELAXED); }
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+EXPORT int CramNative_GetLayout(cram_layout* l)
+{
+    if (!l) { errno = EINVAL; return -1; }
+    memset(l, 0, sizeof *l);
+    l->sizeof_slot = sizeof(cram_slot);
+    l->off_slot_data = offsetof(cram_slot, data);
+    l->off_slot_length = offsetof(cram_slot, length);
+    l->off_slot_backend = offsetof(cram_slot, backend);
+    l->off_slot_next_stale = offsetof(cram_slot, next_stale);
+    l->sizeof_stats = sizeof(cram_stats);
+    l->off_stats_resident_pages = offsetof(cram_stats, resident_pages);
+    l->off_stats_zero_copies = offsetof(cram_stats, zero_copies);
+    l->off_stats_service_busy_ns = offsetof(cram_stats, service_busy_ns);
+    l->sizeof_region = sizeof(cram_region_desc);
+    l->off_region_pte = offsetof(cram_region_desc, pte);
+    l->off_region_active = offsetof(cram_region_desc, active);
+    l->sizeof_shared = sizeof(cram_shared);
+    l->off_shared_slot_directory = offsetof(cram_shared, slot_directory);
+    l->off_shared_stale_head = offsetof(cram_shared, stale_head);
+    l->off_shared_fault_log_head = offsetof(cram_shared, fault_log_head);
+    l->off_shared_fault_log_tail = offsetof(cram_shared, fault_log_tail);
+    l->off_shared_uffd_mode = offsetof(cram_shared, uffd_mode);
+    l->off_shared_regions = offsetof(cram_shared, regions);
+    l->sizeof_config = sizeof(cram_engine_config);
+    l->off_config_hard_limit_pages = offsetof(cram_engine_config, hard_limit_pages);
+    l->off_config_fault_around_pages = offsetof(cram_engine_config, fault_around_pages);
+    l->pte_slot_shift = CRAM_PTE_SLOT_SHIFT;
+    l->slot_cluster_shift = CRAM_SLOT_CLUSTER_SHIFT;
+    l->slot_directory_size = CRAM_SLOT_DIRECTORY_SIZE;
+    l->fault_log_size = CRAM_FAULT_LOG_SIZE;
+    l->max_regions = CRAM_MAX_REGIONS;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ userfaultfd plumbing */
+
+static int uffd_open(uint32_t forced_mode, uint32_t* mode_out)
+{
+    int fd = -1, err = ENOSYS;
+    if (forced_mode == 0 || forced_mode == CRAM_UFFD_MODE_SYSCALL) {
+        fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+        if (fd >= 0) { *mode_out = CRAM_UFFD_MODE_SYSCALL; return fd; }
+        err = errno;
+    }
+    if (forced_mode == 0 || forced_mode == CRAM_UFFD_MODE_DEV) {
+        int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+        if (dev >= 0) {
+            fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+            if (fd < 0) err = errno;
+            close(dev);
+            if (fd >= 0) { *mode_out = CRAM_UFFD_MODE_DEV; return fd; }
+        } else if (forced_mode == CRAM_UFFD_MODE_DEV || err == ENOSYS) {
+            err = errno;
+        }
+    }
+    if (forced_mode == 0 || forced_mode == CRAM_UFFD_MODE_USER_ONLY) {
+        fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+        if (fd >= 0) { *mode_out = CRAM_UFFD_MODE_USER_ONLY; return fd; }
+        if (forced_mode == CRAM_UFFD_MODE_USER_ONLY || err != EPERM) err = errno;
+    }
+    errno = err;
+    return -1;
+}
+
+static int uffd_copy(int uffd, uint64_t dst, const void* src, uint64_t len, int write_protect)
+{
+    struct uffdio_copy c = { .dst = dst, .src = (uint64_t)(uintptr_t)src, .len = len,
+                             .mode = write_protect ? UFFDIO_COPY_MODE_WP : 0 };
+    for (;;) {
+        if (ioctl(uffd, UFFDIO_COPY, &c) == 0) return 0;
+        if (errno == EAGAIN) { /* mm changed under us; retry the rest */
+            if (c.copy > 0) { c.dst += (uint64_t)c.copy; c.src += (uint64_t)c.copy; c.len -= (uint64_t)c.copy; }
+            c.copy = 0;
+            continue;
+        }
+        return -1;
+    }
+}
+
+static int uffd_zeropage(int uffd, uint64_t dst, uint64_t len)
+{
+    struct uffdio_zeropage z = { .range = { .start = dst, .len = len }, .mode = 0 };
+    for (;;) {
+        if (ioctl(uffd, UFFDIO_ZEROPAGE, &z) == 0) return 0;
+        if (errno == EAGAIN) { z.zeropage = 0; continue; }
+        return -1;
+    }
+}
+
+static int uffd_writeprotect(int uffd, uint64_t start, uint64_t len, int protect)
+{
+    struct uffdio_writeprotect w = { .range = { .start = start, .len = len },
+                                     .mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0 };
+    for (;;) {
+        if (ioctl(uffd, UFFDIO_WRITEPROTECT, &w) == 0) return 0;
+        if (errno == EAGAIN) continue;
+        return -1;
+    }
+}
+
+static void uffd_wake(int uffd, uint64_t start, uint64_t len)
+{
+    struct uffdio_range r = { .start = start, .len = len };
+    (void)ioctl(uffd, UFFDIO_WAKE, &r);
+}
+
+/* ------------------------------------------------------------------ shared-state helpers */
+
+static inline cram_slot* slot_get(cram_shared* s, uint64_t id)
+{
+    uint64_t* directory = (uint64_t*)(uintptr_t)s->slot_directory;
+    cram_slot* cluster = (cram_slot*)(uintptr_t)load_acquire(&directory[id >> CRAM_SLOT_CLUSTER_SHIFT]);
+    return &cluster[id & (CRAM_SLOT_CLUSTER_SIZE - 1)];
+}
+
+/* The copy in `id` no longer matches the page: hand it to managed code to free. */
+static void stale_push(cram_shared* s, uint64_t id)
+{
+    if (id == CRAM_SLOT_ZERO) {
+        __atomic_fetch_sub(&s->stats.zero_copies, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    cram_slot* slot = slot_get(s, id);
+    uint64_t head = load_acquire(&s->stale_head);
+    do {
+        slot->next_stale = head;
+    } while (!__atomic_compare_exchange_n(&s->stale_head, &head, id, 1, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE));
+}
+
+static void fault_log_append(cram_shared* s, uint32_t region, uint64_t page)
+{
+    uint64_t head = s->fault_log_head; /* only the service writes head */
+    uint64_t tail = load_acquire(&s->fault_log_tail);
+    if (head - tail >= CRAM_FAULT_LOG_SIZE) { add_counter(&s->stats.fault_log_overflows, 1); return; }
+    uint64_t* log = (uint64_t*)(uintptr_t)s->fault_log;
+    log[head & (CRAM_FAULT_LOG_SIZE - 1)] = ((uint64_t)region << 48) | page;
+    store_release(&s->fault_log_head, head + 1);
+}
+
+static void signal_reclaim(cram_engine* e)
+{
+    if (__atomic_exchange_n(&e->reclaim_signalled, 1, __ATOMIC_ACQ_REL) == 0) {
+        uint64_t one = 1;
+        ssize_t r = write(e->reclaim_fd, &one, sizeof one);
+        (void)r;
+    }
+}
+
+static void resident_add(cram_engine* e, uint64_t n)
+{
+    cram_stats* st = &e->shared->stats;
+    uint64_t now = __atomic_add_fetch(&st->resident_pages, n, __ATOMIC_RELAXED);
+    uint64_t peak = __atomic_load_n(&st->peak_resident_pages, __ATOMIC_RELAXED);
+    while (now > peak && !__atomic_compare_exchange_n(&st->peak_resident_pages, &peak, now, 1,
+                                                      __ATOMIC_RELAXED, __ATOMIC_RELAXED)) { }
+    if (e->config.soft_limit_pages && now > e->config.soft_limit_pages) signal_reclaim(e);
+}
+
+/* Before a fault adds a resident page: if resident is at the hard limit, give reclaim a bounded
+ * time to catch up. Bounded, because reclaim is managed code that a GC may be suspending. */
+static void throttle(cram_engine* e)
+{
+    cram_stats* st = &e->shared->stats;
+    if (!e->config.hard_limit_pages ||
+        __atomic_load_n(&st->resident_pages, __ATOMIC_RELAXED) < e->config.hard_limit_pages)
+        return;
+    add_counter(&st->throttle_waits, 1);
+    signal_reclaim(e);
+    uint64_t deadline = now_ns() + (uint64_t)e->config.throttle_max_us * 1000ull;
+    struct timespec nap = { 0, 20000 };
+    while (__atomic_load_n(&st->resident_pages, __ATOMIC_RELAXED) >= e->config.hard_limit_pages &&
+           now_ns() < deadline)
+        nanosleep(&nap, NULL);
+}
+
+/* ------------------------------------------------------------------ fault resolution */
+
+static cram_region_desc* region_find(cram_shared* s, uint64_t addr)
+{
+    uint32_t n = s->region_count;
+    for (uint32_t i = 0; i < n; i++) {
+        cram_region_desc* r = &s->regions[i];
+        if (r->active && addr - r->base < r->length) return r;
+    }
+    return NULL;
+}
+
+/* DROPPING is held by native code for one madvise batch: wait for it without calling managed code. */
+static uint64_t wait_not_dropping(uint64_t* pte)
+{
+    uint64_t p;
+    while (CRAM_PTE_STATE(p = load_acquire(pte)) == CRAM_PTE_DROPPING) sched_yield();
+    return p;
+}
+
+static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t page, int write)
+{
+    cram_shared* s = e->shared;
+    uint64_t* ptes = (uint64_t*)(uintptr_t)r->pte;
+    uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
+    uint64_t first = page, last = page; /* inclusive run of EMPTY pages around the fault */
+    uint32_t around = e->config.fault_around_pages;
+    if (write && around > 1) {
+        uint64_t lo = page - page % around, hi = lo + around - 1;
+        if (hi >= pages) hi = pages - 1;
+        while (first > lo && CRAM_PTE_STATE(load_acquire(&ptes[first - 1])) == CRAM_PTE_EMPTY) first--;
+        while (last < hi && CRAM_PTE_STATE(load_acquire(&ptes[last + 1])) == CRAM_PTE_EMPTY) last++;
+    }
+    uint64_t n = last - first + 1;
+    throttle(e);
+    uint64_t addr = r->base + (first << CRAM_PAGE_SHIFT);
+    int rc = write ? uffd_copy(e->uffd, addr, e->zero_pages, n << CRAM_PAGE_SHIFT, 0)
+                   : uffd_zeropage(e->uffd, addr, n << CRAM_PAGE_SHIFT);
+    if (rc != 0 && n > 1) { /* something in the run was present after all: do just the page */
+        first = last = page;
+        n = 1;
+        addr = r->base + (page << CRAM_PAGE_SHIFT);
+        rc = uffd_copy(e->uffd, addr, e->zero_pages, CRAM_PAGE_SIZE, 0);
+    }
+    if (rc != 0) {
+        if (errno != EEXIST) add_counter(&s->stats.service_errors, 1);
+        uffd_wake(e->uffd, r->base + (page << CRAM_PAGE_SHIFT), CRAM_PAGE_SIZE);
+        return;
+    }
+    uint64_t made = 0;
+    for (uint64_t i = first; i <= last; i++) {
+        if (cas(&ptes[i], CRAM_PTE_MAKE(CRAM_PTE_EMPTY, 0), CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0))) {
+            fault_log_append(s, r->id, i);
+            made++;
+        }
+    }
+    add_counter(&s->stats.faults_zero, 1);
+    add_counter(&s->stats.populated_pages, made);
+    resident_add(e, made);
+}
+
+static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t pte, int write)
+{
+    cram_shared* s = e->shared;
+    uint64_t* ptes = (uint64_t*)(uintptr_t)r->pte;
+    uint64_t id = CRAM_PTE_SLOT(pte);
+    uint64_t addr = r->base + (page << CRAM_PAGE_SHIFT);
+    const void* src = e->zero_pages;
+    uint64_t* counter = &s->stats.faults_swapin_same;
+    if (id != CRAM_SLOT_ZERO) {
+        cram_slot* slot = slot_get(s, id);
+        switch (slot->backend) {
+        case CRAM_BACKEND_SAME_FILLED: {
+            uint64_t* words = (uint64_t*)e->page_buf;
+            for (uint32_t i = 0; i < CRAM_PAGE_SIZE / 8; i++) words[i] = slot->data;
+            src = e->page_buf;
+            break;
+        }
+        case CRAM_BACKEND_LZ4:
+            if (LZ4_decompress_safe((const char*)(uintptr_t)slot->data, (char*)e->page_buf, (int)slot->length,
+                                    CRAM_PAGE_SIZE) != (int)CRAM_PAGE_SIZE) {
+                /* A corrupt copy cannot be rebuilt; fail loudly in the counters. */
+                add_counter(&s->stats.service_errors, 1);
+                memset(e->page_buf, 0, CRAM_PAGE_SIZE);
+            }
+            src = e->page_buf;
+            counter = &s->stats.faults_swapin_lz4;
+            break;
+        case CRAM_BACKEND_RAW:
+            src = (const void*)(uintptr_t)slot->data;
+            counter = &s->stats.faults_swapin_raw;
+            break;
+        default:
+            add_counter(&s->stats.service_errors, 1);
+            break;
+        }
+    }
+    throttle(e);
+    if (uffd_copy(e->uffd, addr, src, CRAM_PAGE_SIZE, !write) != 0) {
+        if (errno != EEXIST) add_counter(&s->stats.service_errors, 1);
+        uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+        return;
+    }
+    /* Only the service leaves EVICTED, so this CAS cannot fail while the region is active. */
+    uint64_t next = write ? CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0) | CRAM_PTE_REFERENCED : CRAM_PTE_MAKE(CRAM_PTE_CLEAN, id);
+    if (!cas(&ptes[page], pte, next)) add_counter(&s->stats.service_errors, 1);
+    if (write) stale_push(s, id);
+    add_counter(counter, 1);
+    fault_log_append(s, r->id, page);
+    resident_add(e, 1);
+}
+
+static void resolve_missing(cram_engine* e, cram_region_desc* r, uint64_t page, int write)
+{
+    uint64_t* pte = &((uint64_t*)(uintptr_t)r->pte)[page];
+    uint64_t p = wait_not_dropping(pte);
+    switch (CRAM_PTE_STATE(p)) {
+    case CRAM_PTE_EMPTY: resolve_first_touch(e, r, page, write); break;
+    case CRAM_PTE_EVICTED: resolve_swapin(e, r, page, p, write); break;
+    default: /* already resolved by an earlier message for the same page */
+        add_counter(&e->shared->stats.faults_spurious, 1);
+        uffd_wake(e->uffd, r->base + (page << CRAM_PAGE_SHIFT), CRAM_PAGE_SIZE);
+        break;
+    }
+}
+
+static void resolve_write_protect(cram_engine* e, cram_region_desc* r, uint64_t page)
+{
+    cram_shared* s = e->shared;
+    uint64_t* pte = &((uint64_t*)(uintptr_t)r->pte)[page];
+    uint64_t addr = r->base + (page << CRAM_PAGE_SHIFT);
+    for (;;) {
+        uint64_t p = wait_not_dropping(pte);
+        uint32_t state = CRAM_PTE_STATE(p);
+        uint64_t dirty = CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0) | CRAM_PTE_REFERENCED;
+        if (state == CRAM_PTE_CLEAN || state == CRAM_PTE_EVICTING || state == CRAM_PTE_INCOMPRESSIBLE) {
+            if (!cas(pte, p, dirty)) continue; /* reclaim moved it: look again */
+            if (uffd_writeprotect(e->uffd, addr, CRAM_PAGE_SIZE, 0) != 0) add_counter(&s->stats.service_errors, 1);
+            if (state == CRAM_PTE_CLEAN) {
+                stale_push(s, CRAM_PTE_SLOT(p));
+                add_counter(&s->stats.faults_wp, 1);
+            } else if (state == CRAM_PTE_EVICTING) {
+                add_counter(&s->stats.faults_wp_cancel, 1);
+            } else {
+                add_counter(&s->stats.faults_wp, 1);
+                fault_log_append(s, r->id, page); /* back into reclaim's queue */
+            }
+            return;
+        }
+        if (state == CRAM_PTE_DIRTY) { /* already writable in our books: make sure the PTE agrees */
+            if (uffd_writeprotect(e->uffd, addr, CRAM_PAGE_SIZE, 0) != 0) add_counter(&s->stats.service_errors, 1);
+        } else { /* EVICTED or EMPTY: the retried access will raise a MISSING fault */
+            uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+        }
+        add_counter(&s->stats.faults_spurious, 1);
+        return;
+    }
+}
+
+static void handle_message(cram_engine* e, const struct uffd_msg* m)
+{
+    if (m->event != UFFD_EVENT_PAGEFAULT) return;
+    uint64_t addr = m->arg.pagefault.address & ~(uint64_t)(CRAM_PAGE_SIZE - 1);
+    cram_region_desc* r = region_find(e->shared, addr);
+    if (!r) return; /* region went away after the fault was queued */
+    uint64_t page = (addr - r->base) >> CRAM_PAGE_SHIFT;
+    if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
+        resolve_write_protect(e, r, page);
+    else
+        resolve_missing(e, r, page, (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0);
+}
+
+static void* service_main(void* arg)
+{
+    cram_engine* e = arg;
+    struct uffd_msg msgs[MSG_BATCH];
+    struct pollfd fds[2] = { { .fd = e->uffd, .events = POLLIN }, { .fd = e->stop_fd, .events = POLLIN } };
+    uint64_t spin_ns = (uint64_t)e->config.spin_us * 1000ull;
+    for (;;) {
+        ssize_t n = read(e->uffd, msgs, sizeof msgs);
+        if (n <= 0) {
+            if (n < 0 && errno != EAGAIN && errno != EINTR) break;
+            /* Nothing pending: busy-poll briefly (wake-ups dominate fault latency), then block. */
+            uint64_t until = now_ns() + spin_ns;
+            while (spin_ns && (n = read(e->uffd, msgs, sizeof msgs)) < 0 && errno == EAGAIN && now_ns() < until)
+                __builtin_ia32_pause();
+            if (n <= 0) {
+                if (poll(fds, 2, -1) < 0 && errno != EINTR) break;
+                if (fds[1].revents) break;
+                continue;
+            }
+        }
+        uint64_t t0 = now_ns();
+        pthread_mutex_lock(&e->lock);
+        for (ssize_t i = 0; i < n / (ssize_t)sizeof(struct uffd_msg); i++) handle_message(e, &msgs[i]);
+        pthread_mutex_unlock(&e->lock);
+        add_counter(&e->shared->stats.service_busy_ns, now_ns() - t0);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ engine and regions */
+
+static void* map_anon(uint64_t bytes)
+{
+    void* p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void engine_free(cram_engine* e)
+{
+    if (e->uffd >= 0) close(e->uffd);
+    if (e->stop_fd >= 0) close(e->stop_fd);
+    if (e->reclaim_fd >= 0) close(e->reclaim_fd);
+    if (e->zero_pages) munmap(e->zero_pages, FAULT_AROUND_MAX * CRAM_PAGE_SIZE);
+    if (e->page_buf) munmap(e->page_buf, CRAM_PAGE_SIZE);
+    if (e->shared) {
+        if (e->shared->slot_directory)
+            munmap((void*)(uintptr_t)e->shared->slot_directory, CRAM_SLOT_DIRECTORY_SIZE * sizeof(uint64_t));
+        if (e->shared->fault_log) munmap((void*)(uintptr_t)e->shared->fault_log, CRAM_FAULT_LOG_SIZE * sizeof(uint64_t));
+        munmap(e->shared, sizeof(cram_shared));
+    }
+    pthread_mutex_destroy(&e->lock);
+    free(e);
+}
+
+EXPORT int CramNative_EngineCreate(const cram_engine_config* config, cram_engine** out, cram_shared** shared_out)
+{
+    if (!config || !out || !shared_out || config->fault_around_pages > FAULT_AROUND_MAX ||
+        config->forced_mode > CRAM_UFFD_MODE_USER_ONLY) {
+        errno = EINVAL;
+        return -1;
+    }
+    cram_engine* e = calloc(1, sizeof *e);
+    if (!e) return -1;
+    e->uffd = e->stop_fd = e->reclaim_fd = -1;
+    pthread_mutex_init(&e->lock, NULL);
+    e->config = *config;
+    if (e->config.fault_around_pages == 0) e->config.fault_around_pages = 1;
+    int err = ENOMEM;
+    e->shared = map_anon(sizeof(cram_shared));
+    e->zero_pages = map_anon(FAULT_AROUND_MAX * CRAM_PAGE_SIZE);
+    e->page_buf = map_anon(CRAM_PAGE_SIZE);
+    if (!e->shared || !e->zero_pages || !e->page_buf) goto fail;
+    void* directory = map_anon(CRAM_SLOT_DIRECTORY_SIZE * sizeof(uint64_t));
+    void* log = map_anon(CRAM_FAULT_LOG_SIZE * sizeof(uint64_t));
+    e->shared->slot_directory = (uint64_t)(uintptr_t)directory;
+    e->shared->fault_log = (uint64_t)(uintptr_t)log;
+    if (!directory || !log) goto fail;
+
+    uint32_t mode = CRAM_UFFD_MODE_NONE;
+    e->uffd = uffd_open(config->forced_mode, &mode);
+    if (e->uffd < 0) { err = errno; goto fail; }
+    struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_PAGEFAULT_FLAG_WP };
+    if (ioctl(e->uffd, UFFDIO_API, &api) != 0) { err = errno == EINVAL ? EPROTONOSUPPORT : errno; goto fail; }
+    if (!(api.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP)) { err = EPROTONOSUPPORT; goto fail; }
+    e->shared->uffd_mode = mode;
+
+    e->stop_fd = eventfd(0, EFD_CLOEXEC);
+    e->reclaim_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (e->stop_fd < 0 || e->reclaim_fd < 0) { err = errno; goto fail; }
+    if ((err = pthread_create(&e->service, NULL, service_main, e)) != 0) goto fail;
+    pthread_setname_np(e->service, "cram-fault");
+    *out = e;
+    *shared_out = e->shared;
+    return 0;
+fail:
+    engine_free(e);
+    errno = err;
+    return -1;
+}
+
+static void region_release(cram_engine* e, cram_region_desc* r)
+{
+    struct uffdio_range range = { .start = r->base, .len = r->length };
+    (void)ioctl(e->uffd, UFFDIO_UNREGISTER, &range);
+    munmap((void*)(uintptr_t)r->base, r->length);
+    munmap((void*)(uintptr_t)r->pte, (r->length >> CRAM_PAGE_SHIFT) * sizeof(uint64_t));
+    memset(r, 0, sizeof *r);
+}
+
+EXPORT int CramNative_EngineDestroy(cram_engine* e)
+{
+    if (!e) { errno = EINVAL; return -1; }
+    uint64_t one = 1;
+    if (write(e->stop_fd, &one, sizeof one) != sizeof one) return -1;
+    pthread_join(e->service, NULL);
+    for (uint32_t i = 0; i < e->shared->region_count; i++)
+        if (e->shared->regions[i].base) region_release(e, &e->shared->regions[i]);
+    engine_free(e);
+    return 0;
+}
+
+EXPORT int CramNative_RegionCreate(cram_engine* e, uint64_t length, uint32_t* region_id)
+{
+    if (!e || !region_id || length == 0 || (length & (CRAM_PAGE_SIZE - 1))) { errno = EINVAL; return -1; }
+    void* base = map_anon(length);
+    if (!base) return -1;
+    void* pte = map_anon((length >> CRAM_PAGE_SHIFT) * sizeof(uint64_t));
+    if (!pte) { int err = errno; munmap(base, length); errno = err; return -1; }
+    (void)madvise(base, length, MADV_NOHUGEPAGE);
+    struct uffdio_register reg = { .range = { .start = (uint64_t)(uintptr_t)base, .len = length },
+                                   .mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP };
+    int err = 0;
+    if (ioctl(e->uffd, UFFDIO_REGISTER, &reg) != 0) err = errno;
+    else if (!(reg.ioctls & (1ull << _UFFDIO_WRITEPROTECT)) || !(reg.ioctls & (1ull << _UFFDIO_COPY))) err = EPROTONOSUPPORT;
+    if (err) {
+        munmap(base, length);
+        munmap(pte, (length >> CRAM_PAGE_SHIFT) * sizeof(uint64_t));
+        errno = err;
+        return -1;
+    }
+    pthread_mutex_lock(&e->lock);
+    uint32_t id = 0;
+    while (id < CRAM_MAX_REGIONS && e->shared->regions[id].base) id++;
+    if (id == CRAM_MAX_REGIONS) {
+        pthread_mutex_unlock(&e->lock);
+        cram_region_desc tmp = { .base = (uint64_t)(uintptr_t)base, .length = length, .pte = (uint64_t)(uintptr_t)pte };
+        region_release(e, &tmp);
+        errno = EMFILE;
+        return -1;
+    }
+    cram_region_desc* r = &e->shared->regions[id];
+    r->base = (uint64_t)(uintptr_t)base;
+    r->length = length;
+    r->pte = (uint64_t)(uintptr_t)pte;
+    r->id = id;
+    __atomic_store_n(&r->active, 1, __ATOMIC_RELEASE);
+    if (id + 1 > e->shared->region_count) e->shared->region_count = id + 1;
+    pthread_mutex_unlock(&e->lock);
+    *region_id = id;
+    return 0;
+}
+
+/* Fences the service out of a region: it checks `active` under the lock, so once this returns it
+ * never reads the region's page table again. Faults in the region are no longer resolved. */
+EXPORT int CramNative_RegionDeactivate(cram_engine* e, uint32_t region_id)
+{
+    if (!e || region_id >= CRAM_MAX_REGIONS || !e->shared->regions[region_id].base) { errno = EINVAL; return -1; }
+    pthread_mutex_lock(&e->lock);
+    __atomic_store_n(&e->shared->regions[region_id].active, 0, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&e->lock);
+    return 0;
+}
+
+/* Unregisters and unmaps a deactivated region and its page table. */
+EXPORT int CramNative_RegionDestroy(cram_engine* e, uint32_t region_id)
+{
+    if (!e || region_id >= CRAM_MAX_REGIONS || !e->shared->regions[region_id].base ||
+        __atomic_load_n(&e->shared->regions[region_id].active, __ATOMIC_ACQUIRE)) {
+        errno = EINVAL;
+        return -1;
+    }
+    pthread_mutex_lock(&e->lock);
+    region_release(e, &e->shared->regions[region_id]);
+    pthread_mutex_unlock(&e->lock);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ batched page operations */
+
+static int compare_u64(const void* a, const void* b)
+{
+    uint64_t x = *(const uint64_t*)a, y = *(const uint64_t*)b;
+    return x < y ? -1 : x > y;
+}
+
+static int region_checked(cram_engine* e, uint32_t region_id, const uint64_t* pages, int32_t count, cram_region_desc** out)
+{
+    if (!e || region_id >= CRAM_MAX_REGIONS || count < 0 || (count && !pages) ||
+        !__atomic_load_n(&e->shared->regions[region_id].active, __ATOMIC_ACQUIRE)) {
+        errno = EINVAL;
+        return -1;
+    }
+    cram_region_desc* r = &e->shared->regions[region_id];
+    uint64_t n = r->length >> CRAM_PAGE_SHIFT;
+    for (int32_t i = 0; i < count; i++)
+        if (pages[i] >= n) { errno = ERANGE; return -1; }
+    *out = r;
+    return 0;
+}
+
+/* Write-protects the given pages (sorted in place), one ioctl per run of contiguous pages. */
+EXPORT int CramNative_WriteProtectPages(cram_engine* e, uint32_t region_id, const uint64_t* pages, int32_t count)
+{
+    cram_region_desc* r;
+    if (region_checked(e, region_id, pages, count, &r) != 0) return -1;
+    uint64_t* sorted = (uint64_t*)pages;
+    qsort(sorted, (size_t)count, sizeof(uint64_t), compare_u64);
+    for (int32_t i = 0; i < count;) {
+        int32_t j = i + 1;
+        while (j < count && sorted[j] == sorted[j - 1] + 1) j++;
+        if (uffd_writeprotect(e->uffd, r->base + (sorted[i] << CRAM_PAGE_SHIFT),
+                              (uint64_t)(j - i) << CRAM_PAGE_SHIFT, 1) != 0)
+            return -1;
+        i = j;
+    }
+    return 0;
+}
+
+/* CLEAN → DROPPING → MADV_DONTNEED → EVICTED for each page still CLEAN; others are skipped.
+ * `pages` is reordered: the first *dropped entries are the pages that were evicted. */
+EXPORT int CramNative_DropPages(cram_engine* e, uint32_t region_id, uint64_t* pages, int32_t count, int32_t* dropped)
+{
+    cram_region_desc* r;
+    if (!dropped || region_checked(e, region_id, pages, count, &r) != 0) { errno = EINVAL; return -1; }
+    uint64_t* ptes = (uint64_t*)(uintptr_t)r->pte;
+    int32_t n = 0;
+    for (int32_t i = 0; i < count; i++) {
+        uint64_t p = load_acquire(&ptes[pages[i]]);
+        if (CRAM_PTE_STATE(p) != CRAM_PTE_CLEAN) continue;
+        if (!cas(&ptes[pages[i]], p, CRAM_PTE_MAKE(CRAM_PTE_DROPPING, CRAM_PTE_SLOT(p)))) continue;
+        pages[n++] = pages[i];
+    }
+    qsort(pages, (size_t)n, sizeof(uint64_t), compare_u64);
+    int err = 0;
+    for (int32_t i = 0; i < n;) {
+        int32_t j = i + 1;
+        while (j < n && pages[j] == pages[j - 1] + 1) j++;
+        if (madvise((void*)(uintptr_t)(r->base + (pages[i] << CRAM_PAGE_SHIFT)), (size_t)(j - i) << CRAM_PAGE_SHIFT,
+                    MADV_DONTNEED) != 0)
+            err = errno; /* cannot happen on our own anonymous mapping; keep going so no page stays DROPPING */
+        i = j;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        uint64_t* pte = &ptes[pages[i]];
+        store_release(pte, CRAM_PTE_MAKE(CRAM_PTE_EVICTED, CRAM_PTE_SLOT(*pte)));
+    }
+    __atomic_fetch_sub(&e->shared->stats.resident_pages, (uint64_t)n, __ATOMIC_RELAXED);
+    add_counter(&e->shared->stats.evicted_pages_total, (uint64_t)n);
+    *dropped = n;
+    if (err) { errno = err; return -1; }
+    return 0;
+}
+
+EXPORT int CramNative_WaitReclaimSignal(cram_engine* e, int32_t timeout_ms, int32_t* signalled)
+{
+    if (!e || !signalled) { errno = EINVAL; return -1; }
+    struct pollfd fd = { .fd = e->reclaim_fd, .events = POLLIN };
+    int rc = poll(&fd, 1, timeout_ms);
+    if (rc < 0 && errno != EINTR) return -1;
+    *signalled = 0;
+    if (rc > 0) {
+        uint64_t v;
+        if (read(e->reclaim_fd, &v, sizeof v) == sizeof v) *signalled = 1;
+        __atomic_store_n(&e->reclaim_signalled, 0, __ATOMIC_RELEASE);
+    }
+    return 0;
+}
+
+EXPORT int CramNative_SignalReclaim(cram_engine* e)
+{
+    if (!e) { errno = EINVAL; return -1; }
+    uint64_t one = 1;
+    return write(e->reclaim_fd, &one, sizeof one) == sizeof one ? 0 : -1;
+}

@@ -1,0 +1,72 @@
+using System.Diagnostics.Metrics;
+
+namespace CramCore;
+
+/// <summary>
+/// The <c>CramCore</c> meter: every live engine's counters as System.Diagnostics.Metrics
+/// instruments, tagged with <c>cramcore.engine</c>. Watch them with
+/// <c>dotnet-counters monitor --counters CramCore -p PID</c>.
+/// </summary>
+internal static class CramMetrics
+{
+    public const string MeterName = "CramCore";
+    private static readonly Meter s_meter = new(MeterName, "1.0");
+    private static readonly Lock s_lock = new();
+    private static readonly Dictionary<CramEngine, int> s_engines = [];
+    private static int s_nextId;
+
+    static CramMetrics()
+    {
+        Gauge("cramcore.logical", "By", "Bytes of pages that hold data, resident or evicted", s => s.LogicalBytes);
+        Gauge("cramcore.resident", "By", "Bytes of region pages mapped in memory", s => s.ResidentBytes);
+        Gauge("cramcore.stored", "By", "Bytes of storage holding compressed pages", s => s.StoredBytes);
+        Gauge("cramcore.same_filled_pages", "{page}", "Pages stored as a repeated value", s => s.SameFilledPages);
+        Counter("cramcore.faults.zero_fill", "{fault}", "Faults on never-touched pages", s => s.ZeroFillFaults);
+        Counter("cramcore.faults.refault", "{fault}", "Faults on evicted pages (swap-ins)", s => s.Refaults);
+        Counter("cramcore.faults.write_protect", "{fault}", "Write-protect faults on clean pages", s => s.WriteProtectFaults);
+        Counter("cramcore.evictions", "{page}", "Pages evicted", s => s.Evictions);
+        Counter("cramcore.evictions.cancelled", "{page}", "Evictions cancelled by a racing write", s => s.CancelledEvictions);
+        Counter("cramcore.incompressible", "{page}", "Eviction attempts on pages that did not compress", s => s.IncompressiblePages);
+    }
+
+    private static void Gauge(string name, string unit, string description, Func<CramStats, long> read) =>
+        s_meter.CreateObservableGauge(name, () => Observe(read), unit, description);
+
+    private static void Counter(string name, string unit, string description, Func<CramStats, long> read) =>
+        s_meter.CreateObservableCounter(name, () => Observe(read), unit, description);
+
+    private static List<Measurement<long>> Observe(Func<CramStats, long> read)
+    {
+        var result = new List<Measurement<long>>();
+        lock (s_lock)
+        {
+            foreach ((CramEngine engine, int id) in s_engines)
+            {
+                try
+                {
+                    result.Add(new Measurement<long>(read(engine.GetStats()), new KeyValuePair<string, object?>("cramcore.engine", id)));
+                }
+                catch (ObjectDisposedException)
+                {
+                }
+            }
+        }
+        return result;
+    }
+
+    public static void Register(CramEngine engine)
+    {
+        lock (s_lock)
+        {
+            s_engines[engine] = s_nextId++;
+        }
+    }
+
+    public static void Unregister(CramEngine engine)
+    {
+        lock (s_lock)
+        {
+            s_engines.Remove(engine);
+        }
+    }
+}

@@ -1,0 +1,94 @@
+namespace CramCore;
+
+/// <summary>How the engine obtains its userfaultfd.</summary>
+public enum UserfaultfdMode
+{
+    /// <summary>Try <see cref="Syscall"/>, then <see cref="Device"/>, then <see cref="UserModeOnly"/>.</summary>
+    Auto = 0,
+    /// <summary>The userfaultfd(2) system call with kernel faults included (root, CAP_SYS_PTRACE, or vm.unprivileged_userfaultfd=1).</summary>
+    Syscall = 1,
+    /// <summary>/dev/userfaultfd (Linux 6.1+, needs read/write access to the device node); kernel faults included.</summary>
+    Device = 2,
+    /// <summary>
+    /// UFFD_USER_MODE_ONLY: what an unprivileged process gets. Faults raised by the kernel on the
+    /// process's behalf are not handled, so a system call that reads or writes an evicted page
+    /// (e.g. <c>read(2)</c> into a region buffer) fails with EFAULT. Call
+    /// <see cref="CramRegion.MakeResident"/> on a range before handing it to the kernel.
+    /// </summary>
+    UserModeOnly = 3,
+}
+
+/// <summary>Options for <see cref="CramEngine.Create"/>. Validated when the engine is created.</summary>
+public sealed class CramOptions
+{
+    /// <summary>
+    /// Resident memory, over all regions of the engine, that background reclaim holds (bytes,
+    /// rounded down to pages). 0 (the default) means no limit: pages are evicted only by
+    /// <see cref="CramRegion.Reclaim"/>. Faults that would exceed the limit by more than a small
+    /// margin wait a bounded time (<see cref="ThrottleMaxMicroseconds"/>) for reclaim.
+    /// </summary>
+    public long ResidentLimitBytes { get; set; }
+
+    /// <summary>
+    /// A page is stored compressed only if LZ4 makes it this small or smaller (bytes, 64–4096;
+    /// default 3072, three quarters of a page). Pages that do not compress below it stay resident
+    /// and are not tried again until they are written.
+    /// </summary>
+    public int CompressionThreshold { get; set; } = 3 * 1024;
+
+    /// <summary>Which userfaultfd to use (default <see cref="UserfaultfdMode.Auto"/>).</summary>
+    public UserfaultfdMode Userfaultfd { get; set; } = UserfaultfdMode.Auto;
+
+    /// <summary>
+    /// How long the native fault service busy-polls for the next fault before it blocks
+    /// (microseconds, 0–10000; default 50). Spinning trades CPU for fault latency.
+    /// </summary>
+    public int FaultServiceSpinMicroseconds { get; set; } = 50;
+
+    /// <summary>Longest a fault waits for reclaim when resident memory is over the limit (microseconds, 0–1000000; default 20000).</summary>
+    public int ThrottleMaxMicroseconds { get; set; } = 20_000;
+
+    /// <summary>
+    /// A write to a never-touched page fills up to this many never-touched neighbours in its
+    /// aligned block with zeros at once (1–64; default 16), which saves faults on sequential fills.
+    /// 1 turns it off.
+    /// </summary>
+    public int FaultAroundPages { get; set; } = 16;
+
+    /// <summary>Store evicted pages uncompressed (benchmarks use this to measure the bare fault cost).</summary>
+    internal bool StoreUncompressed { get; set; }
+
+    internal void Validate()
+    {
+        if (ResidentLimitBytes < 0)
+        {
+            throw new ArgumentException($"ResidentLimitBytes is {ResidentLimitBytes}; use 0 for no limit or a positive byte count.", nameof(ResidentLimitBytes));
+        }
+        if (ResidentLimitBytes > 0 && ResidentLimitBytes < 64 * PageTable.PageSize)
+        {
+            throw new ArgumentException($"ResidentLimitBytes is {ResidentLimitBytes}; the smallest limit is 64 pages (262144 bytes), or 0 for no limit.", nameof(ResidentLimitBytes));
+        }
+        if (CompressionThreshold is < 64 or > PageTable.PageSize)
+        {
+            throw new ArgumentException($"CompressionThreshold is {CompressionThreshold}; it must be between 64 and 4096 bytes (default 3072).", nameof(CompressionThreshold));
+        }
+        if (!Enum.IsDefined(Userfaultfd))
+        {
+            throw new ArgumentException($"Userfaultfd is {(int)Userfaultfd}, which is not a UserfaultfdMode value.", nameof(Userfaultfd));
+        }
+        if (FaultServiceSpinMicroseconds is < 0 or > 10_000)
+        {
+            throw new ArgumentException($"FaultServiceSpinMicroseconds is {FaultServiceSpinMicroseconds}; it must be between 0 and 10000.", nameof(FaultServiceSpinMicroseconds));
+        }
+        if (ThrottleMaxMicroseconds is < 0 or > 1_000_000)
+        {
+            throw new ArgumentException($"ThrottleMaxMicroseconds is {ThrottleMaxMicroseconds}; it must be between 0 and 1000000.", nameof(ThrottleMaxMicroseconds));
+        }
+        if (FaultAroundPages is < 1 or > 64)
+        {
+            throw new ArgumentException($"FaultAroundPages is {FaultAroundPages}; it must be between 1 (off) and 64.", nameof(FaultAroundPages));
+        }
+    }
+
+    internal CramOptions Clone() => (CramOptions)MemberwiseClone();
+}

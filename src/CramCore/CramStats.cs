@@ -1,0 +1,53 @@
+namespace CramCore;
+
+/// <summary>A snapshot of an engine's state and counters (<see cref="CramEngine.GetStats"/>). Counters are cumulative.</summary>
+public sealed record CramStats
+{
+    /// <summary>Bytes of pages that hold data: touched at least once and not discarded, resident or evicted.</summary>
+    public long LogicalBytes { get; init; }
+    /// <summary>Bytes of region pages mapped in memory now.</summary>
+    public long ResidentBytes { get; init; }
+    /// <summary>Highest <see cref="ResidentBytes"/> seen since the engine was created.</summary>
+    public long PeakResidentBytes { get; init; }
+    /// <summary>Bytes of storage holding compressed (or uncompressed) copies of pages.</summary>
+    public long StoredBytes { get; init; }
+    /// <summary>Pages whose copy is a repeated 8-byte value (zero pages included): no storage, no LZ4.</summary>
+    public long SameFilledPages { get; init; }
+    /// <summary>Logical bytes per byte of memory used (resident + stored); 1 when nothing is stored.</summary>
+    public double EffectiveRatio => ResidentBytes + StoredBytes == 0 ? 1 : (double)LogicalBytes / (ResidentBytes + StoredBytes);
+
+    /// <summary>Faults on never-touched pages, answered with zeros.</summary>
+    public long ZeroFillFaults { get; init; }
+    /// <summary>Faults on evicted pages (swap-ins), of every backend.</summary>
+    public long Refaults => RefaultsLz4 + RefaultsSameFilled + RefaultsUncompressed;
+    /// <summary>Swap-ins decompressed with LZ4.</summary>
+    public long RefaultsLz4 { get; init; }
+    /// <summary>Swap-ins of same-filled or zero pages, rebuilt without LZ4.</summary>
+    public long RefaultsSameFilled { get; init; }
+    /// <summary>Swap-ins of pages stored uncompressed.</summary>
+    public long RefaultsUncompressed { get; init; }
+    /// <summary>Write-protect faults: first write to a clean (swapped-in) or incompressible page.</summary>
+    public long WriteProtectFaults { get; init; }
+    /// <summary>Evictions cancelled because the page was written while it was being evicted.</summary>
+    public long CancelledEvictions { get; init; }
+    /// <summary>Fault messages for pages another message had already resolved.</summary>
+    public long SpuriousFaults { get; init; }
+    /// <summary>Faults that waited for reclaim because resident memory was over the limit.</summary>
+    public long ThrottledFaults { get; init; }
+
+    /// <summary>Pages evicted (unmapped after their copy was stored).</summary>
+    public long Evictions { get; init; }
+    /// <summary>Pages compressed with LZ4 and stored.</summary>
+    public long CompressedPages { get; init; }
+    /// <summary>Eviction attempts that found the page did not compress below the threshold.</summary>
+    public long IncompressiblePages { get; init; }
+    /// <summary>Fault-service errors (failed ioctls, undecodable copies). Anything but 0 is a bug to report.</summary>
+    public long ServiceErrors { get; init; }
+    /// <summary>Time the fault service spent resolving faults.</summary>
+    public TimeSpan FaultServiceBusyTime { get; init; }
+
+    /// <summary>The userfaultfd mode in use. In <see cref="UserfaultfdMode.UserModeOnly"/>, system calls on evicted pages fail with EFAULT.</summary>
+    public UserfaultfdMode UserfaultfdMode { get; init; }
+    /// <summary>Regions alive in the engine.</summary>
+    public int Regions { get; init; }
+}

@@ -1,0 +1,327 @@
+using System.Runtime.InteropServices;
+
+namespace CramCore;
+
+/// <summary>
+/// Chooses victims (second chance over fault-in order) and evicts them in batches:
+/// claim (DIRTY→EVICTING) → write-protect (one ioctl per run) → same-filled check → LZ4 →
+/// store → publish (EVICTING→CLEAN) → drop (native: CLEAN→DROPPING→MADV_DONTNEED→EVICTED).
+/// A write during any of this takes a WP fault that cancels the eviction (the service moves the
+/// page back to DIRTY), so the publish CAS fails and the copy is discarded: no write is lost.
+/// Runs on managed threads: the background thread that holds the resident limit, and callers of
+/// <see cref="CramRegion.Reclaim"/>. One pass at a time.
+/// </summary>
+internal sealed unsafe class Reclaimer : IDisposable
+{
+    internal const int BatchPages = 256;
+
+    private readonly CramEngine _engine;
+    private readonly NativeShared* _shared;
+    private readonly SlotTable _slots;
+    private readonly int _threshold;
+    private readonly bool _storeUncompressed;
+    private readonly Lock _lock = new();
+    private readonly VictimQueue _queue = new();
+    private readonly ulong[] _dirty = new ulong[BatchPages];
+    private readonly ulong[] _clean = new ulong[BatchPages];
+    private readonly ulong[] _pages = new ulong[BatchPages];
+    private readonly byte* _scratch;
+    private ulong _seenLogOverflows;
+    private long _incompressible;
+    private long _cancelled;
+    private long _compressed;
+    private long _sameFilled;
+    private Thread? _thread;
+    private volatile bool _stopping;
+    private readonly long _limitPages;
+    private readonly long _lowWaterPages;
+
+    public Reclaimer(CramEngine engine, NativeShared* shared, SlotTable slots, CramOptions options)
+    {
+        _engine = engine;
+        _shared = shared;
+        _slots = slots;
+        _threshold = options.CompressionThreshold;
+        _storeUncompressed = options.StoreUncompressed;
+        _scratch = (byte*)NativeMemory.Alloc(PageTable.PageSize);
+        if (options.ResidentLimitBytes > 0)
+        {
+            _limitPages = options.ResidentLimitBytes / PageTable.PageSize;
+            _lowWaterPages = LowWaterPages(_limitPages);
+        }
+    }
+
+    /// <summary>Background reclaim brings resident memory down to this after the limit is crossed.</summary>
+    internal static long LowWaterPages(long limitPages) =>
+        Math.Max(1, limitPages - Math.Max(BatchPages / 4, limitPages / 64));
+
+    /// <summary>Faults wait (bounded) for reclaim above this.</summary>
+    internal static long HardLimitPages(long limitPages) => limitPages + Math.Max(BatchPages, limitPages / 40);
+
+    public long IncompressiblePages => Volatile.Read(ref _incompressible);
+    public long CancelledEvictions => Volatile.Read(ref _cancelled);
+    public long CompressedPages => Volatile.Read(ref _compressed);
+    public long SameFilledEvictions => Volatile.Read(ref _sameFilled);
+
+    public void StartBackground()
+    {
+        if (_limitPages == 0)
+        {
+            return;
+        }
+        _thread = new Thread(BackgroundLoop) { IsBackground = true, Name = "cram-reclaim" };
+        _thread.Start();
+    }
+
+    private void BackgroundLoop()
+    {
+        nint engine = _engine.NativeHandle;
+        while (!_stopping)
+        {
+            int signalled;
+            Interop.CramNative.WaitReclaimSignal(engine, 20, &signalled);
+            if (_stopping)
+            {
+                break;
+            }
+            _slots.DrainStale();
+            long resident;
+            while (!_stopping && (resident = (long)Volatile.Read(ref _shared->Stats.ResidentPages)) > _lowWaterPages)
+            {
+                if (Reclaim(resident - _lowWaterPages, null) == 0)
+                {
+                    break; // nothing evictable right now; wait for the next signal or tick
+                }
+            }
+            if (!_stopping)
+            {
+                lock (_lock)
+                {
+                    PullFaultLog(); // keep the log from overflowing while nothing needs reclaiming
+                }
+            }
+        }
+    }
+
+    /// <summary>Evicts up to <paramref name="targetPages"/> pages, of one region if given. Returns pages evicted.</summary>
+    public long Reclaim(long targetPages, CramRegion? only)
+    {
+        lock (_lock)
+        {
+            _slots.DrainStale();
+            PullFaultLog();
+            long evicted = 0;
+            long budget = 2L * _queue.Count + BatchPages;
+            while (evicted < targetPages && _queue.Count > 0 && budget > 0 && !_stopping)
+            {
+                int dirty = 0, clean = 0;
+                long want = Math.Min(BatchPages, targetPages - evicted);
+                while (dirty + clean < want && _queue.Count > 0 && budget-- > 0)
+                {
+                    ulong entry = _queue.Dequeue();
+                    CramRegion? region = _engine.RegionById(VictimQueue.RegionOf(entry));
+                    if (region is null)
+                    {
+                        continue;
+                    }
+                    if (only is not null && region != only)
+                    {
+                        _queue.Enqueue(entry);
+                        continue;
+                    }
+                    ulong* pte = region.PageTableEntries + VictimQueue.PageOf(entry);
+                    ulong p = PageTable.Load(pte);
+                    switch (PageTable.State(p))
+                    {
+                        case PageState.Dirty or PageState.Clean when (p & PageTable.Referenced) != 0:
+                            PageTable.TryTransition(pte, p, p & ~PageTable.Referenced);
+                            _queue.Enqueue(entry); // second chance
+                            break;
+                        case PageState.Dirty:
+                            if (PageTable.TryTransition(pte, p, PageTable.Make(PageState.Evicting, 0)))
+                            {
+                                _dirty[dirty++] = entry;
+                            }
+                            break;
+                        case PageState.Clean:
+                            _clean[clean++] = entry;
+                            break;
+                        default:
+                            break; // evicted, incompressible (re-logged when written) or someone else's
+                    }
+                }
+                evicted += EvictBatch(dirty, clean);
+            }
+            return evicted;
+        }
+    }
+
+    private long EvictBatch(int dirtyCount, int cleanCount)
+    {
+        // Entries sort by region first, so each region's pages form one contiguous group.
+        Array.Sort(_dirty, 0, dirtyCount);
+        for (int i = 0; i < dirtyCount;)
+        {
+            uint regionId = VictimQueue.RegionOf(_dirty[i]);
+            int n = 0;
+            while (i < dirtyCount && VictimQueue.RegionOf(_dirty[i]) == regionId)
+            {
+                _pages[n++] = VictimQueue.PageOf(_dirty[i++]);
+            }
+            CompressGroup(_engine.RegionById(regionId)!, n, ref cleanCount);
+        }
+        Array.Sort(_clean, 0, cleanCount);
+        long dropped = 0;
+        for (int i = 0; i < cleanCount;)
+        {
+            uint regionId = VictimQueue.RegionOf(_clean[i]);
+            int n = 0;
+            while (i < cleanCount && VictimQueue.RegionOf(_clean[i]) == regionId)
+            {
+                _pages[n++] = VictimQueue.PageOf(_clean[i++]);
+            }
+            int d;
+            fixed (ulong* pages = _pages)
+            {
+                Interop.ThrowIfFailed(Interop.CramNative.DropPages(_engine.NativeHandle, regionId, pages, n, &d), "Dropping evicted pages");
+            }
+            dropped += d;
+        }
+        return dropped;
+    }
+
+    /// <summary>Write-protects and compresses the EVICTING pages in _pages[0..n); adds the published ones to _clean.</summary>
+    private void CompressGroup(CramRegion region, int n, ref int cleanCount)
+    {
+        fixed (ulong* pages = _pages)
+        {
+            if (Interop.CramNative.WriteProtectPages(_engine.NativeHandle, region.Id, pages, n) != 0)
+            {
+                Exception error = Interop.GetExceptionForLastError("Write-protecting pages for eviction");
+                for (int i = 0; i < n; i++) // give the pages back; nothing was copied yet
+                {
+                    PageTable.TryTransition(region.PageTableEntries + pages[i], PageTable.Make(PageState.Evicting, 0), PageTable.Make(PageState.Dirty, 0));
+                }
+                throw error;
+            }
+        }
+        ulong evicting = PageTable.Make(PageState.Evicting, 0);
+        for (int i = 0; i < n; i++)
+        {
+            ulong page = _pages[i];
+            byte* data = region.BasePointer + (page << PageTable.PageShift);
+            ulong* pte = region.PageTableEntries + page;
+            ulong slot;
+            if (SameFilled.Check(data, out ulong value))
+            {
+                if (value == 0)
+                {
+                    slot = PageTable.ZeroSlot;
+                    Interlocked.Increment(ref _shared->Stats.ZeroCopies);
+                }
+                else
+                {
+                    slot = _slots.AllocateSameFilled(value);
+                }
+                Interlocked.Increment(ref _sameFilled);
+            }
+            else if (_storeUncompressed)
+            {
+                slot = _slots.AllocateStored(SlotBackend.Raw, data, PageTable.PageSize);
+            }
+            else
+            {
+                int size = Interop.Lz4.CompressDefault(data, _scratch, PageTable.PageSize, _threshold);
+                if (size <= 0)
+                {
+                    // Stays resident and write-protected; the next write re-queues it.
+                    if (PageTable.TryTransition(pte, evicting, PageTable.Make(PageState.Incompressible, 0)))
+                    {
+                        Interlocked.Increment(ref _incompressible);
+                    }
+                    continue;
+                }
+                slot = _slots.AllocateStored(SlotBackend.Lz4, _scratch, size);
+                Interlocked.Increment(ref _compressed);
+            }
+            if (PageTable.TryTransition(pte, evicting, PageTable.Make(PageState.Clean, slot)))
+            {
+                _clean[cleanCount++] = VictimQueue.Encode(region.Id, page);
+            }
+            else
+            {
+                // A write cancelled the eviction while we read the page: our copy may be torn.
+                Interlocked.Increment(ref _cancelled);
+                if (slot == PageTable.ZeroSlot)
+                {
+                    Interlocked.Decrement(ref _shared->Stats.ZeroCopies);
+                }
+                else
+                {
+                    _slots.Free(slot);
+                }
+            }
+        }
+    }
+
+    /// <summary>Appends the pages the service made resident, in fault order, to the victim queue.</summary>
+    private void PullFaultLog()
+    {
+        ulong overflows = Volatile.Read(ref _shared->Stats.FaultLogOverflows);
+        ulong head = Volatile.Read(ref _shared->FaultLogHead);
+        ulong tail = _shared->FaultLogTail;
+        if (overflows != _seenLogOverflows)
+        {
+            // Entries were lost: rebuild the queue from the page tables (address order).
+            _seenLogOverflows = overflows;
+            _queue.Clear();
+            foreach (CramRegion region in _engine.LiveRegions())
+            {
+                for (ulong page = 0; page < region.PageCount; page++)
+                {
+                    if (PageTable.State(PageTable.Load(region.PageTableEntries + page)) is PageState.Dirty or PageState.Clean)
+                    {
+                        _queue.Enqueue(VictimQueue.Encode(region.Id, page));
+                    }
+                }
+            }
+        }
+        else
+        {
+            ulong* log = (ulong*)_shared->FaultLog;
+            for (ulong t = tail; t < head; t++)
+            {
+                _queue.Enqueue(log[t & (NativeShared.FaultLogSize - 1)]);
+            }
+        }
+        Volatile.Write(ref _shared->FaultLogTail, head);
+    }
+
+    /// <summary>Takes the reclaim lock so a region can be torn down with no pass using it.</summary>
+    public void ForgetRegion(CramRegion region, Action teardown)
+    {
+        lock (_lock)
+        {
+            PullFaultLog();
+            _queue.RemoveRegion(region.Id);
+            teardown();
+        }
+    }
+
+    public void Stop()
+    {
+        _stopping = true;
+        if (_thread is not null)
+        {
+            Interop.CramNative.SignalReclaim(_engine.NativeHandle);
+            _thread.Join();
+            _thread = null;
+        }
+    }
+
+    public void Dispose()
+    {
+        Stop();
+        NativeMemory.Free(_scratch);
+    }
+}

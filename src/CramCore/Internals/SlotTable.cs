@@ -1,0 +1,161 @@
+using System.Runtime.InteropServices;
+
+namespace CramCore;
+
+/// <summary>
+/// The virtual swap slot table and the storage behind slots. Page-table entries name slots, never
+/// storage addresses, so data can move between backends by rewriting a slot. Slots are allocated
+/// here (managed code); the fault service only reads them and pushes stale ones on a lock-free list
+/// that <see cref="DrainStale"/> frees. Clusters of slots are allocated on demand and published
+/// before any page-table entry names a slot in them.
+/// </summary>
+internal sealed unsafe class SlotTable : IDisposable
+{
+    private readonly NativeShared* _shared;
+    private readonly ulong* _directory;
+    private readonly Lock _lock = new();
+    private ulong[] _free = new ulong[1024];
+    private int _freeCount;
+    private ulong _nextFresh = 1; // slot 0 means "zero page" and is never allocated
+    private long _storedBytes;
+    private long _liveSlots;
+    private long _sameFilledSlots;
+
+    public SlotTable(NativeShared* shared)
+    {
+        _shared = shared;
+        _directory = (ulong*)shared->SlotDirectory;
+    }
+
+    public long StoredBytes => Volatile.Read(ref _storedBytes);
+    public long LiveSlots => Volatile.Read(ref _liveSlots);
+    public long SameFilledSlots => Volatile.Read(ref _sameFilledSlots);
+
+    public NativeSlot* Get(ulong id) =>
+        (NativeSlot*)_directory[id >> NativeShared.SlotClusterShift] + (id & (NativeShared.SlotClusterSize - 1));
+
+    /// <summary>Allocates a slot for a same-filled page (no storage).</summary>
+    public ulong AllocateSameFilled(ulong value)
+    {
+        ulong id = AllocateId();
+        NativeSlot* s = Get(id);
+        s->Data = value;
+        s->Length = 0;
+        s->Backend = (ushort)SlotBackend.SameFilled;
+        Interlocked.Increment(ref _sameFilledSlots);
+        return id;
+    }
+
+    /// <summary>Allocates a slot holding a copy of <paramref name="length"/> bytes at <paramref name="source"/>.</summary>
+    public ulong AllocateStored(SlotBackend backend, byte* source, int length)
+    {
+        byte* storage = (byte*)NativeMemory.Alloc((nuint)length);
+        Buffer.MemoryCopy(source, storage, length, length);
+        ulong id = AllocateId();
+        NativeSlot* s = Get(id);
+        s->Data = (ulong)storage;
+        s->Length = (uint)length;
+        s->Backend = (ushort)backend;
+        Interlocked.Add(ref _storedBytes, length);
+        return id;
+    }
+
+    public void Free(ulong id)
+    {
+        if (id == PageTable.ZeroSlot)
+        {
+            return;
+        }
+        NativeSlot* s = Get(id);
+        switch ((SlotBackend)s->Backend)
+        {
+            case SlotBackend.SameFilled:
+                Interlocked.Decrement(ref _sameFilledSlots);
+                break;
+            case SlotBackend.Lz4:
+            case SlotBackend.Raw:
+                NativeMemory.Free((void*)s->Data);
+                Interlocked.Add(ref _storedBytes, -s->Length);
+                break;
+            default:
+                throw new InvalidOperationException($"Slot {id} freed twice (backend {s->Backend}).");
+        }
+        *s = default;
+        lock (_lock)
+        {
+            if (_freeCount == _free.Length)
+            {
+                Array.Resize(ref _free, _free.Length * 2);
+            }
+            _free[_freeCount++] = id;
+            _liveSlots--;
+        }
+    }
+
+    /// <summary>Frees every slot the fault service has marked stale. Returns how many.</summary>
+    public int DrainStale()
+    {
+        ulong id = Interlocked.Exchange(ref _shared->StaleHead, 0);
+        int n = 0;
+        while (id != 0)
+        {
+            ulong next = Get(id)->NextStale;
+            Free(id);
+            id = next;
+            n++;
+        }
+        return n;
+    }
+
+    private ulong AllocateId()
+    {
+        lock (_lock)
+        {
+            _liveSlots++;
+            if (_freeCount > 0)
+            {
+                return _free[--_freeCount];
+            }
+            ulong id = _nextFresh++;
+            ulong cluster = id >> NativeShared.SlotClusterShift;
+            if (cluster >= NativeShared.SlotDirectorySize)
+            {
+                _nextFresh--;
+                _liveSlots--;
+                throw new InvalidOperationException("The virtual swap slot table is full (2^32 slots).");
+            }
+            if (_directory[cluster] == 0)
+            {
+                void* memory = NativeMemory.AllocZeroed((nuint)(NativeShared.SlotClusterSize * sizeof(NativeSlot)));
+                Volatile.Write(ref _directory[cluster], (ulong)memory);
+            }
+            return id;
+        }
+    }
+
+    /// <summary>Frees all storage and clusters. Only after the fault service has stopped.</summary>
+    public void Dispose()
+    {
+        DrainStale();
+        for (ulong c = 0; c < NativeShared.SlotDirectorySize && c <= (_nextFresh >> NativeShared.SlotClusterShift); c++)
+        {
+            NativeSlot* cluster = (NativeSlot*)_directory[c];
+            if (cluster == null)
+            {
+                continue;
+            }
+            for (int i = 0; i < NativeShared.SlotClusterSize; i++)
+            {
+                if (cluster[i].Backend is (ushort)SlotBackend.Lz4 or (ushort)SlotBackend.Raw)
+                {
+                    NativeMemory.Free((void*)cluster[i].Data);
+                }
+            }
+            NativeMemory.Free(cluster);
+            _directory[c] = 0;
+        }
+        _storedBytes = 0;
+        _liveSlots = 0;
+        _sameFilledSlots = 0;
+    }
+}
