@@ -125,10 +125,12 @@ static int uffd_open(uint32_t forced_mode, uint32_t* mode_out)
     return -1;
 }
 
+/* The resolving ioctls never wake the faulting thread: the service first publishes the page's
+ * new state, log entry and counters, then wakes it, so the thread resumes into a consistent world. */
 static int uffd_copy(int uffd, uint64_t dst, const void* src, uint64_t len, int write_protect)
 {
     struct uffdio_copy c = { .dst = dst, .src = (uint64_t)(uintptr_t)src, .len = len,
-                             .mode = write_protect ? UFFDIO_COPY_MODE_WP : 0 };
+                             .mode = UFFDIO_COPY_MODE_DONTWAKE | (write_protect ? UFFDIO_COPY_MODE_WP : 0) };
     for (;;) {
         if (ioctl(uffd, UFFDIO_COPY, &c) == 0) return 0;
         if (errno == EAGAIN) { /* mm changed under us; retry the rest */
@@ -142,7 +144,7 @@ static int uffd_copy(int uffd, uint64_t dst, const void* src, uint64_t len, int 
 
 static int uffd_zeropage(int uffd, uint64_t dst, uint64_t len)
 {
-    struct uffdio_zeropage z = { .range = { .start = dst, .len = len }, .mode = 0 };
+    struct uffdio_zeropage z = { .range = { .start = dst, .len = len }, .mode = UFFDIO_ZEROPAGE_MODE_DONTWAKE };
     for (;;) {
         if (ioctl(uffd, UFFDIO_ZEROPAGE, &z) == 0) return 0;
         if (errno == EAGAIN) { z.zeropage = 0; continue; }
@@ -153,7 +155,7 @@ static int uffd_zeropage(int uffd, uint64_t dst, uint64_t len)
 static int uffd_writeprotect(int uffd, uint64_t start, uint64_t len, int protect)
 {
     struct uffdio_writeprotect w = { .range = { .start = start, .len = len },
-                                     .mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0 };
+                                     .mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : UFFDIO_WRITEPROTECT_MODE_DONTWAKE };
     for (;;) {
         if (ioctl(uffd, UFFDIO_WRITEPROTECT, &w) == 0) return 0;
         if (errno == EAGAIN) continue;
@@ -295,6 +297,7 @@ static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t pa
     add_counter(&s->stats.faults_zero, 1);
     add_counter(&s->stats.populated_pages, made);
     resident_add(e, made);
+    uffd_wake(e->uffd, addr, n << CRAM_PAGE_SHIFT); /* threads faulting anywhere in the run */
 }
 
 static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t pte, int write)
@@ -346,6 +349,7 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
     add_counter(counter, 1);
     fault_log_append(s, r->id, page);
     resident_add(e, 1);
+    uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
 }
 
 static void resolve_missing(cram_engine* e, cram_region_desc* r, uint64_t page, int write)
@@ -370,27 +374,28 @@ static void resolve_write_protect(cram_engine* e, cram_region_desc* r, uint64_t 
     for (;;) {
         uint64_t p = wait_not_dropping(pte);
         uint32_t state = CRAM_PTE_STATE(p);
-        uint64_t dirty = CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0) | CRAM_PTE_REFERENCED;
-        if (state == CRAM_PTE_CLEAN || state == CRAM_PTE_EVICTING || state == CRAM_PTE_INCOMPRESSIBLE) {
-            if (!cas(pte, p, dirty)) continue; /* reclaim moved it: look again */
-            if (uffd_writeprotect(e->uffd, addr, CRAM_PAGE_SIZE, 0) != 0) add_counter(&s->stats.service_errors, 1);
-            if (state == CRAM_PTE_CLEAN) {
-                stale_push(s, CRAM_PTE_SLOT(p));
-                add_counter(&s->stats.faults_wp, 1);
-            } else if (state == CRAM_PTE_EVICTING) {
-                add_counter(&s->stats.faults_wp_cancel, 1);
-            } else {
-                add_counter(&s->stats.faults_wp, 1);
-                fault_log_append(s, r->id, page); /* back into reclaim's queue */
-            }
+        if (state == CRAM_PTE_EVICTED || state == CRAM_PTE_EMPTY) {
+            /* Dropped after the fault was queued: the retried access raises a MISSING fault. */
+            add_counter(&s->stats.faults_spurious, 1);
+            uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
             return;
         }
-        if (state == CRAM_PTE_DIRTY) { /* already writable in our books: make sure the PTE agrees */
-            if (uffd_writeprotect(e->uffd, addr, CRAM_PAGE_SIZE, 0) != 0) add_counter(&s->stats.service_errors, 1);
-        } else { /* EVICTED or EMPTY: the retried access will raise a MISSING fault */
-            uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+        /* CLEAN, EVICTING, INCOMPRESSIBLE or DIRTY: hold UNPROTECTING while the protection is
+         * cleared, so reclaim cannot claim and re-protect the page in between. */
+        if (!cas(pte, p, CRAM_PTE_MAKE(CRAM_PTE_UNPROTECTING, 0))) continue;
+        if (uffd_writeprotect(e->uffd, addr, CRAM_PAGE_SIZE, 0) != 0) add_counter(&s->stats.service_errors, 1);
+        store_release(pte, CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0) | CRAM_PTE_REFERENCED);
+        switch (state) {
+        case CRAM_PTE_CLEAN:
+            stale_push(s, CRAM_PTE_SLOT(p));
+            add_counter(&s->stats.faults_wp, 1);
+            break;
+        case CRAM_PTE_EVICTING: add_counter(&s->stats.faults_wp_cancel, 1); break;
+        case CRAM_PTE_INCOMPRESSIBLE: add_counter(&s->stats.faults_wp, 1); break;
+        default: add_counter(&s->stats.faults_spurious, 1); break;
         }
-        add_counter(&s->stats.faults_spurious, 1);
+        if (state != CRAM_PTE_DIRTY) fault_log_append(s, r->id, page); /* reclaim may have dropped its entry */
+        uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
         return;
     }
 }

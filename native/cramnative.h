@@ -30,9 +30,16 @@
  *   DIRTY ──reclaim claims (C#, CAS)──▶ EVICTING      then UFFDIO_WRITEPROTECT, then read+compress
  *   EVICTING ──compressed+stored (C#, CAS)──▶ CLEAN(slot)
  *   EVICTING ──does not compress (C#, CAS)──▶ INCOMPRESSIBLE   stays resident and write-protected
- *   EVICTING ──WP fault (service, CAS)──▶ DIRTY       eviction cancelled; reclaim's CAS then fails
- *                                                      and it frees what it stored: no lost write
- *   CLEAN ──WP fault (service)──▶ DIRTY               copy is stale: slot pushed on the stale list
+ *   EVICTING ──WP fault (service)──▶ UNPROTECTING ──▶ DIRTY   eviction cancelled; reclaim's
+ *                                                      publish CAS then fails and it frees what it
+ *                                                      stored: no lost write
+ *   CLEAN ──WP fault (service)──▶ UNPROTECTING ──▶ DIRTY   copy is stale: slot pushed on the
+ *                                                      stale list
+ *   UNPROTECTING: only the service holds it, around the UFFDIO_WRITEPROTECT that clears the
+ *             protection. Without it, reclaim could claim the page (DIRTY→EVICTING→CLEAN, write-
+ *             protecting it again) before the service's clear lands, leaving a CLEAN page
+ *             writable, and a write to it would be lost on the next drop. Every move to DIRTY
+ *             through it appends the page to the fault-in log, so reclaim sees it again.
  *   CLEAN ──drop (native, CAS)──▶ DROPPING ──MADV_DONTNEED──▶ EVICTED(slot)
  *   DROPPING: only native code holds this state, for the length of one madvise batch; the
  *             service waits for it to end (it never waits for managed code).
@@ -40,7 +47,8 @@
  *                                                      evicting it again costs only MADV_DONTNEED
  *   EVICTED ──write MISSING fault──▶ DIRTY            rebuilt writable at once (one fault);
  *                                                      slot pushed on the stale list
- *   INCOMPRESSIBLE ──WP fault──▶ DIRTY                re-enters the reclaim queue once written
+ *   INCOMPRESSIBLE ──WP fault──▶ UNPROTECTING ──▶ DIRTY   re-enters the reclaim queue once written
+ *   DIRTY ──WP fault──▶ UNPROTECTING ──▶ DIRTY         a stray protection (a failed eviction) is cleared
  *   any ──region destroyed──▶ (gone)                  after the service has been fenced out
  * ------------------------------------------------------------------------------------------- */
 enum cram_pte_state {
@@ -51,6 +59,7 @@ enum cram_pte_state {
     CRAM_PTE_DROPPING = 4,
     CRAM_PTE_EVICTED = 5,
     CRAM_PTE_INCOMPRESSIBLE = 6,
+    CRAM_PTE_UNPROTECTING = 7,
 };
 
 #define CRAM_PTE_STATE_MASK 0xFull

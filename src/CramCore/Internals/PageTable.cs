@@ -16,6 +16,7 @@ internal enum PageState : uint
     Dropping = 4,
     Evicted = 5,
     Incompressible = 6,
+    Unprotecting = 7,
 }
 
 internal static unsafe class PageTable

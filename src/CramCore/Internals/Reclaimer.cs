@@ -53,10 +53,10 @@ internal sealed unsafe class Reclaimer : IDisposable
 
     /// <summary>Background reclaim brings resident memory down to this after the limit is crossed.</summary>
     internal static long LowWaterPages(long limitPages) =>
-        Math.Max(1, limitPages - Math.Max(BatchPages / 4, limitPages / 64));
+        Math.Max(1, limitPages - Math.Max(32, limitPages / 64));
 
     /// <summary>Faults wait (bounded) for reclaim above this.</summary>
-    internal static long HardLimitPages(long limitPages) => limitPages + Math.Max(BatchPages, limitPages / 40);
+    internal static long HardLimitPages(long limitPages) => limitPages + Math.Max(32, limitPages / 40);
 
     public long IncompressiblePages => Volatile.Read(ref _incompressible);
     public long CancelledEvictions => Volatile.Read(ref _cancelled);

@@ -1,0 +1,192 @@
+namespace CramCore.Tests;
+
+public sealed unsafe class FaultKindTests : IDisposable
+{
+    private readonly CramEngine _engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1 });
+    private readonly CramRegion _region;
+    private const int P = TestPages.PageSize;
+
+    public FaultKindTests() => _region = _engine.CreateRegion(1 << 20);
+
+    public void Dispose() => _engine.Dispose();
+
+    private byte* Page(int i) => _region.Pointer + (long)i * P;
+
+    [Fact]
+    public void FirstTouchRead_InstallsZeroPage()
+    {
+        Assert.Equal(0L, *(long*)Page(3));
+        Assert.Equal(PageState.Dirty, _region.GetPageState(3 * P));
+        var s = _engine.GetStats();
+        Assert.Equal(1, s.ZeroFillFaults);
+        Assert.Equal(P, s.ResidentBytes);
+        Assert.Equal(P, s.LogicalBytes);
+    }
+
+    [Fact]
+    public void FaultAround_FillsNeighboursOnFirstWrite()
+    {
+        using var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 16 });
+        using var region = engine.CreateRegion(1 << 20);
+        region.AsSpan<byte>(5 * P, 1)[0] = 1;
+        var s = engine.GetStats();
+        Assert.Equal(1, s.ZeroFillFaults);
+        Assert.Equal(16L * P, s.ResidentBytes);
+        for (int i = 0; i < 16; i++)
+        {
+            Assert.Equal(PageState.Dirty, region.GetPageState((long)i * P));
+        }
+        Assert.Equal(PageState.Empty, region.GetPageState(16L * P));
+    }
+
+    [Fact]
+    public void EvictedPage_ReadSwapsInWriteProtected_ThenWriteFaultsOnce()
+    {
+        TestPages.WriteCompressible(Page(0), 0, 1);
+        Assert.Equal(P, _region.Reclaim(P));
+        Assert.Equal(PageState.Evicted, _region.GetPageState(0));
+        var evicted = _engine.GetStats();
+        Assert.Equal(0, evicted.ResidentBytes);
+        Assert.InRange(evicted.StoredBytes, 1, 3072);
+        Assert.Equal(1, evicted.CompressedPages);
+
+        Assert.True(TestPages.CheckCompressible(Page(0), 0, 1));
+        Assert.Equal(PageState.Clean, _region.GetPageState(0));
+        Assert.Equal(1, _engine.GetStats().RefaultsLz4);
+
+        ((long*)Page(0))[1] = 2;
+        var written = _engine.GetStats();
+        Assert.Equal(1, written.WriteProtectFaults);
+        Assert.Equal(PageState.Dirty, _region.GetPageState(0));
+        Assert.Equal(0, written.StoredBytes); // the stale copy was freed
+    }
+
+    [Fact]
+    public void EvictedPage_WriteSwapsInWritableAtOnce()
+    {
+        TestPages.WriteCompressible(Page(1), 1, 1);
+        _region.Reclaim(P);
+        ((long*)Page(1))[1] = 7; // write to an evicted page: one MISSING fault, no WP fault
+        var s = _engine.GetStats();
+        Assert.Equal(1, s.RefaultsLz4);
+        Assert.Equal(0, s.WriteProtectFaults);
+        Assert.Equal(PageState.Dirty, _region.GetPageState(P));
+        Assert.Equal(1L, ((long*)Page(1))[0]);
+        Assert.Equal(0, s.StoredBytes);
+    }
+
+    [Fact]
+    public void CleanPage_IsEvictedAgainWithoutCompression()
+    {
+        TestPages.WriteCompressible(Page(2), 2, 1);
+        _region.Reclaim(P);
+        Assert.True(TestPages.CheckCompressible(Page(2), 2, 1)); // read: CLEAN, copy kept
+        Assert.Equal(P, _region.Reclaim(P));
+        var s = _engine.GetStats();
+        Assert.Equal(1, s.CompressedPages);
+        Assert.Equal(2, s.Evictions);
+        Assert.Equal(PageState.Evicted, _region.GetPageState(2 * P));
+        Assert.True(TestPages.CheckCompressible(Page(2), 2, 1));
+    }
+
+    [Fact]
+    public void SameFilledPage_TakesNoStorageAndNoLz4()
+    {
+        TestPages.Fill(Page(4), 0xABCD_EF01_2345_6789UL);
+        *(long*)Page(5) = 9;
+        *(long*)Page(5) = 0; // written, but all zero again
+        Assert.Equal(2L * P, _region.Reclaim(2L * P));
+        var s = _engine.GetStats();
+        Assert.Equal(0, s.StoredBytes);
+        Assert.Equal(0, s.CompressedPages);
+        Assert.Equal(2, s.SameFilledPages);
+        Assert.Equal(0xABCD_EF01_2345_6789UL, ((ulong*)Page(4))[511]);
+        Assert.Equal(0UL, ((ulong*)Page(5))[100]);
+        Assert.Equal(2, _engine.GetStats().RefaultsSameFilled);
+        Assert.Equal(0, _engine.GetStats().RefaultsLz4);
+        ((ulong*)Page(4))[0] = 1; // the copy goes stale
+        Assert.Equal(1, _engine.GetStats().SameFilledPages);
+    }
+
+    [Fact]
+    public void IncompressiblePage_StaysResidentAndIsNotRetriedUntilWritten()
+    {
+        TestPages.WriteRandom(Page(6), 6);
+        byte first = Page(6)[100];
+        Assert.Equal(0, _region.Reclaim(P));
+        Assert.Equal(PageState.Incompressible, _region.GetPageState(6 * P));
+        Assert.Equal(1, _engine.GetStats().IncompressiblePages);
+
+        Assert.Equal(0, _region.Reclaim(P));
+        Assert.Equal(1, _engine.GetStats().IncompressiblePages); // not tried again
+        Assert.Equal(first, Page(6)[100]); // reads do not fault: it is resident
+
+        Page(6)[0] ^= 1; // a write makes it a candidate again
+        Assert.Equal(PageState.Dirty, _region.GetPageState(6 * P));
+        Assert.Equal(0, _region.Reclaim(P));
+        Assert.Equal(2, _engine.GetStats().IncompressiblePages);
+    }
+
+    [Fact]
+    public void CompressionThreshold_DecidesWhatIsStored()
+    {
+        using var engine = CramEngine.Create(new CramOptions { CompressionThreshold = 4096, FaultAroundPages = 1 });
+        using var region = engine.CreateRegion(1 << 20);
+        // Half random, half zeros: LZ4 gets it to a bit over 2 KiB.
+        TestPages.WriteRandom(region.Pointer, 1);
+        new Span<byte>(region.Pointer + 2048, 2048).Clear();
+        Assert.Equal(P, region.Reclaim(P));
+
+        using var strict = CramEngine.Create(new CramOptions { CompressionThreshold = 1024, FaultAroundPages = 1 });
+        using var r2 = strict.CreateRegion(1 << 20);
+        TestPages.WriteRandom(r2.Pointer, 1);
+        new Span<byte>(r2.Pointer + 2048, 2048).Clear();
+        Assert.Equal(0, r2.Reclaim(P));
+        Assert.Equal(1, strict.GetStats().IncompressiblePages);
+    }
+
+    [Fact]
+    public void WriteDuringEviction_CancelsIt_AndTheWriteSurvives()
+    {
+        // Drive the state machine by hand to the point where reclaim holds the page: EVICTING
+        // and write-protected, its contents being read. A write now must cancel the eviction.
+        TestPages.WriteCompressible(Page(7), 7, 1);
+        ulong* pte = _region.PageTableEntries + 7;
+        Assert.True(PageTable.TryTransition(pte, PageTable.Load(pte), PageTable.Make(PageState.Evicting, 0)));
+        ulong page = 7;
+        Assert.Equal(0, Interop.CramNative.WriteProtectPages(_engine.NativeHandle, _region.Id, &page, 1));
+
+        var writer = new Thread(() => ((long*)Page(7))[1] = 2); // takes a WP fault
+        writer.Start();
+        Assert.True(writer.Join(TimeSpan.FromSeconds(10)));
+
+        Assert.Equal(PageState.Dirty, PageTable.State(PageTable.Load(pte)));
+        Assert.Equal(1, _engine.GetStats().CancelledEvictions);
+        // Reclaim's publish would now fail: EVICTING is gone.
+        Assert.False(PageTable.TryTransition(pte, PageTable.Make(PageState.Evicting, 0), PageTable.Make(PageState.Clean, 0)));
+        Assert.Equal(2L, ((long*)Page(7))[1]);
+        // And the page evicts normally afterwards, with the new value.
+        Assert.Equal(P, _region.Reclaim(P));
+        Assert.Equal(2L, ((long*)Page(7))[1]);
+    }
+
+    [Fact]
+    public void ReclaimTakesColdPagesFirst_SecondChanceForRewrittenOnes()
+    {
+        for (int i = 0; i < 8; i++)
+        {
+            TestPages.WriteCompressible(Page(i), i, 1);
+        }
+        _region.Reclaim(8L * P); // all evicted, in fault order
+        for (int i = 0; i < 8; i++)
+        {
+            Assert.True(TestPages.CheckCompressible(Page(i), i, 1)); // fault back in, order 0..7
+        }
+        ((long*)Page(0))[1] = 5; // page 0 written again: referenced
+        Assert.Equal(2L * P, _region.Reclaim(2L * P));
+        Assert.Equal(PageState.Dirty, _region.GetPageState(0)); // got its second chance
+        Assert.Equal(PageState.Evicted, _region.GetPageState(P));
+        Assert.Equal(PageState.Evicted, _region.GetPageState(2 * P));
+        Assert.Equal(PageState.Clean, _region.GetPageState(3 * P));
+    }
+}

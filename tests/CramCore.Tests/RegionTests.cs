@@ -1,0 +1,93 @@
+using Microsoft.Win32.SafeHandles;
+
+namespace CramCore.Tests;
+
+public sealed unsafe class RegionTests
+{
+    private const int P = TestPages.PageSize;
+
+    [Fact]
+    public void HugeSparseRegion_64GiB_Works()
+    {
+        using var engine = CramEngine.Create();
+        using var region = engine.CreateRegion(64L << 30);
+        long[] offsets = [0, 17L << 30, 32L << 30, (64L << 30) - P];
+        foreach (long o in offsets)
+        {
+            TestPages.WriteCompressible(region.Pointer + o, o / P, 3);
+        }
+        long reclaimed = region.Reclaim(64L << 30);
+        Assert.True(offsets.Length * 16L * P == reclaimed, $"reclaimed {reclaimed}, {engine.GetStats()}"); // fault-around pages too
+        foreach (long o in offsets)
+        {
+            Assert.True(TestPages.CheckCompressible(region.Pointer + o, o / P, 3));
+        }
+        Assert.True(engine.GetStats().ResidentBytes <= offsets.Length * 16L * P);
+    }
+
+    [Fact]
+    public void ResidentLimit_IsHeldByBackgroundReclaim()
+    {
+        const long limit = 8L << 20;
+        using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = limit });
+        using var region = engine.CreateRegion(64L << 20);
+        long pages = region.Length / P;
+        for (long i = 0; i < pages; i++)
+        {
+            TestPages.WriteCompressible(region.Pointer + i * P, i, 1);
+        }
+        Assert.True(SpinWait.SpinUntil(() => engine.GetStats().ResidentBytes <= limit, TimeSpan.FromSeconds(10)));
+        for (long i = 0; i < pages; i++)
+        {
+            Assert.True(TestPages.CheckCompressible(region.Pointer + i * P, i, 1), $"page {i}");
+        }
+        var s = engine.GetStats();
+        Assert.True(s.Evictions >= pages - limit / P, $"evictions {s.Evictions}");
+        // Faults wait at the hard limit; one fault may still fill its fault-around block.
+        long bound = (Reclaimer.HardLimitPages(limit / P) + 16) * P;
+        Assert.True(s.PeakResidentBytes <= bound, $"peak {s.PeakResidentBytes} for limit {limit}, bound {bound}");
+        Assert.Equal(0, s.ServiceErrors);
+    }
+
+    [Fact]
+    public void UserModeOnly_SyscallsOnEvictedPagesFail_UntilMadeResident()
+    {
+        using var engine = CramEngine.Create(new CramOptions { Userfaultfd = UserfaultfdMode.UserModeOnly });
+        Assert.Equal(UserfaultfdMode.UserModeOnly, engine.GetStats().UserfaultfdMode);
+        using var region = engine.CreateRegion(1 << 20);
+        byte[] before = EvictOnePage(region);
+        using SafeFileHandle zero = File.OpenHandle("/dev/zero");
+        // The kernel writes into an evicted page: no one resolves a kernel-mode fault.
+        Assert.ThrowsAny<IOException>(() => RandomAccess.Read(zero, region.AsSpan<byte>(0, 64), 0));
+        region.MakeResident(0, 64, forWrite: true);
+        Assert.Equal(64, RandomAccess.Read(zero, region.AsSpan<byte>(0, 64), 0));
+        AssertZeroedPrefix(region, before);
+    }
+
+    [Fact]
+    public void FullUserfaultfd_SyscallsOnEvictedPagesSucceed()
+    {
+        using var engine = CramEngine.Create();
+        Assert.NotEqual(UserfaultfdMode.UserModeOnly, engine.UserfaultfdMode);
+        using var region = engine.CreateRegion(1 << 20);
+        byte[] before = EvictOnePage(region);
+        using SafeFileHandle zero = File.OpenHandle("/dev/zero");
+        Assert.Equal(64, RandomAccess.Read(zero, region.AsSpan<byte>(0, 64), 0));
+        AssertZeroedPrefix(region, before);
+    }
+
+    private static byte[] EvictOnePage(CramRegion region)
+    {
+        TestPages.WriteCompressible(region.Pointer, 0, 1);
+        byte[] copy = region.AsSpan<byte>(0, P).ToArray();
+        region.Reclaim(region.Length);
+        Assert.Equal(PageState.Evicted, region.GetPageState(0));
+        return copy;
+    }
+
+    private static void AssertZeroedPrefix(CramRegion region, byte[] before)
+    {
+        Assert.True(region.AsSpan<byte>(0, 64).IndexOfAnyExcept((byte)0) < 0);
+        Assert.True(region.AsSpan<byte>(64, P - 64).SequenceEqual(before.AsSpan(64)));
+    }
+}
