@@ -608,6 +608,13 @@ static int compare_u64(const void* a, const void* b)
     return x < y ? -1 : x > y;
 }
 
+/* Reclaim hands pages over already sorted; sort only when they are not. */
+static void sort_pages(uint64_t* pages, int32_t n)
+{
+    for (int32_t i = 1; i < n; i++)
+        if (pages[i] < pages[i - 1]) { qsort(pages, (size_t)n, sizeof(uint64_t), compare_u64); return; }
+}
+
 static int region_checked(cram_engine* e, uint32_t region_id, const uint64_t* pages, int32_t count, cram_region_desc** out)
 {
     if (!e || region_id >= CRAM_MAX_REGIONS || count < 0 || (count && !pages) ||
@@ -629,7 +636,7 @@ EXPORT int CramNative_WriteProtectPages(cram_engine* e, uint32_t region_id, cons
     cram_region_desc* r;
     if (region_checked(e, region_id, pages, count, &r) != 0) return -1;
     uint64_t* sorted = (uint64_t*)pages;
-    qsort(sorted, (size_t)count, sizeof(uint64_t), compare_u64);
+    sort_pages(sorted, count);
     for (int32_t i = 0; i < count;) {
         int32_t j = i + 1;
         while (j < count && sorted[j] == sorted[j - 1] + 1) j++;
@@ -655,7 +662,7 @@ EXPORT int CramNative_DropPages(cram_engine* e, uint32_t region_id, uint64_t* pa
         if (!cas(&ptes[pages[i]], p, CRAM_PTE_MAKE(CRAM_PTE_DROPPING, CRAM_PTE_SLOT(p)))) continue;
         pages[n++] = pages[i];
     }
-    qsort(pages, (size_t)n, sizeof(uint64_t), compare_u64);
+    sort_pages(pages, n);
     int err = 0;
     for (int32_t i = 0; i < n;) {
         int32_t j = i + 1;

@@ -159,7 +159,7 @@ internal sealed unsafe class Reclaimer : IDisposable
     private long EvictBatch(int dirtyCount, int cleanCount)
     {
         // Entries sort by region first, so each region's pages form one contiguous group.
-        Array.Sort(_dirty, 0, dirtyCount);
+        SortIfNeeded(_dirty, dirtyCount);
         for (int i = 0; i < dirtyCount;)
         {
             uint regionId = VictimQueue.RegionOf(_dirty[i]);
@@ -170,7 +170,7 @@ internal sealed unsafe class Reclaimer : IDisposable
             }
             CompressGroup(_engine.RegionById(regionId)!, n, ref cleanCount);
         }
-        Array.Sort(_clean, 0, cleanCount);
+        SortIfNeeded(_clean, cleanCount);
         long dropped = 0;
         for (int i = 0; i < cleanCount;)
         {
@@ -190,9 +190,23 @@ internal sealed unsafe class Reclaimer : IDisposable
         return dropped;
     }
 
+    /// <summary>Victims usually come in address order already (fault-in order of sequential access).</summary>
+    private static void SortIfNeeded(ulong[] entries, int count)
+    {
+        for (int i = 1; i < count; i++)
+        {
+            if (entries[i] < entries[i - 1])
+            {
+                Array.Sort(entries, 0, count);
+                return;
+            }
+        }
+    }
+
     /// <summary>Write-protects and compresses the EVICTING pages in _pages[0..n); adds the published ones to _clean.</summary>
     private void CompressGroup(CramRegion region, int n, ref int cleanCount)
     {
+        long sameFilled = 0, compressed = 0, incompressible = 0, cancelled = 0;
         fixed (ulong* pages = _pages)
         {
             if (Interop.CramNative.WriteProtectPages(_engine.NativeHandle, region.Id, pages, n) != 0)
@@ -217,13 +231,14 @@ internal sealed unsafe class Reclaimer : IDisposable
                 if (value == 0)
                 {
                     slot = PageTable.ZeroSlot;
+                    // Counted before publishing: the service may take the copy back right after.
                     Interlocked.Increment(ref _shared->Stats.ZeroCopies);
                 }
                 else
                 {
                     slot = _slots.AllocateSameFilled(value);
                 }
-                Interlocked.Increment(ref _sameFilled);
+                sameFilled++;
             }
             else if (_storeUncompressed)
             {
@@ -237,12 +252,12 @@ internal sealed unsafe class Reclaimer : IDisposable
                     // Stays resident and write-protected; the next write re-queues it.
                     if (PageTable.TryTransition(pte, evicting, PageTable.Make(PageState.Incompressible, 0)))
                     {
-                        Interlocked.Increment(ref _incompressible);
+                        incompressible++;
                     }
                     continue;
                 }
                 slot = _slots.AllocateStored(SlotBackend.Lz4, _scratch, size);
-                Interlocked.Increment(ref _compressed);
+                compressed++;
             }
             if (PageTable.TryTransition(pte, evicting, PageTable.Make(PageState.Clean, slot)))
             {
@@ -251,7 +266,7 @@ internal sealed unsafe class Reclaimer : IDisposable
             else
             {
                 // A write cancelled the eviction while we read the page: our copy may be torn.
-                Interlocked.Increment(ref _cancelled);
+                cancelled++;
                 if (slot == PageTable.ZeroSlot)
                 {
                     Interlocked.Decrement(ref _shared->Stats.ZeroCopies);
@@ -262,6 +277,10 @@ internal sealed unsafe class Reclaimer : IDisposable
                 }
             }
         }
+        Interlocked.Add(ref _sameFilled, sameFilled);
+        Interlocked.Add(ref _compressed, compressed);
+        Interlocked.Add(ref _incompressible, incompressible);
+        Interlocked.Add(ref _cancelled, cancelled);
     }
 
     /// <summary>Appends the pages the service made resident, in fault order, to the victim queue.</summary>

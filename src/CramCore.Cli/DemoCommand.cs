@@ -1,0 +1,292 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Spectre.Console;
+
+namespace CramCore.Cli;
+
+/// <summary>
+/// `cram demo`: fills a large region with a realistic mix under a resident limit, runs a skewed
+/// random read/write workload on several threads, then verifies every page against checksums
+/// kept outside the region. Exit code 1 on any mismatch.
+/// </summary>
+internal static unsafe class DemoCommand
+{
+    internal sealed record Settings(long SizeBytes, long LimitBytes, int Threads, int Seconds, string? Corpus, bool Json);
+
+    private sealed class Phase(string name, long total)
+    {
+        public string Name { get; } = name;
+        public long Total { get; } = total;
+        public long Done;
+        public TimeSpan Elapsed;
+    }
+
+    public static int Run(Settings s)
+    {
+        if (s.SizeBytes < 1L << 20)
+        {
+            throw new CliException($"--size: {s.SizeBytes} bytes is too small; give at least 1m (default 4g).");
+        }
+        if (s.LimitBytes < 1L << 20 || s.LimitBytes > s.SizeBytes)
+        {
+            throw new CliException($"--limit: {Measure.Bytes(s.LimitBytes)} must be at least 1m and at most --size ({Measure.Bytes(s.SizeBytes)}).");
+        }
+        if (s.Threads is < 1 or > 64)
+        {
+            throw new CliException($"--threads: {s.Threads} must be between 1 and 64.");
+        }
+        if (s.Seconds is < 0 or > 86_400)
+        {
+            throw new CliException($"--seconds: {s.Seconds} must be between 0 and 86400.");
+        }
+        PageSource source = s.Corpus is null ? PageSource.Generated() : PageSource.FromCorpus(s.Corpus);
+        using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = s.LimitBytes });
+        using var region = engine.CreateRegion(s.SizeBytes);
+        long pages = region.Length / PageSource.PageSize;
+        var checksums = new ulong[pages];
+        var swapIns = new List<long>[s.Threads];
+        long reads = 0, writes = 0, mismatches = 0;
+        var firstMismatches = new List<long>();
+        var fill = new Phase("fill", pages);
+        var work = new Phase("workload", s.Seconds);
+        var verify = new Phase("verify", pages);
+        Phase[] phases = [fill, work, verify];
+
+        if (!s.Json)
+        {
+            AnsiConsole.MarkupLine($"[bold]cram demo[/]: {Measure.Bytes(region.Length)} region, {Measure.Bytes(s.LimitBytes)} resident limit, {s.Threads} threads, {source.Description}, userfaultfd {engine.UserfaultfdMode}");
+        }
+
+        void RunPhase(Phase phase, Action<int> body)
+        {
+            var sw = Stopwatch.StartNew();
+            var threads = Enumerable.Range(0, s.Threads).Select(t => new Thread(() => body(t)) { Name = $"demo-{phase.Name}-{t}" }).ToArray();
+            foreach (var t in threads)
+            {
+                t.Start();
+            }
+            Report(engine, phase, threads, s.Json);
+            phase.Elapsed = sw.Elapsed;
+        }
+
+        // 1. Fill: chunks of 64 pages, interleaved between threads (sequential within a chunk).
+        RunPhase(fill, t =>
+        {
+            for (long chunk = t; chunk * 64 < pages; chunk += s.Threads)
+            {
+                for (long i = chunk * 64; i < Math.Min(pages, chunk * 64 + 64); i++)
+                {
+                    byte* p = region.Pointer + i * PageSource.PageSize;
+                    source.Write(new Span<byte>(p, PageSource.PageSize), i);
+                    checksums[i] = Measure.Checksum(p);
+                }
+                Interlocked.Add(ref fill.Done, Math.Min(64, pages - chunk * 64));
+            }
+        });
+
+        // 2. Workload: skewed random pages (a quarter of the accesses hit 1/16 of the pages), 80 %
+        // reads and 20 % writes; a thread writes only the pages it owns (page % threads).
+        var deadline = Stopwatch.GetTimestamp() + s.Seconds * Stopwatch.Frequency;
+        ulong multiplier = 2654435761UL;
+        while (GcdIsNotOne(multiplier, (ulong)pages))
+        {
+            multiplier += 2;
+        }
+        RunPhase(work, t =>
+        {
+            var rng = new PageSource.Xoshiro((ulong)t + 1000);
+            var latencies = swapIns[t] = new List<long>(1 << 16);
+            long sum = 0, r = 0, w = 0;
+            while (Stopwatch.GetTimestamp() < deadline)
+            {
+                for (int k = 0; k < 256; k++)
+                {
+                    double u = rng.NextDouble();
+                    long rank = (long)(pages * u * u * u * u);
+                    long page = (long)((ulong)rank * multiplier % (ulong)pages);
+                    bool write = rng.Next() % 5 == 0;
+                    if (write)
+                    {
+                        page -= page % s.Threads - t;
+                        if (page >= pages)
+                        {
+                            page -= s.Threads;
+                        }
+                    }
+                    byte* p = region.Pointer + page * PageSource.PageSize;
+                    bool evicted = region.GetPageState(page * PageSource.PageSize) == PageState.Evicted;
+                    int offset = (int)(rng.Next() % (PageSource.PageSize / 64)) * 64;
+                    long t0 = Stopwatch.GetTimestamp();
+                    if (write)
+                    {
+                        var record = (ulong*)(p + offset);
+                        record[0] = rng.Next();
+                        long t1 = Stopwatch.GetTimestamp();
+                        for (int j = 1; j < 8; j++)
+                        {
+                            record[j] = (ulong)j * 0x0101010101010101UL;
+                        }
+                        checksums[page] = Measure.Checksum(p);
+                        if (evicted)
+                        {
+                            latencies.Add(t1 - t0);
+                        }
+                        w++;
+                    }
+                    else
+                    {
+                        sum += *(long*)(p + offset);
+                        long t1 = Stopwatch.GetTimestamp();
+                        if (evicted)
+                        {
+                            latencies.Add(t1 - t0);
+                        }
+                        r++;
+                    }
+                }
+                if (t == 0)
+                {
+                    work.Done = (long)((Stopwatch.GetTimestamp() - (deadline - s.Seconds * Stopwatch.Frequency)) / Stopwatch.Frequency);
+                }
+            }
+            Interlocked.Add(ref reads, r);
+            Interlocked.Add(ref writes, w);
+            GC.KeepAlive(sum);
+        });
+        work.Done = work.Total;
+
+        // 3. Verify every page against the checksums kept outside the region.
+        RunPhase(verify, t =>
+        {
+            for (long chunk = t; chunk * 64 < pages; chunk += s.Threads)
+            {
+                for (long i = chunk * 64; i < Math.Min(pages, chunk * 64 + 64); i++)
+                {
+                    if (Measure.Checksum(region.Pointer + i * PageSource.PageSize) != checksums[i])
+                    {
+                        Interlocked.Increment(ref mismatches);
+                        lock (firstMismatches)
+                        {
+                            if (firstMismatches.Count < 10)
+                            {
+                                firstMismatches.Add(i);
+                            }
+                        }
+                    }
+                }
+                Interlocked.Add(ref verify.Done, Math.Min(64, pages - chunk * 64));
+            }
+        });
+
+        CramStats stats = engine.GetStats();
+        var all = swapIns.SelectMany(l => l).ToList();
+        double p50 = Measure.TicksToMicroseconds((long)Measure.Quantile(all, 0.50));
+        double p99 = Measure.TicksToMicroseconds((long)Measure.Quantile(all, 0.99));
+        double peakOverLimit = (double)stats.PeakResidentBytes / s.LimitBytes;
+        var result = new Dictionary<string, object>
+        {
+            ["region_bytes"] = region.Length,
+            ["resident_limit_bytes"] = s.LimitBytes,
+            ["logical_bytes"] = stats.LogicalBytes,
+            ["resident_bytes"] = stats.ResidentBytes,
+            ["peak_resident_bytes"] = stats.PeakResidentBytes,
+            ["peak_resident_over_limit"] = Math.Round(peakOverLimit, 4),
+            ["stored_bytes"] = stats.StoredBytes,
+            ["effective_ratio"] = Math.Round(stats.EffectiveRatio, 3),
+            ["same_filled_pages"] = stats.SameFilledPages,
+            ["zero_fill_faults"] = stats.ZeroFillFaults,
+            ["refaults"] = stats.Refaults,
+            ["write_protect_faults"] = stats.WriteProtectFaults,
+            ["evictions"] = stats.Evictions,
+            ["cancelled_evictions"] = stats.CancelledEvictions,
+            ["incompressible_pages"] = stats.IncompressiblePages,
+            ["throttled_faults"] = stats.ThrottledFaults,
+            ["service_errors"] = stats.ServiceErrors,
+            ["reads"] = reads,
+            ["writes"] = writes,
+            ["swapin_samples"] = all.Count,
+            ["swapin_p50_us"] = Math.Round(p50, 2),
+            ["swapin_p99_us"] = Math.Round(p99, 2),
+            ["fill_s"] = Math.Round(fill.Elapsed.TotalSeconds, 2),
+            ["workload_s"] = Math.Round(work.Elapsed.TotalSeconds, 2),
+            ["verify_s"] = Math.Round(verify.Elapsed.TotalSeconds, 2),
+            ["mismatches"] = mismatches,
+        };
+        if (s.Json)
+        {
+            Console.WriteLine(JsonSerializer.Serialize(result));
+        }
+        else
+        {
+            var table = new Table().Border(TableBorder.Rounded).AddColumn("what").AddColumn(new TableColumn("value").RightAligned());
+            table.AddRow("logical data", Measure.Bytes(stats.LogicalBytes));
+            table.AddRow("resident now / peak", $"{Measure.Bytes(stats.ResidentBytes)} / {Measure.Bytes(stats.PeakResidentBytes)} ({peakOverLimit:P1} of limit)");
+            table.AddRow("stored (compressed)", Measure.Bytes(stats.StoredBytes));
+            table.AddRow("same-filled pages", $"{stats.SameFilledPages:N0}");
+            table.AddRow("effective ratio (logical / (resident + stored))", $"{stats.EffectiveRatio:0.00}x");
+            table.AddRow("faults: zero-fill / refault / write-protect", $"{stats.ZeroFillFaults:N0} / {stats.Refaults:N0} / {stats.WriteProtectFaults:N0}");
+            table.AddRow("swap-in latency p50 / p99", $"{p50:0.0} us / {p99:0.0} us ({all.Count:N0} samples)");
+            table.AddRow("evictions (cancelled by writes)", $"{stats.Evictions:N0} ({stats.CancelledEvictions:N0})");
+            table.AddRow("incompressible attempts", $"{stats.IncompressiblePages:N0}");
+            table.AddRow("workload reads / writes", $"{reads:N0} / {writes:N0}");
+            table.AddRow("fill / workload / verify", $"{fill.Elapsed.TotalSeconds:0.0} s / {work.Elapsed.TotalSeconds:0.0} s / {verify.Elapsed.TotalSeconds:0.0} s");
+            table.AddRow("integrity check", mismatches == 0 ? $"[green]all {pages:N0} pages match[/]" : $"[red]{mismatches:N0} pages differ (first: {string.Join(", ", firstMismatches)})[/]");
+            AnsiConsole.Write(table);
+        }
+        return mismatches == 0 && stats.ServiceErrors == 0 ? 0 : 1;
+    }
+
+    private static bool GcdIsNotOne(ulong a, ulong b)
+    {
+        while (b != 0)
+        {
+            (a, b) = (b, a % b);
+        }
+        return a != 1;
+    }
+
+    /// <summary>Shows progress until the phase's threads finish: a live bar on a terminal, a line a second otherwise.</summary>
+    private static void Report(CramEngine engine, Phase phase, Thread[] threads, bool quiet)
+    {
+        bool Done() => threads.All(t => !t.IsAlive);
+        string Line()
+        {
+            var st = engine.GetStats();
+            return $"resident {Measure.Bytes(st.ResidentBytes)}, stored {Measure.Bytes(st.StoredBytes)}, refaults {st.Refaults:N0}, evictions {st.Evictions:N0}";
+        }
+        if (quiet)
+        {
+            foreach (var t in threads)
+            {
+                t.Join();
+            }
+            return;
+        }
+        if (AnsiConsole.Profile.Capabilities.Interactive)
+        {
+            AnsiConsole.Progress().AutoClear(false).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+                .Start(ctx =>
+                {
+                    var task = ctx.AddTask(phase.Name, maxValue: Math.Max(1, phase.Total));
+                    while (!Done())
+                    {
+                        task.Value = Volatile.Read(ref phase.Done);
+                        task.Description = $"{phase.Name}: {Line()}";
+                        Thread.Sleep(100);
+                    }
+                    task.Value = task.MaxValue;
+                });
+            return;
+        }
+        var last = Stopwatch.StartNew();
+        while (!Done())
+        {
+            Thread.Sleep(50);
+            if (last.ElapsedMilliseconds >= 1000 || Done())
+            {
+                last.Restart();
+                Console.WriteLine($"  {phase.Name} {100.0 * Volatile.Read(ref phase.Done) / Math.Max(1, phase.Total),5:0.0}%  {Line()}");
+            }
+        }
+    }
+}

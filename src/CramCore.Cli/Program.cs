@@ -1,0 +1,67 @@
+using System.CommandLine;
+using CramCore;
+using CramCore.Cli;
+
+var root = new RootCommand("cram: drive and measure CramCore, a compressed memory tier for .NET (Linux x64, userfaultfd).");
+
+var jsonOption = new Option<bool>("--json") { Description = "Print one JSON object instead of tables and progress." };
+var corpusOption = new Option<string?>("--corpus") { Description = "A file of raw 4096-byte pages (e.g. ../shared/corpus/dotnet-heap.pages); default: generated pages." };
+
+// cram demo
+var sizeOption = new Option<string>("--size") { Description = "Region size (e.g. 4g, 512m).", DefaultValueFactory = _ => "4g" };
+var limitOption = new Option<string>("--limit") { Description = "Resident limit (e.g. 1g).", DefaultValueFactory = _ => "1g" };
+var threadsOption = new Option<int>("--threads") { Description = "Worker threads.", DefaultValueFactory = _ => 2 };
+var secondsOption = new Option<int>("--seconds") { Description = "Length of the random read/write workload.", DefaultValueFactory = _ => 10 };
+var demo = new Command("demo", "Fill a large region with a realistic mix under a resident limit, run a skewed read/write workload, verify every page.")
+{
+    sizeOption, limitOption, threadsOption, secondsOption, corpusOption, jsonOption,
+};
+demo.SetAction(r => Guard(() => DemoCommand.Run(new DemoCommand.Settings(
+    Measure.ParseSize(r.GetValue(sizeOption)!, "--size"),
+    Measure.ParseSize(r.GetValue(limitOption)!, "--limit"),
+    r.GetValue(threadsOption),
+    r.GetValue(secondsOption),
+    r.GetValue(corpusOption),
+    r.GetValue(jsonOption)))));
+root.Subcommands.Add(demo);
+
+// cram bench faults|reclaim
+var pagesOption = new Option<int>("--pages") { Description = "Pages per measurement.", DefaultValueFactory = _ => 16384 };
+var roundsOption = new Option<int>("--rounds") { Description = "Repetitions (latencies pooled; throughputs best of).", DefaultValueFactory = _ => 3 };
+var bench = new Command("bench", "Quick one-run measurements of the real paths.");
+var faults = new Command("faults", "Swap-in, write-protect, bare userfaultfd and LZ4 decompression latency on the same pages.")
+{
+    pagesOption, roundsOption, corpusOption, jsonOption,
+};
+faults.SetAction(r => Guard(() => BenchCommands.Faults(Settings(r))));
+var reclaim = new Command("reclaim", "Reclaim throughput against LZ4 compression alone on the same pages, and for zero pages.")
+{
+    pagesOption, roundsOption, corpusOption, jsonOption,
+};
+reclaim.SetAction(r => Guard(() => BenchCommands.Reclaim(Settings(r))));
+bench.Subcommands.Add(faults);
+bench.Subcommands.Add(reclaim);
+root.Subcommands.Add(bench);
+
+return root.Parse(args).Invoke();
+
+BenchCommands.Settings Settings(ParseResult r) =>
+    new(r.GetValue(pagesOption), r.GetValue(corpusOption), r.GetValue(jsonOption), r.GetValue(roundsOption));
+
+static int Guard(Func<int> body)
+{
+    try
+    {
+        return body();
+    }
+    catch (CliException e)
+    {
+        Console.Error.WriteLine($"cram: {e.Message}");
+        return 2;
+    }
+    catch (CramUnavailableException e)
+    {
+        Console.Error.WriteLine($"cram: {e.Message}");
+        return 3;
+    }
+}
