@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# CramCore build entry point.
+#   ./build.sh            build everything (native helper + managed, Release)
+#   ./build.sh test       build, then run every test
+#   ./build.sh demo       build, then run `cram demo` (the main job)
+#   ./build.sh bench      build, then run the BenchmarkDotNet suite (args after `bench` go to it)
+#   ./build.sh cram ARGS  run the built `cram` CLI, e.g. ./build.sh cram bench faults --json
+# On a fresh Debian machine it installs what is missing (gcc/make, liblz4).
+set -euo pipefail
+cd "$(dirname "$0")"
+root=$(pwd)
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+config=Release
+cram_dll="$root/src/CramCore.Cli/bin/$config/net10.0/linux-x64/cram.dll"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+ensure_tools() {
+  local missing=()
+  command -v dotnet >/dev/null || { echo "build.sh: the .NET 10 SDK is required (dotnet not on PATH): https://dot.net" >&2; exit 1; }
+  command -v gcc >/dev/null || missing+=(gcc)
+  command -v make >/dev/null || missing+=(make)
+  if ! ldconfig -p 2>/dev/null | grep -q 'liblz4\.so\.1 ' && [ ! -e /usr/lib/x86_64-linux-gnu/liblz4.so.1 ]; then
+    missing+=(liblz4-1)
+  fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && $sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+build() {
+  ensure_tools
+  log "native helper"
+  make -s -C native
+  log "managed (dotnet build -c $config)"
+  dotnet build CramCore.sln -c "$config" -nologo -clp:ErrorsOnly -v:q
+}
+
+cmd=${1:-build}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  build) build ;;
+  test)
+    build
+    log "tests"
+    dotnet test CramCore.sln -c "$config" --no-build -nologo -v:q "$@"
+    ;;
+  demo)
+    build
+    dotnet "$cram_dll" demo "$@"
+    ;;
+  bench)
+    build
+    dotnet "$root/bench/CramCore.Benchmarks/bin/$config/net10.0/linux-x64/CramCore.Benchmarks.dll" "${@:---filter=*}"
+    ;;
+  cram)
+    [ -f "$cram_dll" ] || build
+    dotnet "$cram_dll" "$@"
+    ;;
+  clean)
+    rm -rf artifacts && dotnet clean CramCore.sln -c "$config" -v:q >/dev/null
+    ;;
+  *)
+    echo "usage: ./build.sh [build|test|demo|bench|cram ARGS...|clean]" >&2
+    exit 2
+    ;;
+esac
