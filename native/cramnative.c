@@ -83,6 +83,7 @@ EXPORT int CramNative_GetLayout(cram_layout* l)
     l->off_shared_fault_log_head = offsetof(cram_shared, fault_log_head);
     l->off_shared_fault_log_tail = offsetof(cram_shared, fault_log_tail);
     l->off_shared_uffd_mode = offsetof(cram_shared, uffd_mode);
+    l->off_shared_reclaim_stalled = offsetof(cram_shared, reclaim_stalled);
     l->off_shared_regions = offsetof(cram_shared, regions);
     l->sizeof_config = sizeof(cram_engine_config);
     l->off_config_hard_limit_pages = offsetof(cram_engine_config, hard_limit_pages);
@@ -222,19 +223,23 @@ static void resident_add(cram_engine* e, uint64_t n)
 }
 
 /* Before a fault adds a resident page: if resident is at the hard limit, give reclaim a bounded
- * time to catch up. Bounded, because reclaim is managed code that a GC may be suspending. */
+ * time to catch up. Bounded, because reclaim is managed code that a GC may be suspending; and
+ * not at all while reclaim reports it has nothing left to evict (say, incompressible data):
+ * then the limit cannot be held and waiting would only slow the application down. */
 static void throttle(cram_engine* e)
 {
     cram_stats* st = &e->shared->stats;
+    uint32_t* stalled = &e->shared->reclaim_stalled;
     if (!e->config.hard_limit_pages ||
         __atomic_load_n(&st->resident_pages, __ATOMIC_RELAXED) < e->config.hard_limit_pages)
         return;
-    add_counter(&st->throttle_waits, 1);
     signal_reclaim(e);
+    if (__atomic_load_n(stalled, __ATOMIC_ACQUIRE)) return;
+    add_counter(&st->throttle_waits, 1);
     uint64_t deadline = now_ns() + (uint64_t)e->config.throttle_max_us * 1000ull;
     struct timespec nap = { 0, 20000 };
     while (__atomic_load_n(&st->resident_pages, __ATOMIC_RELAXED) >= e->config.hard_limit_pages &&
-           now_ns() < deadline)
+           !__atomic_load_n(stalled, __ATOMIC_ACQUIRE) && now_ns() < deadline)
         nanosleep(&nap, NULL);
 }
 

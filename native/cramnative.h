@@ -157,6 +157,8 @@ typedef struct cram_shared {
     uint64_t fault_log_tail;  /* next entry C# reads (monotonic) */
     uint32_t uffd_mode;       /* enum cram_uffd_mode */
     uint32_t region_count;    /* high-water index in regions[] */
+    uint32_t reclaim_stalled; /* set by C# when reclaim finds nothing to evict: faults stop waiting */
+    uint32_t reserved;
     cram_region_desc regions[CRAM_MAX_REGIONS];
 } cram_shared;
 
@@ -166,7 +168,7 @@ typedef struct cram_layout {
     uint32_t sizeof_stats, off_stats_resident_pages, off_stats_zero_copies, off_stats_service_busy_ns;
     uint32_t sizeof_region, off_region_pte, off_region_active;
     uint32_t sizeof_shared, off_shared_slot_directory, off_shared_stale_head, off_shared_fault_log_head,
-        off_shared_fault_log_tail, off_shared_uffd_mode, off_shared_regions;
+        off_shared_fault_log_tail, off_shared_uffd_mode, off_shared_reclaim_stalled, off_shared_regions;
     uint32_t sizeof_config, off_config_hard_limit_pages, off_config_fault_around_pages;
     uint32_t pte_slot_shift, slot_cluster_shift, slot_directory_size, fault_log_size, max_regions;
 } cram_layout;

@@ -33,6 +33,7 @@ public sealed unsafe class LayoutTests
         Assert.Equal(l.OffSharedFaultLogHead, Off<NativeShared>(nameof(NativeShared.FaultLogHead)));
         Assert.Equal(l.OffSharedFaultLogTail, Off<NativeShared>(nameof(NativeShared.FaultLogTail)));
         Assert.Equal(l.OffSharedUffdMode, Off<NativeShared>(nameof(NativeShared.UffdMode)));
+        Assert.Equal(l.OffSharedReclaimStalled, Off<NativeShared>(nameof(NativeShared.ReclaimStalled)));
         // The region table follows the C# struct directly (CramEngine.CreateRegion relies on it).
         Assert.Equal(l.OffSharedRegions, (uint)sizeof(NativeShared));
         Assert.Equal(l.SizeofShared, (uint)(sizeof(NativeShared) + NativeShared.MaxRegions * sizeof(NativeRegionDesc)));

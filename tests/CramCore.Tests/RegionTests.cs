@@ -90,4 +90,23 @@ public sealed unsafe class RegionTests
         Assert.True(region.AsSpan<byte>(0, 64).IndexOfAnyExcept((byte)0) < 0);
         Assert.True(region.AsSpan<byte>(64, P - 64).SequenceEqual(before.AsSpan(64)));
     }
+
+    [Fact]
+    public void ResidentLimit_WithIncompressibleData_DoesNotThrottleEveryFault()
+    {
+        const long limit = 1L << 20;
+        using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = limit, FaultAroundPages = 1 });
+        using var region = engine.CreateRegion(16L << 20);
+        long pages = region.Length / P;
+        for (long i = 0; i < pages; i++)
+        {
+            TestPages.WriteRandom(region.Pointer + i * P, (int)i);
+        }
+        var s = engine.GetStats();
+        // Nothing compresses, so the limit cannot be held; once reclaim reports that, faults stop
+        // waiting at the hard limit (each would otherwise wait ThrottleMaxMicroseconds).
+        Assert.Equal(pages * P, s.ResidentBytes);
+        Assert.True(s.ThrottledFaults < pages / 4, $"throttled {s.ThrottledFaults} of {pages} faults");
+        Assert.True(s.IncompressiblePages > 0);
+    }
 }

@@ -82,6 +82,8 @@ internal struct NativeShared
     public ulong FaultLogTail;
     public uint UffdMode;
     public uint RegionCount;
+    public uint ReclaimStalled;
+    public uint Reserved;
     // followed by NativeRegionDesc regions[MaxRegions]; C# never reads them.
 }
 
@@ -92,7 +94,7 @@ internal struct NativeLayoutInfo
     public uint SizeofStats, OffStatsResidentPages, OffStatsZeroCopies, OffStatsServiceBusyNs;
     public uint SizeofRegion, OffRegionPte, OffRegionActive;
     public uint SizeofShared, OffSharedSlotDirectory, OffSharedStaleHead, OffSharedFaultLogHead,
-        OffSharedFaultLogTail, OffSharedUffdMode, OffSharedRegions;
+        OffSharedFaultLogTail, OffSharedUffdMode, OffSharedReclaimStalled, OffSharedRegions;
     public uint SizeofConfig, OffConfigHardLimitPages, OffConfigFaultAroundPages;
     public uint PteSlotShift, SlotClusterShift, SlotDirectorySize, FaultLogSize, MaxRegions;
 }

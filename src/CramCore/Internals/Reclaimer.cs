@@ -30,7 +30,6 @@ internal sealed unsafe class Reclaimer : IDisposable
     private long _incompressible;
     private long _cancelled;
     private long _compressed;
-    private long _sameFilled;
     private Thread? _thread;
     private volatile bool _stopping;
     private readonly long _limitPages;
@@ -61,7 +60,6 @@ internal sealed unsafe class Reclaimer : IDisposable
     public long IncompressiblePages => Volatile.Read(ref _incompressible);
     public long CancelledEvictions => Volatile.Read(ref _cancelled);
     public long CompressedPages => Volatile.Read(ref _compressed);
-    public long SameFilledEvictions => Volatile.Read(ref _sameFilled);
 
     public void StartBackground()
     {
@@ -88,7 +86,10 @@ internal sealed unsafe class Reclaimer : IDisposable
             long resident;
             while (!_stopping && (resident = (long)Volatile.Read(ref _shared->Stats.ResidentPages)) > _lowWaterPages)
             {
-                if (Reclaim(resident - _lowWaterPages, null) == 0)
+                bool stalled = Reclaim(resident - _lowWaterPages, null) == 0;
+                // Tell the service whether faults over the hard limit are worth delaying.
+                Volatile.Write(ref _shared->ReclaimStalled, stalled ? 1u : 0u);
+                if (stalled)
                 {
                     break; // nothing evictable right now; wait for the next signal or tick
                 }
@@ -108,6 +109,10 @@ internal sealed unsafe class Reclaimer : IDisposable
     {
         lock (_lock)
         {
+            if (_stopping)
+            {
+                return 0; // the engine is being disposed: its shared memory may be gone
+            }
             _slots.DrainStale();
             PullFaultLog();
             long evicted = 0;
@@ -206,7 +211,7 @@ internal sealed unsafe class Reclaimer : IDisposable
     /// <summary>Write-protects and compresses the EVICTING pages in _pages[0..n); adds the published ones to _clean.</summary>
     private void CompressGroup(CramRegion region, int n, ref int cleanCount)
     {
-        long sameFilled = 0, compressed = 0, incompressible = 0, cancelled = 0;
+        long compressed = 0, incompressible = 0, cancelled = 0;
         fixed (ulong* pages = _pages)
         {
             if (Interop.CramNative.WriteProtectPages(_engine.NativeHandle, region.Id, pages, n) != 0)
@@ -238,7 +243,6 @@ internal sealed unsafe class Reclaimer : IDisposable
                 {
                     slot = _slots.AllocateSameFilled(value);
                 }
-                sameFilled++;
             }
             else if (_storeUncompressed)
             {
@@ -277,7 +281,6 @@ internal sealed unsafe class Reclaimer : IDisposable
                 }
             }
         }
-        Interlocked.Add(ref _sameFilled, sameFilled);
         Interlocked.Add(ref _compressed, compressed);
         Interlocked.Add(ref _incompressible, incompressible);
         Interlocked.Add(ref _cancelled, cancelled);
