@@ -4,6 +4,7 @@
 #   ./build.ps1 test       build, then run every test
 #   ./build.ps1 demo       build, then run `cram demo`
 #   ./build.ps1 bench      build, then run the BenchmarkDotNet suite
+#   ./build.ps1 pack       build, then write the NuGet packages to artifacts/packages
 #   ./build.ps1 cram ARGS  run the built `cram` CLI
 param([Parameter(Position = 0)][string]$Command = 'build', [Parameter(ValueFromRemainingArguments = $true)][string[]]$Rest = @())
 $ErrorActionPreference = 'Stop'

@@ -5,6 +5,7 @@
 #   ./build.sh demo       build, then run `cram demo` (the main job)
 #   ./build.sh bench      build, then run the BenchmarkDotNet suite (args after `bench` go to it)
 #   ./build.sh cram ARGS  run the built `cram` CLI, e.g. ./build.sh cram bench faults --json
+#   ./build.sh pack       build, then write CramCore.<version>.nupkg and .snupkg to artifacts/packages
 # On a fresh Debian machine it installs what is missing (gcc/make, liblz4).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -56,6 +57,11 @@ case "$cmd" in
     build
     dotnet "$root/bench/CramCore.Benchmarks/bin/$config/net10.0/linux-x64/CramCore.Benchmarks.dll" "${@:---filter=*}"
     ;;
+  pack)
+    build
+    dotnet pack src/CramCore/CramCore.csproj -c "$config" --no-build -nologo -v:q -o "$root/artifacts/packages" "$@"
+    ls -1 "$root"/artifacts/packages/CramCore.*nupkg >&2
+    ;;
   cram)
     [ -f "$cram_dll" ] || build
     dotnet "$cram_dll" "$@"
@@ -64,7 +70,7 @@ case "$cmd" in
     rm -rf artifacts && dotnet clean CramCore.sln -c "$config" -v:q >/dev/null
     ;;
   *)
-    echo "usage: ./build.sh [build|test|demo|bench|cram ARGS...|clean]" >&2
+    echo "usage: ./build.sh [build|test|demo|bench|pack|cram ARGS...|clean]" >&2
     exit 2
     ;;
 esac

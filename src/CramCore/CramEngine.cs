@@ -59,14 +59,16 @@ public sealed unsafe class CramEngine : IDisposable
     /// <exception cref="ArgumentException">An option is out of range; the message names it.</exception>
     /// <exception cref="CramUnavailableException">userfaultfd cannot be used here; the message says why and how to fix it.</exception>
     /// <exception cref="PlatformNotSupportedException">Not Linux x64.</exception>
+    /// <exception cref="DllNotFoundException">The native helper or the system liblz4.so.1 cannot be loaded; the message says what to install or set.</exception>
     public static CramEngine Create(CramOptions? options = null)
     {
-        if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64)
-        {
-            throw new PlatformNotSupportedException($"CramCore runs on Linux x64 only (this is {RuntimeInformation.OSDescription}, {RuntimeInformation.ProcessArchitecture}).");
-        }
+        NativeLibraryResolver.ThrowIfUnsupportedPlatform();
         options = (options ?? new CramOptions()).Clone();
         options.Validate();
+        if (options.NativeLibraryPath is not null)
+        {
+            NativeLibraryResolver.SetOverride(options.NativeLibraryPath);
+        }
         return new CramEngine(options);
     }
 

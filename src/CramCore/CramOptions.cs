@@ -55,6 +55,13 @@ public sealed class CramOptions
     /// </summary>
     public int FaultAroundPages { get; set; } = 16;
 
+    /// <summary>
+    /// Path of libCramNative.so, overriding where the package puts it (runtimes/linux-x64/native/).
+    /// The helper loads once per process: this applies only before the first engine is created.
+    /// The CRAMCORE_NATIVE_LIBRARY environment variable does the same. Default: null.
+    /// </summary>
+    public string? NativeLibraryPath { get; set; }
+
     /// <summary>Store evicted pages uncompressed (benchmarks use this to measure the bare fault cost).</summary>
     internal bool StoreUncompressed { get; set; }
 
@@ -83,6 +90,10 @@ public sealed class CramOptions
         if (ThrottleMaxMicroseconds is < 0 or > 1_000_000)
         {
             throw new ArgumentException($"ThrottleMaxMicroseconds is {ThrottleMaxMicroseconds}; it must be between 0 and 1000000.", nameof(ThrottleMaxMicroseconds));
+        }
+        if (NativeLibraryPath is not null && !File.Exists(NativeLibraryPath))
+        {
+            throw new ArgumentException($"NativeLibraryPath is '{NativeLibraryPath}', which does not exist; give the path of libCramNative.so or leave it null.", nameof(NativeLibraryPath));
         }
         if (FaultAroundPages is < 1 or > 64)
         {

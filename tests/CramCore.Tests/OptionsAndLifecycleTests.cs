@@ -15,6 +15,7 @@ public sealed unsafe class OptionsAndLifecycleTests
         { nameof(CramOptions.ThrottleMaxMicroseconds), o => o.ThrottleMaxMicroseconds = 2_000_000 },
         { nameof(CramOptions.FaultAroundPages), o => o.FaultAroundPages = 0 },
         { nameof(CramOptions.FaultAroundPages), o => o.FaultAroundPages = 65 },
+        { nameof(CramOptions.NativeLibraryPath), o => o.NativeLibraryPath = "/nonexistent/libCramNative.so" },
     };
 
     [Theory]

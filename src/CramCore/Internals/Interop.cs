@@ -9,6 +9,8 @@ internal static partial class Interop
     {
         internal const string Library = "CramNative";
 
+        static CramNative() => NativeLibraryResolver.EnsureRegistered();
+
         [LibraryImport(Library, EntryPoint = "CramNative_GetLayout", SetLastError = true)]
         internal static partial int GetLayout(NativeLayoutInfo* layout);
 
