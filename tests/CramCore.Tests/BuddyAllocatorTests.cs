@@ -1,0 +1,196 @@
+using System.Runtime.InteropServices;
+using FsCheck;
+using FsCheck.Fluent;
+
+namespace CramCore.Tests;
+
+public sealed unsafe class BuddyAllocatorTests
+{
+    private const int P = 4096;
+
+    /// <summary>Either allocator, behind one shape for the tests.</summary>
+    private sealed class Subject : IDisposable
+    {
+        private readonly LockFreeBuddy? _lockFree;
+        private readonly SpinLockedBuddy? _locked;
+        public readonly byte* Arena;
+        public readonly int MaxOrder;
+
+        public Subject(bool lockFree, int maxOrder)
+        {
+            MaxOrder = maxOrder;
+            Arena = (byte*)NativeMemory.AlignedAlloc((nuint)((long)P << maxOrder), P);
+            if (lockFree)
+            {
+                _lockFree = new LockFreeBuddy(Arena, maxOrder);
+            }
+            else
+            {
+                _locked = new SpinLockedBuddy(Arena, maxOrder);
+            }
+        }
+
+        public byte* Allocate(int order) => _lockFree is not null ? _lockFree.Allocate(order) : _locked!.Allocate(order);
+        public void Free(byte* p, int order)
+        {
+            if (_lockFree is not null) _lockFree.Free(p, order); else _locked!.Free(p, order);
+        }
+        public bool IsPristine() => _lockFree?.IsPristine() ?? _locked!.IsPristine();
+        public long[]? FreeBytes() => _lockFree?.FreeBytesByOrder();
+
+        public void Dispose()
+        {
+            _lockFree?.Dispose();
+            _locked?.Dispose();
+            NativeMemory.AlignedFree(Arena);
+        }
+    }
+
+    /// <summary>
+    /// Random interleavings of allocate/free of random orders against a model of live blocks:
+    /// blocks never overlap, an allocation fails only when no free aligned block of that order
+    /// exists, free space is accounted exactly, and freeing everything coalesces back to one block.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void MatchesModel_UnderRandomInterleavings(bool lockFree)
+    {
+        const int maxOrder = 6;
+        var ops = Gen.ListOf(Gen.Choose(0, 1 << 20)).Select(l => l.ToArray());
+        Prop.ForAll(ops.ToArbitrary(), program =>
+        {
+            using var subject = new Subject(lockFree, maxOrder);
+            var live = new List<(long Offset, int Order)>();
+            bool[] used = new bool[1 << maxOrder];
+            foreach (int op in program)
+            {
+                if (op % 3 != 0 || live.Count == 0)
+                {
+                    int order = ((op >> 2) % 7) switch { 0 or 1 or 2 => 0, 3 or 4 => 1, 5 => 2, _ => (op >> 5) % (maxOrder + 1) };
+                    byte* p = subject.Allocate(order);
+                    if (p is null)
+                    {
+                        // Only allowed when every aligned block of that order is partly in use.
+                        for (int b = 0; b < 1 << maxOrder; b += 1 << order)
+                        {
+                            if (!used.AsSpan(b, 1 << order).Contains(true))
+                            {
+                                return false;
+                            }
+                        }
+                        continue;
+                    }
+                    long offset = p - subject.Arena;
+                    int first = (int)(offset / P);
+                    if (offset % ((long)P << order) != 0 || used.AsSpan(first, 1 << order).Contains(true))
+                    {
+                        return false; // misaligned or overlapping a live block
+                    }
+                    used.AsSpan(first, 1 << order).Fill(true);
+                    live.Add((offset, order));
+                }
+                else
+                {
+                    var (offset, order) = live[(op >> 2) % live.Count];
+                    live.Remove((offset, order));
+                    subject.Free(subject.Arena + offset, order);
+                    used.AsSpan((int)(offset / P), 1 << order).Clear();
+                }
+                long[]? free = subject.FreeBytes();
+                if (free is not null && free.Sum() != (long)P * used.Count(u => !u))
+                {
+                    return false;
+                }
+            }
+            foreach (var (offset, order) in live)
+            {
+                subject.Free(subject.Arena + offset, order);
+            }
+            return subject.IsPristine();
+        }).Check(Config.QuickThrowOnFailure.WithMaxTest(300));
+    }
+
+    [Fact]
+    public void DoubleFree_IsRefused()
+    {
+        using var subject = new Subject(lockFree: true, maxOrder: 4);
+        byte* p = subject.Allocate(1);
+        subject.Free(p, 1);
+        Assert.Throws<InvalidOperationException>(() => subject.Free(p, 1));
+        Assert.Throws<ArgumentException>(() => subject.Free(p + 1, 1));
+        Assert.True(subject.IsPristine());
+    }
+
+    [Fact]
+    public void FreeSpaceAndFragmentation_AreReported()
+    {
+        using var subject = new Subject(lockFree: true, maxOrder: 4);
+        Assert.Equal(0, BuddyStats.Fragmentation(subject.FreeBytes()!));
+        byte* a = subject.Allocate(0);
+        long[] free = subject.FreeBytes()!;
+        Assert.Equal(new long[] { P, 2 * P, 4 * P, 8 * P, 0 }, free);
+        Assert.Equal(1 - 8.0 / 15, BuddyStats.Fragmentation(free), 6);
+        subject.Free(a, 0);
+        Assert.Equal(16L * P, subject.FreeBytes()![4]);
+    }
+
+    /// <summary>Threads allocate and free concurrently; each block carries its owner's tag on every page.</summary>
+    [Theory]
+    [InlineData(true, 40)]
+    [InlineData(true, 250)] // close to full: allocations fail and retry, paths collide
+    [InlineData(false, 40)]
+    public void ConcurrentAllocateFree_NeverHandsOutABlockTwice(bool lockFree, int liveBlocks)
+    {
+        const int maxOrder = 10, threads = 4, opsPerThread = 200_000;
+        using var subject = new Subject(lockFree, maxOrder);
+        var errors = new List<string>();
+        var workers = Enumerable.Range(0, threads).Select(t => new Thread(() =>
+        {
+            var rng = new Random(t);
+            var live = new List<(IntPtr Block, int Order, long Tag)>();
+            for (long i = 0; i < opsPerThread; i++)
+            {
+                if (live.Count < liveBlocks && rng.Next(3) != 0 || live.Count == 0)
+                {
+                    int order = rng.Next(4) == 0 ? rng.Next(0, 5) : 0;
+                    byte* p = subject.Allocate(order);
+                    if (p is null)
+                    {
+                        continue;
+                    }
+                    long tag = ((long)t << 40) | i;
+                    for (int page = 0; page < 1 << order; page++)
+                    {
+                        *(long*)(p + (long)page * P) = tag;
+                    }
+                    live.Add(((IntPtr)p, order, tag));
+                }
+                else
+                {
+                    int k = rng.Next(live.Count);
+                    var (block, order, tag) = live[k];
+                    live[k] = live[^1];
+                    live.RemoveAt(live.Count - 1);
+                    for (int page = 0; page < 1 << order; page++)
+                    {
+                        if (*(long*)((byte*)block + (long)page * P) != tag)
+                        {
+                            lock (errors) { errors.Add($"thread {t}: block {(long)((byte*)block - subject.Arena):x} order {order} was overwritten"); }
+                            return;
+                        }
+                    }
+                    subject.Free((byte*)block, order);
+                }
+            }
+            foreach (var (block, order, _) in live)
+            {
+                subject.Free((byte*)block, order);
+            }
+        })).ToList();
+        workers.ForEach(w => w.Start());
+        workers.ForEach(w => w.Join());
+        Assert.Empty(errors);
+        Assert.True(subject.IsPristine(), "not everything coalesced back");
+    }
+}
