@@ -269,12 +269,12 @@ internal static unsafe class BenchCommands
 
     private static double MBps(long pages, long ticks) => pages * (double)P / (1 << 20) / (ticks / (double)Stopwatch.Frequency);
 
-    private static void Print(Dictionary<string, object> result, bool json, string title)
+    public static int Print(Dictionary<string, object> result, bool json, string title)
     {
         if (json)
         {
             Console.WriteLine(JsonSerializer.Serialize(result));
-            return;
+            return 0;
         }
         var table = new Table().Title(title).Border(TableBorder.Rounded).AddColumn("metric").AddColumn(new TableColumn("value").RightAligned());
         foreach (var (k, v) in result)
@@ -282,5 +282,6 @@ internal static unsafe class BenchCommands
             table.AddRow(k, Markup.Escape(Convert.ToString(v, System.Globalization.CultureInfo.InvariantCulture) ?? ""));
         }
         AnsiConsole.Write(table);
+        return 0;
     }
 }

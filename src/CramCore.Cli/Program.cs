@@ -42,7 +42,14 @@ var reclaim = new Command("reclaim", "Reclaim throughput against LZ4 compression
     reclaimPagesOption, roundsOption, corpusOption, jsonOption,
 };
 reclaim.SetAction(r => Guard(() => BenchCommands.Reclaim(Settings(r, reclaimPagesOption))));
+var opsOption = new Option<int>("--ops") { Description = "Operations per thread.", DefaultValueFactory = _ => 4_000_000 };
+var alloc = new Command("alloc", "Lock-free buddy allocator against a spin-locked buddy allocator, 1 and 2 threads.")
+{
+    opsOption, jsonOption,
+};
+alloc.SetAction(r => Guard(() => BenchCommands.Print(AllocBench.Run(r.GetValue(opsOption)), r.GetValue(jsonOption), "cram bench alloc")));
 bench.Subcommands.Add(faults);
+bench.Subcommands.Add(alloc);
 bench.Subcommands.Add(reclaim);
 root.Subcommands.Add(bench);
 

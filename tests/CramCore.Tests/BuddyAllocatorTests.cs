@@ -8,39 +8,43 @@ public sealed unsafe class BuddyAllocatorTests
 {
     private const int P = 4096;
 
-    /// <summary>Either allocator, behind one shape for the tests.</summary>
+    public enum Kind { Bitmap, NbbsTree, SpinLocked }
+
+    /// <summary>Any of the allocators, behind one shape for the tests.</summary>
     private sealed class Subject : IDisposable
     {
-        private readonly LockFreeBuddy? _lockFree;
+        private readonly BitmapBuddy? _bitmap;
+        private readonly LockFreeBuddy? _tree;
         private readonly SpinLockedBuddy? _locked;
         public readonly byte* Arena;
         public readonly int MaxOrder;
 
-        public Subject(bool lockFree, int maxOrder)
+        public Subject(Kind kind, int maxOrder)
         {
             MaxOrder = maxOrder;
             Arena = (byte*)NativeMemory.AlignedAlloc((nuint)((long)P << maxOrder), P);
-            if (lockFree)
+            switch (kind)
             {
-                _lockFree = new LockFreeBuddy(Arena, maxOrder);
-            }
-            else
-            {
-                _locked = new SpinLockedBuddy(Arena, maxOrder);
+                case Kind.Bitmap: _bitmap = new BitmapBuddy(Arena, maxOrder); break;
+                case Kind.NbbsTree: _tree = new LockFreeBuddy(Arena, maxOrder); break;
+                default: _locked = new SpinLockedBuddy(Arena, maxOrder); break;
             }
         }
 
-        public byte* Allocate(int order) => _lockFree is not null ? _lockFree.Allocate(order) : _locked!.Allocate(order);
+        public byte* Allocate(int order) => _bitmap is not null ? _bitmap.Allocate(order) : _tree is not null ? _tree.Allocate(order) : _locked!.Allocate(order);
         public void Free(byte* p, int order)
         {
-            if (_lockFree is not null) _lockFree.Free(p, order); else _locked!.Free(p, order);
+            if (_bitmap is not null) _bitmap.Free(p, order);
+            else if (_tree is not null) _tree.Free(p, order);
+            else _locked!.Free(p, order);
         }
-        public bool IsPristine() => _lockFree?.IsPristine() ?? _locked!.IsPristine();
-        public long[]? FreeBytes() => _lockFree?.FreeBytesByOrder();
+        public bool IsPristine() => _bitmap?.IsPristine() ?? _tree?.IsPristine() ?? _locked!.IsPristine();
+        public long[]? FreeBytes() => _bitmap?.FreeBytesByOrder() ?? _tree?.FreeBytesByOrder();
 
         public void Dispose()
         {
-            _lockFree?.Dispose();
+            _bitmap?.Dispose();
+            _tree?.Dispose();
             _locked?.Dispose();
             NativeMemory.AlignedFree(Arena);
         }
@@ -52,15 +56,16 @@ public sealed unsafe class BuddyAllocatorTests
     /// exists, free space is accounted exactly, and freeing everything coalesces back to one block.
     /// </summary>
     [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public void MatchesModel_UnderRandomInterleavings(bool lockFree)
+    [InlineData(Kind.Bitmap, 6)]
+    [InlineData(Kind.Bitmap, 9)] // orders above 6 span several words
+    [InlineData(Kind.NbbsTree, 6)]
+    [InlineData(Kind.SpinLocked, 6)]
+    public void MatchesModel_UnderRandomInterleavings(Kind kind, int maxOrder)
     {
-        const int maxOrder = 6;
         var ops = Gen.ListOf(Gen.Choose(0, 1 << 20)).Select(l => l.ToArray());
         Prop.ForAll(ops.ToArbitrary(), program =>
         {
-            using var subject = new Subject(lockFree, maxOrder);
+            using var subject = new Subject(kind, maxOrder);
             var live = new List<(long Offset, int Order)>();
             bool[] used = new bool[1 << maxOrder];
             foreach (int op in program)
@@ -114,36 +119,43 @@ public sealed unsafe class BuddyAllocatorTests
     [Fact]
     public void DoubleFree_IsRefused()
     {
-        using var subject = new Subject(lockFree: true, maxOrder: 4);
+        using var subject = new Subject(Kind.Bitmap, maxOrder: 7);
         byte* p = subject.Allocate(1);
         subject.Free(p, 1);
         Assert.Throws<InvalidOperationException>(() => subject.Free(p, 1));
         Assert.Throws<ArgumentException>(() => subject.Free(p + 1, 1));
+        byte* big = subject.Allocate(7);
+        subject.Free(big, 7);
+        Assert.Throws<InvalidOperationException>(() => subject.Free(big, 7));
         Assert.True(subject.IsPristine());
     }
 
-    [Fact]
-    public void FreeSpaceAndFragmentation_AreReported()
+    [Theory]
+    [InlineData(Kind.Bitmap)]
+    [InlineData(Kind.NbbsTree)]
+    public void FreeSpaceAndFragmentation_AreReported(Kind kind)
     {
-        using var subject = new Subject(lockFree: true, maxOrder: 4);
+        using var subject = new Subject(kind, maxOrder: 8);
         Assert.Equal(0, BuddyStats.Fragmentation(subject.FreeBytes()!));
         byte* a = subject.Allocate(0);
         long[] free = subject.FreeBytes()!;
-        Assert.Equal(new long[] { P, 2 * P, 4 * P, 8 * P, 0 }, free);
-        Assert.Equal(1 - 8.0 / 15, BuddyStats.Fragmentation(free), 6);
+        Assert.Equal(new long[] { P, 2 * P, 4 * P, 8 * P, 16 * P, 32 * P, 64 * P, 128 * P, 0 }, free);
+        Assert.Equal(1 - 128.0 / 255, BuddyStats.Fragmentation(free), 6);
         subject.Free(a, 0);
-        Assert.Equal(16L * P, subject.FreeBytes()![4]);
+        Assert.Equal(256L * P, subject.FreeBytes()![8]);
     }
 
     /// <summary>Threads allocate and free concurrently; each block carries its owner's tag on every page.</summary>
     [Theory]
-    [InlineData(true, 40)]
-    [InlineData(true, 250)] // close to full: allocations fail and retry, paths collide
-    [InlineData(false, 40)]
-    public void ConcurrentAllocateFree_NeverHandsOutABlockTwice(bool lockFree, int liveBlocks)
+    [InlineData(Kind.Bitmap, 40)]
+    [InlineData(Kind.Bitmap, 250)] // close to full: allocations fail and retry, words collide
+    [InlineData(Kind.NbbsTree, 40)]
+    [InlineData(Kind.NbbsTree, 250)]
+    [InlineData(Kind.SpinLocked, 40)]
+    public void ConcurrentAllocateFree_NeverHandsOutABlockTwice(Kind kind, int liveBlocks)
     {
         const int maxOrder = 10, threads = 4, opsPerThread = 200_000;
-        using var subject = new Subject(lockFree, maxOrder);
+        using var subject = new Subject(kind, maxOrder);
         var errors = new List<string>();
         var workers = Enumerable.Range(0, threads).Select(t => new Thread(() =>
         {
@@ -153,7 +165,7 @@ public sealed unsafe class BuddyAllocatorTests
             {
                 if (live.Count < liveBlocks && rng.Next(3) != 0 || live.Count == 0)
                 {
-                    int order = rng.Next(4) == 0 ? rng.Next(0, 5) : 0;
+                    int order = rng.Next(4) == 0 ? rng.Next(0, 5) : rng.Next(50) == 0 ? rng.Next(6, 9) : 0;
                     byte* p = subject.Allocate(order);
                     if (p is null)
                     {
