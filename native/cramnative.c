@@ -70,6 +70,17 @@ EXPORT int CramNative_GetLayout(cram_layout* l)
     l->off_slot_length = offsetof(cram_slot, length);
     l->off_slot_backend = offsetof(cram_slot, backend);
     l->off_slot_next_stale = offsetof(cram_slot, next_stale);
+    l->sizeof_handle = sizeof(cram_pool_handle);
+    l->off_handle_address = offsetof(cram_pool_handle, address);
+    l->off_handle_length = offsetof(cram_pool_handle, length);
+    l->off_handle_zspage = offsetof(cram_pool_handle, zspage);
+    l->sizeof_move = sizeof(cram_pool_move);
+    l->off_move_handle = offsetof(cram_pool_move, handle);
+    l->off_move_destination = offsetof(cram_pool_move, destination);
+    l->off_move_zspage = offsetof(cram_pool_move, zspage);
+    l->off_shared_handle_directory = offsetof(cram_shared, handle_directory);
+    l->handle_cluster_shift = CRAM_HANDLE_CLUSTER_SHIFT;
+    l->handle_directory_size = CRAM_HANDLE_DIRECTORY_SIZE;
     l->sizeof_stats = sizeof(cram_stats);
     l->off_stats_resident_pages = offsetof(cram_stats, resident_pages);
     l->off_stats_zero_copies = offsetof(cram_stats, zero_copies);
@@ -177,6 +188,13 @@ static inline cram_slot* slot_get(cram_shared* s, uint64_t id)
     uint64_t* directory = (uint64_t*)(uintptr_t)s->slot_directory;
     cram_slot* cluster = (cram_slot*)(uintptr_t)load_acquire(&directory[id >> CRAM_SLOT_CLUSTER_SHIFT]);
     return &cluster[id & (CRAM_SLOT_CLUSTER_SIZE - 1)];
+}
+
+static inline cram_pool_handle* handle_get(uint64_t directory, uint64_t id)
+{
+    uint64_t* dir = (uint64_t*)(uintptr_t)directory;
+    cram_pool_handle* cluster = (cram_pool_handle*)(uintptr_t)load_acquire(&dir[id >> CRAM_HANDLE_CLUSTER_SHIFT]);
+    return &cluster[id & (CRAM_HANDLE_CLUSTER_SIZE - 1)];
 }
 
 /* The copy in `id` no longer matches the page: hand it to managed code to free. */
@@ -323,8 +341,8 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
             break;
         }
         case CRAM_BACKEND_LZ4:
-            if (LZ4_decompress_safe((const char*)(uintptr_t)slot->data, (char*)e->page_buf, (int)slot->length,
-                                    CRAM_PAGE_SIZE) != (int)CRAM_PAGE_SIZE) {
+            if (LZ4_decompress_safe((const char*)(uintptr_t)handle_get(s->handle_directory, slot->data)->address,
+                                    (char*)e->page_buf, (int)slot->length, CRAM_PAGE_SIZE) != (int)CRAM_PAGE_SIZE) {
                 /* A corrupt copy cannot be rebuilt; fail loudly in the counters. */
                 add_counter(&s->stats.service_errors, 1);
                 memset(e->page_buf, 0, CRAM_PAGE_SIZE);
@@ -333,7 +351,7 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
             counter = &s->stats.faults_swapin_lz4;
             break;
         case CRAM_BACKEND_RAW:
-            src = (const void*)(uintptr_t)slot->data;
+            src = (const void*)(uintptr_t)handle_get(s->handle_directory, slot->data)->address;
             counter = &s->stats.faults_swapin_raw;
             break;
         default:
@@ -708,4 +726,44 @@ EXPORT int CramNative_SignalReclaim(cram_engine* e)
     if (!e) { errno = EINVAL; return -1; }
     uint64_t one = 1;
     return write(e->reclaim_fd, &one, sizeof one) == sizeof one ? 0 : -1;
+}
+
+/* Compaction: copies each object to its new place and points its handle there. With an engine,
+ * under the lock the fault service holds while resolving faults, so it never reads a half-moved
+ * object or an old address that is about to be reused. */
+EXPORT int CramNative_PoolMove(cram_engine* e, uint64_t handle_directory, const cram_pool_move* moves, int32_t count)
+{
+    if (!handle_directory || count < 0 || (count && !moves)) { errno = EINVAL; return -1; }
+    if (e) pthread_mutex_lock(&e->lock);
+    for (int32_t i = 0; i < count; i++) {
+        cram_pool_handle* h = handle_get(handle_directory, moves[i].handle);
+        memmove((void*)(uintptr_t)moves[i].destination, (const void*)(uintptr_t)h->address, h->length);
+        __atomic_store_n(&h->address, moves[i].destination, __ATOMIC_RELEASE);
+        h->zspage = moves[i].zspage;
+    }
+    if (e) pthread_mutex_unlock(&e->lock);
+    return 0;
+}
+
+/* Pool arenas: anonymous, NORESERVE (pages cost memory only once touched), optionally mlocked. */
+EXPORT int CramNative_ArenaMap(uint64_t bytes, int32_t lock, uint64_t* address)
+{
+    if (!address || bytes == 0 || (bytes & (CRAM_PAGE_SIZE - 1))) { errno = EINVAL; return -1; }
+    void* p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return -1;
+    (void)madvise(p, bytes, MADV_NOHUGEPAGE); /* pages are discarded one zspage at a time */
+    if (lock && mlock(p, bytes) != 0) { int err = errno; munmap(p, bytes); errno = err; return -1; }
+    *address = (uint64_t)(uintptr_t)p;
+    return 0;
+}
+
+EXPORT int CramNative_ArenaUnmap(uint64_t address, uint64_t bytes)
+{
+    return munmap((void*)(uintptr_t)address, bytes);
+}
+
+/* Gives the pages of a released zspage back to the kernel (they read as zero if touched again). */
+EXPORT int CramNative_Discard(uint64_t address, uint64_t bytes)
+{
+    return madvise((void*)(uintptr_t)address, bytes, MADV_DONTNEED);
 }

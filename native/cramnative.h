@@ -30,6 +30,8 @@
  *   DIRTY ──reclaim claims (C#, CAS)──▶ EVICTING      then UFFDIO_WRITEPROTECT, then read+compress
  *   EVICTING ──compressed+stored (C#, CAS)──▶ CLEAN(slot)
  *   EVICTING ──does not compress (C#, CAS)──▶ INCOMPRESSIBLE   stays resident and write-protected
+ *   EVICTING ──compressed pool full (C#, CAS)──▶ DIRTY   still write-protected: its next write
+ *                                                      takes the DIRTY path through UNPROTECTING
  *   EVICTING ──WP fault (service)──▶ UNPROTECTING ──▶ DIRTY   eviction cancelled; reclaim's
  *                                                      publish CAS then fails and it frees what it
  *                                                      stored: no lost write
@@ -85,9 +87,32 @@ enum cram_pte_state {
 enum cram_backend {
     CRAM_BACKEND_FREE = 0,
     CRAM_BACKEND_SAME_FILLED = 1, /* data = the 8-byte value repeated over the page */
-    CRAM_BACKEND_LZ4 = 2,         /* data = address of length bytes of LZ4 block data */
-    CRAM_BACKEND_RAW = 3,         /* data = address of an uncompressed 4 KiB copy */
+    CRAM_BACKEND_LZ4 = 2,         /* data = pool handle of length bytes of LZ4 block data */
+    CRAM_BACKEND_RAW = 3,         /* data = pool handle of an uncompressed 4 KiB copy */
 };
+
+/* ---------------------------------------------------------------------------------------------
+ * Compressed-pool handles. A slot of backend LZ4 or RAW holds a handle id; the handle says where
+ * the object's bytes are now. Compaction moves objects and rewrites only the handle, under the
+ * engine lock the fault service holds while it resolves faults (CramNative_PoolMove), so the
+ * service never reads an object mid-move. Directory and clusters are allocated by managed code.
+ * ------------------------------------------------------------------------------------------- */
+#define CRAM_HANDLE_CLUSTER_SHIFT 14
+#define CRAM_HANDLE_CLUSTER_SIZE (1u << CRAM_HANDLE_CLUSTER_SHIFT)
+#define CRAM_HANDLE_DIRECTORY_SIZE (1u << 18)
+
+typedef struct cram_pool_handle {
+    uint64_t address; /* the object's bytes */
+    uint32_t length;  /* object length in bytes */
+    uint32_t zspage;  /* the class page holding it (managed bookkeeping) */
+} cram_pool_handle;
+
+typedef struct cram_pool_move {
+    uint64_t handle;      /* which object */
+    uint64_t destination; /* where its bytes go */
+    uint32_t zspage;      /* its new class page */
+    uint32_t reserved;
+} cram_pool_move;
 
 typedef struct cram_slot {
     uint64_t data;       /* value or storage address, by backend */
@@ -151,6 +176,7 @@ typedef struct cram_region_desc {
 typedef struct cram_shared {
     cram_stats stats;
     uint64_t slot_directory;  /* address of CRAM_SLOT_DIRECTORY_SIZE cluster addresses */
+    uint64_t handle_directory; /* the compressed pool's handle directory (set by C# before any region) */
     uint64_t stale_head;      /* Treiber list of stale slots: service pushes, C# takes all */
     uint64_t fault_log;       /* address of CRAM_FAULT_LOG_SIZE entries */
     uint64_t fault_log_head;  /* next entry the service writes (monotonic) */
@@ -165,6 +191,9 @@ typedef struct cram_shared {
 /* Offsets and sizes the layout test compares with the C# mirror. */
 typedef struct cram_layout {
     uint32_t sizeof_slot, off_slot_data, off_slot_length, off_slot_backend, off_slot_next_stale;
+    uint32_t sizeof_handle, off_handle_address, off_handle_length, off_handle_zspage;
+    uint32_t sizeof_move, off_move_handle, off_move_destination, off_move_zspage;
+    uint32_t off_shared_handle_directory, handle_cluster_shift, handle_directory_size;
     uint32_t sizeof_stats, off_stats_resident_pages, off_stats_zero_copies, off_stats_service_busy_ns;
     uint32_t sizeof_region, off_region_pte, off_region_active;
     uint32_t sizeof_shared, off_shared_slot_directory, off_shared_stale_head, off_shared_fault_log_head,
@@ -189,6 +218,10 @@ int CramNative_WriteProtectPages(cram_engine* engine, uint32_t region_id, const 
 int CramNative_DropPages(cram_engine* engine, uint32_t region_id, uint64_t* pages, int32_t count, int32_t* dropped);
 int CramNative_WaitReclaimSignal(cram_engine* engine, int32_t timeout_ms, int32_t* signalled);
 int CramNative_SignalReclaim(cram_engine* engine);
+int CramNative_PoolMove(cram_engine* engine, uint64_t handle_directory, const cram_pool_move* moves, int32_t count);
+int CramNative_ArenaMap(uint64_t bytes, int32_t lock, uint64_t* address);
+int CramNative_ArenaUnmap(uint64_t address, uint64_t bytes);
+int CramNative_Discard(uint64_t address, uint64_t bytes);
 
 #ifdef __cplusplus
 }

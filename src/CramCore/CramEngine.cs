@@ -21,6 +21,7 @@ public sealed unsafe class CramEngine : IDisposable
     private readonly nint _native;
     private readonly NativeShared* _shared;
     private readonly SlotTable _slots;
+    private readonly CompressedPool _pool;
     private readonly CramRegion?[] _regions = new CramRegion?[NativeShared.MaxRegions];
     private readonly Lock _lock = new();
     private volatile bool _disposed;
@@ -49,7 +50,9 @@ public sealed unsafe class CramEngine : IDisposable
         }
         _native = native;
         _shared = shared;
-        _slots = new SlotTable(shared);
+        _pool = new CompressedPool(options.PoolArenaBytes, options.CompressedPoolLimitBytes, options.LockPoolMemory, native);
+        shared->HandleDirectory = _pool.HandleDirectory; // before any region exists, so before any fault
+        _slots = new SlotTable(shared, _pool);
         Reclaimer = new Reclaimer(this, shared, _slots, options);
         Reclaimer.StartBackground();
         CramMetrics.Register(this);
@@ -82,6 +85,27 @@ public sealed unsafe class CramEngine : IDisposable
     internal Reclaimer Reclaimer { get; }
     internal NativeShared* Shared => _shared;
     internal SlotTable Slots => _slots;
+    internal CompressedPool Pool => _pool;
+
+    /// <summary>
+    /// Compacts the compressed pool: moves stored pages out of sparsely used pool pages and gives
+    /// those back. Background reclaim does this on its own when a quarter of the pool is slack.
+    /// Returns the bytes given back.
+    /// </summary>
+    public long CompactPool()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _slots.DrainStale();
+        return _pool.Compact();
+    }
+
+    internal void CompactPoolIfFragmented()
+    {
+        if (_pool.SlackBytes > Math.Max(4L << 20, _pool.UsedBytes / 4))
+        {
+            _pool.Compact();
+        }
+    }
 
     /// <summary>
     /// Reserves a region of <paramref name="bytes"/> (rounded up to 4096) of virtual memory. Only
@@ -189,6 +213,7 @@ public sealed unsafe class CramEngine : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         _slots.DrainStale();
         ref NativeStats s = ref _shared->Stats;
+        PoolStats pool = _pool.GetStats();
         int regions = 0;
         foreach (CramRegion? r in _regions)
         {
@@ -216,6 +241,10 @@ public sealed unsafe class CramEngine : IDisposable
             FaultServiceBusyTime = TimeSpan.FromTicks((long)(s.ServiceBusyNs / 100)),
             UserfaultfdMode = UserfaultfdMode,
             Regions = regions,
+            PoolBytes = pool.UsedBytes,
+            PoolCompactedPages = pool.CompactedPages,
+            PoolFullRejections = pool.FullRejections,
+            PoolClasses = [.. pool.Classes.Select(c => new CramPoolClass(c.ObjectSize, c.ZspagePages, c.Objects, c.Capacity))],
         };
 
         static long Pages(ulong pages) => (long)Volatile.Read(ref pages) << PageTable.PageShift;
@@ -248,6 +277,7 @@ public sealed unsafe class CramEngine : IDisposable
             // No region is active, so the service no longer reads slots; free them while the
             // shared block (which EngineDestroy unmaps) is still there.
             _slots.Dispose();
+            _pool.Dispose();
             Reclaimer.Dispose();
             Interop.ThrowIfFailed(Interop.CramNative.EngineDestroy(_native), "Stopping the fault service");
         }

@@ -36,6 +36,19 @@ public sealed class CramOptions
     /// </summary>
     public int CompressionThreshold { get; set; } = 3 * 1024;
 
+    /// <summary>
+    /// Most memory the compressed pool may take, in bytes (0, the default, means no limit: arenas
+    /// are added as needed). When the pool is full, reclaim leaves pages resident and
+    /// <see cref="CramStats.PoolFullRejections"/> counts them; nothing is lost.
+    /// </summary>
+    public long CompressedPoolLimitBytes { get; set; }
+
+    /// <summary>Size of each arena of the compressed pool (a power of two from 1 MiB to 1 GiB; default 64 MiB).</summary>
+    public long PoolArenaBytes { get; set; } = 64L << 20;
+
+    /// <summary>mlock the pool's arenas so the kernel never swaps compressed data out (needs RLIMIT_MEMLOCK; default false).</summary>
+    public bool LockPoolMemory { get; set; }
+
     /// <summary>Which userfaultfd to use (default <see cref="UserfaultfdMode.Auto"/>).</summary>
     public UserfaultfdMode Userfaultfd { get; set; } = UserfaultfdMode.Auto;
 
@@ -90,6 +103,14 @@ public sealed class CramOptions
         if (ThrottleMaxMicroseconds is < 0 or > 1_000_000)
         {
             throw new ArgumentException($"ThrottleMaxMicroseconds is {ThrottleMaxMicroseconds}; it must be between 0 and 1000000.", nameof(ThrottleMaxMicroseconds));
+        }
+        if (PoolArenaBytes is < 1L << 20 or > 1L << 30 || (PoolArenaBytes & (PoolArenaBytes - 1)) != 0)
+        {
+            throw new ArgumentException($"PoolArenaBytes is {PoolArenaBytes}; it must be a power of two from 1 MiB (1048576) to 1 GiB (default 64 MiB).", nameof(PoolArenaBytes));
+        }
+        if (CompressedPoolLimitBytes < 0 || (CompressedPoolLimitBytes > 0 && CompressedPoolLimitBytes < PoolArenaBytes))
+        {
+            throw new ArgumentException($"CompressedPoolLimitBytes is {CompressedPoolLimitBytes}; use 0 for no limit or at least PoolArenaBytes ({PoolArenaBytes}).", nameof(CompressedPoolLimitBytes));
         }
         if (NativeLibraryPath is not null && !File.Exists(NativeLibraryPath))
         {

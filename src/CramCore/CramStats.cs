@@ -9,12 +9,20 @@ public sealed record CramStats
     public long ResidentBytes { get; init; }
     /// <summary>Highest <see cref="ResidentBytes"/> seen since the engine was created.</summary>
     public long PeakResidentBytes { get; init; }
-    /// <summary>Bytes of storage holding compressed (or uncompressed) copies of pages.</summary>
+    /// <summary>Σ sizes of the compressed (or uncompressed) copies of pages held in the pool.</summary>
     public long StoredBytes { get; init; }
+    /// <summary>Bytes of pool pages holding those copies (≥ <see cref="StoredBytes"/>; the difference is packing slack).</summary>
+    public long PoolBytes { get; init; }
+    /// <summary>Pool pages given back by compaction (cumulative).</summary>
+    public long PoolCompactedPages { get; init; }
+    /// <summary>Pages reclaim left resident because the pool was full (<see cref="CramOptions.CompressedPoolLimitBytes"/>).</summary>
+    public long PoolFullRejections { get; init; }
+    /// <summary>Occupancy of each pool size class in use.</summary>
+    public IReadOnlyList<CramPoolClass> PoolClasses { get; init; } = [];
     /// <summary>Pages whose copy is a repeated 8-byte value (zero pages included): no storage, no LZ4.</summary>
     public long SameFilledPages { get; init; }
-    /// <summary>Logical bytes per byte of memory used (resident + stored); 1 when nothing is stored.</summary>
-    public double EffectiveRatio => ResidentBytes + StoredBytes == 0 ? 1 : (double)LogicalBytes / (ResidentBytes + StoredBytes);
+    /// <summary>Logical bytes per byte of memory used (resident + pool); 1 when nothing is stored.</summary>
+    public double EffectiveRatio => ResidentBytes + PoolBytes == 0 ? 1 : (double)LogicalBytes / (ResidentBytes + PoolBytes);
 
     /// <summary>Faults on never-touched pages, answered with zeros.</summary>
     public long ZeroFillFaults { get; init; }
@@ -51,3 +59,10 @@ public sealed record CramStats
     /// <summary>Regions alive in the engine.</summary>
     public int Regions { get; init; }
 }
+
+/// <summary>One size class of the compressed pool: objects up to <paramref name="ObjectSize"/> bytes, packed into pool pages of <paramref name="ZspagePages"/> pages.</summary>
+/// <param name="ObjectSize">Largest object of the class, in bytes.</param>
+/// <param name="ZspagePages">Pages per pool page of the class.</param>
+/// <param name="Objects">Objects stored.</param>
+/// <param name="Capacity">Objects the class's pool pages can hold.</param>
+public readonly record struct CramPoolClass(int ObjectSize, int ZspagePages, long Objects, long Capacity);

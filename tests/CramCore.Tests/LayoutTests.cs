@@ -19,6 +19,18 @@ public sealed unsafe class LayoutTests
         Assert.Equal(l.OffSlotBackend, Off<NativeSlot>(nameof(NativeSlot.Backend)));
         Assert.Equal(l.OffSlotNextStale, Off<NativeSlot>(nameof(NativeSlot.NextStale)));
 
+        Assert.Equal(l.SizeofHandle, (uint)sizeof(NativePoolHandle));
+        Assert.Equal(l.OffHandleAddress, Off<NativePoolHandle>(nameof(NativePoolHandle.Address)));
+        Assert.Equal(l.OffHandleLength, Off<NativePoolHandle>(nameof(NativePoolHandle.Length)));
+        Assert.Equal(l.OffHandleZspage, Off<NativePoolHandle>(nameof(NativePoolHandle.Zspage)));
+        Assert.Equal(l.SizeofMove, (uint)sizeof(NativePoolMove));
+        Assert.Equal(l.OffMoveHandle, Off<NativePoolMove>(nameof(NativePoolMove.Handle)));
+        Assert.Equal(l.OffMoveDestination, Off<NativePoolMove>(nameof(NativePoolMove.Destination)));
+        Assert.Equal(l.OffMoveZspage, Off<NativePoolMove>(nameof(NativePoolMove.Zspage)));
+        Assert.Equal(l.OffSharedHandleDirectory, Off<NativeShared>(nameof(NativeShared.HandleDirectory)));
+        Assert.Equal((uint)NativePoolHandle.ClusterShift, l.HandleClusterShift);
+        Assert.Equal((uint)NativePoolHandle.DirectorySize, l.HandleDirectorySize);
+
         Assert.Equal(l.SizeofStats, (uint)sizeof(NativeStats));
         Assert.Equal(l.OffStatsResidentPages, Off<NativeStats>(nameof(NativeStats.ResidentPages)));
         Assert.Equal(l.OffStatsZeroCopies, Off<NativeStats>(nameof(NativeStats.ZeroCopies)));

@@ -42,6 +42,19 @@ internal static partial class Interop
 
         [LibraryImport(Library, EntryPoint = "CramNative_SignalReclaim", SetLastError = true)]
         internal static partial int SignalReclaim(nint engine);
+
+        /// <summary>Moves pool objects and repoints their handles, under the engine's lock when given one.</summary>
+        [LibraryImport(Library, EntryPoint = "CramNative_PoolMove", SetLastError = true)]
+        internal static partial int PoolMove(nint engine, ulong handleDirectory, NativePoolMove* moves, int count);
+
+        [LibraryImport(Library, EntryPoint = "CramNative_ArenaMap", SetLastError = true)]
+        internal static partial int ArenaMap(ulong bytes, int lockMemory, ulong* address);
+
+        [LibraryImport(Library, EntryPoint = "CramNative_ArenaUnmap", SetLastError = true)]
+        internal static partial int ArenaUnmap(ulong address, ulong bytes);
+
+        [LibraryImport(Library, EntryPoint = "CramNative_Discard", SetLastError = true)]
+        internal static partial int Discard(ulong address, ulong bytes);
     }
 
     internal static unsafe partial class Lz4
@@ -59,6 +72,7 @@ internal static partial class Interop
         [LibraryImport(Library, EntryPoint = "LZ4_versionNumber")]
         internal static partial int VersionNumber();
     }
+
 
     internal const int EPERM = 1, ENOENT = 2, ENOMEM = 12, EACCES = 13, EINVAL = 22, EMFILE = 24,
         ENOSYS = 38, EPROTONOSUPPORT = 93;

@@ -15,6 +15,27 @@ internal struct NativeSlot
     public ulong NextStale;
 }
 
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativePoolHandle
+{
+    public const int ClusterShift = 14;
+    public const int ClusterSize = 1 << ClusterShift;
+    public const int DirectorySize = 1 << 18;
+
+    public ulong Address;
+    public uint Length;
+    public uint Zspage;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativePoolMove
+{
+    public ulong Handle;
+    public ulong Destination;
+    public uint Zspage;
+    public uint Reserved;
+}
+
 internal enum SlotBackend : ushort
 {
     Free = 0,
@@ -76,6 +97,7 @@ internal struct NativeShared
 
     public NativeStats Stats;
     public ulong SlotDirectory;
+    public ulong HandleDirectory;
     public ulong StaleHead;
     public ulong FaultLog;
     public ulong FaultLogHead;
@@ -91,6 +113,9 @@ internal struct NativeShared
 internal struct NativeLayoutInfo
 {
     public uint SizeofSlot, OffSlotData, OffSlotLength, OffSlotBackend, OffSlotNextStale;
+    public uint SizeofHandle, OffHandleAddress, OffHandleLength, OffHandleZspage;
+    public uint SizeofMove, OffMoveHandle, OffMoveDestination, OffMoveZspage;
+    public uint OffSharedHandleDirectory, HandleClusterShift, HandleDirectorySize;
     public uint SizeofStats, OffStatsResidentPages, OffStatsZeroCopies, OffStatsServiceBusyNs;
     public uint SizeofRegion, OffRegionPte, OffRegionActive;
     public uint SizeofShared, OffSharedSlotDirectory, OffSharedStaleHead, OffSharedFaultLogHead,

@@ -27,6 +27,7 @@ internal sealed unsafe class Reclaimer : IDisposable
     private readonly ulong[] _pages = new ulong[BatchPages];
     private readonly byte* _scratch;
     private ulong _seenLogOverflows;
+    private bool _poolFull; // set when a store failed: ends the pass
     private long _incompressible;
     private long _cancelled;
     private long _compressed;
@@ -100,6 +101,7 @@ internal sealed unsafe class Reclaimer : IDisposable
                 {
                     PullFaultLog(); // keep the log from overflowing while nothing needs reclaiming
                 }
+                _engine.CompactPoolIfFragmented();
             }
         }
     }
@@ -117,7 +119,8 @@ internal sealed unsafe class Reclaimer : IDisposable
             PullFaultLog();
             long evicted = 0;
             long budget = 2L * _queue.Count + BatchPages;
-            while (evicted < targetPages && _queue.Count > 0 && budget > 0 && !_stopping)
+            _poolFull = false;
+            while (evicted < targetPages && _queue.Count > 0 && budget > 0 && !_stopping && !_poolFull)
             {
                 int dirty = 0, clean = 0;
                 long want = Math.Min(BatchPages, targetPages - evicted);
@@ -244,24 +247,37 @@ internal sealed unsafe class Reclaimer : IDisposable
                     slot = _slots.AllocateSameFilled(value);
                 }
             }
-            else if (_storeUncompressed)
-            {
-                slot = _slots.AllocateStored(SlotBackend.Raw, data, PageTable.PageSize);
-            }
             else
             {
-                int size = Interop.Lz4.CompressDefault(data, _scratch, PageTable.PageSize, _threshold);
-                if (size <= 0)
+                int size = PageTable.PageSize;
+                byte* copy = data;
+                if (!_storeUncompressed)
                 {
-                    // Stays resident and write-protected; the next write re-queues it.
-                    if (PageTable.TryTransition(pte, evicting, PageTable.Make(PageState.Incompressible, 0)))
+                    size = Interop.Lz4.CompressDefault(data, _scratch, PageTable.PageSize, _threshold);
+                    if (size <= 0)
                     {
-                        incompressible++;
+                        // Stays resident and write-protected; the next write re-queues it.
+                        if (PageTable.TryTransition(pte, evicting, PageTable.Make(PageState.Incompressible, 0)))
+                        {
+                            incompressible++;
+                        }
+                        continue;
                     }
-                    continue;
+                    copy = _scratch;
                 }
-                slot = _slots.AllocateStored(SlotBackend.Lz4, _scratch, size);
-                compressed++;
+                if (!_slots.TryAllocateStored(_storeUncompressed ? SlotBackend.Raw : SlotBackend.Lz4, copy, size, out slot))
+                {
+                    // The pool is full: this page and the rest of the batch stay resident (DIRTY,
+                    // still write-protected until their next write) and go back in the queue.
+                    for (int j = i; j < n; j++)
+                    {
+                        PageTable.TryTransition(region.PageTableEntries + _pages[j], evicting, PageTable.Make(PageState.Dirty, 0));
+                        _queue.Enqueue(VictimQueue.Encode(region.Id, _pages[j]));
+                    }
+                    _poolFull = true;
+                    break;
+                }
+                compressed += _storeUncompressed ? 0 : 1;
             }
             if (PageTable.TryTransition(pte, evicting, PageTable.Make(PageState.Clean, slot)))
             {

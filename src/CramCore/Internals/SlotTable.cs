@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace CramCore;
 
 /// <summary>
-/// The virtual swap slot table and the storage behind slots. Page-table entries name slots, never
+/// The virtual swap slot table; stored copies live in the <see cref="CompressedPool"/>. Page-table entries name slots, never
 /// storage addresses, so data can move between backends by rewriting a slot. Slots are allocated
 /// here (managed code); the fault service only reads them and pushes stale ones on a lock-free list
 /// that <see cref="DrainStale"/> frees. Clusters of slots are allocated on demand and published
@@ -12,22 +12,23 @@ namespace CramCore;
 internal sealed unsafe class SlotTable : IDisposable
 {
     private readonly NativeShared* _shared;
+    private readonly CompressedPool _pool;
     private readonly ulong* _directory;
     private readonly Lock _lock = new();
     private ulong[] _free = new ulong[1024];
     private int _freeCount;
     private ulong _nextFresh = 1; // slot 0 means "zero page" and is never allocated
-    private long _storedBytes;
     private long _liveSlots;
     private long _sameFilledSlots;
 
-    public SlotTable(NativeShared* shared)
+    public SlotTable(NativeShared* shared, CompressedPool pool)
     {
         _shared = shared;
+        _pool = pool;
         _directory = (ulong*)shared->SlotDirectory;
     }
 
-    public long StoredBytes => Volatile.Read(ref _storedBytes);
+    public long StoredBytes => _pool.ObjectBytes;
     public long LiveSlots => Volatile.Read(ref _liveSlots);
     public long SameFilledSlots => Volatile.Read(ref _sameFilledSlots);
 
@@ -46,18 +47,24 @@ internal sealed unsafe class SlotTable : IDisposable
         return id;
     }
 
-    /// <summary>Allocates a slot holding a copy of <paramref name="length"/> bytes at <paramref name="source"/>.</summary>
-    public ulong AllocateStored(SlotBackend backend, byte* source, int length)
+    /// <summary>
+    /// Allocates a slot holding a copy of <paramref name="length"/> bytes at <paramref name="source"/>
+    /// in the compressed pool. False when the pool is full.
+    /// </summary>
+    public bool TryAllocateStored(SlotBackend backend, byte* source, int length, out ulong id)
     {
-        byte* storage = (byte*)NativeMemory.Alloc((nuint)length);
-        Buffer.MemoryCopy(source, storage, length, length);
-        ulong id = AllocateId();
+        uint handle = _pool.Store(source, length);
+        if (handle == 0)
+        {
+            id = 0;
+            return false;
+        }
+        id = AllocateId();
         NativeSlot* s = Get(id);
-        s->Data = (ulong)storage;
+        s->Data = handle;
         s->Length = (uint)length;
         s->Backend = (ushort)backend;
-        Interlocked.Add(ref _storedBytes, length);
-        return id;
+        return true;
     }
 
     public void Free(ulong id)
@@ -74,8 +81,7 @@ internal sealed unsafe class SlotTable : IDisposable
                 break;
             case SlotBackend.Lz4:
             case SlotBackend.Raw:
-                NativeMemory.Free((void*)s->Data);
-                Interlocked.Add(ref _storedBytes, -s->Length);
+                _pool.Free((uint)s->Data);
                 break;
             default:
                 throw new InvalidOperationException($"Slot {id} freed twice (backend {s->Backend}).");
@@ -133,28 +139,18 @@ internal sealed unsafe class SlotTable : IDisposable
         }
     }
 
-    /// <summary>Frees all storage and clusters. Only after the fault service has stopped.</summary>
+    /// <summary>Frees the clusters (the pool, disposed after this, holds the copies). Only when no region is active.</summary>
     public void Dispose()
     {
         DrainStale();
         for (ulong c = 0; c < NativeShared.SlotDirectorySize && c <= (_nextFresh >> NativeShared.SlotClusterShift); c++)
         {
-            NativeSlot* cluster = (NativeSlot*)_directory[c];
-            if (cluster == null)
+            if (_directory[c] != 0)
             {
-                continue;
+                NativeMemory.Free((void*)_directory[c]);
+                _directory[c] = 0;
             }
-            for (int i = 0; i < NativeShared.SlotClusterSize; i++)
-            {
-                if (cluster[i].Backend is (ushort)SlotBackend.Lz4 or (ushort)SlotBackend.Raw)
-                {
-                    NativeMemory.Free((void*)cluster[i].Data);
-                }
-            }
-            NativeMemory.Free(cluster);
-            _directory[c] = 0;
         }
-        _storedBytes = 0;
         _liveSlots = 0;
         _sameFilledSlots = 0;
     }

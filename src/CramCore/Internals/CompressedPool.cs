@@ -1,0 +1,641 @@
+using System.Runtime.InteropServices;
+
+namespace CramCore;
+
+/// <summary>Occupancy of one size class of the compressed pool.</summary>
+internal readonly record struct PoolClassStats(int ObjectSize, int ZspagePages, long Objects, long Capacity);
+
+/// <summary>A snapshot of the compressed pool.</summary>
+internal readonly record struct PoolStats(
+    long UsedBytes, long ObjectBytes, long Objects, long Zspages, long ArenaBytes, long CompactedPages,
+    long MovedObjects, long FullRejections, double Fragmentation, PoolClassStats[] Classes)
+{
+    /// <summary>Σ object sizes / bytes of class pages in use.</summary>
+    public double Density => UsedBytes == 0 ? 1 : (double)ObjectBytes / UsedBytes;
+}
+
+/// <summary>
+/// The compressed pool, in the manner of zsmalloc: objects of up to 4 KiB are packed into
+/// "zspages" of a size class with 16-byte granularity, taken from <see cref="BitmapBuddy"/>
+/// arenas. A zspage is one contiguous 64 KiB block (4 KiB for the 4 KiB class), so objects never
+/// straddle discontiguous pages, and its pages cost memory only once a slot on them is used: the
+/// arenas are NORESERVE mappings, the pool counts touched pages as used, and a released zspage
+/// gives its touched pages back with MADV_DONTNEED. That keeps both zsmalloc's losses small: the
+/// slack at the end of a zspage (65536 mod size) and the half-empty last zspage of every class.
+/// An object is named by a handle (one indirection, in native memory, read by the fault service),
+/// so <see cref="Compact"/> can move objects out of sparse zspages and release them. Moves go
+/// through CramNative_PoolMove, under the lock the fault service holds while it resolves faults.
+/// Each class has its own lock; the fault service never takes any of them.
+/// </summary>
+internal sealed unsafe class CompressedPool : IDisposable
+{
+    public const int Granularity = 16;
+    public const int MaxObjectSize = PageTable.PageSize;
+    private const int ZspageOrder = 4; // 16 pages
+    private const int MaxCapacity = (PageTable.PageSize << ZspageOrder) / Granularity;
+    private const int ZspageChunk = 1024;
+
+    private sealed class SizeClass(int size, int order)
+    {
+        public readonly int Size = size;
+        public readonly int Order = order;
+        public readonly int Capacity = (PageTable.PageSize << order) / size;
+        public readonly int Index = size / Granularity - 1;
+        public readonly Lock Lock = new();
+        public int[] Partial = new int[8];
+        public int PartialCount;
+        public long Objects;
+        public long Zspages;
+    }
+
+    private struct Zspage
+    {
+        public byte* Base;
+        public int Arena;
+        public int Class;
+        public int InUse;
+        public int FreeHead;    // freed objects, linked through their first 4 bytes; -1 ends
+        public int FreeCursor;  // objects never used start here
+        public int TouchedPages; // pages holding at least one slot ever used (counted as used memory)
+        public int PartialIndex; // position in its class's partial list, -1 when full
+        public uint[] Handles;  // per object: the handle that owns it (0 = free)
+    }
+
+    private sealed class Arena(byte* memory, long bytes, BitmapBuddy buddy)
+    {
+        public readonly byte* Memory = memory;
+        public readonly long Bytes = bytes;
+        public readonly BitmapBuddy Buddy = buddy;
+    }
+
+    private readonly SizeClass[] _classes; // one per 16-byte size
+    private readonly nint _engine;        // 0 for a pool outside an engine
+    private readonly long _arenaBytes, _maxBytes;
+    private readonly bool _lockMemory;
+    private readonly Lock _arenaLock = new(), _zspageLock = new(), _handleLock = new();
+    private Arena[] _arenas = [];
+    private Zspage[][] _zspages = [];
+    private int[] _freeZspages = new int[64];
+    private int _freeZspageCount, _nextZspage;
+    private readonly ulong* _handleDirectory;
+    private uint[] _freeHandles = new uint[1024];
+    private int _freeHandleCount;
+    private uint _nextHandle = 1; // 0 is never a handle
+    private long _usedBytes, _objectBytes, _objects, _compactedPages, _movedObjects, _fullRejections;
+    private readonly NativePoolMove[] _moves;
+    private readonly int[] _movedFrom;
+
+    public CompressedPool(long arenaBytes, long maxBytes, bool lockMemory, nint engine)
+    {
+        _arenaBytes = arenaBytes;
+        _maxBytes = maxBytes;
+        _lockMemory = lockMemory;
+        _engine = engine;
+        _handleDirectory = (ulong*)NativeMemory.AllocZeroed(NativePoolHandle.DirectorySize, sizeof(ulong));
+        _classes = new SizeClass[MaxObjectSize / Granularity];
+        for (int i = 0; i < _classes.Length; i++)
+        {
+            int size = (i + 1) * Granularity;
+            _classes[i] = new SizeClass(size, size == MaxObjectSize ? 0 : ZspageOrder);
+        }
+        _moves = new NativePoolMove[MaxCapacity];
+        _movedFrom = new int[MaxCapacity];
+    }
+
+    /// <summary>The handle directory, for the fault service (NativeShared.HandleDirectory).</summary>
+    public ulong HandleDirectory => (ulong)_handleDirectory;
+
+    public int ClassCount => _classes.Length;
+
+    private SizeClass ClassOf(int length) => _classes[(length - 1) / Granularity];
+
+    private ref Zspage Page(int id) => ref _zspages[id / ZspageChunk][id % ZspageChunk];
+
+    private NativePoolHandle* Handle(uint id) =>
+        (NativePoolHandle*)_handleDirectory[id >> NativePoolHandle.ClusterShift] + (id & (NativePoolHandle.ClusterSize - 1));
+
+    /// <summary>Copies <paramref name="length"/> bytes into the pool. Returns the handle, or 0 when the pool is full.</summary>
+    public uint Store(byte* data, int length)
+    {
+        if (length is <= 0 or > MaxObjectSize)
+        {
+            throw new ArgumentOutOfRangeException(nameof(length), length, $"between 1 and {MaxObjectSize}");
+        }
+        SizeClass c = ClassOf(length);
+        uint handle = NewHandle();
+        lock (c.Lock)
+        {
+            int id;
+            if (c.PartialCount > 0)
+            {
+                id = c.Partial[c.PartialCount - 1];
+            }
+            else if ((id = NewZspage(c)) < 0)
+            {
+                FreeHandle(handle);
+                Interlocked.Increment(ref _fullRejections);
+                return 0;
+            }
+            ref Zspage z = ref Page(id);
+            int index = TakeObject(ref z, c);
+            if (index < 0)
+            {
+                if (z.InUse == 0)
+                {
+                    RemovePartial(c, ref z);
+                    ReleaseZspage(c, id);
+                }
+                FreeHandle(handle);
+                Interlocked.Increment(ref _fullRejections);
+                return 0;
+            }
+            if (z.InUse == c.Capacity)
+            {
+                RemovePartial(c, ref z);
+            }
+            byte* address = z.Base + (long)index * c.Size;
+            z.Handles[index] = handle;
+            NativePoolHandle* h = Handle(handle);
+            h->Length = (uint)length;
+            h->Zspage = (uint)id;
+            Buffer.MemoryCopy(data, address, length, length);
+            Volatile.Write(ref h->Address, (ulong)address);
+            c.Objects++;
+        }
+        Interlocked.Add(ref _objectBytes, length);
+        Interlocked.Increment(ref _objects);
+        return handle;
+    }
+
+    /// <summary>Copies an object out (tests, benchmarks). Returns its length.</summary>
+    public int Load(uint handle, Span<byte> destination)
+    {
+        NativePoolHandle* h = Handle(handle);
+        SizeClass c = ClassOf((int)h->Length);
+        lock (c.Lock) // compaction cannot move it meanwhile
+        {
+            new ReadOnlySpan<byte>((void*)h->Address, (int)h->Length).CopyTo(destination);
+            return (int)h->Length;
+        }
+    }
+
+    public void Free(uint handle)
+    {
+        NativePoolHandle* h = Handle(handle);
+        int length = (int)h->Length;
+        if (length == 0)
+        {
+            throw new InvalidOperationException($"Pool handle {handle} freed twice.");
+        }
+        SizeClass c = ClassOf(length);
+        lock (c.Lock)
+        {
+            int id = (int)h->Zspage; // read under the lock: compaction may have moved the object
+            ref Zspage z = ref Page(id);
+            int index = (int)((long)((byte*)h->Address - z.Base) / c.Size);
+            z.Handles[index] = 0;
+            *(int*)(z.Base + (long)index * c.Size) = z.FreeHead;
+            z.FreeHead = index;
+            bool wasFull = z.InUse == c.Capacity;
+            z.InUse--;
+            c.Objects--;
+            if (z.InUse == 0)
+            {
+                if (!wasFull)
+                {
+                    RemovePartial(c, ref z);
+                }
+                ReleaseZspage(c, id);
+            }
+            else if (wasFull)
+            {
+                AddPartial(c, ref z, id);
+            }
+            *h = default;
+        }
+        Interlocked.Add(ref _objectBytes, -length);
+        Interlocked.Decrement(ref _objects);
+        FreeHandle(handle);
+    }
+
+    /// <summary>Takes a free slot of <paramref name="z"/>; -1 when touching a new page would pass the pool's limit.</summary>
+    private int TakeObject(ref Zspage z, SizeClass c)
+    {
+        int index;
+        if (z.FreeHead >= 0)
+        {
+            index = z.FreeHead;
+            z.FreeHead = *(int*)(z.Base + (long)index * c.Size);
+        }
+        else
+        {
+            int touched = (int)(((long)(z.FreeCursor + 1) * c.Size + PageTable.PageSize - 1) >> PageTable.PageShift);
+            if (touched > z.TouchedPages)
+            {
+                long bytes = (long)(touched - z.TouchedPages) << PageTable.PageShift;
+                if (_maxBytes > 0 && Interlocked.Add(ref _usedBytes, bytes) > _maxBytes)
+                {
+                    Interlocked.Add(ref _usedBytes, -bytes);
+                    return -1;
+                }
+                if (_maxBytes == 0)
+                {
+                    Interlocked.Add(ref _usedBytes, bytes);
+                }
+                z.TouchedPages = touched;
+            }
+            index = z.FreeCursor++;
+        }
+        z.InUse++;
+        return index;
+    }
+
+    private static void AddPartial(SizeClass c, ref Zspage z, int id)
+    {
+        if (c.PartialCount == c.Partial.Length)
+        {
+            Array.Resize(ref c.Partial, c.Partial.Length * 2);
+        }
+        z.PartialIndex = c.PartialCount;
+        c.Partial[c.PartialCount++] = id;
+    }
+
+    private void RemovePartial(SizeClass c, ref Zspage z)
+    {
+        int last = c.Partial[--c.PartialCount];
+        c.Partial[z.PartialIndex] = last;
+        Page(last).PartialIndex = z.PartialIndex;
+        z.PartialIndex = -1;
+    }
+
+    /// <summary>A new, empty zspage for class <paramref name="c"/> (in its partial list), or -1 when the pool is full.</summary>
+    private int NewZspage(SizeClass c)
+    {
+        byte* memory = AllocateBlock(c.Order, out int arena);
+        if (memory == null)
+        {
+            return -1;
+        }
+        int id;
+        lock (_zspageLock)
+        {
+            if (_freeZspageCount > 0)
+            {
+                id = _freeZspages[--_freeZspageCount];
+            }
+            else
+            {
+                id = _nextZspage++;
+                if (id / ZspageChunk == _zspages.Length)
+                {
+                    var chunks = new Zspage[_zspages.Length + 1][];
+                    Array.Copy(_zspages, chunks, _zspages.Length);
+                    chunks[^1] = new Zspage[ZspageChunk];
+                    Volatile.Write(ref _zspages, chunks);
+                }
+            }
+        }
+        ref Zspage z = ref Page(id);
+        if (z.Handles is null || z.Handles.Length < c.Capacity)
+        {
+            z.Handles = new uint[c.Capacity];
+        }
+        else
+        {
+            Array.Clear(z.Handles);
+        }
+        z.Base = memory;
+        z.Arena = arena;
+        z.Class = c.Index;
+        z.InUse = 0;
+        z.FreeHead = -1;
+        z.FreeCursor = 0;
+        z.TouchedPages = 0;
+        AddPartial(c, ref z, id);
+        c.Zspages++;
+        return id;
+    }
+
+    private void ReleaseZspage(SizeClass c, int id)
+    {
+        ref Zspage z = ref Page(id);
+        long touched = (long)z.TouchedPages << PageTable.PageShift;
+        if (touched > 0 && !_lockMemory)
+        {
+            Interop.CramNative.Discard((ulong)z.Base, (ulong)touched); // the memory goes back to the kernel
+        }
+        Volatile.Read(ref _arenas)[z.Arena].Buddy.Free(z.Base, c.Order);
+        z.Base = null;
+        c.Zspages--;
+        Interlocked.Add(ref _usedBytes, -touched);
+        lock (_zspageLock)
+        {
+            if (_freeZspageCount == _freeZspages.Length)
+            {
+                Array.Resize(ref _freeZspages, _freeZspages.Length * 2);
+            }
+            _freeZspages[_freeZspageCount++] = id;
+        }
+    }
+
+    private byte* AllocateBlock(int order, out int arenaIndex)
+    {
+        while (true)
+        {
+            Arena[] arenas = Volatile.Read(ref _arenas);
+            for (int i = 0; i < arenas.Length; i++)
+            {
+                byte* block = arenas[i].Buddy.Allocate(order);
+                if (block != null)
+                {
+                    arenaIndex = i;
+                    return block;
+                }
+            }
+            lock (_arenaLock)
+            {
+                if (_arenas.Length == arenas.Length)
+                {
+                    _arenas = [.. arenas, NewArena()]; // address space only: pages cost memory once touched
+                }
+            }
+        }
+    }
+
+    private Arena NewArena()
+    {
+        ulong memory;
+        if (Interop.CramNative.ArenaMap((ulong)_arenaBytes, _lockMemory ? 1 : 0, &memory) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new InvalidOperationException(_lockMemory
+                ? $"LockPoolMemory: mapping and locking a {_arenaBytes >> 20} MiB pool arena failed (errno {errno}: {Marshal.GetPInvokeErrorMessage(errno)}). Raise RLIMIT_MEMLOCK (ulimit -l) or grant CAP_IPC_LOCK, or set LockPoolMemory = false."
+                : $"Mapping a {_arenaBytes >> 20} MiB pool arena failed (errno {errno}: {Marshal.GetPInvokeErrorMessage(errno)}).");
+        }
+        int maxOrder = System.Numerics.BitOperations.Log2((ulong)(_arenaBytes >> PageTable.PageShift));
+        return new Arena((byte*)memory, _arenaBytes, new BitmapBuddy((byte*)memory, maxOrder));
+    }
+
+    private uint NewHandle()
+    {
+        lock (_handleLock)
+        {
+            if (_freeHandleCount > 0)
+            {
+                return _freeHandles[--_freeHandleCount];
+            }
+            uint id = _nextHandle;
+            uint cluster = id >> NativePoolHandle.ClusterShift;
+            if (cluster >= NativePoolHandle.DirectorySize)
+            {
+                throw new InvalidOperationException("The compressed pool's handle table is full (2^32 handles).");
+            }
+            if (_handleDirectory[cluster] == 0)
+            {
+                void* memory = NativeMemory.AllocZeroed((nuint)(NativePoolHandle.ClusterSize * sizeof(NativePoolHandle)));
+                Volatile.Write(ref _handleDirectory[cluster], (ulong)memory);
+            }
+            _nextHandle++;
+            return id;
+        }
+    }
+
+    private void FreeHandle(uint handle)
+    {
+        lock (_handleLock)
+        {
+            if (_freeHandleCount == _freeHandles.Length)
+            {
+                Array.Resize(ref _freeHandles, _freeHandles.Length * 2);
+            }
+            _freeHandles[_freeHandleCount++] = handle;
+        }
+    }
+
+    /// <summary>
+    /// Moves objects out of the sparsest zspages of each class into the fullest ones and returns
+    /// the emptied zspages to the arena. Returns the bytes given back.
+    /// </summary>
+    public long Compact()
+    {
+        long before = Volatile.Read(ref _usedBytes);
+        foreach (SizeClass c in _classes)
+        {
+            lock (c.Lock)
+            {
+                CompactClass(c);
+            }
+        }
+        return before - Volatile.Read(ref _usedBytes);
+    }
+
+    private void CompactClass(SizeClass c)
+    {
+        EmptySparseZspages(c);
+        for (int i = 0; i < c.PartialCount; i++)
+        {
+            ShrinkZspage(c, c.Partial[i]);
+        }
+    }
+
+    /// <summary>
+    /// Moves a zspage's objects down into its lowest free slots, then gives back the pages above
+    /// the last object: the zspages that remain after <see cref="EmptySparseZspages"/> hold their
+    /// free slots at page granularity no more.
+    /// </summary>
+    private void ShrinkZspage(SizeClass c, int id)
+    {
+        ref Zspage z = ref Page(id);
+        int moves = 0;
+        for (int low = 0, high = z.FreeCursor - 1; ; low++, high--)
+        {
+            while (low < high && z.Handles[low] != 0)
+            {
+                low++;
+            }
+            while (high > low && z.Handles[high] == 0)
+            {
+                high--;
+            }
+            if (low >= high)
+            {
+                break;
+            }
+            _moves[moves++] = new NativePoolMove { Handle = z.Handles[high], Destination = (ulong)(z.Base + (long)low * c.Size), Zspage = (uint)id };
+            z.Handles[low] = z.Handles[high];
+            z.Handles[high] = 0;
+        }
+        if (moves > 0)
+        {
+            fixed (NativePoolMove* m = _moves)
+            {
+                Interop.ThrowIfFailed(Interop.CramNative.PoolMove(_engine, HandleDirectory, m, moves), "Moving pool objects");
+            }
+            Interlocked.Add(ref _movedObjects, moves);
+        }
+        // The live objects are now slots [0, InUse): no free slot below the cursor.
+        z.FreeCursor = z.InUse;
+        z.FreeHead = -1;
+        int touched = (int)(((long)z.FreeCursor * c.Size + PageTable.PageSize - 1) >> PageTable.PageShift);
+        if (touched < z.TouchedPages)
+        {
+            long offset = (long)touched << PageTable.PageShift, bytes = (long)(z.TouchedPages - touched) << PageTable.PageShift;
+            if (!_lockMemory)
+            {
+                Interop.CramNative.Discard((ulong)(z.Base + offset), (ulong)bytes);
+            }
+            Interlocked.Add(ref _usedBytes, -bytes);
+            Interlocked.Add(ref _compactedPages, z.TouchedPages - touched);
+            z.TouchedPages = touched;
+        }
+    }
+
+    /// <summary>Empties the sparsest zspages into the fullest ones and releases them, while the objects fit.</summary>
+    private void EmptySparseZspages(SizeClass c)
+    {
+        while (c.PartialCount >= 2)
+        {
+            // The sparsest zspage is the source; it must fit in the free room of the others.
+            int source = -1;
+            long room = 0;
+            for (int i = 0; i < c.PartialCount; i++)
+            {
+                int id = c.Partial[i];
+                room += c.Capacity - Page(id).InUse;
+                if (source < 0 || Page(id).InUse < Page(source).InUse)
+                {
+                    source = id;
+                }
+            }
+            ref Zspage src = ref Page(source);
+            room -= c.Capacity - src.InUse;
+            if (room < src.InUse)
+            {
+                return;
+            }
+            RemovePartial(c, ref src);
+            int moves = 0;
+            for (int index = 0; index < src.FreeCursor; index++)
+            {
+                uint handle = src.Handles[index];
+                if (handle == 0)
+                {
+                    continue;
+                }
+                // Fill the fullest other zspage first, so the sparse ones empty out next.
+                int target = c.Partial[0];
+                for (int i = 1; i < c.PartialCount; i++)
+                {
+                    if (Page(c.Partial[i]).InUse > Page(target).InUse)
+                    {
+                        target = c.Partial[i];
+                    }
+                }
+                ref Zspage dst = ref Page(target);
+                int slot = TakeObject(ref dst, c);
+                if (slot < 0)
+                {
+                    break; // the pool's limit: stop here; the source keeps the objects not moved
+                }
+                dst.Handles[slot] = handle;
+                src.Handles[index] = 0;
+                _movedFrom[moves] = index;
+                if (dst.InUse == c.Capacity)
+                {
+                    RemovePartial(c, ref dst);
+                }
+                _moves[moves++] = new NativePoolMove { Handle = handle, Destination = (ulong)(dst.Base + (long)slot * c.Size), Zspage = (uint)target };
+            }
+            fixed (NativePoolMove* m = _moves)
+            {
+                Interop.ThrowIfFailed(Interop.CramNative.PoolMove(_engine, HandleDirectory, m, moves), "Moving pool objects");
+            }
+            for (int i = 0; i < moves; i++) // only now: the links overwrite the moved objects' first bytes
+            {
+                *(int*)(src.Base + (long)_movedFrom[i] * c.Size) = src.FreeHead;
+                src.FreeHead = _movedFrom[i];
+            }
+            src.InUse -= moves;
+            Interlocked.Add(ref _movedObjects, moves);
+            if (src.InUse > 0)
+            {
+                AddPartial(c, ref src, source);
+                return;
+            }
+            Interlocked.Add(ref _compactedPages, src.TouchedPages);
+            ReleaseZspage(c, source);
+        }
+    }
+
+    /// <summary>Bytes of zspages in use minus Σ object sizes: what compaction could give back at most.</summary>
+    public long SlackBytes => Volatile.Read(ref _usedBytes) - Volatile.Read(ref _objectBytes);
+    public long ObjectBytes => Volatile.Read(ref _objectBytes);
+    public long UsedBytes => Volatile.Read(ref _usedBytes);
+    public long FullRejections => Volatile.Read(ref _fullRejections);
+
+    /// <summary>Bookkeeping bytes per live object: its handle, its entry in the zspage's owner table, its share of the zspage record.</summary>
+    public double MetadataBytesPerObject()
+    {
+        long objects = Volatile.Read(ref _objects);
+        if (objects == 0)
+        {
+            return 0;
+        }
+        long bytes = 0, zspages = 0;
+        foreach (SizeClass c in _classes)
+        {
+            lock (c.Lock)
+            {
+                bytes += c.Zspages * c.Capacity * sizeof(uint);
+                zspages += c.Zspages;
+            }
+        }
+        return (double)(bytes + zspages * System.Runtime.CompilerServices.Unsafe.SizeOf<Zspage>() + objects * sizeof(NativePoolHandle)) / objects;
+    }
+
+    public PoolStats GetStats()
+    {
+        var classes = new List<PoolClassStats>();
+        foreach (SizeClass c in _classes)
+        {
+            lock (c.Lock)
+            {
+                if (c.Zspages > 0)
+                {
+                    classes.Add(new PoolClassStats(c.Size, 1 << c.Order, c.Objects, c.Zspages * c.Capacity));
+                }
+            }
+        }
+        Arena[] arenas = Volatile.Read(ref _arenas);
+        var free = new long[arenas.Length == 0 ? 1 : arenas.Max(a => a.Buddy.MaxOrder) + 1];
+        foreach (Arena a in arenas)
+        {
+            long[] f = a.Buddy.FreeBytesByOrder();
+            for (int i = 0; i < f.Length; i++)
+            {
+                free[i] += f[i];
+            }
+        }
+        return new PoolStats(UsedBytes, ObjectBytes, Volatile.Read(ref _objects), _classes.Sum(c => Volatile.Read(ref c.Zspages)),
+            arenas.Sum(a => a.Bytes), Volatile.Read(ref _compactedPages), Volatile.Read(ref _movedObjects), FullRejections,
+            BuddyStats.Fragmentation(free), classes.ToArray());
+    }
+
+    public void Dispose()
+    {
+        foreach (Arena a in _arenas)
+        {
+            a.Buddy.Dispose();
+            Interop.CramNative.ArenaUnmap((ulong)a.Memory, (ulong)a.Bytes);
+        }
+        _arenas = [];
+        for (int i = 0; i < NativePoolHandle.DirectorySize; i++)
+        {
+            if (_handleDirectory[i] != 0)
+            {
+                NativeMemory.Free((void*)_handleDirectory[i]);
+            }
+        }
+        NativeMemory.Free(_handleDirectory);
+    }
+}
