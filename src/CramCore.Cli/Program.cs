@@ -48,8 +48,20 @@ var alloc = new Command("alloc", "Lock-free buddy allocator against a spin-locke
     opsOption, jsonOption,
 };
 alloc.SetAction(r => Guard(() => BenchCommands.Print(AllocBench.Run(r.GetValue(opsOption)), r.GetValue(jsonOption), "cram bench alloc")));
+var poolPagesOption = new Option<int>("--pages") { Description = "Pages to store (default: every page of the corpus, or 8192 generated).", DefaultValueFactory = _ => 0 };
+var pool = new Command("pool", "Compressed-pool density, bookkeeping per object, and what compaction gives back after a random half is freed.")
+{
+    poolPagesOption, corpusOption, jsonOption,
+};
+pool.SetAction(r => Guard(() =>
+{
+    PageSource source = r.GetValue(corpusOption) is string path ? PageSource.FromCorpus(path) : PageSource.Generated();
+    int pages = r.GetValue(poolPagesOption) is > 0 and var n ? n : source.CorpusPages > 0 ? source.CorpusPages : 8192;
+    return BenchCommands.Print(PoolBench.Run(source, pages), r.GetValue(jsonOption), "cram bench pool");
+}));
 bench.Subcommands.Add(faults);
 bench.Subcommands.Add(alloc);
+bench.Subcommands.Add(pool);
 bench.Subcommands.Add(reclaim);
 root.Subcommands.Add(bench);
 

@@ -101,7 +101,7 @@ public sealed unsafe class CramEngine : IDisposable
 
     internal void CompactPoolIfFragmented()
     {
-        if (_pool.SlackBytes > Math.Max(4L << 20, _pool.UsedBytes / 4))
+        if (_pool.SlackBytes > Math.Max(16L << 20, _pool.UsedBytes / 4))
         {
             _pool.Compact();
         }

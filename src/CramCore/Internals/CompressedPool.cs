@@ -66,6 +66,9 @@ internal sealed unsafe class CompressedPool : IDisposable
         public readonly byte* Memory = memory;
         public readonly long Bytes = bytes;
         public readonly BitmapBuddy Buddy = buddy;
+        /// <summary>Per free zspage block: how many of its first pages are still resident from its last use.</summary>
+        public readonly ushort[] Retained = new ushort[bytes >> (PageTable.PageShift + ZspageOrder)];
+        public int BlockOf(byte* block) => (int)((block - Memory) >> (PageTable.PageShift + ZspageOrder));
     }
 
     private readonly SizeClass[] _classes; // one per 16-byte size
@@ -73,6 +76,7 @@ internal sealed unsafe class CompressedPool : IDisposable
     private readonly long _arenaBytes, _maxBytes;
     private readonly bool _lockMemory;
     private readonly Lock _arenaLock = new(), _zspageLock = new(), _handleLock = new();
+    private readonly Lock _retainLock = new(); // Arena.Retained and _retainedBytes
     private Arena[] _arenas = [];
     private Zspage[][] _zspages = [];
     private int[] _freeZspages = new int[64];
@@ -82,6 +86,7 @@ internal sealed unsafe class CompressedPool : IDisposable
     private int _freeHandleCount;
     private uint _nextHandle = 1; // 0 is never a handle
     private long _usedBytes, _objectBytes, _objects, _compactedPages, _movedObjects, _fullRejections;
+    private long _retainedBytes; // resident pages of free zspage blocks (part of _usedBytes)
     private readonly NativePoolMove[] _moves;
     private readonly int[] _movedFrom;
 
@@ -96,7 +101,7 @@ internal sealed unsafe class CompressedPool : IDisposable
         for (int i = 0; i < _classes.Length; i++)
         {
             int size = (i + 1) * Granularity;
-            _classes[i] = new SizeClass(size, size == MaxObjectSize ? 0 : ZspageOrder);
+            _classes[i] = new SizeClass(size, ZspageOrder); // one block size: blocks are never split, so retained pages stay exact
         }
         _moves = new NativePoolMove[MaxCapacity];
         _movedFrom = new int[MaxCapacity];
@@ -310,24 +315,51 @@ internal sealed unsafe class CompressedPool : IDisposable
         z.InUse = 0;
         z.FreeHead = -1;
         z.FreeCursor = 0;
-        z.TouchedPages = 0;
+        Arena owner = Volatile.Read(ref _arenas)[arena];
+        lock (_retainLock) // nothing is written to the block before this: a discard racing with us is harmless
+        {
+            ref ushort retained = ref owner.Retained[owner.BlockOf(memory)];
+            z.TouchedPages = retained; // already resident and counted as used
+            _retainedBytes -= (long)retained << PageTable.PageShift;
+            retained = 0;
+        }
         AddPartial(c, ref z, id);
         c.Zspages++;
         return id;
     }
 
-    private void ReleaseZspage(SizeClass c, int id)
+    /// <summary>
+    /// Gives a zspage's block back to its arena. Its resident pages are kept for the next zspage
+    /// there (still counted as used) while the retained total stays small, so a class that empties
+    /// and refills does not pay a page fault per page; otherwise, and in <see cref="Compact"/>,
+    /// they go back to the kernel.
+    /// </summary>
+    private void ReleaseZspage(SizeClass c, int id, bool discard = false)
     {
         ref Zspage z = ref Page(id);
+        Arena owner = Volatile.Read(ref _arenas)[z.Arena];
         long touched = (long)z.TouchedPages << PageTable.PageShift;
-        if (touched > 0 && !_lockMemory)
+        bool retain = false;
+        lock (_retainLock)
         {
-            Interop.CramNative.Discard((ulong)z.Base, (ulong)touched); // the memory goes back to the kernel
+            if (!discard && _retainedBytes + touched <= Math.Max(RetainFloorBytes, Volatile.Read(ref _usedBytes) / 8))
+            {
+                owner.Retained[owner.BlockOf(z.Base)] = (ushort)z.TouchedPages;
+                _retainedBytes += touched;
+                retain = true;
+            }
         }
-        Volatile.Read(ref _arenas)[z.Arena].Buddy.Free(z.Base, c.Order);
+        if (!retain && touched > 0)
+        {
+            if (!_lockMemory)
+            {
+                Interop.CramNative.Discard((ulong)z.Base, (ulong)touched); // the memory goes back to the kernel
+            }
+            Interlocked.Add(ref _usedBytes, -touched);
+        }
+        owner.Buddy.Free(z.Base, c.Order);
         z.Base = null;
         c.Zspages--;
-        Interlocked.Add(ref _usedBytes, -touched);
         lock (_zspageLock)
         {
             if (_freeZspageCount == _freeZspages.Length)
@@ -335,6 +367,34 @@ internal sealed unsafe class CompressedPool : IDisposable
                 Array.Resize(ref _freeZspages, _freeZspages.Length * 2);
             }
             _freeZspages[_freeZspageCount++] = id;
+        }
+    }
+
+    private const long RetainFloorBytes = 8L << 20;
+
+    /// <summary>Returns the retained pages of free blocks to the kernel.</summary>
+    private void DiscardRetained()
+    {
+        lock (_retainLock)
+        {
+            foreach (Arena a in Volatile.Read(ref _arenas))
+            {
+                for (int b = 0; b < a.Retained.Length; b++)
+                {
+                    if (a.Retained[b] == 0)
+                    {
+                        continue;
+                    }
+                    long bytes = (long)a.Retained[b] << PageTable.PageShift;
+                    a.Retained[b] = 0;
+                    if (!_lockMemory)
+                    {
+                        Interop.CramNative.Discard((ulong)(a.Memory + ((long)b << (PageTable.PageShift + ZspageOrder))), (ulong)bytes);
+                    }
+                    _retainedBytes -= bytes;
+                    Interlocked.Add(ref _usedBytes, -bytes);
+                }
+            }
         }
     }
 
@@ -426,6 +486,7 @@ internal sealed unsafe class CompressedPool : IDisposable
                 CompactClass(c);
             }
         }
+        DiscardRetained();
         return before - Volatile.Read(ref _usedBytes);
     }
 
