@@ -329,33 +329,20 @@ internal sealed unsafe class CompressedPool : IDisposable
     }
 
     /// <summary>
-    /// Gives a zspage's block back to its arena. Its resident pages are kept for the next zspage
-    /// there (still counted as used) while the retained total stays small, so a class that empties
-    /// and refills does not pay a page fault per page; otherwise, and in <see cref="Compact"/>,
-    /// they go back to the kernel.
+    /// Gives a zspage's block back to its arena. Its resident pages stay for the next zspage there
+    /// (still counted as used, so <see cref="SlackBytes"/> shows them), so a class that empties
+    /// and refills does not pay a page fault per page, the way malloc keeps freed memory; they go
+    /// back to the kernel in <see cref="Compact"/>, which the engine's background reclaim runs
+    /// when slack grows.
     /// </summary>
-    private void ReleaseZspage(SizeClass c, int id, bool discard = false)
+    private void ReleaseZspage(SizeClass c, int id)
     {
         ref Zspage z = ref Page(id);
         Arena owner = Volatile.Read(ref _arenas)[z.Arena];
-        long touched = (long)z.TouchedPages << PageTable.PageShift;
-        bool retain = false;
         lock (_retainLock)
         {
-            if (!discard && _retainedBytes + touched <= Math.Max(RetainFloorBytes, Volatile.Read(ref _usedBytes) / 8))
-            {
-                owner.Retained[owner.BlockOf(z.Base)] = (ushort)z.TouchedPages;
-                _retainedBytes += touched;
-                retain = true;
-            }
-        }
-        if (!retain && touched > 0)
-        {
-            if (!_lockMemory)
-            {
-                Interop.CramNative.Discard((ulong)z.Base, (ulong)touched); // the memory goes back to the kernel
-            }
-            Interlocked.Add(ref _usedBytes, -touched);
+            owner.Retained[owner.BlockOf(z.Base)] = (ushort)z.TouchedPages;
+            _retainedBytes += (long)z.TouchedPages << PageTable.PageShift;
         }
         owner.Buddy.Free(z.Base, c.Order);
         z.Base = null;
@@ -369,8 +356,6 @@ internal sealed unsafe class CompressedPool : IDisposable
             _freeZspages[_freeZspageCount++] = id;
         }
     }
-
-    private const long RetainFloorBytes = 8L << 20;
 
     /// <summary>Returns the retained pages of free blocks to the kernel.</summary>
     private void DiscardRetained()
