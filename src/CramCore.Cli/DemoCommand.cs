@@ -192,6 +192,8 @@ internal static unsafe class DemoCommand
             ["peak_resident_bytes"] = stats.PeakResidentBytes,
             ["peak_resident_over_limit"] = Math.Round(peakOverLimit, 4),
             ["stored_bytes"] = stats.StoredBytes,
+            ["pool_bytes"] = stats.PoolBytes,
+            ["pool_compacted_pages"] = stats.PoolCompactedPages,
             ["effective_ratio"] = Math.Round(stats.EffectiveRatio, 3),
             ["same_filled_pages"] = stats.SameFilledPages,
             ["zero_fill_faults"] = stats.ZeroFillFaults,
@@ -221,9 +223,9 @@ internal static unsafe class DemoCommand
             var table = new Table().Border(TableBorder.Rounded).AddColumn("what").AddColumn(new TableColumn("value").RightAligned());
             table.AddRow("logical data", Measure.Bytes(stats.LogicalBytes));
             table.AddRow("resident now / peak", $"{Measure.Bytes(stats.ResidentBytes)} / {Measure.Bytes(stats.PeakResidentBytes)} ({peakOverLimit:P1} of limit)");
-            table.AddRow("stored (compressed)", Measure.Bytes(stats.StoredBytes));
+            table.AddRow("stored (compressed) / pool memory", $"{Measure.Bytes(stats.StoredBytes)} / {Measure.Bytes(stats.PoolBytes)}");
             table.AddRow("same-filled pages", $"{stats.SameFilledPages:N0}");
-            table.AddRow("effective ratio (logical / (resident + stored))", $"{stats.EffectiveRatio:0.00}x");
+            table.AddRow("effective ratio (logical / (resident + pool))", $"{stats.EffectiveRatio:0.00}x");
             table.AddRow("faults: zero-fill / refault / write-protect", $"{stats.ZeroFillFaults:N0} / {stats.Refaults:N0} / {stats.WriteProtectFaults:N0}");
             table.AddRow("swap-in latency p50 / p99", $"{p50:0.0} us / {p99:0.0} us ({all.Count:N0} samples)");
             table.AddRow("evictions (cancelled by writes)", $"{stats.Evictions:N0} ({stats.CancelledEvictions:N0})");

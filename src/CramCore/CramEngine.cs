@@ -244,6 +244,7 @@ public sealed unsafe class CramEngine : IDisposable
             PoolBytes = pool.UsedBytes,
             PoolCompactedPages = pool.CompactedPages,
             PoolFullRejections = pool.FullRejections,
+            PoolFragmentation = pool.Fragmentation,
             PoolClasses = [.. pool.Classes.Select(c => new CramPoolClass(c.ObjectSize, c.ZspagePages, c.Objects, c.Capacity))],
         };
 

@@ -17,6 +17,8 @@ public sealed record CramStats
     public long PoolCompactedPages { get; init; }
     /// <summary>Pages reclaim left resident because the pool was full (<see cref="CramOptions.CompressedPoolLimitBytes"/>).</summary>
     public long PoolFullRejections { get; init; }
+    /// <summary>Fragmentation of the pool arenas' free space: 1 − largest free block / all free space (0 = one free block).</summary>
+    public double PoolFragmentation { get; init; }
     /// <summary>Occupancy of each pool size class in use.</summary>
     public IReadOnlyList<CramPoolClass> PoolClasses { get; init; } = [];
     /// <summary>Pages whose copy is a repeated 8-byte value (zero pages included): no storage, no LZ4.</summary>

@@ -619,6 +619,29 @@ internal sealed unsafe class CompressedPool : IDisposable
     public long UsedBytes => Volatile.Read(ref _usedBytes);
     public long FullRejections => Volatile.Read(ref _fullRejections);
 
+    /// <summary>Fragmentation of the arenas' free space (see <see cref="BuddyStats.Fragmentation"/>).</summary>
+    public double Fragmentation
+    {
+        get
+        {
+            Arena[] arenas = Volatile.Read(ref _arenas);
+            if (arenas.Length == 0)
+            {
+                return 0;
+            }
+            var free = new long[arenas.Max(a => a.Buddy.MaxOrder) + 1];
+            foreach (Arena a in arenas)
+            {
+                long[] f = a.Buddy.FreeBytesByOrder();
+                for (int i = 0; i < f.Length; i++)
+                {
+                    free[i] += f[i];
+                }
+            }
+            return BuddyStats.Fragmentation(free);
+        }
+    }
+
     /// <summary>Bookkeeping bytes per live object: its handle, its entry in the zspage's owner table, its share of the zspage record.</summary>
     public double MetadataBytesPerObject()
     {
@@ -653,18 +676,9 @@ internal sealed unsafe class CompressedPool : IDisposable
             }
         }
         Arena[] arenas = Volatile.Read(ref _arenas);
-        var free = new long[arenas.Length == 0 ? 1 : arenas.Max(a => a.Buddy.MaxOrder) + 1];
-        foreach (Arena a in arenas)
-        {
-            long[] f = a.Buddy.FreeBytesByOrder();
-            for (int i = 0; i < f.Length; i++)
-            {
-                free[i] += f[i];
-            }
-        }
         return new PoolStats(UsedBytes, ObjectBytes, Volatile.Read(ref _objects), _classes.Sum(c => Volatile.Read(ref c.Zspages)),
             arenas.Sum(a => a.Bytes), Volatile.Read(ref _compactedPages), Volatile.Read(ref _movedObjects), FullRejections,
-            BuddyStats.Fragmentation(free), classes.ToArray());
+            Fragmentation, classes.ToArray());
     }
 
     public void Dispose()
