@@ -65,6 +65,17 @@ bench.Subcommands.Add(pool);
 bench.Subcommands.Add(reclaim);
 root.Subcommands.Add(bench);
 
+// cram analyze
+var pidOption = new Option<int?>("--pid") { Description = "A live process to analyze (its private writable memory)." };
+var fileOption = new Option<string?>("--file") { Description = "A file of raw 4096-byte pages to analyze." };
+var dumpOption = new Option<string?>("--dump") { Description = "Also write the pages read to this file (a corpus to share)." };
+var analyze = new Command("analyze", "What CramCore would do with a process's memory: zero/same-filled pages, the LZ4 size distribution, memory saved.")
+{
+    pidOption, fileOption, dumpOption, jsonOption,
+};
+analyze.SetAction(r => Guard(() => AnalyzeCommand.Run(new AnalyzeCommand.Settings(r.GetValue(pidOption), r.GetValue(fileOption), r.GetValue(dumpOption), r.GetValue(jsonOption)))));
+root.Subcommands.Add(analyze);
+
 return root.Parse(args).Invoke();
 
 BenchCommands.Settings Settings(ParseResult r, Option<int> pages) =>
