@@ -50,7 +50,15 @@ public sealed unsafe class CramEngine : IDisposable
         }
         _native = native;
         _shared = shared;
-        _pool = new CompressedPool(options.PoolArenaBytes, options.CompressedPoolLimitBytes, options.LockPoolMemory, native);
+        try
+        {
+            _pool = new CompressedPool(options.PoolArenaBytes, options.CompressedPoolLimitBytes, options.LockPoolMemory, native);
+        }
+        catch
+        {
+            Interop.CramNative.EngineDestroy(native); // stop the service thread we just started
+            throw;
+        }
         shared->HandleDirectory = _pool.HandleDirectory; // before any region exists, so before any fault
         _slots = new SlotTable(shared, _pool);
         Reclaimer = new Reclaimer(this, shared, _slots, options);
@@ -63,6 +71,7 @@ public sealed unsafe class CramEngine : IDisposable
     /// <exception cref="CramUnavailableException">userfaultfd cannot be used here; the message says why and how to fix it.</exception>
     /// <exception cref="PlatformNotSupportedException">Not Linux x64.</exception>
     /// <exception cref="DllNotFoundException">The native helper or the system liblz4.so.1 cannot be loaded; the message says what to install or set.</exception>
+    /// <exception cref="InvalidOperationException"><see cref="CramOptions.LockPoolMemory"/> is set but the pool's memory cannot be locked; the message says which limit to raise.</exception>
     public static CramEngine Create(CramOptions? options = null)
     {
         NativeLibraryResolver.ThrowIfUnsupportedPlatform();

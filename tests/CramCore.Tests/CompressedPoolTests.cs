@@ -189,4 +189,28 @@ public sealed unsafe class CompressedPoolTests
         Assert.True(s.PoolCompactedPages > 0, s.ToString());
         Assert.Equal(0, s.ServiceErrors);
     }
+
+    [Fact]
+    public void LockPoolMemory_LocksArenasOrSaysHowToAllowIt()
+    {
+        CramEngine engine;
+        try
+        {
+            engine = CramEngine.Create(new CramOptions { LockPoolMemory = true, PoolArenaBytes = 1L << 20 });
+        }
+        catch (InvalidOperationException e)
+        {
+            // Not allowed to lock 1 MiB here: the error must name the limit and the way out.
+            Assert.Contains("RLIMIT_MEMLOCK", e.Message);
+            Assert.Contains("LockPoolMemory = false", e.Message);
+            return;
+        }
+        using (engine)
+        {
+            using var region = engine.CreateRegion(1L << 20);
+            TestPages.WriteCompressible(region.Pointer, 0, 1);
+            Assert.Equal(P, region.Reclaim(P));
+            Assert.True(TestPages.CheckCompressible(region.Pointer, 0, 1));
+        }
+    }
 }

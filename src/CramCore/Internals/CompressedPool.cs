@@ -105,6 +105,10 @@ internal sealed unsafe class CompressedPool : IDisposable
         }
         _moves = new NativePoolMove[MaxCapacity];
         _movedFrom = new int[MaxCapacity];
+        if (lockMemory)
+        {
+            _arenas = [NewArena()]; // a locking problem (RLIMIT_MEMLOCK) shows up now, not in the middle of reclaim
+        }
     }
 
     /// <summary>The handle directory, for the fault service (NativeShared.HandleDirectory).</summary>
@@ -401,7 +405,21 @@ internal sealed unsafe class CompressedPool : IDisposable
             {
                 if (_arenas.Length == arenas.Length)
                 {
-                    _arenas = [.. arenas, NewArena()]; // address space only: pages cost memory once touched
+                    Arena? added;
+                    try
+                    {
+                        added = NewArena(); // address space only: pages cost memory once touched
+                    }
+                    catch (InvalidOperationException)
+                    {
+                        added = null; // no more address space (or memory to lock): the pool is full
+                    }
+                    if (added is null)
+                    {
+                        arenaIndex = -1;
+                        return null;
+                    }
+                    _arenas = [.. arenas, added];
                 }
             }
         }
