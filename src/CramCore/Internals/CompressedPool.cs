@@ -114,8 +114,6 @@ internal sealed unsafe class CompressedPool : IDisposable
     /// <summary>The handle directory, for the fault service (NativeShared.HandleDirectory).</summary>
     public ulong HandleDirectory => (ulong)_handleDirectory;
 
-    public int ClassCount => _classes.Length;
-
     private SizeClass ClassOf(int length) => _classes[(length - 1) / Granularity];
 
     private ref Zspage Page(int id) => ref _zspages[id / ZspageChunk][id % ZspageChunk];

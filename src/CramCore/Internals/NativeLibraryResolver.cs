@@ -18,9 +18,6 @@ internal static class NativeLibraryResolver
     private static string? s_override;
     private static string? s_loadedFrom;
 
-    /// <summary>Where the helper was loaded from, once it is.</summary>
-    public static string? LoadedFrom => Volatile.Read(ref s_loadedFrom);
-
     public static void EnsureRegistered()
     {
         lock (s_lock)

@@ -29,7 +29,6 @@ internal sealed unsafe class Reclaimer : IDisposable
     private ulong _seenLogOverflows;
     private bool _poolFull; // set when a store failed: ends the pass
     private long _incompressible;
-    private long _cancelled;
     private long _compressed;
     private Thread? _thread;
     private volatile bool _stopping;
@@ -59,7 +58,6 @@ internal sealed unsafe class Reclaimer : IDisposable
     internal static long HardLimitPages(long limitPages) => limitPages + Math.Max(32, limitPages / 40);
 
     public long IncompressiblePages => Volatile.Read(ref _incompressible);
-    public long CancelledEvictions => Volatile.Read(ref _cancelled);
     public long CompressedPages => Volatile.Read(ref _compressed);
 
     public void StartBackground()
@@ -214,7 +212,7 @@ internal sealed unsafe class Reclaimer : IDisposable
     /// <summary>Write-protects and compresses the EVICTING pages in _pages[0..n); adds the published ones to _clean.</summary>
     private void CompressGroup(CramRegion region, int n, ref int cleanCount)
     {
-        long compressed = 0, incompressible = 0, cancelled = 0;
+        long compressed = 0, incompressible = 0;
         fixed (ulong* pages = _pages)
         {
             if (Interop.CramNative.WriteProtectPages(_engine.NativeHandle, region.Id, pages, n) != 0)
@@ -286,7 +284,7 @@ internal sealed unsafe class Reclaimer : IDisposable
             else
             {
                 // A write cancelled the eviction while we read the page: our copy may be torn.
-                cancelled++;
+                // (The service counts the cancellation.)
                 if (slot == PageTable.ZeroSlot)
                 {
                     Interlocked.Decrement(ref _shared->Stats.ZeroCopies);
@@ -299,7 +297,6 @@ internal sealed unsafe class Reclaimer : IDisposable
         }
         Interlocked.Add(ref _compressed, compressed);
         Interlocked.Add(ref _incompressible, incompressible);
-        Interlocked.Add(ref _cancelled, cancelled);
     }
 
     /// <summary>Appends the pages the service made resident, in fault order, to the victim queue.</summary>

@@ -18,7 +18,6 @@ internal sealed unsafe class SlotTable : IDisposable
     private ulong[] _free = new ulong[1024];
     private int _freeCount;
     private ulong _nextFresh = 1; // slot 0 means "zero page" and is never allocated
-    private long _liveSlots;
     private long _sameFilledSlots;
 
     public SlotTable(NativeShared* shared, CompressedPool pool)
@@ -29,7 +28,6 @@ internal sealed unsafe class SlotTable : IDisposable
     }
 
     public long StoredBytes => _pool.ObjectBytes;
-    public long LiveSlots => Volatile.Read(ref _liveSlots);
     public long SameFilledSlots => Volatile.Read(ref _sameFilledSlots);
 
     public NativeSlot* Get(ulong id) =>
@@ -94,7 +92,6 @@ internal sealed unsafe class SlotTable : IDisposable
                 Array.Resize(ref _free, _free.Length * 2);
             }
             _free[_freeCount++] = id;
-            _liveSlots--;
         }
     }
 
@@ -117,7 +114,6 @@ internal sealed unsafe class SlotTable : IDisposable
     {
         lock (_lock)
         {
-            _liveSlots++;
             if (_freeCount > 0)
             {
                 return _free[--_freeCount];
@@ -127,7 +123,6 @@ internal sealed unsafe class SlotTable : IDisposable
             if (cluster >= NativeShared.SlotDirectorySize)
             {
                 _nextFresh--;
-                _liveSlots--;
                 throw new InvalidOperationException("The virtual swap slot table is full (2^32 slots).");
             }
             if (_directory[cluster] == 0)
@@ -151,7 +146,6 @@ internal sealed unsafe class SlotTable : IDisposable
                 _directory[c] = 0;
             }
         }
-        _liveSlots = 0;
         _sameFilledSlots = 0;
     }
 }
