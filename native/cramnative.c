@@ -687,21 +687,25 @@ EXPORT int CramNative_DropPages(cram_engine* e, uint32_t region_id, uint64_t* pa
     }
     sort_pages(pages, n);
     int err = 0;
+    int32_t evicted = 0;
     for (int32_t i = 0; i < n;) {
         int32_t j = i + 1;
         while (j < n && pages[j] == pages[j - 1] + 1) j++;
-        if (madvise((void*)(uintptr_t)(r->base + (pages[i] << CRAM_PAGE_SHIFT)), (size_t)(j - i) << CRAM_PAGE_SHIFT,
-                    MADV_DONTNEED) != 0)
-            err = errno; /* cannot happen on our own anonymous mapping; keep going so no page stays DROPPING */
+        /* Cannot fail on our own anonymous mapping; if it ever does, those pages are still mapped
+         * (and write-protected), so they go back to CLEAN rather than claim to be evicted. */
+        int ok = madvise((void*)(uintptr_t)(r->base + (pages[i] << CRAM_PAGE_SHIFT)), (size_t)(j - i) << CRAM_PAGE_SHIFT,
+                         MADV_DONTNEED) == 0;
+        if (!ok) err = errno;
+        for (int32_t k = i; k < j; k++) {
+            uint64_t* pte = &ptes[pages[k]];
+            store_release(pte, CRAM_PTE_MAKE(ok ? CRAM_PTE_EVICTED : CRAM_PTE_CLEAN, CRAM_PTE_SLOT(*pte)));
+            if (ok) pages[evicted++] = pages[k];
+        }
         i = j;
     }
-    for (int32_t i = 0; i < n; i++) {
-        uint64_t* pte = &ptes[pages[i]];
-        store_release(pte, CRAM_PTE_MAKE(CRAM_PTE_EVICTED, CRAM_PTE_SLOT(*pte)));
-    }
-    __atomic_fetch_sub(&e->shared->stats.resident_pages, (uint64_t)n, __ATOMIC_RELAXED);
-    add_counter(&e->shared->stats.evicted_pages_total, (uint64_t)n);
-    *dropped = n;
+    __atomic_fetch_sub(&e->shared->stats.resident_pages, (uint64_t)evicted, __ATOMIC_RELAXED);
+    add_counter(&e->shared->stats.evicted_pages_total, (uint64_t)evicted);
+    *dropped = evicted;
     if (err) { errno = err; return -1; }
     return 0;
 }

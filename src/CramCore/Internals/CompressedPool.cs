@@ -201,8 +201,7 @@ internal sealed unsafe class CompressedPool : IDisposable
             ref Zspage z = ref Page(id);
             int index = (int)((long)((byte*)h->Address - z.Base) / c.Size);
             z.Handles[index] = 0;
-            *(int*)(z.Base + (long)index * c.Size) = z.FreeHead;
-            z.FreeHead = index;
+            PushFree(ref z, c, index);
             bool wasFull = z.InUse == c.Capacity;
             z.InUse--;
             c.Objects--;
@@ -223,6 +222,13 @@ internal sealed unsafe class CompressedPool : IDisposable
         Interlocked.Add(ref _objectBytes, -length);
         Interlocked.Decrement(ref _objects);
         FreeHandle(handle);
+    }
+
+    /// <summary>Puts a slot on its zspage's free list (the link lives in the slot's first 4 bytes).</summary>
+    private static void PushFree(ref Zspage z, SizeClass c, int index)
+    {
+        *(int*)(z.Base + (long)index * c.Size) = z.FreeHead;
+        z.FreeHead = index;
     }
 
     /// <summary>Takes a free slot of <paramref name="z"/>; -1 when touching a new page would pass the pool's limit.</summary>
@@ -614,8 +620,7 @@ internal sealed unsafe class CompressedPool : IDisposable
             }
             for (int i = 0; i < moves; i++) // only now: the links overwrite the moved objects' first bytes
             {
-                *(int*)(src.Base + (long)_movedFrom[i] * c.Size) = src.FreeHead;
-                src.FreeHead = _movedFrom[i];
+                PushFree(ref src, c, _movedFrom[i]);
             }
             src.InUse -= moves;
             Interlocked.Add(ref _movedObjects, moves);
