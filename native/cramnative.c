@@ -44,6 +44,7 @@ struct cram_engine {
     pthread_mutex_t lock; /* held by the service while it resolves a batch, and by region create/destroy */
     unsigned char* zero_pages; /* FAULT_AROUND_MAX read-only zero pages */
     unsigned char* page_buf;   /* one page the service rebuilds into */
+    uint64_t next_first_touch[CRAM_MAX_REGIONS]; /* page after the last first-touch run, per region */
 };
 
 static inline uint64_t load_acquire(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
@@ -288,7 +289,10 @@ static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t pa
     uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
     uint64_t first = page, last = page; /* inclusive run of EMPTY pages around the fault */
     uint32_t around = e->config.fault_around_pages;
-    if (write && around > 1) {
+    /* Fault around on a write, or on a read that continues a sequential first touch (memmove-style
+     * fills read their destination first); reads get the shared zero page, which costs no memory. */
+    int sequential = page != 0 && e->next_first_touch[r->id] == page;
+    if ((write || sequential) && around > 1) {
         uint64_t lo = page - page % around, hi = lo + around - 1;
         if (hi >= pages) hi = pages - 1;
         while (first > lo && CRAM_PTE_STATE(load_acquire(&ptes[first - 1])) == CRAM_PTE_EMPTY) first--;
@@ -310,6 +314,7 @@ static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t pa
         uffd_wake(e->uffd, r->base + (page << CRAM_PAGE_SHIFT), CRAM_PAGE_SIZE);
         return;
     }
+    e->next_first_touch[r->id] = last + 1;
     uint64_t made = 0;
     for (uint64_t i = first; i <= last; i++) {
         if (cas(&ptes[i], CRAM_PTE_MAKE(CRAM_PTE_EMPTY, 0), CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0))) {
@@ -619,6 +624,7 @@ EXPORT int CramNative_RegionDestroy(cram_engine* e, uint32_t region_id)
     }
     pthread_mutex_lock(&e->lock);
     region_release(e, &e->shared->regions[region_id]);
+    e->next_first_touch[region_id] = 0;
     pthread_mutex_unlock(&e->lock);
     return 0;
 }

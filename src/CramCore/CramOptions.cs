@@ -62,9 +62,10 @@ public sealed class CramOptions
     public int ThrottleMaxMicroseconds { get; set; } = 20_000;
 
     /// <summary>
-    /// A write to a never-touched page fills up to this many never-touched neighbours in its
-    /// aligned block with zeros at once (1–64; default 16), which saves faults on sequential fills.
-    /// 1 turns it off.
+    /// A write to a never-touched page, or a read that continues a sequential first touch (as a
+    /// memcpy into fresh memory does), fills up to this many never-touched neighbours in its
+    /// aligned block at once (1–64; default 16): with zeros for a write, with the shared zero page
+    /// (no memory) for a read. Saves faults on sequential fills. 1 turns it off.
     /// </summary>
     public int FaultAroundPages { get; set; } = 16;
 

@@ -40,6 +40,28 @@ public sealed unsafe class FaultKindTests : IDisposable
     }
 
     [Fact]
+    public void FaultAround_FollowsSequentialFirstTouchReads_NotRandomOnes()
+    {
+        using var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 16 });
+        using var region = engine.CreateRegion(1 << 20);
+        // Random reads: one zero page each.
+        Assert.Equal(0, region.AsSpan<byte>(50 * P, 1)[0]);
+        Assert.Equal(0, region.AsSpan<byte>(10 * P, 1)[0]);
+        Assert.Equal(2L * P, engine.GetStats().ResidentBytes);
+        // A memcpy-style fill (its first access to each page can be a read) of pages 100..163:
+        // after the first page of the run, each fault maps the rest of its 16-page block.
+        byte[] data = new byte[64 * P];
+        new Random(9).NextBytes(data);
+        long before = engine.GetStats().ZeroFillFaults;
+        for (int i = 0; i < 64; i++)
+        {
+            data.AsSpan(i * P, P).CopyTo(region.AsSpan<byte>((100L + i) * P, P));
+        }
+        Assert.True(engine.GetStats().ZeroFillFaults - before <= 8, $"faults {engine.GetStats().ZeroFillFaults - before}");
+        Assert.True(region.AsSpan<byte>(100 * P, 64 * P).SequenceEqual(data));
+    }
+
+    [Fact]
     public void EvictedPage_ReadSwapsInWriteProtected_ThenWriteFaultsOnce()
     {
         TestPages.WriteCompressible(Page(0), 0, 1);
