@@ -79,11 +79,10 @@ internal sealed unsafe class CompressedPool : IDisposable
     private readonly Lock _retainLock = new(); // Arena.Retained and _retainedBytes
     private Arena[] _arenas = [];
     private Zspage[][] _zspages = [];
-    private int[] _freeZspages = new int[64];
-    private int _freeZspageCount, _nextZspage;
+    private readonly IdStack<int> _freeZspages = new(64);
+    private int _nextZspage;
     private readonly ulong* _handleDirectory;
-    private uint[] _freeHandles = new uint[1024];
-    private int _freeHandleCount;
+    private readonly IdStack<uint> _freeHandles = new(1024);
     private uint _nextHandle = 1; // 0 is never a handle
     private long _usedBytes, _objectBytes, _objects, _compactedPages, _movedObjects, _fullRejections;
     private long _retainedBytes; // resident pages of free zspage blocks (part of _usedBytes)
@@ -292,11 +291,7 @@ internal sealed unsafe class CompressedPool : IDisposable
         int id;
         lock (_zspageLock)
         {
-            if (_freeZspageCount > 0)
-            {
-                id = _freeZspages[--_freeZspageCount];
-            }
-            else
+            if (!_freeZspages.TryPop(out id))
             {
                 id = _nextZspage++;
                 if (id / ZspageChunk == _zspages.Length)
@@ -357,11 +352,7 @@ internal sealed unsafe class CompressedPool : IDisposable
         c.Zspages--;
         lock (_zspageLock)
         {
-            if (_freeZspageCount == _freeZspages.Length)
-            {
-                Array.Resize(ref _freeZspages, _freeZspages.Length * 2);
-            }
-            _freeZspages[_freeZspageCount++] = id;
+            _freeZspages.Push(id);
         }
     }
 
@@ -447,9 +438,9 @@ internal sealed unsafe class CompressedPool : IDisposable
     {
         lock (_handleLock)
         {
-            if (_freeHandleCount > 0)
+            if (_freeHandles.TryPop(out uint reused))
             {
-                return _freeHandles[--_freeHandleCount];
+                return reused;
             }
             uint id = _nextHandle;
             uint cluster = id >> NativePoolHandle.ClusterShift;
@@ -471,11 +462,7 @@ internal sealed unsafe class CompressedPool : IDisposable
     {
         lock (_handleLock)
         {
-            if (_freeHandleCount == _freeHandles.Length)
-            {
-                Array.Resize(ref _freeHandles, _freeHandles.Length * 2);
-            }
-            _freeHandles[_freeHandleCount++] = handle;
+            _freeHandles.Push(handle);
         }
     }
 

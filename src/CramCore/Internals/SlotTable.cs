@@ -15,8 +15,7 @@ internal sealed unsafe class SlotTable : IDisposable
     private readonly CompressedPool _pool;
     private readonly ulong* _directory;
     private readonly Lock _lock = new();
-    private ulong[] _free = new ulong[1024];
-    private int _freeCount;
+    private readonly IdStack<ulong> _free = new(1024);
     private ulong _nextFresh = 1; // slot 0 means "zero page" and is never allocated
     private long _sameFilledSlots;
 
@@ -87,11 +86,7 @@ internal sealed unsafe class SlotTable : IDisposable
         *s = default;
         lock (_lock)
         {
-            if (_freeCount == _free.Length)
-            {
-                Array.Resize(ref _free, _free.Length * 2);
-            }
-            _free[_freeCount++] = id;
+            _free.Push(id);
         }
     }
 
@@ -114,9 +109,9 @@ internal sealed unsafe class SlotTable : IDisposable
     {
         lock (_lock)
         {
-            if (_freeCount > 0)
+            if (_free.TryPop(out ulong reused))
             {
-                return _free[--_freeCount];
+                return reused;
             }
             ulong id = _nextFresh++;
             ulong cluster = id >> NativeShared.SlotClusterShift;
