@@ -29,15 +29,7 @@ internal static unsafe class BenchCommands
         }
     }
 
-    /// <summary>Writes the benchmark pages: the corpus in order, or the generated compressible mix.</summary>
-    private static void Fill(CramRegion region, PageSource source, int pages)
-    {
-        for (int i = 0; i < pages; i++)
-        {
-            source.Write(region.AsSpan<byte>((long)i * P, P), i, compressibleOnly: true);
-        }
-    }
-
+    /// <summary>The benchmark pages: the corpus in order, or the generated compressible mix.</summary>
     private static byte[] Copy(PageSource source, int pages)
     {
         var data = new byte[(long)pages * P];
@@ -111,7 +103,7 @@ internal static unsafe class BenchCommands
             using (var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1 }))
             using (var region = engine.CreateRegion((long)pages * P))
             {
-                Fill(region, source, pages);
+                copy.AsSpan().CopyTo(region.AsSpan<byte>(0, copy.Length));
                 region.Reclaim(region.Length);
                 stored = engine.GetStats().StoredBytes;
                 swapin.AddRange(TimeFirstTouch(region, order, write: false));
@@ -134,7 +126,7 @@ internal static unsafe class BenchCommands
             using (var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1, StoreUncompressed = true }))
             using (var region = engine.CreateRegion((long)pages * P))
             {
-                Fill(region, source, pages);
+                copy.AsSpan().CopyTo(region.AsSpan<byte>(0, copy.Length));
                 region.Reclaim(region.Length);
                 raw.AddRange(TimeFirstTouch(region, order, write: false));
             }

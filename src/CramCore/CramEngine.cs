@@ -173,9 +173,16 @@ public sealed unsafe class CramEngine : IDisposable
             {
                 return;
             }
-            Reclaimer.ForgetRegion(region, () => TearDown(region));
-            Volatile.Write(ref _regions[region.Id], null);
+            Detach(region);
         }
+    }
+
+    /// <summary>Takes a region out of reclaim and the service, frees its pages and slots; under <see cref="_lock"/>.</summary>
+    private void Detach(CramRegion region)
+    {
+        Reclaimer.ForgetRegion(region, () => TearDown(region));
+        region.MarkDisposed();
+        Volatile.Write(ref _regions[region.Id], null);
     }
 
     /// <summary>Fences the service out, frees the region's slots, fixes the counters, unmaps.</summary>
@@ -277,9 +284,7 @@ public sealed unsafe class CramEngine : IDisposable
             {
                 if (region is not null)
                 {
-                    Reclaimer.ForgetRegion(region, () => TearDown(region));
-                    region.MarkDisposed();
-                    Volatile.Write(ref _regions[region.Id], null);
+                    Detach(region);
                 }
             }
             _disposed = true;
