@@ -69,19 +69,26 @@ internal static unsafe class DemoCommand
             phase.Elapsed = sw.Elapsed;
         }
 
-        // 1. Fill: chunks of 64 pages, interleaved between threads (sequential within a chunk).
-        RunPhase(fill, t =>
+        // Every page once, in chunks of 64 pages interleaved between threads (sequential within a chunk).
+        void RunOverAllPages(Phase phase, Action<long> page) => RunPhase(phase, t =>
         {
             for (long chunk = t; chunk * 64 < pages; chunk += s.Threads)
             {
-                for (long i = chunk * 64; i < Math.Min(pages, chunk * 64 + 64); i++)
+                long end = Math.Min(pages, chunk * 64 + 64);
+                for (long i = chunk * 64; i < end; i++)
                 {
-                    byte* p = region.Pointer + i * PageSource.PageSize;
-                    source.Write(new Span<byte>(p, PageSource.PageSize), i);
-                    checksums[i] = Measure.Checksum(p);
+                    page(i);
                 }
-                Interlocked.Add(ref fill.Done, Math.Min(64, pages - chunk * 64));
+                Interlocked.Add(ref phase.Done, end - chunk * 64);
             }
+        });
+
+        // 1. Fill.
+        RunOverAllPages(fill, i =>
+        {
+            byte* p = region.Pointer + i * PageSource.PageSize;
+            source.Write(new Span<byte>(p, PageSource.PageSize), i);
+            checksums[i] = Measure.Checksum(p);
         });
 
         // 2. Workload: skewed random pages (a quarter of the accesses hit 1/16 of the pages), 80 %
@@ -156,25 +163,18 @@ internal static unsafe class DemoCommand
         work.Done = work.Total;
 
         // 3. Verify every page against the checksums kept outside the region.
-        RunPhase(verify, t =>
+        RunOverAllPages(verify, i =>
         {
-            for (long chunk = t; chunk * 64 < pages; chunk += s.Threads)
+            if (Measure.Checksum(region.Pointer + i * PageSource.PageSize) != checksums[i])
             {
-                for (long i = chunk * 64; i < Math.Min(pages, chunk * 64 + 64); i++)
+                Interlocked.Increment(ref mismatches);
+                lock (firstMismatches)
                 {
-                    if (Measure.Checksum(region.Pointer + i * PageSource.PageSize) != checksums[i])
+                    if (firstMismatches.Count < 10)
                     {
-                        Interlocked.Increment(ref mismatches);
-                        lock (firstMismatches)
-                        {
-                            if (firstMismatches.Count < 10)
-                            {
-                                firstMismatches.Add(i);
-                            }
-                        }
+                        firstMismatches.Add(i);
                     }
                 }
-                Interlocked.Add(ref verify.Done, Math.Min(64, pages - chunk * 64));
             }
         });
 
