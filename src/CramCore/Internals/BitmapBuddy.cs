@@ -139,11 +139,7 @@ internal sealed unsafe class BitmapBuddy : IDisposable
     /// <summary>Frees a block returned by <see cref="Allocate"/> with the same order.</summary>
     public void Free(byte* block, int order)
     {
-        long offset = block - Base;
-        if ((uint)order > (uint)MaxOrder || offset < 0 || offset >= CapacityBytes || (offset & ((PageTable.PageSize << order) - 1)) != 0)
-        {
-            throw new ArgumentException($"Block {offset:x} of order {order} was not allocated from this arena.", nameof(block));
-        }
+        long offset = BuddyStats.OffsetOfBlock(block, order, Base, MaxOrder);
         long page = offset >> PageTable.PageShift;
         long w = page >> WordShift;
         if (order <= WordShift)

@@ -118,11 +118,7 @@ internal sealed unsafe class LockFreeBuddy : IDisposable
     /// <summary>Frees a block returned by <see cref="Allocate"/> with the same order.</summary>
     public void Free(byte* block, int order)
     {
-        long offset = block - Base;
-        if ((uint)order > (uint)MaxOrder || offset < 0 || offset >= CapacityBytes || (offset & ((PageTable.PageSize << order) - 1)) != 0)
-        {
-            throw new ArgumentException($"Block {offset:x} of order {order} was not allocated from this arena.", nameof(block));
-        }
+        long offset = BuddyStats.OffsetOfBlock(block, order, Base, MaxOrder);
         long node = (1L << (MaxOrder - order)) + (offset >> (order + PageTable.PageShift));
         if (Volatile.Read(ref _tree[node]) != Busy)
         {
@@ -211,9 +207,21 @@ internal sealed unsafe class LockFreeBuddy : IDisposable
     public void Dispose() => NativeMemory.Free(_tree);
 }
 
-/// <summary>Fragmentation of a free-space map: 1 − largest free block / all free space.</summary>
-internal static class BuddyStats
+/// <summary>What the buddy allocators share: the check of a freed block, and fragmentation.</summary>
+internal static unsafe class BuddyStats
 {
+    /// <summary>The offset of <paramref name="block"/> in the arena, after checking it can be a block of <paramref name="order"/> there.</summary>
+    public static long OffsetOfBlock(byte* block, int order, byte* arena, int maxOrder)
+    {
+        long offset = block - arena;
+        if ((uint)order > (uint)maxOrder || offset < 0 || offset >= (long)PageTable.PageSize << maxOrder || (offset & ((PageTable.PageSize << order) - 1)) != 0)
+        {
+            throw new ArgumentException($"Block {offset:x} of order {order} was not allocated from this arena.", nameof(block));
+        }
+        return offset;
+    }
+
+    /// <summary>Fragmentation of a free-space map: 1 − largest free block / all free space.</summary>
     public static double Fragmentation(long[] freeBytesByOrder)
     {
         long total = freeBytesByOrder.Sum();
