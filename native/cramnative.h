@@ -29,7 +29,10 @@
  *   EMPTY ──MISSING fault (service)──▶ DIRTY          zero page installed, never compressed
  *   DIRTY ──reclaim claims (C#, CAS)──▶ EVICTING      then UFFDIO_WRITEPROTECT, then read+compress
  *   EVICTING ──compressed+stored (C#, CAS)──▶ CLEAN(slot)
- *   EVICTING ──does not compress (C#, CAS)──▶ INCOMPRESSIBLE   stays resident and write-protected
+ *   EVICTING ──does not compress (C#, CAS)──▶ INCOMPRESSIBLE   stays resident and write-protected;
+ *                                                      "does not compress": LZ4 failed, or the
+ *                                                      estimator (PageEstimator.cs) was confident
+ *                                                      it would and LZ4 was not tried
  *   EVICTING ──compressed pool full (C#, CAS)──▶ DIRTY   still write-protected: its next write
  *                                                      takes the DIRTY path through UNPROTECTING
  *   EVICTING ──WP fault (service)──▶ UNPROTECTING ──▶ DIRTY   eviction cancelled; reclaim's

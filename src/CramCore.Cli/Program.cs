@@ -76,6 +76,25 @@ var analyze = new Command("analyze", "What CramCore would do with a process's me
 analyze.SetAction(r => Guard(() => AnalyzeCommand.Run(new AnalyzeCommand.Settings(r.GetValue(pidOption), r.GetValue(fileOption), r.GetValue(dumpOption), r.GetValue(jsonOption)))));
 root.Subcommands.Add(analyze);
 
+// cram estimate
+var estimateCorpusOption = new Option<string[]>("--corpus") { Description = "A file of raw 4096-byte pages; repeat for several files (default: 8192 generated pages).", AllowMultipleArgumentsPerToken = false };
+var estimatePagesOption = new Option<int>("--pages") { Description = "Pages per input (default: every page of each file).", DefaultValueFactory = _ => 0 };
+var estimateRoundsOption = new Option<int>("--rounds") { Description = "Timed repetitions (best of).", DefaultValueFactory = _ => 5 };
+var thresholdOption = new Option<int>("--threshold") { Description = "Compressed size in bytes a page must reach to count as compressible (CramOptions.CompressionThreshold).", DefaultValueFactory = _ => 3072 };
+var calibrateOption = new Option<bool>("--calibrate") { Description = "Fit the estimator's size model and margins on the --corpus files and print them." };
+var estimate = new Command("estimate", "The compressibility estimator against real LZ4 on the same pages: speed per instruction-set path, agreement, false 'incompressible'.")
+{
+    estimateCorpusOption, estimatePagesOption, estimateRoundsOption, thresholdOption, calibrateOption, jsonOption,
+};
+estimate.SetAction(r => Guard(() => EstimateCommand.Run(new EstimateCommand.Settings(
+    r.GetValue(estimateCorpusOption) ?? [],
+    r.GetValue(estimatePagesOption),
+    r.GetValue(estimateRoundsOption),
+    r.GetValue(thresholdOption),
+    r.GetValue(calibrateOption),
+    r.GetValue(jsonOption)))));
+root.Subcommands.Add(estimate);
+
 return root.Parse(args).Invoke();
 
 BenchCommands.Settings Settings(ParseResult r, Option<int> pages) =>

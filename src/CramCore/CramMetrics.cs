@@ -27,6 +27,10 @@ internal static class CramMetrics
         Counter("cramcore.evictions", "{page}", "Pages evicted", s => s.Evictions);
         Counter("cramcore.evictions.cancelled", "{page}", "Evictions cancelled by a racing write", s => s.CancelledEvictions);
         Counter("cramcore.incompressible", "{page}", "Eviction attempts on pages that did not compress", s => s.IncompressiblePages);
+        Counter("cramcore.estimator.skipped", "{page}", "Pages kept resident uncompressed because the estimator predicted they would not compress", s => s.EstimatedIncompressiblePages);
+        Counter("cramcore.estimator.mispredicted_compressible", "{page}", "Pages predicted compressible that did not compress", s => s.MispredictedCompressiblePages);
+        Counter("cramcore.estimator.audits", "{page}", "Predicted-incompressible pages compressed anyway to audit the estimator", s => s.EstimatorAudits);
+        Counter("cramcore.estimator.false_incompressible", "{page}", "Audited pages that did compress", s => s.FalseIncompressiblePages);
     }
 
     private static void Gauge(string name, string unit, string description, Func<CramStats, long> read) =>

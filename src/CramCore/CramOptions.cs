@@ -37,6 +37,15 @@ public sealed class CramOptions
     public int CompressionThreshold { get; set; } = 3 * 1024;
 
     /// <summary>
+    /// Whether reclaim estimates a page's compressibility from a sample before compressing it
+    /// (default <see langword="true"/>). Pages the estimator is confident LZ4 cannot get below
+    /// <see cref="CompressionThreshold"/> stay resident without a compression attempt; one in 64 of
+    /// them is compressed anyway to audit the estimator (<see cref="CramStats.FalseIncompressiblePages"/>).
+    /// Zero and same-filled pages are detected either way.
+    /// </summary>
+    public bool EstimateCompressibility { get; set; } = true;
+
+    /// <summary>
     /// Most memory the compressed pool may take, in bytes (0, the default, means no limit: arenas
     /// are added as needed). When the pool is full, reclaim leaves pages resident and
     /// <see cref="CramStats.PoolFullRejections"/> counts them; nothing is lost.

@@ -51,6 +51,14 @@ public sealed record CramStats
     public long CompressedPages { get; init; }
     /// <summary>Eviction attempts that found the page did not compress below the threshold.</summary>
     public long IncompressiblePages { get; init; }
+    /// <summary>Pages kept resident without a compression attempt because the estimator was confident they would not compress (see <see cref="CramOptions.EstimateCompressibility"/>).</summary>
+    public long EstimatedIncompressiblePages { get; init; }
+    /// <summary>Pages the estimator was confident would compress that LZ4 could not get below the threshold (estimator errors that cost a wasted compression).</summary>
+    public long MispredictedCompressiblePages { get; init; }
+    /// <summary>Pages the estimator called incompressible that were compressed anyway to check it (one in 64).</summary>
+    public long EstimatorAudits { get; init; }
+    /// <summary>Audited pages that did compress below the threshold (estimator errors that cost memory); divide by <see cref="EstimatorAudits"/> for the error rate.</summary>
+    public long FalseIncompressiblePages { get; init; }
     /// <summary>Fault-service errors (failed ioctls, undecodable copies). Anything but 0 is a bug to report.</summary>
     public long ServiceErrors { get; init; }
     /// <summary>Time the fault service spent resolving faults.</summary>

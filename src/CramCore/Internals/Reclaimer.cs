@@ -4,8 +4,10 @@ namespace CramCore;
 
 /// <summary>
 /// Chooses victims (second chance over fault-in order) and evicts them in batches:
-/// claim (DIRTY→EVICTING) → write-protect (one ioctl per run) → same-filled check → LZ4 →
-/// store → publish (EVICTING→CLEAN) → drop (native: CLEAN→DROPPING→MADV_DONTNEED→EVICTED).
+/// claim (DIRTY→EVICTING) → write-protect (one ioctl per run) → estimate (<see cref="PageEstimator"/>:
+/// zero and same-filled pages become a value; pages it is confident will not compress stay resident
+/// without an LZ4 attempt) → LZ4 → store → publish (EVICTING→CLEAN) → drop (native:
+/// CLEAN→DROPPING→MADV_DONTNEED→EVICTED).
 /// A write during any of this takes a WP fault that cancels the eviction (the service moves the
 /// page back to DIRTY), so the publish CAS fails and the copy is discarded: no write is lost.
 /// Runs on managed threads: the background thread that holds the resident limit, and callers of
@@ -20,6 +22,7 @@ internal sealed unsafe class Reclaimer : IDisposable
     private readonly SlotTable _slots;
     private readonly int _threshold;
     private readonly bool _storeUncompressed;
+    private readonly bool _estimate;
     private readonly Lock _lock = new();
     private readonly VictimQueue _queue = new();
     private readonly ulong[] _dirty = new ulong[BatchPages];
@@ -30,6 +33,14 @@ internal sealed unsafe class Reclaimer : IDisposable
     private bool _poolFull; // set when a store failed: ends the pass
     private long _incompressible;
     private long _compressed;
+    private long _estimatedIncompressible;
+    private long _mispredictedCompressible;
+    private long _audits;
+    private long _falseIncompressible;
+    private int _sinceAudit;
+
+    /// <summary>One in this many pages the estimator calls incompressible is compressed anyway, to measure its error.</summary>
+    internal const int AuditInterval = 64;
     private Thread? _thread;
     private volatile bool _stopping;
     private readonly long _limitPages;
@@ -42,6 +53,7 @@ internal sealed unsafe class Reclaimer : IDisposable
         _slots = slots;
         _threshold = options.CompressionThreshold;
         _storeUncompressed = options.StoreUncompressed;
+        _estimate = options.EstimateCompressibility && !options.StoreUncompressed;
         _scratch = (byte*)NativeMemory.Alloc(PageTable.PageSize);
         if (options.ResidentLimitBytes > 0)
         {
@@ -59,6 +71,10 @@ internal sealed unsafe class Reclaimer : IDisposable
 
     public long IncompressiblePages => Volatile.Read(ref _incompressible);
     public long CompressedPages => Volatile.Read(ref _compressed);
+    public long EstimatedIncompressiblePages => Volatile.Read(ref _estimatedIncompressible);
+    public long MispredictedCompressiblePages => Volatile.Read(ref _mispredictedCompressible);
+    public long EstimatorAudits => Volatile.Read(ref _audits);
+    public long FalseIncompressiblePages => Volatile.Read(ref _falseIncompressible);
 
     public void StartBackground()
     {
@@ -232,7 +248,34 @@ internal sealed unsafe class Reclaimer : IDisposable
             byte* data = region.BasePointer + (page << PageTable.PageShift);
             ulong* pte = region.PageTableEntries + page;
             ulong slot;
-            if (SameFilled.Check(data, out ulong value))
+            ulong value;
+            PageClass predicted;
+            if (_estimate)
+            {
+                PageEstimate estimate = PageEstimator.Estimate(data, _threshold);
+                predicted = estimate.Class;
+                value = estimate.FillValue;
+            }
+            else
+            {
+                predicted = !SameFilled.Check(data, out value) ? PageClass.Uncertain : value == 0 ? PageClass.Zero : PageClass.SameFilled;
+            }
+            bool audit = false;
+            if (predicted == PageClass.Incompressible && !(audit = ++_sinceAudit == AuditInterval))
+            {
+                // Stays resident and write-protected, as if LZ4 had failed; the next write re-queues it.
+                if (PageTable.TryTransition(pte, evicting, PageTable.Make(PageState.Incompressible, 0)))
+                {
+                    _estimatedIncompressible++;
+                }
+                continue;
+            }
+            if (audit)
+            {
+                _sinceAudit = 0;
+                _audits++;
+            }
+            if (predicted <= PageClass.SameFilled)
             {
                 if (value == 0)
                 {
@@ -252,6 +295,14 @@ internal sealed unsafe class Reclaimer : IDisposable
                 if (!_storeUncompressed)
                 {
                     size = Interop.Lz4.CompressDefault(data, _scratch, PageTable.PageSize, _threshold);
+                    if (predicted is PageClass.Compressible or PageClass.VeryCompressible && size <= 0)
+                    {
+                        _mispredictedCompressible++;
+                    }
+                    else if (audit && size > 0)
+                    {
+                        _falseIncompressible++; // and it is stored, like any page that compresses
+                    }
                     if (size <= 0)
                     {
                         // Stays resident and write-protected; the next write re-queues it.
