@@ -49,9 +49,9 @@ public sealed record CramStats
     public long Evictions { get; init; }
     /// <summary>Pages compressed with LZ4 and stored.</summary>
     public long CompressedPages { get; init; }
-    /// <summary>Eviction attempts that found the page did not compress below the threshold.</summary>
+    /// <summary>Eviction attempts that left the page resident because it does not compress below the threshold: LZ4 failed, or (<see cref="EstimatedIncompressiblePages"/> of them) the estimator predicted it.</summary>
     public long IncompressiblePages { get; init; }
-    /// <summary>Pages kept resident without a compression attempt because the estimator was confident they would not compress (see <see cref="CramOptions.EstimateCompressibility"/>).</summary>
+    /// <summary>Of <see cref="IncompressiblePages"/>, those kept resident without a compression attempt because the estimator was confident they would not compress (see <see cref="CramOptions.EstimateCompressibility"/>).</summary>
     public long EstimatedIncompressiblePages { get; init; }
     /// <summary>Pages the estimator was confident would compress that LZ4 could not get below the threshold (estimator errors that cost a wasted compression).</summary>
     public long MispredictedCompressiblePages { get; init; }

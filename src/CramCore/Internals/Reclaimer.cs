@@ -266,6 +266,7 @@ internal sealed unsafe class Reclaimer : IDisposable
                 // Stays resident and write-protected, as if LZ4 had failed; the next write re-queues it.
                 if (PageTable.TryTransition(pte, evicting, PageTable.Make(PageState.Incompressible, 0)))
                 {
+                    incompressible++;
                     _estimatedIncompressible++;
                 }
                 continue;

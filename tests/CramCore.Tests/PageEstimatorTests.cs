@@ -1,0 +1,252 @@
+using System.Runtime.InteropServices;
+
+namespace CramCore.Tests;
+
+/// <summary>
+/// The compressibility estimator: every instruction-set kernel forced on every machine and held
+/// to a scalar definition, its classes on pages of known kind, and its routing in reclaim.
+/// </summary>
+public sealed unsafe class PageEstimatorTests : IDisposable
+{
+    private const int P = TestPages.PageSize;
+    private const int Threshold = 3072;
+    private readonly byte* _page = (byte*)NativeMemory.AlignedAlloc(P, 64);
+    private readonly byte* _scratch = (byte*)NativeMemory.Alloc(2 * P);
+
+    public void Dispose()
+    {
+        NativeMemory.AlignedFree(_page);
+        NativeMemory.Free(_scratch);
+    }
+
+    public static TheoryData<string> Kernels => new(Enum.GetNames<PageKernelIsa>());
+
+    /// <summary>The definition: counts over the sample, byte by byte.</summary>
+    private static PageByteCounts Reference(byte* page)
+    {
+        int zero = 0, high = 0, run = 0, lag8 = 0;
+        for (int chunk = 0; chunk < P; chunk += PageEstimator.SampleStride)
+        {
+            for (int i = chunk; i < chunk + PageEstimator.SampleChunkBytes; i++)
+            {
+                zero += page[i] == 0 ? 1 : 0;
+                high += page[i] >= 0x80 ? 1 : 0;
+                if (i >= chunk + 64)
+                {
+                    run += page[i] == page[i - 1] ? 1 : 0;
+                    lag8 += page[i] == page[i - 8] ? 1 : 0;
+                }
+            }
+        }
+        return new PageByteCounts(zero, high, run, lag8);
+    }
+
+    private static List<(string What, byte[] Page)> Pages()
+    {
+        var pages = new List<(string, byte[])>();
+        foreach (string sample in Directory.GetFiles(Path.Combine(AppContext.BaseDirectory, "Samples"), "*.sample.pages"))
+        {
+            byte[] data = File.ReadAllBytes(sample);
+            for (int i = 0; i < data.Length / P; i++)
+            {
+                pages.Add(($"{Path.GetFileName(sample)} page {i}", data.AsSpan(i * P, P).ToArray()));
+            }
+        }
+        pages.Add(("zero page", new byte[P]));
+        byte[] high = new byte[P];
+        high.AsSpan().Fill(0x80);
+        pages.Add(("0x80 page (every byte high, every lane counter at its maximum)", high));
+        byte[] lastByte = new byte[P];
+        lastByte[P - 1] = 1;
+        pages.Add(("zero page but its last byte", lastByte));
+        for (int seed = 0; seed < 8; seed++)
+        {
+            byte[] random = new byte[P];
+            new Random(seed).NextBytes(random);
+            pages.Add(($"random page {seed}", random));
+        }
+        return pages;
+    }
+
+    [Theory]
+    [MemberData(nameof(Kernels))]
+    public void Kernel_CountsWhatTheDefinitionCounts(string kernel)
+    {
+        var isa = Enum.Parse<PageKernelIsa>(kernel);
+        int pages = 0;
+        foreach ((string what, byte[] page) in Pages())
+        {
+            page.CopyTo(new Span<byte>(_page, P));
+            Assert.True(Reference(_page) == PageEstimator.Count(_page, isa), $"{isa}, {what}: {PageEstimator.Count(_page, isa)} != {Reference(_page)}");
+            // And the whole estimate is the one of the machine's kernel.
+            Assert.Equal(PageEstimator.Estimate(_page, Threshold), PageEstimator.Estimate(_page, Threshold, isa));
+            pages++;
+        }
+        Assert.True(pages > 4 * 32, "the shipped samples were found");
+    }
+
+    [Fact]
+    public void SampleEntropy_IsShannonEntropyOfTheSample()
+    {
+        new Span<byte>(_page, P).Fill(7);
+        Assert.Equal(0f, PageEstimator.SampleEntropy(_page), 0.001f);
+        // Every sampled byte different: log2(256) = 8 bits.
+        int next = 0;
+        for (int chunk = 0; chunk < P; chunk += PageEstimator.SampleStride)
+        {
+            for (int line = 0; line < PageEstimator.SampleChunkBytes; line += 64)
+            {
+                for (int j = 0; j < PageEstimator.HistogramRunBytes; j++)
+                {
+                    _page[chunk + line + j] = (byte)next++;
+                }
+            }
+        }
+        Assert.Equal(PageEstimator.SampleBytes, next);
+        Assert.Equal(8f, PageEstimator.SampleEntropy(_page), 0.001f);
+        // Two values, half each: 1 bit.
+        for (int i = 0; i < P; i++)
+        {
+            _page[i] = (byte)(i % 2);
+        }
+        Assert.Equal(1f, PageEstimator.SampleEntropy(_page), 0.001f);
+    }
+
+    [Fact]
+    public void ZeroAndSameFilledPages_AreExact()
+    {
+        new Span<byte>(_page, P).Clear();
+        Assert.Equal(PageClass.Zero, PageEstimator.Estimate(_page, Threshold).Class);
+        TestPages.Fill(_page, 0xDEAD_BEEF_0BAD_F00DUL);
+        PageEstimate e = PageEstimator.Estimate(_page, Threshold);
+        Assert.Equal(PageClass.SameFilled, e.Class);
+        Assert.Equal(0xDEAD_BEEF_0BAD_F00DUL, e.FillValue);
+    }
+
+    [Fact]
+    public void RandomPages_AreIncompressible_AndLz4Agrees()
+    {
+        for (int seed = 0; seed < 16; seed++)
+        {
+            TestPages.WriteRandom(_page, seed);
+            Assert.Equal(PageClass.Incompressible, PageEstimator.Estimate(_page, Threshold).Class);
+            Assert.Equal(0, Interop.Lz4.CompressDefault(_page, _scratch, P, Threshold));
+        }
+    }
+
+    [Fact]
+    public void HalfZeroHalfRandom_IsNotCalledIncompressible()
+    {
+        // LZ4 gets this to about half a page; entropy of the sample alone would say "random".
+        new Span<byte>(_page, P).Clear();
+        new Random(3).NextBytes(new Span<byte>(_page, P / 2));
+        Assert.InRange(Interop.Lz4.CompressDefault(_page, _scratch, P, 2 * P), 1, Threshold);
+        Assert.NotEqual(PageClass.Incompressible, PageEstimator.Estimate(_page, Threshold).Class);
+    }
+
+    [Fact]
+    public void ShippedSamples_NoFalseIncompressible_AndHeapsPredictedCompressible()
+    {
+        foreach (string sample in Directory.GetFiles(Path.Combine(AppContext.BaseDirectory, "Samples"), "*.sample.pages"))
+        {
+            byte[] data = File.ReadAllBytes(sample);
+            fixed (byte* pages = data)
+            {
+                for (int i = 0; i < data.Length / P; i++)
+                {
+                    PageEstimate e = PageEstimator.Estimate(pages + i * P, Threshold);
+                    int lz4 = Interop.Lz4.CompressDefault(pages + i * P, _scratch, P, 2 * P);
+                    Assert.False(e.Class == PageClass.Incompressible && lz4 <= Threshold, $"{sample} page {i}: called incompressible, LZ4 gives {lz4}");
+                    if (sample.Contains("heap"))
+                    {
+                        Assert.True(e.PredictsBelow(Threshold), $"{sample} page {i}: {e}, LZ4 gives {lz4}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>Two random kilobytes twice: the sample looks random, yet LZ4 finds the repeat.</summary>
+    private static void WriteRepeatedRandom(byte* page, int seed)
+    {
+        new Random(seed).NextBytes(new Span<byte>(page, P / 2));
+        new Span<byte>(page, P / 2).CopyTo(new Span<byte>(page + P / 2, P / 2));
+    }
+
+    [Fact]
+    public void Reclaim_KeepsPredictedIncompressiblePagesResidentWithoutCompressing_AndStoresTheRest()
+    {
+        foreach (bool estimate in new[] { true, false })
+        {
+            using var engine = CramEngine.Create(new CramOptions { EstimateCompressibility = estimate });
+            using var region = engine.CreateRegion(512L * P);
+            for (int i = 0; i < 512; i++)
+            {
+                if (i % 2 == 0)
+                {
+                    TestPages.WriteRandom(region.Pointer + i * P, i);
+                }
+                else
+                {
+                    TestPages.WriteCompressible(region.Pointer + i * P, i, 1);
+                }
+            }
+            region.Reclaim(region.Length);
+            CramStats s = engine.GetStats();
+            Assert.Equal(256, s.IncompressiblePages);
+            Assert.Equal(256, s.CompressedPages);
+            // One in AuditInterval predicted-incompressible pages is compressed anyway.
+            Assert.Equal(estimate ? 256 / Reclaimer.AuditInterval : 0, s.EstimatorAudits);
+            Assert.Equal(estimate ? 256 - 256 / Reclaimer.AuditInterval : 0, s.EstimatedIncompressiblePages);
+            Assert.Equal(0, s.FalseIncompressiblePages);
+            Assert.Equal(0, s.MispredictedCompressiblePages);
+            for (int i = 0; i < 512; i++)
+            {
+                Assert.Equal(i % 2 == 0 ? PageState.Incompressible : PageState.Evicted, region.GetPageState(i * (long)P));
+            }
+            var expected = new byte[P];
+            for (int i = 0; i < 512; i += 2)
+            {
+                new Random(i).NextBytes(expected);
+                Assert.True(expected.AsSpan().SequenceEqual(new ReadOnlySpan<byte>(region.Pointer + i * P, P)), $"page {i}");
+                Assert.True(TestPages.CheckCompressible(region.Pointer + (i + 1) * P, i + 1, 1), $"page {i + 1}");
+            }
+            Assert.Equal(0, engine.GetStats().ServiceErrors);
+        }
+    }
+
+    [Fact]
+    public void Audit_CountsFalseIncompressible_AndStoresTheAuditedPage()
+    {
+        WriteRepeatedRandom(_page, 1);
+        Assert.Equal(PageClass.Incompressible, PageEstimator.Estimate(_page, Threshold).Class); // the estimator's blind spot
+        Assert.InRange(Interop.Lz4.CompressDefault(_page, _scratch, P, 2 * P), 1, Threshold);
+
+        const int pages = 3 * Reclaimer.AuditInterval;
+        int predicted = 0;
+        for (int i = 0; i < pages; i++)
+        {
+            WriteRepeatedRandom(_page, i);
+            predicted += PageEstimator.Estimate(_page, Threshold).Class == PageClass.Incompressible ? 1 : 0;
+        }
+        Assert.True(predicted >= 2 * Reclaimer.AuditInterval, $"only {predicted} of {pages} pages fall in the blind spot");
+        int audits = predicted / Reclaimer.AuditInterval;
+        using var engine = CramEngine.Create();
+        using var region = engine.CreateRegion(pages * (long)P);
+        for (int i = 0; i < pages; i++)
+        {
+            WriteRepeatedRandom(region.Pointer + i * P, i);
+        }
+        region.Reclaim(region.Length);
+        CramStats s = engine.GetStats();
+        Assert.Equal(audits, s.EstimatorAudits);
+        Assert.Equal(audits, s.FalseIncompressiblePages); // every audited page did compress ...
+        Assert.Equal(audits + pages - predicted, s.CompressedPages); // ... and was stored, as were the ones not predicted
+        Assert.Equal(predicted - audits, s.EstimatedIncompressiblePages);
+        for (int i = 0; i < pages; i++)
+        {
+            WriteRepeatedRandom(_page, i);
+            Assert.True(new ReadOnlySpan<byte>(_page, P).SequenceEqual(new ReadOnlySpan<byte>(region.Pointer + i * P, P)), $"page {i}");
+        }
+    }
+}
