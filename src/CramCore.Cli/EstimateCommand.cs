@@ -25,7 +25,7 @@ internal static unsafe class EstimateCommand
         public required int Pages;
         public int[] Lz4Sizes = [];
         public PageEstimate[] Estimates = [];
-        public PageByteCounts[] Counts = [];
+        public PageSample[] Samples = [];
 
         public byte* Page(int i) => Data + (long)i * PageSize;
 
@@ -104,13 +104,13 @@ internal static unsafe class EstimateCommand
         {
             input.Lz4Sizes = new int[input.Pages];
             input.Estimates = new PageEstimate[input.Pages];
-            input.Counts = new PageByteCounts[input.Pages];
+            input.Samples = new PageSample[input.Pages];
             for (int i = 0; i < input.Pages; i++)
             {
                 byte* page = input.Page(i);
                 input.Lz4Sizes[i] = SameFilled.Check(page, out _) ? 0 : Interop.Lz4.CompressDefault(page, scratch, PageSize, 2 * PageSize);
                 input.Estimates[i] = PageEstimator.Estimate(page, threshold);
-                input.Counts[i] = PageEstimator.Count(page, PageEstimator.Best);
+                input.Samples[i] = PageEstimator.Sample(page, PageEstimator.Best);
             }
         }
         finally
@@ -316,7 +316,7 @@ internal static unsafe class EstimateCommand
                 {
                     continue; // exact, not modelled
                 }
-                double[] x = Features(input.Counts[i], input.Estimates[i].SampleEntropy);
+                double[] x = Features(input.Samples[i]);
                 for (int a = 0; a < K; a++)
                 {
                     atb[a] += weight * x[a] * input.Lz4Sizes[i];
@@ -330,7 +330,7 @@ internal static unsafe class EstimateCommand
         double[] k = Solve(ata, atb);
         int Size(Input input, int i)
         {
-            double[] x = Features(input.Counts[i], input.Estimates[i].SampleEntropy);
+            double[] x = Features(input.Samples[i]);
             double size = 0;
             for (int a = 0; a < K; a++)
             {
@@ -342,7 +342,7 @@ internal static unsafe class EstimateCommand
         // The smallest margins (from the floor, in steps of 25 bytes) that keep wrong confident answers within bounds in every file.
         int incompressibleMargin = SmallestMargin(m => inputs.All(input => Rate(input, i =>
             input.Estimates[i].Class > PageClass.SameFilled && Size(input, i) > t + m
-            && input.Estimates[i].SampleEntropy >= PageEstimator.MinIncompressibleEntropy && input.Lz4Sizes[i] <= t) <= 0.005));
+            && input.Estimates[i].NibbleEntropy >= PageEstimator.MinIncompressibleEntropy && input.Lz4Sizes[i] <= t) <= 0.005));
         int compressibleMargin = SmallestMargin(m => inputs.All(input => Rate(input, i =>
             input.Estimates[i].Class > PageClass.SameFilled && Size(input, i) < t - m && input.Lz4Sizes[i] > t) <= 0.01));
         var result = new Dictionary<string, object>
@@ -381,10 +381,10 @@ internal static unsafe class EstimateCommand
         return 2 * PageSize;
     }
 
-    private static double[] Features(PageByteCounts c, float entropy)
+    private static double[] Features(PageSample sample)
     {
         Span<float> x = stackalloc float[PageEstimator.FeatureCount];
-        PageEstimator.Features(c, entropy, x);
+        PageEstimator.Features(sample, x);
         double[] result = new double[x.Length];
         for (int i = 0; i < x.Length; i++)
         {

@@ -22,9 +22,11 @@ public sealed unsafe class PageEstimatorTests : IDisposable
     public static TheoryData<string> Kernels => new(Enum.GetNames<PageKernelIsa>());
 
     /// <summary>The definition: counts over the sample, byte by byte.</summary>
-    private static PageByteCounts Reference(byte* page)
+    private static PageSample Reference(byte* page)
     {
         int zero = 0, high = 0, run = 0, lag8 = 0;
+        int* nibbles = stackalloc int[32];
+        new Span<int>(nibbles, 32).Clear();
         for (int chunk = 0; chunk < P; chunk += PageEstimator.SampleStride)
         {
             for (int i = chunk; i < chunk + PageEstimator.SampleChunkBytes; i++)
@@ -36,9 +38,14 @@ public sealed unsafe class PageEstimatorTests : IDisposable
                     run += page[i] == page[i - 1] ? 1 : 0;
                     lag8 += page[i] == page[i - 8] ? 1 : 0;
                 }
+                if ((i - chunk) % 64 < PageEstimator.HistogramLineBytes)
+                {
+                    nibbles[page[i] / 16]++;
+                    nibbles[16 + page[i] % 16]++;
+                }
             }
         }
-        return new PageByteCounts(zero, high, run, lag8);
+        return new PageSample(zero, high, run, lag8, PageEstimator.NibbleEntropy(nibbles));
     }
 
     private static List<(string What, byte[] Page)> Pages()
@@ -77,7 +84,7 @@ public sealed unsafe class PageEstimatorTests : IDisposable
         foreach ((string what, byte[] page) in Pages())
         {
             page.CopyTo(new Span<byte>(_page, P));
-            Assert.True(Reference(_page) == PageEstimator.Count(_page, isa), $"{isa}, {what}: {PageEstimator.Count(_page, isa)} != {Reference(_page)}");
+            Assert.True(Reference(_page) == PageEstimator.Sample(_page, isa), $"{isa}, {what}: {PageEstimator.Sample(_page, isa)} != {Reference(_page)}");
             // And the whole estimate is the one of the machine's kernel.
             Assert.Equal(PageEstimator.Estimate(_page, Threshold), PageEstimator.Estimate(_page, Threshold, isa));
             pages++;
@@ -86,30 +93,21 @@ public sealed unsafe class PageEstimatorTests : IDisposable
     }
 
     [Fact]
-    public void SampleEntropy_IsShannonEntropyOfTheSample()
+    public void NibbleEntropy_IsTheShannonEntropyOfEachNibble_Summed()
     {
-        new Span<byte>(_page, P).Fill(7);
-        Assert.Equal(0f, PageEstimator.SampleEntropy(_page), 0.001f);
-        // Every sampled byte different: log2(256) = 8 bits.
-        int next = 0;
-        for (int chunk = 0; chunk < P; chunk += PageEstimator.SampleStride)
+        int* counts = stackalloc int[32];
+        new Span<int>(counts, 32).Clear();
+        counts[3] = counts[16 + 9] = PageEstimator.HistogramBytes; // one value only: 0 bits
+        Assert.Equal(0f, PageEstimator.NibbleEntropy(counts), 0.001f);
+        for (int i = 0; i < 32; i++)
         {
-            for (int line = 0; line < PageEstimator.SampleChunkBytes; line += 64)
-            {
-                for (int j = 0; j < PageEstimator.HistogramRunBytes; j++)
-                {
-                    _page[chunk + line + j] = (byte)next++;
-                }
-            }
+            counts[i] = PageEstimator.HistogramBytes / 16; // uniform: 4 + 4 bits
         }
-        Assert.Equal(PageEstimator.SampleBytes, next);
-        Assert.Equal(8f, PageEstimator.SampleEntropy(_page), 0.001f);
-        // Two values, half each: 1 bit.
-        for (int i = 0; i < P; i++)
-        {
-            _page[i] = (byte)(i % 2);
-        }
-        Assert.Equal(1f, PageEstimator.SampleEntropy(_page), 0.001f);
+        Assert.Equal(8f, PageEstimator.NibbleEntropy(counts), 0.001f);
+        new Span<int>(counts, 32).Clear();
+        counts[0] = counts[1] = PageEstimator.HistogramBytes / 2; // high nibble 1 bit, low nibble 0 bits
+        counts[16] = PageEstimator.HistogramBytes;
+        Assert.Equal(1f, PageEstimator.NibbleEntropy(counts), 0.001f);
     }
 
     [Fact]

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace CramCore;
 
@@ -27,14 +28,23 @@ internal enum PageClass : byte
 }
 
 /// <summary>The estimator's answer for one page.</summary>
-internal readonly record struct PageEstimate(PageClass Class, int EstimatedSize, ulong FillValue, float SampleEntropy)
+internal readonly record struct PageEstimate(PageClass Class, int EstimatedSize, ulong FillValue, float NibbleEntropy)
 {
     /// <summary>The estimator's forced yes/no: LZ4 output at most <paramref name="threshold"/> bytes.</summary>
     public bool PredictsBelow(int threshold) => Class <= PageClass.Compressible || (Class == PageClass.Uncertain && EstimatedSize <= threshold);
 }
 
-/// <summary>Byte counts over the sample of one page (one SIMD kernel per instruction set; all count the same bytes).</summary>
-internal readonly record struct PageByteCounts(int Zero, int High, int Run, int Lag8)
+/// <summary>
+/// Statistics of the sample of one page, from one kernel per instruction set (all count the same
+/// bytes and give equal results).
+/// </summary>
+/// <param name="Zero">Zero bytes among <see cref="CountedBytes"/>.</param>
+/// <param name="High">Bytes with the high bit set among <see cref="CountedBytes"/>.</param>
+/// <param name="Run">Bytes equal to the byte before, among <see cref="ComparedBytes"/>.</param>
+/// <param name="Lag8">Bytes equal to the byte 8 before, among <see cref="ComparedBytes"/>.</param>
+/// <param name="NibbleEntropy">Shannon entropy of the high nibbles plus that of the low nibbles of the
+/// <see cref="PageEstimator.HistogramBytes"/> histogram bytes, in bits per byte (0–8).</param>
+internal readonly record struct PageSample(int Zero, int High, int Run, int Lag8, float NibbleEntropy)
 {
     /// <summary>Bytes <see cref="Zero"/> and <see cref="High"/> are counted over.</summary>
     public const int CountedBytes = PageEstimator.SampleChunks * PageEstimator.SampleChunkBytes;
@@ -45,74 +55,77 @@ internal readonly record struct PageByteCounts(int Zero, int High, int Run, int 
 
 /// <summary>
 /// Estimates, without compressing, what LZ4 will make of a 4 KiB page: zero and same-filled pages
-/// exactly (the <see cref="SameFilled"/> kernels), otherwise a compressed size from sampled
-/// statistics, and a <see cref="PageClass"/> that is confident only away from the threshold.
+/// exactly (the <see cref="SameFilled"/> kernels), otherwise a compressed size from a sample, and
+/// a <see cref="PageClass"/> that is confident only away from the threshold.
 ///
-/// <para>Features (all cheap): one SIMD pass over the page counts zero bytes, bytes with the high
-/// bit set, bytes equal to the byte before (runs) and bytes equal to the byte 8 before (8-byte
-/// structure: pointers, integers); a byte histogram of 16 samples of 32 bytes, one every 256 bytes
-/// (as btrfs samples), gives the Shannon entropy. The size model and its margins were fitted by
-/// <c>cram estimate --calibrate</c> on the real page files of <c>shared/corpus</c>; the margins
-/// keep wrong confident answers to ≤ 0.5 % (incompressible) and ≤ 1 % (compressible) of every file.
-/// "Incompressible" also needs a sample entropy of at least <see cref="MinIncompressibleEntropy"/>
-/// bits, so pages of a kind the calibration never saw are tried rather than kept uncompressed.</para>
+/// <para>The sample is 8 chunks of 128 bytes (two cache lines), one every 512 bytes: a quarter of
+/// the page's lines, because reclaim reads cold pages and memory, not arithmetic, is then the cost.
+/// One kernel per instruction set counts zero bytes, high-bit bytes, bytes equal to the byte
+/// before (runs) and bytes equal to the byte 8 before (8-byte structure: pointers, integers), and
+/// histograms the nibbles of the first 16 bytes of each line (256 bytes) with vector compares; the
+/// feature is the entropy of the high nibbles plus that of the low nibbles (it bounds the byte
+/// entropy from above and, on the corpora, predicts LZ4 about as well, at a third of the cost of
+/// a byte histogram).</para>
+///
+/// <para>The size model and its margins are fitted by <c>cram estimate --calibrate</c> on the real
+/// page files of <c>shared/corpus</c> (every file weighted equally); the margins keep wrong
+/// confident answers within 0.5 % (incompressible) and 1 % (compressible) of every file, and are
+/// never below <see cref="MarginFloor"/>. "Incompressible" also needs a nibble entropy of at least
+/// <see cref="MinIncompressibleEntropy"/> bits, so that pages of a kind the calibration never saw
+/// are tried rather than kept uncompressed.</para>
 ///
 /// <para>What it cannot see: LZ4 gains most from repeated strings anywhere in the page, and an
-/// exact count of those costs about as much as LZ4 itself. So pages whose LZ4 size is within a few
-/// hundred bytes of the threshold (a third of the pages of shared-library code) come back
+/// exact count of those costs about as much as LZ4 itself. Pages whose LZ4 size is within several
+/// hundred bytes of the threshold (three quarters of the pages of shared-library code) come back
 /// <see cref="PageClass.Uncertain"/>, and the caller runs LZ4.</para>
 /// </summary>
 internal static unsafe class PageEstimator
 {
     /// <summary>
     /// The kernel <see cref="Estimate(byte*, int)"/> uses on this machine: Vector256 wherever it is
-    /// accelerated, because the sample is only 128-byte chunks and on the AMD EPYC (Zen 4) we
-    /// measure on, the Vector512 kernel is slower (`cram estimate`: 6.8–7.4 GB/s against 9.1–11.3).
+    /// accelerated, because on the AMD EPYC (Zen 4) we measure on, the Vector512 kernel is slower
+    /// on these short chunks (<c>cram estimate</c> reports every path).
     /// </summary>
     public static readonly PageKernelIsa Best =
         Vector256.IsHardwareAccelerated ? PageKernelIsa.Vector256 :
         Vector512.IsHardwareAccelerated ? PageKernelIsa.Vector512 :
         Vector128.IsHardwareAccelerated ? PageKernelIsa.Vector128 : PageKernelIsa.Scalar;
 
-    // Size model: size = C0 + C1·nr + C2·H·nr + C3·zero + C4·lag8 + C5·high, where nr is the
-    // fraction of bytes not continuing a run and H the sample entropy in bits per byte.
-    // Fitted by `cram estimate --calibrate` (least squares, every corpus file weighted equally).
-    internal static readonly float[] Coefficients = [1403.992f, -767.412f, 390.379f, -0.09f, -0.09f, 0.247f];
-
-    /// <summary>"Incompressible" only if the estimate is this far above the threshold (fitted, at least <see cref="MarginFloor"/>).</summary>
-    internal const int IncompressibleMargin = MarginFloor;
+    /// <summary>
+    /// Size model: size = Σ Coefficients[i]·x[i] over <see cref="Features"/> (1, nr, H·nr, zero,
+    /// lag-8, high), nr being the fraction of bytes not continuing a run and H the nibble entropy.
+    /// Fitted by <c>cram estimate --calibrate</c>.
+    /// </summary>
+    internal static readonly float[] Coefficients = [1576.649f, -850.308f, 303.298f, -0.117f, -0.134f, 0.215f];
 
     /// <summary>No margin is smaller than this, whatever the fit says: room for kinds of page the calibration did not see.</summary>
     internal const int MarginFloor = 250;
 
-    /// <summary>"Compressible" only if the estimate is this far below the threshold (fitted, at least <see cref="MarginFloor"/>).</summary>
-    internal const int CompressibleMargin = 900;
+    /// <summary>"Incompressible" only if the estimate is this far above the threshold (fitted, at least <see cref="MarginFloor"/>).</summary>
+    internal const int IncompressibleMargin = 250;
 
-    /// <summary>"Incompressible" only if the sampled bytes carry at least this many bits each.</summary>
+    /// <summary>"Compressible" only if the estimate is this far below the threshold (fitted, at least <see cref="MarginFloor"/>).</summary>
+    internal const int CompressibleMargin = 975;
+
+    /// <summary>"Incompressible" only if the sampled nibbles carry at least this many bits per byte.</summary>
     internal const float MinIncompressibleEntropy = 6.5f;
 
-    // The sample: 8 chunks of 128 bytes (two cache lines), one every 512 bytes — a quarter of the
-    // page's lines, so the estimate reads 1 KiB of a page that reclaim fetches cold from memory.
-    // Zero and high-bit bytes are counted over all of each chunk, runs and lag-8 repeats over its
-    // second line (their look-back stays inside the chunk), the histogram over 16 bytes at the
-    // start of each line: 256 bytes.
     internal const int SampleChunks = 8;
     internal const int SampleStride = PageTable.PageSize / SampleChunks;
     internal const int SampleChunkBytes = 128;
-    internal const int HistogramRunBytes = 16;
-    internal const int SampleBytes = SampleChunks * 2 * HistogramRunBytes;
-    private const float Log2SampleBytes = 8f; // log2(256)
+    internal const int HistogramLineBytes = 16;
+    internal const int HistogramBytes = SampleChunks * 2 * HistogramLineBytes;
 
-    // step[c] = (c+1)·log2(c+1) − c·log2(c), in 1/4096ths; 256 entries (native, so no bounds checks).
-    private static readonly int* s_xLog2XStep = BuildXLog2XStep();
+    // c·log2(c) for c = 0..256, in 1/4096ths (native, so no bounds checks).
+    private static readonly int* s_xLog2X = BuildXLog2X();
 
-    private static int* BuildXLog2XStep()
+    private static int* BuildXLog2X()
     {
-        int* table = (int*)NativeMemory.Alloc(256, sizeof(int));
-        static double XLog2X(int c) => c == 0 ? 0 : c * Math.Log2(c);
-        for (int c = 0; c < 256; c++)
+        int* table = (int*)NativeMemory.Alloc(HistogramBytes + 1, sizeof(int));
+        table[0] = 0;
+        for (int c = 1; c <= HistogramBytes; c++)
         {
-            table[c] = (int)Math.Round(4096 * (XLog2X(c + 1) - XLog2X(c)));
+            table[c] = (int)Math.Round(4096 * c * Math.Log2(c));
         }
         return table;
     }
@@ -127,17 +140,16 @@ internal static unsafe class PageEstimator
         {
             return new PageEstimate(value == 0 ? PageClass.Zero : PageClass.SameFilled, 0, value, 0);
         }
-        PageByteCounts counts = Count(page, isa);
-        float entropy = SampleEntropy(page);
-        int size = Model(counts, entropy);
-        return new PageEstimate(Classify(size, entropy, threshold), size, 0, entropy);
+        PageSample sample = Sample(page, isa);
+        int size = Model(sample);
+        return new PageEstimate(Classify(size, sample.NibbleEntropy, threshold), size, 0, sample.NibbleEntropy);
     }
 
-    /// <summary>The estimated LZ4 size in bytes (not clamped to the page: above 4096 means "expands").</summary>
-    internal static int Model(PageByteCounts c, float entropy)
+    /// <summary>The estimated LZ4 size in bytes (above 4096 means "expands").</summary>
+    internal static int Model(PageSample sample)
     {
         Span<float> x = stackalloc float[FeatureCount];
-        Features(c, entropy, x);
+        Features(sample, x);
         float[] k = Coefficients;
         float size = 0;
         for (int i = 0; i < FeatureCount; i++)
@@ -149,21 +161,18 @@ internal static unsafe class PageEstimator
 
     internal const int FeatureCount = 6;
 
-    /// <summary>
-    /// The model's inputs, in the order of <see cref="Coefficients"/>: 1, nr, H·nr, zero bytes,
-    /// lag-8 repeats, high-bit bytes — counts scaled from the sample to the whole page.
-    /// </summary>
-    internal static void Features(PageByteCounts c, float entropy, Span<float> x)
+    /// <summary>The model's inputs, in the order of <see cref="Coefficients"/>; counts scaled from the sample to the page.</summary>
+    internal static void Features(PageSample s, Span<float> x)
     {
-        const float CountedScale = (float)PageTable.PageSize / PageByteCounts.CountedBytes;
-        const float ComparedScale = (float)PageTable.PageSize / PageByteCounts.ComparedBytes;
-        float notRun = 1f - (float)c.Run / PageByteCounts.ComparedBytes;
+        const float CountedScale = (float)PageTable.PageSize / PageSample.CountedBytes;
+        const float ComparedScale = (float)PageTable.PageSize / PageSample.ComparedBytes;
+        float notRun = 1f - (float)s.Run / PageSample.ComparedBytes;
         x[0] = 1f;
         x[1] = notRun;
-        x[2] = entropy * notRun;
-        x[3] = c.Zero * CountedScale;
-        x[4] = c.Lag8 * ComparedScale;
-        x[5] = c.High * CountedScale;
+        x[2] = s.NibbleEntropy * notRun;
+        x[3] = s.Zero * CountedScale;
+        x[4] = s.Lag8 * ComparedScale;
+        x[5] = s.High * CountedScale;
     }
 
     internal static PageClass Classify(int size, float entropy, int threshold)
@@ -179,38 +188,23 @@ internal static unsafe class PageEstimator
         return size < threshold - CompressibleMargin ? PageClass.Compressible : PageClass.Uncertain;
     }
 
-    /// <summary>Shannon entropy (bits per byte) of the 256 sampled bytes (see <see cref="SampleChunks"/>).</summary>
-    [SkipLocalsInit]
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static float SampleEntropy(byte* page)
+    /// <summary>
+    /// Entropy of the high nibbles plus entropy of the low nibbles, from their 16 + 16 counts over
+    /// <see cref="HistogramBytes"/> bytes: log2(n) − (1/n) Σ c·log2(c) for each, in integers until the end.
+    /// </summary>
+    internal static float NibbleEntropy(int* counts)
     {
-        // One histogram; Σ c·log2(c) (in 1/4096ths, as integers) grows by a table step per byte, so
-        // there is no pass over the 256 counters afterwards.
-        byte* counts = stackalloc byte[256]; // 256 samples: a counter wraps only when all are equal, and the step table wraps with it (step[255] closes the sum)
-        new Span<byte>(counts, 256).Clear();
-        int* step = s_xLog2XStep;
+        int* xLog2X = s_xLog2X;
         int sum = 0;
-        for (int chunk = 0; chunk < PageTable.PageSize; chunk += SampleStride)
+        for (int i = 0; i < 32; i++)
         {
-            for (int line = 0; line < SampleChunkBytes; line += 64)
-            {
-                ulong* words = (ulong*)(page + chunk + line);
-                for (int j = 0; j < HistogramRunBytes / 8; j++)
-                {
-                    ulong w = words[j];
-                    for (int shift = 0; shift < 64; shift += 8)
-                    {
-                        byte* counter = counts + (int)((w >> shift) & 0xFF);
-                        sum += step[*counter];
-                        (*counter)++;
-                    }
-                }
-            }
+            sum += xLog2X[counts[i]];
         }
-        return Log2SampleBytes - sum / (4096f * SampleBytes);
+        return 2 * 8f - sum / (4096f * HistogramBytes); // 2 × log2(256)
     }
 
-    public static PageByteCounts Count(byte* page, PageKernelIsa isa) => isa switch
+    // (Prefetching the 16 sampled lines up front was measured slower, hot and cold.)
+    public static PageSample Sample(byte* page, PageKernelIsa isa) => isa switch
     {
         PageKernelIsa.Vector512 => Vector512Kernel(page),
         PageKernelIsa.Vector256 => Vector256Kernel(page),
@@ -218,13 +212,16 @@ internal static unsafe class PageEstimator
         _ => ScalarKernel(page),
     };
 
-    // Each kernel: zero and high-bit bytes over the whole page; runs and lag-8 repeats over bytes
-    // [64, 4096), so that every kernel compares exactly the same positions.
+    // Each kernel: over each chunk, zero and high-bit bytes on both lines, runs and lag-8 repeats
+    // on the second line (their look-back stays in the chunk); per-lane byte counters (a compare
+    // gives −1 per equal lane) that cannot overflow in 8 chunks. Then the nibble histogram of the
+    // first 16 bytes of each line, gathered into vectors: for each nibble value, one compare per
+    // vector.
 
+    [SkipLocalsInit]
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static PageByteCounts Vector512Kernel(byte* page)
+    private static PageSample Vector512Kernel(byte* page)
     {
-        // Per-lane byte counters (a compare gives -1 per equal lane): at most 16 steps, so no lane overflows.
         var zero = Vector512<byte>.Zero;
         var high = Vector512<byte>.Zero;
         var run = Vector512<byte>.Zero;
@@ -246,19 +243,54 @@ internal static unsafe class PageEstimator
                 lag8 -= Vector512.Equals(v, Vector512.Load(page + i - 8));
             }
         }
-        return new PageByteCounts(LaneSum(zero), LaneSum(high), LaneSum(run), LaneSum(lag8));
+
+        const int Vectors = HistogramBytes / 64;
+        Vector512<byte>* lows = stackalloc Vector512<byte>[Vectors];
+        Vector512<byte>* highs = stackalloc Vector512<byte>[Vectors];
+        var nibble = Vector512.Create((byte)0x0F);
+        for (int j = 0; j < Vectors; j++)
+        {
+            // Four 16-byte histogram runs (two chunks' lines) per vector.
+            byte* chunk = page + 2 * j * SampleStride;
+            var v = Vector512.Create(
+                Vector256.Create(Vector128.Load(chunk), Vector128.Load(chunk + 64)),
+                Vector256.Create(Vector128.Load(chunk + SampleStride), Vector128.Load(chunk + SampleStride + 64)));
+            lows[j] = v & nibble;
+            highs[j] = Vector512.ShiftRightLogical(v, 4);
+        }
+        int* counts = stackalloc int[32];
+        for (int n = 0; n < 16; n++)
+        {
+            var value = Vector512.Create((byte)n);
+            var highCount = Vector512<byte>.Zero;
+            var lowCount = Vector512<byte>.Zero;
+            for (int j = 0; j < Vectors; j++)
+            {
+                highCount -= Vector512.Equals(highs[j], value);
+                lowCount -= Vector512.Equals(lows[j], value);
+            }
+            counts[n] = LaneSum(highCount);
+            counts[16 + n] = LaneSum(lowCount);
+        }
+        return new PageSample(LaneSum(zero), LaneSum(high), LaneSum(run), LaneSum(lag8), NibbleEntropy(counts));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int LaneSum(Vector512<byte> counts)
     {
+        if (Avx512BW.IsSupported)
+        {
+            // psadbw against zero: the sum of each 8 lanes in one instruction.
+            return (int)Vector512.Sum(Avx512BW.SumAbsoluteDifferences(counts, Vector512<byte>.Zero).AsUInt64());
+        }
         (var lo, var hi) = Vector512.Widen(counts);
         return Vector512.Sum(lo + hi);
     }
 
+    [SkipLocalsInit]
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static PageByteCounts Vector256Kernel(byte* page)
+    private static PageSample Vector256Kernel(byte* page)
     {
-        // Per-lane byte counters (a compare gives -1 per equal lane): at most 32 steps, so no lane overflows.
         var zero = Vector256<byte>.Zero;
         var high = Vector256<byte>.Zero;
         var run = Vector256<byte>.Zero;
@@ -280,19 +312,52 @@ internal static unsafe class PageEstimator
                 lag8 -= Vector256.Equals(v, Vector256.Load(page + i - 8));
             }
         }
-        return new PageByteCounts(LaneSum(zero), LaneSum(high), LaneSum(run), LaneSum(lag8));
+
+        const int Vectors = HistogramBytes / 32;
+        Vector256<byte>* lows = stackalloc Vector256<byte>[Vectors];
+        Vector256<byte>* highs = stackalloc Vector256<byte>[Vectors];
+        var nibble = Vector256.Create((byte)0x0F);
+        for (int j = 0; j < Vectors; j++)
+        {
+            // Two 16-byte histogram runs (one chunk's lines) per vector.
+            byte* chunk = page + j * SampleStride;
+            var v = Vector256.Create(Vector128.Load(chunk), Vector128.Load(chunk + 64));
+            lows[j] = v & nibble;
+            highs[j] = Vector256.ShiftRightLogical(v, 4);
+        }
+        int* counts = stackalloc int[32];
+        for (int n = 0; n < 16; n++)
+        {
+            var value = Vector256.Create((byte)n);
+            var highCount = Vector256<byte>.Zero;
+            var lowCount = Vector256<byte>.Zero;
+            for (int j = 0; j < Vectors; j++)
+            {
+                highCount -= Vector256.Equals(highs[j], value);
+                lowCount -= Vector256.Equals(lows[j], value);
+            }
+            counts[n] = LaneSum(highCount);
+            counts[16 + n] = LaneSum(lowCount);
+        }
+        return new PageSample(LaneSum(zero), LaneSum(high), LaneSum(run), LaneSum(lag8), NibbleEntropy(counts));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int LaneSum(Vector256<byte> counts)
     {
+        if (Avx2.IsSupported)
+        {
+            // psadbw against zero: the sum of each 8 lanes in one instruction.
+            return (int)Vector256.Sum(Avx2.SumAbsoluteDifferences(counts, Vector256<byte>.Zero).AsUInt64());
+        }
         (var lo, var hi) = Vector256.Widen(counts);
         return Vector256.Sum(lo + hi);
     }
 
+    [SkipLocalsInit]
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static PageByteCounts Vector128Kernel(byte* page)
+    private static PageSample Vector128Kernel(byte* page)
     {
-        // Per-lane byte counters (a compare gives -1 per equal lane): at most 64 steps, so no lane overflows.
         var zero = Vector128<byte>.Zero;
         var high = Vector128<byte>.Zero;
         var run = Vector128<byte>.Zero;
@@ -314,19 +379,54 @@ internal static unsafe class PageEstimator
                 lag8 -= Vector128.Equals(v, Vector128.Load(page + i - 8));
             }
         }
-        return new PageByteCounts(LaneSum(zero), LaneSum(high), LaneSum(run), LaneSum(lag8));
+
+        const int Vectors = HistogramBytes / 16;
+        Vector128<byte>* lows = stackalloc Vector128<byte>[Vectors];
+        Vector128<byte>* highs = stackalloc Vector128<byte>[Vectors];
+        var nibble = Vector128.Create((byte)0x0F);
+        for (int j = 0; j < Vectors; j++)
+        {
+            // One 16-byte histogram run (one line) per vector.
+            var v = Vector128.Load(page + (j / 2) * SampleStride + (j % 2) * 64);
+            lows[j] = v & nibble;
+            highs[j] = Vector128.ShiftRightLogical(v, 4);
+        }
+        int* counts = stackalloc int[32];
+        for (int n = 0; n < 16; n++)
+        {
+            var value = Vector128.Create((byte)n);
+            var highCount = Vector128<byte>.Zero;
+            var lowCount = Vector128<byte>.Zero;
+            for (int j = 0; j < Vectors; j++)
+            {
+                highCount -= Vector128.Equals(highs[j], value);
+                lowCount -= Vector128.Equals(lows[j], value);
+            }
+            counts[n] = LaneSum(highCount);
+            counts[16 + n] = LaneSum(lowCount);
+        }
+        return new PageSample(LaneSum(zero), LaneSum(high), LaneSum(run), LaneSum(lag8), NibbleEntropy(counts));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int LaneSum(Vector128<byte> counts)
     {
+        if (Sse2.IsSupported)
+        {
+            // psadbw against zero: the sum of each 8 lanes in one instruction.
+            return (int)Vector128.Sum(Sse2.SumAbsoluteDifferences(counts, Vector128<byte>.Zero).AsUInt64());
+        }
         (var lo, var hi) = Vector128.Widen(counts);
         return Vector128.Sum(lo + hi);
     }
 
+    [SkipLocalsInit]
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static PageByteCounts ScalarKernel(byte* page)
+    private static PageSample ScalarKernel(byte* page)
     {
         int zero = 0, high = 0, run = 0, lag8 = 0;
+        int* counts = stackalloc int[32];
+        new Span<int>(counts, 32).Clear();
         for (int chunk = 0; chunk < PageTable.PageSize; chunk += SampleStride)
         {
             for (int i = chunk; i < chunk + SampleChunkBytes; i++)
@@ -341,7 +441,15 @@ internal static unsafe class PageEstimator
                 run += b == page[i - 1] ? 1 : 0;
                 lag8 += b == page[i - 8] ? 1 : 0;
             }
+            for (int line = chunk; line < chunk + SampleChunkBytes; line += 64)
+            {
+                for (int i = line; i < line + HistogramLineBytes; i++)
+                {
+                    counts[page[i] >> 4]++;
+                    counts[16 + (page[i] & 0x0F)]++;
+                }
+            }
         }
-        return new PageByteCounts(zero, high, run, lag8);
+        return new PageSample(zero, high, run, lag8, NibbleEntropy(counts));
     }
 }
