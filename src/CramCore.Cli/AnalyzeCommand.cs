@@ -19,6 +19,7 @@ internal static unsafe class AnalyzeCommand
     private sealed class Counts
     {
         public long Pages, Zero, SameFilled, Compressible, Incompressible, StoredBytes, UnreadableBytes;
+        public long EstimatorAgrees, EstimatorConfident, FalseIncompressible, FalseIncompressibleSavings;
         public readonly List<int> Sizes = []; // LZ4 sizes of pages that are not same-filled
     }
 
@@ -201,8 +202,11 @@ internal static unsafe class AnalyzeCommand
             {
                 byte* page = data + o;
                 tally.Pages++;
+                PageEstimate estimate = PageEstimator.Estimate(page, threshold);
                 if (SameFilled.Check(page, out ulong value))
                 {
+                    tally.EstimatorAgrees += estimate.Class <= PageClass.SameFilled ? 1 : 0;
+                    tally.EstimatorConfident++;
                     if (value == 0)
                     {
                         tally.Zero++;
@@ -215,6 +219,14 @@ internal static unsafe class AnalyzeCommand
                 }
                 int size = Interop.Lz4.CompressDefault(page, scratch, P, P + 64);
                 tally.Sizes.Add(size);
+                tally.EstimatorAgrees += estimate.PredictsBelow(threshold) == (size <= threshold) ? 1 : 0;
+                tally.EstimatorConfident += estimate.Class == PageClass.Uncertain ? 0 : 1;
+                if (estimate.Class == PageClass.Incompressible && size <= threshold)
+                {
+                    // Reclaim would keep this page resident without trying LZ4.
+                    tally.FalseIncompressible++;
+                    tally.FalseIncompressibleSavings += P - size;
+                }
                 if (size <= threshold)
                 {
                     tally.Compressible++;
@@ -235,7 +247,8 @@ internal static unsafe class AnalyzeCommand
         long bytes = t.Pages * P;
         long resident = t.Incompressible * P;          // stays as it is
         long stored = t.StoredBytes;                    // compressed copies (before pool packing)
-        long saved = bytes - resident - stored;
+        long saved = bytes - resident - stored - t.FalseIncompressibleSavings; // what the estimator's mistakes keep resident
+        double Fraction(long n) => Math.Round((double)n / Math.Max(1, t.Pages), 4);
         var result = new Dictionary<string, object>
         {
             ["source"] = what,
@@ -250,6 +263,9 @@ internal static unsafe class AnalyzeCommand
             ["lz4_ratio_p50"] = Ratio(0.5),
             ["lz4_ratio_p90"] = Ratio(0.9),
             ["threshold_bytes"] = threshold,
+            ["estimator_agreement"] = Fraction(t.EstimatorAgrees),
+            ["estimator_confident_fraction"] = Fraction(t.EstimatorConfident),
+            ["estimator_false_incompressible"] = Fraction(t.FalseIncompressible),
             ["saved_bytes"] = saved,
             ["saved_fraction"] = Math.Round((double)saved / Math.Max(1, bytes), 4),
             ["seconds"] = Math.Round(elapsed.TotalSeconds, 2),
@@ -264,6 +280,7 @@ internal static unsafe class AnalyzeCommand
         table.AddRow("zero / same-filled", $"{t.Zero:N0} / {t.SameFilled:N0} pages");
         table.AddRow($"LZ4 below {threshold} B / not", $"{t.Compressible:N0} / {t.Incompressible:N0} pages");
         table.AddRow("LZ4 size / page, p10 / p50 / p90", $"{Ratio(0.1):0.000} / {Ratio(0.5):0.000} / {Ratio(0.9):0.000}");
+        table.AddRow("estimator agrees with LZ4", $"{Fraction(t.EstimatorAgrees):P1} of pages (confident on {Fraction(t.EstimatorConfident):P1}; false 'incompressible' {Fraction(t.FalseIncompressible):P2})");
         table.AddRow("memory CramCore would save", $"{Measure.Bytes(saved)} ({(double)saved / Math.Max(1, bytes):P1})");
         AnsiConsole.Write(table);
     }

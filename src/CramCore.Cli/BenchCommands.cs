@@ -13,7 +13,7 @@ internal static unsafe class BenchCommands
 {
     private const int P = PageSource.PageSize;
 
-    internal sealed record Settings(int Pages, string? Corpus, bool Json, int Rounds);
+    internal sealed record Settings(int Pages, string? Corpus, bool Json, int Rounds, bool Mixed = false);
 
     private static PageSource Source(Settings s) => s.Corpus is null ? PageSource.Generated() : PageSource.FromCorpus(s.Corpus);
 
@@ -30,12 +30,25 @@ internal static unsafe class BenchCommands
     }
 
     /// <summary>The benchmark pages: the corpus in order, or the generated compressible mix.</summary>
-    private static byte[] Copy(PageSource source, int pages)
+    /// <summary>
+    /// The pages to measure: compressible ones, or with <paramref name="mixed"/> the whole generated
+    /// mix (zero, text, records, numeric, incompressible) or, for a corpus, its pages with one in
+    /// four replaced by random bytes (compressed or encrypted data).
+    /// </summary>
+    private static byte[] Copy(PageSource source, int pages, bool mixed = false)
     {
         var data = new byte[(long)pages * P];
         for (int i = 0; i < pages; i++)
         {
-            source.Write(data.AsSpan(i * P, P), i, compressibleOnly: true);
+            Span<byte> page = data.AsSpan(i * P, P);
+            if (mixed && source.CorpusPages > 0 && i % 4 == 3)
+            {
+                new Random(i).NextBytes(page);
+            }
+            else
+            {
+                source.Write(page, i, compressibleOnly: !mixed);
+            }
         }
         return data;
     }
@@ -175,9 +188,9 @@ internal static unsafe class BenchCommands
         Validate(s);
         PageSource source = Source(s);
         int pages = s.Pages;
-        byte[] copy = Copy(source, pages);
+        byte[] copy = Copy(source, pages, s.Mixed);
         double reclaimBest = 0, reclaimCold = 0, zeroBest = 0, lz4Best = 0;
-        long stored = 0, compressedPages = 0, incompressible = 0;
+        long stored = 0, compressedPages = 0, incompressible = 0, estimatedIncompressible = 0;
         int threshold = new CramOptions().CompressionThreshold;
         var scratch = (byte*)NativeMemory.Alloc(P);
         // One engine for all rounds: round 0 is a cold start (fresh storage memory is faulted in);
@@ -185,6 +198,11 @@ internal static unsafe class BenchCommands
         // process sees. reclaim_mb_s is the best steady-state round.
         using var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1 });
         using var region = engine.CreateRegion((long)pages * P);
+        // The same path without the compressibility estimator (every page that is not same-filled
+        // is compressed), on the same pages in the same rounds.
+        using var unroutedEngine = CramEngine.Create(new CramOptions { FaultAroundPages = 1, EstimateCompressibility = false });
+        using var unroutedRegion = unroutedEngine.CreateRegion((long)pages * P);
+        double unroutedBest = 0;
         using var zeroEngine = CramEngine.Create(new CramOptions { FaultAroundPages = 16 });
         using var zeroRegion = zeroEngine.CreateRegion((long)pages * P);
         try
@@ -216,7 +234,15 @@ internal static unsafe class BenchCommands
                 {
                     reclaimBest = Math.Max(reclaimBest, mbps);
                 }
+                copy.AsSpan().CopyTo(unroutedRegion.AsSpan<byte>(0, copy.Length));
+                long t3 = Stopwatch.GetTimestamp();
+                unroutedRegion.Reclaim(unroutedRegion.Length);
+                if (round > 0)
+                {
+                    unroutedBest = Math.Max(unroutedBest, MBps(pages, Stopwatch.GetTimestamp() - t3));
+                }
                 stored = after.StoredBytes;
+                estimatedIncompressible = after.EstimatedIncompressiblePages - before.EstimatedIncompressiblePages;
                 compressedPages = after.CompressedPages - before.CompressedPages;
                 incompressible = after.IncompressiblePages - before.IncompressiblePages;
                 if (evicted == 0)
@@ -242,7 +268,7 @@ internal static unsafe class BenchCommands
         }
         var result = new Dictionary<string, object>
         {
-            ["source"] = source.Description,
+            ["source"] = source.Description + (s.Mixed ? (source.CorpusPages > 0 ? ", 1 in 4 pages random" : ", mixed") : ""),
             ["pages"] = pages,
             ["rounds"] = s.Rounds,
             ["reclaim_mb_s"] = Math.Round(reclaimBest, 1),
@@ -252,6 +278,9 @@ internal static unsafe class BenchCommands
             ["stored_ratio"] = Math.Round((double)compressedPages * P / Math.Max(1, stored), 3),
             ["compressed_pages"] = compressedPages,
             ["incompressible_pages"] = incompressible,
+            ["estimator_skipped_pages"] = estimatedIncompressible,
+            ["reclaim_without_estimator_mb_s"] = Math.Round(unroutedBest, 1),
+            ["routing_speedup"] = Math.Round(reclaimBest / unroutedBest, 3),
             ["zero_reclaim_mb_s"] = Math.Round(zeroBest, 1),
             ["zero_reclaim_over_lz4"] = Math.Round(zeroBest / lz4Best, 2),
         };

@@ -37,11 +37,12 @@ var faults = new Command("faults", "Swap-in, write-protect, bare userfaultfd and
     faultPagesOption, roundsOption, corpusOption, jsonOption,
 };
 faults.SetAction(r => Guard(() => BenchCommands.Faults(Settings(r, faultPagesOption))));
-var reclaim = new Command("reclaim", "Reclaim throughput against LZ4 compression alone on the same pages, and for zero pages.")
+var mixedOption = new Option<bool>("--mixed") { Description = "Measure a mix: the generated mix with zero and incompressible pages, or the corpus with 1 in 4 pages random (default: compressible pages only)." };
+var reclaim = new Command("reclaim", "Reclaim throughput against LZ4 compression alone on the same pages, with and without the compressibility estimator, and for zero pages.")
 {
-    reclaimPagesOption, roundsOption, corpusOption, jsonOption,
+    reclaimPagesOption, roundsOption, corpusOption, mixedOption, jsonOption,
 };
-reclaim.SetAction(r => Guard(() => BenchCommands.Reclaim(Settings(r, reclaimPagesOption))));
+reclaim.SetAction(r => Guard(() => BenchCommands.Reclaim(Settings(r, reclaimPagesOption) with { Mixed = r.GetValue(mixedOption) })));
 var opsOption = new Option<int>("--ops") { Description = "Operations per thread.", DefaultValueFactory = _ => 4_000_000 };
 var alloc = new Command("alloc", "Lock-free buddy allocator against a spin-locked buddy allocator, 1 and 2 threads.")
 {

@@ -45,6 +45,10 @@ public sealed class AnalyzeCommandTests
             Assert.Equal(1.0 / 8, r.GetProperty("same_filled_fraction").GetDouble(), 4);
             Assert.Equal(2.0 / 8, r.GetProperty("incompressible_fraction").GetDouble(), 4);
             Assert.True(r.GetProperty("saved_bytes").GetInt64() > 3 * 4096, "zero and same-filled pages alone save 3 pages");
+            // The estimator is exact on zero and same-filled pages and confident on random ones.
+            Assert.InRange(r.GetProperty("estimator_agreement").GetDouble(), 5.0 / 8, 1.0);
+            Assert.InRange(r.GetProperty("estimator_confident_fraction").GetDouble(), 5.0 / 8, 1.0);
+            Assert.Equal(0, r.GetProperty("estimator_false_incompressible").GetDouble());
         }
         finally
         {
