@@ -27,21 +27,21 @@ public sealed unsafe class PageEstimatorTests : IDisposable
         int zero = 0, high = 0, run = 0, lag8 = 0;
         int* nibbles = stackalloc int[32];
         new Span<int>(nibbles, 32).Clear();
-        for (int chunk = 0; chunk < P; chunk += PageEstimator.SampleStride)
+        for (int line = 0; line < P; line += PageEstimator.SampleStride)
         {
-            for (int i = chunk; i < chunk + PageEstimator.SampleChunkBytes; i++)
+            for (int i = line; i < line + 64; i++)
             {
                 zero += page[i] == 0 ? 1 : 0;
                 high += page[i] >= 0x80 ? 1 : 0;
-                if (i >= chunk + 64)
-                {
-                    run += page[i] == page[i - 1] ? 1 : 0;
-                    lag8 += page[i] == page[i - 8] ? 1 : 0;
-                }
-                if ((i - chunk) % 64 < PageEstimator.HistogramLineBytes)
+                if (i < line + 16)
                 {
                     nibbles[page[i] / 16]++;
                     nibbles[16 + page[i] % 16]++;
+                }
+                if (i >= line + 32)
+                {
+                    run += page[i] == page[i - 1] ? 1 : 0;
+                    lag8 += page[i] == page[i - 8] ? 1 : 0;
                 }
             }
         }
