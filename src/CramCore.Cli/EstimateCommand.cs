@@ -228,16 +228,29 @@ internal static unsafe class EstimateCommand
         return sum;
     }
 
+    /// <summary>
+    /// Best of <paramref name="rounds"/> rounds of at least 100 ms each (the work repeated), after
+    /// half a second of warm-up, so that tiered compilation has finished before anything counts.
+    /// </summary>
     private static double BestGbPerSecond(int rounds, long bytes, Func<long> work)
     {
-        work(); // warm-up (and tiering)
+        var warmUp = Stopwatch.StartNew();
+        while (warmUp.ElapsedMilliseconds < 500)
+        {
+            work();
+        }
         double best = 0;
         for (int r = 0; r < rounds; r++)
         {
             long start = Stopwatch.GetTimestamp();
-            work();
-            double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
-            best = Math.Max(best, bytes / seconds / 1e9);
+            long done = 0;
+            do
+            {
+                work();
+                done += bytes;
+            }
+            while (Stopwatch.GetElapsedTime(start).TotalMilliseconds < 100);
+            best = Math.Max(best, done / Stopwatch.GetElapsedTime(start).TotalSeconds / 1e9);
         }
         return best;
     }

@@ -149,6 +149,7 @@ internal static unsafe class PageEstimator
     }
 
     /// <summary>The estimated LZ4 size in bytes (above 4096 means "expands").</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static int Model(PageSample sample)
     {
         Span<float> x = stackalloc float[FeatureCount];
@@ -165,6 +166,7 @@ internal static unsafe class PageEstimator
     internal const int FeatureCount = 6;
 
     /// <summary>The model's inputs, in the order of <see cref="Coefficients"/>; counts scaled from the sample to the page.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Features(PageSample s, Span<float> x)
     {
         const float CountedScale = (float)PageTable.PageSize / PageSample.CountedBytes;
@@ -178,6 +180,7 @@ internal static unsafe class PageEstimator
         x[5] = s.High * CountedScale;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static PageClass Classify(int size, float entropy, int threshold)
     {
         if (size > threshold + IncompressibleMargin && entropy >= MinIncompressibleEntropy)
@@ -195,6 +198,7 @@ internal static unsafe class PageEstimator
     /// Entropy of the high nibbles plus entropy of the low nibbles, from their 16 + 16 counts over
     /// <see cref="HistogramBytes"/> bytes: log2(n) − (1/n) Σ c·log2(c) for each, in integers until the end.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static float NibbleEntropy(int* counts)
     {
         int* xLog2X = s_xLog2X;
@@ -206,7 +210,10 @@ internal static unsafe class PageEstimator
         return 2 * s_log2HistogramBytes - sum / (4096f * HistogramBytes);
     }
 
-    // (Prefetching the 16 sampled lines up front was measured slower, hot and cold.)
+    // (Prefetching the sampled lines up front was measured slower, hot and cold.)
+    // Every method on the per-page path is compiled fully optimized at once: reclaim may call
+    // them only a few thousand times, too few for tiered compilation to get there.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static PageSample Sample(byte* page, PageKernelIsa isa) => isa switch
     {
         PageKernelIsa.Vector512 => Vector512Kernel(page),
