@@ -202,6 +202,10 @@ internal static unsafe class DemoCommand
             ["evictions"] = stats.Evictions,
             ["cancelled_evictions"] = stats.CancelledEvictions,
             ["incompressible_pages"] = stats.IncompressiblePages,
+            ["estimator_skipped_pages"] = stats.EstimatedIncompressiblePages,
+            ["estimator_mispredicted_compressible"] = stats.MispredictedCompressiblePages,
+            ["estimator_false_incompressible"] = stats.FalseIncompressiblePages,
+            ["estimator_audits"] = stats.EstimatorAudits,
             ["throttled_faults"] = stats.ThrottledFaults,
             ["service_errors"] = stats.ServiceErrors,
             ["reads"] = reads,
@@ -229,7 +233,8 @@ internal static unsafe class DemoCommand
             table.AddRow("faults: zero-fill / refault / write-protect", $"{stats.ZeroFillFaults:N0} / {stats.Refaults:N0} / {stats.WriteProtectFaults:N0}");
             table.AddRow("swap-in latency p50 / p99", $"{p50:0.0} us / {p99:0.0} us ({all.Count:N0} samples)");
             table.AddRow("evictions (cancelled by writes)", $"{stats.Evictions:N0} ({stats.CancelledEvictions:N0})");
-            table.AddRow("incompressible attempts", $"{stats.IncompressiblePages:N0}");
+            table.AddRow("incompressible pages (LZ4 not tried)", $"{stats.IncompressiblePages:N0} ({stats.EstimatedIncompressiblePages:N0})");
+            table.AddRow("estimator errors: false incompressible / audits; mispredicted compressible", $"{stats.FalseIncompressiblePages:N0} / {stats.EstimatorAudits:N0}; {stats.MispredictedCompressiblePages:N0}");
             table.AddRow("workload reads / writes", $"{reads:N0} / {writes:N0}");
             table.AddRow("fill / workload / verify", $"{fill.Elapsed.TotalSeconds:0.0} s / {work.Elapsed.TotalSeconds:0.0} s / {verify.Elapsed.TotalSeconds:0.0} s");
             table.AddRow("integrity check", mismatches == 0 ? $"[green]all {pages:N0} pages match[/]" : $"[red]{mismatches:N0} pages differ (first: {string.Join(", ", firstMismatches)})[/]");
