@@ -75,6 +75,14 @@ internal static unsafe class EstimateCommand
                 }
                 else
                 {
+                    // One row per instruction-set path instead of the nested object.
+                    var paths = (Dictionary<string, object>)result["paths"];
+                    result.Remove("paths");
+                    foreach ((string isa, object value) in paths)
+                    {
+                        var path = (Dictionary<string, object>)value;
+                        result[$"{isa} path: GB/s (× LZ4 trial)"] = $"{path["estimate_gb_s"]} ({path["ratio_to_lz4_trial"]}×)" + ((bool)path["accelerated"] ? "" : ", not accelerated here: runs in software");
+                    }
                     BenchCommands.Print(result, json: false, $"cram estimate: {input.Name}");
                 }
             }
