@@ -93,6 +93,31 @@ public sealed unsafe class PageEstimatorTests : IDisposable
     }
 
     [Fact]
+    public void LaneSums_BothWays_AreTheSumOfTheLanes()
+    {
+        var random = new Random(11);
+        byte[] lanes = new byte[64];
+        for (int round = 0; round < 100; round++)
+        {
+            random.NextBytes(lanes);
+            for (int i = 0; i < lanes.Length; i++)
+            {
+                lanes[i] = (byte)(round == 0 ? 255 : lanes[i] % 33); // counters never exceed 32; 255 checks the widest
+            }
+            var v512 = System.Runtime.Intrinsics.Vector512.Create(lanes);
+            var v256 = System.Runtime.Intrinsics.Vector256.Create(lanes);
+            var v128 = System.Runtime.Intrinsics.Vector128.Create(lanes);
+            int sum64 = lanes.Sum(b => b), sum32 = lanes.Take(32).Sum(b => b), sum16 = lanes.Take(16).Sum(b => b);
+            Assert.Equal(sum64, PageEstimator.LaneSum(v512));
+            Assert.Equal(sum64, PageEstimator.LaneSumPortable(v512));
+            Assert.Equal(sum32, PageEstimator.LaneSum(v256));
+            Assert.Equal(sum32, PageEstimator.LaneSumPortable(v256));
+            Assert.Equal(sum16, PageEstimator.LaneSum(v128));
+            Assert.Equal(sum16, PageEstimator.LaneSumPortable(v128));
+        }
+    }
+
+    [Fact]
     public void NibbleEntropy_IsTheShannonEntropyOfEachNibble_Summed()
     {
         int* counts = stackalloc int[32];

@@ -279,13 +279,19 @@ internal static unsafe class PageEstimator
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int LaneSum(Vector512<byte> counts)
+    internal static int LaneSum(Vector512<byte> counts)
     {
         if (Avx512BW.IsSupported)
         {
             // psadbw against zero: the sum of each 8 lanes in one instruction.
             return (int)Vector512.Sum(Avx512BW.SumAbsoluteDifferences(counts, Vector512<byte>.Zero).AsUInt64());
         }
+        return LaneSumPortable(counts);
+    }
+
+    /// <summary>The sum of the lanes where psadbw is missing (tested on every machine).</summary>
+    internal static int LaneSumPortable(Vector512<byte> counts)
+    {
         (var lo, var hi) = Vector512.Widen(counts);
         return Vector512.Sum(lo + hi);
     }
@@ -338,13 +344,19 @@ internal static unsafe class PageEstimator
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int LaneSum(Vector256<byte> counts)
+    internal static int LaneSum(Vector256<byte> counts)
     {
         if (Avx2.IsSupported)
         {
             // psadbw against zero: the sum of each 8 lanes in one instruction.
             return (int)Vector256.Sum(Avx2.SumAbsoluteDifferences(counts, Vector256<byte>.Zero).AsUInt64());
         }
+        return LaneSumPortable(counts);
+    }
+
+    /// <summary>The sum of the lanes where psadbw is missing (tested on every machine).</summary>
+    internal static int LaneSumPortable(Vector256<byte> counts)
+    {
         (var lo, var hi) = Vector256.Widen(counts);
         return Vector256.Sum(lo + hi);
     }
@@ -401,13 +413,19 @@ internal static unsafe class PageEstimator
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int LaneSum(Vector128<byte> counts)
+    internal static int LaneSum(Vector128<byte> counts)
     {
         if (Sse2.IsSupported)
         {
             // psadbw against zero: the sum of each 8 lanes in one instruction.
             return (int)Vector128.Sum(Sse2.SumAbsoluteDifferences(counts, Vector128<byte>.Zero).AsUInt64());
         }
+        return LaneSumPortable(counts);
+    }
+
+    /// <summary>The sum of the lanes where psadbw is missing (tested on every machine).</summary>
+    internal static int LaneSumPortable(Vector128<byte> counts)
+    {
         (var lo, var hi) = Vector128.Widen(counts);
         return Vector128.Sum(lo + hi);
     }
