@@ -136,6 +136,19 @@ public sealed unsafe class PageEstimatorTests : IDisposable
     }
 
     [Fact]
+    public void Classes_FollowTheThresholdAndMargins()
+    {
+        const int m = PageEstimator.CompressibleMargin;
+        Assert.Equal(PageClass.VeryCompressible, PageEstimator.Classify(P / 2 - m - 1, 5f, Threshold));
+        Assert.Equal(PageClass.Compressible, PageEstimator.Classify(P / 2 - m, 5f, Threshold));
+        Assert.Equal(PageClass.Uncertain, PageEstimator.Classify(Threshold - m, 5f, Threshold));
+        Assert.Equal(PageClass.Uncertain, PageEstimator.Classify(Threshold + PageEstimator.IncompressibleMargin + 1, 6f, Threshold)); // entropy too low to be sure
+        Assert.Equal(PageClass.Incompressible, PageEstimator.Classify(Threshold + PageEstimator.IncompressibleMargin + 1, 7f, Threshold));
+        // A low threshold: nothing is called (very) compressible that is not confidently below it.
+        Assert.Equal(PageClass.Uncertain, PageEstimator.Classify(P / 2 - m - 1, 5f, 1024));
+    }
+
+    [Fact]
     public void ZeroAndSameFilledPages_AreExact()
     {
         new Span<byte>(_page, P).Clear();

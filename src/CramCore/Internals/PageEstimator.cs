@@ -187,11 +187,11 @@ internal static unsafe class PageEstimator
         {
             return PageClass.Incompressible;
         }
-        if (size < PageTable.PageSize / 2 - CompressibleMargin)
+        if (size >= threshold - CompressibleMargin)
         {
-            return PageClass.VeryCompressible;
+            return PageClass.Uncertain;
         }
-        return size < threshold - CompressibleMargin ? PageClass.Compressible : PageClass.Uncertain;
+        return size < PageTable.PageSize / 2 - CompressibleMargin ? PageClass.VeryCompressible : PageClass.Compressible;
     }
 
     /// <summary>
