@@ -202,12 +202,14 @@ internal static unsafe class AnalyzeCommand
             {
                 byte* page = data + o;
                 tally.Pages++;
+                // Zero and same-filled pages are exact classes (the same-filled check), so the
+                // estimator agrees on them by definition.
                 PageEstimate estimate = PageEstimator.Estimate(page, threshold);
-                if (SameFilled.Check(page, out ulong value))
+                if (estimate.Class <= PageClass.SameFilled)
                 {
-                    tally.EstimatorAgrees += estimate.Class <= PageClass.SameFilled ? 1 : 0;
+                    tally.EstimatorAgrees++;
                     tally.EstimatorConfident++;
-                    if (value == 0)
+                    if (estimate.Class == PageClass.Zero)
                     {
                         tally.Zero++;
                     }

@@ -60,7 +60,7 @@ internal static unsafe class EstimateCommand
             }
             foreach (Input input in inputs)
             {
-                Measure(input, s.Threshold);
+                Measure(input, s.Threshold, withSamples: s.Calibrate);
             }
             if (s.Calibrate)
             {
@@ -104,21 +104,31 @@ internal static unsafe class EstimateCommand
         return new Input { Name = source.Description, Data = data, Pages = pages };
     }
 
-    /// <summary>Real LZ4 sizes, the estimator's answers, and its byte counts, page by page.</summary>
-    private static void Measure(Input input, int threshold)
+    /// <summary>
+    /// Real LZ4 sizes and the estimator's answers, page by page; for calibration also the sample
+    /// statistics of the pages the model covers (not zero or same-filled ones).
+    /// </summary>
+    private static void Measure(Input input, int threshold, bool withSamples)
     {
         byte* scratch = (byte*)NativeMemory.Alloc(2 * PageSize);
         try
         {
             input.Lz4Sizes = new int[input.Pages];
             input.Estimates = new PageEstimate[input.Pages];
-            input.Samples = new PageSample[input.Pages];
+            input.Samples = new PageSample[withSamples ? input.Pages : 0];
             for (int i = 0; i < input.Pages; i++)
             {
                 byte* page = input.Page(i);
-                input.Lz4Sizes[i] = SameFilled.Check(page, out _) ? 0 : Interop.Lz4.CompressDefault(page, scratch, PageSize, 2 * PageSize);
-                input.Estimates[i] = PageEstimator.Estimate(page, threshold);
-                input.Samples[i] = PageEstimator.Sample(page, PageEstimator.Best);
+                PageEstimate estimate = input.Estimates[i] = PageEstimator.Estimate(page, threshold);
+                if (estimate.Class <= PageClass.SameFilled)
+                {
+                    continue; // exact: LZ4 size counted as 0, no sample needed
+                }
+                input.Lz4Sizes[i] = Interop.Lz4.CompressDefault(page, scratch, PageSize, 2 * PageSize);
+                if (withSamples)
+                {
+                    input.Samples[i] = PageEstimator.Sample(page, PageEstimator.Best);
+                }
             }
         }
         finally

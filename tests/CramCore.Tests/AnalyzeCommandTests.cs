@@ -8,21 +8,8 @@ namespace CramCore.Tests;
 [Collection("Console")]
 public sealed class AnalyzeCommandTests
 {
-    private static JsonElement RunJson(AnalyzeCommand.Settings settings)
-    {
-        var output = new StringWriter();
-        TextWriter original = Console.Out;
-        Console.SetOut(output);
-        try
-        {
-            Assert.Equal(0, AnalyzeCommand.Run(settings));
-        }
-        finally
-        {
-            Console.SetOut(original);
-        }
-        return JsonDocument.Parse(output.ToString()).RootElement;
-    }
+    private static JsonElement RunJson(AnalyzeCommand.Settings settings) =>
+        JsonDocument.Parse(ConsoleCapture.Stdout(() => AnalyzeCommand.Run(settings))).RootElement;
 
     private static string Sample(string name) => Path.Combine(AppContext.BaseDirectory, "Samples", name + ".sample.pages");
 

@@ -9,21 +9,7 @@ public sealed class EstimateCommandTests
 {
     private static string Sample(string name) => Path.Combine(AppContext.BaseDirectory, "Samples", name + ".sample.pages");
 
-    private static string Run(EstimateCommand.Settings settings)
-    {
-        var output = new StringWriter();
-        TextWriter original = Console.Out;
-        Console.SetOut(output);
-        try
-        {
-            Assert.Equal(0, EstimateCommand.Run(settings));
-        }
-        finally
-        {
-            Console.SetOut(original);
-        }
-        return output.ToString();
-    }
+    private static string Run(EstimateCommand.Settings settings) => ConsoleCapture.Stdout(() => EstimateCommand.Run(settings));
 
     [Fact]
     public void Json_ReportsEveryPathAndTheAgreementWithLz4()
