@@ -1,6 +1,8 @@
 /*
  * CramCore native helper: userfaultfd fault service, region mapping and the batched page
- * operations reclaim needs. It never calls managed code (DESIGN.md, hard rule 1).
+ * operations reclaim needs. It never calls managed code: a managed fault handler deadlocks with
+ * the GC, which waits for a thread blocked in a fault while the handler is suspended for that GC.
+ * The page-state machine and the lock order are written down once, in cramnative.h.
  */
 #define _GNU_SOURCE
 #include "cramnative.h"
@@ -27,11 +29,21 @@
 
 #define EXPORT __attribute__((visibility("default")))
 
-/* The system liblz4.so.1 (no -dev package needed): the two functions we use, as in lz4.h 1.9. */
+/* The system liblz4.so.1 (no -dev package needed): the one function we use, as in lz4.h 1.9. */
 extern int LZ4_decompress_safe(const char* src, char* dst, int compressedSize, int dstCapacity);
 
 #define FAULT_AROUND_MAX 64u
 #define MSG_BATCH 32
+
+/* A region as the service sees it. Private to native code: C# gets base and page table from
+ * CramNative_RegionCreate and never reads this table. */
+typedef struct cram_region_desc {
+    uint64_t base;   /* region start address */
+    uint64_t length; /* bytes, multiple of CRAM_PAGE_SIZE */
+    uint64_t* pte;   /* the page table: length / CRAM_PAGE_SIZE words */
+    uint32_t id;     /* index in regions[] */
+    uint32_t active; /* 1 while the service may resolve faults in it */
+} cram_region_desc;
 
 struct cram_engine {
     cram_shared* shared;
@@ -45,6 +57,8 @@ struct cram_engine {
     unsigned char* zero_pages; /* FAULT_AROUND_MAX read-only zero pages */
     unsigned char* page_buf;   /* one page the service rebuilds into */
     uint64_t next_first_touch[CRAM_MAX_REGIONS]; /* page after the last first-touch run, per region */
+    uint32_t region_count;                       /* high-water index in regions[] */
+    cram_region_desc regions[CRAM_MAX_REGIONS];
 };
 
 static inline uint64_t load_acquire(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
@@ -62,51 +76,110 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-EXPORT int CramNative_GetLayout(cram_layout* l)
+/* ------------------------------------------------------------------ the contract as data */
+
+typedef struct contract_builder {
+    cram_contract_entry* entries;
+    int32_t capacity, count;
+} contract_builder;
+
+static void contract_add(contract_builder* b, const char* name, uint64_t value, uint32_t kind, uint32_t size)
 {
-    if (!l) { errno = EINVAL; return -1; }
-    memset(l, 0, sizeof *l);
-    l->sizeof_slot = sizeof(cram_slot);
-    l->off_slot_data = offsetof(cram_slot, data);
-    l->off_slot_length = offsetof(cram_slot, length);
-    l->off_slot_backend = offsetof(cram_slot, backend);
-    l->off_slot_next_stale = offsetof(cram_slot, next_stale);
-    l->sizeof_handle = sizeof(cram_pool_handle);
-    l->off_handle_address = offsetof(cram_pool_handle, address);
-    l->off_handle_length = offsetof(cram_pool_handle, length);
-    l->off_handle_zspage = offsetof(cram_pool_handle, zspage);
-    l->sizeof_move = sizeof(cram_pool_move);
-    l->off_move_handle = offsetof(cram_pool_move, handle);
-    l->off_move_destination = offsetof(cram_pool_move, destination);
-    l->off_move_zspage = offsetof(cram_pool_move, zspage);
-    l->off_shared_handle_directory = offsetof(cram_shared, handle_directory);
-    l->handle_cluster_shift = CRAM_HANDLE_CLUSTER_SHIFT;
-    l->handle_directory_size = CRAM_HANDLE_DIRECTORY_SIZE;
-    l->sizeof_stats = sizeof(cram_stats);
-    l->off_stats_resident_pages = offsetof(cram_stats, resident_pages);
-    l->off_stats_zero_copies = offsetof(cram_stats, zero_copies);
-    l->off_stats_service_busy_ns = offsetof(cram_stats, service_busy_ns);
-    l->sizeof_region = sizeof(cram_region_desc);
-    l->off_region_pte = offsetof(cram_region_desc, pte);
-    l->off_region_active = offsetof(cram_region_desc, active);
-    l->sizeof_shared = sizeof(cram_shared);
-    l->off_shared_slot_directory = offsetof(cram_shared, slot_directory);
-    l->off_shared_stale_head = offsetof(cram_shared, stale_head);
-    l->off_shared_fault_log_head = offsetof(cram_shared, fault_log_head);
-    l->off_shared_fault_log_tail = offsetof(cram_shared, fault_log_tail);
-    l->off_shared_uffd_mode = offsetof(cram_shared, uffd_mode);
-    l->off_shared_reclaim_stalled = offsetof(cram_shared, reclaim_stalled);
-    l->off_shared_regions = offsetof(cram_shared, regions);
-    l->sizeof_config = sizeof(cram_engine_config);
-    l->off_config_hard_limit_pages = offsetof(cram_engine_config, hard_limit_pages);
-    l->off_config_fault_around_pages = offsetof(cram_engine_config, fault_around_pages);
-    l->pte_slot_shift = CRAM_PTE_SLOT_SHIFT;
-    l->slot_cluster_shift = CRAM_SLOT_CLUSTER_SHIFT;
-    l->slot_directory_size = CRAM_SLOT_DIRECTORY_SIZE;
-    l->fault_log_size = CRAM_FAULT_LOG_SIZE;
-    l->max_regions = CRAM_MAX_REGIONS;
+    if (b->count < b->capacity)
+        b->entries[b->count] = (cram_contract_entry){ .name = (uint64_t)(uintptr_t)name, .value = value, .kind = kind, .size = size };
+    b->count++;
+}
+
+#define STRUCT(t) contract_add(b, #t, sizeof(t), CRAM_CONTRACT_STRUCT, 0)
+#define FIELD(t, f) contract_add(b, #t "." #f, offsetof(t, f), CRAM_CONTRACT_FIELD, sizeof(((t*)0)->f))
+#define CONSTANT(c) contract_add(b, #c, (uint64_t)(c), CRAM_CONTRACT_CONSTANT, 0)
+#define ENUMERATOR(e) case e: contract_add(b, #e, (uint64_t)(e), CRAM_CONTRACT_ENUM, 0); break
+
+/* One switch per enum, without a default: -Wswitch (in -Wall, an error with -Werror) fails the
+ * build when an enumerator is added without its line here. */
+static void contract_enums(contract_builder* b)
+{
+    for (uint32_t v = 0; v < 16; v++) {
+        switch ((enum cram_pte_state)v) {
+        ENUMERATOR(CRAM_PTE_EMPTY); ENUMERATOR(CRAM_PTE_DIRTY); ENUMERATOR(CRAM_PTE_CLEAN);
+        ENUMERATOR(CRAM_PTE_EVICTING); ENUMERATOR(CRAM_PTE_DROPPING); ENUMERATOR(CRAM_PTE_EVICTED);
+        ENUMERATOR(CRAM_PTE_INCOMPRESSIBLE); ENUMERATOR(CRAM_PTE_UNPROTECTING);
+        }
+        switch ((enum cram_backend)v) {
+        ENUMERATOR(CRAM_BACKEND_FREE); ENUMERATOR(CRAM_BACKEND_SAME_FILLED);
+        ENUMERATOR(CRAM_BACKEND_LZ4); ENUMERATOR(CRAM_BACKEND_RAW);
+        }
+        switch ((enum cram_uffd_mode)v) {
+        ENUMERATOR(CRAM_UFFD_MODE_AUTO); ENUMERATOR(CRAM_UFFD_MODE_SYSCALL);
+        ENUMERATOR(CRAM_UFFD_MODE_DEVICE); ENUMERATOR(CRAM_UFFD_MODE_USER_MODE_ONLY);
+        }
+        switch ((enum cram_contract_kind)v) {
+        ENUMERATOR(CRAM_CONTRACT_STRUCT); ENUMERATOR(CRAM_CONTRACT_FIELD);
+        ENUMERATOR(CRAM_CONTRACT_ENUM); ENUMERATOR(CRAM_CONTRACT_CONSTANT);
+        }
+    }
+}
+
+static void contract_structs(contract_builder* b)
+{
+    STRUCT(cram_slot);
+    FIELD(cram_slot, data); FIELD(cram_slot, length); FIELD(cram_slot, backend); FIELD(cram_slot, flags);
+    FIELD(cram_slot, next_stale);
+
+    STRUCT(cram_pool_handle);
+    FIELD(cram_pool_handle, address); FIELD(cram_pool_handle, length); FIELD(cram_pool_handle, zspage);
+
+    STRUCT(cram_pool_move);
+    FIELD(cram_pool_move, handle); FIELD(cram_pool_move, destination); FIELD(cram_pool_move, zspage);
+    FIELD(cram_pool_move, reserved);
+
+    STRUCT(cram_stats);
+    FIELD(cram_stats, faults_zero); FIELD(cram_stats, faults_swapin_lz4); FIELD(cram_stats, faults_swapin_same);
+    FIELD(cram_stats, faults_swapin_raw); FIELD(cram_stats, faults_wp); FIELD(cram_stats, faults_wp_cancel);
+    FIELD(cram_stats, faults_spurious); FIELD(cram_stats, resident_pages); FIELD(cram_stats, peak_resident_pages);
+    FIELD(cram_stats, populated_pages); FIELD(cram_stats, evicted_pages_total); FIELD(cram_stats, zero_copies_released);
+    FIELD(cram_stats, throttle_waits); FIELD(cram_stats, fault_log_overflows); FIELD(cram_stats, service_errors);
+    FIELD(cram_stats, service_busy_ns);
+
+    STRUCT(cram_engine_config);
+    FIELD(cram_engine_config, forced_mode); FIELD(cram_engine_config, spin_us);
+    FIELD(cram_engine_config, soft_limit_pages); FIELD(cram_engine_config, hard_limit_pages);
+    FIELD(cram_engine_config, throttle_max_us); FIELD(cram_engine_config, fault_around_pages);
+
+    STRUCT(cram_shared);
+    FIELD(cram_shared, stats); FIELD(cram_shared, slot_directory); FIELD(cram_shared, handle_directory);
+    FIELD(cram_shared, stale_head); FIELD(cram_shared, fault_log); FIELD(cram_shared, fault_log_head);
+    FIELD(cram_shared, fault_log_tail); FIELD(cram_shared, uffd_mode); FIELD(cram_shared, reclaim_stalled);
+
+    STRUCT(cram_contract_entry);
+    FIELD(cram_contract_entry, name); FIELD(cram_contract_entry, value); FIELD(cram_contract_entry, kind);
+    FIELD(cram_contract_entry, size);
+}
+
+static void contract_constants(contract_builder* b)
+{
+    CONSTANT(CRAM_PAGE_SIZE); CONSTANT(CRAM_PAGE_SHIFT); CONSTANT(CRAM_MAX_REGIONS);
+    CONSTANT(CRAM_PTE_STATE_MASK); CONSTANT(CRAM_PTE_REFERENCED); CONSTANT(CRAM_PTE_SLOT_SHIFT);
+    CONSTANT(CRAM_SLOT_ZERO);
+    CONSTANT(CRAM_DIRECTORY_CLUSTER_SHIFT); CONSTANT(CRAM_DIRECTORY_CLUSTER_SIZE); CONSTANT(CRAM_DIRECTORY_SIZE);
+    CONSTANT(CRAM_FAULT_LOG_SIZE); CONSTANT(CRAM_FAULT_LOG_REGION_SHIFT);
+}
+
+EXPORT int CramNative_GetContract(cram_contract_entry* entries, int32_t capacity, int32_t* count)
+{
+    if (!count || capacity < 0 || (capacity && !entries)) { errno = EINVAL; return -1; }
+    contract_builder builder = { .entries = entries, .capacity = capacity, .count = 0 }, *b = &builder;
+    contract_structs(b);
+    contract_enums(b);
+    contract_constants(b);
+    *count = b->count;
     return 0;
 }
+
+#undef STRUCT
+#undef FIELD
+#undef CONSTANT
+#undef ENUMERATOR
 
 /* ------------------------------------------------------------------ userfaultfd plumbing */
 
@@ -118,21 +191,21 @@ static int uffd_open(uint32_t forced_mode, uint32_t* mode_out)
         if (fd >= 0) { *mode_out = CRAM_UFFD_MODE_SYSCALL; return fd; }
         err = errno;
     }
-    if (forced_mode == 0 || forced_mode == CRAM_UFFD_MODE_DEV) {
+    if (forced_mode == 0 || forced_mode == CRAM_UFFD_MODE_DEVICE) {
         int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
         if (dev >= 0) {
             fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
             if (fd < 0) err = errno;
             close(dev);
-            if (fd >= 0) { *mode_out = CRAM_UFFD_MODE_DEV; return fd; }
-        } else if (forced_mode == CRAM_UFFD_MODE_DEV || err == ENOSYS) {
+            if (fd >= 0) { *mode_out = CRAM_UFFD_MODE_DEVICE; return fd; }
+        } else if (forced_mode == CRAM_UFFD_MODE_DEVICE || err == ENOSYS) {
             err = errno;
         }
     }
-    if (forced_mode == 0 || forced_mode == CRAM_UFFD_MODE_USER_ONLY) {
+    if (forced_mode == 0 || forced_mode == CRAM_UFFD_MODE_USER_MODE_ONLY) {
         fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
-        if (fd >= 0) { *mode_out = CRAM_UFFD_MODE_USER_ONLY; return fd; }
-        if (forced_mode == CRAM_UFFD_MODE_USER_ONLY || err != EPERM) err = errno;
+        if (fd >= 0) { *mode_out = CRAM_UFFD_MODE_USER_MODE_ONLY; return fd; }
+        if (forced_mode == CRAM_UFFD_MODE_USER_MODE_ONLY || err != EPERM) err = errno;
     }
     errno = err;
     return -1;
@@ -184,25 +257,29 @@ static void uffd_wake(int uffd, uint64_t start, uint64_t len)
 
 /* ------------------------------------------------------------------ shared-state helpers */
 
+/* The one lookup in a clustered directory (cramnative.h): the cluster was published before the id. */
+static inline void* directory_get(uint64_t directory, uint64_t id, size_t record_size)
+{
+    const uint64_t* dir = (const uint64_t*)(uintptr_t)directory;
+    unsigned char* cluster = (unsigned char*)(uintptr_t)load_acquire(&dir[id >> CRAM_DIRECTORY_CLUSTER_SHIFT]);
+    return cluster + (id & (CRAM_DIRECTORY_CLUSTER_SIZE - 1)) * record_size;
+}
+
 static inline cram_slot* slot_get(cram_shared* s, uint64_t id)
 {
-    uint64_t* directory = (uint64_t*)(uintptr_t)s->slot_directory;
-    cram_slot* cluster = (cram_slot*)(uintptr_t)load_acquire(&directory[id >> CRAM_SLOT_CLUSTER_SHIFT]);
-    return &cluster[id & (CRAM_SLOT_CLUSTER_SIZE - 1)];
+    return directory_get(s->slot_directory, id, sizeof(cram_slot));
 }
 
 static inline cram_pool_handle* handle_get(uint64_t directory, uint64_t id)
 {
-    uint64_t* dir = (uint64_t*)(uintptr_t)directory;
-    cram_pool_handle* cluster = (cram_pool_handle*)(uintptr_t)load_acquire(&dir[id >> CRAM_HANDLE_CLUSTER_SHIFT]);
-    return &cluster[id & (CRAM_HANDLE_CLUSTER_SIZE - 1)];
+    return directory_get(directory, id, sizeof(cram_pool_handle));
 }
 
 /* The copy in `id` no longer matches the page: hand it to managed code to free. */
 static void stale_push(cram_shared* s, uint64_t id)
 {
     if (id == CRAM_SLOT_ZERO) {
-        __atomic_fetch_sub(&s->stats.zero_copies, 1, __ATOMIC_RELAXED);
+        add_counter(&s->stats.zero_copies_released, 1);
         return;
     }
     cram_slot* slot = slot_get(s, id);
@@ -218,7 +295,7 @@ static void fault_log_append(cram_shared* s, uint32_t region, uint64_t page)
     uint64_t tail = load_acquire(&s->fault_log_tail);
     if (head - tail >= CRAM_FAULT_LOG_SIZE) { add_counter(&s->stats.fault_log_overflows, 1); return; }
     uint64_t* log = (uint64_t*)(uintptr_t)s->fault_log;
-    log[head & (CRAM_FAULT_LOG_SIZE - 1)] = ((uint64_t)region << 48) | page;
+    log[head & (CRAM_FAULT_LOG_SIZE - 1)] = CRAM_FAULT_LOG_ENTRY(region, page);
     store_release(&s->fault_log_head, head + 1);
 }
 
@@ -264,11 +341,11 @@ static void throttle(cram_engine* e)
 
 /* ------------------------------------------------------------------ fault resolution */
 
-static cram_region_desc* region_find(cram_shared* s, uint64_t addr)
+static cram_region_desc* region_find(cram_engine* e, uint64_t addr)
 {
-    uint32_t n = s->region_count;
+    uint32_t n = e->region_count;
     for (uint32_t i = 0; i < n; i++) {
-        cram_region_desc* r = &s->regions[i];
+        cram_region_desc* r = &e->regions[i];
         if (r->active && addr - r->base < r->length) return r;
     }
     return NULL;
@@ -285,7 +362,7 @@ static uint64_t wait_not_dropping(uint64_t* pte)
 static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t page, int write)
 {
     cram_shared* s = e->shared;
-    uint64_t* ptes = (uint64_t*)(uintptr_t)r->pte;
+    uint64_t* ptes = r->pte;
     uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
     uint64_t first = page, last = page; /* inclusive run of EMPTY pages around the fault */
     uint32_t around = e->config.fault_around_pages;
@@ -331,7 +408,7 @@ static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t pa
 static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t pte, int write)
 {
     cram_shared* s = e->shared;
-    uint64_t* ptes = (uint64_t*)(uintptr_t)r->pte;
+    uint64_t* ptes = r->pte;
     uint64_t id = CRAM_PTE_SLOT(pte);
     uint64_t addr = r->base + (page << CRAM_PAGE_SHIFT);
     const void* src = e->zero_pages;
@@ -382,7 +459,7 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
 
 static void resolve_missing(cram_engine* e, cram_region_desc* r, uint64_t page, int write)
 {
-    uint64_t* pte = &((uint64_t*)(uintptr_t)r->pte)[page];
+    uint64_t* pte = &(r->pte)[page];
     uint64_t p = wait_not_dropping(pte);
     switch (CRAM_PTE_STATE(p)) {
     case CRAM_PTE_EMPTY: resolve_first_touch(e, r, page, write); break;
@@ -397,7 +474,7 @@ static void resolve_missing(cram_engine* e, cram_region_desc* r, uint64_t page, 
 static void resolve_write_protect(cram_engine* e, cram_region_desc* r, uint64_t page)
 {
     cram_shared* s = e->shared;
-    uint64_t* pte = &((uint64_t*)(uintptr_t)r->pte)[page];
+    uint64_t* pte = &(r->pte)[page];
     uint64_t addr = r->base + (page << CRAM_PAGE_SHIFT);
     for (;;) {
         uint64_t p = wait_not_dropping(pte);
@@ -432,7 +509,7 @@ static void handle_message(cram_engine* e, const struct uffd_msg* m)
 {
     if (m->event != UFFD_EVENT_PAGEFAULT) return;
     uint64_t addr = m->arg.pagefault.address & ~(uint64_t)(CRAM_PAGE_SIZE - 1);
-    cram_region_desc* r = region_find(e->shared, addr);
+    cram_region_desc* r = region_find(e, addr);
     if (!r) return; /* region went away after the fault was queued */
     uint64_t page = (addr - r->base) >> CRAM_PAGE_SHIFT;
     if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
@@ -486,8 +563,6 @@ static void engine_free(cram_engine* e)
     if (e->zero_pages) munmap(e->zero_pages, FAULT_AROUND_MAX * CRAM_PAGE_SIZE);
     if (e->page_buf) munmap(e->page_buf, CRAM_PAGE_SIZE);
     if (e->shared) {
-        if (e->shared->slot_directory)
-            munmap((void*)(uintptr_t)e->shared->slot_directory, CRAM_SLOT_DIRECTORY_SIZE * sizeof(uint64_t));
         if (e->shared->fault_log) munmap((void*)(uintptr_t)e->shared->fault_log, CRAM_FAULT_LOG_SIZE * sizeof(uint64_t));
         munmap(e->shared, sizeof(cram_shared));
     }
@@ -498,7 +573,7 @@ static void engine_free(cram_engine* e)
 EXPORT int CramNative_EngineCreate(const cram_engine_config* config, cram_engine** out, cram_shared** shared_out)
 {
     if (!config || !out || !shared_out || config->fault_around_pages > FAULT_AROUND_MAX ||
-        config->forced_mode > CRAM_UFFD_MODE_USER_ONLY) {
+        config->forced_mode > CRAM_UFFD_MODE_USER_MODE_ONLY) {
         errno = EINVAL;
         return -1;
     }
@@ -513,13 +588,11 @@ EXPORT int CramNative_EngineCreate(const cram_engine_config* config, cram_engine
     e->zero_pages = map_anon(FAULT_AROUND_MAX * CRAM_PAGE_SIZE);
     e->page_buf = map_anon(CRAM_PAGE_SIZE);
     if (!e->shared || !e->zero_pages || !e->page_buf) goto fail;
-    void* directory = map_anon(CRAM_SLOT_DIRECTORY_SIZE * sizeof(uint64_t));
     void* log = map_anon(CRAM_FAULT_LOG_SIZE * sizeof(uint64_t));
-    e->shared->slot_directory = (uint64_t)(uintptr_t)directory;
     e->shared->fault_log = (uint64_t)(uintptr_t)log;
-    if (!directory || !log) goto fail;
+    if (!log) goto fail;
 
-    uint32_t mode = CRAM_UFFD_MODE_NONE;
+    uint32_t mode = CRAM_UFFD_MODE_AUTO; /* replaced by the mode obtained */
     e->uffd = uffd_open(config->forced_mode, &mode);
     if (e->uffd < 0) { err = errno; goto fail; }
     struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_PAGEFAULT_FLAG_WP };
@@ -546,7 +619,7 @@ static void region_release(cram_engine* e, cram_region_desc* r)
     struct uffdio_range range = { .start = r->base, .len = r->length };
     (void)ioctl(e->uffd, UFFDIO_UNREGISTER, &range);
     munmap((void*)(uintptr_t)r->base, r->length);
-    munmap((void*)(uintptr_t)r->pte, (r->length >> CRAM_PAGE_SHIFT) * sizeof(uint64_t));
+    munmap(r->pte, (r->length >> CRAM_PAGE_SHIFT) * sizeof(uint64_t));
     memset(r, 0, sizeof *r);
 }
 
@@ -556,15 +629,15 @@ EXPORT int CramNative_EngineDestroy(cram_engine* e)
     uint64_t one = 1;
     if (write(e->stop_fd, &one, sizeof one) != sizeof one) return -1;
     pthread_join(e->service, NULL);
-    for (uint32_t i = 0; i < e->shared->region_count; i++)
-        if (e->shared->regions[i].base) region_release(e, &e->shared->regions[i]);
+    for (uint32_t i = 0; i < e->region_count; i++)
+        if (e->regions[i].base) region_release(e, &e->regions[i]);
     engine_free(e);
     return 0;
 }
 
-EXPORT int CramNative_RegionCreate(cram_engine* e, uint64_t length, uint32_t* region_id)
+EXPORT int CramNative_RegionCreate(cram_engine* e, uint64_t length, uint32_t* region_id, uint64_t* base_out, uint64_t* pte_out)
 {
-    if (!e || !region_id || length == 0 || (length & (CRAM_PAGE_SIZE - 1))) { errno = EINVAL; return -1; }
+    if (!e || !region_id || !base_out || !pte_out || length == 0 || (length & (CRAM_PAGE_SIZE - 1))) { errno = EINVAL; return -1; }
     void* base = map_anon(length);
     if (!base) return -1;
     void* pte = map_anon((length >> CRAM_PAGE_SHIFT) * sizeof(uint64_t));
@@ -583,23 +656,25 @@ EXPORT int CramNative_RegionCreate(cram_engine* e, uint64_t length, uint32_t* re
     }
     pthread_mutex_lock(&e->lock);
     uint32_t id = 0;
-    while (id < CRAM_MAX_REGIONS && e->shared->regions[id].base) id++;
+    while (id < CRAM_MAX_REGIONS && e->regions[id].base) id++;
     if (id == CRAM_MAX_REGIONS) {
         pthread_mutex_unlock(&e->lock);
-        cram_region_desc tmp = { .base = (uint64_t)(uintptr_t)base, .length = length, .pte = (uint64_t)(uintptr_t)pte };
+        cram_region_desc tmp = { .base = (uint64_t)(uintptr_t)base, .length = length, .pte = pte };
         region_release(e, &tmp);
         errno = EMFILE;
         return -1;
     }
-    cram_region_desc* r = &e->shared->regions[id];
+    cram_region_desc* r = &e->regions[id];
     r->base = (uint64_t)(uintptr_t)base;
     r->length = length;
-    r->pte = (uint64_t)(uintptr_t)pte;
+    r->pte = pte;
     r->id = id;
     __atomic_store_n(&r->active, 1, __ATOMIC_RELEASE);
-    if (id + 1 > e->shared->region_count) e->shared->region_count = id + 1;
+    if (id + 1 > e->region_count) e->region_count = id + 1;
     pthread_mutex_unlock(&e->lock);
     *region_id = id;
+    *base_out = r->base;
+    *pte_out = (uint64_t)(uintptr_t)pte;
     return 0;
 }
 
@@ -607,23 +682,39 @@ EXPORT int CramNative_RegionCreate(cram_engine* e, uint64_t length, uint32_t* re
  * never reads the region's page table again. Faults in the region are no longer resolved. */
 EXPORT int CramNative_RegionDeactivate(cram_engine* e, uint32_t region_id)
 {
-    if (!e || region_id >= CRAM_MAX_REGIONS || !e->shared->regions[region_id].base) { errno = EINVAL; return -1; }
+    if (!e || region_id >= CRAM_MAX_REGIONS || !e->regions[region_id].base) { errno = EINVAL; return -1; }
     pthread_mutex_lock(&e->lock);
-    __atomic_store_n(&e->shared->regions[region_id].active, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&e->regions[region_id].active, 0, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&e->lock);
     return 0;
 }
 
-/* Unregisters and unmaps a deactivated region and its page table. */
+/* Destroys a deactivated region (reclaim must be paused, so no page is EVICTING or DROPPING):
+ * takes its pages out of the counters, pushes every slot its page table still names on the stale
+ * list (managed code frees them, as it frees any stale copy), then unregisters and unmaps it. */
 EXPORT int CramNative_RegionDestroy(cram_engine* e, uint32_t region_id)
 {
-    if (!e || region_id >= CRAM_MAX_REGIONS || !e->shared->regions[region_id].base ||
-        __atomic_load_n(&e->shared->regions[region_id].active, __ATOMIC_ACQUIRE)) {
+    if (!e || region_id >= CRAM_MAX_REGIONS || !e->regions[region_id].base ||
+        __atomic_load_n(&e->regions[region_id].active, __ATOMIC_ACQUIRE)) {
         errno = EINVAL;
         return -1;
     }
     pthread_mutex_lock(&e->lock);
-    region_release(e, &e->shared->regions[region_id]);
+    cram_region_desc* r = &e->regions[region_id];
+    cram_shared* s = e->shared;
+    uint64_t pages = r->length >> CRAM_PAGE_SHIFT, populated = 0, resident = 0;
+    for (uint64_t i = 0; i < pages; i++) {
+        uint64_t p = r->pte[i];
+        uint32_t state = CRAM_PTE_STATE(p);
+        if (state == CRAM_PTE_EMPTY) continue;
+        populated++;
+        if (state != CRAM_PTE_EVICTED) resident++;
+        if (state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING || state == CRAM_PTE_EVICTED)
+            stale_push(s, CRAM_PTE_SLOT(p));
+    }
+    __atomic_fetch_sub(&s->stats.resident_pages, resident, __ATOMIC_RELAXED);
+    __atomic_fetch_sub(&s->stats.populated_pages, populated, __ATOMIC_RELAXED);
+    region_release(e, r);
     e->next_first_touch[region_id] = 0;
     pthread_mutex_unlock(&e->lock);
     return 0;
@@ -631,41 +722,29 @@ EXPORT int CramNative_RegionDestroy(cram_engine* e, uint32_t region_id)
 
 /* ------------------------------------------------------------------ batched page operations */
 
-static int compare_u64(const void* a, const void* b)
-{
-    uint64_t x = *(const uint64_t*)a, y = *(const uint64_t*)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Reclaim hands pages over already sorted; sort only when they are not. */
-static void sort_pages(uint64_t* pages, int32_t n)
-{
-    for (int32_t i = 1; i < n; i++)
-        if (pages[i] < pages[i - 1]) { qsort(pages, (size_t)n, sizeof(uint64_t), compare_u64); return; }
-}
-
 static int region_checked(cram_engine* e, uint32_t region_id, const uint64_t* pages, int32_t count, cram_region_desc** out)
 {
     if (!e || region_id >= CRAM_MAX_REGIONS || count < 0 || (count && !pages) ||
-        !__atomic_load_n(&e->shared->regions[region_id].active, __ATOMIC_ACQUIRE)) {
+        !__atomic_load_n(&e->regions[region_id].active, __ATOMIC_ACQUIRE)) {
         errno = EINVAL;
         return -1;
     }
-    cram_region_desc* r = &e->shared->regions[region_id];
+    cram_region_desc* r = &e->regions[region_id];
     uint64_t n = r->length >> CRAM_PAGE_SHIFT;
-    for (int32_t i = 0; i < count; i++)
+    for (int32_t i = 0; i < count; i++) {
         if (pages[i] >= n) { errno = ERANGE; return -1; }
+        if (i > 0 && pages[i] <= pages[i - 1]) { errno = EINVAL; return -1; } /* reclaim sorts once */
+    }
     *out = r;
     return 0;
 }
 
-/* Write-protects the given pages (sorted in place), one ioctl per run of contiguous pages. */
+/* Write-protects the given pages (sorted ascending), one ioctl per run of contiguous pages. */
 EXPORT int CramNative_WriteProtectPages(cram_engine* e, uint32_t region_id, const uint64_t* pages, int32_t count)
 {
     cram_region_desc* r;
     if (region_checked(e, region_id, pages, count, &r) != 0) return -1;
-    uint64_t* sorted = (uint64_t*)pages;
-    sort_pages(sorted, count);
+    const uint64_t* sorted = pages;
     for (int32_t i = 0; i < count;) {
         int32_t j = i + 1;
         while (j < count && sorted[j] == sorted[j - 1] + 1) j++;
@@ -678,12 +757,14 @@ EXPORT int CramNative_WriteProtectPages(cram_engine* e, uint32_t region_id, cons
 }
 
 /* CLEAN → DROPPING → MADV_DONTNEED → EVICTED for each page still CLEAN; others are skipped.
- * `pages` is reordered: the first *dropped entries are the pages that were evicted. */
+ * `pages` (sorted ascending) is compacted in place: the first *dropped entries are the pages that
+ * were evicted, still in order. */
 EXPORT int CramNative_DropPages(cram_engine* e, uint32_t region_id, uint64_t* pages, int32_t count, int32_t* dropped)
 {
     cram_region_desc* r;
-    if (!dropped || region_checked(e, region_id, pages, count, &r) != 0) { errno = EINVAL; return -1; }
-    uint64_t* ptes = (uint64_t*)(uintptr_t)r->pte;
+    if (!dropped) { errno = EINVAL; return -1; }
+    if (region_checked(e, region_id, pages, count, &r) != 0) return -1;
+    uint64_t* ptes = r->pte;
     int32_t n = 0;
     for (int32_t i = 0; i < count; i++) {
         uint64_t p = load_acquire(&ptes[pages[i]]);
@@ -691,7 +772,6 @@ EXPORT int CramNative_DropPages(cram_engine* e, uint32_t region_id, uint64_t* pa
         if (!cas(&ptes[pages[i]], p, CRAM_PTE_MAKE(CRAM_PTE_DROPPING, CRAM_PTE_SLOT(p)))) continue;
         pages[n++] = pages[i];
     }
-    sort_pages(pages, n);
     int err = 0;
     int32_t evicted = 0;
     for (int32_t i = 0; i < n;) {

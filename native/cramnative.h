@@ -1,8 +1,17 @@
 /*
- * CramCore native helper: the userfaultfd fault service and the data layouts it shares with C#.
+ * CramCore native helper: the userfaultfd fault service and the contract it shares with C#.
  *
- * Every structure in this header is mirrored in src/CramCore/Internals/NativeLayout.cs and
- * checked field by field by the layout test (CramNative_GetLayout). Change both or neither.
+ * The contract is everything in this header that C# also reads or writes: the page-table entry
+ * encoding, the virtual swap slot and pool handle records and their clustered directories, the
+ * fault-in log, the counters, the engine configuration and the enums. It is mirrored once, in
+ * src/CramCore/Native/SharedLayout.cs, and checked three ways:
+ *   - _Static_assert below pins every size, offset and constant C# relies on, and that no struct
+ *     has padding (a field added here without updating the asserts fails the build);
+ *   - CramNative_GetContract reports every struct's size, every field's offset and size, every
+ *     enum value and every shared constant; its enum tables are switches over each enum without a
+ *     default, so an enumerator added here without a table entry fails the build (-Wswitch);
+ *   - ContractTests (C#) reflects over every mirrored struct, field, enum member and constant and
+ *     compares both ways, so a field or value added, renamed or moved on one side only fails.
  *
  * Exports follow the dotnet/runtime convention: CramNative_* functions return 0 on success and
  * -1 with errno set on failure.
@@ -10,6 +19,7 @@
 #ifndef CRAMNATIVE_H
 #define CRAMNATIVE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define CRAM_PAGE_SIZE 4096u
@@ -19,20 +29,25 @@
 /* ---------------------------------------------------------------------------------------------
  * Page-table entry: one 64-bit word per 4 KiB page.
  *
- *   bits  0..3   state (CRAM_PTE_*)
- *   bit   4      referenced (set by the fault service, cleared by the reclaim clock)
+ *   bits  0..3   state (enum cram_pte_state)
+ *   bit   4      referenced: set by the fault service when it makes a page resident for a write
+ *                or un-protects it; cleared by the reclaim clock, which then gives the page a
+ *                second chance (re-queues it) instead of evicting it
  *   bits  5..15  reserved, zero
  *   bits 16..63  virtual slot id (valid in CLEAN, DROPPING, EVICTED; slot 0 = zero-filled page)
  *
- * The page-state machine (the one authoritative description; PageTable.cs repeats only names):
+ * The page-state machine (the one authoritative description; SharedLayout.cs mirrors only the
+ * encoding). "C#" is managed reclaim; "service" is the native fault service; "native drop" is
+ * CramNative_DropPages, called by reclaim.
  *
  *   EMPTY ──MISSING fault (service)──▶ DIRTY          zero page installed, never compressed
  *   DIRTY ──reclaim claims (C#, CAS)──▶ EVICTING      then UFFDIO_WRITEPROTECT, then read+compress
+ *   EVICTING ──write-protect failed (C#, CAS)──▶ DIRTY    nothing was read yet; the error is thrown
  *   EVICTING ──compressed+stored (C#, CAS)──▶ CLEAN(slot)
  *   EVICTING ──does not compress (C#, CAS)──▶ INCOMPRESSIBLE   stays resident and write-protected;
  *                                                      "does not compress": LZ4 failed, or the
- *                                                      estimator (PageEstimator.cs) was confident
- *                                                      it would and LZ4 was not tried
+ *                                                      estimator (Estimation/PageEstimator.cs) was
+ *                                                      confident it would not and LZ4 was not tried
  *   EVICTING ──compressed pool full (C#, CAS)──▶ DIRTY   still write-protected: its next write
  *                                                      takes the DIRTY path through UNPROTECTING
  *   EVICTING ──WP fault (service)──▶ UNPROTECTING ──▶ DIRTY   eviction cancelled; reclaim's
@@ -46,6 +61,8 @@
  *             writable, and a write to it would be lost on the next drop. Every move to DIRTY
  *             through it appends the page to the fault-in log, so reclaim sees it again.
  *   CLEAN ──drop (native, CAS)──▶ DROPPING ──MADV_DONTNEED──▶ EVICTED(slot)
+ *   DROPPING ──MADV_DONTNEED failed (native)──▶ CLEAN(slot)   still mapped and write-protected;
+ *                                                      the error is returned to reclaim
  *   DROPPING: only native code holds this state, for the length of one madvise batch; the
  *             service waits for it to end (it never waits for managed code).
  *   EVICTED ──read MISSING fault──▶ CLEAN(slot)       page rebuilt, mapped write-protected;
@@ -54,7 +71,24 @@
  *                                                      slot pushed on the stale list
  *   INCOMPRESSIBLE ──WP fault──▶ UNPROTECTING ──▶ DIRTY   re-enters the reclaim queue once written
  *   DIRTY ──WP fault──▶ UNPROTECTING ──▶ DIRTY         a stray protection (a failed eviction) is cleared
- *   any ──region destroyed──▶ (gone)                  after the service has been fenced out
+ *   DIRTY/CLEAN with referenced ──reclaim clock (C#, CAS)──▶ same state, referenced cleared
+ *   any ──region destroyed (native)──▶ (gone)         after the service has been fenced out and
+ *                                                      with reclaim paused: every slot still named
+ *                                                      is pushed on the stale list, counters fixed
+ *
+ * Locks, in the order they are taken (never take one while holding a later one):
+ *   1. CramEngine._lock (C#)            region create/dispose, engine dispose
+ *   2. Reclaimer pass lock (C#)         one reclaim pass or region tear-down at a time
+ *   3. CompressedPool size-class locks (C#, one per class; compaction takes them one by one)
+ *   4. CompressedPool zspage/arena/retained/handle locks (C#, leaves; never two at once)
+ *   5. SlotTable._lock (C#, leaf)       slot id allocation
+ *   6. cram_engine.lock (C, pthread)    held by the service while it resolves a batch of faults,
+ *                                       by region create/deactivate/destroy and by
+ *                                       CramNative_PoolMove (so compaction never moves an object
+ *                                       the service is reading)
+ * The service takes only lock 6 and never waits for managed code (hard rule 1); C# may hold
+ * 1–3 when it takes 6 (through a native call), never the reverse. DROPPING and UNPROTECTING are
+ * page-granular "locks" held by native code only, for the length of one system call.
  * ------------------------------------------------------------------------------------------- */
 enum cram_pte_state {
     CRAM_PTE_EMPTY = 0,
@@ -78,15 +112,17 @@ enum cram_pte_state {
 #define CRAM_SLOT_ZERO 0ull
 
 /* ---------------------------------------------------------------------------------------------
- * Virtual swap slot table. A slot says which backend holds a page's data. The table is a
- * two-level radix: directory[id >> CRAM_SLOT_CLUSTER_SHIFT] points to a cluster of
- * CRAM_SLOT_CLUSTER_SIZE slots, allocated on demand by managed code and published before any
- * page-table entry names a slot in it.
+ * Clustered directories. The slot table and the pool's handle table are both two-level radix
+ * tables of fixed-size records: directory[id >> CRAM_DIRECTORY_CLUSTER_SHIFT] is the address of
+ * a cluster of CRAM_DIRECTORY_CLUSTER_SIZE records (0 until first used). Managed code allocates
+ * the directory and the clusters on demand (ClusteredDirectory.cs) and publishes a cluster before
+ * any id in it is handed out; native code only looks records up (directory_get in cramnative.c).
  * ------------------------------------------------------------------------------------------- */
-#define CRAM_SLOT_CLUSTER_SHIFT 14
-#define CRAM_SLOT_CLUSTER_SIZE (1u << CRAM_SLOT_CLUSTER_SHIFT)
-#define CRAM_SLOT_DIRECTORY_SIZE (1u << 18)
+#define CRAM_DIRECTORY_CLUSTER_SHIFT 14
+#define CRAM_DIRECTORY_CLUSTER_SIZE (1u << CRAM_DIRECTORY_CLUSTER_SHIFT)
+#define CRAM_DIRECTORY_SIZE (1u << 18)
 
+/* Where a slot's data lives. */
 enum cram_backend {
     CRAM_BACKEND_FREE = 0,
     CRAM_BACKEND_SAME_FILLED = 1, /* data = the 8-byte value repeated over the page */
@@ -94,22 +130,27 @@ enum cram_backend {
     CRAM_BACKEND_RAW = 3,         /* data = pool handle of an uncompressed 4 KiB copy */
 };
 
-/* ---------------------------------------------------------------------------------------------
- * Compressed-pool handles. A slot of backend LZ4 or RAW holds a handle id; the handle says where
- * the object's bytes are now. Compaction moves objects and rewrites only the handle, under the
- * engine lock the fault service holds while it resolves faults (CramNative_PoolMove), so the
- * service never reads an object mid-move. Directory and clusters are allocated by managed code.
- * ------------------------------------------------------------------------------------------- */
-#define CRAM_HANDLE_CLUSTER_SHIFT 14
-#define CRAM_HANDLE_CLUSTER_SIZE (1u << CRAM_HANDLE_CLUSTER_SHIFT)
-#define CRAM_HANDLE_DIRECTORY_SIZE (1u << 18)
+/* A virtual swap slot: page-table entries name slots, never storage, so data can move between
+ * backends by rewriting the slot. Allocated and written by C#; the service only reads slots and
+ * links stale ones through next_stale. */
+typedef struct cram_slot {
+    uint64_t data;       /* value or pool handle, by backend */
+    uint32_t length;     /* stored bytes (0 for SAME_FILLED) */
+    uint16_t backend;    /* enum cram_backend */
+    uint16_t flags;      /* reserved, zero */
+    uint64_t next_stale; /* link of the stale list (slot id, 0 ends it) */
+} cram_slot;
 
+/* A compressed-pool handle: a slot of backend LZ4 or RAW holds a handle id; the handle says where
+ * the object's bytes are now. Compaction moves objects and rewrites only the handle, under the
+ * engine lock (CramNative_PoolMove), so the service never reads an object mid-move. */
 typedef struct cram_pool_handle {
     uint64_t address; /* the object's bytes */
     uint32_t length;  /* object length in bytes */
     uint32_t zspage;  /* the class page holding it (managed bookkeeping) */
 } cram_pool_handle;
 
+/* One object move of a compaction (CramNative_PoolMove). */
 typedef struct cram_pool_move {
     uint64_t handle;      /* which object */
     uint64_t destination; /* where its bytes go */
@@ -117,16 +158,10 @@ typedef struct cram_pool_move {
     uint32_t reserved;
 } cram_pool_move;
 
-typedef struct cram_slot {
-    uint64_t data;       /* value or storage address, by backend */
-    uint32_t length;     /* stored bytes (0 for SAME_FILLED) */
-    uint16_t backend;    /* enum cram_backend */
-    uint16_t flags;      /* reserved */
-    uint64_t next_stale; /* link of the stale list (slot id, 0 ends it) */
-} cram_slot;
-
 /* ---------------------------------------------------------------------------------------------
- * Counters kept by the fault service (and by native drop). Read by C# without locks.
+ * Counters. Each has exactly one writer: the native side (the fault service, native drop and
+ * region destroy). C# reads them without locks. Counters managed code keeps (pages compressed,
+ * zero copies published, ...) live in managed memory.
  * ------------------------------------------------------------------------------------------- */
 typedef struct cram_stats {
     uint64_t faults_zero;           /* MISSING on a never-touched page */
@@ -140,26 +175,31 @@ typedef struct cram_stats {
     uint64_t peak_resident_pages;   /* high-water mark of resident_pages */
     uint64_t populated_pages;       /* pages that are not EMPTY (resident or evicted) */
     uint64_t evicted_pages_total;   /* pages dropped by MADV_DONTNEED (cumulative) */
-    uint64_t zero_copies;           /* pages whose copy is slot 0 (CLEAN(0) or EVICTED(0)) */
+    uint64_t zero_copies_released;  /* slot-0 copies let go (written over, or region destroyed);
+                                       reclaim counts the ones it publishes */
     uint64_t throttle_waits;        /* faults delayed because resident exceeded the hard limit */
     uint64_t fault_log_overflows;   /* fault-in log entries dropped because the log was full */
     uint64_t service_errors;        /* ioctl failures other than EEXIST/ENOENT */
     uint64_t service_busy_ns;       /* time the service spent resolving faults */
 } cram_stats;
 
-/* Fault-in log: the service appends (region << 48 | page) for every page it makes resident;
- * reclaim drains it in order, which gives second-chance over fault-in order. */
+/* Fault-in log: the service appends one entry per page it makes resident; reclaim drains it in
+ * order, which gives second chance over fault-in order. Entry = region << REGION_SHIFT | page. */
 #define CRAM_FAULT_LOG_SIZE (1u << 16)
+#define CRAM_FAULT_LOG_REGION_SHIFT 48
+#define CRAM_FAULT_LOG_ENTRY(region, page) (((uint64_t)(region) << CRAM_FAULT_LOG_REGION_SHIFT) | (uint64_t)(page))
 
+/* How the userfaultfd was obtained. As a request (config.forced_mode), AUTO tries SYSCALL,
+ * DEVICE and USER_MODE_ONLY in order; as a result (shared.uffd_mode), it means "none yet". */
 enum cram_uffd_mode {
-    CRAM_UFFD_MODE_NONE = 0,
-    CRAM_UFFD_MODE_SYSCALL = 1,       /* userfaultfd(2), kernel faults included */
-    CRAM_UFFD_MODE_DEV = 2,           /* /dev/userfaultfd, kernel faults included */
-    CRAM_UFFD_MODE_USER_ONLY = 3,     /* UFFD_USER_MODE_ONLY: syscalls on evicted pages EFAULT */
+    CRAM_UFFD_MODE_AUTO = 0,
+    CRAM_UFFD_MODE_SYSCALL = 1,        /* userfaultfd(2), kernel faults included */
+    CRAM_UFFD_MODE_DEVICE = 2,         /* /dev/userfaultfd, kernel faults included */
+    CRAM_UFFD_MODE_USER_MODE_ONLY = 3, /* UFFD_USER_MODE_ONLY: syscalls on evicted pages EFAULT */
 };
 
 typedef struct cram_engine_config {
-    uint32_t forced_mode;        /* 0 = try SYSCALL, DEV, USER_ONLY in order; else only that */
+    uint32_t forced_mode;        /* enum cram_uffd_mode */
     uint32_t spin_us;            /* service busy-polls this long before it blocks */
     uint64_t soft_limit_pages;   /* resident pages above which reclaim is signalled (0 = none) */
     uint64_t hard_limit_pages;   /* resident pages above which faults are throttled (0 = none) */
@@ -167,43 +207,70 @@ typedef struct cram_engine_config {
     uint32_t fault_around_pages; /* first-touch write faults fill this many EMPTY pages (1..64) */
 } cram_engine_config;
 
-typedef struct cram_region_desc {
-    uint64_t base;       /* region start address */
-    uint64_t length;     /* bytes, multiple of CRAM_PAGE_SIZE */
-    uint64_t pte;        /* address of the page table: length / 4096 words */
-    uint32_t id;         /* index in the engine's region table */
-    uint32_t active;     /* 1 while the service may resolve faults in it */
-} cram_region_desc;
-
-/* The part of the engine that C# reads and writes directly. */
+/* The part of the engine that C# reads and writes directly. Each field has one writer. */
 typedef struct cram_shared {
-    cram_stats stats;
-    uint64_t slot_directory;  /* address of CRAM_SLOT_DIRECTORY_SIZE cluster addresses */
-    uint64_t handle_directory; /* the compressed pool's handle directory (set by C# before any region) */
-    uint64_t stale_head;      /* Treiber list of stale slots: service pushes, C# takes all */
-    uint64_t fault_log;       /* address of CRAM_FAULT_LOG_SIZE entries */
-    uint64_t fault_log_head;  /* next entry the service writes (monotonic) */
-    uint64_t fault_log_tail;  /* next entry C# reads (monotonic) */
-    uint32_t uffd_mode;       /* enum cram_uffd_mode */
-    uint32_t region_count;    /* high-water index in regions[] */
-    uint32_t reclaim_stalled; /* set by C# when reclaim finds nothing to evict: faults stop waiting */
-    uint32_t reserved;
-    cram_region_desc regions[CRAM_MAX_REGIONS];
+    cram_stats stats;          /* native */
+    uint64_t slot_directory;   /* C#, before the first region: the slot table's directory */
+    uint64_t handle_directory; /* C#, before the first region: the pool's handle directory */
+    uint64_t stale_head;       /* Treiber list of stale slots: native pushes, C# takes all */
+    uint64_t fault_log;        /* native, at creation: CRAM_FAULT_LOG_SIZE entries */
+    uint64_t fault_log_head;   /* native: next entry the service writes (monotonic) */
+    uint64_t fault_log_tail;   /* C#: next entry reclaim reads (monotonic) */
+    uint32_t uffd_mode;        /* native, at creation: enum cram_uffd_mode */
+    uint32_t reclaim_stalled;  /* C#: reclaim found nothing to evict, faults stop waiting */
 } cram_shared;
 
-/* Offsets and sizes the layout test compares with the C# mirror. */
-typedef struct cram_layout {
-    uint32_t sizeof_slot, off_slot_data, off_slot_length, off_slot_backend, off_slot_next_stale;
-    uint32_t sizeof_handle, off_handle_address, off_handle_length, off_handle_zspage;
-    uint32_t sizeof_move, off_move_handle, off_move_destination, off_move_zspage;
-    uint32_t off_shared_handle_directory, handle_cluster_shift, handle_directory_size;
-    uint32_t sizeof_stats, off_stats_resident_pages, off_stats_zero_copies, off_stats_service_busy_ns;
-    uint32_t sizeof_region, off_region_pte, off_region_active;
-    uint32_t sizeof_shared, off_shared_slot_directory, off_shared_stale_head, off_shared_fault_log_head,
-        off_shared_fault_log_tail, off_shared_uffd_mode, off_shared_reclaim_stalled, off_shared_regions;
-    uint32_t sizeof_config, off_config_hard_limit_pages, off_config_fault_around_pages;
-    uint32_t pte_slot_shift, slot_cluster_shift, slot_directory_size, fault_log_size, max_regions;
-} cram_layout;
+/* ---------------------------------------------------------------------------------------------
+ * Compile-time checks of the contract (what C# relies on). Sizes are those of padding-free
+ * structs: every byte belongs to a named field.
+ * ------------------------------------------------------------------------------------------- */
+_Static_assert(CRAM_PAGE_SIZE == 1u << CRAM_PAGE_SHIFT, "page size and shift disagree");
+_Static_assert(CRAM_PTE_UNPROTECTING <= CRAM_PTE_STATE_MASK, "a state does not fit the state bits");
+_Static_assert((CRAM_PTE_STATE_MASK | CRAM_PTE_REFERENCED) < (1ull << CRAM_PTE_SLOT_SHIFT), "flags overlap the slot id");
+_Static_assert((uint64_t)CRAM_DIRECTORY_SIZE * CRAM_DIRECTORY_CLUSTER_SIZE <= (1ull << (64 - CRAM_PTE_SLOT_SHIFT)),
+               "a slot id does not fit a page-table entry");
+_Static_assert((uint64_t)CRAM_DIRECTORY_SIZE * CRAM_DIRECTORY_CLUSTER_SIZE <= (1ull << 32),
+               "a pool handle id does not fit 32 bits");
+_Static_assert((CRAM_FAULT_LOG_SIZE & (CRAM_FAULT_LOG_SIZE - 1)) == 0, "the fault log is a power-of-two ring");
+_Static_assert(CRAM_MAX_REGIONS <= (1u << (64 - CRAM_FAULT_LOG_REGION_SHIFT)), "a region id does not fit a log entry");
+_Static_assert((1ull << 46) >> CRAM_PAGE_SHIFT <= (1ull << CRAM_FAULT_LOG_REGION_SHIFT), "a 64 TiB region's page does not fit a log entry");
+
+_Static_assert(sizeof(cram_slot) == 24 && offsetof(cram_slot, data) == 0 && offsetof(cram_slot, length) == 8 &&
+               offsetof(cram_slot, backend) == 12 && offsetof(cram_slot, flags) == 14 && offsetof(cram_slot, next_stale) == 16,
+               "cram_slot layout");
+_Static_assert(sizeof(cram_pool_handle) == 16 && offsetof(cram_pool_handle, address) == 0 &&
+               offsetof(cram_pool_handle, length) == 8 && offsetof(cram_pool_handle, zspage) == 12, "cram_pool_handle layout");
+_Static_assert(sizeof(cram_pool_move) == 24 && offsetof(cram_pool_move, handle) == 0 && offsetof(cram_pool_move, destination) == 8 &&
+               offsetof(cram_pool_move, zspage) == 16 && offsetof(cram_pool_move, reserved) == 20, "cram_pool_move layout");
+_Static_assert(sizeof(cram_stats) == 16 * sizeof(uint64_t) && offsetof(cram_stats, service_busy_ns) == 15 * sizeof(uint64_t),
+               "cram_stats is 16 counters");
+_Static_assert(sizeof(cram_engine_config) == 32 && offsetof(cram_engine_config, forced_mode) == 0 &&
+               offsetof(cram_engine_config, spin_us) == 4 && offsetof(cram_engine_config, soft_limit_pages) == 8 &&
+               offsetof(cram_engine_config, hard_limit_pages) == 16 && offsetof(cram_engine_config, throttle_max_us) == 24 &&
+               offsetof(cram_engine_config, fault_around_pages) == 28, "cram_engine_config layout");
+_Static_assert(sizeof(cram_shared) == sizeof(cram_stats) + 6 * sizeof(uint64_t) + 2 * sizeof(uint32_t) &&
+               offsetof(cram_shared, slot_directory) == sizeof(cram_stats) &&
+               offsetof(cram_shared, fault_log_tail) == sizeof(cram_stats) + 5 * sizeof(uint64_t) &&
+               offsetof(cram_shared, reclaim_stalled) == sizeof(cram_stats) + 6 * sizeof(uint64_t) + sizeof(uint32_t),
+               "cram_shared layout");
+
+/* ---------------------------------------------------------------------------------------------
+ * The contract as data, for the C# test: every struct size, field offset and size, enum value
+ * and shared constant, by name ("cram_slot", "cram_slot.data", "CRAM_PTE_DIRTY", ...).
+ * ------------------------------------------------------------------------------------------- */
+enum cram_contract_kind {
+    CRAM_CONTRACT_STRUCT = 1,   /* value = sizeof */
+    CRAM_CONTRACT_FIELD = 2,    /* value = offsetof, size = sizeof the field */
+    CRAM_CONTRACT_ENUM = 3,     /* value = the enumerator's value */
+    CRAM_CONTRACT_CONSTANT = 4, /* value = the macro's value */
+};
+
+typedef struct cram_contract_entry {
+    uint64_t name;  /* const char*, a string in the library */
+    uint64_t value;
+    uint32_t kind;  /* enum cram_contract_kind */
+    uint32_t size;
+} cram_contract_entry;
 
 typedef struct cram_engine cram_engine;
 
@@ -211,12 +278,15 @@ typedef struct cram_engine cram_engine;
 extern "C" {
 #endif
 
-int CramNative_GetLayout(cram_layout* layout);
+/* Fills up to `capacity` entries; *count is the total (call with capacity 0 to size the array). */
+int CramNative_GetContract(cram_contract_entry* entries, int32_t capacity, int32_t* count);
 int CramNative_EngineCreate(const cram_engine_config* config, cram_engine** engine, cram_shared** shared);
 int CramNative_EngineDestroy(cram_engine* engine);
-int CramNative_RegionCreate(cram_engine* engine, uint64_t length, uint32_t* region_id);
+/* Maps a region and its page table; returns its id, base address and page-table address. */
+int CramNative_RegionCreate(cram_engine* engine, uint64_t length, uint32_t* region_id, uint64_t* base, uint64_t* pte);
 int CramNative_RegionDeactivate(cram_engine* engine, uint32_t region_id);
 int CramNative_RegionDestroy(cram_engine* engine, uint32_t region_id);
+/* `pages` must be sorted ascending (EINVAL otherwise); one ioctl per run of contiguous pages. */
 int CramNative_WriteProtectPages(cram_engine* engine, uint32_t region_id, const uint64_t* pages, int32_t count);
 int CramNative_DropPages(cram_engine* engine, uint32_t region_id, uint64_t* pages, int32_t count, int32_t* dropped);
 int CramNative_WaitReclaimSignal(cram_engine* engine, int32_t timeout_ms, int32_t* signalled);

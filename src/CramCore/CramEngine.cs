@@ -22,29 +22,32 @@ public sealed unsafe class CramEngine : IDisposable
     private readonly NativeShared* _shared;
     private readonly SlotTable _slots;
     private readonly CompressedPool _pool;
-    private readonly CramRegion?[] _regions = new CramRegion?[NativeShared.MaxRegions];
+    private readonly RegionTable _regions = new();
+    private readonly ReclaimWorker _worker;
     private readonly Lock _lock = new();
     private volatile bool _disposed;
 
-    private CramEngine(CramOptions options)
+    /// <param name="options">Validated options (a copy).</param>
+    /// <param name="pageOperations">Test hook: wraps the page operations reclaim uses, to inject failures.</param>
+    private CramEngine(CramOptions options, Func<IPageOperations, IPageOperations>? pageOperations)
     {
         _options = options;
-        long limitPages = options.ResidentLimitBytes / PageTable.PageSize;
+        long limitPages = options.ResidentLimitBytes / SharedLayout.PageSize;
         var config = new NativeEngineConfig
         {
             ForcedMode = (uint)options.Userfaultfd,
-            SpinMicroseconds = (uint)options.FaultServiceSpinMicroseconds,
+            SpinUs = (uint)options.FaultServiceSpinMicroseconds,
             SoftLimitPages = (ulong)limitPages,
-            HardLimitPages = limitPages == 0 ? 0 : (ulong)Reclaimer.HardLimitPages(limitPages),
-            ThrottleMaxMicroseconds = (uint)options.ThrottleMaxMicroseconds,
+            HardLimitPages = limitPages == 0 ? 0 : (ulong)ReclaimWorker.HardLimitPages(limitPages),
+            ThrottleMaxUs = (uint)options.ThrottleMaxMicroseconds,
             FaultAroundPages = (uint)options.FaultAroundPages,
         };
         nint native;
         NativeShared* shared;
         if (Interop.CramNative.EngineCreate(&config, &native, &shared) != 0)
         {
-            int errno = Marshal.GetLastPInvokeError();
-            throw errno == Interop.ENOMEM
+            Errno errno = Interop.LastErrno();
+            throw errno == Errno.ENOMEM
                 ? new OutOfMemoryException("Creating the CramCore engine ran out of memory.")
                 : CramUnavailableException.FromErrno(errno, options.Userfaultfd);
         }
@@ -59,10 +62,13 @@ public sealed unsafe class CramEngine : IDisposable
             Interop.CramNative.EngineDestroy(native); // stop the service thread we just started
             throw;
         }
-        shared->HandleDirectory = _pool.HandleDirectory; // before any region exists, so before any fault
+        // Both directories are published before any region exists, so before any fault.
+        shared->HandleDirectory = _pool.HandleDirectory;
         _slots = new SlotTable(shared, _pool);
-        Reclaimer = new Reclaimer(this, shared, _slots, options);
-        Reclaimer.StartBackground();
+        IPageOperations operations = new NativePageOperations(native, _slots);
+        Reclaimer = new Reclaimer(shared, _regions, _slots, pageOperations?.Invoke(operations) ?? operations, options);
+        _worker = new ReclaimWorker(native, shared, Reclaimer, _slots, _pool, limitPages);
+        _worker.Start();
         CramMetrics.Register(this);
     }
 
@@ -74,6 +80,12 @@ public sealed unsafe class CramEngine : IDisposable
     /// <exception cref="InvalidOperationException"><see cref="CramOptions.LockPoolMemory"/> is set but the pool's memory cannot be locked; the message says which limit to raise.</exception>
     public static CramEngine Create(CramOptions? options = null)
     {
+        return CreateWithPageOperations(options, pageOperations: null);
+    }
+
+    /// <summary>Creates an engine whose reclaim goes through <paramref name="pageOperations"/> (tests inject failures with it).</summary>
+    internal static CramEngine CreateWithPageOperations(CramOptions? options, Func<IPageOperations, IPageOperations>? pageOperations)
+    {
         NativeLibraryResolver.ThrowIfUnsupportedPlatform();
         options = (options ?? new CramOptions()).Clone();
         options.Validate();
@@ -81,7 +93,7 @@ public sealed unsafe class CramEngine : IDisposable
         {
             NativeLibraryResolver.SetOverride(options.NativeLibraryPath);
         }
-        return new CramEngine(options);
+        return new CramEngine(options, pageOperations);
     }
 
     /// <summary>The options the engine was created with (a copy).</summary>
@@ -95,6 +107,7 @@ public sealed unsafe class CramEngine : IDisposable
     internal NativeShared* Shared => _shared;
     internal SlotTable Slots => _slots;
     internal CompressedPool Pool => _pool;
+    internal RegionTable Regions => _regions;
 
     /// <summary>
     /// Compacts the compressed pool: moves stored pages out of sparsely used pool pages and gives
@@ -108,14 +121,6 @@ public sealed unsafe class CramEngine : IDisposable
         return _pool.Compact();
     }
 
-    internal void CompactPoolIfFragmented()
-    {
-        if (_pool.SlackBytes > Math.Max(16L << 20, _pool.UsedBytes / 4))
-        {
-            _pool.Compact();
-        }
-    }
-
     /// <summary>
     /// Reserves a region of <paramref name="bytes"/> (rounded up to 4096) of virtual memory. Only
     /// touched pages use memory; a 64 GiB region on a smaller machine is fine.
@@ -127,41 +132,28 @@ public sealed unsafe class CramEngine : IDisposable
         {
             throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "A region must be between 1 byte and 64 TiB.");
         }
-        long length = (bytes + PageTable.PageSize - 1) & ~(long)(PageTable.PageSize - 1);
+        long length = (bytes + SharedLayout.PageSize - 1) & ~(long)(SharedLayout.PageSize - 1);
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             uint id;
-            if (Interop.CramNative.RegionCreate(_native, (ulong)length, &id) != 0)
+            ulong baseAddress, pageTable;
+            if (Interop.CramNative.RegionCreate(_native, (ulong)length, &id, &baseAddress, &pageTable) != 0)
             {
-                int errno = Marshal.GetLastPInvokeError();
-                if (errno == Interop.EMFILE)
+                Errno errno = Interop.LastErrno();
+                if (errno == Errno.EMFILE)
                 {
-                    throw new InvalidOperationException($"An engine holds at most {NativeShared.MaxRegions} regions; dispose some first.");
+                    throw new InvalidOperationException($"An engine holds at most {SharedLayout.MaxRegions} regions; dispose some first.");
                 }
-                if (errno == Interop.ENOMEM)
+                if (errno == Errno.ENOMEM)
                 {
                     throw new OutOfMemoryException($"Reserving a region of {length} bytes failed: no address space (check `ulimit -v` and vm.overcommit_memory).");
                 }
-                throw Interop.GetExceptionForLastError($"Creating a region of {length} bytes");
+                throw Interop.GetExceptionForErrno(errno, $"Creating a region of {length} bytes");
             }
-            NativeRegionDesc* desc = (NativeRegionDesc*)((byte*)_shared + sizeof(NativeShared)) + id;
-            var region = new CramRegion(this, id, (byte*)desc->Base, (ulong*)desc->Pte, length);
-            Volatile.Write(ref _regions[id], region);
+            var region = new CramRegion(this, id, (byte*)baseAddress, (ulong*)pageTable, length);
+            _regions.Add(region);
             return region;
-        }
-    }
-
-    internal CramRegion? RegionById(uint id) => id < NativeShared.MaxRegions ? Volatile.Read(ref _regions[id]) : null;
-
-    internal IEnumerable<CramRegion> LiveRegions()
-    {
-        foreach (CramRegion? r in _regions)
-        {
-            if (r is not null)
-            {
-                yield return r;
-            }
         }
     }
 
@@ -169,7 +161,7 @@ public sealed unsafe class CramEngine : IDisposable
     {
         lock (_lock)
         {
-            if (_disposed || RegionById(region.Id) != region)
+            if (_disposed || _regions.Get(region.Id) != region)
             {
                 return;
             }
@@ -177,50 +169,23 @@ public sealed unsafe class CramEngine : IDisposable
         }
     }
 
-    /// <summary>Takes a region out of reclaim and the service, frees its pages and slots; under <see cref="_lock"/>.</summary>
+    /// <summary>
+    /// Takes a region out of reclaim and the service and frees its pages and slots; under
+    /// <see cref="_lock"/>, with reclaim paused so no pass is using the region.
+    /// </summary>
     private void Detach(CramRegion region)
     {
-        Reclaimer.ForgetRegion(region, () => TearDown(region));
-        region.MarkDisposed();
-        Volatile.Write(ref _regions[region.Id], null);
-    }
-
-    /// <summary>Fences the service out, frees the region's slots, fixes the counters, unmaps.</summary>
-    private void TearDown(CramRegion region)
-    {
-        Interop.ThrowIfFailed(Interop.CramNative.RegionDeactivate(_native, region.Id), "Deactivating a region");
-        _slots.DrainStale();
-        ulong resident = 0, populated = 0, zeroCopies = 0;
-        ulong* ptes = region.PageTableEntries;
-        for (ulong i = 0; i < region.PageCount; i++)
+        using (Reclaimer.Pause())
         {
-            ulong p = ptes[i];
-            PageState state = PageTable.State(p);
-            if (state == PageState.Empty)
-            {
-                continue;
-            }
-            populated++;
-            if (PageTable.IsResident(state))
-            {
-                resident++;
-            }
-            if (PageTable.HoldsSlot(state))
-            {
-                if (PageTable.Slot(p) == PageTable.ZeroSlot)
-                {
-                    zeroCopies++;
-                }
-                else
-                {
-                    _slots.Free(PageTable.Slot(p));
-                }
-            }
+            _regions.Remove(region); // later passes cannot find it
+            region.MarkDisposed();
+            // Fence the service out, then drop the region's queued pages (the log holds no more).
+            Interop.ThrowIfFailed(Interop.CramNative.RegionDeactivate(_native, region.Id), "Deactivating a region");
+            Reclaimer.ForgetRegion(region.Id);
+            // Native: counters, every slot still named pushed on the stale list, unmap.
+            Interop.ThrowIfFailed(Interop.CramNative.RegionDestroy(_native, region.Id), "Destroying a region");
+            _slots.DrainStale();
         }
-        Interlocked.Add(ref _shared->Stats.ResidentPages, unchecked(0UL - resident));
-        Interlocked.Add(ref _shared->Stats.PopulatedPages, unchecked(0UL - populated));
-        Interlocked.Add(ref _shared->Stats.ZeroCopies, unchecked(0UL - zeroCopies));
-        Interop.ThrowIfFailed(Interop.CramNative.RegionDestroy(_native, region.Id), "Destroying a region");
     }
 
     /// <summary>Takes a snapshot of the engine's counters.</summary>
@@ -230,37 +195,33 @@ public sealed unsafe class CramEngine : IDisposable
         _slots.DrainStale();
         ref NativeStats s = ref _shared->Stats;
         PoolStats pool = _pool.GetStats();
-        int regions = 0;
-        foreach (CramRegion? r in _regions)
-        {
-            regions += r is null ? 0 : 1;
-        }
+        ReclaimCounters reclaim = Reclaimer.Counters;
         return new CramStats
         {
             LogicalBytes = Pages(s.PopulatedPages),
             ResidentBytes = Pages(s.ResidentPages),
             PeakResidentBytes = Pages(s.PeakResidentPages),
             StoredBytes = _slots.StoredBytes,
-            SameFilledPages = _slots.SameFilledSlots + (long)Volatile.Read(ref s.ZeroCopies),
+            SameFilledPages = _slots.SameFilledSlots + reclaim.ZeroCopiesPublished - (long)Volatile.Read(ref s.ZeroCopiesReleased),
             ZeroFillFaults = (long)s.FaultsZero,
-            RefaultsLz4 = (long)s.FaultsSwapInLz4,
-            RefaultsSameFilled = (long)s.FaultsSwapInSame,
-            RefaultsUncompressed = (long)s.FaultsSwapInRaw,
-            WriteProtectFaults = (long)s.FaultsWriteProtect,
-            CancelledEvictions = (long)s.FaultsWriteProtectCancel,
+            RefaultsLz4 = (long)s.FaultsSwapinLz4,
+            RefaultsSameFilled = (long)s.FaultsSwapinSame,
+            RefaultsUncompressed = (long)s.FaultsSwapinRaw,
+            WriteProtectFaults = (long)s.FaultsWp,
+            CancelledEvictions = (long)s.FaultsWpCancel,
             SpuriousFaults = (long)s.FaultsSpurious,
             ThrottledFaults = (long)s.ThrottleWaits,
             Evictions = (long)s.EvictedPagesTotal,
-            CompressedPages = Reclaimer.CompressedPages,
-            IncompressiblePages = Reclaimer.IncompressiblePages,
-            EstimatedIncompressiblePages = Reclaimer.EstimatedIncompressiblePages,
-            MispredictedCompressiblePages = Reclaimer.MispredictedCompressiblePages,
-            EstimatorAudits = Reclaimer.EstimatorAudits,
-            FalseIncompressiblePages = Reclaimer.FalseIncompressiblePages,
+            CompressedPages = reclaim.CompressedPages,
+            IncompressiblePages = reclaim.IncompressiblePages,
+            EstimatedIncompressiblePages = reclaim.EstimatedIncompressiblePages,
+            MispredictedCompressiblePages = reclaim.MispredictedCompressiblePages,
+            EstimatorAudits = reclaim.EstimatorAudits,
+            FalseIncompressiblePages = reclaim.FalseIncompressiblePages,
             ServiceErrors = (long)s.ServiceErrors,
             FaultServiceBusyTime = TimeSpan.FromTicks((long)(s.ServiceBusyNs / 100)),
             UserfaultfdMode = UserfaultfdMode,
-            Regions = regions,
+            Regions = _regions.Count,
             PoolBytes = pool.UsedBytes,
             PoolCompactedPages = pool.CompactedPages,
             PoolFullRejections = pool.FullRejections,
@@ -268,7 +229,7 @@ public sealed unsafe class CramEngine : IDisposable
             PoolClasses = [.. pool.Classes.Select(c => new CramPoolClass(c.ObjectSize, c.ZspagePages, c.Objects, c.Capacity))],
         };
 
-        static long Pages(ulong pages) => (long)Volatile.Read(ref pages) << PageTable.PageShift;
+        static long Pages(ulong pages) => (long)Volatile.Read(ref pages) << SharedLayout.PageShift;
     }
 
     /// <summary>
@@ -283,21 +244,18 @@ public sealed unsafe class CramEngine : IDisposable
             {
                 return;
             }
-            Reclaimer.Stop();
-            foreach (CramRegion? region in _regions)
+            _worker.Stop();
+            foreach (CramRegion region in _regions.Snapshot())
             {
-                if (region is not null)
-                {
-                    Detach(region);
-                }
+                Detach(region);
             }
+            Reclaimer.Dispose(); // waits for a pass a caller of CramRegion.Reclaim may be in
             _disposed = true;
             CramMetrics.Unregister(this);
             // No region is active, so the service no longer reads slots; free them while the
             // shared block (which EngineDestroy unmaps) is still there.
             _slots.Dispose();
             _pool.Dispose();
-            Reclaimer.Dispose();
             Interop.ThrowIfFailed(Interop.CramNative.EngineDestroy(_native), "Stopping the fault service");
         }
     }

@@ -1,6 +1,7 @@
 namespace CramCore;
 
 /// <summary>How the engine obtains its userfaultfd.</summary>
+[NativeEnum("CRAM_UFFD_MODE_")] // mirrors enum cram_uffd_mode
 public enum UserfaultfdMode
 {
     /// <summary>Try <see cref="Syscall"/>, then <see cref="Device"/>, then <see cref="UserModeOnly"/>.</summary>
@@ -94,11 +95,11 @@ public sealed class CramOptions
         {
             throw new ArgumentException($"ResidentLimitBytes is {ResidentLimitBytes}; use 0 for no limit or a positive byte count.", nameof(ResidentLimitBytes));
         }
-        if (ResidentLimitBytes > 0 && ResidentLimitBytes < 64 * PageTable.PageSize)
+        if (ResidentLimitBytes > 0 && ResidentLimitBytes < 64 * SharedLayout.PageSize)
         {
             throw new ArgumentException($"ResidentLimitBytes is {ResidentLimitBytes}; the smallest limit is 64 pages (262144 bytes), or 0 for no limit.", nameof(ResidentLimitBytes));
         }
-        if (CompressionThreshold is < 64 or > PageTable.PageSize)
+        if (CompressionThreshold is < 64 or > SharedLayout.PageSize)
         {
             throw new ArgumentException($"CompressionThreshold is {CompressionThreshold}; it must be between 64 and 4096 bytes (default 3072).", nameof(CompressionThreshold));
         }

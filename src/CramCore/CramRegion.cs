@@ -24,7 +24,7 @@ public sealed unsafe class CramRegion : IDisposable
     internal uint Id { get; }
     internal byte* BasePointer { get; }
     internal ulong* PageTableEntries { get; }
-    internal ulong PageCount => (ulong)Length >> PageTable.PageShift;
+    internal ulong PageCount => (ulong)Length >> SharedLayout.PageShift;
 
     /// <summary>The engine the region belongs to.</summary>
     public CramEngine Engine => _engine;
@@ -63,8 +63,8 @@ public sealed unsafe class CramRegion : IDisposable
     {
         ThrowIfDisposed();
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
-        long pages = (bytes + PageTable.PageSize - 1) >> PageTable.PageShift;
-        return _engine.Reclaimer.Reclaim(pages, this) << PageTable.PageShift;
+        long pages = (bytes + SharedLayout.PageSize - 1) >> SharedLayout.PageShift;
+        return _engine.Reclaimer.Reclaim(pages, this) << SharedLayout.PageShift;
     }
 
     /// <summary>
@@ -80,11 +80,11 @@ public sealed unsafe class CramRegion : IDisposable
         {
             ThrowRangeOutside(byteOffset, length);
         }
-        long first = byteOffset >> PageTable.PageShift;
-        long end = (byteOffset + length + PageTable.PageSize - 1) >> PageTable.PageShift;
+        long first = byteOffset >> SharedLayout.PageShift;
+        long end = (byteOffset + length + SharedLayout.PageSize - 1) >> SharedLayout.PageShift;
         for (long page = first; page < end; page++)
         {
-            int* word = (int*)(BasePointer + (page << PageTable.PageShift));
+            int* word = (int*)(BasePointer + (page << SharedLayout.PageShift));
             if (forWrite)
             {
                 Interlocked.Or(ref *word, 0); // an atomic write that changes nothing
@@ -97,7 +97,7 @@ public sealed unsafe class CramRegion : IDisposable
     }
 
     internal PageState GetPageState(long byteOffset) =>
-        PageTable.State(PageTable.Load(PageTableEntries + (byteOffset >> PageTable.PageShift)));
+        PageTableEntry.State(PageTableEntry.Load(PageTableEntries + (byteOffset >> SharedLayout.PageShift)));
 
     /// <summary>Unmaps the region and frees its compressed pages. No thread may be using it.</summary>
     public void Dispose()

@@ -174,7 +174,7 @@ public sealed unsafe class FaultKindTests : IDisposable
         // and write-protected, its contents being read. A write now must cancel the eviction.
         TestPages.WriteCompressible(Page(7), 7, 1);
         ulong* pte = _region.PageTableEntries + 7;
-        Assert.True(PageTable.TryTransition(pte, PageTable.Load(pte), PageTable.Make(PageState.Evicting, 0)));
+        Assert.True(PageTableEntry.TryTransition(pte, PageTableEntry.Load(pte), PageTableEntry.Make(PageState.Evicting, 0)));
         ulong page = 7;
         Assert.Equal(0, Interop.CramNative.WriteProtectPages(_engine.NativeHandle, _region.Id, &page, 1));
 
@@ -182,10 +182,10 @@ public sealed unsafe class FaultKindTests : IDisposable
         writer.Start();
         Assert.True(writer.Join(TimeSpan.FromSeconds(10)));
 
-        Assert.Equal(PageState.Dirty, PageTable.State(PageTable.Load(pte)));
+        Assert.Equal(PageState.Dirty, PageTableEntry.State(PageTableEntry.Load(pte)));
         Assert.Equal(1, _engine.GetStats().CancelledEvictions);
         // Reclaim's publish would now fail: EVICTING is gone.
-        Assert.False(PageTable.TryTransition(pte, PageTable.Make(PageState.Evicting, 0), PageTable.Make(PageState.Clean, 0)));
+        Assert.False(PageTableEntry.TryTransition(pte, PageTableEntry.Make(PageState.Evicting, 0), PageTableEntry.Make(PageState.Clean, 0)));
         Assert.Equal(2L, ((long*)Page(7))[1]);
         // And the page evicts normally afterwards, with the new value.
         Assert.Equal(P, _region.Reclaim(P));

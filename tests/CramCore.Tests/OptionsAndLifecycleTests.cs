@@ -126,11 +126,11 @@ public sealed unsafe class OptionsAndLifecycleTests
     [Fact]
     public void UnavailableMessage_NamesCauseAndFix()
     {
-        var e = CramUnavailableException.FromErrno(1, UserfaultfdMode.Auto);
+        var e = CramUnavailableException.FromErrno(Errno.EPERM, UserfaultfdMode.Auto);
         Assert.Contains("vm.unprivileged_userfaultfd=1", e.Message);
         Assert.Contains("seccomp", e.Message);
-        Assert.Contains("CONFIG_USERFAULTFD", CramUnavailableException.FromErrno(38, UserfaultfdMode.Syscall).Message);
-        Assert.Contains("5.19", CramUnavailableException.FromErrno(93, UserfaultfdMode.Device).Message);
+        Assert.Contains("CONFIG_USERFAULTFD", CramUnavailableException.FromErrno(Errno.ENOSYS, UserfaultfdMode.Syscall).Message);
+        Assert.Contains("5.19", CramUnavailableException.FromErrno(Errno.EPROTONOSUPPORT, UserfaultfdMode.Device).Message);
     }
 
     [Fact]

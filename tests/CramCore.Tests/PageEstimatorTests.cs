@@ -232,8 +232,8 @@ public sealed unsafe class PageEstimatorTests : IDisposable
             Assert.Equal(256, s.IncompressiblePages);
             Assert.Equal(256, s.CompressedPages);
             // One in AuditInterval predicted-incompressible pages is compressed anyway.
-            Assert.Equal(estimate ? 256 / Reclaimer.AuditInterval : 0, s.EstimatorAudits);
-            Assert.Equal(estimate ? 256 - 256 / Reclaimer.AuditInterval : 0, s.EstimatedIncompressiblePages);
+            Assert.Equal(estimate ? 256 / EvictionPipeline.AuditInterval : 0, s.EstimatorAudits);
+            Assert.Equal(estimate ? 256 - 256 / EvictionPipeline.AuditInterval : 0, s.EstimatedIncompressiblePages);
             Assert.Equal(0, s.FalseIncompressiblePages);
             Assert.Equal(0, s.MispredictedCompressiblePages);
             for (int i = 0; i < 512; i++)
@@ -258,15 +258,15 @@ public sealed unsafe class PageEstimatorTests : IDisposable
         Assert.Equal(PageClass.Incompressible, PageEstimator.Estimate(_page, Threshold).Class); // the estimator's blind spot
         Assert.InRange(Interop.Lz4.CompressDefault(_page, _scratch, P, 2 * P), 1, Threshold);
 
-        const int pages = 3 * Reclaimer.AuditInterval;
+        const int pages = 3 * EvictionPipeline.AuditInterval;
         int predicted = 0;
         for (int i = 0; i < pages; i++)
         {
             WriteRepeatedRandom(_page, i);
             predicted += PageEstimator.Estimate(_page, Threshold).Class == PageClass.Incompressible ? 1 : 0;
         }
-        Assert.True(predicted >= 2 * Reclaimer.AuditInterval, $"only {predicted} of {pages} pages fall in the blind spot");
-        int audits = predicted / Reclaimer.AuditInterval;
+        Assert.True(predicted >= 2 * EvictionPipeline.AuditInterval, $"only {predicted} of {pages} pages fall in the blind spot");
+        int audits = predicted / EvictionPipeline.AuditInterval;
         using var engine = CramEngine.Create();
         using var region = engine.CreateRegion(pages * (long)P);
         for (int i = 0; i < pages; i++)

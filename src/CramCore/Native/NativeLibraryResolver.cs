@@ -1,7 +1,7 @@
 using System.Reflection;
 using System.Runtime.InteropServices;
 
-namespace CramCore;
+namespace CramCore.Native;
 
 /// <summary>
 /// Finds libCramNative.so, in this order: the user's override (<see cref="CramOptions.NativeLibraryPath"/>

@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
-namespace CramCore;
+namespace CramCore.Estimation;
 
 /// <summary>The instruction-set paths of the SIMD page kernels.</summary>
 internal enum PageKernelIsa
@@ -47,7 +47,7 @@ internal static unsafe class SameFilled
     private static bool Vector512Kernel(byte* page, ulong value)
     {
         var fill = Vector512.Create(value);
-        for (int i = 0; i < PageTable.PageSize; i += 4 * 64)
+        for (int i = 0; i < SharedLayout.PageSize; i += 4 * 64)
         {
             var d = (Vector512.Load((ulong*)(page + i)) ^ fill) | (Vector512.Load((ulong*)(page + i + 64)) ^ fill)
                   | (Vector512.Load((ulong*)(page + i + 128)) ^ fill) | (Vector512.Load((ulong*)(page + i + 192)) ^ fill);
@@ -62,7 +62,7 @@ internal static unsafe class SameFilled
     private static bool Vector256Kernel(byte* page, ulong value)
     {
         var fill = Vector256.Create(value);
-        for (int i = 0; i < PageTable.PageSize; i += 4 * 32)
+        for (int i = 0; i < SharedLayout.PageSize; i += 4 * 32)
         {
             var d = (Vector256.Load((ulong*)(page + i)) ^ fill) | (Vector256.Load((ulong*)(page + i + 32)) ^ fill)
                   | (Vector256.Load((ulong*)(page + i + 64)) ^ fill) | (Vector256.Load((ulong*)(page + i + 96)) ^ fill);
@@ -77,7 +77,7 @@ internal static unsafe class SameFilled
     private static bool Vector128Kernel(byte* page, ulong value)
     {
         var fill = Vector128.Create(value);
-        for (int i = 0; i < PageTable.PageSize; i += 4 * 16)
+        for (int i = 0; i < SharedLayout.PageSize; i += 4 * 16)
         {
             var d = (Vector128.Load((ulong*)(page + i)) ^ fill) | (Vector128.Load((ulong*)(page + i + 16)) ^ fill)
                   | (Vector128.Load((ulong*)(page + i + 32)) ^ fill) | (Vector128.Load((ulong*)(page + i + 48)) ^ fill);
@@ -92,7 +92,7 @@ internal static unsafe class SameFilled
     private static bool ScalarKernel(byte* page, ulong value)
     {
         var words = (ulong*)page;
-        for (int i = 1; i < PageTable.PageSize / 8; i++)
+        for (int i = 1; i < SharedLayout.PageSize / 8; i++)
         {
             if (words[i] != value)
             {

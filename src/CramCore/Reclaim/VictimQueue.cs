@@ -1,6 +1,6 @@
-namespace CramCore;
+namespace CramCore.Reclaim;
 
-/// <summary>A growable FIFO of page references (region id &lt;&lt; 48 | page index).</summary>
+/// <summary>A growable FIFO of page references (<see cref="FaultLogEntry"/> encoding).</summary>
 internal sealed class VictimQueue
 {
     private ulong[] _items = new ulong[4096];
@@ -8,10 +8,6 @@ internal sealed class VictimQueue
     private int _count;
 
     public int Count => _count;
-
-    public static ulong Encode(uint regionId, ulong page) => ((ulong)regionId << 48) | page;
-    public static uint RegionOf(ulong entry) => (uint)(entry >> 48);
-    public static ulong PageOf(ulong entry) => entry & 0xFFFF_FFFF_FFFFUL;
 
     public void Enqueue(ulong entry)
     {
@@ -50,7 +46,7 @@ internal sealed class VictimQueue
         for (int i = 0; i < n; i++)
         {
             ulong e = Dequeue();
-            if (RegionOf(e) != regionId)
+            if (FaultLogEntry.RegionOf(e) != regionId)
             {
                 Enqueue(e);
             }

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace CramCore;
+namespace CramCore.Storage;
 
 /// <summary>Occupancy of one size class of the compressed pool.</summary>
 internal readonly record struct PoolClassStats(int ObjectSize, int ZspagePages, long Objects, long Capacity);
@@ -30,16 +30,16 @@ internal readonly record struct PoolStats(
 internal sealed unsafe class CompressedPool : IDisposable
 {
     public const int Granularity = 16;
-    public const int MaxObjectSize = PageTable.PageSize;
+    public const int MaxObjectSize = SharedLayout.PageSize;
     private const int ZspageOrder = 4; // 16 pages
-    private const int MaxCapacity = (PageTable.PageSize << ZspageOrder) / Granularity;
+    private const int MaxCapacity = (SharedLayout.PageSize << ZspageOrder) / Granularity;
     private const int ZspageChunk = 1024;
 
     private sealed class SizeClass(int size, int order)
     {
         public readonly int Size = size;
         public readonly int Order = order;
-        public readonly int Capacity = (PageTable.PageSize << order) / size;
+        public readonly int Capacity = (SharedLayout.PageSize << order) / size;
         public readonly int Index = size / Granularity - 1;
         public readonly Lock Lock = new();
         public int[] Partial = new int[8];
@@ -67,8 +67,8 @@ internal sealed unsafe class CompressedPool : IDisposable
         public readonly long Bytes = bytes;
         public readonly BitmapBuddy Buddy = buddy;
         /// <summary>Per free zspage block: how many of its first pages are still resident from its last use.</summary>
-        public readonly ushort[] Retained = new ushort[bytes >> (PageTable.PageShift + ZspageOrder)];
-        public int BlockOf(byte* block) => (int)((block - Memory) >> (PageTable.PageShift + ZspageOrder));
+        public readonly ushort[] Retained = new ushort[bytes >> (SharedLayout.PageShift + ZspageOrder)];
+        public int BlockOf(byte* block) => (int)((block - Memory) >> (SharedLayout.PageShift + ZspageOrder));
     }
 
     private readonly SizeClass[] _classes; // one per 16-byte size
@@ -79,11 +79,9 @@ internal sealed unsafe class CompressedPool : IDisposable
     private readonly Lock _retainLock = new(); // Arena.Retained and _retainedBytes
     private Arena[] _arenas = [];
     private Zspage[][] _zspages = [];
-    private readonly IdStack<int> _freeZspages = new(64);
+    private readonly Stack<int> _freeZspages = new(64);
     private int _nextZspage;
-    private readonly ulong* _handleDirectory;
-    private readonly IdStack<uint> _freeHandles = new(1024);
-    private uint _nextHandle = 1; // 0 is never a handle
+    private readonly ClusteredDirectory<NativePoolHandle> _handles = new("compressed pool's handle table");
     private long _usedBytes, _objectBytes, _objects, _compactedPages, _movedObjects, _fullRejections;
     private long _retainedBytes; // resident pages of free zspage blocks (part of _usedBytes)
     private readonly NativePoolMove[] _moves;
@@ -95,7 +93,6 @@ internal sealed unsafe class CompressedPool : IDisposable
         _maxBytes = maxBytes;
         _lockMemory = lockMemory;
         _engine = engine;
-        _handleDirectory = (ulong*)NativeMemory.AllocZeroed(NativePoolHandle.DirectorySize, sizeof(ulong));
         _classes = new SizeClass[MaxObjectSize / Granularity];
         for (int i = 0; i < _classes.Length; i++)
         {
@@ -111,14 +108,13 @@ internal sealed unsafe class CompressedPool : IDisposable
     }
 
     /// <summary>The handle directory, for the fault service (NativeShared.HandleDirectory).</summary>
-    public ulong HandleDirectory => (ulong)_handleDirectory;
+    public ulong HandleDirectory => _handles.Address;
 
     private SizeClass ClassOf(int length) => _classes[(length - 1) / Granularity];
 
     private ref Zspage Page(int id) => ref _zspages[id / ZspageChunk][id % ZspageChunk];
 
-    private NativePoolHandle* Handle(uint id) =>
-        (NativePoolHandle*)_handleDirectory[id >> NativePoolHandle.ClusterShift] + (id & (NativePoolHandle.ClusterSize - 1));
+    private NativePoolHandle* Handle(uint id) => _handles.Get(id);
 
     /// <summary>Copies <paramref name="length"/> bytes into the pool. Returns the handle, or 0 when the pool is full.</summary>
     public uint Store(byte* data, int length)
@@ -241,10 +237,10 @@ internal sealed unsafe class CompressedPool : IDisposable
         }
         else
         {
-            int touched = (int)(((long)(z.FreeCursor + 1) * c.Size + PageTable.PageSize - 1) >> PageTable.PageShift);
+            int touched = (int)(((long)(z.FreeCursor + 1) * c.Size + SharedLayout.PageSize - 1) >> SharedLayout.PageShift);
             if (touched > z.TouchedPages)
             {
-                long bytes = (long)(touched - z.TouchedPages) << PageTable.PageShift;
+                long bytes = (long)(touched - z.TouchedPages) << SharedLayout.PageShift;
                 if (_maxBytes > 0 && Interlocked.Add(ref _usedBytes, bytes) > _maxBytes)
                 {
                     Interlocked.Add(ref _usedBytes, -bytes);
@@ -323,7 +319,7 @@ internal sealed unsafe class CompressedPool : IDisposable
         {
             ref ushort retained = ref owner.Retained[owner.BlockOf(memory)];
             z.TouchedPages = retained; // already resident and counted as used
-            _retainedBytes -= (long)retained << PageTable.PageShift;
+            _retainedBytes -= (long)retained << SharedLayout.PageShift;
             retained = 0;
         }
         AddPartial(c, ref z, id);
@@ -345,7 +341,7 @@ internal sealed unsafe class CompressedPool : IDisposable
         lock (_retainLock)
         {
             owner.Retained[owner.BlockOf(z.Base)] = (ushort)z.TouchedPages;
-            _retainedBytes += (long)z.TouchedPages << PageTable.PageShift;
+            _retainedBytes += (long)z.TouchedPages << SharedLayout.PageShift;
         }
         owner.Buddy.Free(z.Base, c.Order);
         z.Base = null;
@@ -369,11 +365,11 @@ internal sealed unsafe class CompressedPool : IDisposable
                     {
                         continue;
                     }
-                    long bytes = (long)a.Retained[b] << PageTable.PageShift;
+                    long bytes = (long)a.Retained[b] << SharedLayout.PageShift;
                     a.Retained[b] = 0;
                     if (!_lockMemory)
                     {
-                        Interop.CramNative.Discard((ulong)(a.Memory + ((long)b << (PageTable.PageShift + ZspageOrder))), (ulong)bytes);
+                        Interop.CramNative.Discard((ulong)(a.Memory + ((long)b << (SharedLayout.PageShift + ZspageOrder))), (ulong)bytes);
                     }
                     _retainedBytes -= bytes;
                     Interlocked.Add(ref _usedBytes, -bytes);
@@ -430,41 +426,13 @@ internal sealed unsafe class CompressedPool : IDisposable
                 ? $"LockPoolMemory: mapping and locking a {_arenaBytes >> 20} MiB pool arena failed (errno {errno}: {Marshal.GetPInvokeErrorMessage(errno)}). Raise RLIMIT_MEMLOCK (ulimit -l) or grant CAP_IPC_LOCK, or set LockPoolMemory = false."
                 : $"Mapping a {_arenaBytes >> 20} MiB pool arena failed (errno {errno}: {Marshal.GetPInvokeErrorMessage(errno)}).");
         }
-        int maxOrder = System.Numerics.BitOperations.Log2((ulong)(_arenaBytes >> PageTable.PageShift));
+        int maxOrder = System.Numerics.BitOperations.Log2((ulong)(_arenaBytes >> SharedLayout.PageShift));
         return new Arena((byte*)memory, _arenaBytes, new BitmapBuddy((byte*)memory, maxOrder));
     }
 
-    private uint NewHandle()
-    {
-        lock (_handleLock)
-        {
-            if (_freeHandles.TryPop(out uint reused))
-            {
-                return reused;
-            }
-            uint id = _nextHandle;
-            uint cluster = id >> NativePoolHandle.ClusterShift;
-            if (cluster >= NativePoolHandle.DirectorySize)
-            {
-                throw new InvalidOperationException("The compressed pool's handle table is full (2^32 handles).");
-            }
-            if (_handleDirectory[cluster] == 0)
-            {
-                void* memory = NativeMemory.AllocZeroed((nuint)(NativePoolHandle.ClusterSize * sizeof(NativePoolHandle)));
-                Volatile.Write(ref _handleDirectory[cluster], (ulong)memory);
-            }
-            _nextHandle++;
-            return id;
-        }
-    }
+    private uint NewHandle() => (uint)_handles.Allocate(); // ids stay below 2^32: the table's capacity
 
-    private void FreeHandle(uint handle)
-    {
-        lock (_handleLock)
-        {
-            _freeHandles.Push(handle);
-        }
-    }
+    private void FreeHandle(uint handle) => _handles.Free(handle);
 
     /// <summary>
     /// Moves objects out of the sparsest zspages of each class into the fullest ones and returns
@@ -531,10 +499,10 @@ internal sealed unsafe class CompressedPool : IDisposable
         // The live objects are now slots [0, InUse): no free slot below the cursor.
         z.FreeCursor = z.InUse;
         z.FreeHead = -1;
-        int touched = (int)(((long)z.FreeCursor * c.Size + PageTable.PageSize - 1) >> PageTable.PageShift);
+        int touched = (int)(((long)z.FreeCursor * c.Size + SharedLayout.PageSize - 1) >> SharedLayout.PageShift);
         if (touched < z.TouchedPages)
         {
-            long offset = (long)touched << PageTable.PageShift, bytes = (long)(z.TouchedPages - touched) << PageTable.PageShift;
+            long offset = (long)touched << SharedLayout.PageShift, bytes = (long)(z.TouchedPages - touched) << SharedLayout.PageShift;
             if (!_lockMemory)
             {
                 Interop.CramNative.Discard((ulong)(z.Base + offset), (ulong)bytes);
@@ -621,6 +589,15 @@ internal sealed unsafe class CompressedPool : IDisposable
         }
     }
 
+    /// <summary>Compacts when slack passes max(16 MiB, a quarter of the pool); background reclaim calls this between passes.</summary>
+    public void CompactIfFragmented()
+    {
+        if (SlackBytes > Math.Max(16L << 20, UsedBytes / 4))
+        {
+            Compact();
+        }
+    }
+
     /// <summary>Bytes of zspages in use minus Σ object sizes: what compaction could give back at most.</summary>
     public long SlackBytes => Volatile.Read(ref _usedBytes) - Volatile.Read(ref _objectBytes);
     public long ObjectBytes => Volatile.Read(ref _objectBytes);
@@ -697,13 +674,6 @@ internal sealed unsafe class CompressedPool : IDisposable
             Interop.CramNative.ArenaUnmap((ulong)a.Memory, (ulong)a.Bytes);
         }
         _arenas = [];
-        for (int i = 0; i < NativePoolHandle.DirectorySize; i++)
-        {
-            if (_handleDirectory[i] != 0)
-            {
-                NativeMemory.Free((void*)_handleDirectory[i]);
-            }
-        }
-        NativeMemory.Free(_handleDirectory);
+        _handles.Dispose();
     }
 }

@@ -2,7 +2,7 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
-namespace CramCore;
+namespace CramCore.Storage;
 
 /// <summary>
 /// A lock-free buddy allocator over one arena of 2^MaxOrder pages, kept as one bit per page.
@@ -48,7 +48,7 @@ internal sealed unsafe class BitmapBuddy : IDisposable
 
     public byte* Base { get; }
     public int MaxOrder { get; }
-    public long CapacityBytes => (long)PageTable.PageSize << MaxOrder;
+    public long CapacityBytes => (long)SharedLayout.PageSize << MaxOrder;
 
     /// <summary>Bits set at every multiple of 2^order (the possible starts of an aligned group).</summary>
     private static ReadOnlySpan<ulong> Starts =>
@@ -102,7 +102,7 @@ internal sealed unsafe class BitmapBuddy : IDisposable
                     {
                         hint = w;
                     }
-                    return Base + (((w << WordShift) + bit) << PageTable.PageShift);
+                    return Base + (((w << WordShift) + bit) << SharedLayout.PageShift);
                 }
                 old = seen; // someone changed the word: look at it again
             }
@@ -126,7 +126,7 @@ internal sealed unsafe class BitmapBuddy : IDisposable
             if (claimed == span)
             {
                 hint = first + span;
-                return Base + ((first << WordShift) << PageTable.PageShift);
+                return Base + ((first << WordShift) << SharedLayout.PageShift);
             }
             while (claimed > 0) // give back what we took; nobody else can have touched those words
             {
@@ -140,7 +140,7 @@ internal sealed unsafe class BitmapBuddy : IDisposable
     public void Free(byte* block, int order)
     {
         long offset = BuddyStats.OffsetOfBlock(block, order, Base, MaxOrder);
-        long page = offset >> PageTable.PageShift;
+        long page = offset >> SharedLayout.PageShift;
         long w = page >> WordShift;
         if (order <= WordShift)
         {
@@ -187,7 +187,7 @@ internal sealed unsafe class BitmapBuddy : IDisposable
             }
             if (allClear)
             {
-                free[order] += (long)PageTable.PageSize << order;
+                free[order] += (long)SharedLayout.PageSize << order;
                 return;
             }
             if (order == WordShift)
@@ -206,7 +206,7 @@ internal sealed unsafe class BitmapBuddy : IDisposable
         ulong mask = GroupMask(order) << firstBit;
         if ((word & mask) == 0)
         {
-            free[order] += (long)PageTable.PageSize << order;
+            free[order] += (long)SharedLayout.PageSize << order;
         }
         else if ((word & mask) != mask && order > 0)
         {

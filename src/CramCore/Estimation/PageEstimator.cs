@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
-namespace CramCore;
+namespace CramCore.Estimation;
 
 /// <summary>What the estimator expects LZ4 to do with a page.</summary>
 internal enum PageClass : byte
@@ -113,7 +113,7 @@ internal static unsafe class PageEstimator
     internal const float MinIncompressibleEntropy = 6.5f;
 
     internal const int SampleLines = 8;
-    internal const int SampleStride = PageTable.PageSize / SampleLines;
+    internal const int SampleStride = SharedLayout.PageSize / SampleLines;
     internal const int HistogramLineBytes = 16;
     internal const int HistogramBytes = SampleLines * HistogramLineBytes;
 
@@ -160,7 +160,7 @@ internal static unsafe class PageEstimator
         {
             size += k[i] * x[i];
         }
-        return (int)Math.Clamp(size, 0f, 2f * PageTable.PageSize);
+        return (int)Math.Clamp(size, 0f, 2f * SharedLayout.PageSize);
     }
 
     internal const int FeatureCount = 6;
@@ -169,8 +169,8 @@ internal static unsafe class PageEstimator
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Features(PageSample s, Span<float> x)
     {
-        const float CountedScale = (float)PageTable.PageSize / PageSample.CountedBytes;
-        const float ComparedScale = (float)PageTable.PageSize / PageSample.ComparedBytes;
+        const float CountedScale = (float)SharedLayout.PageSize / PageSample.CountedBytes;
+        const float ComparedScale = (float)SharedLayout.PageSize / PageSample.ComparedBytes;
         float notRun = 1f - (float)s.Run / PageSample.ComparedBytes;
         x[0] = 1f;
         x[1] = notRun;
@@ -191,7 +191,7 @@ internal static unsafe class PageEstimator
         {
             return PageClass.Uncertain;
         }
-        return size < PageTable.PageSize / 2 - CompressibleMargin ? PageClass.VeryCompressible : PageClass.Compressible;
+        return size < SharedLayout.PageSize / 2 - CompressibleMargin ? PageClass.VeryCompressible : PageClass.Compressible;
     }
 
     /// <summary>
@@ -234,7 +234,7 @@ internal static unsafe class PageEstimator
         var high = Vector512<byte>.Zero;
         var run = Vector512<byte>.Zero;
         var lag8 = Vector512<byte>.Zero;
-        for (int line = 0; line < PageTable.PageSize; line += 2 * SampleStride)
+        for (int line = 0; line < SharedLayout.PageSize; line += 2 * SampleStride)
         {
             // Two lines per step: each whole, then their second halves side by side.
             byte* a = page + line;
@@ -304,7 +304,7 @@ internal static unsafe class PageEstimator
         var high = Vector256<byte>.Zero;
         var run = Vector256<byte>.Zero;
         var lag8 = Vector256<byte>.Zero;
-        for (int line = 0; line < PageTable.PageSize; line += SampleStride)
+        for (int line = 0; line < SharedLayout.PageSize; line += SampleStride)
         {
             byte* a = page + line;
             var first = Vector256.Load(a);
@@ -369,7 +369,7 @@ internal static unsafe class PageEstimator
         var high = Vector128<byte>.Zero;
         var run = Vector128<byte>.Zero;
         var lag8 = Vector128<byte>.Zero;
-        for (int line = 0; line < PageTable.PageSize; line += SampleStride)
+        for (int line = 0; line < SharedLayout.PageSize; line += SampleStride)
         {
             byte* a = page + line;
             for (int i = 0; i < 64; i += 16)
@@ -437,7 +437,7 @@ internal static unsafe class PageEstimator
         int zero = 0, high = 0, run = 0, lag8 = 0;
         int* counts = stackalloc int[32];
         new Span<int>(counts, 32).Clear();
-        for (int line = 0; line < PageTable.PageSize; line += SampleStride)
+        for (int line = 0; line < SharedLayout.PageSize; line += SampleStride)
         {
             byte* a = page + line;
             for (int i = 0; i < 64; i++)

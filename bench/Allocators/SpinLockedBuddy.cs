@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace CramCore;
+namespace CramCore.Research;
 
 /// <summary>
 /// The classic buddy allocator (free list per order, split on allocate, coalesce on free) behind
@@ -98,12 +98,12 @@ internal sealed unsafe class SpinLockedBuddy : IDisposable
             Push(index + (1 << k), k);
         }
         Unlock();
-        return Base + ((long)index << PageTable.PageShift);
+        return Base + ((long)index << SharedLayout.PageShift);
     }
 
     public void Free(byte* block, int order)
     {
-        int index = (int)((block - Base) >> PageTable.PageShift);
+        int index = (int)((block - Base) >> SharedLayout.PageShift);
         Lock();
         while (order < MaxOrder)
         {

@@ -1,18 +1,20 @@
 using System.Runtime.InteropServices;
 
-namespace CramCore;
+namespace CramCore.Native;
 
 /// <summary>P/Invoke declarations, one partial class per native library (dotnet/runtime style).</summary>
 internal static partial class Interop
 {
+    /// <summary>libCramNative.so: exports <c>CramNative_*</c>, returning 0, or -1 with errno (see <see cref="Errno"/>).</summary>
     internal static unsafe partial class CramNative
     {
         internal const string Library = "CramNative";
 
         static CramNative() => NativeLibraryResolver.EnsureRegistered();
 
-        [LibraryImport(Library, EntryPoint = "CramNative_GetLayout", SetLastError = true)]
-        internal static partial int GetLayout(NativeLayoutInfo* layout);
+        /// <summary>Fills up to <paramref name="capacity"/> entries of the contract; <paramref name="count"/> is the total.</summary>
+        [LibraryImport(Library, EntryPoint = "CramNative_GetContract", SetLastError = true)]
+        internal static partial int GetContract(NativeContractEntry* entries, int capacity, int* count);
 
         [LibraryImport(Library, EntryPoint = "CramNative_EngineCreate", SetLastError = true)]
         internal static partial int EngineCreate(NativeEngineConfig* config, nint* engine, NativeShared** shared);
@@ -20,20 +22,22 @@ internal static partial class Interop
         [LibraryImport(Library, EntryPoint = "CramNative_EngineDestroy", SetLastError = true)]
         internal static partial int EngineDestroy(nint engine);
 
+        /// <summary>Maps a region and its page table; returns its id, base address and page-table address.</summary>
         [LibraryImport(Library, EntryPoint = "CramNative_RegionCreate", SetLastError = true)]
-        internal static partial int RegionCreate(nint engine, ulong length, uint* regionId);
+        internal static partial int RegionCreate(nint engine, ulong length, uint* regionId, ulong* baseAddress, ulong* pageTable);
 
         [LibraryImport(Library, EntryPoint = "CramNative_RegionDeactivate", SetLastError = true)]
         internal static partial int RegionDeactivate(nint engine, uint regionId);
 
+        /// <summary>Destroys a deactivated region: fixes the counters, pushes its slots on the stale list, unmaps it.</summary>
         [LibraryImport(Library, EntryPoint = "CramNative_RegionDestroy", SetLastError = true)]
         internal static partial int RegionDestroy(nint engine, uint regionId);
 
-        /// <summary>Write-protects pages; sorts <paramref name="pages"/> in place.</summary>
+        /// <summary>Write-protects pages, given sorted ascending (EINVAL otherwise).</summary>
         [LibraryImport(Library, EntryPoint = "CramNative_WriteProtectPages", SetLastError = true)]
         internal static partial int WriteProtectPages(nint engine, uint regionId, ulong* pages, int count);
 
-        /// <summary>Drops pages still CLEAN; the first <paramref name="dropped"/> entries are those dropped.</summary>
+        /// <summary>Drops pages still CLEAN (given sorted); the first <paramref name="dropped"/> entries are those dropped, in order.</summary>
         [LibraryImport(Library, EntryPoint = "CramNative_DropPages", SetLastError = true)]
         internal static partial int DropPages(nint engine, uint regionId, ulong* pages, int count, int* dropped);
 
@@ -55,46 +59,5 @@ internal static partial class Interop
 
         [LibraryImport(Library, EntryPoint = "CramNative_Discard", SetLastError = true)]
         internal static partial int Discard(ulong address, ulong bytes);
-    }
-
-    internal static unsafe partial class Lz4
-    {
-        internal const string Library = "liblz4.so.1";
-
-        /// <summary>Returns the compressed size, or 0 when the result would not fit in <paramref name="dstCapacity"/>.</summary>
-        [LibraryImport(Library, EntryPoint = "LZ4_compress_default")]
-        internal static partial int CompressDefault(byte* src, byte* dst, int srcSize, int dstCapacity);
-
-        /// <summary>Returns the decompressed size, or a negative value for malformed input.</summary>
-        [LibraryImport(Library, EntryPoint = "LZ4_decompress_safe")]
-        internal static partial int DecompressSafe(byte* src, byte* dst, int compressedSize, int dstCapacity);
-
-        [LibraryImport(Library, EntryPoint = "LZ4_versionNumber")]
-        internal static partial int VersionNumber();
-    }
-
-
-    internal const int EPERM = 1, ENOENT = 2, ENOMEM = 12, EACCES = 13, EINVAL = 22, EMFILE = 24,
-        ENOSYS = 38, EPROTONOSUPPORT = 93;
-
-    /// <summary>Turns the errno of the last failed CramNative_* call into an exception.</summary>
-    internal static Exception GetExceptionForLastError(string operation)
-    {
-        int errno = Marshal.GetLastPInvokeError();
-        string message = $"{operation} failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno}).";
-        return errno switch
-        {
-            ENOMEM => new OutOfMemoryException(message),
-            EINVAL => new ArgumentException(message),
-            _ => new IOException(message, errno),
-        };
-    }
-
-    internal static void ThrowIfFailed(int result, string operation)
-    {
-        if (result != 0)
-        {
-            throw GetExceptionForLastError(operation);
-        }
     }
 }

@@ -2,7 +2,7 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
-namespace CramCore;
+namespace CramCore.Research;
 
 /// <summary>
 /// A lock-free buddy allocator over one arena of 2^MaxOrder pages, after NBBS (Marotta, Ianni,
@@ -44,7 +44,7 @@ internal sealed unsafe class LockFreeBuddy : IDisposable
 
     public byte* Base { get; }
     public int MaxOrder { get; }
-    public long CapacityBytes => (long)PageTable.PageSize << MaxOrder;
+    public long CapacityBytes => (long)SharedLayout.PageSize << MaxOrder;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int Level(long node) => BitOperations.Log2((ulong)node);
@@ -77,7 +77,7 @@ internal sealed unsafe class LockFreeBuddy : IDisposable
             if (failed == 0)
             {
                 _hints[level] = (int)(node - first + 1);
-                return Base + ((node - first) << (order + PageTable.PageShift));
+                return Base + ((node - first) << (order + SharedLayout.PageShift));
             }
             // The node lies inside block `failed`: skip the rest of that block at this level.
             long end = (failed + 1) << (level - Level(failed));
@@ -119,7 +119,7 @@ internal sealed unsafe class LockFreeBuddy : IDisposable
     public void Free(byte* block, int order)
     {
         long offset = BuddyStats.OffsetOfBlock(block, order, Base, MaxOrder);
-        long node = (1L << (MaxOrder - order)) + (offset >> (order + PageTable.PageShift));
+        long node = (1L << (MaxOrder - order)) + (offset >> (order + SharedLayout.PageShift));
         if (Volatile.Read(ref _tree[node]) != Busy)
         {
             throw new InvalidOperationException($"Block {offset:x} of order {order} is not allocated (double free or wrong order).");
@@ -181,7 +181,7 @@ internal sealed unsafe class LockFreeBuddy : IDisposable
             int order = MaxOrder - Level(node);
             if (s == 0)
             {
-                free[order] += (long)PageTable.PageSize << order;
+                free[order] += (long)SharedLayout.PageSize << order;
             }
             else if ((s & Busy) == 0 && order > 0)
             {
@@ -205,27 +205,4 @@ internal sealed unsafe class LockFreeBuddy : IDisposable
     }
 
     public void Dispose() => NativeMemory.Free(_tree);
-}
-
-/// <summary>What the buddy allocators share: the check of a freed block, and fragmentation.</summary>
-internal static unsafe class BuddyStats
-{
-    /// <summary>The offset of <paramref name="block"/> in the arena, after checking it can be a block of <paramref name="order"/> there.</summary>
-    public static long OffsetOfBlock(byte* block, int order, byte* arena, int maxOrder)
-    {
-        long offset = block - arena;
-        if ((uint)order > (uint)maxOrder || offset < 0 || offset >= (long)PageTable.PageSize << maxOrder || (offset & ((PageTable.PageSize << order) - 1)) != 0)
-        {
-            throw new ArgumentException($"Block {offset:x} of order {order} was not allocated from this arena.", nameof(block));
-        }
-        return offset;
-    }
-
-    /// <summary>Fragmentation of a free-space map: 1 − largest free block / all free space.</summary>
-    public static double Fragmentation(long[] freeBytesByOrder)
-    {
-        long total = freeBytesByOrder.Sum();
-        int largest = Array.FindLastIndex(freeBytesByOrder, b => b > 0);
-        return total == 0 ? 0 : 1 - (double)((long)PageTable.PageSize << largest) / total;
-    }
 }

@@ -1,0 +1,226 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace CramCore.Native;
+
+// The C# mirror of the contract in native/cramnative.h: the only one. Every struct, field, enum
+// member and constant here is compared both ways with what the C compiler reports
+// (CramNative_GetContract) by ContractTests; C side names are derived from C# names
+// (NextStale -> next_stale, SameFilled -> CRAM_BACKEND_SAME_FILLED), so a rename is a mismatch.
+
+/// <summary>Marks a struct that mirrors the C struct <see cref="Name"/> field by field.</summary>
+[AttributeUsage(AttributeTargets.Struct)]
+internal sealed class NativeStructAttribute(string name) : Attribute
+{
+    public string Name { get; } = name;
+}
+
+/// <summary>Marks an enum whose members mirror the C enumerators named <see cref="Prefix"/> + UPPER_SNAKE(member).</summary>
+[AttributeUsage(AttributeTargets.Enum)]
+internal sealed class NativeEnumAttribute(string prefix) : Attribute
+{
+    public string Prefix { get; } = prefix;
+}
+
+/// <summary>Marks a constant that mirrors the C macro <see cref="Name"/>.</summary>
+[AttributeUsage(AttributeTargets.Field)]
+internal sealed class NativeConstantAttribute(string name) : Attribute
+{
+    public string Name { get; } = name;
+}
+
+/// <summary>Constants of the contract.</summary>
+internal static class SharedLayout
+{
+    [NativeConstant("CRAM_PAGE_SIZE")] public const int PageSize = 4096;
+    [NativeConstant("CRAM_PAGE_SHIFT")] public const int PageShift = 12;
+    [NativeConstant("CRAM_MAX_REGIONS")] public const int MaxRegions = 256;
+
+    /// <summary>Slot id 0 never names a slot: it means "the page is all zero bytes".</summary>
+    [NativeConstant("CRAM_SLOT_ZERO")] public const ulong ZeroSlot = 0;
+
+    [NativeConstant("CRAM_DIRECTORY_CLUSTER_SHIFT")] public const int DirectoryClusterShift = 14;
+    [NativeConstant("CRAM_DIRECTORY_CLUSTER_SIZE")] public const int DirectoryClusterSize = 1 << DirectoryClusterShift;
+    [NativeConstant("CRAM_DIRECTORY_SIZE")] public const int DirectorySize = 1 << 18;
+
+    [NativeConstant("CRAM_FAULT_LOG_SIZE")] public const int FaultLogSize = 1 << 16;
+    [NativeConstant("CRAM_FAULT_LOG_REGION_SHIFT")] public const int FaultLogRegionShift = 48;
+}
+
+/// <summary>
+/// Page states. The state machine, with every transition and who makes it, and the lock order are
+/// written down once, in native/cramnative.h ("Page-table entry").
+/// </summary>
+[NativeEnum("CRAM_PTE_")]
+internal enum PageState : uint
+{
+    Empty = 0,
+    Dirty = 1,
+    Clean = 2,
+    Evicting = 3,
+    Dropping = 4,
+    Evicted = 5,
+    Incompressible = 6,
+    Unprotecting = 7,
+}
+
+/// <summary>The encoding of a page-table entry: state, referenced bit, virtual slot id.</summary>
+internal static unsafe class PageTableEntry
+{
+    [NativeConstant("CRAM_PTE_STATE_MASK")] public const ulong StateMask = 0xF;
+    [NativeConstant("CRAM_PTE_REFERENCED")] public const ulong Referenced = 0x10;
+    [NativeConstant("CRAM_PTE_SLOT_SHIFT")] public const int SlotShift = 16;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static PageState State(ulong pte) => (PageState)(pte & StateMask);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Slot(ulong pte) => pte >> SlotShift;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Make(PageState state, ulong slot) => (slot << SlotShift) | (ulong)state;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Load(ulong* pte) => Volatile.Read(ref *pte);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool TryTransition(ulong* pte, ulong expected, ulong desired) =>
+        Interlocked.CompareExchange(ref *pte, desired, expected) == expected;
+
+    /// <summary>Resident means mapped in the region: every state but EMPTY and EVICTED.</summary>
+    public static bool IsResident(PageState s) => s is not (PageState.Empty or PageState.Evicted);
+
+    /// <summary>States whose entry names a slot that holds a copy of the page.</summary>
+    public static bool HoldsSlot(PageState s) => s is PageState.Clean or PageState.Dropping or PageState.Evicted;
+}
+
+/// <summary>An entry of the fault-in log (and of reclaim's victim queue): region id and page index.</summary>
+internal static class FaultLogEntry
+{
+    private const ulong PageMask = (1UL << SharedLayout.FaultLogRegionShift) - 1;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Encode(uint regionId, ulong page) => ((ulong)regionId << SharedLayout.FaultLogRegionShift) | page;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint RegionOf(ulong entry) => (uint)(entry >> SharedLayout.FaultLogRegionShift);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong PageOf(ulong entry) => entry & PageMask;
+}
+
+/// <summary>Where a slot's data lives.</summary>
+[NativeEnum("CRAM_BACKEND_")]
+internal enum SlotBackend : ushort
+{
+    Free = 0,
+    SameFilled = 1,
+    Lz4 = 2,
+    Raw = 3,
+}
+
+/// <summary>A virtual swap slot (cram_slot).</summary>
+[NativeStruct("cram_slot")]
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativeSlot
+{
+    public ulong Data;
+    public uint Length;
+    public ushort Backend;
+    public ushort Flags;
+    public ulong NextStale;
+}
+
+/// <summary>A compressed-pool handle (cram_pool_handle).</summary>
+[NativeStruct("cram_pool_handle")]
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativePoolHandle
+{
+    public ulong Address;
+    public uint Length;
+    public uint Zspage;
+}
+
+/// <summary>One object move of a compaction (cram_pool_move).</summary>
+[NativeStruct("cram_pool_move")]
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativePoolMove
+{
+    public ulong Handle;
+    public ulong Destination;
+    public uint Zspage;
+    public uint Reserved;
+}
+
+/// <summary>The native counters (cram_stats); native code is their only writer.</summary>
+[NativeStruct("cram_stats")]
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativeStats
+{
+    public ulong FaultsZero;
+    public ulong FaultsSwapinLz4;
+    public ulong FaultsSwapinSame;
+    public ulong FaultsSwapinRaw;
+    public ulong FaultsWp;
+    public ulong FaultsWpCancel;
+    public ulong FaultsSpurious;
+    public ulong ResidentPages;
+    public ulong PeakResidentPages;
+    public ulong PopulatedPages;
+    public ulong EvictedPagesTotal;
+    public ulong ZeroCopiesReleased;
+    public ulong ThrottleWaits;
+    public ulong FaultLogOverflows;
+    public ulong ServiceErrors;
+    public ulong ServiceBusyNs;
+}
+
+/// <summary>The engine's configuration (cram_engine_config).</summary>
+[NativeStruct("cram_engine_config")]
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativeEngineConfig
+{
+    public uint ForcedMode;
+    public uint SpinUs;
+    public ulong SoftLimitPages;
+    public ulong HardLimitPages;
+    public uint ThrottleMaxUs;
+    public uint FaultAroundPages;
+}
+
+/// <summary>The part of the engine C# reads and writes directly (cram_shared); each field has one writer, named in the header.</summary>
+[NativeStruct("cram_shared")]
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativeShared
+{
+    public NativeStats Stats;
+    public ulong SlotDirectory;
+    public ulong HandleDirectory;
+    public ulong StaleHead;
+    public ulong FaultLog;
+    public ulong FaultLogHead;
+    public ulong FaultLogTail;
+    public uint UffdMode;
+    public uint ReclaimStalled;
+}
+
+/// <summary>What an entry of the contract describes (cram_contract_kind).</summary>
+[NativeEnum("CRAM_CONTRACT_")]
+internal enum ContractKind : uint
+{
+    Struct = 1,
+    Field = 2,
+    Enum = 3,
+    Constant = 4,
+}
+
+/// <summary>One entry of the contract as the C compiler sees it (cram_contract_entry).</summary>
+[NativeStruct("cram_contract_entry")]
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativeContractEntry
+{
+    public ulong Name;
+    public ulong Value;
+    public uint Kind;
+    public uint Size;
+}

@@ -1,0 +1,299 @@
+using System.Runtime.InteropServices;
+
+namespace CramCore.Reclaim;
+
+/// <summary>
+/// Evicts a batch of victims, region by region, in stages (the page states are those of the state
+/// machine in cramnative.h):
+/// <list type="number">
+/// <item><b>claim</b> — done by <see cref="VictimClock.Select"/>: DIRTY→EVICTING;</item>
+/// <item><b>protect</b> — write-protect the claimed pages, one ioctl per run, before reading them,
+///   so a write from now on takes a WP fault that cancels the eviction (no lost write);</item>
+/// <item><b>classify</b> — <see cref="PageEstimator"/> (or the same-filled check alone): zero,
+///   same-filled, incompressible (kept resident without an LZ4 attempt) or worth compressing;</item>
+/// <item><b>store</b> — slot 0, a same-filled slot, or LZ4 into the compressed pool;</item>
+/// <item><b>publish</b> — EVICTING→CLEAN(slot); if a write cancelled the eviction the CAS fails and
+///   the copy, possibly torn, is freed;</item>
+/// <item><b>drop</b> — native: CLEAN→DROPPING→MADV_DONTNEED→EVICTED, for published pages and for
+///   victims that were CLEAN already.</item>
+/// </list>
+/// <b>Roll-back.</b> Invariant kept on every path: each DIRTY or CLEAN page is in the victim clock's
+/// FIFO or in the native fault-in log, so reclaim sees it again. A full pool ends storing for the
+/// batch: the remaining claimed pages go back to DIRTY (still write-protected until their next write)
+/// and to the FIFO, and the batch's CLEAN pages are still dropped. A failed write-protect or drop, or
+/// any exception, settles the rest of the batch the same way (EVICTING→DIRTY, CLEAN stays CLEAN;
+/// both requeued) and rethrows. Not thread-safe: the reclaimer's pass lock.
+/// </summary>
+internal sealed unsafe class EvictionPipeline : IDisposable
+{
+    /// <summary>Victims per batch.</summary>
+    public const int BatchPages = 256;
+
+    /// <summary>One in this many pages the estimator calls incompressible is compressed anyway, to measure its error.</summary>
+    public const int AuditInterval = 64;
+
+    private readonly IPageOperations _ops;
+    private readonly SlotTable _slots;
+    private readonly ReclaimCounters _counters;
+    private readonly int _threshold;
+    private readonly bool _storeUncompressed;
+    private readonly bool _estimate;
+    private readonly byte* _scratch;
+    private readonly ulong[] _protect = new ulong[BatchPages];
+    private readonly ulong[] _drop = new ulong[BatchPages];
+    private int _sinceAudit;
+
+    public EvictionPipeline(IPageOperations operations, SlotTable slots, ReclaimCounters counters, CramOptions options)
+    {
+        _ops = operations;
+        _slots = slots;
+        _counters = counters;
+        _threshold = options.CompressionThreshold;
+        _storeUncompressed = options.StoreUncompressed;
+        _estimate = options.EstimateCompressibility && !options.StoreUncompressed;
+        _scratch = (byte*)NativeMemory.Alloc(SharedLayout.PageSize);
+    }
+
+    /// <summary>What <see cref="Store"/> did with a page.</summary>
+    private enum StoreResult
+    {
+        Stored,
+        Incompressible,
+        PoolFull,
+    }
+
+    /// <summary>
+    /// Evicts <paramref name="victims"/> (sorted, no duplicates; <see cref="FaultLogEntry"/> encoding),
+    /// of which <paramref name="claimed"/> ones are EVICTING and the others were CLEAN. Returns the
+    /// pages dropped; <paramref name="poolFull"/> says the pool refused a store.
+    /// </summary>
+    public int EvictBatch(RegionTable regions, ReadOnlySpan<ulong> victims, ReadOnlySpan<bool> claimed, VictimClock clock, out bool poolFull)
+    {
+        poolFull = false;
+        int dropped = 0, settled = 0;
+        try
+        {
+            while (settled < victims.Length)
+            {
+                uint regionId = FaultLogEntry.RegionOf(victims[settled]);
+                int end = settled + 1;
+                while (end < victims.Length && FaultLogEntry.RegionOf(victims[end]) == regionId)
+                {
+                    end++;
+                }
+                CramRegion region = regions.Get(regionId)!; // regions leave only while reclaim is paused
+                dropped += EvictRegion(region, victims[settled..end], claimed[settled..end], clock, ref poolFull);
+                settled = end;
+            }
+        }
+        catch
+        {
+            _counters.AddError();
+            RollBack(regions, victims[settled..], clock);
+            throw;
+        }
+        return dropped;
+    }
+
+    private int EvictRegion(CramRegion region, ReadOnlySpan<ulong> victims, ReadOnlySpan<bool> claimed, VictimClock clock, ref bool poolFull)
+    {
+        // Protect: every claimed page, before any is read.
+        int protect = 0;
+        for (int i = 0; i < victims.Length; i++)
+        {
+            if (claimed[i])
+            {
+                _protect[protect++] = FaultLogEntry.PageOf(victims[i]);
+            }
+        }
+        if (protect > 0 && !poolFull)
+        {
+            Errno error;
+            fixed (ulong* pages = _protect)
+            {
+                error = _ops.WriteProtect(region.Id, pages, protect);
+            }
+            if (error != Errno.None)
+            {
+                throw Interop.GetExceptionForErrno(error, "Write-protecting pages for eviction");
+            }
+        }
+
+        // Classify, store, publish each claimed page in order; collect what to drop, in order.
+        long compressed = 0;
+        int drop = 0;
+        ulong evicting = PageTableEntry.Make(PageState.Evicting, 0);
+        for (int i = 0; i < victims.Length; i++)
+        {
+            ulong page = FaultLogEntry.PageOf(victims[i]);
+            ulong* pte = region.PageTableEntries + page;
+            if (!claimed[i])
+            {
+                _drop[drop++] = page; // CLEAN when chosen: its copy is stored already
+                continue;
+            }
+            if (poolFull)
+            {
+                RollBackClaim(pte, victims[i], clock);
+                continue;
+            }
+            byte* data = region.BasePointer + (page << SharedLayout.PageShift);
+            switch (Store(data, pte, out ulong slot, out bool lz4))
+            {
+                case StoreResult.PoolFull:
+                    poolFull = true;
+                    RollBackClaim(pte, victims[i], clock);
+                    continue;
+                case StoreResult.Incompressible:
+                    continue;
+            }
+            compressed += lz4 ? 1 : 0;
+            if (PageTableEntry.TryTransition(pte, evicting, PageTableEntry.Make(PageState.Clean, slot)))
+            {
+                _drop[drop++] = page;
+            }
+            else
+            {
+                // A write cancelled the eviction while we read the page: our copy may be torn.
+                // (The service counts the cancellation and re-logs the page.)
+                Discard(slot);
+            }
+        }
+        _counters.AddCompressed(compressed);
+
+        // Drop.
+        int dropped = 0;
+        if (drop > 0)
+        {
+            Errno error;
+            fixed (ulong* pages = _drop)
+            {
+                error = _ops.Drop(region.Id, pages, drop, out dropped);
+            }
+            if (error != Errno.None)
+            {
+                throw Interop.GetExceptionForErrno(error, "Dropping evicted pages");
+            }
+        }
+        return dropped;
+    }
+
+    /// <summary>Classify and store one claimed, write-protected page.</summary>
+    private StoreResult Store(byte* data, ulong* pte, out ulong slot, out bool lz4)
+    {
+        slot = 0;
+        lz4 = false;
+        ulong value;
+        PageClass predicted;
+        if (_estimate)
+        {
+            PageEstimate estimate = PageEstimator.Estimate(data, _threshold);
+            predicted = estimate.Class;
+            value = estimate.FillValue;
+        }
+        else
+        {
+            predicted = !SameFilled.Check(data, out value) ? PageClass.Uncertain : value == 0 ? PageClass.Zero : PageClass.SameFilled;
+        }
+        bool audit = false;
+        if (predicted == PageClass.Incompressible && !(audit = ++_sinceAudit == AuditInterval))
+        {
+            KeepIncompressible(pte, estimated: true);
+            return StoreResult.Incompressible;
+        }
+        if (audit)
+        {
+            _sinceAudit = 0;
+            _counters.AddAudit();
+        }
+        if (predicted <= PageClass.SameFilled)
+        {
+            if (value == 0)
+            {
+                slot = SharedLayout.ZeroSlot;
+                _counters.AddZeroCopy(1); // before publishing: the service may release the copy right after
+            }
+            else
+            {
+                slot = _slots.AllocateSameFilled(value);
+            }
+            return StoreResult.Stored;
+        }
+        int size = SharedLayout.PageSize;
+        byte* copy = data;
+        if (!_storeUncompressed)
+        {
+            size = Interop.Lz4.CompressDefault(data, _scratch, SharedLayout.PageSize, _threshold);
+            if (predicted is PageClass.Compressible or PageClass.VeryCompressible && size <= 0)
+            {
+                _counters.AddMispredictedCompressible();
+            }
+            else if (audit && size > 0)
+            {
+                _counters.AddFalseIncompressible(); // and it is stored, like any page that compresses
+            }
+            if (size <= 0)
+            {
+                KeepIncompressible(pte, estimated: false);
+                return StoreResult.Incompressible;
+            }
+            copy = _scratch;
+            lz4 = true;
+        }
+        return _ops.TryStore(_storeUncompressed ? SlotBackend.Raw : SlotBackend.Lz4, copy, size, out slot)
+            ? StoreResult.Stored
+            : StoreResult.PoolFull;
+    }
+
+    /// <summary>EVICTING→INCOMPRESSIBLE: stays resident and write-protected; the next write re-logs it.</summary>
+    private void KeepIncompressible(ulong* pte, bool estimated)
+    {
+        if (PageTableEntry.TryTransition(pte, PageTableEntry.Make(PageState.Evicting, 0), PageTableEntry.Make(PageState.Incompressible, 0)))
+        {
+            _counters.AddIncompressible(1, estimated);
+        }
+    }
+
+    /// <summary>Frees a copy whose publication failed.</summary>
+    private void Discard(ulong slot)
+    {
+        if (slot == SharedLayout.ZeroSlot)
+        {
+            _counters.AddZeroCopy(-1);
+        }
+        else
+        {
+            _slots.Free(slot);
+        }
+    }
+
+    /// <summary>EVICTING→DIRTY and back in the FIFO. If the CAS fails, a write cancelled the eviction and the service re-logged the page.</summary>
+    private static void RollBackClaim(ulong* pte, ulong entry, VictimClock clock)
+    {
+        if (PageTableEntry.TryTransition(pte, PageTableEntry.Make(PageState.Evicting, 0), PageTableEntry.Make(PageState.Dirty, 0)))
+        {
+            clock.Requeue(entry);
+        }
+    }
+
+    /// <summary>Settles victims a failure left behind: claimed pages go back to DIRTY, CLEAN ones stay; both are requeued.</summary>
+    private static void RollBack(RegionTable regions, ReadOnlySpan<ulong> victims, VictimClock clock)
+    {
+        foreach (ulong entry in victims)
+        {
+            CramRegion region = regions.Get(FaultLogEntry.RegionOf(entry))!;
+            ulong* pte = region.PageTableEntries + FaultLogEntry.PageOf(entry);
+            switch (PageTableEntry.State(PageTableEntry.Load(pte)))
+            {
+                case PageState.Evicting:
+                    RollBackClaim(pte, entry, clock);
+                    break;
+                case PageState.Clean:
+                    clock.Requeue(entry);
+                    break;
+            }
+        }
+    }
+
+    public void Dispose() => NativeMemory.Free(_scratch);
+}

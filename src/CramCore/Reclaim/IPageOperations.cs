@@ -1,0 +1,41 @@
+namespace CramCore.Reclaim;
+
+/// <summary>
+/// The seam between the eviction pipeline and what it changes outside managed memory: native page
+/// operations and the store. Production uses <see cref="NativePageOperations"/>; tests wrap it to
+/// inject failures (a failed write-protect, a failed drop, a full pool), as Garnet's test hooks do,
+/// so every roll-back path of <see cref="EvictionPipeline"/> runs.
+/// </summary>
+internal unsafe interface IPageOperations
+{
+    /// <summary>Write-protects <paramref name="pages"/> (sorted ascending) of a region. Returns <see cref="Errno.None"/> or the error.</summary>
+    Errno WriteProtect(uint regionId, ulong* pages, int count);
+
+    /// <summary>
+    /// Drops the pages (sorted) still CLEAN: CLEAN→DROPPING→MADV_DONTNEED→EVICTED. The first
+    /// <paramref name="dropped"/> entries become the pages dropped, in order; the others stay CLEAN.
+    /// Returns <see cref="Errno.None"/> or the error (pages not dropped stay CLEAN either way).
+    /// </summary>
+    Errno Drop(uint regionId, ulong* pages, int count, out int dropped);
+
+    /// <summary>Stores a copy in a new slot of <paramref name="backend"/>. False when the pool is full.</summary>
+    bool TryStore(SlotBackend backend, byte* source, int length, out ulong slot);
+}
+
+/// <summary>The real page operations: the native helper and the slot table.</summary>
+internal sealed unsafe class NativePageOperations(nint engine, SlotTable slots) : IPageOperations
+{
+    public Errno WriteProtect(uint regionId, ulong* pages, int count) =>
+        Interop.CramNative.WriteProtectPages(engine, regionId, pages, count) == 0 ? Errno.None : Interop.LastErrno();
+
+    public Errno Drop(uint regionId, ulong* pages, int count, out int dropped)
+    {
+        int d = 0;
+        int rc = Interop.CramNative.DropPages(engine, regionId, pages, count, &d);
+        dropped = d;
+        return rc == 0 ? Errno.None : Interop.LastErrno();
+    }
+
+    public bool TryStore(SlotBackend backend, byte* source, int length, out ulong slot) =>
+        slots.TryAllocateStored(backend, source, length, out slot);
+}

@@ -1,0 +1,110 @@
+namespace CramCore.Reclaim;
+
+/// <summary>
+/// Chooses victims: second chance over fault-in order. The fault service appends every page it
+/// makes resident to the native fault-in log; the clock drains the log into a FIFO and, asked for
+/// victims, takes pages from the front: a page with the referenced bit gets it cleared and goes to
+/// the back (its second chance); a DIRTY page is claimed (DIRTY→EVICTING) for compression; a CLEAN
+/// page (already stored) is a victim as it is. Other states are skipped: evicted, incompressible
+/// (re-logged by the service when written) or held by the service. If the log overflowed, the FIFO
+/// is rebuilt from the page tables in address order. Not thread-safe: the reclaimer's pass lock.
+/// </summary>
+internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regions)
+{
+    private readonly VictimQueue _queue = new();
+    private ulong _seenLogOverflows;
+
+    /// <summary>Pages waiting in the FIFO.</summary>
+    public int Count => _queue.Count;
+
+    /// <summary>Puts a page back at the end of the FIFO (a victim that could not be evicted now).</summary>
+    public void Requeue(ulong entry) => _queue.Enqueue(entry);
+
+    /// <summary>
+    /// Takes up to <paramref name="victims"/>.Length victims (of region <paramref name="only"/>, if
+    /// given), looking at no more than <paramref name="budget"/> entries. Claimed pages are EVICTING
+    /// and marked in <paramref name="claimed"/>; the others were CLEAN when chosen. Returns how many.
+    /// </summary>
+    public int Select(Span<ulong> victims, Span<bool> claimed, CramRegion? only, ref long budget)
+    {
+        int n = 0;
+        while (n < victims.Length && _queue.Count > 0 && budget-- > 0)
+        {
+            ulong entry = _queue.Dequeue();
+            CramRegion? region = regions.Get(FaultLogEntry.RegionOf(entry));
+            ulong page = FaultLogEntry.PageOf(entry);
+            if (region is null || page >= region.PageCount)
+            {
+                continue; // the region went away
+            }
+            if (only is not null && region != only)
+            {
+                _queue.Enqueue(entry);
+                continue;
+            }
+            ulong* pte = region.PageTableEntries + page;
+            ulong p = PageTableEntry.Load(pte);
+            switch (PageTableEntry.State(p))
+            {
+                case PageState.Dirty or PageState.Clean when (p & PageTableEntry.Referenced) != 0:
+                    PageTableEntry.TryTransition(pte, p, p & ~PageTableEntry.Referenced);
+                    _queue.Enqueue(entry); // second chance
+                    break;
+                case PageState.Dirty:
+                    if (PageTableEntry.TryTransition(pte, p, PageTableEntry.Make(PageState.Evicting, 0)))
+                    {
+                        claimed[n] = true;
+                        victims[n++] = entry;
+                    }
+                    break;
+                case PageState.Clean:
+                    claimed[n] = false;
+                    victims[n++] = entry;
+                    break;
+                default:
+                    break;
+            }
+        }
+        return n;
+    }
+
+    /// <summary>Appends the pages the service made resident, in fault order, to the FIFO.</summary>
+    public void PullFaultLog()
+    {
+        ulong overflows = Volatile.Read(ref shared->Stats.FaultLogOverflows);
+        ulong head = Volatile.Read(ref shared->FaultLogHead);
+        ulong tail = shared->FaultLogTail;
+        if (overflows != _seenLogOverflows)
+        {
+            // Entries were lost: rebuild the FIFO from the page tables (address order).
+            _seenLogOverflows = overflows;
+            _queue.Clear();
+            foreach (CramRegion region in regions.Snapshot())
+            {
+                for (ulong page = 0; page < region.PageCount; page++)
+                {
+                    if (PageTableEntry.State(PageTableEntry.Load(region.PageTableEntries + page)) is PageState.Dirty or PageState.Clean)
+                    {
+                        _queue.Enqueue(FaultLogEntry.Encode(region.Id, page));
+                    }
+                }
+            }
+        }
+        else
+        {
+            ulong* log = (ulong*)shared->FaultLog;
+            for (ulong t = tail; t < head; t++)
+            {
+                _queue.Enqueue(log[t & (SharedLayout.FaultLogSize - 1)]);
+            }
+        }
+        Volatile.Write(ref shared->FaultLogTail, head);
+    }
+
+    /// <summary>Forgets every page of a region (being torn down, after the service was fenced out of it).</summary>
+    public void ForgetRegion(uint regionId)
+    {
+        PullFaultLog();
+        _queue.RemoveRegion(regionId);
+    }
+}

@@ -1,0 +1,219 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
+using System.Text;
+
+namespace CramCore.Tests;
+
+/// <summary>
+/// The C/C# contract (native/cramnative.h ↔ src/CramCore/Native/SharedLayout.cs), compared both
+/// ways with what the C compiler reports through CramNative_GetContract: every mirrored struct's
+/// size and every field's offset and size, every enum member's value, every shared constant. A
+/// field, enumerator or constant added, renamed, retyped or moved on one side only fails here (or,
+/// on the C side, already fails the build: see the header).
+/// </summary>
+public sealed unsafe class ContractTests
+{
+    private sealed record Entry(string Name, ulong Value, ContractKind Kind, uint Size);
+
+    private static readonly Assembly s_library = typeof(CramEngine).Assembly;
+
+    private static List<Entry> NativeContract()
+    {
+        int count;
+        Assert.Equal(0, Interop.CramNative.GetContract(null, 0, &count));
+        var entries = new NativeContractEntry[count];
+        fixed (NativeContractEntry* e = entries)
+        {
+            int again;
+            Assert.Equal(0, Interop.CramNative.GetContract(e, count, &again));
+            Assert.Equal(count, again);
+        }
+        return [.. entries.Select(e => new Entry(Marshal.PtrToStringUTF8((nint)e.Name)!, e.Value, (ContractKind)e.Kind, e.Size))];
+    }
+
+    /// <summary>NextStale → next_stale, FaultsSwapinLz4 → faults_swapin_lz4.</summary>
+    internal static string Snake(string pascal)
+    {
+        var sb = new StringBuilder();
+        for (int i = 0; i < pascal.Length; i++)
+        {
+            if (i > 0 && char.IsUpper(pascal[i]))
+            {
+                sb.Append('_');
+            }
+            sb.Append(char.ToLowerInvariant(pascal[i]));
+        }
+        return sb.ToString();
+    }
+
+    private static IEnumerable<Type> LibraryTypes() => s_library.GetTypes();
+
+    [Fact]
+    public void EveryStructAndField_MatchesBothWays()
+    {
+        List<Entry> contract = NativeContract();
+        var mirrors = LibraryTypes().Where(t => t.GetCustomAttribute<NativeStructAttribute>() is not null)
+            .ToDictionary(t => t.GetCustomAttribute<NativeStructAttribute>()!.Name);
+        var failures = new List<string>();
+        foreach (Entry s in contract.Where(e => e.Kind == ContractKind.Struct))
+        {
+            if (!mirrors.TryGetValue(s.Name, out Type? type))
+            {
+                failures.Add($"struct {s.Name} has no C# mirror ([NativeStruct(\"{s.Name}\")])");
+                continue;
+            }
+            if ((ulong)Marshal.SizeOf(type) != s.Value)
+            {
+                failures.Add($"sizeof({s.Name}) is {s.Value} in C, {Marshal.SizeOf(type)} in C# ({type.Name})");
+            }
+            var cFields = contract.Where(e => e.Kind == ContractKind.Field && e.Name.StartsWith(s.Name + ".", StringComparison.Ordinal))
+                .ToDictionary(e => e.Name[(s.Name.Length + 1)..]);
+            // No padding and no field the table leaves out: the fields' sizes add up to the struct.
+            ulong sum = (ulong)cFields.Values.Sum(f => (long)f.Size);
+            if (sum != s.Value)
+            {
+                failures.Add($"{s.Name}: its listed fields cover {sum} of {s.Value} bytes (padding, or a field missing from CramNative_GetContract)");
+            }
+            var csFields = type.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic);
+            foreach (FieldInfo f in csFields)
+            {
+                string name = Snake(f.Name);
+                if (!cFields.TryGetValue(name, out Entry? c))
+                {
+                    failures.Add($"{type.Name}.{f.Name}: C has no field {s.Name}.{name}");
+                    continue;
+                }
+                ulong offset = (ulong)Marshal.OffsetOf(type, f.Name);
+                int size = Marshal.SizeOf(f.FieldType.IsEnum ? Enum.GetUnderlyingType(f.FieldType) : f.FieldType);
+                if (offset != c.Value || (uint)size != c.Size)
+                {
+                    failures.Add($"{s.Name}.{name}: C offset {c.Value} size {c.Size}, C# offset {offset} size {size}");
+                }
+            }
+            foreach (string name in cFields.Keys.Except(csFields.Select(f => Snake(f.Name))))
+            {
+                failures.Add($"{s.Name}.{name} has no C# field in {type.Name}");
+            }
+        }
+        foreach (string name in mirrors.Keys.Except(contract.Where(e => e.Kind == ContractKind.Struct).Select(e => e.Name)))
+        {
+            failures.Add($"C# mirrors struct {name}, which the native contract does not list");
+        }
+        Assert.True(failures.Count == 0, string.Join("\n", failures));
+        Assert.Contains(contract, e => e.Name == "cram_slot.next_stale"); // the test sees real data
+    }
+
+    [Fact]
+    public void EveryEnumMember_MatchesBothWays()
+    {
+        List<Entry> contract = NativeContract();
+        var enums = LibraryTypes().Where(t => t.IsEnum && t.GetCustomAttribute<NativeEnumAttribute>() is not null).ToList();
+        var failures = new List<string>();
+        var claimed = new HashSet<string>();
+        foreach (Type type in enums)
+        {
+            string prefix = type.GetCustomAttribute<NativeEnumAttribute>()!.Prefix;
+            var cValues = contract.Where(e => e.Kind == ContractKind.Enum && e.Name.StartsWith(prefix, StringComparison.Ordinal))
+                .ToDictionary(e => e.Name);
+            if (cValues.Count == 0)
+            {
+                failures.Add($"{type.Name}: C has no enumerators named {prefix}*");
+            }
+            foreach (string member in Enum.GetNames(type))
+            {
+                string name = prefix + Snake(member).ToUpperInvariant();
+                ulong value = Convert.ToUInt64(Enum.Parse(type, member), System.Globalization.CultureInfo.InvariantCulture);
+                if (!cValues.TryGetValue(name, out Entry? c))
+                {
+                    failures.Add($"{type.Name}.{member}: C has no enumerator {name}");
+                }
+                else if (c.Value != value)
+                {
+                    failures.Add($"{name} is {c.Value} in C, {type.Name}.{member} is {value} in C#");
+                }
+            }
+            foreach (string name in cValues.Keys)
+            {
+                claimed.Add(name);
+                if (!Enum.GetNames(type).Any(m => prefix + Snake(m).ToUpperInvariant() == name))
+                {
+                    failures.Add($"C enumerator {name} has no member in {type.Name}");
+                }
+            }
+        }
+        foreach (Entry e in contract.Where(e => e.Kind == ContractKind.Enum && !claimed.Contains(e.Name)))
+        {
+            failures.Add($"C enumerator {e.Name} belongs to no C# enum with [NativeEnum]");
+        }
+        Assert.True(failures.Count == 0, string.Join("\n", failures));
+        Assert.Contains(enums, t => t == typeof(PageState));
+    }
+
+    [Fact]
+    public void EveryConstant_MatchesBothWays()
+    {
+        List<Entry> contract = NativeContract();
+        var constants = LibraryTypes()
+            .SelectMany(t => t.GetFields(BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic))
+            .Where(f => f.GetCustomAttribute<NativeConstantAttribute>() is not null)
+            .ToDictionary(f => f.GetCustomAttribute<NativeConstantAttribute>()!.Name);
+        var failures = new List<string>();
+        foreach (Entry c in contract.Where(e => e.Kind == ContractKind.Constant))
+        {
+            if (!constants.TryGetValue(c.Name, out FieldInfo? f))
+            {
+                failures.Add($"constant {c.Name} = {c.Value} has no C# mirror ([NativeConstant(\"{c.Name}\")])");
+                continue;
+            }
+            ulong value = Convert.ToUInt64(f.GetRawConstantValue(), System.Globalization.CultureInfo.InvariantCulture);
+            if (value != c.Value)
+            {
+                failures.Add($"{c.Name} is {c.Value} in C, {f.DeclaringType!.Name}.{f.Name} is {value} in C#");
+            }
+        }
+        foreach (string name in constants.Keys.Except(contract.Where(e => e.Kind == ContractKind.Constant).Select(e => e.Name)))
+        {
+            failures.Add($"C# mirrors constant {name}, which the native contract does not list");
+        }
+        Assert.True(failures.Count == 0, string.Join("\n", failures));
+        Assert.True(constants.Count >= 10);
+    }
+
+    [Fact]
+    public void FaultLogEntry_RoundTripsTheLargestRegionAndPage()
+    {
+        ulong lastPage = ((1UL << 46) >> SharedLayout.PageShift) - 1; // the last page of a 64 TiB region
+        ulong entry = FaultLogEntry.Encode(SharedLayout.MaxRegions - 1, lastPage);
+        Assert.Equal((uint)SharedLayout.MaxRegions - 1, FaultLogEntry.RegionOf(entry));
+        Assert.Equal(lastPage, FaultLogEntry.PageOf(entry));
+        ulong pte = PageTableEntry.Make(PageState.Evicted, (ulong)SharedLayout.DirectorySize * SharedLayout.DirectoryClusterSize - 1);
+        Assert.Equal(PageState.Evicted, PageTableEntry.State(pte));
+        Assert.Equal(0UL, pte & PageTableEntry.Referenced);
+    }
+
+    [Fact]
+    public void Snake_NamesFieldsAsC()
+    {
+        Assert.Equal("faults_swapin_lz4", Snake("FaultsSwapinLz4"));
+        Assert.Equal("next_stale", Snake("NextStale"));
+        Assert.Equal("USER_MODE_ONLY", Snake("UserModeOnly").ToUpperInvariant());
+    }
+
+    [Fact]
+    public void SystemLz4RoundTrips()
+    {
+        Assert.True(Interop.Lz4.VersionNumber() >= 10900);
+        byte[] src = new byte[4096], dst = new byte[4096], back = new byte[4096];
+        for (int i = 0; i < src.Length; i++)
+        {
+            src[i] = (byte)(i % 13);
+        }
+        fixed (byte* s = src, d = dst, b = back)
+        {
+            int n = Interop.Lz4.CompressDefault(s, d, 4096, 4096);
+            Assert.InRange(n, 1, 200);
+            Assert.Equal(4096, Interop.Lz4.DecompressSafe(d, b, n, 4096));
+        }
+        Assert.Equal(src, back);
+    }
+}
