@@ -9,6 +9,7 @@ internal enum Errno
     None = 0,
     EPERM = 1,
     ENOENT = 2,
+    EIO = 5,
     ENOMEM = 12,
     EACCES = 13,
     EEXIST = 17,
