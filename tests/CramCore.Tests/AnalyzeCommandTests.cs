@@ -5,6 +5,7 @@ using CramCore.Cli;
 namespace CramCore.Tests;
 
 /// <summary>`cram analyze` on page files and on a live process, and its errors.</summary>
+[Trait("Category", TestCategory.Cli)]
 [Collection("Console")]
 public sealed class AnalyzeCommandTests
 {

@@ -4,6 +4,7 @@ using FsCheck.Fluent;
 
 namespace CramCore.Tests;
 
+[Trait("Category", TestCategory.Unit)]
 public sealed unsafe class BuddyAllocatorTests
 {
     private const int P = 4096;

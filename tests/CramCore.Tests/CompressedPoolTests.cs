@@ -15,6 +15,7 @@ public sealed unsafe class CompressedPoolTests
     }
 
     /// <summary>Random store / free / compact sequences: every live object reads back intact, accounting is exact.</summary>
+    [Trait("Category", TestCategory.Unit)]
     [Fact]
     public void RandomStoreFreeCompact_KeepsEveryObjectIntact()
     {
@@ -72,6 +73,7 @@ public sealed unsafe class CompressedPoolTests
         }).Check(Config.QuickThrowOnFailure.WithMaxTest(200));
     }
 
+    [Trait("Category", TestCategory.Unit)]
     [Fact]
     public void Compaction_GivesBackTheSpaceOfFreedObjects()
     {
@@ -109,6 +111,7 @@ public sealed unsafe class CompressedPoolTests
         }
     }
 
+    [Trait("Category", TestCategory.Unit)]
     [Fact]
     public void DoubleFree_IsRefused()
     {
@@ -119,6 +122,7 @@ public sealed unsafe class CompressedPoolTests
         Assert.Throws<InvalidOperationException>(() => pool.Free(h));
     }
 
+    [Trait("Category", TestCategory.Userfaultfd)]
     [Fact]
     public void PoolFull_LeavesPagesResident_AndLosesNothing()
     {
@@ -147,6 +151,7 @@ public sealed unsafe class CompressedPoolTests
     }
 
     /// <summary>The fault service decompresses objects through their handles while compaction moves them.</summary>
+    [Trait("Category", TestCategory.Userfaultfd)]
     [Fact]
     public void SwapInsRaceWithCompaction_ReadCorrectBytes()
     {
@@ -190,6 +195,7 @@ public sealed unsafe class CompressedPoolTests
         Assert.Equal(0, s.ServiceErrors);
     }
 
+    [Trait("Category", TestCategory.Userfaultfd)]
     [Fact]
     public void LockPoolMemory_LocksArenasOrSaysHowToAllowIt()
     {

@@ -11,6 +11,7 @@ namespace CramCore.Tests;
 /// field, enumerator or constant added, renamed, retyped or moved on one side only fails here (or,
 /// on the C side, already fails the build: see the header).
 /// </summary>
+[Trait("Category", TestCategory.Unit)]
 public sealed unsafe class ContractTests
 {
     private sealed record Entry(string Name, ulong Value, ContractKind Kind, uint Size);

@@ -4,6 +4,7 @@ using CramCore.Cli;
 namespace CramCore.Tests;
 
 /// <summary>`cram estimate` on the shipped samples: its figures, its calibration, its errors.</summary>
+[Trait("Category", TestCategory.Cli)]
 [Collection("Console")]
 public sealed class EstimateCommandTests
 {

@@ -1,5 +1,6 @@
 namespace CramCore.Tests;
 
+[Trait("Category", TestCategory.Userfaultfd)]
 public sealed unsafe class FaultKindTests : IDisposable
 {
     private readonly CramEngine _engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1 });

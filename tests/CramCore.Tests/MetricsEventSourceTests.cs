@@ -8,6 +8,7 @@ namespace CramCore.Tests;
 /// This subscribes to it in-process with the same arguments `dotnet-counters monitor --counters
 /// CramCore` sends, and checks that CramCore's instruments are published.
 /// </summary>
+[Trait("Category", TestCategory.Userfaultfd)]
 public sealed class MetricsEventSourceTests
 {
     private sealed class MetricsListener : EventListener

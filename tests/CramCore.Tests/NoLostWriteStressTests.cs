@@ -7,6 +7,7 @@ namespace CramCore.Tests;
 /// its owner thread also keeps outside the region. Any lost or torn write fails the test.
 /// CI runs a few seconds; set CRAMCORE_STRESS_SECONDS for a long soak.
 /// </summary>
+[Trait("Category", TestCategory.Stress)]
 public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
 {
     private const int P = TestPages.PageSize;

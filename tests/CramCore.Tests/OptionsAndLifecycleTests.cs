@@ -18,6 +18,7 @@ public sealed unsafe class OptionsAndLifecycleTests
         { nameof(CramOptions.NativeLibraryPath), o => o.NativeLibraryPath = "/nonexistent/libCramNative.so" },
     };
 
+    [Trait("Category", TestCategory.Unit)]
     [Theory]
     [MemberData(nameof(BadOptions))]
     public void BadOption_ThrowsArgumentExceptionNamingIt(string field, Action<CramOptions> spoil)
@@ -29,6 +30,7 @@ public sealed unsafe class OptionsAndLifecycleTests
         Assert.Contains(field, e.Message);
     }
 
+    [Trait("Category", TestCategory.Userfaultfd)]
     [Fact]
     public void BadRegionSize_Throws()
     {
@@ -37,6 +39,7 @@ public sealed unsafe class OptionsAndLifecycleTests
         Assert.Throws<ArgumentOutOfRangeException>(() => engine.CreateRegion(-4096));
     }
 
+    [Trait("Category", TestCategory.Userfaultfd)]
     [Fact]
     public void AsSpanOutsideRegion_Throws()
     {
@@ -48,6 +51,7 @@ public sealed unsafe class OptionsAndLifecycleTests
         Assert.Equal(1024, region.AsSpan<long>(0, 1024).Length);
     }
 
+    [Trait("Category", TestCategory.Userfaultfd)]
     [Fact]
     public void UseAfterDispose_ThrowsObjectDisposed()
     {
@@ -65,6 +69,7 @@ public sealed unsafe class OptionsAndLifecycleTests
         engine.Dispose(); // idempotent
     }
 
+    [Trait("Category", TestCategory.Userfaultfd)]
     [Fact]
     public void Dispose_WithThreadsIdleInTheRegion_StopsEverything()
     {
@@ -97,6 +102,7 @@ public sealed unsafe class OptionsAndLifecycleTests
         Assert.Throws<ObjectDisposedException>(() => region.AsSpan<byte>(0, 1).Length);
     }
 
+    [Trait("Category", TestCategory.Userfaultfd)]
     [Fact]
     public void ManyEnginesAndRegions_CreateAndDisposeCleanly()
     {
@@ -123,6 +129,7 @@ public sealed unsafe class OptionsAndLifecycleTests
         }
     }
 
+    [Trait("Category", TestCategory.Unit)]
     [Fact]
     public void UnavailableMessage_NamesCauseAndFix()
     {
@@ -133,6 +140,7 @@ public sealed unsafe class OptionsAndLifecycleTests
         Assert.Contains("5.19", CramUnavailableException.FromErrno(Errno.EPROTONOSUPPORT, UserfaultfdMode.Device).Message);
     }
 
+    [Trait("Category", TestCategory.Userfaultfd)]
     [Fact]
     public void Meter_PublishesEngineCounters()
     {

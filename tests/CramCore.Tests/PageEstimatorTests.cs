@@ -75,6 +75,7 @@ public sealed unsafe class PageEstimatorTests : IDisposable
         return pages;
     }
 
+    [Trait("Category", TestCategory.Unit)]
     [Theory]
     [MemberData(nameof(Kernels))]
     public void Kernel_CountsWhatTheDefinitionCounts(string kernel)
@@ -92,6 +93,7 @@ public sealed unsafe class PageEstimatorTests : IDisposable
         Assert.True(pages > 4 * 32, "the shipped samples were found");
     }
 
+    [Trait("Category", TestCategory.Unit)]
     [Fact]
     public void LaneSums_BothWays_AreTheSumOfTheLanes()
     {
@@ -117,6 +119,7 @@ public sealed unsafe class PageEstimatorTests : IDisposable
         }
     }
 
+    [Trait("Category", TestCategory.Unit)]
     [Fact]
     public void NibbleEntropy_IsTheShannonEntropyOfEachNibble_Summed()
     {
@@ -135,6 +138,7 @@ public sealed unsafe class PageEstimatorTests : IDisposable
         Assert.Equal(1f, PageEstimator.NibbleEntropy(counts), 0.001f);
     }
 
+    [Trait("Category", TestCategory.Unit)]
     [Fact]
     public void Classes_FollowTheThresholdAndMargins()
     {
@@ -148,6 +152,7 @@ public sealed unsafe class PageEstimatorTests : IDisposable
         Assert.Equal(PageClass.Uncertain, PageEstimator.Classify(P / 2 - m - 1, 5f, 1024));
     }
 
+    [Trait("Category", TestCategory.Unit)]
     [Fact]
     public void ZeroAndSameFilledPages_AreExact()
     {
@@ -159,6 +164,7 @@ public sealed unsafe class PageEstimatorTests : IDisposable
         Assert.Equal(0xDEAD_BEEF_0BAD_F00DUL, e.FillValue);
     }
 
+    [Trait("Category", TestCategory.Unit)]
     [Fact]
     public void RandomPages_AreIncompressible_AndLz4Agrees()
     {
@@ -170,6 +176,7 @@ public sealed unsafe class PageEstimatorTests : IDisposable
         }
     }
 
+    [Trait("Category", TestCategory.Unit)]
     [Fact]
     public void HalfZeroHalfRandom_IsNotCalledIncompressible()
     {
@@ -180,6 +187,7 @@ public sealed unsafe class PageEstimatorTests : IDisposable
         Assert.NotEqual(PageClass.Incompressible, PageEstimator.Estimate(_page, Threshold).Class);
     }
 
+    [Trait("Category", TestCategory.Unit)]
     [Fact]
     public void ShippedSamples_NoFalseIncompressible_AndHeapsPredictedCompressible()
     {
@@ -209,6 +217,7 @@ public sealed unsafe class PageEstimatorTests : IDisposable
         new Span<byte>(page, P / 2).CopyTo(new Span<byte>(page + P / 2, P / 2));
     }
 
+    [Trait("Category", TestCategory.Userfaultfd)]
     [Fact]
     public void Reclaim_KeepsPredictedIncompressiblePagesResidentWithoutCompressing_AndStoresTheRest()
     {
@@ -251,6 +260,7 @@ public sealed unsafe class PageEstimatorTests : IDisposable
         }
     }
 
+    [Trait("Category", TestCategory.Userfaultfd)]
     [Fact]
     public void Audit_CountsFalseIncompressible_AndStoresTheAuditedPage()
     {

@@ -1,6 +1,7 @@
 namespace CramCore.Tests;
 
 /// <summary>The API example in README.md, as written there, so the documentation keeps compiling and working.</summary>
+[Trait("Category", TestCategory.Userfaultfd)]
 public sealed class ReadmeExampleTests
 {
     [Fact]

@@ -7,7 +7,7 @@ namespace CramCore.Tests;
 /// publish. Each test checks what the pipeline promises: no page left EVICTING, no write lost, no
 /// copy leaked, every page still reclaimable once the failure is gone (it was requeued).
 /// </summary>
-[Trait("Category", "Userfaultfd")]
+[Trait("Category", TestCategory.Userfaultfd)]
 public sealed unsafe class ReclaimRollBackTests : IDisposable
 {
     private const int P = TestPages.PageSize;

@@ -2,6 +2,7 @@ using Microsoft.Win32.SafeHandles;
 
 namespace CramCore.Tests;
 
+[Trait("Category", TestCategory.Userfaultfd)]
 public sealed unsafe class RegionTests
 {
     private const int P = TestPages.PageSize;

@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 namespace CramCore.Tests;
 
 /// <summary>Every instruction-set kernel, forced, on every machine: all agree with the definition.</summary>
+[Trait("Category", TestCategory.Unit)]
 public sealed unsafe class SameFilledKernelTests
 {
     [Theory]
