@@ -127,7 +127,7 @@ internal static unsafe class EstimateCommand
                 input.Lz4Sizes[i] = Interop.Lz4.CompressDefault(page, scratch, PageSize, 2 * PageSize);
                 if (withSamples)
                 {
-                    input.Samples[i] = PageEstimator.Sample(page, PageEstimator.Best);
+                    input.Samples[i] = PageEstimator.Sample(page, PageKernels.Best);
                 }
             }
         }
@@ -174,7 +174,7 @@ internal static unsafe class EstimateCommand
                 ["estimate_gb_s"] = Math.Round(gbs, 2),
                 ["ratio_to_lz4_trial"] = Math.Round(gbs / lz4, 1),
             };
-            if (isa == PageEstimator.Best)
+            if (isa == PageKernels.Best)
             {
                 best = gbs;
             }
@@ -186,7 +186,7 @@ internal static unsafe class EstimateCommand
             ["threshold"] = t,
             ["lz4_compressible"] = Math.Round((double)compressible / n, 4),
             ["estimate_gb_s"] = Math.Round(best, 2),
-            ["estimate_path"] = PageEstimator.Best.ToString(),
+            ["estimate_path"] = PageKernels.Best.ToString(),
             ["lz4_trial_gb_s"] = Math.Round(lz4, 3),
             ["estimate_to_lz4_trial"] = Math.Round(best / lz4, 1),
             ["agreement"] = Math.Round((double)agree / n, 4),
@@ -219,7 +219,7 @@ internal static unsafe class EstimateCommand
         {
             if (PageEstimator.Estimate(input.Page(i), threshold, isa) != input.Estimates[i])
             {
-                throw new InvalidOperationException($"The {isa} estimator disagrees with the {PageEstimator.Best} one on page {i}: a kernel bug.");
+                throw new InvalidOperationException($"The {isa} estimator disagrees with the {PageKernels.Best} one on page {i}: a kernel bug.");
             }
         }
     }

@@ -110,12 +110,12 @@ public sealed unsafe class PageEstimatorTests : IDisposable
             var v256 = System.Runtime.Intrinsics.Vector256.Create(lanes);
             var v128 = System.Runtime.Intrinsics.Vector128.Create(lanes);
             int sum64 = lanes.Sum(b => b), sum32 = lanes.Take(32).Sum(b => b), sum16 = lanes.Take(16).Sum(b => b);
-            Assert.Equal(sum64, PageEstimator.LaneSum(v512));
-            Assert.Equal(sum64, PageEstimator.LaneSumPortable(v512));
-            Assert.Equal(sum32, PageEstimator.LaneSum(v256));
-            Assert.Equal(sum32, PageEstimator.LaneSumPortable(v256));
-            Assert.Equal(sum16, PageEstimator.LaneSum(v128));
-            Assert.Equal(sum16, PageEstimator.LaneSumPortable(v128));
+            Assert.Equal(sum64, Vector512PageKernels.LaneSum(v512));
+            Assert.Equal(sum64, Vector512PageKernels.LaneSumPortable(v512));
+            Assert.Equal(sum32, Vector256PageKernels.LaneSum(v256));
+            Assert.Equal(sum32, Vector256PageKernels.LaneSumPortable(v256));
+            Assert.Equal(sum16, Vector128PageKernels.LaneSum(v128));
+            Assert.Equal(sum16, Vector128PageKernels.LaneSumPortable(v128));
         }
     }
 

@@ -1,7 +1,5 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 
 namespace CramCore.Estimation;
 
@@ -14,7 +12,7 @@ internal enum PageClass : byte
     /// <summary>Every 8-byte word is the same value: stored as that value.</summary>
     SameFilled,
 
-    /// <summary>LZ4 will compress the page to at most half a page (confident): eligible for the CRAM node.</summary>
+    /// <summary>LZ4 will compress the page to at most half a page (confident). Reported; nothing routes on it yet (a CRAM node tier would).</summary>
     VeryCompressible,
 
     /// <summary>LZ4 will compress the page below the threshold (confident).</summary>
@@ -55,7 +53,7 @@ internal readonly record struct PageSample(int Zero, int High, int Run, int Lag8
 
 /// <summary>
 /// Estimates, without compressing, what LZ4 will make of a 4 KiB page: zero and same-filled pages
-/// exactly (the <see cref="SameFilled"/> kernels), otherwise a compressed size from a sample, and
+/// exactly (the <see cref="SameFilled"/> check), otherwise a compressed size from a sample, and
 /// a <see cref="PageClass"/> that is confident only away from the threshold.
 ///
 /// <para>The sample is 8 cache lines, one every 512 bytes: an eighth of the page, because reclaim
@@ -83,16 +81,6 @@ internal readonly record struct PageSample(int Zero, int High, int Run, int Lag8
 /// </summary>
 internal static unsafe class PageEstimator
 {
-    /// <summary>
-    /// The kernel <see cref="Estimate(byte*, int)"/> uses on this machine: Vector256 wherever it is
-    /// accelerated, because on the AMD EPYC (Zen 4) we measure on, the Vector512 kernel is slower
-    /// on these short chunks (<c>cram estimate</c> reports every path).
-    /// </summary>
-    public static readonly PageKernelIsa Best =
-        Vector256.IsHardwareAccelerated ? PageKernelIsa.Vector256 :
-        Vector512.IsHardwareAccelerated ? PageKernelIsa.Vector512 :
-        Vector128.IsHardwareAccelerated ? PageKernelIsa.Vector128 : PageKernelIsa.Scalar;
-
     /// <summary>
     /// Size model: size = Σ Coefficients[i]·x[i] over <see cref="Features"/> (1, nr, H·nr, zero,
     /// lag-8, high), nr being the fraction of bytes not continuing a run and H the nibble entropy.
@@ -134,7 +122,7 @@ internal static unsafe class PageEstimator
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static PageEstimate Estimate(byte* page, int threshold) => Estimate(page, threshold, Best);
+    public static PageEstimate Estimate(byte* page, int threshold) => Estimate(page, threshold, PageKernels.Best);
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static PageEstimate Estimate(byte* page, int threshold, PageKernelIsa isa)
@@ -210,253 +198,7 @@ internal static unsafe class PageEstimator
         return 2 * s_log2HistogramBytes - sum / (4096f * HistogramBytes);
     }
 
-    // (Prefetching the sampled lines up front was measured slower, hot and cold.)
-    // Every method on the per-page path is compiled fully optimized at once: reclaim may call
-    // them only a few thousand times, too few for tiered compilation to get there.
+    /// <summary>The sample of one page by the kernel of <paramref name="isa"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static PageSample Sample(byte* page, PageKernelIsa isa) => isa switch
-    {
-        PageKernelIsa.Vector512 => Vector512Kernel(page),
-        PageKernelIsa.Vector256 => Vector256Kernel(page),
-        PageKernelIsa.Vector128 => Vector128Kernel(page),
-        _ => ScalarKernel(page),
-    };
-
-    // Each kernel: per-lane byte counters (a compare gives −1 per equal lane; no lane counts more
-    // than 32), then the nibble histogram of the lines' first 16 bytes gathered into vectors: for
-    // each nibble value, one compare per vector.
-
-    [SkipLocalsInit]
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static PageSample Vector512Kernel(byte* page)
-    {
-        var zero = Vector512<byte>.Zero;
-        var high = Vector512<byte>.Zero;
-        var run = Vector512<byte>.Zero;
-        var lag8 = Vector512<byte>.Zero;
-        for (int line = 0; line < SharedLayout.PageSize; line += 2 * SampleStride)
-        {
-            // Two lines per step: each whole, then their second halves side by side.
-            byte* a = page + line;
-            byte* b = a + SampleStride;
-            var v = Vector512.Load(a);
-            var w = Vector512.Load(b);
-            zero -= Vector512.Equals(v, Vector512<byte>.Zero) + Vector512.Equals(w, Vector512<byte>.Zero);
-            high -= Vector512.LessThan(v.AsSByte(), Vector512<sbyte>.Zero).AsByte() + Vector512.LessThan(w.AsSByte(), Vector512<sbyte>.Zero).AsByte();
-            var halves = Vector512.Create(Vector256.Load(a + 32), Vector256.Load(b + 32));
-            run -= Vector512.Equals(halves, Vector512.Create(Vector256.Load(a + 31), Vector256.Load(b + 31)));
-            lag8 -= Vector512.Equals(halves, Vector512.Create(Vector256.Load(a + 24), Vector256.Load(b + 24)));
-        }
-        const int Vectors = HistogramBytes / 64;
-        Vector512<byte>* lows = stackalloc Vector512<byte>[Vectors];
-        Vector512<byte>* highs = stackalloc Vector512<byte>[Vectors];
-        var nibble = Vector512.Create((byte)0x0F);
-        for (int j = 0; j < Vectors; j++)
-        {
-            // The first 16 bytes of four lines per vector.
-            byte* a = page + 4 * j * SampleStride;
-            var v = Vector512.Create(
-                Vector256.Create(Vector128.Load(a), Vector128.Load(a + SampleStride)),
-                Vector256.Create(Vector128.Load(a + 2 * SampleStride), Vector128.Load(a + 3 * SampleStride)));
-            lows[j] = v & nibble;
-            highs[j] = Vector512.ShiftRightLogical(v, 4);
-        }
-        int* counts = stackalloc int[32];
-        for (int n = 0; n < 16; n++)
-        {
-            var value = Vector512.Create((byte)n);
-            var highCount = Vector512<byte>.Zero;
-            var lowCount = Vector512<byte>.Zero;
-            for (int j = 0; j < Vectors; j++)
-            {
-                highCount -= Vector512.Equals(highs[j], value);
-                lowCount -= Vector512.Equals(lows[j], value);
-            }
-            counts[n] = LaneSum(highCount);
-            counts[16 + n] = LaneSum(lowCount);
-        }
-        return new PageSample(LaneSum(zero), LaneSum(high), LaneSum(run), LaneSum(lag8), NibbleEntropy(counts));
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static int LaneSum(Vector512<byte> counts)
-    {
-        if (Avx512BW.IsSupported)
-        {
-            // psadbw against zero: the sum of each 8 lanes in one instruction.
-            return (int)Vector512.Sum(Avx512BW.SumAbsoluteDifferences(counts, Vector512<byte>.Zero).AsUInt64());
-        }
-        return LaneSumPortable(counts);
-    }
-
-    /// <summary>The sum of the lanes where psadbw is missing (tested on every machine).</summary>
-    internal static int LaneSumPortable(Vector512<byte> counts)
-    {
-        (var lo, var hi) = Vector512.Widen(counts);
-        return Vector512.Sum(lo + hi);
-    }
-
-    [SkipLocalsInit]
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static PageSample Vector256Kernel(byte* page)
-    {
-        var zero = Vector256<byte>.Zero;
-        var high = Vector256<byte>.Zero;
-        var run = Vector256<byte>.Zero;
-        var lag8 = Vector256<byte>.Zero;
-        for (int line = 0; line < SharedLayout.PageSize; line += SampleStride)
-        {
-            byte* a = page + line;
-            var first = Vector256.Load(a);
-            var second = Vector256.Load(a + 32);
-            zero -= Vector256.Equals(first, Vector256<byte>.Zero) + Vector256.Equals(second, Vector256<byte>.Zero);
-            high -= Vector256.LessThan(first.AsSByte(), Vector256<sbyte>.Zero).AsByte() + Vector256.LessThan(second.AsSByte(), Vector256<sbyte>.Zero).AsByte();
-            run -= Vector256.Equals(second, Vector256.Load(a + 31));
-            lag8 -= Vector256.Equals(second, Vector256.Load(a + 24));
-        }
-        const int Vectors = HistogramBytes / 32;
-        Vector256<byte>* lows = stackalloc Vector256<byte>[Vectors];
-        Vector256<byte>* highs = stackalloc Vector256<byte>[Vectors];
-        var nibble = Vector256.Create((byte)0x0F);
-        for (int j = 0; j < Vectors; j++)
-        {
-            // The first 16 bytes of two lines per vector.
-            byte* a = page + 2 * j * SampleStride;
-            var v = Vector256.Create(Vector128.Load(a), Vector128.Load(a + SampleStride));
-            lows[j] = v & nibble;
-            highs[j] = Vector256.ShiftRightLogical(v, 4);
-        }
-        int* counts = stackalloc int[32];
-        for (int n = 0; n < 16; n++)
-        {
-            var value = Vector256.Create((byte)n);
-            var highCount = Vector256<byte>.Zero;
-            var lowCount = Vector256<byte>.Zero;
-            for (int j = 0; j < Vectors; j++)
-            {
-                highCount -= Vector256.Equals(highs[j], value);
-                lowCount -= Vector256.Equals(lows[j], value);
-            }
-            counts[n] = LaneSum(highCount);
-            counts[16 + n] = LaneSum(lowCount);
-        }
-        return new PageSample(LaneSum(zero), LaneSum(high), LaneSum(run), LaneSum(lag8), NibbleEntropy(counts));
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static int LaneSum(Vector256<byte> counts)
-    {
-        if (Avx2.IsSupported)
-        {
-            // psadbw against zero: the sum of each 8 lanes in one instruction.
-            return (int)Vector256.Sum(Avx2.SumAbsoluteDifferences(counts, Vector256<byte>.Zero).AsUInt64());
-        }
-        return LaneSumPortable(counts);
-    }
-
-    /// <summary>The sum of the lanes where psadbw is missing (tested on every machine).</summary>
-    internal static int LaneSumPortable(Vector256<byte> counts)
-    {
-        (var lo, var hi) = Vector256.Widen(counts);
-        return Vector256.Sum(lo + hi);
-    }
-
-    [SkipLocalsInit]
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static PageSample Vector128Kernel(byte* page)
-    {
-        var zero = Vector128<byte>.Zero;
-        var high = Vector128<byte>.Zero;
-        var run = Vector128<byte>.Zero;
-        var lag8 = Vector128<byte>.Zero;
-        for (int line = 0; line < SharedLayout.PageSize; line += SampleStride)
-        {
-            byte* a = page + line;
-            for (int i = 0; i < 64; i += 16)
-            {
-                var v = Vector128.Load(a + i);
-                zero -= Vector128.Equals(v, Vector128<byte>.Zero);
-                high -= Vector128.LessThan(v.AsSByte(), Vector128<sbyte>.Zero).AsByte();
-                if (i >= 32)
-                {
-                    run -= Vector128.Equals(v, Vector128.Load(a + i - 1));
-                    lag8 -= Vector128.Equals(v, Vector128.Load(a + i - 8));
-                }
-            }
-        }
-        const int Vectors = HistogramBytes / 16;
-        Vector128<byte>* lows = stackalloc Vector128<byte>[Vectors];
-        Vector128<byte>* highs = stackalloc Vector128<byte>[Vectors];
-        var nibble = Vector128.Create((byte)0x0F);
-        for (int j = 0; j < Vectors; j++)
-        {
-            // The first 16 bytes of one line per vector.
-            var v = Vector128.Load(page + j * SampleStride);
-            lows[j] = v & nibble;
-            highs[j] = Vector128.ShiftRightLogical(v, 4);
-        }
-        int* counts = stackalloc int[32];
-        for (int n = 0; n < 16; n++)
-        {
-            var value = Vector128.Create((byte)n);
-            var highCount = Vector128<byte>.Zero;
-            var lowCount = Vector128<byte>.Zero;
-            for (int j = 0; j < Vectors; j++)
-            {
-                highCount -= Vector128.Equals(highs[j], value);
-                lowCount -= Vector128.Equals(lows[j], value);
-            }
-            counts[n] = LaneSum(highCount);
-            counts[16 + n] = LaneSum(lowCount);
-        }
-        return new PageSample(LaneSum(zero), LaneSum(high), LaneSum(run), LaneSum(lag8), NibbleEntropy(counts));
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static int LaneSum(Vector128<byte> counts)
-    {
-        if (Sse2.IsSupported)
-        {
-            // psadbw against zero: the sum of each 8 lanes in one instruction.
-            return (int)Vector128.Sum(Sse2.SumAbsoluteDifferences(counts, Vector128<byte>.Zero).AsUInt64());
-        }
-        return LaneSumPortable(counts);
-    }
-
-    /// <summary>The sum of the lanes where psadbw is missing (tested on every machine).</summary>
-    internal static int LaneSumPortable(Vector128<byte> counts)
-    {
-        (var lo, var hi) = Vector128.Widen(counts);
-        return Vector128.Sum(lo + hi);
-    }
-
-    [SkipLocalsInit]
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static PageSample ScalarKernel(byte* page)
-    {
-        int zero = 0, high = 0, run = 0, lag8 = 0;
-        int* counts = stackalloc int[32];
-        new Span<int>(counts, 32).Clear();
-        for (int line = 0; line < SharedLayout.PageSize; line += SampleStride)
-        {
-            byte* a = page + line;
-            for (int i = 0; i < 64; i++)
-            {
-                int b = a[i];
-                zero += b == 0 ? 1 : 0;
-                high += b >> 7;
-                if (i < HistogramLineBytes)
-                {
-                    counts[b >> 4]++;
-                    counts[16 + (b & 0x0F)]++;
-                }
-                if (i >= 32)
-                {
-                    run += b == a[i - 1] ? 1 : 0;
-                    lag8 += b == a[i - 8] ? 1 : 0;
-                }
-            }
-        }
-        return new PageSample(zero, high, run, lag8, NibbleEntropy(counts));
-    }
+    public static PageSample Sample(byte* page, PageKernelIsa isa) => PageKernels.Sample(page, isa);
 }
