@@ -253,6 +253,3 @@ internal sealed class PageSource
         public double NextDouble() => (Next() >> 11) * (1.0 / (1UL << 53));
     }
 }
-
-/// <summary>A user error: printed without a stack trace, exit code 2.</summary>
-internal sealed class CliException(string message) : Exception(message);

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using CramCore;
 using CramCore.Cli;
+using CramCore.Cli.Commands;
 
 var root = new RootCommand("cram: drive and measure CramCore, a compressed memory tier for .NET (Linux x64, userfaultfd).");
 
@@ -36,19 +37,19 @@ var faults = new Command("faults", "Swap-in, write-protect, bare userfaultfd and
 {
     faultPagesOption, roundsOption, corpusOption, jsonOption,
 };
-faults.SetAction(r => Guard(() => BenchCommands.Faults(Settings(r, faultPagesOption))));
+faults.SetAction(r => Guard(() => BenchFaultsCommand.Run(Settings(r, faultPagesOption))));
 var mixedOption = new Option<bool>("--mixed") { Description = "Measure a mix: the generated mix with zero and incompressible pages, or the corpus with 1 in 4 pages random (default: compressible pages only)." };
 var reclaim = new Command("reclaim", "Reclaim throughput against LZ4 compression alone on the same pages, with and without the compressibility estimator, and for zero pages.")
 {
     reclaimPagesOption, roundsOption, corpusOption, mixedOption, jsonOption,
 };
-reclaim.SetAction(r => Guard(() => BenchCommands.Reclaim(Settings(r, reclaimPagesOption) with { Mixed = r.GetValue(mixedOption) })));
+reclaim.SetAction(r => Guard(() => BenchReclaimCommand.Run(Settings(r, reclaimPagesOption) with { Mixed = r.GetValue(mixedOption) })));
 var opsOption = new Option<int>("--ops") { Description = "Operations per thread.", DefaultValueFactory = _ => 4_000_000 };
 var alloc = new Command("alloc", "Lock-free buddy allocator against a spin-locked buddy allocator, 1 and 2 threads.")
 {
     opsOption, jsonOption,
 };
-alloc.SetAction(r => Guard(() => BenchCommands.Print(AllocBench.Run(r.GetValue(opsOption)), r.GetValue(jsonOption), "cram bench alloc")));
+alloc.SetAction(r => Guard(() => BenchAllocCommand.Run(r.GetValue(opsOption), r.GetValue(jsonOption))));
 var poolPagesOption = new Option<int>("--pages") { Description = "Pages to store (default: every page of the corpus, or 8192 generated).", DefaultValueFactory = _ => 0 };
 var pool = new Command("pool", "Compressed-pool density, bookkeeping per object, and what compaction gives back after a random half is freed.")
 {
@@ -58,7 +59,7 @@ pool.SetAction(r => Guard(() =>
 {
     PageSource source = r.GetValue(corpusOption) is string path ? PageSource.FromCorpus(path) : PageSource.Generated();
     int pages = r.GetValue(poolPagesOption) is > 0 and var n ? n : source.CorpusPages > 0 ? source.CorpusPages : 8192;
-    return BenchCommands.Print(PoolBench.Run(source, pages), r.GetValue(jsonOption), "cram bench pool");
+    return BenchPoolCommand.Run(source, pages, r.GetValue(jsonOption));
 }));
 bench.Subcommands.Add(faults);
 bench.Subcommands.Add(alloc);
@@ -98,7 +99,7 @@ root.Subcommands.Add(estimate);
 
 return root.Parse(args).Invoke();
 
-BenchCommands.Settings Settings(ParseResult r, Option<int> pages) =>
+BenchSettings Settings(ParseResult r, Option<int> pages) =>
     new(r.GetValue(pages), r.GetValue(corpusOption), r.GetValue(jsonOption), r.GetValue(roundsOption));
 
 static int Guard(Func<int> body)

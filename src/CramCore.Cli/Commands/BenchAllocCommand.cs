@@ -1,19 +1,35 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using System.Text.Json.Serialization;
 
-namespace CramCore.Cli;
+namespace CramCore.Cli.Commands;
+
+/// <summary>What `cram bench alloc --json` prints (operations per second; "1t"/"2t": threads).</summary>
+internal sealed record AllocBenchResult(
+    [property: JsonPropertyName("buddy_ops_per_s_1t")] double BuddyOpsPerS1,
+    [property: JsonPropertyName("locked_ops_per_s_1t")] double LockedOpsPerS1,
+    [property: JsonPropertyName("lockfree_over_locked_1t")] double LockfreeOverLocked1,
+    [property: JsonPropertyName("nbbs_tree_ops_per_s_1t")] double NbbsTreeOpsPerS1,
+    [property: JsonPropertyName("buddy_ops_per_s_2t")] double BuddyOpsPerS2,
+    [property: JsonPropertyName("locked_ops_per_s_2t")] double LockedOpsPerS2,
+    [property: JsonPropertyName("lockfree_over_locked_2t")] double LockfreeOverLocked2,
+    [property: JsonPropertyName("nbbs_tree_ops_per_s_2t")] double NbbsTreeOpsPerS2,
+    int OpsPerThread, long ArenaBytes, string Workload);
 
 /// <summary>
 /// `cram bench alloc`: the lock-free buddy allocator against a spin-locked classic buddy
-/// allocator, same workload, same run, at 1 and 2 threads.
+/// allocator (and the NBBS tree studied first, bench/Allocators), same workload, same run, at 1
+/// and 2 threads.
 /// </summary>
-internal static unsafe class AllocBench
+internal static unsafe class BenchAllocCommand
 {
     private const int MaxOrder = 14;      // a 64 MiB arena
     private const int LivePerThread = 256;
     private const int WarmupRounds = 4; // the JIT needs a few rounds to reach its final tier
 
-    public static Dictionary<string, object> Run(int opsPerThread)
+    public static int Run(int opsPerThread, bool json) => ResultPrinter.Print(Measure(opsPerThread), json, "cram bench alloc");
+
+    public static AllocBenchResult Measure(int opsPerThread)
     {
         if (opsPerThread is < 1000 or > 100_000_000)
         {
@@ -22,7 +38,7 @@ internal static unsafe class AllocBench
         byte* arena = (byte*)NativeMemory.AlignedAlloc((nuint)(4096L << MaxOrder), 4096);
         try
         {
-            var result = new Dictionary<string, object>();
+            var perThreads = new double[3][];
             // Warm up (tiered JIT), then alternate them so neither always runs on a warmer machine;
             // keep the best of 5.
             foreach (int threads in new[] { 1, 2 })
@@ -32,29 +48,26 @@ internal static unsafe class AllocBench
                 {
                     using (var buddy = new BitmapBuddy(arena, MaxOrder))
                     {
-                        double m = Measure(threads, opsPerThread, buddy.Allocate, buddy.Free);
+                        double m = OpsPerSecond(threads, opsPerThread, buddy.Allocate, buddy.Free);
                         lockFree = round < 0 ? 0 : Math.Max(lockFree, m);
                     }
                     using (var buddy = new LockFreeBuddy(arena, MaxOrder))
                     {
-                        double m = Measure(threads, opsPerThread, buddy.Allocate, buddy.Free);
+                        double m = OpsPerSecond(threads, opsPerThread, buddy.Allocate, buddy.Free);
                         tree = round < 0 ? 0 : Math.Max(tree, m);
                     }
                     using (var buddy = new SpinLockedBuddy(arena, MaxOrder))
                     {
-                        double m = Measure(threads, opsPerThread, buddy.Allocate, buddy.Free);
+                        double m = OpsPerSecond(threads, opsPerThread, buddy.Allocate, buddy.Free);
                         locked = round < 0 ? 0 : Math.Max(locked, m);
                     }
                 }
-                result[$"buddy_ops_per_s_{threads}t"] = Math.Round(lockFree);
-                result[$"locked_ops_per_s_{threads}t"] = Math.Round(locked);
-                result[$"lockfree_over_locked_{threads}t"] = Math.Round(lockFree / locked, 3);
-                result[$"nbbs_tree_ops_per_s_{threads}t"] = Math.Round(tree);
+                perThreads[threads] = [Math.Round(lockFree), Math.Round(locked), Math.Round(lockFree / locked, 3), Math.Round(tree)];
             }
-            result["ops_per_thread"] = opsPerThread;
-            result["arena_bytes"] = 4096L << MaxOrder;
-            result["workload"] = $"per thread {LivePerThread} live blocks; each step frees a random one and allocates order 0 (70 %), 1 (15 %), 2 (10 %) or 3 (5 %)";
-            return result;
+            double[] one = perThreads[1], two = perThreads[2];
+            return new AllocBenchResult(one[0], one[1], one[2], one[3], two[0], two[1], two[2], two[3],
+                opsPerThread, 4096L << MaxOrder,
+                $"per thread {LivePerThread} live blocks; each step frees a random one and allocates order 0 (70 %), 1 (15 %), 2 (10 %) or 3 (5 %)");
         }
         finally
         {
@@ -66,7 +79,7 @@ internal static unsafe class AllocBench
     private delegate void Free(byte* block, int order);
 
     /// <summary>Operations (allocations + frees) per second over all threads.</summary>
-    private static double Measure(int threads, int opsPerThread, Allocate allocate, Free free)
+    private static double OpsPerSecond(int threads, int opsPerThread, Allocate allocate, Free free)
     {
         using var start = new Barrier(threads + 1);
         long failures = 0;

@@ -1,8 +1,17 @@
 using System.Diagnostics;
-using System.Text.Json;
 using Spectre.Console;
 
-namespace CramCore.Cli;
+namespace CramCore.Cli.Commands;
+
+/// <summary>What `cram demo --json` prints.</summary>
+internal sealed record DemoResult(
+    long RegionBytes, long ResidentLimitBytes, long LogicalBytes, long ResidentBytes, long PeakResidentBytes,
+    double PeakResidentOverLimit, long StoredBytes, long PoolBytes, long PoolCompactedPages, double EffectiveRatio,
+    long SameFilledPages, long ZeroFillFaults, long Refaults, long WriteProtectFaults, long Evictions,
+    long CancelledEvictions, long IncompressiblePages, long EstimatorSkippedPages, long EstimatorMispredictedCompressible,
+    long EstimatorFalseIncompressible, long EstimatorAudits, long ThrottledFaults, long ServiceErrors,
+    long Reads, long Writes, long SwapinSamples, double SwapinP50Us, double SwapinP99Us,
+    double FillS, double WorkloadS, double VerifyS, long Mismatches);
 
 /// <summary>
 /// `cram demo`: fills a large region with a realistic mix under a resident limit, runs a skewed
@@ -183,44 +192,42 @@ internal static unsafe class DemoCommand
         double p50 = Measure.TicksToMicroseconds((long)Measure.Quantile(all, 0.50));
         double p99 = Measure.TicksToMicroseconds((long)Measure.Quantile(all, 0.99));
         double peakOverLimit = (double)stats.PeakResidentBytes / s.LimitBytes;
-        var result = new Dictionary<string, object>
-        {
-            ["region_bytes"] = region.Length,
-            ["resident_limit_bytes"] = s.LimitBytes,
-            ["logical_bytes"] = stats.LogicalBytes,
-            ["resident_bytes"] = stats.ResidentBytes,
-            ["peak_resident_bytes"] = stats.PeakResidentBytes,
-            ["peak_resident_over_limit"] = Math.Round(peakOverLimit, 4),
-            ["stored_bytes"] = stats.StoredBytes,
-            ["pool_bytes"] = stats.PoolBytes,
-            ["pool_compacted_pages"] = stats.PoolCompactedPages,
-            ["effective_ratio"] = Math.Round(stats.EffectiveRatio, 3),
-            ["same_filled_pages"] = stats.SameFilledPages,
-            ["zero_fill_faults"] = stats.ZeroFillFaults,
-            ["refaults"] = stats.Refaults,
-            ["write_protect_faults"] = stats.WriteProtectFaults,
-            ["evictions"] = stats.Evictions,
-            ["cancelled_evictions"] = stats.CancelledEvictions,
-            ["incompressible_pages"] = stats.IncompressiblePages,
-            ["estimator_skipped_pages"] = stats.EstimatedIncompressiblePages,
-            ["estimator_mispredicted_compressible"] = stats.MispredictedCompressiblePages,
-            ["estimator_false_incompressible"] = stats.FalseIncompressiblePages,
-            ["estimator_audits"] = stats.EstimatorAudits,
-            ["throttled_faults"] = stats.ThrottledFaults,
-            ["service_errors"] = stats.ServiceErrors,
-            ["reads"] = reads,
-            ["writes"] = writes,
-            ["swapin_samples"] = all.Count,
-            ["swapin_p50_us"] = Math.Round(p50, 2),
-            ["swapin_p99_us"] = Math.Round(p99, 2),
-            ["fill_s"] = Math.Round(fill.Elapsed.TotalSeconds, 2),
-            ["workload_s"] = Math.Round(work.Elapsed.TotalSeconds, 2),
-            ["verify_s"] = Math.Round(verify.Elapsed.TotalSeconds, 2),
-            ["mismatches"] = mismatches,
-        };
+        var result = new DemoResult(
+            RegionBytes: region.Length,
+            ResidentLimitBytes: s.LimitBytes,
+            LogicalBytes: stats.LogicalBytes,
+            ResidentBytes: stats.ResidentBytes,
+            PeakResidentBytes: stats.PeakResidentBytes,
+            PeakResidentOverLimit: Math.Round(peakOverLimit, 4),
+            StoredBytes: stats.StoredBytes,
+            PoolBytes: stats.PoolBytes,
+            PoolCompactedPages: stats.PoolCompactedPages,
+            EffectiveRatio: Math.Round(stats.EffectiveRatio, 3),
+            SameFilledPages: stats.SameFilledPages,
+            ZeroFillFaults: stats.ZeroFillFaults,
+            Refaults: stats.Refaults,
+            WriteProtectFaults: stats.WriteProtectFaults,
+            Evictions: stats.Evictions,
+            CancelledEvictions: stats.CancelledEvictions,
+            IncompressiblePages: stats.IncompressiblePages,
+            EstimatorSkippedPages: stats.EstimatedIncompressiblePages,
+            EstimatorMispredictedCompressible: stats.MispredictedCompressiblePages,
+            EstimatorFalseIncompressible: stats.FalseIncompressiblePages,
+            EstimatorAudits: stats.EstimatorAudits,
+            ThrottledFaults: stats.ThrottledFaults,
+            ServiceErrors: stats.ServiceErrors,
+            Reads: reads,
+            Writes: writes,
+            SwapinSamples: all.Count,
+            SwapinP50Us: Math.Round(p50, 2),
+            SwapinP99Us: Math.Round(p99, 2),
+            FillS: Math.Round(fill.Elapsed.TotalSeconds, 2),
+            WorkloadS: Math.Round(work.Elapsed.TotalSeconds, 2),
+            VerifyS: Math.Round(verify.Elapsed.TotalSeconds, 2),
+            Mismatches: mismatches);
         if (s.Json)
         {
-            Console.WriteLine(JsonSerializer.Serialize(result));
+            Console.WriteLine(ResultPrinter.ToJson(result));
         }
         else
         {

@@ -1,15 +1,24 @@
 using System.Diagnostics;
 
-namespace CramCore.Cli;
+namespace CramCore.Cli.Commands;
+
+/// <summary>What `cram bench pool --json` prints.</summary>
+internal sealed record PoolBenchResult(
+    string Source, int Pages, int Objects, long SameFilledPages, long IncompressiblePages, long ObjectBytes, long PoolBytes,
+    double Density, double MetadataBytesPerObject, double StoreNs, int FreedObjects, long FreeBytesBeforeCompaction,
+    long CompactionReturnedBytes, double CompactionRecovered, double DensityAfterCompaction, double CompactionMs,
+    long ObjectsMoved, int ClassesInUse, bool Verified);
 
 /// <summary>
 /// `cram bench pool`: stores every page of a corpus (LZ4-compressed, as reclaim would) in the
 /// compressed pool, then frees a random half and compacts. Reports how densely the pool packs,
 /// its bookkeeping per object, and how much of the freed space compaction gives back.
 /// </summary>
-internal static unsafe class PoolBench
+internal static unsafe class BenchPoolCommand
 {
-    public static Dictionary<string, object> Run(PageSource source, int pages)
+    public static int Run(PageSource source, int pages, bool json) => ResultPrinter.Print(Measure(source, pages), json, "cram bench pool");
+
+    public static PoolBenchResult Measure(PageSource source, int pages)
     {
         if (pages is < 256 or > 4_000_000)
         {
@@ -62,7 +71,7 @@ internal static unsafe class PoolBench
         long usedBefore = pool.UsedBytes, liveBytes = pool.ObjectBytes;
         long t1 = Stopwatch.GetTimestamp();
         long returned = pool.Compact();
-        double compactMs = Measure.TicksToMicroseconds(Stopwatch.GetTimestamp() - t1) / 1000;
+        double compactMs = Cli.Measure.TicksToMicroseconds(Stopwatch.GetTimestamp() - t1) / 1000;
         PoolStats compacted = pool.GetStats();
 
         // Every object left must read back bit for bit.
@@ -79,27 +88,25 @@ internal static unsafe class PoolBench
         {
             throw new InvalidOperationException($"{corrupt} pool objects differ after compaction.");
         }
-        return new Dictionary<string, object>
-        {
-            ["source"] = source.Description,
-            ["pages"] = pages,
-            ["objects"] = handles.Count,
-            ["same_filled_pages"] = sameFilled,
-            ["incompressible_pages"] = incompressible,
-            ["object_bytes"] = filled.ObjectBytes,
-            ["pool_bytes"] = filled.UsedBytes,
-            ["density"] = Math.Round(filled.Density, 4),
-            ["metadata_bytes_per_object"] = Math.Round(metadata, 1),
-            ["store_ns"] = Math.Round(Measure.TicksToMicroseconds(storeTicks) * 1000 / Math.Max(1, handles.Count), 1),
-            ["freed_objects"] = handles.Count / 2,
-            ["free_bytes_before_compaction"] = usedBefore - liveBytes,
-            ["compaction_returned_bytes"] = returned,
-            ["compaction_recovered"] = Math.Round((double)returned / Math.Max(1, usedBefore - liveBytes), 4),
-            ["density_after_compaction"] = Math.Round(compacted.Density, 4),
-            ["compaction_ms"] = Math.Round(compactMs, 2),
-            ["objects_moved"] = compacted.MovedObjects,
-            ["classes_in_use"] = filled.Classes.Length,
-            ["verified"] = true,
-        };
+        return new PoolBenchResult(
+            Source: source.Description,
+            Pages: pages,
+            Objects: handles.Count,
+            SameFilledPages: sameFilled,
+            IncompressiblePages: incompressible,
+            ObjectBytes: filled.ObjectBytes,
+            PoolBytes: filled.UsedBytes,
+            Density: Math.Round(filled.Density, 4),
+            MetadataBytesPerObject: Math.Round(metadata, 1),
+            StoreNs: Math.Round(Cli.Measure.TicksToMicroseconds(storeTicks) * 1000 / Math.Max(1, handles.Count), 1),
+            FreedObjects: handles.Count / 2,
+            FreeBytesBeforeCompaction: usedBefore - liveBytes,
+            CompactionReturnedBytes: returned,
+            CompactionRecovered: Math.Round((double)returned / Math.Max(1, usedBefore - liveBytes), 4),
+            DensityAfterCompaction: Math.Round(compacted.Density, 4),
+            CompactionMs: Math.Round(compactMs, 2),
+            ObjectsMoved: compacted.MovedObjects,
+            ClassesInUse: filled.Classes.Length,
+            Verified: true);
     }
 }

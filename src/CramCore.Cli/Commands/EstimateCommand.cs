@@ -1,15 +1,24 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
-using System.Text.Json;
-using CramCore;
 
-namespace CramCore.Cli;
+namespace CramCore.Cli.Commands;
+
+/// <summary>One instruction-set path in `cram estimate --json`.</summary>
+internal sealed record EstimatePathResult(bool Accelerated, double EstimateGbS, double RatioToLz4Trial);
+
+/// <summary>What `cram estimate --json` prints, per input (the class_* fields: fraction of pages per <see cref="PageClass"/>).</summary>
+internal sealed record EstimateResult(
+    string Input, int Pages, int Threshold, double Lz4Compressible, double EstimateGbS, string EstimatePath,
+    double Lz4TrialGbS, double EstimateToLz4Trial, double Agreement, double FalseIncompressible, double Confident,
+    double AgreementWhenConfident, double FalseCompressible, double BtrfsHeuristicAgreement,
+    double ClassZero, double ClassSameFilled, double ClassVeryCompressible, double ClassCompressible,
+    double ClassUncertain, double ClassIncompressible, Dictionary<string, EstimatePathResult> Paths);
 
 /// <summary>
 /// `cram estimate`: the compressibility estimator against real LZ4 on the same pages — speed of
-/// every instruction-set path, agreement, false "incompressible" — and `--calibrate`, which fits
-/// the estimator's size model and margins on page files.
+/// every instruction-set path, agreement, false "incompressible". With `--calibrate` it hands the
+/// measured pages to <see cref="EstimatorCalibration"/> instead.
 /// </summary>
 internal static unsafe class EstimateCommand
 {
@@ -18,7 +27,7 @@ internal static unsafe class EstimateCommand
     private const int PageSize = PageSource.PageSize;
 
     /// <summary>Pages of one input with what real LZ4 and the estimator make of each.</summary>
-    private sealed class Input : IDisposable
+    internal sealed class Input : IDisposable
     {
         public required string Name;
         public required byte* Data;
@@ -64,27 +73,18 @@ internal static unsafe class EstimateCommand
             }
             if (s.Calibrate)
             {
-                return Calibrated(inputs, s);
+                return EstimatorCalibration.Run(inputs, s);
             }
             foreach (Input input in inputs)
             {
-                Dictionary<string, object> result = Report(input, s);
-                if (s.Json)
+                EstimateResult result = Report(input, s);
+                // In the table, one row per instruction-set path instead of the nested object.
+                var rows = ResultPrinter.Rows(result).Where(r => r.Name != "paths").ToList();
+                foreach ((string isa, EstimatePathResult path) in result.Paths)
                 {
-                    Console.WriteLine(JsonSerializer.Serialize(result));
+                    rows.Add(($"{isa} path: GB/s (× LZ4 trial)", $"{path.EstimateGbS} ({path.RatioToLz4Trial}×)" + (path.Accelerated ? "" : ", not accelerated here: runs in software")));
                 }
-                else
-                {
-                    // One row per instruction-set path instead of the nested object.
-                    var paths = (Dictionary<string, object>)result["paths"];
-                    result.Remove("paths");
-                    foreach ((string isa, object value) in paths)
-                    {
-                        var path = (Dictionary<string, object>)value;
-                        result[$"{isa} path: GB/s (× LZ4 trial)"] = $"{path["estimate_gb_s"]} ({path["ratio_to_lz4_trial"]}×)" + ((bool)path["accelerated"] ? "" : ", not accelerated here: runs in software");
-                    }
-                    BenchCommands.Print(result, json: false, $"cram estimate: {input.Name}");
-                }
+                ResultPrinter.Print(s.Json, $"cram estimate: {input.Name}", ResultPrinter.ToJson(result), rows);
             }
             return 0;
         }
@@ -137,7 +137,7 @@ internal static unsafe class EstimateCommand
         }
     }
 
-    private static Dictionary<string, object> Report(Input input, Settings s)
+    private static EstimateResult Report(Input input, Settings s)
     {
         int t = s.Threshold;
         long bytes = (long)input.Pages * PageSize;
@@ -162,46 +162,41 @@ internal static unsafe class EstimateCommand
         }
 
         double lz4 = BestGbPerSecond(s.Rounds, bytes, () => Lz4Trial(input, t));
-        var paths = new Dictionary<string, object>();
+        var paths = new Dictionary<string, EstimatePathResult>();
         double best = 0;
         foreach (PageKernelIsa isa in Enum.GetValues<PageKernelIsa>())
         {
             CheckSameAnswers(input, t, isa);
             double gbs = BestGbPerSecond(s.Rounds, bytes, () => EstimateAll(input, t, isa));
-            paths[isa.ToString()] = new Dictionary<string, object>
-            {
-                ["accelerated"] = Accelerated(isa),
-                ["estimate_gb_s"] = Math.Round(gbs, 2),
-                ["ratio_to_lz4_trial"] = Math.Round(gbs / lz4, 1),
-            };
+            paths[isa.ToString()] = new EstimatePathResult(Accelerated(isa), Math.Round(gbs, 2), Math.Round(gbs / lz4, 1));
             if (isa == PageKernels.Best)
             {
                 best = gbs;
             }
         }
-        var result = new Dictionary<string, object>
-        {
-            ["input"] = input.Name,
-            ["pages"] = n,
-            ["threshold"] = t,
-            ["lz4_compressible"] = Math.Round((double)compressible / n, 4),
-            ["estimate_gb_s"] = Math.Round(best, 2),
-            ["estimate_path"] = PageKernels.Best.ToString(),
-            ["lz4_trial_gb_s"] = Math.Round(lz4, 3),
-            ["estimate_to_lz4_trial"] = Math.Round(best / lz4, 1),
-            ["agreement"] = Math.Round((double)agree / n, 4),
-            ["false_incompressible"] = Math.Round((double)falseIncompressible / n, 4),
-            ["confident"] = Math.Round((double)confident / n, 4),
-            ["agreement_when_confident"] = confident == 0 ? 1.0 : Math.Round((double)confidentAgree / confident, 4),
-            ["false_compressible"] = Math.Round((double)falseCompressible / n, 4),
-            ["btrfs_heuristic_agreement"] = Math.Round((double)btrfsAgree / n, 4),
-        };
-        foreach (PageClass c in Enum.GetValues<PageClass>())
-        {
-            result["class_" + JsonNamingPolicy.SnakeCaseLower.ConvertName(c.ToString())] = Math.Round((double)classes[(int)c] / n, 4);
-        }
-        result["paths"] = paths;
-        return result;
+        double Share(PageClass c) => Math.Round((double)classes[(int)c] / n, 4);
+        return new EstimateResult(
+            Input: input.Name,
+            Pages: n,
+            Threshold: t,
+            Lz4Compressible: Math.Round((double)compressible / n, 4),
+            EstimateGbS: Math.Round(best, 2),
+            EstimatePath: PageKernels.Best.ToString(),
+            Lz4TrialGbS: Math.Round(lz4, 3),
+            EstimateToLz4Trial: Math.Round(best / lz4, 1),
+            Agreement: Math.Round((double)agree / n, 4),
+            FalseIncompressible: Math.Round((double)falseIncompressible / n, 4),
+            Confident: Math.Round((double)confident / n, 4),
+            AgreementWhenConfident: confident == 0 ? 1.0 : Math.Round((double)confidentAgree / confident, 4),
+            FalseCompressible: Math.Round((double)falseCompressible / n, 4),
+            BtrfsHeuristicAgreement: Math.Round((double)btrfsAgree / n, 4),
+            ClassZero: Share(PageClass.Zero),
+            ClassSameFilled: Share(PageClass.SameFilled),
+            ClassVeryCompressible: Share(PageClass.VeryCompressible),
+            ClassCompressible: Share(PageClass.Compressible),
+            ClassUncertain: Share(PageClass.Uncertain),
+            ClassIncompressible: Share(PageClass.Incompressible),
+            Paths: paths);
     }
 
     private static bool Accelerated(PageKernelIsa isa) => isa switch
@@ -330,137 +325,5 @@ internal static unsafe class EstimateCommand
             }
         }
         return entropy < 0.8 * 8;
-    }
-
-    /// <summary>Fits the size model (least squares, every file weighted equally) and the margins, and reports the fit.</summary>
-    private static int Calibrated(List<Input> inputs, Settings s)
-    {
-        const int K = PageEstimator.FeatureCount;
-        var ata = new double[K, K];
-        var atb = new double[K];
-        foreach (Input input in inputs)
-        {
-            double weight = 1.0 / input.Pages;
-            for (int i = 0; i < input.Pages; i++)
-            {
-                if (input.Estimates[i].Class <= PageClass.SameFilled)
-                {
-                    continue; // exact, not modelled
-                }
-                double[] x = Features(input.Samples[i]);
-                for (int a = 0; a < K; a++)
-                {
-                    atb[a] += weight * x[a] * input.Lz4Sizes[i];
-                    for (int b = 0; b < K; b++)
-                    {
-                        ata[a, b] += weight * x[a] * x[b];
-                    }
-                }
-            }
-        }
-        double[] k = Solve(ata, atb);
-        int Size(Input input, int i)
-        {
-            double[] x = Features(input.Samples[i]);
-            double size = 0;
-            for (int a = 0; a < K; a++)
-            {
-                size += k[a] * x[a];
-            }
-            return (int)Math.Clamp(size, 0, 2 * PageSize);
-        }
-        int t = s.Threshold;
-        // The smallest margins (from the floor, in steps of 25 bytes) that keep wrong confident answers within bounds in every file.
-        int incompressibleMargin = SmallestMargin(m => inputs.All(input => Rate(input, i =>
-            input.Estimates[i].Class > PageClass.SameFilled && Size(input, i) > t + m
-            && input.Estimates[i].NibbleEntropy >= PageEstimator.MinIncompressibleEntropy && input.Lz4Sizes[i] <= t) <= 0.005));
-        int compressibleMargin = SmallestMargin(m => inputs.All(input => Rate(input, i =>
-            input.Estimates[i].Class > PageClass.SameFilled && Size(input, i) < t - m && input.Lz4Sizes[i] > t) <= 0.01));
-        var result = new Dictionary<string, object>
-        {
-            ["files"] = string.Join(", ", inputs.Select(i => i.Name)),
-            ["coefficients"] = "[" + string.Join(", ", k.Select(c => c.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture) + "f")) + "]",
-            ["incompressible_margin"] = incompressibleMargin,
-            ["compressible_margin"] = compressibleMargin,
-        };
-        foreach (Input input in inputs)
-        {
-            result["fit_agreement " + input.Name] = Math.Round(Rate(input, i => input.Estimates[i].Class <= PageClass.SameFilled || (Size(input, i) <= t) == (input.Lz4Sizes[i] <= t)), 4);
-        }
-        return BenchCommands.Print(result, s.Json, "cram estimate --calibrate (paste into PageEstimator.cs)");
-    }
-
-    private static double Rate(Input input, Func<int, bool> predicate)
-    {
-        int count = 0;
-        for (int i = 0; i < input.Pages; i++)
-        {
-            count += predicate(i) ? 1 : 0;
-        }
-        return (double)count / input.Pages;
-    }
-
-    private static int SmallestMargin(Func<int, bool> acceptable)
-    {
-        for (int m = PageEstimator.MarginFloor; m <= 2 * PageSize; m += 25)
-        {
-            if (acceptable(m))
-            {
-                return m;
-            }
-        }
-        return 2 * PageSize;
-    }
-
-    private static double[] Features(PageSample sample)
-    {
-        Span<float> x = stackalloc float[PageEstimator.FeatureCount];
-        PageEstimator.Features(sample, x);
-        double[] result = new double[x.Length];
-        for (int i = 0; i < x.Length; i++)
-        {
-            result[i] = x[i];
-        }
-        return result;
-    }
-
-    /// <summary>Gaussian elimination with partial pivoting.</summary>
-    private static double[] Solve(double[,] a, double[] b)
-    {
-        int n = b.Length;
-        for (int col = 0; col < n; col++)
-        {
-            int pivot = col;
-            for (int r = col + 1; r < n; r++)
-            {
-                if (Math.Abs(a[r, col]) > Math.Abs(a[pivot, col]))
-                {
-                    pivot = r;
-                }
-            }
-            for (int c = 0; c < n; c++)
-            {
-                (a[col, c], a[pivot, c]) = (a[pivot, c], a[col, c]);
-            }
-            (b[col], b[pivot]) = (b[pivot], b[col]);
-            for (int r = 0; r < n; r++)
-            {
-                if (r != col && a[col, col] != 0)
-                {
-                    double f = a[r, col] / a[col, col];
-                    for (int c = col; c < n; c++)
-                    {
-                        a[r, c] -= f * a[col, c];
-                    }
-                    b[r] -= f * b[col];
-                }
-            }
-        }
-        var x = new double[n];
-        for (int i = 0; i < n; i++)
-        {
-            x[i] = a[i, i] == 0 ? 0 : b[i] / a[i, i];
-        }
-        return x;
     }
 }

@@ -1,9 +1,16 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Text.Json;
 using Spectre.Console;
 
-namespace CramCore.Cli;
+namespace CramCore.Cli.Commands;
+
+/// <summary>What `cram analyze --json` prints.</summary>
+internal sealed record AnalyzeResult(
+    string Source, long Pages, long Bytes, long UnreadableBytes,
+    double ZeroFraction, double SameFilledFraction, double CompressibleFraction, double IncompressibleFraction,
+    double Lz4RatioP10, double Lz4RatioP50, double Lz4RatioP90,
+    int ThresholdBytes, double EstimatorAgreement, double EstimatorConfidentFraction, double EstimatorFalseIncompressible,
+    long SavedBytes, double SavedFraction, double Seconds);
 
 /// <summary>
 /// `cram analyze`: what CramCore would do with a process's memory (or a page file): zero and
@@ -251,30 +258,28 @@ internal static unsafe class AnalyzeCommand
         long stored = t.StoredBytes;                    // compressed copies (before pool packing)
         long saved = bytes - resident - stored - t.FalseIncompressibleSavings; // what the estimator's mistakes keep resident
         double Fraction(long n) => Math.Round((double)n / Math.Max(1, t.Pages), 4);
-        var result = new Dictionary<string, object>
-        {
-            ["source"] = what,
-            ["pages"] = t.Pages,
-            ["bytes"] = bytes,
-            ["unreadable_bytes"] = t.UnreadableBytes,
-            ["zero_fraction"] = Math.Round((double)t.Zero / Math.Max(1, t.Pages), 4),
-            ["same_filled_fraction"] = Math.Round((double)t.SameFilled / Math.Max(1, t.Pages), 4),
-            ["compressible_fraction"] = Math.Round((double)t.Compressible / Math.Max(1, t.Pages), 4),
-            ["incompressible_fraction"] = Math.Round((double)t.Incompressible / Math.Max(1, t.Pages), 4),
-            ["lz4_ratio_p10"] = Ratio(0.1),
-            ["lz4_ratio_p50"] = Ratio(0.5),
-            ["lz4_ratio_p90"] = Ratio(0.9),
-            ["threshold_bytes"] = threshold,
-            ["estimator_agreement"] = Fraction(t.EstimatorAgrees),
-            ["estimator_confident_fraction"] = Fraction(t.EstimatorConfident),
-            ["estimator_false_incompressible"] = Fraction(t.FalseIncompressible),
-            ["saved_bytes"] = saved,
-            ["saved_fraction"] = Math.Round((double)saved / Math.Max(1, bytes), 4),
-            ["seconds"] = Math.Round(elapsed.TotalSeconds, 2),
-        };
+        var result = new AnalyzeResult(
+            Source: what,
+            Pages: t.Pages,
+            Bytes: bytes,
+            UnreadableBytes: t.UnreadableBytes,
+            ZeroFraction: Math.Round((double)t.Zero / Math.Max(1, t.Pages), 4),
+            SameFilledFraction: Math.Round((double)t.SameFilled / Math.Max(1, t.Pages), 4),
+            CompressibleFraction: Math.Round((double)t.Compressible / Math.Max(1, t.Pages), 4),
+            IncompressibleFraction: Math.Round((double)t.Incompressible / Math.Max(1, t.Pages), 4),
+            Lz4RatioP10: Ratio(0.1),
+            Lz4RatioP50: Ratio(0.5),
+            Lz4RatioP90: Ratio(0.9),
+            ThresholdBytes: threshold,
+            EstimatorAgreement: Fraction(t.EstimatorAgrees),
+            EstimatorConfidentFraction: Fraction(t.EstimatorConfident),
+            EstimatorFalseIncompressible: Fraction(t.FalseIncompressible),
+            SavedBytes: saved,
+            SavedFraction: Math.Round((double)saved / Math.Max(1, bytes), 4),
+            Seconds: Math.Round(elapsed.TotalSeconds, 2));
         if (json)
         {
-            Console.WriteLine(JsonSerializer.Serialize(result));
+            Console.WriteLine(ResultPrinter.ToJson(result));
             return;
         }
         var table = new Table().Title($"cram analyze: {Markup.Escape(what)}").Border(TableBorder.Rounded).AddColumn("what").AddColumn(new TableColumn("value").RightAligned());

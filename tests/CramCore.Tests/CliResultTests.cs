@@ -1,0 +1,53 @@
+using System.Runtime.CompilerServices;
+using System.Text.Json;
+
+namespace CramCore.Tests;
+
+/// <summary>
+/// The JSON each verb prints is an interface (scripts, the kernel anchor's comparison): the typed
+/// result records must keep these keys, in this order.
+/// </summary>
+[Trait("Category", TestCategory.Unit)]
+public sealed class CliResultTests
+{
+    private static string[] Keys<T>()
+    {
+        var empty = (T)RuntimeHelpers.GetUninitializedObject(typeof(T));
+        return [.. JsonDocument.Parse(ResultPrinter.ToJson(empty)).RootElement.EnumerateObject().Select(p => p.Name)];
+    }
+
+    [Fact]
+    public void BenchResults_KeepTheirKeys()
+    {
+        Assert.Equal(["source", "pages", "rounds", "swapin_p50_us", "swapin_p99_us", "wp_p50_us", "wp_p99_us", "raw_uffd_p50_us",
+            "raw_uffd_p99_us", "lz4_decompress_p50_us", "resident_hit_ns", "stored_ratio", "swapin_over_raw_plus_lz4"], Keys<FaultsBenchResult>());
+        Assert.Equal(["source", "pages", "rounds", "reclaim_mb_s", "reclaim_cold_mb_s", "lz4_compress_mb_s", "reclaim_over_lz4",
+            "stored_ratio", "compressed_pages", "incompressible_pages", "estimator_skipped_pages", "reclaim_without_estimator_mb_s",
+            "routing_speedup", "zero_reclaim_mb_s", "zero_reclaim_over_lz4"], Keys<ReclaimBenchResult>());
+        Assert.Equal(["buddy_ops_per_s_1t", "locked_ops_per_s_1t", "lockfree_over_locked_1t", "nbbs_tree_ops_per_s_1t",
+            "buddy_ops_per_s_2t", "locked_ops_per_s_2t", "lockfree_over_locked_2t", "nbbs_tree_ops_per_s_2t", "ops_per_thread",
+            "arena_bytes", "workload"], Keys<AllocBenchResult>());
+        Assert.Equal(["source", "pages", "objects", "same_filled_pages", "incompressible_pages", "object_bytes", "pool_bytes", "density",
+            "metadata_bytes_per_object", "store_ns", "freed_objects", "free_bytes_before_compaction", "compaction_returned_bytes",
+            "compaction_recovered", "density_after_compaction", "compaction_ms", "objects_moved", "classes_in_use", "verified"], Keys<PoolBenchResult>());
+    }
+
+    [Fact]
+    public void EstimateDemoAnalyzeResults_KeepTheirKeys()
+    {
+        Assert.Equal(["input", "pages", "threshold", "lz4_compressible", "estimate_gb_s", "estimate_path", "lz4_trial_gb_s",
+            "estimate_to_lz4_trial", "agreement", "false_incompressible", "confident", "agreement_when_confident", "false_compressible",
+            "btrfs_heuristic_agreement", "class_zero", "class_same_filled", "class_very_compressible", "class_compressible",
+            "class_uncertain", "class_incompressible", "paths"], Keys<EstimateResult>());
+        Assert.Equal(["accelerated", "estimate_gb_s", "ratio_to_lz4_trial"], Keys<EstimatePathResult>());
+        Assert.Equal(["region_bytes", "resident_limit_bytes", "logical_bytes", "resident_bytes", "peak_resident_bytes",
+            "peak_resident_over_limit", "stored_bytes", "pool_bytes", "pool_compacted_pages", "effective_ratio", "same_filled_pages",
+            "zero_fill_faults", "refaults", "write_protect_faults", "evictions", "cancelled_evictions", "incompressible_pages",
+            "estimator_skipped_pages", "estimator_mispredicted_compressible", "estimator_false_incompressible", "estimator_audits",
+            "throttled_faults", "service_errors", "reads", "writes", "swapin_samples", "swapin_p50_us", "swapin_p99_us", "fill_s",
+            "workload_s", "verify_s", "mismatches"], Keys<DemoResult>());
+        Assert.Equal(["source", "pages", "bytes", "unreadable_bytes", "zero_fraction", "same_filled_fraction", "compressible_fraction",
+            "incompressible_fraction", "lz4_ratio_p10", "lz4_ratio_p50", "lz4_ratio_p90", "threshold_bytes", "estimator_agreement",
+            "estimator_confident_fraction", "estimator_false_incompressible", "saved_bytes", "saved_fraction", "seconds"], Keys<AnalyzeResult>());
+    }
+}
