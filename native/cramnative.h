@@ -76,19 +76,20 @@
  *                                                      with reclaim paused: every slot still named
  *                                                      is pushed on the stale list, counters fixed
  *
- * Locks, in the order they are taken (never take one while holding a later one):
- *   1. CramEngine._lock (C#)            region create/dispose, engine dispose
- *   2. Reclaimer pass lock (C#)         one reclaim pass or region tear-down at a time
- *   3. CompressedPool size-class locks (C#, one per class; compaction takes them one by one)
- *   4. CompressedPool zspage/arena/retained/handle locks (C#, leaves; never two at once)
- *   5. SlotTable._lock (C#, leaf)       slot id allocation
- *   6. cram_engine.lock (C, pthread)    held by the service while it resolves a batch of faults,
- *                                       by region create/deactivate/destroy and by
- *                                       CramNative_PoolMove (so compaction never moves an object
- *                                       the service is reading)
+ * Locks, in the order they are taken (a thread holding one takes only later ones):
+ *   1. CramEngine._lock (C#)              region create and dispose, engine dispose
+ *   2. CramMetrics.s_lock (C#)            held while the meter reads every engine's stats
+ *   3. Reclaimer._lock (C#)               one reclaim pass, or one region tear-down (Pause), at a time
+ *   4. SizeClass.Lock (C#, one per class) a class's zspages; compaction takes them one at a time
+ *   5. leaves (C#): CompressedPool._zspageLock, PoolArenas._arenaLock and _retainLock,
+ *      ClusteredDirectory._lock (the slot table's and the handle table's id allocation),
+ *      NativeLibraryResolver.s_lock; none is held while another lock is taken
+ *   6. cram_engine.lock (C, pthread)      held by the service while it resolves a batch of faults,
+ *      by region create/deactivate/destroy and by CramNative_PoolMove (so compaction never moves an
+ *      object the service is reading); taken only inside a native call
  * The service takes only lock 6 and never waits for managed code (hard rule 1); C# may hold
- * 1–3 when it takes 6 (through a native call), never the reverse. DROPPING and UNPROTECTING are
- * page-granular "locks" held by native code only, for the length of one system call.
+ * 1–4 when a native call takes 6, never the reverse. DROPPING and UNPROTECTING are page-granular
+ * "locks" held by native code only, for the length of one system call.
  * ------------------------------------------------------------------------------------------- */
 enum cram_pte_state {
     CRAM_PTE_EMPTY = 0,

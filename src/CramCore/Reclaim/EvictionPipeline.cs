@@ -95,34 +95,15 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         return dropped;
     }
 
+    /// <summary>All stages for one region's victims; returns the pages dropped.</summary>
     private int EvictRegion(CramRegion region, ReadOnlySpan<ulong> victims, ReadOnlySpan<bool> claimed, VictimClock clock, ref bool poolFull)
     {
-        // Protect: every claimed page, before any is read.
-        int protect = 0;
-        for (int i = 0; i < victims.Length; i++)
+        if (!poolFull)
         {
-            if (claimed[i])
-            {
-                _protect[protect++] = FaultLogEntry.PageOf(victims[i]);
-            }
+            Protect(region, victims, claimed);
         }
-        if (protect > 0 && !poolFull)
-        {
-            Errno error;
-            fixed (ulong* pages = _protect)
-            {
-                error = _ops.WriteProtect(region.Id, pages, protect);
-            }
-            if (error != Errno.None)
-            {
-                throw Interop.GetExceptionForErrno(error, "Write-protecting pages for eviction");
-            }
-        }
-
-        // Classify, store, publish each claimed page in order; collect what to drop, in order.
         long compressed = 0;
         int drop = 0;
-        ulong evicting = PageTableEntry.Make(PageState.Evicting, 0);
         for (int i = 0; i < victims.Length; i++)
         {
             ulong page = FaultLogEntry.PageOf(victims[i]);
@@ -134,67 +115,80 @@ internal sealed unsafe class EvictionPipeline : IDisposable
             }
             if (poolFull)
             {
-                RollBackClaim(pte, victims[i], clock);
+                RollBackClaim(pte, victims[i], clock); // not protected: the batch stopped storing before this region
                 continue;
             }
             byte* data = region.BasePointer + (page << SharedLayout.PageShift);
-            switch (Store(data, pte, out ulong slot, out bool lz4))
+            PageClass predicted = Classify(data, out ulong fill);
+            StoreResult stored = Store(data, pte, predicted, fill, out ulong slot, out bool lz4);
+            if (stored == StoreResult.PoolFull)
             {
-                case StoreResult.PoolFull:
-                    poolFull = true;
-                    RollBackClaim(pte, victims[i], clock);
-                    continue;
-                case StoreResult.Incompressible:
-                    continue;
+                poolFull = true;
+                RollBackClaim(pte, victims[i], clock);
+                continue;
+            }
+            if (stored == StoreResult.Incompressible)
+            {
+                continue;
             }
             compressed += lz4 ? 1 : 0;
-            if (PageTableEntry.TryTransition(pte, evicting, PageTableEntry.Make(PageState.Clean, slot)))
+            if (Publish(pte, slot))
             {
                 _drop[drop++] = page;
             }
-            else
-            {
-                // A write cancelled the eviction while we read the page: our copy may be torn.
-                // (The service counts the cancellation and re-logs the page.)
-                Discard(slot);
-            }
         }
         _counters.AddCompressed(compressed);
-
-        // Drop.
-        int dropped = 0;
-        if (drop > 0)
-        {
-            Errno error;
-            fixed (ulong* pages = _drop)
-            {
-                error = _ops.Drop(region.Id, pages, drop, out dropped);
-            }
-            if (error != Errno.None)
-            {
-                throw Interop.GetExceptionForErrno(error, "Dropping evicted pages");
-            }
-        }
-        return dropped;
+        return Drop(region, drop);
     }
 
-    /// <summary>Classify and store one claimed, write-protected page.</summary>
-    private StoreResult Store(byte* data, ulong* pte, out ulong slot, out bool lz4)
+    /// <summary>Stage protect: write-protects every claimed page, one ioctl per run, before any is read.</summary>
+    private void Protect(CramRegion region, ReadOnlySpan<ulong> victims, ReadOnlySpan<bool> claimed)
     {
-        slot = 0;
-        lz4 = false;
-        ulong value;
-        PageClass predicted;
+        int count = 0;
+        for (int i = 0; i < victims.Length; i++)
+        {
+            if (claimed[i])
+            {
+                _protect[count++] = FaultLogEntry.PageOf(victims[i]);
+            }
+        }
+        if (count == 0)
+        {
+            return;
+        }
+        Errno error;
+        fixed (ulong* pages = _protect)
+        {
+            error = _ops.WriteProtect(region.Id, pages, count);
+        }
+        if (error != Errno.None)
+        {
+            throw Interop.GetExceptionForErrno(error, "Write-protecting pages for eviction");
+        }
+    }
+
+    /// <summary>Stage classify: what the estimator (or the same-filled check alone) expects of the page.</summary>
+    private PageClass Classify(byte* data, out ulong fill)
+    {
         if (_estimate)
         {
             PageEstimate estimate = PageEstimator.Estimate(data, _threshold);
-            predicted = estimate.Class;
-            value = estimate.FillValue;
+            fill = estimate.FillValue;
+            return estimate.Class;
         }
-        else
-        {
-            predicted = !SameFilled.Check(data, out value) ? PageClass.Uncertain : value == 0 ? PageClass.Zero : PageClass.SameFilled;
-        }
+        return !SameFilled.Check(data, out fill) ? PageClass.Uncertain : fill == 0 ? PageClass.Zero : PageClass.SameFilled;
+    }
+
+    /// <summary>
+    /// Stage store: slot 0 for a zero page, a same-filled slot, or an LZ4 (raw, with
+    /// <see cref="CramOptions.StoreUncompressed"/>) copy in the pool. A page predicted or found
+    /// incompressible goes EVICTING→INCOMPRESSIBLE here; one in <see cref="AuditInterval"/> of the
+    /// predicted ones is compressed anyway to measure the estimator.
+    /// </summary>
+    private StoreResult Store(byte* data, ulong* pte, PageClass predicted, ulong fill, out ulong slot, out bool lz4)
+    {
+        slot = 0;
+        lz4 = false;
         bool audit = false;
         if (predicted == PageClass.Incompressible && !(audit = ++_sinceAudit == AuditInterval))
         {
@@ -208,14 +202,14 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         }
         if (predicted <= PageClass.SameFilled)
         {
-            if (value == 0)
+            if (fill == 0)
             {
                 slot = SharedLayout.ZeroSlot;
                 _counters.AddZeroCopy(1); // before publishing: the service may release the copy right after
             }
             else
             {
-                slot = _slots.AllocateSameFilled(value);
+                slot = _slots.AllocateSameFilled(fill);
             }
             return StoreResult.Stored;
         }
@@ -245,18 +239,16 @@ internal sealed unsafe class EvictionPipeline : IDisposable
             : StoreResult.PoolFull;
     }
 
-    /// <summary>EVICTING→INCOMPRESSIBLE: stays resident and write-protected; the next write re-logs it.</summary>
-    private void KeepIncompressible(ulong* pte, bool estimated)
+    /// <summary>
+    /// Stage publish: EVICTING→CLEAN(slot). False if a write cancelled the eviction while the page
+    /// was read (the service counted it and re-logged the page): the copy may be torn and is freed.
+    /// </summary>
+    private bool Publish(ulong* pte, ulong slot)
     {
-        if (PageTableEntry.TryTransition(pte, PageTableEntry.Make(PageState.Evicting, 0), PageTableEntry.Make(PageState.Incompressible, 0)))
+        if (PageTableEntry.TryTransition(pte, PageTableEntry.Make(PageState.Evicting, 0), PageTableEntry.Make(PageState.Clean, slot)))
         {
-            _counters.AddIncompressible(1, estimated);
+            return true;
         }
-    }
-
-    /// <summary>Frees a copy whose publication failed.</summary>
-    private void Discard(ulong slot)
-    {
         if (slot == SharedLayout.ZeroSlot)
         {
             _counters.AddZeroCopy(-1);
@@ -264,6 +256,36 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         else
         {
             _slots.Free(slot);
+        }
+        return false;
+    }
+
+    /// <summary>Stage drop (native): CLEAN→DROPPING→MADV_DONTNEED→EVICTED for _drop[0..count), in order.</summary>
+    private int Drop(CramRegion region, int count)
+    {
+        if (count == 0)
+        {
+            return 0;
+        }
+        Errno error;
+        int dropped;
+        fixed (ulong* pages = _drop)
+        {
+            error = _ops.Drop(region.Id, pages, count, out dropped);
+        }
+        if (error != Errno.None)
+        {
+            throw Interop.GetExceptionForErrno(error, "Dropping evicted pages");
+        }
+        return dropped;
+    }
+
+    /// <summary>EVICTING→INCOMPRESSIBLE: stays resident and write-protected; the next write re-logs it.</summary>
+    private void KeepIncompressible(ulong* pte, bool estimated)
+    {
+        if (PageTableEntry.TryTransition(pte, PageTableEntry.Make(PageState.Evicting, 0), PageTableEntry.Make(PageState.Incompressible, 0)))
+        {
+            _counters.AddIncompressible(1, estimated);
         }
     }
 
