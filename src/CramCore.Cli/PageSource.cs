@@ -19,7 +19,7 @@ internal enum PageKind
 /// </summary>
 internal sealed class PageSource
 {
-    public const int PageSize = 4096;
+    public const int PageSize = SharedLayout.PageSize;
 
     private static readonly string[] s_words =
     [

@@ -7,7 +7,7 @@ namespace CramCore.Tests;
 [Trait("Category", TestCategory.Unit)]
 public sealed unsafe class BuddyAllocatorTests
 {
-    private const int P = 4096;
+    private const int P = SharedLayout.PageSize;
 
     public enum Kind { Bitmap, NbbsTree, SpinLocked }
 

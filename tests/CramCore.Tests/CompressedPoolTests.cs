@@ -5,7 +5,7 @@ namespace CramCore.Tests;
 
 public sealed unsafe class CompressedPoolTests
 {
-    private const int P = 4096;
+    private const int P = SharedLayout.PageSize;
 
     private static byte[] Object(int seed, int length)
     {

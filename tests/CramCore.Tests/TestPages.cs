@@ -3,7 +3,7 @@ namespace CramCore.Tests;
 /// <summary>Deterministic page contents for tests: compressible, same-filled and incompressible.</summary>
 internal static unsafe class TestPages
 {
-    public const int PageSize = 4096;
+    public const int PageSize = SharedLayout.PageSize;
 
     /// <summary>Text-like compressible content determined by (page, version).</summary>
     public static void WriteCompressible(byte* page, long index, long version)
