@@ -96,10 +96,16 @@ static void contract_add(contract_builder* b, const char* name, uint64_t value, 
 #define ENUMERATOR(e) case e: contract_add(b, #e, (uint64_t)(e), CRAM_CONTRACT_ENUM, 0); break
 
 /* One switch per enum, without a default: -Wswitch (in -Wall, an error with -Werror) fails the
- * build when an enumerator is added without its line here. */
+ * build when an enumerator is added without its line here. The contract's enumerators are small
+ * codes; every value below CONTRACT_ENUM_LIMIT is tried. */
+#define CONTRACT_ENUM_LIMIT 1024u
+_Static_assert(CRAM_PTE_UNPROTECTING < CONTRACT_ENUM_LIMIT && CRAM_BACKEND_RAW < CONTRACT_ENUM_LIMIT &&
+               CRAM_UFFD_MODE_USER_MODE_ONLY < CONTRACT_ENUM_LIMIT && CRAM_CONTRACT_CONSTANT < CONTRACT_ENUM_LIMIT,
+               "an enumerator of the contract is not listed by contract_enums");
+
 static void contract_enums(contract_builder* b)
 {
-    for (uint32_t v = 0; v < 16; v++) {
+    for (uint32_t v = 0; v < CONTRACT_ENUM_LIMIT; v++) {
         switch ((enum cram_pte_state)v) {
         ENUMERATOR(CRAM_PTE_EMPTY); ENUMERATOR(CRAM_PTE_DIRTY); ENUMERATOR(CRAM_PTE_CLEAN);
         ENUMERATOR(CRAM_PTE_EVICTING); ENUMERATOR(CRAM_PTE_DROPPING); ENUMERATOR(CRAM_PTE_EVICTED);
@@ -459,7 +465,7 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
 
 static void resolve_missing(cram_engine* e, cram_region_desc* r, uint64_t page, int write)
 {
-    uint64_t* pte = &(r->pte)[page];
+    uint64_t* pte = &r->pte[page];
     uint64_t p = wait_not_dropping(pte);
     switch (CRAM_PTE_STATE(p)) {
     case CRAM_PTE_EMPTY: resolve_first_touch(e, r, page, write); break;
@@ -474,7 +480,7 @@ static void resolve_missing(cram_engine* e, cram_region_desc* r, uint64_t page, 
 static void resolve_write_protect(cram_engine* e, cram_region_desc* r, uint64_t page)
 {
     cram_shared* s = e->shared;
-    uint64_t* pte = &(r->pte)[page];
+    uint64_t* pte = &r->pte[page];
     uint64_t addr = r->base + (page << CRAM_PAGE_SHIFT);
     for (;;) {
         uint64_t p = wait_not_dropping(pte);
