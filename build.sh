@@ -35,9 +35,10 @@ ensure_tools() {
 build() {
   ensure_tools
   log "native helper"
-  make -s -C native
+  make -s -C native >&2
   log "managed (dotnet build -c $config)"
-  dotnet build CramCore.sln -c "$config" -nologo -clp:ErrorsOnly -v:q
+  # Build output goes to stderr, so `./build.sh demo --json` prints one JSON document on stdout.
+  dotnet build CramCore.sln -c "$config" -nologo -clp:ErrorsOnly -v:q >&2
 }
 
 cmd=${1:-build}
