@@ -218,3 +218,74 @@ public sealed unsafe class ContractTests
         Assert.Equal(src, back);
     }
 }
+
+/// <summary>
+/// The bindings: every CramNative_* prototype in native/cramnative.h has a [LibraryImport] with the
+/// same arity and argument types (pointer, uint64, int32, uint32), and every import names a
+/// prototype of the header and an export of the loaded library.
+/// </summary>
+[Trait("Category", TestCategory.Unit)]
+public sealed class BindingContractTests
+{
+    private static string Header()
+    {
+        for (DirectoryInfo? d = new(AppContext.BaseDirectory); d is not null; d = d.Parent)
+        {
+            string path = Path.Combine(d.FullName, "native", "cramnative.h");
+            if (File.Exists(path))
+            {
+                return File.ReadAllText(path);
+            }
+        }
+        throw new FileNotFoundException("native/cramnative.h not found above " + AppContext.BaseDirectory);
+    }
+
+    /// <summary>The C# type a C parameter type must be bound as.</summary>
+    private static string Expected(string cType) =>
+        cType.Contains('*') ? "pointer" : cType.Replace("const", "").Trim() switch
+        {
+            "uint64_t" => nameof(UInt64),
+            "int32_t" => nameof(Int32),
+            "uint32_t" => nameof(UInt32),
+            var other => throw new InvalidOperationException($"no binding rule for C type '{other}'"),
+        };
+
+    private static string Actual(Type t) => t.IsPointer || t == typeof(nint) ? "pointer" : t.Name;
+
+    [Fact]
+    public void EveryPrototype_HasAMatchingLibraryImport_AndBack()
+    {
+        var prototypes = System.Text.RegularExpressions.Regex.Matches(Header(), @"^int (CramNative_\w+)\(([^)]*)\);", System.Text.RegularExpressions.RegexOptions.Multiline)
+            .ToDictionary(m => m.Groups[1].Value, m => m.Groups[2].Value.Split(',', StringSplitOptions.TrimEntries)
+                .Select(p => Expected(p[..p.LastIndexOfAny([' ', '*'])] + (p.Contains('*') ? "*" : ""))).ToArray());
+        var imports = typeof(Interop.CramNative).GetMethods(BindingFlags.Static | BindingFlags.NonPublic | BindingFlags.Public)
+            .Select(m => (Method: m, Import: m.GetCustomAttribute<LibraryImportAttribute>()))
+            .Where(x => x.Import is not null)
+            .ToDictionary(x => x.Import!.EntryPoint!, x => x.Method);
+        var failures = new List<string>();
+        foreach (var (name, parameters) in prototypes)
+        {
+            if (!imports.TryGetValue(name, out MethodInfo? m))
+            {
+                failures.Add($"{name} has no [LibraryImport] in Interop.CramNative");
+                continue;
+            }
+            string[] actual = [.. m.GetParameters().Select(p => Actual(p.ParameterType))];
+            if (!actual.SequenceEqual(parameters) || m.ReturnType != typeof(int) || !m.GetCustomAttribute<LibraryImportAttribute>()!.SetLastError)
+            {
+                failures.Add($"{name}: C ({string.Join(", ", parameters)}) → int; C# {m.Name}({string.Join(", ", actual)}) → {m.ReturnType.Name} (an import returns int and sets SetLastError = true)");
+            }
+        }
+        foreach (string name in imports.Keys.Except(prototypes.Keys))
+        {
+            failures.Add($"[LibraryImport] {name} has no prototype in cramnative.h");
+        }
+        nint library = NativeLibrary.Load(Interop.CramNative.Library, typeof(CramEngine).Assembly, null);
+        foreach (string name in imports.Keys.Where(n => !NativeLibrary.TryGetExport(library, n, out _)))
+        {
+            failures.Add($"{name} is not exported by libCramNative.so");
+        }
+        Assert.True(failures.Count == 0, string.Join("\n", failures));
+        Assert.True(prototypes.Count >= 14, $"only {prototypes.Count} prototypes parsed");
+    }
+}
