@@ -109,9 +109,7 @@ internal sealed unsafe class Reclaimer : IDisposable
         _clock.ForgetRegion(regionId);
     }
 
-    /// <summary>Makes every later pass return at once (the engine is being disposed).</summary>
-    public void Stop() => _stopping = true;
-
+    /// <summary>Waits for a pass in progress, then makes every later pass return at once (the engine is being disposed).</summary>
     public void Dispose()
     {
         lock (_lock)
