@@ -58,7 +58,7 @@ public unsafe class EstimatorBenchmarks
         int sum = 0;
         for (int i = 0; i < Pages; i++)
         {
-            sum += PageEstimator.Sample(_pages + (long)i * 4096, _isa).Run;
+            sum += PageKernels.Sample(_pages + (long)i * 4096, _isa).Run;
         }
         return sum;
     }

@@ -25,15 +25,19 @@ internal static class ResultPrinter
         return rows;
     }
 
-    public static int Print<T>(T result, bool json, string title) => Print(json, title, ToJson(result), Rows(result));
-
-    public static int Print(bool json, string title, string jsonText, List<(string Name, string Value)> rows)
+    /// <summary>Prints the result as JSON or as a table of its top-level properties.</summary>
+    public static int Print<T>(T result, bool json, string title)
     {
         if (json)
         {
-            Console.WriteLine(jsonText);
+            Console.WriteLine(ToJson(result));
             return 0;
         }
+        return PrintTable(title, Rows(result));
+    }
+
+    public static int PrintTable(string title, List<(string Name, string Value)> rows)
+    {
         var table = new Table().Title(Markup.Escape(title)).Border(TableBorder.Rounded).AddColumn("metric").AddColumn(new TableColumn("value").RightAligned());
         foreach (var (name, value) in rows)
         {

@@ -85,7 +85,7 @@ public sealed unsafe class PageEstimatorTests : IDisposable
         foreach ((string what, byte[] page) in Pages())
         {
             page.CopyTo(new Span<byte>(_page, P));
-            Assert.True(Reference(_page) == PageEstimator.Sample(_page, isa), $"{isa}, {what}: {PageEstimator.Sample(_page, isa)} != {Reference(_page)}");
+            Assert.True(Reference(_page) == PageKernels.Sample(_page, isa), $"{isa}, {what}: {PageKernels.Sample(_page, isa)} != {Reference(_page)}");
             // And the whole estimate is the one of the machine's kernel.
             Assert.Equal(PageEstimator.Estimate(_page, Threshold), PageEstimator.Estimate(_page, Threshold, isa));
             pages++;

@@ -78,13 +78,18 @@ internal static unsafe class EstimateCommand
             foreach (Input input in inputs)
             {
                 EstimateResult result = Report(input, s);
+                if (s.Json)
+                {
+                    Console.WriteLine(ResultPrinter.ToJson(result));
+                    continue;
+                }
                 // In the table, one row per instruction-set path instead of the nested object.
                 var rows = ResultPrinter.Rows(result).Where(r => r.Name != "paths").ToList();
                 foreach ((string isa, EstimatePathResult path) in result.Paths)
                 {
                     rows.Add(($"{isa} path: GB/s (× LZ4 trial)", $"{path.EstimateGbS} ({path.RatioToLz4Trial}×)" + (path.Accelerated ? "" : ", not accelerated here: runs in software")));
                 }
-                ResultPrinter.Print(s.Json, $"cram estimate: {input.Name}", ResultPrinter.ToJson(result), rows);
+                ResultPrinter.PrintTable($"cram estimate: {input.Name}", rows);
             }
             return 0;
         }
@@ -127,7 +132,7 @@ internal static unsafe class EstimateCommand
                 input.Lz4Sizes[i] = Interop.Lz4.CompressDefault(page, scratch, PageSize, 2 * PageSize);
                 if (withSamples)
                 {
-                    input.Samples[i] = PageEstimator.Sample(page, PageKernels.Best);
+                    input.Samples[i] = PageKernels.Sample(page, PageKernels.Best);
                 }
             }
         }

@@ -131,7 +131,7 @@ internal static unsafe class PageEstimator
         {
             return new PageEstimate(value == 0 ? PageClass.Zero : PageClass.SameFilled, 0, value, 0);
         }
-        PageSample sample = Sample(page, isa);
+        PageSample sample = PageKernels.Sample(page, isa);
         int size = Model(sample);
         return new PageEstimate(Classify(size, sample.NibbleEntropy, threshold), size, 0, sample.NibbleEntropy);
     }
@@ -197,8 +197,4 @@ internal static unsafe class PageEstimator
         }
         return 2 * s_log2HistogramBytes - sum / (4096f * HistogramBytes);
     }
-
-    /// <summary>The sample of one page by the kernel of <paramref name="isa"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static PageSample Sample(byte* page, PageKernelIsa isa) => PageKernels.Sample(page, isa);
 }

@@ -27,9 +27,6 @@ internal sealed unsafe class ClusteredDirectory<T> : IDisposable where T : unman
         _directory = (ulong*)NativeMemory.AllocZeroed(SharedLayout.DirectorySize, sizeof(ulong));
     }
 
-    /// <summary>Ids this table can hold (2^32).</summary>
-    public const ulong Capacity = (ulong)SharedLayout.DirectorySize * SharedLayout.DirectoryClusterSize;
-
     /// <summary>The directory's address, for the native side (NativeShared.SlotDirectory / HandleDirectory).</summary>
     public ulong Address => (ulong)_directory;
 

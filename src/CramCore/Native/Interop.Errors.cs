@@ -12,7 +12,6 @@ internal enum Errno
     EIO = 5,
     ENOMEM = 12,
     EACCES = 13,
-    EEXIST = 17,
     EINVAL = 22,
     EMFILE = 24,
     ERANGE = 34,

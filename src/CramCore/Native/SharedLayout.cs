@@ -86,12 +86,6 @@ internal static unsafe class PageTableEntry
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool TryTransition(ulong* pte, ulong expected, ulong desired) =>
         Interlocked.CompareExchange(ref *pte, desired, expected) == expected;
-
-    /// <summary>Resident means mapped in the region: every state but EMPTY and EVICTED.</summary>
-    public static bool IsResident(PageState s) => s is not (PageState.Empty or PageState.Evicted);
-
-    /// <summary>States whose entry names a slot that holds a copy of the page.</summary>
-    public static bool HoldsSlot(PageState s) => s is PageState.Clean or PageState.Dropping or PageState.Evicted;
 }
 
 /// <summary>An entry of the fault-in log (and of reclaim's victim queue): region id and page index.</summary>

@@ -285,7 +285,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     {
         if (PageTableEntry.TryTransition(pte, PageTableEntry.Make(PageState.Evicting, 0), PageTableEntry.Make(PageState.Incompressible, 0)))
         {
-            _counters.AddIncompressible(1, estimated);
+            _counters.AddIncompressible(estimated);
         }
     }
 

@@ -27,12 +27,12 @@ internal sealed class ReclaimCounters
     public long Errors => Volatile.Read(ref _errors);
 
     internal void AddCompressed(long n) => Interlocked.Add(ref _compressed, n);
-    internal void AddIncompressible(long n, bool estimated)
+    internal void AddIncompressible(bool estimated)
     {
-        Interlocked.Add(ref _incompressible, n);
+        Interlocked.Increment(ref _incompressible);
         if (estimated)
         {
-            Interlocked.Add(ref _estimatedIncompressible, n);
+            Interlocked.Increment(ref _estimatedIncompressible);
         }
     }
     internal void AddMispredictedCompressible() => Interlocked.Increment(ref _mispredictedCompressible);

@@ -256,7 +256,6 @@ internal sealed unsafe partial class CompressedPool : IDisposable
         }
         z.Base = memory;
         z.Arena = arena;
-        z.Class = c.Index;
         z.InUse = 0;
         z.FreeHead = -1;
         z.FreeCursor = 0;

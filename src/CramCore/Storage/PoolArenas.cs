@@ -24,9 +24,8 @@ internal sealed unsafe class PoolArenas : IDisposable
     private readonly int _blockOrder;
     private readonly bool _lockMemory;
     private readonly Lock _arenaLock = new();
-    private readonly Lock _retainLock = new(); // Arena.Retained and _retainedBytes
+    private readonly Lock _retainLock = new(); // Arena.Retained
     private Arena[] _arenas = [];
-    private long _retainedBytes;
 
     /// <param name="arenaBytes">Bytes per arena (a power of two).</param>
     /// <param name="blockOrder">Every block is 2^order pages: blocks are never split, so retained pages stay exact.</param>
@@ -39,18 +38,6 @@ internal sealed unsafe class PoolArenas : IDisposable
         if (lockMemory)
         {
             _arenas = [NewArena()];
-        }
-    }
-
-    /// <summary>Resident pages of free blocks (counted by the pool as used memory).</summary>
-    public long RetainedBytes
-    {
-        get
-        {
-            lock (_retainLock)
-            {
-                return _retainedBytes;
-            }
         }
     }
 
@@ -104,7 +91,6 @@ internal sealed unsafe class PoolArenas : IDisposable
         {
             ref ushort retained = ref arena.Retained[arena.BlockOf(block)];
             int pages = retained;
-            _retainedBytes -= (long)pages << SharedLayout.PageShift;
             retained = 0;
             return pages;
         }
@@ -117,7 +103,6 @@ internal sealed unsafe class PoolArenas : IDisposable
         lock (_retainLock)
         {
             arena.Retained[arena.BlockOf(block)] = (ushort)residentPages;
-            _retainedBytes += (long)residentPages << SharedLayout.PageShift;
         }
         arena.Buddy.Free(block, _blockOrder);
     }
@@ -139,7 +124,6 @@ internal sealed unsafe class PoolArenas : IDisposable
                     long bytes = (long)a.Retained[b] << SharedLayout.PageShift;
                     a.Retained[b] = 0;
                     Discard(a.Memory + ((long)b << (SharedLayout.PageShift + _blockOrder)), bytes);
-                    _retainedBytes -= bytes;
                     discarded += bytes;
                 }
             }

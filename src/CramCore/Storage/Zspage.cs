@@ -9,7 +9,6 @@ internal unsafe struct Zspage
 {
     public byte* Base;
     public int Arena;
-    public int Class;
     public int InUse;
     public int FreeHead;     // freed objects, linked through their first 4 bytes; -1 ends
     public int FreeCursor;   // objects never used start here
@@ -33,7 +32,6 @@ internal sealed class SizeClass(int size, int order)
     public readonly int Size = size;
     public readonly int Order = order;
     public readonly int Capacity = (SharedLayout.PageSize << order) / size;
-    public readonly int Index = size / CompressedPool.Granularity - 1;
     public readonly Lock Lock = new();
     public readonly int[][] Groups = [.. Enumerable.Range(0, FullnessGroups).Select(_ => new int[4])];
     public readonly int[] GroupCounts = new int[FullnessGroups];
