@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <signal.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stddef.h>
@@ -34,6 +35,22 @@ extern int LZ4_decompress_safe(const char* src, char* dst, int compressedSize, i
 
 #define FAULT_AROUND_MAX 64u
 #define MSG_BATCH 32
+/* One bit of a region's touched map covers the page-table entries of one 4 KiB page of the table. */
+#define TOUCHED_BLOCK_SHIFT 9
+#define TOUCHED_BLOCK_PAGES (1ull << TOUCHED_BLOCK_SHIFT)
+/* UFFDIO_POISON (Linux 6.6) and its feature bit, for headers older than the kernel. */
+#ifndef UFFD_FEATURE_POISON
+#define UFFD_FEATURE_POISON (1 << 14)
+#endif
+#ifndef UFFDIO_POISON
+struct uffdio_poison {
+    struct uffdio_range range;
+    __u64 mode;
+    __s64 updated;
+};
+#define UFFDIO_POISON _IOWR(UFFDIO, 0x08, struct uffdio_poison)
+#endif
+#define POISON_MODE_DONTWAKE 1ull
 
 /* A region as the service sees it. Private to native code: C# gets base and page table from
  * CramNative_RegionCreate and never reads this table. */
@@ -41,6 +58,7 @@ typedef struct cram_region_desc {
     uint64_t base;   /* region start address */
     uint64_t length; /* bytes, multiple of CRAM_PAGE_SIZE */
     uint64_t* pte;   /* the page table: length / CRAM_PAGE_SIZE words */
+    uint64_t* touched; /* bit b: a page of PTE block b (TOUCHED_BLOCK_PAGES entries) left EMPTY */
     uint32_t id;     /* index in regions[] */
     uint32_t active; /* 1 while the service may resolve faults in it */
 } cram_region_desc;
@@ -56,6 +74,8 @@ struct cram_engine {
     pthread_mutex_t lock; /* held by the service while it resolves a batch, and by region create/destroy */
     unsigned char* zero_pages; /* FAULT_AROUND_MAX read-only zero pages */
     unsigned char* page_buf;   /* one page the service rebuilds into */
+    unsigned char* file_buf;   /* two pages, page-aligned: the covering pages of a file extent */
+    uint32_t poison;           /* UFFDIO_POISON is available */
     uint64_t next_first_touch[CRAM_MAX_REGIONS]; /* page after the last first-touch run, per region */
     uint32_t region_count;                       /* high-water index in regions[] */
     cram_region_desc regions[CRAM_MAX_REGIONS];
@@ -99,7 +119,7 @@ static void contract_add(contract_builder* b, const char* name, uint64_t value, 
  * build when an enumerator is added without its line here. The contract's enumerators are small
  * codes; every value below CONTRACT_ENUM_LIMIT is tried. */
 #define CONTRACT_ENUM_LIMIT 1024u
-_Static_assert(CRAM_PTE_UNPROTECTING < CONTRACT_ENUM_LIMIT && CRAM_BACKEND_RAW < CONTRACT_ENUM_LIMIT &&
+_Static_assert(CRAM_PTE_UNPROTECTING < CONTRACT_ENUM_LIMIT && CRAM_BACKEND_FILE < CONTRACT_ENUM_LIMIT &&
                CRAM_UFFD_MODE_USER_MODE_ONLY < CONTRACT_ENUM_LIMIT && CRAM_CONTRACT_CONSTANT < CONTRACT_ENUM_LIMIT,
                "an enumerator of the contract is not listed by contract_enums");
 
@@ -113,7 +133,7 @@ static void contract_enums(contract_builder* b)
         }
         switch ((enum cram_backend)v) {
         ENUMERATOR(CRAM_BACKEND_FREE); ENUMERATOR(CRAM_BACKEND_SAME_FILLED);
-        ENUMERATOR(CRAM_BACKEND_LZ4); ENUMERATOR(CRAM_BACKEND_RAW);
+        ENUMERATOR(CRAM_BACKEND_POOL); ENUMERATOR(CRAM_BACKEND_FILE);
         }
         switch ((enum cram_uffd_mode)v) {
         ENUMERATOR(CRAM_UFFD_MODE_AUTO); ENUMERATOR(CRAM_UFFD_MODE_SYSCALL);
@@ -129,8 +149,13 @@ static void contract_enums(contract_builder* b)
 static void contract_structs(contract_builder* b)
 {
     STRUCT(cram_slot);
-    FIELD(cram_slot, data); FIELD(cram_slot, length); FIELD(cram_slot, backend); FIELD(cram_slot, flags);
-    FIELD(cram_slot, next_stale);
+    FIELD(cram_slot, location); FIELD(cram_slot, checksum); FIELD(cram_slot, length); FIELD(cram_slot, backend);
+    FIELD(cram_slot, flags);
+
+    STRUCT(cram_slot_move);
+    FIELD(cram_slot_move, slot); FIELD(cram_slot_move, from_location); FIELD(cram_slot_move, to_location);
+    FIELD(cram_slot_move, from_backend); FIELD(cram_slot_move, to_backend); FIELD(cram_slot_move, reserved);
+    FIELD(cram_slot_move, moved);
 
     STRUCT(cram_pool_handle);
     FIELD(cram_pool_handle, address); FIELD(cram_pool_handle, length); FIELD(cram_pool_handle, zspage);
@@ -145,7 +170,8 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_stats, faults_spurious); FIELD(cram_stats, resident_pages); FIELD(cram_stats, peak_resident_pages);
     FIELD(cram_stats, populated_pages); FIELD(cram_stats, evicted_pages_total); FIELD(cram_stats, zero_copies_released);
     FIELD(cram_stats, throttle_waits); FIELD(cram_stats, fault_log_overflows); FIELD(cram_stats, service_errors);
-    FIELD(cram_stats, service_busy_ns);
+    FIELD(cram_stats, service_busy_ns); FIELD(cram_stats, faults_swapin_file); FIELD(cram_stats, checksum_failures);
+    FIELD(cram_stats, read_errors); FIELD(cram_stats, bad_page_faults);
 
     STRUCT(cram_engine_config);
     FIELD(cram_engine_config, forced_mode); FIELD(cram_engine_config, spin_us);
@@ -156,6 +182,7 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_shared, stats); FIELD(cram_shared, slot_directory); FIELD(cram_shared, handle_directory);
     FIELD(cram_shared, stale_head); FIELD(cram_shared, fault_log); FIELD(cram_shared, fault_log_head);
     FIELD(cram_shared, fault_log_tail); FIELD(cram_shared, uffd_mode); FIELD(cram_shared, reclaim_stalled);
+    FIELD(cram_shared, backing_fd); FIELD(cram_shared, backing_direct);
 
     STRUCT(cram_contract_entry);
     FIELD(cram_contract_entry, name); FIELD(cram_contract_entry, value); FIELD(cram_contract_entry, kind);
@@ -167,6 +194,7 @@ static void contract_constants(contract_builder* b)
     CONSTANT(CRAM_PAGE_SIZE); CONSTANT(CRAM_PAGE_SHIFT); CONSTANT(CRAM_MAX_REGIONS);
     CONSTANT(CRAM_PTE_STATE_MASK); CONSTANT(CRAM_PTE_REFERENCED); CONSTANT(CRAM_PTE_SLOT_SHIFT);
     CONSTANT(CRAM_SLOT_ZERO);
+    CONSTANT(CRAM_SLOT_RAW); CONSTANT(CRAM_SLOT_STALE); CONSTANT(CRAM_SLOT_BAD); CONSTANT(CRAM_SLOT_REFERENCED);
     CONSTANT(CRAM_DIRECTORY_CLUSTER_SHIFT); CONSTANT(CRAM_DIRECTORY_CLUSTER_SIZE); CONSTANT(CRAM_DIRECTORY_SIZE);
     CONSTANT(CRAM_FAULT_LOG_SIZE); CONSTANT(CRAM_FAULT_LOG_REGION_SHIFT);
 }
@@ -281,7 +309,21 @@ static inline cram_pool_handle* handle_get(uint64_t directory, uint64_t id)
     return directory_get(directory, id, sizeof(cram_pool_handle));
 }
 
-/* The copy in `id` no longer matches the page: hand it to managed code to free. */
+/* Slot flags live in the top byte of the 32-bit word at offset 12 (length, backend, flags); both
+ * sides change them with 32-bit atomics on that word (cramnative.h, cram_slot). */
+#define SLOT_FLAGS_SHIFT 24
+static inline uint32_t* slot_word(cram_slot* slot) { return (uint32_t*)(void*)&slot->length; }
+static inline uint32_t slot_flags(cram_slot* slot)
+{
+    return __atomic_load_n(slot_word(slot), __ATOMIC_ACQUIRE) >> SLOT_FLAGS_SHIFT;
+}
+static inline void slot_flags_or(cram_slot* slot, uint32_t flags)
+{
+    __atomic_fetch_or(slot_word(slot), flags << SLOT_FLAGS_SHIFT, __ATOMIC_ACQ_REL);
+}
+
+/* The copy in `id` no longer matches the page: mark it stale and hand it to managed code to free
+ * (its checksum field becomes the list's link). */
 static void stale_push(cram_shared* s, uint64_t id)
 {
     if (id == CRAM_SLOT_ZERO) {
@@ -289,10 +331,63 @@ static void stale_push(cram_shared* s, uint64_t id)
         return;
     }
     cram_slot* slot = slot_get(s, id);
+    slot_flags_or(slot, CRAM_SLOT_STALE);
     uint64_t head = load_acquire(&s->stale_head);
     do {
-        slot->next_stale = head;
+        __atomic_store_n(&slot->checksum, (uint32_t)head, __ATOMIC_RELAXED);
     } while (!__atomic_compare_exchange_n(&s->stale_head, &head, id, 1, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE));
+}
+
+/* The next block at or after `block` that first touch has marked, or `blocks` if none. */
+static uint64_t touched_next(const cram_region_desc* r, uint64_t block, uint64_t blocks)
+{
+    while (block < blocks) {
+        uint64_t word = r->touched[block >> 6] >> (block & 63);
+        if (word) return block + (uint64_t)__builtin_ctzll(word);
+        block = (block | 63) + 1;
+    }
+    return blocks;
+}
+
+/* ------------------------------------------------------------------ CRC32C */
+
+static uint32_t crc32c_table[256];
+static pthread_once_t crc32c_once = PTHREAD_ONCE_INIT;
+static int crc32c_hardware;
+
+static void crc32c_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc32c_table[i] = c;
+    }
+    __builtin_cpu_init();
+    crc32c_hardware = __builtin_cpu_supports("sse4.2");
+}
+
+__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t crc, const unsigned char* p, size_t n)
+{
+    uint64_t c = crc;
+    for (; n >= 8; n -= 8, p += 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = __builtin_ia32_crc32di(c, v);
+    }
+    crc = (uint32_t)c;
+    for (; n; n--, p++) crc = __builtin_ia32_crc32qi(crc, *p);
+    return crc;
+}
+
+/* CRC-32C (Castagnoli, reflected, init and final xor ~0): BitOperations.Crc32C in C# computes the same. */
+static uint32_t crc32c(const void* data, size_t n)
+{
+    pthread_once(&crc32c_once, crc32c_init);
+    const unsigned char* p = data;
+    uint32_t crc = ~0u;
+    if (crc32c_hardware) return ~crc32c_sse42(crc, p, n);
+    for (; n; n--, p++) crc = (crc >> 8) ^ crc32c_table[(crc ^ *p) & 0xFF];
+    return ~crc;
 }
 
 static void fault_log_append(cram_shared* s, uint32_t region, uint64_t page)
@@ -405,13 +500,84 @@ static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t pa
             made++;
         }
     }
+    for (uint64_t b = first >> TOUCHED_BLOCK_SHIFT; b <= last >> TOUCHED_BLOCK_SHIFT; b++)
+        r->touched[b >> 6] |= 1ull << (b & 63); /* under the engine lock, like every reader */
     add_counter(&s->stats.faults_zero, 1);
     add_counter(&s->stats.populated_pages, made);
     resident_add(e, made);
     uffd_wake(e->uffd, addr, n << CRAM_PAGE_SHIFT); /* threads faulting anywhere in the run */
 }
 
-static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t pte, int write)
+/* Pages whose stored bytes cannot be trusted are never mapped: poison the page, so this access and
+ * every later one gets SIGBUS from the kernel (as on a swap read error), or, without UFFDIO_POISON,
+ * send SIGBUS to the faulting thread and let it retry into the signal. */
+static void fail_access(cram_engine* e, uint64_t addr, uint32_t tid)
+{
+    add_counter(&e->shared->stats.bad_page_faults, 1);
+    if (e->poison) {
+        struct uffdio_poison p = { .range = { .start = addr, .len = CRAM_PAGE_SIZE }, .mode = 0 };
+        if (ioctl(e->uffd, UFFDIO_POISON, &p) == 0 || errno == EEXIST) return; /* wakes the thread */
+    }
+    if (tid == 0 || syscall(SYS_tgkill, getpid(), (pid_t)tid, SIGBUS) != 0) add_counter(&e->shared->stats.service_errors, 1);
+    uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+}
+
+/* Reads a file extent's covering pages into file_buf (page-aligned, as O_DIRECT needs); a failed or
+ * short read is retried once. Returns the extent's first byte, or NULL. */
+static const unsigned char* file_read(cram_engine* e, uint64_t location, uint32_t length)
+{
+    int fd = e->shared->backing_fd;
+    uint64_t first = location & ~(uint64_t)(CRAM_PAGE_SIZE - 1);
+    uint64_t span = ((location + length + CRAM_PAGE_SIZE - 1) & ~(uint64_t)(CRAM_PAGE_SIZE - 1)) - first;
+    for (int attempt = 0; attempt < 2 && fd >= 0; attempt++) {
+        ssize_t n = pread(fd, e->file_buf, span, (off_t)first);
+        if (n == (ssize_t)span) return e->file_buf + (location - first);
+    }
+    add_counter(&e->shared->stats.read_errors, 1);
+    return NULL;
+}
+
+/* The native read half of the backend contract (cramnative.h, "Virtual swap"): the page's bytes for
+ * `slot`, checked against its checksum, or NULL if they cannot be trusted (counted). */
+static const void* slot_read(cram_engine* e, cram_slot* slot, uint64_t** counter)
+{
+    cram_shared* s = e->shared;
+    const unsigned char* stored;
+    switch (slot->backend) {
+    case CRAM_BACKEND_SAME_FILLED: {
+        uint64_t* words = (uint64_t*)e->page_buf;
+        for (uint32_t i = 0; i < CRAM_PAGE_SIZE / 8; i++) words[i] = slot->location;
+        *counter = &s->stats.faults_swapin_same;
+        return e->page_buf;
+    }
+    case CRAM_BACKEND_POOL:
+        stored = (const unsigned char*)(uintptr_t)handle_get(s->handle_directory, slot->location)->address;
+        break;
+    case CRAM_BACKEND_FILE:
+        if (!(stored = file_read(e, slot->location, slot->length))) return NULL;
+        add_counter(&s->stats.faults_swapin_file, 1);
+        break;
+    default:
+        add_counter(&s->stats.service_errors, 1);
+        return NULL;
+    }
+    if (crc32c(stored, slot->length) != slot->checksum) {
+        add_counter(&s->stats.checksum_failures, 1);
+        return NULL;
+    }
+    if (slot_flags(slot) & CRAM_SLOT_RAW) {
+        *counter = &s->stats.faults_swapin_raw;
+        return stored;
+    }
+    *counter = &s->stats.faults_swapin_lz4;
+    if (LZ4_decompress_safe((const char*)stored, (char*)e->page_buf, (int)slot->length, CRAM_PAGE_SIZE) != (int)CRAM_PAGE_SIZE) {
+        add_counter(&s->stats.service_errors, 1); /* checksum matched: the copy was stored wrong */
+        return NULL;
+    }
+    return e->page_buf;
+}
+
+static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t pte, int write, uint32_t tid)
 {
     cram_shared* s = e->shared;
     uint64_t* ptes = r->pte;
@@ -421,31 +587,12 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
     uint64_t* counter = &s->stats.faults_swapin_same;
     if (id != CRAM_SLOT_ZERO) {
         cram_slot* slot = slot_get(s, id);
-        switch (slot->backend) {
-        case CRAM_BACKEND_SAME_FILLED: {
-            uint64_t* words = (uint64_t*)e->page_buf;
-            for (uint32_t i = 0; i < CRAM_PAGE_SIZE / 8; i++) words[i] = slot->data;
-            src = e->page_buf;
-            break;
+        if ((slot_flags(slot) & CRAM_SLOT_BAD) || !(src = slot_read(e, slot, &counter))) {
+            slot_flags_or(slot, CRAM_SLOT_BAD); /* stays EVICTED and named; freed with its region */
+            fail_access(e, addr, tid);
+            return;
         }
-        case CRAM_BACKEND_LZ4:
-            if (LZ4_decompress_safe((const char*)(uintptr_t)handle_get(s->handle_directory, slot->data)->address,
-                                    (char*)e->page_buf, (int)slot->length, CRAM_PAGE_SIZE) != (int)CRAM_PAGE_SIZE) {
-                /* A corrupt copy cannot be rebuilt; fail loudly in the counters. */
-                add_counter(&s->stats.service_errors, 1);
-                memset(e->page_buf, 0, CRAM_PAGE_SIZE);
-            }
-            src = e->page_buf;
-            counter = &s->stats.faults_swapin_lz4;
-            break;
-        case CRAM_BACKEND_RAW:
-            src = (const void*)(uintptr_t)handle_get(s->handle_directory, slot->data)->address;
-            counter = &s->stats.faults_swapin_raw;
-            break;
-        default:
-            add_counter(&s->stats.service_errors, 1);
-            break;
-        }
+        if (!write) slot_flags_or(slot, CRAM_SLOT_REFERENCED); /* writeback: recently used */
     }
     throttle(e);
     if (uffd_copy(e->uffd, addr, src, CRAM_PAGE_SIZE, !write) != 0) {
@@ -463,13 +610,13 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
     uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
 }
 
-static void resolve_missing(cram_engine* e, cram_region_desc* r, uint64_t page, int write)
+static void resolve_missing(cram_engine* e, cram_region_desc* r, uint64_t page, int write, uint32_t tid)
 {
     uint64_t* pte = &r->pte[page];
     uint64_t p = wait_not_dropping(pte);
     switch (CRAM_PTE_STATE(p)) {
     case CRAM_PTE_EMPTY: resolve_first_touch(e, r, page, write); break;
-    case CRAM_PTE_EVICTED: resolve_swapin(e, r, page, p, write); break;
+    case CRAM_PTE_EVICTED: resolve_swapin(e, r, page, p, write, tid); break;
     default: /* already resolved by an earlier message for the same page */
         add_counter(&e->shared->stats.faults_spurious, 1);
         uffd_wake(e->uffd, r->base + (page << CRAM_PAGE_SHIFT), CRAM_PAGE_SIZE);
@@ -521,7 +668,7 @@ static void handle_message(cram_engine* e, const struct uffd_msg* m)
     if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
         resolve_write_protect(e, r, page);
     else
-        resolve_missing(e, r, page, (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0);
+        resolve_missing(e, r, page, (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0, m->arg.pagefault.feat.ptid);
 }
 
 static void* service_main(void* arg)
@@ -568,6 +715,7 @@ static void engine_free(cram_engine* e)
     if (e->reclaim_fd >= 0) close(e->reclaim_fd);
     if (e->zero_pages) munmap(e->zero_pages, FAULT_AROUND_MAX * CRAM_PAGE_SIZE);
     if (e->page_buf) munmap(e->page_buf, CRAM_PAGE_SIZE);
+    if (e->file_buf) munmap(e->file_buf, 2 * CRAM_PAGE_SIZE);
     if (e->shared) {
         if (e->shared->fault_log) munmap((void*)(uintptr_t)e->shared->fault_log, CRAM_FAULT_LOG_SIZE * sizeof(uint64_t));
         munmap(e->shared, sizeof(cram_shared));
@@ -593,17 +741,30 @@ EXPORT int CramNative_EngineCreate(const cram_engine_config* config, cram_engine
     e->shared = map_anon(sizeof(cram_shared));
     e->zero_pages = map_anon(FAULT_AROUND_MAX * CRAM_PAGE_SIZE);
     e->page_buf = map_anon(CRAM_PAGE_SIZE);
-    if (!e->shared || !e->zero_pages || !e->page_buf) goto fail;
+    e->file_buf = map_anon(2 * CRAM_PAGE_SIZE);
+    if (!e->shared || !e->zero_pages || !e->page_buf || !e->file_buf) goto fail;
+    e->shared->backing_fd = -1;
     void* log = map_anon(CRAM_FAULT_LOG_SIZE * sizeof(uint64_t));
     e->shared->fault_log = (uint64_t)(uintptr_t)log;
     if (!log) goto fail;
 
+    /* Ask a probe descriptor what the kernel offers, then ask for write-protect faults (required),
+     * the faulting thread's id and UFFDIO_POISON (both optional: how a bad page is failed). */
     uint32_t mode = CRAM_UFFD_MODE_AUTO; /* replaced by the mode obtained */
+    int probe = uffd_open(config->forced_mode, &mode);
+    if (probe < 0) { err = errno; goto fail; }
+    struct uffdio_api api = { .api = UFFD_API, .features = 0 };
+    int probed = ioctl(probe, UFFDIO_API, &api);
+    err = errno;
+    close(probe);
+    if (probed != 0) { err = err == EINVAL ? EPROTONOSUPPORT : err; goto fail; }
+    if (!(api.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP)) { err = EPROTONOSUPPORT; goto fail; }
+    uint64_t wanted = UFFD_FEATURE_PAGEFAULT_FLAG_WP | (api.features & (UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON));
     e->uffd = uffd_open(config->forced_mode, &mode);
     if (e->uffd < 0) { err = errno; goto fail; }
-    struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_PAGEFAULT_FLAG_WP };
+    api = (struct uffdio_api){ .api = UFFD_API, .features = wanted };
     if (ioctl(e->uffd, UFFDIO_API, &api) != 0) { err = errno == EINVAL ? EPROTONOSUPPORT : errno; goto fail; }
-    if (!(api.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP)) { err = EPROTONOSUPPORT; goto fail; }
+    e->poison = (api.features & UFFD_FEATURE_POISON) != 0;
     e->shared->uffd_mode = mode;
 
     e->stop_fd = eventfd(0, EFD_CLOEXEC);
@@ -620,12 +781,20 @@ fail:
     return -1;
 }
 
+/* Bytes of a region's touched map: one bit per TOUCHED_BLOCK_PAGES pages, in whole words. */
+static uint64_t touched_bytes(uint64_t length)
+{
+    uint64_t blocks = ((length >> CRAM_PAGE_SHIFT) + TOUCHED_BLOCK_PAGES - 1) >> TOUCHED_BLOCK_SHIFT;
+    return ((blocks + 63) / 64) * sizeof(uint64_t);
+}
+
 static void region_release(cram_engine* e, cram_region_desc* r)
 {
     struct uffdio_range range = { .start = r->base, .len = r->length };
     (void)ioctl(e->uffd, UFFDIO_UNREGISTER, &range);
     munmap((void*)(uintptr_t)r->base, r->length);
     munmap(r->pte, (r->length >> CRAM_PAGE_SHIFT) * sizeof(uint64_t));
+    if (r->touched) munmap(r->touched, touched_bytes(r->length));
     memset(r, 0, sizeof *r);
 }
 
@@ -647,7 +816,15 @@ EXPORT int CramNative_RegionCreate(cram_engine* e, uint64_t length, uint32_t* re
     void* base = map_anon(length);
     if (!base) return -1;
     void* pte = map_anon((length >> CRAM_PAGE_SHIFT) * sizeof(uint64_t));
-    if (!pte) { int err = errno; munmap(base, length); errno = err; return -1; }
+    void* touched = map_anon(touched_bytes(length));
+    if (!pte || !touched) {
+        int err = errno;
+        munmap(base, length);
+        if (pte) munmap(pte, (length >> CRAM_PAGE_SHIFT) * sizeof(uint64_t));
+        if (touched) munmap(touched, touched_bytes(length));
+        errno = err;
+        return -1;
+    }
     (void)madvise(base, length, MADV_NOHUGEPAGE);
     struct uffdio_register reg = { .range = { .start = (uint64_t)(uintptr_t)base, .len = length },
                                    .mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP };
@@ -657,6 +834,7 @@ EXPORT int CramNative_RegionCreate(cram_engine* e, uint64_t length, uint32_t* re
     if (err) {
         munmap(base, length);
         munmap(pte, (length >> CRAM_PAGE_SHIFT) * sizeof(uint64_t));
+        munmap(touched, touched_bytes(length));
         errno = err;
         return -1;
     }
@@ -665,7 +843,7 @@ EXPORT int CramNative_RegionCreate(cram_engine* e, uint64_t length, uint32_t* re
     while (id < CRAM_MAX_REGIONS && e->regions[id].base) id++;
     if (id == CRAM_MAX_REGIONS) {
         pthread_mutex_unlock(&e->lock);
-        cram_region_desc tmp = { .base = (uint64_t)(uintptr_t)base, .length = length, .pte = pte };
+        cram_region_desc tmp = { .base = (uint64_t)(uintptr_t)base, .length = length, .pte = pte, .touched = touched };
         region_release(e, &tmp);
         errno = EMFILE;
         return -1;
@@ -674,6 +852,7 @@ EXPORT int CramNative_RegionCreate(cram_engine* e, uint64_t length, uint32_t* re
     r->base = (uint64_t)(uintptr_t)base;
     r->length = length;
     r->pte = pte;
+    r->touched = touched;
     r->id = id;
     __atomic_store_n(&r->active, 1, __ATOMIC_RELEASE);
     if (id + 1 > e->region_count) e->region_count = id + 1;
@@ -709,14 +888,18 @@ EXPORT int CramNative_RegionDestroy(cram_engine* e, uint32_t region_id)
     cram_region_desc* r = &e->regions[region_id];
     cram_shared* s = e->shared;
     uint64_t pages = r->length >> CRAM_PAGE_SHIFT, populated = 0, resident = 0;
-    for (uint64_t i = 0; i < pages; i++) {
-        uint64_t p = r->pte[i];
-        uint32_t state = CRAM_PTE_STATE(p);
-        if (state == CRAM_PTE_EMPTY) continue;
-        populated++;
-        if (state != CRAM_PTE_EVICTED) resident++;
-        if (state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING || state == CRAM_PTE_EVICTED)
-            stale_push(s, CRAM_PTE_SLOT(p));
+    uint64_t blocks = (pages + TOUCHED_BLOCK_PAGES - 1) >> TOUCHED_BLOCK_SHIFT;
+    for (uint64_t b = touched_next(r, 0, blocks); b < blocks; b = touched_next(r, b + 1, blocks)) {
+        uint64_t end = (b + 1) << TOUCHED_BLOCK_SHIFT;
+        for (uint64_t i = b << TOUCHED_BLOCK_SHIFT; i < end && i < pages; i++) {
+            uint64_t p = r->pte[i];
+            uint32_t state = CRAM_PTE_STATE(p);
+            if (state == CRAM_PTE_EMPTY) continue;
+            populated++;
+            if (state != CRAM_PTE_EVICTED) resident++;
+            if (state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING || state == CRAM_PTE_EVICTED)
+                stale_push(s, CRAM_PTE_SLOT(p));
+        }
     }
     __atomic_fetch_sub(&s->stats.resident_pages, resident, __ATOMIC_RELAXED);
     __atomic_fetch_sub(&s->stats.populated_pages, populated, __ATOMIC_RELAXED);
@@ -838,6 +1021,109 @@ EXPORT int CramNative_PoolMove(cram_engine* e, uint64_t handle_directory, const 
         h->zspage = moves[i].zspage;
     }
     if (e) pthread_mutex_unlock(&e->lock);
+    return 0;
+}
+
+/* Step 2 of a backend move: under the lock the service resolves faults under, so a fault reads the
+ * slot either before (old location, still valid) or after (new location), never in between. */
+EXPORT int CramNative_SlotsMove(cram_engine* e, cram_slot_move* moves, int32_t count, int32_t* moved)
+{
+    if (!e || !moved || count < 0 || (count && !moves)) { errno = EINVAL; return -1; }
+    cram_shared* s = e->shared;
+    int32_t n = 0;
+    pthread_mutex_lock(&e->lock);
+    for (int32_t i = 0; i < count; i++) {
+        cram_slot_move* m = &moves[i];
+        cram_slot* slot = slot_get(s, m->slot);
+        m->moved = slot->backend == m->from_backend && slot->location == m->from_location &&
+                   !(slot_flags(slot) & (CRAM_SLOT_STALE | CRAM_SLOT_BAD));
+        if (!m->moved) continue;
+        slot->location = m->to_location;
+        slot->backend = m->to_backend;
+        n++;
+    }
+    pthread_mutex_unlock(&e->lock);
+    *moved = n;
+    return 0;
+}
+
+/* The reaper's mark (cramnative.h). Under the lock, no page is UNPROTECTING (the service holds that
+ * state only inside a batch) and every stale push has happened or will happen after the mark. */
+EXPORT int CramNative_MarkNamedSlots(cram_engine* e, uint64_t* named, uint64_t bits)
+{
+    if (!e || (bits && !named)) { errno = EINVAL; return -1; }
+    pthread_mutex_lock(&e->lock);
+    for (uint32_t id = 0; id < e->region_count; id++) {
+        cram_region_desc* r = &e->regions[id];
+        if (!r->base || !__atomic_load_n(&r->active, __ATOMIC_ACQUIRE)) continue;
+        uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
+        uint64_t blocks = (pages + TOUCHED_BLOCK_PAGES - 1) >> TOUCHED_BLOCK_SHIFT;
+        for (uint64_t b = touched_next(r, 0, blocks); b < blocks; b = touched_next(r, b + 1, blocks)) {
+            uint64_t end = (b + 1) << TOUCHED_BLOCK_SHIFT;
+            for (uint64_t i = b << TOUCHED_BLOCK_SHIFT; i < end && i < pages; i++) {
+                uint64_t p = load_acquire(&r->pte[i]);
+                uint32_t state = CRAM_PTE_STATE(p);
+                uint64_t slot = CRAM_PTE_SLOT(p);
+                if ((state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING || state == CRAM_PTE_EVICTED) && slot < bits)
+                    named[slot >> 6] |= 1ull << (slot & 63);
+            }
+        }
+    }
+    pthread_mutex_unlock(&e->lock);
+    return 0;
+}
+
+EXPORT int CramNative_BackingFileOpen(const char* path, int32_t keep, int32_t* fd_out, int32_t* direct_out)
+{
+    if (!path || !fd_out || !direct_out) { errno = EINVAL; return -1; }
+    int direct = 1;
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0600);
+    if (fd < 0 && errno == EINVAL) { /* the file system has no O_DIRECT: buffered, page-aligned anyway */
+        direct = 0;
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    }
+    if (fd < 0) return -1;
+    if (!keep && unlink(path) != 0) { int err = errno; close(fd); errno = err; return -1; }
+    *fd_out = fd;
+    *direct_out = direct;
+    return 0;
+}
+
+EXPORT int CramNative_BackingFileWrite(int32_t fd, const void* data, uint64_t length, uint64_t offset)
+{
+    const unsigned char* p = data;
+    while (length) {
+        ssize_t n = pwrite(fd, p, length, (off_t)offset);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -1;
+        if (n == 0) { errno = EIO; return -1; }
+        p += n; length -= (uint64_t)n; offset += (uint64_t)n;
+    }
+    return 0;
+}
+
+EXPORT int CramNative_BackingFileRead(int32_t fd, void* data, uint64_t length, uint64_t offset)
+{
+    unsigned char* p = data;
+    while (length) {
+        ssize_t n = pread(fd, p, length, (off_t)offset);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -1;
+        if (n == 0) { errno = EIO; return -1; } /* past the end: never written */
+        p += n; length -= (uint64_t)n; offset += (uint64_t)n;
+    }
+    return 0;
+}
+
+EXPORT int CramNative_BackingFileDiscard(int32_t fd, uint64_t offset, uint64_t length)
+{
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
+}
+
+EXPORT int CramNative_Checksum(const void* data, uint32_t length, uint32_t* checksum)
+{
+    if (!checksum || (length && !data)) { errno = EINVAL; return -1; }
+    *checksum = crc32c(data, length);
     return 0;
 }
 

@@ -69,24 +69,38 @@
  *                                                      evicting it again costs only MADV_DONTNEED
  *   EVICTED ──write MISSING fault──▶ DIRTY            rebuilt writable at once (one fault);
  *                                                      slot pushed on the stale list
+ *   EVICTED ──fault, stored bytes unreadable──▶ EVICTED   checksum mismatch, or a file read that
+ *                                                      failed twice: nothing is mapped; the slot is
+ *                                                      marked CRAM_SLOT_BAD and the page poisoned
+ *                                                      (UFFDIO_POISON), so this and every later
+ *                                                      access gets SIGBUS, as the kernel does on a
+ *                                                      swap read error (without POISON, the faulting
+ *                                                      thread is sent SIGBUS by tid)
  *   INCOMPRESSIBLE ──WP fault──▶ UNPROTECTING ──▶ DIRTY   re-enters the reclaim queue once written
  *   DIRTY ──WP fault──▶ UNPROTECTING ──▶ DIRTY         a stray protection (a failed eviction) is cleared
  *   DIRTY/CLEAN with referenced ──reclaim clock (C#, CAS)──▶ same state, referenced cleared
  *   any ──region destroyed (native)──▶ (gone)         after the service has been fenced out and
  *                                                      with reclaim paused: every slot still named
  *                                                      is pushed on the stale list, counters fixed
+ * Moving an entry's data between backends changes its slot, never its page-table entry (see
+ * "Virtual swap" below). Only the service leaves EMPTY, so the page table is walked only over the
+ * 512-entry blocks first touch has marked (region destroy, the reaper's mark): O(touched), not
+ * O(virtual size).
  *
  * Locks, in the order they are taken (a thread holding one takes only later ones):
  *   1. CramEngine._lock (C#)              region create and dispose, engine dispose
  *   2. CramMetrics.s_lock (C#)            held while the meter reads every engine's stats
- *   3. Reclaimer._lock (C#)               one reclaim pass, or one region tear-down (Pause), at a time
+ *   3. Reclaimer._lock (C#)               the maintenance lock: one reclaim pass, writeback batch,
+ *      segment compaction, pool compaction, reaper sweep (the only path that frees slots and what
+ *      they name) or region tear-down (Pause) at a time
  *   4. SizeClass.Lock (C#, one per class) a class's zspages; compaction takes them one at a time
  *   5. leaves (C#): CompressedPool._zspageLock, PoolArenas._arenaLock and _retainLock,
  *      ClusteredDirectory._lock (the slot table's and the handle table's id allocation),
  *      NativeLibraryResolver.s_lock; none is held while another lock is taken
  *   6. cram_engine.lock (C, pthread)      held by the service while it resolves a batch of faults,
- *      by region create/deactivate/destroy and by CramNative_PoolMove (so compaction never moves an
- *      object the service is reading); taken only inside a native call
+ *      by region create/deactivate/destroy, by CramNative_PoolMove (so compaction never moves an
+ *      object the service is reading), CramNative_SlotsMove and CramNative_MarkNamedSlots; taken
+ *      only inside a native call
  * The service takes only lock 6 and never waits for managed code (hard rule 1); C# may hold
  * 1–4 when a native call takes 6, never the reverse. DROPPING and UNPROTECTING are page-granular
  * "locks" held by native code only, for the length of one system call.
@@ -123,24 +137,75 @@ enum cram_pte_state {
 #define CRAM_DIRECTORY_CLUSTER_SIZE (1u << CRAM_DIRECTORY_CLUSTER_SHIFT)
 #define CRAM_DIRECTORY_SIZE (1u << 18)
 
-/* Where a slot's data lives. */
+/* ---------------------------------------------------------------------------------------------
+ * Virtual swap: backends behind the slot.
+ *
+ * A page-table entry names a slot, never a storage location; the slot's backend tag says where the
+ * data is. The backend contract, written down once (a new backend is one tag plus these halves;
+ * neither the page table nor the page-state machine changes):
+ *   - native read half (slot_read in cramnative.c, run by the fault service under cram_engine.lock):
+ *     given the slot, produce the page's 4096 bytes, after checking the stored bytes against
+ *     slot.checksum; on a mismatch or a read error it reports failure and the page is never mapped
+ *     (the slot is marked CRAM_SLOT_BAD, the faulting thread gets SIGBUS, counters say why);
+ *   - managed write half (C#, one class per backend under src/CramCore/Storage): store bytes and
+ *     return a location; free a location once no slot names it; and, to move data in, copy the
+ *     stored bytes (still compressed: a move never decompresses) to a new location.
+ *
+ *   backend        location                       stored bytes
+ *   SAME_FILLED    the 8-byte value               none (length 0, checksum 0)
+ *   POOL           compressed-pool handle id      LZ4 block, or the page itself with CRAM_SLOT_RAW
+ *   FILE           byte offset in the backing     as POOL; read with pread of the covering pages
+ *                  file
+ *
+ * Moving an entry between backends (writeback pool -> file, segment compaction file -> file, pool
+ * compaction keeps the slot and moves behind the handle) follows one protocol, so a fault in flight
+ * never sees it half done:
+ *   1. managed code copies the stored bytes to the new location (the old one stays valid);
+ *   2. CramNative_SlotsMove rewrites the slot, under cram_engine.lock, only if it still names the old
+ *      location and is neither stale nor bad (the checksum and length travel unchanged);
+ *   3. managed code frees the old location at once, or the new one if the move was refused.
+ * The service reads a slot and its stored bytes inside one hold of cram_engine.lock, so the lock is
+ * the grace period: a fault that read the old location finished before step 2 took the lock, and
+ * every later fault reads the new one. No epochs or reference counts are needed on the read path.
+ * Freeing is done by one managed path (the reaper, under the reclaimer's pass lock), so a location is
+ * never freed while managed code still copies from it.
+ * ------------------------------------------------------------------------------------------- */
 enum cram_backend {
     CRAM_BACKEND_FREE = 0,
-    CRAM_BACKEND_SAME_FILLED = 1, /* data = the 8-byte value repeated over the page */
-    CRAM_BACKEND_LZ4 = 2,         /* data = pool handle of length bytes of LZ4 block data */
-    CRAM_BACKEND_RAW = 3,         /* data = pool handle of an uncompressed 4 KiB copy */
+    CRAM_BACKEND_SAME_FILLED = 1,
+    CRAM_BACKEND_POOL = 2,
+    CRAM_BACKEND_FILE = 3,
 };
 
-/* A virtual swap slot: page-table entries name slots, never storage, so data can move between
- * backends by rewriting the slot. Allocated and written by C#; the service only reads slots and
- * links stale ones through next_stale. */
+/* Slot flags (cram_slot.flags), set with atomic OR by whoever owns the transition. */
+#define CRAM_SLOT_RAW 0x1u        /* C#, at store: the stored bytes are the page, not LZ4 */
+#define CRAM_SLOT_STALE 0x2u      /* native: pushed on the stale list; no page names it any more */
+#define CRAM_SLOT_BAD 0x4u        /* native: checksum mismatch or read error; never mapped again */
+#define CRAM_SLOT_REFERENCED 0x8u /* native: faulted in for read since writeback last looked (C# clears) */
+
+/* A virtual swap slot, 16 bytes. Allocated and written by C# before any page names it; afterwards
+ * only CramNative_SlotsMove rewrites location and backend, and flags change by atomic OR/AND of the
+ * 32-bit word at offset 12 (length, backend, flags). While a slot is on the stale list its checksum
+ * field is the list's link (a slot id; ids are below 2^32): a stale slot's bytes are never read. */
 typedef struct cram_slot {
-    uint64_t data;       /* value or pool handle, by backend */
-    uint32_t length;     /* stored bytes (0 for SAME_FILLED) */
-    uint16_t backend;    /* enum cram_backend */
-    uint16_t flags;      /* reserved, zero */
-    uint64_t next_stale; /* link of the stale list (slot id, 0 ends it) */
+    uint64_t location; /* by backend (see the table above) */
+    uint32_t checksum; /* CRC32C of the stored bytes; the stale-list link once CRAM_SLOT_STALE */
+    uint16_t length;   /* stored bytes, 1..4096 (0 for SAME_FILLED) */
+    uint8_t backend;   /* enum cram_backend */
+    uint8_t flags;     /* CRAM_SLOT_* */
 } cram_slot;
+
+/* One move of CramNative_SlotsMove: slot `slot` goes from (from_backend, from_location) to
+ * (to_backend, to_location) if it still names the former and is not stale or bad. */
+typedef struct cram_slot_move {
+    uint64_t slot;
+    uint64_t from_location;
+    uint64_t to_location;
+    uint8_t from_backend;
+    uint8_t to_backend;
+    uint16_t reserved;
+    uint32_t moved;       /* out: 1 if the slot was rewritten */
+} cram_slot_move;
 
 /* A compressed-pool handle: a slot of backend LZ4 or RAW holds a handle id; the handle says where
  * the object's bytes are now. Compaction moves objects and rewrites only the handle, under the
@@ -182,6 +247,10 @@ typedef struct cram_stats {
     uint64_t fault_log_overflows;   /* fault-in log entries dropped because the log was full */
     uint64_t service_errors;        /* ioctl failures other than EEXIST/ENOENT */
     uint64_t service_busy_ns;       /* time the service spent resolving faults */
+    uint64_t faults_swapin_file;    /* of the LZ4 and raw swap-ins, those read from the backing file */
+    uint64_t checksum_failures;     /* stored bytes that did not match their checksum (never mapped) */
+    uint64_t read_errors;           /* backing-file reads that failed twice (never mapped) */
+    uint64_t bad_page_faults;       /* faults answered with SIGBUS: on a slot found bad now or before */
 } cram_stats;
 
 /* Fault-in log: the service appends one entry per page it makes resident; reclaim drains it in
@@ -219,6 +288,8 @@ typedef struct cram_shared {
     uint64_t fault_log_tail;   /* C#: next entry reclaim reads (monotonic) */
     uint32_t uffd_mode;        /* native, at creation: enum cram_uffd_mode */
     uint32_t reclaim_stalled;  /* C#: reclaim found nothing to evict, faults stop waiting */
+    int32_t backing_fd;        /* C#, before the first region: the backing file, -1 for none (ghost) */
+    uint32_t backing_direct;   /* C#, with backing_fd: 1 if opened O_DIRECT (reads must be page-aligned) */
 } cram_shared;
 
 /* ---------------------------------------------------------------------------------------------
@@ -236,20 +307,26 @@ _Static_assert((CRAM_FAULT_LOG_SIZE & (CRAM_FAULT_LOG_SIZE - 1)) == 0, "the faul
 _Static_assert(CRAM_MAX_REGIONS <= (1u << (64 - CRAM_FAULT_LOG_REGION_SHIFT)), "a region id does not fit a log entry");
 _Static_assert((1ull << 46) >> CRAM_PAGE_SHIFT <= (1ull << CRAM_FAULT_LOG_REGION_SHIFT), "a 64 TiB region's page does not fit a log entry");
 
-_Static_assert(sizeof(cram_slot) == 24 && offsetof(cram_slot, data) == 0 && offsetof(cram_slot, length) == 8 &&
-               offsetof(cram_slot, backend) == 12 && offsetof(cram_slot, flags) == 14 && offsetof(cram_slot, next_stale) == 16,
+_Static_assert(sizeof(cram_slot) == 16 && offsetof(cram_slot, location) == 0 && offsetof(cram_slot, checksum) == 8 &&
+               offsetof(cram_slot, length) == 12 && offsetof(cram_slot, backend) == 14 && offsetof(cram_slot, flags) == 15,
                "cram_slot layout");
+_Static_assert(sizeof(cram_slot_move) == 32 && offsetof(cram_slot_move, slot) == 0 && offsetof(cram_slot_move, from_location) == 8 &&
+               offsetof(cram_slot_move, to_location) == 16 && offsetof(cram_slot_move, from_backend) == 24 &&
+               offsetof(cram_slot_move, to_backend) == 25 && offsetof(cram_slot_move, reserved) == 26 &&
+               offsetof(cram_slot_move, moved) == 28, "cram_slot_move layout");
+_Static_assert(CRAM_PAGE_SIZE <= UINT16_MAX, "a stored length does not fit cram_slot.length");
 _Static_assert(sizeof(cram_pool_handle) == 16 && offsetof(cram_pool_handle, address) == 0 &&
                offsetof(cram_pool_handle, length) == 8 && offsetof(cram_pool_handle, zspage) == 12, "cram_pool_handle layout");
 _Static_assert(sizeof(cram_pool_move) == 24 && offsetof(cram_pool_move, handle) == 0 && offsetof(cram_pool_move, destination) == 8 &&
                offsetof(cram_pool_move, zspage) == 16 && offsetof(cram_pool_move, reserved) == 20, "cram_pool_move layout");
-_Static_assert(sizeof(cram_stats) == 16 * sizeof(uint64_t) && offsetof(cram_stats, service_busy_ns) == 15 * sizeof(uint64_t),
-               "cram_stats is 16 counters");
+_Static_assert(sizeof(cram_stats) == 20 * sizeof(uint64_t) && offsetof(cram_stats, bad_page_faults) == 19 * sizeof(uint64_t),
+               "cram_stats is 20 counters");
 _Static_assert(sizeof(cram_engine_config) == 32 && offsetof(cram_engine_config, forced_mode) == 0 &&
                offsetof(cram_engine_config, spin_us) == 4 && offsetof(cram_engine_config, soft_limit_pages) == 8 &&
                offsetof(cram_engine_config, hard_limit_pages) == 16 && offsetof(cram_engine_config, throttle_max_us) == 24 &&
                offsetof(cram_engine_config, fault_around_pages) == 28, "cram_engine_config layout");
-_Static_assert(sizeof(cram_shared) == sizeof(cram_stats) + 6 * sizeof(uint64_t) + 2 * sizeof(uint32_t) &&
+_Static_assert(sizeof(cram_shared) == sizeof(cram_stats) + 6 * sizeof(uint64_t) + 4 * sizeof(uint32_t) &&
+               offsetof(cram_shared, backing_direct) == sizeof(cram_stats) + 6 * sizeof(uint64_t) + 3 * sizeof(uint32_t) &&
                offsetof(cram_shared, slot_directory) == sizeof(cram_stats) &&
                offsetof(cram_shared, fault_log_tail) == sizeof(cram_stats) + 5 * sizeof(uint64_t) &&
                offsetof(cram_shared, reclaim_stalled) == sizeof(cram_stats) + 6 * sizeof(uint64_t) + sizeof(uint32_t),
@@ -293,6 +370,21 @@ int CramNative_DropPages(cram_engine* engine, uint32_t region_id, uint64_t* page
 int CramNative_WaitReclaimSignal(cram_engine* engine, int32_t timeout_ms, int32_t* signalled);
 int CramNative_SignalReclaim(cram_engine* engine);
 int CramNative_PoolMove(cram_engine* engine, uint64_t handle_directory, const cram_pool_move* moves, int32_t count);
+/* Step 2 of a backend move (see "Virtual swap"): rewrites each slot still naming its old location. */
+int CramNative_SlotsMove(cram_engine* engine, cram_slot_move* moves, int32_t count, int32_t* moved);
+/* The reaper's mark: sets bit id of `named` (bits ids) for every slot a page table names, under the
+ * engine lock, so together with the stale list it is an exact picture of the slots in use. */
+int CramNative_MarkNamedSlots(cram_engine* engine, uint64_t* named, uint64_t bits);
+/* Creates the backing file (O_EXCL, mode 0600, O_DIRECT where the file system allows it) and,
+ * unless `keep`, unlinks it at once, so it disappears with the process. */
+int CramNative_BackingFileOpen(const char* path, int32_t keep, int32_t* fd, int32_t* direct);
+/* pwrite/pread of exactly `length` bytes (retried on short transfers and EINTR); -1 with errno. */
+int CramNative_BackingFileWrite(int32_t fd, const void* data, uint64_t length, uint64_t offset);
+int CramNative_BackingFileRead(int32_t fd, void* data, uint64_t length, uint64_t offset);
+/* Gives a dead segment's blocks back to the file system (a hole; the file keeps its size). */
+int CramNative_BackingFileDiscard(int32_t fd, uint64_t offset, uint64_t length);
+/* CRC32C (Castagnoli) of `length` bytes, as the service checks stored bytes (SSE4.2). */
+int CramNative_Checksum(const void* data, uint32_t length, uint32_t* checksum);
 int CramNative_ArenaMap(uint64_t bytes, int32_t lock, uint64_t* address);
 int CramNative_ArenaUnmap(uint64_t address, uint64_t bytes);
 int CramNative_Discard(uint64_t address, uint64_t bytes);

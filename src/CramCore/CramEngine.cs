@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 
 namespace CramCore;
@@ -22,6 +23,11 @@ public sealed unsafe class CramEngine : IDisposable
     private readonly NativeShared* _shared;
     private readonly SlotTable _slots;
     private readonly CompressedPool _pool;
+    private readonly BackingFile? _file;
+    private readonly Writeback? _writeback;
+    private readonly Reaper _reaper;
+    private readonly ConcurrentQueue<CramTierEventArgs> _pendingEvents = new();
+    private long _checksumFailuresSeen, _readErrorsSeen;
     private readonly RegionTable _regions = new();
     private readonly ReclaimWorker _worker;
     private readonly Lock _lock = new();
@@ -56,18 +62,31 @@ public sealed unsafe class CramEngine : IDisposable
         try
         {
             _pool = new CompressedPool(options.PoolArenaBytes, options.CompressedPoolLimitBytes, options.LockPoolMemory, native);
+            _file = options.BackingFile is null ? null : BackingFile.Open(options.BackingFile, options.KeepBackingFile, options.BackingFileLimitBytes);
         }
         catch
         {
+            _pool?.Dispose();
             Interop.CramNative.EngineDestroy(native); // stop the service thread we just started
             throw;
         }
-        // Both directories are published before any region exists, so before any fault.
+        // Both directories and the file are published before any region exists, so before any fault.
         shared->HandleDirectory = _pool.HandleDirectory;
-        _slots = new SlotTable(shared, _pool);
+        if (_file is not null)
+        {
+            shared->BackingFd = _file.Descriptor;
+            shared->BackingDirect = _file.Direct ? 1u : 0u;
+        }
+        _slots = new SlotTable(shared, _pool, _file);
+        _reaper = new Reaper(native, _slots);
+        if (_file is not null)
+        {
+            _writeback = new Writeback(native, _slots, options);
+            _writeback.StateChanged += Enqueue;
+        }
         IPageOperations operations = new NativePageOperations(native, _slots);
-        Reclaimer = new Reclaimer(shared, _regions, _slots, pageOperations?.Invoke(operations) ?? operations, options);
-        _worker = new ReclaimWorker(native, shared, Reclaimer, _slots, _pool, limitPages);
+        Reclaimer = new Reclaimer(shared, _regions, _slots, pageOperations?.Invoke(operations) ?? operations, options, _reaper, _writeback, Enqueue);
+        _worker = new ReclaimWorker(native, shared, Reclaimer, limitPages, _file is not null, RaisePendingEvents);
         _worker.Start();
         CramMetrics.Register(this);
     }
@@ -96,6 +115,42 @@ public sealed unsafe class CramEngine : IDisposable
         return new CramEngine(options, pageOperations);
     }
 
+    /// <summary>
+    /// Something happened in the storage tiers that an operator should know: the pool is full in
+    /// ghost mode, writeback paused on a write error or resumed, the backing file is full, a stored
+    /// page failed its checksum or could not be read. Raised on the engine's background thread (or
+    /// on the thread that called <see cref="CramRegion.Reclaim"/>), outside the engine's locks;
+    /// keep handlers short. Counters for all of these are in <see cref="GetStats"/>.
+    /// </summary>
+    public event EventHandler<CramTierEventArgs>? TierEvent;
+
+    private void Enqueue(CramTierEventKind kind, string message) => _pendingEvents.Enqueue(new CramTierEventArgs(kind, message));
+
+    /// <summary>Raises queued events, and events for new checksum failures and read errors the fault service counted. Never under a lock.</summary>
+    internal void RaisePendingEvents()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+        ref NativeStats s = ref _shared->Stats;
+        long checksum = (long)Volatile.Read(ref s.ChecksumFailures), read = (long)Volatile.Read(ref s.ReadErrors);
+        if (checksum > _checksumFailuresSeen)
+        {
+            Enqueue(CramTierEventKind.ChecksumFailure, $"{checksum - _checksumFailuresSeen} stored page(s) failed their checksum; they were not mapped and the faulting threads got SIGBUS ({checksum} in all).");
+            _checksumFailuresSeen = checksum;
+        }
+        if (read > _readErrorsSeen)
+        {
+            Enqueue(CramTierEventKind.ReadError, $"{read - _readErrorsSeen} read(s) of the backing file failed twice; those pages were not mapped and the faulting threads got SIGBUS ({read} in all).");
+            _readErrorsSeen = read;
+        }
+        while (_pendingEvents.TryDequeue(out CramTierEventArgs? e))
+        {
+            TierEvent?.Invoke(this, e);
+        }
+    }
+
     /// <summary>The options the engine was created with (a copy).</summary>
     public CramOptions Options => _options.Clone();
 
@@ -107,6 +162,22 @@ public sealed unsafe class CramEngine : IDisposable
     internal NativeShared* Shared => _shared;
     internal SlotTable Slots => _slots;
     internal CompressedPool Pool => _pool;
+    internal BackingFile? File => _file;
+    internal Writeback? Writeback => _writeback;
+    internal Reaper Reaper => _reaper;
+
+    /// <summary>Writes back at least <paramref name="bytes"/> stored bytes now (benchmarks, tests), whatever the watermarks. Returns pages moved.</summary>
+    internal long WriteBack(long bytes)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        long moved = 0;
+        if (_writeback is not null)
+        {
+            Reclaimer.Exclusive(() => moved = _writeback.Run(bytes));
+        }
+        RaisePendingEvents();
+        return moved;
+    }
     internal RegionTable Regions => _regions;
 
     /// <summary>
@@ -117,8 +188,13 @@ public sealed unsafe class CramEngine : IDisposable
     public long CompactPool()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        _slots.DrainStale();
-        return _pool.Compact();
+        long given = 0;
+        Reclaimer.Exclusive(() =>
+        {
+            _reaper.Drain();
+            given = _pool.Compact();
+        });
+        return given;
     }
 
     /// <summary>
@@ -184,7 +260,7 @@ public sealed unsafe class CramEngine : IDisposable
             Reclaimer.ForgetRegion(region.Id);
             // Native: counters, every slot still named pushed on the stale list, unmap.
             Interop.ThrowIfFailed(Interop.CramNative.RegionDestroy(_native, region.Id), "Destroying a region");
-            _slots.DrainStale();
+            _reaper.Drain();
         }
     }
 
@@ -192,7 +268,7 @@ public sealed unsafe class CramEngine : IDisposable
     public CramStats GetStats()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        _slots.DrainStale();
+        Reclaimer.TryDrain();
         ref NativeStats s = ref _shared->Stats;
         PoolStats pool = _pool.GetStats();
         ReclaimCounters reclaim = Reclaimer.Counters;
@@ -219,6 +295,21 @@ public sealed unsafe class CramEngine : IDisposable
             EstimatorAudits = reclaim.EstimatorAudits,
             FalseIncompressiblePages = reclaim.FalseIncompressiblePages,
             ServiceErrors = (long)s.ServiceErrors,
+            RefaultsFromFile = (long)s.FaultsSwapinFile,
+            ChecksumFailures = (long)s.ChecksumFailures,
+            ReadErrors = (long)s.ReadErrors,
+            BadPageFaults = (long)s.BadPageFaults,
+            ZombiesReaped = _reaper.ZombiesReaped,
+            FilePages = _slots.FileSlots,
+            BackingFileBytes = _file?.FileBytes ?? 0,
+            BackingFileLiveBytes = _file?.LiveBytes ?? 0,
+            BackingFileDeadBytes = _file?.DeadBytes ?? 0,
+            BackingFileSegments = _file?.Segments ?? 0,
+            BackingFileSegmentsCompacted = _writeback?.SegmentCompactions ?? 0,
+            WritebackPages = _writeback?.Pages ?? 0,
+            WritebackBytes = _writeback?.Bytes ?? 0,
+            WriteErrors = _file?.WriteErrors ?? 0,
+            WritebackPaused = _writeback is { PausedBy: not Errno.None },
             FaultServiceBusyTime = TimeSpan.FromTicks((long)(s.ServiceBusyNs / 100)),
             UserfaultfdMode = UserfaultfdMode,
             Regions = _regions.Count,
@@ -257,6 +348,8 @@ public sealed unsafe class CramEngine : IDisposable
             _slots.Dispose();
             _pool.Dispose();
             Interop.ThrowIfFailed(Interop.CramNative.EngineDestroy(_native), "Stopping the fault service");
+            _writeback?.Dispose();
+            _file?.Dispose(); // after the service stopped: it reads the file
         }
     }
 }

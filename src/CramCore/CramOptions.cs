@@ -53,6 +53,31 @@ public sealed class CramOptions
     /// </summary>
     public long CompressedPoolLimitBytes { get; set; }
 
+    /// <summary>
+    /// The second tier: a file that entries move to, still compressed, when the pool passes
+    /// <see cref="WritebackHighWatermark"/> of <see cref="CompressedPoolLimitBytes"/> (which must then
+    /// be set). The file must not exist: it is created with mode 0600, opened O_DIRECT where the file
+    /// system allows, and unlinked at once unless <see cref="KeepBackingFile"/>; it grows in 256 KiB
+    /// segments as needed. <see langword="null"/> (the default) is ghost mode: no file; when the pool
+    /// is full, reclaim stops and <see cref="CramEngine.TierEvent"/> says so; nothing is lost.
+    /// </summary>
+    public string? BackingFile { get; set; }
+
+    /// <summary>Keep the backing file's name in the file system while the engine runs (for inspection); it is still never reused. Default false.</summary>
+    public bool KeepBackingFile { get; set; }
+
+    /// <summary>Most bytes the backing file may take (rounded down to 256 KiB segments; 0, the default, means no limit).</summary>
+    public long BackingFileLimitBytes { get; set; }
+
+    /// <summary>Writeback starts when the pool uses more than this fraction of <see cref="CompressedPoolLimitBytes"/> (0.1–1; default 0.9).</summary>
+    public double WritebackHighWatermark { get; set; } = 0.9;
+
+    /// <summary>Writeback stops when the pool is back at this fraction of <see cref="CompressedPoolLimitBytes"/> (0–high; default 0.75).</summary>
+    public double WritebackLowWatermark { get; set; } = 0.75;
+
+    /// <summary>Most compressed bytes written back per second (0, the default, means no limit).</summary>
+    public long WritebackBytesPerSecond { get; set; }
+
     /// <summary>Size of each arena of the compressed pool (a power of two from 1 MiB to 1 GiB; default 64 MiB).</summary>
     public long PoolArenaBytes { get; set; } = 64L << 20;
 
@@ -126,6 +151,33 @@ public sealed class CramOptions
         if (NativeLibraryPath is not null && !File.Exists(NativeLibraryPath))
         {
             throw new ArgumentException($"NativeLibraryPath is '{NativeLibraryPath}', which does not exist; give the path of libCramNative.so or leave it null.", nameof(NativeLibraryPath));
+        }
+        if (BackingFile is not null)
+        {
+            if (string.IsNullOrWhiteSpace(BackingFile))
+            {
+                throw new ArgumentException("BackingFile is empty; give a file path, or null for no file (ghost mode).", nameof(BackingFile));
+            }
+            if (CompressedPoolLimitBytes == 0)
+            {
+                throw new ArgumentException("BackingFile is set but CompressedPoolLimitBytes is 0 (no limit), so writeback would never start; set a pool limit.", nameof(CompressedPoolLimitBytes));
+            }
+        }
+        if (BackingFileLimitBytes < 0 || (BackingFileLimitBytes > 0 && BackingFileLimitBytes < Storage.BackingFile.SegmentBytes))
+        {
+            throw new ArgumentException($"BackingFileLimitBytes is {BackingFileLimitBytes}; use 0 for no limit or at least one segment ({Storage.BackingFile.SegmentBytes} bytes).", nameof(BackingFileLimitBytes));
+        }
+        if (!(WritebackHighWatermark is >= 0.1 and <= 1))
+        {
+            throw new ArgumentException($"WritebackHighWatermark is {WritebackHighWatermark}; it must be between 0.1 and 1 (a fraction of CompressedPoolLimitBytes).", nameof(WritebackHighWatermark));
+        }
+        if (!(WritebackLowWatermark >= 0 && WritebackLowWatermark < WritebackHighWatermark))
+        {
+            throw new ArgumentException($"WritebackLowWatermark is {WritebackLowWatermark}; it must be at least 0 and below WritebackHighWatermark ({WritebackHighWatermark}).", nameof(WritebackLowWatermark));
+        }
+        if (WritebackBytesPerSecond < 0)
+        {
+            throw new ArgumentException($"WritebackBytesPerSecond is {WritebackBytesPerSecond}; use 0 for no limit or a positive rate.", nameof(WritebackBytesPerSecond));
         }
         if (FaultAroundPages is < 1 or > 64)
         {

@@ -61,6 +61,38 @@ public sealed record CramStats
     public long FalseIncompressiblePages { get; init; }
     /// <summary>Fault-service errors (failed ioctls, undecodable copies). Anything but 0 is a bug to report.</summary>
     public long ServiceErrors { get; init; }
+    /// <summary>Of the swap-ins, those read from the backing file (<see cref="CramOptions.BackingFile"/>).</summary>
+    public long RefaultsFromFile { get; init; }
+    /// <summary>Stored copies that failed their CRC-32C check when a fault read them: never mapped; the faulting thread got SIGBUS.</summary>
+    public long ChecksumFailures { get; init; }
+    /// <summary>Backing-file reads that failed twice: never mapped; the faulting thread got SIGBUS.</summary>
+    public long ReadErrors { get; init; }
+    /// <summary>Faults answered with SIGBUS (a page whose copy failed its check or could not be read, now or before).</summary>
+    public long BadPageFaults { get; init; }
+    /// <summary>Slots in use that no page named any more, found and freed by the reaper (a nonzero value means a bug was contained).</summary>
+    public long ZombiesReaped { get; init; }
+
+    /// <summary>Evicted pages whose copy is in the backing file.</summary>
+    public long FilePages { get; init; }
+    /// <summary>Bytes of backing-file segments in use (dead segments are holes and do not count).</summary>
+    public long BackingFileBytes { get; init; }
+    /// <summary>Bytes of backing-file extents that pages still name.</summary>
+    public long BackingFileLiveBytes { get; init; }
+    /// <summary>Bytes of backing-file extents no page names any more, awaiting segment compaction.</summary>
+    public long BackingFileDeadBytes { get; init; }
+    /// <summary>Backing-file segments (256 KiB) in use.</summary>
+    public long BackingFileSegments { get; init; }
+    /// <summary>Segments emptied by compaction (live extents rewritten elsewhere), cumulative.</summary>
+    public long BackingFileSegmentsCompacted { get; init; }
+    /// <summary>Pages written back from the pool to the backing file, still compressed (cumulative).</summary>
+    public long WritebackPages { get; init; }
+    /// <summary>Stored bytes written back (cumulative).</summary>
+    public long WritebackBytes { get; init; }
+    /// <summary>Failed writes to the backing file (cumulative); each left its entries in the pool.</summary>
+    public long WriteErrors { get; init; }
+    /// <summary>Writeback is paused after a write error and retries every second.</summary>
+    public bool WritebackPaused { get; init; }
+
     /// <summary>Time the fault service spent resolving faults.</summary>
     public TimeSpan FaultServiceBusyTime { get; init; }
 

@@ -258,7 +258,7 @@ public sealed unsafe class ReclaimRollBackTests : IDisposable
                 return f.DropError;
             }
 
-            public bool TryStore(SlotBackend backend, byte* source, int length, out ulong slot)
+            public bool TryStore(bool raw, byte* source, int length, out ulong slot)
             {
                 if (f.StoresBeforeThrow == 0)
                 {
@@ -271,7 +271,7 @@ public sealed unsafe class ReclaimRollBackTests : IDisposable
                 }
                 f.StoresBeforeThrow -= f.StoresBeforeThrow > 0 ? 1 : 0;
                 f.StoresBeforePoolFull -= f.StoresBeforePoolFull > 0 ? 1 : 0;
-                return inner.TryStore(backend, source, length, out slot);
+                return inner.TryStore(raw, source, length, out slot);
             }
         }
     }

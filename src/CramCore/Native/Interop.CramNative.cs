@@ -51,6 +51,32 @@ internal static partial class Interop
         [LibraryImport(Library, EntryPoint = "CramNative_PoolMove", SetLastError = true)]
         internal static partial int PoolMove(nint engine, ulong handleDirectory, NativePoolMove* moves, int count);
 
+        /// <summary>Step 2 of a backend move: rewrites each slot still naming its old location, under the engine's lock.</summary>
+        [LibraryImport(Library, EntryPoint = "CramNative_SlotsMove", SetLastError = true)]
+        internal static partial int SlotsMove(nint engine, NativeSlotMove* moves, int count, int* moved);
+
+        /// <summary>The reaper's mark: sets bit <c>id</c> of <paramref name="named"/> for every slot a page table names.</summary>
+        [LibraryImport(Library, EntryPoint = "CramNative_MarkNamedSlots", SetLastError = true)]
+        internal static partial int MarkNamedSlots(nint engine, ulong* named, ulong bits);
+
+        /// <summary>Creates the backing file (O_EXCL, 0600, O_DIRECT where possible); unlinks it unless <paramref name="keep"/> is 1.</summary>
+        [LibraryImport(Library, EntryPoint = "CramNative_BackingFileOpen", SetLastError = true)]
+        internal static partial int BackingFileOpen(byte* path, int keep, int* fd, int* direct);
+
+        [LibraryImport(Library, EntryPoint = "CramNative_BackingFileWrite", SetLastError = true)]
+        internal static partial int BackingFileWrite(int fd, byte* data, ulong length, ulong offset);
+
+        [LibraryImport(Library, EntryPoint = "CramNative_BackingFileRead", SetLastError = true)]
+        internal static partial int BackingFileRead(int fd, byte* data, ulong length, ulong offset);
+
+        /// <summary>Punches a hole where a dead segment was.</summary>
+        [LibraryImport(Library, EntryPoint = "CramNative_BackingFileDiscard", SetLastError = true)]
+        internal static partial int BackingFileDiscard(int fd, ulong offset, ulong length);
+
+        /// <summary>CRC-32C of <paramref name="length"/> bytes, as the fault service checks stored bytes.</summary>
+        [LibraryImport(Library, EntryPoint = "CramNative_Checksum", SetLastError = true)]
+        internal static partial int Checksum(byte* data, uint length, uint* checksum);
+
         [LibraryImport(Library, EntryPoint = "CramNative_ArenaMap", SetLastError = true)]
         internal static partial int ArenaMap(ulong bytes, int lockMemory, ulong* address);
 

@@ -6,7 +6,7 @@ namespace CramCore.Native;
 // The C# mirror of the contract in native/cramnative.h: the only one. Every struct, field, enum
 // member and constant here is compared both ways with what the C compiler reports
 // (CramNative_GetContract) by ContractTests; C side names are derived from C# names
-// (NextStale -> next_stale, SameFilled -> CRAM_BACKEND_SAME_FILLED), so a rename is a mismatch.
+// (FromLocation -> from_location, SameFilled -> CRAM_BACKEND_SAME_FILLED), so a rename is a mismatch.
 
 /// <summary>Marks a struct that mirrors the C struct <see cref="Name"/> field by field.</summary>
 [AttributeUsage(AttributeTargets.Struct)]
@@ -103,26 +103,65 @@ internal static class FaultLogEntry
     public static ulong PageOf(ulong entry) => entry & PageMask;
 }
 
-/// <summary>Where a slot's data lives.</summary>
+/// <summary>Where a slot's data lives (the backend contract: cramnative.h, "Virtual swap").</summary>
 [NativeEnum("CRAM_BACKEND_")]
-internal enum SlotBackend : ushort
+internal enum SlotBackend : byte
 {
     Free = 0,
     SameFilled = 1,
-    Lz4 = 2,
-    Raw = 3,
+    Pool = 2,
+    File = 3,
 }
 
-/// <summary>A virtual swap slot (cram_slot).</summary>
+/// <summary>Slot flags (cram_slot.flags); they change only by 32-bit atomics on the slot's word at offset 12.</summary>
+internal static class SlotFlags
+{
+    /// <summary>Set at store: the stored bytes are the page itself, not LZ4.</summary>
+    [NativeConstant("CRAM_SLOT_RAW")] public const byte Raw = 0x1;
+    /// <summary>Set by native code when it pushes the slot on the stale list.</summary>
+    [NativeConstant("CRAM_SLOT_STALE")] public const byte Stale = 0x2;
+    /// <summary>Set by the fault service: the stored bytes failed their checksum or could not be read.</summary>
+    [NativeConstant("CRAM_SLOT_BAD")] public const byte Bad = 0x4;
+    /// <summary>Set by the fault service on a read fault-in; cleared by writeback (second chance).</summary>
+    [NativeConstant("CRAM_SLOT_REFERENCED")] public const byte Referenced = 0x8;
+}
+
+/// <summary>
+/// A virtual swap slot (cram_slot), 16 bytes. While the slot is on the stale list,
+/// <see cref="Checksum"/> holds the list's link.
+/// </summary>
 [NativeStruct("cram_slot")]
 [StructLayout(LayoutKind.Sequential)]
-internal struct NativeSlot
+internal unsafe struct NativeSlot
 {
-    public ulong Data;
-    public uint Length;
-    public ushort Backend;
-    public ushort Flags;
-    public ulong NextStale;
+    public ulong Location;
+    public uint Checksum;
+    public ushort Length;
+    public SlotBackend Backend;
+    public byte Flags;
+
+    private const int FlagsShift = 24;
+
+    /// <summary>The flags, read atomically with the rest of their word.</summary>
+    public static byte LoadFlags(NativeSlot* slot) => (byte)(Volatile.Read(ref *(uint*)&slot->Length) >> FlagsShift);
+
+    /// <summary>Clears <paramref name="flags"/> atomically (the service may set others meanwhile); returns the flags before.</summary>
+    public static byte ClearFlags(NativeSlot* slot, byte flags) =>
+        (byte)(Interlocked.And(ref *(uint*)&slot->Length, ~((uint)flags << FlagsShift)) >> FlagsShift);
+}
+
+/// <summary>One move of CramNative_SlotsMove (cram_slot_move).</summary>
+[NativeStruct("cram_slot_move")]
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativeSlotMove
+{
+    public ulong Slot;
+    public ulong FromLocation;
+    public ulong ToLocation;
+    public SlotBackend FromBackend;
+    public SlotBackend ToBackend;
+    public ushort Reserved;
+    public uint Moved;
 }
 
 /// <summary>A compressed-pool handle (cram_pool_handle).</summary>
@@ -167,6 +206,10 @@ internal struct NativeStats
     public ulong FaultLogOverflows;
     public ulong ServiceErrors;
     public ulong ServiceBusyNs;
+    public ulong FaultsSwapinFile;
+    public ulong ChecksumFailures;
+    public ulong ReadErrors;
+    public ulong BadPageFaults;
 }
 
 /// <summary>The engine's configuration (cram_engine_config).</summary>
@@ -196,6 +239,8 @@ internal struct NativeShared
     public ulong FaultLogTail;
     public uint UffdMode;
     public uint ReclaimStalled;
+    public int BackingFd;
+    public uint BackingDirect;
 }
 
 /// <summary>What an entry of the contract describes (cram_contract_kind).</summary>

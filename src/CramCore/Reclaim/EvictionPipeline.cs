@@ -234,7 +234,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
             copy = _scratch;
             lz4 = true;
         }
-        return _ops.TryStore(_storeUncompressed ? SlotBackend.Raw : SlotBackend.Lz4, copy, size, out slot)
+        return _ops.TryStore(_storeUncompressed, copy, size, out slot)
             ? StoreResult.Stored
             : StoreResult.PoolFull;
     }

@@ -18,8 +18,8 @@ internal unsafe interface IPageOperations
     /// </summary>
     Errno Drop(uint regionId, ulong* pages, int count, out int dropped);
 
-    /// <summary>Stores a copy in a new slot of <paramref name="backend"/>. False when the pool is full.</summary>
-    bool TryStore(SlotBackend backend, byte* source, int length, out ulong slot);
+    /// <summary>Stores a copy (LZ4 block data, or the page itself when <paramref name="raw"/>) in a new pool slot. False when the pool is full.</summary>
+    bool TryStore(bool raw, byte* source, int length, out ulong slot);
 }
 
 /// <summary>The real page operations: the native helper and the slot table.</summary>
@@ -36,6 +36,6 @@ internal sealed unsafe class NativePageOperations(nint engine, SlotTable slots) 
         return rc == 0 ? Errno.None : Interop.LastErrno();
     }
 
-    public bool TryStore(SlotBackend backend, byte* source, int length, out ulong slot) =>
-        slots.TryAllocateStored(backend, source, length, out slot);
+    public bool TryStore(bool raw, byte* source, int length, out ulong slot) =>
+        slots.TryAllocateStored(raw, source, length, out slot);
 }

@@ -4,29 +4,36 @@ namespace CramCore.Reclaim;
 /// The background thread that holds <see cref="CramOptions.ResidentLimitBytes"/>. The fault service
 /// signals it when resident memory passes the limit (the soft limit); it then evicts down to the
 /// low watermark. Faults above the hard limit wait, bounded, for it to catch up — unless it reports
-/// it is stalled (nothing evictable), so the service stops delaying them. Between passes it drains
-/// the fault-in log and compacts the pool when a quarter of it is slack.
+/// it is stalled (nothing evictable), so the service stops delaying them. Between passes it runs
+/// <see cref="Reclaimer.Maintain"/> (frees, writeback above the pool's high watermark, compaction,
+/// and every <see cref="SweepInterval"/> the zombie sweep), then raises the engine's pending events
+/// outside every lock. It runs when there is a resident limit or a backing file.
 /// </summary>
 internal sealed unsafe class ReclaimWorker : IDisposable
 {
     private readonly nint _engine;
     private readonly NativeShared* _shared;
     private readonly Reclaimer _reclaimer;
-    private readonly SlotTable _slots;
-    private readonly CompressedPool _pool;
+    private readonly Action _afterTick;
     private readonly long _lowWaterPages;
+    private readonly bool _run;
+    private long _nextSweep;
     private Thread? _thread;
     private volatile bool _stopping;
 
-    public ReclaimWorker(nint engine, NativeShared* shared, Reclaimer reclaimer, SlotTable slots, CompressedPool pool, long limitPages)
+    /// <summary>A worker for <paramref name="limitPages"/> (0: none) and, with <paramref name="backingFile"/>, writeback; <paramref name="afterTick"/> runs after every tick, outside the maintenance lock.</summary>
+    public ReclaimWorker(nint engine, NativeShared* shared, Reclaimer reclaimer, long limitPages, bool backingFile, Action afterTick)
     {
         _engine = engine;
         _shared = shared;
         _reclaimer = reclaimer;
-        _slots = slots;
-        _pool = pool;
-        _lowWaterPages = limitPages > 0 ? LowWaterPages(limitPages) : 0;
+        _afterTick = afterTick;
+        _lowWaterPages = limitPages > 0 ? LowWaterPages(limitPages) : long.MaxValue;
+        _run = limitPages > 0 || backingFile;
     }
+
+    /// <summary>How often the worker looks for zombie slots.</summary>
+    internal static readonly TimeSpan SweepInterval = TimeSpan.FromSeconds(10);
 
     /// <summary>Background reclaim brings resident memory down to this after the limit is crossed.</summary>
     internal static long LowWaterPages(long limitPages) =>
@@ -38,10 +45,11 @@ internal sealed unsafe class ReclaimWorker : IDisposable
     /// <summary>Starts the thread when there is a limit to hold.</summary>
     public void Start()
     {
-        if (_lowWaterPages == 0)
+        if (!_run)
         {
             return;
         }
+        _nextSweep = Environment.TickCount64 + (long)SweepInterval.TotalMilliseconds;
         _thread = new Thread(Loop) { IsBackground = true, Name = "cram-reclaim" };
         _thread.Start();
     }
@@ -56,7 +64,6 @@ internal sealed unsafe class ReclaimWorker : IDisposable
             {
                 break;
             }
-            _slots.DrainStale();
             long resident;
             while (!_stopping && (resident = (long)Volatile.Read(ref _shared->Stats.ResidentPages)) > _lowWaterPages)
             {
@@ -79,8 +86,20 @@ internal sealed unsafe class ReclaimWorker : IDisposable
             }
             if (!_stopping)
             {
-                _reclaimer.PullFaultLog();
-                _pool.CompactIfFragmented();
+                bool sweep = Environment.TickCount64 >= _nextSweep;
+                if (sweep)
+                {
+                    _nextSweep = Environment.TickCount64 + (long)SweepInterval.TotalMilliseconds;
+                }
+                try
+                {
+                    _reclaimer.Maintain(sweep);
+                }
+                catch (Exception e) when (e is IOException or InvalidOperationException or OutOfMemoryException)
+                {
+                    // Counted where it happened; the next tick tries again.
+                }
+                _afterTick();
             }
         }
     }

@@ -3,9 +3,12 @@ namespace CramCore.Reclaim;
 /// <summary>
 /// One reclaim pass at a time: pull the fault-in log, take victims from the <see cref="VictimClock"/>,
 /// sort them once (by region, then page; duplicates dropped), and hand them to the
-/// <see cref="EvictionPipeline"/>, batch after batch, until the target is met, the pool is full or
-/// nothing evictable is left. Called by the <see cref="ReclaimWorker"/> and by
-/// <see cref="CramRegion.Reclaim"/>; a region is torn down under <see cref="Pause"/>.
+/// <see cref="EvictionPipeline"/>, batch after batch, until the target is met, the pool is full (and
+/// <see cref="Writeback"/>, if there is a backing file, cannot make room) or nothing evictable is
+/// left. Its lock is the engine's maintenance lock (cramnative.h, lock 3): passes, writeback,
+/// segment and pool compaction, the <see cref="Reaper"/> and region tear-down (<see cref="Pause"/>)
+/// all run under it, so slots are created and freed on one path at a time. Called by the
+/// <see cref="ReclaimWorker"/> and by <see cref="CramRegion.Reclaim"/>.
 /// </summary>
 internal sealed unsafe class Reclaimer : IDisposable
 {
@@ -13,14 +16,22 @@ internal sealed unsafe class Reclaimer : IDisposable
     private readonly RegionTable _regions;
     private readonly VictimClock _clock;
     private readonly EvictionPipeline _pipeline;
+    private readonly Reaper _reaper;
+    private readonly Writeback? _writeback;
+    private readonly Action<CramTierEventKind, string> _notify;
     private readonly Lock _lock = new();
+    private bool _poolFullReported;
     private readonly ulong[] _victims = new ulong[EvictionPipeline.BatchPages];
     private readonly bool[] _claimed = new bool[EvictionPipeline.BatchPages];
     private volatile bool _stopping;
 
-    public Reclaimer(NativeShared* shared, RegionTable regions, SlotTable slots, IPageOperations operations, CramOptions options)
+    public Reclaimer(NativeShared* shared, RegionTable regions, SlotTable slots, IPageOperations operations, CramOptions options,
+        Reaper reaper, Writeback? writeback, Action<CramTierEventKind, string> notify)
     {
         _slots = slots;
+        _reaper = reaper;
+        _writeback = writeback;
+        _notify = notify;
         _regions = regions;
         _clock = new VictimClock(shared, regions);
         _pipeline = new EvictionPipeline(operations, slots, Counters, options);
@@ -37,7 +48,7 @@ internal sealed unsafe class Reclaimer : IDisposable
             {
                 return 0; // the engine is being disposed: its shared memory may be gone
             }
-            _slots.DrainStale();
+            _reaper.Drain();
             _clock.PullFaultLog();
             long evicted = 0;
             long budget = 2L * _clock.Count + EvictionPipeline.BatchPages;
@@ -48,7 +59,12 @@ internal sealed unsafe class Reclaimer : IDisposable
                 int n = _clock.Select(_victims.AsSpan(0, want), _claimed, only, ref budget);
                 n = SortOnce(n);
                 evicted += _pipeline.EvictBatch(_regions, _victims.AsSpan(0, n), _claimed.AsSpan(0, n), _clock, out poolFull);
+                if (poolFull && _writeback is not null && _writeback.Run() > 0)
+                {
+                    poolFull = false; // writeback made room: go on
+                }
             }
+            ReportPool(poolFull, evicted);
             return evicted;
         }
     }
@@ -84,15 +100,86 @@ internal sealed unsafe class Reclaimer : IDisposable
         return unique;
     }
 
-    /// <summary>Drains the fault-in log into the clock, so it does not overflow while nothing needs reclaiming.</summary>
-    public void PullFaultLog()
+    /// <summary>Raises <see cref="CramTierEventKind.PoolFull"/> once when a pass ends on a full pool, and PoolAvailable once it stores again.</summary>
+    private void ReportPool(bool poolFull, long evicted)
+    {
+        if (poolFull && !_poolFullReported)
+        {
+            _poolFullReported = true;
+            _notify(CramTierEventKind.PoolFull, _writeback is null
+                ? "The compressed pool is full and there is no backing file (ghost mode): reclaim stops and pages stay resident; nothing is lost. Raise CompressedPoolLimitBytes or set BackingFile."
+                : "The compressed pool is full and writeback cannot make room now (see WritebackPaused/BackingFileFull): reclaim stops and pages stay resident; nothing is lost.");
+        }
+        else if (!poolFull && evicted > 0 && _poolFullReported)
+        {
+            _poolFullReported = false;
+            _notify(CramTierEventKind.PoolAvailable, "The compressed pool takes pages again.");
+        }
+    }
+
+    /// <summary>
+    /// Background upkeep between passes: free what the fault path released, drain the fault-in log
+    /// (so it does not overflow while nothing needs reclaiming), write back above the pool's high
+    /// watermark, compact the file's and the pool's dead space, and, when <paramref name="sweep"/>,
+    /// look for zombie slots.
+    /// </summary>
+    public void Maintain(bool sweep)
     {
         lock (_lock)
         {
-            if (!_stopping)
+            if (_stopping)
             {
-                _clock.PullFaultLog();
+                return;
             }
+            _reaper.Drain();
+            _clock.PullFaultLog();
+            if (_writeback is not null)
+            {
+                if (_writeback.AboveHighWatermark)
+                {
+                    _writeback.Run();
+                }
+                _writeback.CompactSegments();
+                _writeback.TrimQueue();
+            }
+            _slots.Pool.CompactIfFragmented();
+            if (sweep)
+            {
+                _reaper.Sweep();
+            }
+        }
+    }
+
+    /// <summary>Frees what the fault path released, unless a pass holds the lock (then the pass does it): for stats.</summary>
+    public void TryDrain()
+    {
+        if (_lock.TryEnter())
+        {
+            try
+            {
+                if (!_stopping)
+                {
+                    _reaper.Drain();
+                }
+            }
+            finally
+            {
+                _lock.Exit();
+            }
+        }
+    }
+
+    /// <summary>Runs <paramref name="action"/> under the maintenance lock (pool compaction, forced writeback, sweeps); false once stopping.</summary>
+    public bool Exclusive(Action action)
+    {
+        lock (_lock)
+        {
+            if (_stopping)
+            {
+                return false;
+            }
+            action();
+            return true;
         }
     }
 

@@ -101,6 +101,9 @@ internal sealed unsafe partial class CompressedPool : IDisposable
         return handle;
     }
 
+    /// <summary>Where an object's bytes are now; stable while compaction cannot run (the maintenance lock).</summary>
+    public ulong AddressOf(uint handle) => Volatile.Read(ref Handle(handle)->Address);
+
     /// <summary>Copies an object out (tests, benchmarks). Returns its length.</summary>
     public int Load(uint handle, Span<byte> destination)
     {

@@ -1,49 +1,71 @@
 namespace CramCore.Storage;
 
 /// <summary>
-/// The virtual swap slot table; stored copies live in the <see cref="CompressedPool"/>. Page-table
-/// entries name slots, never storage addresses, so data can move between backends by rewriting a
-/// slot. Slots are allocated here (managed code); the fault service only reads them and pushes
-/// stale ones on a lock-free list that <see cref="DrainStale"/> frees (region destroy pushes every
-/// slot its page table still names the same way).
+/// The virtual swap slot table. Page-table entries name slots, never storage; a slot's backend tag
+/// says where its stored bytes are (the backend contract and the move protocol: cramnative.h,
+/// "Virtual swap"): the <see cref="CompressedPool"/>, the <see cref="BackingFile"/>, or nowhere for a
+/// same-filled page. Slots are allocated here, by reclaim, with a CRC-32C of the stored bytes the
+/// fault service checks; they are freed only by <see cref="Free"/>, which the maintenance path calls
+/// (the reaper's <see cref="DrainStale"/> and sweep, or a publish that lost its race), under the
+/// reclaimer's pass lock, so no location is freed while managed code still copies from it. The fault
+/// service only reads slots, sets their flags and pushes stale ones on a lock-free list.
 /// </summary>
 internal sealed unsafe class SlotTable : IDisposable
 {
     private readonly NativeShared* _shared;
     private readonly CompressedPool _pool;
     private readonly ClusteredDirectory<NativeSlot> _slots = new("virtual swap slot table");
-    private long _sameFilledSlots;
+    private long _sameFilledSlots, _poolSlots, _fileSlots;
 
     /// <summary>Creates the table and publishes its directory to the native side; before any region exists.</summary>
-    public SlotTable(NativeShared* shared, CompressedPool pool)
+    public SlotTable(NativeShared* shared, CompressedPool pool, BackingFile? file)
     {
         _shared = shared;
         _pool = pool;
+        File = file;
+        PoolOrder = file is null ? null : new SlotQueue();
         shared->SlotDirectory = _slots.Address;
     }
 
+    /// <summary>The second tier, or null in ghost mode.</summary>
+    public BackingFile? File { get; }
+
+    /// <summary>Pool-resident slots in the order their copies were stored (writeback takes the oldest first); null without a file.</summary>
+    public SlotQueue? PoolOrder { get; }
+
+    public CompressedPool Pool => _pool;
     public long StoredBytes => _pool.ObjectBytes;
     public long SameFilledSlots => Volatile.Read(ref _sameFilledSlots);
+    public long PoolSlots => Volatile.Read(ref _poolSlots);
+    public long FileSlots => Volatile.Read(ref _fileSlots);
+    public long Count => _slots.Count;
+
+    /// <summary>Bytes of slot metadata (records, allocation bitmaps, directory pages) per slot in use.</summary>
+    public double MetadataBytesPerSlot => _slots.Count == 0 ? 0 : (double)_slots.MetadataBytes / _slots.Count;
 
     public NativeSlot* Get(ulong id) => _slots.Get(id);
+
+    /// <summary>The slot of an id remembered elsewhere (a queue, a segment's list), or null if that id is not in use now.</summary>
+    public NativeSlot* TryGet(ulong id) => _slots.IsAllocated(id) ? _slots.Get(id) : null;
 
     /// <summary>Allocates a slot for a same-filled page (no storage).</summary>
     public ulong AllocateSameFilled(ulong value)
     {
         ulong id = _slots.Allocate();
         NativeSlot* s = Get(id);
-        s->Data = value;
-        s->Length = 0;
-        s->Backend = (ushort)SlotBackend.SameFilled;
+        *s = default;
+        s->Location = value;
+        s->Backend = SlotBackend.SameFilled;
         Interlocked.Increment(ref _sameFilledSlots);
         return id;
     }
 
     /// <summary>
     /// Allocates a slot holding a copy of <paramref name="length"/> bytes at <paramref name="source"/>
-    /// in the compressed pool. False when the pool is full.
+    /// (LZ4 block data, or the page itself when <paramref name="raw"/>) in the compressed pool, with
+    /// its checksum. False when the pool is full.
     /// </summary>
-    public bool TryAllocateStored(SlotBackend backend, byte* source, int length, out ulong id)
+    public bool TryAllocateStored(bool raw, byte* source, int length, out ulong id)
     {
         uint handle = _pool.Store(source, length);
         if (handle == 0)
@@ -53,12 +75,36 @@ internal sealed unsafe class SlotTable : IDisposable
         }
         id = _slots.Allocate();
         NativeSlot* s = Get(id);
-        s->Data = handle;
-        s->Length = (uint)length;
-        s->Backend = (ushort)backend;
+        *s = default;
+        s->Location = handle;
+        s->Checksum = Checksum.Crc32C(source, length);
+        s->Length = (ushort)length;
+        s->Backend = SlotBackend.Pool;
+        s->Flags = raw ? SlotFlags.Raw : (byte)0;
+        Interlocked.Increment(ref _poolSlots);
+        PoolOrder?.Enqueue((uint)id);
         return true;
     }
 
+    /// <summary>Accounts for a slot that a backend move took from <paramref name="from"/> to <paramref name="to"/>.</summary>
+    public void Moved(SlotBackend from, SlotBackend to)
+    {
+        Interlocked.Decrement(ref Counter(from));
+        Interlocked.Increment(ref Counter(to));
+    }
+
+    private ref long Counter(SlotBackend backend)
+    {
+        switch (backend)
+        {
+            case SlotBackend.Pool: return ref _poolSlots;
+            case SlotBackend.File: return ref _fileSlots;
+            case SlotBackend.SameFilled: return ref _sameFilledSlots;
+            default: throw new ArgumentOutOfRangeException(nameof(backend), backend, "not a storage backend");
+        }
+    }
+
+    /// <summary>Frees a slot and the location it names. Only on the maintenance path (see the class summary).</summary>
     public void Free(ulong id)
     {
         if (id == SharedLayout.ZeroSlot)
@@ -66,30 +112,32 @@ internal sealed unsafe class SlotTable : IDisposable
             return;
         }
         NativeSlot* s = Get(id);
-        switch ((SlotBackend)s->Backend)
+        switch (s->Backend)
         {
             case SlotBackend.SameFilled:
-                Interlocked.Decrement(ref _sameFilledSlots);
                 break;
-            case SlotBackend.Lz4:
-            case SlotBackend.Raw:
-                _pool.Free((uint)s->Data);
+            case SlotBackend.Pool:
+                _pool.Free((uint)s->Location);
+                break;
+            case SlotBackend.File:
+                File!.Release(s->Location, s->Length);
                 break;
             default:
                 throw new InvalidOperationException($"Slot {id} freed twice (backend {s->Backend}).");
         }
+        Interlocked.Decrement(ref Counter(s->Backend));
         *s = default;
         _slots.Free(id);
     }
 
-    /// <summary>Frees every slot the native side has marked stale. Returns how many.</summary>
+    /// <summary>Frees every slot the native side has marked stale (the link is in the checksum field). Returns how many.</summary>
     public int DrainStale()
     {
         ulong id = Interlocked.Exchange(ref _shared->StaleHead, 0);
         int n = 0;
         while (id != 0)
         {
-            ulong next = Get(id)->NextStale;
+            ulong next = Get(id)->Checksum;
             Free(id);
             id = next;
             n++;
@@ -97,11 +145,17 @@ internal sealed unsafe class SlotTable : IDisposable
         return n;
     }
 
-    /// <summary>Frees the clusters (the pool, disposed after this, holds the copies). Only when no region is active.</summary>
+    /// <summary>Adds every slot in use whose bit in <paramref name="named"/> is clear to <paramref name="result"/> (the reaper's sweep).</summary>
+    public void CollectUnnamed(ulong* named, ulong bits, List<ulong> result) => _slots.CollectUnmarked(named, bits, result);
+
+    /// <summary>An upper bound (exclusive) of the slot ids in use.</summary>
+    public ulong IdLimit => _slots.IdLimit;
+
+    /// <summary>Frees the clusters (the pool and file, disposed after this, hold the copies). Only when no region is active.</summary>
     public void Dispose()
     {
         DrainStale();
         _slots.Dispose();
-        _sameFilledSlots = 0;
+        _sameFilledSlots = _poolSlots = _fileSlots = 0;
     }
 }

@@ -1,0 +1,25 @@
+namespace CramCore;
+
+/// <summary>What a <see cref="CramEngine.TierEvent"/> reports.</summary>
+public enum CramTierEventKind
+{
+    /// <summary>The compressed pool is full and there is no backing file (ghost mode) or it cannot take more: reclaim stops and pages stay resident; nothing is lost.</summary>
+    PoolFull,
+    /// <summary>The pool takes pages again after <see cref="PoolFull"/>.</summary>
+    PoolAvailable,
+    /// <summary>A write to the backing file failed (ENOSPC, EIO, ...): the entries stay in the pool and writeback retries every second.</summary>
+    WritebackPaused,
+    /// <summary>A write to the backing file succeeded again after <see cref="WritebackPaused"/>.</summary>
+    WritebackResumed,
+    /// <summary>The backing file reached <see cref="CramOptions.BackingFileLimitBytes"/> with no dead segment to reuse.</summary>
+    BackingFileFull,
+    /// <summary>Stored bytes did not match their checksum: the page was not mapped and the faulting thread got SIGBUS.</summary>
+    ChecksumFailure,
+    /// <summary>A backing-file read failed twice: the page was not mapped and the faulting thread got SIGBUS.</summary>
+    ReadError,
+}
+
+/// <summary>An event of the engine's storage tiers (<see cref="CramEngine.TierEvent"/>).</summary>
+/// <param name="Kind">What happened.</param>
+/// <param name="Message">What happened and what it means, for a log.</param>
+public sealed record CramTierEventArgs(CramTierEventKind Kind, string Message);

@@ -1,0 +1,270 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using Microsoft.Win32.SafeHandles;
+
+namespace CramCore.Storage;
+
+/// <summary>
+/// The file backend's managed half (cramnative.h, "Virtual swap"; the native half is file_read in
+/// cramnative.c): compressed objects written as they are in the pool, packed back to back into
+/// <see cref="SegmentBytes"/> segments, so a page costs its compressed size on disk. The file is
+/// created with mode 0600 (O_EXCL: an existing file is never overwritten) and unlinked at once
+/// unless kept; it is opened O_DIRECT where the file system allows, so neither writes nor reads
+/// fill the page cache (which would spend the RAM the tier saves). It grows one segment at a time
+/// as writeback needs it, up to an optional limit; a segment whose extents are all dead is punched
+/// out and reused, lowest first. Extents never straddle segments. Used only under the reclaimer's
+/// pass lock (the maintenance lock); counters are read without it.
+/// </summary>
+internal sealed unsafe class BackingFile : IDisposable
+{
+    /// <summary>Bytes per segment: the unit of growth, of writes and of compaction.</summary>
+    public const int SegmentBytes = 256 * 1024;
+
+    private readonly SafeFileHandle _handle;
+    private readonly long _limitSegments;
+    private readonly List<Segment> _segments = [];
+    private readonly SortedSet<int> _freeSegments = [];
+    private readonly byte* _buffer; // the open segment's bytes, page-aligned for O_DIRECT
+    private int _open = -1;         // the segment being filled, or -1
+    private int _committed;         // bytes of the open segment on disk
+    private int _batchFirst;        // index in the open segment's slots of the batch's first extent
+    private long _liveBytes, _usedBytes, _bytesWritten, _writeErrors, _segmentsInUse, _segmentsPunched;
+
+    private sealed class Segment
+    {
+        public int Used;   // bytes of extents written (live or dead)
+        public int Live;   // bytes of extents a slot names
+        public readonly List<uint> Slots = []; // slot ids of its extents, in order (compaction checks each)
+    }
+
+    private BackingFile(SafeFileHandle handle, bool direct, string path, long limitBytes)
+    {
+        _handle = handle;
+        Direct = direct;
+        Path = path;
+        _limitSegments = limitBytes == 0 ? long.MaxValue : limitBytes / SegmentBytes;
+        _buffer = (byte*)NativeMemory.AlignedAlloc(SegmentBytes, SharedLayout.PageSize);
+    }
+
+    /// <summary>Creates the file at <paramref name="path"/>; unlinked at once unless <paramref name="keep"/>.</summary>
+    /// <exception cref="IOException">It exists or cannot be created; the message names the option and the fix.</exception>
+    public static BackingFile Open(string path, bool keep, long limitBytes)
+    {
+        string full = System.IO.Path.GetFullPath(path);
+        byte[] utf8 = Encoding.UTF8.GetBytes(full + "\0");
+        int fd, direct;
+        fixed (byte* p = utf8)
+        {
+            if (Interop.CramNative.BackingFileOpen(p, keep ? 1 : 0, &fd, &direct) != 0)
+            {
+                Errno errno = Interop.LastErrno();
+                throw errno == Errno.EEXIST
+                    ? new IOException($"BackingFile '{full}' already exists; CramCore never overwrites a file: remove it or choose another path.")
+                    : new IOException($"Creating BackingFile '{full}' failed: {Interop.GetExceptionForErrno(errno, "open").Message}. Choose a path in a writable directory.");
+            }
+        }
+        return new BackingFile(new SafeFileHandle(fd, ownsHandle: true), direct != 0, full, limitBytes);
+    }
+
+    /// <summary>The file's path (it no longer exists unless kept).</summary>
+    public string Path { get; }
+
+    /// <summary>Whether the file is opened O_DIRECT.</summary>
+    public bool Direct { get; }
+
+    /// <summary>The descriptor the fault service reads with.</summary>
+    public int Descriptor => (int)_handle.DangerousGetHandle();
+
+    /// <summary>Failure injection for tests: consulted before every write; an error other than None fails it.</summary>
+    internal Func<long, Errno>? WriteFaultForTests { get; set; }
+
+    public long LiveBytes => Interlocked.Read(ref _liveBytes);
+    /// <summary>Bytes of extents in segments in use, dead ones included.</summary>
+    public long UsedBytes => Interlocked.Read(ref _usedBytes);
+    public long DeadBytes => UsedBytes - LiveBytes;
+    /// <summary>Bytes of the file's segments in use (its disk footprint; dead segments are holes).</summary>
+    public long FileBytes => Interlocked.Read(ref _segmentsInUse) * SegmentBytes;
+    public long Segments => Interlocked.Read(ref _segmentsInUse);
+    public long BytesWritten => Interlocked.Read(ref _bytesWritten);
+    public long WriteErrors => Interlocked.Read(ref _writeErrors);
+    public long SegmentsFreed => Interlocked.Read(ref _segmentsPunched);
+
+    /// <summary>Room for <paramref name="length"/> more bytes in the open segment.</summary>
+    public bool HasRoom(int length) => _open >= 0 && _segments[_open].Used + length <= SegmentBytes;
+
+    /// <summary>
+    /// Seals the open segment (its bytes are all committed) and opens another: a dead one (lowest
+    /// first) or a new one at the end. False when the file is at its size limit.
+    /// </summary>
+    public bool OpenNextSegment()
+    {
+        if (_open >= 0 && _committed != _segments[_open].Used)
+        {
+            throw new InvalidOperationException("The open segment has uncommitted extents.");
+        }
+        int next;
+        if (_freeSegments.Count > 0)
+        {
+            next = _freeSegments.Min;
+            _freeSegments.Remove(next);
+        }
+        else if (_segments.Count < _limitSegments)
+        {
+            next = _segments.Count;
+            _segments.Add(new Segment());
+        }
+        else
+        {
+            return false;
+        }
+        int sealedSegment = _open;
+        _open = next;
+        _committed = 0;
+        Interlocked.Increment(ref _segmentsInUse);
+        if (sealedSegment >= 0)
+        {
+            FreeIfDead(sealedSegment); // every extent may have died while it was open
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// Appends an extent to the open segment's buffer (not yet on disk; <see cref="Commit"/> writes it).
+    /// <see cref="HasRoom"/> must be true. Returns its location (byte offset in the file).
+    /// </summary>
+    public ulong Append(byte* data, int length, uint slot)
+    {
+        Segment s = _segments[_open];
+        ulong location = (ulong)_open * SegmentBytes + (ulong)s.Used;
+        Buffer.MemoryCopy(data, _buffer + s.Used, length, length);
+        s.Used += length;
+        s.Live += length;
+        s.Slots.Add(slot);
+        Interlocked.Add(ref _liveBytes, length);
+        Interlocked.Add(ref _usedBytes, length);
+        return location;
+    }
+
+    /// <summary>
+    /// Writes the open segment's uncommitted extents (whole pages, from the page holding the first
+    /// one). On failure they are taken back, as if never appended, and the error is returned.
+    /// </summary>
+    public Errno Commit()
+    {
+        if (_open < 0)
+        {
+            return Errno.None;
+        }
+        Segment s = _segments[_open];
+        if (s.Used == _committed)
+        {
+            return Errno.None;
+        }
+        int from = _committed & ~(SharedLayout.PageSize - 1);
+        int to = (s.Used + SharedLayout.PageSize - 1) & ~(SharedLayout.PageSize - 1);
+        long offset = (long)_open * SegmentBytes + from;
+        Errno error = WriteFaultForTests?.Invoke(offset) ?? Errno.None;
+        if (error == Errno.None && Interop.CramNative.BackingFileWrite(Descriptor, _buffer + from, (ulong)(to - from), (ulong)offset) != 0)
+        {
+            error = Interop.LastErrno();
+        }
+        if (error != Errno.None)
+        {
+            Interlocked.Increment(ref _writeErrors);
+            TakeBackUncommitted(s);
+            return error;
+        }
+        Interlocked.Add(ref _bytesWritten, to - from);
+        _committed = s.Used;
+        return Errno.None;
+    }
+
+    /// <summary>Takes back the extents appended since <see cref="MarkBatch"/>, as if never appended.</summary>
+    private void TakeBackUncommitted(Segment s)
+    {
+        int bytes = s.Used - _committed;
+        s.Slots.RemoveRange(_batchFirst, s.Slots.Count - _batchFirst);
+        s.Used = _committed;
+        s.Live -= bytes;
+        Interlocked.Add(ref _liveBytes, -bytes);
+        Interlocked.Add(ref _usedBytes, -bytes);
+    }
+
+    /// <summary>Marks the start of a batch of appends (the open segment's bytes are all committed), so a failed <see cref="Commit"/> can take them back.</summary>
+    public void MarkBatch()
+    {
+        if (_open >= 0 && _committed != _segments[_open].Used)
+        {
+            throw new InvalidOperationException("The open segment has uncommitted extents.");
+        }
+        _batchFirst = _open >= 0 ? _segments[_open].Slots.Count : 0;
+    }
+
+    /// <summary>An extent no slot names any more: its bytes are dead. A sealed segment with nothing live is punched out and reused.</summary>
+    public void Release(ulong location, int length)
+    {
+        int segment = (int)(location / SegmentBytes);
+        Segment s = _segments[segment];
+        s.Live -= length;
+        Interlocked.Add(ref _liveBytes, -length);
+        if (s.Live < 0)
+        {
+            throw new InvalidOperationException($"Backing-file segment {segment} released more than it held.");
+        }
+        if (segment != _open)
+        {
+            FreeIfDead(segment);
+        }
+    }
+
+    private void FreeIfDead(int segment)
+    {
+        Segment s = _segments[segment];
+        if (s.Live != 0 || segment == _open)
+        {
+            return;
+        }
+        Interlocked.Add(ref _usedBytes, -s.Used);
+        s.Used = 0;
+        s.Slots.Clear();
+        // A hole gives the blocks back; if the file system cannot punch, the space is still reused.
+        Interop.CramNative.BackingFileDiscard(Descriptor, (ulong)segment * SegmentBytes, SegmentBytes);
+        _freeSegments.Add(segment);
+        Interlocked.Decrement(ref _segmentsInUse);
+        Interlocked.Increment(ref _segmentsPunched);
+    }
+
+    /// <summary>Sealed segments whose live bytes are below <paramref name="liveFraction"/> of a segment, emptiest first.</summary>
+    public List<int> SparseSegments(double liveFraction)
+    {
+        var result = new List<int>();
+        for (int i = 0; i < _segments.Count; i++)
+        {
+            Segment s = _segments[i];
+            if (i != _open && s.Used > 0 && s.Live < liveFraction * SegmentBytes)
+            {
+                result.Add(i);
+            }
+        }
+        result.Sort((a, b) => _segments[a].Live.CompareTo(_segments[b].Live));
+        return result;
+    }
+
+    /// <summary>The slot ids of a segment's extents (some may be dead or reused: check each slot's location).</summary>
+    public IReadOnlyList<uint> SlotsOf(int segment) => _segments[segment].Slots;
+
+    /// <summary>Reads a whole segment into <paramref name="destination"/> (page-aligned, <see cref="SegmentBytes"/>).</summary>
+    public Errno ReadSegment(int segment, byte* destination)
+    {
+        int length = (_segments[segment].Used + SharedLayout.PageSize - 1) & ~(SharedLayout.PageSize - 1);
+        return Interop.CramNative.BackingFileRead(Descriptor, destination, (ulong)length, (ulong)segment * SegmentBytes) == 0
+            ? Errno.None
+            : Interop.LastErrno();
+    }
+
+    public void Dispose()
+    {
+        _handle.Dispose();
+        NativeMemory.AlignedFree(_buffer);
+    }
+}
