@@ -166,6 +166,28 @@ public sealed unsafe class CramEngine : IDisposable
     internal Writeback? Writeback => _writeback;
     internal Reaper Reaper => _reaper;
 
+    /// <summary>Compacts the backing file's sparse segments now, whatever its dead share (tests). Returns segments emptied.</summary>
+    internal int CompactBackingFile()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        int emptied = 0;
+        Reclaimer.Exclusive(() =>
+        {
+            _reaper.Drain();
+            emptied = _writeback?.CompactSegments(force: true) ?? 0;
+        });
+        return emptied;
+    }
+
+    /// <summary>Runs the reaper's zombie sweep now (tests; the worker runs it every ReclaimWorker.SweepInterval). Returns zombies freed.</summary>
+    internal int SweepZombies()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        int zombies = 0;
+        Reclaimer.Exclusive(() => zombies = _reaper.Sweep());
+        return zombies;
+    }
+
     /// <summary>Writes back at least <paramref name="bytes"/> stored bytes now (benchmarks, tests), whatever the watermarks. Returns pages moved.</summary>
     internal long WriteBack(long bytes)
     {

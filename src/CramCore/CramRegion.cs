@@ -63,8 +63,10 @@ public sealed unsafe class CramRegion : IDisposable
     {
         ThrowIfDisposed();
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
-        long pages = (bytes + SharedLayout.PageSize - 1) >> SharedLayout.PageShift;
-        return _engine.Reclaimer.Reclaim(pages, this) << SharedLayout.PageShift;
+        long pages = (bytes >> SharedLayout.PageShift) + ((bytes & (SharedLayout.PageSize - 1)) != 0 ? 1 : 0); // no overflow at long.MaxValue
+        long evicted = _engine.Reclaimer.Reclaim(pages, this) << SharedLayout.PageShift;
+        _engine.RaisePendingEvents();
+        return evicted;
     }
 
     /// <summary>

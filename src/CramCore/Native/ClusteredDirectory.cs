@@ -132,9 +132,11 @@ internal sealed unsafe class ClusteredDirectory<T> : IDisposable where T : unman
             Array.Resize(ref _wordHint, length);
         }
         var bits = new ulong[WordsPerCluster];
+        _inUse[c] = 0;
         if (c == 0)
         {
-            bits[0] = 1; // id 0 is never handed out; cluster 0 is never freed
+            bits[0] = 1; // id 0 is never handed out (counted as in use, not in Count); cluster 0 is never freed
+            _inUse[0] = 1;
         }
         void* memory = NativeMemory.AllocZeroed((nuint)Size, (nuint)sizeof(T));
         Volatile.Write(ref _directory[c], (ulong)memory); // published before any id in it

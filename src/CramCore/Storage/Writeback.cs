@@ -81,7 +81,7 @@ internal sealed unsafe class Writeback : IDisposable
             int pages = Batch(out long bytes, out bool stop);
             moved += pages;
             movedBytes += bytes;
-            if (_pool.SlackBytes > Math.Max(4L << 20, _pool.UsedBytes / 8))
+            if (_pool.SlackBytes > Math.Max(CompressedPool.ZspagePages * SharedLayout.PageSize, _pool.UsedBytes / 8))
             {
                 _pool.Compact(); // freed objects leave holes; compaction turns them into free memory
             }
