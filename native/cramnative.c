@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -511,9 +512,14 @@ static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t pa
 /* Pages whose stored bytes cannot be trusted are never mapped: poison the page, so this access and
  * every later one gets SIGBUS from the kernel (as on a swap read error), or, without UFFDIO_POISON,
  * send SIGBUS to the faulting thread and let it retry into the signal. */
-static void fail_access(cram_engine* e, uint64_t addr, uint32_t tid)
+static void fail_access(cram_engine* e, uint64_t addr, uint32_t tid, uint64_t slot_id, const char* why)
 {
     add_counter(&e->shared->stats.bad_page_faults, 1);
+    /* The process is about to get SIGBUS: say why, once per fault, as the kernel logs a swap read error. */
+    char line[200];
+    int n = snprintf(line, sizeof line, "cramcore: page at 0x%llx not mapped: %s (slot %llu); SIGBUS to thread %u\n",
+                     (unsigned long long)addr, why, (unsigned long long)slot_id, tid);
+    if (n > 0) { ssize_t w = write(STDERR_FILENO, line, (size_t)(n < (int)sizeof line ? n : (int)sizeof line - 1)); (void)w; }
     if (e->poison) {
         struct uffdio_poison p = { .range = { .start = addr, .len = CRAM_PAGE_SIZE }, .mode = 0 };
         if (ioctl(e->uffd, UFFDIO_POISON, &p) == 0 || errno == EEXIST) return; /* wakes the thread */
@@ -538,8 +544,8 @@ static const unsigned char* file_read(cram_engine* e, uint64_t location, uint32_
 }
 
 /* The native read half of the backend contract (cramnative.h, "Virtual swap"): the page's bytes for
- * `slot`, checked against its checksum, or NULL if they cannot be trusted (counted). */
-static const void* slot_read(cram_engine* e, cram_slot* slot, uint64_t** counter)
+ * `slot`, checked against its checksum, or NULL if they cannot be trusted (counted; *why says why). */
+static const void* slot_read(cram_engine* e, cram_slot* slot, uint64_t** counter, const char** why)
 {
     cram_shared* s = e->shared;
     const unsigned char* stored;
@@ -554,15 +560,18 @@ static const void* slot_read(cram_engine* e, cram_slot* slot, uint64_t** counter
         stored = (const unsigned char*)(uintptr_t)handle_get(s->handle_directory, slot->location)->address;
         break;
     case CRAM_BACKEND_FILE:
-        if (!(stored = file_read(e, slot->location, slot->length))) return NULL;
+        if (!(stored = file_read(e, slot->location, slot->length))) { *why = "backing-file read failed twice"; return NULL; }
         add_counter(&s->stats.faults_swapin_file, 1);
         break;
     default:
         add_counter(&s->stats.service_errors, 1);
+        *why = "slot names no backend";
         return NULL;
     }
     if (crc32c(stored, slot->length) != slot->checksum) {
         add_counter(&s->stats.checksum_failures, 1);
+        *why = slot->backend == CRAM_BACKEND_FILE ? "stored copy in the backing file failed its checksum"
+                                                  : "stored copy in the pool failed its checksum";
         return NULL;
     }
     if (slot_flags(slot) & CRAM_SLOT_RAW) {
@@ -572,6 +581,7 @@ static const void* slot_read(cram_engine* e, cram_slot* slot, uint64_t** counter
     *counter = &s->stats.faults_swapin_lz4;
     if (LZ4_decompress_safe((const char*)stored, (char*)e->page_buf, (int)slot->length, CRAM_PAGE_SIZE) != (int)CRAM_PAGE_SIZE) {
         add_counter(&s->stats.service_errors, 1); /* checksum matched: the copy was stored wrong */
+        *why = "stored copy does not decompress";
         return NULL;
     }
     return e->page_buf;
@@ -587,9 +597,10 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
     uint64_t* counter = &s->stats.faults_swapin_same;
     if (id != CRAM_SLOT_ZERO) {
         cram_slot* slot = slot_get(s, id);
-        if ((slot_flags(slot) & CRAM_SLOT_BAD) || !(src = slot_read(e, slot, &counter))) {
+        const char* why = "stored copy was found bad before";
+        if ((slot_flags(slot) & CRAM_SLOT_BAD) || !(src = slot_read(e, slot, &counter, &why))) {
             slot_flags_or(slot, CRAM_SLOT_BAD); /* stays EVICTED and named; freed with its region */
-            fail_access(e, addr, tid);
+            fail_access(e, addr, tid, id, why);
             return;
         }
         if (!write) slot_flags_or(slot, CRAM_SLOT_REFERENCED); /* writeback: recently used */

@@ -1,0 +1,80 @@
+using CramCore;
+
+// Scenarios a test must watch from outside, because the process is meant to die:
+//   corrupt-pool  a stored copy in the pool has one byte flipped, then its page is read
+//   corrupt-file  the same for a copy written back to the backing file
+//   truncate-file the backing file loses its data (reads come back short: a read error)
+// Each prints "reading" before the fatal read and "read returned" if it ever comes back.
+if (args.Length != 2)
+{
+    Console.Error.WriteLine("usage: CramCore.FaultChild corrupt-pool|corrupt-file|truncate-file DIRECTORY");
+    return 2;
+}
+string scenario = args[0];
+string file = Path.Combine(args[1], "swap");
+bool toFile = scenario != "corrupt-pool";
+const int Pages = 64;
+const int P = 4096;
+
+using var engine = CramEngine.Create(new CramOptions
+{
+    BackingFile = toFile ? file : null,
+    KeepBackingFile = true,
+    CompressedPoolLimitBytes = toFile ? 1 << 20 : 0,
+    PoolArenaBytes = 1 << 20,
+});
+using var region = engine.CreateRegion(Pages * P);
+unsafe
+{
+    for (int i = 0; i < Pages; i++)
+    {
+        var words = (long*)(region.Pointer + (long)i * P);
+        for (int w = 0; w < P / 8; w++)
+        {
+            words[w] = (i * 31 + w / 16) % 97; // compresses well, never same-filled
+        }
+    }
+    region.Reclaim(region.Length);
+    if (toFile)
+    {
+        engine.WriteBack(long.MaxValue);
+    }
+    ulong slotId = PageTableEntry.Slot(PageTableEntry.Load(region.PageTableEntries + 7));
+    NativeSlot* slot = engine.Slots.Get(slotId);
+    if (slot->Backend != (toFile ? SlotBackend.File : SlotBackend.Pool))
+    {
+        Console.Error.WriteLine($"setup: page 7 is in {slot->Backend}");
+        return 3;
+    }
+    switch (scenario)
+    {
+        case "corrupt-pool":
+            ((byte*)engine.Pool.AddressOf((uint)slot->Location))[slot->Length / 2] ^= 0x40;
+            break;
+        case "corrupt-file":
+            using (var stream = new FileStream(file, FileMode.Open, FileAccess.ReadWrite))
+            {
+                stream.Position = (long)slot->Location + slot->Length / 2;
+                int b = stream.ReadByte();
+                stream.Position--;
+                stream.WriteByte((byte)(b ^ 0x40));
+            }
+            break;
+        case "truncate-file":
+            using (var stream = new FileStream(file, FileMode.Open, FileAccess.ReadWrite))
+            {
+                stream.SetLength(0);
+            }
+            break;
+        default:
+            Console.Error.WriteLine($"unknown scenario {scenario}");
+            return 2;
+    }
+    // Another page reads back fine first: only the damaged one fails.
+    Console.Out.WriteLine($"page 3 reads {region.Pointer[3L * P + 8]} (file {scenario != "truncate-file"})");
+    Console.Out.WriteLine("reading");
+    Console.Out.Flush();
+    byte value = region.Pointer[7L * P + 100];
+    Console.Out.WriteLine($"read returned {value}");
+    return 0;
+}

@@ -1,0 +1,59 @@
+using System.Diagnostics;
+
+namespace CramCore.Tests;
+
+/// <summary>
+/// A stored copy that fails its checksum, or a backing-file read that fails, is never mapped: the
+/// faulting thread gets SIGBUS (the page is poisoned), as the kernel does on a swap read error. The
+/// process dies of it (the .NET runtime turns SIGBUS in managed code into a fatal
+/// AccessViolationException, exit 134), so each case runs in a child process (CramCore.FaultChild)
+/// and the test checks how it ended.
+/// </summary>
+[Trait("Category", TestCategory.Userfaultfd)]
+public sealed class CorruptionTests
+{
+    [Theory]
+    [InlineData("corrupt-pool", "stored copy in the pool failed its checksum")]
+    [InlineData("corrupt-file", "stored copy in the backing file failed its checksum")]
+    [InlineData("truncate-file", "backing-file read failed twice")]
+    public void BadStoredCopy_IsNeverMapped_TheReaderGetsSigbus(string scenario, string reason)
+    {
+        string dir = Directory.CreateTempSubdirectory("cramcore-corrupt-").FullName;
+        try
+        {
+            (int exit, string stdout, string stderr) = RunChild(scenario, dir);
+            Assert.True(exit != 0, $"the child exited normally:\n{stdout}\n{stderr}");
+            Assert.DoesNotContain("read returned", stdout); // no garbage, no zeros: the read never completed
+            Assert.Contains("cramcore: page at 0x", stderr);
+            Assert.Contains(reason, stderr);
+            Assert.Contains("SIGBUS", stderr);
+            if (scenario != "truncate-file")
+            {
+                Assert.Contains("reading", stdout); // the healthy page before it read back fine
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private static (int Exit, string Stdout, string Stderr) RunChild(string scenario, string dir)
+    {
+        string child = Path.Combine(AppContext.BaseDirectory, "CramCore.FaultChild.dll");
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(child);
+        start.ArgumentList.Add(scenario);
+        start.ArgumentList.Add(dir);
+        start.Environment["DOTNET_DbgEnableMiniDump"] = "0";
+        using var process = Process.Start(start)!;
+        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
+        Task<string> stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(60_000))
+        {
+            process.Kill(entireProcessTree: true);
+            Assert.Fail($"{scenario}: the child hung");
+        }
+        return (process.ExitCode, stdout.Result, stderr.Result);
+    }
+}
