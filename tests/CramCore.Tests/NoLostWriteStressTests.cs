@@ -4,7 +4,10 @@ namespace CramCore.Tests;
 
 /// <summary>
 /// Writers, readers, continuous reclaim and forced GCs on one region; every page carries a version
-/// its owner thread also keeps outside the region. Any lost or torn write fails the test.
+/// its owner thread also keeps outside the region. Any lost or torn write fails the test. The
+/// writeback variant adds a backing file with a pool limit far below the data, so pages move to
+/// the file and back while they are written and read, plus a thread that keeps compacting the
+/// file's segments, forcing writeback and sweeping for zombies; every copy is checksummed.
 /// CI runs a few seconds; set CRAMCORE_STRESS_SECONDS for a long soak.
 /// </summary>
 [Trait("Category", TestCategory.Stress)]
@@ -14,16 +17,29 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
 
     private static int Seconds => int.TryParse(Environment.GetEnvironmentVariable("CRAMCORE_STRESS_SECONDS"), out int s) && s > 0 ? s : 4;
 
+    public enum Mode
+    {
+        Plain,
+        ResidentLimit,
+        Writeback,
+    }
+
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void ConcurrentWritesReadsReclaimAndGc_LoseNothing(bool withResidentLimit)
+    [InlineData(Mode.Plain)]
+    [InlineData(Mode.ResidentLimit)]
+    [InlineData(Mode.Writeback)]
+    public void ConcurrentWritesReadsReclaimAndGc_LoseNothing(Mode mode)
     {
         const int pages = 4096, writers = 2;
+        string dir = Directory.CreateTempSubdirectory("cramcore-stress-").FullName;
+        using var cleanup = new DeleteOnDispose(dir);
         using var engine = CramEngine.Create(new CramOptions
         {
-            ResidentLimitBytes = withResidentLimit ? 2L << 20 : 0,
+            ResidentLimitBytes = mode != Mode.Plain ? 2L << 20 : 0,
             FaultServiceSpinMicroseconds = 0,
+            BackingFile = mode == Mode.Writeback ? Path.Combine(dir, "swap") : null,
+            CompressedPoolLimitBytes = mode == Mode.Writeback ? 2L << 20 : 0,
+            PoolArenaBytes = mode == Mode.Writeback ? 1L << 20 : 64L << 20,
         });
         using var region = engine.CreateRegion((long)pages * P);
         long[] versions = new long[pages]; // owned per page by writer (page % writers)
@@ -103,7 +119,27 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             }
         }
 
+        long maintenance = 0;
+        void Maintain()
+        {
+            while (DateTime.UtcNow < stop)
+            {
+                engine.CompactBackingFile();
+                engine.WriteBack(256 << 10);
+                if (engine.SweepZombies() != 0)
+                {
+                    lock (failures) { failures.Add("the reaper found a zombie slot during the run"); }
+                }
+                Interlocked.Increment(ref maintenance);
+                Thread.Sleep(2);
+            }
+        }
+
         var threads = new List<Thread>();
+        if (mode == Mode.Writeback)
+        {
+            threads.Add(new Thread(Maintain));
+        }
         for (int w = 0; w < writers; w++)
         {
             int id = w;
@@ -126,11 +162,23 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             Assert.True(versions[i] < 0 ? TestPages.CheckFilledZero(p) : TestPages.CheckCompressible(p, i, versions[i]), $"page {i} version {versions[i]}");
         }
         var s = engine.GetStats();
-        output.WriteLine($"writes {writes} reads {reads} reclaimed {reclaimed / P} pages, gcs {gcs}; {s}");
+        output.WriteLine($"writes {writes} reads {reads} reclaimed {reclaimed / P} pages, gcs {gcs}, maintenance rounds {maintenance}; {s}");
         Assert.Equal(0, s.ServiceErrors);
+        Assert.Equal(0, s.ChecksumFailures);
+        Assert.Equal(0, s.BadPageFaults);
+        Assert.Equal(0, engine.SweepZombies());
+        if (mode == Mode.Writeback)
+        {
+            Assert.True(s.WritebackPages > 0 && s.RefaultsFromFile > 0, $"writeback {s.WritebackPages}, from file {s.RefaultsFromFile}");
+        }
         Assert.True(s.Evictions > pages, $"evictions {s.Evictions}");
         Assert.True(s.Refaults > 0);
         Assert.True(writes > 1000, $"writes {writes}");
         Assert.True(gcs > 3, $"gcs {gcs}");
     }
+}
+
+internal sealed class DeleteOnDispose(string directory) : IDisposable
+{
+    public void Dispose() => Directory.Delete(directory, recursive: true);
 }
