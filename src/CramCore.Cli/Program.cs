@@ -61,7 +61,15 @@ pool.SetAction(r => Guard(() =>
     int pages = r.GetValue(poolPagesOption) is > 0 and var n ? n : source.CorpusPages > 0 ? source.CorpusPages : 8192;
     return BenchPoolCommand.Run(source, pages, r.GetValue(jsonOption));
 }));
+var writebackPagesOption = new Option<int>("--pages") { Description = "Pages to write, reclaim and half write back (256 MiB by default).", DefaultValueFactory = _ => 65536 };
+var dirOption = new Option<string?>("--dir") { Description = "Directory for the backing file (default: the temp directory); it is unlinked at once." };
+var writeback = new Command("writeback", "The backing-file tier: compressed writeback throughput and bytes, swap-in from the file next to the pool, slot metadata, checksum cost.")
+{
+    writebackPagesOption, corpusOption, dirOption, jsonOption,
+};
+writeback.SetAction(r => Guard(() => BenchWritebackCommand.Run(r.GetValue(writebackPagesOption), r.GetValue(corpusOption), r.GetValue(dirOption), r.GetValue(jsonOption))));
 bench.Subcommands.Add(faults);
+bench.Subcommands.Add(writeback);
 bench.Subcommands.Add(alloc);
 bench.Subcommands.Add(pool);
 bench.Subcommands.Add(reclaim);

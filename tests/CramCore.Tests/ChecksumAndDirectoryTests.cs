@@ -43,8 +43,10 @@ public sealed unsafe class ChecksumAndDirectoryTests
         {
             directory.Free(id);
         }
-        Assert.True(directory.MetadataBytes < twoClusters * 2 / 3, $"{directory.MetadataBytes} of {twoClusters}");
-        Assert.False(directory.IsAllocated((ulong)perCluster));
+        Assert.True(directory.MetadataBytes < twoClusters, $"{directory.MetadataBytes} of {twoClusters}");
+        Assert.True(directory.TryGet((ulong)perCluster) == null);
+        // Only the pages of records ever handed out count: one cluster, full, is 16 bytes per id.
+        Assert.Equal(perCluster * sizeof(NativeSlot) + SharedLayout.PageSize, directory.MetadataBytes);
         // Freed low ids are reused before higher ones.
         directory.Free(5);
         directory.Free(3);
@@ -52,6 +54,7 @@ public sealed unsafe class ChecksumAndDirectoryTests
         Assert.Equal(5UL, directory.Allocate());
         Assert.Equal((ulong)perCluster, directory.Allocate());
         Assert.Throws<InvalidOperationException>(() => directory.Free(999_999));
+        Assert.Throws<InvalidOperationException>(() => directory.Free(0));
     }
 
     [Fact]

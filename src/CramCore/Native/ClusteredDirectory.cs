@@ -1,4 +1,3 @@
-using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
@@ -7,27 +6,30 @@ namespace CramCore.Native;
 /// <summary>
 /// A two-level radix table of <typeparamref name="T"/> records shared with native code (the slot
 /// table and the pool's handle table; layout in cramnative.h, "Clustered directories"):
-/// <c>directory[id &gt;&gt; 14]</c> is the address of a cluster of 16384 records, allocated zeroed
-/// the first time an id in it is handed out and published (release) before that id is, and freed
-/// again when its last id is given back: metadata exists only for ids in use. Native code only looks
-/// up records of ids it was handed (named by a page-table entry), so a cluster is never freed under
-/// it. Ids are handed out lowest-first (the lowest cluster with room, the lowest id in it), which
-/// keeps the ids in use dense and lets emptied clusters go. Id 0 is never handed out. Thread-safe.
+/// <c>directory[id &gt;&gt; 14]</c> is the address of a cluster of 16384 records, allocated the
+/// first time an id in it is handed out and published (release) before that id is, and freed again
+/// when its last id is given back. Metadata exists only for ids in use: a cluster is a lazily
+/// committed zeroed mapping (calloc of 256 KiB is an mmap), ids are handed out lowest-first (the
+/// lowest cluster with room; in it, the last id freed, else the next never-used one), so only the
+/// pages holding records ever handed out cost memory, and there is no side table: a free record's
+/// first 4 bytes link its cluster's free list (the caller zeroed the rest). Native code only looks
+/// up records of ids it was handed (named by a page-table entry), so a cluster is never freed
+/// under it. Id 0 is never handed out. Thread-safe.
 /// </summary>
 internal sealed unsafe class ClusteredDirectory<T> : IDisposable where T : unmanaged
 {
     private const int Size = SharedLayout.DirectoryClusterSize;
-    private const int WordsPerCluster = Size / 64;
+    private const int NoFree = -1;
 
     private readonly string _name;
     private readonly ulong* _directory;
     private readonly Lock _lock = new();
-    private ulong[]?[] _allocated = new ulong[]?[16]; // per cluster: bit set = id handed out
-    private int[] _inUse = new int[16];                // per cluster: ids handed out
-    private int[] _wordHint = new int[16];             // per cluster: no free id below this bitmap word
-    private int _clusters;          // clusters allocated now
-    private int _clusterLimit;      // 1 + highest cluster index ever allocated
-    private int _lowestWithRoom;    // no cluster below this has a free id
+    private int[] _inUse = new int[16];    // per cluster: ids handed out (id 0 counts in cluster 0)
+    private int[] _fresh = new int[16];    // per cluster: records below this were handed out at some time
+    private int[] _freeHead = new int[16]; // per cluster: index of the last record freed, or NoFree
+    private int _clusters;
+    private int _clusterLimit;   // 1 + highest cluster index allocated now or before
+    private int _lowestWithRoom; // no cluster below this has a free id
     private long _count;
     private bool _disposed;
 
@@ -35,7 +37,7 @@ internal sealed unsafe class ClusteredDirectory<T> : IDisposable where T : unman
     public ClusteredDirectory(string name)
     {
         _name = name;
-        // 2 MiB of address space; calloc maps it lazily, so only the pages of clusters in use cost memory.
+        // 2 MiB of address space; calloc maps it lazily, so only the pages naming clusters cost memory.
         _directory = (ulong*)NativeMemory.AllocZeroed(SharedLayout.DirectorySize, sizeof(ulong));
     }
 
@@ -45,21 +47,9 @@ internal sealed unsafe class ClusteredDirectory<T> : IDisposable where T : unman
     /// <summary>Ids handed out now.</summary>
     public long Count => Interlocked.Read(ref _count);
 
-    /// <summary>An upper bound of the ids handed out (exclusive).</summary>
-    public ulong IdLimit
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return (ulong)_clusterLimit * Size;
-            }
-        }
-    }
-
     /// <summary>
-    /// Memory the table takes for the ids in use: the clusters' records and allocation bitmaps,
-    /// and the directory's pages that name them.
+    /// Memory the table takes: the pages of each cluster holding records ever handed out (the rest
+    /// of a cluster is never touched) and the directory's pages that name clusters.
     /// </summary>
     public long MetadataBytes
     {
@@ -67,8 +57,15 @@ internal sealed unsafe class ClusteredDirectory<T> : IDisposable where T : unman
         {
             lock (_lock)
             {
-                long directoryPages = ((long)_clusterLimit * sizeof(ulong) + SharedLayout.PageSize - 1) / SharedLayout.PageSize;
-                return _clusters * ((long)Size * sizeof(T) + WordsPerCluster * sizeof(ulong)) + directoryPages * SharedLayout.PageSize;
+                long bytes = ((long)_clusterLimit * sizeof(ulong) + SharedLayout.PageSize - 1) / SharedLayout.PageSize * SharedLayout.PageSize;
+                for (int c = 0; c < _clusterLimit; c++)
+                {
+                    if (_directory[c] != 0)
+                    {
+                        bytes += ((long)_fresh[c] * sizeof(T) + SharedLayout.PageSize - 1) / SharedLayout.PageSize * SharedLayout.PageSize;
+                    }
+                }
+                return bytes;
             }
         }
     }
@@ -78,25 +75,31 @@ internal sealed unsafe class ClusteredDirectory<T> : IDisposable where T : unman
     public T* Get(ulong id) =>
         (T*)_directory[id >> SharedLayout.DirectoryClusterShift] + (id & (SharedLayout.DirectoryClusterSize - 1));
 
-    /// <summary>Whether <paramref name="id"/> is handed out now (its cluster exists); for ids remembered elsewhere that may have been freed.</summary>
-    public bool IsAllocated(ulong id)
+    /// <summary>
+    /// The record of an id remembered elsewhere (a queue, a list) that may have been freed since,
+    /// or null if its cluster is gone; a record that exists may be free (the caller's own "free"
+    /// marking tells). Only where no id is handed out or freed meanwhile (the maintenance lock).
+    /// </summary>
+    public T* TryGet(ulong id)
     {
-        lock (_lock)
+        ulong c = id >> SharedLayout.DirectoryClusterShift;
+        if (id == 0 || c >= (ulong)Volatile.Read(ref _clusterLimit))
         {
-            int c = (int)(id >> SharedLayout.DirectoryClusterShift);
-            int index = (int)(id & (SharedLayout.DirectoryClusterSize - 1));
-            return id != 0 && c < _allocated.Length && _allocated[c] is { } bits && (bits[index >> 6] & (1UL << index)) != 0;
+            return null;
         }
+        ulong cluster = Volatile.Read(ref _directory[c]);
+        ulong index = id & (SharedLayout.DirectoryClusterSize - 1);
+        return cluster == 0 || index >= (ulong)_fresh[c] ? null : (T*)cluster + index;
     }
 
-    /// <summary>Hands out the lowest free id; its record is zeroed (never used) or as <see cref="Free"/>'s caller left it.</summary>
+    /// <summary>Hands out the lowest free id; its record is zeroed (the caller of <see cref="Free"/> zeroed it, bar the link, which is cleared here).</summary>
     /// <exception cref="InvalidOperationException">All 2^32 ids are in use.</exception>
     public ulong Allocate()
     {
         lock (_lock)
         {
             int c = _lowestWithRoom;
-            while (c < _clusterLimit && _allocated[c] is { } used && _inUse[c] == Size)
+            while (c < _clusterLimit && _directory[c] != 0 && _inUse[c] == Size)
             {
                 c++;
             }
@@ -105,62 +108,62 @@ internal sealed unsafe class ClusteredDirectory<T> : IDisposable where T : unman
                 throw new InvalidOperationException($"The {_name} is full (2^32 entries).");
             }
             _lowestWithRoom = c;
-            ulong[] bits = _allocated.Length > c && _allocated[c] is { } existing ? existing : NewCluster(c);
-            for (int w = _wordHint[c]; w < WordsPerCluster; w++)
+            if (c >= _clusterLimit || _directory[c] == 0)
             {
-                if (bits[w] != ulong.MaxValue)
-                {
-                    _wordHint[c] = w;
-                    int b = BitOperations.TrailingZeroCount(~bits[w]);
-                    bits[w] |= 1UL << b;
-                    _inUse[c]++;
-                    _count++;
-                    return ((ulong)c << SharedLayout.DirectoryClusterShift) | (uint)(w * 64 + b);
-                }
+                NewCluster(c);
             }
-            throw new InvalidOperationException($"The {_name}'s cluster {c} has no free id although its count says so.");
+            T* records = (T*)_directory[c];
+            int index;
+            if (_freeHead[c] != NoFree)
+            {
+                index = _freeHead[c];
+                int* link = (int*)(records + index);
+                _freeHead[c] = *link;
+                *link = 0;
+            }
+            else
+            {
+                index = _fresh[c]++;
+            }
+            _inUse[c]++;
+            _count++;
+            return ((ulong)c << SharedLayout.DirectoryClusterShift) | (uint)index;
         }
     }
 
-    private ulong[] NewCluster(int c)
+    private void NewCluster(int c)
     {
-        if (c >= _allocated.Length)
+        if (c >= _inUse.Length)
         {
-            int length = Math.Min(SharedLayout.DirectorySize, Math.Max(c + 1, _allocated.Length * 2));
-            Array.Resize(ref _allocated, length);
+            int length = Math.Min(SharedLayout.DirectorySize, Math.Max(c + 1, _inUse.Length * 2));
             Array.Resize(ref _inUse, length);
-            Array.Resize(ref _wordHint, length);
-        }
-        var bits = new ulong[WordsPerCluster];
-        _inUse[c] = 0;
-        if (c == 0)
-        {
-            bits[0] = 1; // id 0 is never handed out (counted as in use, not in Count); cluster 0 is never freed
-            _inUse[0] = 1;
+            Array.Resize(ref _fresh, length);
+            Array.Resize(ref _freeHead, length);
         }
         void* memory = NativeMemory.AllocZeroed((nuint)Size, (nuint)sizeof(T));
         Volatile.Write(ref _directory[c], (ulong)memory); // published before any id in it
-        _allocated[c] = bits;
-        _wordHint[c] = 0;
+        _inUse[c] = c == 0 ? 1 : 0; // id 0 is never handed out; cluster 0 is never freed
+        _fresh[c] = c == 0 ? 1 : 0;
+        _freeHead[c] = NoFree;
         _clusters++;
         _clusterLimit = Math.Max(_clusterLimit, c + 1);
-        return bits;
     }
 
-    /// <summary>Gives an id back. The cluster is freed with its last id; otherwise the record stays as the caller left it.</summary>
+    /// <summary>
+    /// Gives an id back; the caller has zeroed its record (its first 4 bytes become the free list's
+    /// link). The cluster is freed with its last id. The caller guarantees the id is in use (the
+    /// records carry their own "free" marking: a slot's backend, a handle's length).
+    /// </summary>
     public void Free(ulong id)
     {
         lock (_lock)
         {
             int c = (int)(id >> SharedLayout.DirectoryClusterShift);
             int index = (int)(id & (SharedLayout.DirectoryClusterSize - 1));
-            ulong[]? bits = c < _allocated.Length ? _allocated[c] : null;
-            if (id == 0 || bits is null || (bits[index >> 6] & (1UL << index)) == 0)
+            if (id == 0 || c >= _clusterLimit || _directory[c] == 0 || index >= _fresh[c])
             {
-                throw new InvalidOperationException($"Id {id} of the {_name} freed twice or never handed out.");
+                throw new InvalidOperationException($"Id {id} of the {_name} was never handed out.");
             }
-            bits[index >> 6] &= ~(1UL << index);
-            _wordHint[c] = Math.Min(_wordHint[c], index >> 6);
             _count--;
             _lowestWithRoom = Math.Min(_lowestWithRoom, c);
             if (--_inUse[c] == 0 && c != 0)
@@ -168,40 +171,46 @@ internal sealed unsafe class ClusteredDirectory<T> : IDisposable where T : unman
                 void* memory = (void*)_directory[c];
                 Volatile.Write(ref _directory[c], 0UL);
                 NativeMemory.Free(memory);
-                _allocated[c] = null;
                 _clusters--;
+                return;
             }
+            *(int*)((T*)_directory[c] + index) = _freeHead[c];
+            _freeHead[c] = index;
         }
     }
 
     /// <summary>
-    /// Adds to <paramref name="result"/> every id handed out whose bit in <paramref name="marks"/>
-    /// (<paramref name="markBits"/> bits, id-indexed) is clear: the reaper's sweep.
+    /// Calls <paramref name="visit"/> with the id and record of every record ever handed out in a
+    /// cluster that exists (free ones included: the caller tells them apart). Under the table's
+    /// lock: the visitor must not allocate or free.
     /// </summary>
-    public void CollectUnmarked(ulong* marks, ulong markBits, List<ulong> result)
+    public void ForEachRecord(Action<ulong, nint> visit)
     {
         lock (_lock)
         {
             for (int c = 0; c < _clusterLimit; c++)
             {
-                if (_allocated[c] is not { } bits)
+                if (_directory[c] == 0)
                 {
                     continue;
                 }
-                for (int w = 0; w < WordsPerCluster; w++)
+                T* records = (T*)_directory[c];
+                for (int i = c == 0 ? 1 : 0; i < _fresh[c]; i++)
                 {
-                    ulong first = ((ulong)c << SharedLayout.DirectoryClusterShift) + (ulong)(w * 64);
-                    ulong unmarked = bits[w] & ~(first < markBits ? marks[first >> 6] : 0);
-                    if (c == 0 && w == 0)
-                    {
-                        unmarked &= ~1UL; // id 0
-                    }
-                    while (unmarked != 0)
-                    {
-                        result.Add(first + (ulong)BitOperations.TrailingZeroCount(unmarked));
-                        unmarked &= unmarked - 1;
-                    }
+                    visit(((ulong)c << SharedLayout.DirectoryClusterShift) | (uint)i, (nint)(records + i));
                 }
+            }
+        }
+    }
+
+    /// <summary>An upper bound (exclusive) of the ids handed out.</summary>
+    public ulong IdLimit
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return (ulong)_clusterLimit * Size;
             }
         }
     }

@@ -46,7 +46,11 @@ internal sealed unsafe class SlotTable : IDisposable
     public NativeSlot* Get(ulong id) => _slots.Get(id);
 
     /// <summary>The slot of an id remembered elsewhere (a queue, a segment's list), or null if that id is not in use now.</summary>
-    public NativeSlot* TryGet(ulong id) => _slots.IsAllocated(id) ? _slots.Get(id) : null;
+    public NativeSlot* TryGet(ulong id)
+    {
+        NativeSlot* s = _slots.TryGet(id);
+        return s != null && s->Backend != SlotBackend.Free ? s : null;
+    }
 
     /// <summary>Allocates a slot for a same-filled page (no storage).</summary>
     public ulong AllocateSameFilled(ulong value)
@@ -146,7 +150,15 @@ internal sealed unsafe class SlotTable : IDisposable
     }
 
     /// <summary>Adds every slot in use whose bit in <paramref name="named"/> is clear to <paramref name="result"/> (the reaper's sweep).</summary>
-    public void CollectUnnamed(ulong* named, ulong bits, List<ulong> result) => _slots.CollectUnmarked(named, bits, result);
+    public void CollectUnnamed(ulong* named, ulong bits, List<ulong> result) =>
+        _slots.ForEachRecord((id, record) =>
+        {
+            bool marked = id < bits && (named[id >> 6] & (1UL << (int)(id & 63))) != 0;
+            if (!marked && ((NativeSlot*)record)->Backend != SlotBackend.Free)
+            {
+                result.Add(id);
+            }
+        });
 
     /// <summary>An upper bound (exclusive) of the slot ids in use.</summary>
     public ulong IdLimit => _slots.IdLimit;

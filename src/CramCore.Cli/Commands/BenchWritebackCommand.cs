@@ -1,0 +1,177 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+
+namespace CramCore.Cli.Commands;
+
+/// <summary>What `cram bench writeback --json` prints.</summary>
+internal sealed record WritebackBenchResult(
+    string Source, int Pages, string BackingFile, bool DirectIo,
+    long WritebackPages, double WritebackMbS, long CompressedBytesMoved, long FileBytesWritten,
+    double FileBytesPerCompressedByte, long DecompressedWritebackBytes, double WrittenOverDecompressed,
+    double SwapinFromFileP50Us, double SwapinFromFileP99Us, int FileSamples,
+    double SwapinP50Us, double SwapinP99Us, int PoolSamples,
+    double MetadataBytesPerSlot, double ChecksumNsPerPage, double ChecksumShareOfSwapin,
+    long ChecksumFailures, long Mismatches);
+
+/// <summary>
+/// `cram bench writeback`: the second tier on real pages, in one run. The pages are written and
+/// reclaimed into the pool; the older half of the pool is then written back to the backing file,
+/// still compressed (timed: writeback_mb_s counts logical bytes, 4 KiB per page); then random
+/// evicted pages are read back, each timed and classed by where its copy was (file or pool) when
+/// it was read; every page is verified at the end. decompressed_writeback_bytes is what writing
+/// the same pages decompressed would have written (4 KiB each).
+/// </summary>
+internal static unsafe class BenchWritebackCommand
+{
+    private const int P = PageSource.PageSize;
+
+    public static int Run(int pages, string? corpus, string? directory, bool json)
+    {
+        if (pages is < 1024 or > 4_000_000)
+        {
+            throw new CliException($"--pages: {pages} must be between 1024 and 4000000.");
+        }
+        directory ??= Path.GetTempPath();
+        if (!Directory.Exists(directory))
+        {
+            throw new CliException($"--dir: '{directory}' is not a directory; give one where the backing file can be created.");
+        }
+        PageSource source = corpus is null ? PageSource.Generated() : PageSource.FromCorpus(corpus);
+        byte[] data = BenchSupport.Copy(source, pages);
+        string file = Path.Combine(directory, $"cram-bench-writeback-{Environment.ProcessId}.swap");
+        using var engine = CramEngine.Create(new CramOptions
+        {
+            BackingFile = file,
+            CompressedPoolLimitBytes = Math.Max(64L << 20, (long)pages * P), // never reached: writeback is forced below
+            FaultAroundPages = 16,
+        });
+        using var region = engine.CreateRegion((long)pages * P);
+        Progress(json, $"writing and reclaiming {pages} pages ({(long)pages * P >> 20} MiB) of {source.Description}");
+        data.AsSpan().CopyTo(region.AsSpan<byte>(0, data.Length));
+        region.Reclaim(region.Length);
+        CramStats stored = engine.GetStats();
+        if (stored.StoredBytes == 0)
+        {
+            throw new CliException("--corpus: no page of this corpus was stored compressed; nothing to write back.");
+        }
+
+        // Writeback of the older half of the pool (store order), timed.
+        Progress(json, $"writing back half of {stored.StoredBytes >> 20} MiB stored to {file}");
+        long t0 = Stopwatch.GetTimestamp();
+        long moved = engine.WriteBack(stored.StoredBytes / 2);
+        long elapsed = Stopwatch.GetTimestamp() - t0;
+        CramStats after = engine.GetStats();
+        if (moved == 0)
+        {
+            throw new CliException($"writeback moved nothing ({(after.WritebackPaused ? "writes to the file failed" : "no entry qualified")}).");
+        }
+
+        // Random swap-ins of evicted pages, classed by where the copy was.
+        Progress(json, "timing swap-ins from the file and from the pool");
+        var fromFile = new List<long>();
+        var fromPool = new List<long>();
+        long sum = 0;
+        foreach (int page in BenchSupport.Shuffled(pages, 11).Take(Math.Min(pages, 20_000)))
+        {
+            ulong pte = PageTableEntry.Load(region.PageTableEntries + page);
+            if (PageTableEntry.State(pte) != PageState.Evicted || PageTableEntry.Slot(pte) == SharedLayout.ZeroSlot)
+            {
+                continue;
+            }
+            SlotBackend backend = engine.Slots.Get(PageTableEntry.Slot(pte))->Backend;
+            long* word = (long*)(region.Pointer + (long)page * P + 64);
+            long s0 = Stopwatch.GetTimestamp();
+            sum += *word;
+            long ticks = Stopwatch.GetTimestamp() - s0;
+            (backend == SlotBackend.File ? fromFile : backend == SlotBackend.Pool ? fromPool : null)?.Add(ticks);
+        }
+        GC.KeepAlive(sum);
+
+        // The checksum the fault service computes per page, over the same stored bytes.
+        double checksumNs = ChecksumNsPerPage(data, pages);
+
+        long mismatches = 0;
+        for (int i = 0; i < pages; i++)
+        {
+            if (!region.AsSpan<byte>((long)i * P, P).SequenceEqual(data.AsSpan(i * P, P)))
+            {
+                mismatches++;
+            }
+        }
+        CramStats end = engine.GetStats();
+        double swapinNs = BenchSupport.P50Us(fromPool) * 1000;
+        var result = new WritebackBenchResult(
+            Source: source.Description,
+            Pages: pages,
+            BackingFile: file,
+            DirectIo: engine.File!.Direct,
+            WritebackPages: after.WritebackPages,
+            WritebackMbS: Math.Round(BenchSupport.MBps(after.WritebackPages, elapsed), 1),
+            CompressedBytesMoved: after.WritebackBytes,
+            FileBytesWritten: engine.File.BytesWritten,
+            FileBytesPerCompressedByte: Math.Round((double)engine.File.BytesWritten / after.WritebackBytes, 4),
+            DecompressedWritebackBytes: after.WritebackPages * P,
+            WrittenOverDecompressed: Math.Round((double)engine.File.BytesWritten / (after.WritebackPages * P), 4),
+            SwapinFromFileP50Us: Math.Round(BenchSupport.P50Us(fromFile), 1),
+            SwapinFromFileP99Us: Math.Round(BenchSupport.P99Us(fromFile), 1),
+            FileSamples: fromFile.Count,
+            SwapinP50Us: Math.Round(BenchSupport.P50Us(fromPool), 1),
+            SwapinP99Us: Math.Round(BenchSupport.P99Us(fromPool), 1),
+            PoolSamples: fromPool.Count,
+            MetadataBytesPerSlot: Math.Round(engine.Slots.MetadataBytesPerSlot, 2),
+            ChecksumNsPerPage: Math.Round(checksumNs, 1),
+            ChecksumShareOfSwapin: Math.Round(checksumNs / swapinNs, 4),
+            ChecksumFailures: end.ChecksumFailures,
+            Mismatches: mismatches);
+        return ResultPrinter.Print(result, json, "cram bench writeback");
+    }
+
+    /// <summary>CRC-32C per page over each page's LZ4 copy (what the service checks), best of 3.</summary>
+    private static double ChecksumNsPerPage(byte[] data, int pages)
+    {
+        int n = Math.Min(pages, 16384);
+        int threshold = new CramOptions().CompressionThreshold;
+        var copies = (byte*)NativeMemory.Alloc((nuint)n * P);
+        var lengths = new int[n];
+        try
+        {
+            fixed (byte* src = data)
+            {
+                for (int i = 0; i < n; i++)
+                {
+                    lengths[i] = Interop.Lz4.CompressDefault(src + (long)i * P, copies + (long)i * P, P, threshold);
+                    if (lengths[i] <= 0)
+                    {
+                        Buffer.MemoryCopy(src + (long)i * P, copies + (long)i * P, P, P); // stored raw
+                        lengths[i] = P;
+                    }
+                }
+            }
+            double best = double.MaxValue;
+            uint sink = 0;
+            for (int round = 0; round < 3; round++)
+            {
+                long t0 = Stopwatch.GetTimestamp();
+                for (int i = 0; i < n; i++)
+                {
+                    sink ^= Checksum.Crc32C(copies + (long)i * P, lengths[i]);
+                }
+                best = Math.Min(best, (Stopwatch.GetTimestamp() - t0) * 1e9 / Stopwatch.Frequency / n);
+            }
+            GC.KeepAlive(sink);
+            return best;
+        }
+        finally
+        {
+            NativeMemory.Free(copies);
+        }
+    }
+
+    private static void Progress(bool json, string line)
+    {
+        if (!json)
+        {
+            Console.Error.WriteLine(line);
+        }
+    }
+}
