@@ -423,7 +423,9 @@ static void resident_add(cram_engine* e, uint64_t n)
 /* Before a fault adds a resident page: if resident is at the hard limit, give reclaim a bounded
  * time to catch up. Bounded, because reclaim is managed code that a GC may be suspending; and
  * not at all while reclaim reports it has nothing left to evict (say, incompressible data):
- * then the limit cannot be held and waiting would only slow the application down. */
+ * then the limit cannot be held and waiting would only slow the application down. Called by the
+ * service with the engine lock held; it lets the lock go while it waits, because reclaim takes it
+ * (writeback's slot moves, pool compaction): the caller re-finds its region afterwards. */
 static void throttle(cram_engine* e)
 {
     cram_stats* st = &e->shared->stats;
@@ -436,9 +438,11 @@ static void throttle(cram_engine* e)
     add_counter(&st->throttle_waits, 1);
     uint64_t deadline = now_ns() + (uint64_t)e->config.throttle_max_us * 1000ull;
     struct timespec nap = { 0, 20000 };
+    pthread_mutex_unlock(&e->lock);
     while (__atomic_load_n(&st->resident_pages, __ATOMIC_RELAXED) >= e->config.hard_limit_pages &&
            !__atomic_load_n(stalled, __ATOMIC_ACQUIRE) && now_ns() < deadline)
         nanosleep(&nap, NULL);
+    pthread_mutex_lock(&e->lock);
 }
 
 /* ------------------------------------------------------------------ fault resolution */
@@ -478,7 +482,6 @@ static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t pa
         while (last < hi && CRAM_PTE_STATE(load_acquire(&ptes[last + 1])) == CRAM_PTE_EMPTY) last++;
     }
     uint64_t n = last - first + 1;
-    throttle(e);
     uint64_t addr = r->base + (first << CRAM_PAGE_SHIFT);
     int rc = write ? uffd_copy(e->uffd, addr, e->zero_pages, n << CRAM_PAGE_SHIFT, 0)
                    : uffd_zeropage(e->uffd, addr, n << CRAM_PAGE_SHIFT);
@@ -605,7 +608,6 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
         }
         if (!write) slot_flags_or(slot, CRAM_SLOT_REFERENCED); /* writeback: recently used */
     }
-    throttle(e);
     if (uffd_copy(e->uffd, addr, src, CRAM_PAGE_SIZE, !write) != 0) {
         if (errno != EEXIST) add_counter(&s->stats.service_errors, 1);
         uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
@@ -675,6 +677,10 @@ static void handle_message(cram_engine* e, const struct uffd_msg* m)
     uint64_t addr = m->arg.pagefault.address & ~(uint64_t)(CRAM_PAGE_SIZE - 1);
     cram_region_desc* r = region_find(e, addr);
     if (!r) return; /* region went away after the fault was queued */
+    if (!(m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)) {
+        throttle(e); /* a MISSING fault adds a resident page; the lock may be let go meanwhile */
+        if (!(r = region_find(e, addr))) return;
+    }
     uint64_t page = (addr - r->base) >> CRAM_PAGE_SHIFT;
     if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
         resolve_write_protect(e, r, page);

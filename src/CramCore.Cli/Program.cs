@@ -13,9 +13,11 @@ var sizeOption = new Option<string>("--size") { Description = "Region size (e.g.
 var limitOption = new Option<string>("--limit") { Description = "Resident limit (e.g. 1g).", DefaultValueFactory = _ => "1g" };
 var threadsOption = new Option<int>("--threads") { Description = "Worker threads.", DefaultValueFactory = _ => 2 };
 var secondsOption = new Option<int>("--seconds") { Description = "Length of the random read/write workload.", DefaultValueFactory = _ => 10 };
+var backingFileOption = new Option<string?>("--backing-file") { Description = "Write the coldest compressed pages back to this file (must not exist; unlinked at once), with a pool limit small enough that it happens." };
+var poolLimitOption = new Option<string>("--pool-limit") { Description = "Compressed pool limit (e.g. 256m); default: none, or size/16 with --backing-file.", DefaultValueFactory = _ => "0" };
 var demo = new Command("demo", "Fill a large region with a realistic mix under a resident limit, run a skewed read/write workload, verify every page.")
 {
-    sizeOption, limitOption, threadsOption, secondsOption, corpusOption, jsonOption,
+    sizeOption, limitOption, threadsOption, secondsOption, corpusOption, backingFileOption, poolLimitOption, jsonOption,
 };
 demo.SetAction(r => Guard(() => DemoCommand.Run(new DemoCommand.Settings(
     Measure.ParseSize(r.GetValue(sizeOption)!, "--size"),
@@ -23,7 +25,9 @@ demo.SetAction(r => Guard(() => DemoCommand.Run(new DemoCommand.Settings(
     r.GetValue(threadsOption),
     r.GetValue(secondsOption),
     r.GetValue(corpusOption),
-    r.GetValue(jsonOption)))));
+    r.GetValue(jsonOption),
+    r.GetValue(backingFileOption),
+    Measure.ParseSize(r.GetValue(poolLimitOption)!, "--pool-limit")))));
 root.Subcommands.Add(demo);
 
 // cram bench faults|reclaim

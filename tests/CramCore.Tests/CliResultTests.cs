@@ -30,6 +30,10 @@ public sealed class CliResultTests
         Assert.Equal(["source", "pages", "objects", "same_filled_pages", "incompressible_pages", "object_bytes", "pool_bytes", "density",
             "metadata_bytes_per_object", "store_ns", "freed_objects", "free_bytes_before_compaction", "compaction_returned_bytes",
             "compaction_recovered", "density_after_compaction", "compaction_ms", "objects_moved", "classes_in_use", "verified"], Keys<PoolBenchResult>());
+        Assert.Equal(["source", "pages", "backing_file", "direct_io", "writeback_pages", "writeback_mb_s", "compressed_bytes_moved",
+            "file_bytes_written", "file_bytes_per_compressed_byte", "decompressed_writeback_bytes", "written_over_decompressed",
+            "swapin_from_file_p50_us", "swapin_from_file_p99_us", "file_samples", "swapin_p50_us", "swapin_p99_us", "pool_samples",
+            "metadata_bytes_per_slot", "checksum_ns_per_page", "checksum_share_of_swapin", "checksum_failures", "mismatches"], Keys<WritebackBenchResult>());
     }
 
     [Fact]
@@ -45,7 +49,8 @@ public sealed class CliResultTests
             "zero_fill_faults", "refaults", "write_protect_faults", "evictions", "cancelled_evictions", "incompressible_pages",
             "estimator_skipped_pages", "estimator_mispredicted_compressible", "estimator_false_incompressible", "estimator_audits",
             "throttled_faults", "service_errors", "reads", "writes", "swapin_samples", "swapin_p50_us", "swapin_p99_us", "fill_s",
-            "workload_s", "verify_s", "mismatches"], Keys<DemoResult>());
+            "workload_s", "verify_s", "mismatches", "backing_file", "pool_limit_bytes", "writeback_pages", "writeback_bytes", "file_pages",
+            "backing_file_bytes", "refaults_from_file", "checksum_failures"], Keys<DemoResult>());
         Assert.Equal(["source", "pages", "bytes", "unreadable_bytes", "zero_fraction", "same_filled_fraction", "compressible_fraction",
             "incompressible_fraction", "lz4_ratio_p10", "lz4_ratio_p50", "lz4_ratio_p90", "threshold_bytes", "estimator_agreement",
             "estimator_confident_fraction", "estimator_false_incompressible", "saved_bytes", "saved_fraction", "seconds"], Keys<AnalyzeResult>());

@@ -11,7 +11,9 @@ internal sealed record DemoResult(
     long CancelledEvictions, long IncompressiblePages, long EstimatorSkippedPages, long EstimatorMispredictedCompressible,
     long EstimatorFalseIncompressible, long EstimatorAudits, long ThrottledFaults, long ServiceErrors,
     long Reads, long Writes, long SwapinSamples, double SwapinP50Us, double SwapinP99Us,
-    double FillS, double WorkloadS, double VerifyS, long Mismatches);
+    double FillS, double WorkloadS, double VerifyS, long Mismatches,
+    string? BackingFile, long PoolLimitBytes, long WritebackPages, long WritebackBytes, long FilePages,
+    long BackingFileBytes, long RefaultsFromFile, long ChecksumFailures);
 
 /// <summary>
 /// `cram demo`: fills a large region with a realistic mix under a resident limit, runs a skewed
@@ -20,7 +22,8 @@ internal sealed record DemoResult(
 /// </summary>
 internal static unsafe class DemoCommand
 {
-    internal sealed record Settings(long SizeBytes, long LimitBytes, int Threads, int Seconds, string? Corpus, bool Json);
+    internal sealed record Settings(long SizeBytes, long LimitBytes, int Threads, int Seconds, string? Corpus, bool Json,
+        string? BackingFile = null, long PoolLimitBytes = 0);
 
     private sealed class Phase(string name, long total)
     {
@@ -48,8 +51,20 @@ internal static unsafe class DemoCommand
         {
             throw new CliException($"--seconds: {s.Seconds} must be between 0 and 86400.");
         }
+        if (s.PoolLimitBytes < 0 || (s.PoolLimitBytes > 0 && s.PoolLimitBytes < 1L << 20))
+        {
+            throw new CliException($"--pool-limit: {Measure.Bytes(s.PoolLimitBytes)} must be at least 1m, or 0 for the default.");
+        }
+        // With a backing file, a pool far smaller than the data, so writeback runs.
+        long poolLimit = s.PoolLimitBytes > 0 ? s.PoolLimitBytes : s.BackingFile is null ? 0 : Math.Max(16L << 20, s.SizeBytes / 16);
         PageSource source = s.Corpus is null ? PageSource.Generated() : PageSource.FromCorpus(s.Corpus);
-        using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = s.LimitBytes });
+        using var engine = CramEngine.Create(new CramOptions
+        {
+            ResidentLimitBytes = s.LimitBytes,
+            BackingFile = s.BackingFile,
+            CompressedPoolLimitBytes = poolLimit,
+            PoolArenaBytes = poolLimit is > 0 and < 64L << 20 ? 1L << 20 : 64L << 20,
+        });
         using var region = engine.CreateRegion(s.SizeBytes);
         long pages = region.Length / PageSource.PageSize;
         var checksums = new ulong[pages];
@@ -64,6 +79,10 @@ internal static unsafe class DemoCommand
         if (!s.Json)
         {
             AnsiConsole.MarkupLine($"[bold]cram demo[/]: {Measure.Bytes(region.Length)} region, {Measure.Bytes(s.LimitBytes)} resident limit, {s.Threads} threads, {source.Description}, userfaultfd {engine.UserfaultfdMode}");
+            if (s.BackingFile is not null)
+            {
+                AnsiConsole.MarkupLine($"backing file [bold]{Markup.Escape(s.BackingFile)}[/] (unlinked), pool limit {Measure.Bytes(poolLimit)}: the coldest compressed pages are written back to it");
+            }
         }
 
         void RunPhase(Phase phase, Action<int> body)
@@ -224,7 +243,15 @@ internal static unsafe class DemoCommand
             FillS: Math.Round(fill.Elapsed.TotalSeconds, 2),
             WorkloadS: Math.Round(work.Elapsed.TotalSeconds, 2),
             VerifyS: Math.Round(verify.Elapsed.TotalSeconds, 2),
-            Mismatches: mismatches);
+            Mismatches: mismatches,
+            BackingFile: s.BackingFile,
+            PoolLimitBytes: poolLimit,
+            WritebackPages: stats.WritebackPages,
+            WritebackBytes: stats.WritebackBytes,
+            FilePages: stats.FilePages,
+            BackingFileBytes: stats.BackingFileBytes,
+            RefaultsFromFile: stats.RefaultsFromFile,
+            ChecksumFailures: stats.ChecksumFailures);
         if (s.Json)
         {
             Console.WriteLine(ResultPrinter.ToJson(result));
@@ -236,6 +263,10 @@ internal static unsafe class DemoCommand
             table.AddRow("resident now / peak", $"{Measure.Bytes(stats.ResidentBytes)} / {Measure.Bytes(stats.PeakResidentBytes)} ({peakOverLimit:P1} of limit)");
             table.AddRow("stored (compressed) / pool memory", $"{Measure.Bytes(stats.StoredBytes)} / {Measure.Bytes(stats.PoolBytes)}");
             table.AddRow("same-filled pages", $"{stats.SameFilledPages:N0}");
+            if (s.BackingFile is not null)
+            {
+                table.AddRow("backing file: pages / bytes on disk", $"{stats.FilePages:N0} / {Measure.Bytes(stats.BackingFileBytes)} ({Measure.Bytes(stats.WritebackBytes)} written back, {stats.RefaultsFromFile:N0} swap-ins from it)");
+            }
             table.AddRow("effective ratio (logical / (resident + pool))", $"{stats.EffectiveRatio:0.00}x");
             table.AddRow("faults: zero-fill / refault / write-protect", $"{stats.ZeroFillFaults:N0} / {stats.Refaults:N0} / {stats.WriteProtectFaults:N0}");
             table.AddRow("swap-in latency p50 / p99", $"{p50:0.0} us / {p99:0.0} us ({all.Count:N0} samples)");
@@ -247,7 +278,7 @@ internal static unsafe class DemoCommand
             table.AddRow("integrity check", mismatches == 0 ? $"[green]all {pages:N0} pages match[/]" : $"[red]{mismatches:N0} pages differ (first: {string.Join(", ", firstMismatches)})[/]");
             AnsiConsole.Write(table);
         }
-        return mismatches == 0 && stats.ServiceErrors == 0 ? 0 : 1;
+        return mismatches == 0 && stats.ServiceErrors == 0 && stats.ChecksumFailures == 0 ? 0 : 1;
     }
 
     private static bool GcdIsNotOne(ulong a, ulong b)
@@ -266,7 +297,8 @@ internal static unsafe class DemoCommand
         string Line()
         {
             var st = engine.GetStats();
-            return $"resident {Measure.Bytes(st.ResidentBytes)}, stored {Measure.Bytes(st.StoredBytes)}, refaults {st.Refaults:N0}, evictions {st.Evictions:N0}";
+            string file = st.BackingFileBytes > 0 ? $", file {Measure.Bytes(st.BackingFileBytes)}" : "";
+            return $"resident {Measure.Bytes(st.ResidentBytes)}, stored {Measure.Bytes(st.StoredBytes)}{file}, refaults {st.Refaults:N0}, evictions {st.Evictions:N0}";
         }
         if (quiet)
         {
