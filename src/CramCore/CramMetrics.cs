@@ -31,6 +31,17 @@ internal static class CramMetrics
         Counter("cramcore.estimator.mispredicted_compressible", "{page}", "Pages predicted compressible that did not compress", s => s.MispredictedCompressiblePages);
         Counter("cramcore.estimator.audits", "{page}", "Predicted-incompressible pages compressed anyway to audit the estimator", s => s.EstimatorAudits);
         Counter("cramcore.estimator.false_incompressible", "{page}", "Audited pages that did compress", s => s.FalseIncompressiblePages);
+        Gauge("cramcore.backing_file", "By", "Bytes of backing-file segments in use", s => s.BackingFileBytes);
+        Gauge("cramcore.backing_file.live", "By", "Bytes of backing-file extents pages still name", s => s.BackingFileLiveBytes);
+        Gauge("cramcore.backing_file.dead", "By", "Bytes of backing-file extents awaiting segment compaction", s => s.BackingFileDeadBytes);
+        Gauge("cramcore.file_pages", "{page}", "Evicted pages whose copy is in the backing file", s => s.FilePages);
+        Counter("cramcore.writeback.pages", "{page}", "Pages written back to the backing file, still compressed", s => s.WritebackPages);
+        Counter("cramcore.writeback.bytes", "By", "Stored bytes written back to the backing file", s => s.WritebackBytes);
+        Counter("cramcore.faults.refault_from_file", "{fault}", "Swap-ins read from the backing file", s => s.RefaultsFromFile);
+        Counter("cramcore.errors.checksum", "{page}", "Stored copies that failed their checksum (never mapped; SIGBUS)", s => s.ChecksumFailures);
+        Counter("cramcore.errors.read", "{read}", "Backing-file reads that failed twice (never mapped; SIGBUS)", s => s.ReadErrors);
+        Counter("cramcore.errors.write", "{write}", "Failed writes to the backing file (entries stayed in the pool)", s => s.WriteErrors);
+        Counter("cramcore.zombies_reaped", "{slot}", "Slots no page named, found and freed by the reaper", s => s.ZombiesReaped);
     }
 
     private static void Gauge(string name, string unit, string description, Func<CramStats, long> read) =>

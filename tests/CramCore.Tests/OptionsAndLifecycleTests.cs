@@ -16,6 +16,13 @@ public sealed unsafe class OptionsAndLifecycleTests
         { nameof(CramOptions.FaultAroundPages), o => o.FaultAroundPages = 0 },
         { nameof(CramOptions.FaultAroundPages), o => o.FaultAroundPages = 65 },
         { nameof(CramOptions.NativeLibraryPath), o => o.NativeLibraryPath = "/nonexistent/libCramNative.so" },
+        { nameof(CramOptions.BackingFile), o => o.BackingFile = " " },
+        { nameof(CramOptions.CompressedPoolLimitBytes), o => o.BackingFile = "/tmp/x.swap" }, // writeback would never start
+        { nameof(CramOptions.BackingFileLimitBytes), o => o.BackingFileLimitBytes = 4096 },
+        { nameof(CramOptions.WritebackHighWatermark), o => o.WritebackHighWatermark = 1.5 },
+        { nameof(CramOptions.WritebackHighWatermark), o => o.WritebackHighWatermark = double.NaN },
+        { nameof(CramOptions.WritebackLowWatermark), o => o.WritebackLowWatermark = 0.95 },
+        { nameof(CramOptions.WritebackBytesPerSecond), o => o.WritebackBytesPerSecond = -1 },
     };
 
     [Trait("Category", TestCategory.Unit)]

@@ -181,3 +181,81 @@ public sealed unsafe class WritebackTests : IDisposable
         Assert.Contains(kept, e.Message);
     }
 }
+
+/// <summary>Swap-ins racing with writeback and segment compaction of the same entries, with forced GCs.</summary>
+[Trait("Category", TestCategory.Stress)]
+public sealed unsafe class WritebackRaceTests
+{
+    private const int P = TestPages.PageSize;
+
+    [Fact]
+    public void SwapInsDuringWritebackAndCompaction_ReadTheRightBytes()
+    {
+        const int pages = 2048, rounds = 6;
+        string dir = Directory.CreateTempSubdirectory("cramcore-race-").FullName;
+        using var cleanup = new DeleteOnDispose(dir);
+        using var engine = CramEngine.Create(new CramOptions
+        {
+            BackingFile = Path.Combine(dir, "swap"),
+            CompressedPoolLimitBytes = 64L << 20, // never full: writeback is forced while readers fault
+            PoolArenaBytes = 1L << 20,
+            FaultServiceSpinMicroseconds = 0,
+        });
+        using var region = engine.CreateRegion((long)pages * P);
+        var failures = new List<string>();
+        long fromFile = 0;
+        for (int round = 0; round < rounds; round++)
+        {
+            // Half the pages get a new version each round, so the file has dead extents to compact.
+            for (int i = 0; i < pages; i++)
+            {
+                if (round == 0 || i % 2 == round % 2)
+                {
+                    TestPages.WriteCompressible(region.Pointer + (long)i * P, i, round);
+                }
+            }
+            region.Reclaim(region.Length); // everything evicted: copies in the pool, or still in the file
+            int r = round;
+            using var go = new Barrier(3);
+            var writer = new Thread(() =>
+            {
+                go.SignalAndWait();
+                engine.WriteBack(long.MaxValue);   // moves pool entries while they are faulted in
+                engine.CompactBackingFile();       // moves file entries while they are faulted in
+            });
+            var reader = new Thread(() =>
+            {
+                go.SignalAndWait();
+                foreach (int i in Enumerable.Range(0, pages).OrderBy(i => (i * 7919) % pages))
+                {
+                    int version = r == 0 || i % 2 == r % 2 ? r : r - 1;
+                    if (!TestPages.CheckCompressible(region.Pointer + (long)i * P, i, version))
+                    {
+                        lock (failures) { failures.Add($"round {r} page {i}"); }
+                    }
+                }
+            });
+            var collector = new Thread(() =>
+            {
+                go.SignalAndWait();
+                for (int k = 0; k < 20; k++)
+                {
+                    GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+                    Thread.Sleep(1);
+                }
+            });
+            writer.Start();
+            reader.Start();
+            collector.Start();
+            Assert.True(writer.Join(60_000) && reader.Join(60_000) && collector.Join(60_000), "a thread hung");
+            fromFile = engine.GetStats().RefaultsFromFile;
+        }
+        CramStats s = engine.GetStats();
+        Assert.True(failures.Count == 0, string.Join("\n", failures.Take(20)));
+        Assert.True(s.WritebackPages > 0 && fromFile > 0, $"writeback {s.WritebackPages}, swap-ins from the file {fromFile}");
+        Assert.True(s.BackingFileSegmentsCompacted > 0, $"compacted {s.BackingFileSegmentsCompacted}");
+        Assert.Equal(0, s.ChecksumFailures);
+        Assert.Equal(0, s.ServiceErrors);
+        Assert.Equal(0, engine.SweepZombies());
+    }
+}
