@@ -27,6 +27,7 @@ public sealed unsafe class CramEngine : IDisposable
     private readonly Writeback? _writeback;
     private readonly Reaper _reaper;
     private readonly ConcurrentQueue<CramTierEventArgs> _pendingEvents = new();
+    private readonly Lock _eventLock = new(); // events are raised one at a time, in order
     private long _checksumFailuresSeen, _readErrorsSeen;
     private readonly RegionTable _regions = new();
     private readonly ReclaimWorker _worker;
@@ -119,8 +120,8 @@ public sealed unsafe class CramEngine : IDisposable
     /// Something happened in the storage tiers that an operator should know: the pool is full in
     /// ghost mode, writeback paused on a write error or resumed, the backing file is full, a stored
     /// page failed its checksum or could not be read. Raised on the engine's background thread (or
-    /// on the thread that called <see cref="CramRegion.Reclaim"/>), outside the engine's locks;
-    /// keep handlers short. Counters for all of these are in <see cref="GetStats"/>.
+    /// on the thread that called <see cref="CramRegion.Reclaim"/>), one at a time and in order,
+    /// outside the engine's locks; keep handlers short. Counters for all of these are in <see cref="GetStats"/>.
     /// </summary>
     public event EventHandler<CramTierEventArgs>? TierEvent;
 
@@ -145,9 +146,12 @@ public sealed unsafe class CramEngine : IDisposable
             Enqueue(CramTierEventKind.ReadError, $"{read - _readErrorsSeen} read(s) of the backing file failed twice; those pages were not mapped and the faulting threads got SIGBUS ({read} in all).");
             _readErrorsSeen = read;
         }
-        while (_pendingEvents.TryDequeue(out CramTierEventArgs? e))
+        lock (_eventLock)
         {
-            TierEvent?.Invoke(this, e);
+            while (_pendingEvents.TryDequeue(out CramTierEventArgs? e))
+            {
+                TierEvent?.Invoke(this, e);
+            }
         }
     }
 

@@ -106,8 +106,8 @@ public sealed unsafe class WritebackTests : IDisposable
     public void GhostMode_FullPool_StopsReclaim_RaisesPoolFullOnce_LosesNothing()
     {
         using var engine = CramEngine.Create(Options(file: null));
-        var events = new List<CramTierEventArgs>();
-        engine.TierEvent += (_, e) => events.Add(e);
+        var events = new System.Collections.Concurrent.ConcurrentQueue<CramTierEventArgs>();
+        engine.TierEvent += (_, e) => events.Enqueue(e);
         using var region = engine.CreateRegion((long)Pages * P);
         Fill(region);
         long evicted = region.Reclaim(region.Length);
@@ -117,7 +117,7 @@ public sealed unsafe class WritebackTests : IDisposable
         Assert.True(s.PoolFullRejections > 0);
         Assert.Equal(0, s.BackingFileBytes);
         Assert.Single(events, e => e.Kind == CramTierEventKind.PoolFull);
-        Assert.Contains("ghost mode", events[0].Message);
+        Assert.Contains("ghost mode", events.First().Message);
         Verify(region);
     }
 
@@ -125,8 +125,8 @@ public sealed unsafe class WritebackTests : IDisposable
     public void WriteFailure_LeavesEntriesInThePool_PausesWriteback_ThenResumes()
     {
         using var engine = CramEngine.Create(Options());
-        var events = new List<CramTierEventKind>();
-        engine.TierEvent += (_, e) => events.Add(e.Kind);
+        var events = new System.Collections.Concurrent.ConcurrentQueue<CramTierEventKind>();
+        engine.TierEvent += (_, e) => events.Enqueue(e.Kind); // raised on this thread or the engine's
         engine.File!.WriteFaultForTests = _ => Errno.ENOSPC;
         using var region = engine.CreateRegion((long)Pages * P);
         Fill(region);
@@ -136,7 +136,7 @@ public sealed unsafe class WritebackTests : IDisposable
         Assert.True(s.WritebackPaused);
         Assert.Equal(0, s.FilePages);
         Assert.Equal(0, s.BackingFileLiveBytes);
-        Assert.Contains(CramTierEventKind.WritebackPaused, events);
+        Assert.True(SpinWait.SpinUntil(() => events.Contains(CramTierEventKind.WritebackPaused), 5000), string.Join(", ", events));
         Verify(region);
 
         engine.File!.WriteFaultForTests = null; // space returns
@@ -145,7 +145,34 @@ public sealed unsafe class WritebackTests : IDisposable
         s = engine.GetStats();
         Assert.False(s.WritebackPaused);
         Assert.True(s.FilePages > 0);
-        Assert.Contains(CramTierEventKind.WritebackResumed, events);
+        Assert.True(SpinWait.SpinUntil(() => events.Contains(CramTierEventKind.WritebackResumed), 5000), string.Join(", ", events));
+        Verify(region);
+    }
+
+    [Fact]
+    public void RateLimit_BoundsWritebackPerSecond()
+    {
+        const long rate = 1 << 20;
+        var options = Options();
+        options.CompressedPoolLimitBytes = 64L << 20; // room for everything: only forced writeback moves data
+        options.WritebackBytesPerSecond = rate;
+        using var engine = CramEngine.Create(options);
+        using var region = engine.CreateRegion((long)Pages * P);
+        Fill(region);
+        region.Reclaim(region.Length);
+        Thread.Sleep(300);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        engine.WriteBack(long.MaxValue);
+        long first = engine.GetStats().WritebackBytes;
+        // The allowance accrued (at most one second's worth) plus the one batch that may overshoot it.
+        long batch = (long)Writeback.BatchEntries * P;
+        Assert.InRange(first, 1, rate + batch);
+        Thread.Sleep(600);
+        engine.WriteBack(long.MaxValue);
+        long second = engine.GetStats().WritebackBytes;
+        Assert.True(second > first, "the allowance refills over time");
+        double seconds = clock.Elapsed.TotalSeconds + 0.3;
+        Assert.True(second <= rate * seconds + 2 * batch, $"{second} bytes in {seconds:0.00} s at {rate} B/s");
         Verify(region);
     }
 
