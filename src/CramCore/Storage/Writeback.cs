@@ -279,6 +279,7 @@ internal sealed unsafe class Writeback : IDisposable
                 continue; // unreadable now: its extents stay where they are; faults report what they find
             }
             var ids = _file.SlotsOf(segment).ToArray();
+            var moved = new HashSet<uint>();
             int i = 0;
             while (i < ids.Length)
             {
@@ -292,16 +293,25 @@ internal sealed unsafe class Writeback : IDisposable
                 {
                     NativeSlot* s = _slots.TryGet(ids[i]);
                     if (s == null || s->Backend != SlotBackend.File || s->Location / BackingFile.SegmentBytes != (ulong)segment ||
-                        (NativeSlot.LoadFlags(s) & (SlotFlags.Stale | SlotFlags.Bad)) != 0)
+                        (NativeSlot.LoadFlags(s) & (SlotFlags.Stale | SlotFlags.Bad)) != 0 || moved.Contains(ids[i]))
                     {
-                        continue; // dead, reused elsewhere, or about to be freed by the reaper
+                        continue; // dead, elsewhere, about to be freed by the reaper, or moved already
+                    }
+                    // The copy read before any move must still be this extent's bytes (the segment
+                    // can be freed and reopened while it is compacted): never move bytes that do not
+                    // match the checksum; a damaged extent stays where it is for the fault to report.
+                    byte* source = _segmentCopy + (s->Location % BackingFile.SegmentBytes);
+                    if (Checksum.Crc32C(source, s->Length) != s->Checksum)
+                    {
+                        continue;
                     }
                     if (!_file.HasRoom(s->Length))
                     {
                         break;
                     }
                     ulong from = s->Location;
-                    ulong to = _file.Append(_segmentCopy + (from % BackingFile.SegmentBytes), s->Length, ids[i]);
+                    ulong to = _file.Append(source, s->Length, ids[i]);
+                    moved.Add(ids[i]);
                     _moves[n++] = new NativeSlotMove
                     {
                         Slot = ids[i], FromBackend = SlotBackend.File, FromLocation = from, ToBackend = SlotBackend.File, ToLocation = to,
