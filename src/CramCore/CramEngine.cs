@@ -170,58 +170,37 @@ public sealed unsafe class CramEngine : IDisposable
     internal Writeback? Writeback => _writeback;
     internal Reaper Reaper => _reaper;
 
-    /// <summary>Compacts the backing file's sparse segments now, whatever its dead share (tests). Returns segments emptied.</summary>
-    internal int CompactBackingFile()
+    internal RegionTable Regions => _regions;
+
+    /// <summary>Runs <paramref name="action"/> under the maintenance lock, after freeing what faults released; default once the engine is stopping.</summary>
+    private T Maintenance<T>(Func<T> action)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        int emptied = 0;
+        T result = default!;
         Reclaimer.Exclusive(() =>
         {
             _reaper.Drain();
-            emptied = _writeback?.CompactSegments(force: true) ?? 0;
+            result = action();
         });
-        return emptied;
-    }
-
-    /// <summary>Runs the reaper's zombie sweep now (tests; the worker runs it every ReclaimWorker.SweepInterval). Returns zombies freed.</summary>
-    internal int SweepZombies()
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        int zombies = 0;
-        Reclaimer.Exclusive(() => zombies = _reaper.Sweep());
-        return zombies;
-    }
-
-    /// <summary>Writes back at least <paramref name="bytes"/> stored bytes now (benchmarks, tests), whatever the watermarks. Returns pages moved.</summary>
-    internal long WriteBack(long bytes)
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        long moved = 0;
-        if (_writeback is not null)
-        {
-            Reclaimer.Exclusive(() => moved = _writeback.Run(bytes));
-        }
         RaisePendingEvents();
-        return moved;
+        return result;
     }
-    internal RegionTable Regions => _regions;
 
     /// <summary>
     /// Compacts the compressed pool: moves stored pages out of sparsely used pool pages and gives
     /// those back. Background reclaim does this on its own when a quarter of the pool is slack.
     /// Returns the bytes given back.
     /// </summary>
-    public long CompactPool()
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        long given = 0;
-        Reclaimer.Exclusive(() =>
-        {
-            _reaper.Drain();
-            given = _pool.Compact();
-        });
-        return given;
-    }
+    public long CompactPool() => Maintenance(_pool.Compact);
+
+    /// <summary>Compacts the backing file's sparse segments now, whatever its dead share (tests). Returns segments emptied.</summary>
+    internal int CompactBackingFile() => Maintenance(() => _writeback?.CompactSegments(force: true) ?? 0);
+
+    /// <summary>Runs the reaper's zombie sweep now (tests; the worker runs it every ReclaimWorker.SweepInterval). Returns zombies freed.</summary>
+    internal int SweepZombies() => Maintenance(_reaper.Sweep);
+
+    /// <summary>Writes back at least <paramref name="bytes"/> stored bytes now (benchmarks, tests), whatever the watermarks. Returns pages moved.</summary>
+    internal long WriteBack(long bytes) => Maintenance(() => _writeback?.Run(bytes) ?? 0);
 
     /// <summary>
     /// Reserves a region of <paramref name="bytes"/> (rounded up to 4096) of virtual memory. Only

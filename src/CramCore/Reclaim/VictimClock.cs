@@ -11,7 +11,7 @@ namespace CramCore.Reclaim;
 /// </summary>
 internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regions)
 {
-    private readonly VictimQueue _queue = new();
+    private readonly FifoQueue<ulong> _queue = new();
     private ulong _seenLogOverflows;
 
     /// <summary>Pages waiting in the FIFO.</summary>
@@ -30,7 +30,7 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
         int n = 0;
         while (n < victims.Length && _queue.Count > 0 && budget-- > 0)
         {
-            ulong entry = _queue.Dequeue();
+            _queue.TryDequeue(out ulong entry);
             CramRegion? region = regions.Get(FaultLogEntry.RegionOf(entry));
             ulong page = FaultLogEntry.PageOf(entry);
             if (region is null || page >= region.PageCount)
@@ -105,6 +105,6 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
     public void ForgetRegion(uint regionId)
     {
         PullFaultLog();
-        _queue.RemoveRegion(regionId);
+        _queue.Retain(entry => FaultLogEntry.RegionOf(entry) != regionId);
     }
 }

@@ -23,7 +23,7 @@ internal sealed unsafe class SlotTable : IDisposable
         _shared = shared;
         _pool = pool;
         File = file;
-        PoolOrder = file is null ? null : new SlotQueue();
+        PoolOrder = file is null ? null : new FifoQueue<uint>();
         shared->SlotDirectory = _slots.Address;
     }
 
@@ -31,7 +31,7 @@ internal sealed unsafe class SlotTable : IDisposable
     public BackingFile? File { get; }
 
     /// <summary>Pool-resident slots in the order their copies were stored (writeback takes the oldest first); null without a file.</summary>
-    public SlotQueue? PoolOrder { get; }
+    public FifoQueue<uint>? PoolOrder { get; }
 
     public CompressedPool Pool => _pool;
     public long StoredBytes => _pool.ObjectBytes;

@@ -26,7 +26,7 @@ internal sealed unsafe class Writeback : IDisposable
     private readonly SlotTable _slots;
     private readonly CompressedPool _pool;
     private readonly BackingFile _file;
-    private readonly SlotQueue _queue;
+    private readonly FifoQueue<uint> _queue;
     private readonly long _highBytes, _lowBytes, _bytesPerSecond;
     private readonly NativeSlotMove[] _moves = new NativeSlotMove[BatchEntries];
     private readonly byte* _segmentCopy; // a segment read back for compaction

@@ -1,0 +1,64 @@
+namespace CramCore;
+
+/// <summary>
+/// A growable FIFO ring of small values: reclaim's victim queue (page references) and writeback's
+/// pool store order (slot ids). Not thread-safe: each user holds the maintenance lock.
+/// </summary>
+internal sealed class FifoQueue<T> where T : unmanaged
+{
+    private T[] _items = new T[4096];
+    private int _head;
+    private int _count;
+
+    public int Count => Volatile.Read(ref _count);
+
+    public void Enqueue(T item)
+    {
+        if (_count == _items.Length)
+        {
+            var larger = new T[_items.Length * 2];
+            for (int i = 0; i < _count; i++)
+            {
+                larger[i] = _items[(_head + i) & (_items.Length - 1)];
+            }
+            _items = larger;
+            _head = 0;
+        }
+        _items[(_head + _count) & (_items.Length - 1)] = item;
+        _count++;
+    }
+
+    public bool TryDequeue(out T item)
+    {
+        if (_count == 0)
+        {
+            item = default;
+            return false;
+        }
+        item = _items[_head];
+        _head = (_head + 1) & (_items.Length - 1);
+        _count--;
+        return true;
+    }
+
+    public void Clear()
+    {
+        _head = 0;
+        _count = 0;
+    }
+
+    /// <summary>Keeps only the items <paramref name="keep"/> accepts, in order.</summary>
+    public void Retain(Func<T, bool> keep)
+    {
+        int n = _count, kept = 0;
+        for (int i = 0; i < n; i++)
+        {
+            T item = _items[(_head + i) & (_items.Length - 1)];
+            if (keep(item))
+            {
+                _items[(_head + kept++) & (_items.Length - 1)] = item;
+            }
+        }
+        _count = kept;
+    }
+}
