@@ -176,6 +176,58 @@ public sealed unsafe class WritebackTests : IDisposable
         Verify(region);
     }
 
+    /// <summary>
+    /// A real ENOSPC: the backing file on a 512 KiB tmpfs. Writeback fills it, pauses with the
+    /// error, loses nothing; when the file system grows (remount), writeback resumes by itself.
+    /// Needs root to mount; without it the test says so and checks nothing.
+    /// </summary>
+    [Fact]
+    public void FullFileSystem_PausesWriteback_AndResumesWhenSpaceReturns()
+    {
+        if (Environment.UserName != "root")
+        {
+            Console.Error.WriteLine("FullFileSystem test: not root, cannot mount a small tmpfs; the failure-injection test covers the path.");
+            return;
+        }
+        string mount = Path.Combine(_dir, "small");
+        Directory.CreateDirectory(mount);
+        Assert.Equal(0, Run("mount", $"-t tmpfs -o size=512k tmpfs {mount}"));
+        try
+        {
+            var options = Options();
+            options.BackingFile = Path.Combine(mount, "swap");
+            using var engine = CramEngine.Create(options);
+            using var region = engine.CreateRegion((long)Pages * P);
+            Fill(region);
+            region.Reclaim(region.Length);
+            CramStats s = engine.GetStats();
+            Assert.True(s.WriteErrors > 0, "the file system filled up");
+            Assert.True(s.WritebackPaused);
+            Assert.InRange(s.BackingFileLiveBytes, 1, 512 << 10); // what fit went to the file
+            Verify(region);
+
+            Assert.Equal(0, Run("mount", $"-o remount,size=64m {mount}"));
+            Thread.Sleep(1100); // the pause ends
+            Fill(region, version: 1);
+            region.Reclaim(region.Length);
+            s = engine.GetStats();
+            Assert.False(s.WritebackPaused);
+            Assert.True(s.BackingFileLiveBytes > 512 << 10, $"live {s.BackingFileLiveBytes}");
+            Verify(region, version: 1);
+        }
+        finally
+        {
+            Run("umount", mount);
+        }
+    }
+
+    private static int Run(string program, string arguments)
+    {
+        using var process = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo(program, arguments) { RedirectStandardError = true })!;
+        process.WaitForExit();
+        return process.ExitCode;
+    }
+
     [Fact]
     public void Reaper_FreesSlotsNoPageNames()
     {
