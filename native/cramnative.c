@@ -33,6 +33,7 @@
 
 /* The system liblz4.so.1 (no -dev package needed): the one function we use, as in lz4.h 1.9. */
 extern int LZ4_decompress_safe(const char* src, char* dst, int compressedSize, int dstCapacity);
+extern int LZ4_compress_default(const char* src, char* dst, int srcSize, int dstCapacity);
 
 #define FAULT_AROUND_MAX 64u
 #define MSG_BATCH 32
@@ -120,7 +121,7 @@ static void contract_add(contract_builder* b, const char* name, uint64_t value, 
  * build when an enumerator is added without its line here. The contract's enumerators are small
  * codes; every value below CONTRACT_ENUM_LIMIT is tried. */
 #define CONTRACT_ENUM_LIMIT 1024u
-_Static_assert(CRAM_PTE_UNPROTECTING < CONTRACT_ENUM_LIMIT && CRAM_BACKEND_FILE < CONTRACT_ENUM_LIMIT &&
+_Static_assert(CRAM_PTE_PLACED_WRITABLE < CONTRACT_ENUM_LIMIT && CRAM_BACKEND_CRAM < CONTRACT_ENUM_LIMIT &&
                CRAM_UFFD_MODE_USER_MODE_ONLY < CONTRACT_ENUM_LIMIT && CRAM_CONTRACT_CONSTANT < CONTRACT_ENUM_LIMIT,
                "an enumerator of the contract is not listed by contract_enums");
 
@@ -131,10 +132,11 @@ static void contract_enums(contract_builder* b)
         ENUMERATOR(CRAM_PTE_EMPTY); ENUMERATOR(CRAM_PTE_DIRTY); ENUMERATOR(CRAM_PTE_CLEAN);
         ENUMERATOR(CRAM_PTE_EVICTING); ENUMERATOR(CRAM_PTE_DROPPING); ENUMERATOR(CRAM_PTE_EVICTED);
         ENUMERATOR(CRAM_PTE_INCOMPRESSIBLE); ENUMERATOR(CRAM_PTE_UNPROTECTING);
+        ENUMERATOR(CRAM_PTE_PLACED); ENUMERATOR(CRAM_PTE_PLACED_WRITABLE);
         }
         switch ((enum cram_backend)v) {
         ENUMERATOR(CRAM_BACKEND_FREE); ENUMERATOR(CRAM_BACKEND_SAME_FILLED);
-        ENUMERATOR(CRAM_BACKEND_POOL); ENUMERATOR(CRAM_BACKEND_FILE);
+        ENUMERATOR(CRAM_BACKEND_POOL); ENUMERATOR(CRAM_BACKEND_FILE); ENUMERATOR(CRAM_BACKEND_CRAM);
         }
         switch ((enum cram_uffd_mode)v) {
         ENUMERATOR(CRAM_UFFD_MODE_AUTO); ENUMERATOR(CRAM_UFFD_MODE_SYSCALL);
@@ -158,6 +160,9 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_slot_move, from_backend); FIELD(cram_slot_move, to_backend); FIELD(cram_slot_move, reserved);
     FIELD(cram_slot_move, moved);
 
+    STRUCT(cram_place);
+    FIELD(cram_place, page); FIELD(cram_place, slot); FIELD(cram_place, size); FIELD(cram_place, placed);
+
     STRUCT(cram_pool_handle);
     FIELD(cram_pool_handle, address); FIELD(cram_pool_handle, length); FIELD(cram_pool_handle, zspage);
 
@@ -173,6 +178,9 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_stats, throttle_waits); FIELD(cram_stats, fault_log_overflows); FIELD(cram_stats, service_errors);
     FIELD(cram_stats, service_busy_ns); FIELD(cram_stats, faults_swapin_file); FIELD(cram_stats, checksum_failures);
     FIELD(cram_stats, read_errors); FIELD(cram_stats, bad_page_faults);
+    FIELD(cram_stats, cram_placed_pages); FIELD(cram_stats, cram_placed_bytes); FIELD(cram_stats, cram_writable_pages);
+    FIELD(cram_stats, cram_max_writable); FIELD(cram_stats, cram_made_writable); FIELD(cram_stats, cram_promotions);
+    FIELD(cram_stats, cram_promotion_copy_ns); FIELD(cram_stats, cram_placement_refusals);
 
     STRUCT(cram_engine_config);
     FIELD(cram_engine_config, forced_mode); FIELD(cram_engine_config, spin_us);
@@ -184,6 +192,8 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_shared, stale_head); FIELD(cram_shared, fault_log); FIELD(cram_shared, fault_log_head);
     FIELD(cram_shared, fault_log_tail); FIELD(cram_shared, uffd_mode); FIELD(cram_shared, reclaim_stalled);
     FIELD(cram_shared, backing_fd); FIELD(cram_shared, backing_direct);
+    FIELD(cram_shared, cram_capacity_bytes); FIELD(cram_shared, cram_writable_limit);
+    FIELD(cram_shared, cram_write_control); FIELD(cram_shared, cram_reserved);
 
     STRUCT(cram_contract_entry);
     FIELD(cram_contract_entry, name); FIELD(cram_contract_entry, value); FIELD(cram_contract_entry, kind);
@@ -637,6 +647,46 @@ static void resolve_missing(cram_engine* e, cram_region_desc* r, uint64_t page, 
     }
 }
 
+/* A write to a placed page (cramnative.h, "CRAM node"): writable in place if the budget and the
+ * ledger allow, otherwise promoted to host memory. Under the engine lock, like every ledger change. */
+static void resolve_placed_write(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t p)
+{
+    cram_shared* s = e->shared;
+    cram_stats* st = &s->stats;
+    uint64_t* pte = &r->pte[page];
+    uint64_t addr = r->base + (page << CRAM_PAGE_SHIFT);
+    uint64_t id = CRAM_PTE_SLOT(p);
+    uint64_t writable = st->cram_writable_pages;
+    int control = __atomic_load_n(&s->cram_write_control, __ATOMIC_ACQUIRE) != 0;
+    int allow = !control || (writable < __atomic_load_n(&s->cram_writable_limit, __ATOMIC_ACQUIRE) &&
+                             st->cram_placed_bytes + (writable + 1) * CRAM_PAGE_SIZE <= s->cram_capacity_bytes);
+    if (!cas(pte, p, CRAM_PTE_MAKE(CRAM_PTE_UNPROTECTING, 0))) return; /* the caller retries */
+    if (!allow) {
+        /* Promotion: a real device would copy the page out of its memory into host memory; the
+         * emulation's page is already host memory, so the copy is made and timed, then dropped. */
+        uint64_t t0 = now_ns();
+        memcpy(e->page_buf, (const void*)(uintptr_t)addr, CRAM_PAGE_SIZE);
+        __asm__ volatile("" ::: "memory");
+        add_counter(&st->cram_promotion_copy_ns, now_ns() - t0);
+    }
+    if (uffd_writeprotect(e->uffd, addr, CRAM_PAGE_SIZE, 0) != 0) add_counter(&st->service_errors, 1);
+    if (allow) {
+        store_release(pte, CRAM_PTE_MAKE(CRAM_PTE_PLACED_WRITABLE, id) | CRAM_PTE_REFERENCED);
+        uint64_t now = __atomic_add_fetch(&st->cram_writable_pages, 1, __ATOMIC_RELAXED);
+        if (now > st->cram_max_writable) __atomic_store_n(&st->cram_max_writable, now, __ATOMIC_RELAXED);
+        add_counter(&st->cram_made_writable, 1);
+    } else {
+        store_release(pte, CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0) | CRAM_PTE_REFERENCED);
+        __atomic_fetch_sub(&st->cram_placed_pages, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_sub(&st->cram_placed_bytes, slot_get(s, id)->length, __ATOMIC_RELAXED);
+        stale_push(s, id); /* the frame is freed and TRIMmed by the reaper */
+        add_counter(&st->cram_promotions, 1);
+        resident_add(e, 1);
+    }
+    fault_log_append(s, r->id, page); /* reclaim re-places a writable page, or sees the promoted one */
+    uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+}
+
 static void resolve_write_protect(cram_engine* e, cram_region_desc* r, uint64_t page)
 {
     cram_shared* s = e->shared;
@@ -647,6 +697,16 @@ static void resolve_write_protect(cram_engine* e, cram_region_desc* r, uint64_t 
         uint32_t state = CRAM_PTE_STATE(p);
         if (state == CRAM_PTE_EVICTED || state == CRAM_PTE_EMPTY) {
             /* Dropped after the fault was queued: the retried access raises a MISSING fault. */
+            add_counter(&s->stats.faults_spurious, 1);
+            uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+            return;
+        }
+        if (state == CRAM_PTE_PLACED) {
+            resolve_placed_write(e, r, page, p);
+            if (CRAM_PTE_STATE(load_acquire(pte)) == CRAM_PTE_PLACED) continue; /* lost a race: again */
+            return;
+        }
+        if (state == CRAM_PTE_PLACED_WRITABLE) { /* writable already (a queued duplicate) */
             add_counter(&s->stats.faults_spurious, 1);
             uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
             return;
@@ -913,6 +973,13 @@ EXPORT int CramNative_RegionDestroy(cram_engine* e, uint32_t region_id)
             uint32_t state = CRAM_PTE_STATE(p);
             if (state == CRAM_PTE_EMPTY) continue;
             populated++;
+            if (state == CRAM_PTE_PLACED || state == CRAM_PTE_PLACED_WRITABLE) { /* on the node's account */
+                __atomic_fetch_sub(&s->stats.cram_placed_pages, 1, __ATOMIC_RELAXED);
+                __atomic_fetch_sub(&s->stats.cram_placed_bytes, slot_get(s, CRAM_PTE_SLOT(p))->length, __ATOMIC_RELAXED);
+                if (state == CRAM_PTE_PLACED_WRITABLE) __atomic_fetch_sub(&s->stats.cram_writable_pages, 1, __ATOMIC_RELAXED);
+                stale_push(s, CRAM_PTE_SLOT(p));
+                continue;
+            }
             if (state != CRAM_PTE_EVICTED) resident++;
             if (state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING || state == CRAM_PTE_EVICTED)
                 stale_push(s, CRAM_PTE_SLOT(p));
@@ -1081,12 +1148,73 @@ EXPORT int CramNative_MarkNamedSlots(cram_engine* e, uint64_t* named, uint64_t b
                 uint64_t p = load_acquire(&r->pte[i]);
                 uint32_t state = CRAM_PTE_STATE(p);
                 uint64_t slot = CRAM_PTE_SLOT(p);
-                if ((state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING || state == CRAM_PTE_EVICTED) && slot < bits)
+                if ((state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING || state == CRAM_PTE_EVICTED ||
+                     state == CRAM_PTE_PLACED || state == CRAM_PTE_PLACED_WRITABLE) && slot < bits)
                     named[slot >> 6] |= 1ull << (slot & 63);
             }
         }
     }
     pthread_mutex_unlock(&e->lock);
+    return 0;
+}
+
+EXPORT int CramNative_PlacePages(cram_engine* e, uint32_t region_id, cram_place* places, int32_t count, int32_t* placed)
+{
+    cram_region_desc* r;
+    if (!placed || (count && !places) || count < 0 || !e || region_id >= CRAM_MAX_REGIONS ||
+        !__atomic_load_n(&e->regions[region_id].active, __ATOMIC_ACQUIRE)) { errno = EINVAL; return -1; }
+    r = &e->regions[region_id];
+    cram_shared* s = e->shared;
+    cram_stats* st = &s->stats;
+    int32_t n = 0;
+    pthread_mutex_lock(&e->lock);
+    int control = s->cram_write_control != 0;
+    for (int32_t i = 0; i < count; i++) {
+        cram_place* pl = &places[i];
+        pl->placed = 0;
+        if (pl->page >= r->length >> CRAM_PAGE_SHIFT) { pthread_mutex_unlock(&e->lock); errno = ERANGE; return -1; }
+        uint64_t need = st->cram_placed_bytes + pl->size + (control ? st->cram_writable_pages * CRAM_PAGE_SIZE : 0);
+        if (need > s->cram_capacity_bytes) { add_counter(&st->cram_placement_refusals, 1); continue; }
+        if (!cas(&r->pte[pl->page], CRAM_PTE_MAKE(CRAM_PTE_EVICTING, 0), CRAM_PTE_MAKE(CRAM_PTE_PLACED, pl->slot)))
+            continue; /* a write cancelled the eviction */
+        pl->placed = 1;
+        st->cram_placed_bytes += pl->size;
+        st->cram_placed_pages++;
+        n++;
+    }
+    __atomic_fetch_sub(&st->resident_pages, (uint64_t)n, __ATOMIC_RELAXED); /* now on the device's account */
+    pthread_mutex_unlock(&e->lock);
+    *placed = n;
+    return 0;
+}
+
+EXPORT int CramNative_ReplacePages(cram_engine* e, uint32_t region_id, uint64_t* pages, int32_t count, int32_t* replaced)
+{
+    cram_region_desc* r;
+    if (!replaced) { errno = EINVAL; return -1; }
+    if (region_checked(e, region_id, pages, count, &r) != 0) return -1;
+    cram_shared* s = e->shared;
+    cram_stats* st = &s->stats;
+    int32_t n = 0;
+    pthread_mutex_lock(&e->lock); /* the service sees PLACED_WRITABLE or PLACED, never in between */
+    for (int32_t i = 0; i < count; i++) {
+        uint64_t* pte = &r->pte[pages[i]];
+        uint64_t p = load_acquire(pte);
+        if (CRAM_PTE_STATE(p) != CRAM_PTE_PLACED_WRITABLE) continue;
+        uint64_t addr = r->base + (pages[i] << CRAM_PAGE_SHIFT);
+        if (uffd_writeprotect(e->uffd, addr, CRAM_PAGE_SIZE, 1) != 0) { add_counter(&st->service_errors, 1); continue; }
+        /* Stable now: measure what the device holds (LZ4 as the proxy for its inline compression). */
+        cram_slot* slot = slot_get(s, CRAM_PTE_SLOT(p));
+        int size = LZ4_compress_default((const char*)(uintptr_t)addr, (char*)e->file_buf, CRAM_PAGE_SIZE, 2 * CRAM_PAGE_SIZE);
+        uint32_t measured = size > 0 && size < (int)CRAM_PAGE_SIZE ? (uint32_t)size : CRAM_PAGE_SIZE;
+        st->cram_placed_bytes = st->cram_placed_bytes - slot->length + measured;
+        slot->length = (uint16_t)measured;
+        store_release(pte, CRAM_PTE_MAKE(CRAM_PTE_PLACED, CRAM_PTE_SLOT(p)));
+        st->cram_writable_pages--;
+        pages[n++] = pages[i];
+    }
+    pthread_mutex_unlock(&e->lock);
+    *replaced = n;
     return 0;
 }
 

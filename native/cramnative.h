@@ -82,6 +82,23 @@
  *   any ──region destroyed (native)──▶ (gone)         after the service has been fenced out and
  *                                                      with reclaim paused: every slot still named
  *                                                      is pushed on the stale list, counters fixed
+ * The CRAM node (a compressed-RAM device; write control of seeds 000-002). A placed page stays
+ * mapped where it is, uncompressed (the device compresses); the node's ledger (cram_stats.cram_*)
+ * is kept under cram_engine.lock and holds, with write control on:
+ *     placed_bytes + writable_pages * CRAM_PAGE_SIZE <= capacity      (nothing can overflow)
+ *   EVICTING ──placed (native CramNative_PlacePages, CAS)──▶ PLACED(slot)   the device admits it;
+ *                                                      leaves the host's resident account
+ *   PLACED ──WP fault, budget and capacity allow (service)──▶ UNPROTECTING ──▶ PLACED_WRITABLE
+ *                                                      writable_pages + 1; page re-logged
+ *   PLACED ──WP fault, no budget (service)──▶ UNPROTECTING ──▶ DIRTY   promoted to host memory
+ *                                                      (its copy out of the device charged);
+ *                                                      slot pushed stale: the frame is freed and
+ *                                                      TRIMmed by the reaper
+ *   PLACED_WRITABLE ──re-placed (native CramNative_ReplacePages)──▶ PLACED   write-protected, size
+ *                                                      measured again, writable_pages - 1
+ *   PLACED, PLACED_WRITABLE ──region destroyed──▶ (gone)   slot pushed stale, ledger fixed
+ * Reads of placed pages never fault. Without write control (a baseline for the bear experiment)
+ * every write makes its page writable and the ledger does not bound the device.
  * Moving an entry's data between backends changes its slot, never its page-table entry (see
  * "Virtual swap" below). Only the service leaves EMPTY, so the page table is walked only over the
  * 512-entry blocks first touch has marked (region destroy, the reaper's mark): O(touched), not
@@ -114,6 +131,8 @@ enum cram_pte_state {
     CRAM_PTE_EVICTED = 5,
     CRAM_PTE_INCOMPRESSIBLE = 6,
     CRAM_PTE_UNPROTECTING = 7,
+    CRAM_PTE_PLACED = 8,          /* on the CRAM node: mapped read-only in place, slot names its frame */
+    CRAM_PTE_PLACED_WRITABLE = 9, /* on the CRAM node, made writable in place within the budget */
 };
 
 #define CRAM_PTE_STATE_MASK 0xFull
@@ -156,6 +175,7 @@ enum cram_pte_state {
  *   POOL           compressed-pool handle id      LZ4 block, or the page itself with CRAM_SLOT_RAW
  *   FILE           byte offset in the backing     as POOL; read with pread of the covering pages
  *                  file
+ *   CRAM           device frame number            none: the page stays mapped in place (PLACED)
  *
  * Moving an entry between backends (writeback pool -> file, segment compaction file -> file, pool
  * compaction keeps the slot and moves behind the handle) follows one protocol, so a fault in flight
@@ -175,6 +195,8 @@ enum cram_backend {
     CRAM_BACKEND_SAME_FILLED = 1,
     CRAM_BACKEND_POOL = 2,
     CRAM_BACKEND_FILE = 3,
+    CRAM_BACKEND_CRAM = 4,  /* location = device frame; length = the compressed size the device measured;
+                               the bytes are the region's page itself (no checksum: device ECC) */
 };
 
 /* Slot flags (cram_slot.flags), set with atomic OR by whoever owns the transition. */
@@ -206,6 +228,14 @@ typedef struct cram_slot_move {
     uint16_t reserved;
     uint32_t moved;       /* out: 1 if the slot was rewritten */
 } cram_slot_move;
+
+/* One placement of CramNative_PlacePages. */
+typedef struct cram_place {
+    uint64_t page;   /* in the region, EVICTING */
+    uint64_t slot;   /* a CRAM slot naming its frame */
+    uint32_t size;   /* the compressed size the device measured */
+    uint32_t placed; /* out: 1 if the page is now PLACED */
+} cram_place;
 
 /* A compressed-pool handle: a slot of backend LZ4 or RAW holds a handle id; the handle says where
  * the object's bytes are now. Compaction moves objects and rewrites only the handle, under the
@@ -251,6 +281,14 @@ typedef struct cram_stats {
     uint64_t checksum_failures;     /* stored bytes that did not match their checksum (never mapped) */
     uint64_t read_errors;           /* backing-file reads that failed twice (never mapped) */
     uint64_t bad_page_faults;       /* faults answered with SIGBUS: on a slot found bad now or before */
+    uint64_t cram_placed_pages;     /* pages on the CRAM node (PLACED or PLACED_WRITABLE) */
+    uint64_t cram_placed_bytes;     /* the ledger: Σ device-measured sizes of placed pages */
+    uint64_t cram_writable_pages;   /* PLACED_WRITABLE pages now (never above the budget with write control) */
+    uint64_t cram_max_writable;     /* high-water mark of cram_writable_pages */
+    uint64_t cram_made_writable;    /* WP faults that made a placed page writable in place */
+    uint64_t cram_promotions;       /* WP faults that promoted a placed page to host memory */
+    uint64_t cram_promotion_copy_ns;/* time spent copying promoted pages out of the device */
+    uint64_t cram_placement_refusals; /* pages the node's ledger refused */
 } cram_stats;
 
 /* Fault-in log: the service appends one entry per page it makes resident; reclaim drains it in
@@ -290,6 +328,10 @@ typedef struct cram_shared {
     uint32_t reclaim_stalled;  /* C#: reclaim found nothing to evict, faults stop waiting */
     int32_t backing_fd;        /* C#, before the first region: the backing file, -1 for none (ghost) */
     uint32_t backing_direct;   /* C#, with backing_fd: 1 if opened O_DIRECT (reads must be page-aligned) */
+    uint64_t cram_capacity_bytes; /* C#, before the first region: the node's physical capacity (0: no node) */
+    uint64_t cram_writable_limit; /* C#: the writable budget in pages, from the risk dial or the control plane */
+    uint32_t cram_write_control;  /* C#, before the first region: 1 = budget and ledger enforced */
+    uint32_t cram_reserved;
 } cram_shared;
 
 /* ---------------------------------------------------------------------------------------------
@@ -297,7 +339,7 @@ typedef struct cram_shared {
  * structs: every byte belongs to a named field.
  * ------------------------------------------------------------------------------------------- */
 _Static_assert(CRAM_PAGE_SIZE == 1u << CRAM_PAGE_SHIFT, "page size and shift disagree");
-_Static_assert(CRAM_PTE_UNPROTECTING <= CRAM_PTE_STATE_MASK, "a state does not fit the state bits");
+_Static_assert(CRAM_PTE_PLACED_WRITABLE <= CRAM_PTE_STATE_MASK, "a state does not fit the state bits");
 _Static_assert((CRAM_PTE_STATE_MASK | CRAM_PTE_REFERENCED) < (1ull << CRAM_PTE_SLOT_SHIFT), "flags overlap the slot id");
 _Static_assert((uint64_t)CRAM_DIRECTORY_SIZE * CRAM_DIRECTORY_CLUSTER_SIZE <= (1ull << (64 - CRAM_PTE_SLOT_SHIFT)),
                "a slot id does not fit a page-table entry");
@@ -315,17 +357,20 @@ _Static_assert(sizeof(cram_slot_move) == 32 && offsetof(cram_slot_move, slot) ==
                offsetof(cram_slot_move, to_backend) == 25 && offsetof(cram_slot_move, reserved) == 26 &&
                offsetof(cram_slot_move, moved) == 28, "cram_slot_move layout");
 _Static_assert(CRAM_PAGE_SIZE <= UINT16_MAX, "a stored length does not fit cram_slot.length");
+_Static_assert(sizeof(cram_place) == 24 && offsetof(cram_place, page) == 0 && offsetof(cram_place, slot) == 8 &&
+               offsetof(cram_place, size) == 16 && offsetof(cram_place, placed) == 20, "cram_place layout");
 _Static_assert(sizeof(cram_pool_handle) == 16 && offsetof(cram_pool_handle, address) == 0 &&
                offsetof(cram_pool_handle, length) == 8 && offsetof(cram_pool_handle, zspage) == 12, "cram_pool_handle layout");
 _Static_assert(sizeof(cram_pool_move) == 24 && offsetof(cram_pool_move, handle) == 0 && offsetof(cram_pool_move, destination) == 8 &&
                offsetof(cram_pool_move, zspage) == 16 && offsetof(cram_pool_move, reserved) == 20, "cram_pool_move layout");
-_Static_assert(sizeof(cram_stats) == 20 * sizeof(uint64_t) && offsetof(cram_stats, bad_page_faults) == 19 * sizeof(uint64_t),
-               "cram_stats is 20 counters");
+_Static_assert(sizeof(cram_stats) == 28 * sizeof(uint64_t) && offsetof(cram_stats, cram_placement_refusals) == 27 * sizeof(uint64_t),
+               "cram_stats is 28 counters");
 _Static_assert(sizeof(cram_engine_config) == 32 && offsetof(cram_engine_config, forced_mode) == 0 &&
                offsetof(cram_engine_config, spin_us) == 4 && offsetof(cram_engine_config, soft_limit_pages) == 8 &&
                offsetof(cram_engine_config, hard_limit_pages) == 16 && offsetof(cram_engine_config, throttle_max_us) == 24 &&
                offsetof(cram_engine_config, fault_around_pages) == 28, "cram_engine_config layout");
-_Static_assert(sizeof(cram_shared) == sizeof(cram_stats) + 6 * sizeof(uint64_t) + 4 * sizeof(uint32_t) &&
+_Static_assert(sizeof(cram_shared) == sizeof(cram_stats) + 8 * sizeof(uint64_t) + 6 * sizeof(uint32_t) &&
+               offsetof(cram_shared, cram_reserved) == sizeof(cram_stats) + 8 * sizeof(uint64_t) + 5 * sizeof(uint32_t) &&
                offsetof(cram_shared, backing_direct) == sizeof(cram_stats) + 6 * sizeof(uint64_t) + 3 * sizeof(uint32_t) &&
                offsetof(cram_shared, slot_directory) == sizeof(cram_stats) &&
                offsetof(cram_shared, fault_log_tail) == sizeof(cram_stats) + 5 * sizeof(uint64_t) &&
@@ -372,6 +417,11 @@ int CramNative_SignalReclaim(cram_engine* engine);
 int CramNative_PoolMove(cram_engine* engine, uint64_t handle_directory, const cram_pool_move* moves, int32_t count);
 /* Step 2 of a backend move (see "Virtual swap"): rewrites each slot still naming its old location. */
 int CramNative_SlotsMove(cram_engine* engine, cram_slot_move* moves, int32_t count, int32_t* moved);
+/* EVICTING -> PLACED for each page the node's ledger admits (cramnative.h, "CRAM node"). */
+int CramNative_PlacePages(cram_engine* engine, uint32_t region_id, cram_place* places, int32_t count, int32_t* placed);
+/* PLACED_WRITABLE -> PLACED: write-protect, measure the size again, release the budget. `pages`
+ * sorted; the first *replaced entries become the pages re-placed. */
+int CramNative_ReplacePages(cram_engine* engine, uint32_t region_id, uint64_t* pages, int32_t count, int32_t* replaced);
 /* The reaper's mark: sets bit id of `named` (bits ids) for every slot a page table names, under the
  * engine lock, so together with the stale list it is an exact picture of the slots in use. */
 int CramNative_MarkNamedSlots(cram_engine* engine, uint64_t* named, uint64_t bits);

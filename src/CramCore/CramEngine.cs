@@ -26,6 +26,7 @@ public sealed unsafe class CramEngine : IDisposable
     private readonly BackingFile? _file;
     private readonly Writeback? _writeback;
     private readonly Reaper _reaper;
+    private readonly CramNode? _node;
     private readonly ConcurrentQueue<CramTierEventArgs> _pendingEvents = new();
     private readonly Lock _eventLock = new(); // events are raised one at a time, in order
     private long _checksumFailuresSeen, _readErrorsSeen;
@@ -78,7 +79,8 @@ public sealed unsafe class CramEngine : IDisposable
             shared->BackingFd = _file.Descriptor;
             shared->BackingDirect = _file.Direct ? 1u : 0u;
         }
-        _slots = new SlotTable(shared, _pool, _file);
+        _node = options.CramDevice is null ? null : new CramNode(shared, options, Enqueue);
+        _slots = new SlotTable(shared, _pool, _file, _node);
         _reaper = new Reaper(native, _slots);
         if (_file is not null)
         {
@@ -86,8 +88,8 @@ public sealed unsafe class CramEngine : IDisposable
             _writeback.StateChanged += Enqueue;
         }
         IPageOperations operations = new NativePageOperations(native, _slots);
-        Reclaimer = new Reclaimer(shared, _regions, _slots, pageOperations?.Invoke(operations) ?? operations, options, _reaper, _writeback, Enqueue);
-        _worker = new ReclaimWorker(native, shared, Reclaimer, limitPages, _file is not null, RaisePendingEvents);
+        Reclaimer = new Reclaimer(native, shared, _regions, _slots, pageOperations?.Invoke(operations) ?? operations, options, _reaper, _writeback, Enqueue);
+        _worker = new ReclaimWorker(native, shared, Reclaimer, limitPages, _file is not null || _node is not null, RaisePendingEvents);
         _worker.Start();
         CramMetrics.Register(this);
     }
@@ -169,6 +171,14 @@ public sealed unsafe class CramEngine : IDisposable
     internal BackingFile? File => _file;
     internal Writeback? Writeback => _writeback;
     internal Reaper Reaper => _reaper;
+    internal CramNode? Node => _node;
+
+    /// <summary>The CRAM node's upkeep now (budget lease, device scan, pressure, TRIMs); returns the device's physical usage (benchmarks, tests).</summary>
+    internal long TickCramNode() => Maintenance(() =>
+    {
+        _node?.Tick(_regions, _slots);
+        return _node?.PhysicalUsageBytes ?? 0;
+    });
 
     internal RegionTable Regions => _regions;
 
@@ -315,6 +325,24 @@ public sealed unsafe class CramEngine : IDisposable
             WritebackBytes = _writeback?.Bytes ?? 0,
             WriteErrors = _file?.WriteErrors ?? 0,
             WritebackPaused = _writeback is { PausedBy: not Errno.None },
+            CramCapacityBytes = _node?.Device.CapacityBytes ?? 0,
+            CramPlacedPages = (long)s.CramPlacedPages,
+            CramLedgerBytes = (long)s.CramPlacedBytes,
+            CramPhysicalUsageBytes = _node?.PhysicalUsageBytes ?? 0,
+            CramOverflowBytes = Math.Max(0, _node?.MaxOverflowBytes ?? 0),
+            CramPressureHigh = _node?.PressureHigh ?? false,
+            CramWritableBudgetPages = _node is { WriteControl: true } ? (long)Math.Min((ulong)long.MaxValue, Volatile.Read(ref _shared->CramWritableLimit)) : (_node is null ? 0 : long.MaxValue),
+            CramWritablePages = (long)s.CramWritablePages,
+            CramMaxWritablePages = (long)s.CramMaxWritable,
+            CramMadeWritable = (long)s.CramMadeWritable,
+            CramPromotions = (long)s.CramPromotions,
+            CramPromotionCopyTime = TimeSpan.FromTicks((long)(s.CramPromotionCopyNs / 100)),
+            CramPlacements = reclaim.Placements,
+            CramReplacements = reclaim.Replacements,
+            CramPlacementRefusals = (long)s.CramPlacementRefusals,
+            CramTrimmedFrames = _node?.TrimmedFrames ?? 0,
+            CramBalloonFrames = _node?.BalloonFrames ?? 0,
+            CramControlPlaneAlive = _node?.ControlPlaneAlive ?? false,
             FaultServiceBusyTime = TimeSpan.FromTicks((long)(s.ServiceBusyNs / 100)),
             UserfaultfdMode = UserfaultfdMode,
             Regions = _regions.Count,
@@ -355,6 +383,7 @@ public sealed unsafe class CramEngine : IDisposable
             Interop.ThrowIfFailed(Interop.CramNative.EngineDestroy(_native), "Stopping the fault service");
             _writeback?.Dispose();
             _file?.Dispose(); // after the service stopped: it reads the file
+            _node?.Dispose(); // after the slot table gave its frames back
         }
     }
 }

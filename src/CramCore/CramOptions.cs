@@ -78,6 +78,30 @@ public sealed class CramOptions
     /// <summary>Most compressed bytes written back per second (0, the default, means no limit).</summary>
     public long WritebackBytesPerSecond { get; set; }
 
+    /// <summary>
+    /// A compressed-RAM device for the CRAM node (null, the default: no node). Reclaim places very
+    /// compressible pages on it; they stay mapped read-only in place, so reads never fault; a write
+    /// makes the page writable within the writable budget or promotes it to ordinary memory.
+    /// <see cref="EmulatedCramDevice"/> emulates one.
+    /// </summary>
+    public ICramDevice? CramDevice { get; set; }
+
+    /// <summary>
+    /// The administrator's risk dial: how many placed pages may be writable in place at once (the
+    /// device must absorb them even if they become incompressible); 0, the default, promotes every
+    /// write. Ignored with <see cref="WriteBudgetSource"/>.
+    /// </summary>
+    public long WritableBudgetPages { get; set; }
+
+    /// <summary>The device's control plane, supplying the writable budget instead of <see cref="WritableBudgetPages"/> (null: use the dial).</summary>
+    public IWriteBudgetSource? WriteBudgetSource { get; set; }
+
+    /// <summary>How long an answer of the control plane stays valid (milliseconds, 10–60000; default 200). Without a fresh one the host spends only the budget it has.</summary>
+    public int ControlPlaneLeaseMilliseconds { get; set; } = 200;
+
+    /// <summary>Write control on the CRAM node (default true). Off, every write makes its page writable: only the bear experiment's baseline turns it off.</summary>
+    internal bool CramWriteControl { get; set; } = true;
+
     /// <summary>Size of each arena of the compressed pool (a power of two from 1 MiB to 1 GiB; default 64 MiB).</summary>
     public long PoolArenaBytes { get; set; } = 64L << 20;
 
@@ -178,6 +202,26 @@ public sealed class CramOptions
         if (WritebackBytesPerSecond < 0)
         {
             throw new ArgumentException($"WritebackBytesPerSecond is {WritebackBytesPerSecond}; use 0 for no limit or a positive rate.", nameof(WritebackBytesPerSecond));
+        }
+        if (WritableBudgetPages < 0)
+        {
+            throw new ArgumentException($"WritableBudgetPages is {WritableBudgetPages}; use 0 (every write promotes) or a page count.", nameof(WritableBudgetPages));
+        }
+        if (WriteBudgetSource is not null && WritableBudgetPages > 0)
+        {
+            throw new ArgumentException("Both WriteBudgetSource and WritableBudgetPages are set; the budget comes from one of them: leave WritableBudgetPages 0 to use the control plane.", nameof(WritableBudgetPages));
+        }
+        if ((WriteBudgetSource is not null || WritableBudgetPages > 0) && CramDevice is null)
+        {
+            throw new ArgumentException("A writable budget is set but CramDevice is null; set CramDevice (e.g. new EmulatedCramDevice(capacity)).", nameof(CramDevice));
+        }
+        if (ControlPlaneLeaseMilliseconds is < 10 or > 60_000)
+        {
+            throw new ArgumentException($"ControlPlaneLeaseMilliseconds is {ControlPlaneLeaseMilliseconds}; it must be between 10 and 60000.", nameof(ControlPlaneLeaseMilliseconds));
+        }
+        if (CramDevice is not null && (CramDevice.CapacityBytes <= 0 || CramDevice.FrameCount < 64 || (CramDevice.FrameCount & (CramDevice.FrameCount - 1)) != 0 || CramDevice.FrameCount > 1L << 30))
+        {
+            throw new ArgumentException($"CramDevice reports {CramDevice.CapacityBytes} bytes and {CramDevice.FrameCount} frames; it needs a positive capacity and a power-of-two frame count from 64 to 2^30.", nameof(CramDevice));
         }
         if (FaultAroundPages is < 1 or > 64)
         {

@@ -93,6 +93,45 @@ public sealed record CramStats
     /// <summary>Writeback is paused after a write error and retries every second.</summary>
     public bool WritebackPaused { get; init; }
 
+    /// <summary>The CRAM device's physical capacity (0: no node).</summary>
+    public long CramCapacityBytes { get; init; }
+    /// <summary>Pages on the CRAM node (mapped in place: read-only, or writable within the budget).</summary>
+    public long CramPlacedPages { get; init; }
+    /// <summary>The node's ledger: Σ sizes the device measured for its pages at placement or re-placement.</summary>
+    public long CramLedgerBytes { get; init; }
+    /// <summary>Physical usage as the device sees it (the ledger with writable frames compressed again by the last scan).</summary>
+    public long CramPhysicalUsageBytes { get; init; }
+    /// <summary>Observed compression ratio on the node: placed bytes ÷ physical usage.</summary>
+    public double CramCompressionRatio => CramPhysicalUsageBytes == 0 ? 0 : (double)CramPlacedPages * 4096 / CramPhysicalUsageBytes;
+    /// <summary>Most physical usage beyond capacity any scan saw: what real hardware would turn into poison. 0 with write control.</summary>
+    public long CramOverflowBytes { get; init; }
+    /// <summary>The node is above its high pressure threshold and takes no new pages.</summary>
+    public bool CramPressureHigh { get; init; }
+    /// <summary>Pages that may be writable in place now (the risk dial, or the control plane's budget; long.MaxValue without write control).</summary>
+    public long CramWritableBudgetPages { get; init; }
+    /// <summary>Placed pages writable in place now.</summary>
+    public long CramWritablePages { get; init; }
+    /// <summary>Most placed pages ever writable at once.</summary>
+    public long CramMaxWritablePages { get; init; }
+    /// <summary>Writes that made a placed page writable in place (cumulative).</summary>
+    public long CramMadeWritable { get; init; }
+    /// <summary>Writes that promoted a placed page to ordinary memory (cumulative).</summary>
+    public long CramPromotions { get; init; }
+    /// <summary>Time spent copying promoted pages out of the device.</summary>
+    public TimeSpan CramPromotionCopyTime { get; init; }
+    /// <summary>Pages placed on the node (cumulative).</summary>
+    public long CramPlacements { get; init; }
+    /// <summary>Writable pages made read-only again by reclaim (cumulative).</summary>
+    public long CramReplacements { get; init; }
+    /// <summary>Placements the node's ledger refused (cumulative).</summary>
+    public long CramPlacementRefusals { get; init; }
+    /// <summary>Frames freed and trimmed on the device (cumulative).</summary>
+    public long CramTrimmedFrames { get; init; }
+    /// <summary>Frames the balloon holds back: the device exposes more frames than capacity × observed ratio × margin can fill.</summary>
+    public long CramBalloonFrames { get; init; }
+    /// <summary>The control plane answered within its lease.</summary>
+    public bool CramControlPlaneAlive { get; init; }
+
     /// <summary>Time the fault service spent resolving faults.</summary>
     public TimeSpan FaultServiceBusyTime { get; init; }
 

@@ -17,6 +17,12 @@ public enum CramTierEventKind
     ChecksumFailure,
     /// <summary>A backing-file read failed twice: the page was not mapped and the faulting thread got SIGBUS.</summary>
     ReadError,
+    /// <summary>The CRAM node's ledger passed the high pressure threshold: it takes no new pages.</summary>
+    CramPressureHigh,
+    /// <summary>The CRAM node's ledger is below the low pressure threshold again.</summary>
+    CramPressureLow,
+    /// <summary>The CRAM device's control plane did not answer within its lease: no page becomes writable until it does; writes promote.</summary>
+    CramControlPlaneLost,
 }
 
 /// <summary>An event of the engine's storage tiers (<see cref="CramEngine.TierEvent"/>).</summary>

@@ -273,6 +273,9 @@ public sealed unsafe class ReclaimRollBackTests : IDisposable
                 f.StoresBeforePoolFull -= f.StoresBeforePoolFull > 0 ? 1 : 0;
                 return inner.TryStore(raw, source, length, out slot);
             }
+
+            public Errno Place(uint regionId, NativeCramPlace* places, int count, out int placed) =>
+                inner.Place(regionId, places, count, out placed);
         }
     }
 }

@@ -55,6 +55,14 @@ internal static partial class Interop
         [LibraryImport(Library, EntryPoint = "CramNative_SlotsMove", SetLastError = true)]
         internal static partial int SlotsMove(nint engine, NativeSlotMove* moves, int count, int* moved);
 
+        /// <summary>EVICTING → PLACED for each page the CRAM node's ledger admits.</summary>
+        [LibraryImport(Library, EntryPoint = "CramNative_PlacePages", SetLastError = true)]
+        internal static partial int PlacePages(nint engine, uint regionId, NativeCramPlace* places, int count, int* placed);
+
+        /// <summary>PLACED_WRITABLE → PLACED (write-protect, measure again); the first <paramref name="replaced"/> entries become those re-placed.</summary>
+        [LibraryImport(Library, EntryPoint = "CramNative_ReplacePages", SetLastError = true)]
+        internal static partial int ReplacePages(nint engine, uint regionId, ulong* pages, int count, int* replaced);
+
         /// <summary>The reaper's mark: sets bit <c>id</c> of <paramref name="named"/> for every slot a page table names.</summary>
         [LibraryImport(Library, EntryPoint = "CramNative_MarkNamedSlots", SetLastError = true)]
         internal static partial int MarkNamedSlots(nint engine, ulong* named, ulong bits);

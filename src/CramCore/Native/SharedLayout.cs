@@ -62,6 +62,8 @@ internal enum PageState : uint
     Evicted = 5,
     Incompressible = 6,
     Unprotecting = 7,
+    Placed = 8,
+    PlacedWritable = 9,
 }
 
 /// <summary>The encoding of a page-table entry: state, referenced bit, virtual slot id.</summary>
@@ -111,6 +113,7 @@ internal enum SlotBackend : byte
     SameFilled = 1,
     Pool = 2,
     File = 3,
+    Cram = 4,
 }
 
 /// <summary>Slot flags (cram_slot.flags); they change only by 32-bit atomics on the slot's word at offset 12.</summary>
@@ -148,6 +151,17 @@ internal unsafe struct NativeSlot
     /// <summary>Clears <paramref name="flags"/> atomically (the service may set others meanwhile); returns the flags before.</summary>
     public static byte ClearFlags(NativeSlot* slot, byte flags) =>
         (byte)(Interlocked.And(ref *(uint*)&slot->Length, ~((uint)flags << FlagsShift)) >> FlagsShift);
+}
+
+/// <summary>One placement of CramNative_PlacePages (cram_place).</summary>
+[NativeStruct("cram_place")]
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativeCramPlace
+{
+    public ulong Page;
+    public ulong Slot;
+    public uint Size;
+    public uint Placed;
 }
 
 /// <summary>One move of CramNative_SlotsMove (cram_slot_move).</summary>
@@ -210,6 +224,14 @@ internal struct NativeStats
     public ulong ChecksumFailures;
     public ulong ReadErrors;
     public ulong BadPageFaults;
+    public ulong CramPlacedPages;
+    public ulong CramPlacedBytes;
+    public ulong CramWritablePages;
+    public ulong CramMaxWritable;
+    public ulong CramMadeWritable;
+    public ulong CramPromotions;
+    public ulong CramPromotionCopyNs;
+    public ulong CramPlacementRefusals;
 }
 
 /// <summary>The engine's configuration (cram_engine_config).</summary>
@@ -241,6 +263,10 @@ internal struct NativeShared
     public uint ReclaimStalled;
     public int BackingFd;
     public uint BackingDirect;
+    public ulong CramCapacityBytes;
+    public ulong CramWritableLimit;
+    public uint CramWriteControl;
+    public uint CramReserved;
 }
 
 /// <summary>What an entry of the contract describes (cram_contract_kind).</summary>

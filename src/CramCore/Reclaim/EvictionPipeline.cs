@@ -11,11 +11,14 @@ namespace CramCore.Reclaim;
 ///   so a write from now on takes a WP fault that cancels the eviction (no lost write);</item>
 /// <item><b>classify</b> — <see cref="PageEstimator"/> (or the same-filled check alone): zero,
 ///   same-filled, incompressible (kept resident without an LZ4 attempt) or worth compressing;</item>
-/// <item><b>store</b> — slot 0, a same-filled slot, or LZ4 into the compressed pool;</item>
+/// <item><b>store</b> — slot 0, a same-filled slot, LZ4 into the compressed pool, or, for a very
+///   compressible page the CRAM node wants, a frame of the node (the page itself stays in place);</item>
 /// <item><b>publish</b> — EVICTING→CLEAN(slot); if a write cancelled the eviction the CAS fails and
 ///   the copy, possibly torn, is freed;</item>
 /// <item><b>drop</b> — native: CLEAN→DROPPING→MADV_DONTNEED→EVICTED, for published pages and for
-///   victims that were CLEAN already.</item>
+///   victims that were CLEAN already;</item>
+/// <item><b>place</b> — native, for the node's pages: EVICTING→PLACED where the node's ledger admits
+///   them (read-only in place; off the host's resident account); a refused page goes back to DIRTY.</item>
 /// </list>
 /// <b>Roll-back.</b> Invariant kept on every path: each DIRTY or CLEAN page is in the victim clock's
 /// FIFO or in the native fault-in log, so reclaim sees it again. A full pool ends storing for the
@@ -41,6 +44,9 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     private readonly byte* _scratch;
     private readonly ulong[] _protect = new ulong[BatchPages];
     private readonly ulong[] _drop = new ulong[BatchPages];
+    private readonly NativeCramPlace[] _place = new NativeCramPlace[BatchPages];
+    private readonly ulong[] _placeEntries = new ulong[BatchPages];
+    private readonly CramNode? _node;
     private int _sinceAudit;
 
     public EvictionPipeline(IPageOperations operations, SlotTable slots, ReclaimCounters counters, CramOptions options)
@@ -51,6 +57,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         _threshold = options.CompressionThreshold;
         _storeUncompressed = options.StoreUncompressed;
         _estimate = options.EstimateCompressibility && !options.StoreUncompressed;
+        _node = slots.Node;
         _scratch = (byte*)NativeMemory.Alloc(SharedLayout.PageSize);
     }
 
@@ -58,6 +65,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     private enum StoreResult
     {
         Stored,
+        Placed,
         Incompressible,
         PoolFull,
     }
@@ -103,7 +111,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
             Protect(region, victims, claimed);
         }
         long compressed = 0;
-        int drop = 0;
+        int drop = 0, place = 0;
         for (int i = 0; i < victims.Length; i++)
         {
             ulong page = FaultLogEntry.PageOf(victims[i]);
@@ -120,7 +128,13 @@ internal sealed unsafe class EvictionPipeline : IDisposable
             }
             byte* data = region.BasePointer + (page << SharedLayout.PageShift);
             PageClass predicted = Classify(data, out ulong fill);
-            StoreResult stored = Store(data, pte, predicted, fill, out ulong slot, out bool lz4);
+            StoreResult stored = Store(data, pte, predicted, fill, out ulong slot, out bool lz4, out int size);
+            if (stored == StoreResult.Placed)
+            {
+                _placeEntries[place] = victims[i];
+                _place[place++] = new NativeCramPlace { Page = page, Slot = slot, Size = (uint)size };
+                continue;
+            }
             if (stored == StoreResult.PoolFull)
             {
                 poolFull = true;
@@ -138,7 +152,41 @@ internal sealed unsafe class EvictionPipeline : IDisposable
             }
         }
         _counters.AddCompressed(compressed);
-        return Drop(region, drop);
+        int placed = Place(region, place, clock);
+        return placed + Drop(region, drop); // placed pages left the host's resident account too
+    }
+
+    /// <summary>Stage place (native): EVICTING→PLACED for the node's pages its ledger admits; the others go back to DIRTY and their frames are freed. Returns the pages placed.</summary>
+    private int Place(CramRegion region, int count, VictimClock clock)
+    {
+        if (count == 0)
+        {
+            return 0;
+        }
+        int placed = 0;
+        Errno error;
+        fixed (NativeCramPlace* places = _place)
+        {
+            error = _ops.Place(region.Id, places, count, out _);
+        }
+        for (int i = 0; i < count; i++)
+        {
+            ref NativeCramPlace p = ref _place[i];
+            if (error == Errno.None && p.Placed != 0)
+            {
+                _node!.Placed((long)_slots.Get(p.Slot)->Location, region.Id, p.Page);
+                _counters.AddPlaced();
+                placed++;
+                continue;
+            }
+            _slots.Free(p.Slot); // frees the frame
+            RollBackClaim(region.PageTableEntries + p.Page, _placeEntries[i], clock); // refused: back to DIRTY (a write may have beaten us to it)
+        }
+        if (error != Errno.None)
+        {
+            throw Interop.GetExceptionForErrno(error, "Placing pages on the CRAM node");
+        }
+        return placed;
     }
 
     /// <summary>Stage protect: write-protects every claimed page, one ioctl per run, before any is read.</summary>
@@ -185,10 +233,11 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     /// incompressible goes EVICTING→INCOMPRESSIBLE here; one in <see cref="AuditInterval"/> of the
     /// predicted ones is compressed anyway to measure the estimator.
     /// </summary>
-    private StoreResult Store(byte* data, ulong* pte, PageClass predicted, ulong fill, out ulong slot, out bool lz4)
+    private StoreResult Store(byte* data, ulong* pte, PageClass predicted, ulong fill, out ulong slot, out bool lz4, out int size)
     {
         slot = 0;
         lz4 = false;
+        size = 0;
         bool audit = false;
         if (predicted == PageClass.Incompressible && !(audit = ++_sinceAudit == AuditInterval))
         {
@@ -213,7 +262,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
             }
             return StoreResult.Stored;
         }
-        int size = SharedLayout.PageSize;
+        size = SharedLayout.PageSize;
         byte* copy = data;
         if (!_storeUncompressed)
         {
@@ -233,6 +282,16 @@ internal sealed unsafe class EvictionPipeline : IDisposable
             }
             copy = _scratch;
             lz4 = true;
+            // Allocation control: only very compressible pages, confirmed by their size, go to the node.
+            if (_node is not null && predicted == PageClass.VeryCompressible && _node.Wants(size))
+            {
+                long frame = _node.AllocateFrame();
+                if (frame >= 0)
+                {
+                    slot = _slots.AllocateCram(frame, size);
+                    return StoreResult.Placed;
+                }
+            }
         }
         return _ops.TryStore(_storeUncompressed, copy, size, out slot)
             ? StoreResult.Stored

@@ -20,6 +20,9 @@ internal unsafe interface IPageOperations
 
     /// <summary>Stores a copy (LZ4 block data, or the page itself when <paramref name="raw"/>) in a new pool slot. False when the pool is full.</summary>
     bool TryStore(bool raw, byte* source, int length, out ulong slot);
+
+    /// <summary>EVICTING → PLACED on the CRAM node for each place the node's ledger admits (their Placed field says which).</summary>
+    Errno Place(uint regionId, NativeCramPlace* places, int count, out int placed);
 }
 
 /// <summary>The real page operations: the native helper and the slot table.</summary>
@@ -38,4 +41,12 @@ internal sealed unsafe class NativePageOperations(nint engine, SlotTable slots) 
 
     public bool TryStore(bool raw, byte* source, int length, out ulong slot) =>
         slots.TryAllocateStored(raw, source, length, out slot);
+
+    public Errno Place(uint regionId, NativeCramPlace* places, int count, out int placed)
+    {
+        int n = 0;
+        int rc = Interop.CramNative.PlacePages(engine, regionId, places, count, &n);
+        placed = n;
+        return rc == 0 ? Errno.None : Interop.LastErrno();
+    }
 }

@@ -7,7 +7,7 @@ namespace CramCore.Reclaim;
 internal sealed class ReclaimCounters
 {
     private long _compressed, _incompressible, _estimatedIncompressible, _mispredictedCompressible, _audits,
-        _falseIncompressible, _zeroCopiesPublished, _errors;
+        _falseIncompressible, _zeroCopiesPublished, _errors, _placed, _replaced;
 
     /// <summary>Pages stored LZ4-compressed.</summary>
     public long CompressedPages => Volatile.Read(ref _compressed);
@@ -23,10 +23,16 @@ internal sealed class ReclaimCounters
     public long FalseIncompressiblePages => Volatile.Read(ref _falseIncompressible);
     /// <summary>Slot-0 (zero page) copies published; the native side counts those released.</summary>
     public long ZeroCopiesPublished => Volatile.Read(ref _zeroCopiesPublished);
+    /// <summary>Pages placed on the CRAM node.</summary>
+    public long Placements => Volatile.Read(ref _placed);
+    /// <summary>Writable CRAM pages made read-only again (their budget released).</summary>
+    public long Replacements => Volatile.Read(ref _replaced);
     /// <summary>Passes that ended in an error (a failed write-protect or drop), rolled back.</summary>
     public long Errors => Volatile.Read(ref _errors);
 
     internal void AddCompressed(long n) => Interlocked.Add(ref _compressed, n);
+    internal void AddPlaced() => Interlocked.Increment(ref _placed);
+    internal void AddReplaced(long n) => Interlocked.Add(ref _replaced, n);
     internal void AddIncompressible(bool estimated)
     {
         Interlocked.Increment(ref _incompressible);

@@ -23,11 +23,15 @@ internal sealed unsafe class Reclaimer : IDisposable
     private bool _poolFullReported;
     private readonly ulong[] _victims = new ulong[EvictionPipeline.BatchPages];
     private readonly bool[] _claimed = new bool[EvictionPipeline.BatchPages];
+    private readonly List<ulong> _writablePlaced = [];
+    private readonly ulong[] _replace = new ulong[EvictionPipeline.BatchPages];
+    private readonly nint _engine;
     private volatile bool _stopping;
 
-    public Reclaimer(NativeShared* shared, RegionTable regions, SlotTable slots, IPageOperations operations, CramOptions options,
+    public Reclaimer(nint engine, NativeShared* shared, RegionTable regions, SlotTable slots, IPageOperations operations, CramOptions options,
         Reaper reaper, Writeback? writeback, Action<CramTierEventKind, string> notify)
     {
+        _engine = engine;
         _slots = slots;
         _reaper = reaper;
         _writeback = writeback;
@@ -56,7 +60,8 @@ internal sealed unsafe class Reclaimer : IDisposable
             while (evicted < targetPages && _clock.Count > 0 && budget > 0 && !_stopping && !poolFull)
             {
                 int want = (int)Math.Min(EvictionPipeline.BatchPages, targetPages - evicted);
-                int n = _clock.Select(_victims.AsSpan(0, want), _claimed, only, ref budget);
+                int n = _clock.Select(_victims.AsSpan(0, want), _claimed, only, ref budget, _writablePlaced);
+                Replace();
                 n = SortOnce(n);
                 evicted += _pipeline.EvictBatch(_regions, _victims.AsSpan(0, n), _claimed.AsSpan(0, n), _clock, out poolFull);
                 if (poolFull && _writeback is not null && _writeback.Run() > 0)
@@ -98,6 +103,32 @@ internal sealed unsafe class Reclaimer : IDisposable
             }
         }
         return unique;
+    }
+
+    /// <summary>Re-places the writable CRAM pages the clock handed back, region by region (sorted, as the native call needs).</summary>
+    private void Replace()
+    {
+        if (_writablePlaced.Count == 0)
+        {
+            return;
+        }
+        _writablePlaced.Sort();
+        int i = 0;
+        while (i < _writablePlaced.Count)
+        {
+            uint region = FaultLogEntry.RegionOf(_writablePlaced[i]);
+            int n = 0;
+            for (; i < _writablePlaced.Count && FaultLogEntry.RegionOf(_writablePlaced[i]) == region && n < _replace.Length; i++)
+            {
+                ulong page = FaultLogEntry.PageOf(_writablePlaced[i]);
+                if (n == 0 || _replace[n - 1] != page)
+                {
+                    _replace[n++] = page;
+                }
+            }
+            Counters.AddReplaced(_slots.Node!.Replace(_engine, region, _replace, n));
+        }
+        _writablePlaced.Clear();
     }
 
     /// <summary>Raises <see cref="CramTierEventKind.PoolFull"/> once when a pass ends on a full pool, and PoolAvailable once it stores again.</summary>
@@ -143,6 +174,7 @@ internal sealed unsafe class Reclaimer : IDisposable
                 _writeback.TrimQueue();
             }
             _slots.Pool.CompactIfFragmented();
+            _slots.Node?.Tick(_regions, _slots);
             if (sweep)
             {
                 _reaper.Sweep();

@@ -5,7 +5,8 @@ namespace CramCore.Reclaim;
 /// makes resident to the native fault-in log; the clock drains the log into a FIFO and, asked for
 /// victims, takes pages from the front: a page with the referenced bit gets it cleared and goes to
 /// the back (its second chance); a DIRTY page is claimed (DIRTY→EVICTING) for compression; a CLEAN
-/// page (already stored) is a victim as it is. Other states are skipped: evicted, incompressible
+/// page (already stored) is a victim as it is; a writable CRAM page is handed back to be re-placed
+/// (read-only, its budget released). Other states are skipped: evicted, incompressible
 /// (re-logged by the service when written) or held by the service. If the log overflowed, the FIFO
 /// is rebuilt from the page tables in address order. Not thread-safe: the reclaimer's pass lock.
 /// </summary>
@@ -25,7 +26,7 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
     /// given), looking at no more than <paramref name="budget"/> entries. Claimed pages are EVICTING
     /// and marked in <paramref name="claimed"/>; the others were CLEAN when chosen. Returns how many.
     /// </summary>
-    public int Select(Span<ulong> victims, Span<bool> claimed, CramRegion? only, ref long budget)
+    public int Select(Span<ulong> victims, Span<bool> claimed, CramRegion? only, ref long budget, List<ulong> writablePlaced)
     {
         int n = 0;
         while (n < victims.Length && _queue.Count > 0 && budget-- > 0)
@@ -46,7 +47,7 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
             ulong p = PageTableEntry.Load(pte);
             switch (PageTableEntry.State(p))
             {
-                case PageState.Dirty or PageState.Clean when (p & PageTableEntry.Referenced) != 0:
+                case PageState.Dirty or PageState.Clean or PageState.PlacedWritable when (p & PageTableEntry.Referenced) != 0:
                     PageTableEntry.TryTransition(pte, p, p & ~PageTableEntry.Referenced);
                     _queue.Enqueue(entry); // second chance
                     break;
@@ -60,6 +61,9 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
                 case PageState.Clean:
                     claimed[n] = false;
                     victims[n++] = entry;
+                    break;
+                case PageState.PlacedWritable:
+                    writablePlaced.Add(entry); // re-placed by the reclaimer: read-only again, budget released
                     break;
                 default:
                     break;

@@ -15,17 +15,21 @@ internal sealed unsafe class SlotTable : IDisposable
     private readonly NativeShared* _shared;
     private readonly CompressedPool _pool;
     private readonly ClusteredDirectory<NativeSlot> _slots = new("virtual swap slot table");
-    private long _sameFilledSlots, _poolSlots, _fileSlots;
+    private long _sameFilledSlots, _poolSlots, _fileSlots, _cramSlots;
 
     /// <summary>Creates the table and publishes its directory to the native side; before any region exists.</summary>
-    public SlotTable(NativeShared* shared, CompressedPool pool, BackingFile? file)
+    public SlotTable(NativeShared* shared, CompressedPool pool, BackingFile? file, CramNode? node)
     {
         _shared = shared;
         _pool = pool;
         File = file;
+        Node = node;
         PoolOrder = file is null ? null : new FifoQueue<uint>();
         shared->SlotDirectory = _slots.Address;
     }
+
+    /// <summary>The CRAM node, or null.</summary>
+    public CramNode? Node { get; }
 
     /// <summary>The second tier, or null in ghost mode.</summary>
     public BackingFile? File { get; }
@@ -38,6 +42,7 @@ internal sealed unsafe class SlotTable : IDisposable
     public long SameFilledSlots => Volatile.Read(ref _sameFilledSlots);
     public long PoolSlots => Volatile.Read(ref _poolSlots);
     public long FileSlots => Volatile.Read(ref _fileSlots);
+    public long CramSlots => Volatile.Read(ref _cramSlots);
     public long Count => _slots.Count;
 
     /// <summary>Bytes of slot metadata (records, allocation bitmaps, directory pages) per slot in use.</summary>
@@ -90,6 +95,19 @@ internal sealed unsafe class SlotTable : IDisposable
         return true;
     }
 
+    /// <summary>Allocates a slot naming CRAM frame <paramref name="frame"/>, which holds a page the device measured at <paramref name="size"/> bytes.</summary>
+    public ulong AllocateCram(long frame, int size)
+    {
+        ulong id = _slots.Allocate();
+        NativeSlot* s = Get(id);
+        *s = default;
+        s->Location = (ulong)frame;
+        s->Length = (ushort)size;
+        s->Backend = SlotBackend.Cram;
+        Interlocked.Increment(ref _cramSlots);
+        return id;
+    }
+
     /// <summary>Accounts for a slot that a backend move took from <paramref name="from"/> to <paramref name="to"/>.</summary>
     public void Moved(SlotBackend from, SlotBackend to)
     {
@@ -103,6 +121,7 @@ internal sealed unsafe class SlotTable : IDisposable
         {
             case SlotBackend.Pool: return ref _poolSlots;
             case SlotBackend.File: return ref _fileSlots;
+            case SlotBackend.Cram: return ref _cramSlots;
             case SlotBackend.SameFilled: return ref _sameFilledSlots;
             default: throw new ArgumentOutOfRangeException(nameof(backend), backend, "not a storage backend");
         }
@@ -125,6 +144,9 @@ internal sealed unsafe class SlotTable : IDisposable
                 break;
             case SlotBackend.File:
                 File!.Release(s->Location, s->Length);
+                break;
+            case SlotBackend.Cram:
+                Node!.Release((long)s->Location); // freed frame, queued for TRIM
                 break;
             default:
                 throw new InvalidOperationException($"Slot {id} freed twice (backend {s->Backend}).");
@@ -168,6 +190,6 @@ internal sealed unsafe class SlotTable : IDisposable
     {
         DrainStale();
         _slots.Dispose();
-        _sameFilledSlots = _poolSlots = _fileSlots = 0;
+        _sameFilledSlots = _poolSlots = _fileSlots = _cramSlots = 0;
     }
 }

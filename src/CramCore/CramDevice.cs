@@ -1,0 +1,77 @@
+namespace CramCore;
+
+/// <summary>
+/// A compressed-RAM device the engine's CRAM node places pages on (<see cref="CramOptions.CramDevice"/>):
+/// a frame address space larger than its physical capacity, which holds only while the data
+/// compresses. The engine decides what goes there (allocation control) and maps placed pages
+/// read-only (write control); the device is told which frames are free again.
+/// </summary>
+public interface ICramDevice
+{
+    /// <summary>Physical bytes the device has.</summary>
+    long CapacityBytes { get; }
+
+    /// <summary>Frames (4 KiB each) the device exposes; a power of two of at least 64.</summary>
+    long FrameCount { get; }
+
+    /// <summary>The frames [<paramref name="firstFrame"/>, +<paramref name="count"/>) hold nothing any more; the device may release what backs them.</summary>
+    void Trim(long firstFrame, long count);
+}
+
+/// <summary>
+/// The device's control plane for write control: how many pages the host may have writable on the
+/// device now (<see cref="CramOptions.WriteBudgetSource"/>). It may be slow or stop answering: the
+/// engine asks it on its own thread and, when no answer arrives within
+/// <see cref="CramOptions.ControlPlaneLeaseMilliseconds"/>, spends only the budget it has.
+/// </summary>
+public interface IWriteBudgetSource
+{
+    /// <summary>The writable budget in pages; false (or an exception) when the control plane cannot answer.</summary>
+    bool TryReadBudget(out long pages);
+}
+
+/// <summary>
+/// An emulated compressed-RAM device: it has no memory of its own (placed pages stay where they
+/// are in the region); the engine's node computes the physical usage it would see by compressing
+/// the frames it holds. It counts the TRIMs it receives.
+/// </summary>
+public sealed class EmulatedCramDevice : ICramDevice
+{
+    private long _trimmed, _trims;
+
+    /// <param name="capacityBytes">Physical capacity (at least 256 KiB).</param>
+    /// <param name="frameCount">Frames exposed (a power of two ≥ 64); default: four times the capacity in pages, rounded up.</param>
+    public EmulatedCramDevice(long capacityBytes, long frameCount = 0)
+    {
+        if (capacityBytes < 256 << 10)
+        {
+            throw new ArgumentOutOfRangeException(nameof(capacityBytes), capacityBytes, "A device needs at least 256 KiB of capacity.");
+        }
+        frameCount = frameCount == 0 ? (long)System.Numerics.BitOperations.RoundUpToPowerOf2((ulong)(capacityBytes / SharedLayout.PageSize * 4)) : frameCount;
+        if (frameCount < 64 || (frameCount & (frameCount - 1)) != 0 || frameCount > 1L << 30)
+        {
+            throw new ArgumentOutOfRangeException(nameof(frameCount), frameCount, "Frames must be a power of two from 64 to 2^30.");
+        }
+        CapacityBytes = capacityBytes;
+        FrameCount = frameCount;
+    }
+
+    /// <inheritdoc/>
+    public long CapacityBytes { get; }
+
+    /// <inheritdoc/>
+    public long FrameCount { get; }
+
+    /// <summary>Frames trimmed so far.</summary>
+    public long TrimmedFrames => Interlocked.Read(ref _trimmed);
+
+    /// <summary>Trim calls so far (frames are trimmed in batches).</summary>
+    public long Trims => Interlocked.Read(ref _trims);
+
+    /// <inheritdoc/>
+    public void Trim(long firstFrame, long count)
+    {
+        Interlocked.Add(ref _trimmed, count);
+        Interlocked.Increment(ref _trims);
+    }
+}

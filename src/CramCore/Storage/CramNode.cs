@@ -1,0 +1,289 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+
+namespace CramCore.Storage;
+
+/// <summary>
+/// The CRAM node (seeds 000–002): the managed half of the CRAM backend (cramnative.h, "CRAM node").
+/// <list type="bullet">
+/// <item><b>Allocation control</b>: only reclaim places pages here, only very compressible ones
+///   (estimator class confirmed by the LZ4 size), and only while the node is open (its ledger
+///   below the high pressure threshold). Frames come from a lock-free buddy allocator of their
+///   own, capped by the balloon.</item>
+/// <item><b>Write control</b>: placed pages stay mapped read-only in place; the fault service makes
+///   a written one writable within the budget or promotes it. The budget is the administrator's
+///   risk dial (<see cref="CramOptions.WritableBudgetPages"/>) or the device's control plane
+///   (<see cref="IWriteBudgetSource"/>), read on its own thread and trusted for a lease; when the
+///   lease runs out the budget can only shrink to what is already writable, so every further
+///   write is promoted.</item>
+/// <item><b>The device's view</b>: physical usage as inline-compression hardware would see it —
+///   the ledger's sizes (measured at placement and re-placement) with writable frames
+///   re-compressed by a periodic scan; overflow is usage beyond capacity (poison on real
+///   hardware). Pressure thresholds raise events.</item>
+/// <item><b>Balloon</b>: usable frames = capacity × observed compression ratio × a safety margin;
+///   the frames above that are held, so placement stops as the ratio drops.</item>
+/// <item><b>TRIM</b>: frames freed by the reaper are trimmed in batches.</item>
+/// </list>
+/// Placement, re-placement, scans and TRIMs run on the maintenance path (the reclaimer's lock).
+/// </summary>
+internal sealed unsafe class CramNode : IDisposable
+{
+    /// <summary>The node closes to placement above this share of capacity in its ledger, and reopens below <see cref="LowPressure"/>.</summary>
+    public const double HighPressure = 0.9, LowPressure = 0.75;
+
+    /// <summary>Usable frames are this share of what the observed ratio would allow.</summary>
+    public const double BalloonMargin = 0.8;
+
+    private static readonly byte* FrameBase = (byte*)SharedLayout.PageSize; // frames are numbers, not memory
+
+    private readonly NativeShared* _shared;
+    private readonly ICramDevice _device;
+    private readonly BitmapBuddy _frames;
+    private readonly long _hostBudget;
+    private readonly IWriteBudgetSource? _source;
+    private readonly long _leaseTicks;
+    private readonly Action<CramTierEventKind, string> _notify;
+    private readonly Dictionary<long, (uint Region, ulong Page)> _owners = [];
+    private readonly List<long> _pendingTrim = [];
+    private readonly byte* _scratch;
+    private Thread? _controlPlane;
+    private volatile bool _stopping;
+    private long _lastAnswer = -1, _lastAnswerAt;
+    private long _framesInUse, _trimmed, _placed, _maxOverflow, _physicalUsage, _scans;
+    private bool _pressureHigh, _leaseExpiredReported;
+
+    public CramNode(NativeShared* shared, CramOptions options, Action<CramTierEventKind, string> notify)
+    {
+        _shared = shared;
+        _device = options.CramDevice!;
+        _hostBudget = options.WritableBudgetPages;
+        _source = options.WriteBudgetSource;
+        _leaseTicks = (long)options.ControlPlaneLeaseMilliseconds * Stopwatch.Frequency / 1000;
+        _notify = notify;
+        WriteControl = options.CramWriteControl;
+        _frames = new BitmapBuddy(FrameBase, System.Numerics.BitOperations.Log2((ulong)_device.FrameCount));
+        _scratch = (byte*)NativeMemory.Alloc(2 * SharedLayout.PageSize);
+        shared->CramCapacityBytes = (ulong)_device.CapacityBytes;
+        shared->CramWriteControl = WriteControl ? 1u : 0u;
+        shared->CramWritableLimit = WriteControl ? (ulong)(_source is null ? _hostBudget : 0) : ulong.MaxValue;
+        if (_source is not null && WriteControl)
+        {
+            _controlPlane = new Thread(AskControlPlane) { IsBackground = true, Name = "cram-control-plane" };
+            _controlPlane.Start();
+        }
+    }
+
+    public ICramDevice Device => _device;
+    public bool WriteControl { get; }
+    public bool PressureHigh => Volatile.Read(ref _pressureHigh);
+    public long TrimmedFrames => Interlocked.Read(ref _trimmed);
+    public long MaxOverflowBytes => Interlocked.Read(ref _maxOverflow);
+    public long PhysicalUsageBytes => Interlocked.Read(ref _physicalUsage);
+    public long Scans => Interlocked.Read(ref _scans);
+    public long FramesInUse => Interlocked.Read(ref _framesInUse);
+    public bool ControlPlaneAlive => _source is not null && Stopwatch.GetTimestamp() - Interlocked.Read(ref _lastAnswerAt) <= _leaseTicks;
+
+    /// <summary>Frames the node may use now: capacity × observed ratio × margin (the rest is the balloon).</summary>
+    public long UsableFrames
+    {
+        get
+        {
+            ulong bytes = Volatile.Read(ref _shared->Stats.CramPlacedBytes), pages = Volatile.Read(ref _shared->Stats.CramPlacedPages);
+            double ratio = pages == 0 || bytes == 0 ? _device.FrameCount * (double)SharedLayout.PageSize / _device.CapacityBytes
+                                                    : pages * (double)SharedLayout.PageSize / bytes;
+            double frames = _device.CapacityBytes * Math.Max(1, ratio) * BalloonMargin / SharedLayout.PageSize;
+            return (long)Math.Min(_device.FrameCount, frames);
+        }
+    }
+
+    /// <summary>Frames held back by the balloon.</summary>
+    public long BalloonFrames => _device.FrameCount - UsableFrames;
+
+    /// <summary>Whether reclaim may place a page of <paramref name="size"/> compressed bytes now.</summary>
+    public bool Wants(int size) => size <= SharedLayout.PageSize / 2 && !PressureHigh && FramesInUse < UsableFrames;
+
+    /// <summary>A free frame, or -1.</summary>
+    public long AllocateFrame()
+    {
+        byte* block = _frames.Allocate(0);
+        if (block == null)
+        {
+            return -1;
+        }
+        Interlocked.Increment(ref _framesInUse);
+        return (block - FrameBase) >> SharedLayout.PageShift;
+    }
+
+    /// <summary>The page now on <paramref name="frame"/> (after the native placement succeeded).</summary>
+    public void Placed(long frame, uint region, ulong page)
+    {
+        _owners[frame] = (region, page);
+        _placed++;
+    }
+
+    /// <summary>A frame no slot names any more (promoted, rewritten, region gone): free it and queue its TRIM.</summary>
+    public void Release(long frame)
+    {
+        _owners.Remove(frame);
+        _frames.Free(FrameBase + (frame << SharedLayout.PageShift), 0);
+        Interlocked.Decrement(ref _framesInUse);
+        _pendingTrim.Add(frame);
+    }
+
+    /// <summary>Re-places writable pages of a region (sorted): write-protect, measure again, release their budget.</summary>
+    public int Replace(nint engine, uint region, ulong[] pages, int count)
+    {
+        int replaced;
+        fixed (ulong* p = pages)
+        {
+            Interop.ThrowIfFailed(Interop.CramNative.ReplacePages(engine, region, p, count, &replaced), "Re-placing writable CRAM pages");
+        }
+        return replaced;
+    }
+
+    /// <summary>
+    /// Upkeep on the maintenance path: the budget (lease), the device's physical usage (scan of
+    /// writable frames), pressure, and the batched TRIMs.
+    /// </summary>
+    public void Tick(RegionTable regions, SlotTable slots)
+    {
+        UpdateBudget();
+        Scan(regions, slots);
+        UpdatePressure();
+        FlushTrims();
+    }
+
+    private void UpdateBudget()
+    {
+        if (!WriteControl)
+        {
+            return;
+        }
+        if (_source is null)
+        {
+            Volatile.Write(ref _shared->CramWritableLimit, (ulong)_hostBudget);
+            return;
+        }
+        if (ControlPlaneAlive)
+        {
+            _leaseExpiredReported = false;
+            return; // AskControlPlane publishes each answer
+        }
+        // No answer within the lease: spend only what is already writable; every new write promotes.
+        ulong writable = Volatile.Read(ref _shared->Stats.CramWritablePages);
+        ulong limit = Volatile.Read(ref _shared->CramWritableLimit);
+        Volatile.Write(ref _shared->CramWritableLimit, Math.Min(limit, writable));
+        if (!_leaseExpiredReported)
+        {
+            _leaseExpiredReported = true;
+            _notify(CramTierEventKind.CramControlPlaneLost, "The CRAM device's control plane stopped answering; no page becomes writable until it does (writes promote).");
+        }
+    }
+
+    private void AskControlPlane()
+    {
+        while (!_stopping)
+        {
+            bool ok;
+            long pages;
+            try
+            {
+                ok = _source!.TryReadBudget(out pages);
+            }
+            catch (Exception)
+            {
+                ok = false;
+                pages = 0;
+            }
+            if (ok && pages >= 0 && !_stopping)
+            {
+                Interlocked.Exchange(ref _lastAnswer, pages);
+                Interlocked.Exchange(ref _lastAnswerAt, Stopwatch.GetTimestamp());
+                Volatile.Write(ref _shared->CramWritableLimit, (ulong)pages);
+            }
+            Thread.Sleep((int)Math.Max(1, _leaseTicks * 1000 / Stopwatch.Frequency / 4));
+        }
+    }
+
+    /// <summary>
+    /// The usage the device would see: the ledger (sizes measured at placement or re-placement),
+    /// with every writable frame compressed again as it is now. Returns it; tracks the overflow peak.
+    /// </summary>
+    public long Scan(RegionTable regions, SlotTable slots)
+    {
+        long usage = (long)Volatile.Read(ref _shared->Stats.CramPlacedBytes);
+        if (Volatile.Read(ref _shared->Stats.CramWritablePages) > 0)
+        {
+            foreach ((uint region, ulong page) in _owners.Values)
+            {
+                CramRegion? r = regions.Get(region);
+                if (r is null || page >= r.PageCount)
+                {
+                    continue;
+                }
+                ulong pte = PageTableEntry.Load(r.PageTableEntries + page);
+                if (PageTableEntry.State(pte) != PageState.PlacedWritable)
+                {
+                    continue;
+                }
+                int now = Interop.Lz4.CompressDefault(r.BasePointer + (page << SharedLayout.PageShift), _scratch, SharedLayout.PageSize, SharedLayout.PageSize);
+                int size = now > 0 ? now : SharedLayout.PageSize;
+                usage += size - slots.Get(PageTableEntry.Slot(pte))->Length;
+            }
+        }
+        Interlocked.Exchange(ref _physicalUsage, usage);
+        Interlocked.Increment(ref _scans);
+        long overflow = usage - _device.CapacityBytes;
+        if (overflow > Interlocked.Read(ref _maxOverflow))
+        {
+            Interlocked.Exchange(ref _maxOverflow, overflow);
+        }
+        return usage;
+    }
+
+    private void UpdatePressure()
+    {
+        double used = (double)Volatile.Read(ref _shared->Stats.CramPlacedBytes)
+            + (WriteControl ? (double)Volatile.Read(ref _shared->Stats.CramWritablePages) * SharedLayout.PageSize : 0);
+        double share = used / _device.CapacityBytes;
+        if (!_pressureHigh && share >= HighPressure)
+        {
+            Volatile.Write(ref _pressureHigh, true);
+            _notify(CramTierEventKind.CramPressureHigh, $"The CRAM node's ledger is at {share:P0} of the device's capacity: it is closed to new pages.");
+        }
+        else if (_pressureHigh && share < LowPressure)
+        {
+            Volatile.Write(ref _pressureHigh, false);
+            _notify(CramTierEventKind.CramPressureLow, $"The CRAM node's ledger is down to {share:P0} of the device's capacity: it takes pages again.");
+        }
+    }
+
+    /// <summary>Trims the frames freed since the last flush, in runs of consecutive frames.</summary>
+    public void FlushTrims()
+    {
+        if (_pendingTrim.Count == 0)
+        {
+            return;
+        }
+        _pendingTrim.Sort();
+        int start = 0;
+        for (int i = 1; i <= _pendingTrim.Count; i++)
+        {
+            if (i == _pendingTrim.Count || _pendingTrim[i] != _pendingTrim[i - 1] + 1)
+            {
+                _device.Trim(_pendingTrim[start], i - start);
+                start = i;
+            }
+        }
+        Interlocked.Add(ref _trimmed, _pendingTrim.Count);
+        _pendingTrim.Clear();
+    }
+
+    public void Dispose()
+    {
+        _stopping = true; // a control plane that hangs keeps its (background) thread until it returns
+        FlushTrims();
+        _frames.Dispose();
+        NativeMemory.Free(_scratch);
+    }
+}
