@@ -72,6 +72,16 @@ var writeback = new Command("writeback", "The backing-file tier: compressed writ
     writebackPagesOption, corpusOption, dirOption, jsonOption,
 };
 writeback.SetAction(r => Guard(() => BenchWritebackCommand.Run(r.GetValue(writebackPagesOption), r.GetValue(corpusOption), r.GetValue(dirOption), r.GetValue(jsonOption))));
+var bearPagesOption = new Option<int>("--pages") { Description = "Pages placed on the device (64 MiB by default).", DefaultValueFactory = _ => 16384 };
+var bearSecondsOption = new Option<double>("--seconds") { Description = "Seconds of writing per mode.", DefaultValueFactory = _ => 2 };
+var bearThreadsOption = new Option<int>("--threads") { Description = "Writer threads.", DefaultValueFactory = _ => 2 };
+var bearBudgetOption = new Option<long>("--budget") { Description = "Writable budget in pages (host dial and control plane).", DefaultValueFactory = _ => 64 };
+var bear = new Command("bear", "Write control on an emulated CRAM device: threads write incompressible data into device pages without write control, with the host's budget, and with the device's budget from a control plane that dies.")
+{
+    bearPagesOption, bearSecondsOption, bearThreadsOption, bearBudgetOption, jsonOption,
+};
+bear.SetAction(r => Guard(() => BenchBearCommand.Run(r.GetValue(bearPagesOption), r.GetValue(bearSecondsOption), r.GetValue(bearThreadsOption), r.GetValue(bearBudgetOption), r.GetValue(jsonOption))));
+bench.Subcommands.Add(bear);
 bench.Subcommands.Add(faults);
 bench.Subcommands.Add(writeback);
 bench.Subcommands.Add(alloc);

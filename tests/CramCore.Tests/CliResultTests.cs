@@ -34,6 +34,10 @@ public sealed class CliResultTests
             "file_bytes_written", "file_bytes_per_compressed_byte", "decompressed_writeback_bytes", "written_over_decompressed",
             "swapin_from_file_p50_us", "swapin_from_file_p99_us", "file_samples", "swapin_p50_us", "swapin_p99_us", "pool_samples",
             "metadata_bytes_per_slot", "checksum_ns_per_page", "checksum_share_of_swapin", "checksum_failures", "mismatches"], Keys<WritebackBenchResult>());
+        Assert.Equal(["pages", "device_capacity_bytes", "placed_pages", "ledger_bytes", "threads", "seconds_per_mode", "budget_pages", "modes",
+            "placed_read_gb_s", "resident_read_gb_s", "placed_over_resident_read"], Keys<BearBenchResult>());
+        Assert.Equal(["overflow_bytes", "peak_physical_usage_bytes", "promotions", "made_writable", "max_writable", "budget_pages",
+            "writes_per_s", "writes", "mismatches"], Keys<BearModeResult>());
     }
 
     [Fact]
