@@ -160,6 +160,10 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_slot_move, from_backend); FIELD(cram_slot_move, to_backend); FIELD(cram_slot_move, reserved);
     FIELD(cram_slot_move, moved);
 
+    STRUCT(cram_move_out);
+    FIELD(cram_move_out, page); FIELD(cram_move_out, slot); FIELD(cram_move_out, handle); FIELD(cram_move_out, length);
+    FIELD(cram_move_out, checksum); FIELD(cram_move_out, moved); FIELD(cram_move_out, raw);
+
     STRUCT(cram_place);
     FIELD(cram_place, page); FIELD(cram_place, slot); FIELD(cram_place, size); FIELD(cram_place, placed);
 
@@ -1185,6 +1189,48 @@ EXPORT int CramNative_PlacePages(cram_engine* e, uint32_t region_id, cram_place*
     __atomic_fetch_sub(&st->resident_pages, (uint64_t)n, __ATOMIC_RELAXED); /* now on the device's account */
     pthread_mutex_unlock(&e->lock);
     *placed = n;
+    return 0;
+}
+
+EXPORT int CramNative_MoveOutPages(cram_engine* e, uint32_t region_id, cram_move_out* moves, int32_t count, int32_t* moved)
+{
+    if (!moved || (count && !moves) || count < 0 || !e || region_id >= CRAM_MAX_REGIONS ||
+        !__atomic_load_n(&e->regions[region_id].active, __ATOMIC_ACQUIRE)) { errno = EINVAL; return -1; }
+    cram_region_desc* r = &e->regions[region_id];
+    cram_shared* s = e->shared;
+    cram_stats* st = &s->stats;
+    int32_t n = 0;
+    int err = 0;
+    pthread_mutex_lock(&e->lock); /* the service sees the page PLACED with its frame, or EVICTED with the copy */
+    for (int32_t i = 0; i < count; i++) {
+        cram_move_out* m = &moves[i];
+        m->moved = 0;
+        if (m->page >= r->length >> CRAM_PAGE_SHIFT) { err = ERANGE; break; }
+        uint64_t* pte = &r->pte[m->page];
+        if (load_acquire(pte) != CRAM_PTE_MAKE(CRAM_PTE_PLACED, m->slot)) continue; /* written or re-placed meanwhile */
+        store_release(pte, CRAM_PTE_MAKE(CRAM_PTE_DROPPING, m->slot));
+        cram_slot* slot = slot_get(s, m->slot);
+        uint32_t old = slot->length;
+        if (madvise((void*)(uintptr_t)(r->base + (m->page << CRAM_PAGE_SHIFT)), CRAM_PAGE_SIZE, MADV_DONTNEED) != 0) {
+            err = errno;
+            store_release(pte, CRAM_PTE_MAKE(CRAM_PTE_PLACED, m->slot)); /* still mapped, still on the node */
+            break;
+        }
+        slot->location = m->handle;
+        slot->checksum = m->checksum;
+        slot->length = (uint16_t)m->length;
+        slot->backend = CRAM_BACKEND_POOL;
+        if (m->raw) slot_flags_or(slot, CRAM_SLOT_RAW);
+        store_release(pte, CRAM_PTE_MAKE(CRAM_PTE_EVICTED, m->slot));
+        st->cram_placed_pages--;
+        st->cram_placed_bytes -= old;
+        m->moved = 1;
+        n++;
+    }
+    add_counter(&st->evicted_pages_total, (uint64_t)n);
+    pthread_mutex_unlock(&e->lock);
+    *moved = n;
+    if (err) { errno = err; return -1; }
     return 0;
 }
 

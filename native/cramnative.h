@@ -96,6 +96,11 @@
  *                                                      TRIMmed by the reaper
  *   PLACED_WRITABLE ──re-placed (native CramNative_ReplacePages)──▶ PLACED   write-protected, size
  *                                                      measured again, writable_pages - 1
+ *   PLACED ──moved out (native CramNative_MoveOutPages)──▶ DROPPING ──MADV_DONTNEED──▶ EVICTED(slot)
+ *                                                      the node is over pressure or its balloon
+ *                                                      inflates: the copy managed code stored in
+ *                                                      the pool becomes the slot's (one slot rewrite,
+ *                                                      under the engine lock); the frame is freed
  *   PLACED, PLACED_WRITABLE ──region destroyed──▶ (gone)   slot pushed stale, ledger fixed
  * Reads of placed pages never fault. Without write control (a baseline for the bear experiment)
  * every write makes its page writable and the ledger does not bound the device.
@@ -237,6 +242,17 @@ typedef struct cram_place {
     uint32_t placed; /* out: 1 if the page is now PLACED */
 } cram_place;
 
+/* One move of CramNative_MoveOutPages: a PLACED page leaves the node for a pool copy. */
+typedef struct cram_move_out {
+    uint64_t page;     /* PLACED, naming `slot` */
+    uint64_t slot;
+    uint64_t handle;   /* the pool copy's handle */
+    uint32_t length;   /* its length */
+    uint32_t checksum; /* its CRC-32C */
+    uint32_t moved;    /* out: 1 if the page is now EVICTED with the pool copy */
+    uint32_t raw;      /* 1: the copy is the page itself (it no longer compresses), not LZ4 */
+} cram_move_out;
+
 /* A compressed-pool handle: a slot of backend LZ4 or RAW holds a handle id; the handle says where
  * the object's bytes are now. Compaction moves objects and rewrites only the handle, under the
  * engine lock (CramNative_PoolMove), so the service never reads an object mid-move. */
@@ -357,6 +373,9 @@ _Static_assert(sizeof(cram_slot_move) == 32 && offsetof(cram_slot_move, slot) ==
                offsetof(cram_slot_move, to_backend) == 25 && offsetof(cram_slot_move, reserved) == 26 &&
                offsetof(cram_slot_move, moved) == 28, "cram_slot_move layout");
 _Static_assert(CRAM_PAGE_SIZE <= UINT16_MAX, "a stored length does not fit cram_slot.length");
+_Static_assert(sizeof(cram_move_out) == 40 && offsetof(cram_move_out, handle) == 16 && offsetof(cram_move_out, length) == 24 &&
+               offsetof(cram_move_out, checksum) == 28 && offsetof(cram_move_out, moved) == 32 && offsetof(cram_move_out, raw) == 36,
+               "cram_move_out layout");
 _Static_assert(sizeof(cram_place) == 24 && offsetof(cram_place, page) == 0 && offsetof(cram_place, slot) == 8 &&
                offsetof(cram_place, size) == 16 && offsetof(cram_place, placed) == 20, "cram_place layout");
 _Static_assert(sizeof(cram_pool_handle) == 16 && offsetof(cram_pool_handle, address) == 0 &&
@@ -422,6 +441,8 @@ int CramNative_PlacePages(cram_engine* engine, uint32_t region_id, cram_place* p
 /* PLACED_WRITABLE -> PLACED: write-protect, measure the size again, release the budget. `pages`
  * sorted; the first *replaced entries become the pages re-placed. */
 int CramNative_ReplacePages(cram_engine* engine, uint32_t region_id, uint64_t* pages, int32_t count, int32_t* replaced);
+/* PLACED -> EVICTED with the slot rewritten to the given pool copy (cramnative.h, "CRAM node"). */
+int CramNative_MoveOutPages(cram_engine* engine, uint32_t region_id, cram_move_out* moves, int32_t count, int32_t* moved);
 /* The reaper's mark: sets bit id of `named` (bits ids) for every slot a page table names, under the
  * engine lock, so together with the stale list it is an exact picture of the slots in use. */
 int CramNative_MarkNamedSlots(cram_engine* engine, uint64_t* named, uint64_t bits);

@@ -79,7 +79,7 @@ public sealed unsafe class CramEngine : IDisposable
             shared->BackingFd = _file.Descriptor;
             shared->BackingDirect = _file.Direct ? 1u : 0u;
         }
-        _node = options.CramDevice is null ? null : new CramNode(shared, options, Enqueue);
+        _node = options.CramDevice is null ? null : new CramNode(native, shared, options, Enqueue);
         _slots = new SlotTable(shared, _pool, _file, _node);
         _reaper = new Reaper(native, _slots);
         if (_file is not null)
@@ -342,6 +342,7 @@ public sealed unsafe class CramEngine : IDisposable
             CramPlacementRefusals = (long)s.CramPlacementRefusals,
             CramTrimmedFrames = _node?.TrimmedFrames ?? 0,
             CramBalloonFrames = _node?.BalloonFrames ?? 0,
+            CramMovedOut = _node?.MovedOut ?? 0,
             CramControlPlaneAlive = _node?.ControlPlaneAlive ?? false,
             FaultServiceBusyTime = TimeSpan.FromTicks((long)(s.ServiceBusyNs / 100)),
             UserfaultfdMode = UserfaultfdMode,

@@ -129,6 +129,8 @@ public sealed record CramStats
     public long CramTrimmedFrames { get; init; }
     /// <summary>Frames the balloon holds back: the device exposes more frames than capacity × observed ratio × margin can fill.</summary>
     public long CramBalloonFrames { get; init; }
+    /// <summary>Entries moved off the node to the pool (pressure or balloon), through virtual swap (cumulative).</summary>
+    public long CramMovedOut { get; init; }
     /// <summary>The control plane answered within its lease.</summary>
     public bool CramControlPlaneAlive { get; init; }
 

@@ -262,6 +262,8 @@ public sealed unsafe class CramNodeTests
         engine.TickCramNode();
         CramStats s = engine.GetStats();
         Assert.True(s.CramPressureHigh, s.ToString());
+        Assert.True(s.CramMovedOut > 0, "the oldest read-only entries left through virtual swap");
+        Assert.True(s.StoredBytes > 0);
         Assert.True(SpinWait.SpinUntil(() => events.Contains(CramTierEventKind.CramPressureHigh), 5000));
         long placed = s.CramPlacements;
         region.Reclaim(region.Length - 512L * P); // the rest: not to the node while it is closed
@@ -275,6 +277,67 @@ public sealed unsafe class CramNodeTests
         for (int i = 0; i < 1024; i++)
         {
             Assert.True(CheckVeryCompressible(region.Pointer + (long)i * P, i, i < 60 ? 1 : 0), $"page {i}");
+        }
+    }
+
+    [Fact]
+    public void IncompressibleReplacedPages_AreTheFirstToMoveOut_ThroughVirtualSwap()
+    {
+        (CramEngine engine, CramRegion region, _) = Create(1024, budget: 50, capacity: 256 << 10, frames: 4096);
+        using var owner = engine;
+        region.Reclaim(region.Length);
+        Assert.Equal(1024, engine.GetStats().CramPlacedPages);
+        // 50 pages become incompressible (random bytes, writable within the budget), then are
+        // re-placed: measured at a whole page each, they fill the ledger past the high threshold.
+        var noise = new byte[50 * P];
+        new Random(3).NextBytes(noise);
+        noise.CopyTo(region.AsSpan<byte>(0, noise.Length));
+        region.Reclaim(region.Length);
+        Assert.Equal(50, engine.GetStats().CramReplacements);
+        engine.TickCramNode();
+        CramStats s = engine.GetStats();
+        Assert.True(s.CramMovedOut >= 50, s.ToString());
+        Assert.False(s.CramPressureHigh);
+        Assert.True(s.CramPlacedPages <= 1024 - 50);
+        Assert.True(s.CramPlacedPages <= (long)4096 - s.CramBalloonFrames, "no more frames in use than the balloon leaves");
+        Assert.Equal(0, s.CramOverflowBytes);
+        Assert.True(noise.AsSpan().SequenceEqual(region.AsSpan<byte>(0, noise.Length)), "the moved-out pages read back from the pool");
+        for (int i = 50; i < 1024; i++)
+        {
+            Assert.True(CheckVeryCompressible(region.Pointer + (long)i * P, i, 0), $"page {i}");
+        }
+        Assert.Equal(0, engine.SweepZombies());
+    }
+}
+
+[Trait("Category", TestCategory.Unit)]
+public sealed unsafe class CramBalloonTests
+{
+    [Fact]
+    public void Balloon_InflatesAsTheObservedRatioDrops_AndDeflatesAsItRises()
+    {
+        var shared = (NativeShared*)System.Runtime.InteropServices.NativeMemory.AllocZeroed((nuint)sizeof(NativeShared));
+        try
+        {
+            var device = new EmulatedCramDevice(1 << 20, frameCount: 4096); // 256 pages of capacity, 4096 frames
+            using var node = new CramNode(0, shared, new CramOptions { CramDevice = device }, (_, _) => { });
+            long initial = node.BalloonFrames; // nothing placed yet: the device's own 16x frames-per-capacity, with the margin
+            Assert.Equal(4096 - (long)(1048576.0 * 16 * CramNode.BalloonMargin / 4096), initial);
+            shared->Stats.CramPlacedPages = 1000;
+            shared->Stats.CramPlacedBytes = 1000 * 256; // ratio 16: 1 MiB x 16 x 0.8 = 3276 frames usable
+            long at16 = node.BalloonFrames;
+            Assert.Equal(4096 - (long)(1048576.0 * 16 * CramNode.BalloonMargin / 4096), at16);
+            shared->Stats.CramPlacedBytes = 1000 * 1024; // ratio 4: inflates
+            long at4 = node.BalloonFrames;
+            Assert.True(at4 > at16, $"{at16} -> {at4}");
+            Assert.True(node.FramesInUse <= node.UsableFrames);
+            shared->Stats.CramPlacedBytes = 1000 * 128; // ratio 32: deflates
+            Assert.True(node.BalloonFrames < at4);
+            Assert.False(node.Wants(SharedLayout.PageSize / 2 + 1)); // only very compressible pages
+        }
+        finally
+        {
+            System.Runtime.InteropServices.NativeMemory.Free(shared);
         }
     }
 }

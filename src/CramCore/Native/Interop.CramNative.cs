@@ -59,6 +59,10 @@ internal static partial class Interop
         [LibraryImport(Library, EntryPoint = "CramNative_PlacePages", SetLastError = true)]
         internal static partial int PlacePages(nint engine, uint regionId, NativeCramPlace* places, int count, int* placed);
 
+        /// <summary>PLACED → EVICTED with each slot rewritten to its pool copy (entries leave the CRAM node through virtual swap).</summary>
+        [LibraryImport(Library, EntryPoint = "CramNative_MoveOutPages", SetLastError = true)]
+        internal static partial int MoveOutPages(nint engine, uint regionId, NativeCramMoveOut* moves, int count, int* moved);
+
         /// <summary>PLACED_WRITABLE → PLACED (write-protect, measure again); the first <paramref name="replaced"/> entries become those re-placed.</summary>
         [LibraryImport(Library, EntryPoint = "CramNative_ReplacePages", SetLastError = true)]
         internal static partial int ReplacePages(nint engine, uint regionId, ulong* pages, int count, int* replaced);

@@ -153,6 +153,20 @@ internal unsafe struct NativeSlot
         (byte)(Interlocked.And(ref *(uint*)&slot->Length, ~((uint)flags << FlagsShift)) >> FlagsShift);
 }
 
+/// <summary>One move of CramNative_MoveOutPages (cram_move_out).</summary>
+[NativeStruct("cram_move_out")]
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativeCramMoveOut
+{
+    public ulong Page;
+    public ulong Slot;
+    public ulong Handle;
+    public uint Length;
+    public uint Checksum;
+    public uint Moved;
+    public uint Raw;
+}
+
 /// <summary>One placement of CramNative_PlacePages (cram_place).</summary>
 [NativeStruct("cram_place")]
 [StructLayout(LayoutKind.Sequential)]

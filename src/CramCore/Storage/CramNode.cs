@@ -22,6 +22,10 @@ namespace CramCore.Storage;
 ///   hardware). Pressure thresholds raise events.</item>
 /// <item><b>Balloon</b>: usable frames = capacity × observed compression ratio × a safety margin;
 ///   the frames above that are held, so placement stops as the ratio drops.</item>
+/// <item><b>Moving out</b>: above the high pressure threshold, or with more frames in use than the
+///   balloon leaves, the oldest placed entries leave through virtual swap: compressed into the
+///   pool, then one native call rewrites each slot and drops the page (CramNative_MoveOutPages);
+///   the page table is never walked. A full pool stops it (writeback then makes room).</item>
 /// <item><b>TRIM</b>: frames freed by the reaper are trimmed in batches.</item>
 /// </list>
 /// Placement, re-placement, scans and TRIMs run on the maintenance path (the reclaimer's lock).
@@ -36,6 +40,10 @@ internal sealed unsafe class CramNode : IDisposable
 
     private static readonly byte* FrameBase = (byte*)SharedLayout.PageSize; // frames are numbers, not memory
 
+    /// <summary>Most entries moved out per maintenance tick.</summary>
+    public const int MoveOutBatch = 256;
+
+    private readonly nint _engine;
     private readonly NativeShared* _shared;
     private readonly ICramDevice _device;
     private readonly BitmapBuddy _frames;
@@ -45,6 +53,10 @@ internal sealed unsafe class CramNode : IDisposable
     private readonly Action<CramTierEventKind, string> _notify;
     private readonly Dictionary<long, (uint Region, ulong Page)> _owners = [];
     private readonly List<long> _pendingTrim = [];
+    private readonly FifoQueue<long> _order = new(); // frames in placement order: the oldest leave first
+    private readonly NativeCramMoveOut[] _moves = new NativeCramMoveOut[MoveOutBatch];
+    private readonly long[] _moveFrames = new long[MoveOutBatch];
+    private long _movedOut;
     private readonly byte* _scratch;
     private Thread? _controlPlane;
     private volatile bool _stopping;
@@ -52,8 +64,9 @@ internal sealed unsafe class CramNode : IDisposable
     private long _framesInUse, _trimmed, _placed, _maxOverflow, _physicalUsage, _scans;
     private bool _pressureHigh, _leaseExpiredReported;
 
-    public CramNode(NativeShared* shared, CramOptions options, Action<CramTierEventKind, string> notify)
+    public CramNode(nint engine, NativeShared* shared, CramOptions options, Action<CramTierEventKind, string> notify)
     {
+        _engine = engine;
         _shared = shared;
         _device = options.CramDevice!;
         _hostBudget = options.WritableBudgetPages;
@@ -81,6 +94,7 @@ internal sealed unsafe class CramNode : IDisposable
     public long PhysicalUsageBytes => Interlocked.Read(ref _physicalUsage);
     public long Scans => Interlocked.Read(ref _scans);
     public long FramesInUse => Interlocked.Read(ref _framesInUse);
+    public long MovedOut => Interlocked.Read(ref _movedOut);
     public bool ControlPlaneAlive => _source is not null && Stopwatch.GetTimestamp() - Interlocked.Read(ref _lastAnswerAt) <= _leaseTicks;
 
     /// <summary>Frames the node may use now: capacity × observed ratio × margin (the rest is the balloon).</summary>
@@ -118,6 +132,7 @@ internal sealed unsafe class CramNode : IDisposable
     public void Placed(long frame, uint region, ulong page)
     {
         _owners[frame] = (region, page);
+        _order.Enqueue(frame);
         _placed++;
     }
 
@@ -150,7 +165,95 @@ internal sealed unsafe class CramNode : IDisposable
         UpdateBudget();
         Scan(regions, slots);
         UpdatePressure();
+        while (MustShrink() && MoveOut(regions, slots) > 0)
+        {
+            UpdatePressure();
+        }
         FlushTrims();
+    }
+
+    /// <summary>Over the high threshold until back under the low one, or holding more frames than the balloon leaves.</summary>
+    private bool MustShrink() => PressureHigh || FramesInUse > UsableFrames;
+
+    /// <summary>
+    /// Moves up to <see cref="MoveOutBatch"/> of the oldest read-only placed entries to the pool
+    /// through virtual swap (compress, store, one native slot rewrite + drop per region batch,
+    /// free the frame). Writable ones are skipped: reclaim re-places them first. Returns how many moved.
+    /// </summary>
+    public int MoveOut(RegionTable regions, SlotTable slots)
+    {
+        int moved = 0, n = 0, looked = 0, budget = _order.Count;
+        uint batchRegion = 0;
+        byte* copy = _scratch;
+        while (n < MoveOutBatch && looked++ < budget && _order.TryDequeue(out long frame))
+        {
+            if (!_owners.TryGetValue(frame, out (uint Region, ulong Page) owner) || regions.Get(owner.Region) is not { } region)
+            {
+                continue; // freed (promoted, region gone) since it was placed
+            }
+            ulong pte = PageTableEntry.Load(region.PageTableEntries + owner.Page);
+            NativeSlot* slot = PageTableEntry.State(pte) is PageState.Placed or PageState.PlacedWritable ? slots.Get(PageTableEntry.Slot(pte)) : null;
+            if (slot == null || slot->Backend != SlotBackend.Cram || (long)slot->Location != frame)
+            {
+                continue;
+            }
+            if (PageTableEntry.State(pte) == PageState.PlacedWritable || (n > 0 && owner.Region != batchRegion))
+            {
+                _order.Enqueue(frame); // later: after its re-placement, or in the next region's batch
+                continue;
+            }
+            byte* data = region.BasePointer + (owner.Page << SharedLayout.PageShift);
+            int size = Interop.Lz4.CompressDefault(data, copy, SharedLayout.PageSize, SharedLayout.PageSize - 1);
+            bool raw = size <= 0; // re-placed after it became incompressible: the pool keeps it as it is
+            byte* stored = raw ? data : copy;
+            size = raw ? SharedLayout.PageSize : size;
+            uint handle = slots.Pool.Store(stored, size);
+            if (handle == 0)
+            {
+                _order.Enqueue(frame);
+                break; // the pool is full: stop here (writeback makes room, if there is a file)
+            }
+            batchRegion = owner.Region;
+            _moveFrames[n] = frame;
+            _moves[n++] = new NativeCramMoveOut
+            {
+                Page = owner.Page, Slot = PageTableEntry.Slot(pte), Handle = handle, Length = (uint)size, Checksum = Checksum.Crc32C(stored, size),
+                Raw = raw ? 1u : 0u,
+            };
+        }
+        if (n == 0)
+        {
+            return 0;
+        }
+        int done;
+        Errno error;
+        fixed (NativeCramMoveOut* moves = _moves)
+        {
+            error = Interop.CramNative.MoveOutPages(_engine, batchRegion, moves, n, &done) == 0 ? Errno.None : Interop.LastErrno();
+        }
+        for (int i = 0; i < n; i++)
+        {
+            if (_moves[i].Moved != 0)
+            {
+                slots.Moved(SlotBackend.Cram, SlotBackend.Pool);
+                Release(_moveFrames[i]); // step 3: the old location goes
+                moved++;
+            }
+            else
+            {
+                slots.Pool.Free((uint)_moves[i].Handle); // written meanwhile: the copy is not needed
+                if (_owners.ContainsKey(_moveFrames[i]))
+                {
+                    _order.Enqueue(_moveFrames[i]);
+                }
+            }
+        }
+        Interlocked.Add(ref _movedOut, moved);
+        if (error != Errno.None)
+        {
+            throw Interop.GetExceptionForErrno(error, "Moving entries out of the CRAM node");
+        }
+        return moved;
     }
 
     private void UpdateBudget()
