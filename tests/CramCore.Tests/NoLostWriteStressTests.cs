@@ -22,12 +22,14 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         Plain,
         ResidentLimit,
         Writeback,
+        Cram,
     }
 
     [Theory]
     [InlineData(Mode.Plain)]
     [InlineData(Mode.ResidentLimit)]
     [InlineData(Mode.Writeback)]
+    [InlineData(Mode.Cram)]
     public void ConcurrentWritesReadsReclaimAndGc_LoseNothing(Mode mode)
     {
         const int pages = 4096, writers = 2;
@@ -40,7 +42,25 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             BackingFile = mode == Mode.Writeback ? Path.Combine(dir, "swap") : null,
             CompressedPoolLimitBytes = mode == Mode.Writeback ? 2L << 20 : 0,
             PoolArenaBytes = mode == Mode.Writeback ? 1L << 20 : 64L << 20,
+            CramDevice = mode == Mode.Cram ? new EmulatedCramDevice(1L << 20) : null, // room for part of the placeable pages
+            WritableBudgetPages = mode == Mode.Cram ? 16 : 0,
         });
+        // In the CRAM variant two pages in five are very compressible: the node places them, writes
+        // make them writable within the budget or promote them, reclaim re-places or moves them out.
+        bool VeryCompressible(int page) => mode == Mode.Cram && page % 5 is 2 or 3;
+        void Write(byte* p, int page, long v)
+        {
+            if (VeryCompressible(page))
+            {
+                CramNodeTests.WriteVeryCompressible(p, page, v);
+            }
+            else
+            {
+                TestPages.WriteCompressible(p, page, v);
+            }
+        }
+        bool Check(byte* p, int page, long v) =>
+            v < 0 ? TestPages.CheckFilledZero(p) : VeryCompressible(page) ? CramNodeTests.CheckVeryCompressible(p, page, v) : TestPages.CheckCompressible(p, page, v);
         using var region = engine.CreateRegion((long)pages * P);
         long[] versions = new long[pages]; // owned per page by writer (page % writers)
         for (int i = 0; i < pages; i++)
@@ -52,7 +72,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             }
             else
             {
-                TestPages.WriteCompressible(region.Pointer + (long)i * P, i, 0);
+                Write(region.Pointer + (long)i * P, i, 0);
             }
         }
         var stop = DateTime.UtcNow.AddSeconds(Seconds);
@@ -67,7 +87,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
                 int page = rng.Next(pages / writers) * writers + id;
                 byte* p = region.Pointer + (long)page * P;
                 long v = versions[page];
-                bool ok = v < 0 ? TestPages.CheckFilledZero(p) : TestPages.CheckCompressible(p, page, v);
+                bool ok = Check(p, page, v);
                 if (!ok)
                 {
                     lock (failures) { failures.Add($"page {page}: expected version {v}, found {((long*)p)[1]} (index {((long*)p)[0]})"); }
@@ -76,13 +96,9 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
                 v = v < 0 ? 1 : v + 1;
                 if (rng.Next(4) == 0)
                 {
-                    ((long*)p)[1] = v; // partial write: only the version word, rest must follow
-                    TestPages.WriteCompressible(p, page, v);
+                    ((long*)p)[1] = v; // partial write: only one word first, the rest must follow
                 }
-                else
-                {
-                    TestPages.WriteCompressible(p, page, v);
-                }
+                Write(p, page, v);
                 versions[page] = v;
                 Interlocked.Increment(ref writes);
             }
@@ -159,7 +175,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         for (int i = 0; i < pages; i++)
         {
             byte* p = region.Pointer + (long)i * P;
-            Assert.True(versions[i] < 0 ? TestPages.CheckFilledZero(p) : TestPages.CheckCompressible(p, i, versions[i]), $"page {i} version {versions[i]}");
+            Assert.True(Check(p, i, versions[i]), $"page {i} version {versions[i]}");
         }
         var s = engine.GetStats();
         output.WriteLine($"writes {writes} reads {reads} reclaimed {reclaimed / P} pages, gcs {gcs}, maintenance rounds {maintenance}; {s}");
@@ -167,6 +183,12 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         Assert.Equal(0, s.ChecksumFailures);
         Assert.Equal(0, s.BadPageFaults);
         Assert.Equal(0, engine.SweepZombies());
+        if (mode == Mode.Cram)
+        {
+            Assert.True(s.CramPlacements > 0 && s.CramPromotions > 0 && s.CramMadeWritable > 0, s.ToString());
+            Assert.True(s.CramMaxWritablePages <= 16);
+            Assert.Equal(0, s.CramOverflowBytes);
+        }
         if (mode == Mode.Writeback)
         {
             Assert.True(s.WritebackPages > 0 && s.RefaultsFromFile > 0, $"writeback {s.WritebackPages}, from file {s.RefaultsFromFile}");
