@@ -15,9 +15,10 @@ var threadsOption = new Option<int>("--threads") { Description = "Worker threads
 var secondsOption = new Option<int>("--seconds") { Description = "Length of the random read/write workload.", DefaultValueFactory = _ => 10 };
 var backingFileOption = new Option<string?>("--backing-file") { Description = "Write the coldest compressed pages back to this file (must not exist; unlinked at once), with a pool limit small enough that it happens." };
 var poolLimitOption = new Option<string>("--pool-limit") { Description = "Compressed pool limit (e.g. 256m); default: none, or size/16 with --backing-file.", DefaultValueFactory = _ => "0" };
+var cramOption = new Option<bool>("--cram") { Description = "Enable the CRAM node: an emulated compressed-RAM device of size/16 that takes very compressible pages read-only in place, 1024 pages writable." };
 var demo = new Command("demo", "Fill a large region with a realistic mix under a resident limit, run a skewed read/write workload, verify every page.")
 {
-    sizeOption, limitOption, threadsOption, secondsOption, corpusOption, backingFileOption, poolLimitOption, jsonOption,
+    sizeOption, limitOption, threadsOption, secondsOption, corpusOption, backingFileOption, poolLimitOption, cramOption, jsonOption,
 };
 demo.SetAction(r => Guard(() => DemoCommand.Run(new DemoCommand.Settings(
     Measure.ParseSize(r.GetValue(sizeOption)!, "--size"),
@@ -27,7 +28,8 @@ demo.SetAction(r => Guard(() => DemoCommand.Run(new DemoCommand.Settings(
     r.GetValue(corpusOption),
     r.GetValue(jsonOption),
     r.GetValue(backingFileOption),
-    Measure.ParseSize(r.GetValue(poolLimitOption)!, "--pool-limit")))));
+    Measure.ParseSize(r.GetValue(poolLimitOption)!, "--pool-limit"),
+    r.GetValue(cramOption)))));
 root.Subcommands.Add(demo);
 
 // cram bench faults|reclaim

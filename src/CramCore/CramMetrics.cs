@@ -42,6 +42,17 @@ internal static class CramMetrics
         Counter("cramcore.errors.read", "{read}", "Backing-file reads that failed twice (never mapped; SIGBUS)", s => s.ReadErrors);
         Counter("cramcore.errors.write", "{write}", "Failed writes to the backing file (entries stayed in the pool)", s => s.WriteErrors);
         Counter("cramcore.zombies_reaped", "{slot}", "Slots no page named, found and freed by the reaper", s => s.ZombiesReaped);
+        Gauge("cramcore.cram.placed_pages", "{page}", "Pages on the CRAM node", s => s.CramPlacedPages);
+        Gauge("cramcore.cram.physical_usage", "By", "Physical usage of the CRAM device as it would see it", s => s.CramPhysicalUsageBytes);
+        Gauge("cramcore.cram.overflow", "By", "Most physical usage beyond the device's capacity seen (poison on real hardware)", s => s.CramOverflowBytes);
+        Gauge("cramcore.cram.writable_pages", "{page}", "Placed pages writable in place", s => s.CramWritablePages);
+        Gauge("cramcore.cram.writable_budget", "{page}", "The writable budget now", s => s.CramWritableBudgetPages);
+        Gauge("cramcore.cram.balloon", "{frame}", "Device frames the balloon holds back", s => s.CramBalloonFrames);
+        Gauge("cramcore.cram.pressure_high", "1", "1 while the CRAM node is over its high pressure threshold", s => s.CramPressureHigh ? 1 : 0);
+        Counter("cramcore.cram.promotions", "{page}", "Writes that promoted a placed page to host memory", s => s.CramPromotions);
+        Counter("cramcore.cram.made_writable", "{page}", "Writes that made a placed page writable in place", s => s.CramMadeWritable);
+        Counter("cramcore.cram.trimmed", "{frame}", "Frames freed and trimmed on the device", s => s.CramTrimmedFrames);
+        Counter("cramcore.cram.moved_out", "{page}", "Entries moved off the CRAM node to the pool", s => s.CramMovedOut);
     }
 
     private static void Gauge(string name, string unit, string description, Func<CramStats, long> read) =>

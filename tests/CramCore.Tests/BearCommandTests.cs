@@ -33,4 +33,15 @@ public sealed class BearCommandTests
         Assert.Contains("--pages", Assert.Throws<CliException>(() => BenchBearCommand.Run(10, 1, 1, 1, true)).Message);
         Assert.Contains("--budget", Assert.Throws<CliException>(() => BenchBearCommand.Run(2048, 1, 1, 0, true)).Message);
     }
+
+    [Fact]
+    public void Demo_WithCram_PlacesPages_KeepsTheDeviceWithinCapacity_AndVerifiesEveryPage()
+    {
+        var settings = new DemoCommand.Settings(64L << 20, 16L << 20, 2, 1, null, Json: true, Cram: true);
+        JsonElement r = JsonDocument.Parse(ConsoleCapture.Stdout(() => DemoCommand.Run(settings))).RootElement;
+        Assert.Equal(0, r.GetProperty("mismatches").GetInt64());
+        Assert.True(r.GetProperty("cram_placed_pages").GetInt64() > 0, r.ToString());
+        Assert.Equal(0, r.GetProperty("cram_overflow_bytes").GetInt64());
+        Assert.True(r.GetProperty("cram_max_writable_pages").GetInt64() <= 1024);
+    }
 }

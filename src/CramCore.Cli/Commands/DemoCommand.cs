@@ -13,7 +13,9 @@ internal sealed record DemoResult(
     long Reads, long Writes, long SwapinSamples, double SwapinP50Us, double SwapinP99Us,
     double FillS, double WorkloadS, double VerifyS, long Mismatches,
     string? BackingFile, long PoolLimitBytes, long WritebackPages, long WritebackBytes, long FilePages,
-    long BackingFileBytes, long RefaultsFromFile, long ChecksumFailures);
+    long BackingFileBytes, long RefaultsFromFile, long ChecksumFailures,
+    long CramCapacityBytes, long CramPlacedPages, long CramPhysicalUsageBytes, double CramCompressionRatio, long CramOverflowBytes,
+    long CramMadeWritable, long CramMaxWritablePages, long CramPromotions, long CramTrimmedFrames, long CramMovedOut);
 
 /// <summary>
 /// `cram demo`: fills a large region with a realistic mix under a resident limit, runs a skewed
@@ -23,7 +25,7 @@ internal sealed record DemoResult(
 internal static unsafe class DemoCommand
 {
     internal sealed record Settings(long SizeBytes, long LimitBytes, int Threads, int Seconds, string? Corpus, bool Json,
-        string? BackingFile = null, long PoolLimitBytes = 0);
+        string? BackingFile = null, long PoolLimitBytes = 0, bool Cram = false);
 
     private sealed class Phase(string name, long total)
     {
@@ -64,6 +66,9 @@ internal static unsafe class DemoCommand
             BackingFile = s.BackingFile,
             CompressedPoolLimitBytes = poolLimit,
             PoolArenaBytes = poolLimit is > 0 and < 64L << 20 ? 1L << 20 : 64L << 20,
+            // The CRAM node: a device with a sixteenth of the data's size, 4 MiB of it writable in place.
+            CramDevice = s.Cram ? new EmulatedCramDevice(Math.Max(1L << 20, s.SizeBytes / 16)) : null,
+            WritableBudgetPages = s.Cram ? 1024 : 0,
         });
         using var region = engine.CreateRegion(s.SizeBytes);
         long pages = region.Length / PageSource.PageSize;
@@ -79,6 +84,10 @@ internal static unsafe class DemoCommand
         if (!s.Json)
         {
             AnsiConsole.MarkupLine($"[bold]cram demo[/]: {Measure.Bytes(region.Length)} region, {Measure.Bytes(s.LimitBytes)} resident limit, {s.Threads} threads, {source.Description}, userfaultfd {engine.UserfaultfdMode}");
+            if (s.Cram)
+            {
+                AnsiConsole.MarkupLine($"CRAM node: an emulated device of {Measure.Bytes(Math.Max(1L << 20, s.SizeBytes / 16))}, writable budget 1024 pages: very compressible pages are placed read-only in place");
+            }
             if (s.BackingFile is not null)
             {
                 AnsiConsole.MarkupLine($"backing file [bold]{Markup.Escape(s.BackingFile)}[/] (unlinked), pool limit {Measure.Bytes(poolLimit)}: the coldest compressed pages are written back to it");
@@ -251,7 +260,17 @@ internal static unsafe class DemoCommand
             FilePages: stats.FilePages,
             BackingFileBytes: stats.BackingFileBytes,
             RefaultsFromFile: stats.RefaultsFromFile,
-            ChecksumFailures: stats.ChecksumFailures);
+            ChecksumFailures: stats.ChecksumFailures,
+            CramCapacityBytes: stats.CramCapacityBytes,
+            CramPlacedPages: stats.CramPlacedPages,
+            CramPhysicalUsageBytes: stats.CramPhysicalUsageBytes,
+            CramCompressionRatio: Math.Round(stats.CramCompressionRatio, 2),
+            CramOverflowBytes: stats.CramOverflowBytes,
+            CramMadeWritable: stats.CramMadeWritable,
+            CramMaxWritablePages: stats.CramMaxWritablePages,
+            CramPromotions: stats.CramPromotions,
+            CramTrimmedFrames: stats.CramTrimmedFrames,
+            CramMovedOut: stats.CramMovedOut);
         if (s.Json)
         {
             Console.WriteLine(ResultPrinter.ToJson(result));
@@ -263,6 +282,11 @@ internal static unsafe class DemoCommand
             table.AddRow("resident now / peak", $"{Measure.Bytes(stats.ResidentBytes)} / {Measure.Bytes(stats.PeakResidentBytes)} ({peakOverLimit:P1} of limit)");
             table.AddRow("stored (compressed) / pool memory", $"{Measure.Bytes(stats.StoredBytes)} / {Measure.Bytes(stats.PoolBytes)}");
             table.AddRow("same-filled pages", $"{stats.SameFilledPages:N0}");
+            if (s.Cram)
+            {
+                table.AddRow("CRAM node: placed pages / device usage (ratio) / overflow", $"{stats.CramPlacedPages:N0} / {Measure.Bytes(stats.CramPhysicalUsageBytes)} of {Measure.Bytes(stats.CramCapacityBytes)} ({stats.CramCompressionRatio:0.0}x) / {stats.CramOverflowBytes:N0} bytes");
+                table.AddRow("CRAM writes: writable in place (max at once) / promoted / moved out / trimmed frames", $"{stats.CramMadeWritable:N0} ({stats.CramMaxWritablePages:N0}) / {stats.CramPromotions:N0} / {stats.CramMovedOut:N0} / {stats.CramTrimmedFrames:N0}");
+            }
             if (s.BackingFile is not null)
             {
                 table.AddRow("backing file: pages / bytes on disk", $"{stats.FilePages:N0} / {Measure.Bytes(stats.BackingFileBytes)} ({Measure.Bytes(stats.WritebackBytes)} written back, {stats.RefaultsFromFile:N0} swap-ins from it)");
@@ -278,7 +302,7 @@ internal static unsafe class DemoCommand
             table.AddRow("integrity check", mismatches == 0 ? $"[green]all {pages:N0} pages match[/]" : $"[red]{mismatches:N0} pages differ (first: {string.Join(", ", firstMismatches)})[/]");
             AnsiConsole.Write(table);
         }
-        return mismatches == 0 && stats.ServiceErrors == 0 && stats.ChecksumFailures == 0 ? 0 : 1;
+        return mismatches == 0 && stats.ServiceErrors == 0 && stats.ChecksumFailures == 0 && stats.CramOverflowBytes == 0 ? 0 : 1;
     }
 
     private static bool GcdIsNotOne(ulong a, ulong b)
