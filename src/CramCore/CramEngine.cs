@@ -173,10 +173,10 @@ public sealed unsafe class CramEngine : IDisposable
     internal Reaper Reaper => _reaper;
     internal CramNode? Node => _node;
 
-    /// <summary>The CRAM node's upkeep now (budget lease, device scan, pressure, TRIMs); returns the device's physical usage (benchmarks, tests).</summary>
+    /// <summary>The CRAM node's upkeep now, with a device scan (budget lease, usage, pressure, moving out, TRIMs); returns the device's physical usage (benchmarks, tests).</summary>
     internal long TickCramNode() => Maintenance(() =>
     {
-        _node?.Tick(_regions, _slots);
+        _node?.Tick(_regions, _slots, forceScan: true);
         return _node?.PhysicalUsageBytes ?? 0;
     });
 

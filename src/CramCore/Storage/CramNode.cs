@@ -40,6 +40,9 @@ internal sealed unsafe class CramNode : IDisposable
 
     private static readonly byte* FrameBase = (byte*)SharedLayout.PageSize; // frames are numbers, not memory
 
+    /// <summary>The device's writable frames are compressed again at most this often by background upkeep.</summary>
+    public static readonly TimeSpan ScanInterval = TimeSpan.FromMilliseconds(100);
+
     /// <summary>Most entries moved out per maintenance tick.</summary>
     public const int MoveOutBatch = 256;
 
@@ -56,7 +59,7 @@ internal sealed unsafe class CramNode : IDisposable
     private readonly FifoQueue<long> _order = new(); // frames in placement order: the oldest leave first
     private readonly NativeCramMoveOut[] _moves = new NativeCramMoveOut[MoveOutBatch];
     private readonly long[] _moveFrames = new long[MoveOutBatch];
-    private long _movedOut;
+    private long _movedOut, _nextScan;
     private readonly byte* _scratch;
     private Thread? _controlPlane;
     private volatile bool _stopping;
@@ -160,10 +163,15 @@ internal sealed unsafe class CramNode : IDisposable
     /// Upkeep on the maintenance path: the budget (lease), the device's physical usage (scan of
     /// writable frames), pressure, and the batched TRIMs.
     /// </summary>
-    public void Tick(RegionTable regions, SlotTable slots)
+    public void Tick(RegionTable regions, SlotTable slots, bool forceScan = false)
     {
         UpdateBudget();
-        Scan(regions, slots);
+        long now = Stopwatch.GetTimestamp();
+        if (forceScan || now >= _nextScan)
+        {
+            _nextScan = now + (long)(ScanInterval.TotalSeconds * Stopwatch.Frequency);
+            Scan(regions, slots);
+        }
         UpdatePressure();
         while (MustShrink() && MoveOut(regions, slots) > 0)
         {
