@@ -380,11 +380,11 @@ public sealed unsafe class CramEngine : IDisposable
             // No region is active, so the service no longer reads slots; free them while the
             // shared block (which EngineDestroy unmaps) is still there.
             _slots.Dispose();
+            _node?.Dispose(); // after the slot table gave its frames back, before the shared block goes
             _pool.Dispose();
             Interop.ThrowIfFailed(Interop.CramNative.EngineDestroy(_native), "Stopping the fault service");
             _writeback?.Dispose();
             _file?.Dispose(); // after the service stopped: it reads the file
-            _node?.Dispose(); // after the slot table gave its frames back
         }
     }
 }

@@ -62,7 +62,8 @@ internal sealed unsafe class CramNode : IDisposable
     private long _movedOut, _nextScan;
     private readonly byte* _scratch;
     private Thread? _controlPlane;
-    private volatile bool _stopping;
+    private readonly Lock _planeLock = new(); // a leaf: the control plane's thread publishes under it; Dispose stops it under it
+    private bool _stopping;
     private long _lastAnswer = -1, _lastAnswerAt;
     private long _framesInUse, _trimmed, _placed, _maxOverflow, _physicalUsage, _scans;
     private bool _pressureHigh, _leaseExpiredReported;
@@ -178,6 +179,11 @@ internal sealed unsafe class CramNode : IDisposable
             UpdatePressure();
         }
         FlushTrims();
+        if (_order.Count > 2 * _owners.Count + 4096)
+        {
+            var seen = new HashSet<long>();
+            _order.Retain(frame => _owners.ContainsKey(frame) && seen.Add(frame)); // dead and repeated entries
+        }
     }
 
     /// <summary>Over the high threshold until back under the low one, or holding more frames than the balloon leaves.</summary>
@@ -293,7 +299,7 @@ internal sealed unsafe class CramNode : IDisposable
 
     private void AskControlPlane()
     {
-        while (!_stopping)
+        while (true)
         {
             bool ok;
             long pages;
@@ -306,13 +312,24 @@ internal sealed unsafe class CramNode : IDisposable
                 ok = false;
                 pages = 0;
             }
-            if (ok && pages >= 0 && !_stopping)
+            lock (_planeLock)
             {
-                Interlocked.Exchange(ref _lastAnswer, pages);
-                Interlocked.Exchange(ref _lastAnswerAt, Stopwatch.GetTimestamp());
-                Volatile.Write(ref _shared->CramWritableLimit, (ulong)pages);
+                if (_stopping)
+                {
+                    return; // the engine is going: its shared block may be unmapped next
+                }
+                if (ok && pages >= 0)
+                {
+                    Interlocked.Exchange(ref _lastAnswer, pages);
+                    Interlocked.Exchange(ref _lastAnswerAt, Stopwatch.GetTimestamp());
+                    Volatile.Write(ref _shared->CramWritableLimit, (ulong)pages);
+                }
             }
             Thread.Sleep((int)Math.Max(1, _leaseTicks * 1000 / Stopwatch.Frequency / 4));
+            if (Volatile.Read(ref _stopping))
+            {
+                return;
+            }
         }
     }
 
@@ -390,9 +407,13 @@ internal sealed unsafe class CramNode : IDisposable
         _pendingTrim.Clear();
     }
 
+    /// <summary>Stops the control plane's thread from touching the engine (a hung one keeps its background thread until it returns), trims what is pending. Before the engine's shared block goes.</summary>
     public void Dispose()
     {
-        _stopping = true; // a control plane that hangs keeps its (background) thread until it returns
+        lock (_planeLock)
+        {
+            _stopping = true;
+        }
         FlushTrims();
         _frames.Dispose();
         NativeMemory.Free(_scratch);
