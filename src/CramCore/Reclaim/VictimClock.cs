@@ -87,7 +87,7 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
             {
                 for (ulong page = 0; page < region.PageCount; page++)
                 {
-                    if (PageTableEntry.State(PageTableEntry.Load(region.PageTableEntries + page)) is PageState.Dirty or PageState.Clean)
+                    if (PageTableEntry.State(PageTableEntry.Load(region.PageTableEntries + page)) is PageState.Dirty or PageState.Clean or PageState.PlacedWritable)
                     {
                         _queue.Enqueue(FaultLogEntry.Encode(region.Id, page));
                     }
