@@ -999,14 +999,20 @@ EXPORT int CramNative_RegionDestroy(cram_engine* e, uint32_t region_id)
 
 /* ------------------------------------------------------------------ batched page operations */
 
+/* The region if it is active (the service may resolve faults in it), else NULL. */
+static cram_region_desc* region_active(cram_engine* e, uint32_t region_id)
+{
+    if (!e || region_id >= CRAM_MAX_REGIONS || !__atomic_load_n(&e->regions[region_id].active, __ATOMIC_ACQUIRE)) return NULL;
+    return &e->regions[region_id];
+}
+
 static int region_checked(cram_engine* e, uint32_t region_id, const uint64_t* pages, int32_t count, cram_region_desc** out)
 {
-    if (!e || region_id >= CRAM_MAX_REGIONS || count < 0 || (count && !pages) ||
-        !__atomic_load_n(&e->regions[region_id].active, __ATOMIC_ACQUIRE)) {
+    cram_region_desc* r = region_active(e, region_id);
+    if (!r || count < 0 || (count && !pages)) {
         errno = EINVAL;
         return -1;
     }
-    cram_region_desc* r = &e->regions[region_id];
     uint64_t n = r->length >> CRAM_PAGE_SHIFT;
     for (int32_t i = 0; i < count; i++) {
         if (pages[i] >= n) { errno = ERANGE; return -1; }
@@ -1164,10 +1170,8 @@ EXPORT int CramNative_MarkNamedSlots(cram_engine* e, uint64_t* named, uint64_t b
 
 EXPORT int CramNative_PlacePages(cram_engine* e, uint32_t region_id, cram_place* places, int32_t count, int32_t* placed)
 {
-    cram_region_desc* r;
-    if (!placed || (count && !places) || count < 0 || !e || region_id >= CRAM_MAX_REGIONS ||
-        !__atomic_load_n(&e->regions[region_id].active, __ATOMIC_ACQUIRE)) { errno = EINVAL; return -1; }
-    r = &e->regions[region_id];
+    cram_region_desc* r = region_active(e, region_id);
+    if (!r || !placed || (count && !places) || count < 0) { errno = EINVAL; return -1; }
     cram_shared* s = e->shared;
     cram_stats* st = &s->stats;
     int32_t n = 0;
@@ -1194,9 +1198,8 @@ EXPORT int CramNative_PlacePages(cram_engine* e, uint32_t region_id, cram_place*
 
 EXPORT int CramNative_MoveOutPages(cram_engine* e, uint32_t region_id, cram_move_out* moves, int32_t count, int32_t* moved)
 {
-    if (!moved || (count && !moves) || count < 0 || !e || region_id >= CRAM_MAX_REGIONS ||
-        !__atomic_load_n(&e->regions[region_id].active, __ATOMIC_ACQUIRE)) { errno = EINVAL; return -1; }
-    cram_region_desc* r = &e->regions[region_id];
+    cram_region_desc* r = region_active(e, region_id);
+    if (!r || !moved || (count && !moves) || count < 0) { errno = EINVAL; return -1; }
     cram_shared* s = e->shared;
     cram_stats* st = &s->stats;
     int32_t n = 0;
