@@ -48,7 +48,8 @@ case "$cmd" in
   test)
     build
     log "tests"
-    dotnet test CramCore.sln -c "$config" --no-build -nologo -v:q "$@"
+    # A failed test prints its message and stack (the quiet build output alone would only name it).
+    dotnet test CramCore.sln -c "$config" --no-build -nologo -v:q --logger "console;verbosity=minimal" "$@"
     ;;
   demo)
     build

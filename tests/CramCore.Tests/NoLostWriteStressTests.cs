@@ -193,9 +193,10 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         {
             Assert.True(s.WritebackPages > 0 && s.RefaultsFromFile > 0, $"writeback {s.WritebackPages}, from file {s.RefaultsFromFile}");
         }
-        Assert.True(s.Evictions > pages, $"evictions {s.Evictions}");
+        // The soak did real work (floors low enough for a loaded 2-core CI machine: these are not speed checks).
+        Assert.True(s.Evictions > pages / 4, $"evictions {s.Evictions}");
         Assert.True(s.Refaults > 0);
-        Assert.True(writes > 1000, $"writes {writes}");
+        Assert.True(writes > 200, $"writes {writes}");
         Assert.True(gcs > 3, $"gcs {gcs}");
     }
 }
