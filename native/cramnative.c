@@ -431,7 +431,8 @@ static void resident_add(cram_engine* e, uint64_t n)
     uint64_t peak = __atomic_load_n(&st->peak_resident_pages, __ATOMIC_RELAXED);
     while (now > peak && !__atomic_compare_exchange_n(&st->peak_resident_pages, &peak, now, 1,
                                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED)) { }
-    if (e->config.soft_limit_pages && now > e->config.soft_limit_pages) signal_reclaim(e);
+    uint64_t soft = __atomic_load_n(&e->config.soft_limit_pages, __ATOMIC_RELAXED);
+    if (soft && now > soft) signal_reclaim(e);
 }
 
 /* Before a fault adds a resident page: if resident is at the hard limit, give reclaim a bounded
@@ -444,8 +445,8 @@ static void throttle(cram_engine* e)
 {
     cram_stats* st = &e->shared->stats;
     uint32_t* stalled = &e->shared->reclaim_stalled;
-    if (!e->config.hard_limit_pages ||
-        __atomic_load_n(&st->resident_pages, __ATOMIC_RELAXED) < e->config.hard_limit_pages)
+    uint64_t hard = __atomic_load_n(&e->config.hard_limit_pages, __ATOMIC_RELAXED);
+    if (!hard || __atomic_load_n(&st->resident_pages, __ATOMIC_RELAXED) < hard)
         return;
     signal_reclaim(e);
     if (__atomic_load_n(stalled, __ATOMIC_ACQUIRE)) return;
@@ -453,7 +454,8 @@ static void throttle(cram_engine* e)
     uint64_t deadline = now_ns() + (uint64_t)e->config.throttle_max_us * 1000ull;
     struct timespec nap = { 0, 20000 };
     pthread_mutex_unlock(&e->lock);
-    while (__atomic_load_n(&st->resident_pages, __ATOMIC_RELAXED) >= e->config.hard_limit_pages &&
+    while (__atomic_load_n(&st->resident_pages, __ATOMIC_RELAXED) >= __atomic_load_n(&e->config.hard_limit_pages, __ATOMIC_RELAXED) &&
+           __atomic_load_n(&e->config.hard_limit_pages, __ATOMIC_RELAXED) &&
            !__atomic_load_n(stalled, __ATOMIC_ACQUIRE) && now_ns() < deadline)
         nanosleep(&nap, NULL);
     pthread_mutex_lock(&e->lock);
@@ -1120,6 +1122,15 @@ EXPORT int CramNative_PoolMove(cram_engine* e, uint64_t handle_directory, const 
 
 /* Step 2 of a backend move: under the lock the service resolves faults under, so a fault reads the
  * slot either before (old location, still valid) or after (new location), never in between. */
+EXPORT int CramNative_SetResidentLimit(cram_engine* e, uint64_t soft_limit_pages, uint64_t hard_limit_pages)
+{
+    if (!e || (soft_limit_pages && hard_limit_pages < soft_limit_pages)) { errno = EINVAL; return -1; }
+    __atomic_store_n(&e->config.soft_limit_pages, soft_limit_pages, __ATOMIC_RELAXED);
+    __atomic_store_n(&e->config.hard_limit_pages, hard_limit_pages, __ATOMIC_RELAXED);
+    if (soft_limit_pages && __atomic_load_n(&e->shared->stats.resident_pages, __ATOMIC_RELAXED) > soft_limit_pages) signal_reclaim(e);
+    return 0;
+}
+
 EXPORT int CramNative_SlotsMove(cram_engine* e, cram_slot_move* moves, int32_t count, int32_t* moved)
 {
     if (!e || !moved || count < 0 || (count && !moves)) { errno = EINVAL; return -1; }

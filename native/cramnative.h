@@ -325,8 +325,8 @@ enum cram_uffd_mode {
 typedef struct cram_engine_config {
     uint32_t forced_mode;        /* enum cram_uffd_mode */
     uint32_t spin_us;            /* service busy-polls this long before it blocks */
-    uint64_t soft_limit_pages;   /* resident pages above which reclaim is signalled (0 = none) */
-    uint64_t hard_limit_pages;   /* resident pages above which faults are throttled (0 = none) */
+    uint64_t soft_limit_pages;   /* resident pages above which reclaim is signalled (0 = none); CramNative_SetResidentLimit changes it */
+    uint64_t hard_limit_pages;   /* resident pages above which faults are throttled (0 = none); likewise */
     uint32_t throttle_max_us;    /* longest a fault waits for reclaim at the hard limit */
     uint32_t fault_around_pages; /* first-touch write faults fill this many EMPTY pages (1..64) */
 } cram_engine_config;
@@ -434,6 +434,8 @@ int CramNative_DropPages(cram_engine* engine, uint32_t region_id, uint64_t* page
 int CramNative_WaitReclaimSignal(cram_engine* engine, int32_t timeout_ms, int32_t* signalled);
 int CramNative_SignalReclaim(cram_engine* engine);
 int CramNative_PoolMove(cram_engine* engine, uint64_t handle_directory, const cram_pool_move* moves, int32_t count);
+/* Changes the resident limits at run time (0 = none); faults see the new values at once. */
+int CramNative_SetResidentLimit(cram_engine* engine, uint64_t soft_limit_pages, uint64_t hard_limit_pages);
 /* Step 2 of a backend move (see "Virtual swap"): rewrites each slot still naming its old location. */
 int CramNative_SlotsMove(cram_engine* engine, cram_slot_move* moves, int32_t count, int32_t* moved);
 /* EVICTING -> PLACED for each page the node's ledger admits (cramnative.h, "CRAM node"). */

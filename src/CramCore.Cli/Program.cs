@@ -83,7 +83,17 @@ var bear = new Command("bear", "Write control on an emulated CRAM device: thread
     bearPagesOption, bearSecondsOption, bearThreadsOption, bearBudgetOption, jsonOption,
 };
 bear.SetAction(r => Guard(() => BenchBearCommand.Run(r.GetValue(bearPagesOption), r.GetValue(bearSecondsOption), r.GetValue(bearThreadsOption), r.GetValue(bearBudgetOption), r.GetValue(jsonOption))));
+var swapSizeOption = new Option<string>("--size") { Description = "Bytes of corpus pages to write (e.g. 2g).", DefaultValueFactory = _ => "2g" };
+var swapLimitOption = new Option<string>("--limit") { Description = "Resident limit during the fill and phase A (e.g. 512m).", DefaultValueFactory = _ => "512m" };
+var swapSamplesOption = new Option<int>("--samples") { Description = "Random swap-ins per phase.", DefaultValueFactory = _ => 20000 };
+var swap = new Command("swap", "The kernel's own swap workload (../shared/anchors/swaptest.c) through the public API, with kernel-zram.sh's JSON keys: fill under a limit, random swap-ins at the limit and without it, sequential swap-in, verify.")
+{
+    corpusOption, swapSizeOption, swapLimitOption, swapSamplesOption, jsonOption,
+};
+swap.SetAction(r => Guard(() => BenchSwapCommand.Run(r.GetValue(corpusOption), Measure.ParseSize(r.GetValue(swapSizeOption)!, "--size"),
+    Measure.ParseSize(r.GetValue(swapLimitOption)!, "--limit"), r.GetValue(swapSamplesOption), r.GetValue(jsonOption))));
 bench.Subcommands.Add(bear);
+bench.Subcommands.Add(swap);
 bench.Subcommands.Add(faults);
 bench.Subcommands.Add(writeback);
 bench.Subcommands.Add(alloc);

@@ -30,6 +30,7 @@ public sealed unsafe class CramEngine : IDisposable
     private readonly ConcurrentQueue<CramTierEventArgs> _pendingEvents = new();
     private readonly Lock _eventLock = new(); // events are raised one at a time, in order
     private long _checksumFailuresSeen, _readErrorsSeen;
+    private long _residentLimitBytes;
     private readonly RegionTable _regions = new();
     private readonly ReclaimWorker _worker;
     private readonly Lock _lock = new();
@@ -41,6 +42,7 @@ public sealed unsafe class CramEngine : IDisposable
     {
         _options = options;
         long limitPages = options.ResidentLimitBytes / SharedLayout.PageSize;
+        _residentLimitBytes = limitPages * SharedLayout.PageSize;
         var config = new NativeEngineConfig
         {
             ForcedMode = (uint)options.Userfaultfd,
@@ -153,6 +155,37 @@ public sealed unsafe class CramEngine : IDisposable
             while (_pendingEvents.TryDequeue(out CramTierEventArgs? e))
             {
                 TierEvent?.Invoke(this, e);
+            }
+        }
+    }
+
+    /// <summary>
+    /// The resident limit background reclaim holds now (bytes; 0: none). Starts as
+    /// <see cref="CramOptions.ResidentLimitBytes"/>; setting it takes effect at once (lowering it
+    /// starts reclaim, raising or removing it lets faults stop waiting).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">Negative, or between 0 and 64 pages (262144 bytes).</exception>
+    public long ResidentLimitBytes
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return Volatile.Read(ref _residentLimitBytes);
+        }
+        set
+        {
+            if (value < 0 || (value > 0 && value < 64 * SharedLayout.PageSize))
+            {
+                throw new ArgumentOutOfRangeException(nameof(value), value, "The resident limit is 0 (none) or at least 64 pages (262144 bytes).");
+            }
+            lock (_lock)
+            {
+                ObjectDisposedException.ThrowIf(_disposed, this);
+                long pages = value / SharedLayout.PageSize;
+                ulong hard = pages == 0 ? 0 : (ulong)ReclaimWorker.HardLimitPages(pages);
+                Interop.ThrowIfFailed(Interop.CramNative.SetResidentLimit(_native, (ulong)pages, hard), "Setting the resident limit");
+                _worker.SetLimit(pages);
+                Volatile.Write(ref _residentLimitBytes, pages * SharedLayout.PageSize);
             }
         }
     }

@@ -36,6 +36,10 @@ public sealed class CliResultTests
             "metadata_bytes_per_slot", "checksum_ns_per_page", "checksum_share_of_swapin", "checksum_failures", "mismatches"], Keys<WritebackBenchResult>());
         Assert.Equal(["pages", "device_capacity_bytes", "placed_pages", "ledger_bytes", "threads", "seconds_per_mode", "budget_pages", "modes",
             "placed_read_gb_s", "resident_read_gb_s", "placed_over_resident_read"], Keys<BearBenchResult>());
+        Assert.Equal(["fill_mib_s", "swapin_at_limit_p50_us", "swapin_at_limit_p99_us", "swapin_p50_us", "swapin_p99_us", "seq_swapin_mib_s",
+            "mismatches", "source", "size_bytes", "limit_bytes", "samples_at_limit", "samples_no_limit", "zero_page_samples", "resident_skipped",
+            "evicted_test", "effective_ratio", "evictions", "zero_fill_faults", "refaults", "write_protect_faults", "throttled_faults", "seq_pages",
+            "peak_resident_over_limit"], Keys<SwapBenchResult>());
         Assert.Equal(["overflow_bytes", "peak_physical_usage_bytes", "promotions", "made_writable", "max_writable", "budget_pages",
             "writes_per_s", "writes", "mismatches"], Keys<BearModeResult>());
     }

@@ -27,6 +27,30 @@ public sealed unsafe class RegionTests
     }
 
     [Fact]
+    public void ResidentLimit_CanBeSetAtRunTime()
+    {
+        using var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1 });
+        using var region = engine.CreateRegion(2048L * P);
+        for (int i = 0; i < 2048; i++)
+        {
+            TestPages.WriteCompressible(region.Pointer + (long)i * P, i, 1);
+        }
+        Assert.Equal(2048L * P, engine.GetStats().ResidentBytes); // no limit yet: no reclaim thread
+        engine.ResidentLimitBytes = 1L << 20;                      // 256 pages: reclaim starts
+        Assert.Equal(1L << 20, engine.ResidentLimitBytes);
+        Assert.True(SpinWait.SpinUntil(() => engine.GetStats().ResidentBytes <= 1L << 20, 10_000), engine.GetStats().ToString());
+        engine.ResidentLimitBytes = 0; // lifted: reading everything back is not throttled or reclaimed
+        for (int i = 0; i < 2048; i++)
+        {
+            Assert.True(TestPages.CheckCompressible(region.Pointer + (long)i * P, i, 1));
+        }
+        Thread.Sleep(100);
+        Assert.Equal(2048L * P, engine.GetStats().ResidentBytes);
+        Assert.Throws<ArgumentOutOfRangeException>(() => engine.ResidentLimitBytes = 4096);
+        Assert.Throws<ArgumentOutOfRangeException>(() => engine.ResidentLimitBytes = -1);
+    }
+
+    [Fact]
     public void ReclaimOfLongMaxValue_EvictsEverything()
     {
         using var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1 });

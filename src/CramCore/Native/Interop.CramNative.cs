@@ -51,6 +51,10 @@ internal static partial class Interop
         [LibraryImport(Library, EntryPoint = "CramNative_PoolMove", SetLastError = true)]
         internal static partial int PoolMove(nint engine, ulong handleDirectory, NativePoolMove* moves, int count);
 
+        /// <summary>Changes the resident limits at run time (0 = none).</summary>
+        [LibraryImport(Library, EntryPoint = "CramNative_SetResidentLimit", SetLastError = true)]
+        internal static partial int SetResidentLimit(nint engine, ulong softLimitPages, ulong hardLimitPages);
+
         /// <summary>Step 2 of a backend move: rewrites each slot still naming its old location, under the engine's lock.</summary>
         [LibraryImport(Library, EntryPoint = "CramNative_SlotsMove", SetLastError = true)]
         internal static partial int SlotsMove(nint engine, NativeSlotMove* moves, int count, int* moved);

@@ -15,8 +15,8 @@ internal sealed unsafe class ReclaimWorker : IDisposable
     private readonly NativeShared* _shared;
     private readonly Reclaimer _reclaimer;
     private readonly Action _afterTick;
-    private readonly long _lowWaterPages;
-    private readonly bool _run;
+    private long _lowWaterPages;
+    private bool _run;
     private long _nextSweep;
     private Thread? _thread;
     private volatile bool _stopping;
@@ -42,10 +42,21 @@ internal sealed unsafe class ReclaimWorker : IDisposable
     /// <summary>Faults wait (bounded) for reclaim above this.</summary>
     internal static long HardLimitPages(long limitPages) => limitPages + Math.Max(32, limitPages / 40);
 
-    /// <summary>Starts the thread when there is a limit to hold.</summary>
+    /// <summary>Holds <paramref name="limitPages"/> from now on (0: no limit), starting the thread if it was not needed before.</summary>
+    public void SetLimit(long limitPages)
+    {
+        Volatile.Write(ref _lowWaterPages, limitPages > 0 ? LowWaterPages(limitPages) : long.MaxValue);
+        if (limitPages > 0 && !_run)
+        {
+            _run = true;
+            Start();
+        }
+    }
+
+    /// <summary>Starts the thread when there is a limit to hold (once).</summary>
     public void Start()
     {
-        if (!_run)
+        if (!_run || _thread is not null || _stopping)
         {
             return;
         }
@@ -65,12 +76,13 @@ internal sealed unsafe class ReclaimWorker : IDisposable
                 break;
             }
             long resident;
-            while (!_stopping && (resident = (long)Volatile.Read(ref _shared->Stats.ResidentPages)) > _lowWaterPages)
+            long lowWater;
+            while (!_stopping && (resident = (long)Volatile.Read(ref _shared->Stats.ResidentPages)) > (lowWater = Volatile.Read(ref _lowWaterPages)))
             {
                 bool stalled;
                 try
                 {
-                    stalled = _reclaimer.Reclaim(resident - _lowWaterPages, null) == 0;
+                    stalled = _reclaimer.Reclaim(resident - lowWater, null) == 0;
                 }
                 catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException or OutOfMemoryException)
                 {

@@ -1,0 +1,168 @@
+using System.Diagnostics;
+
+namespace CramCore.Cli.Commands;
+
+/// <summary>What `cram bench swap --json` prints: the kernel anchor's keys first (../shared/anchors/kernel-zram.sh), then the engine's own figures.</summary>
+internal sealed record SwapBenchResult(
+    double FillMibS, double SwapinAtLimitP50Us, double SwapinAtLimitP99Us, double SwapinP50Us, double SwapinP99Us, double SeqSwapinMibS,
+    long Mismatches,
+    string Source, long SizeBytes, long LimitBytes, int SamplesAtLimit, int SamplesNoLimit, int ZeroPageSamples, long ResidentSkipped,
+    string EvictedTest, double EffectiveRatio, long Evictions, long ZeroFillFaults, long Refaults, long WriteProtectFaults,
+    long ThrottledFaults, long SeqPages, double PeakResidentOverLimit);
+
+/// <summary>
+/// `cram bench swap`: the kernel's own swap workload (../shared/anchors/swaptest.c) through the
+/// public API, so the figures stand beside kernel-zram.sh's: SIZE of corpus pages written in order
+/// under a resident limit (fill); random reads of evicted pages at the limit (A); the limit lifted
+/// and the same again (B); the pages still evicted read in order (seq); every page verified. As
+/// swaptest, latencies are of non-zero pages (all-zero pages are counted apart) and a sample counts
+/// only if its page was evicted when sampled: swaptest asks mincore(); this asks the engine's page
+/// table (state EVICTED), which is the same fact for a region.
+/// </summary>
+internal static unsafe class BenchSwapCommand
+{
+    private const int P = PageSource.PageSize;
+
+    public static int Run(string? corpus, long size, long limit, int samples, bool json)
+    {
+        if (corpus is null)
+        {
+            throw new CliException("--corpus: required (the kernel anchor runs on a corpus too), e.g. --corpus ../shared/corpus/dotnet-heap.pages.");
+        }
+        if (size < 16L << 20 || size > 1L << 40)
+        {
+            throw new CliException($"--size: {Measure.Bytes(size)} must be between 16m and 1t.");
+        }
+        if (limit < 1L << 20 || limit >= size)
+        {
+            throw new CliException($"--limit: {Measure.Bytes(limit)} must be at least 1m and below --size ({Measure.Bytes(size)}).");
+        }
+        if (samples is < 100 or > 1_000_000)
+        {
+            throw new CliException($"--samples: {samples} must be between 100 and 1000000.");
+        }
+        PageSource source = PageSource.FromCorpus(corpus);
+        long pages = size / P;
+        var zero = new bool[source.CorpusPages];
+        var scratch = new byte[P];
+        for (int i = 0; i < zero.Length; i++)
+        {
+            source.Write(scratch, i);
+            zero[i] = scratch.AsSpan().IndexOfAnyExcept((byte)0) < 0;
+        }
+        using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = limit });
+        using var region = engine.CreateRegion(pages * P);
+
+        Progress(json, $"fill: {Measure.Bytes(size)} of {source.Description} under a {Measure.Bytes(limit)} resident limit");
+        long t0 = Stopwatch.GetTimestamp();
+        for (long i = 0; i < pages; i++)
+        {
+            source.Write(new Span<byte>(region.Pointer + i * P, P), i);
+        }
+        double fillSeconds = (Stopwatch.GetTimestamp() - t0) / (double)Stopwatch.Frequency;
+        long peakAfterFill = engine.GetStats().PeakResidentBytes;
+
+        Progress(json, "A: random swap-ins at the limit");
+        var rng = new Random(88172645);
+        (List<long> atLimit, List<long> zeroA, long skippedA, long badA) = Phase(region, source, zero, pages, samples, rng);
+        engine.ResidentLimitBytes = 0; // the limit lifted, as swaptest writes -1 to memory.limit_in_bytes
+        Progress(json, "B: random swap-ins, no limit");
+        (List<long> noLimit, List<long> zeroB, long skippedB, long badB) = Phase(region, source, zero, pages, samples, rng);
+
+        Progress(json, "seq: the rest in order");
+        var evicted = new List<long>();
+        for (long i = 0; i < pages; i++)
+        {
+            if (region.GetPageState(i * P) == PageState.Evicted)
+            {
+                evicted.Add(i);
+            }
+        }
+        long acc = 0;
+        long ts = Stopwatch.GetTimestamp();
+        foreach (long i in evicted)
+        {
+            acc += Volatile.Read(ref *(long*)(region.Pointer + i * P));
+        }
+        double seqSeconds = (Stopwatch.GetTimestamp() - ts) / (double)Stopwatch.Frequency;
+        GC.KeepAlive(acc);
+
+        Progress(json, "verify");
+        long mismatches = badA + badB;
+        for (long i = 0; i < pages; i++)
+        {
+            source.Write(scratch, i);
+            if (!new ReadOnlySpan<byte>(region.Pointer + i * P, P).SequenceEqual(scratch))
+            {
+                mismatches++;
+            }
+        }
+        CramStats s = engine.GetStats();
+        var result = new SwapBenchResult(
+            FillMibS: Math.Round(size / (double)(1 << 20) / fillSeconds, 1),
+            SwapinAtLimitP50Us: Math.Round(BenchSupport.P50Us(atLimit), 2),
+            SwapinAtLimitP99Us: Math.Round(BenchSupport.P99Us(atLimit), 2),
+            SwapinP50Us: Math.Round(BenchSupport.P50Us(noLimit), 2),
+            SwapinP99Us: Math.Round(BenchSupport.P99Us(noLimit), 2),
+            SeqSwapinMibS: Math.Round(evicted.Count * (double)P / (1 << 20) / seqSeconds, 1),
+            Mismatches: mismatches,
+            Source: source.Description,
+            SizeBytes: pages * P,
+            LimitBytes: limit,
+            SamplesAtLimit: atLimit.Count,
+            SamplesNoLimit: noLimit.Count,
+            ZeroPageSamples: zeroA.Count + zeroB.Count,
+            ResidentSkipped: skippedA + skippedB,
+            EvictedTest: "page-table state EVICTED when sampled (swaptest: mincore)",
+            EffectiveRatio: Math.Round(s.EffectiveRatio, 3),
+            Evictions: s.Evictions,
+            ZeroFillFaults: s.ZeroFillFaults,
+            Refaults: s.Refaults,
+            WriteProtectFaults: s.WriteProtectFaults,
+            ThrottledFaults: s.ThrottledFaults,
+            SeqPages: evicted.Count,
+            PeakResidentOverLimit: Math.Round((double)peakAfterFill / limit, 4));
+        ResultPrinter.Print(result, json, "cram bench swap");
+        return mismatches == 0 ? 0 : 1;
+    }
+
+    /// <summary>As swaptest's phase(): random pages evicted when sampled, one timed 8-byte load each, checked.</summary>
+    private static (List<long> Ticks, List<long> ZeroTicks, long Skipped, long Bad) Phase(CramRegion region, PageSource source, bool[] zero,
+        long pages, int samples, Random rng)
+    {
+        var ticks = new List<long>(samples);
+        var zeroTicks = new List<long>();
+        long tries = 0, skipped = 0, bad = 0;
+        Span<byte> expected = stackalloc byte[P];
+        while (ticks.Count + zeroTicks.Count < samples && tries < 50L * samples)
+        {
+            tries++;
+            long r = rng.NextInt64(pages);
+            byte* p = region.Pointer + r * P;
+            if (region.GetPageState(r * P) != PageState.Evicted)
+            {
+                skipped++;
+                continue;
+            }
+            int offset = rng.Next(P / 8) * 8;
+            long a = Stopwatch.GetTimestamp();
+            long value = Volatile.Read(ref *(long*)(p + offset));
+            long b = Stopwatch.GetTimestamp();
+            source.Write(expected, r);
+            if (value != BitConverter.ToInt64(expected[offset..]))
+            {
+                bad++;
+            }
+            (zero[r % zero.Length] ? zeroTicks : ticks).Add(b - a);
+        }
+        return (ticks, zeroTicks, skipped, bad);
+    }
+
+    private static void Progress(bool json, string line)
+    {
+        if (!json)
+        {
+            Console.Error.WriteLine(line);
+        }
+    }
+}

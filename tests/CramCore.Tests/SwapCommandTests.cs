@@ -1,0 +1,30 @@
+using System.Text.Json;
+
+namespace CramCore.Tests;
+
+/// <summary>`cram bench swap` on a small sample: the kernel anchor's keys, real samples, every page verified.</summary>
+[Trait("Category", TestCategory.Cli)]
+[Collection("Console")]
+public sealed class SwapCommandTests
+{
+    private static string Sample => Path.Combine(AppContext.BaseDirectory, "Samples", "dotnet-heap.sample.pages");
+
+    [Fact]
+    public void BenchSwap_PrintsTheKernelAnchorsKeys_AndVerifiesEveryPage()
+    {
+        JsonElement r = JsonDocument.Parse(ConsoleCapture.Stdout(() => BenchSwapCommand.Run(Sample, 32L << 20, 8L << 20, 500, json: true))).RootElement;
+        string[] anchorKeys = ["fill_mib_s", "swapin_at_limit_p50_us", "swapin_at_limit_p99_us", "swapin_p50_us", "swapin_p99_us", "seq_swapin_mib_s", "mismatches"];
+        Assert.Equal(anchorKeys, r.EnumerateObject().Take(anchorKeys.Length).Select(p => p.Name));
+        Assert.Equal(0, r.GetProperty("mismatches").GetInt64());
+        Assert.True(r.GetProperty("samples_at_limit").GetInt32() > 0 && r.GetProperty("samples_no_limit").GetInt32() > 0);
+        Assert.True(r.GetProperty("seq_pages").GetInt64() > 0);
+        Assert.True(r.GetProperty("evictions").GetInt64() > 0);
+    }
+
+    [Fact]
+    public void BenchSwap_BadArguments_NameTheOption()
+    {
+        Assert.Contains("--corpus", Assert.Throws<CliException>(() => BenchSwapCommand.Run(null, 32L << 20, 8L << 20, 500, true)).Message);
+        Assert.Contains("--limit", Assert.Throws<CliException>(() => BenchSwapCommand.Run(Sample, 32L << 20, 64L << 20, 500, true)).Message);
+    }
+}
