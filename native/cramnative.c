@@ -36,6 +36,7 @@ extern int LZ4_decompress_safe(const char* src, char* dst, int compressedSize, i
 extern int LZ4_compress_default(const char* src, char* dst, int srcSize, int dstCapacity);
 
 #define FAULT_AROUND_MAX 64u
+#define FIRST_TOUCH_STREAMS 4
 #define MSG_BATCH 32
 /* One bit of a region's touched map covers the page-table entries of one 4 KiB page of the table. */
 #define TOUCHED_BLOCK_SHIFT 9
@@ -78,7 +79,10 @@ struct cram_engine {
     unsigned char* page_buf;   /* one page the service rebuilds into */
     unsigned char* file_buf;   /* two pages, page-aligned: the covering pages of a file extent */
     uint32_t poison;           /* UFFDIO_POISON is available */
-    uint64_t next_first_touch[CRAM_MAX_REGIONS]; /* page after the last first-touch run, per region */
+    /* Per region, the page after each of the last FIRST_TOUCH_STREAMS first-touch runs: a first touch
+     * there continues a sequential stream (threads filling chunks of their own each have one). */
+    uint64_t next_first_touch[CRAM_MAX_REGIONS][FIRST_TOUCH_STREAMS];
+    uint8_t next_stream[CRAM_MAX_REGIONS];
     uint32_t region_count;                       /* high-water index in regions[] */
     cram_region_desc regions[CRAM_MAX_REGIONS];
 };
@@ -488,10 +492,15 @@ static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t pa
     uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
     uint64_t first = page, last = page; /* inclusive run of EMPTY pages around the fault */
     uint32_t around = e->config.fault_around_pages;
-    /* Fault around on a write, or on a read that continues a sequential first touch (memmove-style
-     * fills read their destination first); reads get the shared zero page, which costs no memory. */
-    int sequential = page != 0 && e->next_first_touch[r->id] == page;
-    if ((write || sequential) && around > 1) {
+    /* Fault around only where a first touch continues a sequential stream (a write or a read:
+     * memmove-style fills read their destination first; reads get the shared zero page, which costs
+     * no memory). A sparse first touch - a hash table's pattern - maps its one page. */
+    uint64_t* streams = e->next_first_touch[r->id];
+    int stream = -1;
+    for (int k = 0; k < FIRST_TOUCH_STREAMS; k++)
+        if (page != 0 && streams[k] == page) stream = k;
+    int sequential = stream >= 0;
+    if (sequential && around > 1) {
         uint64_t lo = page - page % around, hi = lo + around - 1;
         if (hi >= pages) hi = pages - 1;
         while (first > lo && CRAM_PTE_STATE(load_acquire(&ptes[first - 1])) == CRAM_PTE_EMPTY) first--;
@@ -512,7 +521,11 @@ static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t pa
         uffd_wake(e->uffd, r->base + (page << CRAM_PAGE_SHIFT), CRAM_PAGE_SIZE);
         return;
     }
-    e->next_first_touch[r->id] = last + 1;
+    if (stream < 0) { /* a new stream replaces the oldest */
+        stream = e->next_stream[r->id];
+        e->next_stream[r->id] = (uint8_t)((stream + 1) % FIRST_TOUCH_STREAMS);
+    }
+    streams[stream] = last + 1;
     uint64_t made = 0;
     for (uint64_t i = first; i <= last; i++) {
         if (cas(&ptes[i], CRAM_PTE_MAKE(CRAM_PTE_EMPTY, 0), CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0))) {
@@ -994,7 +1007,8 @@ EXPORT int CramNative_RegionDestroy(cram_engine* e, uint32_t region_id)
     __atomic_fetch_sub(&s->stats.resident_pages, resident, __ATOMIC_RELAXED);
     __atomic_fetch_sub(&s->stats.populated_pages, populated, __ATOMIC_RELAXED);
     region_release(e, r);
-    e->next_first_touch[region_id] = 0;
+    memset(e->next_first_touch[region_id], 0, sizeof e->next_first_touch[region_id]);
+    e->next_stream[region_id] = 0;
     pthread_mutex_unlock(&e->lock);
     return 0;
 }

@@ -328,7 +328,7 @@ typedef struct cram_engine_config {
     uint64_t soft_limit_pages;   /* resident pages above which reclaim is signalled (0 = none); CramNative_SetResidentLimit changes it */
     uint64_t hard_limit_pages;   /* resident pages above which faults are throttled (0 = none); likewise */
     uint32_t throttle_max_us;    /* longest a fault waits for reclaim at the hard limit */
-    uint32_t fault_around_pages; /* first-touch write faults fill this many EMPTY pages (1..64) */
+    uint32_t fault_around_pages; /* a first touch continuing a sequential stream fills this many EMPTY pages (1..64) */
 } cram_engine_config;
 
 /* The part of the engine that C# reads and writes directly. Each field has one writer. */

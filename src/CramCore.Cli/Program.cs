@@ -93,7 +93,17 @@ var swap = new Command("swap", "The kernel's own swap workload (../shared/anchor
 swap.SetAction(r => Guard(() => BenchSwapCommand.Run(r.GetValue(corpusOption), Measure.ParseSize(r.GetValue(swapSizeOption)!, "--size"),
     Measure.ParseSize(r.GetValue(swapLimitOption)!, "--limit"), r.GetValue(swapSamplesOption), r.GetValue(jsonOption))));
 bench.Subcommands.Add(bear);
+var sparseSizeOption = new Option<string>("--size") { Description = "Region size (e.g. 64g).", DefaultValueFactory = _ => "64g" };
+var strideOption = new Option<string>("--stride") { Description = "Distance between touches (e.g. 1m).", DefaultValueFactory = _ => "1m" };
+var sparseLimitOption = new Option<string>("--limit") { Description = "Resident limit of the second run (0: skip it).", DefaultValueFactory = _ => "256m" };
+var sparse = new Command("sparse", "Sparse first touch (one write per stride, a hash table's pattern) against the kernel's first-touch fault on a plain mapping, same run.")
+{
+    sparseSizeOption, strideOption, sparseLimitOption, jsonOption,
+};
+sparse.SetAction(r => Guard(() => BenchSparseCommand.Run(Measure.ParseSize(r.GetValue(sparseSizeOption)!, "--size"),
+    Measure.ParseSize(r.GetValue(strideOption)!, "--stride"), Measure.ParseSize(r.GetValue(sparseLimitOption)!, "--limit"), r.GetValue(jsonOption))));
 bench.Subcommands.Add(swap);
+bench.Subcommands.Add(sparse);
 bench.Subcommands.Add(faults);
 bench.Subcommands.Add(writeback);
 bench.Subcommands.Add(alloc);

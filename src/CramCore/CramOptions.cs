@@ -121,10 +121,12 @@ public sealed class CramOptions
     public int ThrottleMaxMicroseconds { get; set; } = 20_000;
 
     /// <summary>
-    /// A write to a never-touched page, or a read that continues a sequential first touch (as a
-    /// memcpy into fresh memory does), fills up to this many never-touched neighbours in its
+    /// A first touch (write or read) that continues a sequential stream of first touches — the page
+    /// right after an earlier first-touch run, as a fill or a memcpy into fresh memory makes; four
+    /// streams are followed per region — fills up to this many never-touched neighbours in its
     /// aligned block at once (1–64; default 16): with zeros for a write, with the shared zero page
-    /// (no memory) for a read. Saves faults on sequential fills. 1 turns it off.
+    /// (no memory) for a read. Saves faults on sequential fills; a sparse first touch (a hash
+    /// table's pattern) maps its one page. 1 turns it off.
     /// </summary>
     public int FaultAroundPages { get; set; } = 16;
 

@@ -40,6 +40,8 @@ public sealed class CliResultTests
             "mismatches", "source", "size_bytes", "limit_bytes", "samples_at_limit", "samples_no_limit", "zero_page_samples", "resident_skipped",
             "evicted_test", "effective_ratio", "evictions", "zero_fill_faults", "refaults", "write_protect_faults", "throttled_faults", "seq_pages",
             "peak_resident_over_limit"], Keys<SwapBenchResult>());
+        Assert.Equal(["region_bytes", "stride_bytes", "touches", "kernel_touch_us_per_page", "touch_us_per_page", "touch_over_kernel",
+            "resident_bytes_per_touched_page", "limit_bytes", "limited_touch_us_per_page", "limited_touch_over_kernel"], Keys<SparseBenchResult>());
         Assert.Equal(["overflow_bytes", "peak_physical_usage_bytes", "promotions", "made_writable", "max_writable", "budget_pages",
             "writes_per_s", "writes", "mismatches"], Keys<BearModeResult>());
     }

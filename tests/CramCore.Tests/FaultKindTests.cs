@@ -25,19 +25,24 @@ public sealed unsafe class FaultKindTests : IDisposable
     }
 
     [Fact]
-    public void FaultAround_FillsNeighboursOnFirstWrite()
+    public void FaultAround_FillsNeighboursOnlyWhenFirstWritesAreSequential()
     {
         using var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 16 });
         using var region = engine.CreateRegion(1 << 20);
-        region.AsSpan<byte>(5 * P, 1)[0] = 1;
+        region.AsSpan<byte>(5 * P, 1)[0] = 1; // a lone first touch maps its one page
+        Assert.Equal(P, engine.GetStats().ResidentBytes);
+        region.AsSpan<byte>(6 * P, 1)[0] = 1; // the next page: a sequential stream, the rest of its block is filled
         var s = engine.GetStats();
-        Assert.Equal(1, s.ZeroFillFaults);
-        Assert.Equal(16L * P, s.ResidentBytes);
+        Assert.Equal(2, s.ZeroFillFaults);
+        Assert.Equal(11L * P, s.ResidentBytes); // pages 5..15
         for (int i = 0; i < 16; i++)
         {
-            Assert.Equal(PageState.Dirty, region.GetPageState((long)i * P));
+            Assert.Equal(i < 5 ? PageState.Empty : PageState.Dirty, region.GetPageState((long)i * P));
         }
         Assert.Equal(PageState.Empty, region.GetPageState(16L * P));
+        region.AsSpan<byte>(16 * P, 1)[0] = 1; // the stream goes on into the next block
+        Assert.Equal(3, engine.GetStats().ZeroFillFaults);
+        Assert.Equal(27L * P, engine.GetStats().ResidentBytes);
     }
 
     [Fact]

@@ -27,4 +27,14 @@ public sealed class SwapCommandTests
         Assert.Contains("--corpus", Assert.Throws<CliException>(() => BenchSwapCommand.Run(null, 32L << 20, 8L << 20, 500, true)).Message);
         Assert.Contains("--limit", Assert.Throws<CliException>(() => BenchSwapCommand.Run(Sample, 32L << 20, 64L << 20, 500, true)).Message);
     }
+
+    [Fact]
+    public void BenchSparse_TouchesOnePagePerWrite()
+    {
+        JsonElement r = JsonDocument.Parse(ConsoleCapture.Stdout(() => BenchSparseCommand.Run(1L << 30, 1L << 20, 0, json: true))).RootElement;
+        Assert.Equal(1024, r.GetProperty("touches").GetInt64());
+        Assert.Equal(4096, r.GetProperty("resident_bytes_per_touched_page").GetDouble()); // one page, not a fault-around block
+        Assert.True(r.GetProperty("kernel_touch_us_per_page").GetDouble() > 0);
+        Assert.Contains("--stride", Assert.Throws<CliException>(() => BenchSparseCommand.Run(1L << 30, 100, 0, true)).Message);
+    }
 }
