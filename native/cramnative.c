@@ -492,14 +492,15 @@ static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t pa
     uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
     uint64_t first = page, last = page; /* inclusive run of EMPTY pages around the fault */
     uint32_t around = e->config.fault_around_pages;
-    /* Fault around only where a first touch continues a sequential stream (a write or a read:
-     * memmove-style fills read their destination first; reads get the shared zero page, which costs
-     * no memory). A sparse first touch - a hash table's pattern - maps its one page. */
+    /* Fault around only where a first touch continues a sequential stream, or lands right after a
+     * page already in use (a fill that another thread's chunk precedes), for a write or a read
+     * (memmove-style fills read their destination first; reads get the shared zero page, which
+     * costs no memory). A sparse first touch - a hash table's pattern - maps its one page. */
     uint64_t* streams = e->next_first_touch[r->id];
     int stream = -1;
     for (int k = 0; k < FIRST_TOUCH_STREAMS; k++)
         if (page != 0 && streams[k] == page) stream = k;
-    int sequential = stream >= 0;
+    int sequential = stream >= 0 || (page != 0 && CRAM_PTE_STATE(load_acquire(&ptes[page - 1])) != CRAM_PTE_EMPTY);
     if (sequential && around > 1) {
         uint64_t lo = page - page % around, hi = lo + around - 1;
         if (hi >= pages) hi = pages - 1;

@@ -122,8 +122,9 @@ public sealed class CramOptions
 
     /// <summary>
     /// A first touch (write or read) that continues a sequential stream of first touches — the page
-    /// right after an earlier first-touch run, as a fill or a memcpy into fresh memory makes; four
-    /// streams are followed per region — fills up to this many never-touched neighbours in its
+    /// right after an earlier first-touch run, as a fill or a memcpy into fresh memory makes (four
+    /// streams are followed per region), or the page right after one already in use — fills up to
+    /// this many never-touched neighbours in its
     /// aligned block at once (1–64; default 16): with zeros for a write, with the shared zero page
     /// (no memory) for a read. Saves faults on sequential fills; a sparse first touch (a hash
     /// table's pattern) maps its one page. 1 turns it off.
