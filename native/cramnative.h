@@ -110,7 +110,8 @@
  * O(virtual size).
  *
  * Locks, in the order they are taken (a thread holding one takes only later ones):
- *   1. CramEngine._lock (C#)              region create and dispose, engine dispose
+ *   0. CramEngine._eventLock (C#)         held while TierEvent handlers run, never under another lock
+ *   1. CramEngine._lock (C#)              region create and dispose, engine dispose, resident limit
  *   2. CramMetrics.s_lock (C#)            held while the meter reads every engine's stats
  *   3. Reclaimer._lock (C#)               the maintenance lock: one reclaim pass, writeback batch,
  *      segment compaction, pool compaction, reaper sweep (the only path that frees slots and what
@@ -118,7 +119,7 @@
  *   4. SizeClass.Lock (C#, one per class) a class's zspages; compaction takes them one at a time
  *   5. leaves (C#): CompressedPool._zspageLock, PoolArenas._arenaLock and _retainLock,
  *      ClusteredDirectory._lock (the slot table's and the handle table's id allocation),
- *      NativeLibraryResolver.s_lock; none is held while another lock is taken
+ *      NativeLibraryResolver.s_lock, CramNode._planeLock; none is held while another lock is taken
  *   6. cram_engine.lock (C, pthread)      held by the service while it resolves a batch of faults,
  *      by region create/deactivate/destroy, by CramNative_PoolMove (so compaction never moves an
  *      object the service is reading), CramNative_SlotsMove and CramNative_MarkNamedSlots; taken
