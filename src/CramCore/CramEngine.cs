@@ -125,9 +125,8 @@ public sealed unsafe class CramEngine : IDisposable
     /// ghost mode, writeback paused on a write error or resumed, the backing file is full, a stored
     /// page failed its checksum or could not be read. Raised on the engine's background thread (or
     /// on the thread that called <see cref="CramRegion.Reclaim"/>), one at a time and in order,
-    /// outside the engine's locks; keep handlers short. A handler must not dispose the engine,
-    /// create or dispose regions, or set <see cref="ResidentLimitBytes"/>: those wait for the
-    /// background thread the handler runs on. Counters for all of these are in <see cref="GetStats"/>.
+    /// outside the engine's locks; keep handlers short. A handler must not dispose the engine:
+    /// <see cref="Dispose"/> waits for the background thread the handler may be running on. Counters for all of these are in <see cref="GetStats"/>.
     /// </summary>
     public event EventHandler<CramTierEventArgs>? TierEvent;
 
