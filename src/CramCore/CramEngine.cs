@@ -203,9 +203,6 @@ public sealed unsafe class CramEngine : IDisposable
     internal SlotTable Slots => _slots;
     internal CompressedPool Pool => _pool;
     internal BackingFile? File => _file;
-    internal Writeback? Writeback => _writeback;
-    internal Reaper Reaper => _reaper;
-    internal CramNode? Node => _node;
 
     /// <summary>The CRAM node's upkeep now, with a device scan (budget lease, usage, pressure, moving out, TRIMs); returns the device's physical usage (benchmarks, tests).</summary>
     internal long TickCramNode() => Maintenance(() =>

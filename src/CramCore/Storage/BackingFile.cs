@@ -28,7 +28,7 @@ internal sealed unsafe class BackingFile : IDisposable
     private int _open = -1;         // the segment being filled, or -1
     private int _committed;         // bytes of the open segment on disk
     private int _batchFirst;        // index in the open segment's slots of the batch's first extent
-    private long _liveBytes, _usedBytes, _bytesWritten, _writeErrors, _segmentsInUse, _segmentsPunched;
+    private long _liveBytes, _usedBytes, _bytesWritten, _writeErrors, _segmentsInUse;
 
     private sealed class Segment
     {
@@ -87,7 +87,6 @@ internal sealed unsafe class BackingFile : IDisposable
     public long Segments => Interlocked.Read(ref _segmentsInUse);
     public long BytesWritten => Interlocked.Read(ref _bytesWritten);
     public long WriteErrors => Interlocked.Read(ref _writeErrors);
-    public long SegmentsFreed => Interlocked.Read(ref _segmentsPunched);
 
     /// <summary>Room for <paramref name="length"/> more bytes in the open segment.</summary>
     public bool HasRoom(int length) => _open >= 0 && _segments[_open].Used + length <= SegmentBytes;
@@ -231,7 +230,6 @@ internal sealed unsafe class BackingFile : IDisposable
         Interop.CramNative.BackingFileDiscard(Descriptor, (ulong)segment * SegmentBytes, SegmentBytes);
         _freeSegments.Add(segment);
         Interlocked.Decrement(ref _segmentsInUse);
-        Interlocked.Increment(ref _segmentsPunched);
     }
 
     /// <summary>Sealed segments whose live bytes are below <paramref name="liveFraction"/> of a segment, emptiest first.</summary>

@@ -64,8 +64,8 @@ internal sealed unsafe class CramNode : IDisposable
     private Thread? _controlPlane;
     private readonly Lock _planeLock = new(); // a leaf: the control plane's thread publishes under it; Dispose stops it under it
     private bool _stopping;
-    private long _lastAnswer = -1, _lastAnswerAt;
-    private long _framesInUse, _trimmed, _placed, _maxOverflow, _physicalUsage, _scans;
+    private long _lastAnswerAt;
+    private long _framesInUse, _trimmed, _maxOverflow, _physicalUsage;
     private bool _pressureHigh, _leaseExpiredReported;
 
     public CramNode(nint engine, NativeShared* shared, CramOptions options, Action<CramTierEventKind, string> notify)
@@ -96,7 +96,6 @@ internal sealed unsafe class CramNode : IDisposable
     public long TrimmedFrames => Interlocked.Read(ref _trimmed);
     public long MaxOverflowBytes => Interlocked.Read(ref _maxOverflow);
     public long PhysicalUsageBytes => Interlocked.Read(ref _physicalUsage);
-    public long Scans => Interlocked.Read(ref _scans);
     public long FramesInUse => Interlocked.Read(ref _framesInUse);
     public long MovedOut => Interlocked.Read(ref _movedOut);
     public bool ControlPlaneAlive => _source is not null && Stopwatch.GetTimestamp() - Interlocked.Read(ref _lastAnswerAt) <= _leaseTicks;
@@ -137,7 +136,6 @@ internal sealed unsafe class CramNode : IDisposable
     {
         _owners[frame] = (region, page);
         _order.Enqueue(frame);
-        _placed++;
     }
 
     /// <summary>A frame no slot names any more (promoted, rewritten, region gone): free it and queue its TRIM.</summary>
@@ -320,7 +318,6 @@ internal sealed unsafe class CramNode : IDisposable
                 }
                 if (ok && pages >= 0)
                 {
-                    Interlocked.Exchange(ref _lastAnswer, pages);
                     Interlocked.Exchange(ref _lastAnswerAt, Stopwatch.GetTimestamp());
                     Volatile.Write(ref _shared->CramWritableLimit, (ulong)pages);
                 }
@@ -360,7 +357,6 @@ internal sealed unsafe class CramNode : IDisposable
             }
         }
         Interlocked.Exchange(ref _physicalUsage, usage);
-        Interlocked.Increment(ref _scans);
         long overflow = usage - _device.CapacityBytes;
         if (overflow > Interlocked.Read(ref _maxOverflow))
         {

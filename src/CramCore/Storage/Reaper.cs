@@ -17,20 +17,13 @@ namespace CramCore.Storage;
 /// </summary>
 internal sealed unsafe class Reaper(nint engine, SlotTable slots)
 {
-    private long _drained, _zombies, _sweeps;
+    private long _zombies;
 
-    /// <summary>Slots freed because the fault path released them (cumulative).</summary>
-    public long Drained => Interlocked.Read(ref _drained);
     /// <summary>Zombie slots found and freed (cumulative).</summary>
     public long ZombiesReaped => Interlocked.Read(ref _zombies);
-    public long Sweeps => Interlocked.Read(ref _sweeps);
 
-    public int Drain()
-    {
-        int n = slots.DrainStale();
-        Interlocked.Add(ref _drained, n);
-        return n;
-    }
+    /// <summary>Frees, in one batch, every slot the fault path released. Returns how many.</summary>
+    public int Drain() => slots.DrainStale();
 
     /// <summary>Mark, drain, sweep. Returns the zombies freed.</summary>
     public int Sweep()
@@ -49,7 +42,6 @@ internal sealed unsafe class Reaper(nint engine, SlotTable slots)
                 slots.Free(id);
             }
             Interlocked.Add(ref _zombies, zombies.Count);
-            Interlocked.Increment(ref _sweeps);
             return zombies.Count;
         }
         finally

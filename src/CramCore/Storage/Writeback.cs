@@ -32,7 +32,7 @@ internal sealed unsafe class Writeback : IDisposable
     private readonly byte* _segmentCopy; // a segment read back for compaction
     private long _allowance, _allowanceAt;
     private long _pausedUntil;
-    private long _pages, _bytes, _segmentCompactions, _extentsRewritten;
+    private long _pages, _bytes, _segmentCompactions;
 
     public Writeback(nint engine, SlotTable slots, CramOptions options)
     {
@@ -56,7 +56,6 @@ internal sealed unsafe class Writeback : IDisposable
     /// <summary>Stored (compressed) bytes written back (cumulative).</summary>
     public long Bytes => Interlocked.Read(ref _bytes);
     public long SegmentCompactions => Interlocked.Read(ref _segmentCompactions);
-    public long ExtentsRewritten => Interlocked.Read(ref _extentsRewritten);
     /// <summary>The last write error while writeback is paused, else <see cref="Errno.None"/>.</summary>
     public Errno PausedBy { get; private set; }
     /// <summary>The file reached <see cref="CramOptions.BackingFileLimitBytes"/> and has no dead segment to reuse.</summary>
@@ -330,7 +329,6 @@ internal sealed unsafe class Writeback : IDisposable
                     if (_moves[k].Moved != 0)
                     {
                         _file.Release(_moves[k].FromLocation, _slots.Get(_moves[k].Slot)->Length);
-                        Interlocked.Increment(ref _extentsRewritten);
                     }
                 }
             }
