@@ -138,7 +138,6 @@ internal sealed unsafe class Writeback : IDisposable
             {
                 Slot = id, FromBackend = SlotBackend.Pool, FromLocation = handle, ToBackend = SlotBackend.File, ToLocation = location,
             };
-            bytes += s->Length;
         }
         if (n == 0)
         {
@@ -148,11 +147,9 @@ internal sealed unsafe class Writeback : IDisposable
         if (!CommitAndMove(n, requeue: true))
         {
             stop = true;
-            bytes = 0;
             return 0;
         }
         int moved = 0;
-        bytes = 0;
         for (int i = 0; i < n; i++)
         {
             ref NativeSlotMove m = ref _moves[i];
