@@ -53,7 +53,7 @@ internal static unsafe class BenchSwapCommand
         using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = limit });
         using var region = engine.CreateRegion(pages * P);
 
-        Progress(json, $"fill: {Measure.Bytes(size)} of {source.Description} under a {Measure.Bytes(limit)} resident limit");
+        BenchSupport.Progress(json, $"fill: {Measure.Bytes(size)} of {source.Description} under a {Measure.Bytes(limit)} resident limit");
         long t0 = Stopwatch.GetTimestamp();
         for (long i = 0; i < pages; i++)
         {
@@ -62,14 +62,14 @@ internal static unsafe class BenchSwapCommand
         double fillSeconds = (Stopwatch.GetTimestamp() - t0) / (double)Stopwatch.Frequency;
         long peakAfterFill = engine.GetStats().PeakResidentBytes;
 
-        Progress(json, "A: random swap-ins at the limit");
+        BenchSupport.Progress(json, "A: random swap-ins at the limit");
         var rng = new Random(88172645);
         (List<long> atLimit, List<long> zeroA, long skippedA, long badA) = Phase(region, source, zero, pages, samples, rng);
         engine.ResidentLimitBytes = 0; // the limit lifted, as swaptest writes -1 to memory.limit_in_bytes
-        Progress(json, "B: random swap-ins, no limit");
+        BenchSupport.Progress(json, "B: random swap-ins, no limit");
         (List<long> noLimit, List<long> zeroB, long skippedB, long badB) = Phase(region, source, zero, pages, samples, rng);
 
-        Progress(json, "seq: the rest in order");
+        BenchSupport.Progress(json, "seq: the rest in order");
         var evicted = new List<long>();
         for (long i = 0; i < pages; i++)
         {
@@ -87,7 +87,7 @@ internal static unsafe class BenchSwapCommand
         double seqSeconds = (Stopwatch.GetTimestamp() - ts) / (double)Stopwatch.Frequency;
         GC.KeepAlive(acc);
 
-        Progress(json, "verify");
+        BenchSupport.Progress(json, "verify");
         long mismatches = badA + badB;
         for (long i = 0; i < pages; i++)
         {
@@ -156,13 +156,5 @@ internal static unsafe class BenchSwapCommand
             (zero[r % zero.Length] ? zeroTicks : ticks).Add(b - a);
         }
         return (ticks, zeroTicks, skipped, bad);
-    }
-
-    private static void Progress(bool json, string line)
-    {
-        if (!json)
-        {
-            Console.Error.WriteLine(line);
-        }
     }
 }
