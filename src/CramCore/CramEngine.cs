@@ -90,7 +90,7 @@ public sealed unsafe class CramEngine : IDisposable
             _writeback.StateChanged += Enqueue;
         }
         IPageOperations operations = new NativePageOperations(native, _slots);
-        Reclaimer = new Reclaimer(native, shared, _regions, _slots, pageOperations?.Invoke(operations) ?? operations, options, _reaper, _writeback, Enqueue);
+        Reclaimer = new Reclaimer(shared, _regions, _slots, pageOperations?.Invoke(operations) ?? operations, options, _reaper, _writeback, Enqueue);
         _worker = new ReclaimWorker(native, shared, Reclaimer, limitPages, _file is not null || _node is not null, RaisePendingEvents);
         _worker.Start();
         CramMetrics.Register(this);

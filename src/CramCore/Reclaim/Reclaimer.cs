@@ -25,13 +25,11 @@ internal sealed unsafe class Reclaimer : IDisposable
     private readonly bool[] _claimed = new bool[EvictionPipeline.BatchPages];
     private readonly List<ulong> _writablePlaced = [];
     private readonly ulong[] _replace = new ulong[EvictionPipeline.BatchPages];
-    private readonly nint _engine;
     private volatile bool _stopping;
 
-    public Reclaimer(nint engine, NativeShared* shared, RegionTable regions, SlotTable slots, IPageOperations operations, CramOptions options,
+    public Reclaimer(NativeShared* shared, RegionTable regions, SlotTable slots, IPageOperations operations, CramOptions options,
         Reaper reaper, Writeback? writeback, Action<CramTierEventKind, string> notify)
     {
-        _engine = engine;
         _slots = slots;
         _reaper = reaper;
         _writeback = writeback;
@@ -126,7 +124,7 @@ internal sealed unsafe class Reclaimer : IDisposable
                     _replace[n++] = page;
                 }
             }
-            Counters.AddReplaced(_slots.Node!.Replace(_engine, region, _replace, n));
+            Counters.AddReplaced(_slots.Node!.Replace(region, _replace, n));
         }
         _writablePlaced.Clear();
     }

@@ -148,12 +148,12 @@ internal sealed unsafe class CramNode : IDisposable
     }
 
     /// <summary>Re-places writable pages of a region (sorted): write-protect, measure again, release their budget.</summary>
-    public int Replace(nint engine, uint region, ulong[] pages, int count)
+    public int Replace(uint region, ulong[] pages, int count)
     {
         int replaced;
         fixed (ulong* p = pages)
         {
-            Interop.ThrowIfFailed(Interop.CramNative.ReplacePages(engine, region, p, count, &replaced), "Re-placing writable CRAM pages");
+            Interop.ThrowIfFailed(Interop.CramNative.ReplacePages(_engine, region, p, count, &replaced), "Re-placing writable CRAM pages");
         }
         return replaced;
     }
