@@ -357,6 +357,21 @@ static void stale_push(cram_shared* s, uint64_t id)
     } while (!__atomic_compare_exchange_n(&s->stale_head, &head, id, 1, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE));
 }
 
+/* Whether a page in `state` names its slot (the slot's copy is the page's): the one list region
+ * destroy and the reaper's mark both use. */
+static inline int pte_names_slot(uint32_t state)
+{
+    return state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING || state == CRAM_PTE_EVICTED ||
+           state == CRAM_PTE_PLACED || state == CRAM_PTE_PLACED_WRITABLE;
+}
+
+/* The CRAM node's ledger (cramnative.h, "CRAM node"): would placed_bytes + writable pages at a whole
+ * page each still fit the device? Under the engine lock, where the ledger changes. */
+static inline int cram_ledger_fits(const cram_shared* s, uint64_t placed_bytes, uint64_t writable_pages)
+{
+    return placed_bytes + writable_pages * CRAM_PAGE_SIZE <= s->cram_capacity_bytes;
+}
+
 /* The next block at or after `block` that first touch has marked, or `blocks` if none. */
 static uint64_t touched_next(const cram_region_desc* r, uint64_t block, uint64_t blocks)
 {
@@ -679,7 +694,7 @@ static void resolve_placed_write(cram_engine* e, cram_region_desc* r, uint64_t p
     uint64_t writable = st->cram_writable_pages;
     int control = __atomic_load_n(&s->cram_write_control, __ATOMIC_ACQUIRE) != 0;
     int allow = !control || (writable < __atomic_load_n(&s->cram_writable_limit, __ATOMIC_ACQUIRE) &&
-                             st->cram_placed_bytes + (writable + 1) * CRAM_PAGE_SIZE <= s->cram_capacity_bytes);
+                             cram_ledger_fits(s, st->cram_placed_bytes, writable + 1));
     if (!cas(pte, p, CRAM_PTE_MAKE(CRAM_PTE_UNPROTECTING, 0))) return; /* the caller retries */
     if (!allow) {
         /* Promotion: a real device would copy the page out of its memory into host memory; the
@@ -1001,8 +1016,7 @@ EXPORT int CramNative_RegionDestroy(cram_engine* e, uint32_t region_id)
                 continue;
             }
             if (state != CRAM_PTE_EVICTED) resident++;
-            if (state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING || state == CRAM_PTE_EVICTED)
-                stale_push(s, CRAM_PTE_SLOT(p));
+            if (pte_names_slot(state)) stale_push(s, CRAM_PTE_SLOT(p));
         }
     }
     __atomic_fetch_sub(&s->stats.resident_pages, resident, __ATOMIC_RELAXED);
@@ -1184,8 +1198,7 @@ EXPORT int CramNative_MarkNamedSlots(cram_engine* e, uint64_t* named, uint64_t b
                 uint64_t p = load_acquire(&r->pte[i]);
                 uint32_t state = CRAM_PTE_STATE(p);
                 uint64_t slot = CRAM_PTE_SLOT(p);
-                if ((state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING || state == CRAM_PTE_EVICTED ||
-                     state == CRAM_PTE_PLACED || state == CRAM_PTE_PLACED_WRITABLE) && slot < bits)
+                if (pte_names_slot(state) && slot < bits)
                     named[slot >> 6] |= 1ull << (slot & 63);
             }
         }
@@ -1207,8 +1220,10 @@ EXPORT int CramNative_PlacePages(cram_engine* e, uint32_t region_id, cram_place*
         cram_place* pl = &places[i];
         pl->placed = 0;
         if (pl->page >= r->length >> CRAM_PAGE_SHIFT) { pthread_mutex_unlock(&e->lock); errno = ERANGE; return -1; }
-        uint64_t need = st->cram_placed_bytes + pl->size + (control ? st->cram_writable_pages * CRAM_PAGE_SIZE : 0);
-        if (need > s->cram_capacity_bytes) { add_counter(&st->cram_placement_refusals, 1); continue; }
+        if (!cram_ledger_fits(s, st->cram_placed_bytes + pl->size, control ? st->cram_writable_pages : 0)) {
+            add_counter(&st->cram_placement_refusals, 1);
+            continue;
+        }
         if (!cas(&r->pte[pl->page], CRAM_PTE_MAKE(CRAM_PTE_EVICTING, 0), CRAM_PTE_MAKE(CRAM_PTE_PLACED, pl->slot)))
             continue; /* a write cancelled the eviction */
         pl->placed = 1;
