@@ -462,6 +462,9 @@ int CramNative_Checksum(const void* data, uint32_t length, uint32_t* checksum);
 int CramNative_ArenaMap(uint64_t bytes, int32_t lock, uint64_t* address);
 int CramNative_ArenaUnmap(uint64_t address, uint64_t bytes);
 int CramNative_Discard(uint64_t address, uint64_t bytes);
+/* Backs pool pages that are about to be written, in one call (MADV_POPULATE_WRITE): a batch of
+ * page faults costs less than one fault per page. Best effort (0 also where the kernel lacks it). */
+int CramNative_Populate(uint64_t address, uint64_t bytes);
 
 #ifdef __cplusplus
 }

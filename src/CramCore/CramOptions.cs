@@ -124,12 +124,13 @@ public sealed class CramOptions
     /// A first touch (write or read) that continues a sequential stream of first touches — the page
     /// right after an earlier first-touch run, as a fill or a memcpy into fresh memory makes (four
     /// streams are followed per region), or the page right after one already in use — fills up to
-    /// this many never-touched neighbours in its
-    /// aligned block at once (1–64; default 16): with zeros for a write, with the shared zero page
-    /// (no memory) for a read. Saves faults on sequential fills; a sparse first touch (a hash
-    /// table's pattern) maps its one page. 1 turns it off.
+    /// this many never-touched neighbours in its aligned block at once with writable zero pages
+    /// (1–64; default 64), even for a read: .NET code reads before it writes (the JIT's null check
+    /// of a span's target), and a shared zero page would cost a second, copy-on-write fault per page.
+    /// Saves faults on sequential fills; a sparse first touch (a hash table's pattern) maps its one
+    /// page, and a lone read maps the shared zero page (no memory). 1 turns it off.
     /// </summary>
-    public int FaultAroundPages { get; set; } = 16;
+    public int FaultAroundPages { get; set; } = 64;
 
     /// <summary>
     /// Path of libCramNative.so, overriding where the package puts it (runtimes/linux-x64/native/).

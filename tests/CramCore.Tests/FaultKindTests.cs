@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 namespace CramCore.Tests;
 
 [Trait("Category", TestCategory.Userfaultfd)]
@@ -65,6 +66,45 @@ public sealed unsafe class FaultKindTests : IDisposable
         }
         Assert.True(engine.GetStats().ZeroFillFaults - before <= 8, $"faults {engine.GetStats().ZeroFillFaults - before}");
         Assert.True(region.AsSpan<byte>(100 * P, 64 * P).SequenceEqual(data));
+    }
+
+    [Fact]
+    public void FaultAround_OnASequentialReadStream_MapsWritablePages_SoTheWritesThatFollowDoNotFault()
+    {
+        // A managed fill reads each page before it writes it (the JIT's null check): the fault-around
+        // run must be writable zero pages, not the shared zero page that each write would copy (a
+        // minor fault of the writing thread, and a TLB flush on every CPU the process runs on).
+        using var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 16 });
+        using var region = engine.CreateRegion(1 << 20);
+        for (int i = 0; i < 64; i++)
+        {
+            Assert.Equal(0, Volatile.Read(ref region.AsSpan<byte>((100L + i) * P, 1)[0]));
+        }
+        long before = ThreadMinorFaults();
+        for (int i = 1; i < 64; i++)
+        {
+            region.AsSpan<byte>((100L + i) * P, 1)[0] = 1; // page 100 was a lone read: its zero page is copied once
+        }
+        long copies = ThreadMinorFaults() - before;
+        Assert.True(copies <= 2, $"{copies} copy-on-write faults on pages the stream mapped");
+        Assert.True(engine.GetStats().ZeroFillFaults <= 8, $"faults {engine.GetStats().ZeroFillFaults}");
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct RUsage
+    {
+        public long UserSeconds, UserMicroseconds, SystemSeconds, SystemMicroseconds;
+        public long MaxRss, SharedRss, UnsharedData, UnsharedStack, MinorFaults, MajorFaults;
+        public long Swaps, BlockIn, BlockOut, MessagesSent, MessagesReceived, Signals, VoluntarySwitches, InvoluntarySwitches;
+    }
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int getrusage(int who, out RUsage usage);
+
+    private static long ThreadMinorFaults()
+    {
+        Assert.Equal(0, getrusage(1 /* RUSAGE_THREAD */, out RUsage u));
+        return u.MinorFaults;
     }
 
     [Fact]

@@ -101,5 +101,9 @@ internal static partial class Interop
 
         [LibraryImport(Library, EntryPoint = "CramNative_Discard", SetLastError = true)]
         internal static partial int Discard(ulong address, ulong bytes);
+
+        /// <summary>Backs pages about to be written in one call (MADV_POPULATE_WRITE; best effort).</summary>
+        [LibraryImport(Library, EntryPoint = "CramNative_Populate", SetLastError = true)]
+        internal static partial int Populate(ulong address, ulong bytes);
     }
 }

@@ -19,6 +19,10 @@ internal sealed unsafe partial class CompressedPool : IDisposable
     public const int MaxObjectSize = SharedLayout.PageSize;
     public const int ZspageOrder = 4;
     public const int ZspagePages = 1 << ZspageOrder;
+    /// <summary>Pages a zspage is backed ahead of its objects when it grows (one populate call instead of a fault per page).</summary>
+    private const int PopulateAheadPages = 3;
+    /// <summary>Only classes with this many zspages are backed ahead, so the pages backed ahead stay a few percent of a class at most.</summary>
+    private const int PopulateAheadMinZspages = 8;
     private const int MaxCapacity = (SharedLayout.PageSize << ZspageOrder) / Granularity;
     private const int ZspageChunk = 1024;
 
@@ -168,24 +172,38 @@ internal sealed unsafe partial class CompressedPool : IDisposable
         else
         {
             int touched = (int)(((long)(z.FreeCursor + 1) * c.Size + SharedLayout.PageSize - 1) >> SharedLayout.PageShift);
-            if (touched > z.TouchedPages)
+            // A class that holds many zspages is filling in bulk: back a few pages ahead of it.
+            int ahead = c.Zspages >= PopulateAheadMinZspages ? PopulateAheadPages : 0;
+            if (touched > z.TouchedPages && !(ahead > 0 && Touch(ref z, Math.Min(ZspagePages, touched + ahead))) && !Touch(ref z, touched))
             {
-                long bytes = (long)(touched - z.TouchedPages) << SharedLayout.PageShift;
-                if (_maxBytes > 0 && Interlocked.Add(ref _usedBytes, bytes) > _maxBytes)
-                {
-                    Interlocked.Add(ref _usedBytes, -bytes);
-                    return -1;
-                }
-                if (_maxBytes == 0)
-                {
-                    Interlocked.Add(ref _usedBytes, bytes);
-                }
-                z.TouchedPages = touched;
+                return -1;
             }
             index = z.FreeCursor++;
         }
         z.InUse++;
         return index;
+    }
+
+    /// <summary>
+    /// Counts a zspage's pages up to <paramref name="pages"/> as used and backs the new ones in one
+    /// call: a first write to a fresh pool page otherwise costs a page fault each, the largest
+    /// item of an eviction after LZ4 itself. False (nothing changed) when the pool's limit says no.
+    /// </summary>
+    private bool Touch(ref Zspage z, int pages)
+    {
+        long bytes = (long)(pages - z.TouchedPages) << SharedLayout.PageShift;
+        if (_maxBytes > 0 && Interlocked.Add(ref _usedBytes, bytes) > _maxBytes)
+        {
+            Interlocked.Add(ref _usedBytes, -bytes);
+            return false;
+        }
+        if (_maxBytes == 0)
+        {
+            Interlocked.Add(ref _usedBytes, bytes);
+        }
+        Interop.CramNative.Populate((ulong)(z.Base + ((long)z.TouchedPages << SharedLayout.PageShift)), (ulong)bytes);
+        z.TouchedPages = pages;
+        return true;
     }
 
     /// <summary>Moves a zspage to the fullness group its use now calls for (none when full).</summary>
