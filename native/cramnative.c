@@ -37,6 +37,10 @@ extern int LZ4_compress_default(const char* src, char* dst, int srcSize, int dst
 
 #define FAULT_AROUND_MAX 64u
 #define FIRST_TOUCH_STREAMS 4
+#define SWAPIN_STREAMS 4
+#define READAHEAD_MIN 8      /* pages brought in ahead by the second fault of a sequential stream */
+#define READAHEAD_MAX 128     /* the window doubles up to this */
+#define READAHEAD_CHUNK 8    /* pages per UFFDIO_COPY: the reader resumes after the first chunk */
 #define MSG_BATCH 32
 /* One bit of a region's touched map covers the page-table entries of one 4 KiB page of the table. */
 #define TOUCHED_BLOCK_SHIFT 9
@@ -83,6 +87,12 @@ struct cram_engine {
      * there continues a sequential stream (threads filling chunks of their own each have one). */
     uint64_t next_first_touch[CRAM_MAX_REGIONS][FIRST_TOUCH_STREAMS];
     uint8_t next_stream[CRAM_MAX_REGIONS];
+    /* Per region, read swap-in streams (swapin_readahead): the page after each one's last window,
+     * and the window it reached. */
+    uint64_t next_swapin[CRAM_MAX_REGIONS][SWAPIN_STREAMS];
+    uint32_t swapin_window[CRAM_MAX_REGIONS][SWAPIN_STREAMS];
+    uint8_t next_swapin_stream[CRAM_MAX_REGIONS];
+    unsigned char* readahead_buf; /* READAHEAD_CHUNK pages the service decompresses ahead into */
     uint32_t region_count;                       /* high-water index in regions[] */
     cram_region_desc regions[CRAM_MAX_REGIONS];
 };
@@ -189,6 +199,7 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_stats, cram_placed_pages); FIELD(cram_stats, cram_placed_bytes); FIELD(cram_stats, cram_writable_pages);
     FIELD(cram_stats, cram_max_writable); FIELD(cram_stats, cram_made_writable); FIELD(cram_stats, cram_promotions);
     FIELD(cram_stats, cram_promotion_copy_ns); FIELD(cram_stats, cram_placement_refusals);
+    FIELD(cram_stats, readahead_pages);
 
     STRUCT(cram_engine_config);
     FIELD(cram_engine_config, forced_mode); FIELD(cram_engine_config, spin_us);
@@ -595,17 +606,18 @@ static const unsigned char* file_read(cram_engine* e, uint64_t location, uint32_
 }
 
 /* The native read half of the backend contract (cramnative.h, "Virtual swap"): the page's bytes for
- * `slot`, checked against its checksum, or NULL if they cannot be trusted (counted; *why says why). */
-static const void* slot_read(cram_engine* e, cram_slot* slot, uint64_t** counter, const char** why)
+ * `slot`, checked against its checksum, or NULL if they cannot be trusted (counted; *why says why).
+ * The page is rebuilt into `dst`, except a raw copy in the pool, which is returned where it lies. */
+static const void* slot_read(cram_engine* e, cram_slot* slot, unsigned char* dst, uint64_t** counter, const char** why)
 {
     cram_shared* s = e->shared;
     const unsigned char* stored;
     switch (slot->backend) {
     case CRAM_BACKEND_SAME_FILLED: {
-        uint64_t* words = (uint64_t*)e->page_buf;
+        uint64_t* words = (uint64_t*)dst;
         for (uint32_t i = 0; i < CRAM_PAGE_SIZE / 8; i++) words[i] = slot->location;
         *counter = &s->stats.faults_swapin_same;
-        return e->page_buf;
+        return dst;
     }
     case CRAM_BACKEND_POOL:
         stored = (const unsigned char*)(uintptr_t)handle_get(s->handle_directory, slot->location)->address;
@@ -630,12 +642,91 @@ static const void* slot_read(cram_engine* e, cram_slot* slot, uint64_t** counter
         return stored;
     }
     *counter = &s->stats.faults_swapin_lz4;
-    if (LZ4_decompress_safe((const char*)stored, (char*)e->page_buf, (int)slot->length, CRAM_PAGE_SIZE) != (int)CRAM_PAGE_SIZE) {
+    if (LZ4_decompress_safe((const char*)stored, (char*)dst, (int)slot->length, CRAM_PAGE_SIZE) != (int)CRAM_PAGE_SIZE) {
         add_counter(&s->stats.service_errors, 1); /* checksum matched: the copy was stored wrong */
         *why = "stored copy does not decompress";
         return NULL;
     }
-    return e->page_buf;
+    return dst;
+}
+
+/* Swap readahead (cramnative.h, "Readahead"): a read swap-in that continues a sequential stream of
+ * read swap-ins brings in the evicted pages after it, as the kernel's swap readahead does, so a
+ * sequential reader faults once per window instead of once per page. The window starts at
+ * READAHEAD_MIN pages and doubles up to READAHEAD_MAX; it never takes resident memory past the soft
+ * limit. Pages come in READAHEAD_CHUNK at a time, each chunk with one UFFDIO_COPY that wakes
+ * whoever waits in it, so the reader resumes on its first chunk while the service decompresses the
+ * next. A readahead page is installed as a read swap-in installs one: write-protected, CLEAN,
+ * keeping its slot. Pages not EVICTED, backed by the file (a read there costs more than a fault
+ * saves) or found bad are left to their own faults. Under the engine lock, like every fault. */
+static void swapin_readahead(cram_engine* e, cram_region_desc* r, uint64_t page)
+{
+    cram_shared* s = e->shared;
+    uint64_t* next = e->next_swapin[r->id];
+    uint32_t* window = e->swapin_window[r->id];
+    int k = -1;
+    for (int i = 0; i < SWAPIN_STREAMS; i++)
+        if (next[i] && page >= next[i] && page - next[i] < READAHEAD_MAX) k = i;
+    if (k < 0) { /* a new stream replaces the oldest; its first fault brings in only itself */
+        k = e->next_swapin_stream[r->id];
+        e->next_swapin_stream[r->id] = (uint8_t)((k + 1) % SWAPIN_STREAMS);
+        next[k] = page + 1;
+        window[k] = 0;
+        return;
+    }
+    uint64_t w = window[k] ? window[k] * 2 : READAHEAD_MIN;
+    if (w > READAHEAD_MAX) w = READAHEAD_MAX;
+    window[k] = (uint32_t)w;
+    uint64_t soft = __atomic_load_n(&e->config.soft_limit_pages, __ATOMIC_RELAXED);
+    uint64_t resident = __atomic_load_n(&s->stats.resident_pages, __ATOMIC_RELAXED);
+    if (soft && resident + w > soft) w = soft > resident ? soft - resident : 0;
+    uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
+    uint64_t end = page + 1 + w < pages ? page + 1 + w : pages;
+    uint64_t* ptes = r->pte;
+    uint64_t ids[READAHEAD_CHUNK];
+    uint64_t q = page + 1;
+    while (q < end) {
+        uint64_t first = q;
+        uint32_t n = 0;
+        while (q < end && n < READAHEAD_CHUNK) {
+            uint64_t p = load_acquire(&ptes[q]);
+            if (CRAM_PTE_STATE(p) != CRAM_PTE_EVICTED) break;
+            uint64_t id = CRAM_PTE_SLOT(p);
+            unsigned char* dst = e->readahead_buf + ((uint64_t)n << CRAM_PAGE_SHIFT);
+            if (id == CRAM_SLOT_ZERO) {
+                memset(dst, 0, CRAM_PAGE_SIZE);
+            } else {
+                cram_slot* slot = slot_get(s, id);
+                uint64_t* counter;
+                const char* why;
+                const void* src;
+                if ((slot_flags(slot) & CRAM_SLOT_BAD) || slot->backend == CRAM_BACKEND_FILE ||
+                    !(src = slot_read(e, slot, dst, &counter, &why)))
+                    break; /* its own fault deals with it (and fails it, if it is bad) */
+                if (src != dst) memcpy(dst, src, CRAM_PAGE_SIZE);
+                slot_flags_or(slot, CRAM_SLOT_REFERENCED);
+            }
+            ids[n++] = id;
+            q++;
+        }
+        if (n == 0) { q++; continue; } /* resident already, or left to its own fault */
+        uint64_t addr = r->base + (first << CRAM_PAGE_SHIFT);
+        if (uffd_copy(e->uffd, addr, e->readahead_buf, (uint64_t)n << CRAM_PAGE_SHIFT, 1) != 0) {
+            /* Only the service maps pages, and these had none: nothing was installed that the page
+             * table does not know of. Stop; the pages stay EVICTED for their own faults. */
+            add_counter(&s->stats.service_errors, 1);
+            break;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            if (!cas(&ptes[first + i], CRAM_PTE_MAKE(CRAM_PTE_EVICTED, ids[i]), CRAM_PTE_MAKE(CRAM_PTE_CLEAN, ids[i])))
+                add_counter(&s->stats.service_errors, 1);
+            fault_log_append(s, r->id, first + i);
+        }
+        add_counter(&s->stats.readahead_pages, n);
+        resident_add(e, n);
+        uffd_wake(e->uffd, addr, (uint64_t)n << CRAM_PAGE_SHIFT); /* readers already waiting in the chunk */
+    }
+    next[k] = end;
 }
 
 static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t pte, int write, uint32_t tid)
@@ -649,7 +740,7 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
     if (id != CRAM_SLOT_ZERO) {
         cram_slot* slot = slot_get(s, id);
         const char* why = "stored copy was found bad before";
-        if ((slot_flags(slot) & CRAM_SLOT_BAD) || !(src = slot_read(e, slot, &counter, &why))) {
+        if ((slot_flags(slot) & CRAM_SLOT_BAD) || !(src = slot_read(e, slot, e->page_buf, &counter, &why))) {
             slot_flags_or(slot, CRAM_SLOT_BAD); /* stays EVICTED and named; freed with its region */
             fail_access(e, addr, tid, id, why);
             return;
@@ -669,6 +760,7 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
     fault_log_append(s, r->id, page);
     resident_add(e, 1);
     uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+    if (!write) swapin_readahead(e, r, page);
 }
 
 static void resolve_missing(cram_engine* e, cram_region_desc* r, uint64_t page, int write, uint32_t tid)
@@ -831,6 +923,7 @@ static void engine_free(cram_engine* e)
     if (e->zero_pages) munmap(e->zero_pages, FAULT_AROUND_MAX * CRAM_PAGE_SIZE);
     if (e->page_buf) munmap(e->page_buf, CRAM_PAGE_SIZE);
     if (e->file_buf) munmap(e->file_buf, 2 * CRAM_PAGE_SIZE);
+    if (e->readahead_buf) munmap(e->readahead_buf, READAHEAD_CHUNK * CRAM_PAGE_SIZE);
     if (e->shared) {
         if (e->shared->fault_log) munmap((void*)(uintptr_t)e->shared->fault_log, CRAM_FAULT_LOG_SIZE * sizeof(uint64_t));
         munmap(e->shared, sizeof(cram_shared));
@@ -857,7 +950,8 @@ EXPORT int CramNative_EngineCreate(const cram_engine_config* config, cram_engine
     e->zero_pages = map_anon(FAULT_AROUND_MAX * CRAM_PAGE_SIZE);
     e->page_buf = map_anon(CRAM_PAGE_SIZE);
     e->file_buf = map_anon(2 * CRAM_PAGE_SIZE);
-    if (!e->shared || !e->zero_pages || !e->page_buf || !e->file_buf) goto fail;
+    e->readahead_buf = map_anon(READAHEAD_CHUNK * CRAM_PAGE_SIZE);
+    if (!e->shared || !e->zero_pages || !e->page_buf || !e->file_buf || !e->readahead_buf) goto fail;
     e->shared->backing_fd = -1;
     void* log = map_anon(CRAM_FAULT_LOG_SIZE * sizeof(uint64_t));
     e->shared->fault_log = (uint64_t)(uintptr_t)log;
@@ -1027,6 +1121,9 @@ EXPORT int CramNative_RegionDestroy(cram_engine* e, uint32_t region_id)
     region_release(e, r);
     memset(e->next_first_touch[region_id], 0, sizeof e->next_first_touch[region_id]);
     e->next_stream[region_id] = 0;
+    memset(e->next_swapin[region_id], 0, sizeof e->next_swapin[region_id]);
+    memset(e->swapin_window[region_id], 0, sizeof e->swapin_window[region_id]);
+    e->next_swapin_stream[region_id] = 0;
     pthread_mutex_unlock(&e->lock);
     return 0;
 }

@@ -67,6 +67,10 @@
  *             service waits for it to end (it never waits for managed code).
  *   EVICTED ──read MISSING fault──▶ CLEAN(slot)       page rebuilt, mapped write-protected;
  *                                                      evicting it again costs only MADV_DONTNEED
+ *   EVICTED ──swap readahead (service)──▶ CLEAN(slot)   as a read fault, for the evicted pages after a
+ *                                                      read fault that continues a sequential stream
+ *                                                      ("Readahead" below); the page is mapped and
+ *                                                      published before the thread waiting in it wakes
  *   EVICTED ──write MISSING fault──▶ DIRTY            rebuilt writable at once (one fault);
  *                                                      slot pushed on the stale list
  *   EVICTED ──fault, stored bytes unreadable──▶ EVICTED   checksum mismatch, or a file read that
@@ -104,6 +108,17 @@
  *   PLACED, PLACED_WRITABLE ──region destroyed──▶ (gone)   slot pushed stale, ledger fixed
  * Reads of placed pages never fault. Without write control (a baseline for the bear experiment)
  * every write makes its page writable and the ledger does not bound the device.
+ * Readahead (swapin_readahead in cramnative.c). A read MISSING fault at page p continues a
+ * stream when p lies within READAHEAD_MAX pages after where one of the region's last four read
+ * swap-in streams ended; the first fault of a stream brings in only p. A continuing fault also
+ * brings in the EVICTED pages of the next window after p (8 pages, doubling to 128), READAHEAD_CHUNK
+ * at a time: decompress into a buffer, one UFFDIO_COPY (write-protected), CAS each EVICTED->CLEAN,
+ * log, then wake whoever waits in the chunk, so the reader resumes after the first chunk while the
+ * service prepares the next. It stops at the soft limit (resident + window <= limit) and skips
+ * pages that are not EVICTED; pages in the backing file or with a bad slot are left to their own
+ * faults. Nothing else changes: a readahead page is exactly a read swap-in that had no fault.
+ * First touch has its own fault-around (FaultAroundPages): zero pages for the rest of an aligned
+ * block when a first touch continues a sequential stream of first touches.
  * Moving an entry's data between backends changes its slot, never its page-table entry (see
  * "Virtual swap" below). Only the service leaves EMPTY, so the page table is walked only over the
  * 512-entry blocks first touch has marked (region destroy, the reaper's mark): O(touched), not
@@ -306,6 +321,7 @@ typedef struct cram_stats {
     uint64_t cram_promotions;       /* WP faults that promoted a placed page to host memory */
     uint64_t cram_promotion_copy_ns;/* time spent copying promoted pages out of the device */
     uint64_t cram_placement_refusals; /* pages the node's ledger refused */
+    uint64_t readahead_pages;       /* evicted pages swapped in ahead of a sequential reader (not faults) */
 } cram_stats;
 
 /* Fault-in log: the service appends one entry per page it makes resident; reclaim drains it in
@@ -383,8 +399,8 @@ _Static_assert(sizeof(cram_pool_handle) == 16 && offsetof(cram_pool_handle, addr
                offsetof(cram_pool_handle, length) == 8 && offsetof(cram_pool_handle, zspage) == 12, "cram_pool_handle layout");
 _Static_assert(sizeof(cram_pool_move) == 24 && offsetof(cram_pool_move, handle) == 0 && offsetof(cram_pool_move, destination) == 8 &&
                offsetof(cram_pool_move, zspage) == 16 && offsetof(cram_pool_move, reserved) == 20, "cram_pool_move layout");
-_Static_assert(sizeof(cram_stats) == 28 * sizeof(uint64_t) && offsetof(cram_stats, cram_placement_refusals) == 27 * sizeof(uint64_t),
-               "cram_stats is 28 counters");
+_Static_assert(sizeof(cram_stats) == 29 * sizeof(uint64_t) && offsetof(cram_stats, readahead_pages) == 28 * sizeof(uint64_t),
+               "cram_stats is 29 counters");
 _Static_assert(sizeof(cram_engine_config) == 32 && offsetof(cram_engine_config, forced_mode) == 0 &&
                offsetof(cram_engine_config, spin_us) == 4 && offsetof(cram_engine_config, soft_limit_pages) == 8 &&
                offsetof(cram_engine_config, hard_limit_pages) == 16 && offsetof(cram_engine_config, throttle_max_us) == 24 &&

@@ -327,6 +327,7 @@ public sealed unsafe class CramEngine : IDisposable
             SameFilledPages = _slots.SameFilledSlots + reclaim.ZeroCopiesPublished - (long)Volatile.Read(ref s.ZeroCopiesReleased),
             ZeroFillFaults = (long)s.FaultsZero,
             RefaultsLz4 = (long)s.FaultsSwapinLz4,
+            ReadaheadPages = (long)s.ReadaheadPages,
             RefaultsSameFilled = (long)s.FaultsSwapinSame,
             RefaultsUncompressed = (long)s.FaultsSwapinRaw,
             WriteProtectFaults = (long)s.FaultsWp,

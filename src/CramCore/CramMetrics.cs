@@ -23,6 +23,7 @@ internal static class CramMetrics
         Gauge("cramcore.same_filled_pages", "{page}", "Pages stored as a repeated value", s => s.SameFilledPages);
         Counter("cramcore.faults.zero_fill", "{fault}", "Faults on never-touched pages", s => s.ZeroFillFaults);
         Counter("cramcore.faults.refault", "{fault}", "Faults on evicted pages (swap-ins)", s => s.Refaults);
+        Counter("cramcore.readahead", "{page}", "Evicted pages swapped in ahead of a sequential reader", s => s.ReadaheadPages);
         Counter("cramcore.faults.write_protect", "{fault}", "Write-protect faults on clean pages", s => s.WriteProtectFaults);
         Counter("cramcore.evictions", "{page}", "Pages evicted", s => s.Evictions);
         Counter("cramcore.evictions.cancelled", "{page}", "Evictions cancelled by a racing write", s => s.CancelledEvictions);

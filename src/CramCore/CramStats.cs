@@ -36,6 +36,8 @@ public sealed record CramStats
     public long RefaultsSameFilled { get; init; }
     /// <summary>Swap-ins of pages stored uncompressed.</summary>
     public long RefaultsUncompressed { get; init; }
+    /// <summary>Evicted pages swapped in ahead of a sequential reader, with no fault of their own (swap readahead).</summary>
+    public long ReadaheadPages { get; init; }
     /// <summary>Write-protect faults: first write to a clean (swapped-in) or incompressible page.</summary>
     public long WriteProtectFaults { get; init; }
     /// <summary>Evictions cancelled because the page was written while it was being evicted.</summary>

@@ -90,6 +90,80 @@ public sealed unsafe class FaultKindTests : IDisposable
         Assert.True(engine.GetStats().ZeroFillFaults <= 8, $"faults {engine.GetStats().ZeroFillFaults}");
     }
 
+    [Fact]
+    public void SequentialReadsOfEvictedPages_SwapInAhead_ClearButWriteProtected()
+    {
+        // 256 evicted pages (every 16th a zero page, every 37th a same-filled one, the rest LZ4),
+        // read in order: after the first two faults, one fault brings in a whole window.
+        for (int i = 0; i < 256; i++)
+        {
+            if (i % 16 == 5) TestPages.Fill(Page(i), 0);
+            else if (i % 37 == 3) TestPages.Fill(Page(i), 0x0101010101010101UL * (ulong)(i & 0x7f));
+            else TestPages.WriteCompressible(Page(i), i, 1);
+        }
+        Assert.Equal(256L * P, _region.Reclaim(256L * P));
+        long sum = 0;
+        for (int i = 0; i < 256; i++)
+        {
+            sum += Volatile.Read(ref *(long*)Page(i));
+        }
+        GC.KeepAlive(sum);
+        var s = _engine.GetStats();
+        Assert.Equal(256, s.Refaults + s.ReadaheadPages);
+        Assert.True(s.Refaults <= 8, $"{s.Refaults} faults for 256 pages read in order");
+        Assert.Equal(256L * P, s.ResidentBytes);
+        for (int i = 0; i < 256; i++)
+        {
+            Assert.Equal(PageState.Clean, _region.GetPageState((long)i * P)); // a read swap-in: copy kept, write-protected
+        }
+        // Writes into pages that came in ahead fault once each (write-protect), and nothing is lost.
+        long wp = s.WriteProtectFaults;
+        TestPages.WriteCompressible(Page(100), 100, 2);
+        TestPages.WriteCompressible(Page(200), 200, 2);
+        Assert.Equal(wp + 2, _engine.GetStats().WriteProtectFaults);
+        // Evicting again is a drop for the pages still clean; all read back as written.
+        Assert.Equal(256L * P, _region.Reclaim(256L * P));
+        for (int i = 255; i >= 0; i--) // backwards: no stream, one fault per page
+        {
+            bool ok = i is 100 or 200 ? TestPages.CheckCompressible(Page(i), i, 2)
+                : i % 16 == 5 ? TestPages.CheckFilledZero(Page(i))
+                : i % 37 == 3 ? new ReadOnlySpan<byte>(Page(i), P).IndexOfAnyExcept((byte)(i & 0x7f)) < 0
+                : TestPages.CheckCompressible(Page(i), i, 1);
+            Assert.True(ok, $"page {i}");
+        }
+        Assert.Equal(s.ReadaheadPages, _engine.GetStats().ReadaheadPages);
+        Assert.Equal(0, _engine.GetStats().ServiceErrors);
+    }
+
+    [Fact]
+    public void Readahead_StaysUnderTheResidentLimit_AndSkipsResidentPages()
+    {
+        using var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1, ResidentLimitBytes = 64L * P });
+        using var region = engine.CreateRegion(1 << 20);
+        byte* At(int i) => region.Pointer + (long)i * P;
+        for (int i = 0; i < 200; i++)
+        {
+            TestPages.WriteCompressible(At(i), i, 1);
+        }
+        region.Reclaim(region.Length);
+        TestPages.CheckCompressible(At(50), 50, 1); // a resident page in the way: readahead steps over it
+        long peak = 0, sum = 0;
+        for (int i = 0; i < 200; i++)
+        {
+            sum += Volatile.Read(ref *(long*)At(i));
+            peak = Math.Max(peak, engine.GetStats().ResidentBytes);
+        }
+        GC.KeepAlive(sum);
+        for (int i = 0; i < 200; i++)
+        {
+            Assert.True(TestPages.CheckCompressible(At(i), i, 1), $"page {i}");
+        }
+        var s = engine.GetStats();
+        Assert.True(s.ReadaheadPages > 0, s.ToString());
+        Assert.True(peak <= (ReclaimWorker.HardLimitPages(64) + 1) * P, $"peak {peak}");
+        Assert.Equal(0, s.ServiceErrors);
+    }
+
     [StructLayout(LayoutKind.Sequential)]
     private struct RUsage
     {

@@ -7,7 +7,9 @@ namespace CramCore.Tests;
 /// its owner thread also keeps outside the region. Any lost or torn write fails the test. The
 /// writeback variant adds a backing file with a pool limit far below the data, so pages move to
 /// the file and back while they are written and read, plus a thread that keeps compacting the
-/// file's segments, forcing writeback and sweeping for zombies; every copy is checksummed.
+/// file's segments, forcing writeback and sweeping for zombies; every copy is checksummed. The
+/// readahead variant reads in sequential sweeps, so evicted runs come back through swap readahead
+/// while writers write into them and reclaim evicts them again.
 /// CI runs a few seconds; set CRAMCORE_STRESS_SECONDS for a long soak.
 /// </summary>
 [Trait("Category", TestCategory.Stress)]
@@ -23,6 +25,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         ResidentLimit,
         Writeback,
         Cram,
+        Readahead,
     }
 
     [Theory]
@@ -30,6 +33,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
     [InlineData(Mode.ResidentLimit)]
     [InlineData(Mode.Writeback)]
     [InlineData(Mode.Cram)]
+    [InlineData(Mode.Readahead)]
     public void ConcurrentWritesReadsReclaimAndGc_LoseNothing(Mode mode)
     {
         const int pages = 4096, writers = 2;
@@ -37,7 +41,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         using var cleanup = new DeleteOnDispose(dir);
         using var engine = CramEngine.Create(new CramOptions
         {
-            ResidentLimitBytes = mode != Mode.Plain ? 2L << 20 : 0,
+            ResidentLimitBytes = mode is not (Mode.Plain or Mode.Readahead) ? 2L << 20 : 0,
             FaultServiceSpinMicroseconds = 0,
             BackingFile = mode == Mode.Writeback ? Path.Combine(dir, "swap") : null,
             CompressedPoolLimitBytes = mode == Mode.Writeback ? 2L << 20 : 0,
@@ -110,6 +114,17 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             long sum = 0;
             while (DateTime.UtcNow < stop)
             {
+                if (mode == Mode.Readahead)
+                {
+                    // A sweep: every page of a run in order, the pattern readahead follows.
+                    int first = rng.Next(pages), length = rng.Next(16, 1024);
+                    for (int i = first; i < Math.Min(pages, first + length); i++)
+                    {
+                        sum += ((long*)(region.Pointer + (long)i * P))[0];
+                    }
+                    Interlocked.Add(ref reads, length);
+                    continue;
+                }
                 sum += ((long*)(region.Pointer + (long)rng.Next(pages) * P))[0];
                 Interlocked.Increment(ref reads);
             }
@@ -162,6 +177,10 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             threads.Add(new Thread(() => Writer(id)));
         }
         threads.Add(new Thread(() => Reader(7)));
+        if (mode == Mode.Readahead)
+        {
+            threads.Add(new Thread(() => Reader(8)));
+        }
         threads.Add(new Thread(Reclaim));
         threads.Add(new Thread(Collect));
         threads.ForEach(t => t.Start());
@@ -188,6 +207,10 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             Assert.True(s.CramPlacements > 0 && s.CramPromotions > 0 && s.CramMadeWritable > 0, s.ToString());
             Assert.True(s.CramMaxWritablePages <= 16);
             Assert.Equal(0, s.CramOverflowBytes);
+        }
+        if (mode == Mode.Readahead)
+        {
+            Assert.True(s.ReadaheadPages > 0, $"readahead {s.ReadaheadPages}");
         }
         if (mode == Mode.Writeback)
         {

@@ -25,7 +25,8 @@ public sealed class ReadmeExampleTests
         CramStats s = engine.GetStats();
         Assert.Equal(7L * ((1L << 20) * ((1L << 20) - 1) / 2), sum);
         Assert.Equal(8L << 20, s.LogicalBytes);
-        Assert.True(s.Evictions == 2048 && s.Refaults == 2048, s.ToString()); // all 8 MiB went out and came back
+        // All 8 MiB went out and came back: a few faults, the rest by swap readahead.
+        Assert.True(s.Evictions == 2048 && s.Refaults + s.ReadaheadPages == 2048 && s.Refaults < 64, s.ToString());
         Assert.True(s.StoredBytes > 0 && s.StoredBytes < 8L << 20, s.ToString());
     }
 }

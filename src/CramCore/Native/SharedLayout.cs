@@ -246,6 +246,7 @@ internal struct NativeStats
     public ulong CramPromotions;
     public ulong CramPromotionCopyNs;
     public ulong CramPlacementRefusals;
+    public ulong ReadaheadPages;
 }
 
 /// <summary>The engine's configuration (cram_engine_config).</summary>
