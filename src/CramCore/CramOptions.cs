@@ -113,7 +113,9 @@ public sealed class CramOptions
 
     /// <summary>
     /// How long the native fault service busy-polls for the next fault before it blocks
-    /// (microseconds, 0–10000; default 50). Spinning trades CPU for fault latency.
+    /// (microseconds, 0–10000; default 50). Spinning trades CPU for fault latency. The service
+    /// does not spin while background reclaim runs (the CPUs are taken; spinning only delays the
+    /// thread it has just woken) nor when the process may use a single CPU.
     /// </summary>
     public int FaultServiceSpinMicroseconds { get; set; } = 50;
 

@@ -164,6 +164,34 @@ public sealed unsafe class FaultKindTests : IDisposable
         Assert.Equal(0, s.ServiceErrors);
     }
 
+    [Fact]
+    public void ScatteredCleanPages_DropInOneBatch_AndReadBackIntact()
+    {
+        // Every third page read back (CLEAN, scattered), then evicted again: one batch of many runs
+        // (process_madvise where the kernel has it, one madvise per run otherwise).
+        for (int i = 0; i < 192; i++)
+        {
+            TestPages.WriteCompressible(Page(i), i, 1);
+        }
+        _region.Reclaim(192L * P);
+        for (int i = 189; i >= 0; i -= 3) // downwards: no stream, so no readahead fills the gaps
+        {
+            Assert.True(TestPages.CheckCompressible(Page(i), i, 1), $"page {i}");
+        }
+        long resident = _engine.GetStats().ResidentBytes;
+        Assert.Equal(64L * P, resident);
+        Assert.Equal(resident, _region.Reclaim(_region.Length));
+        for (int i = 0; i < 192; i++)
+        {
+            Assert.Equal(PageState.Evicted, _region.GetPageState((long)i * P));
+        }
+        for (int i = 191; i >= 0; i--)
+        {
+            Assert.True(TestPages.CheckCompressible(Page(i), i, 1), $"page {i}");
+        }
+        Assert.Equal(0, _engine.GetStats().ServiceErrors);
+    }
+
     [StructLayout(LayoutKind.Sequential)]
     private struct RUsage
     {

@@ -281,7 +281,7 @@ internal struct NativeShared
     public ulong CramCapacityBytes;
     public ulong CramWritableLimit;
     public uint CramWriteControl;
-    public uint CramReserved;
+    public uint ReclaimRunning;
 }
 
 /// <summary>What an entry of the contract describes (cram_contract_kind).</summary>

@@ -79,6 +79,7 @@ internal sealed unsafe class ReclaimWorker : IDisposable
             long lowWater;
             while (!_stopping && (resident = (long)Volatile.Read(ref _shared->Stats.ResidentPages)) > (lowWater = Volatile.Read(ref _lowWaterPages)))
             {
+                Volatile.Write(ref _shared->ReclaimRunning, 1u); // the fault service does not spin meanwhile
                 bool stalled;
                 try
                 {
@@ -96,6 +97,7 @@ internal sealed unsafe class ReclaimWorker : IDisposable
                     break; // nothing evictable right now; wait for the next signal or tick
                 }
             }
+            Volatile.Write(ref _shared->ReclaimRunning, 0u);
             if (!_stopping)
             {
                 bool sweep = Environment.TickCount64 >= _nextSweep;
