@@ -78,7 +78,7 @@ struct cram_engine {
     int stop_fd;
     int reclaim_fd;
     int reclaim_signalled;
-    int pidfd; /* this process, for process_madvise (-1: not available, drop run by run) */
+    int pidfd; /* this process, for process_madvise (-1: not available, drop run by run); drops run one at a time (maintenance lock) */
     pthread_t service;
     pthread_mutex_t lock; /* held by the service while it resolves a batch, and by region create/destroy */
     unsigned char* zero_pages; /* FAULT_AROUND_MAX read-only zero pages */
@@ -1211,6 +1211,10 @@ static int32_t drop_runs(cram_engine* e, cram_region_desc* r, uint64_t* pages, i
     if (e->pidfd >= 0 && nruns > 1) {
         long done = syscall(SYS_process_madvise, e->pidfd, runs, (size_t)nruns, MADV_DONTNEED, 0u);
         if (done > 0) advised = (uint64_t)done;
+        else if (done < 0 && (errno == EINVAL || errno == ENOSYS || errno == EPERM || errno == EBADF)) {
+            close(e->pidfd); /* a kernel before 6.13, or a sandbox that forbids it: run by run from now on */
+            e->pidfd = -1;
+        }
     }
 #endif
     for (int32_t k = 0; k < nruns; k++) {
