@@ -1182,9 +1182,6 @@ EXPORT int CramNative_WriteProtectPages(cram_engine* e, uint32_t region_id, cons
     return 0;
 }
 
-/* CLEAN → DROPPING → MADV_DONTNEED → EVICTED for each page still CLEAN; others are skipped.
- * `pages` (sorted ascending) is compacted in place: the first *dropped entries are the pages that
- * were evicted, still in order. */
 /* Drops the DROPPING pages pages[from..n) (sorted), up to DROP_RUNS_MAX runs of them; returns
  * where it stopped. The runs go to the kernel in one process_madvise call where it takes
  * MADV_DONTNEED for the calling process (Linux 6.13+): one TLB shootdown for the batch instead of
@@ -1238,6 +1235,9 @@ static int32_t drop_runs(cram_engine* e, cram_region_desc* r, uint64_t* pages, i
     return i;
 }
 
+/* CLEAN → DROPPING → MADV_DONTNEED → EVICTED for each page still CLEAN; others are skipped.
+ * `pages` (sorted ascending) is compacted in place: the first *dropped entries are the pages that
+ * were evicted, still in order. */
 EXPORT int CramNative_DropPages(cram_engine* e, uint32_t region_id, uint64_t* pages, int32_t count, int32_t* dropped)
 {
     cram_region_desc* r;
