@@ -72,6 +72,7 @@ public sealed unsafe class CramEngine : IDisposable
         {
             _pool?.Dispose();
             Interop.CramNative.EngineDestroy(native); // stop the service thread we just started
+            GC.SuppressFinalize(this);
             throw;
         }
         // Both directories and the file are published before any region exists, so before any fault.
@@ -81,17 +82,30 @@ public sealed unsafe class CramEngine : IDisposable
             shared->BackingFd = _file.Descriptor;
             shared->BackingDirect = _file.Direct ? 1u : 0u;
         }
-        _node = options.CramDevice is null ? null : new CramNode(native, shared, options, Enqueue);
+        // Nothing the background thread reaches may hold the engine itself, or an engine nobody
+        // references could never be finalized: events go through the queue, ticks through a weak
+        // reference.
+        ConcurrentQueue<CramTierEventArgs> pending = _pendingEvents;
+        Action<CramTierEventKind, string> enqueue = (kind, message) => pending.Enqueue(new CramTierEventArgs(kind, message));
+        var self = new WeakReference<CramEngine>(this);
+        Action afterTick = () =>
+        {
+            if (self.TryGetTarget(out CramEngine? engine))
+            {
+                engine.RaisePendingEvents();
+            }
+        };
+        _node = options.CramDevice is null ? null : new CramNode(native, shared, options, enqueue);
         _slots = new SlotTable(shared, _pool, _file, _node);
         _reaper = new Reaper(native, _slots);
         if (_file is not null)
         {
             _writeback = new Writeback(native, _slots, options);
-            _writeback.StateChanged += Enqueue;
+            _writeback.StateChanged += enqueue;
         }
         IPageOperations operations = new NativePageOperations(native, _slots);
-        Reclaimer = new Reclaimer(shared, _regions, _slots, pageOperations?.Invoke(operations) ?? operations, options, _reaper, _writeback, Enqueue);
-        _worker = new ReclaimWorker(native, shared, Reclaimer, limitPages, _file is not null || _node is not null, RaisePendingEvents);
+        Reclaimer = new Reclaimer(shared, _regions, _slots, pageOperations?.Invoke(operations) ?? operations, options, _reaper, _writeback, enqueue);
+        _worker = new ReclaimWorker(native, shared, Reclaimer, limitPages, _file is not null || _node is not null, afterTick);
         _worker.Start();
         CramMetrics.Register(this);
     }
@@ -131,6 +145,23 @@ public sealed unsafe class CramEngine : IDisposable
     public event EventHandler<CramTierEventArgs>? TierEvent;
 
     private void Enqueue(CramTierEventKind kind, string message) => _pendingEvents.Enqueue(new CramTierEventArgs(kind, message));
+
+    /// <summary>
+    /// Releases an engine that became unreachable without <see cref="Dispose"/>: stops its threads,
+    /// unmaps its regions (none can be in use: a live region keeps its engine reachable) and frees
+    /// its storage.
+    /// </summary>
+    ~CramEngine()
+    {
+        try
+        {
+            Dispose();
+        }
+        catch (Exception)
+        {
+            // A finalizer must not throw; whatever failed to close goes with the process.
+        }
+    }
 
     /// <summary>Raises queued events, and events for new checksum failures and read errors the fault service counted. Never under a lock.</summary>
     internal void RaisePendingEvents()
@@ -192,10 +223,26 @@ public sealed unsafe class CramEngine : IDisposable
     }
 
     /// <summary>The options the engine was created with (a copy).</summary>
-    public CramOptions Options => _options.Clone();
+    /// <exception cref="ObjectDisposedException">The engine was disposed.</exception>
+    public CramOptions Options
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _options.Clone();
+        }
+    }
 
     /// <summary>The userfaultfd mode the engine obtained.</summary>
-    public UserfaultfdMode UserfaultfdMode => (UserfaultfdMode)_shared->UffdMode;
+    /// <exception cref="ObjectDisposedException">The engine was disposed.</exception>
+    public UserfaultfdMode UserfaultfdMode
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return (UserfaultfdMode)_shared->UffdMode; // the shared block is unmapped by Dispose
+        }
+    }
 
     internal nint NativeHandle => _native;
     internal Reclaimer Reclaimer { get; }
@@ -273,13 +320,13 @@ public sealed unsafe class CramEngine : IDisposable
                 }
                 throw Interop.GetExceptionForErrno(errno, $"Creating a region of {length} bytes");
             }
-            var region = new CramRegion(this, id, (byte*)baseAddress, (ulong*)pageTable, length);
-            _regions.Add(region);
-            return region;
+            var mapping = new RegionMapping(id, (byte*)baseAddress, (ulong*)pageTable, length);
+            _regions.Add(mapping);
+            return new CramRegion(this, mapping);
         }
     }
 
-    internal void RemoveRegion(CramRegion region)
+    internal void RemoveRegion(RegionMapping region)
     {
         lock (_lock)
         {
@@ -295,12 +342,12 @@ public sealed unsafe class CramEngine : IDisposable
     /// Takes a region out of reclaim and the service and frees its pages and slots; under
     /// <see cref="_lock"/>, with reclaim paused so no pass is using the region.
     /// </summary>
-    private void Detach(CramRegion region)
+    private void Detach(RegionMapping region)
     {
         using (Reclaimer.Pause())
         {
             _regions.Remove(region); // later passes cannot find it
-            region.MarkDisposed();
+            region.MarkDetached();
             // Fence the service out, then drop the region's queued pages (the log holds no more).
             Interop.ThrowIfFailed(Interop.CramNative.RegionDeactivate(_native, region.Id), "Deactivating a region");
             Reclaimer.ForgetRegion(region.Id);
@@ -391,7 +438,10 @@ public sealed unsafe class CramEngine : IDisposable
 
     /// <summary>
     /// Stops background reclaim and the fault service, unmaps every region and frees all storage.
-    /// Threads may be idle in regions, but none may access them during or after this.
+    /// Threads may be idle in regions, but none may access them during or after this. Afterwards
+    /// every member of the engine and of its regions but <c>Dispose</c> throws
+    /// <see cref="ObjectDisposedException"/>. An engine that becomes unreachable (with all its
+    /// regions) without this is released by its finalizer.
     /// </summary>
     public void Dispose()
     {
@@ -402,12 +452,13 @@ public sealed unsafe class CramEngine : IDisposable
                 return;
             }
             _worker.Stop();
-            foreach (CramRegion region in _regions.Snapshot())
+            foreach (RegionMapping region in _regions.Snapshot())
             {
                 Detach(region);
             }
             Reclaimer.Dispose(); // waits for a pass a caller of CramRegion.Reclaim may be in
             _disposed = true;
+            GC.SuppressFinalize(this);
             CramMetrics.Unregister(this);
             // No region is active, so the service no longer reads slots; free them while the
             // shared block (which EngineDestroy unmaps) is still there.

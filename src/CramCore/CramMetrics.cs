@@ -12,7 +12,7 @@ internal static class CramMetrics
     public const string MeterName = "CramCore";
     private static readonly Meter s_meter = new(MeterName, "1.0");
     private static readonly Lock s_lock = new();
-    private static readonly Dictionary<CramEngine, int> s_engines = [];
+    private static readonly List<(WeakReference<CramEngine> Engine, int Id)> s_engines = []; // weak: an abandoned engine must stay collectable
     private static int s_nextId;
 
     static CramMetrics()
@@ -67,8 +67,13 @@ internal static class CramMetrics
         var result = new List<Measurement<long>>();
         lock (s_lock)
         {
-            foreach ((CramEngine engine, int id) in s_engines)
+            s_engines.RemoveAll(e => !e.Engine.TryGetTarget(out _));
+            foreach ((WeakReference<CramEngine> weak, int id) in s_engines)
             {
+                if (!weak.TryGetTarget(out CramEngine? engine))
+                {
+                    continue;
+                }
                 try
                 {
                     result.Add(new Measurement<long>(read(engine.GetStats()), new KeyValuePair<string, object?>("cramcore.engine", id)));
@@ -85,7 +90,7 @@ internal static class CramMetrics
     {
         lock (s_lock)
         {
-            s_engines[engine] = s_nextId++;
+            s_engines.Add((new WeakReference<CramEngine>(engine), s_nextId++));
         }
     }
 
@@ -93,7 +98,7 @@ internal static class CramMetrics
     {
         lock (s_lock)
         {
-            s_engines.Remove(engine);
+            s_engines.RemoveAll(e => !e.Engine.TryGetTarget(out CramEngine? live) || live == engine);
         }
     }
 }

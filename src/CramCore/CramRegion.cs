@@ -7,32 +7,74 @@ namespace CramCore;
 /// number of threads, through <see cref="AsSpan{T}"/> or <see cref="Pointer"/>; evicted pages come
 /// back on first access. Never store object references in a region.
 /// </summary>
+/// <remarks>
+/// Dispose a region when you are done with it. One that becomes unreachable without being
+/// disposed is released by its finalizer (its memory unmapped, its stored pages freed), like any
+/// object that owns native memory. Pointers and spans into the region do not keep it reachable:
+/// hold the <see cref="CramRegion"/> (or <see cref="GC.KeepAlive"/> it) for as long as you use its
+/// memory. After <see cref="Dispose"/> every member but <see cref="Dispose"/> throws
+/// <see cref="ObjectDisposedException"/>.
+/// </remarks>
 public sealed unsafe class CramRegion : IDisposable
 {
     private readonly CramEngine _engine;
+    private readonly RegionMapping _mapping;
     private volatile bool _disposed;
 
-    internal CramRegion(CramEngine engine, uint id, byte* basePointer, ulong* pageTable, long length)
+    internal CramRegion(CramEngine engine, RegionMapping mapping)
     {
         _engine = engine;
-        Id = id;
-        BasePointer = basePointer;
-        PageTableEntries = pageTable;
-        Length = length;
+        _mapping = mapping;
     }
 
-    internal uint Id { get; }
-    internal byte* BasePointer { get; }
-    internal ulong* PageTableEntries { get; }
-    internal ulong PageCount => (ulong)Length >> SharedLayout.PageShift;
+    /// <summary>Releases an abandoned region (see the remarks on <see cref="CramRegion"/>).</summary>
+    ~CramRegion()
+    {
+        if (_disposed || _mapping.Detached)
+        {
+            return;
+        }
+        _disposed = true;
+        try
+        {
+            _engine.RemoveRegion(_mapping);
+        }
+        catch (Exception)
+        {
+            // A finalizer must not throw; the engine's own release (Dispose or finalizer) still
+            // unmaps the region with everything else.
+        }
+    }
+
+    internal RegionMapping Mapping => _mapping;
+    internal uint Id => _mapping.Id;
+    internal byte* BasePointer => _mapping.BasePointer;
+    internal ulong* PageTableEntries => _mapping.PageTableEntries;
 
     /// <summary>The engine the region belongs to.</summary>
-    public CramEngine Engine => _engine;
+    /// <exception cref="ObjectDisposedException">The region was disposed.</exception>
+    public CramEngine Engine
+    {
+        get
+        {
+            ThrowIfDisposed();
+            return _engine;
+        }
+    }
 
     /// <summary>Size of the region in bytes (a multiple of 4096).</summary>
-    public long Length { get; }
+    /// <exception cref="ObjectDisposedException">The region was disposed.</exception>
+    public long Length
+    {
+        get
+        {
+            ThrowIfDisposed();
+            return _mapping.Length;
+        }
+    }
 
-    /// <summary>Address of the first byte. Valid until the region is disposed.</summary>
+    /// <summary>Address of the first byte. Valid until the region is disposed or finalized (keep the region reachable while you use it).</summary>
+    /// <exception cref="ObjectDisposedException">The region was disposed.</exception>
     public byte* Pointer
     {
         get
@@ -42,12 +84,13 @@ public sealed unsafe class CramRegion : IDisposable
         }
     }
 
-    /// <summary>A span of <paramref name="count"/> values of <typeparamref name="T"/> starting <paramref name="byteOffset"/> bytes into the region.</summary>
+    /// <summary>A span of <paramref name="count"/> values of <typeparamref name="T"/> starting <paramref name="byteOffset"/> bytes into the region (keep the region reachable while you use it).</summary>
     /// <exception cref="ArgumentOutOfRangeException">The range is not inside the region.</exception>
+    /// <exception cref="ObjectDisposedException">The region was disposed.</exception>
     public Span<T> AsSpan<T>(long byteOffset, int count) where T : unmanaged
     {
         ThrowIfDisposed();
-        if (byteOffset < 0 || count < 0 || byteOffset > Length || (long)count * sizeof(T) > Length - byteOffset)
+        if (byteOffset < 0 || count < 0 || byteOffset > _mapping.Length || (long)count * sizeof(T) > _mapping.Length - byteOffset)
         {
             ThrowRangeOutside(byteOffset, (long)count * sizeof(T));
         }
@@ -59,12 +102,14 @@ public sealed unsafe class CramRegion : IDisposable
     /// second chance over fault-in order), compressing the ones that are not already stored.
     /// Returns the bytes evicted; less than asked when fewer pages can be evicted.
     /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="bytes"/> is negative.</exception>
+    /// <exception cref="ObjectDisposedException">The region was disposed.</exception>
     public long Reclaim(long bytes)
     {
         ThrowIfDisposed();
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
         long pages = (bytes >> SharedLayout.PageShift) + ((bytes & (SharedLayout.PageSize - 1)) != 0 ? 1 : 0); // no overflow at long.MaxValue
-        long evicted = _engine.Reclaimer.Reclaim(pages, this) << SharedLayout.PageShift;
+        long evicted = _engine.Reclaimer.Reclaim(pages, _mapping) << SharedLayout.PageShift;
         _engine.RaisePendingEvents();
         return evicted;
     }
@@ -75,10 +120,12 @@ public sealed unsafe class CramRegion : IDisposable
     /// engine runs in <see cref="UserfaultfdMode.UserModeOnly"/>. Reclaim may evict the pages again
     /// later; call this right before the system call.
     /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The range is not inside the region.</exception>
+    /// <exception cref="ObjectDisposedException">The region was disposed.</exception>
     public void MakeResident(long byteOffset, long length, bool forWrite)
     {
         ThrowIfDisposed();
-        if (byteOffset < 0 || length < 0 || byteOffset > Length || length > Length - byteOffset)
+        if (byteOffset < 0 || length < 0 || byteOffset > _mapping.Length || length > _mapping.Length - byteOffset)
         {
             ThrowRangeOutside(byteOffset, length);
         }
@@ -109,14 +156,14 @@ public sealed unsafe class CramRegion : IDisposable
             return;
         }
         _disposed = true;
-        _engine.RemoveRegion(this);
+        GC.SuppressFinalize(this);
+        _engine.RemoveRegion(_mapping);
     }
 
-    internal void MarkDisposed() => _disposed = true;
 
     private void ThrowIfDisposed()
     {
-        if (_disposed)
+        if (_disposed || _mapping.Detached)
         {
             ThrowDisposed();
         }
@@ -127,5 +174,5 @@ public sealed unsafe class CramRegion : IDisposable
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowRangeOutside(long byteOffset, long bytes) =>
-        throw new ArgumentOutOfRangeException(nameof(byteOffset), $"The range [{byteOffset}, {byteOffset}+{bytes}) is not inside the region of {Length} bytes.");
+        throw new ArgumentOutOfRangeException(nameof(byteOffset), $"The range [{byteOffset}, {byteOffset}+{bytes}) is not inside the region of {_mapping.Length} bytes.");
 }

@@ -54,6 +54,7 @@ public sealed unsafe class CramNodeTests
     {
         (CramEngine engine, CramRegion region, EmulatedCramDevice device) = Create(16, budget: 2);
         using var owner = engine;
+        using var regionOwner = region; // a region nobody holds is finalized (CramRegion remarks)
         Assert.Equal(16L * P, region.Reclaim(region.Length));
         CramStats s = engine.GetStats();
         Assert.Equal(16, s.CramPlacedPages);
@@ -119,6 +120,7 @@ public sealed unsafe class CramNodeTests
         const int pages = 256, budget = 8;
         (CramEngine engine, CramRegion region, _) = Create(pages, budget);
         using var owner = engine;
+        using var regionOwner = region; // a region nobody holds is finalized (CramRegion remarks)
         region.Reclaim(region.Length);
         Assert.Equal(pages, engine.GetStats().CramPlacedPages);
         var threads = Enumerable.Range(0, 4).Select(t => new Thread(() =>
@@ -161,6 +163,7 @@ public sealed unsafe class CramNodeTests
         var plane = new ControlPlane(4);
         (CramEngine engine, CramRegion region, _) = Create(64, budget: 0, source: plane);
         using var owner = engine;
+        using var regionOwner = region; // a region nobody holds is finalized (CramRegion remarks)
         var events = new System.Collections.Concurrent.ConcurrentQueue<CramTierEventKind>();
         engine.TierEvent += (_, e) => events.Enqueue(e.Kind);
         region.Reclaim(region.Length);
@@ -200,6 +203,7 @@ public sealed unsafe class CramNodeTests
         var plane = new ControlPlane(3) { DelayMs = 120 }; // slower than the 50 ms lease
         (CramEngine engine, CramRegion region, _) = Create(64, budget: 0, source: plane);
         using var owner = engine;
+        using var regionOwner = region; // a region nobody holds is finalized (CramRegion remarks)
         region.Reclaim(region.Length);
         for (int i = 0; i < 64; i++)
         {
@@ -220,6 +224,7 @@ public sealed unsafe class CramNodeTests
     {
         (CramEngine engine, CramRegion region, _) = Create(2048, budget: 0, capacity: 256 << 10); // 256 frames
         using var owner = engine;
+        using var regionOwner = region; // a region nobody holds is finalized (CramRegion remarks)
         region.Reclaim(region.Length);
         CramStats s = engine.GetStats();
         Assert.InRange(s.CramPlacedPages, 1, 2047);
@@ -250,6 +255,7 @@ public sealed unsafe class CramNodeTests
     {
         (CramEngine engine, CramRegion region, _) = Create(1024, budget: 60, capacity: 256 << 10, frames: 4096);
         using var owner = engine;
+        using var regionOwner = region; // a region nobody holds is finalized (CramRegion remarks)
         var events = new System.Collections.Concurrent.ConcurrentQueue<CramTierEventKind>();
         engine.TierEvent += (_, e) => events.Enqueue(e.Kind);
         region.Reclaim(512L * P);
@@ -285,6 +291,7 @@ public sealed unsafe class CramNodeTests
     {
         (CramEngine engine, CramRegion region, _) = Create(1024, budget: 50, capacity: 256 << 10, frames: 4096);
         using var owner = engine;
+        using var regionOwner = region; // a region nobody holds is finalized (CramRegion remarks)
         region.Reclaim(region.Length);
         Assert.Equal(1024, engine.GetStats().CramPlacedPages);
         // 50 pages become incompressible (random bytes, writable within the budget), then are

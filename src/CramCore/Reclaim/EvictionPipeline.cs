@@ -89,7 +89,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
                 {
                     end++;
                 }
-                CramRegion region = regions.Get(regionId)!; // regions leave only while reclaim is paused
+                RegionMapping region = regions.Get(regionId)!; // regions leave only while reclaim is paused
                 dropped += EvictRegion(region, victims[settled..end], claimed[settled..end], clock, ref poolFull);
                 settled = end;
             }
@@ -104,7 +104,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     }
 
     /// <summary>All stages for one region's victims; returns the pages dropped.</summary>
-    private int EvictRegion(CramRegion region, ReadOnlySpan<ulong> victims, ReadOnlySpan<bool> claimed, VictimClock clock, ref bool poolFull)
+    private int EvictRegion(RegionMapping region, ReadOnlySpan<ulong> victims, ReadOnlySpan<bool> claimed, VictimClock clock, ref bool poolFull)
     {
         if (!poolFull)
         {
@@ -157,7 +157,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     }
 
     /// <summary>Stage place (native): EVICTING→PLACED for the node's pages its ledger admits; the others go back to DIRTY and their frames are freed. Returns the pages placed.</summary>
-    private int Place(CramRegion region, int count, VictimClock clock)
+    private int Place(RegionMapping region, int count, VictimClock clock)
     {
         if (count == 0)
         {
@@ -190,7 +190,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     }
 
     /// <summary>Stage protect: write-protects every claimed page, one ioctl per run, before any is read.</summary>
-    private void Protect(CramRegion region, ReadOnlySpan<ulong> victims, ReadOnlySpan<bool> claimed)
+    private void Protect(RegionMapping region, ReadOnlySpan<ulong> victims, ReadOnlySpan<bool> claimed)
     {
         int count = 0;
         for (int i = 0; i < victims.Length; i++)
@@ -320,7 +320,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     }
 
     /// <summary>Stage drop (native): CLEAN→DROPPING→MADV_DONTNEED→EVICTED for _drop[0..count), in order.</summary>
-    private int Drop(CramRegion region, int count)
+    private int Drop(RegionMapping region, int count)
     {
         if (count == 0)
         {
@@ -362,7 +362,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     {
         foreach (ulong entry in victims)
         {
-            CramRegion region = regions.Get(FaultLogEntry.RegionOf(entry))!;
+            RegionMapping region = regions.Get(FaultLogEntry.RegionOf(entry))!;
             ulong* pte = region.PageTableEntries + FaultLogEntry.PageOf(entry);
             switch (PageTableEntry.State(PageTableEntry.Load(pte)))
             {

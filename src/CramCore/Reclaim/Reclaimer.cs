@@ -42,7 +42,7 @@ internal sealed unsafe class Reclaimer : IDisposable
     public ReclaimCounters Counters { get; } = new();
 
     /// <summary>Evicts up to <paramref name="targetPages"/> pages, of one region if given. Returns pages evicted.</summary>
-    public long Reclaim(long targetPages, CramRegion? only)
+    public long Reclaim(long targetPages, RegionMapping? only)
     {
         lock (_lock)
         {

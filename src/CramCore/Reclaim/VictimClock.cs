@@ -26,13 +26,13 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
     /// given), looking at no more than <paramref name="budget"/> entries. Claimed pages are EVICTING
     /// and marked in <paramref name="claimed"/>; the others were CLEAN when chosen. Returns how many.
     /// </summary>
-    public int Select(Span<ulong> victims, Span<bool> claimed, CramRegion? only, ref long budget, List<ulong> writablePlaced)
+    public int Select(Span<ulong> victims, Span<bool> claimed, RegionMapping? only, ref long budget, List<ulong> writablePlaced)
     {
         int n = 0;
         while (n < victims.Length && _queue.Count > 0 && budget-- > 0)
         {
             _queue.TryDequeue(out ulong entry);
-            CramRegion? region = regions.Get(FaultLogEntry.RegionOf(entry));
+            RegionMapping? region = regions.Get(FaultLogEntry.RegionOf(entry));
             ulong page = FaultLogEntry.PageOf(entry);
             if (region is null || page >= region.PageCount)
             {
@@ -83,7 +83,7 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
             // Entries were lost: rebuild the FIFO from the page tables (address order).
             _seenLogOverflows = overflows;
             _queue.Clear();
-            foreach (CramRegion region in regions.Snapshot())
+            foreach (RegionMapping region in regions.Snapshot())
             {
                 for (ulong page = 0; page < region.PageCount; page++)
                 {

@@ -341,7 +341,7 @@ internal sealed unsafe class CramNode : IDisposable
         {
             foreach ((uint region, ulong page) in _owners.Values)
             {
-                CramRegion? r = regions.Get(region);
+                RegionMapping? r = regions.Get(region);
                 if (r is null || page >= r.PageCount)
                 {
                     continue;
