@@ -1047,10 +1047,14 @@ EXPORT int CramNative_RegionCreate(cram_engine* e, uint64_t length, uint32_t* re
         return -1;
     }
     (void)madvise(base, length, MADV_NOHUGEPAGE);
+    /* A child forked without exec (a native library's fork()) would inherit the mapping without the
+     * userfaultfd registration and read evicted pages as zeros: silent corruption. With
+     * MADV_DONTFORK the child has no mapping there at all, so a touch faults loudly (SIGSEGV, or
+     * EFAULT from a system call). */
+    int err = madvise(base, length, MADV_DONTFORK) == 0 ? 0 : errno;
     struct uffdio_register reg = { .range = { .start = (uint64_t)(uintptr_t)base, .len = length },
                                    .mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP };
-    int err = 0;
-    if (ioctl(e->uffd, UFFDIO_REGISTER, &reg) != 0) err = errno;
+    if (!err && ioctl(e->uffd, UFFDIO_REGISTER, &reg) != 0) err = errno;
     else if (!(reg.ioctls & (1ull << _UFFDIO_WRITEPROTECT)) || !(reg.ioctls & (1ull << _UFFDIO_COPY))) err = EPROTONOSUPPORT;
     if (err) {
         munmap(base, length);
@@ -1520,6 +1524,7 @@ EXPORT int CramNative_ArenaMap(uint64_t bytes, int32_t lock, uint64_t* address)
     void* p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return -1;
     (void)madvise(p, bytes, MADV_NOHUGEPAGE); /* pages are discarded one zspage at a time */
+    if (madvise(p, bytes, MADV_DONTFORK) != 0) { int err = errno; munmap(p, bytes); errno = err; return -1; } /* as regions: no stale copy in a forked child */
     if (lock && mlock(p, bytes) != 0) { int err = errno; munmap(p, bytes); errno = err; return -1; }
     *address = (uint64_t)(uintptr_t)p;
     return 0;

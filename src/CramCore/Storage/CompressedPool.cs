@@ -30,6 +30,9 @@ internal sealed unsafe partial class CompressedPool : IDisposable
     private readonly nint _engine;        // 0 for a pool outside an engine
     private readonly long _maxBytes;
     private readonly PoolArenas _arenas;
+
+    /// <summary>Where each arena is mapped (tests).</summary>
+    internal nint[] ArenaAddresses => _arenas.Addresses;
     private readonly ClusteredDirectory<NativePoolHandle> _handles = new("compressed pool's handle table");
     private readonly Lock _zspageLock = new(); // _zspages growth and _freeZspages
     private Zspage[][] _zspages = [];

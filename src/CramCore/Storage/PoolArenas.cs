@@ -44,6 +44,9 @@ internal sealed unsafe class PoolArenas : IDisposable
     /// <summary>Address space mapped for arenas.</summary>
     public long MappedBytes => Volatile.Read(ref _arenas).Sum(a => a.Bytes);
 
+    /// <summary>Where each arena is mapped (tests).</summary>
+    internal nint[] Addresses => [.. Volatile.Read(ref _arenas).Select(a => (nint)a.Memory)];
+
     /// <summary>A free block, or null when no arena has one and no more can be mapped (the pool is full).</summary>
     public byte* Allocate(out int arenaIndex)
     {
