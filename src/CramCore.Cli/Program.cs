@@ -3,7 +3,13 @@ using CramCore;
 using CramCore.Cli;
 using CramCore.Cli.Commands;
 
-var root = new RootCommand("cram: drive and measure CramCore, a compressed memory tier for .NET (Linux x64, userfaultfd).");
+var root = new RootCommand("""
+    cram: drive and measure CramCore, a compressed memory tier for .NET (Linux x64, userfaultfd).
+    With --json a verb prints exactly one JSON document on stdout; progress and errors go to stderr.
+    Exit codes: 0 success; 1 integrity failure (a page read back differs, or the engine counted a
+    service error or checksum failure); 2 usage error (unknown verb or option, bad value);
+    3 environment error (userfaultfd unavailable, no permission, a native library missing).
+    """);
 
 var jsonOption = new Option<bool>("--json") { Description = "Print one JSON object instead of tables and progress." };
 var corpusOption = new Option<string?>("--corpus") { Description = "A file of raw 4096-byte pages (e.g. ../shared/corpus/dotnet-heap.pages); default: generated pages." };
@@ -141,7 +147,17 @@ estimate.SetAction(r => Guard(() => EstimateCommand.Run(new EstimateCommand.Sett
     r.GetValue(jsonOption)))));
 root.Subcommands.Add(estimate);
 
-return root.Parse(args).Invoke();
+ParseResult parsed = root.Parse(args);
+if (parsed.Errors.Count > 0)
+{
+    foreach (System.CommandLine.Parsing.ParseError error in parsed.Errors)
+    {
+        Console.Error.WriteLine($"cram: {error.Message}");
+    }
+    Console.Error.WriteLine("Run `cram --help`, or `cram VERB --help`, for the verbs and their options.");
+    return ExitCode.Usage;
+}
+return parsed.Invoke();
 
 BenchSettings Settings(ParseResult r, Option<int> pages) =>
     new(r.GetValue(pages), r.GetValue(corpusOption), r.GetValue(jsonOption), r.GetValue(roundsOption));
@@ -155,11 +171,11 @@ static int Guard(Func<int> body)
     catch (CliException e)
     {
         Console.Error.WriteLine($"cram: {e.Message}");
-        return 2;
+        return ExitCode.Usage;
     }
-    catch (CramUnavailableException e)
+    catch (Exception e) when (e is CramUnavailableException or DllNotFoundException or PlatformNotSupportedException or UnauthorizedAccessException)
     {
         Console.Error.WriteLine($"cram: {e.Message}");
-        return 3;
+        return ExitCode.Environment;
     }
 }

@@ -54,7 +54,7 @@ internal static unsafe class BenchBearCommand
         double placedRead = 0, residentRead = 0;
         foreach (string mode in new[] { "no_write_control", "host_budget", "device_budget_control_plane_killed" })
         {
-            BenchSupport.Progress(json, $"{mode}: placing {pages} pages on a {capacity >> 20} MiB device, then {threads} threads write random bytes for {seconds} s");
+            BenchSupport.Progress($"{mode}: placing {pages} pages on a {capacity >> 20} MiB device, then {threads} threads write random bytes for {seconds} s");
             var plane = new KillableControlPlane(budget);
             var device = new EmulatedCramDevice(capacity, frames);
             var options = new CramOptions { CramDevice = device, FaultAroundPages = 16, ControlPlaneLeaseMilliseconds = 50 };

@@ -78,14 +78,8 @@ internal static unsafe class BenchSupport
         return ticks;
     }
 
-    /// <summary>A progress line on stderr, unless the verb prints JSON (which must be the only output).</summary>
-    public static void Progress(bool json, string line)
-    {
-        if (!json)
-        {
-            Console.Error.WriteLine(line);
-        }
-    }
+    /// <summary>A progress line on stderr (also with --json: the JSON document is all of stdout, so a pipe still reads it whole).</summary>
+    public static void Progress(string line) => Console.Error.WriteLine(line);
 
     public static double P50Us(List<long> ticks) => Measure.TicksToMicroseconds((long)Measure.Quantile(ticks, 0.5));
     public static double P99Us(List<long> ticks) => Measure.TicksToMicroseconds((long)Measure.Quantile(ticks, 0.99));

@@ -53,7 +53,7 @@ internal static unsafe class BenchSwapCommand
         using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = limit });
         using var region = engine.CreateRegion(pages * P);
 
-        BenchSupport.Progress(json, $"fill: {Measure.Bytes(size)} of {source.Description} under a {Measure.Bytes(limit)} resident limit");
+        BenchSupport.Progress($"fill: {Measure.Bytes(size)} of {source.Description} under a {Measure.Bytes(limit)} resident limit");
         long t0 = Stopwatch.GetTimestamp();
         for (long i = 0; i < pages; i++)
         {
@@ -62,14 +62,14 @@ internal static unsafe class BenchSwapCommand
         double fillSeconds = (Stopwatch.GetTimestamp() - t0) / (double)Stopwatch.Frequency;
         long peakAfterFill = engine.GetStats().PeakResidentBytes;
 
-        BenchSupport.Progress(json, "A: random swap-ins at the limit");
+        BenchSupport.Progress("A: random swap-ins at the limit");
         var rng = new Random(88172645);
         (List<long> atLimit, List<long> zeroA, long skippedA, long badA) = Phase(region, source, zero, pages, samples, rng);
         engine.ResidentLimitBytes = 0; // the limit lifted, as swaptest writes -1 to memory.limit_in_bytes
-        BenchSupport.Progress(json, "B: random swap-ins, no limit");
+        BenchSupport.Progress("B: random swap-ins, no limit");
         (List<long> noLimit, List<long> zeroB, long skippedB, long badB) = Phase(region, source, zero, pages, samples, rng);
 
-        BenchSupport.Progress(json, "seq: the rest in order");
+        BenchSupport.Progress("seq: the rest in order");
         var evicted = new List<long>();
         for (long i = 0; i < pages; i++)
         {
@@ -87,7 +87,7 @@ internal static unsafe class BenchSwapCommand
         double seqSeconds = (Stopwatch.GetTimestamp() - ts) / (double)Stopwatch.Frequency;
         GC.KeepAlive(acc);
 
-        BenchSupport.Progress(json, "verify");
+        BenchSupport.Progress("verify");
         long mismatches = badA + badB;
         for (long i = 0; i < pages; i++)
         {
@@ -123,7 +123,7 @@ internal static unsafe class BenchSwapCommand
             SeqPages: evicted.Count,
             PeakResidentOverLimit: Math.Round((double)peakAfterFill / limit, 4));
         ResultPrinter.Print(result, json, "cram bench swap");
-        return mismatches == 0 ? 0 : 1;
+        return mismatches == 0 ? ExitCode.Success : ExitCode.IntegrityFailure;
     }
 
     /// <summary>As swaptest's phase(): random pages evicted when sampled, one timed 8-byte load each, checked.</summary>

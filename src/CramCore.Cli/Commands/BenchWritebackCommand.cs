@@ -46,7 +46,7 @@ internal static unsafe class BenchWritebackCommand
             FaultAroundPages = 16,
         });
         using var region = engine.CreateRegion((long)pages * P);
-        BenchSupport.Progress(json, $"writing and reclaiming {pages} pages ({(long)pages * P >> 20} MiB) of {source.Description}");
+        BenchSupport.Progress($"writing and reclaiming {pages} pages ({(long)pages * P >> 20} MiB) of {source.Description}");
         data.AsSpan().CopyTo(region.AsSpan<byte>(0, data.Length));
         region.Reclaim(region.Length);
         CramStats stored = engine.GetStats();
@@ -56,7 +56,7 @@ internal static unsafe class BenchWritebackCommand
         }
 
         // Writeback of the older half of the pool (store order), timed.
-        BenchSupport.Progress(json, $"writing back half of {stored.StoredBytes >> 20} MiB stored to {file}");
+        BenchSupport.Progress($"writing back half of {stored.StoredBytes >> 20} MiB stored to {file}");
         long t0 = Stopwatch.GetTimestamp();
         long moved = engine.WriteBack(stored.StoredBytes / 2);
         long elapsed = Stopwatch.GetTimestamp() - t0;
@@ -67,7 +67,7 @@ internal static unsafe class BenchWritebackCommand
         }
 
         // Random swap-ins of evicted pages, classed by where the copy was.
-        BenchSupport.Progress(json, "timing swap-ins from the file and from the pool");
+        BenchSupport.Progress("timing swap-ins from the file and from the pool");
         var fromFile = new List<long>();
         var fromPool = new List<long>();
         long sum = 0;

@@ -302,7 +302,7 @@ internal static unsafe class DemoCommand
             table.AddRow("integrity check", mismatches == 0 ? $"[green]all {pages:N0} pages match[/]" : $"[red]{mismatches:N0} pages differ (first: {string.Join(", ", firstMismatches)})[/]");
             AnsiConsole.Write(table);
         }
-        return mismatches == 0 && stats.ServiceErrors == 0 && stats.ChecksumFailures == 0 && stats.CramOverflowBytes == 0 ? 0 : 1;
+        return mismatches == 0 && stats.ServiceErrors == 0 && stats.ChecksumFailures == 0 && stats.CramOverflowBytes == 0 ? ExitCode.Success : ExitCode.IntegrityFailure;
     }
 
     private static bool GcdIsNotOne(ulong a, ulong b)

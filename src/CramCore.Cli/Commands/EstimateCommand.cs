@@ -8,6 +8,9 @@ namespace CramCore.Cli.Commands;
 internal sealed record EstimatePathResult(bool Accelerated, double EstimateGbS, double RatioToLz4Trial);
 
 /// <summary>What `cram estimate --json` prints, per input (the class_* fields: fraction of pages per <see cref="PageClass"/>).</summary>
+/// <summary>What `cram estimate --json` prints: one result per input, in the order given.</summary>
+internal sealed record EstimateResults(List<EstimateResult> Inputs);
+
 internal sealed record EstimateResult(
     string Input, int Pages, int Threshold, double Lz4Compressible, double EstimateGbS, string EstimatePath,
     double Lz4TrialGbS, double EstimateToLz4Trial, double Agreement, double FalseIncompressible, double Confident,
@@ -75,14 +78,14 @@ internal static unsafe class EstimateCommand
             {
                 return EstimatorCalibration.Run(inputs, s);
             }
+            if (s.Json) // one document whatever the inputs: {"inputs": [one object per input, in order]}
+            {
+                Console.WriteLine(ResultPrinter.ToJson(new EstimateResults([.. inputs.Select(i => Report(i, s))])));
+                return 0;
+            }
             foreach (Input input in inputs)
             {
                 EstimateResult result = Report(input, s);
-                if (s.Json)
-                {
-                    Console.WriteLine(ResultPrinter.ToJson(result));
-                    continue;
-                }
                 // In the table, one row per instruction-set path instead of the nested object.
                 var rows = ResultPrinter.Rows(result).Where(r => r.Name != "paths").ToList();
                 foreach ((string isa, EstimatePathResult path) in result.Paths)
