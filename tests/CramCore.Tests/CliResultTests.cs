@@ -21,16 +21,16 @@ public sealed class CliResultTests
     {
         Assert.Equal(["source", "pages", "rounds", "swapin_p50_us", "swapin_p99_us", "wp_p50_us", "wp_p99_us", "raw_uffd_p50_us",
             "raw_uffd_p99_us", "lz4_decompress_p50_us", "resident_hit_ns", "stored_ratio", "swapin_over_raw_plus_lz4"], Keys<FaultsBenchResult>());
-        Assert.Equal(["source", "pages", "rounds", "reclaim_mb_s", "reclaim_cold_mb_s", "lz4_compress_mb_s", "reclaim_over_lz4",
-            "stored_ratio", "compressed_pages", "incompressible_pages", "estimator_skipped_pages", "reclaim_without_estimator_mb_s",
-            "routing_speedup", "zero_reclaim_mb_s", "zero_reclaim_over_lz4"], Keys<ReclaimBenchResult>());
+        Assert.Equal(["source", "pages", "rounds", "reclaim_mib_s", "reclaim_cold_mib_s", "lz4_compress_mib_s", "reclaim_over_lz4",
+            "stored_ratio", "compressed_pages", "incompressible_pages", "estimator_skipped_pages", "reclaim_without_estimator_mib_s",
+            "routing_speedup", "zero_reclaim_mib_s", "zero_reclaim_over_lz4"], Keys<ReclaimBenchResult>());
         Assert.Equal(["buddy_ops_per_s_1t", "locked_ops_per_s_1t", "lockfree_over_locked_1t", "nbbs_tree_ops_per_s_1t",
             "buddy_ops_per_s_2t", "locked_ops_per_s_2t", "lockfree_over_locked_2t", "nbbs_tree_ops_per_s_2t", "ops_per_thread",
             "arena_bytes", "workload"], Keys<AllocBenchResult>());
         Assert.Equal(["source", "pages", "objects", "same_filled_pages", "incompressible_pages", "object_bytes", "pool_bytes", "density",
             "metadata_bytes_per_object", "store_ns", "freed_objects", "free_bytes_before_compaction", "compaction_returned_bytes",
             "compaction_recovered", "density_after_compaction", "compaction_ms", "objects_moved", "classes_in_use", "verified"], Keys<PoolBenchResult>());
-        Assert.Equal(["source", "pages", "backing_file", "direct_io", "writeback_pages", "writeback_mb_s", "compressed_bytes_moved",
+        Assert.Equal(["source", "pages", "backing_file", "direct_io", "writeback_pages", "writeback_mib_s", "compressed_bytes_moved",
             "file_bytes_written", "file_bytes_per_compressed_byte", "decompressed_writeback_bytes", "written_over_decompressed",
             "swapin_from_file_p50_us", "swapin_from_file_p99_us", "file_samples", "swapin_p50_us", "swapin_p99_us", "pool_samples",
             "metadata_bytes_per_slot", "checksum_ns_per_page", "checksum_share_of_swapin", "checksum_failures", "mismatches"], Keys<WritebackBenchResult>());

@@ -6,9 +6,9 @@ namespace CramCore.Cli.Commands;
 /// <summary>What `cram bench reclaim --json` prints.</summary>
 internal sealed record ReclaimBenchResult(
     string Source, int Pages, int Rounds,
-    double ReclaimMbS, double ReclaimColdMbS, double Lz4CompressMbS, double ReclaimOverLz4, double StoredRatio,
+    double ReclaimMibS, double ReclaimColdMibS, double Lz4CompressMibS, double ReclaimOverLz4, double StoredRatio,
     long CompressedPages, long IncompressiblePages, long EstimatorSkippedPages,
-    double ReclaimWithoutEstimatorMbS, double RoutingSpeedup, double ZeroReclaimMbS, double ZeroReclaimOverLz4);
+    double ReclaimWithoutEstimatorMibS, double RoutingSpeedup, double ZeroReclaimMibS, double ZeroReclaimOverLz4);
 
 /// <summary>
 /// `cram bench reclaim`: reclaim throughput against LZ4 compression alone on the same pages, with
@@ -30,7 +30,7 @@ internal static unsafe class BenchReclaimCommand
         var scratch = (byte*)NativeMemory.Alloc(P);
         // One engine for all rounds: round 0 is a cold start (fresh storage memory is faulted in);
         // later rounds rewrite every page and reclaim again, the steady state a long-running
-        // process sees. reclaim_mb_s is the best steady-state round.
+        // process sees. reclaim_mib_s is the best steady-state round.
         using var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1 });
         using var region = engine.CreateRegion((long)pages * P);
         // The same path without the compressibility estimator (every page that is not same-filled
@@ -109,17 +109,17 @@ internal static unsafe class BenchReclaimCommand
             Source: source.Description + (s.Mixed ? (source.CorpusPages > 0 ? ", 1 in 4 pages random" : ", mixed") : ""),
             Pages: pages,
             Rounds: s.Rounds,
-            ReclaimMbS: Math.Round(reclaimBest, 1),
-            ReclaimColdMbS: Math.Round(reclaimCold, 1),
-            Lz4CompressMbS: Math.Round(lz4Best, 1),
+            ReclaimMibS: Math.Round(reclaimBest, 1),
+            ReclaimColdMibS: Math.Round(reclaimCold, 1),
+            Lz4CompressMibS: Math.Round(lz4Best, 1),
             ReclaimOverLz4: Math.Round(reclaimBest / lz4Best, 3),
             StoredRatio: Math.Round((double)compressedPages * P / Math.Max(1, stored), 3),
             CompressedPages: compressedPages,
             IncompressiblePages: incompressible,
             EstimatorSkippedPages: estimatedIncompressible,
-            ReclaimWithoutEstimatorMbS: Math.Round(unroutedBest, 1),
+            ReclaimWithoutEstimatorMibS: Math.Round(unroutedBest, 1),
             RoutingSpeedup: Math.Round(reclaimBest / unroutedBest, 3),
-            ZeroReclaimMbS: Math.Round(zeroBest, 1),
+            ZeroReclaimMibS: Math.Round(zeroBest, 1),
             ZeroReclaimOverLz4: Math.Round(zeroBest / lz4Best, 2));
         return ResultPrinter.Print(result, s.Json, "cram bench reclaim");
     }

@@ -6,7 +6,7 @@ namespace CramCore.Cli.Commands;
 /// <summary>What `cram bench writeback --json` prints.</summary>
 internal sealed record WritebackBenchResult(
     string Source, int Pages, string BackingFile, bool DirectIo,
-    long WritebackPages, double WritebackMbS, long CompressedBytesMoved, long FileBytesWritten,
+    long WritebackPages, double WritebackMibS, long CompressedBytesMoved, long FileBytesWritten,
     double FileBytesPerCompressedByte, long DecompressedWritebackBytes, double WrittenOverDecompressed,
     double SwapinFromFileP50Us, double SwapinFromFileP99Us, int FileSamples,
     double SwapinP50Us, double SwapinP99Us, int PoolSamples,
@@ -16,7 +16,7 @@ internal sealed record WritebackBenchResult(
 /// <summary>
 /// `cram bench writeback`: the second tier on real pages, in one run. The pages are written and
 /// reclaimed into the pool; the older half of the pool is then written back to the backing file,
-/// still compressed (timed: writeback_mb_s counts logical bytes, 4 KiB per page); then random
+/// still compressed (timed: writeback_mib_s counts logical bytes, 4 KiB per page); then random
 /// evicted pages are read back, each timed and classed by where its copy was (file or pool) when
 /// it was read; every page is verified at the end. decompressed_writeback_bytes is what writing
 /// the same pages decompressed would have written (4 KiB each).
@@ -106,7 +106,7 @@ internal static unsafe class BenchWritebackCommand
             BackingFile: file,
             DirectIo: engine.File!.Direct,
             WritebackPages: after.WritebackPages,
-            WritebackMbS: Math.Round(BenchSupport.MBps(after.WritebackPages, elapsed), 1),
+            WritebackMibS: Math.Round(BenchSupport.MBps(after.WritebackPages, elapsed), 1),
             CompressedBytesMoved: after.WritebackBytes,
             FileBytesWritten: engine.File.BytesWritten,
             FileBytesPerCompressedByte: Math.Round((double)engine.File.BytesWritten / after.WritebackBytes, 4),
