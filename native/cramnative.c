@@ -202,6 +202,8 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_stats, cram_max_writable); FIELD(cram_stats, cram_made_writable); FIELD(cram_stats, cram_promotions);
     FIELD(cram_stats, cram_promotion_copy_ns); FIELD(cram_stats, cram_placement_refusals);
     FIELD(cram_stats, readahead_pages);
+    FIELD(cram_stats, clean_copy_pages);
+    FIELD(cram_stats, clean_copy_bytes);
 
     STRUCT(cram_engine_config);
     FIELD(cram_engine_config, forced_mode); FIELD(cram_engine_config, spin_us);
@@ -352,6 +354,19 @@ static inline uint32_t slot_flags(cram_slot* slot)
 static inline void slot_flags_or(cram_slot* slot, uint32_t flags)
 {
     __atomic_fetch_or(slot_word(slot), flags << SLOT_FLAGS_SHIFT, __ATOMIC_ACQ_REL);
+}
+
+/* A page moved into CLEAN (sign +1) or out of it (-1): cramnative.h, "Clean copies". */
+static void clean_copy_count(cram_shared* s, uint64_t id, int sign)
+{
+    uint64_t bytes = id == CRAM_SLOT_ZERO ? 0 : slot_get(s, id)->length;
+    if (sign > 0) {
+        __atomic_fetch_add(&s->stats.clean_copy_pages, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->stats.clean_copy_bytes, bytes, __ATOMIC_RELAXED);
+    } else {
+        __atomic_fetch_sub(&s->stats.clean_copy_pages, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_sub(&s->stats.clean_copy_bytes, bytes, __ATOMIC_RELAXED);
+    }
 }
 
 /* The copy in `id` no longer matches the page: mark it stale and hand it to managed code to free
@@ -723,6 +738,8 @@ static void swapin_readahead(cram_engine* e, cram_region_desc* r, uint64_t page)
         for (uint32_t i = 0; i < n; i++) {
             if (!cas(&ptes[first + i], CRAM_PTE_MAKE(CRAM_PTE_EVICTED, ids[i]), CRAM_PTE_MAKE(CRAM_PTE_CLEAN, ids[i])))
                 add_counter(&s->stats.service_errors, 1);
+            else
+                clean_copy_count(s, ids[i], +1);
             fault_log_append(s, r->id, first + i);
         }
         add_counter(&s->stats.readahead_pages, n);
@@ -758,6 +775,7 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
     /* Only the service leaves EVICTED, so this CAS cannot fail while the region is active. */
     uint64_t next = write ? CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0) | CRAM_PTE_REFERENCED : CRAM_PTE_MAKE(CRAM_PTE_CLEAN, id);
     if (!cas(&ptes[page], pte, next)) add_counter(&s->stats.service_errors, 1);
+    else if (!write) clean_copy_count(s, id, +1);
     if (write) stale_push(s, id);
     add_counter(counter, 1);
     fault_log_append(s, r->id, page);
@@ -851,6 +869,7 @@ static void resolve_write_protect(cram_engine* e, cram_region_desc* r, uint64_t 
         store_release(pte, CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0) | CRAM_PTE_REFERENCED);
         switch (state) {
         case CRAM_PTE_CLEAN:
+            clean_copy_count(s, CRAM_PTE_SLOT(p), -1);
             stale_push(s, CRAM_PTE_SLOT(p));
             add_counter(&s->stats.faults_wp, 1);
             break;
@@ -1129,6 +1148,7 @@ EXPORT int CramNative_RegionDestroy(cram_engine* e, uint32_t region_id)
                 continue;
             }
             if (state != CRAM_PTE_EVICTED) resident++;
+            if (state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING) clean_copy_count(s, CRAM_PTE_SLOT(p), -1);
             if (pte_names_slot(state)) stale_push(s, CRAM_PTE_SLOT(p));
         }
     }
@@ -1233,7 +1253,10 @@ static int32_t drop_runs(cram_engine* e, cram_region_desc* r, uint64_t* pages, i
         for (int32_t m = start[k]; m < start[k + 1]; m++) {
             uint64_t* pte = &r->pte[pages[m]];
             store_release(pte, CRAM_PTE_MAKE(ok ? CRAM_PTE_EVICTED : CRAM_PTE_CLEAN, CRAM_PTE_SLOT(*pte)));
-            if (ok) pages[(*evicted)++] = pages[m];
+            if (ok) {
+                clean_copy_count(e->shared, CRAM_PTE_SLOT(*pte), -1);
+                pages[(*evicted)++] = pages[m];
+            }
         }
     }
     return i;

@@ -82,6 +82,10 @@
  *                                                      thread is sent SIGBUS by tid)
  *   INCOMPRESSIBLE ──WP fault──▶ UNPROTECTING ──▶ DIRTY   re-enters the reclaim queue once written
  *   DIRTY ──WP fault──▶ UNPROTECTING ──▶ DIRTY         a stray protection (a failed eviction) is cleared
+ *   CLEAN ──copy released, pool under pressure (C#, CAS)──▶ DIRTY   still write-protected (its next
+ *                                                      write clears a stray protection, as below); the
+ *                                                      copy is freed and the page requeued, so reclaim
+ *                                                      compresses it again ("Clean copies" below)
  *   DIRTY/CLEAN with referenced ──reclaim clock (C#, CAS)──▶ same state, referenced cleared
  *   any ──region destroyed (native)──▶ (gone)         after the service has been fenced out and
  *                                                      with reclaim paused: every slot still named
@@ -108,6 +112,12 @@
  *   PLACED, PLACED_WRITABLE ──region destroyed──▶ (gone)   slot pushed stale, ledger fixed
  * Reads of placed pages never fault. Without write control (a baseline for the bear experiment)
  * every write makes its page writable and the ledger does not bound the device.
+ * Clean copies. A CLEAN page is resident and keeps its stored copy, so evicting it again costs only
+ * MADV_DONTNEED (the kernel's swap cache does the same). cram_stats.clean_copy_pages/_bytes count
+ * them: + on every move into CLEAN (reclaim's publish, a read swap-in, readahead), - on every
+ * move out (a write-protect fault, a drop that completes, a released copy, region destroy); a
+ * failed drop (DROPPING -> CLEAN) changes nothing. When the pool is full, reclaim releases clean
+ * copies (CLEAN -> DIRTY) before it gives up or writes back, coldest first.
  * Readahead (swapin_readahead in cramnative.c). A read MISSING fault at page p continues a
  * stream when p lies within READAHEAD_MAX pages after where one of the region's last four read
  * swap-in streams ended; the first fault of a stream brings in only p. A continuing fault also
@@ -322,6 +332,8 @@ typedef struct cram_stats {
     uint64_t cram_promotion_copy_ns;/* time spent copying promoted pages out of the device */
     uint64_t cram_placement_refusals; /* pages the node's ledger refused */
     uint64_t readahead_pages;       /* evicted pages swapped in ahead of a sequential reader (not faults) */
+    uint64_t clean_copy_pages;      /* CLEAN (and DROPPING) pages: resident, and their stored copy kept */
+    uint64_t clean_copy_bytes;      /* Σ stored lengths of those copies (0 for same-filled); see "Clean copies" */
 } cram_stats;
 
 /* Fault-in log: the service appends one entry per page it makes resident; reclaim drains it in
@@ -399,8 +411,8 @@ _Static_assert(sizeof(cram_pool_handle) == 16 && offsetof(cram_pool_handle, addr
                offsetof(cram_pool_handle, length) == 8 && offsetof(cram_pool_handle, zspage) == 12, "cram_pool_handle layout");
 _Static_assert(sizeof(cram_pool_move) == 24 && offsetof(cram_pool_move, handle) == 0 && offsetof(cram_pool_move, destination) == 8 &&
                offsetof(cram_pool_move, zspage) == 16 && offsetof(cram_pool_move, reserved) == 20, "cram_pool_move layout");
-_Static_assert(sizeof(cram_stats) == 29 * sizeof(uint64_t) && offsetof(cram_stats, readahead_pages) == 28 * sizeof(uint64_t),
-               "cram_stats is 29 counters");
+_Static_assert(sizeof(cram_stats) == 31 * sizeof(uint64_t) && offsetof(cram_stats, clean_copy_bytes) == 30 * sizeof(uint64_t),
+               "cram_stats is 31 counters");
 _Static_assert(sizeof(cram_engine_config) == 32 && offsetof(cram_engine_config, forced_mode) == 0 &&
                offsetof(cram_engine_config, spin_us) == 4 && offsetof(cram_engine_config, soft_limit_pages) == 8 &&
                offsetof(cram_engine_config, hard_limit_pages) == 16 && offsetof(cram_engine_config, throttle_max_us) == 24 &&

@@ -20,6 +20,7 @@ internal static class CramMetrics
         Gauge("cramcore.logical", "By", "Bytes of pages that hold data, resident or evicted", s => s.LogicalBytes);
         Gauge("cramcore.resident", "By", "Bytes of region pages mapped in memory", s => s.ResidentBytes);
         Gauge("cramcore.stored", "By", "Bytes of storage holding compressed pages", s => s.StoredBytes);
+        Gauge("cramcore.stored.clean_copies", "By", "Of the stored bytes, copies that resident pages keep (let go first when the pool is full)", s => s.CleanCopyBytes);
         Gauge("cramcore.same_filled_pages", "{page}", "Pages stored as a repeated value", s => s.SameFilledPages);
         Counter("cramcore.faults.zero_fill", "{fault}", "Faults on never-touched pages", s => s.ZeroFillFaults);
         Counter("cramcore.faults.refault", "{fault}", "Faults on evicted pages (swap-ins)", s => s.Refaults);

@@ -23,8 +23,19 @@ public sealed record CramStats
     public IReadOnlyList<CramPoolClass> PoolClasses { get; init; } = [];
     /// <summary>Pages whose copy is a repeated 8-byte value (zero pages included): no storage, no LZ4.</summary>
     public long SameFilledPages { get; init; }
-    /// <summary>Logical bytes per byte of memory used (resident + pool); 1 when nothing is stored.</summary>
+    /// <summary>Logical bytes per byte of memory used (resident + pool); 1 when nothing is stored. A region read back after eviction keeps its copies (<see cref="CleanCopyBytes"/>), which lowers this until the pool needs the room.</summary>
     public double EffectiveRatio => ResidentBytes + PoolBytes == 0 ? 1 : (double)LogicalBytes / (ResidentBytes + PoolBytes);
+
+    /// <summary>
+    /// Of <see cref="StoredBytes"/>, the copies that resident pages keep: a page read back after
+    /// eviction keeps its copy, so evicting it again costs no compression (as the kernel's swap
+    /// cache). They go first, before any writeback, when the pool is full.
+    /// </summary>
+    public long CleanCopyBytes { get; init; }
+    /// <summary>Resident pages that keep a stored copy (see <see cref="CleanCopyBytes"/>).</summary>
+    public long CleanCopyPages { get; init; }
+    /// <summary>Stored bytes of clean copies let go because the pool was full (cumulative).</summary>
+    public long CleanCopiesReleasedBytes { get; init; }
 
     /// <summary>Faults on never-touched pages, answered with zeros.</summary>
     public long ZeroFillFaults { get; init; }

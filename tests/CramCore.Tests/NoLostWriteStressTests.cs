@@ -26,6 +26,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         Writeback,
         Cram,
         Readahead,
+        CleanCopies,
     }
 
     [Theory]
@@ -34,6 +35,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
     [InlineData(Mode.Writeback)]
     [InlineData(Mode.Cram)]
     [InlineData(Mode.Readahead)]
+    [InlineData(Mode.CleanCopies)]
     public void ConcurrentWritesReadsReclaimAndGc_LoseNothing(Mode mode)
     {
         const int pages = 4096, writers = 2;
@@ -41,11 +43,13 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         using var cleanup = new DeleteOnDispose(dir);
         using var engine = CramEngine.Create(new CramOptions
         {
-            ResidentLimitBytes = mode is not (Mode.Plain or Mode.Readahead) ? 2L << 20 : 0,
+            ResidentLimitBytes = mode is not (Mode.Plain or Mode.Readahead or Mode.CleanCopies) ? 2L << 20 : 0,
             FaultServiceSpinMicroseconds = 0,
             BackingFile = mode == Mode.Writeback ? Path.Combine(dir, "swap") : null,
-            CompressedPoolLimitBytes = mode == Mode.Writeback ? 2L << 20 : 0,
-            PoolArenaBytes = mode == Mode.Writeback ? 1L << 20 : 64L << 20,
+            // CleanCopies: ghost mode with a pool of a quarter of the data, so reclaim keeps letting go
+            // of the copies read-back pages keep while writers and readers race it.
+            CompressedPoolLimitBytes = mode is Mode.Writeback ? 2L << 20 : mode is Mode.CleanCopies ? 1L << 20 : 0,
+            PoolArenaBytes = mode is Mode.Writeback or Mode.CleanCopies ? 1L << 20 : 64L << 20,
             CramDevice = mode == Mode.Cram ? new EmulatedCramDevice(1L << 20) : null, // room for part of the placeable pages
             WritableBudgetPages = mode == Mode.Cram ? 16 : 0,
         });
@@ -196,6 +200,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             byte* p = region.Pointer + (long)i * P;
             Assert.True(Check(p, i, versions[i]), $"page {i} version {versions[i]}");
         }
+        CleanCopyTests.AssertCountersMatchThePageTable(engine, region, $"{mode}, at the end");
         var s = engine.GetStats();
         output.WriteLine($"writes {writes} reads {reads} reclaimed {reclaimed / P} pages, gcs {gcs}, maintenance rounds {maintenance}; {s}");
         Assert.Equal(0, s.ServiceErrors);
@@ -211,6 +216,10 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         if (mode == Mode.Readahead)
         {
             Assert.True(s.ReadaheadPages > 0, $"readahead {s.ReadaheadPages}");
+        }
+        if (mode == Mode.CleanCopies)
+        {
+            Assert.True(s.CleanCopiesReleasedBytes > 0, $"clean copies released {s.CleanCopiesReleasedBytes}");
         }
         if (mode == Mode.Writeback)
         {

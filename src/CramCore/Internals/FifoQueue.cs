@@ -47,6 +47,18 @@ internal sealed class FifoQueue<T> where T : unmanaged
         _count = 0;
     }
 
+    /// <summary>Visits the items front to back (oldest first) until <paramref name="visit"/> returns false.</summary>
+    public void Visit(Func<T, bool> visit)
+    {
+        for (int i = 0; i < _count; i++)
+        {
+            if (!visit(_items[(_head + i) & (_items.Length - 1)]))
+            {
+                return;
+            }
+        }
+    }
+
     /// <summary>Keeps only the items <paramref name="keep"/> accepts, in order.</summary>
     public void Retain(Func<T, bool> keep)
     {

@@ -247,6 +247,8 @@ internal struct NativeStats
     public ulong CramPromotionCopyNs;
     public ulong CramPlacementRefusals;
     public ulong ReadaheadPages;
+    public ulong CleanCopyPages;
+    public ulong CleanCopyBytes;
 }
 
 /// <summary>The engine's configuration (cram_engine_config).</summary>

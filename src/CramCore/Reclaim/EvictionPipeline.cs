@@ -306,6 +306,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     {
         if (PageTableEntry.TryTransition(pte, PageTableEntry.Make(PageState.Evicting, 0), PageTableEntry.Make(PageState.Clean, slot)))
         {
+            _slots.CountCleanCopy(slot, +1);
             return true;
         }
         if (slot == SharedLayout.ZeroSlot)

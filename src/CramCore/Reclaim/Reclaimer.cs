@@ -62,7 +62,11 @@ internal sealed unsafe class Reclaimer : IDisposable
                 Replace();
                 n = SortOnce(n);
                 evicted += _pipeline.EvictBatch(_regions, _victims.AsSpan(0, n), _claimed.AsSpan(0, n), _clock, out poolFull);
-                if (poolFull && _writeback is not null && _writeback.Run() > 0)
+                if (poolFull && ReleaseCleanCopies())
+                {
+                    poolFull = false; // copies of resident pages made room: go on
+                }
+                else if (poolFull && _writeback is not null && _writeback.Run() > 0)
                 {
                     poolFull = false; // writeback made room: go on
                 }
@@ -71,6 +75,26 @@ internal sealed unsafe class Reclaimer : IDisposable
             return evicted;
         }
     }
+
+    /// <summary>
+    /// The pool is full: first let go of copies that resident pages keep (cramnative.h, "Clean
+    /// copies"), a batch's worth, and give the freed pool pages back, before writeback or giving up.
+    /// True if that released anything.
+    /// </summary>
+    private bool ReleaseCleanCopies()
+    {
+        long released = _clock.ReleaseCleanCopies((long)EvictionPipeline.BatchPages * SharedLayout.PageSize, _slots);
+        if (released == 0)
+        {
+            return false;
+        }
+        CleanCopiesReleased += released;
+        _slots.Pool.Compact(); // the holes left are in other size classes too: give the pages back so any class can use them
+        return true;
+    }
+
+    /// <summary>Stored bytes of clean copies let go because the pool was full (cumulative).</summary>
+    public long CleanCopiesReleased { get; private set; }
 
     /// <summary>
     /// Sorts the batch by region, then page (victims mostly come in address order already: the

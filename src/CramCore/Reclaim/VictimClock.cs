@@ -1,3 +1,5 @@
+using CramCore.Storage;
+
 namespace CramCore.Reclaim;
 
 /// <summary>
@@ -70,6 +72,50 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
             }
         }
         return n;
+    }
+
+    /// <summary>
+    /// Frees the pool copies of CLEAN pages, oldest in the FIFO first, until about
+    /// <paramref name="bytesWanted"/> stored bytes are released: CLEAN(slot)→DIRTY by CAS (a write
+    /// fault or a drop that wins the race keeps the page; the page stays write-protected, and its next
+    /// write clears the stray protection), then the slot is freed. The pages stay queued, so reclaim
+    /// compresses them again when their turn comes. The kernel frees swap cache the same way when
+    /// swap fills. Returns the stored bytes released.
+    /// </summary>
+    public long ReleaseCleanCopies(long bytesWanted, SlotTable slots)
+    {
+        long released = 0;
+        _queue.Visit(entry =>
+        {
+            RegionMapping? region = regions.Get(FaultLogEntry.RegionOf(entry));
+            ulong page = FaultLogEntry.PageOf(entry);
+            if (region is null || page >= region.PageCount)
+            {
+                return true;
+            }
+            ulong* pte = region.PageTableEntries + page;
+            ulong p = PageTableEntry.Load(pte);
+            if (PageTableEntry.State(p) != PageState.Clean || PageTableEntry.Slot(p) == SharedLayout.ZeroSlot)
+            {
+                return true;
+            }
+            ulong slot = PageTableEntry.Slot(p);
+            NativeSlot* s = slots.Get(slot);
+            if (s->Backend != SlotBackend.Pool)
+            {
+                return true; // a copy in the file or on the node costs the pool nothing
+            }
+            int length = s->Length;
+            if (!PageTableEntry.TryTransition(pte, p, PageTableEntry.Make(PageState.Dirty, 0)))
+            {
+                return true; // written or dropped meanwhile: theirs
+            }
+            slots.CountCleanCopy(slot, -1);
+            slots.Free(slot);
+            released += length;
+            return released < bytesWanted;
+        });
+        return released;
     }
 
     /// <summary>Appends the pages the service made resident, in fault order, to the FIFO.</summary>

@@ -127,6 +127,18 @@ internal sealed unsafe class SlotTable : IDisposable
         }
     }
 
+    /// <summary>
+    /// A page moved into CLEAN naming <paramref name="id"/> (<paramref name="sign"/> +1) or out of
+    /// it (-1): the clean-copy counters the native side keeps too (cramnative.h, "Clean copies").
+    /// </summary>
+    public void CountCleanCopy(ulong id, int sign)
+    {
+        ulong bytes = id == SharedLayout.ZeroSlot ? 0UL : Get(id)->Length;
+        ref NativeStats stats = ref _shared->Stats;
+        Interlocked.Add(ref stats.CleanCopyPages, sign > 0 ? 1UL : ulong.MaxValue); // + (2^64 - 1) is - 1
+        Interlocked.Add(ref stats.CleanCopyBytes, sign > 0 ? bytes : 0UL - bytes);
+    }
+
     /// <summary>Frees a slot and the location it names. Only on the maintenance path (see the class summary).</summary>
     public void Free(ulong id)
     {
