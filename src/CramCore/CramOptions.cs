@@ -13,8 +13,10 @@ public enum UserfaultfdMode
     /// <summary>
     /// UFFD_USER_MODE_ONLY: what an unprivileged process gets. Faults raised by the kernel on the
     /// process's behalf are not handled, so a system call that reads or writes an evicted page
-    /// (e.g. <c>read(2)</c> into a region buffer) fails with EFAULT. Call
-    /// <see cref="CramRegion.MakeResident"/> on a range before handing it to the kernel.
+    /// (e.g. <c>read(2)</c> into a region buffer) fails with EFAULT. Do stream I/O with
+    /// <see cref="CramRegion.ReadFrom"/> and <see cref="CramRegion.WriteTo"/> (or their async forms),
+    /// which never hand a region page to the kernel in this mode, or call
+    /// <see cref="CramRegion.MakeResident"/> on a range right before another system call.
     /// </summary>
     UserModeOnly = 3,
 }

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.CompilerServices;
 
 namespace CramCore;
@@ -96,6 +97,137 @@ public sealed unsafe class CramRegion : IDisposable
         }
         return new Span<T>(BasePointer + byteOffset, count);
     }
+
+    /// <summary>
+    /// A <see cref="Memory{T}"/> of <paramref name="count"/> values of <typeparamref name="T"/>
+    /// starting <paramref name="byteOffset"/> bytes into the region, for APIs that take memory
+    /// rather than spans (async I/O, System.IO.Pipelines). It keeps the region reachable while it is
+    /// in use; <c>Pin</c> is free (region memory never moves) and its pointer is valid until the
+    /// region is disposed. Handing it to a system call (<c>Stream.ReadAsync</c> on a file or socket)
+    /// makes the kernel touch the pages: fine in <see cref="UserfaultfdMode.Syscall"/> and
+    /// <see cref="UserfaultfdMode.Device"/> mode; in <see cref="UserfaultfdMode.UserModeOnly"/> mode
+    /// an evicted page fails the call with EFAULT, so use <see cref="ReadFrom"/> and
+    /// <see cref="WriteTo"/> (or their async forms) there.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The range is not inside the region.</exception>
+    /// <exception cref="ObjectDisposedException">The region was disposed.</exception>
+    public Memory<T> AsMemory<T>(long byteOffset, int count) where T : unmanaged
+    {
+        ThrowIfDisposed();
+        if (byteOffset < 0 || count < 0 || byteOffset > _mapping.Length || (long)count * sizeof(T) > _mapping.Length - byteOffset)
+        {
+            ThrowRangeOutside(byteOffset, (long)count * sizeof(T));
+        }
+        return new RegionMemoryManager<T>(this, byteOffset, count).Memory;
+    }
+
+    /// <summary>Bytes a bounce buffer of the I/O helpers holds.</summary>
+    internal const int BounceBytes = 64 << 10;
+
+    /// <summary>True when the kernel cannot fault pages in for a system call (user-mode-only userfaultfd): I/O goes through a bounce buffer.</summary>
+    private bool NeedsBounce => _engine.UserfaultfdMode == UserfaultfdMode.UserModeOnly;
+
+    /// <summary>
+    /// Reads up to <paramref name="count"/> bytes from <paramref name="stream"/> into the region at
+    /// <paramref name="byteOffset"/>, until <paramref name="count"/> or the end of the stream; returns
+    /// the bytes read. Works in every userfaultfd mode: where the kernel cannot fault region pages in
+    /// for a system call (<see cref="UserfaultfdMode.UserModeOnly"/>), the data passes through a
+    /// pooled buffer and reaches the region by ordinary stores, so no evicted page is ever handed to
+    /// the kernel; elsewhere it is read into the region directly.
+    /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="stream"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The range is not inside the region.</exception>
+    /// <exception cref="ObjectDisposedException">The region was disposed.</exception>
+    public int ReadFrom(Stream stream, long byteOffset, int count)
+    {
+        Span<byte> target = CheckedBytes(stream, byteOffset, count);
+        if (!NeedsBounce)
+        {
+            int read = 0, n;
+            while (read < count && (n = stream.Read(target[read..])) > 0)
+            {
+                read += n;
+            }
+            return read;
+        }
+        byte[] bounce = ArrayPool<byte>.Shared.Rent(Math.Min(count, BounceBytes));
+        try
+        {
+            int read = 0, n;
+            while (read < count && (n = stream.Read(bounce, 0, Math.Min(bounce.Length, count - read))) > 0)
+            {
+                bounce.AsSpan(0, n).CopyTo(AsBytes(byteOffset + read, n));
+                read += n;
+            }
+            return read;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(bounce);
+        }
+    }
+
+    /// <summary>The asynchronous form of <see cref="ReadFrom"/>.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="stream"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The range is not inside the region.</exception>
+    /// <exception cref="ObjectDisposedException">The region was disposed.</exception>
+    public ValueTask<int> ReadFromAsync(Stream stream, long byteOffset, int count, CancellationToken cancellationToken = default)
+    {
+        _ = CheckedBytes(stream, byteOffset, count);
+        return RegionIo.ReadFromAsync(this, stream, byteOffset, count, NeedsBounce, cancellationToken);
+    }
+
+    /// <summary>
+    /// Writes <paramref name="count"/> bytes of the region at <paramref name="byteOffset"/> to
+    /// <paramref name="stream"/>, in every userfaultfd mode (see <see cref="ReadFrom"/>: through a
+    /// pooled buffer where the kernel cannot fault region pages in, directly elsewhere).
+    /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="stream"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The range is not inside the region.</exception>
+    /// <exception cref="ObjectDisposedException">The region was disposed.</exception>
+    public void WriteTo(Stream stream, long byteOffset, int count)
+    {
+        Span<byte> source = CheckedBytes(stream, byteOffset, count);
+        if (!NeedsBounce)
+        {
+            stream.Write(source);
+            return;
+        }
+        byte[] bounce = ArrayPool<byte>.Shared.Rent(Math.Min(count, BounceBytes));
+        try
+        {
+            for (int done = 0; done < count;)
+            {
+                int n = Math.Min(bounce.Length, count - done);
+                AsBytes(byteOffset + done, n).CopyTo(bounce);
+                stream.Write(bounce, 0, n);
+                done += n;
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(bounce);
+        }
+    }
+
+    /// <summary>The asynchronous form of <see cref="WriteTo"/>.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="stream"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The range is not inside the region.</exception>
+    /// <exception cref="ObjectDisposedException">The region was disposed.</exception>
+    public ValueTask WriteToAsync(Stream stream, long byteOffset, int count, CancellationToken cancellationToken = default)
+    {
+        _ = CheckedBytes(stream, byteOffset, count);
+        return RegionIo.WriteToAsync(this, stream, byteOffset, count, NeedsBounce, cancellationToken);
+    }
+
+    private Span<byte> CheckedBytes(Stream stream, long byteOffset, int count)
+    {
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(stream);
+        return AsSpan<byte>(byteOffset, count);
+    }
+
+    private Span<byte> AsBytes(long byteOffset, int count) => new(BasePointer + byteOffset, count);
 
     /// <summary>
     /// Evicts up to <paramref name="bytes"/> of this region's resident pages (coldest first:

@@ -46,6 +46,11 @@ public sealed unsafe class LifetimeTests
         ["AsSpan"] = () => _ = r.AsSpan<byte>(0, 1).Length,
         ["Reclaim"] = () => r.Reclaim(P),
         ["MakeResident"] = () => r.MakeResident(0, P, forWrite: true),
+        ["AsMemory"] = () => r.AsMemory<byte>(0, 1),
+        ["ReadFrom"] = () => r.ReadFrom(new MemoryStream(new byte[P]), 0, P),
+        ["ReadFromAsync"] = () => r.ReadFromAsync(new MemoryStream(new byte[P]), 0, P).AsTask().GetAwaiter().GetResult(),
+        ["WriteTo"] = () => r.WriteTo(Stream.Null, 0, P),
+        ["WriteToAsync"] = () => r.WriteToAsync(Stream.Null, 0, P).AsTask().GetAwaiter().GetResult(),
     };
 
     private static Dictionary<string, Action> EngineCalls(CramEngine e) => new()
