@@ -132,7 +132,7 @@ root.Subcommands.Add(analyze);
 var estimateCorpusOption = new Option<string[]>("--corpus") { Description = "A file of raw 4096-byte pages; repeat for several files (default: 8192 generated pages).", AllowMultipleArgumentsPerToken = false };
 var estimatePagesOption = new Option<int>("--pages") { Description = "Pages per input (default: every page of each file).", DefaultValueFactory = _ => 0 };
 var estimateRoundsOption = new Option<int>("--rounds") { Description = "Timed repetitions (best of).", DefaultValueFactory = _ => 5 };
-var thresholdOption = new Option<int>("--threshold") { Description = "Compressed size in bytes a page must reach to count as compressible (CramOptions.CompressionThreshold).", DefaultValueFactory = _ => 3072 };
+var thresholdOption = new Option<int>("--threshold") { Description = "Compressed size in bytes a page must reach to count as compressible (CramOptions.CompressionThresholdBytes).", DefaultValueFactory = _ => 3072 };
 var calibrateOption = new Option<bool>("--calibrate") { Description = "Fit the estimator's size model and margins on the --corpus files and print them." };
 var estimate = new Command("estimate", "The compressibility estimator against real LZ4 on the same pages: speed per instruction-set path, agreement, false 'incompressible'.")
 {
@@ -147,6 +147,12 @@ estimate.SetAction(r => Guard(() => EstimateCommand.Run(new EstimateCommand.Sett
     r.GetValue(jsonOption)))));
 root.Subcommands.Add(estimate);
 
+if (args is ["--version"]) // the package's version, read from the library itself (not from whatever hosts this code)
+{
+    Console.WriteLine(typeof(CramEngine).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
+        .Cast<System.Reflection.AssemblyInformationalVersionAttribute>().Single().InformationalVersion);
+    return ExitCode.Success;
+}
 ParseResult parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)
 {

@@ -22,7 +22,7 @@ public interface ICramDevice
 /// The device's control plane for write control: how many pages the host may have writable on the
 /// device now (<see cref="CramOptions.WriteBudgetSource"/>). It may be slow or stop answering: the
 /// engine asks it on its own thread and, when no answer arrives within
-/// <see cref="CramOptions.ControlPlaneLeaseMilliseconds"/>, spends only the budget it has.
+/// <see cref="CramOptions.ControlPlaneLease"/>, spends only the budget it has.
 /// </summary>
 public interface IWriteBudgetSource
 {

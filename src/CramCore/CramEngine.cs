@@ -46,10 +46,10 @@ public sealed unsafe class CramEngine : IDisposable
         var config = new NativeEngineConfig
         {
             ForcedMode = (uint)options.Userfaultfd,
-            SpinUs = (uint)options.FaultServiceSpinMicroseconds,
+            SpinUs = (uint)options.FaultServiceSpin.TotalMicroseconds,
             SoftLimitPages = (ulong)limitPages,
             HardLimitPages = limitPages == 0 ? 0 : (ulong)ReclaimWorker.HardLimitPages(limitPages),
-            ThrottleMaxUs = (uint)options.ThrottleMaxMicroseconds,
+            ThrottleMaxUs = (uint)options.ThrottleMax.TotalMicroseconds,
             FaultAroundPages = (uint)options.FaultAroundPages,
         };
         nint native;

@@ -28,7 +28,7 @@ public sealed class CramOptions
     /// Resident memory, over all regions of the engine, that background reclaim holds (bytes,
     /// rounded down to pages). 0 (the default) means no limit: pages are evicted only by
     /// <see cref="CramRegion.Reclaim"/>. Faults that would exceed the limit by more than a small
-    /// margin wait a bounded time (<see cref="ThrottleMaxMicroseconds"/>) for reclaim.
+    /// margin wait a bounded time (<see cref="ThrottleMax"/>) for reclaim.
     /// </summary>
     public long ResidentLimitBytes { get; set; }
 
@@ -37,12 +37,12 @@ public sealed class CramOptions
     /// default 3072, three quarters of a page). Pages that do not compress below it stay resident
     /// and are not tried again until they are written.
     /// </summary>
-    public int CompressionThreshold { get; set; } = 3 * 1024;
+    public int CompressionThresholdBytes { get; set; } = 3 * 1024;
 
     /// <summary>
     /// Whether reclaim estimates a page's compressibility from a sample before compressing it
     /// (default <see langword="true"/>). Pages the estimator is confident LZ4 cannot get below
-    /// <see cref="CompressionThreshold"/> stay resident without a compression attempt; one in 64 of
+    /// <see cref="CompressionThresholdBytes"/> stay resident without a compression attempt; one in 64 of
     /// them is compressed anyway to audit the estimator (<see cref="CramStats.FalseIncompressiblePages"/>).
     /// Zero and same-filled pages are detected either way.
     /// </summary>
@@ -98,8 +98,8 @@ public sealed class CramOptions
     /// <summary>The device's control plane, supplying the writable budget instead of <see cref="WritableBudgetPages"/> (null: use the dial).</summary>
     public IWriteBudgetSource? WriteBudgetSource { get; set; }
 
-    /// <summary>How long an answer of the control plane stays valid (milliseconds, 10–60000; default 200). Without a fresh one the host spends only the budget it has.</summary>
-    public int ControlPlaneLeaseMilliseconds { get; set; } = 200;
+    /// <summary>How long an answer of the control plane stays valid (10 ms to 1 minute; default 200 ms). Without a fresh one the host spends only the budget it has.</summary>
+    public TimeSpan ControlPlaneLease { get; set; } = TimeSpan.FromMilliseconds(200);
 
     /// <summary>Write control on the CRAM node (default true). Off, every write makes its page writable: only the bear experiment's baseline turns it off.</summary>
     internal bool CramWriteControl { get; set; } = true;
@@ -115,14 +115,14 @@ public sealed class CramOptions
 
     /// <summary>
     /// How long the native fault service busy-polls for the next fault before it blocks
-    /// (microseconds, 0–10000; default 50). Spinning trades CPU for fault latency. The service
+    /// (0 to 10 ms, whole microseconds; default 50 µs). Spinning trades CPU for fault latency. The service
     /// does not spin while background reclaim runs (the CPUs are taken; spinning only delays the
     /// thread it has just woken) nor when the process may use a single CPU.
     /// </summary>
-    public int FaultServiceSpinMicroseconds { get; set; } = 50;
+    public TimeSpan FaultServiceSpin { get; set; } = TimeSpan.FromMicroseconds(50);
 
-    /// <summary>Longest a fault waits for reclaim when resident memory is over the limit (microseconds, 0–1000000; default 20000).</summary>
-    public int ThrottleMaxMicroseconds { get; set; } = 20_000;
+    /// <summary>Longest a fault waits for reclaim when resident memory is over the limit (0 to 1 s, whole microseconds; default 20 ms).</summary>
+    public TimeSpan ThrottleMax { get; set; } = TimeSpan.FromMilliseconds(20);
 
     /// <summary>
     /// A first touch (write or read) that continues a sequential stream of first touches — the page
@@ -156,21 +156,21 @@ public sealed class CramOptions
         {
             throw new ArgumentException($"ResidentLimitBytes is {ResidentLimitBytes}; the smallest limit is 64 pages (262144 bytes), or 0 for no limit.", nameof(ResidentLimitBytes));
         }
-        if (CompressionThreshold is < 64 or > SharedLayout.PageSize)
+        if (CompressionThresholdBytes is < 64 or > SharedLayout.PageSize)
         {
-            throw new ArgumentException($"CompressionThreshold is {CompressionThreshold}; it must be between 64 and 4096 bytes (default 3072).", nameof(CompressionThreshold));
+            throw new ArgumentException($"CompressionThresholdBytes is {CompressionThresholdBytes}; it must be between 64 and 4096 bytes (default 3072).", nameof(CompressionThresholdBytes));
         }
         if (!Enum.IsDefined(Userfaultfd))
         {
             throw new ArgumentException($"Userfaultfd is {(int)Userfaultfd}, which is not a UserfaultfdMode value.", nameof(Userfaultfd));
         }
-        if (FaultServiceSpinMicroseconds is < 0 or > 10_000)
+        if (FaultServiceSpin < TimeSpan.Zero || FaultServiceSpin > TimeSpan.FromMilliseconds(10))
         {
-            throw new ArgumentException($"FaultServiceSpinMicroseconds is {FaultServiceSpinMicroseconds}; it must be between 0 and 10000.", nameof(FaultServiceSpinMicroseconds));
+            throw new ArgumentException($"FaultServiceSpin is {FaultServiceSpin}; it must be between 0 and 10 ms.", nameof(FaultServiceSpin));
         }
-        if (ThrottleMaxMicroseconds is < 0 or > 1_000_000)
+        if (ThrottleMax < TimeSpan.Zero || ThrottleMax > TimeSpan.FromSeconds(1))
         {
-            throw new ArgumentException($"ThrottleMaxMicroseconds is {ThrottleMaxMicroseconds}; it must be between 0 and 1000000.", nameof(ThrottleMaxMicroseconds));
+            throw new ArgumentException($"ThrottleMax is {ThrottleMax}; it must be between 0 and 1 s.", nameof(ThrottleMax));
         }
         if (PoolArenaBytes is < 1L << 20 or > 1L << 30 || (PoolArenaBytes & (PoolArenaBytes - 1)) != 0)
         {
@@ -223,9 +223,9 @@ public sealed class CramOptions
         {
             throw new ArgumentException("A writable budget is set but CramDevice is null; set CramDevice (e.g. new EmulatedCramDevice(capacity)).", nameof(CramDevice));
         }
-        if (ControlPlaneLeaseMilliseconds is < 10 or > 60_000)
+        if (ControlPlaneLease < TimeSpan.FromMilliseconds(10) || ControlPlaneLease > TimeSpan.FromMinutes(1))
         {
-            throw new ArgumentException($"ControlPlaneLeaseMilliseconds is {ControlPlaneLeaseMilliseconds}; it must be between 10 and 60000.", nameof(ControlPlaneLeaseMilliseconds));
+            throw new ArgumentException($"ControlPlaneLease is {ControlPlaneLease}; it must be between 10 ms and 1 minute.", nameof(ControlPlaneLease));
         }
         if (CramDevice is not null && (CramDevice.CapacityBytes <= 0 || CramDevice.FrameCount < 64 || (CramDevice.FrameCount & (CramDevice.FrameCount - 1)) != 0 || CramDevice.FrameCount > 1L << 30))
         {

@@ -80,6 +80,16 @@ public sealed class CliContractTests
     }
 
     [Fact]
+    public void Version_IsThePackageVersion()
+    {
+        (int code, string stdout, _) = Cram("--version");
+        Assert.Equal(ExitCode.Success, code);
+        string package = typeof(CramEngine).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()!.InformationalVersion;
+        Assert.Matches(@"^\d+\.\d+\.\d+", package);
+        Assert.Equal(package, stdout.Trim());
+    }
+
+    [Fact]
     public void Help_ListsTheExitCodes()
     {
         (int code, string stdout, _) = Cram("--help");

@@ -38,7 +38,7 @@ public sealed unsafe class CramNodeTests
             CramDevice = device,
             WritableBudgetPages = budget,
             WriteBudgetSource = source,
-            ControlPlaneLeaseMilliseconds = 50,
+            ControlPlaneLease = TimeSpan.FromMilliseconds(50),
             FaultAroundPages = 1,
         });
         var region = engine.CreateRegion((long)pages * P);

@@ -300,14 +300,14 @@ public sealed unsafe class FaultKindTests : IDisposable
     [Fact]
     public void CompressionThreshold_DecidesWhatIsStored()
     {
-        using var engine = CramEngine.Create(new CramOptions { CompressionThreshold = 4096, FaultAroundPages = 1 });
+        using var engine = CramEngine.Create(new CramOptions { CompressionThresholdBytes = 4096, FaultAroundPages = 1 });
         using var region = engine.CreateRegion(1 << 20);
         // Half random, half zeros: LZ4 gets it to a bit over 2 KiB.
         TestPages.WriteRandom(region.Pointer, 1);
         new Span<byte>(region.Pointer + 2048, 2048).Clear();
         Assert.Equal(P, region.Reclaim(P));
 
-        using var strict = CramEngine.Create(new CramOptions { CompressionThreshold = 1024, FaultAroundPages = 1 });
+        using var strict = CramEngine.Create(new CramOptions { CompressionThresholdBytes = 1024, FaultAroundPages = 1 });
         using var r2 = strict.CreateRegion(1 << 20);
         TestPages.WriteRandom(r2.Pointer, 1);
         new Span<byte>(r2.Pointer + 2048, 2048).Clear();

@@ -44,7 +44,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         using var engine = CramEngine.Create(new CramOptions
         {
             ResidentLimitBytes = mode is not (Mode.Plain or Mode.Readahead or Mode.CleanCopies) ? 2L << 20 : 0,
-            FaultServiceSpinMicroseconds = 0,
+            FaultServiceSpin = TimeSpan.Zero,
             BackingFile = mode == Mode.Writeback ? Path.Combine(dir, "swap") : null,
             // CleanCopies: ghost mode with a pool of a quarter of the data, so reclaim keeps letting go
             // of the copies read-back pages keep while writers and readers race it.

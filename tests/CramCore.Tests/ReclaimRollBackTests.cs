@@ -193,7 +193,7 @@ public sealed unsafe class ReclaimRollBackTests : IDisposable
     {
         var injector = new FaultInjector { WriteProtectError = Errno.EIO };
         using var engine = CramEngine.CreateWithPageOperations(
-            new CramOptions { ResidentLimitBytes = 1 << 20, ThrottleMaxMicroseconds = 0 }, inner => injector.Wrap(inner));
+            new CramOptions { ResidentLimitBytes = 1 << 20, ThrottleMax = TimeSpan.Zero }, inner => injector.Wrap(inner));
         using var region = engine.CreateRegion(4 << 20);
         for (int i = 0; i < 1024; i++)
         {

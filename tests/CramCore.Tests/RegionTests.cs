@@ -84,7 +84,7 @@ public sealed unsafe class RegionTests
     {
         const long limit = 8L << 20;
         // A long throttle bound: the peak assertion below must not depend on how busy the machine is.
-        using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = limit, ThrottleMaxMicroseconds = 1_000_000 });
+        using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = limit, ThrottleMax = TimeSpan.FromSeconds(1) });
         using var region = engine.CreateRegion(64L << 20);
         long pages = region.Length / P;
         for (long i = 0; i < pages; i++)
@@ -159,7 +159,7 @@ public sealed unsafe class RegionTests
         }
         var s = engine.GetStats();
         // Nothing compresses, so the limit cannot be held; once reclaim reports that, faults stop
-        // waiting at the hard limit (each would otherwise wait ThrottleMaxMicroseconds).
+        // waiting at the hard limit (each would otherwise wait ThrottleMax).
         Assert.Equal(pages * P, s.ResidentBytes);
         Assert.True(s.ThrottledFaults < pages / 4, $"throttled {s.ThrottledFaults} of {pages} faults");
         Assert.True(s.IncompressiblePages > 0);

@@ -278,7 +278,7 @@ public sealed unsafe class WritebackRaceTests
             BackingFile = Path.Combine(dir, "swap"),
             CompressedPoolLimitBytes = 64L << 20, // never full: writeback is forced while readers fault
             PoolArenaBytes = 1L << 20,
-            FaultServiceSpinMicroseconds = 0,
+            FaultServiceSpin = TimeSpan.Zero,
         });
         using var region = engine.CreateRegion((long)pages * P);
         var failures = new List<string>();

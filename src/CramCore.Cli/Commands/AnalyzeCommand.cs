@@ -36,7 +36,7 @@ internal static unsafe class AnalyzeCommand
         {
             throw new CliException("cram analyze: give exactly one of --pid PID (a live process) or --file FILE (a file of raw 4096-byte pages).");
         }
-        int threshold = new CramOptions().CompressionThreshold;
+        int threshold = new CramOptions().CompressionThresholdBytes;
         var tally = new Counts();
         FileStream? dump = null;
         try

@@ -57,7 +57,7 @@ internal static unsafe class BenchBearCommand
             BenchSupport.Progress($"{mode}: placing {pages} pages on a {capacity >> 20} MiB device, then {threads} threads write random bytes for {seconds} s");
             var plane = new KillableControlPlane(budget);
             var device = new EmulatedCramDevice(capacity, frames);
-            var options = new CramOptions { CramDevice = device, FaultAroundPages = 16, ControlPlaneLeaseMilliseconds = 50 };
+            var options = new CramOptions { CramDevice = device, FaultAroundPages = 16, ControlPlaneLease = TimeSpan.FromMilliseconds(50) };
             switch (mode)
             {
                 case "no_write_control": options.CramWriteControl = false; break;

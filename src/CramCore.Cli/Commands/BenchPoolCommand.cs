@@ -24,7 +24,7 @@ internal static unsafe class BenchPoolCommand
         {
             throw new CliException($"--pages: {pages} must be between 256 and 4000000.");
         }
-        int threshold = new CramOptions().CompressionThreshold;
+        int threshold = new CramOptions().CompressionThresholdBytes;
         using var pool = new CompressedPool(64L << 20, 0, lockMemory: false, engine: 0);
         var page = new byte[PageSource.PageSize];
         var compressed = new byte[PageSource.PageSize];

@@ -26,7 +26,7 @@ internal static unsafe class BenchReclaimCommand
         byte[] copy = BenchSupport.Copy(source, pages, s.Mixed);
         double reclaimBest = 0, reclaimCold = 0, zeroBest = 0, lz4Best = 0;
         long stored = 0, compressedPages = 0, incompressible = 0, estimatedIncompressible = 0;
-        int threshold = new CramOptions().CompressionThreshold;
+        int threshold = new CramOptions().CompressionThresholdBytes;
         var scratch = (byte*)NativeMemory.Alloc(P);
         // One engine for all rounds: round 0 is a cold start (fresh storage memory is faulted in);
         // later rounds rewrite every page and reclaim again, the steady state a long-running

@@ -130,7 +130,7 @@ internal static unsafe class BenchWritebackCommand
     private static double ChecksumNsPerPage(byte[] data, int pages)
     {
         int n = Math.Min(pages, 16384);
-        int threshold = new CramOptions().CompressionThreshold;
+        int threshold = new CramOptions().CompressionThresholdBytes;
         var copies = (byte*)NativeMemory.Alloc((nuint)n * P);
         var lengths = new int[n];
         try

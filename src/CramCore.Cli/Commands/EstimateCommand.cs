@@ -52,7 +52,7 @@ internal static unsafe class EstimateCommand
         }
         if (s.Threshold is < 64 or > PageSize)
         {
-            throw new CliException($"--threshold is {s.Threshold}; it must be between 64 and 4096 bytes (default 3072, as CramOptions.CompressionThreshold).");
+            throw new CliException($"--threshold is {s.Threshold}; it must be between 64 and 4096 bytes (default 3072, as CramOptions.CompressionThresholdBytes).");
         }
         if (s.Calibrate && s.Corpora.Length == 0)
         {

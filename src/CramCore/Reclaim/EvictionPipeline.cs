@@ -54,7 +54,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         _ops = operations;
         _slots = slots;
         _counters = counters;
-        _threshold = options.CompressionThreshold;
+        _threshold = options.CompressionThresholdBytes;
         _storeUncompressed = options.StoreUncompressed;
         _estimate = options.EstimateCompressibility && !options.StoreUncompressed;
         _node = slots.Node;

@@ -75,7 +75,7 @@ internal sealed unsafe class CramNode : IDisposable
         _device = options.CramDevice!;
         _hostBudget = options.WritableBudgetPages;
         _source = options.WriteBudgetSource;
-        _leaseTicks = (long)options.ControlPlaneLeaseMilliseconds * Stopwatch.Frequency / 1000;
+        _leaseTicks = (long)(options.ControlPlaneLease.TotalSeconds * Stopwatch.Frequency);
         _notify = notify;
         WriteControl = options.CramWriteControl;
         _frames = new BitmapBuddy(FrameBase, System.Numerics.BitOperations.Log2((ulong)_device.FrameCount));
