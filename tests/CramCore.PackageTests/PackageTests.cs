@@ -69,6 +69,10 @@ public sealed class PackageTests(ITestOutputHelper output)
                 Assert.Contains("lib/net10.0/CramCore.xml", entries);
                 Assert.Contains("runtimes/linux-x64/native/libCramNative.so", entries);
                 Assert.Contains("README.md", entries);
+                using var readme = new StreamReader(zip.GetEntry("README.md")!.Open());
+                string readmeText = readme.ReadToEnd();
+                Assert.Contains("CramEngine.Create", readmeText);
+                Assert.DoesNotMatch(@"\]\((?!https?://)[^)]*\)", readmeText); // no link a package page cannot follow
             }
 
             string app = Path.Combine(work.FullName, "app");
