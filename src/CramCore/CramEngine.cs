@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
 using System.Runtime.InteropServices;
 
 namespace CramCore;
@@ -34,11 +35,13 @@ public sealed unsafe class CramEngine : IDisposable
     private readonly RegionTable _regions = new();
     private readonly ReclaimWorker _worker;
     private readonly Lock _lock = new();
+    private readonly CramMetrics _metrics;
     private volatile bool _disposed;
 
     /// <param name="options">Validated options (a copy).</param>
     /// <param name="pageOperations">Test hook: wraps the page operations reclaim uses, to inject failures.</param>
-    private CramEngine(CramOptions options, Func<IPageOperations, IPageOperations>? pageOperations)
+    /// <param name="meterFactory">Where the instruments go (null: the process-wide meter).</param>
+    private CramEngine(CramOptions options, Func<IPageOperations, IPageOperations>? pageOperations, IMeterFactory? meterFactory)
     {
         _options = options;
         long limitPages = options.ResidentLimitBytes / SharedLayout.PageSize;
@@ -107,7 +110,8 @@ public sealed unsafe class CramEngine : IDisposable
         Reclaimer = new Reclaimer(shared, _regions, _slots, pageOperations?.Invoke(operations) ?? operations, options, _reaper, _writeback, enqueue);
         _worker = new ReclaimWorker(native, shared, Reclaimer, limitPages, _file is not null || _node is not null, afterTick);
         _worker.Start();
-        CramMetrics.Register(this);
+        _metrics = CramMetrics.For(meterFactory);
+        _metrics.Register(this);
     }
 
     /// <summary>Creates an engine and starts its fault service.</summary>
@@ -121,8 +125,23 @@ public sealed unsafe class CramEngine : IDisposable
         return CreateWithPageOperations(options, pageOperations: null);
     }
 
+    /// <summary>
+    /// Creates an engine whose instruments live on a <c>CramCore</c> meter from
+    /// <paramref name="meterFactory"/> (the one dependency injection provides, or a test's), reporting
+    /// this engine only, instead of on the process-wide meter.
+    /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="meterFactory"/> is null.</exception>
+    /// <exception cref="ArgumentException">An option is out of range; the message names it.</exception>
+    /// <exception cref="CramUnavailableException">userfaultfd cannot be used here; the message says why and how to fix it.</exception>
+    /// <exception cref="PlatformNotSupportedException">Not Linux x64.</exception>
+    public static CramEngine Create(CramOptions? options, IMeterFactory meterFactory)
+    {
+        ArgumentNullException.ThrowIfNull(meterFactory);
+        return CreateWithPageOperations(options, pageOperations: null, meterFactory);
+    }
+
     /// <summary>Creates an engine whose reclaim goes through <paramref name="pageOperations"/> (tests inject failures with it).</summary>
-    internal static CramEngine CreateWithPageOperations(CramOptions? options, Func<IPageOperations, IPageOperations>? pageOperations)
+    internal static CramEngine CreateWithPageOperations(CramOptions? options, Func<IPageOperations, IPageOperations>? pageOperations, IMeterFactory? meterFactory = null)
     {
         NativeLibraryResolver.ThrowIfUnsupportedPlatform();
         options = (options ?? new CramOptions()).Clone();
@@ -131,7 +150,7 @@ public sealed unsafe class CramEngine : IDisposable
         {
             NativeLibraryResolver.SetOverride(options.NativeLibraryPath);
         }
-        return new CramEngine(options, pageOperations);
+        return new CramEngine(options, pageOperations, meterFactory);
     }
 
     /// <summary>
@@ -462,7 +481,7 @@ public sealed unsafe class CramEngine : IDisposable
             Reclaimer.Dispose(); // waits for a pass a caller of CramRegion.Reclaim may be in
             _disposed = true;
             GC.SuppressFinalize(this);
-            CramMetrics.Unregister(this);
+            _metrics.Unregister(this);
             // No region is active, so the service no longer reads slots; free them while the
             // shared block (which EngineDestroy unmaps) is still there.
             _slots.Dispose();

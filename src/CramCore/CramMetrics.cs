@@ -5,22 +5,45 @@ namespace CramCore;
 /// <summary>
 /// The <c>CramCore</c> meter: every live engine's counters as System.Diagnostics.Metrics
 /// instruments, tagged with <c>cramcore.engine</c>. Watch them with
-/// <c>dotnet-counters monitor --counters CramCore -p PID</c>.
+/// <c>dotnet-counters monitor --counters CramCore -p PID</c>. Engines created with an
+/// <see cref="IMeterFactory"/> report on a meter of their own from that factory instead.
+/// Names follow OpenTelemetry's conventions (dotted namespaces, UCUM units).
 /// </summary>
-internal static class CramMetrics
+internal sealed class CramMetrics
 {
     public const string MeterName = "CramCore";
-    private static readonly Meter s_meter = new(MeterName, "1.0");
-    private static readonly Lock s_lock = new();
-    private static readonly List<(WeakReference<CramEngine> Engine, int Id)> s_engines = []; // weak: an abandoned engine must stay collectable
-    private static int s_nextId;
 
-    static CramMetrics()
+    /// <summary>The process-wide meter for engines created without an <see cref="IMeterFactory"/>.</summary>
+    private static readonly CramMetrics s_shared = new(new Meter(MeterName, "1.0"));
+
+    private readonly Lock _lock = new();
+    private readonly List<(WeakReference<CramEngine> Engine, int Id)> _engines = []; // weak: an abandoned engine must stay collectable
+    private int _nextId;
+
+    /// <summary>Every instrument, on <paramref name="meter"/>, observing the engines registered here.</summary>
+    private CramMetrics(Meter meter)
     {
-        Gauge("cramcore.logical", "By", "Bytes of pages that hold data, resident or evicted", s => s.LogicalBytes);
-        Gauge("cramcore.resident", "By", "Bytes of region pages mapped in memory", s => s.ResidentBytes);
-        Gauge("cramcore.stored", "By", "Bytes of storage holding compressed pages", s => s.StoredBytes);
-        Gauge("cramcore.stored.clean_copies", "By", "Of the stored bytes, copies that resident pages keep (let go first when the pool is full)", s => s.CleanCopyBytes);
+        Meter = meter;
+        Define();
+    }
+
+    public Meter Meter { get; }
+
+    /// <summary>The shared meter, or a meter from <paramref name="factory"/> (dependency injection, tests) that reports this engine only.</summary>
+    public static CramMetrics For(IMeterFactory? factory) =>
+        factory is null ? s_shared : new CramMetrics(factory.Create(new MeterOptions(MeterName) { Version = "1.0" }));
+
+    private void Define()
+    {
+        Gauge("cramcore.memory.logical", "By", "Bytes of pages that hold data, resident or evicted", s => s.LogicalBytes);
+        Gauge("cramcore.memory.resident", "By", "Bytes of region pages mapped in memory", s => s.ResidentBytes);
+        Gauge("cramcore.memory.stored", "By", "Bytes of stored (compressed) copies of pages in the pool", s => s.StoredBytes);
+        Gauge("cramcore.memory.pool", "By", "Bytes of pool memory holding the stored copies", s => s.PoolBytes);
+        Gauge("cramcore.memory.resident.peak", "By", "Highest resident bytes seen", s => s.PeakResidentBytes);
+        Counter("cramcore.faults.throttled", "{fault}", "Faults that waited for reclaim because resident memory was over the limit", s => s.ThrottledFaults);
+        Counter("cramcore.errors.service", "{error}", "Fault-service system calls that failed (should stay 0)", s => s.ServiceErrors);
+        Counter("cramcore.pool.full_rejections", "{page}", "Pages left resident because the compressed pool was full", s => s.PoolFullRejections);
+        Gauge("cramcore.memory.clean_copies", "By", "Of the stored bytes, copies that resident pages keep (let go first when the pool is full)", s => s.CleanCopyBytes);
         Gauge("cramcore.same_filled_pages", "{page}", "Pages stored as a repeated value", s => s.SameFilledPages);
         Counter("cramcore.faults.zero_fill", "{fault}", "Faults on never-touched pages", s => s.ZeroFillFaults);
         Counter("cramcore.faults.refault", "{fault}", "Faults on evicted pages (swap-ins)", s => s.Refaults);
@@ -57,19 +80,19 @@ internal static class CramMetrics
         Counter("cramcore.cram.moved_out", "{page}", "Entries moved off the CRAM node to the pool", s => s.CramMovedOut);
     }
 
-    private static void Gauge(string name, string unit, string description, Func<CramStats, long> read) =>
-        s_meter.CreateObservableGauge(name, () => Observe(read), unit, description);
+    private void Gauge(string name, string unit, string description, Func<CramStats, long> read) =>
+        Meter.CreateObservableGauge(name, () => Observe(read), unit, description);
 
-    private static void Counter(string name, string unit, string description, Func<CramStats, long> read) =>
-        s_meter.CreateObservableCounter(name, () => Observe(read), unit, description);
+    private void Counter(string name, string unit, string description, Func<CramStats, long> read) =>
+        Meter.CreateObservableCounter(name, () => Observe(read), unit, description);
 
-    private static List<Measurement<long>> Observe(Func<CramStats, long> read)
+    private List<Measurement<long>> Observe(Func<CramStats, long> read)
     {
         var result = new List<Measurement<long>>();
-        lock (s_lock)
+        lock (_lock)
         {
-            s_engines.RemoveAll(e => !e.Engine.TryGetTarget(out _));
-            foreach ((WeakReference<CramEngine> weak, int id) in s_engines)
+            _engines.RemoveAll(e => !e.Engine.TryGetTarget(out _));
+            foreach ((WeakReference<CramEngine> weak, int id) in _engines)
             {
                 if (!weak.TryGetTarget(out CramEngine? engine))
                 {
@@ -87,19 +110,19 @@ internal static class CramMetrics
         return result;
     }
 
-    public static void Register(CramEngine engine)
+    public void Register(CramEngine engine)
     {
-        lock (s_lock)
+        lock (_lock)
         {
-            s_engines.Add((new WeakReference<CramEngine>(engine), s_nextId++));
+            _engines.Add((new WeakReference<CramEngine>(engine), _nextId++));
         }
     }
 
-    public static void Unregister(CramEngine engine)
+    public void Unregister(CramEngine engine)
     {
-        lock (s_lock)
+        lock (_lock)
         {
-            s_engines.RemoveAll(e => !e.Engine.TryGetTarget(out CramEngine? live) || live == engine);
+            _engines.RemoveAll(e => !e.Engine.TryGetTarget(out CramEngine? live) || live == engine);
         }
     }
 }

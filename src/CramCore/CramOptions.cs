@@ -21,7 +21,7 @@ public enum UserfaultfdMode
     UserModeOnly = 3,
 }
 
-/// <summary>Options for <see cref="CramEngine.Create"/>. Validated when the engine is created.</summary>
+/// <summary>Options for <see cref="CramEngine.Create(CramOptions)"/>. Validated when the engine is created.</summary>
 public sealed class CramOptions
 {
     /// <summary>

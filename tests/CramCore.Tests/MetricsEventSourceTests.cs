@@ -50,8 +50,8 @@ public sealed class MetricsEventSourceTests
         using var region = engine.CreateRegion(1 << 20);
         region.AsSpan<long>(0, 1)[0] = 1;
         using var listener = new MetricsListener();
-        Assert.True(SpinWait.SpinUntil(() => listener.Seen.ContainsKey("cramcore.resident") && listener.Seen.ContainsKey("cramcore.faults.refault"), TimeSpan.FromSeconds(20)),
+        Assert.True(SpinWait.SpinUntil(() => listener.Seen.ContainsKey("cramcore.memory.resident") && listener.Seen.ContainsKey("cramcore.faults.refault"), TimeSpan.FromSeconds(20)),
             "seen: " + string.Join(", ", listener.Seen.Keys));
-        Assert.Equal("By", listener.Seen["cramcore.resident"]);
+        Assert.Equal("By", listener.Seen["cramcore.memory.resident"]);
     }
 }

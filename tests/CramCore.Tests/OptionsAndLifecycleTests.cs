@@ -172,8 +172,8 @@ public sealed unsafe class OptionsAndLifecycleTests
         });
         listener.Start();
         listener.RecordObservableInstruments();
-        Assert.True(seen["cramcore.resident"] >= 4096);
+        Assert.True(seen["cramcore.memory.resident"] >= 4096);
         Assert.True(seen["cramcore.faults.zero_fill"] >= 1);
-        Assert.Contains("cramcore.stored", seen.Keys);
+        Assert.Contains("cramcore.memory.stored", seen.Keys);
     }
 }

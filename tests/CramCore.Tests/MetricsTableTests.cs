@@ -1,0 +1,124 @@
+using System.Diagnostics.Metrics;
+using System.Text.RegularExpressions;
+
+namespace CramCore.Tests;
+
+/// <summary>
+/// The metrics as documented and as injected: README's table names exactly the instruments the
+/// code publishes, with their units; an engine created with an <see cref="IMeterFactory"/> reports on
+/// that factory's meter, for itself only.
+/// </summary>
+[Trait("Category", TestCategory.Userfaultfd)]
+public sealed partial class MetricsTableTests
+{
+    private static string ReadmePath()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            string candidate = Path.Combine(dir.FullName, "README.md");
+            if (File.Exists(candidate) && File.ReadAllText(candidate).Contains("### Metrics", StringComparison.Ordinal))
+            {
+                return candidate;
+            }
+        }
+        throw new FileNotFoundException("README.md with a Metrics section above " + AppContext.BaseDirectory);
+    }
+
+    /// <summary>Instrument name → unit, for every instrument of meters named CramCore that <paramref name="accept"/> takes.</summary>
+    private static Dictionary<string, string> Published(Func<Meter, bool> accept)
+    {
+        var published = new Dictionary<string, string>();
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, _) =>
+        {
+            if (instrument.Meter.Name == "CramCore" && accept(instrument.Meter))
+            {
+                lock (published)
+                {
+                    published[instrument.Name] = instrument.Unit ?? "";
+                }
+            }
+        };
+        listener.Start(); // calls InstrumentPublished for every instrument already published
+        return published;
+    }
+
+    [GeneratedRegex(@"^\| (?<names>`cramcore[^|]*) \| (?<kind>gauge|counter) \| (?<units>[^|]*) \|$", RegexOptions.Multiline)]
+    private static partial Regex TableRow();
+
+    [Fact]
+    public void ReadmeTable_NamesEveryPublishedInstrument_WithItsUnit()
+    {
+        using var engine = CramEngine.Create(); // the shared meter exists once an engine did
+        Dictionary<string, string> code = Published(m => m.Scope is null);
+        string readme = File.ReadAllText(ReadmePath());
+        var documented = new Dictionary<string, string>();
+        foreach (Match row in TableRow().Matches(readme))
+        {
+            string[] names = [.. row.Groups["names"].Value.Split(" / ").Select(n => n.Trim('`'))];
+            string units = row.Groups["units"].Value.Trim(); // one unit, or the units of the row's names
+            string first = names[0];
+            for (int i = 0; i < names.Length; i++)
+            {
+                string name = names[i];
+                if (name.StartsWith('.')) // shorthand: after the first name, or after its parent
+                {
+                    string appended = first + name, sibling = first[..first.LastIndexOf('.')] + name;
+                    name = code.ContainsKey(appended) ? appended : sibling;
+                }
+                documented[name] = units;
+            }
+        }
+        Assert.Equal(new SortedSet<string>(code.Keys), new SortedSet<string>(documented.Keys));
+        foreach ((string name, string unit) in code)
+        {
+            if (!documented[name].Split(" / ").Contains(unit))
+            {
+                Assert.Fail($"{name}: README says {documented[name]}, the code publishes {unit}");
+            }
+        }
+    }
+
+    private sealed class TestMeterFactory : IMeterFactory
+    {
+        public List<Meter> Meters { get; } = [];
+
+        public Meter Create(MeterOptions options)
+        {
+            var meter = new Meter(options.Name, options.Version, options.Tags, scope: this);
+            Meters.Add(meter);
+            return meter;
+        }
+
+        public void Dispose() => Meters.ForEach(m => m.Dispose());
+    }
+
+    [Fact]
+    public unsafe void MeterFactory_GetsTheEnginesInstruments_ForThatEngineOnly()
+    {
+        using var factory = new TestMeterFactory();
+        using var other = CramEngine.Create(); // on the shared meter: must not show up on the factory's
+        using var otherRegion = other.CreateRegion(1 << 20);
+        otherRegion.AsSpan<byte>(0, 1 << 20).Fill(1);
+        using var engine = CramEngine.Create(null, factory);
+        using var region = engine.CreateRegion(1 << 20);
+        region.AsSpan<byte>(0, 8 * 4096).Fill(2);
+        Assert.Single(factory.Meters);
+        Assert.Equal("CramCore", factory.Meters[0].Name);
+
+        var resident = new List<long>();
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Scope == factory && instrument.Name == "cramcore.memory.resident")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, _, _) => resident.Add(value));
+        listener.Start();
+        listener.RecordObservableInstruments();
+        Assert.Equal([engine.GetStats().ResidentBytes], resident); // one engine, this one
+        Assert.Equal(Published(m => m.Scope is null).Keys.Order(), Published(m => m.Scope == factory).Keys.Order()); // the same instruments
+    }
+}
