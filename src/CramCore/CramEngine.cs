@@ -30,7 +30,8 @@ public sealed unsafe class CramEngine : IDisposable
     private readonly CramNode? _node;
     private readonly ConcurrentQueue<CramTierEventArgs> _pendingEvents = new();
     private readonly Lock _eventLock = new(); // events are raised one at a time, in order
-    private long _checksumFailuresSeen, _readErrorsSeen;
+    private long _checksumFailuresSeen, _readErrorsSeen, _serviceErrorsSeen, _throttledSeen, _lastThrottleTick;
+    private bool _throttling;
     private long _residentLimitBytes;
     private readonly RegionTable _regions = new();
     private readonly ReclaimWorker _worker;
@@ -156,7 +157,8 @@ public sealed unsafe class CramEngine : IDisposable
     /// <summary>
     /// Something happened in the storage tiers that an operator should know: the pool is full in
     /// ghost mode, writeback paused on a write error or resumed, the backing file is full, a stored
-    /// page failed its checksum or could not be read. Raised on the engine's background thread (or
+    /// page failed its checksum or could not be read, faults started or stopped waiting for reclaim
+    /// (throttling), the fault service hit an error. Raised on the engine's background thread (or
     /// on the thread that called <see cref="CramRegion.Reclaim"/>), one at a time and in order,
     /// outside the engine's locks; keep handlers short. A handler must not dispose the engine:
     /// <see cref="Dispose"/> waits for the background thread the handler may be running on. Counters for all of these are in <see cref="GetStats"/>.
@@ -182,31 +184,82 @@ public sealed unsafe class CramEngine : IDisposable
         }
     }
 
-    /// <summary>Raises queued events, and events for new checksum failures and read errors the fault service counted. Never under a lock.</summary>
+    /// <summary>Raises queued events, and events for what the fault service counted (checksum failures, read errors, service errors, throttling starting and stopping); logs each to <see cref="CramOptions.Logger"/>. Never under an engine lock.</summary>
     internal void RaisePendingEvents()
     {
         if (_disposed)
         {
             return;
         }
-        ref NativeStats s = ref _shared->Stats;
-        long checksum = (long)Volatile.Read(ref s.ChecksumFailures), read = (long)Volatile.Read(ref s.ReadErrors);
-        if (checksum > _checksumFailuresSeen)
+        lock (_eventLock) // one thread at a time: the counters below, and the handlers in order
         {
-            Enqueue(CramTierEventKind.ChecksumFailure, $"{checksum - _checksumFailuresSeen} stored page(s) failed their checksum; they were not mapped and the faulting threads got SIGBUS ({checksum} in all).");
-            _checksumFailuresSeen = checksum;
-        }
-        if (read > _readErrorsSeen)
-        {
-            Enqueue(CramTierEventKind.ReadError, $"{read - _readErrorsSeen} read(s) of the backing file failed twice; those pages were not mapped and the faulting threads got SIGBUS ({read} in all).");
-            _readErrorsSeen = read;
-        }
-        lock (_eventLock)
-        {
+            ref NativeStats s = ref _shared->Stats;
+            long checksum = (long)Volatile.Read(ref s.ChecksumFailures), read = (long)Volatile.Read(ref s.ReadErrors);
+            if (checksum > _checksumFailuresSeen)
+            {
+                Enqueue(CramTierEventKind.ChecksumFailure, $"{checksum - _checksumFailuresSeen} stored page(s) failed their checksum; they were not mapped and the faulting threads got SIGBUS ({checksum} in all).");
+                _checksumFailuresSeen = checksum;
+            }
+            if (read > _readErrorsSeen)
+            {
+                Enqueue(CramTierEventKind.ReadError, $"{read - _readErrorsSeen} read(s) of the backing file failed twice; those pages were not mapped and the faulting threads got SIGBUS ({read} in all).");
+                _readErrorsSeen = read;
+            }
+            long service = (long)Volatile.Read(ref s.ServiceErrors), throttled = (long)Volatile.Read(ref s.ThrottleWaits);
+            if (service > _serviceErrorsSeen)
+            {
+                Enqueue(CramTierEventKind.ServiceError, $"{service - _serviceErrorsSeen} fault-service system call(s) failed ({service} in all); the pages involved fault again. Please report it with the engine's stats.");
+                _serviceErrorsSeen = service;
+            }
+            long now = Environment.TickCount64;
+            if (throttled > _throttledSeen)
+            {
+                if (!_throttling)
+                {
+                    _throttling = true;
+                    Enqueue(CramTierEventKind.ThrottlingStarted, $"Faults are waiting for reclaim: resident memory is at the hard limit ({Volatile.Read(ref _residentLimitBytes) >> 20} MiB limit), so writers are slowed, by at most {_options.ThrottleMax.TotalMilliseconds} ms a fault. Raise ResidentLimitBytes or write less at once.");
+                }
+                _throttledSeen = throttled;
+                _lastThrottleTick = now;
+            }
+            else if (_throttling && now - _lastThrottleTick >= ThrottleQuietMilliseconds)
+            {
+                _throttling = false;
+                Enqueue(CramTierEventKind.ThrottlingStopped, "No fault has waited for reclaim for a second: throttling stopped.");
+            }
             while (_pendingEvents.TryDequeue(out CramTierEventArgs? e))
             {
+                Log(e);
                 TierEvent?.Invoke(this, e);
             }
+        }
+    }
+
+    /// <summary>How long without a throttled fault ends throttling (<see cref="CramTierEventKind.ThrottlingStopped"/>).</summary>
+    internal const long ThrottleQuietMilliseconds = 1000;
+
+    /// <summary>The event to <see cref="CramOptions.Logger"/>, if any: trouble at Warning or Error, its end at Information.</summary>
+    private void Log(CramTierEventArgs e)
+    {
+        Microsoft.Extensions.Logging.ILogger? logger = _options.Logger;
+        if (logger is null)
+        {
+            return;
+        }
+        Microsoft.Extensions.Logging.LogLevel level = e.Kind switch
+        {
+            CramTierEventKind.ChecksumFailure or CramTierEventKind.ReadError or CramTierEventKind.ServiceError => Microsoft.Extensions.Logging.LogLevel.Error,
+            CramTierEventKind.PoolFull or CramTierEventKind.WritebackPaused or CramTierEventKind.BackingFileFull or CramTierEventKind.CramPressureHigh
+                or CramTierEventKind.CramControlPlaneLost or CramTierEventKind.ThrottlingStarted => Microsoft.Extensions.Logging.LogLevel.Warning,
+            _ => Microsoft.Extensions.Logging.LogLevel.Information,
+        };
+        try
+        {
+            Microsoft.Extensions.Logging.LoggerExtensions.Log(logger, level, new Microsoft.Extensions.Logging.EventId((int)e.Kind + 1, e.Kind.ToString()), "{Message}", e.Message);
+        }
+        catch (Exception)
+        {
+            // A failing logger must not take reclaim down with it.
         }
     }
 

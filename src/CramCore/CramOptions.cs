@@ -110,6 +110,14 @@ public sealed class CramOptions
     /// <summary>mlock the pool's arenas so the kernel never swaps compressed data out (needs RLIMIT_MEMLOCK; default false).</summary>
     public bool LockPoolMemory { get; set; }
 
+    /// <summary>
+    /// Where the engine logs what an operator should know (null, the default: nowhere): every
+    /// <see cref="CramEngine.TierEvent"/>, at Warning or Error for trouble (pool full, throttling,
+    /// checksum and read errors, service errors, writeback paused, control plane lost) and at
+    /// Information when it ends. Any <c>Microsoft.Extensions.Logging</c> logger.
+    /// </summary>
+    public Microsoft.Extensions.Logging.ILogger? Logger { get; set; }
+
     /// <summary>Which userfaultfd to use (default <see cref="UserfaultfdMode.Auto"/>).</summary>
     public UserfaultfdMode Userfaultfd { get; set; } = UserfaultfdMode.Auto;
 

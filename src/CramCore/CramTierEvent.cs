@@ -23,6 +23,12 @@ public enum CramTierEventKind
     CramPressureLow,
     /// <summary>The CRAM device's control plane did not answer within its lease: no page becomes writable until it does; writes promote.</summary>
     CramControlPlaneLost,
+    /// <summary>Faults started to wait for reclaim: resident memory is at the hard limit, so writers are being slowed (bounded by <see cref="CramOptions.ThrottleMax"/> each).</summary>
+    ThrottlingStarted,
+    /// <summary>No fault has waited for reclaim for a second after <see cref="ThrottlingStarted"/>.</summary>
+    ThrottlingStopped,
+    /// <summary>A system call of the fault service failed (should never happen; <see cref="CramStats.ServiceErrors"/> counts them): the pages involved were left to fault again.</summary>
+    ServiceError,
 }
 
 /// <summary>An event of the engine's storage tiers (<see cref="CramEngine.TierEvent"/>).</summary>

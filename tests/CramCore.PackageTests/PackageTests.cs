@@ -81,7 +81,6 @@ public sealed class PackageTests(ITestOutputHelper output)
                 <?xml version="1.0" encoding="utf-8"?>
                 <configuration>
                   <packageSources>
-                    <clear />
                     <add key="local" value="{feed}" />
                   </packageSources>
                 </configuration>
