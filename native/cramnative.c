@@ -1073,8 +1073,10 @@ EXPORT int CramNative_RegionCreate(cram_engine* e, uint64_t length, uint32_t* re
     int err = madvise(base, length, MADV_DONTFORK) == 0 ? 0 : errno;
     struct uffdio_register reg = { .range = { .start = (uint64_t)(uintptr_t)base, .len = length },
                                    .mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP };
-    if (!err && ioctl(e->uffd, UFFDIO_REGISTER, &reg) != 0) err = errno;
-    else if (!(reg.ioctls & (1ull << _UFFDIO_WRITEPROTECT)) || !(reg.ioctls & (1ull << _UFFDIO_COPY))) err = EPROTONOSUPPORT;
+    if (!err) {
+        if (ioctl(e->uffd, UFFDIO_REGISTER, &reg) != 0) err = errno;
+        else if (!(reg.ioctls & (1ull << _UFFDIO_WRITEPROTECT)) || !(reg.ioctls & (1ull << _UFFDIO_COPY))) err = EPROTONOSUPPORT;
+    }
     if (err) {
         munmap(base, length);
         munmap(pte, (length >> CRAM_PAGE_SHIFT) * sizeof(uint64_t));
