@@ -180,6 +180,12 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_move_out, page); FIELD(cram_move_out, slot); FIELD(cram_move_out, handle); FIELD(cram_move_out, length);
     FIELD(cram_move_out, checksum); FIELD(cram_move_out, moved); FIELD(cram_move_out, raw);
 
+    STRUCT(cram_region_census);
+    FIELD(cram_region_census, populated_pages); FIELD(cram_region_census, resident_pages);
+    FIELD(cram_region_census, evicted_pages); FIELD(cram_region_census, clean_copy_pages);
+    FIELD(cram_region_census, placed_pages); FIELD(cram_region_census, same_filled_pages);
+    FIELD(cram_region_census, stored_bytes);
+
     STRUCT(cram_place);
     FIELD(cram_place, page); FIELD(cram_place, slot); FIELD(cram_place, size); FIELD(cram_place, placed);
 
@@ -1163,6 +1169,38 @@ EXPORT int CramNative_RegionDestroy(cram_engine* e, uint32_t region_id)
     memset(e->swapin_window[region_id], 0, sizeof e->swapin_window[region_id]);
     e->next_swapin_stream[region_id] = 0;
     pthread_mutex_unlock(&e->lock);
+    return 0;
+}
+
+EXPORT int CramNative_RegionCensus(cram_engine* e, uint32_t region_id, cram_region_census* census)
+{
+    if (!e || !census || region_id >= CRAM_MAX_REGIONS || !e->regions[region_id].base) { errno = EINVAL; return -1; }
+    cram_region_desc* r = &e->regions[region_id];
+    cram_shared* s = e->shared;
+    memset(census, 0, sizeof *census);
+    uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
+    uint64_t blocks = (pages + TOUCHED_BLOCK_PAGES - 1) >> TOUCHED_BLOCK_SHIFT;
+    for (uint64_t b = touched_next(r, 0, blocks); b < blocks; b = touched_next(r, b + 1, blocks)) {
+        uint64_t end = (b + 1) << TOUCHED_BLOCK_SHIFT;
+        for (uint64_t i = b << TOUCHED_BLOCK_SHIFT; i < end && i < pages; i++) {
+            uint64_t p = load_acquire(&r->pte[i]);
+            uint32_t state = CRAM_PTE_STATE(p);
+            if (state == CRAM_PTE_EMPTY) continue;
+            census->populated_pages++;
+            switch (state) {
+            case CRAM_PTE_EVICTED: census->evicted_pages++; break;
+            case CRAM_PTE_PLACED: case CRAM_PTE_PLACED_WRITABLE: census->placed_pages++; break;
+            case CRAM_PTE_CLEAN: case CRAM_PTE_DROPPING: census->clean_copy_pages++; census->resident_pages++; break;
+            default: census->resident_pages++; break;
+            }
+            if (state == CRAM_PTE_EVICTED || state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING) {
+                uint64_t id = CRAM_PTE_SLOT(p);
+                cram_slot* slot = id == CRAM_SLOT_ZERO ? NULL : slot_get(s, id);
+                if (!slot || slot->backend == CRAM_BACKEND_SAME_FILLED) census->same_filled_pages++;
+                else census->stored_bytes += slot->length;
+            }
+        }
+    }
     return 0;
 }
 

@@ -268,6 +268,17 @@ typedef struct cram_place {
     uint32_t placed; /* out: 1 if the page is now PLACED */
 } cram_place;
 
+/* One region's pages by state, from CramNative_RegionCensus (a walk of the touched blocks). */
+typedef struct cram_region_census {
+    uint64_t populated_pages;  /* not EMPTY */
+    uint64_t resident_pages;   /* mapped: not EMPTY, EVICTED, PLACED or PLACED_WRITABLE */
+    uint64_t evicted_pages;    /* EVICTED */
+    uint64_t clean_copy_pages; /* CLEAN or DROPPING: resident, copy kept */
+    uint64_t placed_pages;     /* PLACED or PLACED_WRITABLE (on the CRAM node) */
+    uint64_t same_filled_pages;/* EVICTED or CLEAN whose copy is a value (slot 0 or SAME_FILLED) */
+    uint64_t stored_bytes;     /* Σ stored lengths of the EVICTED and CLEAN pages' copies */
+} cram_region_census;
+
 /* One move of CramNative_MoveOutPages: a PLACED page leaves the node for a pool copy. */
 typedef struct cram_move_out {
     uint64_t page;     /* PLACED, naming `slot` */
@@ -405,6 +416,7 @@ _Static_assert(CRAM_PAGE_SIZE <= UINT16_MAX, "a stored length does not fit cram_
 _Static_assert(sizeof(cram_move_out) == 40 && offsetof(cram_move_out, handle) == 16 && offsetof(cram_move_out, length) == 24 &&
                offsetof(cram_move_out, checksum) == 28 && offsetof(cram_move_out, moved) == 32 && offsetof(cram_move_out, raw) == 36,
                "cram_move_out layout");
+_Static_assert(sizeof(cram_region_census) == 56 && offsetof(cram_region_census, stored_bytes) == 48, "cram_region_census layout");
 _Static_assert(sizeof(cram_place) == 24 && offsetof(cram_place, page) == 0 && offsetof(cram_place, slot) == 8 &&
                offsetof(cram_place, size) == 16 && offsetof(cram_place, placed) == 20, "cram_place layout");
 _Static_assert(sizeof(cram_pool_handle) == 16 && offsetof(cram_pool_handle, address) == 0 &&
@@ -476,6 +488,10 @@ int CramNative_PlacePages(cram_engine* engine, uint32_t region_id, cram_place* p
 /* PLACED_WRITABLE -> PLACED: write-protect, measure the size again, release the budget. `pages`
  * sorted; the first *replaced entries become the pages re-placed. */
 int CramNative_ReplacePages(cram_engine* engine, uint32_t region_id, uint64_t* pages, int32_t count, int32_t* replaced);
+/* Counts a region's pages by state, walking only the blocks first touch marked: O(touched), and
+ * without the engine lock (a snapshot of words that may change as it reads; the caller keeps the
+ * region from being destroyed meanwhile). */
+int CramNative_RegionCensus(cram_engine* engine, uint32_t region_id, cram_region_census* census);
 /* PLACED -> EVICTED with the slot rewritten to the given pool copy (cramnative.h, "CRAM node"). */
 int CramNative_MoveOutPages(cram_engine* engine, uint32_t region_id, cram_move_out* moves, int32_t count, int32_t* moved);
 /* The reaper's mark: sets bit id of `named` (bits ids) for every slot a page table names, under the

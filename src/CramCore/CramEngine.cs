@@ -398,6 +398,27 @@ public sealed unsafe class CramEngine : IDisposable
         }
     }
 
+    /// <summary>A region's census (<see cref="CramRegion.GetStats"/>); under the engine's managed lock, so the region cannot be destroyed meanwhile, while faults and reclaim go on.</summary>
+    internal CramRegionStats RegionStats(RegionMapping region)
+    {
+        NativeRegionCensus c;
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed || region.Detached, typeof(CramRegion));
+            Interop.ThrowIfFailed(Interop.CramNative.RegionCensus(_native, region.Id, &c), "Counting a region's pages");
+        }
+        return new CramRegionStats
+        {
+            LogicalBytes = (long)c.PopulatedPages << SharedLayout.PageShift,
+            ResidentBytes = (long)c.ResidentPages << SharedLayout.PageShift,
+            EvictedBytes = (long)c.EvictedPages << SharedLayout.PageShift,
+            CleanCopyBytes = (long)c.CleanCopyPages << SharedLayout.PageShift,
+            PlacedBytes = (long)c.PlacedPages << SharedLayout.PageShift,
+            SameFilledPages = (long)c.SameFilledPages,
+            StoredBytes = (long)c.StoredBytes,
+        };
+    }
+
     internal void RemoveRegion(RegionMapping region)
     {
         lock (_lock)

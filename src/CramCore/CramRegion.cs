@@ -277,6 +277,19 @@ public sealed unsafe class CramRegion : IDisposable
         }
     }
 
+    /// <summary>
+    /// This region's pages now: logical, resident, evicted, placed and clean-copy bytes, and the
+    /// stored bytes of its copies. Counts only the parts of the page table that were ever touched,
+    /// without stopping faults or reclaim (the engine's <see cref="CramEngine.GetStats"/> has the
+    /// engine-wide counters and faults by kind).
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The region was disposed.</exception>
+    public CramRegionStats GetStats()
+    {
+        ThrowIfDisposed();
+        return _engine.RegionStats(_mapping);
+    }
+
     internal PageState GetPageState(long byteOffset) =>
         PageTableEntry.State(PageTableEntry.Load(PageTableEntries + (byteOffset >> SharedLayout.PageShift)));
 

@@ -47,6 +47,7 @@ public sealed unsafe class LifetimeTests
         ["Reclaim"] = () => r.Reclaim(P),
         ["MakeResident"] = () => r.MakeResident(0, P, forWrite: true),
         ["AsMemory"] = () => r.AsMemory<byte>(0, 1),
+        ["GetStats"] = () => r.GetStats(),
         ["ReadFrom"] = () => r.ReadFrom(new MemoryStream(new byte[P]), 0, P),
         ["ReadFromAsync"] = () => r.ReadFromAsync(new MemoryStream(new byte[P]), 0, P).AsTask().GetAwaiter().GetResult(),
         ["WriteTo"] = () => r.WriteTo(Stream.Null, 0, P),

@@ -59,6 +59,10 @@ internal static partial class Interop
         [LibraryImport(Library, EntryPoint = "CramNative_SlotsMove", SetLastError = true)]
         internal static partial int SlotsMove(nint engine, NativeSlotMove* moves, int count, int* moved);
 
+        /// <summary>A region's pages by state, walking only the blocks first touch marked, without the engine lock.</summary>
+        [LibraryImport(Library, EntryPoint = "CramNative_RegionCensus", SetLastError = true)]
+        internal static partial int RegionCensus(nint engine, uint regionId, NativeRegionCensus* census);
+
         /// <summary>EVICTING → PLACED for each page the CRAM node's ledger admits.</summary>
         [LibraryImport(Library, EntryPoint = "CramNative_PlacePages", SetLastError = true)]
         internal static partial int PlacePages(nint engine, uint regionId, NativeCramPlace* places, int count, int* placed);

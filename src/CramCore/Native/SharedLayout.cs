@@ -167,6 +167,20 @@ internal struct NativeCramMoveOut
     public uint Raw;
 }
 
+/// <summary>A region's pages by state (cram_region_census, CramNative_RegionCensus).</summary>
+[NativeStruct("cram_region_census")]
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativeRegionCensus
+{
+    public ulong PopulatedPages;
+    public ulong ResidentPages;
+    public ulong EvictedPages;
+    public ulong CleanCopyPages;
+    public ulong PlacedPages;
+    public ulong SameFilledPages;
+    public ulong StoredBytes;
+}
+
 /// <summary>One placement of CramNative_PlacePages (cram_place).</summary>
 [NativeStruct("cram_place")]
 [StructLayout(LayoutKind.Sequential)]
