@@ -417,6 +417,20 @@ static uint64_t touched_next(const cram_region_desc* r, uint64_t block, uint64_t
     return blocks;
 }
 
+/* The next page at or after `page` in a block first touch has marked, or the region's page count
+ * if none: for (i = touched_page_next(r, 0); i < pages; i = touched_page_next(r, i + 1)) visits the
+ * pages that can be other than EMPTY, O(touched) rather than O(virtual size). */
+static uint64_t touched_page_next(const cram_region_desc* r, uint64_t page)
+{
+    uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
+    if (page >= pages) return pages;
+    uint64_t blocks = (pages + TOUCHED_BLOCK_PAGES - 1) >> TOUCHED_BLOCK_SHIFT;
+    uint64_t block = page >> TOUCHED_BLOCK_SHIFT;
+    uint64_t next = touched_next(r, block, blocks);
+    if (next == block) return page; /* still inside a marked block */
+    return next == blocks ? pages : next << TOUCHED_BLOCK_SHIFT;
+}
+
 /* ------------------------------------------------------------------ CRC32C */
 
 static uint32_t crc32c_table[256];
@@ -1140,25 +1154,21 @@ EXPORT int CramNative_RegionDestroy(cram_engine* e, uint32_t region_id)
     cram_region_desc* r = &e->regions[region_id];
     cram_shared* s = e->shared;
     uint64_t pages = r->length >> CRAM_PAGE_SHIFT, populated = 0, resident = 0;
-    uint64_t blocks = (pages + TOUCHED_BLOCK_PAGES - 1) >> TOUCHED_BLOCK_SHIFT;
-    for (uint64_t b = touched_next(r, 0, blocks); b < blocks; b = touched_next(r, b + 1, blocks)) {
-        uint64_t end = (b + 1) << TOUCHED_BLOCK_SHIFT;
-        for (uint64_t i = b << TOUCHED_BLOCK_SHIFT; i < end && i < pages; i++) {
-            uint64_t p = r->pte[i];
-            uint32_t state = CRAM_PTE_STATE(p);
-            if (state == CRAM_PTE_EMPTY) continue;
-            populated++;
-            if (state == CRAM_PTE_PLACED || state == CRAM_PTE_PLACED_WRITABLE) { /* on the node's account */
-                __atomic_fetch_sub(&s->stats.cram_placed_pages, 1, __ATOMIC_RELAXED);
-                __atomic_fetch_sub(&s->stats.cram_placed_bytes, slot_get(s, CRAM_PTE_SLOT(p))->length, __ATOMIC_RELAXED);
-                if (state == CRAM_PTE_PLACED_WRITABLE) __atomic_fetch_sub(&s->stats.cram_writable_pages, 1, __ATOMIC_RELAXED);
-                stale_push(s, CRAM_PTE_SLOT(p));
-                continue;
-            }
-            if (state != CRAM_PTE_EVICTED) resident++;
-            if (state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING) clean_copy_count(s, CRAM_PTE_SLOT(p), -1);
-            if (pte_names_slot(state)) stale_push(s, CRAM_PTE_SLOT(p));
+    for (uint64_t i = touched_page_next(r, 0); i < pages; i = touched_page_next(r, i + 1)) {
+        uint64_t p = r->pte[i];
+        uint32_t state = CRAM_PTE_STATE(p);
+        if (state == CRAM_PTE_EMPTY) continue;
+        populated++;
+        if (state == CRAM_PTE_PLACED || state == CRAM_PTE_PLACED_WRITABLE) { /* on the node's account */
+            __atomic_fetch_sub(&s->stats.cram_placed_pages, 1, __ATOMIC_RELAXED);
+            __atomic_fetch_sub(&s->stats.cram_placed_bytes, slot_get(s, CRAM_PTE_SLOT(p))->length, __ATOMIC_RELAXED);
+            if (state == CRAM_PTE_PLACED_WRITABLE) __atomic_fetch_sub(&s->stats.cram_writable_pages, 1, __ATOMIC_RELAXED);
+            stale_push(s, CRAM_PTE_SLOT(p));
+            continue;
         }
+        if (state != CRAM_PTE_EVICTED) resident++;
+        if (state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING) clean_copy_count(s, CRAM_PTE_SLOT(p), -1);
+        if (pte_names_slot(state)) stale_push(s, CRAM_PTE_SLOT(p));
     }
     __atomic_fetch_sub(&s->stats.resident_pages, resident, __ATOMIC_RELAXED);
     __atomic_fetch_sub(&s->stats.populated_pages, populated, __ATOMIC_RELAXED);
@@ -1179,26 +1189,22 @@ EXPORT int CramNative_RegionCensus(cram_engine* e, uint32_t region_id, cram_regi
     cram_shared* s = e->shared;
     memset(census, 0, sizeof *census);
     uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
-    uint64_t blocks = (pages + TOUCHED_BLOCK_PAGES - 1) >> TOUCHED_BLOCK_SHIFT;
-    for (uint64_t b = touched_next(r, 0, blocks); b < blocks; b = touched_next(r, b + 1, blocks)) {
-        uint64_t end = (b + 1) << TOUCHED_BLOCK_SHIFT;
-        for (uint64_t i = b << TOUCHED_BLOCK_SHIFT; i < end && i < pages; i++) {
-            uint64_t p = load_acquire(&r->pte[i]);
-            uint32_t state = CRAM_PTE_STATE(p);
-            if (state == CRAM_PTE_EMPTY) continue;
-            census->populated_pages++;
-            switch (state) {
-            case CRAM_PTE_EVICTED: census->evicted_pages++; break;
-            case CRAM_PTE_PLACED: case CRAM_PTE_PLACED_WRITABLE: census->placed_pages++; break;
-            case CRAM_PTE_CLEAN: case CRAM_PTE_DROPPING: census->clean_copy_pages++; census->resident_pages++; break;
-            default: census->resident_pages++; break;
-            }
-            if (state == CRAM_PTE_EVICTED || state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING) {
-                uint64_t id = CRAM_PTE_SLOT(p);
-                cram_slot* slot = id == CRAM_SLOT_ZERO ? NULL : slot_get(s, id);
-                if (!slot || slot->backend == CRAM_BACKEND_SAME_FILLED) census->same_filled_pages++;
-                else census->stored_bytes += slot->length;
-            }
+    for (uint64_t i = touched_page_next(r, 0); i < pages; i = touched_page_next(r, i + 1)) {
+        uint64_t p = load_acquire(&r->pte[i]);
+        uint32_t state = CRAM_PTE_STATE(p);
+        if (state == CRAM_PTE_EMPTY) continue;
+        census->populated_pages++;
+        switch (state) {
+        case CRAM_PTE_EVICTED: census->evicted_pages++; break;
+        case CRAM_PTE_PLACED: case CRAM_PTE_PLACED_WRITABLE: census->placed_pages++; break;
+        case CRAM_PTE_CLEAN: case CRAM_PTE_DROPPING: census->clean_copy_pages++; census->resident_pages++; break;
+        default: census->resident_pages++; break;
+        }
+        if (state == CRAM_PTE_EVICTED || state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING) {
+            uint64_t id = CRAM_PTE_SLOT(p);
+            cram_slot* slot = id == CRAM_SLOT_ZERO ? NULL : slot_get(s, id);
+            if (!slot || slot->backend == CRAM_BACKEND_SAME_FILLED) census->same_filled_pages++;
+            else census->stored_bytes += slot->length;
         }
     }
     return 0;
@@ -1409,16 +1415,12 @@ EXPORT int CramNative_MarkNamedSlots(cram_engine* e, uint64_t* named, uint64_t b
         cram_region_desc* r = &e->regions[id];
         if (!r->base || !__atomic_load_n(&r->active, __ATOMIC_ACQUIRE)) continue;
         uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
-        uint64_t blocks = (pages + TOUCHED_BLOCK_PAGES - 1) >> TOUCHED_BLOCK_SHIFT;
-        for (uint64_t b = touched_next(r, 0, blocks); b < blocks; b = touched_next(r, b + 1, blocks)) {
-            uint64_t end = (b + 1) << TOUCHED_BLOCK_SHIFT;
-            for (uint64_t i = b << TOUCHED_BLOCK_SHIFT; i < end && i < pages; i++) {
-                uint64_t p = load_acquire(&r->pte[i]);
-                uint32_t state = CRAM_PTE_STATE(p);
-                uint64_t slot = CRAM_PTE_SLOT(p);
-                if (pte_names_slot(state) && slot < bits)
-                    named[slot >> 6] |= 1ull << (slot & 63);
-            }
+        for (uint64_t i = touched_page_next(r, 0); i < pages; i = touched_page_next(r, i + 1)) {
+            uint64_t p = load_acquire(&r->pte[i]);
+            uint32_t state = CRAM_PTE_STATE(p);
+            uint64_t slot = CRAM_PTE_SLOT(p);
+            if (pte_names_slot(state) && slot < bits)
+                named[slot >> 6] |= 1ull << (slot & 63);
         }
     }
     pthread_mutex_unlock(&e->lock);
