@@ -1,3 +1,4 @@
+using System.Reflection;
 using System.CommandLine;
 using CramCore;
 using CramCore.Cli;
@@ -149,8 +150,7 @@ root.Subcommands.Add(estimate);
 
 if (args is ["--version"]) // the package's version, read from the library itself (not from whatever hosts this code)
 {
-    Console.WriteLine(typeof(CramEngine).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
-        .Cast<System.Reflection.AssemblyInformationalVersionAttribute>().Single().InformationalVersion);
+    Console.WriteLine(typeof(CramEngine).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()!.InformationalVersion);
     return ExitCode.Success;
 }
 ParseResult parsed = root.Parse(args);

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging;
 
 namespace CramCore;
 
@@ -241,21 +242,21 @@ public sealed unsafe class CramEngine : IDisposable
     /// <summary>The event to <see cref="CramOptions.Logger"/>, if any: trouble at Warning or Error, its end at Information.</summary>
     private void Log(CramTierEventArgs e)
     {
-        Microsoft.Extensions.Logging.ILogger? logger = _options.Logger;
+        ILogger? logger = _options.Logger;
         if (logger is null)
         {
             return;
         }
-        Microsoft.Extensions.Logging.LogLevel level = e.Kind switch
+        LogLevel level = e.Kind switch
         {
-            CramTierEventKind.ChecksumFailure or CramTierEventKind.ReadError or CramTierEventKind.ServiceError => Microsoft.Extensions.Logging.LogLevel.Error,
+            CramTierEventKind.ChecksumFailure or CramTierEventKind.ReadError or CramTierEventKind.ServiceError => LogLevel.Error,
             CramTierEventKind.PoolFull or CramTierEventKind.WritebackPaused or CramTierEventKind.BackingFileFull or CramTierEventKind.CramPressureHigh
-                or CramTierEventKind.CramControlPlaneLost or CramTierEventKind.ThrottlingStarted => Microsoft.Extensions.Logging.LogLevel.Warning,
-            _ => Microsoft.Extensions.Logging.LogLevel.Information,
+                or CramTierEventKind.CramControlPlaneLost or CramTierEventKind.ThrottlingStarted => LogLevel.Warning,
+            _ => LogLevel.Information,
         };
         try
         {
-            Microsoft.Extensions.Logging.LoggerExtensions.Log(logger, level, new Microsoft.Extensions.Logging.EventId((int)e.Kind + 1, e.Kind.ToString()), "{Message}", e.Message);
+            logger.Log(level, new EventId((int)e.Kind + 1, e.Kind.ToString()), "{Message}", e.Message);
         }
         catch (Exception)
         {

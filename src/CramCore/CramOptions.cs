@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Logging;
+
 namespace CramCore;
 
 /// <summary>How the engine obtains its userfaultfd.</summary>
@@ -116,7 +118,7 @@ public sealed class CramOptions
     /// checksum and read errors, service errors, writeback paused, control plane lost) and at
     /// Information when it ends. Any <c>Microsoft.Extensions.Logging</c> logger.
     /// </summary>
-    public Microsoft.Extensions.Logging.ILogger? Logger { get; set; }
+    public ILogger? Logger { get; set; }
 
     /// <summary>Which userfaultfd to use (default <see cref="UserfaultfdMode.Auto"/>).</summary>
     public UserfaultfdMode Userfaultfd { get; set; } = UserfaultfdMode.Auto;

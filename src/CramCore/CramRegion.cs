@@ -91,10 +91,7 @@ public sealed unsafe class CramRegion : IDisposable
     public Span<T> AsSpan<T>(long byteOffset, int count) where T : unmanaged
     {
         ThrowIfDisposed();
-        if (byteOffset < 0 || count < 0 || byteOffset > _mapping.Length || (long)count * sizeof(T) > _mapping.Length - byteOffset)
-        {
-            ThrowRangeOutside(byteOffset, (long)count * sizeof(T));
-        }
+        ThrowIfOutside(byteOffset, (long)count * sizeof(T)); // negative exactly when count is
         return new Span<T>(BasePointer + byteOffset, count);
     }
 
@@ -114,10 +111,7 @@ public sealed unsafe class CramRegion : IDisposable
     public Memory<T> AsMemory<T>(long byteOffset, int count) where T : unmanaged
     {
         ThrowIfDisposed();
-        if (byteOffset < 0 || count < 0 || byteOffset > _mapping.Length || (long)count * sizeof(T) > _mapping.Length - byteOffset)
-        {
-            ThrowRangeOutside(byteOffset, (long)count * sizeof(T));
-        }
+        ThrowIfOutside(byteOffset, (long)count * sizeof(T)); // negative exactly when count is
         return new RegionMemoryManager<T>(this, byteOffset, count).Memory;
     }
 
@@ -257,10 +251,7 @@ public sealed unsafe class CramRegion : IDisposable
     public void MakeResident(long byteOffset, long length, bool forWrite)
     {
         ThrowIfDisposed();
-        if (byteOffset < 0 || length < 0 || byteOffset > _mapping.Length || length > _mapping.Length - byteOffset)
-        {
-            ThrowRangeOutside(byteOffset, length);
-        }
+        ThrowIfOutside(byteOffset, length);
         long first = byteOffset >> SharedLayout.PageShift;
         long end = (byteOffset + length + SharedLayout.PageSize - 1) >> SharedLayout.PageShift;
         for (long page = first; page < end; page++)
@@ -316,6 +307,15 @@ public sealed unsafe class CramRegion : IDisposable
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void ThrowDisposed() => throw new ObjectDisposedException(nameof(CramRegion));
+
+    /// <summary>The one range check of every member that takes an offset and a size (a negative size is outside too).</summary>
+    private void ThrowIfOutside(long byteOffset, long bytes)
+    {
+        if (byteOffset < 0 || bytes < 0 || byteOffset > _mapping.Length || bytes > _mapping.Length - byteOffset)
+        {
+            ThrowRangeOutside(byteOffset, bytes);
+        }
+    }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowRangeOutside(long byteOffset, long bytes) =>
