@@ -69,6 +69,9 @@ typedef struct cram_region_desc {
     uint64_t* touched; /* bit b: a page of PTE block b (TOUCHED_BLOCK_PAGES entries) left EMPTY */
     uint32_t id;     /* index in regions[] */
     uint32_t active; /* 1 while the service may resolve faults in it */
+    uint64_t faults_first_touch;   /* this region's share of the fault counters (cram_region_census) */
+    uint64_t faults_swapin;
+    uint64_t faults_write_protect;
 } cram_region_desc;
 
 struct cram_engine {
@@ -184,7 +187,8 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_region_census, populated_pages); FIELD(cram_region_census, resident_pages);
     FIELD(cram_region_census, evicted_pages); FIELD(cram_region_census, clean_copy_pages);
     FIELD(cram_region_census, placed_pages); FIELD(cram_region_census, same_filled_pages);
-    FIELD(cram_region_census, stored_bytes);
+    FIELD(cram_region_census, stored_bytes); FIELD(cram_region_census, faults_first_touch);
+    FIELD(cram_region_census, faults_swapin); FIELD(cram_region_census, faults_write_protect);
 
     STRUCT(cram_place);
     FIELD(cram_place, page); FIELD(cram_place, slot); FIELD(cram_place, size); FIELD(cram_place, placed);
@@ -210,6 +214,9 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_stats, readahead_pages);
     FIELD(cram_stats, clean_copy_pages);
     FIELD(cram_stats, clean_copy_bytes);
+    FIELD(cram_stats, prefetched_pages);
+    FIELD(cram_stats, discarded_pages);
+    FIELD(cram_stats, swapin_latency_us_log2);
 
     STRUCT(cram_engine_config);
     FIELD(cram_engine_config, forced_mode); FIELD(cram_engine_config, spin_us);
@@ -231,7 +238,7 @@ static void contract_structs(contract_builder* b)
 
 static void contract_constants(contract_builder* b)
 {
-    CONSTANT(CRAM_PAGE_SIZE); CONSTANT(CRAM_PAGE_SHIFT); CONSTANT(CRAM_MAX_REGIONS);
+    CONSTANT(CRAM_PAGE_SIZE); CONSTANT(CRAM_PAGE_SHIFT); CONSTANT(CRAM_MAX_REGIONS); CONSTANT(CRAM_SWAPIN_LATENCY_BUCKETS);
     CONSTANT(CRAM_PTE_STATE_MASK); CONSTANT(CRAM_PTE_REFERENCED); CONSTANT(CRAM_PTE_SLOT_SHIFT);
     CONSTANT(CRAM_SLOT_ZERO);
     CONSTANT(CRAM_SLOT_RAW); CONSTANT(CRAM_SLOT_STALE); CONSTANT(CRAM_SLOT_BAD); CONSTANT(CRAM_SLOT_REFERENCED);
@@ -474,7 +481,7 @@ static uint32_t crc32c(const void* data, size_t n)
 
 static void fault_log_append(cram_shared* s, uint32_t region, uint64_t page)
 {
-    uint64_t head = s->fault_log_head; /* only the service writes head */
+    uint64_t head = s->fault_log_head; /* written under the engine lock only */
     uint64_t tail = load_acquire(&s->fault_log_tail);
     if (head - tail >= CRAM_FAULT_LOG_SIZE) { add_counter(&s->stats.fault_log_overflows, 1); return; }
     uint64_t* log = (uint64_t*)(uintptr_t)s->fault_log;
@@ -603,6 +610,7 @@ static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t pa
     for (uint64_t b = first >> TOUCHED_BLOCK_SHIFT; b <= last >> TOUCHED_BLOCK_SHIFT; b++)
         r->touched[b >> 6] |= 1ull << (b & 63); /* under the engine lock, like every reader */
     add_counter(&s->stats.faults_zero, 1);
+    add_counter(&r->faults_first_touch, 1);
     add_counter(&s->stats.populated_pages, made);
     resident_add(e, made);
     uffd_wake(e->uffd, addr, n << CRAM_PAGE_SHIFT); /* threads faulting anywhere in the run */
@@ -687,6 +695,61 @@ static const void* slot_read(cram_engine* e, cram_slot* slot, unsigned char* dst
     return dst;
 }
 
+/* Decodes the EVICTED pages from q on (before end, READAHEAD_CHUNK at most) into readahead_buf and
+ * their slot ids into ids[]; stops at the first page it cannot bring in ahead: not EVICTED, found
+ * bad, unreadable, or (unless `file`) backed by the file. Returns how many it decoded. */
+static uint32_t decode_ahead(cram_engine* e, cram_region_desc* r, uint64_t q, uint64_t end, int file, uint64_t* ids)
+{
+    cram_shared* s = e->shared;
+    uint32_t n = 0;
+    while (q < end && n < READAHEAD_CHUNK) {
+        uint64_t p = load_acquire(&r->pte[q]);
+        if (CRAM_PTE_STATE(p) != CRAM_PTE_EVICTED) break;
+        uint64_t id = CRAM_PTE_SLOT(p);
+        unsigned char* dst = e->readahead_buf + ((uint64_t)n << CRAM_PAGE_SHIFT);
+        if (id == CRAM_SLOT_ZERO) {
+            memset(dst, 0, CRAM_PAGE_SIZE);
+        } else {
+            cram_slot* slot = slot_get(s, id);
+            uint64_t* counter;
+            const char* why;
+            const void* src;
+            if ((slot_flags(slot) & CRAM_SLOT_BAD) || (!file && slot->backend == CRAM_BACKEND_FILE) ||
+                !(src = slot_read(e, slot, dst, &counter, &why)))
+                break; /* its own fault deals with it (and fails it, if it is bad) */
+            if (src != dst) memcpy(dst, src, CRAM_PAGE_SIZE);
+            slot_flags_or(slot, CRAM_SLOT_REFERENCED);
+        }
+        ids[n++] = id;
+        q++;
+    }
+    return n;
+}
+
+/* Installs the n pages decode_ahead prepared at pages [first, first + n): one UFFDIO_COPY
+ * (write-protected), each EVICTED->CLEAN, logged, then a wake for whoever waits in them. -1 if the
+ * copy failed: nothing was installed that the page table does not know of (only code holding the
+ * engine lock maps pages, and these had none); the pages stay EVICTED for their own faults. */
+static int install_ahead(cram_engine* e, cram_region_desc* r, uint64_t first, const uint64_t* ids, uint32_t n)
+{
+    cram_shared* s = e->shared;
+    uint64_t addr = r->base + (first << CRAM_PAGE_SHIFT);
+    if (uffd_copy(e->uffd, addr, e->readahead_buf, (uint64_t)n << CRAM_PAGE_SHIFT, 1) != 0) {
+        add_counter(&s->stats.service_errors, 1);
+        return -1;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (!cas(&r->pte[first + i], CRAM_PTE_MAKE(CRAM_PTE_EVICTED, ids[i]), CRAM_PTE_MAKE(CRAM_PTE_CLEAN, ids[i])))
+            add_counter(&s->stats.service_errors, 1);
+        else
+            clean_copy_count(s, ids[i], +1);
+        fault_log_append(s, r->id, first + i);
+    }
+    resident_add(e, n);
+    uffd_wake(e->uffd, addr, (uint64_t)n << CRAM_PAGE_SHIFT); /* readers already waiting in the chunk */
+    return 0;
+}
+
 /* Swap readahead (cramnative.h, "Readahead"): a read swap-in that continues a sequential stream of
  * read swap-ins brings in the evicted pages after it, as the kernel's swap readahead does, so a
  * sequential reader faults once per window instead of once per page. The window starts at
@@ -720,56 +783,28 @@ static void swapin_readahead(cram_engine* e, cram_region_desc* r, uint64_t page)
     if (soft && resident + w > soft) w = soft > resident ? soft - resident : 0;
     uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
     uint64_t end = page + 1 + w < pages ? page + 1 + w : pages;
-    uint64_t* ptes = r->pte;
     uint64_t ids[READAHEAD_CHUNK];
     uint64_t q = page + 1;
     while (q < end) {
-        uint64_t first = q;
-        uint32_t n = 0;
-        while (q < end && n < READAHEAD_CHUNK) {
-            uint64_t p = load_acquire(&ptes[q]);
-            if (CRAM_PTE_STATE(p) != CRAM_PTE_EVICTED) break;
-            uint64_t id = CRAM_PTE_SLOT(p);
-            unsigned char* dst = e->readahead_buf + ((uint64_t)n << CRAM_PAGE_SHIFT);
-            if (id == CRAM_SLOT_ZERO) {
-                memset(dst, 0, CRAM_PAGE_SIZE);
-            } else {
-                cram_slot* slot = slot_get(s, id);
-                uint64_t* counter;
-                const char* why;
-                const void* src;
-                if ((slot_flags(slot) & CRAM_SLOT_BAD) || slot->backend == CRAM_BACKEND_FILE ||
-                    !(src = slot_read(e, slot, dst, &counter, &why)))
-                    break; /* its own fault deals with it (and fails it, if it is bad) */
-                if (src != dst) memcpy(dst, src, CRAM_PAGE_SIZE);
-                slot_flags_or(slot, CRAM_SLOT_REFERENCED);
-            }
-            ids[n++] = id;
-            q++;
-        }
+        uint32_t n = decode_ahead(e, r, q, end, 0, ids);
         if (n == 0) { q++; continue; } /* resident already, or left to its own fault */
-        uint64_t addr = r->base + (first << CRAM_PAGE_SHIFT);
-        if (uffd_copy(e->uffd, addr, e->readahead_buf, (uint64_t)n << CRAM_PAGE_SHIFT, 1) != 0) {
-            /* Only the service maps pages, and these had none: nothing was installed that the page
-             * table does not know of. Stop; the pages stay EVICTED for their own faults. */
-            add_counter(&s->stats.service_errors, 1);
-            break;
-        }
-        for (uint32_t i = 0; i < n; i++) {
-            if (!cas(&ptes[first + i], CRAM_PTE_MAKE(CRAM_PTE_EVICTED, ids[i]), CRAM_PTE_MAKE(CRAM_PTE_CLEAN, ids[i])))
-                add_counter(&s->stats.service_errors, 1);
-            else
-                clean_copy_count(s, ids[i], +1);
-            fault_log_append(s, r->id, first + i);
-        }
+        if (install_ahead(e, r, q, ids, n) != 0) break;
         add_counter(&s->stats.readahead_pages, n);
-        resident_add(e, n);
-        uffd_wake(e->uffd, addr, (uint64_t)n << CRAM_PAGE_SHIFT); /* readers already waiting in the chunk */
+        q += n;
     }
     next[k] = end;
 }
 
-static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t pte, int write, uint32_t tid)
+/* A swap-in taken from its message at t0 is resolved now: count it in its latency bucket. */
+static void swapin_latency(cram_shared* s, uint64_t t0)
+{
+    uint64_t us = (now_ns() - t0) / 1000;
+    uint32_t b = us ? 64 - (uint32_t)__builtin_clzll(us) : 0;
+    if (b >= CRAM_SWAPIN_LATENCY_BUCKETS) b = CRAM_SWAPIN_LATENCY_BUCKETS - 1;
+    add_counter(&s->stats.swapin_latency_us_log2[b], 1);
+}
+
+static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t pte, int write, uint32_t tid, uint64_t t0)
 {
     cram_shared* s = e->shared;
     uint64_t* ptes = r->pte;
@@ -792,25 +827,27 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
         uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
         return;
     }
-    /* Only the service leaves EVICTED, so this CAS cannot fail while the region is active. */
+    /* Only code holding the engine lock leaves EVICTED, so this CAS cannot fail while the region is active. */
     uint64_t next = write ? CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0) | CRAM_PTE_REFERENCED : CRAM_PTE_MAKE(CRAM_PTE_CLEAN, id);
     if (!cas(&ptes[page], pte, next)) add_counter(&s->stats.service_errors, 1);
     else if (!write) clean_copy_count(s, id, +1);
     if (write) stale_push(s, id);
     add_counter(counter, 1);
+    add_counter(&r->faults_swapin, 1);
     fault_log_append(s, r->id, page);
     resident_add(e, 1);
+    swapin_latency(s, t0); /* before the wake, so the thread that resumes finds its swap-in counted */
     uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
     if (!write) swapin_readahead(e, r, page);
 }
 
-static void resolve_missing(cram_engine* e, cram_region_desc* r, uint64_t page, int write, uint32_t tid)
+static void resolve_missing(cram_engine* e, cram_region_desc* r, uint64_t page, int write, uint32_t tid, uint64_t t0)
 {
     uint64_t* pte = &r->pte[page];
     uint64_t p = wait_not_dropping(pte);
     switch (CRAM_PTE_STATE(p)) {
     case CRAM_PTE_EMPTY: resolve_first_touch(e, r, page, write); break;
-    case CRAM_PTE_EVICTED: resolve_swapin(e, r, page, p, write, tid); break;
+    case CRAM_PTE_EVICTED: resolve_swapin(e, r, page, p, write, tid, t0); break;
     default: /* already resolved by an earlier message for the same page */
         add_counter(&e->shared->stats.faults_spurious, 1);
         uffd_wake(e->uffd, r->base + (page << CRAM_PAGE_SHIFT), CRAM_PAGE_SIZE);
@@ -846,12 +883,14 @@ static void resolve_placed_write(cram_engine* e, cram_region_desc* r, uint64_t p
         uint64_t now = __atomic_add_fetch(&st->cram_writable_pages, 1, __ATOMIC_RELAXED);
         if (now > st->cram_max_writable) __atomic_store_n(&st->cram_max_writable, now, __ATOMIC_RELAXED);
         add_counter(&st->cram_made_writable, 1);
+        add_counter(&r->faults_write_protect, 1);
     } else {
         store_release(pte, CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0) | CRAM_PTE_REFERENCED);
         __atomic_fetch_sub(&st->cram_placed_pages, 1, __ATOMIC_RELAXED);
         __atomic_fetch_sub(&st->cram_placed_bytes, slot_get(s, id)->length, __ATOMIC_RELAXED);
         stale_push(s, id); /* the frame is freed and TRIMmed by the reaper */
         add_counter(&st->cram_promotions, 1);
+        add_counter(&r->faults_write_protect, 1);
         resident_add(e, 1);
     }
     fault_log_append(s, r->id, page); /* reclaim re-places a writable page, or sees the promoted one */
@@ -897,7 +936,10 @@ static void resolve_write_protect(cram_engine* e, cram_region_desc* r, uint64_t 
         case CRAM_PTE_INCOMPRESSIBLE: add_counter(&s->stats.faults_wp, 1); break;
         default: add_counter(&s->stats.faults_spurious, 1); break;
         }
-        if (state != CRAM_PTE_DIRTY) fault_log_append(s, r->id, page); /* reclaim may have dropped its entry */
+        if (state != CRAM_PTE_DIRTY) {
+            fault_log_append(s, r->id, page); /* reclaim may have dropped its entry */
+            add_counter(&r->faults_write_protect, 1);
+        }
         uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
         return;
     }
@@ -909,6 +951,7 @@ static void handle_message(cram_engine* e, const struct uffd_msg* m)
     uint64_t addr = m->arg.pagefault.address & ~(uint64_t)(CRAM_PAGE_SIZE - 1);
     cram_region_desc* r = region_find(e, addr);
     if (!r) return; /* region went away after the fault was queued */
+    uint64_t t0 = now_ns();
     if (!(m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)) {
         throttle(e); /* a MISSING fault adds a resident page; the lock may be let go meanwhile */
         if (!(r = region_find(e, addr))) return;
@@ -917,7 +960,7 @@ static void handle_message(cram_engine* e, const struct uffd_msg* m)
     if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
         resolve_write_protect(e, r, page);
     else
-        resolve_missing(e, r, page, (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0, m->arg.pagefault.feat.ptid);
+        resolve_missing(e, r, page, (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0, m->arg.pagefault.feat.ptid, t0);
 }
 
 static void* service_main(void* arg)
@@ -1140,6 +1183,26 @@ EXPORT int CramNative_RegionDeactivate(cram_engine* e, uint32_t region_id)
     return 0;
 }
 
+/* A page leaves the page table (region destroy, discard) in state p: its slot, if it names one, is
+ * pushed on the stale list, and the counters it was in are fixed (clean copies, the node's ledger;
+ * *resident and *populated count up for the caller to take off). */
+static void page_forget(cram_shared* s, uint64_t p, uint64_t* resident, uint64_t* populated)
+{
+    uint32_t state = CRAM_PTE_STATE(p);
+    if (state == CRAM_PTE_EMPTY) return;
+    (*populated)++;
+    if (state == CRAM_PTE_PLACED || state == CRAM_PTE_PLACED_WRITABLE) { /* on the node's account */
+        __atomic_fetch_sub(&s->stats.cram_placed_pages, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_sub(&s->stats.cram_placed_bytes, slot_get(s, CRAM_PTE_SLOT(p))->length, __ATOMIC_RELAXED);
+        if (state == CRAM_PTE_PLACED_WRITABLE) __atomic_fetch_sub(&s->stats.cram_writable_pages, 1, __ATOMIC_RELAXED);
+        stale_push(s, CRAM_PTE_SLOT(p));
+        return;
+    }
+    if (state != CRAM_PTE_EVICTED) (*resident)++;
+    if (state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING) clean_copy_count(s, CRAM_PTE_SLOT(p), -1);
+    if (pte_names_slot(state)) stale_push(s, CRAM_PTE_SLOT(p));
+}
+
 /* Destroys a deactivated region (reclaim must be paused, so no page is EVICTING or DROPPING):
  * takes its pages out of the counters, pushes every slot its page table still names on the stale
  * list (managed code frees them, as it frees any stale copy), then unregisters and unmaps it. */
@@ -1154,22 +1217,8 @@ EXPORT int CramNative_RegionDestroy(cram_engine* e, uint32_t region_id)
     cram_region_desc* r = &e->regions[region_id];
     cram_shared* s = e->shared;
     uint64_t pages = r->length >> CRAM_PAGE_SHIFT, populated = 0, resident = 0;
-    for (uint64_t i = touched_page_next(r, 0); i < pages; i = touched_page_next(r, i + 1)) {
-        uint64_t p = r->pte[i];
-        uint32_t state = CRAM_PTE_STATE(p);
-        if (state == CRAM_PTE_EMPTY) continue;
-        populated++;
-        if (state == CRAM_PTE_PLACED || state == CRAM_PTE_PLACED_WRITABLE) { /* on the node's account */
-            __atomic_fetch_sub(&s->stats.cram_placed_pages, 1, __ATOMIC_RELAXED);
-            __atomic_fetch_sub(&s->stats.cram_placed_bytes, slot_get(s, CRAM_PTE_SLOT(p))->length, __ATOMIC_RELAXED);
-            if (state == CRAM_PTE_PLACED_WRITABLE) __atomic_fetch_sub(&s->stats.cram_writable_pages, 1, __ATOMIC_RELAXED);
-            stale_push(s, CRAM_PTE_SLOT(p));
-            continue;
-        }
-        if (state != CRAM_PTE_EVICTED) resident++;
-        if (state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING) clean_copy_count(s, CRAM_PTE_SLOT(p), -1);
-        if (pte_names_slot(state)) stale_push(s, CRAM_PTE_SLOT(p));
-    }
+    for (uint64_t i = touched_page_next(r, 0); i < pages; i = touched_page_next(r, i + 1))
+        page_forget(s, r->pte[i], &resident, &populated);
     __atomic_fetch_sub(&s->stats.resident_pages, resident, __ATOMIC_RELAXED);
     __atomic_fetch_sub(&s->stats.populated_pages, populated, __ATOMIC_RELAXED);
     region_release(e, r);
@@ -1188,6 +1237,9 @@ EXPORT int CramNative_RegionCensus(cram_engine* e, uint32_t region_id, cram_regi
     cram_region_desc* r = &e->regions[region_id];
     cram_shared* s = e->shared;
     memset(census, 0, sizeof *census);
+    census->faults_first_touch = __atomic_load_n(&r->faults_first_touch, __ATOMIC_RELAXED);
+    census->faults_swapin = __atomic_load_n(&r->faults_swapin, __ATOMIC_RELAXED);
+    census->faults_write_protect = __atomic_load_n(&r->faults_write_protect, __ATOMIC_RELAXED);
     uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
     for (uint64_t i = touched_page_next(r, 0); i < pages; i = touched_page_next(r, i + 1)) {
         uint64_t p = load_acquire(&r->pte[i]);
@@ -1454,6 +1506,124 @@ EXPORT int CramNative_PlacePages(cram_engine* e, uint32_t region_id, cram_place*
     __atomic_fetch_sub(&st->resident_pages, (uint64_t)n, __ATOMIC_RELAXED); /* now on the device's account */
     pthread_mutex_unlock(&e->lock);
     *placed = n;
+    return 0;
+}
+
+EXPORT int CramNative_FindPages(cram_engine* e, uint32_t region_id, uint64_t first, uint64_t end, uint32_t state_mask,
+                                uint64_t* pages, int32_t capacity, int32_t* found, uint64_t* next)
+{
+    if (!e || !found || !next || capacity < 0 || (capacity && !pages) || first > end || region_id >= CRAM_MAX_REGIONS ||
+        !e->regions[region_id].base) {
+        errno = EINVAL;
+        return -1;
+    }
+    cram_region_desc* r = &e->regions[region_id];
+    uint64_t count = r->length >> CRAM_PAGE_SHIFT;
+    if (end > count) end = count;
+    int32_t n = 0;
+    uint64_t i = first < end ? touched_page_next(r, first) : end;
+    for (; i < end && n < capacity; i = touched_page_next(r, i + 1))
+        if (state_mask & (1u << CRAM_PTE_STATE(load_acquire(&r->pte[i])))) pages[n++] = i;
+    *found = n;
+    *next = i < end ? i : end;
+    return 0;
+}
+
+#define PREFETCH_MAX_PAGES 128  /* pages one CramNative_PrefetchPages call brings in, at most */
+#define PREFETCH_SCAN_MAX 4096  /* pages it looks at, at most */
+
+EXPORT int CramNative_PrefetchPages(cram_engine* e, uint32_t region_id, uint64_t first, uint64_t end,
+                                    uint64_t* next, uint64_t* brought, int32_t* at_limit)
+{
+    if (!e || !next || !brought || !at_limit || first > end || region_id >= CRAM_MAX_REGIONS) { errno = EINVAL; return -1; }
+    cram_shared* s = e->shared;
+    uint64_t ids[READAHEAD_CHUNK];
+    uint64_t q = first, n_brought = 0, scanned = 0;
+    int err = 0, limit = 0, started = 0;
+    /* One chunk per hold of the engine lock (as the service holds it: it orders this with every
+     * fault), so a fault waits for one chunk at most. */
+    while (q < end && n_brought < PREFETCH_MAX_PAGES && scanned < PREFETCH_SCAN_MAX && !limit) {
+        pthread_mutex_lock(&e->lock);
+        cram_region_desc* r = region_active(e, region_id);
+        if (!r) { pthread_mutex_unlock(&e->lock); err = EINVAL; break; }
+        uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
+        if (end > pages) end = pages;
+        if (!started) { q = q < end ? touched_page_next(r, q) : end; started = 1; }
+        uint64_t want = READAHEAD_CHUNK < PREFETCH_MAX_PAGES - n_brought ? READAHEAD_CHUNK : PREFETCH_MAX_PAGES - n_brought;
+        uint64_t soft = __atomic_load_n(&e->config.soft_limit_pages, __ATOMIC_RELAXED);
+        uint64_t resident = __atomic_load_n(&s->stats.resident_pages, __ATOMIC_RELAXED);
+        if (soft && resident + want >= soft) { /* this chunk is the last one the limit allows */
+            limit = 1;
+            want = soft > resident ? soft - resident : 0;
+        }
+        uint32_t n = 0;
+        while (want && q < end && scanned < PREFETCH_SCAN_MAX &&
+               (n = decode_ahead(e, r, q, end - q < want ? end : q + want, 1, ids)) == 0) {
+            q = touched_page_next(r, q + 1); /* resident, empty, or left to its own fault (a bad copy fails there) */
+            scanned++;
+        }
+        if (n && install_ahead(e, r, q, ids, n) != 0) err = errno;
+        else if (n) {
+            add_counter(&s->stats.prefetched_pages, n);
+            n_brought += n;
+            scanned += n;
+            q += n;
+        }
+        pthread_mutex_unlock(&e->lock);
+        if (err) break;
+    }
+    if (q > end) q = end;
+    *next = q;
+    *brought = n_brought;
+    *at_limit = limit && q < end;
+    if (err) { errno = err; return -1; }
+    return 0;
+}
+
+EXPORT int CramNative_DiscardPages(cram_engine* e, uint32_t region_id, uint64_t first, uint64_t end, uint64_t* discarded)
+{
+    if (!e || !discarded || first > end) { errno = EINVAL; return -1; }
+    pthread_mutex_lock(&e->lock); /* the service holds no UNPROTECTING while we hold it */
+    cram_region_desc* r = region_active(e, region_id);
+    if (!r) { pthread_mutex_unlock(&e->lock); errno = EINVAL; return -1; }
+    cram_shared* s = e->shared;
+    uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
+    if (end > pages) end = pages;
+    /* Nothing may be mid-eviction (the caller pauses reclaim): check before changing anything. */
+    for (uint64_t i = first < end ? touched_page_next(r, first) : end; i < end; i = touched_page_next(r, i + 1)) {
+        uint32_t state = CRAM_PTE_STATE(load_acquire(&r->pte[i]));
+        if (state == CRAM_PTE_EVICTING || state == CRAM_PTE_DROPPING || state == CRAM_PTE_UNPROTECTING) {
+            pthread_mutex_unlock(&e->lock);
+            errno = EBUSY;
+            return -1;
+        }
+    }
+    /* Zap the mapped pages, one madvise per run of marked blocks (nothing outside them was ever
+     * mapped). The kernel checks the range before it zaps anything, so a failure changes nothing. */
+    for (uint64_t i = first < end ? touched_page_next(r, first) : end; i < end;) {
+        uint64_t run_end = ((i >> TOUCHED_BLOCK_SHIFT) + 1) << TOUCHED_BLOCK_SHIFT;
+        while (run_end < end && touched_page_next(r, run_end) == run_end) run_end += TOUCHED_BLOCK_PAGES;
+        if (run_end > end) run_end = end;
+        if (madvise((void*)(uintptr_t)(r->base + (i << CRAM_PAGE_SHIFT)), (run_end - i) << CRAM_PAGE_SHIFT, MADV_DONTNEED) != 0) {
+            int err = errno;
+            pthread_mutex_unlock(&e->lock);
+            errno = err;
+            return -1;
+        }
+        i = touched_page_next(r, run_end);
+    }
+    uint64_t populated = 0, resident = 0;
+    for (uint64_t i = first < end ? touched_page_next(r, first) : end; i < end; i = touched_page_next(r, i + 1)) {
+        uint64_t p = load_acquire(&r->pte[i]);
+        if (CRAM_PTE_STATE(p) == CRAM_PTE_EMPTY) continue;
+        page_forget(s, p, &resident, &populated);
+        store_release(&r->pte[i], CRAM_PTE_MAKE(CRAM_PTE_EMPTY, 0));
+    }
+    __atomic_fetch_sub(&s->stats.resident_pages, resident, __ATOMIC_RELAXED);
+    __atomic_fetch_sub(&s->stats.populated_pages, populated, __ATOMIC_RELAXED);
+    add_counter(&s->stats.discarded_pages, populated);
+    pthread_mutex_unlock(&e->lock);
+    *discarded = populated;
     return 0;
 }
 

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #define CRAM_PAGE_SIZE 4096u
+#define CRAM_SWAPIN_LATENCY_BUCKETS 16
 #define CRAM_PAGE_SHIFT 12
 #define CRAM_MAX_REGIONS 256
 
@@ -86,6 +87,21 @@
  *                                                      write clears a stray protection, as below); the
  *                                                      copy is freed and the page requeued, so reclaim
  *                                                      compresses it again ("Clean copies" below)
+ *   EVICTED ──prefetch (CramNative_PrefetchPages)──▶ CLEAN(slot)   Advise(WillNeed), from a background
+ *                                                      thread under the engine lock: exactly a read
+ *                                                      swap-in without a fault (as readahead), file-
+ *                                                      backed copies included; never past the soft limit
+ *   any populated ──discard (CramNative_DiscardPages)──▶ EMPTY   Advise(DontNeed): under the engine lock,
+ *                                                      with reclaim paused (so nothing is EVICTING or
+ *                                                      DROPPING, and the service holds no UNPROTECTING):
+ *                                                      the mapped pages are zapped (MADV_DONTNEED), every
+ *                                                      slot still named is pushed on the stale list and the
+ *                                                      counters (resident, populated, clean copies, the
+ *                                                      node's ledger) are fixed, as region destroy does;
+ *                                                      the next access is a first touch and reads zeros.
+ *                                                      A fault queued for a discarded page finds it EMPTY
+ *                                                      (a MISSING fault: zero page) or resolves as spurious
+ *                                                      (a WP fault: the retried access faults MISSING)
  *   DIRTY/CLEAN with referenced ──reclaim clock (C#, CAS)──▶ same state, referenced cleared
  *   any ──region destroyed (native)──▶ (gone)         after the service has been fenced out and
  *                                                      with reclaim paused: every slot still named
@@ -130,7 +146,8 @@
  * First touch has its own fault-around (FaultAroundPages): zero pages for the rest of an aligned
  * block when a first touch continues a sequential stream of first touches.
  * Moving an entry's data between backends changes its slot, never its page-table entry (see
- * "Virtual swap" below). Only the service leaves EMPTY, so the page table is walked only over the
+ * "Virtual swap" below). Only the service leaves EMPTY (discard returns pages to it, inside blocks
+ * already marked), so the page table is walked only over the
  * 512-entry blocks first touch has marked (region destroy, the reaper's mark): O(touched), not
  * O(virtual size).
  *
@@ -277,6 +294,9 @@ typedef struct cram_region_census {
     uint64_t placed_pages;     /* PLACED or PLACED_WRITABLE (on the CRAM node) */
     uint64_t same_filled_pages;/* EVICTED or CLEAN whose copy is a value (slot 0 or SAME_FILLED) */
     uint64_t stored_bytes;     /* Σ stored lengths of the EVICTED and CLEAN pages' copies */
+    uint64_t faults_first_touch;   /* the region's faults since it was created: first touches (zero pages), */
+    uint64_t faults_swapin;        /* swap-ins of evicted pages (readahead and prefetch not counted), */
+    uint64_t faults_write_protect; /* and write-protect faults that made a page writable or promoted it */
 } cram_region_census;
 
 /* One move of CramNative_MoveOutPages: a PLACED page leaves the node for a pool copy. */
@@ -345,6 +365,14 @@ typedef struct cram_stats {
     uint64_t readahead_pages;       /* evicted pages swapped in ahead of a sequential reader (not faults) */
     uint64_t clean_copy_pages;      /* CLEAN (and DROPPING) pages: resident, and their stored copy kept */
     uint64_t clean_copy_bytes;      /* Σ stored lengths of those copies (0 for same-filled); see "Clean copies" */
+    uint64_t prefetched_pages;      /* evicted pages swapped in by CramNative_PrefetchPages (Advise WillNeed; not faults) */
+    uint64_t discarded_pages;       /* populated pages made EMPTY by CramNative_DiscardPages (Advise DontNeed) */
+    /* Swap-in service time: bucket b counts read and write swap-ins (MISSING faults on EVICTED
+     * pages) whose resolution took [2^(b-1), 2^b) microseconds (b = 0: under 1 us; the last bucket
+     * has no upper bound), timed by the service from the moment it takes the message, a wait at
+     * the hard limit included, to just before the wake-up: what a swap-in costs beyond the kernel's own fault
+     * entry and scheduling, which no user-space tier can see. */
+    uint64_t swapin_latency_us_log2[CRAM_SWAPIN_LATENCY_BUCKETS];
 } cram_stats;
 
 /* Fault-in log: the service appends one entry per page it makes resident; reclaim drains it in
@@ -416,15 +444,18 @@ _Static_assert(CRAM_PAGE_SIZE <= UINT16_MAX, "a stored length does not fit cram_
 _Static_assert(sizeof(cram_move_out) == 40 && offsetof(cram_move_out, handle) == 16 && offsetof(cram_move_out, length) == 24 &&
                offsetof(cram_move_out, checksum) == 28 && offsetof(cram_move_out, moved) == 32 && offsetof(cram_move_out, raw) == 36,
                "cram_move_out layout");
-_Static_assert(sizeof(cram_region_census) == 56 && offsetof(cram_region_census, stored_bytes) == 48, "cram_region_census layout");
+_Static_assert(sizeof(cram_region_census) == 80 && offsetof(cram_region_census, stored_bytes) == 48 &&
+               offsetof(cram_region_census, faults_write_protect) == 72, "cram_region_census layout");
 _Static_assert(sizeof(cram_place) == 24 && offsetof(cram_place, page) == 0 && offsetof(cram_place, slot) == 8 &&
                offsetof(cram_place, size) == 16 && offsetof(cram_place, placed) == 20, "cram_place layout");
 _Static_assert(sizeof(cram_pool_handle) == 16 && offsetof(cram_pool_handle, address) == 0 &&
                offsetof(cram_pool_handle, length) == 8 && offsetof(cram_pool_handle, zspage) == 12, "cram_pool_handle layout");
 _Static_assert(sizeof(cram_pool_move) == 24 && offsetof(cram_pool_move, handle) == 0 && offsetof(cram_pool_move, destination) == 8 &&
                offsetof(cram_pool_move, zspage) == 16 && offsetof(cram_pool_move, reserved) == 20, "cram_pool_move layout");
-_Static_assert(sizeof(cram_stats) == 31 * sizeof(uint64_t) && offsetof(cram_stats, clean_copy_bytes) == 30 * sizeof(uint64_t),
-               "cram_stats is 31 counters");
+_Static_assert(sizeof(cram_stats) == (33 + CRAM_SWAPIN_LATENCY_BUCKETS) * sizeof(uint64_t) &&
+               offsetof(cram_stats, clean_copy_bytes) == 30 * sizeof(uint64_t) &&
+               offsetof(cram_stats, swapin_latency_us_log2) == 33 * sizeof(uint64_t),
+               "cram_stats is 33 counters and the swap-in latency buckets");
 _Static_assert(sizeof(cram_engine_config) == 32 && offsetof(cram_engine_config, forced_mode) == 0 &&
                offsetof(cram_engine_config, spin_us) == 4 && offsetof(cram_engine_config, soft_limit_pages) == 8 &&
                offsetof(cram_engine_config, hard_limit_pages) == 16 && offsetof(cram_engine_config, throttle_max_us) == 24 &&
@@ -492,6 +523,23 @@ int CramNative_ReplacePages(cram_engine* engine, uint32_t region_id, uint64_t* p
  * without the engine lock (a snapshot of words that may change as it reads; the caller keeps the
  * region from being destroyed meanwhile). */
 int CramNative_RegionCensus(cram_engine* engine, uint32_t region_id, cram_region_census* census);
+/* Lists, in order, up to `capacity` pages of [first, end) whose state s has bit (1 << s) set in
+ * `state_mask`, walking only the blocks first touch marked; *next is where to continue (end once
+ * done). Without the engine lock (a snapshot; the caller keeps the region from being destroyed). */
+int CramNative_FindPages(cram_engine* engine, uint32_t region_id, uint64_t first, uint64_t end, uint32_t state_mask,
+                         uint64_t* pages, int32_t capacity, int32_t* found, uint64_t* next);
+/* Advise(WillNeed): swaps in the EVICTED pages of pages [first, end) ahead of any access (the
+ * state machine above), at most PREFETCH_MAX_PAGES brought in and PREFETCH_SCAN_MAX pages looked at
+ * per call, one READAHEAD_CHUNK per hold of the engine lock, so a fault waits for one chunk at most;
+ * never past the soft limit. The caller keeps the region from being destroyed. *next is where to
+ * continue (end once done), *brought the pages swapped in, *at_limit 1 if it stopped at the soft
+ * limit. EINVAL if the region is not active or first > end. */
+int CramNative_PrefetchPages(cram_engine* engine, uint32_t region_id, uint64_t first, uint64_t end,
+                             uint64_t* next, uint64_t* brought, int32_t* at_limit);
+/* Advise(DontNeed): every populated page of pages [first, end) becomes EMPTY (the state machine
+ * above); the caller holds reclaim paused. *discarded is how many were populated. EBUSY (nothing
+ * changed) if a page is EVICTING, DROPPING or UNPROTECTING, which the caller's pause rules out. */
+int CramNative_DiscardPages(cram_engine* engine, uint32_t region_id, uint64_t first, uint64_t end, uint64_t* discarded);
 /* PLACED -> EVICTED with the slot rewritten to the given pool copy (cramnative.h, "CRAM node"). */
 int CramNative_MoveOutPages(cram_engine* engine, uint32_t region_id, cram_move_out* moves, int32_t count, int32_t* moved);
 /* The reaper's mark: sets bit id of `named` (bits ids) for every slot a page table names, under the

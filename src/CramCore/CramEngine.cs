@@ -36,6 +36,7 @@ public sealed unsafe class CramEngine : IDisposable
     private long _residentLimitBytes;
     private readonly RegionTable _regions = new();
     private readonly ReclaimWorker _worker;
+    private readonly Prefetcher _prefetcher;
     private readonly Lock _lock = new();
     private readonly CramMetrics _metrics;
     private volatile bool _disposed;
@@ -98,6 +99,7 @@ public sealed unsafe class CramEngine : IDisposable
             if (self.TryGetTarget(out CramEngine? engine))
             {
                 engine.RaisePendingEvents();
+                engine._metrics.RecordSwapIns(engine, engine.SwapInsRecorded);
             }
         };
         _node = options.CramDevice is null ? null : new CramNode(native, shared, options, enqueue);
@@ -110,10 +112,11 @@ public sealed unsafe class CramEngine : IDisposable
         }
         IPageOperations operations = new NativePageOperations(native, _slots);
         Reclaimer = new Reclaimer(shared, _regions, _slots, pageOperations?.Invoke(operations) ?? operations, options, _reaper, _writeback, enqueue);
+        _prefetcher = new Prefetcher(PrefetchStep);
+        _metrics = CramMetrics.For(meterFactory); // before the worker's first tick, which records into it
+        _metrics.Register(this);
         _worker = new ReclaimWorker(native, shared, Reclaimer, limitPages, _file is not null || _node is not null, afterTick);
         _worker.Start();
-        _metrics = CramMetrics.For(meterFactory);
-        _metrics.Register(this);
     }
 
     /// <summary>Creates an engine and starts its fault service.</summary>
@@ -417,8 +420,88 @@ public sealed unsafe class CramEngine : IDisposable
             PlacedBytes = (long)c.PlacedPages << SharedLayout.PageShift,
             SameFilledPages = (long)c.SameFilledPages,
             StoredBytes = (long)c.StoredBytes,
+            FirstTouchFaults = (long)c.FaultsFirstTouch,
+            SwapInFaults = (long)c.FaultsSwapin,
+            WriteProtectFaults = (long)c.FaultsWriteProtect,
         };
     }
+
+    /// <summary>
+    /// Applies advice to pages [start, end) of a region (<see cref="CramRegion.Advise"/>, which
+    /// checks the range): prefetch is queued, a discard happens now, the other hints go to reclaim.
+    /// </summary>
+    internal void Advise(RegionMapping region, ulong start, ulong end, CramAdvice advice)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        switch (advice)
+        {
+            case CramAdvice.WillNeed:
+                _prefetcher.Enqueue(region, start, end);
+                break;
+            case CramAdvice.DontNeed:
+                Reclaimer.Advise(region, start, end, CramAdvice.Normal, ListResident(region)); // hints of discarded pages go with them
+                Discard(region, start, end);
+                break;
+            default:
+                Reclaimer.Advise(region, start, end, advice, ListResident(region));
+                break;
+        }
+        RaisePendingEvents();
+    }
+
+    /// <summary>Pages of a region that reclaim can take (DIRTY or CLEAN), through the native walk of the touched blocks.</summary>
+    private Reclaimer.ListPages ListResident(RegionMapping region) => (ulong start, ulong end, ulong[] pages, out ulong next) =>
+    {
+        const uint resident = 1u << (int)PageState.Dirty | 1u << (int)PageState.Clean;
+        int found;
+        ulong after;
+        fixed (ulong* p = pages)
+        {
+            Interop.ThrowIfFailed(Interop.CramNative.FindPages(_native, region.Id, start, end, resident, p, pages.Length, &found, &after), "Listing a region's resident pages");
+        }
+        next = after;
+        return found;
+    };
+
+    /// <summary>Discards pages [start, end) of a region (CramNative_DiscardPages), with reclaim paused as the native call requires.</summary>
+    private void Discard(RegionMapping region, ulong start, ulong end)
+    {
+        using (Reclaimer.Pause())
+        {
+            ObjectDisposedException.ThrowIf(Reclaimer.Stopping || region.Detached, typeof(CramRegion));
+            ulong discarded;
+            int rc = Interop.CramNative.DiscardPages(_native, region.Id, start, end, &discarded);
+            Errno errno = rc == 0 ? Errno.None : Interop.LastErrno();
+            _reaper.Drain(); // free the discarded copies now
+            if (rc != 0)
+            {
+                throw Interop.GetExceptionForErrno(errno, "Discarding pages");
+            }
+        }
+    }
+
+    /// <summary>One piece of a prefetch (<see cref="Prefetcher.Step"/>), with reclaim paused so the region cannot be torn down under the native call.</summary>
+    private bool PrefetchStep(RegionMapping region, ref ulong next, ulong end)
+    {
+        using (Reclaimer.Pause())
+        {
+            if (Reclaimer.Stopping || region.Detached)
+            {
+                return false;
+            }
+            ulong after, brought;
+            int atLimit;
+            if (Interop.CramNative.PrefetchPages(_native, region.Id, next, end, &after, &brought, &atLimit) != 0)
+            {
+                return false; // counted as a service error natively; the pages come in on their own faults
+            }
+            next = after;
+            return atLimit == 0 && after < end;
+        }
+    }
+
+    /// <summary>Completes once every prefetch queued so far is finished (tests, benchmarks).</summary>
+    internal Task PrefetchIdle() => _prefetcher.WhenIdle();
 
     internal void RemoveRegion(RegionMapping region)
     {
@@ -451,6 +534,21 @@ public sealed unsafe class CramEngine : IDisposable
         }
     }
 
+    /// <summary>The native swap-in buckets as far as the metric <c>cramcore.swapin.duration</c> has recorded them (CramMetrics locks it).</summary>
+    internal long[] SwapInsRecorded { get; } = new long[SharedLayout.SwapinLatencyBuckets];
+
+    /// <summary>The native swap-in latency buckets, copied.</summary>
+    internal CramLatencyHistogram SwapInLatency()
+    {
+        var counts = new long[SharedLayout.SwapinLatencyBuckets];
+        ulong* buckets = _shared->Stats.SwapinLatencyUsLog2;
+        for (int b = 0; b < counts.Length; b++)
+        {
+            counts[b] = (long)Volatile.Read(ref buckets[b]);
+        }
+        return new CramLatencyHistogram(counts);
+    }
+
     /// <summary>Takes a snapshot of the engine's counters.</summary>
     public CramStats GetStats()
     {
@@ -472,6 +570,9 @@ public sealed unsafe class CramEngine : IDisposable
             ZeroFillFaults = (long)s.FaultsZero,
             RefaultsLz4 = (long)s.FaultsSwapinLz4,
             ReadaheadPages = (long)s.ReadaheadPages,
+            PrefetchedPages = (long)s.PrefetchedPages,
+            DiscardedPages = (long)s.DiscardedPages,
+            SwapInLatency = SwapInLatency(),
             RefaultsSameFilled = (long)s.FaultsSwapinSame,
             RefaultsUncompressed = (long)s.FaultsSwapinRaw,
             WriteProtectFaults = (long)s.FaultsWp,
@@ -549,6 +650,7 @@ public sealed unsafe class CramEngine : IDisposable
                 return;
             }
             _worker.Stop();
+            _prefetcher.Stop(); // before anything it reads goes
             foreach (RegionMapping region in _regions.Snapshot())
             {
                 Detach(region);

@@ -39,34 +39,39 @@ internal sealed class CramMetrics
         Gauge("cramcore.memory.resident", "By", "Bytes of region pages mapped in memory", s => s.ResidentBytes);
         Gauge("cramcore.memory.stored", "By", "Bytes of stored (compressed) copies of pages in the pool", s => s.StoredBytes);
         Gauge("cramcore.memory.pool", "By", "Bytes of pool memory holding the stored copies", s => s.PoolBytes);
-        Gauge("cramcore.memory.resident.peak", "By", "Highest resident bytes seen", s => s.PeakResidentBytes);
+        Gauge("cramcore.memory.peak_resident", "By", "Highest resident bytes seen", s => s.PeakResidentBytes);
         Counter("cramcore.faults.throttled", "{fault}", "Faults that waited for reclaim because resident memory was over the limit", s => s.ThrottledFaults);
         Counter("cramcore.errors.service", "{error}", "Fault-service system calls that failed (should stay 0)", s => s.ServiceErrors);
         Counter("cramcore.pool.full_rejections", "{page}", "Pages left resident because the compressed pool was full", s => s.PoolFullRejections);
         Gauge("cramcore.memory.clean_copies", "By", "Of the stored bytes, copies that resident pages keep (let go first when the pool is full)", s => s.CleanCopyBytes);
-        Gauge("cramcore.same_filled_pages", "{page}", "Pages stored as a repeated value", s => s.SameFilledPages);
+        Gauge("cramcore.memory.same_filled", "{page}", "Pages stored as a repeated value", s => s.SameFilledPages);
         Counter("cramcore.faults.zero_fill", "{fault}", "Faults on never-touched pages", s => s.ZeroFillFaults);
-        Counter("cramcore.faults.refault", "{fault}", "Faults on evicted pages (swap-ins)", s => s.Refaults);
-        Counter("cramcore.readahead", "{page}", "Evicted pages swapped in ahead of a sequential reader", s => s.ReadaheadPages);
+        Meter.CreateObservableCounter("cramcore.faults.swapin", ObserveSwapIns, "{fault}", "Faults on evicted pages (swap-ins)");
+        Counter("cramcore.swapin.readahead", "{page}", "Evicted pages swapped in ahead of a sequential reader", s => s.ReadaheadPages);
+        Counter("cramcore.swapin.prefetched", "{page}", "Evicted pages swapped in ahead of use because their range was advised WillNeed", s => s.PrefetchedPages);
+        Counter("cramcore.advice.discarded", "{page}", "Pages discarded because their range was advised DontNeed", s => s.DiscardedPages);
+        _swapInDuration = Meter.CreateHistogram<double>("cramcore.swapin.duration", "s",
+            "Time the fault service took to swap an evicted page in, from taking the fault to waking the thread (a wait at the hard limit included); resolution: power-of-two microsecond buckets",
+            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [.. Enumerable.Range(0, SharedLayout.SwapinLatencyBuckets - 1).Select(b => (1L << b) / 1e6)] });
         Counter("cramcore.faults.write_protect", "{fault}", "Write-protect faults on clean pages", s => s.WriteProtectFaults);
-        Counter("cramcore.evictions", "{page}", "Pages evicted", s => s.Evictions);
-        Counter("cramcore.evictions.cancelled", "{page}", "Evictions cancelled by a racing write", s => s.CancelledEvictions);
-        Counter("cramcore.incompressible", "{page}", "Eviction attempts on pages that did not compress", s => s.IncompressiblePages);
+        Counter("cramcore.reclaim.evictions", "{page}", "Pages evicted", s => s.Evictions);
+        Counter("cramcore.reclaim.cancelled", "{page}", "Evictions cancelled by a racing write", s => s.CancelledEvictions);
+        Counter("cramcore.reclaim.incompressible", "{page}", "Eviction attempts on pages that did not compress", s => s.IncompressiblePages);
         Counter("cramcore.estimator.skipped", "{page}", "Pages kept resident uncompressed because the estimator predicted they would not compress", s => s.EstimatedIncompressiblePages);
         Counter("cramcore.estimator.mispredicted_compressible", "{page}", "Pages predicted compressible that did not compress", s => s.MispredictedCompressiblePages);
         Counter("cramcore.estimator.audits", "{page}", "Predicted-incompressible pages compressed anyway to audit the estimator", s => s.EstimatorAudits);
         Counter("cramcore.estimator.false_incompressible", "{page}", "Audited pages that did compress", s => s.FalseIncompressiblePages);
-        Gauge("cramcore.backing_file", "By", "Bytes of backing-file segments in use", s => s.BackingFileBytes);
+        Gauge("cramcore.backing_file.size", "By", "Bytes of backing-file segments in use", s => s.BackingFileBytes);
         Gauge("cramcore.backing_file.live", "By", "Bytes of backing-file extents pages still name", s => s.BackingFileLiveBytes);
         Gauge("cramcore.backing_file.dead", "By", "Bytes of backing-file extents awaiting segment compaction", s => s.BackingFileDeadBytes);
-        Gauge("cramcore.file_pages", "{page}", "Evicted pages whose copy is in the backing file", s => s.FilePages);
+        Gauge("cramcore.backing_file.pages", "{page}", "Evicted pages whose copy is in the backing file", s => s.FilePages);
         Counter("cramcore.writeback.pages", "{page}", "Pages written back to the backing file, still compressed", s => s.WritebackPages);
         Counter("cramcore.writeback.bytes", "By", "Stored bytes written back to the backing file", s => s.WritebackBytes);
-        Counter("cramcore.faults.refault_from_file", "{fault}", "Swap-ins read from the backing file", s => s.RefaultsFromFile);
+        Counter("cramcore.faults.swapin_from_file", "{fault}", "Swap-ins read from the backing file", s => s.RefaultsFromFile);
         Counter("cramcore.errors.checksum", "{page}", "Stored copies that failed their checksum (never mapped; SIGBUS)", s => s.ChecksumFailures);
         Counter("cramcore.errors.read", "{read}", "Backing-file reads that failed twice (never mapped; SIGBUS)", s => s.ReadErrors);
         Counter("cramcore.errors.write", "{write}", "Failed writes to the backing file (entries stayed in the pool)", s => s.WriteErrors);
-        Counter("cramcore.zombies_reaped", "{slot}", "Slots no page named, found and freed by the reaper", s => s.ZombiesReaped);
+        Counter("cramcore.reaper.zombies", "{slot}", "Slots no page named, found and freed by the reaper", s => s.ZombiesReaped);
         Gauge("cramcore.cram.placed_pages", "{page}", "Pages on the CRAM node", s => s.CramPlacedPages);
         Gauge("cramcore.cram.physical_usage", "By", "Physical usage of the CRAM device as it would see it", s => s.CramPhysicalUsageBytes);
         Gauge("cramcore.cram.overflow", "By", "Most physical usage beyond the device's capacity seen (poison on real hardware)", s => s.CramOverflowBytes);
@@ -78,6 +83,81 @@ internal sealed class CramMetrics
         Counter("cramcore.cram.made_writable", "{page}", "Writes that made a placed page writable in place", s => s.CramMadeWritable);
         Counter("cramcore.cram.trimmed", "{frame}", "Frames freed and trimmed on the device", s => s.CramTrimmedFrames);
         Counter("cramcore.cram.moved_out", "{page}", "Entries moved off the CRAM node to the pool", s => s.CramMovedOut);
+    }
+
+    private Histogram<double> _swapInDuration = null!;
+
+    /// <summary>
+    /// Records the swap-ins the engine's fault service counted since the last call (its native
+    /// buckets against <paramref name="seen"/>) into <c>cramcore.swapin.duration</c>, each at its
+    /// bucket's geometric middle (the lower bound for the open last bucket), while anyone listens.
+    /// Called after every reclaim-worker tick and whenever the observable instruments are collected
+    /// (an engine without a limit has no worker), so a collection sees every swap-in until then.
+    /// </summary>
+    public void RecordSwapIns(CramEngine engine, long[] seen)
+    {
+        int id = -1;
+        lock (_lock)
+        {
+            foreach ((WeakReference<CramEngine> weak, int engineId) in _engines)
+            {
+                if (weak.TryGetTarget(out CramEngine? e) && e == engine)
+                {
+                    id = engineId;
+                }
+            }
+        }
+        if (id >= 0)
+        {
+            RecordSwapIns(engine, id, seen);
+        }
+    }
+
+    private void RecordSwapIns(CramEngine engine, int id, long[] seen)
+    {
+        lock (seen) // the worker's tick and a collection may both get here
+        {
+            IReadOnlyList<long> now = engine.SwapInLatency().Counts;
+            var tag = new KeyValuePair<string, object?>("cramcore.engine", id);
+            bool enabled = _swapInDuration.Enabled;
+            for (int b = 0; b < seen.Length; b++)
+            {
+                long delta = now[b] - seen[b];
+                seen[b] = now[b];
+                double seconds = (b == 0 ? 0.5 : b == seen.Length - 1 ? 1L << (b - 1) : 0.75 * (1L << b)) / 1e6;
+                for (long i = 0; i < delta && enabled; i++)
+                {
+                    _swapInDuration.Record(seconds, tag);
+                }
+            }
+        }
+    }
+
+    /// <summary>Brings the histogram up to date for every engine, then observes the swap-in counter.</summary>
+    private List<Measurement<long>> ObserveSwapIns()
+    {
+        List<(CramEngine Engine, int Id)> live = [];
+        lock (_lock)
+        {
+            foreach ((WeakReference<CramEngine> weak, int id) in _engines)
+            {
+                if (weak.TryGetTarget(out CramEngine? engine))
+                {
+                    live.Add((engine, id));
+                }
+            }
+        }
+        foreach ((CramEngine engine, int id) in live)
+        {
+            try
+            {
+                RecordSwapIns(engine, id, engine.SwapInsRecorded);
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+        }
+        return Observe(s => s.Refaults);
     }
 
     private void Gauge(string name, string unit, string description, Func<CramStats, long> read) =>

@@ -269,6 +269,60 @@ public sealed unsafe class CramRegion : IDisposable
     }
 
     /// <summary>
+    /// Tells the engine what the application knows about a range (see <see cref="CramAdvice"/>):
+    /// reclaim it first (<see cref="CramAdvice.Cold"/>), keep it resident while the limit allows
+    /// (<see cref="CramAdvice.Hot"/>), swap it in ahead of use in the background
+    /// (<see cref="CramAdvice.WillNeed"/>), or discard it, so it reads as zeros
+    /// (<see cref="CramAdvice.DontNeed"/>). Hints apply to every page the range touches; a discard
+    /// drops only whole pages and zeroes the rest of the range in place. The latest advice for a
+    /// page wins; <see cref="CramAdvice.Normal"/> clears hot and cold.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The range is not inside the region, or <paramref name="advice"/> is not a <see cref="CramAdvice"/> value.</exception>
+    /// <exception cref="ObjectDisposedException">The region was disposed.</exception>
+    public void Advise(long byteOffset, long length, CramAdvice advice)
+    {
+        ThrowIfDisposed();
+        ThrowIfOutside(byteOffset, length);
+        if (!Enum.IsDefined(advice))
+        {
+            throw new ArgumentOutOfRangeException(nameof(advice), advice, $"Not a {nameof(CramAdvice)} value; use one of {string.Join(", ", Enum.GetNames<CramAdvice>())}.");
+        }
+        if (length == 0)
+        {
+            return;
+        }
+        long end = byteOffset + length; // no overflow: both are inside the region
+        if (advice != CramAdvice.DontNeed)
+        {
+            _engine.Advise(_mapping, (ulong)byteOffset >> SharedLayout.PageShift, (ulong)(end + SharedLayout.PageSize - 1) >> SharedLayout.PageShift, advice);
+            return;
+        }
+        long firstWhole = (byteOffset + SharedLayout.PageSize - 1) >> SharedLayout.PageShift, endWhole = end >> SharedLayout.PageShift;
+        if (firstWhole >= endWhole)
+        {
+            ZeroInPlace(byteOffset, end); // inside one page, or across one boundary
+            return;
+        }
+        ZeroInPlace(byteOffset, firstWhole << SharedLayout.PageShift);
+        _engine.Advise(_mapping, (ulong)firstWhole, (ulong)endWhole, advice);
+        ZeroInPlace(endWhole << SharedLayout.PageShift, end);
+    }
+
+    /// <summary>Zeroes bytes [from, to) (at most two pages) in place, skipping a page never touched: it reads as zeros already, and stays unpopulated.</summary>
+    private void ZeroInPlace(long from, long to)
+    {
+        while (from < to)
+        {
+            long pageEnd = Math.Min(to, (from | (SharedLayout.PageSize - 1)) + 1);
+            if (GetPageState(from) != PageState.Empty)
+            {
+                AsBytes(from, (int)(pageEnd - from)).Clear();
+            }
+            from = pageEnd;
+        }
+    }
+
+    /// <summary>
     /// This region's pages now: logical, resident, evicted, placed and clean-copy bytes, and the
     /// stored bytes of its copies. Counts only the parts of the page table that were ever touched,
     /// without stopping faults or reclaim (the engine's <see cref="CramEngine.GetStats"/> has the

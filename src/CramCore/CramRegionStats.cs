@@ -20,4 +20,10 @@ public sealed record CramRegionStats
     public long SameFilledPages { get; init; }
     /// <summary>Σ sizes of the stored copies of the region's evicted and clean pages (pool or backing file).</summary>
     public long StoredBytes { get; init; }
+    /// <summary>First touches of the region's pages (each installs a zero page), since it was created.</summary>
+    public long FirstTouchFaults { get; init; }
+    /// <summary>Faults that swapped an evicted page of the region back in (pages brought in by readahead or prefetch not counted).</summary>
+    public long SwapInFaults { get; init; }
+    /// <summary>Write-protect faults in the region: writes to pages that kept a stored copy, or to pages being evicted or placed on the CRAM node.</summary>
+    public long WriteProtectFaults { get; init; }
 }

@@ -49,6 +49,12 @@ public sealed record CramStats
     public long RefaultsUncompressed { get; init; }
     /// <summary>Evicted pages swapped in ahead of a sequential reader, with no fault of their own (swap readahead).</summary>
     public long ReadaheadPages { get; init; }
+    /// <summary>Evicted pages swapped in ahead of use because a range was advised <see cref="CramAdvice.WillNeed"/> (prefetch), with no fault of their own.</summary>
+    public long PrefetchedPages { get; init; }
+    /// <summary>Pages that held data and were discarded by <see cref="CramAdvice.DontNeed"/> (cumulative): their memory and copies freed, never compressed.</summary>
+    public long DiscardedPages { get; init; }
+    /// <summary>How long the fault service took to swap evicted pages in, from taking the fault to waking the thread (a wait at the hard limit included).</summary>
+    public CramLatencyHistogram SwapInLatency { get; init; } = CramLatencyHistogram.Empty;
     /// <summary>Write-protect faults: first write to a clean (swapped-in) or incompressible page.</summary>
     public long WriteProtectFaults { get; init; }
     /// <summary>Evictions cancelled because the page was written while it was being evicted.</summary>
@@ -162,3 +168,57 @@ public sealed record CramStats
 /// <param name="Objects">Objects stored.</param>
 /// <param name="Capacity">Objects the class's pool pages can hold.</param>
 public readonly record struct CramPoolClass(int ObjectSize, int ZspagePages, long Objects, long Capacity);
+
+/// <summary>
+/// A latency histogram in power-of-two microsecond buckets: bucket 0 counts latencies under 1 µs,
+/// bucket b latencies in [2^(b-1), 2^b) µs, and the last bucket everything from 2^(n-2) µs on.
+/// </summary>
+public sealed record CramLatencyHistogram
+{
+    internal static readonly CramLatencyHistogram Empty = new([]);
+
+    internal CramLatencyHistogram(long[] counts) => Counts = counts;
+
+    /// <summary>The count in each bucket.</summary>
+    public IReadOnlyList<long> Counts { get; }
+
+    /// <summary>Latencies counted.</summary>
+    public long Count => Counts.Sum();
+
+    /// <summary>The exclusive upper bound of <paramref name="bucket"/>; <see cref="TimeSpan.MaxValue"/> for the last.</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="bucket"/> is not a bucket of this histogram.</exception>
+    public TimeSpan UpperBound(int bucket)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(bucket);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(bucket, Counts.Count);
+        return bucket == Counts.Count - 1 ? TimeSpan.MaxValue : TimeSpan.FromMicroseconds(1L << bucket);
+    }
+
+    /// <summary>
+    /// The upper bound of the bucket that holds the <paramref name="quantile"/> (0.5 for the median):
+    /// the latency is below it, and at least half of it. <see cref="TimeSpan.Zero"/> when nothing was counted.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="quantile"/> is not in [0, 1].</exception>
+    public TimeSpan Quantile(double quantile)
+    {
+        if (!(quantile is >= 0 and <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(quantile), quantile, "A quantile is between 0 and 1 (0.5 for the median, 0.99 for the 99th percentile).");
+        }
+        long total = Count;
+        if (total == 0)
+        {
+            return TimeSpan.Zero;
+        }
+        long rank = Math.Max(1, (long)Math.Ceiling(quantile * total)), seen = 0;
+        for (int b = 0; b < Counts.Count; b++)
+        {
+            seen += Counts[b];
+            if (seen >= rank)
+            {
+                return UpperBound(b);
+            }
+        }
+        return UpperBound(Counts.Count - 1);
+    }
+}

@@ -46,6 +46,7 @@ public sealed unsafe class LifetimeTests
         ["AsSpan"] = () => _ = r.AsSpan<byte>(0, 1).Length,
         ["Reclaim"] = () => r.Reclaim(P),
         ["MakeResident"] = () => r.MakeResident(0, P, forWrite: true),
+        ["Advise"] = () => r.Advise(0, P, CramAdvice.Cold),
         ["AsMemory"] = () => r.AsMemory<byte>(0, 1),
         ["GetStats"] = () => r.GetStats(),
         ["ReadFrom"] = () => r.ReadFrom(new MemoryStream(new byte[P]), 0, P),

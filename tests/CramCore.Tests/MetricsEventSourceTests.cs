@@ -32,7 +32,7 @@ public sealed class MetricsEventSourceTests
 
         protected override void OnEventWritten(EventWrittenEventArgs e)
         {
-            if (e.EventName is "GaugeValuePublished" or "CounterRateValuePublished" && e.Payload is not null && e.PayloadNames is not null)
+            if (e.EventName is "GaugeValuePublished" or "CounterRateValuePublished" or "HistogramValuePublished" && e.Payload is not null && e.PayloadNames is not null)
             {
                 int meter = e.PayloadNames.IndexOf("meterName"), instrument = e.PayloadNames.IndexOf("instrumentName"), unit = e.PayloadNames.IndexOf("unit");
                 if (meter >= 0 && instrument >= 0 && e.Payload[meter] as string == "CramCore")
@@ -50,8 +50,16 @@ public sealed class MetricsEventSourceTests
         using var region = engine.CreateRegion(1 << 20);
         region.AsSpan<long>(0, 1)[0] = 1;
         using var listener = new MetricsListener();
-        Assert.True(SpinWait.SpinUntil(() => listener.Seen.ContainsKey("cramcore.memory.resident") && listener.Seen.ContainsKey("cramcore.faults.refault"), TimeSpan.FromSeconds(20)),
-            "seen: " + string.Join(", ", listener.Seen.Keys));
+        long sum = 0;
+        Assert.True(SpinWait.SpinUntil(() =>
+        {
+            region.Reclaim(region.Length); // swap-ins while the listener listens, for the histogram
+            sum += region.AsSpan<long>(0, 1)[0];
+            return listener.Seen.ContainsKey("cramcore.memory.resident") && listener.Seen.ContainsKey("cramcore.faults.swapin") &&
+                listener.Seen.ContainsKey("cramcore.swapin.duration");
+        }, TimeSpan.FromSeconds(20)), "seen: " + string.Join(", ", listener.Seen.Keys));
         Assert.Equal("By", listener.Seen["cramcore.memory.resident"]);
+        Assert.Equal("s", listener.Seen["cramcore.swapin.duration"]);
+        GC.KeepAlive(sum);
     }
 }

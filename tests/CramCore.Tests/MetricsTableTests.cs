@@ -43,7 +43,7 @@ public sealed partial class MetricsTableTests
         return published;
     }
 
-    [GeneratedRegex(@"^\| (?<names>`cramcore[^|]*) \| (?<kind>gauge|counter) \| (?<units>[^|]*) \|$", RegexOptions.Multiline)]
+    [GeneratedRegex(@"^\| (?<names>`cramcore[^|]*) \| (?<kind>gauge|counter|histogram) \| (?<units>[^|]*) \|$", RegexOptions.Multiline)]
     private static partial Regex TableRow();
 
     [Fact]
@@ -77,6 +77,44 @@ public sealed partial class MetricsTableTests
                 Assert.Fail($"{name}: README says {documented[name]}, the code publishes {unit}");
             }
         }
+    }
+
+    [Fact]
+    public unsafe void SwapInLatency_CountsEverySwapIn_AndReachesTheHistogram()
+    {
+        using var factory = new TestMeterFactory();
+        using var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1 }, factory);
+        using var region = engine.CreateRegion(64 * 4096);
+        var recorded = new List<double>();
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Scope == factory && instrument.Name is "cramcore.swapin.duration" or "cramcore.faults.swapin") // as any exporter would
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<double>((_, value, _, _) => { lock (recorded) { recorded.Add(value); } });
+        listener.Start();
+
+        for (int i = 0; i < 64; i++)
+        {
+            TestPages.WriteCompressible(region.Pointer + (long)i * 4096, i, 1);
+        }
+        region.Reclaim(region.Length);
+        long sum = 0;
+        for (int i = 63; i >= 0; i--) // backwards: one fault each, no readahead
+        {
+            sum += *(long*)(region.Pointer + (long)i * 4096);
+        }
+        GC.KeepAlive(sum);
+        CramStats s = engine.GetStats();
+        Assert.Equal(64, s.Refaults);
+        Assert.Equal(64, s.SwapInLatency.Count);
+        Assert.True(s.SwapInLatency.Quantile(0.5) > TimeSpan.Zero && s.SwapInLatency.Quantile(0.5) <= s.SwapInLatency.Quantile(1));
+        listener.RecordObservableInstruments(); // a collection brings the histogram up to date (this engine has no reclaim worker)
+        Assert.Equal(64, recorded.Count);
+        Assert.All(recorded, seconds => Assert.InRange(seconds, 0.5e-6, 1.0));
     }
 
     private sealed class TestMeterFactory : IMeterFactory

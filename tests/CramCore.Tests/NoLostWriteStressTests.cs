@@ -9,7 +9,9 @@ namespace CramCore.Tests;
 /// the file and back while they are written and read, plus a thread that keeps compacting the
 /// file's segments, forcing writeback and sweeping for zombies; every copy is checksummed. The
 /// readahead variant reads in sequential sweeps, so evicted runs come back through swap readahead
-/// while writers write into them and reclaim evicts them again.
+/// while writers write into them and reclaim evicts them again. The advice variant has owners
+/// discard their own pages now and then (the page must then read zeros, and take writes again)
+/// while a reader advises random ranges cold, hot, will-need (prefetch) and normal.
 /// CI runs a few seconds; set CRAMCORE_STRESS_SECONDS for a long soak.
 /// </summary>
 [Trait("Category", TestCategory.Stress)]
@@ -27,6 +29,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         Cram,
         Readahead,
         CleanCopies,
+        Advice,
     }
 
     [Theory]
@@ -36,6 +39,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
     [InlineData(Mode.Cram)]
     [InlineData(Mode.Readahead)]
     [InlineData(Mode.CleanCopies)]
+    [InlineData(Mode.Advice)]
     public void ConcurrentWritesReadsReclaimAndGc_LoseNothing(Mode mode)
     {
         const int pages = 4096, writers = 2;
@@ -44,6 +48,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         using var engine = CramEngine.Create(new CramOptions
         {
             ResidentLimitBytes = mode is not (Mode.Plain or Mode.Readahead or Mode.CleanCopies) ? 2L << 20 : 0,
+            // Advice: with the limit too, so prefetch meets it and hot pages have to go when it needs them.
             FaultServiceSpin = TimeSpan.Zero,
             BackingFile = mode == Mode.Writeback ? Path.Combine(dir, "swap") : null,
             // CleanCopies: ghost mode with a pool of a quarter of the data, so reclaim keeps letting go
@@ -85,7 +90,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         }
         var stop = DateTime.UtcNow.AddSeconds(Seconds);
         var failures = new List<string>();
-        long writes = 0, reads = 0, reclaimed = 0, gcs = 0;
+        long writes = 0, reads = 0, reclaimed = 0, gcs = 0, discards = 0, hints = 0;
 
         void Writer(int id)
         {
@@ -100,6 +105,13 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
                 {
                     lock (failures) { failures.Add($"page {page}: expected version {v}, found {((long*)p)[1]} (index {((long*)p)[0]})"); }
                     return;
+                }
+                if (mode == Mode.Advice && rng.Next(8) == 0)
+                {
+                    region.Advise((long)page * P, P, CramAdvice.DontNeed); // whatever state it is in
+                    versions[page] = -1;
+                    Interlocked.Increment(ref discards);
+                    continue;
                 }
                 v = v < 0 ? 1 : v + 1;
                 if (rng.Next(4) == 0)
@@ -131,6 +143,13 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
                 }
                 sum += ((long*)(region.Pointer + (long)rng.Next(pages) * P))[0];
                 Interlocked.Increment(ref reads);
+                if (mode == Mode.Advice && rng.Next(64) == 0)
+                {
+                    int first = rng.Next(pages), length = rng.Next(1, 256);
+                    var advice = (CramAdvice)rng.Next((int)CramAdvice.WillNeed + 1); // every hint but DontNeed, which only owners give
+                    region.Advise((long)first * P, (long)Math.Min(length, pages - first) * P, advice);
+                    Interlocked.Increment(ref hints);
+                }
             }
             GC.KeepAlive(sum);
         }
@@ -202,7 +221,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         }
         CleanCopyTests.AssertCountersMatchThePageTable(engine, region, $"{mode}, at the end");
         var s = engine.GetStats();
-        output.WriteLine($"writes {writes} reads {reads} reclaimed {reclaimed / P} pages, gcs {gcs}, maintenance rounds {maintenance}; {s}");
+        output.WriteLine($"writes {writes} reads {reads} reclaimed {reclaimed / P} pages, gcs {gcs}, maintenance rounds {maintenance}, discards {discards}, hints {hints}; {s}");
         Assert.Equal(0, s.ServiceErrors);
         Assert.Equal(0, s.ChecksumFailures);
         Assert.Equal(0, s.BadPageFaults);
@@ -216,6 +235,10 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         if (mode == Mode.Readahead)
         {
             Assert.True(s.ReadaheadPages > 0, $"readahead {s.ReadaheadPages}");
+        }
+        if (mode == Mode.Advice)
+        {
+            Assert.True(s.DiscardedPages > 0 && s.DiscardedPages <= discards && hints > 0, $"discarded {s.DiscardedPages} of {discards} asked, hints {hints}");
         }
         if (mode == Mode.CleanCopies)
         {

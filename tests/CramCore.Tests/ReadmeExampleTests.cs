@@ -34,4 +34,25 @@ public sealed class ReadmeExampleTests
         long evictedStored = s.StoredBytes - s.CleanCopyBytes;
         Assert.Equal((2048, s.StoredBytes, 0L, 0L), (s.CleanCopyPages, s.CleanCopyBytes, evicted, evictedStored));
     }
+
+    [Fact]
+    public void ReadmeAdviceSnippet_Works()
+    {
+        using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = 256L << 20 });
+        using CramRegion region = engine.CreateRegion(4L << 30);
+        foreach (long offset in new[] { 0L, 1L << 30, 2L << 30, 3L << 30 })
+        {
+            region.AsSpan<byte>(offset, 1 << 20).Fill(1);
+        }
+        region.Reclaim(2L << 20);
+
+        region.Advise(0, 64L << 20, CramAdvice.Hot);            // keep resident while the limit allows
+        region.Advise(1L << 30, 512L << 20, CramAdvice.Cold);   // evict these first
+        region.Advise(2L << 30, 256L << 20, CramAdvice.WillNeed); // swap in ahead, in the background
+        region.Advise(3L << 30, 1L << 30, CramAdvice.DontNeed); // discard: reads zeros, nothing compressed
+
+        Assert.Equal(256, engine.GetStats().DiscardedPages);
+        Assert.Equal(-1, region.AsSpan<byte>(3L << 30, 1 << 20).IndexOfAnyExcept((byte)0));
+        Assert.Equal(-1, region.AsSpan<byte>(2L << 30, 1 << 20).IndexOfAnyExcept((byte)1));
+    }
 }

@@ -14,6 +14,9 @@ internal sealed unsafe class RegionMapping(uint id, byte* basePointer, ulong* pa
     public long Length { get; } = length;
     public ulong PageCount => (ulong)Length >> SharedLayout.PageShift;
 
+    /// <summary>Pages advised <see cref="CramAdvice.Hot"/>; changed and read under the reclaimer's maintenance lock.</summary>
+    public PageRangeSet HotPages { get; } = new();
+
     /// <summary>The engine took the region out of its tables and unmapped it (disposed, finalized, or the engine went).</summary>
     public bool Detached => _detached;
 

@@ -63,6 +63,15 @@ internal static partial class Interop
         [LibraryImport(Library, EntryPoint = "CramNative_RegionCensus", SetLastError = true)]
         internal static partial int RegionCensus(nint engine, uint regionId, NativeRegionCensus* census);
 
+        [LibraryImport(Library, EntryPoint = "CramNative_FindPages", SetLastError = true)]
+        internal static partial int FindPages(nint engine, uint regionId, ulong first, ulong end, uint stateMask, ulong* pages, int capacity, int* found, ulong* next);
+
+        [LibraryImport(Library, EntryPoint = "CramNative_PrefetchPages", SetLastError = true)]
+        internal static partial int PrefetchPages(nint engine, uint regionId, ulong first, ulong end, ulong* next, ulong* brought, int* atLimit);
+
+        [LibraryImport(Library, EntryPoint = "CramNative_DiscardPages", SetLastError = true)]
+        internal static partial int DiscardPages(nint engine, uint regionId, ulong first, ulong end, ulong* discarded);
+
         /// <summary>EVICTING → PLACED for each page the CRAM node's ledger admits.</summary>
         [LibraryImport(Library, EntryPoint = "CramNative_PlacePages", SetLastError = true)]
         internal static partial int PlacePages(nint engine, uint regionId, NativeCramPlace* places, int count, int* placed);

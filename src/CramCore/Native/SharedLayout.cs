@@ -36,6 +36,9 @@ internal static class SharedLayout
     [NativeConstant("CRAM_PAGE_SHIFT")] public const int PageShift = 12;
     [NativeConstant("CRAM_MAX_REGIONS")] public const int MaxRegions = 256;
 
+    /// <summary>Buckets of the swap-in latency histogram (cram_stats.swapin_latency_us_log2): bucket b counts [2^(b-1), 2^b) µs, the last one everything above.</summary>
+    [NativeConstant("CRAM_SWAPIN_LATENCY_BUCKETS")] public const int SwapinLatencyBuckets = 16;
+
     /// <summary>Slot id 0 never names a slot: it means "the page is all zero bytes".</summary>
     [NativeConstant("CRAM_SLOT_ZERO")] public const ulong ZeroSlot = 0;
 
@@ -179,6 +182,9 @@ internal struct NativeRegionCensus
     public ulong PlacedPages;
     public ulong SameFilledPages;
     public ulong StoredBytes;
+    public ulong FaultsFirstTouch;
+    public ulong FaultsSwapin;
+    public ulong FaultsWriteProtect;
 }
 
 /// <summary>One placement of CramNative_PlacePages (cram_place).</summary>
@@ -230,7 +236,7 @@ internal struct NativePoolMove
 /// <summary>The native counters (cram_stats); native code is their only writer.</summary>
 [NativeStruct("cram_stats")]
 [StructLayout(LayoutKind.Sequential)]
-internal struct NativeStats
+internal unsafe struct NativeStats
 {
     public ulong FaultsZero;
     public ulong FaultsSwapinLz4;
@@ -263,6 +269,9 @@ internal struct NativeStats
     public ulong ReadaheadPages;
     public ulong CleanCopyPages;
     public ulong CleanCopyBytes;
+    public ulong PrefetchedPages;
+    public ulong DiscardedPages;
+    public fixed ulong SwapinLatencyUsLog2[SharedLayout.SwapinLatencyBuckets];
 }
 
 /// <summary>The engine's configuration (cram_engine_config).</summary>

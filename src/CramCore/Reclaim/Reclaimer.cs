@@ -54,11 +54,23 @@ internal sealed unsafe class Reclaimer : IDisposable
             _clock.PullFaultLog();
             long evicted = 0;
             long budget = 2L * _clock.Count + EvictionPipeline.BatchPages;
-            bool poolFull = false;
-            while (evicted < targetPages && _clock.Count > 0 && budget > 0 && !_stopping && !poolFull)
+            bool poolFull = false, spareHot = true;
+            long hotSpared = 0;
+            while (evicted < targetPages && _clock.Count > 0 && !_stopping && !poolFull)
             {
+                if (budget <= 0)
+                {
+                    if (!spareHot || hotSpared == 0)
+                    {
+                        break;
+                    }
+                    // Everything else that could go has gone and the target is not met: pages
+                    // advised hot go too, in the same order (CramAdvice.Hot: "while the limit allows").
+                    spareHot = false;
+                    budget = 2L * _clock.Count + EvictionPipeline.BatchPages;
+                }
                 int want = (int)Math.Min(EvictionPipeline.BatchPages, targetPages - evicted);
-                int n = _clock.Select(_victims.AsSpan(0, want), _claimed, only, ref budget, _writablePlaced);
+                int n = _clock.Select(_victims.AsSpan(0, want), _claimed, only, ref budget, _writablePlaced, spareHot, ref hotSpared);
                 Replace();
                 n = SortOnce(n);
                 evicted += _pipeline.EvictBatch(_regions, _victims.AsSpan(0, n), _claimed.AsSpan(0, n), _clock, out poolFull);
@@ -236,6 +248,60 @@ internal sealed unsafe class Reclaimer : IDisposable
             return true;
         }
     }
+
+    /// <summary>
+    /// Applies <see cref="CramAdvice.Cold"/>, <see cref="CramAdvice.Hot"/> or <see cref="CramAdvice.Normal"/>
+    /// to the pages [start, end) of a region: the hot set changes and, for cold, the range's resident
+    /// pages (listed by <paramref name="listResident"/>, which fills a buffer from a page on and
+    /// returns how many it found and where to go on) lose their referenced bit and join the cold
+    /// queue. Under the maintenance lock, so no pass sees half of it. False if the engine is stopping
+    /// or the region went away.
+    /// </summary>
+    public bool Advise(RegionMapping region, ulong start, ulong end, CramAdvice advice, ListPages listResident)
+    {
+        lock (_lock)
+        {
+            if (_stopping || region.Detached)
+            {
+                return false;
+            }
+            if (advice == CramAdvice.Hot)
+            {
+                region.HotPages.Add(start, end);
+                _clock.ForgetCold(region.Id, start, end);
+                return true;
+            }
+            region.HotPages.Remove(start, end);
+            _clock.ForgetCold(region.Id, start, end);
+            if (advice != CramAdvice.Cold)
+            {
+                return true;
+            }
+            _clock.PullFaultLog();
+            ulong[] pages = _victims; // free between passes, and we hold the pass lock
+            for (ulong next = start; next < end;)
+            {
+                int found = listResident(next, end, pages, out next);
+                for (int i = 0; i < found; i++)
+                {
+                    ulong* pte = region.PageTableEntries + pages[i];
+                    ulong p = PageTableEntry.Load(pte);
+                    if ((p & PageTableEntry.Referenced) != 0 && PageTableEntry.State(p) is PageState.Dirty or PageState.Clean)
+                    {
+                        PageTableEntry.TryTransition(pte, p, p & ~PageTableEntry.Referenced); // a fault that wins sets it again: its access is newer
+                    }
+                    _clock.EnqueueCold(FaultLogEntry.Encode(region.Id, pages[i]));
+                }
+            }
+            return true;
+        }
+    }
+
+    /// <summary>Lists up to <paramref name="pages"/>.Length resident pages of [start, end) from <paramref name="start"/> on; <paramref name="next"/> is where to go on.</summary>
+    public delegate int ListPages(ulong start, ulong end, ulong[] pages, out ulong next);
+
+    /// <summary>True once the engine is being disposed: a caller inside <see cref="Pause"/> must not touch native state.</summary>
+    public bool Stopping => _stopping;
 
     /// <summary>Holds off every pass until the scope ends: for tearing a region down.</summary>
     public Lock.Scope Pause() => _lock.EnterScope();

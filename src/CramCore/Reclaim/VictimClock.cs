@@ -11,29 +11,47 @@ namespace CramCore.Reclaim;
 /// (read-only, its budget released). Other states are skipped: evicted, incompressible
 /// (re-logged by the service when written) or held by the service. If the log overflowed, the FIFO
 /// is rebuilt from the page tables in address order. Not thread-safe: the reclaimer's pass lock.
+/// The application's hints come first (<see cref="CramRegion.Advise"/>): pages advised cold wait in
+/// a queue of their own that is drained before the FIFO, with no second chance; pages advised hot
+/// are passed over (back to the end of the FIFO) while <c>spareHot</c> is set.
 /// </summary>
 internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regions)
 {
     private readonly FifoQueue<ulong> _queue = new();
+    private readonly FifoQueue<ulong> _cold = new();
     private ulong _seenLogOverflows;
 
-    /// <summary>Pages waiting in the FIFO.</summary>
-    public int Count => _queue.Count;
+    /// <summary>Pages waiting in the FIFO and in the cold queue.</summary>
+    public int Count => _queue.Count + _cold.Count;
+
+    /// <summary>Queues a resident page advised cold: it is looked at before any page of the FIFO.</summary>
+    public void EnqueueCold(ulong entry) => _cold.Enqueue(entry);
+
+    /// <summary>Forgets the cold queue's pages of a range (advised otherwise since).</summary>
+    public void ForgetCold(uint regionId, ulong start, ulong end) =>
+        _cold.Retain(entry => FaultLogEntry.RegionOf(entry) != regionId || FaultLogEntry.PageOf(entry) < start || FaultLogEntry.PageOf(entry) >= end);
 
     /// <summary>Puts a page back at the end of the FIFO (a victim that could not be evicted now).</summary>
     public void Requeue(ulong entry) => _queue.Enqueue(entry);
 
     /// <summary>
     /// Takes up to <paramref name="victims"/>.Length victims (of region <paramref name="only"/>, if
-    /// given), looking at no more than <paramref name="budget"/> entries. Claimed pages are EVICTING
-    /// and marked in <paramref name="claimed"/>; the others were CLEAN when chosen. Returns how many.
+    /// given), looking at no more than <paramref name="budget"/> entries: first the cold queue, then
+    /// the FIFO. Claimed pages are EVICTING and marked in <paramref name="claimed"/>; the others were
+    /// CLEAN when chosen. Hot pages are passed over while <paramref name="spareHot"/>, and counted in
+    /// <paramref name="hotSpared"/>. Returns how many.
     /// </summary>
-    public int Select(Span<ulong> victims, Span<bool> claimed, RegionMapping? only, ref long budget, List<ulong> writablePlaced)
+    public int Select(Span<ulong> victims, Span<bool> claimed, RegionMapping? only, ref long budget, List<ulong> writablePlaced,
+        bool spareHot, ref long hotSpared)
     {
         int n = 0;
-        while (n < victims.Length && _queue.Count > 0 && budget-- > 0)
+        while (n < victims.Length && budget-- > 0)
         {
-            _queue.TryDequeue(out ulong entry);
+            bool cold = _cold.TryDequeue(out ulong entry);
+            if (!cold && !_queue.TryDequeue(out entry))
+            {
+                break;
+            }
             RegionMapping? region = regions.Get(FaultLogEntry.RegionOf(entry));
             ulong page = FaultLogEntry.PageOf(entry);
             if (region is null || page >= region.PageCount)
@@ -42,14 +60,20 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
             }
             if (only is not null && region != only)
             {
-                _queue.Enqueue(entry);
+                (cold ? _cold : _queue).Enqueue(entry);
                 continue;
             }
             ulong* pte = region.PageTableEntries + page;
             ulong p = PageTableEntry.Load(pte);
+            if (spareHot && !region.HotPages.IsEmpty && PageTableEntry.State(p) is PageState.Dirty or PageState.Clean && region.HotPages.Contains(page))
+            {
+                _queue.Enqueue(entry); // advised hot: kept while something else can go
+                hotSpared++;
+                continue;
+            }
             switch (PageTableEntry.State(p))
             {
-                case PageState.Dirty or PageState.Clean or PageState.PlacedWritable when (p & PageTableEntry.Referenced) != 0:
+                case PageState.Dirty or PageState.Clean or PageState.PlacedWritable when !cold && (p & PageTableEntry.Referenced) != 0:
                     PageTableEntry.TryTransition(pte, p, p & ~PageTableEntry.Referenced);
                     _queue.Enqueue(entry); // second chance
                     break;
@@ -156,5 +180,6 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
     {
         PullFaultLog();
         _queue.Retain(entry => FaultLogEntry.RegionOf(entry) != regionId);
+        _cold.Retain(entry => FaultLogEntry.RegionOf(entry) != regionId);
     }
 }
