@@ -729,8 +729,9 @@ static uint32_t decode_ahead(cram_engine* e, cram_region_desc* r, uint64_t q, ui
 /* Installs the n pages decode_ahead prepared at pages [first, first + n): one UFFDIO_COPY
  * (write-protected), each EVICTED->CLEAN, logged, then a wake for whoever waits in them. -1 if the
  * copy failed: nothing was installed that the page table does not know of (only code holding the
- * engine lock maps pages, and these had none); the pages stay EVICTED for their own faults. */
-static int install_ahead(cram_engine* e, cram_region_desc* r, uint64_t first, const uint64_t* ids, uint32_t n)
+ * engine lock maps pages, and these had none); the pages stay EVICTED for their own faults. The
+ * pages are added to *counter before the wake. */
+static int install_ahead(cram_engine* e, cram_region_desc* r, uint64_t first, const uint64_t* ids, uint32_t n, uint64_t* counter)
 {
     cram_shared* s = e->shared;
     uint64_t addr = r->base + (first << CRAM_PAGE_SHIFT);
@@ -745,7 +746,9 @@ static int install_ahead(cram_engine* e, cram_region_desc* r, uint64_t first, co
             clean_copy_count(s, ids[i], +1);
         fault_log_append(s, r->id, first + i);
     }
+    add_counter(counter, n);
     resident_add(e, n);
+    /* Last: a reader that resumes finds the pages counted. */
     uffd_wake(e->uffd, addr, (uint64_t)n << CRAM_PAGE_SHIFT); /* readers already waiting in the chunk */
     return 0;
 }
@@ -788,8 +791,7 @@ static void swapin_readahead(cram_engine* e, cram_region_desc* r, uint64_t page)
     while (q < end) {
         uint32_t n = decode_ahead(e, r, q, end, 0, ids);
         if (n == 0) { q++; continue; } /* resident already, or left to its own fault */
-        if (install_ahead(e, r, q, ids, n) != 0) break;
-        add_counter(&s->stats.readahead_pages, n);
+        if (install_ahead(e, r, q, ids, n, &s->stats.readahead_pages) != 0) break;
         q += n;
     }
     next[k] = end;
@@ -1562,9 +1564,8 @@ EXPORT int CramNative_PrefetchPages(cram_engine* e, uint32_t region_id, uint64_t
             q = touched_page_next(r, q + 1); /* resident, empty, or left to its own fault (a bad copy fails there) */
             scanned++;
         }
-        if (n && install_ahead(e, r, q, ids, n) != 0) err = errno;
+        if (n && install_ahead(e, r, q, ids, n, &s->stats.prefetched_pages) != 0) err = errno;
         else if (n) {
-            add_counter(&s->stats.prefetched_pages, n);
             n_brought += n;
             scanned += n;
             q += n;

@@ -3,6 +3,21 @@ using System.CommandLine;
 using CramCore;
 using CramCore.Cli;
 using CramCore.Cli.Commands;
+using Spectre.Console;
+
+// A pipe or a file gets plain text: no colour or cursor codes, and tables as wide as their
+// content instead of wrapped at 80 columns (Spectre assumes 80 when it cannot ask a terminal).
+if (Console.IsOutputRedirected)
+{
+    AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings
+    {
+        Ansi = AnsiSupport.No,
+        ColorSystem = ColorSystemSupport.NoColors,
+        Interactive = InteractionSupport.No,
+        Out = new AnsiConsoleOutput(new CurrentConsoleOut()), // whatever Console.Out is when it writes
+    });
+    AnsiConsole.Profile.Width = 1000;
+}
 
 var root = new RootCommand("""
     cram: drive and measure CramCore, a compressed memory tier for .NET (Linux x64, userfaultfd).
@@ -17,7 +32,7 @@ var corpusOption = new Option<string?>("--corpus") { Description = "A file of ra
 
 // cram demo
 var sizeOption = new Option<string>("--size") { Description = "Region size (e.g. 4g, 512m).", DefaultValueFactory = _ => "4g" };
-var limitOption = new Option<string>("--limit") { Description = "Resident limit (e.g. 1g).", DefaultValueFactory = _ => "1g" };
+var limitOption = new Option<string>("--limit") { Description = "Resident limit (e.g. 1g; at least 16m).", DefaultValueFactory = _ => "1g" };
 var threadsOption = new Option<int>("--threads") { Description = "Worker threads.", DefaultValueFactory = _ => 2 };
 var secondsOption = new Option<int>("--seconds") { Description = "Length of the random read/write workload.", DefaultValueFactory = _ => 10 };
 var backingFileOption = new Option<string?>("--backing-file") { Description = "Write the coldest compressed pages back to this file (must not exist; unlinked at once), with a pool limit small enough that it happens." };
@@ -27,7 +42,7 @@ var demo = new Command("demo", "Fill a large region with a realistic mix under a
 {
     sizeOption, limitOption, threadsOption, secondsOption, corpusOption, backingFileOption, poolLimitOption, cramOption, jsonOption,
 };
-demo.SetAction(r => Guard(() => DemoCommand.Run(new DemoCommand.Settings(
+demo.SetAction(r => Guard(r, () => DemoCommand.Run(new DemoCommand.Settings(
     Measure.ParseSize(r.GetValue(sizeOption)!, "--size"),
     Measure.ParseSize(r.GetValue(limitOption)!, "--limit"),
     r.GetValue(threadsOption),
@@ -50,25 +65,25 @@ var faults = new Command("faults", "Swap-in, write-protect, bare userfaultfd and
 {
     faultPagesOption, roundsOption, corpusOption, jsonOption,
 };
-faults.SetAction(r => Guard(() => BenchFaultsCommand.Run(Settings(r, faultPagesOption))));
+faults.SetAction(r => Guard(r, () => BenchFaultsCommand.Run(Settings(r, faultPagesOption))));
 var mixedOption = new Option<bool>("--mixed") { Description = "Measure a mix: the generated mix with zero and incompressible pages, or the corpus with 1 in 4 pages random (default: compressible pages only)." };
 var reclaim = new Command("reclaim", "Reclaim throughput against LZ4 compression alone on the same pages, with and without the compressibility estimator, and for zero pages.")
 {
     reclaimPagesOption, roundsOption, corpusOption, mixedOption, jsonOption,
 };
-reclaim.SetAction(r => Guard(() => BenchReclaimCommand.Run(Settings(r, reclaimPagesOption) with { Mixed = r.GetValue(mixedOption) })));
+reclaim.SetAction(r => Guard(r, () => BenchReclaimCommand.Run(Settings(r, reclaimPagesOption) with { Mixed = r.GetValue(mixedOption) })));
 var opsOption = new Option<int>("--ops") { Description = "Operations per thread.", DefaultValueFactory = _ => 4_000_000 };
 var alloc = new Command("alloc", "Lock-free buddy allocator against a spin-locked buddy allocator, 1 and 2 threads.")
 {
     opsOption, jsonOption,
 };
-alloc.SetAction(r => Guard(() => BenchAllocCommand.Run(r.GetValue(opsOption), r.GetValue(jsonOption))));
+alloc.SetAction(r => Guard(r, () => BenchAllocCommand.Run(r.GetValue(opsOption), r.GetValue(jsonOption))));
 var poolPagesOption = new Option<int>("--pages") { Description = "Pages to store (default: every page of the corpus, or 8192 generated).", DefaultValueFactory = _ => 0 };
 var pool = new Command("pool", "Compressed-pool density, bookkeeping per object, and what compaction gives back after a random half is freed.")
 {
     poolPagesOption, corpusOption, jsonOption,
 };
-pool.SetAction(r => Guard(() =>
+pool.SetAction(r => Guard(r, () =>
 {
     PageSource source = r.GetValue(corpusOption) is string path ? PageSource.FromCorpus(path) : PageSource.Generated();
     int pages = r.GetValue(poolPagesOption) is > 0 and var n ? n : source.CorpusPages > 0 ? source.CorpusPages : 8192;
@@ -80,7 +95,7 @@ var writeback = new Command("writeback", "The backing-file tier: compressed writ
 {
     writebackPagesOption, corpusOption, dirOption, jsonOption,
 };
-writeback.SetAction(r => Guard(() => BenchWritebackCommand.Run(r.GetValue(writebackPagesOption), r.GetValue(corpusOption), r.GetValue(dirOption), r.GetValue(jsonOption))));
+writeback.SetAction(r => Guard(r, () => BenchWritebackCommand.Run(r.GetValue(writebackPagesOption), r.GetValue(corpusOption), r.GetValue(dirOption), r.GetValue(jsonOption))));
 var bearPagesOption = new Option<int>("--pages") { Description = "Pages placed on the device (64 MiB by default).", DefaultValueFactory = _ => 16384 };
 var bearSecondsOption = new Option<double>("--seconds") { Description = "Seconds of writing per mode.", DefaultValueFactory = _ => 2 };
 var bearThreadsOption = new Option<int>("--threads") { Description = "Writer threads.", DefaultValueFactory = _ => 2 };
@@ -89,7 +104,7 @@ var bear = new Command("bear", "Write control on an emulated CRAM device: thread
 {
     bearPagesOption, bearSecondsOption, bearThreadsOption, bearBudgetOption, jsonOption,
 };
-bear.SetAction(r => Guard(() => BenchBearCommand.Run(r.GetValue(bearPagesOption), r.GetValue(bearSecondsOption), r.GetValue(bearThreadsOption), r.GetValue(bearBudgetOption), r.GetValue(jsonOption))));
+bear.SetAction(r => Guard(r, () => BenchBearCommand.Run(r.GetValue(bearPagesOption), r.GetValue(bearSecondsOption), r.GetValue(bearThreadsOption), r.GetValue(bearBudgetOption), r.GetValue(jsonOption))));
 var swapSizeOption = new Option<string>("--size") { Description = "Bytes of corpus pages to write (e.g. 2g).", DefaultValueFactory = _ => "2g" };
 var swapLimitOption = new Option<string>("--limit") { Description = "Resident limit during the fill and phase A (e.g. 512m).", DefaultValueFactory = _ => "512m" };
 var swapSamplesOption = new Option<int>("--samples") { Description = "Random swap-ins per phase.", DefaultValueFactory = _ => 20000 };
@@ -97,7 +112,7 @@ var swap = new Command("swap", "The kernel's own swap workload (../shared/anchor
 {
     corpusOption, swapSizeOption, swapLimitOption, swapSamplesOption, jsonOption,
 };
-swap.SetAction(r => Guard(() => BenchSwapCommand.Run(r.GetValue(corpusOption), Measure.ParseSize(r.GetValue(swapSizeOption)!, "--size"),
+swap.SetAction(r => Guard(r, () => BenchSwapCommand.Run(r.GetValue(corpusOption), Measure.ParseSize(r.GetValue(swapSizeOption)!, "--size"),
     Measure.ParseSize(r.GetValue(swapLimitOption)!, "--limit"), r.GetValue(swapSamplesOption), r.GetValue(jsonOption))));
 bench.Subcommands.Add(bear);
 var sparseSizeOption = new Option<string>("--size") { Description = "Region size (e.g. 64g).", DefaultValueFactory = _ => "64g" };
@@ -107,7 +122,7 @@ var sparse = new Command("sparse", "Sparse first touch (one write per stride, a 
 {
     sparseSizeOption, strideOption, sparseLimitOption, jsonOption,
 };
-sparse.SetAction(r => Guard(() => BenchSparseCommand.Run(Measure.ParseSize(r.GetValue(sparseSizeOption)!, "--size"),
+sparse.SetAction(r => Guard(r, () => BenchSparseCommand.Run(Measure.ParseSize(r.GetValue(sparseSizeOption)!, "--size"),
     Measure.ParseSize(r.GetValue(strideOption)!, "--stride"), Measure.ParseSize(r.GetValue(sparseLimitOption)!, "--limit"), r.GetValue(jsonOption))));
 bench.Subcommands.Add(swap);
 bench.Subcommands.Add(sparse);
@@ -126,7 +141,7 @@ var analyze = new Command("analyze", "What CramCore would do with a process's me
 {
     pidOption, fileOption, dumpOption, jsonOption,
 };
-analyze.SetAction(r => Guard(() => AnalyzeCommand.Run(new AnalyzeCommand.Settings(r.GetValue(pidOption), r.GetValue(fileOption), r.GetValue(dumpOption), r.GetValue(jsonOption)))));
+analyze.SetAction(r => Guard(r, () => AnalyzeCommand.Run(new AnalyzeCommand.Settings(r.GetValue(pidOption), r.GetValue(fileOption), r.GetValue(dumpOption), r.GetValue(jsonOption)))));
 root.Subcommands.Add(analyze);
 
 // cram estimate
@@ -139,7 +154,7 @@ var estimate = new Command("estimate", "The compressibility estimator against re
 {
     estimateCorpusOption, estimatePagesOption, estimateRoundsOption, thresholdOption, calibrateOption, jsonOption,
 };
-estimate.SetAction(r => Guard(() => EstimateCommand.Run(new EstimateCommand.Settings(
+estimate.SetAction(r => Guard(r, () => EstimateCommand.Run(new EstimateCommand.Settings(
     r.GetValue(estimateCorpusOption) ?? [],
     r.GetValue(estimatePagesOption),
     r.GetValue(estimateRoundsOption),
@@ -158,7 +173,7 @@ if (parsed.Errors.Count > 0)
 {
     foreach (System.CommandLine.Parsing.ParseError error in parsed.Errors)
     {
-        Console.Error.WriteLine($"cram: {error.Message}");
+        Console.Error.WriteLine($"{Verb(parsed)}: {error.Message}");
     }
     Console.Error.WriteLine("Run `cram --help`, or `cram VERB --help`, for the verbs and their options.");
     return ExitCode.Usage;
@@ -168,7 +183,8 @@ return parsed.Invoke();
 BenchSettings Settings(ParseResult r, Option<int> pages) =>
     new(r.GetValue(pages), r.GetValue(corpusOption), r.GetValue(jsonOption), r.GetValue(roundsOption));
 
-static int Guard(Func<int> body)
+// Runs a verb; a user or environment error is printed once, prefixed with the verb ("cram demo: --limit: ..."), without a stack trace.
+static int Guard(ParseResult r, Func<int> body)
 {
     try
     {
@@ -176,12 +192,23 @@ static int Guard(Func<int> body)
     }
     catch (CliException e)
     {
-        Console.Error.WriteLine($"cram: {e.Message}");
+        Console.Error.WriteLine($"{Verb(r)}: {e.Message}");
         return ExitCode.Usage;
     }
     catch (Exception e) when (e is CramUnavailableException or DllNotFoundException or PlatformNotSupportedException or UnauthorizedAccessException)
     {
-        Console.Error.WriteLine($"cram: {e.Message}");
+        Console.Error.WriteLine($"{Verb(r)}: {e.Message}");
         return ExitCode.Environment;
     }
+}
+
+// "cram", "cram demo", "cram bench swap": the command a parse result names.
+static string Verb(ParseResult r)
+{
+    var names = new List<string>();
+    for (System.CommandLine.Parsing.SymbolResult? s = r.CommandResult; s is System.CommandLine.Parsing.CommandResult c; s = c.Parent)
+    {
+        names.Insert(0, c.Command is RootCommand ? "cram" : c.Command.Name);
+    }
+    return string.Join(' ', names);
 }

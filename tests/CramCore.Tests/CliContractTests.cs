@@ -1,5 +1,6 @@
 using System.Reflection;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using CramCore.Cli;
 
 namespace CramCore.Tests;
@@ -37,8 +38,8 @@ public sealed class CliContractTests
 
     public static TheoryData<string> JsonInvocations() =>
     [
-        "demo --size 16m --limit 4m --seconds 1 --threads 1 --json",
-        $"demo --size 16m --limit 4m --seconds 1 --threads 1 --corpus {Sample("text")} --json",
+        "demo --size 64m --limit 16m --seconds 1 --threads 1 --json",
+        $"demo --size 64m --limit 16m --seconds 1 --threads 1 --corpus {Sample("text")} --json",
         "bench faults --pages 256 --rounds 1 --json",
         $"bench reclaim --pages 1024 --rounds 1 --mixed --corpus {Sample("python-heap")} --json",
         "bench alloc --ops 20000 --json",
@@ -65,18 +66,54 @@ public sealed class CliContractTests
     }
 
     [Theory]
-    [InlineData("frobnicate")] // unknown verb
-    [InlineData("bench frobnicate")]
-    [InlineData("bench faults --frobnicate")] // unknown option
-    [InlineData("bench faults --pages many")] // not a number
-    [InlineData("demo --size 12q")] // a size it cannot read
-    [InlineData("estimate --corpus /nonexistent.pages")] // a file that is not there
-    public void UsageErrors_ExitWith2_AndSayWhy(string invocation)
+    [InlineData("frobnicate", "cram: ")] // unknown verb
+    [InlineData("bench frobnicate", "cram bench: ")]
+    [InlineData("bench faults --frobnicate", "cram bench faults: ")] // unknown option
+    [InlineData("bench faults --pages many", "cram bench faults: ")] // not a number
+    [InlineData("demo --size 12q", "cram demo: --size")] // a size it cannot read
+    [InlineData("demo --limit 1m", "cram demo: --limit")] // below the floor
+    [InlineData("estimate --corpus /nonexistent.pages", "cram estimate: --corpus")] // a file that is not there
+    [InlineData("analyze", "cram analyze: give exactly one")] // neither --pid nor --file
+    public void UsageErrors_ExitWith2_AndSayWhy_PrefixedOnce(string invocation, string prefix)
     {
         (int code, string stdout, string stderr) = Cram(invocation.Split(' '));
         Assert.Equal(ExitCode.Usage, code);
         Assert.Equal("", stdout);
-        Assert.StartsWith("cram: ", stderr, StringComparison.Ordinal);
+        Assert.StartsWith(prefix, stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain(": cram", stderr, StringComparison.Ordinal); // one prefix, not "cram: cram analyze: ..."
+    }
+
+    [Fact]
+    public void Tables_InAPipe_HavePlainTextWordsAndUnits_OneRowPerLine()
+    {
+        Assert.True(Console.IsOutputRedirected, "the test host's stdout is a pipe, as `cram ... | less` would be");
+        (int code, string stdout, _) = Cram("bench", "pool", "--pages", "256");
+        Assert.Equal(ExitCode.Success, code);
+        Assert.DoesNotContain('\u001b', stdout); // no colour or cursor codes
+        string[] lines = stdout.Split('\n');
+        // Words and units on one line each: "store" with nanoseconds, the density as a percentage,
+        // a byte count with its unit, "yes" for a boolean; no JSON keys.
+        Assert.Contains(lines, l => l.Contains("│ store ", StringComparison.Ordinal) && l.Contains(" ns ", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.Contains("│ density ", StringComparison.Ordinal) && l.Contains(" %", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.Contains("│ pool ", StringComparison.Ordinal) && l.Contains("KiB", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.Contains("│ verified ", StringComparison.Ordinal) && l.Contains(" yes ", StringComparison.Ordinal));
+        Assert.DoesNotContain("store_ns", stdout, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("swapin_at_limit_p50_us", 38.26, true, "swap-in at limit p50", "38.3 µs")]
+    [InlineData("seq_swapin_mib_s", 183.5, true, "sequential swap-in", "183.5 MiB/s")]
+    [InlineData("reclaim_over_lz4", 1.234, true, "reclaim over LZ4", "1.23×")]
+    [InlineData("hot_miss_rate", 0.185, true, "hot miss rate", "18.5 %")]
+    [InlineData("agreement", 1.0, true, "agreement", "100.0 %")]
+    [InlineData("limit_bytes", 536870912L, false, "limit", "512.0 MiB")]
+    [InlineData("buddy_ops_per_s_1t", 12345678.0, true, "buddy ops per second (1 thread)", "12,345,678")]
+    [InlineData("evictions", 2048L, false, "evictions", "2,048")]
+    [InlineData("kernel_touch_us_per_page", 39.04, true, "kernel touch per page", "39.0 µs")]
+    public void TableRows_ReadAsWordsAndUnits(string key, object value, bool floating, string name, string text)
+    {
+        JsonNode node = value is long l ? JsonValue.Create(l) : JsonValue.Create((double)value);
+        Assert.Equal((name, text), ResultPrinter.Humanize(key, node, floating));
     }
 
     [Fact]

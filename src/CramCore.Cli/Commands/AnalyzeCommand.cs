@@ -34,7 +34,7 @@ internal static unsafe class AnalyzeCommand
     {
         if ((s.Pid is null) == (s.File is null))
         {
-            throw new CliException("cram analyze: give exactly one of --pid PID (a live process) or --file FILE (a file of raw 4096-byte pages).");
+            throw new CliException("give exactly one of --pid PID (a live process) or --file FILE (a file of raw 4096-byte pages).");
         }
         int threshold = new CramOptions().CompressionThresholdBytes;
         var tally = new Counts();

@@ -43,6 +43,7 @@ internal static unsafe class BenchAllocCommand
             // keep the best of 5.
             foreach (int threads in new[] { 1, 2 })
             {
+                BenchSupport.Progress($"{threads} thread(s): lock-free buddy, spin-locked buddy and the NBBS tree, {WarmupRounds} warm-up rounds and 5 timed");
                 double lockFree = 0, locked = 0, tree = 0;
                 for (int round = -WarmupRounds; round < 5; round++)
                 {

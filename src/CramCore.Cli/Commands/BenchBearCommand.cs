@@ -107,7 +107,7 @@ internal static unsafe class BenchBearCommand
         var rows = ResultPrinter.Rows(result).Where(r => r.Name != "modes").ToList();
         foreach ((string mode, BearModeResult m) in modes)
         {
-            rows.AddRange(ResultPrinter.Rows(m).Select(r => ($"{mode}.{r.Name}", r.Value)));
+            rows.AddRange(ResultPrinter.Rows(m).Select(r => ($"{mode}: {r.Name}", r.Value)));
         }
         ResultPrinter.PrintTable("cram bench bear", rows);
         return modes.Values.All(m => m.Mismatches == 0) ? 0 : 1;

@@ -41,6 +41,7 @@ internal static unsafe class BenchFaultsCommand
         }
         for (int round = 0; round < s.Rounds; round++)
         {
+            BenchSupport.Progress($"round {round + 1} of {s.Rounds}: swap-ins and write-protect faults on {pages} pages, then bare userfaultfd and LZ4 alone");
             int[] order = BenchSupport.Shuffled(pages, round);
             // The real path: compressed in the engine's store, decompressed by the fault service.
             using (var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1 }))

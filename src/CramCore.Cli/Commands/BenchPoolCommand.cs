@@ -24,6 +24,7 @@ internal static unsafe class BenchPoolCommand
         {
             throw new CliException($"--pages: {pages} must be between 256 and 4000000.");
         }
+        BenchSupport.Progress($"storing {pages} pages of {source.Description}, then freeing half and compacting");
         int threshold = new CramOptions().CompressionThresholdBytes;
         using var pool = new CompressedPool(64L << 20, 0, lockMemory: false, engine: 0);
         var page = new byte[PageSource.PageSize];

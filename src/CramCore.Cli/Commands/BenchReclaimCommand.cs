@@ -53,6 +53,7 @@ internal static unsafe class BenchReclaimCommand
         {
             for (int round = 0; round <= s.Rounds; round++)
             {
+                BenchSupport.Progress(round == 0 ? $"cold start: reclaiming {pages} pages once before the timed rounds" : $"round {round} of {s.Rounds}: LZ4 alone, reclaim with and without the estimator, zero pages");
                 // LZ4 alone: the same pages, the same output bound as the engine's threshold.
                 fixed (byte* src = copy)
                 {

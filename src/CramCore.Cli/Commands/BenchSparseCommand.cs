@@ -33,6 +33,7 @@ internal static unsafe class BenchSparseCommand
         long touches = size / stride;
 
         // The kernel's first touch on a plain anonymous mapping.
+        BenchSupport.Progress($"{touches} touches, one every {Measure.Bytes(stride)} of {Measure.Bytes(size)}: the kernel's first touch, then CramCore's" + (limit > 0 ? $", then CramCore's under a {Measure.Bytes(limit)} limit" : ""));
         ulong address;
         Interop.ThrowIfFailed(Interop.CramNative.ArenaMap((ulong)size, 0, &address), "Mapping the kernel's comparison region");
         double kernel;

@@ -72,6 +72,7 @@ internal static unsafe class EstimateCommand
             }
             foreach (Input input in inputs)
             {
+                BenchSupport.Progress($"{input.Name}: LZ4 and the estimator on {input.Pages} pages, then the speed of every instruction-set path, best of {s.Rounds}");
                 Measure(input, s.Threshold, withSamples: s.Calibrate);
             }
             if (s.Calibrate)
