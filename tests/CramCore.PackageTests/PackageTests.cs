@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.IO.Compression;
+using System.Xml.Linq;
 using Xunit.Abstractions;
 
 namespace CramCore.PackageTests;
@@ -57,7 +58,8 @@ public sealed class PackageTests(ITestOutputHelper output)
             // A version of its own, so no cached package of the same version can stand in for this build.
             string version = $"0.1.0-test.{DateTime.UtcNow:yyyyMMddHHmmssfff}";
             string feed = Path.Combine(work.FullName, "feed");
-            Run(root, "dotnet", $"pack src/CramCore/CramCore.csproj -c Release --no-build -o \"{feed}\" -p:Version={version} -nologo");
+            const string repository = "https://github.com/example/cramcore"; // as a publish would pass it (or git's origin gives it)
+            Run(root, "dotnet", $"pack src/CramCore/CramCore.csproj -c Release --no-build -o \"{feed}\" -p:Version={version} -p:RepositoryUrl={repository} -nologo");
 
             string nupkg = Path.Combine(feed, $"CramCore.{version}.nupkg");
             Assert.True(File.Exists(nupkg), "package missing: " + nupkg);
@@ -73,6 +75,17 @@ public sealed class PackageTests(ITestOutputHelper output)
                 string readmeText = readme.ReadToEnd();
                 Assert.Contains("CramEngine.Create", readmeText);
                 Assert.DoesNotMatch(@"\]\((?!https?://)[^)]*\)", readmeText); // no link a package page cannot follow
+                using var nuspecReader = new StreamReader(zip.GetEntry("CramCore.nuspec")!.Open());
+                XElement nuspec = XDocument.Parse(nuspecReader.ReadToEnd()).Root!;
+                XNamespace ns = nuspec.GetDefaultNamespace();
+                XElement metadata = nuspec.Element(ns + "metadata")!;
+                Assert.Equal("MIT", metadata.Element(ns + "license")?.Value);
+                Assert.Equal("expression", metadata.Element(ns + "license")?.Attribute("type")?.Value);
+                Assert.Equal(repository, metadata.Element(ns + "projectUrl")?.Value);
+                Assert.Equal(repository, metadata.Element(ns + "repository")?.Attribute("url")?.Value);
+                Assert.Contains("userfaultfd", metadata.Element(ns + "tags")?.Value ?? "");
+                Assert.Equal(version, metadata.Element(ns + "version")?.Value);
+                Assert.False(string.IsNullOrWhiteSpace(metadata.Element(ns + "description")?.Value));
             }
 
             string app = Path.Combine(work.FullName, "app");
