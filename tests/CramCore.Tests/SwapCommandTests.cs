@@ -19,6 +19,10 @@ public sealed class SwapCommandTests
         Assert.True(r.GetProperty("samples_at_limit").GetInt32() > 0 && r.GetProperty("samples_no_limit").GetInt32() > 0);
         Assert.True(r.GetProperty("seq_pages").GetInt64() > 0);
         Assert.True(r.GetProperty("evictions").GetInt64() > 0);
+        // The prefetch phase brought back every page it evicted again, and the verify pass that read
+        // them all (and found them right) needed no fault.
+        Assert.Equal(r.GetProperty("prefetch_evicted_pages").GetInt64(), r.GetProperty("prefetched_pages").GetInt64());
+        Assert.Equal(0, r.GetProperty("refaults_after_prefetch").GetInt64());
     }
 
     [Fact]

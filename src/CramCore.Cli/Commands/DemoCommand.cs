@@ -296,9 +296,9 @@ internal static unsafe class DemoCommand
             {
                 table.AddRow("backing file: pages / bytes on disk", $"{stats.FilePages:N0} / {Measure.Bytes(stats.BackingFileBytes)} ({Measure.Bytes(stats.WritebackBytes)} written back, {stats.RefaultsFromFile:N0} swap-ins from it)");
             }
-            table.AddRow("effective ratio (logical / (resident + pool))", $"{stats.EffectiveRatio:0.00}x");
+            table.AddRow("effective ratio (logical / (resident + pool))", $"{stats.EffectiveRatio:0.00}×");
             table.AddRow("faults: zero-fill / refault / write-protect", $"{stats.ZeroFillFaults:N0} / {stats.Refaults:N0} / {stats.WriteProtectFaults:N0}");
-            table.AddRow("swap-in latency p50 / p99", $"{p50:0.0} us / {p99:0.0} us ({all.Count:N0} samples)");
+            table.AddRow("swap-in latency p50 / p99", $"{p50:0.0} µs / {p99:0.0} µs ({all.Count:N0} samples)");
             table.AddRow("evictions (cancelled by writes)", $"{stats.Evictions:N0} ({stats.CancelledEvictions:N0})");
             table.AddRow("incompressible pages (LZ4 not tried)", $"{stats.IncompressiblePages:N0} ({stats.EstimatedIncompressiblePages:N0})");
             table.AddRow("estimator errors: false incompressible / audits; mispredicted compressible", $"{stats.FalseIncompressiblePages:N0} / {stats.EstimatorAudits:N0}; {stats.MispredictedCompressiblePages:N0}");
