@@ -39,7 +39,8 @@ public sealed class CliResultTests
         Assert.Equal(["fill_mib_s", "swapin_at_limit_p50_us", "swapin_at_limit_p99_us", "swapin_p50_us", "swapin_p99_us", "seq_swapin_mib_s",
             "mismatches", "source", "size_bytes", "limit_bytes", "samples_at_limit", "samples_no_limit", "zero_page_samples", "resident_skipped",
             "evicted_test", "effective_ratio", "evictions", "zero_fill_faults", "refaults", "write_protect_faults", "throttled_faults", "seq_pages",
-            "peak_resident_over_limit"], Keys<SwapBenchResult>());
+            "peak_resident_over_limit", "prefetch_mib_s", "prefetch_over_seq_swapin", "prefetched_pages", "prefetch_evicted_pages",
+            "refaults_after_prefetch"], Keys<SwapBenchResult>());
         Assert.Equal(["region_bytes", "stride_bytes", "touches", "kernel_touch_us_per_page", "touch_us_per_page", "touch_over_kernel",
             "resident_bytes_per_touched_page", "limit_bytes", "limited_touch_us_per_page", "limited_touch_over_kernel"], Keys<SparseBenchResult>());
         Assert.Equal(["overflow_bytes", "peak_physical_usage_bytes", "promotions", "made_writable", "max_writable", "budget_pages",
