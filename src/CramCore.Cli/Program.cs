@@ -115,6 +115,21 @@ var swap = new Command("swap", "The kernel's own swap workload (../shared/anchor
 swap.SetAction(r => Guard(r, () => BenchSwapCommand.Run(r.GetValue(corpusOption), Measure.ParseSize(r.GetValue(swapSizeOption)!, "--size"),
     Measure.ParseSize(r.GetValue(swapLimitOption)!, "--limit"), r.GetValue(swapSamplesOption), r.GetValue(jsonOption))));
 bench.Subcommands.Add(bear);
+var hotSizeOption = new Option<string>("--size") { Description = "Bytes of corpus pages in the region (e.g. 2g).", DefaultValueFactory = _ => "2g" };
+var hotLimitOption = new Option<string>("--limit") { Description = "Resident limit (e.g. 512m).", DefaultValueFactory = _ => "512m" };
+var hotBytesOption = new Option<string>("--hot") { Description = "Size of the hot set (e.g. 256m; 0: uniform reads).", DefaultValueFactory = _ => "256m" };
+var hotShareOption = new Option<double>("--hot-share") { Description = "Share of reads that go to the hot set.", DefaultValueFactory = _ => 0.9 };
+var hotPhasesOption = new Option<int>("--phases") { Description = "Phases of reads (the steady state is every phase after the first).", DefaultValueFactory = _ => 3 };
+var hotReadsOption = new Option<long>("--reads") { Description = "Reads per phase.", DefaultValueFactory = _ => 400_000 };
+var zipfOption = new Option<double>("--zipf") { Description = "Zipf exponent (e.g. 0.99) instead of a hot set and a share; 0: off.", DefaultValueFactory = _ => 0 };
+var hotcold = new Command("hotcold", "Does reclaim keep a hot set resident? Random reads, most of them to a hot set (or Zipf), under a resident limit: swap-ins per read and hot-set misses per phase, against an exact LRU of the same size on the same reads.")
+{
+    corpusOption, hotSizeOption, hotLimitOption, hotBytesOption, hotShareOption, hotPhasesOption, hotReadsOption, zipfOption, jsonOption,
+};
+hotcold.SetAction(r => Guard(r, () => BenchHotColdCommand.Run(r.GetValue(corpusOption), Measure.ParseSize(r.GetValue(hotSizeOption)!, "--size"),
+    Measure.ParseSize(r.GetValue(hotLimitOption)!, "--limit"), Measure.ParseSize(r.GetValue(hotBytesOption)!, "--hot"), r.GetValue(hotShareOption),
+    r.GetValue(hotPhasesOption), r.GetValue(hotReadsOption), r.GetValue(zipfOption), r.GetValue(jsonOption))));
+bench.Subcommands.Add(hotcold);
 var sparseSizeOption = new Option<string>("--size") { Description = "Region size (e.g. 64g).", DefaultValueFactory = _ => "64g" };
 var strideOption = new Option<string>("--stride") { Description = "Distance between touches (e.g. 1m).", DefaultValueFactory = _ => "1m" };
 var sparseLimitOption = new Option<string>("--limit") { Description = "Resident limit of the second run (0: skip it).", DefaultValueFactory = _ => "256m" };
