@@ -216,6 +216,7 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_stats, clean_copy_bytes);
     FIELD(cram_stats, prefetched_pages);
     FIELD(cram_stats, discarded_pages);
+    FIELD(cram_stats, workingset_activations);
     FIELD(cram_stats, swapin_latency_us_log2);
 
     STRUCT(cram_engine_config);
@@ -229,7 +230,7 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_shared, fault_log_tail); FIELD(cram_shared, uffd_mode); FIELD(cram_shared, reclaim_stalled);
     FIELD(cram_shared, backing_fd); FIELD(cram_shared, backing_direct);
     FIELD(cram_shared, cram_capacity_bytes); FIELD(cram_shared, cram_writable_limit);
-    FIELD(cram_shared, cram_write_control); FIELD(cram_shared, reclaim_running);
+    FIELD(cram_shared, cram_write_control); FIELD(cram_shared, reclaim_running); FIELD(cram_shared, activate_distance_pages);
 
     STRUCT(cram_contract_entry);
     FIELD(cram_contract_entry, name); FIELD(cram_contract_entry, value); FIELD(cram_contract_entry, kind);
@@ -240,6 +241,8 @@ static void contract_constants(contract_builder* b)
 {
     CONSTANT(CRAM_PAGE_SIZE); CONSTANT(CRAM_PAGE_SHIFT); CONSTANT(CRAM_MAX_REGIONS); CONSTANT(CRAM_SWAPIN_LATENCY_BUCKETS);
     CONSTANT(CRAM_PTE_STATE_MASK); CONSTANT(CRAM_PTE_REFERENCED); CONSTANT(CRAM_PTE_SLOT_SHIFT);
+    CONSTANT(CRAM_PTE_ACTIVE); CONSTANT(CRAM_PTE_STAMPED); CONSTANT(CRAM_PTE_TRIAL); CONSTANT(CRAM_PTE_SLOT_MASK); CONSTANT(CRAM_PTE_STAMP_SHIFT);
+    CONSTANT(CRAM_EVICTION_STAMP_UNIT);
     CONSTANT(CRAM_SLOT_ZERO);
     CONSTANT(CRAM_SLOT_RAW); CONSTANT(CRAM_SLOT_STALE); CONSTANT(CRAM_SLOT_BAD); CONSTANT(CRAM_SLOT_REFERENCED);
     CONSTANT(CRAM_DIRECTORY_CLUSTER_SHIFT); CONSTANT(CRAM_DIRECTORY_CLUSTER_SIZE); CONSTANT(CRAM_DIRECTORY_SIZE);
@@ -696,9 +699,9 @@ static const void* slot_read(cram_engine* e, cram_slot* slot, unsigned char* dst
 }
 
 /* Decodes the EVICTED pages from q on (before end, READAHEAD_CHUNK at most) into readahead_buf and
- * their slot ids into ids[]; stops at the first page it cannot bring in ahead: not EVICTED, found
+ * their page-table words into olds[]; stops at the first page it cannot bring in ahead: not EVICTED, found
  * bad, unreadable, or (unless `file`) backed by the file. Returns how many it decoded. */
-static uint32_t decode_ahead(cram_engine* e, cram_region_desc* r, uint64_t q, uint64_t end, int file, uint64_t* ids)
+static uint32_t decode_ahead(cram_engine* e, cram_region_desc* r, uint64_t q, uint64_t end, int file, uint64_t* olds)
 {
     cram_shared* s = e->shared;
     uint32_t n = 0;
@@ -720,7 +723,7 @@ static uint32_t decode_ahead(cram_engine* e, cram_region_desc* r, uint64_t q, ui
             if (src != dst) memcpy(dst, src, CRAM_PAGE_SIZE);
             slot_flags_or(slot, CRAM_SLOT_REFERENCED);
         }
-        ids[n++] = id;
+        olds[n++] = p;
         q++;
     }
     return n;
@@ -731,7 +734,7 @@ static uint32_t decode_ahead(cram_engine* e, cram_region_desc* r, uint64_t q, ui
  * copy failed: nothing was installed that the page table does not know of (only code holding the
  * engine lock maps pages, and these had none); the pages stay EVICTED for their own faults. The
  * pages are added to *counter before the wake. */
-static int install_ahead(cram_engine* e, cram_region_desc* r, uint64_t first, const uint64_t* ids, uint32_t n, uint64_t* counter)
+static int install_ahead(cram_engine* e, cram_region_desc* r, uint64_t first, const uint64_t* olds, uint32_t n, uint64_t* counter)
 {
     cram_shared* s = e->shared;
     uint64_t addr = r->base + (first << CRAM_PAGE_SHIFT);
@@ -740,10 +743,10 @@ static int install_ahead(cram_engine* e, cram_region_desc* r, uint64_t first, co
         return -1;
     }
     for (uint32_t i = 0; i < n; i++) {
-        if (!cas(&r->pte[first + i], CRAM_PTE_MAKE(CRAM_PTE_EVICTED, ids[i]), CRAM_PTE_MAKE(CRAM_PTE_CLEAN, ids[i])))
+        if (!cas(&r->pte[first + i], olds[i], CRAM_PTE_MAKE(CRAM_PTE_CLEAN, CRAM_PTE_SLOT(olds[i]))))
             add_counter(&s->stats.service_errors, 1);
         else
-            clean_copy_count(s, ids[i], +1);
+            clean_copy_count(s, CRAM_PTE_SLOT(olds[i]), +1);
         fault_log_append(s, r->id, first + i);
     }
     add_counter(counter, n);
@@ -797,6 +800,26 @@ static void swapin_readahead(cram_engine* e, cram_region_desc* r, uint64_t page)
     next[k] = end;
 }
 
+/* What a drop writes into an evicted page's word ("Working set" in cramnative.h): the eviction
+ * count now, in stamp units, modulo 2^16, and the bit that says it is there. */
+static uint64_t eviction_stamp(cram_shared* s)
+{
+    uint64_t now = __atomic_load_n(&s->stats.evicted_pages_total, __ATOMIC_RELAXED) / CRAM_EVICTION_STAMP_UNIT;
+    return ((now & 0xFFFFull) << CRAM_PTE_STAMP_SHIFT) | CRAM_PTE_STAMPED;
+}
+
+/* Whether a page evicted with word p, refaulting now, is in the working set: its refault distance
+ * (evictions since its drop) is below cram_shared.activate_distance_pages. */
+static int refault_activates(cram_shared* s, uint64_t p)
+{
+    uint64_t threshold = __atomic_load_n(&s->activate_distance_pages, __ATOMIC_RELAXED);
+    if (!threshold || !(p & CRAM_PTE_STAMPED)) return 0;
+    uint64_t now = __atomic_load_n(&s->stats.evicted_pages_total, __ATOMIC_RELAXED) / CRAM_EVICTION_STAMP_UNIT;
+    /* An upper bound: the stamp is the unit the drop fell in, so the distance is up to a unit more. */
+    uint64_t distance = (((now - CRAM_PTE_STAMP(p)) & 0xFFFFull) + 1) * CRAM_EVICTION_STAMP_UNIT;
+    return distance <= threshold;
+}
+
 /* A swap-in taken from its message at t0 is resolved now: count it in its latency bucket. */
 static void swapin_latency(cram_shared* s, uint64_t t0)
 {
@@ -831,6 +854,12 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
     }
     /* Only code holding the engine lock leaves EVICTED, so this CAS cannot fail while the region is active. */
     uint64_t next = write ? CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0) | CRAM_PTE_REFERENCED : CRAM_PTE_MAKE(CRAM_PTE_CLEAN, id);
+    if (refault_activates(s, pte)) {
+        next |= CRAM_PTE_ACTIVE;
+        add_counter(&s->stats.workingset_activations, 1);
+    } else if (!write) {
+        next |= CRAM_PTE_TRIAL; /* from far: evicted early, to see whether it comes back soon */
+    }
     if (!cas(&ptes[page], pte, next)) add_counter(&s->stats.service_errors, 1);
     else if (!write) clean_copy_count(s, id, +1);
     if (write) stale_push(s, id);
@@ -927,7 +956,7 @@ static void resolve_write_protect(cram_engine* e, cram_region_desc* r, uint64_t 
          * cleared, so reclaim cannot claim and re-protect the page in between. */
         if (!cas(pte, p, CRAM_PTE_MAKE(CRAM_PTE_UNPROTECTING, 0))) continue;
         if (uffd_writeprotect(e->uffd, addr, CRAM_PAGE_SIZE, 0) != 0) add_counter(&s->stats.service_errors, 1);
-        store_release(pte, CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0) | CRAM_PTE_REFERENCED);
+        store_release(pte, CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0) | CRAM_PTE_REFERENCED | (p & CRAM_PTE_ACTIVE)); /* a write keeps it in the working set */
         switch (state) {
         case CRAM_PTE_CLEAN:
             clean_copy_count(s, CRAM_PTE_SLOT(p), -1);
@@ -1319,6 +1348,7 @@ static int32_t drop_runs(cram_engine* e, cram_region_desc* r, uint64_t* pages, i
     struct iovec runs[DROP_RUNS_MAX];
     int32_t start[DROP_RUNS_MAX + 1];
     int32_t nruns = 0, i = from;
+    uint64_t stamp = eviction_stamp(e->shared);
     while (i < n && nruns < DROP_RUNS_MAX) {
         int32_t j = i + 1;
         while (j < n && pages[j] == pages[j - 1] + 1) j++;
@@ -1352,7 +1382,8 @@ static int32_t drop_runs(cram_engine* e, cram_region_desc* r, uint64_t* pages, i
         }
         for (int32_t m = start[k]; m < start[k + 1]; m++) {
             uint64_t* pte = &r->pte[pages[m]];
-            store_release(pte, CRAM_PTE_MAKE(ok ? CRAM_PTE_EVICTED : CRAM_PTE_CLEAN, CRAM_PTE_SLOT(*pte)));
+            store_release(pte, ok ? CRAM_PTE_MAKE(CRAM_PTE_EVICTED, CRAM_PTE_SLOT(*pte)) | stamp
+                                  : CRAM_PTE_MAKE(CRAM_PTE_CLEAN, CRAM_PTE_SLOT(*pte)));
             if (ok) {
                 clean_copy_count(e->shared, CRAM_PTE_SLOT(*pte), -1);
                 pages[(*evicted)++] = pages[m];

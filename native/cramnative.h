@@ -34,8 +34,16 @@
  *   bit   4      referenced: set by the fault service when it makes a page resident for a write
  *                or un-protects it; cleared by the reclaim clock, which then gives the page a
  *                second chance (re-queues it) instead of evicting it
- *   bits  5..15  reserved, zero
- *   bits 16..63  virtual slot id (valid in CLEAN, DROPPING, EVICTED; slot 0 = zero-filled page)
+ *   bit   5      active (resident pages): the page refaulted soon after it was evicted, so it is in
+ *                the working set; reclaim keeps it on its active list ("Working set" below)
+ *   bit   6      stamped (EVICTED pages): bits 48..63 hold the eviction stamp
+ *   bit   7      on trial (resident pages): swapped in from far (refault distance over the
+ *                threshold): reclaim evicts it early, so a page that is in fact hot refaults
+ *                again soon and comes back active ("Working set" below)
+ *   bits  8..15  reserved, zero
+ *   bits 16..47  virtual slot id (valid in CLEAN, DROPPING, EVICTED; slot 0 = zero-filled page)
+ *   bits 48..63  eviction stamp (EVICTED with bit 6): the engine's eviction count when the page was
+ *                dropped, in units of CRAM_EVICTION_STAMP_UNIT pages, modulo 2^16
  *
  * The page-state machine (the one authoritative description; SharedLayout.cs mirrors only the
  * encoding). "C#" is managed reclaim; "service" is the native fault service; "native drop" is
@@ -143,6 +151,21 @@
  * service prepares the next. It stops at the soft limit (resident + window <= limit) and skips
  * pages that are not EVICTED; pages in the backing file or with a bad slot are left to their own
  * faults. Nothing else changes: a readahead page is exactly a read swap-in that had no fault.
+ * Working set (refault distance, as the kernel's mm/workingset.c). Accesses to resident pages
+ * are invisible to a user-space tier, so a hot page would age out with everything else and be
+ * evicted in waves. What it can see is a refault: a drop stamps the page with the engine's
+ * eviction count (evicted_pages_total); a swap-in fault computes the refault distance, the
+ * evictions since, and when it is below cram_shared.activate_distance_pages the page would have
+ * stayed resident had the inactive pages had that much more room: it comes back ACTIVE
+ * (workingset_activations + 1). Reclaim (Reclaim/VictimClock.cs) passes over active pages, keeping
+ * them on an active list of at most a set share of resident memory; past it, the oldest active
+ * pages are demoted (ACTIVE cleared) to the inactive FIFO, where they go in turn and, if still hot,
+ * refault and come back active. A swap-in from far comes back on TRIAL instead: the clock keeps
+ * such pages in a short FIFO of their own that it evicts first once it holds more than a set
+ * share of resident memory (2Q's probation queue), so a hot page that was evicted long ago (say,
+ * by the initial fill) needs one more, early, refault to join the working set rather than waiting
+ * for the whole FIFO to turn. A write keeps ACTIVE and ends a trial; readahead, prefetch and every
+ * other move set neither. The cost per page is three bits and the stamp, all in the page-table word.
  * First touch has its own fault-around (FaultAroundPages): zero pages for the rest of an aligned
  * block when a first touch continues a sequential stream of first touches.
  * Moving an entry's data between backends changes its slot, never its page-table entry (see
@@ -185,9 +208,16 @@ enum cram_pte_state {
 
 #define CRAM_PTE_STATE_MASK 0xFull
 #define CRAM_PTE_REFERENCED 0x10ull
+#define CRAM_PTE_ACTIVE 0x20ull
+#define CRAM_PTE_STAMPED 0x40ull
+#define CRAM_PTE_TRIAL 0x80ull
 #define CRAM_PTE_SLOT_SHIFT 16
+#define CRAM_PTE_SLOT_MASK 0xFFFFFFFFull
+#define CRAM_PTE_STAMP_SHIFT 48
+#define CRAM_EVICTION_STAMP_UNIT 16 /* evictions per stamp step: 2^16 steps cover 2^20 evictions (4 GiB) */
 #define CRAM_PTE_STATE(p) ((uint32_t)((p) & CRAM_PTE_STATE_MASK))
-#define CRAM_PTE_SLOT(p) ((p) >> CRAM_PTE_SLOT_SHIFT)
+#define CRAM_PTE_SLOT(p) (((p) >> CRAM_PTE_SLOT_SHIFT) & CRAM_PTE_SLOT_MASK)
+#define CRAM_PTE_STAMP(p) ((uint32_t)((p) >> CRAM_PTE_STAMP_SHIFT))
 #define CRAM_PTE_MAKE(state, slot) (((uint64_t)(slot) << CRAM_PTE_SLOT_SHIFT) | (uint64_t)(state))
 
 /* Slot id 0 never names a slot: it means "the page is all zero bytes". */
@@ -367,6 +397,7 @@ typedef struct cram_stats {
     uint64_t clean_copy_bytes;      /* Σ stored lengths of those copies (0 for same-filled); see "Clean copies" */
     uint64_t prefetched_pages;      /* evicted pages swapped in by CramNative_PrefetchPages (Advise WillNeed; not faults) */
     uint64_t discarded_pages;       /* populated pages made EMPTY by CramNative_DiscardPages (Advise DontNeed) */
+    uint64_t workingset_activations;/* swap-ins that came back ACTIVE: refault distance below the threshold ("Working set") */
     /* Swap-in service time: bucket b counts read and write swap-ins (MISSING faults on EVICTED
      * pages) whose resolution took [2^(b-1), 2^b) microseconds (b = 0: under 1 us; the last bucket
      * has no upper bound), timed by the service from the moment it takes the message, a wait at
@@ -416,6 +447,7 @@ typedef struct cram_shared {
     uint64_t cram_writable_limit; /* C#: the writable budget in pages, from the risk dial or the control plane */
     uint32_t cram_write_control;  /* C#, before the first region: 1 = budget and ledger enforced */
     uint32_t reclaim_running;     /* C#: 1 while a background reclaim pass runs (the service does not spin then) */
+    uint64_t activate_distance_pages; /* C#: a swap-in whose refault distance is below this comes back ACTIVE (0: never) */
 } cram_shared;
 
 /* ---------------------------------------------------------------------------------------------
@@ -424,9 +456,10 @@ typedef struct cram_shared {
  * ------------------------------------------------------------------------------------------- */
 _Static_assert(CRAM_PAGE_SIZE == 1u << CRAM_PAGE_SHIFT, "page size and shift disagree");
 _Static_assert(CRAM_PTE_PLACED_WRITABLE <= CRAM_PTE_STATE_MASK, "a state does not fit the state bits");
-_Static_assert((CRAM_PTE_STATE_MASK | CRAM_PTE_REFERENCED) < (1ull << CRAM_PTE_SLOT_SHIFT), "flags overlap the slot id");
-_Static_assert((uint64_t)CRAM_DIRECTORY_SIZE * CRAM_DIRECTORY_CLUSTER_SIZE <= (1ull << (64 - CRAM_PTE_SLOT_SHIFT)),
-               "a slot id does not fit a page-table entry");
+_Static_assert((CRAM_PTE_STATE_MASK | CRAM_PTE_REFERENCED | CRAM_PTE_ACTIVE | CRAM_PTE_STAMPED | CRAM_PTE_TRIAL) < (1ull << CRAM_PTE_SLOT_SHIFT),
+               "flags overlap the slot id");
+_Static_assert((uint64_t)CRAM_DIRECTORY_SIZE * CRAM_DIRECTORY_CLUSTER_SIZE <= CRAM_PTE_SLOT_MASK + 1 &&
+               CRAM_PTE_SLOT_SHIFT + 32 == CRAM_PTE_STAMP_SHIFT, "a slot id does not fit its bits of a page-table entry");
 _Static_assert((uint64_t)CRAM_DIRECTORY_SIZE * CRAM_DIRECTORY_CLUSTER_SIZE <= (1ull << 32),
                "a pool handle id does not fit 32 bits");
 _Static_assert((CRAM_FAULT_LOG_SIZE & (CRAM_FAULT_LOG_SIZE - 1)) == 0, "the fault log is a power-of-two ring");
@@ -452,15 +485,16 @@ _Static_assert(sizeof(cram_pool_handle) == 16 && offsetof(cram_pool_handle, addr
                offsetof(cram_pool_handle, length) == 8 && offsetof(cram_pool_handle, zspage) == 12, "cram_pool_handle layout");
 _Static_assert(sizeof(cram_pool_move) == 24 && offsetof(cram_pool_move, handle) == 0 && offsetof(cram_pool_move, destination) == 8 &&
                offsetof(cram_pool_move, zspage) == 16 && offsetof(cram_pool_move, reserved) == 20, "cram_pool_move layout");
-_Static_assert(sizeof(cram_stats) == (33 + CRAM_SWAPIN_LATENCY_BUCKETS) * sizeof(uint64_t) &&
+_Static_assert(sizeof(cram_stats) == (34 + CRAM_SWAPIN_LATENCY_BUCKETS) * sizeof(uint64_t) &&
                offsetof(cram_stats, clean_copy_bytes) == 30 * sizeof(uint64_t) &&
-               offsetof(cram_stats, swapin_latency_us_log2) == 33 * sizeof(uint64_t),
-               "cram_stats is 33 counters and the swap-in latency buckets");
+               offsetof(cram_stats, swapin_latency_us_log2) == 34 * sizeof(uint64_t),
+               "cram_stats is 34 counters and the swap-in latency buckets");
 _Static_assert(sizeof(cram_engine_config) == 32 && offsetof(cram_engine_config, forced_mode) == 0 &&
                offsetof(cram_engine_config, spin_us) == 4 && offsetof(cram_engine_config, soft_limit_pages) == 8 &&
                offsetof(cram_engine_config, hard_limit_pages) == 16 && offsetof(cram_engine_config, throttle_max_us) == 24 &&
                offsetof(cram_engine_config, fault_around_pages) == 28, "cram_engine_config layout");
-_Static_assert(sizeof(cram_shared) == sizeof(cram_stats) + 8 * sizeof(uint64_t) + 6 * sizeof(uint32_t) &&
+_Static_assert(sizeof(cram_shared) == sizeof(cram_stats) + 9 * sizeof(uint64_t) + 6 * sizeof(uint32_t) &&
+               offsetof(cram_shared, activate_distance_pages) == sizeof(cram_stats) + 8 * sizeof(uint64_t) + 6 * sizeof(uint32_t) &&
                offsetof(cram_shared, reclaim_running) == sizeof(cram_stats) + 8 * sizeof(uint64_t) + 5 * sizeof(uint32_t) &&
                offsetof(cram_shared, backing_direct) == sizeof(cram_stats) + 6 * sizeof(uint64_t) + 3 * sizeof(uint32_t) &&
                offsetof(cram_shared, slot_directory) == sizeof(cram_stats) &&

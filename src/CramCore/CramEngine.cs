@@ -112,6 +112,7 @@ public sealed unsafe class CramEngine : IDisposable
         }
         IPageOperations operations = new NativePageOperations(native, _slots);
         Reclaimer = new Reclaimer(shared, _regions, _slots, pageOperations?.Invoke(operations) ?? operations, options, _reaper, _writeback, enqueue);
+        Reclaimer.LimitPages = limitPages;
         _prefetcher = new Prefetcher(PrefetchStep);
         _metrics = CramMetrics.For(meterFactory); // before the worker's first tick, which records into it
         _metrics.Register(this);
@@ -293,6 +294,7 @@ public sealed unsafe class CramEngine : IDisposable
                 ulong hard = pages == 0 ? 0 : (ulong)ReclaimWorker.HardLimitPages(pages);
                 Interop.ThrowIfFailed(Interop.CramNative.SetResidentLimit(_native, (ulong)pages, hard), "Setting the resident limit");
                 _worker.SetLimit(pages);
+                Reclaimer.LimitPages = pages;
                 Volatile.Write(ref _residentLimitBytes, pages * SharedLayout.PageSize);
             }
         }
@@ -572,6 +574,8 @@ public sealed unsafe class CramEngine : IDisposable
             ReadaheadPages = (long)s.ReadaheadPages,
             PrefetchedPages = (long)s.PrefetchedPages,
             DiscardedPages = (long)s.DiscardedPages,
+            WorkingSetActivations = (long)s.WorkingsetActivations,
+            WorkingSetDemotions = Reclaimer.Demotions,
             SwapInLatency = SwapInLatency(),
             RefaultsSameFilled = (long)s.FaultsSwapinSame,
             RefaultsUncompressed = (long)s.FaultsSwapinRaw,

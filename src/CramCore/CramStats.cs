@@ -51,6 +51,10 @@ public sealed record CramStats
     public long ReadaheadPages { get; init; }
     /// <summary>Evicted pages swapped in ahead of use because a range was advised <see cref="CramAdvice.WillNeed"/> (prefetch), with no fault of their own.</summary>
     public long PrefetchedPages { get; init; }
+    /// <summary>Swap-ins that came back into the working set: the page refaulted within a short distance (evictions since its own), so reclaim keeps it on its active list.</summary>
+    public long WorkingSetActivations { get; init; }
+    /// <summary>Pages reclaim moved off its active list (the list was full, or nothing else was left to evict).</summary>
+    public long WorkingSetDemotions { get; init; }
     /// <summary>Pages that held data and were discarded by <see cref="CramAdvice.DontNeed"/> (cumulative): their memory and copies freed, never compressed.</summary>
     public long DiscardedPages { get; init; }
     /// <summary>How long the fault service took to swap evicted pages in, from taking the fault to waking the thread (a wait at the hard limit included).</summary>

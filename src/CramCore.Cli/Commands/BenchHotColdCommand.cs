@@ -12,7 +12,7 @@ internal sealed record HotColdBenchResult(
     double RefaultsPerRead, double HotMissRate, double ReadsPerS, double LruRefaultsPerRead, double LruHotMissRate, double RefaultsOverLru,
     List<HotColdPhase> Phases,
     string Source, string Distribution, long SizeBytes, long LimitBytes, long HotBytes, double HotShare, double ZipfExponent,
-    long ReadsPerPhase, double FillS, long Evictions, long Refaults, long Mismatches);
+    long ReadsPerPhase, double FillS, long Evictions, long Refaults, long WorkingSetActivations, long WorkingSetDemotions, long Mismatches);
 
 /// <summary>
 /// `cram bench hotcold`: does reclaim keep a hot set resident as an LRU would? SIZE of corpus pages
@@ -157,6 +157,8 @@ internal static unsafe class BenchHotColdCommand
             FillS: Math.Round(fillSeconds, 2),
             Evictions: s.Evictions,
             Refaults: s.Refaults,
+            WorkingSetActivations: s.WorkingSetActivations,
+            WorkingSetDemotions: s.WorkingSetDemotions,
             Mismatches: mismatches);
         if (json)
         {

@@ -69,18 +69,26 @@ internal enum PageState : uint
     PlacedWritable = 9,
 }
 
-/// <summary>The encoding of a page-table entry: state, referenced bit, virtual slot id.</summary>
+/// <summary>The encoding of a page-table entry: state, referenced and active bits, virtual slot id, eviction stamp.</summary>
 internal static unsafe class PageTableEntry
 {
     [NativeConstant("CRAM_PTE_STATE_MASK")] public const ulong StateMask = 0xF;
     [NativeConstant("CRAM_PTE_REFERENCED")] public const ulong Referenced = 0x10;
+    /// <summary>Resident and in the working set: refaulted soon after its eviction (cramnative.h, "Working set").</summary>
+    [NativeConstant("CRAM_PTE_ACTIVE")] public const ulong Active = 0x20;
+    [NativeConstant("CRAM_PTE_STAMPED")] public const ulong Stamped = 0x40;
+    /// <summary>Resident, swapped in from far: evicted early unless it comes back active (cramnative.h, "Working set").</summary>
+    [NativeConstant("CRAM_PTE_TRIAL")] public const ulong Trial = 0x80;
     [NativeConstant("CRAM_PTE_SLOT_SHIFT")] public const int SlotShift = 16;
+    [NativeConstant("CRAM_PTE_SLOT_MASK")] public const ulong SlotMask = 0xFFFFFFFF;
+    [NativeConstant("CRAM_PTE_STAMP_SHIFT")] public const int StampShift = 48;
+    [NativeConstant("CRAM_EVICTION_STAMP_UNIT")] public const int EvictionStampUnit = 16;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static PageState State(ulong pte) => (PageState)(pte & StateMask);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ulong Slot(ulong pte) => pte >> SlotShift;
+    public static ulong Slot(ulong pte) => (pte >> SlotShift) & SlotMask;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong Make(PageState state, ulong slot) => (slot << SlotShift) | (ulong)state;
@@ -271,6 +279,7 @@ internal unsafe struct NativeStats
     public ulong CleanCopyBytes;
     public ulong PrefetchedPages;
     public ulong DiscardedPages;
+    public ulong WorkingsetActivations;
     public fixed ulong SwapinLatencyUsLog2[SharedLayout.SwapinLatencyBuckets];
 }
 
@@ -307,6 +316,7 @@ internal struct NativeShared
     public ulong CramWritableLimit;
     public uint CramWriteControl;
     public uint ReclaimRunning;
+    public ulong ActivateDistancePages;
 }
 
 /// <summary>What an entry of the contract describes (cram_contract_kind).</summary>

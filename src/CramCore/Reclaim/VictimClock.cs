@@ -14,15 +14,60 @@ namespace CramCore.Reclaim;
 /// The application's hints come first (<see cref="CramRegion.Advise"/>): pages advised cold wait in
 /// a queue of their own that is drained before the FIFO, with no second chance; pages advised hot
 /// are passed over (back to the end of the FIFO) while <c>spareHot</c> is set.
+/// The working set (cramnative.h, "Working set"): a page the service brought back ACTIVE (it
+/// refaulted soon after its eviction) is moved from the FIFO to an active list instead of being
+/// evicted. The active list holds at most <see cref="ActiveLimit"/> pages; past it the oldest are
+/// demoted (ACTIVE and referenced cleared) to the end of the FIFO, and when nothing else is left to
+/// evict, active pages are demoted a batch at a time, so the resident limit always holds. A page
+/// swapped in from far comes back on TRIAL: it waits in a short FIFO of its own, evicted first
+/// (without a second chance) whenever that holds more than <see cref="TrialLimit"/> pages.
 /// </summary>
 internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regions)
 {
     private readonly FifoQueue<ulong> _queue = new();
     private readonly FifoQueue<ulong> _cold = new();
+    private readonly FifoQueue<ulong> _active = new();
+    private readonly FifoQueue<ulong> _trial = new();
     private ulong _seenLogOverflows;
 
-    /// <summary>Pages waiting in the FIFO and in the cold queue.</summary>
-    public int Count => _queue.Count + _cold.Count;
+    /// <summary>Pages waiting in the FIFO, the cold queue, the trial FIFO and the active list.</summary>
+    public int Count => _queue.Count + _cold.Count + _active.Count + _trial.Count;
+
+    /// <summary>The most pages the trial FIFO holds before its oldest go first; the reclaimer sets it with <see cref="ActiveLimit"/>.</summary>
+    public long TrialLimit { get; set; }
+
+    /// <summary>Pages on the active list (an entry may be stale: a page demoted or evicted since is dropped when its turn comes).</summary>
+    public int ActiveCount => _active.Count;
+
+    /// <summary>The most pages the active list keeps; the reclaimer sets it from the resident limit before each pass.</summary>
+    public long ActiveLimit { get; set; }
+
+    /// <summary>Pages demoted from the active list (cumulative).</summary>
+    public long Demotions { get; private set; }
+
+    /// <summary>Demotes the oldest active pages until the list is within <see cref="ActiveLimit"/>, or <paramref name="atLeast"/> of them.</summary>
+    public void Balance(int atLeast = 0)
+    {
+        while ((_active.Count > ActiveLimit || atLeast-- > 0) && _active.TryDequeue(out ulong entry))
+        {
+            RegionMapping? region = regions.Get(FaultLogEntry.RegionOf(entry));
+            ulong page = FaultLogEntry.PageOf(entry);
+            if (region is null || page >= region.PageCount)
+            {
+                continue;
+            }
+            ulong* pte = region.PageTableEntries + page;
+            for (ulong p = PageTableEntry.Load(pte); (p & PageTableEntry.Active) != 0; p = PageTableEntry.Load(pte))
+            {
+                if (PageTableEntry.TryTransition(pte, p, p & ~(PageTableEntry.Active | PageTableEntry.Referenced)))
+                {
+                    Demotions++;
+                    break;
+                }
+            }
+            _queue.Enqueue(entry); // inactive now: evicted in its turn unless it refaults back
+        }
+    }
 
     /// <summary>Queues a resident page advised cold: it is looked at before any page of the FIFO.</summary>
     public void EnqueueCold(ulong entry) => _cold.Enqueue(entry);
@@ -45,12 +90,21 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
         bool spareHot, ref long hotSpared)
     {
         int n = 0;
+        Balance();
         while (n < victims.Length && budget-- > 0)
         {
-            bool cold = _cold.TryDequeue(out ulong entry);
-            if (!cold && !_queue.TryDequeue(out entry))
+            // The order: pages advised cold; the trial FIFO's oldest while it is over its limit; the
+            // FIFO; what is left on trial; and, when nothing inactive is left, the working set.
+            bool cold = _cold.TryDequeue(out ulong entry), trial = false;
+            if (!cold && !(trial = _trial.Count > TrialLimit && _trial.TryDequeue(out entry)) && !_queue.TryDequeue(out entry) &&
+                !(trial = _trial.TryDequeue(out entry)))
             {
-                break;
+                if (_active.Count == 0)
+                {
+                    break;
+                }
+                Balance(atLeast: victims.Length - n); // nothing inactive is left: the working set has to give
+                continue;
             }
             RegionMapping? region = regions.Get(FaultLogEntry.RegionOf(entry));
             ulong page = FaultLogEntry.PageOf(entry);
@@ -60,7 +114,7 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
             }
             if (only is not null && region != only)
             {
-                (cold ? _cold : _queue).Enqueue(entry);
+                (cold ? _cold : trial ? _trial : _queue).Enqueue(entry);
                 continue;
             }
             ulong* pte = region.PageTableEntries + page;
@@ -71,6 +125,17 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
                 hotSpared++;
                 continue;
             }
+            if (!cold && (p & PageTableEntry.Active) != 0 && PageTableEntry.State(p) is PageState.Dirty or PageState.Clean)
+            {
+                _active.Enqueue(entry); // in the working set: onto the active list, not evicted
+                continue;
+            }
+            if (!cold && !trial && (p & PageTableEntry.Trial) != 0 && PageTableEntry.State(p) == PageState.Clean)
+            {
+                _trial.Enqueue(entry); // swapped in from far: waits on trial, evicted early
+                continue;
+            }
+            cold |= trial; // neither gets a second chance
             switch (PageTableEntry.State(p))
             {
                 case PageState.Dirty or PageState.Clean or PageState.PlacedWritable when !cold && (p & PageTableEntry.Referenced) != 0:
@@ -109,7 +174,19 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
     public long ReleaseCleanCopies(long bytesWanted, SlotTable slots)
     {
         long released = 0;
-        _queue.Visit(entry =>
+        // Pages on trial first (swapped in from far: the likeliest to stay cold), then the FIFO; the
+        // working set keeps its copies (a demoted page is then evicted by a drop alone).
+        foreach (FifoQueue<ulong> queue in (ReadOnlySpan<FifoQueue<ulong>>)[_trial, _queue])
+        {
+            if (released >= bytesWanted)
+            {
+                break;
+            }
+            queue.Visit(Release);
+        }
+        return released;
+
+        bool Release(ulong entry)
         {
             RegionMapping? region = regions.Get(FaultLogEntry.RegionOf(entry));
             ulong page = FaultLogEntry.PageOf(entry);
@@ -138,8 +215,7 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
             slots.Free(slot);
             released += length;
             return released < bytesWanted;
-        });
-        return released;
+        }
     }
 
     /// <summary>Appends the pages the service made resident, in fault order, to the FIFO.</summary>
@@ -153,6 +229,8 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
             // Entries were lost: rebuild the FIFO from the page tables (address order).
             _seenLogOverflows = overflows;
             _queue.Clear();
+            _active.Clear(); // active and trial pages are found again in the rebuilt FIFO and moved back
+            _trial.Clear();
             foreach (RegionMapping region in regions.Snapshot())
             {
                 for (ulong page = 0; page < region.PageCount; page++)
@@ -169,10 +247,34 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
             ulong* log = (ulong*)shared->FaultLog;
             for (ulong t = tail; t < head; t++)
             {
-                _queue.Enqueue(log[t & (SharedLayout.FaultLogSize - 1)]);
+                Route(log[t & (SharedLayout.FaultLogSize - 1)]);
             }
         }
         Volatile.Write(ref shared->FaultLogTail, head);
+    }
+
+    /// <summary>
+    /// Queues a page the service just made resident where it belongs: the active list if it came back
+    /// active, the trial FIFO if it came from far, the FIFO otherwise. Sorting them as they arrive
+    /// (not when the FIFO turns to them) is what lets a page on trial go early.
+    /// </summary>
+    private void Route(ulong entry)
+    {
+        RegionMapping? region = regions.Get(FaultLogEntry.RegionOf(entry));
+        ulong page = FaultLogEntry.PageOf(entry);
+        ulong p = region is null || page >= region.PageCount ? 0 : PageTableEntry.Load(region.PageTableEntries + page);
+        if ((p & PageTableEntry.Active) != 0 && PageTableEntry.State(p) is PageState.Dirty or PageState.Clean)
+        {
+            _active.Enqueue(entry);
+        }
+        else if ((p & PageTableEntry.Trial) != 0 && PageTableEntry.State(p) == PageState.Clean)
+        {
+            _trial.Enqueue(entry);
+        }
+        else
+        {
+            _queue.Enqueue(entry);
+        }
     }
 
     /// <summary>Forgets every page of a region (being torn down, after the service was fenced out of it).</summary>
@@ -181,5 +283,7 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
         PullFaultLog();
         _queue.Retain(entry => FaultLogEntry.RegionOf(entry) != regionId);
         _cold.Retain(entry => FaultLogEntry.RegionOf(entry) != regionId);
+        _active.Retain(entry => FaultLogEntry.RegionOf(entry) != regionId);
+        _trial.Retain(entry => FaultLogEntry.RegionOf(entry) != regionId);
     }
 }
