@@ -69,7 +69,7 @@ public sealed unsafe class WorkingSetTests
             Assert.NotEqual(0UL, Word(region, i) & PageTableEntry.Trial);
             Assert.Equal(0UL, Word(region, i) & PageTableEntry.Active);
         }
-        // 103 resident: the trial FIFO's limit is 103/64 = 1 page; it holds 3, so its oldest two go
+        // 103 resident: the trial FIFO's limit is 103/128 = 0 pages; it holds 3, so its oldest two go
         // first (pages 2 and 1, in the order they came back), ahead of the FIFO's page 20.
         Assert.Equal(2L * P, region.Reclaim(2L * P));
         Assert.Equal(PageState.Evicted, PageTableEntry.State(Word(region, 2)));
