@@ -141,6 +141,13 @@ sparse.SetAction(r => Guard(r, () => BenchSparseCommand.Run(Measure.ParseSize(r.
     Measure.ParseSize(r.GetValue(strideOption)!, "--stride"), Measure.ParseSize(r.GetValue(sparseLimitOption)!, "--limit"), r.GetValue(jsonOption))));
 bench.Subcommands.Add(swap);
 bench.Subcommands.Add(sparse);
+var lifecycleRoundsOption = new Option<int>("--rounds") { Description = "Times each region size is created, written and disposed (medians reported).", DefaultValueFactory = _ => 5 };
+var lifecycle = new Command("lifecycle", "What a region costs to create, write one byte into and dispose, for 1 GiB, 1 TiB and 64 TiB regions.")
+{
+    lifecycleRoundsOption, jsonOption,
+};
+lifecycle.SetAction(r => Guard(r, () => BenchLifecycleCommand.Run(r.GetValue(lifecycleRoundsOption), r.GetValue(jsonOption))));
+bench.Subcommands.Add(lifecycle);
 bench.Subcommands.Add(faults);
 bench.Subcommands.Add(writeback);
 bench.Subcommands.Add(alloc);
