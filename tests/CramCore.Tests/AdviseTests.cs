@@ -17,21 +17,11 @@ public sealed unsafe class AdviseTests
     private static bool IsResident(CramRegion region, long page) =>
         State(region, page) is PageState.Dirty or PageState.Clean or PageState.Incompressible;
 
-    private static CramRegion Filled(CramEngine engine, int pages)
-    {
-        CramRegion region = engine.CreateRegion((long)pages * P);
-        for (int i = 0; i < pages; i++)
-        {
-            TestPages.WriteCompressible(region.Pointer + (long)i * P, i, 1);
-        }
-        return region;
-    }
-
     [Fact]
     public void Cold_IsReclaimedFirst_WithoutASecondChance()
     {
         using var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1 });
-        using CramRegion region = Filled(engine, 512);
+        using CramRegion region = TestPages.FilledRegion(engine, 512);
         // Fault-in order alone would take pages 0..63 first.
         region.Advise(400L * P, 64L * P, CramAdvice.Cold);
         Assert.Equal(64L * P, region.Reclaim(64L * P));
@@ -49,7 +39,7 @@ public sealed unsafe class AdviseTests
     public void Hot_StaysResident_UntilNothingElseCanGo_AndNormalClearsIt()
     {
         using var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1 });
-        using CramRegion region = Filled(engine, 512);
+        using CramRegion region = TestPages.FilledRegion(engine, 512);
         region.Advise(0, 128L * P, CramAdvice.Hot); // the oldest pages: fault-in order would take them first
         Assert.Equal(256L * P, region.Reclaim(256L * P));
         for (int i = 0; i < 128; i++)
@@ -104,7 +94,7 @@ public sealed unsafe class AdviseTests
     {
         const int pages = 1024;
         using var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1 });
-        using CramRegion region = Filled(engine, pages);
+        using CramRegion region = TestPages.FilledRegion(engine, pages);
         TestPages.Fill(region.Pointer + 7L * P, 0); // a zero page: slot 0
         region.Reclaim(region.Length);
         Assert.Equal(0, region.GetStats().ResidentBytes);
@@ -131,7 +121,7 @@ public sealed unsafe class AdviseTests
         string dir = Directory.CreateTempSubdirectory("cramcore-advise-").FullName;
         using var cleanup = new DeleteOnDispose(dir);
         using var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1, BackingFile = Path.Combine(dir, "swap"), CompressedPoolLimitBytes = 64L << 20 });
-        using CramRegion region = Filled(engine, 256);
+        using CramRegion region = TestPages.FilledRegion(engine, 256);
         region.Reclaim(region.Length);
         Assert.True(engine.WriteBack(long.MaxValue) > 0);
         Assert.True(engine.GetStats().FilePages > 0);
@@ -152,7 +142,7 @@ public sealed unsafe class AdviseTests
     {
         const int limitPages = 128;
         using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = limitPages * P, FaultAroundPages = 1 });
-        using CramRegion region = Filled(engine, 1024);
+        using CramRegion region = TestPages.FilledRegion(engine, 1024);
         region.Reclaim(region.Length);
         region.Advise(0, region.Length, CramAdvice.WillNeed);
         WaitForPrefetch(engine);

@@ -5,6 +5,17 @@ internal static unsafe class TestPages
 {
     public const int PageSize = SharedLayout.PageSize;
 
+    /// <summary>A new region of <paramref name="pages"/> pages, each written compressible (version 1) in order: all DIRTY, in fault-in order.</summary>
+    public static CramRegion FilledRegion(CramEngine engine, int pages)
+    {
+        CramRegion region = engine.CreateRegion((long)pages * PageSize);
+        for (int i = 0; i < pages; i++)
+        {
+            WriteCompressible(region.Pointer + (long)i * PageSize, i, 1);
+        }
+        return region;
+    }
+
     /// <summary>Text-like compressible content determined by (page, version).</summary>
     public static void WriteCompressible(byte* page, long index, long version)
     {

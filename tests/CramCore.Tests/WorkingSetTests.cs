@@ -13,21 +13,11 @@ public sealed unsafe class WorkingSetTests
 
     private static ulong Word(CramRegion region, long page) => PageTableEntry.Load(region.PageTableEntries + page);
 
-    private static CramRegion Filled(CramEngine engine, int pages)
-    {
-        CramRegion region = engine.CreateRegion((long)pages * P);
-        for (int i = 0; i < pages; i++)
-        {
-            TestPages.WriteCompressible(region.Pointer + (long)i * P, i, 1);
-        }
-        return region;
-    }
-
     [Fact]
     public void NearRefault_ComesBackActive_ReclaimKeepsIt_AWriteKeepsIt_ColdAdviceEndsIt()
     {
         using var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1 });
-        using CramRegion region = Filled(engine, 512);
+        using CramRegion region = TestPages.FilledRegion(engine, 512);
         Assert.Equal(32L * P, region.Reclaim(32L * P)); // pages 0..31, in fault-in order
         ulong evicted = Word(region, 31);
         Assert.Equal(PageState.Evicted, PageTableEntry.State(evicted));
@@ -57,7 +47,7 @@ public sealed unsafe class WorkingSetTests
     public void FarRefault_GoesOnTrial_AndIsEvictedBeforeOlderPages()
     {
         using var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1 });
-        using CramRegion region = Filled(engine, 2048);
+        using CramRegion region = TestPages.FilledRegion(engine, 2048);
         region.Reclaim(region.Length); // 2048 evictions: pages 0 and 1 were dropped 2048 evictions ago, farther than the resident set then
         for (int i = 20; i < 120; i++)
         {
@@ -86,7 +76,7 @@ public sealed unsafe class WorkingSetTests
     public void ActivePages_GoToo_WhenNothingElseIsLeft()
     {
         using var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1 });
-        using CramRegion region = Filled(engine, 512);
+        using CramRegion region = TestPages.FilledRegion(engine, 512);
         Assert.Equal(256L * P, region.Reclaim(256L * P)); // one batch: each page's distance counts at most 256 + a stamp unit, within 512
         for (int i = 255; i >= 0; i--) // backwards: no readahead; each refaults soon after its eviction: all active
         {
