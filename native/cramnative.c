@@ -1554,7 +1554,7 @@ EXPORT int CramNative_FindPages(cram_engine* e, uint32_t region_id, uint64_t fir
     uint64_t count = r->length >> CRAM_PAGE_SHIFT;
     if (end > count) end = count;
     int32_t n = 0;
-    uint64_t i = first < end ? touched_page_next(r, first) : end;
+    uint64_t i = touched_page_next(r, first);
     for (; i < end && n < capacity; i = touched_page_next(r, i + 1))
         if (state_mask & (1u << CRAM_PTE_STATE(load_acquire(&r->pte[i])))) pages[n++] = i;
     *found = n;
@@ -1581,7 +1581,7 @@ EXPORT int CramNative_PrefetchPages(cram_engine* e, uint32_t region_id, uint64_t
         if (!r) { pthread_mutex_unlock(&e->lock); err = EINVAL; break; }
         uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
         if (end > pages) end = pages;
-        if (!started) { q = q < end ? touched_page_next(r, q) : end; started = 1; }
+        if (!started) { q = touched_page_next(r, q); started = 1; } /* past end when nothing is left: clamped below */
         uint64_t want = READAHEAD_CHUNK < PREFETCH_MAX_PAGES - n_brought ? READAHEAD_CHUNK : PREFETCH_MAX_PAGES - n_brought;
         uint64_t soft = __atomic_load_n(&e->config.soft_limit_pages, __ATOMIC_RELAXED);
         uint64_t resident = __atomic_load_n(&s->stats.resident_pages, __ATOMIC_RELAXED);
@@ -1622,7 +1622,7 @@ EXPORT int CramNative_DiscardPages(cram_engine* e, uint32_t region_id, uint64_t 
     uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
     if (end > pages) end = pages;
     /* Nothing may be mid-eviction (the caller pauses reclaim): check before changing anything. */
-    for (uint64_t i = first < end ? touched_page_next(r, first) : end; i < end; i = touched_page_next(r, i + 1)) {
+    for (uint64_t i = touched_page_next(r, first); i < end; i = touched_page_next(r, i + 1)) {
         uint32_t state = CRAM_PTE_STATE(load_acquire(&r->pte[i]));
         if (state == CRAM_PTE_EVICTING || state == CRAM_PTE_DROPPING || state == CRAM_PTE_UNPROTECTING) {
             pthread_mutex_unlock(&e->lock);
@@ -1632,7 +1632,7 @@ EXPORT int CramNative_DiscardPages(cram_engine* e, uint32_t region_id, uint64_t 
     }
     /* Zap the mapped pages, one madvise per run of marked blocks (nothing outside them was ever
      * mapped). The kernel checks the range before it zaps anything, so a failure changes nothing. */
-    for (uint64_t i = first < end ? touched_page_next(r, first) : end; i < end;) {
+    for (uint64_t i = touched_page_next(r, first); i < end;) {
         uint64_t run_end = ((i >> TOUCHED_BLOCK_SHIFT) + 1) << TOUCHED_BLOCK_SHIFT;
         while (run_end < end && touched_page_next(r, run_end) == run_end) run_end += TOUCHED_BLOCK_PAGES;
         if (run_end > end) run_end = end;
@@ -1645,7 +1645,7 @@ EXPORT int CramNative_DiscardPages(cram_engine* e, uint32_t region_id, uint64_t 
         i = touched_page_next(r, run_end);
     }
     uint64_t populated = 0, resident = 0;
-    for (uint64_t i = first < end ? touched_page_next(r, first) : end; i < end; i = touched_page_next(r, i + 1)) {
+    for (uint64_t i = touched_page_next(r, first); i < end; i = touched_page_next(r, i + 1)) {
         uint64_t p = load_acquire(&r->pte[i]);
         if (CRAM_PTE_STATE(p) == CRAM_PTE_EMPTY) continue;
         page_forget(s, p, &resident, &populated);

@@ -99,7 +99,7 @@ public sealed unsafe class CramEngine : IDisposable
             if (self.TryGetTarget(out CramEngine? engine))
             {
                 engine.RaisePendingEvents();
-                engine._metrics.RecordSwapIns(engine, engine.SwapInsRecorded);
+                engine._metrics.RecordSwapIns(engine);
             }
         };
         _node = options.CramDevice is null ? null : new CramNode(native, shared, options, enqueue);

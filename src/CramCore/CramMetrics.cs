@@ -89,32 +89,42 @@ internal sealed class CramMetrics
 
     /// <summary>
     /// Records the swap-ins the engine's fault service counted since the last call (its native
-    /// buckets against <paramref name="seen"/>) into <c>cramcore.swapin.duration</c>, each at its
-    /// bucket's geometric middle (the lower bound for the open last bucket), while anyone listens.
-    /// Called after every reclaim-worker tick and whenever the observable instruments are collected
-    /// (an engine without a limit has no worker), so a collection sees every swap-in until then.
+    /// buckets against <see cref="CramEngine.SwapInsRecorded"/>) into <c>cramcore.swapin.duration</c>,
+    /// each at its bucket's geometric middle (the lower bound for the open last bucket), while anyone
+    /// listens. Called after every reclaim-worker tick and whenever the observable instruments are
+    /// collected (an engine without a limit has no worker), so a collection sees every swap-in until then.
     /// </summary>
-    public void RecordSwapIns(CramEngine engine, long[] seen)
+    public void RecordSwapIns(CramEngine engine)
     {
-        int id = -1;
-        lock (_lock)
+        foreach ((CramEngine live, int id) in LiveEngines())
         {
-            foreach ((WeakReference<CramEngine> weak, int engineId) in _engines)
+            if (live == engine)
             {
-                if (weak.TryGetTarget(out CramEngine? e) && e == engine)
-                {
-                    id = engineId;
-                }
+                RecordSwapIns(engine, id);
             }
-        }
-        if (id >= 0)
-        {
-            RecordSwapIns(engine, id, seen);
         }
     }
 
-    private void RecordSwapIns(CramEngine engine, int id, long[] seen)
+    /// <summary>The registered engines still alive, with their tag ids (a snapshot taken under the lock).</summary>
+    private List<(CramEngine Engine, int Id)> LiveEngines()
     {
+        List<(CramEngine Engine, int Id)> live = [];
+        lock (_lock)
+        {
+            foreach ((WeakReference<CramEngine> weak, int id) in _engines)
+            {
+                if (weak.TryGetTarget(out CramEngine? engine))
+                {
+                    live.Add((engine, id));
+                }
+            }
+        }
+        return live;
+    }
+
+    private void RecordSwapIns(CramEngine engine, int id)
+    {
+        long[] seen = engine.SwapInsRecorded;
         lock (seen) // the worker's tick and a collection may both get here
         {
             IReadOnlyList<long> now = engine.SwapInLatency().Counts;
@@ -136,22 +146,11 @@ internal sealed class CramMetrics
     /// <summary>Brings the histogram up to date for every engine, then observes the swap-in counter.</summary>
     private List<Measurement<long>> ObserveSwapIns()
     {
-        List<(CramEngine Engine, int Id)> live = [];
-        lock (_lock)
-        {
-            foreach ((WeakReference<CramEngine> weak, int id) in _engines)
-            {
-                if (weak.TryGetTarget(out CramEngine? engine))
-                {
-                    live.Add((engine, id));
-                }
-            }
-        }
-        foreach ((CramEngine engine, int id) in live)
+        foreach ((CramEngine engine, int id) in LiveEngines())
         {
             try
             {
-                RecordSwapIns(engine, id, engine.SwapInsRecorded);
+                RecordSwapIns(engine, id);
             }
             catch (ObjectDisposedException)
             {

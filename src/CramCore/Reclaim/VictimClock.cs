@@ -36,9 +36,6 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
     /// <summary>The most pages the trial FIFO holds before its oldest go first; the reclaimer sets it with <see cref="ActiveLimit"/>.</summary>
     public long TrialLimit { get; set; }
 
-    /// <summary>Pages on the active list (an entry may be stale: a page demoted or evicted since is dropped when its turn comes).</summary>
-    public int ActiveCount => _active.Count;
-
     /// <summary>The most pages the active list keeps; the reclaimer sets it from the resident limit before each pass.</summary>
     public long ActiveLimit { get; set; }
 
@@ -50,13 +47,11 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
     {
         while ((_active.Count > ActiveLimit || atLeast-- > 0) && _active.TryDequeue(out ulong entry))
         {
-            RegionMapping? region = regions.Get(FaultLogEntry.RegionOf(entry));
-            ulong page = FaultLogEntry.PageOf(entry);
-            if (region is null || page >= region.PageCount)
+            ulong* pte = Locate(entry, out _);
+            if (pte is null)
             {
                 continue;
             }
-            ulong* pte = region.PageTableEntries + page;
             for (ulong p = PageTableEntry.Load(pte); (p & PageTableEntry.Active) != 0; p = PageTableEntry.Load(pte))
             {
                 if (PageTableEntry.TryTransition(pte, p, p & ~(PageTableEntry.Active | PageTableEntry.Referenced)))
@@ -106,9 +101,8 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
                 Balance(atLeast: victims.Length - n); // nothing inactive is left: the working set has to give
                 continue;
             }
-            RegionMapping? region = regions.Get(FaultLogEntry.RegionOf(entry));
-            ulong page = FaultLogEntry.PageOf(entry);
-            if (region is null || page >= region.PageCount)
+            ulong* pte = Locate(entry, out RegionMapping? region);
+            if (pte is null)
             {
                 continue; // the region went away
             }
@@ -117,20 +111,19 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
                 (cold ? _cold : trial ? _trial : _queue).Enqueue(entry);
                 continue;
             }
-            ulong* pte = region.PageTableEntries + page;
             ulong p = PageTableEntry.Load(pte);
-            if (spareHot && !region.HotPages.IsEmpty && PageTableEntry.State(p) is PageState.Dirty or PageState.Clean && region.HotPages.Contains(page))
+            if (spareHot && !region!.HotPages.IsEmpty && PageTableEntry.State(p) is PageState.Dirty or PageState.Clean && region.HotPages.Contains(FaultLogEntry.PageOf(entry)))
             {
                 _queue.Enqueue(entry); // advised hot: kept while something else can go
                 hotSpared++;
                 continue;
             }
-            if (!cold && (p & PageTableEntry.Active) != 0 && PageTableEntry.State(p) is PageState.Dirty or PageState.Clean)
+            if (!cold && InWorkingSet(p))
             {
                 _active.Enqueue(entry); // in the working set: onto the active list, not evicted
                 continue;
             }
-            if (!cold && !trial && (p & PageTableEntry.Trial) != 0 && PageTableEntry.State(p) == PageState.Clean)
+            if (!cold && !trial && OnTrial(p))
             {
                 _trial.Enqueue(entry); // swapped in from far: waits on trial, evicted early
                 continue;
@@ -188,13 +181,11 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
 
         bool Release(ulong entry)
         {
-            RegionMapping? region = regions.Get(FaultLogEntry.RegionOf(entry));
-            ulong page = FaultLogEntry.PageOf(entry);
-            if (region is null || page >= region.PageCount)
+            ulong* pte = Locate(entry, out _);
+            if (pte is null)
             {
                 return true;
             }
-            ulong* pte = region.PageTableEntries + page;
             ulong p = PageTableEntry.Load(pte);
             if (PageTableEntry.State(p) != PageState.Clean || PageTableEntry.Slot(p) == SharedLayout.ZeroSlot)
             {
@@ -260,14 +251,13 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
     /// </summary>
     private void Route(ulong entry)
     {
-        RegionMapping? region = regions.Get(FaultLogEntry.RegionOf(entry));
-        ulong page = FaultLogEntry.PageOf(entry);
-        ulong p = region is null || page >= region.PageCount ? 0 : PageTableEntry.Load(region.PageTableEntries + page);
-        if ((p & PageTableEntry.Active) != 0 && PageTableEntry.State(p) is PageState.Dirty or PageState.Clean)
+        ulong* pte = Locate(entry, out _);
+        ulong p = pte is null ? 0 : PageTableEntry.Load(pte);
+        if (InWorkingSet(p))
         {
             _active.Enqueue(entry);
         }
-        else if ((p & PageTableEntry.Trial) != 0 && PageTableEntry.State(p) == PageState.Clean)
+        else if (OnTrial(p))
         {
             _trial.Enqueue(entry);
         }
@@ -276,6 +266,20 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
             _queue.Enqueue(entry);
         }
     }
+
+    /// <summary>The page-table entry a queue entry names, or null once its region went away (or no longer has that page).</summary>
+    private ulong* Locate(ulong entry, out RegionMapping? region)
+    {
+        region = regions.Get(FaultLogEntry.RegionOf(entry));
+        ulong page = FaultLogEntry.PageOf(entry);
+        return region is null || page >= region.PageCount ? null : region.PageTableEntries + page;
+    }
+
+    /// <summary>A resident page the service brought back active: the working set keeps it.</summary>
+    private static bool InWorkingSet(ulong p) => (p & PageTableEntry.Active) != 0 && PageTableEntry.State(p) is PageState.Dirty or PageState.Clean;
+
+    /// <summary>A page swapped in from far, not written since: it waits on trial.</summary>
+    private static bool OnTrial(ulong p) => (p & PageTableEntry.Trial) != 0 && PageTableEntry.State(p) == PageState.Clean;
 
     /// <summary>Forgets every page of a region (being torn down, after the service was fenced out of it).</summary>
     public void ForgetRegion(uint regionId)
