@@ -67,6 +67,7 @@ typedef struct cram_region_desc {
     uint64_t length; /* bytes, multiple of CRAM_PAGE_SIZE */
     uint64_t* pte;   /* the page table: length / CRAM_PAGE_SIZE words */
     uint64_t* touched; /* bit b: a page of PTE block b (TOUCHED_BLOCK_PAGES entries) left EMPTY */
+    uint64_t touched_blocks; /* bits set in touched: pages of the page table in use (cram_stats.page_table_pages) */
     uint32_t id;     /* index in regions[] */
     uint32_t active; /* 1 while the service may resolve faults in it */
     uint64_t faults_first_touch;   /* this region's share of the fault counters (cram_region_census) */
@@ -217,6 +218,8 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_stats, prefetched_pages);
     FIELD(cram_stats, discarded_pages);
     FIELD(cram_stats, workingset_activations);
+    FIELD(cram_stats, page_table_pages);
+    FIELD(cram_stats, memory_limit_waits);
     FIELD(cram_stats, swapin_latency_us_log2);
 
     STRUCT(cram_engine_config);
@@ -231,6 +234,7 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_shared, backing_fd); FIELD(cram_shared, backing_direct);
     FIELD(cram_shared, cram_capacity_bytes); FIELD(cram_shared, cram_writable_limit);
     FIELD(cram_shared, cram_write_control); FIELD(cram_shared, reclaim_running); FIELD(cram_shared, activate_distance_pages);
+    FIELD(cram_shared, memory_wait_us);
 
     STRUCT(cram_contract_entry);
     FIELD(cram_contract_entry, name); FIELD(cram_contract_entry, value); FIELD(cram_contract_entry, kind);
@@ -522,6 +526,21 @@ static void throttle(cram_engine* e)
 {
     cram_stats* st = &e->shared->stats;
     uint32_t* stalled = &e->shared->reclaim_stalled;
+    uint64_t* memory_wait = &e->shared->memory_wait_us;
+    uint64_t wait_us = __atomic_load_n(memory_wait, __ATOMIC_ACQUIRE);
+    if (wait_us) {
+        /* The memory limit cannot be held ("Memory limit" in cramnative.h): every page added waits
+         * this long, or until managed code says memory is back under the limit, then proceeds. */
+        add_counter(&st->memory_limit_waits, 1);
+        signal_reclaim(e);
+        uint64_t until = now_ns() + wait_us * 1000ull;
+        struct timespec pause = { 0, 50000 };
+        pthread_mutex_unlock(&e->lock);
+        while (__atomic_load_n(memory_wait, __ATOMIC_ACQUIRE) && now_ns() < until)
+            nanosleep(&pause, NULL);
+        pthread_mutex_lock(&e->lock);
+        return;
+    }
     uint64_t hard = __atomic_load_n(&e->config.hard_limit_pages, __ATOMIC_RELAXED);
     if (!hard || __atomic_load_n(&st->resident_pages, __ATOMIC_RELAXED) < hard)
         return;
@@ -565,6 +584,9 @@ static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t pa
     uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
     uint64_t first = page, last = page; /* inclusive run of EMPTY pages around the fault */
     uint32_t around = e->config.fault_around_pages;
+    uint64_t hard = __atomic_load_n(&e->config.hard_limit_pages, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&s->memory_wait_us, __ATOMIC_RELAXED) || (hard && __atomic_load_n(&s->stats.resident_pages, __ATOMIC_RELAXED) >= hard))
+        around = 1; /* at the hard limit (a throttled fault that gave up waiting) or over the memory limit: one page a fault */
     /* Fault around only where a first touch continues a sequential stream, or lands right after a
      * page already in use (a fill that another thread's chunk precedes), for a write or a read, and
      * then with writable zero pages even for a read: managed fills read their destination first
@@ -610,8 +632,13 @@ static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t pa
             made++;
         }
     }
-    for (uint64_t b = first >> TOUCHED_BLOCK_SHIFT; b <= last >> TOUCHED_BLOCK_SHIFT; b++)
-        r->touched[b >> 6] |= 1ull << (b & 63); /* under the engine lock, like every reader */
+    for (uint64_t b = first >> TOUCHED_BLOCK_SHIFT; b <= last >> TOUCHED_BLOCK_SHIFT; b++) {
+        uint64_t bit = 1ull << (b & 63);
+        if (r->touched[b >> 6] & bit) continue;
+        r->touched[b >> 6] |= bit; /* under the engine lock, like every reader */
+        r->touched_blocks++;
+        add_counter(&s->stats.page_table_pages, 1);
+    }
     add_counter(&s->stats.faults_zero, 1);
     add_counter(&r->faults_first_touch, 1);
     add_counter(&s->stats.populated_pages, made);
@@ -869,7 +896,7 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
     resident_add(e, 1);
     swapin_latency(s, t0); /* before the wake, so the thread that resumes finds its swap-in counted */
     uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
-    if (!write) swapin_readahead(e, r, page);
+    if (!write && !__atomic_load_n(&e->shared->memory_wait_us, __ATOMIC_RELAXED)) swapin_readahead(e, r, page);
 }
 
 static void resolve_missing(cram_engine* e, cram_region_desc* r, uint64_t page, int write, uint32_t tid, uint64_t t0)
@@ -1129,6 +1156,7 @@ static void region_release(cram_engine* e, cram_region_desc* r)
     munmap((void*)(uintptr_t)r->base, r->length);
     munmap(r->pte, (r->length >> CRAM_PAGE_SHIFT) * sizeof(uint64_t));
     if (r->touched) munmap(r->touched, touched_bytes(r->length));
+    add_counter(&e->shared->stats.page_table_pages, (uint64_t)0 - r->touched_blocks);
     memset(r, 0, sizeof *r);
 }
 
@@ -1588,6 +1616,10 @@ EXPORT int CramNative_PrefetchPages(cram_engine* e, uint32_t region_id, uint64_t
         if (soft && resident + want >= soft) { /* this chunk is the last one the limit allows */
             limit = 1;
             want = soft > resident ? soft - resident : 0;
+        }
+        if (__atomic_load_n(&s->memory_wait_us, __ATOMIC_RELAXED)) { /* over the memory limit: nothing ahead of need */
+            limit = 1;
+            want = 0;
         }
         uint32_t n = 0;
         while (want && q < end && scanned < PREFETCH_SCAN_MAX &&

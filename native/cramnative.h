@@ -398,6 +398,9 @@ typedef struct cram_stats {
     uint64_t prefetched_pages;      /* evicted pages swapped in by CramNative_PrefetchPages (Advise WillNeed; not faults) */
     uint64_t discarded_pages;       /* populated pages made EMPTY by CramNative_DiscardPages (Advise DontNeed) */
     uint64_t workingset_activations;/* swap-ins that came back ACTIVE: refault distance below the threshold ("Working set") */
+    uint64_t page_table_pages;      /* pages of page table in use: one per 512-page block first touch marked (the
+                                       table's memory; C# counts it in the memory limit's metadata) */
+    uint64_t memory_limit_waits;    /* faults delayed because the memory limit could not be held ("Memory limit") */
     /* Swap-in service time: bucket b counts read and write swap-ins (MISSING faults on EVICTED
      * pages) whose resolution took [2^(b-1), 2^b) microseconds (b = 0: under 1 us; the last bucket
      * has no upper bound), timed by the service from the moment it takes the message, a wait at
@@ -448,6 +451,8 @@ typedef struct cram_shared {
     uint32_t cram_write_control;  /* C#, before the first region: 1 = budget and ledger enforced */
     uint32_t reclaim_running;     /* C#: 1 while a background reclaim pass runs (the service does not spin then) */
     uint64_t activate_distance_pages; /* C#: a swap-in whose refault distance is below this comes back ACTIVE (0: never) */
+    uint64_t memory_wait_us;      /* C#: nonzero while the memory limit cannot be held ("Memory limit"): each MISSING
+                                     fault waits up to this long, then maps its one page (no fault-around) */
 } cram_shared;
 
 /* ---------------------------------------------------------------------------------------------
@@ -485,15 +490,16 @@ _Static_assert(sizeof(cram_pool_handle) == 16 && offsetof(cram_pool_handle, addr
                offsetof(cram_pool_handle, length) == 8 && offsetof(cram_pool_handle, zspage) == 12, "cram_pool_handle layout");
 _Static_assert(sizeof(cram_pool_move) == 24 && offsetof(cram_pool_move, handle) == 0 && offsetof(cram_pool_move, destination) == 8 &&
                offsetof(cram_pool_move, zspage) == 16 && offsetof(cram_pool_move, reserved) == 20, "cram_pool_move layout");
-_Static_assert(sizeof(cram_stats) == (34 + CRAM_SWAPIN_LATENCY_BUCKETS) * sizeof(uint64_t) &&
+_Static_assert(sizeof(cram_stats) == (36 + CRAM_SWAPIN_LATENCY_BUCKETS) * sizeof(uint64_t) &&
                offsetof(cram_stats, clean_copy_bytes) == 30 * sizeof(uint64_t) &&
-               offsetof(cram_stats, swapin_latency_us_log2) == 34 * sizeof(uint64_t),
-               "cram_stats is 34 counters and the swap-in latency buckets");
+               offsetof(cram_stats, swapin_latency_us_log2) == 36 * sizeof(uint64_t),
+               "cram_stats is 36 counters and the swap-in latency buckets");
 _Static_assert(sizeof(cram_engine_config) == 32 && offsetof(cram_engine_config, forced_mode) == 0 &&
                offsetof(cram_engine_config, spin_us) == 4 && offsetof(cram_engine_config, soft_limit_pages) == 8 &&
                offsetof(cram_engine_config, hard_limit_pages) == 16 && offsetof(cram_engine_config, throttle_max_us) == 24 &&
                offsetof(cram_engine_config, fault_around_pages) == 28, "cram_engine_config layout");
-_Static_assert(sizeof(cram_shared) == sizeof(cram_stats) + 9 * sizeof(uint64_t) + 6 * sizeof(uint32_t) &&
+_Static_assert(sizeof(cram_shared) == sizeof(cram_stats) + 10 * sizeof(uint64_t) + 6 * sizeof(uint32_t) &&
+               offsetof(cram_shared, memory_wait_us) == sizeof(cram_stats) + 9 * sizeof(uint64_t) + 6 * sizeof(uint32_t) &&
                offsetof(cram_shared, activate_distance_pages) == sizeof(cram_stats) + 8 * sizeof(uint64_t) + 6 * sizeof(uint32_t) &&
                offsetof(cram_shared, reclaim_running) == sizeof(cram_stats) + 8 * sizeof(uint64_t) + 5 * sizeof(uint32_t) &&
                offsetof(cram_shared, backing_direct) == sizeof(cram_stats) + 6 * sizeof(uint64_t) + 3 * sizeof(uint32_t) &&

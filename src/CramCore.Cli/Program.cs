@@ -148,6 +148,19 @@ var lifecycle = new Command("lifecycle", "What a region costs to create, write o
 };
 lifecycle.SetAction(r => Guard(r, () => BenchLifecycleCommand.Run(r.GetValue(lifecycleRoundsOption), r.GetValue(jsonOption))));
 bench.Subcommands.Add(lifecycle);
+var memoryDataOption = new Option<string>("--data") { Description = "corpus (compressible pages: --corpus FILE, or the generated compressible mix) or random (incompressible).", DefaultValueFactory = _ => "corpus" };
+var memorySizeOption = new Option<string>("--size") { Description = "Bytes to write (e.g. 1g).", DefaultValueFactory = _ => "1g" };
+var memoryLimitOption = new Option<string>("--memory-limit") { Description = "CramOptions.MemoryLimitBytes (e.g. 256m; at least 16m).", DefaultValueFactory = _ => "256m" };
+var memoryFileOption = new Option<string?>("--backing-file") { Description = "A backing file (must not exist; unlinked at once); default: none (ghost mode)." };
+var memoryWaitOption = new Option<double>("--wait-ms") { Description = "CramOptions.MemoryLimitWait in milliseconds: how long a fault waits while the limit cannot be held.", DefaultValueFactory = _ => 10 };
+var memoryLimit = new Command("memory-limit", "Does MemoryLimitBytes hold? Writes compressible or random pages under it, with or without a backing file, samples memory use, reads every page back.")
+{
+    memoryDataOption, corpusOption, memorySizeOption, memoryLimitOption, memoryFileOption, memoryWaitOption, jsonOption,
+};
+memoryLimit.SetAction(r => Guard(r, () => BenchMemoryLimitCommand.Run(new BenchMemoryLimitCommand.Settings(
+    r.GetValue(memoryDataOption)!, r.GetValue(corpusOption), Measure.ParseSize(r.GetValue(memorySizeOption)!, "--size"),
+    Measure.ParseSize(r.GetValue(memoryLimitOption)!, "--memory-limit"), r.GetValue(memoryFileOption), r.GetValue(memoryWaitOption), r.GetValue(jsonOption)))));
+bench.Subcommands.Add(memoryLimit);
 bench.Subcommands.Add(faults);
 bench.Subcommands.Add(writeback);
 bench.Subcommands.Add(alloc);

@@ -36,6 +36,7 @@ public sealed unsafe class CramEngine : IDisposable
     private long _residentLimitBytes;
     private readonly RegionTable _regions = new();
     private readonly ReclaimWorker _worker;
+    private readonly MemoryBudget _budget;
     private readonly Prefetcher _prefetcher;
     private readonly Lock _lock = new();
     private readonly CramMetrics _metrics;
@@ -112,11 +113,18 @@ public sealed unsafe class CramEngine : IDisposable
         }
         IPageOperations operations = new NativePageOperations(native, _slots);
         Reclaimer = new Reclaimer(shared, _regions, _slots, pageOperations?.Invoke(operations) ?? operations, options, _reaper, _writeback, enqueue);
-        Reclaimer.LimitPages = limitPages;
+        CompressedPool pool = _pool;
+        SlotTable slots = _slots;
+        Reclaimer reclaimer = Reclaimer;
+        BackingFile? file = _file;
+        nint sharedAddress = (nint)shared;
+        _budget = new MemoryBudget(native, shared, Reclaimer, options.MemoryLimitBytes, options.MemoryLimitWait, limitPages,
+            () => pool.UsedBytes, () => MetadataBytesOf((NativeShared*)sharedAddress, slots, pool, reclaimer, file), enqueue);
+        _budget.Update(); // the limit the memory limit allows, before any fault
         _prefetcher = new Prefetcher(PrefetchStep);
         _metrics = CramMetrics.For(meterFactory); // before the worker's first tick, which records into it
         _metrics.Register(this);
-        _worker = new ReclaimWorker(native, shared, Reclaimer, limitPages, _file is not null || _node is not null, afterTick);
+        _worker = new ReclaimWorker(native, shared, Reclaimer, _budget, _file is not null || _node is not null, afterTick);
         _worker.Start();
     }
 
@@ -152,6 +160,7 @@ public sealed unsafe class CramEngine : IDisposable
         NativeLibraryResolver.ThrowIfUnsupportedPlatform();
         options = (options ?? new CramOptions()).Clone();
         options.Validate();
+        options.Resolve();
         if (options.NativeLibraryPath is not null)
         {
             NativeLibraryResolver.SetOverride(options.NativeLibraryPath);
@@ -255,7 +264,7 @@ public sealed unsafe class CramEngine : IDisposable
         {
             CramTierEventKind.ChecksumFailure or CramTierEventKind.ReadError or CramTierEventKind.ServiceError => LogLevel.Error,
             CramTierEventKind.PoolFull or CramTierEventKind.WritebackPaused or CramTierEventKind.BackingFileFull or CramTierEventKind.CramPressureHigh
-                or CramTierEventKind.CramControlPlaneLost or CramTierEventKind.ThrottlingStarted => LogLevel.Warning,
+                or CramTierEventKind.CramControlPlaneLost or CramTierEventKind.ThrottlingStarted or CramTierEventKind.MemoryLimitExceeded => LogLevel.Warning,
             _ => LogLevel.Information,
         };
         try
@@ -269,11 +278,13 @@ public sealed unsafe class CramEngine : IDisposable
     }
 
     /// <summary>
-    /// The resident limit background reclaim holds now (bytes; 0: none). Starts as
+    /// The resident limit asked of background reclaim (bytes; 0: none). Starts as
     /// <see cref="CramOptions.ResidentLimitBytes"/>; setting it takes effect at once (lowering it
-    /// starts reclaim, raising or removing it lets faults stop waiting).
+    /// starts reclaim, raising or removing it lets faults stop waiting). With
+    /// <see cref="CramOptions.MemoryLimitBytes"/>, reclaim holds the lower of this and what the memory
+    /// limit leaves (<see cref="CramStats.ResidentTargetBytes"/>).
     /// </summary>
-    /// <exception cref="ArgumentOutOfRangeException">Negative, or between 0 and 64 pages (262144 bytes).</exception>
+    /// <exception cref="ArgumentOutOfRangeException">Negative, between 0 and 64 pages (262144 bytes), or above <see cref="CramOptions.MemoryLimitBytes"/>.</exception>
     public long ResidentLimitBytes
     {
         get
@@ -287,14 +298,16 @@ public sealed unsafe class CramEngine : IDisposable
             {
                 throw new ArgumentOutOfRangeException(nameof(value), value, "The resident limit is 0 (none) or at least 64 pages (262144 bytes).");
             }
+            if (_options.MemoryLimitBytes > 0 && value > _options.MemoryLimitBytes)
+            {
+                throw new ArgumentOutOfRangeException(nameof(value), value, $"The resident limit cannot be above MemoryLimitBytes ({_options.MemoryLimitBytes}), which also counts the pool and metadata; use 0 to let the memory limit set it.");
+            }
             lock (_lock)
             {
                 ObjectDisposedException.ThrowIf(_disposed, this);
                 long pages = value / SharedLayout.PageSize;
-                ulong hard = pages == 0 ? 0 : (ulong)ReclaimWorker.HardLimitPages(pages);
-                Interop.ThrowIfFailed(Interop.CramNative.SetResidentLimit(_native, (ulong)pages, hard), "Setting the resident limit");
-                _worker.SetLimit(pages);
-                Reclaimer.LimitPages = pages;
+                _budget.SetUserLimit(pages); // the service sees it (or what the memory limit leaves, if lower) at once
+                _worker.LimitChanged();
                 Volatile.Write(ref _residentLimitBytes, pages * SharedLayout.PageSize);
             }
         }
@@ -321,6 +334,22 @@ public sealed unsafe class CramEngine : IDisposable
             return (UserfaultfdMode)_shared->UffdMode; // the shared block is unmapped by Dispose
         }
     }
+
+    /// <summary>
+    /// CramCore's own memory besides resident pages and the pool, as the memory limit counts it: the
+    /// page tables in use, the fault-in log, the slot and handle tables, the zspages' handle arrays,
+    /// reclaim's and writeback's queues and the backing file's two segment buffers.
+    /// </summary>
+    internal long MetadataBytes() => MetadataBytesOf(_shared, _slots, _pool, Reclaimer, _file);
+
+    private static long MetadataBytesOf(NativeShared* shared, SlotTable slots, CompressedPool pool, Reclaimer reclaimer, BackingFile? file) =>
+        ((long)Volatile.Read(ref shared->Stats.PageTablePages) << SharedLayout.PageShift)
+        + (long)SharedLayout.FaultLogSize * sizeof(ulong)
+        + slots.MetadataBytes + pool.MetadataBytes + reclaimer.MetadataBytes
+        + (slots.PoolOrder?.CapacityBytes ?? 0)
+        + (file is null ? 0 : 2L * BackingFile.SegmentBytes);
+
+    internal MemoryBudget Budget => _budget;
 
     internal nint NativeHandle => _native;
     internal Reclaimer Reclaimer { get; }
@@ -583,9 +612,16 @@ public sealed unsafe class CramEngine : IDisposable
             CancelledEvictions = (long)s.FaultsWpCancel,
             SpuriousFaults = (long)s.FaultsSpurious,
             ThrottledFaults = (long)s.ThrottleWaits,
+            MemoryUsedBytes = _budget.MemoryUsedBytes,
+            MetadataBytes = MetadataBytes(),
+            ResidentTargetBytes = _budget.LimitPages << SharedLayout.PageShift,
+            MemoryLimitExceeded = _budget.Exceeded,
+            MemoryLimitExceededEpisodes = _budget.ExceededEpisodes,
+            MemoryLimitWaits = (long)Volatile.Read(ref s.MemoryLimitWaits),
             Evictions = (long)s.EvictedPagesTotal,
             CompressedPages = reclaim.CompressedPages,
             IncompressiblePages = reclaim.IncompressiblePages,
+            UncompressedStoredPages = reclaim.UncompressedStoredPages,
             EstimatedIncompressiblePages = reclaim.EstimatedIncompressiblePages,
             MispredictedCompressiblePages = reclaim.MispredictedCompressiblePages,
             EstimatorAudits = reclaim.EstimatorAudits,

@@ -40,6 +40,10 @@ internal sealed class CramMetrics
         Gauge("cramcore.memory.stored", "By", "Bytes of stored (compressed) copies of pages in the pool", s => s.StoredBytes);
         Gauge("cramcore.memory.pool", "By", "Bytes of pool memory holding the stored copies", s => s.PoolBytes);
         Gauge("cramcore.memory.peak_resident", "By", "Highest resident bytes seen", s => s.PeakResidentBytes);
+        Gauge("cramcore.memory.used", "By", "Memory as MemoryLimitBytes counts it: resident + pool + metadata", s => s.MemoryUsedBytes);
+        Gauge("cramcore.memory.metadata", "By", "CramCore's own memory besides resident pages and the pool", s => s.MetadataBytes);
+        Gauge("cramcore.memory.limit_exceeded", "1", "1 while MemoryLimitBytes cannot be held (faults wait MemoryLimitWait each)", s => s.MemoryLimitExceeded ? 1 : 0);
+        Counter("cramcore.faults.memory_limit_waits", "{fault}", "Faults that waited because the memory limit could not be held", s => s.MemoryLimitWaits);
         Counter("cramcore.faults.throttled", "{fault}", "Faults that waited for reclaim because resident memory was over the limit", s => s.ThrottledFaults);
         Counter("cramcore.errors.service", "{error}", "Fault-service system calls that failed (should stay 0)", s => s.ServiceErrors);
         Counter("cramcore.pool.full_rejections", "{page}", "Pages left resident because the compressed pool was full", s => s.PoolFullRejections);

@@ -35,6 +35,32 @@ public sealed class CramOptions
     public long ResidentLimitBytes { get; set; }
 
     /// <summary>
+    /// Memory the engine may use in all, in bytes: resident region pages + the compressed pool +
+    /// CramCore's own metadata (page tables, slot and handle tables, reclaim's queues; see
+    /// <see cref="CramStats.MemoryUsedBytes"/>). 0 (the default) means no such limit. Background
+    /// reclaim holds it together with writeback: the resident limit it keeps is
+    /// <see cref="ResidentLimitBytes"/> (if set) or what the pool and metadata leave, whichever is
+    /// lower, so pages are evicted further as the pool grows. With a <see cref="BackingFile"/>,
+    /// pages that do not compress are stored as they are and written to the file, and the pool is
+    /// kept to <see cref="CompressedPoolLimitBytes"/> (a quarter of this limit unless set), so the
+    /// limit holds whatever the data. Where it cannot hold (no file, and the data does not compress
+    /// or the pool is full), <see cref="CramEngine.TierEvent"/> reports
+    /// <see cref="CramTierEventKind.MemoryLimitExceeded"/> at once and every fault that adds a page
+    /// waits up to <see cref="MemoryLimitWait"/>, then proceeds: growth past the limit is slowed,
+    /// never silent, never a hang. At least 16 MiB. Memory of the .NET runtime itself and of the
+    /// application's own heap is not counted (README, "Memory bounds").
+    /// </summary>
+    public long MemoryLimitBytes { get; set; }
+
+    /// <summary>
+    /// While <see cref="MemoryLimitBytes"/> cannot be held, how long each fault that adds a resident
+    /// page waits for memory to come back under the limit before it proceeds anyway (0 to 10 s; default
+    /// 10 ms). The fault service resolves one fault at a time, so this caps growth past the limit at
+    /// one page per wait for the whole engine (about 400 KiB/s at the default). 0 only reports.
+    /// </summary>
+    public TimeSpan MemoryLimitWait { get; set; } = TimeSpan.FromMilliseconds(10);
+
+    /// <summary>
     /// A page is stored compressed only if LZ4 makes it this small or smaller (bytes, 64–4096;
     /// default 3072, three quarters of a page). Pages that do not compress below it stay resident
     /// and are not tried again until they are written.
@@ -60,7 +86,8 @@ public sealed class CramOptions
     /// <summary>
     /// The second tier: a file that entries move to, still compressed, when the pool passes
     /// <see cref="WritebackHighWatermark"/> of <see cref="CompressedPoolLimitBytes"/> (which must then
-    /// be set). The file must not exist: it is created with mode 0600, opened O_DIRECT where the file
+    /// be set, or <see cref="MemoryLimitBytes"/>). Pages that do not compress are stored as they are
+    /// and go to the file the same way, instead of staying resident. The file must not exist: it is created with mode 0600, opened O_DIRECT where the file
     /// system allows, and unlinked at once unless <see cref="KeepBackingFile"/>; it grows in 256 KiB
     /// segments as needed. <see langword="null"/> (the default) is ghost mode: no file; when the pool
     /// is full, reclaim stops and <see cref="CramEngine.TierEvent"/> says so; nothing is lost.
@@ -166,6 +193,22 @@ public sealed class CramOptions
         {
             throw new ArgumentException($"ResidentLimitBytes is {ResidentLimitBytes}; the smallest limit is 64 pages (262144 bytes), or 0 for no limit.", nameof(ResidentLimitBytes));
         }
+        if (MemoryLimitBytes < 0 || (MemoryLimitBytes > 0 && MemoryLimitBytes < MinMemoryLimitBytes))
+        {
+            throw new ArgumentException($"MemoryLimitBytes is {MemoryLimitBytes}; use 0 for no limit or at least 16 MiB ({MinMemoryLimitBytes} bytes).", nameof(MemoryLimitBytes));
+        }
+        if (MemoryLimitBytes > 0 && ResidentLimitBytes > MemoryLimitBytes)
+        {
+            throw new ArgumentException($"ResidentLimitBytes ({ResidentLimitBytes}) is above MemoryLimitBytes ({MemoryLimitBytes}), which also counts the pool and metadata; lower it, or leave it 0 to let the memory limit set it.", nameof(ResidentLimitBytes));
+        }
+        if (MemoryLimitBytes > 0 && CompressedPoolLimitBytes >= MemoryLimitBytes)
+        {
+            throw new ArgumentException($"CompressedPoolLimitBytes ({CompressedPoolLimitBytes}) is not below MemoryLimitBytes ({MemoryLimitBytes}), which also counts resident pages; lower it (a quarter of the memory limit is the default with a backing file).", nameof(CompressedPoolLimitBytes));
+        }
+        if (MemoryLimitWait < TimeSpan.Zero || MemoryLimitWait > TimeSpan.FromSeconds(10))
+        {
+            throw new ArgumentException($"MemoryLimitWait is {MemoryLimitWait}; it must be between 0 and 10 s.", nameof(MemoryLimitWait));
+        }
         if (CompressionThresholdBytes is < 64 or > SharedLayout.PageSize)
         {
             throw new ArgumentException($"CompressionThresholdBytes is {CompressionThresholdBytes}; it must be between 64 and 4096 bytes (default 3072).", nameof(CompressionThresholdBytes));
@@ -200,9 +243,9 @@ public sealed class CramOptions
             {
                 throw new ArgumentException("BackingFile is empty; give a file path, or null for no file (ghost mode).", nameof(BackingFile));
             }
-            if (CompressedPoolLimitBytes == 0)
+            if (CompressedPoolLimitBytes == 0 && MemoryLimitBytes == 0)
             {
-                throw new ArgumentException("BackingFile is set but CompressedPoolLimitBytes is 0 (no limit), so writeback would never start; set a pool limit.", nameof(CompressedPoolLimitBytes));
+                throw new ArgumentException("BackingFile is set but CompressedPoolLimitBytes is 0 (no limit), so writeback would never start; set a pool limit, or MemoryLimitBytes (the pool then gets a quarter of it).", nameof(CompressedPoolLimitBytes));
             }
         }
         if (BackingFileLimitBytes < 0 || (BackingFileLimitBytes > 0 && BackingFileLimitBytes < Storage.BackingFile.SegmentBytes))
@@ -244,6 +287,21 @@ public sealed class CramOptions
         if (FaultAroundPages is < 1 or > 64)
         {
             throw new ArgumentException($"FaultAroundPages is {FaultAroundPages}; it must be between 1 (off) and 64.", nameof(FaultAroundPages));
+        }
+    }
+
+    /// <summary>The smallest <see cref="MemoryLimitBytes"/>: 16 MiB.</summary>
+    internal const long MinMemoryLimitBytes = 16L << 20;
+
+    /// <summary>
+    /// Fills in what other options imply, after <see cref="Validate"/>: with a memory limit and a
+    /// backing file but no pool limit, the pool gets a quarter of the memory limit (whole pages).
+    /// </summary>
+    internal void Resolve()
+    {
+        if (MemoryLimitBytes > 0 && BackingFile is not null && CompressedPoolLimitBytes == 0)
+        {
+            CompressedPoolLimitBytes = MemoryLimitBytes / 4 / SharedLayout.PageSize * SharedLayout.PageSize;
         }
     }
 

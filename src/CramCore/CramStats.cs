@@ -68,13 +68,45 @@ public sealed record CramStats
     /// <summary>Faults that waited for reclaim because resident memory was over the limit.</summary>
     public long ThrottledFaults { get; init; }
 
+    /// <summary>
+    /// Memory as <see cref="CramOptions.MemoryLimitBytes"/> counts it: <see cref="ResidentBytes"/> +
+    /// <see cref="PoolBytes"/> + <see cref="MetadataBytes"/>. Computed with or without a memory limit.
+    /// </summary>
+    public long MemoryUsedBytes { get; init; }
+    /// <summary>
+    /// CramCore's own memory besides resident pages and the pool: page tables in use (4 KiB per 2 MiB
+    /// of a region ever touched), the fault-in log (512 KiB), the slot and handle tables (16 bytes per
+    /// stored page each), the pool's handle arrays, reclaim's and writeback's queues (8 and 4 bytes a
+    /// page, as rings) and, with a backing file, its two 256 KiB segment buffers.
+    /// </summary>
+    public long MetadataBytes { get; init; }
+    /// <summary>
+    /// The resident limit reclaim holds now (0: none): <see cref="CramEngine.ResidentLimitBytes"/>,
+    /// or, with <see cref="CramOptions.MemoryLimitBytes"/>, what that leaves after the pool and
+    /// metadata if it is lower (never below 64 pages).
+    /// </summary>
+    public long ResidentTargetBytes { get; init; }
+    /// <summary>Whether <see cref="CramOptions.MemoryLimitBytes"/> cannot be held now (<see cref="CramTierEventKind.MemoryLimitExceeded"/>): every fault that adds a page waits up to <see cref="CramOptions.MemoryLimitWait"/>.</summary>
+    public bool MemoryLimitExceeded { get; init; }
+    /// <summary>Times the memory limit could not be held (each raised <see cref="CramTierEventKind.MemoryLimitExceeded"/>; cumulative).</summary>
+    public long MemoryLimitExceededEpisodes { get; init; }
+    /// <summary>Faults that waited because the memory limit could not be held (cumulative).</summary>
+    public long MemoryLimitWaits { get; init; }
+
     /// <summary>Pages evicted (unmapped after their copy was stored).</summary>
     public long Evictions { get; init; }
     /// <summary>Pages compressed with LZ4 and stored.</summary>
     public long CompressedPages { get; init; }
-    /// <summary>Eviction attempts that left the page resident because it does not compress below the threshold: LZ4 failed, or (<see cref="EstimatedIncompressiblePages"/> of them) the estimator predicted it.</summary>
+    /// <summary>
+    /// Eviction attempts on pages that do not compress below the threshold: LZ4 failed, or
+    /// (<see cref="EstimatedIncompressiblePages"/> of them) the estimator predicted it. Without a
+    /// backing file such a page stays resident; with one it is stored as it is
+    /// (<see cref="UncompressedStoredPages"/>) and written back to the file.
+    /// </summary>
     public long IncompressiblePages { get; init; }
-    /// <summary>Of <see cref="IncompressiblePages"/>, those kept resident without a compression attempt because the estimator was confident they would not compress (see <see cref="CramOptions.EstimateCompressibility"/>).</summary>
+    /// <summary>Of <see cref="IncompressiblePages"/>, those stored as they are (there is a backing file) rather than kept resident.</summary>
+    public long UncompressedStoredPages { get; init; }
+    /// <summary>Of <see cref="IncompressiblePages"/>, those the estimator was confident would not compress, so LZ4 was not tried (see <see cref="CramOptions.EstimateCompressibility"/>).</summary>
     public long EstimatedIncompressiblePages { get; init; }
     /// <summary>Pages the estimator was confident would compress that LZ4 could not get below the threshold (estimator errors that cost a wasted compression).</summary>
     public long MispredictedCompressiblePages { get; init; }

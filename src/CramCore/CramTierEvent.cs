@@ -29,6 +29,15 @@ public enum CramTierEventKind
     ThrottlingStopped,
     /// <summary>A system call of the fault service failed (should never happen; <see cref="CramStats.ServiceErrors"/> counts them): the pages involved were left to fault again.</summary>
     ServiceError,
+    /// <summary>
+    /// <see cref="CramOptions.MemoryLimitBytes"/> cannot be held: memory is over it and reclaim can
+    /// free no more (no backing file and the data does not compress, the pool is full, or writeback
+    /// cannot keep up). Every fault that adds a page now waits up to
+    /// <see cref="CramOptions.MemoryLimitWait"/>, then proceeds; <see cref="CramStats.MemoryLimitExceeded"/> is true.
+    /// </summary>
+    MemoryLimitExceeded,
+    /// <summary>Memory is back under <see cref="CramOptions.MemoryLimitBytes"/> after <see cref="MemoryLimitExceeded"/>; faults no longer wait.</summary>
+    MemoryLimitRestored,
 }
 
 /// <summary>An event of the engine's storage tiers (<see cref="CramEngine.TierEvent"/>).</summary>

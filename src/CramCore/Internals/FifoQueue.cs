@@ -12,6 +12,9 @@ internal sealed class FifoQueue<T> where T : unmanaged
 
     public int Count => Volatile.Read(ref _count);
 
+    /// <summary>Bytes of the ring (its capacity, not its count): for the memory limit's metadata.</summary>
+    public long CapacityBytes => (long)Volatile.Read(ref _items).Length * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+
     public void Enqueue(T item)
     {
         if (_count == _items.Length)

@@ -280,6 +280,8 @@ internal unsafe struct NativeStats
     public ulong PrefetchedPages;
     public ulong DiscardedPages;
     public ulong WorkingsetActivations;
+    public ulong PageTablePages;
+    public ulong MemoryLimitWaits;
     public fixed ulong SwapinLatencyUsLog2[SharedLayout.SwapinLatencyBuckets];
 }
 
@@ -317,6 +319,7 @@ internal struct NativeShared
     public uint CramWriteControl;
     public uint ReclaimRunning;
     public ulong ActivateDistancePages;
+    public ulong MemoryWaitUs;
 }
 
 /// <summary>What an entry of the contract describes (cram_contract_kind).</summary>

@@ -12,7 +12,8 @@ namespace CramCore.Reclaim;
 /// <item><b>classify</b> — <see cref="PageEstimator"/> (or the same-filled check alone): zero,
 ///   same-filled, incompressible (kept resident without an LZ4 attempt) or worth compressing;</item>
 /// <item><b>store</b> — slot 0, a same-filled slot, LZ4 into the compressed pool, or, for a very
-///   compressible page the CRAM node wants, a frame of the node (the page itself stays in place);</item>
+///   compressible page the CRAM node wants, a frame of the node (the page itself stays in place);
+///   with a backing file, a page that does not compress is stored as it is, for writeback;</item>
 /// <item><b>publish</b> — EVICTING→CLEAN(slot); if a write cancelled the eviction the CAS fails and
 ///   the copy, possibly torn, is freed;</item>
 /// <item><b>drop</b> — native: CLEAN→DROPPING→MADV_DONTNEED→EVICTED, for published pages and for
@@ -40,6 +41,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     private readonly ReclaimCounters _counters;
     private readonly int _threshold;
     private readonly bool _storeUncompressed;
+    private readonly bool _storeIncompressible;
     private readonly bool _estimate;
     private readonly byte* _scratch;
     private readonly ulong[] _protect = new ulong[BatchPages];
@@ -56,6 +58,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         _counters = counters;
         _threshold = options.CompressionThresholdBytes;
         _storeUncompressed = options.StoreUncompressed;
+        _storeIncompressible = options.BackingFile is not null; // writeback takes them to the file: nothing stays resident for lack of compression
         _estimate = options.EstimateCompressibility && !options.StoreUncompressed;
         _node = slots.Node;
         _scratch = (byte*)NativeMemory.Alloc(SharedLayout.PageSize);
@@ -230,7 +233,8 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     /// <summary>
     /// Stage store: slot 0 for a zero page, a same-filled slot, or an LZ4 (raw, with
     /// <see cref="CramOptions.StoreUncompressed"/>) copy in the pool. A page predicted or found
-    /// incompressible goes EVICTING→INCOMPRESSIBLE here; one in <see cref="AuditInterval"/> of the
+    /// incompressible goes EVICTING→INCOMPRESSIBLE here, or with a backing file into the pool as it is
+    /// (<see cref="Incompressible"/>); one in <see cref="AuditInterval"/> of the
     /// predicted ones is compressed anyway to measure the estimator.
     /// </summary>
     private StoreResult Store(byte* data, ulong* pte, PageClass predicted, ulong fill, out ulong slot, out bool lz4, out int size)
@@ -241,8 +245,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         bool audit = false;
         if (predicted == PageClass.Incompressible && !(audit = ++_sinceAudit == AuditInterval))
         {
-            KeepIncompressible(pte, estimated: true);
-            return StoreResult.Incompressible;
+            return Incompressible(data, pte, estimated: true, out slot, out size);
         }
         if (audit)
         {
@@ -277,8 +280,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
             }
             if (size <= 0)
             {
-                KeepIncompressible(pte, estimated: false);
-                return StoreResult.Incompressible;
+                return Incompressible(data, pte, estimated: false, out slot, out size);
             }
             copy = _scratch;
             lz4 = true;
@@ -338,6 +340,29 @@ internal sealed unsafe class EvictionPipeline : IDisposable
             throw Interop.GetExceptionForErrno(error, "Dropping evicted pages");
         }
         return dropped;
+    }
+
+    /// <summary>
+    /// A page that does not compress: with a backing file, stored as it is (a raw pool copy that
+    /// writeback takes to the file like any other), so it leaves memory; without one, kept resident.
+    /// </summary>
+    private StoreResult Incompressible(byte* data, ulong* pte, bool estimated, out ulong slot, out int size)
+    {
+        size = 0;
+        slot = 0;
+        if (!_storeIncompressible)
+        {
+            KeepIncompressible(pte, estimated);
+            return StoreResult.Incompressible;
+        }
+        if (!_ops.TryStore(raw: true, data, SharedLayout.PageSize, out slot))
+        {
+            return StoreResult.PoolFull;
+        }
+        size = SharedLayout.PageSize;
+        _counters.AddIncompressible(estimated);
+        _counters.AddUncompressedStored();
+        return StoreResult.Stored;
     }
 
     /// <summary>EVICTING→INCOMPRESSIBLE: stays resident and write-protected; the next write re-logs it.</summary>

@@ -7,12 +7,14 @@ namespace CramCore.Reclaim;
 internal sealed class ReclaimCounters
 {
     private long _compressed, _incompressible, _estimatedIncompressible, _mispredictedCompressible, _audits,
-        _falseIncompressible, _zeroCopiesPublished, _errors, _placed, _replaced;
+        _falseIncompressible, _zeroCopiesPublished, _errors, _placed, _replaced, _uncompressedStored;
 
     /// <summary>Pages stored LZ4-compressed.</summary>
     public long CompressedPages => Volatile.Read(ref _compressed);
-    /// <summary>Pages kept resident because they do not compress (LZ4 failed or the estimator was confident).</summary>
+    /// <summary>Pages that do not compress (LZ4 failed or the estimator was confident): kept resident, or stored as they are with a backing file.</summary>
     public long IncompressiblePages => Volatile.Read(ref _incompressible);
+    /// <summary>Of those, pages stored as they are (there is a backing file).</summary>
+    public long UncompressedStoredPages => Volatile.Read(ref _uncompressedStored);
     /// <summary>Of those, pages the estimator kept without an LZ4 attempt.</summary>
     public long EstimatedIncompressiblePages => Volatile.Read(ref _estimatedIncompressible);
     /// <summary>Pages the estimator called compressible that LZ4 could not compress.</summary>
@@ -41,6 +43,7 @@ internal sealed class ReclaimCounters
             Interlocked.Increment(ref _estimatedIncompressible);
         }
     }
+    internal void AddUncompressedStored() => Interlocked.Increment(ref _uncompressedStored);
     internal void AddMispredictedCompressible() => Interlocked.Increment(ref _mispredictedCompressible);
     internal void AddAudit() => Interlocked.Increment(ref _audits);
     internal void AddFalseIncompressible() => Interlocked.Increment(ref _falseIncompressible);

@@ -1,36 +1,43 @@
 namespace CramCore.Reclaim;
 
 /// <summary>
-/// The background thread that holds <see cref="CramOptions.ResidentLimitBytes"/>. The fault service
-/// signals it when resident memory passes the limit (the soft limit); it then evicts down to the
-/// low watermark. Faults above the hard limit wait, bounded, for it to catch up — unless it reports
-/// it is stalled (nothing evictable), so the service stops delaying them. Between passes it runs
-/// <see cref="Reclaimer.Maintain"/> (frees, writeback above the pool's high watermark, compaction,
-/// and every <see cref="SweepInterval"/> the zombie sweep), then raises the engine's pending events
-/// outside every lock. It runs when there is a resident limit or a backing file.
+/// The background thread that holds the resident limit <see cref="MemoryBudget"/> decides
+/// (<see cref="CramOptions.ResidentLimitBytes"/>, lowered as needed to hold
+/// <see cref="CramOptions.MemoryLimitBytes"/>). The fault service signals it when resident memory
+/// passes the limit (the soft limit); it then evicts down to the low watermark, asking the budget
+/// for the limit again before every pass (a pass grows the pool, which lowers it). Faults above the
+/// hard limit wait, bounded, for it to catch up — unless it reports it is stalled (nothing
+/// evictable), so the service stops delaying them. After the passes the budget checks whether the
+/// memory limit holds. Between passes it runs <see cref="Reclaimer.Maintain"/> (frees, writeback
+/// above the pool's high watermark, compaction, and every <see cref="SweepInterval"/> the zombie
+/// sweep), then raises the engine's pending events outside every lock. It runs when there is a
+/// limit, a backing file or a CRAM node.
 /// </summary>
 internal sealed unsafe class ReclaimWorker : IDisposable
 {
     private readonly nint _engine;
     private readonly NativeShared* _shared;
     private readonly Reclaimer _reclaimer;
+    private readonly MemoryBudget _budget;
     private readonly Action _afterTick;
-    private long _lowWaterPages;
     private bool _run;
     private long _nextSweep;
     private Thread? _thread;
     private volatile bool _stopping;
 
-    /// <summary>A worker for <paramref name="limitPages"/> (0: none) and, with <paramref name="backingFile"/>, writeback; <paramref name="afterTick"/> runs after every tick, outside the maintenance lock.</summary>
-    public ReclaimWorker(nint engine, NativeShared* shared, Reclaimer reclaimer, long limitPages, bool backingFile, Action afterTick)
+    /// <summary>A worker for <paramref name="budget"/>'s limits and, with <paramref name="upkeep"/> (a backing file or a CRAM node), their upkeep; <paramref name="afterTick"/> runs after every tick, outside the maintenance lock.</summary>
+    public ReclaimWorker(nint engine, NativeShared* shared, Reclaimer reclaimer, MemoryBudget budget, bool upkeep, Action afterTick)
     {
         _engine = engine;
         _shared = shared;
         _reclaimer = reclaimer;
+        _budget = budget;
         _afterTick = afterTick;
-        _lowWaterPages = limitPages > 0 ? LowWaterPages(limitPages) : long.MaxValue;
-        _run = limitPages > 0 || backingFile;
+        _run = budget.Limited || upkeep;
     }
+
+    /// <summary>Most pages one pass evicts under a memory limit before the budget is asked again (4 MiB).</summary>
+    internal const long MemoryLimitPassPages = 4 * EvictionPipeline.BatchPages;
 
     /// <summary>How often the worker looks for zombie slots.</summary>
     internal static readonly TimeSpan SweepInterval = TimeSpan.FromSeconds(10);
@@ -42,15 +49,15 @@ internal sealed unsafe class ReclaimWorker : IDisposable
     /// <summary>Faults wait (bounded) for reclaim above this.</summary>
     internal static long HardLimitPages(long limitPages) => limitPages + Math.Max(32, limitPages / 40);
 
-    /// <summary>Holds <paramref name="limitPages"/> from now on (0: no limit), starting the thread if it was not needed before.</summary>
-    public void SetLimit(long limitPages)
+    /// <summary>The budget's limits changed: start the thread if it was not needed before, and let it look now.</summary>
+    public void LimitChanged()
     {
-        Volatile.Write(ref _lowWaterPages, limitPages > 0 ? LowWaterPages(limitPages) : long.MaxValue);
-        if (limitPages > 0 && !_run)
+        if (_budget.Limited && !_run)
         {
             _run = true;
             Start();
         }
+        Interop.CramNative.SignalReclaim(_engine);
     }
 
     /// <summary>Starts the thread when there is a limit to hold (once).</summary>
@@ -76,14 +83,30 @@ internal sealed unsafe class ReclaimWorker : IDisposable
                 break;
             }
             long resident;
-            long lowWater;
-            while (!_stopping && (resident = (long)Volatile.Read(ref _shared->Stats.ResidentPages)) > (lowWater = Volatile.Read(ref _lowWaterPages)))
+            long limit;
+            bool stalled = false;
+            while (!_stopping && (limit = _budget.Update()) > 0 &&
+                   (resident = (long)Volatile.Read(ref _shared->Stats.ResidentPages)) > LowWaterPages(limit))
             {
+                if (_budget.Exceeded && _reclaimer.PendingPages < EvictionPipeline.BatchPages)
+                {
+                    // The memory limit cannot be held and all reclaim could take are the few pages
+                    // just faulted in, most of them about to be written: evicting them would only make
+                    // their writers fault (and wait) again. Look again once a batch has come in.
+                    stalled = true;
+                    break;
+                }
                 Volatile.Write(ref _shared->ReclaimRunning, 1u); // the fault service does not spin meanwhile
-                bool stalled;
                 try
                 {
-                    stalled = _reclaimer.Reclaim(resident - lowWater, null) == 0;
+                    long target = resident - LowWaterPages(limit);
+                    if (_budget.MemoryLimitBytes > 0)
+                    {
+                        // Each pass grows the pool while writers refill resident memory up to the hard
+                        // limit: ask the budget again every few batches, so the limit follows the pool.
+                        target = Math.Min(target, MemoryLimitPassPages);
+                    }
+                    stalled = _reclaimer.Reclaim(target, null) == 0;
                 }
                 catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException or OutOfMemoryException)
                 {
@@ -113,6 +136,8 @@ internal sealed unsafe class ReclaimWorker : IDisposable
                 {
                     // Counted where it happened; the next tick tries again.
                 }
+                _budget.Update(); // writeback and compaction changed the pool
+                _budget.Check(stalled);
                 _afterTick();
             }
         }

@@ -43,6 +43,13 @@ internal sealed unsafe class Reclaimer : IDisposable
 
     public ReclaimCounters Counters { get; } = new();
 
+    /// <summary>Pages reclaim could look at now: queued in the victim clock, or in the fault-in log not yet pulled (a snapshot, read without the lock).</summary>
+    public long PendingPages =>
+        _clock.Count + (long)(Volatile.Read(ref _shared->FaultLogHead) - Volatile.Read(ref _shared->FaultLogTail));
+
+    /// <summary>Bytes of the victim clock's queues (metadata of the memory limit).</summary>
+    public long MetadataBytes => _clock.MetadataBytes;
+
     /// <summary>Evicts up to <paramref name="targetPages"/> pages, of one region if given. Returns pages evicted.</summary>
     public long Reclaim(long targetPages, RegionMapping? only)
     {

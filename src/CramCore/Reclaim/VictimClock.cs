@@ -33,6 +33,9 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
     /// <summary>Pages waiting in the FIFO, the cold queue, the trial FIFO and the active list.</summary>
     public int Count => _queue.Count + _cold.Count + _active.Count + _trial.Count;
 
+    /// <summary>Bytes of the four queues' rings (metadata of the memory limit).</summary>
+    public long MetadataBytes => _queue.CapacityBytes + _cold.CapacityBytes + _active.CapacityBytes + _trial.CapacityBytes;
+
     /// <summary>The most pages the trial FIFO holds before its oldest go first; the reclaimer sets it with <see cref="ActiveLimit"/>.</summary>
     public long TrialLimit { get; set; }
 

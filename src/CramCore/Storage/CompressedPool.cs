@@ -321,6 +321,20 @@ internal sealed unsafe partial class CompressedPool : IDisposable
 
     /// <summary>Bytes of zspages in use minus Σ object sizes: what compaction could give back at most.</summary>
     public long SlackBytes => Volatile.Read(ref _usedBytes) - Volatile.Read(ref _objectBytes);
+
+    /// <summary>Bytes of the pool's bookkeeping: the handle table and each zspage's handle array (metadata of the memory limit).</summary>
+    public long MetadataBytes
+    {
+        get
+        {
+            long bytes = _handles.MetadataBytes;
+            foreach (SizeClass c in _classes)
+            {
+                bytes += Volatile.Read(ref c.Zspages) * c.Capacity * sizeof(uint);
+            }
+            return bytes;
+        }
+    }
     public long ObjectBytes => Volatile.Read(ref _objectBytes);
     public long UsedBytes => Volatile.Read(ref _usedBytes);
     public long FullRejections => Volatile.Read(ref _fullRejections);

@@ -46,6 +46,9 @@ internal sealed unsafe class SlotTable : IDisposable
     public long Count => _slots.Count;
 
     /// <summary>Bytes of slot metadata (records, allocation bitmaps, directory pages) per slot in use.</summary>
+    public long MetadataBytes => _slots.MetadataBytes;
+
+    /// <summary>Bytes of slot metadata (records, allocation bitmaps, directory pages) per slot in use.</summary>
     public double MetadataBytesPerSlot => _slots.Count == 0 ? 0 : (double)_slots.MetadataBytes / _slots.Count;
 
     public NativeSlot* Get(ulong id) => _slots.Get(id);
