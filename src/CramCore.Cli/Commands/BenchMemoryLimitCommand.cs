@@ -100,10 +100,6 @@ internal static unsafe class BenchMemoryLimitCommand
             if ((i & 255) == 255 || i == pages - 1)
             {
                 Sample(engine, ref peak, ref peakResident, ref peakPool);
-                if (Environment.GetEnvironmentVariable("CRAM_TRACE") is not null && engine.Budget.MemoryUsedBytes > s.MemoryLimit)
-                {
-                    Console.Error.WriteLine($"TRACE {i} used={engine.Budget.MemoryUsedBytes >> 20} res={(long)engine.Shared->Stats.ResidentPages * P >> 20} pool={engine.Pool.UsedBytes >> 20} target={engine.Budget.LimitPages * P >> 20} throttled={engine.Shared->Stats.ThrottleWaits} stalled={engine.Shared->ReclaimStalled}");
-                }
                 if (Stopwatch.GetElapsedTime(lastProgress).TotalSeconds >= 2)
                 {
                     lastProgress = Stopwatch.GetTimestamp();
@@ -129,10 +125,6 @@ internal static unsafe class BenchMemoryLimitCommand
         }
         double verifySeconds = Stopwatch.GetElapsedTime(verifyStarted).TotalSeconds;
         CramStats stats = engine.GetStats();
-        if (Environment.GetEnvironmentVariable("CRAM_TRACE") is not null)
-        {
-            Console.Error.WriteLine($"TRACE zero={stats.ZeroFillFaults} spurious={stats.SpuriousFaults} wp={stats.WriteProtectFaults} cancelled={stats.CancelledEvictions} throttled={stats.ThrottledFaults} waits={stats.MemoryLimitWaits} refaults={stats.Refaults}");
-        }
         var result = new MemoryLimitBenchResult(
             Data: s.Data == "random" ? "random" : source.Description, SizeBytes: pages * P, MemoryLimitBytes: s.MemoryLimit, BackingFile: s.BackingFile is not null,
             PeakMemoryUsedBytes: peak, PeakOverLimitBytes: Math.Max(0, peak - s.MemoryLimit),
