@@ -49,6 +49,7 @@ public sealed class CliContractTests
         $"bench swap --corpus {Sample("dotnet-heap")} --size 16m --limit 4m --samples 100 --json",
         "bench sparse --size 1g --stride 1m --limit 0 --json",
         "bench lifecycle --rounds 1 --json",
+        $"bench memory-limit --corpus {Sample("dotnet-heap")} --size 24m --memory-limit 16m --json",
         $"bench hotcold --corpus {Sample("dotnet-heap")} --size 32m --limit 8m --hot 4m --phases 2 --reads 20000 --json",
         $"bench hotcold --corpus {Sample("dotnet-heap")} --size 32m --limit 8m --hot 4m --zipf 0.99 --phases 2 --reads 20000 --json",
         $"analyze --file {Sample("elf-binaries")} --json",
@@ -77,6 +78,8 @@ public sealed class CliContractTests
     [InlineData("demo --limit 1m", "cram demo: --limit")] // below the floor
     [InlineData("estimate --corpus /nonexistent.pages", "cram estimate: --corpus")] // a file that is not there
     [InlineData("analyze", "cram analyze: give exactly one")] // neither --pid nor --file
+    [InlineData("bench memory-limit --data mixed", "cram bench memory-limit: --data")] // not a kind of data
+    [InlineData("bench memory-limit --memory-limit 8m", "cram bench memory-limit: --memory-limit")] // below the floor
     public void UsageErrors_ExitWith2_AndSayWhy_PrefixedOnce(string invocation, string prefix)
     {
         (int code, string stdout, string stderr) = Cram(invocation.Split(' '));

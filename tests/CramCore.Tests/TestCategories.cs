@@ -17,6 +17,9 @@ internal static class TestCategory
 
     /// <summary>Runs `cram` verbs in-process.</summary>
     public const string Cli = "Cli";
+
+    /// <summary>Runs `cram` in a child process inside a memory cgroup the test creates (root; cgroup v1 or v2). A minute or two.</summary>
+    public const string Cgroup = "Cgroup";
 }
 
 [Trait("Category", TestCategory.Unit)]
