@@ -166,6 +166,20 @@
  * by the initial fill) needs one more, early, refault to join the working set rather than waiting
  * for the whole FIFO to turn. A write keeps ACTIVE and ends a trial; readahead, prefetch and every
  * other move set neither. The cost per page is three bits and the stamp, all in the page-table word.
+ * Memory limit (MemoryLimitBytes; Reclaim/MemoryBudget.cs). Memory counted is resident pages + the
+ * pool's pages + metadata (cram_stats.page_table_pages included). Managed code turns the limit into
+ * the resident limits above (soft_limit_pages, hard_limit_pages): the lower of the user's and what
+ * the pool and metadata leave, recomputed before every reclaim pass of at most 4 MiB, so the limits
+ * fall as the pool grows. With a backing file a page that does not compress is stored as it is
+ * (EVICTING -> CLEAN with a raw pool slot, then written back like any entry), so nothing stays
+ * resident for lack of compression. Where the limit still cannot be held (memory over it and
+ * reclaim stalled, or the pool and metadata alone fill it), managed code sets
+ * cram_shared.memory_wait_us; while it is set, every MISSING fault waits that long (or until it is
+ * cleared) before it is resolved (memory_limit_waits + 1), a first touch maps only its own page,
+ * and neither readahead nor prefetch brings pages in ahead of need. No page state changes: it is
+ * back-pressure on the service, bounded per fault. Managed code clears it once memory is under the
+ * limit again. A first touch at or over the hard limit also maps only its own page, so a fault that
+ * gave up waiting for reclaim (throttle_max_us) adds one page, not a block.
  * First touch has its own fault-around (FaultAroundPages): zero pages for the rest of an aligned
  * block when a first touch continues a sequential stream of first touches.
  * Moving an entry's data between backends changes its slot, never its page-table entry (see

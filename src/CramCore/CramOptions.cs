@@ -169,7 +169,8 @@ public sealed class CramOptions
     /// (1–64; default 64), even for a read: .NET code reads before it writes (the JIT's null check
     /// of a span's target), and a shared zero page would cost a second, copy-on-write fault per page.
     /// Saves faults on sequential fills; a sparse first touch (a hash table's pattern) maps its one
-    /// page, and a lone read maps the shared zero page (no memory). 1 turns it off.
+    /// page, and a lone read maps the shared zero page (no memory). 1 turns it off. A first touch at
+    /// the resident hard limit, or while <see cref="MemoryLimitBytes"/> cannot be held, maps only its page.
     /// </summary>
     public int FaultAroundPages { get; set; } = 64;
 
