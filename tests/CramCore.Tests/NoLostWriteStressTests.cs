@@ -11,7 +11,9 @@ namespace CramCore.Tests;
 /// readahead variant reads in sequential sweeps, so evicted runs come back through swap readahead
 /// while writers write into them and reclaim evicts them again. The advice variant has owners
 /// discard their own pages now and then (the page must then read zeros, and take writes again)
-/// while a reader advises random ranges cold, hot, will-need (prefetch) and normal.
+/// while a reader advises random ranges cold, hot, will-need (prefetch) and normal. The memory-limit
+/// variant holds MemoryLimitBytes (16 MiB, the data's size) with a backing file, one page in five
+/// random bytes: those are stored as they are and written back while they are written and read.
 /// CI runs a few seconds; set CRAMCORE_STRESS_SECONDS for a long soak.
 /// </summary>
 [Trait("Category", TestCategory.Stress)]
@@ -30,6 +32,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         Readahead,
         CleanCopies,
         Advice,
+        MemoryLimit,
     }
 
     [Theory]
@@ -40,6 +43,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
     [InlineData(Mode.Readahead)]
     [InlineData(Mode.CleanCopies)]
     [InlineData(Mode.Advice)]
+    [InlineData(Mode.MemoryLimit)]
     public void ConcurrentWritesReadsReclaimAndGc_LoseNothing(Mode mode)
     {
         const int pages = 4096, writers = 2;
@@ -47,23 +51,31 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         using var cleanup = new DeleteOnDispose(dir);
         using var engine = CramEngine.Create(new CramOptions
         {
-            ResidentLimitBytes = mode is not (Mode.Plain or Mode.Readahead or Mode.CleanCopies) ? 2L << 20 : 0,
+            ResidentLimitBytes = mode is not (Mode.Plain or Mode.Readahead or Mode.CleanCopies or Mode.MemoryLimit) ? 2L << 20 : 0,
             // Advice: with the limit too, so prefetch meets it and hot pages have to go when it needs them.
             FaultServiceSpin = TimeSpan.Zero,
-            BackingFile = mode == Mode.Writeback ? Path.Combine(dir, "swap") : null,
+            BackingFile = mode is Mode.Writeback or Mode.MemoryLimit ? Path.Combine(dir, "swap") : null,
+            MemoryLimitBytes = mode == Mode.MemoryLimit ? 16L << 20 : 0, // the pool gets a quarter
             // CleanCopies: ghost mode with a pool of a quarter of the data, so reclaim keeps letting go
             // of the copies read-back pages keep while writers and readers race it.
             CompressedPoolLimitBytes = mode is Mode.Writeback ? 2L << 20 : mode is Mode.CleanCopies ? 1L << 20 : 0,
-            PoolArenaBytes = mode is Mode.Writeback or Mode.CleanCopies ? 1L << 20 : 64L << 20,
+            PoolArenaBytes = mode is Mode.Writeback or Mode.CleanCopies or Mode.MemoryLimit ? 1L << 20 : 64L << 20,
             CramDevice = mode == Mode.Cram ? new EmulatedCramDevice(1L << 20) : null, // room for part of the placeable pages
             WritableBudgetPages = mode == Mode.Cram ? 16 : 0,
         });
         // In the CRAM variant two pages in five are very compressible: the node places them, writes
         // make them writable within the budget or promote them, reclaim re-places or moves them out.
         bool VeryCompressible(int page) => mode == Mode.Cram && page % 5 is 2 or 3;
+        bool IsRandom(int page) => mode == Mode.MemoryLimit && page % 5 == 1;
         void Write(byte* p, int page, long v)
         {
-            if (VeryCompressible(page))
+            if (IsRandom(page))
+            {
+                TestPages.WriteRandom(p, page * 1_000_003 + (int)v);
+                ((long*)p)[0] = page;
+                ((long*)p)[1] = v;
+            }
+            else if (VeryCompressible(page))
             {
                 CramNodeTests.WriteVeryCompressible(p, page, v);
             }
@@ -73,7 +85,14 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             }
         }
         bool Check(byte* p, int page, long v) =>
-            v < 0 ? TestPages.CheckFilledZero(p) : VeryCompressible(page) ? CramNodeTests.CheckVeryCompressible(p, page, v) : TestPages.CheckCompressible(p, page, v);
+            v < 0 ? TestPages.CheckFilledZero(p) : IsRandom(page) ? CheckRandom(p, page, v)
+            : VeryCompressible(page) ? CramNodeTests.CheckVeryCompressible(p, page, v) : TestPages.CheckCompressible(p, page, v);
+        static bool CheckRandom(byte* p, int page, long v)
+        {
+            var expected = new byte[P];
+            new Random(page * 1_000_003 + (int)v).NextBytes(expected);
+            return ((long*)p)[0] == page && ((long*)p)[1] == v && new ReadOnlySpan<byte>(p + 16, P - 16).SequenceEqual(expected.AsSpan(16));
+        }
         using var region = engine.CreateRegion((long)pages * P);
         long[] versions = new long[pages]; // owned per page by writer (page % writers)
         for (int i = 0; i < pages; i++)
@@ -243,6 +262,12 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         if (mode == Mode.CleanCopies)
         {
             Assert.True(s.CleanCopiesReleasedBytes > 0, $"clean copies released {s.CleanCopiesReleasedBytes}");
+        }
+        if (mode == Mode.MemoryLimit)
+        {
+            Assert.True(s.UncompressedStoredPages > 0 && s.WritebackPages > 0 && s.RefaultsFromFile > 0,
+                $"stored as they are {s.UncompressedStoredPages}, writeback {s.WritebackPages}, from file {s.RefaultsFromFile}");
+            Assert.True(s.MemoryUsedBytes <= (16L << 20) + (4L << 20), $"memory used {s.MemoryUsedBytes}");
         }
         if (mode == Mode.Writeback)
         {
