@@ -185,7 +185,8 @@
  * Moving an entry's data between backends changes its slot, never its page-table entry (see
  * "Virtual swap" below). Only the service leaves EMPTY (discard returns pages to it, inside blocks
  * already marked), so the page table is walked only over the
- * 512-entry blocks first touch has marked (region destroy, the reaper's mark): O(touched), not
+ * 512-entry blocks first touch has marked (region destroy, the reaper's mark, advice, and reclaim's
+ * rebuild of its FIFO after a fault-log overflow): O(touched), not
  * O(virtual size).
  *
  * Locks, in the order they are taken (a thread holding one takes only later ones):

@@ -112,7 +112,7 @@ public sealed unsafe class CramEngine : IDisposable
             _writeback.StateChanged += enqueue;
         }
         IPageOperations operations = new NativePageOperations(native, _slots);
-        Reclaimer = new Reclaimer(shared, _regions, _slots, pageOperations?.Invoke(operations) ?? operations, options, _reaper, _writeback, enqueue);
+        Reclaimer = new Reclaimer(native, shared, _regions, _slots, pageOperations?.Invoke(operations) ?? operations, options, _reaper, _writeback, enqueue);
         CompressedPool pool = _pool;
         SlotTable slots = _slots;
         Reclaimer reclaimer = Reclaimer;

@@ -28,7 +28,7 @@ internal sealed unsafe class Reclaimer : IDisposable
     private readonly ulong[] _replace = new ulong[EvictionPipeline.BatchPages];
     private volatile bool _stopping;
 
-    public Reclaimer(NativeShared* shared, RegionTable regions, SlotTable slots, IPageOperations operations, CramOptions options,
+    public Reclaimer(nint engine, NativeShared* shared, RegionTable regions, SlotTable slots, IPageOperations operations, CramOptions options,
         Reaper reaper, Writeback? writeback, Action<CramTierEventKind, string> notify)
     {
         _shared = shared;
@@ -37,7 +37,7 @@ internal sealed unsafe class Reclaimer : IDisposable
         _writeback = writeback;
         _notify = notify;
         _regions = regions;
-        _clock = new VictimClock(shared, regions);
+        _clock = new VictimClock(engine, shared, regions);
         _pipeline = new EvictionPipeline(operations, slots, Counters, options);
     }
 

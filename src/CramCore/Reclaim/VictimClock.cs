@@ -22,8 +22,9 @@ namespace CramCore.Reclaim;
 /// swapped in from far comes back on TRIAL: it waits in a short FIFO of its own, evicted first
 /// (without a second chance) whenever that holds more than <see cref="TrialLimit"/> pages.
 /// </summary>
-internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regions)
+internal sealed unsafe class VictimClock(nint engine, NativeShared* shared, RegionTable regions)
 {
+    private readonly ulong[] _found = new ulong[4096];
     private readonly FifoQueue<ulong> _queue = new();
     private readonly FifoQueue<ulong> _cold = new();
     private readonly FifoQueue<ulong> _active = new();
@@ -220,18 +221,28 @@ internal sealed unsafe class VictimClock(NativeShared* shared, RegionTable regio
         ulong tail = shared->FaultLogTail;
         if (overflows != _seenLogOverflows)
         {
-            // Entries were lost: rebuild the FIFO from the page tables (address order).
+            // Entries were lost: rebuild the FIFO from the page tables (address order), walking only the
+            // blocks first touch marked (CramNative_FindPages), so it costs what was touched.
             _seenLogOverflows = overflows;
             _queue.Clear();
             _active.Clear(); // active and trial pages are found again in the rebuilt FIFO and moved back
             _trial.Clear();
+            const uint queued = 1u << (int)PageState.Dirty | 1u << (int)PageState.Clean | 1u << (int)PageState.PlacedWritable;
             foreach (RegionMapping region in regions.Snapshot())
             {
-                for (ulong page = 0; page < region.PageCount; page++)
+                fixed (ulong* found = _found)
                 {
-                    if (PageTableEntry.State(PageTableEntry.Load(region.PageTableEntries + page)) is PageState.Dirty or PageState.Clean or PageState.PlacedWritable)
+                    for (ulong next = 0; next < region.PageCount;)
                     {
-                        _queue.Enqueue(FaultLogEntry.Encode(region.Id, page));
+                        int n;
+                        ulong after;
+                        Interop.ThrowIfFailed(Interop.CramNative.FindPages(engine, region.Id, next, region.PageCount, queued, found, _found.Length, &n, &after),
+                            "Listing a region's resident pages");
+                        for (int i = 0; i < n; i++)
+                        {
+                            _queue.Enqueue(FaultLogEntry.Encode(region.Id, found[i]));
+                        }
+                        next = after;
                     }
                 }
             }
