@@ -8,23 +8,6 @@ public sealed unsafe class EngineEventTests
 {
     private const int P = 4096;
 
-    private sealed class ListLogger : ILogger
-    {
-        public List<(LogLevel Level, EventId Id, string Message)> Entries { get; } = [];
-
-        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => true;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        {
-            lock (Entries)
-            {
-                Entries.Add((logLevel, eventId, formatter(state, exception)));
-            }
-        }
-    }
-
     [Fact]
     public void PoolFull_IsRaisedAndLoggedAsAWarning()
     {

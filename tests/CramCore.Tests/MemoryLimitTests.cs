@@ -22,23 +22,6 @@ public sealed unsafe class MemoryLimitTests
     /// </summary>
     private const long Slack = 6L << 20;
 
-    private sealed class ListLogger : ILogger
-    {
-        public List<(LogLevel Level, string Name, string Message)> Entries { get; } = [];
-
-        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => true;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        {
-            lock (Entries)
-            {
-                Entries.Add((logLevel, eventId.Name ?? "", formatter(state, exception)));
-            }
-        }
-    }
-
     [Fact]
     public void CompressibleData_InGhostMode_StaysUnderTheLimit_AndReadsBack()
     {
@@ -160,7 +143,7 @@ public sealed unsafe class MemoryLimitTests
         {
             Assert.Single(events, e => e == CramTierEventKind.MemoryLimitExceeded);
         }
-        (LogLevel level, _, string message) = Assert.Single(logger.Entries, e => e.Name == nameof(CramTierEventKind.MemoryLimitExceeded));
+        (LogLevel level, _, string message) = Assert.Single(logger.Entries, e => e.Id.Name == nameof(CramTierEventKind.MemoryLimitExceeded));
         Assert.Equal(LogLevel.Warning, level);
         Assert.Contains("MemoryLimitWait", message);
 
@@ -178,7 +161,7 @@ public sealed unsafe class MemoryLimitTests
             TestPages.WriteRandom(region.Pointer + (long)i * P, i);
         }
         Assert.Equal(waitsBefore, engine.GetStats().MemoryLimitWaits);
-        Assert.Contains(logger.Entries, e => e.Name == nameof(CramTierEventKind.MemoryLimitRestored) && e.Level == LogLevel.Information);
+        Assert.Contains(logger.Entries, e => e.Id.Name == nameof(CramTierEventKind.MemoryLimitRestored) && e.Level == LogLevel.Information);
         for (int i = 0; i < 64; i++)
         {
             var expected = new byte[P];
