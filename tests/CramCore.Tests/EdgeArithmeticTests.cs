@@ -69,6 +69,15 @@ public sealed unsafe class EdgeArithmeticTests
         Assert.Throws<ArgumentOutOfRangeException>("value", () => engine.ResidentLimitBytes = long.MinValue);
         engine.ResidentLimitBytes = long.MaxValue; // as good as no limit, without overflow in the page arithmetic
         engine.ResidentLimitBytes = 0;
+
+        using var bounded = CramEngine.Create(new CramOptions { MemoryLimitBytes = long.MaxValue, MemoryLimitWait = TimeSpan.FromSeconds(10) });
+        using var small = bounded.CreateRegion(1L << 20);
+        small.AsSpan<long>(0, 1)[0] = 7;
+        CramStats stats = bounded.GetStats();
+        Assert.True(stats.ResidentTargetBytes > 1L << 60 && !stats.MemoryLimitExceeded, $"target {stats.ResidentTargetBytes}");
+        Assert.Equal(7, small.AsSpan<long>(0, 1)[0]);
+        bounded.ResidentLimitBytes = long.MaxValue; // equal to the memory limit: allowed, and the arithmetic holds
+        Assert.True(bounded.GetStats().ResidentTargetBytes > 1L << 60);
     }
 
     /// <summary>
