@@ -192,6 +192,8 @@
  * Locks, in the order they are taken (a thread holding one takes only later ones):
  *   0. CramEngine._eventLock (C#)         held while TierEvent handlers run, never under another lock
  *   1. CramEngine._lock (C#)              region create and dispose, engine dispose, resident limit
+ *   1a. MemoryBudget._lock (C#)           the resident limit the memory limit leaves; taken alone (the
+ *      reclaim worker) or under 1, and holds only leaves (5) and native calls that take no lock
  *   2. CramMetrics.s_lock (C#)            held while the meter reads every engine's stats
  *   3. Reclaimer._lock (C#)               the maintenance lock: one reclaim pass, writeback batch,
  *      segment compaction, pool compaction, reaper sweep (the only path that frees slots and what

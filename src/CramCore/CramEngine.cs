@@ -588,10 +588,11 @@ public sealed unsafe class CramEngine : IDisposable
         ref NativeStats s = ref _shared->Stats;
         PoolStats pool = _pool.GetStats();
         ReclaimCounters reclaim = Reclaimer.Counters;
+        long resident = Pages(s.ResidentPages), metadata = MetadataBytes();
         return new CramStats
         {
             LogicalBytes = Pages(s.PopulatedPages),
-            ResidentBytes = Pages(s.ResidentPages),
+            ResidentBytes = resident,
             PeakResidentBytes = Pages(s.PeakResidentPages),
             StoredBytes = _slots.StoredBytes,
             CleanCopyBytes = (long)Volatile.Read(ref s.CleanCopyBytes),
@@ -612,8 +613,8 @@ public sealed unsafe class CramEngine : IDisposable
             CancelledEvictions = (long)s.FaultsWpCancel,
             SpuriousFaults = (long)s.FaultsSpurious,
             ThrottledFaults = (long)s.ThrottleWaits,
-            MemoryUsedBytes = _budget.MemoryUsedBytes,
-            MetadataBytes = MetadataBytes(),
+            MemoryUsedBytes = resident + pool.UsedBytes + metadata, // the budget's sum, of this snapshot's parts
+            MetadataBytes = metadata,
             ResidentTargetBytes = _budget.LimitPages << SharedLayout.PageShift,
             MemoryLimitExceeded = _budget.Exceeded,
             MemoryLimitExceededEpisodes = _budget.ExceededEpisodes,

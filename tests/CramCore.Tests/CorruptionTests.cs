@@ -1,5 +1,3 @@
-using System.Diagnostics;
-
 namespace CramCore.Tests;
 
 /// <summary>
@@ -38,22 +36,6 @@ public sealed class CorruptionTests
         }
     }
 
-    private static (int Exit, string Stdout, string Stderr) RunChild(string scenario, string dir)
-    {
-        string child = Path.Combine(AppContext.BaseDirectory, "CramCore.FaultChild.dll");
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(child);
-        start.ArgumentList.Add(scenario);
-        start.ArgumentList.Add(dir);
-        start.Environment["DOTNET_DbgEnableMiniDump"] = "0";
-        using var process = Process.Start(start)!;
-        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
-        Task<string> stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(60_000))
-        {
-            process.Kill(entireProcessTree: true);
-            Assert.Fail($"{scenario}: the child hung");
-        }
-        return (process.ExitCode, stdout.Result, stderr.Result);
-    }
+    private static (int Exit, string Stdout, string Stderr) RunChild(string scenario, string dir) =>
+        ChildProcess.Run("dotnet", [Path.Combine(AppContext.BaseDirectory, "CramCore.FaultChild.dll"), scenario, dir], TimeSpan.FromSeconds(60), scenario);
 }

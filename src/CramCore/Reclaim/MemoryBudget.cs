@@ -14,7 +14,8 @@ namespace CramCore.Reclaim;
 /// <see cref="CramTierEventKind.MemoryLimitExceeded"/>; once memory is back under, the wait ends
 /// and <see cref="CramTierEventKind.MemoryLimitRestored"/> follows. <see cref="Update"/> runs on the
 /// reclaim worker before every pass and when the user changes the resident limit; both take the
-/// budget's own lock (a leaf: only native calls that take no lock of ours run under it).
+/// budget's own lock (cramnative.h, lock 1a: taken alone or under the engine's lock; under it only
+/// the metadata measure's leaf locks and native calls that take no lock).
 /// </summary>
 internal sealed unsafe class MemoryBudget
 {
@@ -128,14 +129,15 @@ internal sealed unsafe class MemoryBudget
         }
         lock (_lock)
         {
-            long used = MemoryUsedBytes;
+            long resident = (long)Volatile.Read(ref _shared->Stats.ResidentPages) << SharedLayout.PageShift, pool = _poolBytes(), metadata = _metadataBytes();
+            long used = resident + pool + metadata;
             if (!_exceeded && used > MemoryLimitBytes && (stalled || _atFloor))
             {
                 _exceeded = true;
                 Interlocked.Increment(ref _exceededEpisodes);
                 Volatile.Write(ref _shared->MemoryWaitUs, _waitUs);
                 _notify(CramTierEventKind.MemoryLimitExceeded,
-                    $"Memory use ({used >> 20} MiB: resident {((long)Volatile.Read(ref _shared->Stats.ResidentPages) << SharedLayout.PageShift) >> 20} MiB, pool {_poolBytes() >> 20} MiB, metadata {_metadataBytes() >> 20} MiB) is over MemoryLimitBytes ({MemoryLimitBytes >> 20} MiB) and reclaim can free no more: " +
+                    $"Memory use ({used >> 20} MiB: resident {resident >> 20} MiB, pool {pool >> 20} MiB, metadata {metadata >> 20} MiB) is over MemoryLimitBytes ({MemoryLimitBytes >> 20} MiB) and reclaim can free no more: " +
                     (_atFloor ? "the pool and metadata fill the limit. " : "the resident pages do not compress, or the pool is full. ") +
                     $"Every fault that adds a page now waits up to {TimeSpan.FromMicroseconds(_waitUs).TotalMilliseconds} ms (MemoryLimitWait), then proceeds. Set BackingFile, raise MemoryLimitBytes, or free memory (Advise DontNeed, dispose regions).");
             }
