@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # CramCore build entry point.
 #   ./build.sh            build everything (native helper + managed, Release)
-#   ./build.sh test       build, then run every test
+#   ./build.sh test       build, then run every test: the native unit tests (CRAM_DEBUG), the managed tests,
+#                         and the userfaultfd tests again against the CRAM_DEBUG native library
+#   ./build.sh test --unit   only the fast tests: native unit tests and managed tests without userfaultfd
 #   ./build.sh demo       build, then run `cram demo` (the main job)
 #   ./build.sh bench      build, then run the BenchmarkDotNet suite (args after `bench` go to it)
 #   ./build.sh cram ARGS  run the built `cram` CLI, e.g. ./build.sh cram bench faults --json
@@ -34,8 +36,8 @@ ensure_tools() {
 
 build() {
   ensure_tools
-  log "native helper"
-  make -s -C native >&2
+  log "native helper (release and CRAM_DEBUG)"
+  make -s -C native all debug >&2
   log "managed (dotnet build -c $config)"
   # Build output goes to stderr, so `./build.sh demo --json` prints one JSON document on stdout.
   dotnet build CramCore.sln -c "$config" -nologo -clp:ErrorsOnly -v:q >&2
@@ -47,9 +49,21 @@ case "$cmd" in
   build) build ;;
   test)
     build
-    log "tests"
+    log "native unit tests (CRAM_DEBUG)"
+    make -s -C native test >&2
     # A failed test prints its message and stack (the quiet build output alone would only name it).
-    dotnet test CramCore.sln -c "$config" --no-build -nologo -v:q --logger "console;verbosity=minimal" "$@"
+    run_tests() { dotnet test "$@" -c "$config" --no-build -nologo -v:q --logger "console;verbosity=minimal"; }
+    if [ "${1:-}" = "--unit" ]; then
+      shift
+      log "managed unit tests"
+      run_tests CramCore.sln --filter Category=Unit "$@"
+    else
+      log "managed tests"
+      run_tests CramCore.sln "$@"
+      log "userfaultfd tests against the CRAM_DEBUG native library (every page-state transition and lock hold checked)"
+      CRAMCORE_NATIVE_LIBRARY="$root/artifacts/native/debug/libCramNative.so" \
+        run_tests tests/CramCore.Tests --filter "Category=Userfaultfd" "$@"
+    fi
     ;;
   demo)
     build

@@ -26,6 +26,8 @@
 #define CRAM_SWAPIN_LATENCY_BUCKETS 16
 #define CRAM_PAGE_SHIFT 12
 #define CRAM_MAX_REGIONS 256
+#define CRAM_MAX_REGION_BYTES (1ull << 46) /* 64 TiB: a region's last page still fits a fault-log entry */
+#define CRAM_FAULT_AROUND_MAX 64u           /* the most pages one first touch fills (cram_engine_config.fault_around_pages) */
 
 /* ---------------------------------------------------------------------------------------------
  * Page-table entry: one 64-bit word per 4 KiB page.
@@ -133,16 +135,20 @@
  *                                                      inflates: the copy managed code stored in
  *                                                      the pool becomes the slot's (one slot rewrite,
  *                                                      under the engine lock); the frame is freed
+ *   DROPPING ──move out's MADV_DONTNEED failed (native)──▶ PLACED(slot)   still mapped on the node;
+ *                                                      the error is returned to the node
  *   PLACED, PLACED_WRITABLE ──region destroyed──▶ (gone)   slot pushed stale, ledger fixed
  * Reads of placed pages never fault. Without write control (a baseline for the bear experiment)
  * every write makes its page writable and the ledger does not bound the device.
+ * The transitions above as data (CRAM_PTE_TRANSITIONS below): a CRAM_DEBUG build checks every
+ * page-table write the native side makes against it, and native/tests/state-tests.c checks it.
  * Clean copies. A CLEAN page is resident and keeps its stored copy, so evicting it again costs only
  * MADV_DONTNEED (the kernel's swap cache does the same). cram_stats.clean_copy_pages/_bytes count
  * them: + on every move into CLEAN (reclaim's publish, a read swap-in, readahead), - on every
  * move out (a write-protect fault, a drop that completes, a released copy, region destroy); a
  * failed drop (DROPPING -> CLEAN) changes nothing. When the pool is full, reclaim releases clean
  * copies (CLEAN -> DIRTY) before it gives up or writes back, coldest first.
- * Readahead (swapin_readahead in cramnative.c). A read MISSING fault at page p continues a
+ * Readahead (swapin_readahead in readahead.c). A read MISSING fault at page p continues a
  * stream when p lies within READAHEAD_MAX pages after where one of the region's last four read
  * swap-in streams ended; the first fault of a stream brings in only p. A continuing fault also
  * brings in the EVICTED pages of the next window after p (8 pages, doubling to 128), READAHEAD_CHUNK
@@ -189,25 +195,41 @@
  * rebuild of its FIFO after a fault-log overflow): O(touched), not
  * O(virtual size).
  *
- * Locks, in the order they are taken (a thread holding one takes only later ones):
- *   0. CramEngine._eventLock (C#)         held while TierEvent handlers run, never under another lock
- *   1. CramEngine._lock (C#)              region create and dispose, engine dispose, resident limit
- *   1a. MemoryBudget._lock (C#)           the resident limit the memory limit leaves; taken alone (the
+ * Locks, in the order they are taken (a thread holding one takes only later ones), each named as
+ * it is in the code:
+ *   0. TierEventPump._lock (C#, Engine/)   held while TierEvent handlers run; taken with no other lock
+ *      held. Callers of CramEngine.RaisePendingEvents wait for it; the reclaim worker only tries it
+ *      (TryEnter) and leaves the events to the holder, so a handler may do anything, Dispose included
+ *   1. EngineRegions.Lock (C#, Engine/)    region create and tear-down, the resident limit, and the
+ *      two halves of engine Dispose; never held while Dispose stops the reclaim worker (a handler on
+ *      the worker may be waiting for it), nor while anything waits for a handler
+ *   1a. MemoryBudget._lock (C#)            the resident limit the memory limit leaves; taken alone (the
  *      reclaim worker) or under 1, and holds only leaves (5) and native calls that take no lock
- *   2. CramMetrics.s_lock (C#)            held while the meter reads every engine's stats
- *   3. Reclaimer._lock (C#)               the maintenance lock: one reclaim pass, writeback batch,
+ *   2. CramMetrics._lock (C#, an instance per meter)  held while the meter reads every engine's stats
+ *      (which only tries 3: Reclaimer.TryDrain)
+ *   3. Reclaimer._lock (C#)                the maintenance lock: one reclaim pass, writeback batch,
  *      segment compaction, pool compaction, reaper sweep (the only path that frees slots and what
- *      they name) or region tear-down (Pause) at a time
+ *      they name), prefetch step, discard or region tear-down (Pause) at a time. Prefetcher.Stop
+ *      waits, under 1, for a prefetch step that takes 3: a step never takes 1
  *   4. SizeClass.Lock (C#, one per class) a class's zspages; compaction takes them one at a time
  *   5. leaves (C#): CompressedPool._zspageLock, PoolArenas._arenaLock and _retainLock,
  *      ClusteredDirectory._lock (the slot table's and the handle table's id allocation),
- *      NativeLibraryResolver.s_lock, CramNode._planeLock; none is held while another lock is taken
- *   6. cram_engine.lock (C, pthread)      held by the service while it resolves a batch of faults,
- *      by region create/deactivate/destroy, by CramNative_PoolMove (so compaction never moves an
- *      object the service is reading), CramNative_SlotsMove and CramNative_MarkNamedSlots; taken
- *      only inside a native call
- * The service takes only lock 6 and never waits for managed code (hard rule 1); C# may hold
- * 1–4 when a native call takes 6, never the reverse. DROPPING and UNPROTECTING are page-granular
+ *      NativeLibraryResolver.s_lock, CramNode._planeLock, Prefetcher._lock (its queue) and the
+ *      swap-in metric's per-engine array (CramEngine.SwapInsRecorded); none is held while another
+ *      lock is taken
+ *   6. cram_engine.lock (C, pthread; engine_lock/engine_unlock in internal.h) held by the service
+ *      while it resolves a batch of faults, by region create/deactivate/destroy, by
+ *      CramNative_PoolMove (so compaction never moves an object the service is reading),
+ *      CramNative_SlotsMove, CramNative_MarkNamedSlots, placement, moving out, re-placement,
+ *      discard and each prefetch chunk; taken only inside a native call. A CRAM_DEBUG build checks
+ *      that no thread takes it twice, that only its holder releases it, and that the fault
+ *      resolution functions run under it (ASSERT_ENGINE_LOCKED).
+ * The service takes only lock 6 and never calls managed code: a managed fault handler would
+ * deadlock with the GC, which waits for a thread blocked in a fault while the handler is suspended
+ * for that GC. It does wait for managed reclaim, bounded and with lock 6 released: at the hard limit
+ * (throttle in fault.c, at most throttle_max_us a fault, not at all while reclaim reports it is
+ * stalled) and while the memory limit cannot be held (memory_wait_us a fault). C# may hold 1–4 when
+ * a native call takes 6, never the reverse. DROPPING and UNPROTECTING are page-granular
  * "locks" held by native code only, for the length of one system call.
  * ------------------------------------------------------------------------------------------- */
 enum cram_pte_state {
@@ -222,6 +244,41 @@ enum cram_pte_state {
     CRAM_PTE_PLACED = 8,          /* on the CRAM node: mapped read-only in place, slot names its frame */
     CRAM_PTE_PLACED_WRITABLE = 9, /* on the CRAM node, made writable in place within the budget */
 };
+
+/* Every state change the machine above allows, as X(from, to); a write that keeps the state and
+ * changes only flag bits (referenced, active, trial, the stamp) is not a transition. A move into
+ * EMPTY is discard's, from any populated state but the three held states, which its caller's pause
+ * rules out. DROPPING -> PLACED is a move out whose MADV_DONTNEED failed (the page is still mapped
+ * on the node). */
+#define CRAM_PTE_TRANSITIONS(X) \
+    X(CRAM_PTE_EMPTY, CRAM_PTE_DIRTY)                    /* first touch (service) */ \
+    X(CRAM_PTE_DIRTY, CRAM_PTE_EVICTING)                 /* reclaim claims (C#) */ \
+    X(CRAM_PTE_DIRTY, CRAM_PTE_UNPROTECTING)             /* WP fault on a stray protection (service) */ \
+    X(CRAM_PTE_DIRTY, CRAM_PTE_EMPTY)                    /* discard */ \
+    X(CRAM_PTE_EVICTING, CRAM_PTE_DIRTY)                 /* write-protect failed, or pool full (C#) */ \
+    X(CRAM_PTE_EVICTING, CRAM_PTE_CLEAN)                 /* compressed and stored (C#) */ \
+    X(CRAM_PTE_EVICTING, CRAM_PTE_INCOMPRESSIBLE)        /* does not compress (C#) */ \
+    X(CRAM_PTE_EVICTING, CRAM_PTE_UNPROTECTING)          /* WP fault cancels the eviction (service) */ \
+    X(CRAM_PTE_EVICTING, CRAM_PTE_PLACED)                /* placed on the CRAM node (native) */ \
+    X(CRAM_PTE_CLEAN, CRAM_PTE_UNPROTECTING)             /* WP fault: the copy is stale (service) */ \
+    X(CRAM_PTE_CLEAN, CRAM_PTE_DROPPING)                 /* drop (native) */ \
+    X(CRAM_PTE_CLEAN, CRAM_PTE_DIRTY)                    /* copy released under pool pressure (C#) */ \
+    X(CRAM_PTE_CLEAN, CRAM_PTE_EMPTY)                    /* discard */ \
+    X(CRAM_PTE_DROPPING, CRAM_PTE_EVICTED)               /* MADV_DONTNEED done (native) */ \
+    X(CRAM_PTE_DROPPING, CRAM_PTE_CLEAN)                 /* MADV_DONTNEED failed (native) */ \
+    X(CRAM_PTE_DROPPING, CRAM_PTE_PLACED)                /* move out's MADV_DONTNEED failed (native) */ \
+    X(CRAM_PTE_EVICTED, CRAM_PTE_CLEAN)                  /* read swap-in, readahead, prefetch */ \
+    X(CRAM_PTE_EVICTED, CRAM_PTE_DIRTY)                  /* write swap-in (service) */ \
+    X(CRAM_PTE_EVICTED, CRAM_PTE_EMPTY)                  /* discard */ \
+    X(CRAM_PTE_INCOMPRESSIBLE, CRAM_PTE_UNPROTECTING)    /* WP fault (service) */ \
+    X(CRAM_PTE_INCOMPRESSIBLE, CRAM_PTE_EMPTY)           /* discard */ \
+    X(CRAM_PTE_UNPROTECTING, CRAM_PTE_DIRTY)             /* protection cleared (service) */ \
+    X(CRAM_PTE_UNPROTECTING, CRAM_PTE_PLACED_WRITABLE)   /* made writable within the budget (service) */ \
+    X(CRAM_PTE_PLACED, CRAM_PTE_UNPROTECTING)            /* WP fault on the node (service) */ \
+    X(CRAM_PTE_PLACED, CRAM_PTE_DROPPING)                /* moved out (native) */ \
+    X(CRAM_PTE_PLACED, CRAM_PTE_EMPTY)                   /* discard */ \
+    X(CRAM_PTE_PLACED_WRITABLE, CRAM_PTE_PLACED)         /* re-placed (native) */ \
+    X(CRAM_PTE_PLACED_WRITABLE, CRAM_PTE_EMPTY)          /* discard */
 
 #define CRAM_PTE_STATE_MASK 0xFull
 #define CRAM_PTE_REFERENCED 0x10ull
@@ -245,7 +302,7 @@ enum cram_pte_state {
  * tables of fixed-size records: directory[id >> CRAM_DIRECTORY_CLUSTER_SHIFT] is the address of
  * a cluster of CRAM_DIRECTORY_CLUSTER_SIZE records (0 until first used). Managed code allocates
  * the directory and the clusters on demand (ClusteredDirectory.cs) and publishes a cluster before
- * any id in it is handed out; native code only looks records up (directory_get in cramnative.c).
+ * any id in it is handed out; native code only looks records up (directory_get in internal.h).
  * ------------------------------------------------------------------------------------------- */
 #define CRAM_DIRECTORY_CLUSTER_SHIFT 14
 #define CRAM_DIRECTORY_CLUSTER_SIZE (1u << CRAM_DIRECTORY_CLUSTER_SHIFT)
@@ -257,7 +314,7 @@ enum cram_pte_state {
  * A page-table entry names a slot, never a storage location; the slot's backend tag says where the
  * data is. The backend contract, written down once (a new backend is one tag plus these halves;
  * neither the page table nor the page-state machine changes):
- *   - native read half (slot_read in cramnative.c, run by the fault service under cram_engine.lock):
+ *   - native read half (slot_read in fault.c, run by the fault service under cram_engine.lock):
  *     given the slot, produce the page's 4096 bytes, after checking the stored bytes against
  *     slot.checksum; on a mismatch or a read error it reports failure and the page is never mapped
  *     (the slot is marked CRAM_SLOT_BAD, the faulting thread gets SIGBUS, counters say why);
@@ -486,7 +543,7 @@ _Static_assert((uint64_t)CRAM_DIRECTORY_SIZE * CRAM_DIRECTORY_CLUSTER_SIZE <= (1
                "a pool handle id does not fit 32 bits");
 _Static_assert((CRAM_FAULT_LOG_SIZE & (CRAM_FAULT_LOG_SIZE - 1)) == 0, "the fault log is a power-of-two ring");
 _Static_assert(CRAM_MAX_REGIONS <= (1u << (64 - CRAM_FAULT_LOG_REGION_SHIFT)), "a region id does not fit a log entry");
-_Static_assert((1ull << 46) >> CRAM_PAGE_SHIFT <= (1ull << CRAM_FAULT_LOG_REGION_SHIFT), "a 64 TiB region's page does not fit a log entry");
+_Static_assert(CRAM_MAX_REGION_BYTES >> CRAM_PAGE_SHIFT <= (1ull << CRAM_FAULT_LOG_REGION_SHIFT), "the largest region's page does not fit a log entry");
 
 _Static_assert(sizeof(cram_slot) == 16 && offsetof(cram_slot, location) == 0 && offsetof(cram_slot, checksum) == 8 &&
                offsetof(cram_slot, length) == 12 && offsetof(cram_slot, backend) == 14 && offsetof(cram_slot, flags) == 15,

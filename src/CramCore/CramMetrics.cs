@@ -1,4 +1,7 @@
 using System.Diagnostics.Metrics;
+using CramCore.Internals;
+using CramCore.Native;
+using CramCore.Storage;
 
 namespace CramCore;
 

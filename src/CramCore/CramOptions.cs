@@ -1,4 +1,7 @@
 using Microsoft.Extensions.Logging;
+using CramCore.Internals;
+using CramCore.Native;
+using CramCore.Storage;
 
 namespace CramCore;
 
@@ -172,7 +175,7 @@ public sealed class CramOptions
     /// page, and a lone read maps the shared zero page (no memory). 1 turns it off. A first touch at
     /// the resident hard limit, or while <see cref="MemoryLimitBytes"/> cannot be held, maps only its page.
     /// </summary>
-    public int FaultAroundPages { get; set; } = 64;
+    public int FaultAroundPages { get; set; } = SharedLayout.FaultAroundMax;
 
     /// <summary>
     /// Path of libCramNative.so, overriding where the package puts it (runtimes/linux-x64/native/).
@@ -285,9 +288,9 @@ public sealed class CramOptions
         {
             throw new ArgumentException($"CramDevice reports {CramDevice.CapacityBytes} bytes and {CramDevice.FrameCount} frames; it needs a positive capacity and a power-of-two frame count from 64 to 2^30.", nameof(CramDevice));
         }
-        if (FaultAroundPages is < 1 or > 64)
+        if (FaultAroundPages is < 1 or > SharedLayout.FaultAroundMax)
         {
-            throw new ArgumentException($"FaultAroundPages is {FaultAroundPages}; it must be between 1 (off) and 64.", nameof(FaultAroundPages));
+            throw new ArgumentException($"FaultAroundPages is {FaultAroundPages}; it must be between 1 (off) and {SharedLayout.FaultAroundMax}.", nameof(FaultAroundPages));
         }
     }
 

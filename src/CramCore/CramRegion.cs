@@ -1,5 +1,9 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
+using CramCore.Internals;
+using CramCore.Native;
+using CramCore.Reclaim;
+using CramCore.Storage;
 
 namespace CramCore;
 

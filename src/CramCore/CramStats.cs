@@ -1,3 +1,7 @@
+using CramCore.Estimation;
+using CramCore.Native;
+using CramCore.Storage;
+
 namespace CramCore;
 
 /// <summary>A snapshot of an engine's state and counters (<see cref="CramEngine.GetStats"/>). Counters are cumulative.</summary>

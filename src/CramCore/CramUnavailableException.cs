@@ -1,3 +1,7 @@
+using CramCore.Internals;
+using CramCore.Native;
+using CramCore.Storage;
+
 namespace CramCore;
 
 /// <summary>

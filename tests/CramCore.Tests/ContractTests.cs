@@ -180,10 +180,42 @@ public sealed unsafe class ContractTests
         Assert.True(constants.Count >= 10);
     }
 
+    /// <summary>
+    /// Macros C# once repeated as literals are exported (CRAM_MAX_REGION_BYTES, CRAM_FAULT_AROUND_MAX)
+    /// and mirrored once, in SharedLayout.cs; the library and the CLI use the mirror, never the number.
+    /// </summary>
+    [Theory]
+    [InlineData("CRAM_MAX_REGION_BYTES", @"\b1U?L\s*<<\s*46\b|\b70368744177664\b")]
+    [InlineData("CRAM_FAULT_AROUND_MAX", @"FaultAround\w*[^;\n]*\b64\b")]
+    public void AnExportedMacro_IsNeverWrittenAsALiteral(string macro, string literal)
+    {
+        Assert.Contains(NativeContract(), e => e.Kind == ContractKind.Constant && e.Name == macro);
+        string src = Path.Combine(RepositoryRoot(), "src");
+        var offenders = Directory.EnumerateFiles(src, "*.cs", SearchOption.AllDirectories)
+            .Where(f => !f.Contains("/obj/") && !f.Contains("/bin/") && !f.EndsWith("SharedLayout.cs", StringComparison.Ordinal))
+            .SelectMany(f => File.ReadLines(f).Select((line, i) => (f, i, line)))
+            .Where(x => !x.line.TrimStart().StartsWith("///", StringComparison.Ordinal) && System.Text.RegularExpressions.Regex.IsMatch(x.line, literal))
+            .Select(x => $"{Path.GetRelativePath(src, x.f)}:{x.i + 1}: {x.line.Trim()}")
+            .ToList();
+        Assert.True(offenders.Count == 0, $"{macro} written as a literal (use SharedLayout's mirror):\n" + string.Join("\n", offenders));
+    }
+
+    private static string RepositoryRoot()
+    {
+        for (DirectoryInfo? d = new(AppContext.BaseDirectory); d is not null; d = d.Parent)
+        {
+            if (File.Exists(Path.Combine(d.FullName, "native", "cramnative.h")))
+            {
+                return d.FullName;
+            }
+        }
+        throw new DirectoryNotFoundException("the repository (native/cramnative.h) not found above " + AppContext.BaseDirectory);
+    }
+
     [Fact]
     public void FaultLogEntry_RoundTripsTheLargestRegionAndPage()
     {
-        ulong lastPage = ((1UL << 46) >> SharedLayout.PageShift) - 1; // the last page of a 64 TiB region
+        ulong lastPage = ((ulong)SharedLayout.MaxRegionBytes >> SharedLayout.PageShift) - 1; // the last page of a 64 TiB region
         ulong entry = FaultLogEntry.Encode(SharedLayout.MaxRegions - 1, lastPage);
         Assert.Equal((uint)SharedLayout.MaxRegions - 1, FaultLogEntry.RegionOf(entry));
         Assert.Equal(lastPage, FaultLogEntry.PageOf(entry));
@@ -221,7 +253,7 @@ public sealed unsafe class ContractTests
 
 /// <summary>
 /// The bindings: every CramNative_* prototype in native/cramnative.h has a [LibraryImport] with the
-/// same arity and argument types (pointer, uint64, int32, uint32), and every import names a
+/// same arity and argument types (pointees included: Expected), and every import names a
 /// prototype of the header and an export of the loaded library.
 /// </summary>
 [Trait("Category", TestCategory.Unit)]
@@ -240,24 +272,71 @@ public sealed class BindingContractTests
         throw new FileNotFoundException("native/cramnative.h not found above " + AppContext.BaseDirectory);
     }
 
-    /// <summary>The C# type a C parameter type must be bound as.</summary>
-    private static string Expected(string cType) =>
-        cType.Contains('*') ? "pointer" : cType.Replace("const", "").Trim() switch
+    /// <summary>
+    /// The C# type a C parameter type must be bound as, pointee included: an integer by its width
+    /// and sign, a shared struct by its [NativeStruct] mirror, bytes (char, void) as byte, and the
+    /// opaque cram_engine* as nint; each * in C is one * in C#. So an int32_t* changed to a
+    /// uint64_t* on one side, or a struct pointer to another struct's, fails.
+    /// </summary>
+    internal static string Expected(string cType)
+    {
+        string type = cType.Replace("const", "").Replace(" ", "");
+        int stars = type.Count(c => c == '*');
+        string pointee = type.TrimEnd('*');
+        if (pointee == "cram_engine")
         {
-            "uint64_t" => nameof(UInt64),
-            "int32_t" => nameof(Int32),
-            "uint32_t" => nameof(UInt32),
-            var other => throw new InvalidOperationException($"no binding rule for C type '{other}'"),
-        };
+            (pointee, stars) = (nameof(IntPtr), stars - 1); // an opaque handle: the pointer itself is the value
+        }
+        else
+        {
+            pointee = pointee switch
+            {
+                "uint64_t" => nameof(UInt64),
+                "int32_t" => nameof(Int32),
+                "uint32_t" => nameof(UInt32),
+                "char" or "void" when stars > 0 => nameof(Byte),
+                var s when s.StartsWith("cram_", StringComparison.Ordinal) && Mirrors.TryGetValue(s, out Type? mirror) => mirror.Name,
+                var other => throw new InvalidOperationException($"no binding rule for C type '{cType}' ('{other}')"),
+            };
+        }
+        return pointee + new string('*', stars);
+    }
 
-    private static string Actual(Type t) => t.IsPointer || t == typeof(nint) ? "pointer" : t.Name;
+    /// <summary>The C# mirror of each shared C struct, by its C name.</summary>
+    private static readonly Dictionary<string, Type> Mirrors = typeof(CramEngine).Assembly.GetTypes()
+        .Where(t => t.GetCustomAttribute<NativeStructAttribute>() is not null)
+        .ToDictionary(t => t.GetCustomAttribute<NativeStructAttribute>()!.Name);
+
+    internal static string Actual(Type t) => t.IsPointer ? Actual(t.GetElementType()!) + "*" : t.Name;
+
+    [Theory]
+    [InlineData("const uint64_t* pages", "UInt64*")]
+    [InlineData("int32_t* dropped", "Int32*")]
+    [InlineData("cram_engine* engine", "IntPtr")]
+    [InlineData("cram_engine** engine", "IntPtr*")]
+    [InlineData("cram_shared** shared", "NativeShared**")]
+    [InlineData("const char* path", "Byte*")]
+    [InlineData("uint32_t region_id", "UInt32")]
+    public void Expected_TypesThePointee(string parameter, string expected) =>
+        Assert.Equal(expected, Expected(ParameterType(parameter)));
+
+    /// <summary>A C parameter's type: the declaration without its name ("const uint64_t* pages" → "const uint64_t*").</summary>
+    private static string ParameterType(string parameter) => System.Text.RegularExpressions.Regex.Match(parameter, @"^(.*?)\s*\w+$").Groups[1].Value;
+
+    [Fact]
+    public void APointeeChangedOnOneSide_IsCaught()
+    {
+        Assert.NotEqual(Expected("uint64_t*"), Actual(typeof(int*)));
+        Assert.NotEqual(Expected("cram_slot_move*"), Actual(typeof(NativePoolMove*)));
+        Assert.Equal(Expected("cram_slot_move*"), Actual(typeof(NativeSlotMove*)));
+    }
 
     [Fact]
     public void EveryPrototype_HasAMatchingLibraryImport_AndBack()
     {
         var prototypes = System.Text.RegularExpressions.Regex.Matches(Header(), @"^int (CramNative_\w+)\(([^)]*)\);", System.Text.RegularExpressions.RegexOptions.Multiline)
             .ToDictionary(m => m.Groups[1].Value, m => m.Groups[2].Value.Split(',', StringSplitOptions.TrimEntries)
-                .Select(p => Expected(p[..p.LastIndexOfAny([' ', '*'])] + (p.Contains('*') ? "*" : ""))).ToArray());
+                .Select(p => Expected(ParameterType(p))).ToArray());
         var imports = typeof(Interop.CramNative).GetMethods(BindingFlags.Static | BindingFlags.NonPublic | BindingFlags.Public)
             .Select(m => (Method: m, Import: m.GetCustomAttribute<LibraryImportAttribute>()))
             .Where(x => x.Import is not null)

@@ -327,7 +327,7 @@ public sealed unsafe class CramBalloonTests
         try
         {
             var device = new EmulatedCramDevice(1 << 20, frameCount: 4096); // 256 pages of capacity, 4096 frames
-            using var node = new CramNode(0, shared, new CramOptions { CramDevice = device }, (_, _) => { });
+            using var node = new CramNode(0, shared, new CramOptions { CramDevice = device }, new CramCore.Internals.TierEventChannel());
             long initial = node.BalloonFrames; // nothing placed yet: the device's own 16x frames-per-capacity, with the margin
             Assert.Equal(4096 - (long)(1048576.0 * 16 * CramNode.BalloonMargin / 4096), initial);
             shared->Stats.CramPlacedPages = 1000;

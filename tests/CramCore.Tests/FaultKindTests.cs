@@ -162,7 +162,7 @@ public sealed unsafe class FaultKindTests : IDisposable
         }
         var s = engine.GetStats();
         Assert.True(s.ReadaheadPages > 0, s.ToString());
-        Assert.True(peak <= (ReclaimWorker.HardLimitPages(64) + 1) * P, $"peak {peak}");
+        Assert.True(peak <= (ReclaimWatermarks.HardLimitPages(64) + 1) * P, $"peak {peak}");
         Assert.Equal(0, s.ServiceErrors);
     }
 

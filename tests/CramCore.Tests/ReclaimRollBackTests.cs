@@ -18,7 +18,7 @@ public sealed unsafe class ReclaimRollBackTests : IDisposable
 
     public ReclaimRollBackTests()
     {
-        _engine = CramEngine.CreateWithPageOperations(new CramOptions { FaultAroundPages = 1 }, inner => _injector.Wrap(inner));
+        _engine = CramEngine.CreateWithHooks(new CramOptions { FaultAroundPages = 1 }, pageOperations: inner => _injector.Wrap(inner));
         _region = _engine.CreateRegion(Pages * P);
         for (int i = 0; i < Pages; i++)
         {
@@ -192,7 +192,7 @@ public sealed unsafe class ReclaimRollBackTests : IDisposable
     public void BackgroundReclaim_SurvivesFailures_AndHoldsTheLimitOnceTheyStop()
     {
         var injector = new FaultInjector { WriteProtectError = Errno.EIO };
-        using var engine = CramEngine.CreateWithPageOperations(
+        using var engine = CramEngine.CreateWithHooks(
             new CramOptions { ResidentLimitBytes = 1 << 20, ThrottleMax = TimeSpan.Zero }, inner => injector.Wrap(inner));
         using var region = engine.CreateRegion(4 << 20);
         for (int i = 0; i < 1024; i++)

@@ -99,7 +99,7 @@ public sealed unsafe class RegionTests
         var s = engine.GetStats();
         Assert.True(s.Evictions >= pages - limit / P, $"evictions {s.Evictions}");
         // Faults wait at the hard limit; one fault may still fill its fault-around block.
-        long bound = (ReclaimWorker.HardLimitPages(limit / P) + new CramOptions().FaultAroundPages) * P;
+        long bound = (ReclaimWatermarks.HardLimitPages(limit / P) + new CramOptions().FaultAroundPages) * P;
         Assert.True(s.PeakResidentBytes <= bound, $"peak {s.PeakResidentBytes} for limit {limit}, bound {bound}");
         Assert.Equal(0, s.ServiceErrors);
     }

@@ -24,7 +24,7 @@ internal sealed record LifecycleBenchResult(
 /// </summary>
 internal static unsafe class BenchLifecycleCommand
 {
-    private static readonly (string Name, long Bytes)[] s_sizes = [("1g", 1L << 30), ("1t", 1L << 40), ("64t", 1L << 46)];
+    private static readonly (string Name, long Bytes)[] s_sizes = [("1g", 1L << 30), ("1t", 1L << 40), ("64t", SharedLayout.MaxRegionBytes)];
 
     public static int Run(int rounds, bool json)
     {

@@ -18,7 +18,7 @@ internal static unsafe class BenchSparseCommand
 {
     public static int Run(long size, long stride, long limit, bool json)
     {
-        if (size < 64L << 20 || size > 1L << 46)
+        if (size < 64L << 20 || size > SharedLayout.MaxRegionBytes)
         {
             throw new CliException($"--size: {Measure.Bytes(size)} must be between 64m and 64t.");
         }

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using CramCore.Storage;
 
 namespace CramCore.Estimation;
 

@@ -1,4 +1,6 @@
 using System.Runtime.CompilerServices;
+using CramCore.Native;
+using CramCore.Storage;
 
 namespace CramCore.Estimation;
 

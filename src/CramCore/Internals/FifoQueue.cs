@@ -1,4 +1,4 @@
-namespace CramCore;
+namespace CramCore.Internals;
 
 /// <summary>
 /// A growable FIFO ring of small values: reclaim's victim queue (page references) and writeback's

@@ -1,4 +1,7 @@
-namespace CramCore;
+using CramCore.Native;
+using CramCore.Storage;
+
+namespace CramCore.Internals;
 
 /// <summary>
 /// A set of pages kept as sorted, disjoint, non-adjacent ranges [Start, End): the hot ranges of a

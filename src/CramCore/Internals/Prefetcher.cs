@@ -1,4 +1,7 @@
-namespace CramCore;
+using CramCore.Native;
+using CramCore.Storage;
+
+namespace CramCore.Internals;
 
 /// <summary>
 /// Works off <see cref="CramAdvice.WillNeed"/> requests in the background, one at a time, in the

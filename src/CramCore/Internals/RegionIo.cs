@@ -1,6 +1,6 @@
 using System.Buffers;
 
-namespace CramCore;
+namespace CramCore.Internals;
 
 /// <summary>
 /// The asynchronous halves of <see cref="CramRegion.ReadFromAsync"/> and

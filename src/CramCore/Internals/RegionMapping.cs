@@ -1,4 +1,6 @@
-namespace CramCore;
+using CramCore.Native;
+
+namespace CramCore.Internals;
 
 /// <summary>
 /// What reclaim, the CRAM node and the engine's region table know of a region: its id, memory and

@@ -1,6 +1,8 @@
 using System.Buffers;
+using CramCore.Native;
+using CramCore.Storage;
 
-namespace CramCore;
+namespace CramCore.Internals;
 
 /// <summary>
 /// The <see cref="MemoryManager{T}"/> behind <see cref="CramRegion.AsMemory{T}"/>: a window of a

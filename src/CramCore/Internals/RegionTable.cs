@@ -1,4 +1,6 @@
-namespace CramCore;
+using CramCore.Native;
+
+namespace CramCore.Internals;
 
 /// <summary>
 /// The engine's live regions by id (the native side has its own table, which C# never reads).

@@ -1,5 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using CramCore.Internals;
+using CramCore.Storage;
 
 namespace CramCore.Native;
 

@@ -1,5 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using CramCore.Estimation;
+using CramCore.Storage;
 
 namespace CramCore.Native;
 
@@ -35,6 +37,8 @@ internal static class SharedLayout
     [NativeConstant("CRAM_PAGE_SIZE")] public const int PageSize = 4096;
     [NativeConstant("CRAM_PAGE_SHIFT")] public const int PageShift = 12;
     [NativeConstant("CRAM_MAX_REGIONS")] public const int MaxRegions = 256;
+    [NativeConstant("CRAM_MAX_REGION_BYTES")] public const long MaxRegionBytes = 1L << 46;
+    [NativeConstant("CRAM_FAULT_AROUND_MAX")] public const int FaultAroundMax = 64;
 
     /// <summary>Buckets of the swap-in latency histogram (cram_stats.swapin_latency_us_log2): bucket b counts [2^(b-1), 2^b) µs, the last one everything above.</summary>
     [NativeConstant("CRAM_SWAPIN_LATENCY_BUCKETS")] public const int SwapinLatencyBuckets = 16;

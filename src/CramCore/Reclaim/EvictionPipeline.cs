@@ -1,4 +1,8 @@
 using System.Runtime.InteropServices;
+using CramCore.Estimation;
+using CramCore.Internals;
+using CramCore.Native;
+using CramCore.Storage;
 
 namespace CramCore.Reclaim;
 

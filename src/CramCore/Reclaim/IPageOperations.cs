@@ -1,3 +1,6 @@
+using CramCore.Native;
+using CramCore.Storage;
+
 namespace CramCore.Reclaim;
 
 /// <summary>

@@ -1,3 +1,7 @@
+using CramCore.Internals;
+using CramCore.Native;
+using CramCore.Storage;
+
 namespace CramCore.Reclaim;
 
 /// <summary>
@@ -25,9 +29,8 @@ internal sealed unsafe class MemoryBudget
     private readonly nint _engine;
     private readonly NativeShared* _shared;
     private readonly Reclaimer _reclaimer;
-    private readonly Func<long> _poolBytes;
-    private readonly Func<long> _metadataBytes;
-    private readonly Action<CramTierEventKind, string> _notify;
+    private readonly MemoryUse _use;
+    private readonly TierEventChannel _events;
     private readonly ulong _waitUs;
     private readonly Lock _lock = new();
     private long _userLimitPages;
@@ -36,9 +39,9 @@ internal sealed unsafe class MemoryBudget
     private bool _exceeded;
     private long _exceededEpisodes;
 
-    /// <summary>A budget for <paramref name="memoryLimitBytes"/> (0: none) and the user's resident limit <paramref name="userLimitPages"/> (0: none); <paramref name="poolBytes"/> and <paramref name="metadataBytes"/> measure the rest of memory use, <paramref name="notify"/> queues the events.</summary>
+    /// <summary>A budget for <paramref name="memoryLimitBytes"/> (0: none) and the user's resident limit <paramref name="userLimitPages"/> (0: none); <paramref name="use"/> measures memory use, <paramref name="events"/> takes the events.</summary>
     public MemoryBudget(nint engine, NativeShared* shared, Reclaimer reclaimer, long memoryLimitBytes, TimeSpan wait, long userLimitPages,
-        Func<long> poolBytes, Func<long> metadataBytes, Action<CramTierEventKind, string> notify)
+        MemoryUse use, TierEventChannel events)
     {
         _engine = engine;
         _shared = shared;
@@ -46,9 +49,8 @@ internal sealed unsafe class MemoryBudget
         MemoryLimitBytes = memoryLimitBytes;
         _waitUs = (ulong)wait.TotalMicroseconds;
         _userLimitPages = userLimitPages;
-        _poolBytes = poolBytes;
-        _metadataBytes = metadataBytes;
-        _notify = notify;
+        _use = use;
+        _events = events;
     }
 
     /// <summary><see cref="CramOptions.MemoryLimitBytes"/> (0: none).</summary>
@@ -68,7 +70,7 @@ internal sealed unsafe class MemoryBudget
 
     /// <summary>Memory the limit counts: resident region pages, the pool's pages and metadata.</summary>
     public long MemoryUsedBytes =>
-        ((long)Volatile.Read(ref _shared->Stats.ResidentPages) << SharedLayout.PageShift) + _poolBytes() + _metadataBytes();
+        _use.ResidentBytes + _use.PoolBytes + _use.MetadataBytes;
 
     /// <summary>Sets the user's resident limit (pages, 0: none) and applies the result at once.</summary>
     public void SetUserLimit(long pages)
@@ -95,7 +97,7 @@ internal sealed unsafe class MemoryBudget
         _atFloor = false;
         if (MemoryLimitBytes > 0)
         {
-            long room = (MemoryLimitBytes - _poolBytes() - _metadataBytes()) >> SharedLayout.PageShift;
+            long room = (MemoryLimitBytes - _use.PoolBytes - _use.MetadataBytes) >> SharedLayout.PageShift;
             // The service lets resident memory pass the soft limit by the hard limit's margin before faults
             // wait; where the memory limit binds, put the hard limit on it.
             long soft = Math.Min(room - 32, room * 40 / 41);
@@ -108,7 +110,7 @@ internal sealed unsafe class MemoryBudget
         }
         if (limit != _limitPages)
         {
-            ulong hard = limit == 0 ? 0 : (ulong)ReclaimWorker.HardLimitPages(limit);
+            ulong hard = limit == 0 ? 0 : (ulong)ReclaimWatermarks.HardLimitPages(limit);
             Interop.ThrowIfFailed(Interop.CramNative.SetResidentLimit(_engine, (ulong)limit, hard), "Setting the resident limit");
             Volatile.Write(ref _limitPages, limit);
             _reclaimer.LimitPages = limit;
@@ -129,14 +131,14 @@ internal sealed unsafe class MemoryBudget
         }
         lock (_lock)
         {
-            long resident = (long)Volatile.Read(ref _shared->Stats.ResidentPages) << SharedLayout.PageShift, pool = _poolBytes(), metadata = _metadataBytes();
+            long resident = _use.ResidentBytes, pool = _use.PoolBytes, metadata = _use.MetadataBytes;
             long used = resident + pool + metadata;
             if (!_exceeded && used > MemoryLimitBytes && (stalled || _atFloor))
             {
                 _exceeded = true;
                 Interlocked.Increment(ref _exceededEpisodes);
                 Volatile.Write(ref _shared->MemoryWaitUs, _waitUs);
-                _notify(CramTierEventKind.MemoryLimitExceeded,
+                _events.Post(CramTierEventKind.MemoryLimitExceeded,
                     $"Memory use ({used >> 20} MiB: resident {resident >> 20} MiB, pool {pool >> 20} MiB, metadata {metadata >> 20} MiB) is over MemoryLimitBytes ({MemoryLimitBytes >> 20} MiB) and reclaim can free no more: " +
                     (_atFloor ? "the pool and metadata fill the limit. " : "the resident pages do not compress, or the pool is full. ") +
                     $"Every fault that adds a page now waits up to {TimeSpan.FromMicroseconds(_waitUs).TotalMilliseconds} ms (MemoryLimitWait), then proceeds. Set BackingFile, raise MemoryLimitBytes, or free memory (Advise DontNeed, dispose regions).");
@@ -145,7 +147,7 @@ internal sealed unsafe class MemoryBudget
             {
                 _exceeded = false;
                 Volatile.Write(ref _shared->MemoryWaitUs, 0ul);
-                _notify(CramTierEventKind.MemoryLimitRestored, $"Memory use ({used >> 20} MiB) is back under MemoryLimitBytes ({MemoryLimitBytes >> 20} MiB); faults no longer wait.");
+                _events.Post(CramTierEventKind.MemoryLimitRestored, $"Memory use ({used >> 20} MiB) is back under MemoryLimitBytes ({MemoryLimitBytes >> 20} MiB); faults no longer wait.");
             }
         }
     }

@@ -2,7 +2,7 @@ namespace CramCore.Reclaim;
 
 /// <summary>
 /// What reclaim counts. Managed code is the only writer of these (the native counters are in
-/// <see cref="NativeStats"/>); one pass runs at a time, but readers are on any thread.
+/// <see cref="Native.NativeStats"/>); one pass runs at a time, but readers are on any thread.
 /// </summary>
 internal sealed class ReclaimCounters
 {

@@ -1,3 +1,7 @@
+using CramCore.Internals;
+using CramCore.Native;
+using CramCore.Storage;
+
 namespace CramCore.Reclaim;
 
 /// <summary>
@@ -8,7 +12,7 @@ namespace CramCore.Reclaim;
 /// left. Its lock is the engine's maintenance lock (cramnative.h, lock 3): passes, writeback,
 /// segment and pool compaction, the <see cref="Reaper"/> and region tear-down (<see cref="Pause"/>)
 /// all run under it, so slots are created and freed on one path at a time. Called by the
-/// <see cref="ReclaimWorker"/> and by <see cref="CramRegion.Reclaim"/>.
+/// the reclaim worker (Engine/ReclaimWorker.cs) and by <see cref="CramRegion.Reclaim"/>.
 /// </summary>
 internal sealed unsafe class Reclaimer : IDisposable
 {
@@ -19,7 +23,7 @@ internal sealed unsafe class Reclaimer : IDisposable
     private readonly EvictionPipeline _pipeline;
     private readonly Reaper _reaper;
     private readonly Writeback? _writeback;
-    private readonly Action<CramTierEventKind, string> _notify;
+    private readonly TierEventChannel _events;
     private readonly Lock _lock = new();
     private bool _poolFullReported;
     private readonly ulong[] _victims = new ulong[EvictionPipeline.BatchPages];
@@ -29,13 +33,13 @@ internal sealed unsafe class Reclaimer : IDisposable
     private volatile bool _stopping;
 
     public Reclaimer(nint engine, NativeShared* shared, RegionTable regions, SlotTable slots, IPageOperations operations, CramOptions options,
-        Reaper reaper, Writeback? writeback, Action<CramTierEventKind, string> notify)
+        Reaper reaper, Writeback? writeback, TierEventChannel events)
     {
         _shared = shared;
         _slots = slots;
         _reaper = reaper;
         _writeback = writeback;
-        _notify = notify;
+        _events = events;
         _regions = regions;
         _clock = new VictimClock(engine, shared, regions);
         _pipeline = new EvictionPipeline(operations, slots, Counters, options);
@@ -223,14 +227,14 @@ internal sealed unsafe class Reclaimer : IDisposable
         if (poolFull && !_poolFullReported)
         {
             _poolFullReported = true;
-            _notify(CramTierEventKind.PoolFull, _writeback is null
+            _events.Post(CramTierEventKind.PoolFull, _writeback is null
                 ? "The compressed pool is full and there is no backing file (ghost mode): reclaim stops and pages stay resident; nothing is lost. Raise CompressedPoolLimitBytes or set BackingFile."
                 : "The compressed pool is full and writeback cannot make room now (see WritebackPaused/BackingFileFull): reclaim stops and pages stay resident; nothing is lost.");
         }
         else if (!poolFull && evicted > 0 && _poolFullReported)
         {
             _poolFullReported = false;
-            _notify(CramTierEventKind.PoolAvailable, "The compressed pool takes pages again.");
+            _events.Post(CramTierEventKind.PoolAvailable, "The compressed pool takes pages again.");
         }
     }
 

@@ -1,4 +1,6 @@
 using CramCore.Storage;
+using CramCore.Internals;
+using CramCore.Native;
 
 namespace CramCore.Reclaim;
 

@@ -1,12 +1,14 @@
 using System.Runtime.InteropServices;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
+using CramCore.Internals;
+using CramCore.Native;
 
 namespace CramCore.Storage;
 
 /// <summary>
 /// The file backend's managed half (cramnative.h, "Virtual swap"; the native half is file_read in
-/// cramnative.c): compressed objects written as they are in the pool, packed back to back into
+/// native/fault.c): compressed objects written as they are in the pool, packed back to back into
 /// <see cref="SegmentBytes"/> segments, so a page costs its compressed size on disk. The file is
 /// created with mode 0600 (O_EXCL: an existing file is never overwritten) and unlinked at once
 /// unless kept; it is opened O_DIRECT where the file system allows, so neither writes nor reads

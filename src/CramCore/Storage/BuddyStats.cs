@@ -1,3 +1,5 @@
+using CramCore.Native;
+
 namespace CramCore.Storage;
 
 /// <summary>What the buddy allocators share: the check of a freed block, and fragmentation.</summary>

@@ -4,7 +4,7 @@ namespace CramCore.Storage;
 
 /// <summary>
 /// CRC-32C (Castagnoli; initial and final xor ~0) of stored bytes: computed here when a copy is
-/// stored, checked by the fault service (crc32c in cramnative.c, the same function with the SSE4.2
+/// stored, checked by the fault service (crc32c in native/checksum.c, the same function with the SSE4.2
 /// instruction) before anything is mapped. <see cref="BitOperations.Crc32C(uint, ulong)"/> uses
 /// the instruction where the CPU has it.
 /// </summary>

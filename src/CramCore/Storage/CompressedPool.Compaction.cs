@@ -1,3 +1,6 @@
+using CramCore.Internals;
+using CramCore.Native;
+
 namespace CramCore.Storage;
 
 internal sealed unsafe partial class CompressedPool

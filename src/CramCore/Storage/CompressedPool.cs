@@ -1,3 +1,6 @@
+using CramCore.Internals;
+using CramCore.Native;
+
 namespace CramCore.Storage;
 
 /// <summary>

@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using CramCore.Internals;
+using CramCore.Native;
 
 namespace CramCore.Storage;
 
@@ -53,7 +55,7 @@ internal sealed unsafe class CramNode : IDisposable
     private readonly long _hostBudget;
     private readonly IWriteBudgetSource? _source;
     private readonly long _leaseTicks;
-    private readonly Action<CramTierEventKind, string> _notify;
+    private readonly TierEventChannel _events;
     private readonly Dictionary<long, (uint Region, ulong Page)> _owners = [];
     private readonly List<long> _pendingTrim = [];
     private readonly FifoQueue<long> _order = new(); // frames in placement order: the oldest leave first
@@ -68,7 +70,7 @@ internal sealed unsafe class CramNode : IDisposable
     private long _framesInUse, _trimmed, _maxOverflow, _physicalUsage;
     private bool _pressureHigh, _leaseExpiredReported;
 
-    public CramNode(nint engine, NativeShared* shared, CramOptions options, Action<CramTierEventKind, string> notify)
+    public CramNode(nint engine, NativeShared* shared, CramOptions options, TierEventChannel events)
     {
         _engine = engine;
         _shared = shared;
@@ -76,7 +78,7 @@ internal sealed unsafe class CramNode : IDisposable
         _hostBudget = options.WritableBudgetPages;
         _source = options.WriteBudgetSource;
         _leaseTicks = (long)(options.ControlPlaneLease.TotalSeconds * Stopwatch.Frequency);
-        _notify = notify;
+        _events = events;
         WriteControl = options.CramWriteControl;
         _frames = new BitmapBuddy(FrameBase, System.Numerics.BitOperations.Log2((ulong)_device.FrameCount));
         _scratch = (byte*)NativeMemory.Alloc(2 * SharedLayout.PageSize);
@@ -291,7 +293,7 @@ internal sealed unsafe class CramNode : IDisposable
         if (!_leaseExpiredReported)
         {
             _leaseExpiredReported = true;
-            _notify(CramTierEventKind.CramControlPlaneLost, "The CRAM device's control plane stopped answering; no page becomes writable until it does (writes promote).");
+            _events.Post(CramTierEventKind.CramControlPlaneLost, "The CRAM device's control plane stopped answering; no page becomes writable until it does (writes promote).");
         }
     }
 
@@ -373,12 +375,12 @@ internal sealed unsafe class CramNode : IDisposable
         if (!_pressureHigh && share >= HighPressure)
         {
             Volatile.Write(ref _pressureHigh, true);
-            _notify(CramTierEventKind.CramPressureHigh, $"The CRAM node's ledger is at {share:P0} of the device's capacity: it is closed to new pages.");
+            _events.Post(CramTierEventKind.CramPressureHigh, $"The CRAM node's ledger is at {share:P0} of the device's capacity: it is closed to new pages.");
         }
         else if (_pressureHigh && share < LowPressure)
         {
             Volatile.Write(ref _pressureHigh, false);
-            _notify(CramTierEventKind.CramPressureLow, $"The CRAM node's ledger is down to {share:P0} of the device's capacity: it takes pages again.");
+            _events.Post(CramTierEventKind.CramPressureLow, $"The CRAM node's ledger is down to {share:P0} of the device's capacity: it takes pages again.");
         }
     }
 

@@ -1,3 +1,5 @@
+using CramCore.Estimation;
+
 namespace CramCore.Storage;
 
 /// <summary>Occupancy of one size class of the compressed pool.</summary>

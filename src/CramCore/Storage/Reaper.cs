@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using CramCore.Native;
 
 namespace CramCore.Storage;
 

@@ -1,3 +1,7 @@
+using CramCore.Estimation;
+using CramCore.Internals;
+using CramCore.Native;
+
 namespace CramCore.Storage;
 
 /// <summary>

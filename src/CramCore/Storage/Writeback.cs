@@ -1,5 +1,8 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using CramCore.Internals;
+using CramCore.Native;
+using CramCore.Reclaim;
 
 namespace CramCore.Storage;
 
@@ -23,6 +26,7 @@ internal sealed unsafe class Writeback : IDisposable
     private static readonly long PauseTicks = Stopwatch.Frequency; // one second
 
     private readonly nint _engine;
+    private readonly TierEventChannel _events; // pauses, resumptions, a full file
     private readonly SlotTable _slots;
     private readonly CompressedPool _pool;
     private readonly BackingFile _file;
@@ -34,9 +38,10 @@ internal sealed unsafe class Writeback : IDisposable
     private long _pausedUntil;
     private long _pages, _bytes, _segmentCompactions;
 
-    public Writeback(nint engine, SlotTable slots, CramOptions options)
+    public Writeback(nint engine, SlotTable slots, CramOptions options, TierEventChannel events)
     {
         _engine = engine;
+        _events = events;
         _slots = slots;
         _pool = slots.Pool;
         _file = slots.File!;
@@ -47,9 +52,6 @@ internal sealed unsafe class Writeback : IDisposable
         _allowanceAt = Stopwatch.GetTimestamp();
         _segmentCopy = (byte*)NativeMemory.AlignedAlloc(BackingFile.SegmentBytes, SharedLayout.PageSize);
     }
-
-    /// <summary>Raised (on the maintenance thread) when writeback pauses on a write error or resumes after one.</summary>
-    public event Action<CramTierEventKind, string>? StateChanged;
 
     /// <summary>Pages written back (cumulative).</summary>
     public long Pages => Interlocked.Read(ref _pages);
@@ -215,7 +217,7 @@ internal sealed unsafe class Writeback : IDisposable
         if (!FileFull)
         {
             FileFull = true;
-            StateChanged?.Invoke(CramTierEventKind.BackingFileFull, $"The backing file reached its limit of {_file.FileBytes} bytes; writeback stops until space is freed.");
+            _events.Post(CramTierEventKind.BackingFileFull, $"The backing file reached its limit of {_file.FileBytes} bytes; writeback stops until space is freed.");
         }
         return false;
     }
@@ -238,7 +240,7 @@ internal sealed unsafe class Writeback : IDisposable
         if (PausedBy == Errno.None)
         {
             PausedBy = error;
-            StateChanged?.Invoke(CramTierEventKind.WritebackPaused,
+            _events.Post(CramTierEventKind.WritebackPaused,
                 $"Writing to the backing file {_file.Path} failed ({error}); entries stay in the pool and writeback retries every second.");
         }
     }
@@ -248,7 +250,7 @@ internal sealed unsafe class Writeback : IDisposable
         if (PausedBy != Errno.None)
         {
             PausedBy = Errno.None;
-            StateChanged?.Invoke(CramTierEventKind.WritebackResumed, $"Writing to the backing file {_file.Path} works again; writeback resumed.");
+            _events.Post(CramTierEventKind.WritebackResumed, $"Writing to the backing file {_file.Path} works again; writeback resumed.");
         }
     }
 

@@ -1,4 +1,9 @@
-namespace CramCore.Reclaim;
+using CramCore.Native;
+using CramCore.Reclaim;
+using CramCore.Internals;
+using CramCore.Storage;
+
+namespace CramCore.Engine;
 
 /// <summary>
 /// The background thread that holds the resident limit <see cref="MemoryBudget"/> decides
@@ -19,14 +24,14 @@ internal sealed unsafe class ReclaimWorker : IDisposable
     private readonly NativeShared* _shared;
     private readonly Reclaimer _reclaimer;
     private readonly MemoryBudget _budget;
-    private readonly Action _afterTick;
+    private readonly TickListener _afterTick;
     private bool _run;
     private long _nextSweep;
     private Thread? _thread;
     private volatile bool _stopping;
 
     /// <summary>A worker for <paramref name="budget"/>'s limits and, with <paramref name="upkeep"/> (a backing file or a CRAM node), their upkeep; <paramref name="afterTick"/> runs after every tick, outside the maintenance lock.</summary>
-    public ReclaimWorker(nint engine, NativeShared* shared, Reclaimer reclaimer, MemoryBudget budget, bool upkeep, Action afterTick)
+    public ReclaimWorker(nint engine, NativeShared* shared, Reclaimer reclaimer, MemoryBudget budget, bool upkeep, TickListener afterTick)
     {
         _engine = engine;
         _shared = shared;
@@ -36,18 +41,11 @@ internal sealed unsafe class ReclaimWorker : IDisposable
         _run = budget.Limited || upkeep;
     }
 
-    /// <summary>Most pages one pass evicts under a memory limit before the budget is asked again (4 MiB).</summary>
-    internal const long MemoryLimitPassPages = 4 * EvictionPipeline.BatchPages;
+    /// <summary>What runs after every tick, outside the maintenance lock: the engine raises its events and records its metrics.</summary>
+    public delegate void TickListener();
 
     /// <summary>How often the worker looks for zombie slots.</summary>
     internal static readonly TimeSpan SweepInterval = TimeSpan.FromSeconds(10);
-
-    /// <summary>Background reclaim brings resident memory down to this after the limit is crossed.</summary>
-    internal static long LowWaterPages(long limitPages) =>
-        Math.Max(1, limitPages - Math.Max(32, limitPages / 64));
-
-    /// <summary>Faults wait (bounded) for reclaim above this.</summary>
-    internal static long HardLimitPages(long limitPages) => limitPages + Math.Max(32, limitPages / 40);
 
     /// <summary>The budget's limits changed: start the thread if it was not needed before, and let it look now.</summary>
     public void LimitChanged()
@@ -86,7 +84,7 @@ internal sealed unsafe class ReclaimWorker : IDisposable
             long limit;
             bool stalled = false;
             while (!_stopping && (limit = _budget.Update()) > 0 &&
-                   (resident = (long)Volatile.Read(ref _shared->Stats.ResidentPages)) > LowWaterPages(limit))
+                   (resident = (long)Volatile.Read(ref _shared->Stats.ResidentPages)) > ReclaimWatermarks.LowWaterPages(limit))
             {
                 if (_budget.Exceeded && _reclaimer.PendingPages < EvictionPipeline.BatchPages)
                 {
@@ -99,12 +97,12 @@ internal sealed unsafe class ReclaimWorker : IDisposable
                 Volatile.Write(ref _shared->ReclaimRunning, 1u); // the fault service does not spin meanwhile
                 try
                 {
-                    long target = resident - LowWaterPages(limit);
+                    long target = resident - ReclaimWatermarks.LowWaterPages(limit);
                     if (_budget.MemoryLimitBytes > 0)
                     {
                         // Each pass grows the pool while writers refill resident memory up to the hard
                         // limit: ask the budget again every few batches, so the limit follows the pool.
-                        target = Math.Min(target, MemoryLimitPassPages);
+                        target = Math.Min(target, ReclaimWatermarks.MemoryLimitPassPages);
                     }
                     stalled = _reclaimer.Reclaim(target, null) == 0;
                 }
@@ -143,17 +141,22 @@ internal sealed unsafe class ReclaimWorker : IDisposable
         }
     }
 
-    /// <summary>Stops and joins the thread.</summary>
+    /// <summary>Stops and joins the thread (from the thread itself: stops it without a join).</summary>
     public void Stop()
     {
         _stopping = true;
-        if (_thread is not null)
+        if (_thread is not null && _thread != Thread.CurrentThread)
         {
             Interop.CramNative.SignalReclaim(_engine);
             _thread.Join();
-            _thread = null;
         }
+        // On the worker itself (a TierEvent handler disposing the engine), the loop ends when the
+        // handler returns: it touches nothing after its tick listener once stopping is set.
+        _thread = null;
     }
+
+    /// <summary>Whether the caller is the worker thread.</summary>
+    public bool OnWorkerThread => _thread == Thread.CurrentThread;
 
     public void Dispose() => Stop();
 }

@@ -1,0 +1,483 @@
+/*
+ * Fault resolution: the service thread, first touch, swap-in, write-protect faults, throttling.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+void fault_log_append(cram_shared* s, uint32_t region, uint64_t page)
+{
+    uint64_t head = s->fault_log_head; /* written under the engine lock only */
+    uint64_t tail = load_acquire(&s->fault_log_tail);
+    if (head - tail >= CRAM_FAULT_LOG_SIZE) { add_counter(&s->stats.fault_log_overflows, 1); return; }
+    uint64_t* log = (uint64_t*)(uintptr_t)s->fault_log;
+    log[head & (CRAM_FAULT_LOG_SIZE - 1)] = CRAM_FAULT_LOG_ENTRY(region, page);
+    store_release(&s->fault_log_head, head + 1);
+}
+
+void signal_reclaim(cram_engine* e)
+{
+    if (__atomic_exchange_n(&e->reclaim_signalled, 1, __ATOMIC_ACQ_REL) == 0) {
+        uint64_t one = 1;
+        ssize_t r = write(e->reclaim_fd, &one, sizeof one);
+        (void)r;
+    }
+}
+
+void resident_add(cram_engine* e, uint64_t n)
+{
+    cram_stats* st = &e->shared->stats;
+    uint64_t now = __atomic_add_fetch(&st->resident_pages, n, __ATOMIC_RELAXED);
+    uint64_t peak = __atomic_load_n(&st->peak_resident_pages, __ATOMIC_RELAXED);
+    while (now > peak && !__atomic_compare_exchange_n(&st->peak_resident_pages, &peak, now, 1,
+                                                      __ATOMIC_RELAXED, __ATOMIC_RELAXED)) { }
+    uint64_t soft = __atomic_load_n(&e->config.soft_limit_pages, __ATOMIC_RELAXED);
+    if (soft && now > soft) signal_reclaim(e);
+}
+
+/* Before a fault adds a resident page: if resident is at the hard limit, give reclaim a bounded
+ * time to catch up. Bounded, because reclaim is managed code that a GC may be suspending; and
+ * not at all while reclaim reports it has nothing left to evict (say, incompressible data):
+ * then the limit cannot be held and waiting would only slow the application down. Called by the
+ * service with the engine lock held; it lets the lock go while it waits, because reclaim takes it
+ * (writeback's slot moves, pool compaction): the caller re-finds its region afterwards. */
+static void throttle(cram_engine* e)
+{
+    ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
+    cram_stats* st = &e->shared->stats;
+    uint32_t* stalled = &e->shared->reclaim_stalled;
+    uint64_t* memory_wait = &e->shared->memory_wait_us;
+    uint64_t wait_us = __atomic_load_n(memory_wait, __ATOMIC_ACQUIRE);
+    if (wait_us) {
+        /* The memory limit cannot be held ("Memory limit" in cramnative.h): every page added waits
+         * this long, or until managed code says memory is back under the limit, then proceeds. */
+        add_counter(&st->memory_limit_waits, 1);
+        signal_reclaim(e);
+        uint64_t until = now_ns() + wait_us * 1000ull;
+        struct timespec pause = { 0, 50000 };
+        engine_unlock(e);
+        while (__atomic_load_n(memory_wait, __ATOMIC_ACQUIRE) && now_ns() < until)
+            nanosleep(&pause, NULL);
+        engine_lock(e);
+        return;
+    }
+    uint64_t hard = __atomic_load_n(&e->config.hard_limit_pages, __ATOMIC_RELAXED);
+    if (!hard || __atomic_load_n(&st->resident_pages, __ATOMIC_RELAXED) < hard)
+        return;
+    signal_reclaim(e);
+    if (__atomic_load_n(stalled, __ATOMIC_ACQUIRE)) return;
+    add_counter(&st->throttle_waits, 1);
+    uint64_t deadline = now_ns() + (uint64_t)e->config.throttle_max_us * 1000ull;
+    struct timespec nap = { 0, 20000 };
+    engine_unlock(e);
+    while (__atomic_load_n(&st->resident_pages, __ATOMIC_RELAXED) >= __atomic_load_n(&e->config.hard_limit_pages, __ATOMIC_RELAXED) &&
+           __atomic_load_n(&e->config.hard_limit_pages, __ATOMIC_RELAXED) &&
+           !__atomic_load_n(stalled, __ATOMIC_ACQUIRE) && now_ns() < deadline)
+        nanosleep(&nap, NULL);
+    engine_lock(e);
+}
+
+/* ------------------------------------------------------------------ fault resolution */
+
+static cram_region_desc* region_find(cram_engine* e, uint64_t addr)
+{
+    uint32_t n = e->region_count;
+    for (uint32_t i = 0; i < n; i++) {
+        cram_region_desc* r = &e->regions[i];
+        if (r->active && addr - r->base < r->length) return r;
+    }
+    return NULL;
+}
+
+/* DROPPING is held by native code for one madvise batch: wait for it without calling managed code. */
+static uint64_t wait_not_dropping(uint64_t* pte)
+{
+    uint64_t p;
+    while (CRAM_PTE_STATE(p = load_acquire(pte)) == CRAM_PTE_DROPPING) sched_yield();
+    return p;
+}
+
+static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t page, int write)
+{
+    ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
+    cram_shared* s = e->shared;
+    uint64_t* ptes = r->pte;
+    uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
+    uint64_t first = page, last = page; /* inclusive run of EMPTY pages around the fault */
+    uint32_t around = e->config.fault_around_pages;
+    uint64_t hard = __atomic_load_n(&e->config.hard_limit_pages, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&s->memory_wait_us, __ATOMIC_RELAXED) || (hard && __atomic_load_n(&s->stats.resident_pages, __ATOMIC_RELAXED) >= hard))
+        around = 1; /* at the hard limit (a throttled fault that gave up waiting) or over the memory limit: one page a fault */
+    /* Fault around only where a first touch continues a sequential stream, or lands right after a
+     * page already in use (a fill that another thread's chunk precedes), for a write or a read, and
+     * then with writable zero pages even for a read: managed fills read their destination first
+     * (the JIT's null check), and a shared zero page there costs every page a second fault, a
+     * copy-on-write that flushes the TLB of every CPU the process runs on (measured: fill 2.4x
+     * faster). A sparse first touch - a hash table's pattern - maps its one page; a lone read maps
+     * the shared zero page, which costs no memory. */
+    uint64_t* streams = e->next_first_touch[r->id];
+    int stream = -1;
+    for (int k = 0; k < FIRST_TOUCH_STREAMS; k++)
+        if (page != 0 && streams[k] == page) stream = k;
+    int sequential = stream >= 0 || (page != 0 && CRAM_PTE_STATE(load_acquire(&ptes[page - 1])) != CRAM_PTE_EMPTY);
+    if (sequential && around > 1) {
+        uint64_t lo = page - page % around, hi = lo + around - 1;
+        if (hi >= pages) hi = pages - 1;
+        while (first > lo && CRAM_PTE_STATE(load_acquire(&ptes[first - 1])) == CRAM_PTE_EMPTY) first--;
+        while (last < hi && CRAM_PTE_STATE(load_acquire(&ptes[last + 1])) == CRAM_PTE_EMPTY) last++;
+    }
+    uint64_t n = last - first + 1;
+    uint64_t addr = r->base + (first << CRAM_PAGE_SHIFT);
+    int rc = write || n > 1 ? uffd_copy(e->uffd, addr, e->zero_pages, n << CRAM_PAGE_SHIFT, 0)
+                            : uffd_zeropage(e->uffd, addr, n << CRAM_PAGE_SHIFT);
+    if (rc != 0 && n > 1) { /* something in the run was present after all: do just the page */
+        first = last = page;
+        n = 1;
+        addr = r->base + (page << CRAM_PAGE_SHIFT);
+        rc = uffd_copy(e->uffd, addr, e->zero_pages, CRAM_PAGE_SIZE, 0);
+    }
+    if (rc != 0) {
+        if (errno != EEXIST) add_counter(&s->stats.service_errors, 1);
+        uffd_wake(e->uffd, r->base + (page << CRAM_PAGE_SHIFT), CRAM_PAGE_SIZE);
+        return;
+    }
+    if (stream < 0) { /* a new stream replaces the oldest */
+        stream = e->next_stream[r->id];
+        e->next_stream[r->id] = (uint8_t)((stream + 1) % FIRST_TOUCH_STREAMS);
+    }
+    streams[stream] = last + 1;
+    uint64_t made = 0;
+    for (uint64_t i = first; i <= last; i++) {
+        if (pte_cas(&ptes[i], CRAM_PTE_MAKE(CRAM_PTE_EMPTY, 0), CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0))) {
+            fault_log_append(s, r->id, i);
+            made++;
+        }
+    }
+    for (uint64_t b = first >> TOUCHED_BLOCK_SHIFT; b <= last >> TOUCHED_BLOCK_SHIFT; b++) {
+        uint64_t bit = 1ull << (b & 63);
+        if (r->touched[b >> 6] & bit) continue;
+        r->touched[b >> 6] |= bit; /* under the engine lock, like every reader */
+        r->touched_blocks++;
+        add_counter(&s->stats.page_table_pages, 1);
+    }
+    add_counter(&s->stats.faults_zero, 1);
+    add_counter(&r->faults_first_touch, 1);
+    add_counter(&s->stats.populated_pages, made);
+    resident_add(e, made);
+    uffd_wake(e->uffd, addr, n << CRAM_PAGE_SHIFT); /* threads faulting anywhere in the run */
+}
+
+/* Pages whose stored bytes cannot be trusted are never mapped: poison the page, so this access and
+ * every later one gets SIGBUS from the kernel (as on a swap read error), or, without UFFDIO_POISON,
+ * send SIGBUS to the faulting thread and let it retry into the signal. */
+static void fail_access(cram_engine* e, uint64_t addr, uint32_t tid, uint64_t slot_id, const char* why)
+{
+    add_counter(&e->shared->stats.bad_page_faults, 1);
+    /* The process is about to get SIGBUS: say why, once per fault, as the kernel logs a swap read error. */
+    char line[200];
+    int n = snprintf(line, sizeof line, "cramcore: page at 0x%llx not mapped: %s (slot %llu); SIGBUS to thread %u\n",
+                     (unsigned long long)addr, why, (unsigned long long)slot_id, tid);
+    if (n > 0) { ssize_t w = write(STDERR_FILENO, line, (size_t)(n < (int)sizeof line ? n : (int)sizeof line - 1)); (void)w; }
+    if (e->poison) {
+        struct uffdio_poison p = { .range = { .start = addr, .len = CRAM_PAGE_SIZE }, .mode = 0 };
+        if (ioctl(e->uffd, UFFDIO_POISON, &p) == 0 || errno == EEXIST) return; /* wakes the thread */
+    }
+    if (tid == 0 || syscall(SYS_tgkill, getpid(), (pid_t)tid, SIGBUS) != 0) add_counter(&e->shared->stats.service_errors, 1);
+    uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+}
+
+/* Reads a file extent's covering pages into file_buf (page-aligned, as O_DIRECT needs); a failed or
+ * short read is retried once. Returns the extent's first byte, or NULL. */
+static const unsigned char* file_read(cram_engine* e, uint64_t location, uint32_t length)
+{
+    ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
+    int fd = e->shared->backing_fd;
+    uint64_t first = location & ~(uint64_t)(CRAM_PAGE_SIZE - 1);
+    uint64_t span = ((location + length + CRAM_PAGE_SIZE - 1) & ~(uint64_t)(CRAM_PAGE_SIZE - 1)) - first;
+    for (int attempt = 0; attempt < 2 && fd >= 0; attempt++) {
+        ssize_t n = pread(fd, e->file_buf, span, (off_t)first);
+        if (n == (ssize_t)span) return e->file_buf + (location - first);
+    }
+    add_counter(&e->shared->stats.read_errors, 1);
+    return NULL;
+}
+
+/* The native read half of the backend contract (cramnative.h, "Virtual swap"): the page's bytes for
+ * `slot`, checked against its checksum, or NULL if they cannot be trusted (counted; *why says why).
+ * The page is rebuilt into `dst`, except a raw copy in the pool, which is returned where it lies. */
+const void* slot_read(cram_engine* e, cram_slot* slot, unsigned char* dst, uint64_t** counter, const char** why)
+{
+    ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
+    cram_shared* s = e->shared;
+    const unsigned char* stored;
+    switch (slot->backend) {
+    case CRAM_BACKEND_SAME_FILLED: {
+        uint64_t* words = (uint64_t*)dst;
+        for (uint32_t i = 0; i < CRAM_PAGE_SIZE / 8; i++) words[i] = slot->location;
+        *counter = &s->stats.faults_swapin_same;
+        return dst;
+    }
+    case CRAM_BACKEND_POOL:
+        stored = (const unsigned char*)(uintptr_t)handle_get(s->handle_directory, slot->location)->address;
+        break;
+    case CRAM_BACKEND_FILE:
+        if (!(stored = file_read(e, slot->location, slot->length))) { *why = "backing-file read failed twice"; return NULL; }
+        add_counter(&s->stats.faults_swapin_file, 1);
+        break;
+    default:
+        add_counter(&s->stats.service_errors, 1);
+        *why = "slot names no backend";
+        return NULL;
+    }
+    if (crc32c(stored, slot->length) != slot->checksum) {
+        add_counter(&s->stats.checksum_failures, 1);
+        *why = slot->backend == CRAM_BACKEND_FILE ? "stored copy in the backing file failed its checksum"
+                                                  : "stored copy in the pool failed its checksum";
+        return NULL;
+    }
+    if (slot_flags(slot) & CRAM_SLOT_RAW) {
+        *counter = &s->stats.faults_swapin_raw;
+        return stored;
+    }
+    *counter = &s->stats.faults_swapin_lz4;
+    if (LZ4_decompress_safe((const char*)stored, (char*)dst, (int)slot->length, CRAM_PAGE_SIZE) != (int)CRAM_PAGE_SIZE) {
+        add_counter(&s->stats.service_errors, 1); /* checksum matched: the copy was stored wrong */
+        *why = "stored copy does not decompress";
+        return NULL;
+    }
+    return dst;
+}
+
+/* Decodes the EVICTED pages from q on (before end, READAHEAD_CHUNK at most) into readahead_buf and
+ * their page-table words into olds[]; stops at the first page it cannot bring in ahead: not EVICTED, found
+ * bad, unreadable, or (unless `file`) backed by the file. Returns how many it decoded. */
+
+uint64_t eviction_stamp(cram_shared* s)
+{
+    uint64_t now = __atomic_load_n(&s->stats.evicted_pages_total, __ATOMIC_RELAXED) / CRAM_EVICTION_STAMP_UNIT;
+    return ((now & 0xFFFFull) << CRAM_PTE_STAMP_SHIFT) | CRAM_PTE_STAMPED;
+}
+
+/* Whether a page evicted with word p, refaulting now, is in the working set: its refault distance
+ * (evictions since its drop) is below cram_shared.activate_distance_pages. */
+static int refault_activates(cram_shared* s, uint64_t p)
+{
+    uint64_t threshold = __atomic_load_n(&s->activate_distance_pages, __ATOMIC_RELAXED);
+    if (!threshold || !(p & CRAM_PTE_STAMPED)) return 0;
+    uint64_t now = __atomic_load_n(&s->stats.evicted_pages_total, __ATOMIC_RELAXED) / CRAM_EVICTION_STAMP_UNIT;
+    /* An upper bound: the stamp is the unit the drop fell in, so the distance is up to a unit more. */
+    uint64_t distance = (((now - CRAM_PTE_STAMP(p)) & 0xFFFFull) + 1) * CRAM_EVICTION_STAMP_UNIT;
+    return distance <= threshold;
+}
+
+/* A swap-in taken from its message at t0 is resolved now: count it in its latency bucket. */
+static void swapin_latency(cram_shared* s, uint64_t t0)
+{
+    uint64_t us = (now_ns() - t0) / 1000;
+    uint32_t b = us ? 64 - (uint32_t)__builtin_clzll(us) : 0;
+    if (b >= CRAM_SWAPIN_LATENCY_BUCKETS) b = CRAM_SWAPIN_LATENCY_BUCKETS - 1;
+    add_counter(&s->stats.swapin_latency_us_log2[b], 1);
+}
+
+static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t pte, int write, uint32_t tid, uint64_t t0)
+{
+    ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
+    cram_shared* s = e->shared;
+    uint64_t* ptes = r->pte;
+    uint64_t id = CRAM_PTE_SLOT(pte);
+    uint64_t addr = r->base + (page << CRAM_PAGE_SHIFT);
+    const void* src = e->zero_pages;
+    uint64_t* counter = &s->stats.faults_swapin_same;
+    if (id != CRAM_SLOT_ZERO) {
+        cram_slot* slot = slot_get(s, id);
+        const char* why = "stored copy was found bad before";
+        if ((slot_flags(slot) & CRAM_SLOT_BAD) || !(src = slot_read(e, slot, e->page_buf, &counter, &why))) {
+            slot_flags_or(slot, CRAM_SLOT_BAD); /* stays EVICTED and named; freed with its region */
+            fail_access(e, addr, tid, id, why);
+            return;
+        }
+        if (!write) slot_flags_or(slot, CRAM_SLOT_REFERENCED); /* writeback: recently used */
+    }
+    if (uffd_copy(e->uffd, addr, src, CRAM_PAGE_SIZE, !write) != 0) {
+        if (errno != EEXIST) add_counter(&s->stats.service_errors, 1);
+        uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+        return;
+    }
+    /* Only code holding the engine lock leaves EVICTED, so this CAS cannot fail while the region is active. */
+    uint64_t next = write ? CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0) | CRAM_PTE_REFERENCED : CRAM_PTE_MAKE(CRAM_PTE_CLEAN, id);
+    if (refault_activates(s, pte)) {
+        next |= CRAM_PTE_ACTIVE;
+        add_counter(&s->stats.workingset_activations, 1);
+    } else if (!write) {
+        next |= CRAM_PTE_TRIAL; /* from far: evicted early, to see whether it comes back soon */
+    }
+    if (!pte_cas(&ptes[page], pte, next)) add_counter(&s->stats.service_errors, 1);
+    else if (!write) clean_copy_count(s, id, +1);
+    if (write) stale_push(s, id);
+    add_counter(counter, 1);
+    add_counter(&r->faults_swapin, 1);
+    fault_log_append(s, r->id, page);
+    resident_add(e, 1);
+    swapin_latency(s, t0); /* before the wake, so the thread that resumes finds its swap-in counted */
+    uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+    if (!write && !__atomic_load_n(&e->shared->memory_wait_us, __ATOMIC_RELAXED)) swapin_readahead(e, r, page);
+}
+
+static void resolve_missing(cram_engine* e, cram_region_desc* r, uint64_t page, int write, uint32_t tid, uint64_t t0)
+{
+    ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
+    uint64_t* pte = &r->pte[page];
+    uint64_t p = wait_not_dropping(pte);
+    switch (CRAM_PTE_STATE(p)) {
+    case CRAM_PTE_EMPTY: resolve_first_touch(e, r, page, write); break;
+    case CRAM_PTE_EVICTED: resolve_swapin(e, r, page, p, write, tid, t0); break;
+    default: /* already resolved by an earlier message for the same page */
+        add_counter(&e->shared->stats.faults_spurious, 1);
+        uffd_wake(e->uffd, r->base + (page << CRAM_PAGE_SHIFT), CRAM_PAGE_SIZE);
+        break;
+    }
+}
+
+/* A write to a placed page (cramnative.h, "CRAM node"): writable in place if the budget and the
+ * ledger allow, otherwise promoted to host memory. Under the engine lock, like every ledger change. */
+static void resolve_placed_write(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t p)
+{
+    ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
+    cram_shared* s = e->shared;
+    cram_stats* st = &s->stats;
+    uint64_t* pte = &r->pte[page];
+    uint64_t addr = r->base + (page << CRAM_PAGE_SHIFT);
+    uint64_t id = CRAM_PTE_SLOT(p);
+    uint64_t writable = st->cram_writable_pages;
+    int control = __atomic_load_n(&s->cram_write_control, __ATOMIC_ACQUIRE) != 0;
+    int allow = !control || (writable < __atomic_load_n(&s->cram_writable_limit, __ATOMIC_ACQUIRE) &&
+                             cram_ledger_fits(s, st->cram_placed_bytes, writable + 1));
+    if (!pte_cas(pte, p, CRAM_PTE_MAKE(CRAM_PTE_UNPROTECTING, 0))) return; /* the caller retries */
+    if (!allow) {
+        /* Promotion: a real device would copy the page out of its memory into host memory; the
+         * emulation's page is already host memory, so the copy is made and timed, then dropped. */
+        uint64_t t0 = now_ns();
+        memcpy(e->page_buf, (const void*)(uintptr_t)addr, CRAM_PAGE_SIZE);
+        __asm__ volatile("" ::: "memory");
+        add_counter(&st->cram_promotion_copy_ns, now_ns() - t0);
+    }
+    if (uffd_writeprotect(e->uffd, addr, CRAM_PAGE_SIZE, 0) != 0) add_counter(&st->service_errors, 1);
+    if (allow) {
+        pte_store(pte, CRAM_PTE_MAKE(CRAM_PTE_PLACED_WRITABLE, id) | CRAM_PTE_REFERENCED);
+        uint64_t now = __atomic_add_fetch(&st->cram_writable_pages, 1, __ATOMIC_RELAXED);
+        if (now > st->cram_max_writable) __atomic_store_n(&st->cram_max_writable, now, __ATOMIC_RELAXED);
+        add_counter(&st->cram_made_writable, 1);
+        add_counter(&r->faults_write_protect, 1);
+    } else {
+        pte_store(pte, CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0) | CRAM_PTE_REFERENCED);
+        __atomic_fetch_sub(&st->cram_placed_pages, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_sub(&st->cram_placed_bytes, slot_get(s, id)->length, __ATOMIC_RELAXED);
+        stale_push(s, id); /* the frame is freed and TRIMmed by the reaper */
+        add_counter(&st->cram_promotions, 1);
+        add_counter(&r->faults_write_protect, 1);
+        resident_add(e, 1);
+    }
+    fault_log_append(s, r->id, page); /* reclaim re-places a writable page, or sees the promoted one */
+    uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+}
+
+static void resolve_write_protect(cram_engine* e, cram_region_desc* r, uint64_t page)
+{
+    ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
+    cram_shared* s = e->shared;
+    uint64_t* pte = &r->pte[page];
+    uint64_t addr = r->base + (page << CRAM_PAGE_SHIFT);
+    for (;;) {
+        uint64_t p = wait_not_dropping(pte);
+        uint32_t state = CRAM_PTE_STATE(p);
+        if (state == CRAM_PTE_EVICTED || state == CRAM_PTE_EMPTY) {
+            /* Dropped after the fault was queued: the retried access raises a MISSING fault. */
+            add_counter(&s->stats.faults_spurious, 1);
+            uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+            return;
+        }
+        if (state == CRAM_PTE_PLACED) {
+            resolve_placed_write(e, r, page, p);
+            if (CRAM_PTE_STATE(load_acquire(pte)) == CRAM_PTE_PLACED) continue; /* lost a race: again */
+            return;
+        }
+        if (state == CRAM_PTE_PLACED_WRITABLE) { /* writable already (a queued duplicate) */
+            add_counter(&s->stats.faults_spurious, 1);
+            uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+            return;
+        }
+        /* CLEAN, EVICTING, INCOMPRESSIBLE or DIRTY: hold UNPROTECTING while the protection is
+         * cleared, so reclaim cannot claim and re-protect the page in between. */
+        if (!pte_cas(pte, p, CRAM_PTE_MAKE(CRAM_PTE_UNPROTECTING, 0))) continue;
+        if (uffd_writeprotect(e->uffd, addr, CRAM_PAGE_SIZE, 0) != 0) add_counter(&s->stats.service_errors, 1);
+        pte_store(pte, CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0) | CRAM_PTE_REFERENCED | (p & CRAM_PTE_ACTIVE)); /* a write keeps it in the working set */
+        switch (state) {
+        case CRAM_PTE_CLEAN:
+            clean_copy_count(s, CRAM_PTE_SLOT(p), -1);
+            stale_push(s, CRAM_PTE_SLOT(p));
+            add_counter(&s->stats.faults_wp, 1);
+            break;
+        case CRAM_PTE_EVICTING: add_counter(&s->stats.faults_wp_cancel, 1); break;
+        case CRAM_PTE_INCOMPRESSIBLE: add_counter(&s->stats.faults_wp, 1); break;
+        default: add_counter(&s->stats.faults_spurious, 1); break;
+        }
+        if (state != CRAM_PTE_DIRTY) {
+            fault_log_append(s, r->id, page); /* reclaim may have dropped its entry */
+            add_counter(&r->faults_write_protect, 1);
+        }
+        uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+        return;
+    }
+}
+
+static void handle_message(cram_engine* e, const struct uffd_msg* m)
+{
+    if (m->event != UFFD_EVENT_PAGEFAULT) return;
+    uint64_t addr = m->arg.pagefault.address & ~(uint64_t)(CRAM_PAGE_SIZE - 1);
+    cram_region_desc* r = region_find(e, addr);
+    if (!r) return; /* region went away after the fault was queued */
+    uint64_t t0 = now_ns();
+    if (!(m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)) {
+        throttle(e); /* a MISSING fault adds a resident page; the lock may be let go meanwhile */
+        if (!(r = region_find(e, addr))) return;
+    }
+    uint64_t page = (addr - r->base) >> CRAM_PAGE_SHIFT;
+    if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
+        resolve_write_protect(e, r, page);
+    else
+        resolve_missing(e, r, page, (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0, m->arg.pagefault.feat.ptid, t0);
+}
+
+void* service_main(void* arg)
+{
+    cram_engine* e = arg;
+    struct uffd_msg msgs[MSG_BATCH];
+    struct pollfd fds[2] = { { .fd = e->uffd, .events = POLLIN }, { .fd = e->stop_fd, .events = POLLIN } };
+    uint64_t spin_ns = (uint64_t)e->config.spin_us * 1000ull;
+    cpu_set_t cpus; /* on a single CPU, spinning only keeps the faulting thread from running */
+    if (sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) == 1) spin_ns = 0;
+    for (;;) {
+        ssize_t n = read(e->uffd, msgs, sizeof msgs);
+        if (n <= 0) {
+            if (n < 0 && errno != EAGAIN && errno != EINTR) break;
+            /* Nothing pending: busy-poll briefly (wake-ups dominate fault latency), then block. */
+            /* Not while background reclaim runs: then the CPUs are taken, and a spinning service
+             * only delays the thread it has just woken (measured at the limit: p50 +3-4 us). */
+            uint64_t spin = __atomic_load_n(&e->shared->reclaim_running, __ATOMIC_RELAXED) ? 0 : spin_ns;
+            uint64_t until = now_ns() + spin;
+            while (spin && (n = read(e->uffd, msgs, sizeof msgs)) < 0 && errno == EAGAIN && now_ns() < until)
+                __builtin_ia32_pause();
+            if (n <= 0) {
+                if (poll(fds, 2, -1) < 0 && errno != EINTR) break;
+                if (fds[1].revents) break;
+                continue;
+            }
+        }
+        uint64_t t0 = now_ns();
+        engine_lock(e);
+        for (ssize_t i = 0; i < n / (ssize_t)sizeof(struct uffd_msg); i++) handle_message(e, &msgs[i]);
+        engine_unlock(e);
+        add_counter(&e->shared->stats.service_busy_ns, now_ns() - t0);
+    }
+    return NULL;
+}
+

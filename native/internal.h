@@ -1,0 +1,269 @@
+/*
+ * CramCore native helper, internal header: what the units of libCramNative share and C# never
+ * sees (the engine and region records, the atomics, the shared-state helpers, the functions one
+ * unit calls in another). The contract with C# is cramnative.h; the page-state machine and the
+ * lock order are written down there, once. The units:
+ *   contract.c   the contract as data (CramNative_GetContract)
+ *   uffd.c       userfaultfd primitives (open, copy, zero page, write-protect, wake)
+ *   checksum.c   CRC-32C
+ *   state.c      shared-state helpers: clean-copy counts, the stale list, the touched blocks' walk,
+ *                and the CRAM_DEBUG checks of page-state transitions and of the engine lock
+ *   fault.c      fault resolution and the service thread (first touch, swap-in, write-protect)
+ *   readahead.c  swap-in readahead and prefetch (Advise WillNeed)
+ *   regions.c    engine and region lifecycle, region census
+ *   pages.c      the batched page operations reclaim, writeback and the CRAM node call
+ *   io.c         the backing file, pool arenas
+ * Nothing here calls managed code: a managed fault handler deadlocks with the GC, which waits for
+ * a thread blocked in a fault while the handler is suspended for that GC.
+ */
+#ifndef CRAMNATIVE_INTERNAL_H
+#define CRAMNATIVE_INTERNAL_H
+#include "cramnative.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <signal.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef USERFAULTFD_IOC_NEW
+#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
+#endif
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* The system liblz4.so.1 (no -dev package needed): the one function we use, as in lz4.h 1.9. */
+extern int LZ4_decompress_safe(const char* src, char* dst, int compressedSize, int dstCapacity);
+extern int LZ4_compress_default(const char* src, char* dst, int srcSize, int dstCapacity);
+
+#define FIRST_TOUCH_STREAMS 4
+#define SWAPIN_STREAMS 4
+#define READAHEAD_MIN 8      /* pages brought in ahead by the second fault of a sequential stream */
+#define READAHEAD_MAX 128     /* the window doubles up to this */
+#define READAHEAD_CHUNK 8    /* pages per UFFDIO_COPY: the reader resumes after the first chunk */
+#define MSG_BATCH 32
+/* One bit of a region's touched map covers the page-table entries of one 4 KiB page of the table. */
+#define TOUCHED_BLOCK_SHIFT 9
+#define TOUCHED_BLOCK_PAGES (1ull << TOUCHED_BLOCK_SHIFT)
+/* UFFDIO_POISON (Linux 6.6) and its feature bit, for headers older than the kernel. */
+#ifndef UFFD_FEATURE_POISON
+#define UFFD_FEATURE_POISON (1 << 14)
+#endif
+#ifndef UFFDIO_POISON
+struct uffdio_poison {
+    struct uffdio_range range;
+    __u64 mode;
+    __s64 updated;
+};
+#define UFFDIO_POISON _IOWR(UFFDIO, 0x08, struct uffdio_poison)
+#endif
+#define POISON_MODE_DONTWAKE 1ull
+
+/* A region as the service sees it. Private to native code: C# gets base and page table from
+ * CramNative_RegionCreate and never reads this table. */
+typedef struct cram_region_desc {
+    uint64_t base;   /* region start address */
+    uint64_t length; /* bytes, multiple of CRAM_PAGE_SIZE */
+    uint64_t* pte;   /* the page table: length / CRAM_PAGE_SIZE words */
+    uint64_t* touched; /* bit b: a page of PTE block b (TOUCHED_BLOCK_PAGES entries) left EMPTY */
+    uint64_t touched_blocks; /* bits set in touched: pages of the page table in use (cram_stats.page_table_pages) */
+    uint32_t id;     /* index in regions[] */
+    uint32_t active; /* 1 while the service may resolve faults in it */
+    uint64_t faults_first_touch;   /* this region's share of the fault counters (cram_region_census) */
+    uint64_t faults_swapin;
+    uint64_t faults_write_protect;
+} cram_region_desc;
+
+struct cram_engine {
+    cram_shared* shared;
+    cram_engine_config config;
+    int uffd;
+    int stop_fd;
+    int reclaim_fd;
+    int reclaim_signalled;
+    int pidfd; /* this process, for process_madvise (-1: not available, drop run by run); drops run one at a time (maintenance lock) */
+    pthread_t service;
+    pthread_mutex_t lock; /* held by the service while it resolves a batch, and by region create/destroy */
+#ifdef CRAM_DEBUG
+    pid_t lock_holder;    /* CRAM_DEBUG: the thread holding lock, 0 if none (engine_lock/engine_unlock) */
+#endif
+    unsigned char* zero_pages; /* CRAM_FAULT_AROUND_MAX read-only zero pages */
+    unsigned char* page_buf;   /* one page the service rebuilds into */
+    unsigned char* file_buf;   /* two pages, page-aligned: the covering pages of a file extent */
+    uint32_t poison;           /* UFFDIO_POISON is available */
+    /* Per region, the page after each of the last FIRST_TOUCH_STREAMS first-touch runs: a first touch
+     * there continues a sequential stream (threads filling chunks of their own each have one). */
+    uint64_t next_first_touch[CRAM_MAX_REGIONS][FIRST_TOUCH_STREAMS];
+    uint8_t next_stream[CRAM_MAX_REGIONS];
+    /* Per region, read swap-in streams (swapin_readahead): the page after each one's last window,
+     * and the window it reached. */
+    uint64_t next_swapin[CRAM_MAX_REGIONS][SWAPIN_STREAMS];
+    uint32_t swapin_window[CRAM_MAX_REGIONS][SWAPIN_STREAMS];
+    uint8_t next_swapin_stream[CRAM_MAX_REGIONS];
+    unsigned char* readahead_buf; /* READAHEAD_CHUNK pages the service decompresses ahead into */
+    uint32_t region_count;                       /* high-water index in regions[] */
+    cram_region_desc regions[CRAM_MAX_REGIONS];
+};
+
+
+static inline uint64_t load_acquire(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void store_release(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline int cas(uint64_t* p, uint64_t expected, uint64_t desired)
+{
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+static inline void add_counter(uint64_t* counter, uint64_t n) { __atomic_fetch_add(counter, n, __ATOMIC_RELAXED); }
+
+static inline uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------ shared-state helpers */
+/* ------------------------------------------------------------------ shared-state helpers */
+
+/* The one lookup in a clustered directory (cramnative.h): the cluster was published before the id. */
+static inline void* directory_get(uint64_t directory, uint64_t id, size_t record_size)
+{
+    const uint64_t* dir = (const uint64_t*)(uintptr_t)directory;
+    unsigned char* cluster = (unsigned char*)(uintptr_t)load_acquire(&dir[id >> CRAM_DIRECTORY_CLUSTER_SHIFT]);
+    return cluster + (id & (CRAM_DIRECTORY_CLUSTER_SIZE - 1)) * record_size;
+}
+
+static inline cram_slot* slot_get(cram_shared* s, uint64_t id)
+{
+    return directory_get(s->slot_directory, id, sizeof(cram_slot));
+}
+
+static inline cram_pool_handle* handle_get(uint64_t directory, uint64_t id)
+{
+    return directory_get(directory, id, sizeof(cram_pool_handle));
+}
+
+/* Slot flags live in the top byte of the 32-bit word at offset 12 (length, backend, flags); both
+ * sides change them with 32-bit atomics on that word (cramnative.h, cram_slot). */
+#define SLOT_FLAGS_SHIFT 24
+static inline uint32_t* slot_word(cram_slot* slot) { return (uint32_t*)(void*)&slot->length; }
+static inline uint32_t slot_flags(cram_slot* slot)
+{
+    return __atomic_load_n(slot_word(slot), __ATOMIC_ACQUIRE) >> SLOT_FLAGS_SHIFT;
+}
+static inline void slot_flags_or(cram_slot* slot, uint32_t flags)
+{
+    __atomic_fetch_or(slot_word(slot), flags << SLOT_FLAGS_SHIFT, __ATOMIC_ACQ_REL);
+}
+
+
+/* Whether a page in `state` names its slot (the slot's copy is the page's): the one list region
+ * destroy and the reaper's mark both use. */
+static inline int pte_names_slot(uint32_t state)
+{
+    return state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING || state == CRAM_PTE_EVICTED ||
+           state == CRAM_PTE_PLACED || state == CRAM_PTE_PLACED_WRITABLE;
+}
+
+/* The CRAM node's ledger (cramnative.h, "CRAM node"): would placed_bytes + writable pages at a whole
+ * page each still fit the device? Under the engine lock, where the ledger changes. */
+static inline int cram_ledger_fits(const cram_shared* s, uint64_t placed_bytes, uint64_t writable_pages)
+{
+    return placed_bytes + writable_pages * CRAM_PAGE_SIZE <= s->cram_capacity_bytes;
+}
+
+
+/* ------------------------------------------------------------------ CRAM_DEBUG checks
+ * A CRAM_DEBUG build (make debug, make test; run in CI) checks, at every page-table write the
+ * native side makes, that the state change is one of cramnative.h's CRAM_PTE_TRANSITIONS, and
+ * that cram_engine.lock is taken by a thread that does not hold it, released by the one that does,
+ * and held wherever a function says it must be (ASSERT_ENGINE_LOCKED). A failed check prints what
+ * and where, and aborts. Release builds compile none of it. */
+int pte_transition_allowed(uint32_t from, uint32_t to); /* state.c: is from -> to in the table (or from == to)? */
+#ifdef CRAM_DEBUG
+void cram_debug_fail(const char* file, int line, const char* what, uint64_t a, uint64_t b); /* state.c: prints, aborts */
+#define CRAM_CHECK(cond, what, a, b) ((cond) ? (void)0 : cram_debug_fail(__FILE__, __LINE__, what, (uint64_t)(a), (uint64_t)(b)))
+#define ASSERT_ENGINE_LOCKED(e) CRAM_CHECK((e)->lock_holder == (pid_t)syscall(SYS_gettid), "cram_engine.lock not held", (e)->lock_holder, 0)
+#else
+#define CRAM_CHECK(cond, what, a, b) ((void)0)
+#define ASSERT_ENGINE_LOCKED(e) ((void)0)
+#endif
+
+static inline void engine_lock(cram_engine* e)
+{
+#ifdef CRAM_DEBUG
+    pid_t self = (pid_t)syscall(SYS_gettid);
+    CRAM_CHECK(__atomic_load_n(&e->lock_holder, __ATOMIC_RELAXED) != self, "cram_engine.lock taken twice by one thread", self, 0);
+    pthread_mutex_lock(&e->lock);
+    e->lock_holder = self;
+#else
+    pthread_mutex_lock(&e->lock);
+#endif
+}
+
+static inline void engine_unlock(cram_engine* e)
+{
+#ifdef CRAM_DEBUG
+    ASSERT_ENGINE_LOCKED(e);
+    e->lock_holder = 0;
+#endif
+    pthread_mutex_unlock(&e->lock);
+}
+
+/* A page-table CAS that changes the state must follow the table (CRAM_DEBUG checks it). */
+static inline int pte_cas(uint64_t* pte, uint64_t expected, uint64_t desired)
+{
+    CRAM_CHECK(pte_transition_allowed(CRAM_PTE_STATE(expected), CRAM_PTE_STATE(desired)),
+               "page-state transition not in CRAM_PTE_TRANSITIONS (from, to)", CRAM_PTE_STATE(expected), CRAM_PTE_STATE(desired));
+    return cas(pte, expected, desired);
+}
+
+/* A page-table store by the one holder of the page's current state (a held state such as DROPPING or
+ * UNPROTECTING, or a state only code under the engine lock leaves); CRAM_DEBUG checks the change. */
+static inline void pte_store(uint64_t* pte, uint64_t desired)
+{
+    CRAM_CHECK(pte_transition_allowed(CRAM_PTE_STATE(load_acquire(pte)), CRAM_PTE_STATE(desired)),
+               "page-state transition not in CRAM_PTE_TRANSITIONS (from, to)", CRAM_PTE_STATE(load_acquire(pte)), CRAM_PTE_STATE(desired));
+    store_release(pte, desired);
+}
+
+/* Functions one unit defines and others call (hidden: -fvisibility=hidden). */
+/* checksum.c */
+uint32_t crc32c(const void* data, size_t n);
+/* fault.c */
+const void* slot_read(cram_engine* e, cram_slot* slot, unsigned char* dst, uint64_t** counter, const char** why);
+uint64_t eviction_stamp(cram_shared* s);
+void fault_log_append(cram_shared* s, uint32_t region, uint64_t page);
+void* service_main(void* arg);
+void resident_add(cram_engine* e, uint64_t n);
+void signal_reclaim(cram_engine* e);
+/* pages.c */
+cram_region_desc* region_active(cram_engine* e, uint32_t region_id);
+/* readahead.c */
+void swapin_readahead(cram_engine* e, cram_region_desc* r, uint64_t page);
+/* regions.c */
+void page_forget(cram_shared* s, uint64_t p, uint64_t* resident, uint64_t* populated);
+/* state.c */
+uint64_t touched_page_next(const cram_region_desc* r, uint64_t page);
+void clean_copy_count(cram_shared* s, uint64_t id, int sign);
+void stale_push(cram_shared* s, uint64_t id);
+/* uffd.c */
+int uffd_copy(int uffd, uint64_t dst, const void* src, uint64_t len, int write_protect);
+int uffd_open(uint32_t forced_mode, uint32_t* mode_out);
+int uffd_writeprotect(int uffd, uint64_t start, uint64_t len, int protect);
+int uffd_zeropage(int uffd, uint64_t dst, uint64_t len);
+void uffd_wake(int uffd, uint64_t start, uint64_t len);
+
+#endif

@@ -1,0 +1,129 @@
+using CramCore.Internals;
+using CramCore.Native;
+using CramCore.Reclaim;
+using CramCore.Storage;
+
+namespace CramCore.Engine;
+
+/// <summary>The steps of building an engine, in order (tests inject a failure at each).</summary>
+internal enum EngineBuildStep
+{
+    NativeEngine,
+    Pool,
+    BackingFile,
+    CramNode,
+    SlotTable,
+    Writeback,
+    Reclaimer,
+    MemoryBudget,
+    Worker,
+}
+
+/// <summary>
+/// The composition root: builds the engine's parts bottom-up — the native engine (fault service),
+/// the compressed pool, the backing file, the CRAM node, the slot table, the reaper, writeback,
+/// reclaim, the memory budget, and last the reclaim worker — and tears them down in the one order
+/// that is safe (<see cref="Dispose"/>). A failure at any step tears down everything built before
+/// it, so a failed <see cref="CramEngine.Create(CramOptions?)"/> leaves no thread, descriptor or
+/// mapping behind.
+/// </summary>
+internal sealed unsafe class EngineParts : IDisposable
+{
+    private readonly NativeEngineHandle _handle;
+    private bool _disposed;
+
+    public nint Native { get; }
+    public NativeShared* Shared { get; }
+    public CompressedPool Pool { get; } = null!;
+    public BackingFile? File { get; }
+    public CramNode? Node { get; }
+    public SlotTable Slots { get; } = null!;
+    public Reaper Reaper { get; } = null!;
+    public Writeback? Writeback { get; }
+    public Reclaimer Reclaimer { get; } = null!;
+    public MemoryUse MemoryUse { get; } = null!;
+    public MemoryBudget Budget { get; } = null!;
+    public ReclaimWorker Worker { get; } = null!;
+    public RegionTable Regions { get; } = new();
+    public TierEventChannel Events { get; } = new();
+
+    /// <param name="options">Validated, resolved options.</param>
+    /// <param name="pageOperations">Test hook: wraps the page operations reclaim uses, to inject failures.</param>
+    /// <param name="afterTick">What the reclaim worker runs after each tick (the engine's events and metrics).</param>
+    /// <param name="beforeStep">Test hook: runs before each step; a throw there is a failure at that step.</param>
+    public EngineParts(CramOptions options, Func<IPageOperations, IPageOperations>? pageOperations, ReclaimWorker.TickListener afterTick, Action<EngineBuildStep>? beforeStep)
+    {
+        long limitPages = options.ResidentLimitBytes / SharedLayout.PageSize;
+        beforeStep?.Invoke(EngineBuildStep.NativeEngine);
+        var config = new NativeEngineConfig
+        {
+            ForcedMode = (uint)options.Userfaultfd,
+            SpinUs = (uint)options.FaultServiceSpin.TotalMicroseconds,
+            SoftLimitPages = (ulong)limitPages,
+            HardLimitPages = limitPages == 0 ? 0 : (ulong)ReclaimWatermarks.HardLimitPages(limitPages),
+            ThrottleMaxUs = (uint)options.ThrottleMax.TotalMicroseconds,
+            FaultAroundPages = (uint)options.FaultAroundPages,
+        };
+        _handle = NativeEngineHandle.Create(config, out NativeShared* shared);
+        Native = _handle.DangerousGetHandle();
+        Shared = shared;
+        try
+        {
+            beforeStep?.Invoke(EngineBuildStep.Pool);
+            Pool = new CompressedPool(options.PoolArenaBytes, options.CompressedPoolLimitBytes, options.LockPoolMemory, Native);
+            shared->HandleDirectory = Pool.HandleDirectory; // directories and file are published before any region, so before any fault
+            beforeStep?.Invoke(EngineBuildStep.BackingFile);
+            if (options.BackingFile is not null)
+            {
+                File = BackingFile.Open(options.BackingFile, options.KeepBackingFile, options.BackingFileLimitBytes);
+                shared->BackingFd = File.Descriptor;
+                shared->BackingDirect = File.Direct ? 1u : 0u;
+            }
+            beforeStep?.Invoke(EngineBuildStep.CramNode);
+            Node = options.CramDevice is null ? null : new CramNode(Native, shared, options, Events);
+            beforeStep?.Invoke(EngineBuildStep.SlotTable);
+            Slots = new SlotTable(shared, Pool, File, Node);
+            Reaper = new Reaper(Native, Slots);
+            beforeStep?.Invoke(EngineBuildStep.Writeback);
+            Writeback = File is null ? null : new Writeback(Native, Slots, options, Events);
+            beforeStep?.Invoke(EngineBuildStep.Reclaimer);
+            IPageOperations operations = new NativePageOperations(Native, Slots);
+            Reclaimer = new Reclaimer(Native, shared, Regions, Slots, pageOperations?.Invoke(operations) ?? operations, options, Reaper, Writeback, Events);
+            beforeStep?.Invoke(EngineBuildStep.MemoryBudget);
+            MemoryUse = new MemoryUse(shared, Slots, Pool, Reclaimer, File);
+            Budget = new MemoryBudget(Native, shared, Reclaimer, options.MemoryLimitBytes, options.MemoryLimitWait, limitPages, MemoryUse, Events);
+            Budget.Update(); // the limit the memory limit allows, before any fault
+            beforeStep?.Invoke(EngineBuildStep.Worker);
+            Worker = new ReclaimWorker(Native, shared, Reclaimer, Budget, File is not null || Node is not null, afterTick);
+            Worker.Start();
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Tears down what was built, in order: the worker, reclaim (waits for a pass in progress), the
+    /// slot table (no region is active, so the service no longer reads slots), the node (after the
+    /// slots gave its frames back), the pool, the native engine (stops the service, unmaps the shared
+    /// block), writeback and last the file, which the service read. Regions must be detached first.
+    /// </summary>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+        _disposed = true;
+        Worker?.Stop();
+        Reclaimer?.Dispose();
+        Slots?.Dispose();
+        Node?.Dispose();
+        Pool?.Dispose();
+        _handle.Dispose();
+        Writeback?.Dispose();
+        File?.Dispose();
+    }
+}

@@ -1,0 +1,135 @@
+using CramCore.Internals;
+using CramCore.Native;
+using Microsoft.Extensions.Logging;
+using CramCore.Storage;
+
+namespace CramCore.Engine;
+
+/// <summary>
+/// Raises <see cref="CramEngine.TierEvent"/>: what the layers below posted to the
+/// <see cref="TierEventChannel"/>, and events for what the fault service counted (checksum
+/// failures, read errors, service errors, throttling starting and stopping); logs each to
+/// <see cref="CramOptions.Logger"/>. One thread at a time raises, in order, holding no engine lock
+/// but the pump's own (lock order 0 in cramnative.h). A thread that finds another raising does not
+/// wait for it unless it asks to: the holder drains the channel, and the reclaim worker's next tick
+/// raises what arrives after. So a handler may dispose the engine or a region, or set the resident
+/// limit, from any thread, and the reclaim worker never waits for a handler on another thread.
+/// </summary>
+internal sealed unsafe class TierEventPump(NativeShared* shared, TierEventChannel channel, CramOptions options, Func<long> residentLimitBytes)
+{
+    /// <summary>How long without a throttled fault ends throttling (<see cref="CramTierEventKind.ThrottlingStopped"/>).</summary>
+    internal const long ThrottleQuietMilliseconds = 1000;
+
+    private readonly Lock _lock = new(); // lock 0: held while handlers run
+    private long _checksumFailuresSeen, _readErrorsSeen, _serviceErrorsSeen, _throttledSeen, _lastThrottleTick;
+    private bool _throttling;
+    private volatile bool _stopped;
+
+    /// <summary>The thread running handlers now, if any (so the engine can tell a call from inside a handler).</summary>
+    public bool RaisingOnCurrentThread => _lock.IsHeldByCurrentThread;
+
+    /// <summary>
+    /// Raises what is pending through <paramref name="handler"/>. With <paramref name="wait"/> false
+    /// (the reclaim worker) it returns at once if another thread is raising. Never after
+    /// <see cref="Stop"/>: the shared block it reads may be gone.
+    /// </summary>
+    public void Raise(object sender, EventHandler<CramTierEventArgs>? handler, bool wait)
+    {
+        if (_stopped)
+        {
+            return;
+        }
+        if (wait)
+        {
+            _lock.Enter();
+        }
+        else if (!_lock.TryEnter())
+        {
+            return;
+        }
+        try
+        {
+            if (_stopped)
+            {
+                return;
+            }
+            PostServiceEvents();
+            while (!_stopped && channel.TryTake(out CramTierEventArgs? e))
+            {
+                Log(e!);
+                handler?.Invoke(sender, e!);
+            }
+        }
+        finally
+        {
+            _lock.Exit();
+        }
+    }
+
+    /// <summary>No more events: the engine is being torn down (handlers still running finish).</summary>
+    public void Stop() => _stopped = true;
+
+    /// <summary>Events for what the fault service counted since the last look; under <see cref="_lock"/>.</summary>
+    private void PostServiceEvents()
+    {
+        ref NativeStats s = ref shared->Stats;
+        long checksum = (long)Volatile.Read(ref s.ChecksumFailures), read = (long)Volatile.Read(ref s.ReadErrors);
+        if (checksum > _checksumFailuresSeen)
+        {
+            channel.Post(CramTierEventKind.ChecksumFailure, $"{checksum - _checksumFailuresSeen} stored page(s) failed their checksum; they were not mapped and the faulting threads got SIGBUS ({checksum} in all).");
+            _checksumFailuresSeen = checksum;
+        }
+        if (read > _readErrorsSeen)
+        {
+            channel.Post(CramTierEventKind.ReadError, $"{read - _readErrorsSeen} read(s) of the backing file failed twice; those pages were not mapped and the faulting threads got SIGBUS ({read} in all).");
+            _readErrorsSeen = read;
+        }
+        long service = (long)Volatile.Read(ref s.ServiceErrors), throttled = (long)Volatile.Read(ref s.ThrottleWaits);
+        if (service > _serviceErrorsSeen)
+        {
+            channel.Post(CramTierEventKind.ServiceError, $"{service - _serviceErrorsSeen} fault-service system call(s) failed ({service} in all); the pages involved fault again. Please report it with the engine's stats.");
+            _serviceErrorsSeen = service;
+        }
+        long now = Environment.TickCount64;
+        if (throttled > _throttledSeen)
+        {
+            if (!_throttling)
+            {
+                _throttling = true;
+                channel.Post(CramTierEventKind.ThrottlingStarted, $"Faults are waiting for reclaim: resident memory is at the hard limit ({residentLimitBytes() >> 20} MiB limit), so writers are slowed, by at most {options.ThrottleMax.TotalMilliseconds} ms a fault. Raise ResidentLimitBytes or write less at once.");
+            }
+            _throttledSeen = throttled;
+            _lastThrottleTick = now;
+        }
+        else if (_throttling && now - _lastThrottleTick >= ThrottleQuietMilliseconds)
+        {
+            _throttling = false;
+            channel.Post(CramTierEventKind.ThrottlingStopped, "No fault has waited for reclaim for a second: throttling stopped.");
+        }
+    }
+
+    /// <summary>The event to <see cref="CramOptions.Logger"/>, if any: trouble at Warning or Error, its end at Information.</summary>
+    private void Log(CramTierEventArgs e)
+    {
+        ILogger? logger = options.Logger;
+        if (logger is null)
+        {
+            return;
+        }
+        LogLevel level = e.Kind switch
+        {
+            CramTierEventKind.ChecksumFailure or CramTierEventKind.ReadError or CramTierEventKind.ServiceError => LogLevel.Error,
+            CramTierEventKind.PoolFull or CramTierEventKind.WritebackPaused or CramTierEventKind.BackingFileFull or CramTierEventKind.CramPressureHigh
+                or CramTierEventKind.CramControlPlaneLost or CramTierEventKind.ThrottlingStarted or CramTierEventKind.MemoryLimitExceeded => LogLevel.Warning,
+            _ => LogLevel.Information,
+        };
+        try
+        {
+            logger.Log(level, new EventId((int)e.Kind + 1, e.Kind.ToString()), "{Message}", e.Message);
+        }
+        catch (Exception)
+        {
+            // A failing logger must not take reclaim down with it.
+        }
+    }
+}

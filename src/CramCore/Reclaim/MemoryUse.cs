@@ -1,0 +1,31 @@
+using CramCore.Native;
+using CramCore.Storage;
+
+namespace CramCore.Reclaim;
+
+/// <summary>
+/// What the memory limit counts (<see cref="CramOptions.MemoryLimitBytes"/>), measured from the
+/// parts below it: resident region pages (the service's counter), the compressed pool's pages, and
+/// CramCore's own metadata. One measure for the budget and the engine's stats, so both count the
+/// same bytes.
+/// </summary>
+internal sealed unsafe class MemoryUse(NativeShared* shared, SlotTable slots, CompressedPool pool, Reclaimer reclaimer, BackingFile? file)
+{
+    /// <summary>Resident region pages, in bytes.</summary>
+    public long ResidentBytes => (long)Volatile.Read(ref shared->Stats.ResidentPages) << SharedLayout.PageShift;
+
+    /// <summary>The compressed pool's pages in use.</summary>
+    public long PoolBytes => pool.UsedBytes;
+
+    /// <summary>
+    /// CramCore's own memory besides resident pages and the pool: the page tables in use, the
+    /// fault-in log, the slot and handle tables, the zspages' handle arrays, reclaim's and
+    /// writeback's queues and the backing file's two segment buffers.
+    /// </summary>
+    public long MetadataBytes =>
+        ((long)Volatile.Read(ref shared->Stats.PageTablePages) << SharedLayout.PageShift)
+        + (long)SharedLayout.FaultLogSize * sizeof(ulong)
+        + slots.MetadataBytes + pool.MetadataBytes + reclaimer.MetadataBytes
+        + (slots.PoolOrder?.CapacityBytes ?? 0)
+        + (file is null ? 0 : 2L * BackingFile.SegmentBytes);
+}

@@ -1,0 +1,159 @@
+namespace CramCore.Tests;
+
+/// <summary>
+/// Building and tearing down an engine: a failure at any build step leaves nothing behind, and a
+/// TierEvent handler may dispose the engine or a region, or set the resident limit, on whichever
+/// thread it runs, without a hang.
+/// </summary>
+[Trait("Category", TestCategory.Userfaultfd)]
+public sealed unsafe class EngineLifecycleTests : IDisposable
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(20);
+    private readonly string _dir = Directory.CreateTempSubdirectory("cram-lifecycle-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static int OpenDescriptors() => Directory.GetFiles("/proc/self/fd").Length;
+
+    private static int CramThreads() => Directory.GetDirectories("/proc/self/task")
+        .Count(t => File.ReadAllText(Path.Combine(t, "comm")).StartsWith("cram-", StringComparison.Ordinal));
+
+    /// <summary>Engines earlier tests left to their finalizers release their threads and descriptors now, not during a count.</summary>
+    private static void Settle()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+    }
+
+    /// <summary>Runs <paramref name="action"/> on a thread of its own; false if it has not returned within <see cref="Patience"/>.</summary>
+    private static bool CompletesWithin(Action action)
+    {
+        var thread = new Thread(() => action()) { IsBackground = true };
+        thread.Start();
+        return thread.Join(Patience);
+    }
+
+    public static TheoryData<int> Steps() => [.. Enum.GetValues<EngineBuildStep>().Select(s => (int)s)];
+
+    [Theory]
+    [MemberData(nameof(Steps))]
+    public void AFailureAtAnyBuildStep_RollsBackEverythingBuiltBeforeIt(int step)
+    {
+        var failAt = (EngineBuildStep)step;
+        var options = new CramOptions
+        {
+            ResidentLimitBytes = 16 << 20,
+            BackingFile = Path.Combine(_dir, "swap"),
+            CompressedPoolLimitBytes = 4 << 20,
+            PoolArenaBytes = 4 << 20,
+            CramDevice = new EmulatedCramDevice(4 << 20),
+        };
+        using (CramEngine warm = CramEngine.Create(options))
+        {
+            // the native library, the runtime's threads and the metrics exist before the count
+        }
+        Settle();
+        int descriptors = OpenDescriptors(), threads = CramThreads();
+        var steps = new List<EngineBuildStep>();
+        var e = Assert.Throws<InvalidOperationException>(() => CramEngine.CreateWithHooks(options, beforeStep: step =>
+        {
+            steps.Add(step);
+            if (step == failAt)
+            {
+                throw new InvalidOperationException($"injected at {step}");
+            }
+        }));
+        Assert.Equal($"injected at {failAt}", e.Message);
+        Assert.Equal(failAt, steps[^1]); // every step before it ran
+        Assert.Equal((int)failAt + 1, steps.Count);
+        // No GC here: finalizers would release what a missing roll-back leaked, and hide it.
+        Assert.Equal(descriptors, OpenDescriptors()); // uffd, eventfds, pidfd, the backing file: all closed
+        Assert.Equal(threads, CramThreads());         // the fault service and the reclaim worker: stopped
+        Assert.Empty(Directory.GetFiles(_dir));       // the backing file was unlinked
+        using CramEngine after = CramEngine.Create(options); // and the same options work afterwards
+        Assert.Equal(0, after.GetStats().Regions);
+    }
+
+    [Fact]
+    public void AHandlerOnTheReclaimWorker_DisposesTheEngine_WithoutAHang()
+    {
+        var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = 16 << 20 });
+        CramRegion region = engine.CreateRegion(1 << 20);
+        region.AsSpan<byte>(0, 4096)[0] = 1;
+        string? thread = null;
+        Exception? failure = null;
+        using var disposed = new ManualResetEventSlim();
+        engine.TierEvent += (_, _) =>
+        {
+            if (thread is not null)
+            {
+                return;
+            }
+            thread = Thread.CurrentThread.Name;
+            try
+            {
+                engine.Dispose();
+            }
+            catch (Exception x)
+            {
+                failure = x;
+            }
+            disposed.Set();
+        };
+        Interlocked.Add(ref engine.Shared->Stats.ThrottleWaits, 1); // ThrottlingStarted on the worker's next tick
+        Assert.True(disposed.Wait(Patience), "Dispose from a handler on the reclaim worker did not return");
+        Assert.Null(failure);
+        Assert.Equal("cram-reclaim", thread);
+        Assert.Throws<ObjectDisposedException>(() => engine.GetStats());
+        Assert.Throws<ObjectDisposedException>(() => region.AsSpan<byte>(0, 1));
+        region.Dispose(); // a region of a disposed engine: nothing to do
+    }
+
+    [Fact]
+    public void AHandlerOnTheCallersThread_DisposesTheEngineAndARegion_WithoutAHang()
+    {
+        var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = 16 << 20 });
+        CramRegion first = engine.CreateRegion(1 << 20), second = engine.CreateRegion(1 << 20);
+        int calls = 0;
+        engine.TierEvent += (_, _) =>
+        {
+            if (Interlocked.Increment(ref calls) == 1)
+            {
+                first.Dispose();
+                engine.ResidentLimitBytes = 32 << 20;
+                engine.Dispose();
+            }
+        };
+        Interlocked.Add(ref engine.Shared->Stats.ThrottleWaits, 1);
+        Assert.True(CompletesWithin(engine.RaisePendingEvents), "a handler on a caller's thread hung"); // racing the worker's tick
+        Assert.True(SpinWait.SpinUntil(() => Volatile.Read(ref calls) >= 1, Patience));
+        Assert.Throws<ObjectDisposedException>(() => engine.ResidentLimitBytes);
+        Assert.Throws<ObjectDisposedException>(() => second.GetStats());
+    }
+
+    [Fact]
+    public void AHandlerSettingTheLimit_WhileAnotherThreadDisposes_DoesNotHang()
+    {
+        for (int round = 0; round < 20; round++)
+        {
+            var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = 16 << 20 });
+            using var inHandler = new ManualResetEventSlim();
+            engine.TierEvent += (_, _) =>
+            {
+                inHandler.Set();
+                try
+                {
+                    engine.ResidentLimitBytes = 8 << 20; // takes the engine's lock while Dispose runs
+                }
+                catch (ObjectDisposedException)
+                {
+                    // what a handler gets once Dispose has begun
+                }
+            };
+            Interlocked.Add(ref engine.Shared->Stats.ThrottleWaits, 1);
+            inHandler.Wait(Patience);
+            Assert.True(CompletesWithin(engine.Dispose), $"round {round}: Dispose hung against a handler setting the limit");
+        }
+    }
+}
