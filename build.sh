@@ -3,7 +3,7 @@
 #   ./build.sh            build everything (native helper + managed, Release)
 #   ./build.sh test       build, then run every test: the native unit tests (CRAM_DEBUG), the managed tests,
 #                         and the userfaultfd tests again against the CRAM_DEBUG native library
-#   ./build.sh test --unit   only the fast tests: native unit tests and managed tests without userfaultfd
+#   ./build.sh test --unit   only the fast tests: the native unit tests and tests/CramCore.UnitTests (seconds)
 #   ./build.sh demo       build, then run `cram demo` (the main job)
 #   ./build.sh bench      build, then run the BenchmarkDotNet suite (args after `bench` go to it)
 #   ./build.sh cram ARGS  run the built `cram` CLI, e.g. ./build.sh cram bench faults --json
@@ -55,14 +55,14 @@ case "$cmd" in
     run_tests() { dotnet test "$@" -c "$config" --no-build -nologo -v:q --logger "console;verbosity=minimal"; }
     if [ "${1:-}" = "--unit" ]; then
       shift
-      log "managed unit tests"
-      run_tests CramCore.sln --filter Category=Unit "$@"
+      log "managed unit tests (no userfaultfd)"
+      run_tests tests/CramCore.UnitTests "$@"
     else
       log "managed tests"
       run_tests CramCore.sln "$@"
       log "userfaultfd tests against the CRAM_DEBUG native library (every page-state transition and lock hold checked)"
       CRAMCORE_NATIVE_LIBRARY="$root/artifacts/native/debug/libCramNative.so" \
-        run_tests tests/CramCore.Tests --filter "Category=Userfaultfd" "$@"
+        run_tests tests/CramCore.IntegrationTests --filter "Category=Userfaultfd" "$@"
     fi
     ;;
   demo)

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 using BenchmarkDotNet.Attributes;
-using CramCore.Cli;
+
 
 namespace CramCore.Benchmarks;
 

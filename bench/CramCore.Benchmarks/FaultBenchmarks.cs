@@ -1,5 +1,5 @@
 using BenchmarkDotNet.Attributes;
-using CramCore.Cli;
+
 
 namespace CramCore.Benchmarks;
 

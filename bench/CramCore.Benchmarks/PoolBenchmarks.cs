@@ -1,5 +1,5 @@
 using BenchmarkDotNet.Attributes;
-using CramCore.Cli;
+
 
 namespace CramCore.Benchmarks;
 
@@ -25,7 +25,7 @@ public unsafe class PoolBenchmarks
         _bitmap = new BitmapBuddy(_arena, MaxOrder);
         _tree = new LockFreeBuddy(_arena, MaxOrder);
         _locked = new SpinLockedBuddy(_arena, MaxOrder);
-        _pool = new CompressedPool(64L << 20, 0, lockMemory: false, engine: 0);
+        _pool = new CompressedPool(64L << 20, 0, lockMemory: false, NativeEngine.Detached);
         var source = PageSource.Generated();
         var page = new byte[4096];
         var scratch = new byte[4096];

@@ -225,7 +225,7 @@ static int Guard(ParseResult r, Func<int> body)
     {
         return body();
     }
-    catch (CliException e)
+    catch (Exception e) when (e is CliException or CorpusException)
     {
         Console.Error.WriteLine($"{Verb(r)}: {e.Message}");
         return ExitCode.Usage;

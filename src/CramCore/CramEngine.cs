@@ -56,6 +56,7 @@ public sealed unsafe class CramEngine : IDisposable
         _pump = new TierEventPump(_parts.Shared, _parts.Events, options, () => Volatile.Read(ref _residentLimitBytes));
         _metrics = CramMetrics.For(meterFactory);
         _metrics.Register(this);
+        _parts.Start(); // last: the worker's ticks raise events and record metrics
     }
 
     /// <summary>Creates an engine and starts its fault service.</summary>

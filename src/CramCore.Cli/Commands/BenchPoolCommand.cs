@@ -26,7 +26,7 @@ internal static unsafe class BenchPoolCommand
         }
         BenchSupport.Progress($"storing {pages} pages of {source.Description}, then freeing half and compacting");
         int threshold = new CramOptions().CompressionThresholdBytes;
-        using var pool = new CompressedPool(64L << 20, 0, lockMemory: false, engine: 0);
+        using var pool = new CompressedPool(64L << 20, 0, lockMemory: false, NativeEngine.Detached);
         var page = new byte[PageSource.PageSize];
         var compressed = new byte[PageSource.PageSize];
         var handles = new List<uint>();

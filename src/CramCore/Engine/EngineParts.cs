@@ -22,7 +22,7 @@ internal enum EngineBuildStep
 /// <summary>
 /// The composition root: builds the engine's parts bottom-up — the native engine (fault service),
 /// the compressed pool, the backing file, the CRAM node, the slot table, the reaper, writeback,
-/// reclaim, the memory budget, and last the reclaim worker — and tears them down in the one order
+/// reclaim, the memory budget, and last the reclaim worker (started by <see cref="Start"/>) — and tears them down in the one order
 /// that is safe (<see cref="Dispose"/>). A failure at any step tears down everything built before
 /// it, so a failed <see cref="CramEngine.Create(CramOptions?)"/> leaves no thread, descriptor or
 /// mapping behind.
@@ -33,6 +33,8 @@ internal sealed unsafe class EngineParts : IDisposable
     private bool _disposed;
 
     public nint Native { get; }
+    /// <summary>The native engine's operations, for the layers below (the seam unit tests fake).</summary>
+    public INativeEngine Engine { get; }
     public NativeShared* Shared { get; }
     public CompressedPool Pool { get; } = null!;
     public BackingFile? File { get; }
@@ -66,11 +68,12 @@ internal sealed unsafe class EngineParts : IDisposable
         };
         _handle = NativeEngineHandle.Create(config, out NativeShared* shared);
         Native = _handle.DangerousGetHandle();
+        Engine = new NativeEngine(Native);
         Shared = shared;
         try
         {
             beforeStep?.Invoke(EngineBuildStep.Pool);
-            Pool = new CompressedPool(options.PoolArenaBytes, options.CompressedPoolLimitBytes, options.LockPoolMemory, Native);
+            Pool = new CompressedPool(options.PoolArenaBytes, options.CompressedPoolLimitBytes, options.LockPoolMemory, Engine);
             shared->HandleDirectory = Pool.HandleDirectory; // directories and file are published before any region, so before any fault
             beforeStep?.Invoke(EngineBuildStep.BackingFile);
             if (options.BackingFile is not null)
@@ -80,22 +83,21 @@ internal sealed unsafe class EngineParts : IDisposable
                 shared->BackingDirect = File.Direct ? 1u : 0u;
             }
             beforeStep?.Invoke(EngineBuildStep.CramNode);
-            Node = options.CramDevice is null ? null : new CramNode(Native, shared, options, Events);
+            Node = options.CramDevice is null ? null : new CramNode(Engine, shared, options, Events);
             beforeStep?.Invoke(EngineBuildStep.SlotTable);
             Slots = new SlotTable(shared, Pool, File, Node);
-            Reaper = new Reaper(Native, Slots);
+            Reaper = new Reaper(Engine, Slots);
             beforeStep?.Invoke(EngineBuildStep.Writeback);
-            Writeback = File is null ? null : new Writeback(Native, Slots, options, Events);
+            Writeback = File is null ? null : new Writeback(Engine, Slots, options, Events);
             beforeStep?.Invoke(EngineBuildStep.Reclaimer);
-            IPageOperations operations = new NativePageOperations(Native, Slots);
-            Reclaimer = new Reclaimer(Native, shared, Regions, Slots, pageOperations?.Invoke(operations) ?? operations, options, Reaper, Writeback, Events);
+            IPageOperations operations = new NativePageOperations(Engine, Slots);
+            Reclaimer = new Reclaimer(Engine, shared, Regions, Slots, pageOperations?.Invoke(operations) ?? operations, options, Reaper, Writeback, Events);
             beforeStep?.Invoke(EngineBuildStep.MemoryBudget);
             MemoryUse = new MemoryUse(shared, Slots, Pool, Reclaimer, File);
-            Budget = new MemoryBudget(Native, shared, Reclaimer, options.MemoryLimitBytes, options.MemoryLimitWait, limitPages, MemoryUse, Events);
+            Budget = new MemoryBudget(Engine, shared, Reclaimer, options.MemoryLimitBytes, options.MemoryLimitWait, limitPages, MemoryUse, Events);
             Budget.Update(); // the limit the memory limit allows, before any fault
             beforeStep?.Invoke(EngineBuildStep.Worker);
-            Worker = new ReclaimWorker(Native, shared, Reclaimer, Budget, File is not null || Node is not null, afterTick);
-            Worker.Start();
+            Worker = new ReclaimWorker(Native, shared, Reclaimer, Budget, File is not null || Node is not null, afterTick); // started by Start, once the engine can take its ticks
         }
         catch
         {
@@ -103,6 +105,9 @@ internal sealed unsafe class EngineParts : IDisposable
             throw;
         }
     }
+
+    /// <summary>Starts the reclaim worker (when there is a limit or upkeep to hold): last, once whatever its ticks call is built.</summary>
+    public void Start() => Worker.Start();
 
     /// <summary>
     /// Tears down what was built, in order: the worker, reclaim (waits for a pass in progress), the

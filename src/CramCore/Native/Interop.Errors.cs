@@ -40,6 +40,14 @@ internal static partial class Interop
         };
     }
 
+    internal static void ThrowIfFailed(Errno error, string operation)
+    {
+        if (error != Errno.None)
+        {
+            throw GetExceptionForErrno(error, operation);
+        }
+    }
+
     internal static void ThrowIfFailed(int result, string operation)
     {
         if (result != 0)

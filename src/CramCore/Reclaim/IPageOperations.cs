@@ -28,28 +28,15 @@ internal unsafe interface IPageOperations
     Errno Place(uint regionId, NativeCramPlace* places, int count, out int placed);
 }
 
-/// <summary>The real page operations: the native helper and the slot table.</summary>
-internal sealed unsafe class NativePageOperations(nint engine, SlotTable slots) : IPageOperations
+/// <summary>The real page operations: the native engine and the slot table.</summary>
+internal sealed unsafe class NativePageOperations(INativeEngine engine, SlotTable slots) : IPageOperations
 {
-    public Errno WriteProtect(uint regionId, ulong* pages, int count) =>
-        Interop.CramNative.WriteProtectPages(engine, regionId, pages, count) == 0 ? Errno.None : Interop.LastErrno();
+    public Errno WriteProtect(uint regionId, ulong* pages, int count) => engine.WriteProtectPages(regionId, pages, count);
 
-    public Errno Drop(uint regionId, ulong* pages, int count, out int dropped)
-    {
-        int d = 0;
-        int rc = Interop.CramNative.DropPages(engine, regionId, pages, count, &d);
-        dropped = d;
-        return rc == 0 ? Errno.None : Interop.LastErrno();
-    }
+    public Errno Drop(uint regionId, ulong* pages, int count, out int dropped) => engine.DropPages(regionId, pages, count, out dropped);
 
     public bool TryStore(bool raw, byte* source, int length, out ulong slot) =>
         slots.TryAllocateStored(raw, source, length, out slot);
 
-    public Errno Place(uint regionId, NativeCramPlace* places, int count, out int placed)
-    {
-        int n = 0;
-        int rc = Interop.CramNative.PlacePages(engine, regionId, places, count, &n);
-        placed = n;
-        return rc == 0 ? Errno.None : Interop.LastErrno();
-    }
+    public Errno Place(uint regionId, NativeCramPlace* places, int count, out int placed) => engine.PlacePages(regionId, places, count, out placed);
 }

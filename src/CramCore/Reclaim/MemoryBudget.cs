@@ -26,7 +26,7 @@ internal sealed unsafe class MemoryBudget
     /// <summary>The least resident limit the memory limit can impose (the smallest resident limit there is).</summary>
     public const long FloorPages = 64;
 
-    private readonly nint _engine;
+    private readonly INativeEngine _engine;
     private readonly NativeShared* _shared;
     private readonly Reclaimer _reclaimer;
     private readonly MemoryUse _use;
@@ -40,7 +40,7 @@ internal sealed unsafe class MemoryBudget
     private long _exceededEpisodes;
 
     /// <summary>A budget for <paramref name="memoryLimitBytes"/> (0: none) and the user's resident limit <paramref name="userLimitPages"/> (0: none); <paramref name="use"/> measures memory use, <paramref name="events"/> takes the events.</summary>
-    public MemoryBudget(nint engine, NativeShared* shared, Reclaimer reclaimer, long memoryLimitBytes, TimeSpan wait, long userLimitPages,
+    public MemoryBudget(INativeEngine engine, NativeShared* shared, Reclaimer reclaimer, long memoryLimitBytes, TimeSpan wait, long userLimitPages,
         MemoryUse use, TierEventChannel events)
     {
         _engine = engine;
@@ -111,7 +111,7 @@ internal sealed unsafe class MemoryBudget
         if (limit != _limitPages)
         {
             ulong hard = limit == 0 ? 0 : (ulong)ReclaimWatermarks.HardLimitPages(limit);
-            Interop.ThrowIfFailed(Interop.CramNative.SetResidentLimit(_engine, (ulong)limit, hard), "Setting the resident limit");
+            Interop.ThrowIfFailed(_engine.SetResidentLimit((ulong)limit, hard), "Setting the resident limit");
             Volatile.Write(ref _limitPages, limit);
             _reclaimer.LimitPages = limit;
         }
@@ -145,9 +145,10 @@ internal sealed unsafe class MemoryBudget
             }
             else if (_exceeded && used <= MemoryLimitBytes)
             {
-                _exceeded = false;
-                Volatile.Write(ref _shared->MemoryWaitUs, 0ul);
+                // Posted before the flag flips: whoever sees Exceeded false finds the event queued.
                 _events.Post(CramTierEventKind.MemoryLimitRestored, $"Memory use ({used >> 20} MiB) is back under MemoryLimitBytes ({MemoryLimitBytes >> 20} MiB); faults no longer wait.");
+                Volatile.Write(ref _shared->MemoryWaitUs, 0ul);
+                Volatile.Write(ref _exceeded, false);
             }
         }
     }

@@ -32,7 +32,7 @@ internal sealed unsafe class Reclaimer : IDisposable
     private readonly ulong[] _replace = new ulong[EvictionPipeline.BatchPages];
     private volatile bool _stopping;
 
-    public Reclaimer(nint engine, NativeShared* shared, RegionTable regions, SlotTable slots, IPageOperations operations, CramOptions options,
+    public Reclaimer(INativeEngine engine, NativeShared* shared, RegionTable regions, SlotTable slots, IPageOperations operations, CramOptions options,
         Reaper reaper, Writeback? writeback, TierEventChannel events)
     {
         _shared = shared;

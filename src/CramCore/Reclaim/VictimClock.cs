@@ -24,7 +24,7 @@ namespace CramCore.Reclaim;
 /// swapped in from far comes back on TRIAL: it waits in a short FIFO of its own, evicted first
 /// (without a second chance) whenever that holds more than <see cref="TrialLimit"/> pages.
 /// </summary>
-internal sealed unsafe class VictimClock(nint engine, NativeShared* shared, RegionTable regions)
+internal sealed unsafe class VictimClock(INativeEngine engine, NativeShared* shared, RegionTable regions)
 {
     private readonly ulong[] _found = new ulong[4096];
     private readonly FifoQueue<ulong> _queue = new();
@@ -236,9 +236,7 @@ internal sealed unsafe class VictimClock(nint engine, NativeShared* shared, Regi
                 {
                     for (ulong next = 0; next < region.PageCount;)
                     {
-                        int n;
-                        ulong after;
-                        Interop.ThrowIfFailed(Interop.CramNative.FindPages(engine, region.Id, next, region.PageCount, queued, found, _found.Length, &n, &after),
+                        Interop.ThrowIfFailed(engine.FindPages(region.Id, next, region.PageCount, queued, found, _found.Length, out int n, out ulong after),
                             "Listing a region's resident pages");
                         for (int i = 0; i < n; i++)
                         {

@@ -69,7 +69,7 @@ internal sealed unsafe partial class CompressedPool
             }
             fixed (NativePoolMove* m = _moves)
             {
-                Interop.ThrowIfFailed(Interop.CramNative.PoolMove(_engine, HandleDirectory, m, moves), "Moving pool objects");
+                Interop.ThrowIfFailed(_engine.PoolMove(HandleDirectory, m, moves), "Moving pool objects");
             }
             for (int i = 0; i < moves; i++) // only now: the links overwrite the moved objects' first bytes
             {
@@ -118,7 +118,7 @@ internal sealed unsafe partial class CompressedPool
         {
             fixed (NativePoolMove* m = _moves)
             {
-                Interop.ThrowIfFailed(Interop.CramNative.PoolMove(_engine, HandleDirectory, m, moves), "Moving pool objects");
+                Interop.ThrowIfFailed(_engine.PoolMove(HandleDirectory, m, moves), "Moving pool objects");
             }
             Interlocked.Add(ref _movedObjects, moves);
         }

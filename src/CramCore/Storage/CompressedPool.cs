@@ -30,7 +30,7 @@ internal sealed unsafe partial class CompressedPool : IDisposable
     private const int ZspageChunk = 1024;
 
     private readonly SizeClass[] _classes; // one per 16-byte size
-    private readonly nint _engine;        // 0 for a pool outside an engine
+    private readonly INativeEngine _engine; // NativeEngine.Detached for a pool outside an engine
     private readonly long _maxBytes;
     private readonly PoolArenas _arenas;
 
@@ -43,7 +43,7 @@ internal sealed unsafe partial class CompressedPool : IDisposable
     private int _nextZspage;
     private long _usedBytes, _objectBytes, _objects, _compactedPages, _movedObjects, _fullRejections;
 
-    public CompressedPool(long arenaBytes, long maxBytes, bool lockMemory, nint engine)
+    public CompressedPool(long arenaBytes, long maxBytes, bool lockMemory, INativeEngine engine)
     {
         _maxBytes = maxBytes;
         _engine = engine;

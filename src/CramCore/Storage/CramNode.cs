@@ -48,7 +48,7 @@ internal sealed unsafe class CramNode : IDisposable
     /// <summary>Most entries moved out per maintenance tick.</summary>
     public const int MoveOutBatch = 256;
 
-    private readonly nint _engine;
+    private readonly INativeEngine _engine;
     private readonly NativeShared* _shared;
     private readonly ICramDevice _device;
     private readonly BitmapBuddy _frames;
@@ -70,7 +70,7 @@ internal sealed unsafe class CramNode : IDisposable
     private long _framesInUse, _trimmed, _maxOverflow, _physicalUsage;
     private bool _pressureHigh, _leaseExpiredReported;
 
-    public CramNode(nint engine, NativeShared* shared, CramOptions options, TierEventChannel events)
+    public CramNode(INativeEngine engine, NativeShared* shared, CramOptions options, TierEventChannel events)
     {
         _engine = engine;
         _shared = shared;
@@ -155,7 +155,7 @@ internal sealed unsafe class CramNode : IDisposable
         int replaced;
         fixed (ulong* p = pages)
         {
-            Interop.ThrowIfFailed(Interop.CramNative.ReplacePages(_engine, region, p, count, &replaced), "Re-placing writable CRAM pages");
+            Interop.ThrowIfFailed(_engine.ReplacePages(region, p, count, out replaced), "Re-placing writable CRAM pages");
         }
         return replaced;
     }
@@ -243,7 +243,7 @@ internal sealed unsafe class CramNode : IDisposable
         Errno error;
         fixed (NativeCramMoveOut* moves = _moves)
         {
-            error = Interop.CramNative.MoveOutPages(_engine, batchRegion, moves, n, &done) == 0 ? Errno.None : Interop.LastErrno();
+            error = _engine.MoveOutPages(batchRegion, moves, n, out done);
         }
         for (int i = 0; i < n; i++)
         {

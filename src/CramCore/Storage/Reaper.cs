@@ -16,7 +16,7 @@ namespace CramCore.Storage;
 /// after the mark frees every slot pushed up to then, and a slot pushed after the mark was named in
 /// it. What remains unmarked is a zombie.</para>
 /// </summary>
-internal sealed unsafe class Reaper(nint engine, SlotTable slots)
+internal sealed unsafe class Reaper(INativeEngine engine, SlotTable slots)
 {
     private long _zombies;
 
@@ -34,7 +34,7 @@ internal sealed unsafe class Reaper(nint engine, SlotTable slots)
         ulong* named = (ulong*)NativeMemory.AllocZeroed(Math.Max(words, 1), sizeof(ulong));
         try
         {
-            Interop.ThrowIfFailed(Interop.CramNative.MarkNamedSlots(engine, named, bits), "Marking the slots page tables name");
+            Interop.ThrowIfFailed(engine.MarkNamedSlots(named, bits), "Marking the slots page tables name");
             Drain();
             var zombies = new List<ulong>();
             slots.CollectUnnamed(named, bits, zombies);

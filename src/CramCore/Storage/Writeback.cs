@@ -25,7 +25,7 @@ internal sealed unsafe class Writeback : IDisposable
 
     private static readonly long PauseTicks = Stopwatch.Frequency; // one second
 
-    private readonly nint _engine;
+    private readonly INativeEngine _engine;
     private readonly TierEventChannel _events; // pauses, resumptions, a full file
     private readonly SlotTable _slots;
     private readonly CompressedPool _pool;
@@ -38,7 +38,7 @@ internal sealed unsafe class Writeback : IDisposable
     private long _pausedUntil;
     private long _pages, _bytes, _segmentCompactions;
 
-    public Writeback(nint engine, SlotTable slots, CramOptions options, TierEventChannel events)
+    public Writeback(INativeEngine engine, SlotTable slots, CramOptions options, TierEventChannel events)
     {
         _engine = engine;
         _events = events;
@@ -194,7 +194,7 @@ internal sealed unsafe class Writeback : IDisposable
         int moved;
         fixed (NativeSlotMove* moves = _moves)
         {
-            Interop.ThrowIfFailed(Interop.CramNative.SlotsMove(_engine, moves, n, &moved), "Moving slots to the backing file");
+            Interop.ThrowIfFailed(_engine.SlotsMove(moves, n, out moved), "Moving slots to the backing file");
         }
         for (int i = 0; i < n; i++)
         {

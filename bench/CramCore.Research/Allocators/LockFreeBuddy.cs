@@ -2,6 +2,9 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
+using CramCore.Native;
+using CramCore.Storage;
+
 namespace CramCore.Research;
 
 /// <summary>

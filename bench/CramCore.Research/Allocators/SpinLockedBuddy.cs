@@ -1,5 +1,7 @@
 using System.Runtime.InteropServices;
 
+using CramCore.Native;
+
 namespace CramCore.Research;
 
 /// <summary>

@@ -280,8 +280,3 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         Assert.True(gcs > 3, $"gcs {gcs}");
     }
 }
-
-internal sealed class DeleteOnDispose(string directory) : IDisposable
-{
-    public void Dispose() => Directory.Delete(directory, recursive: true);
-}

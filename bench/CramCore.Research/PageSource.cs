@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
+using CramCore.Native;
 
-namespace CramCore.Cli;
+namespace CramCore.Research;
 
 /// <summary>The kinds of page the generator makes, in the proportions real heaps roughly show.</summary>
 internal enum PageKind
@@ -52,16 +53,16 @@ internal sealed class PageSource
     {
         if (!File.Exists(path))
         {
-            throw new CliException($"--corpus: file '{path}' does not exist. Give a file of raw 4096-byte pages (e.g. ../shared/corpus/dotnet-heap.pages).");
+            throw new CorpusException($"--corpus: file '{path}' does not exist. Give a file of raw 4096-byte pages (e.g. ../shared/corpus/dotnet-heap.pages).");
         }
         long length = new FileInfo(path).Length;
         if (length == 0 || length % PageSize != 0)
         {
-            throw new CliException($"--corpus: '{path}' is {length} bytes, not a positive multiple of 4096; it must hold whole raw pages.");
+            throw new CorpusException($"--corpus: '{path}' is {length} bytes, not a positive multiple of 4096; it must hold whole raw pages.");
         }
         if (length > 1L << 30)
         {
-            throw new CliException($"--corpus: '{path}' is {length >> 20} MiB; use a file of at most 1 GiB.");
+            throw new CorpusException($"--corpus: '{path}' is {length >> 20} MiB; use a file of at most 1 GiB.");
         }
         byte[] data;
         try
@@ -70,7 +71,7 @@ internal sealed class PageSource
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new CliException($"--corpus: cannot read '{path}': {e.Message}");
+            throw new CorpusException($"--corpus: cannot read '{path}': {e.Message}");
         }
         return new PageSource(data, $"{Path.GetFileName(path)} ({data.Length / PageSize} pages)");
     }
