@@ -127,6 +127,32 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_contract_entry, size);
 }
 
+/* The state machine (CRAM_PTE_TRANSITIONS) as one constant per state: CRAM_PTE_TRANSITIONS_FROM_<state>
+ * has bit t set when <state> -> t is a transition. C# mirrors them (PageTransitions) and checks its own
+ * page-table CASes against them in Debug builds. */
+static void contract_transitions(contract_builder* b)
+{
+    for (uint32_t from = CRAM_PTE_EMPTY; from <= CRAM_PTE_PLACED_WRITABLE; from++) {
+        uint64_t mask = 0;
+        for (uint32_t to = CRAM_PTE_EMPTY; to <= CRAM_PTE_PLACED_WRITABLE; to++)
+            if (to != from && pte_transition_allowed(from, to)) mask |= 1ull << to;
+        const char* name = NULL;
+        switch ((enum cram_pte_state)from) {
+        case CRAM_PTE_EMPTY: name = "CRAM_PTE_TRANSITIONS_FROM_EMPTY"; break;
+        case CRAM_PTE_DIRTY: name = "CRAM_PTE_TRANSITIONS_FROM_DIRTY"; break;
+        case CRAM_PTE_CLEAN: name = "CRAM_PTE_TRANSITIONS_FROM_CLEAN"; break;
+        case CRAM_PTE_EVICTING: name = "CRAM_PTE_TRANSITIONS_FROM_EVICTING"; break;
+        case CRAM_PTE_DROPPING: name = "CRAM_PTE_TRANSITIONS_FROM_DROPPING"; break;
+        case CRAM_PTE_EVICTED: name = "CRAM_PTE_TRANSITIONS_FROM_EVICTED"; break;
+        case CRAM_PTE_INCOMPRESSIBLE: name = "CRAM_PTE_TRANSITIONS_FROM_INCOMPRESSIBLE"; break;
+        case CRAM_PTE_UNPROTECTING: name = "CRAM_PTE_TRANSITIONS_FROM_UNPROTECTING"; break;
+        case CRAM_PTE_PLACED: name = "CRAM_PTE_TRANSITIONS_FROM_PLACED"; break;
+        case CRAM_PTE_PLACED_WRITABLE: name = "CRAM_PTE_TRANSITIONS_FROM_PLACED_WRITABLE"; break;
+        }
+        contract_add(b, name, mask, CRAM_CONTRACT_CONSTANT, 0);
+    }
+}
+
 static void contract_constants(contract_builder* b)
 {
     CONSTANT(CRAM_PAGE_SIZE); CONSTANT(CRAM_PAGE_SHIFT); CONSTANT(CRAM_MAX_REGIONS); CONSTANT(CRAM_MAX_REGION_BYTES); CONSTANT(CRAM_FAULT_AROUND_MAX); CONSTANT(CRAM_SWAPIN_LATENCY_BUCKETS);
@@ -137,6 +163,7 @@ static void contract_constants(contract_builder* b)
     CONSTANT(CRAM_SLOT_RAW); CONSTANT(CRAM_SLOT_STALE); CONSTANT(CRAM_SLOT_BAD); CONSTANT(CRAM_SLOT_REFERENCED);
     CONSTANT(CRAM_DIRECTORY_CLUSTER_SHIFT); CONSTANT(CRAM_DIRECTORY_CLUSTER_SIZE); CONSTANT(CRAM_DIRECTORY_SIZE);
     CONSTANT(CRAM_FAULT_LOG_SIZE); CONSTANT(CRAM_FAULT_LOG_REGION_SHIFT);
+    contract_transitions(b);
 }
 
 EXPORT int CramNative_GetContract(cram_contract_entry* entries, int32_t capacity, int32_t* count)

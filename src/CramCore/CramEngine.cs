@@ -27,13 +27,12 @@ public sealed unsafe class CramEngine : IDisposable
     private readonly EngineRegions _regions;
     private readonly TierEventPump _pump;
     private readonly CramMetrics _metrics;
-    private long _residentLimitBytes;
+    private readonly ResidentLimit _limit;
     private volatile bool _disposed;
 
     private CramEngine(CramOptions options, Func<IPageOperations, IPageOperations>? pageOperations, IMeterFactory? meterFactory, Action<EngineBuildStep>? beforeStep)
     {
         _options = options;
-        _residentLimitBytes = options.ResidentLimitBytes / SharedLayout.PageSize * SharedLayout.PageSize;
         // The worker's thread must not hold the engine, or an engine nobody references could never
         // be finalized: its ticks reach the engine through a weak reference.
         var self = new WeakReference<CramEngine>(this);
@@ -53,7 +52,9 @@ public sealed unsafe class CramEngine : IDisposable
             throw;
         }
         _regions = new EngineRegions(_parts);
-        _pump = new TierEventPump(_parts.Shared, _parts.Events, options, () => Volatile.Read(ref _residentLimitBytes));
+        _limit = new ResidentLimit(_parts, _regions, options.MemoryLimitBytes, options.ResidentLimitBytes);
+        _pump = new TierEventPump(_parts.Shared, _parts.Events, options, () => _limit.Bytes);
+        Maintenance = new EngineMaintenance(_parts, () => _disposed, RaisePendingEvents);
         _metrics = CramMetrics.For(meterFactory);
         _metrics.Register(this);
         _parts.Start(); // last: the worker's ticks raise events and record metrics
@@ -84,18 +85,8 @@ public sealed unsafe class CramEngine : IDisposable
 
     /// <summary>Creates an engine with test hooks: reclaim's page operations wrapped by <paramref name="pageOperations"/>, <paramref name="beforeStep"/> run before each build step.</summary>
     internal static CramEngine CreateWithHooks(CramOptions? options, Func<IPageOperations, IPageOperations>? pageOperations = null,
-        IMeterFactory? meterFactory = null, Action<EngineBuildStep>? beforeStep = null)
-    {
-        NativeLibraryResolver.ThrowIfUnsupportedPlatform();
-        options = (options ?? new CramOptions()).Clone();
-        options.Validate();
-        options.Resolve();
-        if (options.NativeLibraryPath is not null)
-        {
-            NativeLibraryResolver.SetOverride(options.NativeLibraryPath);
-        }
-        return new CramEngine(options, pageOperations, meterFactory, beforeStep);
-    }
+        IMeterFactory? meterFactory = null, Action<EngineBuildStep>? beforeStep = null) =>
+        new(EngineParts.Prepare(options), pageOperations, meterFactory, beforeStep);
 
     /// <summary>
     /// Something happened in the storage tiers that an operator should know: the pool is full in
@@ -151,27 +142,9 @@ public sealed unsafe class CramEngine : IDisposable
         get
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            return Volatile.Read(ref _residentLimitBytes);
+            return _limit.Bytes;
         }
-        set
-        {
-            if (value < 0 || (value > 0 && value < 64 * SharedLayout.PageSize))
-            {
-                throw new ArgumentOutOfRangeException(nameof(value), value, "The resident limit is 0 (none) or at least 64 pages (262144 bytes).");
-            }
-            if (_options.MemoryLimitBytes > 0 && value > _options.MemoryLimitBytes)
-            {
-                throw new ArgumentOutOfRangeException(nameof(value), value, $"The resident limit cannot be above MemoryLimitBytes ({_options.MemoryLimitBytes}), which also counts the pool and metadata; use 0 to let the memory limit set it.");
-            }
-            lock (_regions.Lock)
-            {
-                ObjectDisposedException.ThrowIf(_regions.Closing, this);
-                long pages = value / SharedLayout.PageSize;
-                _parts.Budget.SetUserLimit(pages); // the service sees it (or what the memory limit leaves, if lower) at once
-                _parts.Worker.LimitChanged();
-                Volatile.Write(ref _residentLimitBytes, pages * SharedLayout.PageSize);
-            }
-        }
+        set => _limit.Set(value, this);
     }
 
     /// <summary>The options the engine was created with (a copy).</summary>
@@ -196,53 +169,18 @@ public sealed unsafe class CramEngine : IDisposable
         }
     }
 
-    // The parts, for the library's regions, tests and benchmarks.
-    internal MemoryBudget Budget => _parts.Budget;
-    internal nint NativeHandle => _parts.Native;
-    internal Reclaimer Reclaimer => _parts.Reclaimer;
-    internal NativeShared* Shared => _parts.Shared;
-    internal SlotTable Slots => _parts.Slots;
-    internal CompressedPool Pool => _parts.Pool;
-    internal BackingFile? File => _parts.File;
-    internal RegionTable Regions => _parts.Regions;
-    internal long MetadataBytes() => _parts.MemoryUse.MetadataBytes;
-
-    /// <summary>Runs <paramref name="action"/> under the maintenance lock, after freeing what faults released, then raises what it posted.</summary>
-    private T Maintenance<T>(Func<T> action)
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        T result = default!;
-        _parts.Reclaimer.Exclusive(() =>
-        {
-            _parts.Reaper.Drain();
-            result = action();
-        });
-        RaisePendingEvents();
-        return result;
-    }
+    /// <summary>The engine's parts (its regions, tests and benchmarks reach the layers through it).</summary>
+    internal EngineParts Parts => _parts;
 
     /// <summary>
     /// Compacts the compressed pool: moves stored pages out of sparsely used pool pages and gives
     /// those back. Background reclaim does this on its own when a quarter of the pool is slack.
     /// Returns the bytes given back.
     /// </summary>
-    public long CompactPool() => Maintenance(_parts.Pool.Compact);
+    public long CompactPool() => Maintenance.CompactPool();
 
-    /// <summary>Compacts the backing file's sparse segments now, whatever its dead share (tests). Returns segments emptied.</summary>
-    internal int CompactBackingFile() => Maintenance(() => _parts.Writeback?.CompactSegments(force: true) ?? 0);
-
-    /// <summary>Runs the reaper's zombie sweep now (tests; the worker runs it every ReclaimWorker.SweepInterval). Returns zombies freed.</summary>
-    internal int SweepZombies() => Maintenance(_parts.Reaper.Sweep);
-
-    /// <summary>Writes back at least <paramref name="bytes"/> stored bytes now (benchmarks, tests), whatever the watermarks. Returns pages moved.</summary>
-    internal long WriteBack(long bytes) => Maintenance(() => _parts.Writeback?.Run(bytes) ?? 0);
-
-    /// <summary>The CRAM node's upkeep now, with a device scan (budget lease, usage, pressure, moving out, TRIMs); returns the device's physical usage (benchmarks, tests).</summary>
-    internal long TickCramNode() => Maintenance(() =>
-    {
-        _parts.Node?.Tick(_parts.Regions, _parts.Slots, forceScan: true);
-        return _parts.Node?.PhysicalUsageBytes ?? 0;
-    });
+    /// <summary>Maintenance on demand (tests, benchmarks): file compaction, the zombie sweep, forced writeback, a CRAM node scan.</summary>
+    internal EngineMaintenance Maintenance { get; }
 
     /// <summary>
     /// Reserves a region of <paramref name="bytes"/> (rounded up to 4096) of virtual memory. Only
@@ -263,27 +201,11 @@ public sealed unsafe class CramEngine : IDisposable
         }
     }
 
-    /// <summary>A region's census (<see cref="CramRegion.GetStats"/>).</summary>
-    internal CramRegionStats RegionStats(RegionMapping region) => _regions.Census(region);
-
-    /// <summary>Applies advice to pages [start, end) of a region (<see cref="CramRegion.Advise"/>, which checks the range).</summary>
-    internal void Advise(RegionMapping region, ulong start, ulong end, CramAdvice advice)
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        _regions.Advise(region, start, end, advice);
-        RaisePendingEvents();
-    }
-
-    /// <summary>Completes once every prefetch queued so far is finished (tests, benchmarks).</summary>
-    internal Task PrefetchIdle() => _regions.PrefetchIdle();
-
-    internal void RemoveRegion(RegionMapping region) => _regions.Remove(region);
+    /// <summary>The engine's regions: lifecycle, census, hints (<see cref="CramRegion"/> calls them).</summary>
+    internal EngineRegions Regions => _regions;
 
     /// <summary>The native swap-in buckets as far as the metric <c>cramcore.swapin.duration</c> has recorded them (CramMetrics locks it).</summary>
     internal long[] SwapInsRecorded { get; } = new long[SharedLayout.SwapinLatencyBuckets];
-
-    /// <summary>The native swap-in latency buckets, copied.</summary>
-    internal CramLatencyHistogram SwapInLatency() => EngineStatistics.SwapInLatency(_parts.Shared);
 
     /// <summary>Takes a snapshot of the engine's counters.</summary>
     public CramStats GetStats()

@@ -129,12 +129,12 @@ internal sealed class CramMetrics
         return live;
     }
 
-    private void RecordSwapIns(CramEngine engine, int id)
+    private unsafe void RecordSwapIns(CramEngine engine, int id)
     {
         long[] seen = engine.SwapInsRecorded;
         lock (seen) // the worker's tick and a collection may both get here
         {
-            IReadOnlyList<long> now = engine.SwapInLatency().Counts;
+            IReadOnlyList<long> now = Engine.EngineStatistics.SwapInLatency(engine.Parts.Shared).Counts;
             var tag = new KeyValuePair<string, object?>("cramcore.engine", id);
             bool enabled = _swapInDuration.Enabled;
             for (int b = 0; b < seen.Length; b++)

@@ -178,6 +178,13 @@ public sealed class CramOptions
     public int FaultAroundPages { get; set; } = SharedLayout.FaultAroundMax;
 
     /// <summary>
+    /// The clock of the engine's timed decisions: writeback's pause after a write error and its rate
+    /// limit, the CRAM node's control-plane lease, polling and device scans. Default
+    /// <see cref="TimeProvider.System"/>; a test passes a fake one and advances it instead of sleeping.
+    /// </summary>
+    public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
+
+    /// <summary>
     /// Path of libCramNative.so, overriding where the package puts it (runtimes/linux-x64/native/).
     /// The helper loads once per process: this applies only before the first engine is created.
     /// The CRAMCORE_NATIVE_LIBRARY environment variable does the same. Default: null.

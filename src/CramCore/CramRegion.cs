@@ -42,7 +42,7 @@ public sealed unsafe class CramRegion : IDisposable
         _disposed = true;
         try
         {
-            _engine.RemoveRegion(_mapping);
+            _engine.Regions.Remove(_mapping);
         }
         catch (Exception)
         {
@@ -239,7 +239,7 @@ public sealed unsafe class CramRegion : IDisposable
         ThrowIfDisposed();
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
         long pages = (bytes >> SharedLayout.PageShift) + ((bytes & (SharedLayout.PageSize - 1)) != 0 ? 1 : 0); // no overflow at long.MaxValue
-        long evicted = _engine.Reclaimer.Reclaim(pages, _mapping) << SharedLayout.PageShift;
+        long evicted = _engine.Parts.Reclaimer.Reclaim(pages, _mapping) << SharedLayout.PageShift;
         _engine.RaisePendingEvents();
         return evicted;
     }
@@ -298,7 +298,7 @@ public sealed unsafe class CramRegion : IDisposable
         long end = byteOffset + length; // no overflow: both are inside the region
         if (advice != CramAdvice.DontNeed)
         {
-            _engine.Advise(_mapping, (ulong)byteOffset >> SharedLayout.PageShift, (ulong)(end + SharedLayout.PageSize - 1) >> SharedLayout.PageShift, advice);
+            AdvisePages((ulong)byteOffset >> SharedLayout.PageShift, (ulong)(end + SharedLayout.PageSize - 1) >> SharedLayout.PageShift, advice);
             return;
         }
         long firstWhole = (byteOffset + SharedLayout.PageSize - 1) >> SharedLayout.PageShift, endWhole = end >> SharedLayout.PageShift;
@@ -308,8 +308,15 @@ public sealed unsafe class CramRegion : IDisposable
             return;
         }
         ZeroInPlace(byteOffset, firstWhole << SharedLayout.PageShift);
-        _engine.Advise(_mapping, (ulong)firstWhole, (ulong)endWhole, advice);
+        AdvisePages((ulong)firstWhole, (ulong)endWhole, advice);
         ZeroInPlace(endWhole << SharedLayout.PageShift, end);
+    }
+
+    /// <summary>Pages [start, end) to the engine's hint machinery (EngineRegions.Advise), then the events it posted.</summary>
+    private void AdvisePages(ulong start, ulong end, CramAdvice advice)
+    {
+        _engine.Regions.Advise(_mapping, start, end, advice);
+        _engine.RaisePendingEvents();
     }
 
     /// <summary>Zeroes bytes [from, to) (at most two pages) in place, skipping a page never touched: it reads as zeros already, and stays unpopulated.</summary>
@@ -336,7 +343,7 @@ public sealed unsafe class CramRegion : IDisposable
     public CramRegionStats GetStats()
     {
         ThrowIfDisposed();
-        return _engine.RegionStats(_mapping);
+        return _engine.Regions.Census(_mapping);
     }
 
     internal PageState GetPageState(long byteOffset) =>
@@ -351,7 +358,7 @@ public sealed unsafe class CramRegion : IDisposable
         }
         _disposed = true;
         GC.SuppressFinalize(this);
-        _engine.RemoveRegion(_mapping);
+        _engine.Regions.Remove(_mapping);
     }
 
 

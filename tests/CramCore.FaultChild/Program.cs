@@ -37,10 +37,10 @@ unsafe
     region.Reclaim(region.Length);
     if (toFile)
     {
-        engine.WriteBack(long.MaxValue);
+        engine.Maintenance.WriteBack(long.MaxValue);
     }
     ulong slotId = PageTableEntry.Slot(PageTableEntry.Load(region.PageTableEntries + 7));
-    NativeSlot* slot = engine.Slots.Get(slotId);
+    NativeSlot* slot = engine.Parts.Slots.Get(slotId);
     if (slot->Backend != (toFile ? SlotBackend.File : SlotBackend.Pool))
     {
         Console.Error.WriteLine($"setup: page 7 is in {slot->Backend}");
@@ -49,7 +49,7 @@ unsafe
     switch (scenario)
     {
         case "corrupt-pool":
-            ((byte*)engine.Pool.AddressOf((uint)slot->Location))[slot->Length / 2] ^= 0x40;
+            ((byte*)engine.Parts.Pool.AddressOf((uint)slot->Location))[slot->Length / 2] ^= 0x40;
             break;
         case "corrupt-file":
             using (var stream = new FileStream(file, FileMode.Open, FileAccess.ReadWrite))

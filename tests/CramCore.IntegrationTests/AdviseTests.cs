@@ -123,7 +123,7 @@ public sealed unsafe class AdviseTests
         using var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1, BackingFile = Path.Combine(dir, "swap"), CompressedPoolLimitBytes = 64L << 20 });
         using CramRegion region = TestPages.FilledRegion(engine, 256);
         region.Reclaim(region.Length);
-        Assert.True(engine.WriteBack(long.MaxValue) > 0);
+        Assert.True(engine.Maintenance.WriteBack(long.MaxValue) > 0);
         Assert.True(engine.GetStats().FilePages > 0);
 
         region.Advise(0, region.Length, CramAdvice.WillNeed);
@@ -204,7 +204,7 @@ public sealed unsafe class AdviseTests
         CleanCopyTests.AssertCountersMatchThePageTable(engine, region, "after the discard");
         AssertResidentMatchesThePageTable(engine, region);
         Assert.True(after.StoredBytes < before.StoredBytes, $"stored {before.StoredBytes} -> {after.StoredBytes}: discarded copies not freed");
-        Assert.Equal(0, engine.SweepZombies());
+        Assert.Equal(0, engine.Maintenance.SweepZombies());
 
         for (int i = 0; i < pages; i++)
         {
@@ -249,12 +249,12 @@ public sealed unsafe class AdviseTests
         using var region = engine.CreateRegion(16L * P);
         for (int i = 0; i < 16; i++)
         {
-            CramNodeTests.WriteVeryCompressible(region.Pointer + (long)i * P, i, 0);
+            TestPages.WriteVeryCompressible(region.Pointer + (long)i * P, i, 0);
         }
         region.Reclaim(region.Length);
         CramStats placed = engine.GetStats();
         Assert.Equal(16, placed.CramPlacedPages);
-        CramNodeTests.WriteVeryCompressible(region.Pointer, 0, 1); // one made writable in place
+        TestPages.WriteVeryCompressible(region.Pointer, 0, 1); // one made writable in place
 
         region.Advise(0, 8L * P, CramAdvice.DontNeed);
         CramStats s = engine.GetStats();
@@ -264,10 +264,10 @@ public sealed unsafe class AdviseTests
         for (int i = 0; i < 16; i++)
         {
             byte* p = region.Pointer + (long)i * P;
-            Assert.True(i < 8 ? TestPages.CheckFilledZero(p) : CramNodeTests.CheckVeryCompressible(p, i, 0), $"page {i}");
+            Assert.True(i < 8 ? TestPages.CheckFilledZero(p) : TestPages.CheckVeryCompressible(p, i, 0), $"page {i}");
         }
-        engine.TickCramNode();
-        Assert.Equal(0, engine.SweepZombies());
+        engine.Maintenance.TickCramNode();
+        Assert.Equal(0, engine.Maintenance.SweepZombies());
     }
 
     [Fact]
@@ -294,7 +294,7 @@ public sealed unsafe class AdviseTests
 
     /// <summary>Waits (bounded) for the background prefetch of every range advised so far.</summary>
     private static void WaitForPrefetch(CramEngine engine) =>
-        Assert.True(engine.PrefetchIdle().Wait(TimeSpan.FromSeconds(30)), "prefetch did not finish in 30 s");
+        Assert.True(engine.Regions.PrefetchIdle().Wait(TimeSpan.FromSeconds(30)), "prefetch did not finish in 30 s");
 
     /// <summary>ResidentBytes against a walk of the page table (a single-region engine).</summary>
     private static void AssertResidentMatchesThePageTable(CramEngine engine, CramRegion region)

@@ -16,10 +16,10 @@ public sealed unsafe class CleanCopyTests
     /// <summary>The same over every region of the engine (the counters are the engine's).</summary>
     internal static void AssertCountersMatchThePageTable(CramEngine engine, CramRegion[] regions, string when)
     {
-        engine.PrefetchIdle().Wait();
+        engine.Regions.PrefetchIdle().Wait();
         // No reclaim pass (background or a caller's) may move a page into or out of CLEAN between the
         // walk and the counters: a publish counts its copy just after its CAS, a drop just after its.
-        using Lock.Scope paused = engine.Reclaimer.Pause();
+        using Lock.Scope paused = engine.Parts.Reclaimer.Pause();
         long pages = 0, bytes = 0;
         foreach (CramRegion region in regions)
         {
@@ -30,7 +30,7 @@ public sealed unsafe class CleanCopyTests
                 {
                     pages++;
                     ulong slot = PageTableEntry.Slot(pte);
-                    bytes += slot == SharedLayout.ZeroSlot ? 0 : engine.Slots.Get(slot)->Length;
+                    bytes += slot == SharedLayout.ZeroSlot ? 0 : engine.Parts.Slots.Get(slot)->Length;
                 }
             }
         }

@@ -6,29 +6,6 @@ public sealed unsafe class CramNodeTests
 {
     private const int P = TestPages.PageSize;
 
-    /// <summary>Very compressible (LZ4 to ~100 bytes), never same-filled, determined by (page, version).</summary>
-    internal static void WriteVeryCompressible(byte* page, long index, long version)
-    {
-        var words = (long*)page;
-        for (int i = 0; i < P / 8; i++)
-        {
-            words[i] = i % 8 == 0 ? index * 1000 + version : 0x2020202020202020;
-        }
-    }
-
-    internal static bool CheckVeryCompressible(byte* page, long index, long version)
-    {
-        var words = (long*)page;
-        for (int i = 0; i < P / 8; i++)
-        {
-            if (words[i] != (i % 8 == 0 ? index * 1000 + version : 0x2020202020202020))
-            {
-                return false;
-            }
-        }
-        return true;
-    }
-
     private static (CramEngine Engine, CramRegion Region, EmulatedCramDevice Device) Create(int pages, long budget, long capacity = 1 << 20,
         IWriteBudgetSource? source = null, long frames = 0)
     {
@@ -44,7 +21,7 @@ public sealed unsafe class CramNodeTests
         var region = engine.CreateRegion((long)pages * P);
         for (int i = 0; i < pages; i++)
         {
-            WriteVeryCompressible(region.Pointer + (long)i * P, i, 0);
+            TestPages.WriteVeryCompressible(region.Pointer + (long)i * P, i, 0);
         }
         return (engine, region, device);
     }
@@ -67,7 +44,7 @@ public sealed unsafe class CramNodeTests
         long faults = s.ZeroFillFaults + s.Refaults + s.WriteProtectFaults;
         for (int i = 0; i < 16; i++)
         {
-            Assert.True(CheckVeryCompressible(region.Pointer + (long)i * P, i, 0)); // reads never fault
+            Assert.True(TestPages.CheckVeryCompressible(region.Pointer + (long)i * P, i, 0)); // reads never fault
         }
         s = engine.GetStats();
         Assert.Equal(faults, s.ZeroFillFaults + s.Refaults + s.WriteProtectFaults);
@@ -75,7 +52,7 @@ public sealed unsafe class CramNodeTests
         // Two writes within the budget: writable in place. The third: promoted.
         for (int i = 0; i < 3; i++)
         {
-            WriteVeryCompressible(region.Pointer + (long)i * P, i, 1);
+            TestPages.WriteVeryCompressible(region.Pointer + (long)i * P, i, 1);
         }
         Assert.Equal(PageState.PlacedWritable, region.GetPageState(0));
         Assert.Equal(PageState.PlacedWritable, region.GetPageState(P));
@@ -88,7 +65,7 @@ public sealed unsafe class CramNodeTests
         Assert.Equal(P, s.ResidentBytes); // the promoted page is host memory again
 
         // The promoted page's frame is freed by the reaper and trimmed.
-        engine.TickCramNode();
+        engine.Maintenance.TickCramNode();
         Assert.Equal(1, device.TrimmedFrames);
         Assert.Equal(1, engine.GetStats().CramTrimmedFrames);
 
@@ -99,14 +76,14 @@ public sealed unsafe class CramNodeTests
         Assert.Equal(2, s.CramReplacements);
         Assert.Equal(16, s.CramPlacedPages);
         Assert.Equal(PageState.Placed, region.GetPageState(0));
-        WriteVeryCompressible(region.Pointer + 3L * P, 3, 1); // the budget is free again
+        TestPages.WriteVeryCompressible(region.Pointer + 3L * P, 3, 1); // the budget is free again
         Assert.Equal(PageState.PlacedWritable, region.GetPageState(3 * P));
         for (int i = 0; i < 16; i++)
         {
-            Assert.True(CheckVeryCompressible(region.Pointer + (long)i * P, i, i < 4 ? 1 : 0), $"page {i}");
+            Assert.True(TestPages.CheckVeryCompressible(region.Pointer + (long)i * P, i, i < 4 ? 1 : 0), $"page {i}");
         }
         Assert.Equal(0, engine.GetStats().CramOverflowBytes);
-        Assert.Equal(0, engine.SweepZombies());
+        Assert.Equal(0, engine.Maintenance.SweepZombies());
         region.Dispose();
         s = engine.GetStats();
         Assert.Equal(0, s.CramPlacedPages);
@@ -127,7 +104,7 @@ public sealed unsafe class CramNodeTests
         {
             for (int i = t; i < pages; i += 4)
             {
-                WriteVeryCompressible(region.Pointer + (long)i * P, i, 1);
+                TestPages.WriteVeryCompressible(region.Pointer + (long)i * P, i, 1);
             }
         })).ToList();
         threads.ForEach(t => t.Start());
@@ -138,7 +115,7 @@ public sealed unsafe class CramNodeTests
         Assert.Equal(pages - budget, s.CramPromotions);
         for (int i = 0; i < pages; i++)
         {
-            Assert.True(CheckVeryCompressible(region.Pointer + (long)i * P, i, 1), $"page {i}");
+            Assert.True(TestPages.CheckVeryCompressible(region.Pointer + (long)i * P, i, 1), $"page {i}");
         }
     }
 
@@ -170,17 +147,17 @@ public sealed unsafe class CramNodeTests
         Assert.True(SpinWait.SpinUntil(() => engine.GetStats().CramWritableBudgetPages == 4, 5000), "the control plane's budget arrives");
         for (int i = 0; i < 2; i++)
         {
-            WriteVeryCompressible(region.Pointer + (long)i * P, i, 1);
+            TestPages.WriteVeryCompressible(region.Pointer + (long)i * P, i, 1);
         }
         Assert.Equal(2, engine.GetStats().CramWritablePages);
 
         plane.Dead = true;
         Assert.True(SpinWait.SpinUntil(() => !engine.GetStats().CramControlPlaneAlive, 5000));
-        engine.TickCramNode(); // the lease ran out: the host keeps what is writable, grants nothing more
+        engine.Maintenance.TickCramNode(); // the lease ran out: the host keeps what is writable, grants nothing more
         Assert.True(SpinWait.SpinUntil(() => events.Contains(CramTierEventKind.CramControlPlaneLost), 5000));
         for (int i = 2; i < 10; i++)
         {
-            WriteVeryCompressible(region.Pointer + (long)i * P, i, 1);
+            TestPages.WriteVeryCompressible(region.Pointer + (long)i * P, i, 1);
         }
         CramStats s = engine.GetStats();
         Assert.Equal(2, s.CramWritablePages);
@@ -189,11 +166,11 @@ public sealed unsafe class CramNodeTests
 
         plane.Dead = false; // it comes back
         Assert.True(SpinWait.SpinUntil(() => engine.GetStats().CramWritableBudgetPages == 4, 5000));
-        WriteVeryCompressible(region.Pointer + 20L * P, 20, 1);
+        TestPages.WriteVeryCompressible(region.Pointer + 20L * P, 20, 1);
         Assert.Equal(PageState.PlacedWritable, region.GetPageState(20 * P));
         for (int i = 0; i < 64; i++)
         {
-            Assert.True(CheckVeryCompressible(region.Pointer + (long)i * P, i, i < 10 || i == 20 ? 1 : 0), $"page {i}");
+            Assert.True(TestPages.CheckVeryCompressible(region.Pointer + (long)i * P, i, i < 10 || i == 20 ? 1 : 0), $"page {i}");
         }
     }
 
@@ -207,7 +184,7 @@ public sealed unsafe class CramNodeTests
         region.Reclaim(region.Length);
         for (int i = 0; i < 64; i++)
         {
-            WriteVeryCompressible(region.Pointer + (long)i * P, i, 1);
+            TestPages.WriteVeryCompressible(region.Pointer + (long)i * P, i, 1);
             Thread.Sleep(2);
         }
         CramStats s = engine.GetStats();
@@ -215,7 +192,7 @@ public sealed unsafe class CramNodeTests
         Assert.Equal(64, s.CramMadeWritable + s.CramPromotions);
         for (int i = 0; i < 64; i++)
         {
-            Assert.True(CheckVeryCompressible(region.Pointer + (long)i * P, i, 1), $"page {i}");
+            Assert.True(TestPages.CheckVeryCompressible(region.Pointer + (long)i * P, i, 1), $"page {i}");
         }
     }
 
@@ -232,7 +209,7 @@ public sealed unsafe class CramNodeTests
         Assert.True(s.CramLedgerBytes <= s.CramCapacityBytes);
         for (int i = 0; i < 2048; i++)
         {
-            Assert.True(CheckVeryCompressible(region.Pointer + (long)i * P, i, 0), $"page {i}");
+            Assert.True(TestPages.CheckVeryCompressible(region.Pointer + (long)i * P, i, 0), $"page {i}");
         }
 
         // A device with more frames than capacity × ratio × margin: the balloon holds the rest.
@@ -241,7 +218,7 @@ public sealed unsafe class CramNodeTests
         using var r2 = big.CreateRegion(16384L * P);
         for (int i = 0; i < 16384; i++)
         {
-            WriteVeryCompressible(r2.Pointer + (long)i * P, i, 0);
+            TestPages.WriteVeryCompressible(r2.Pointer + (long)i * P, i, 0);
         }
         r2.Reclaim(r2.Length);
         s = big.GetStats();
@@ -263,9 +240,9 @@ public sealed unsafe class CramNodeTests
         // Writable pages count at a whole page each in the ledger (they may become incompressible).
         for (int i = 0; i < 60; i++)
         {
-            WriteVeryCompressible(region.Pointer + (long)i * P, i, 1);
+            TestPages.WriteVeryCompressible(region.Pointer + (long)i * P, i, 1);
         }
-        engine.TickCramNode();
+        engine.Maintenance.TickCramNode();
         CramStats s = engine.GetStats();
         Assert.True(s.CramPressureHigh, s.ToString());
         Assert.True(s.CramMovedOut > 0, "the oldest read-only entries left through virtual swap");
@@ -276,13 +253,13 @@ public sealed unsafe class CramNodeTests
         Assert.True(engine.GetStats().CramPlacements - placed <= 60, "only re-placements of the writable pages");
         Assert.True(engine.GetStats().StoredBytes > 0);
         region.Reclaim(region.Length); // re-places the writable pages: the ledger falls, the node reopens
-        engine.TickCramNode();
+        engine.Maintenance.TickCramNode();
         Assert.False(engine.GetStats().CramPressureHigh);
         Assert.True(SpinWait.SpinUntil(() => events.Contains(CramTierEventKind.CramPressureLow), 5000));
         Assert.Equal(0, engine.GetStats().CramOverflowBytes);
         for (int i = 0; i < 1024; i++)
         {
-            Assert.True(CheckVeryCompressible(region.Pointer + (long)i * P, i, i < 60 ? 1 : 0), $"page {i}");
+            Assert.True(TestPages.CheckVeryCompressible(region.Pointer + (long)i * P, i, i < 60 ? 1 : 0), $"page {i}");
         }
     }
 
@@ -301,7 +278,7 @@ public sealed unsafe class CramNodeTests
         noise.CopyTo(region.AsSpan<byte>(0, noise.Length));
         region.Reclaim(region.Length);
         Assert.Equal(50, engine.GetStats().CramReplacements);
-        engine.TickCramNode();
+        engine.Maintenance.TickCramNode();
         CramStats s = engine.GetStats();
         Assert.True(s.CramMovedOut >= 50, s.ToString());
         Assert.False(s.CramPressureHigh);
@@ -311,8 +288,8 @@ public sealed unsafe class CramNodeTests
         Assert.True(noise.AsSpan().SequenceEqual(region.AsSpan<byte>(0, noise.Length)), "the moved-out pages read back from the pool");
         for (int i = 50; i < 1024; i++)
         {
-            Assert.True(CheckVeryCompressible(region.Pointer + (long)i * P, i, 0), $"page {i}");
+            Assert.True(TestPages.CheckVeryCompressible(region.Pointer + (long)i * P, i, 0), $"page {i}");
         }
-        Assert.Equal(0, engine.SweepZombies());
+        Assert.Equal(0, engine.Maintenance.SweepZombies());
     }
 }

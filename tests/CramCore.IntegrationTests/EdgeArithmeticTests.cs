@@ -96,7 +96,7 @@ public sealed unsafe class EdgeArithmeticTests
             region.MakeResident(o, P, forWrite: true);
             region.AsSpan<long>(o, 1)[0] = o + 1;
         }
-        Interlocked.Increment(ref engine.Shared->Stats.FaultLogOverflows); // as if the service had dropped entries
+        Interlocked.Increment(ref engine.Parts.Shared->Stats.FaultLogOverflows); // as if the service had dropped entries
         Assert.Equal(offsets.Length * P, region.Reclaim(long.MaxValue));
         foreach (long o in offsets)
         {

@@ -36,7 +36,7 @@ public sealed unsafe class EngineEventTests
         using var engine = CramEngine.Create(new CramOptions { Logger = logger });
         var events = new List<CramTierEventKind>();
         engine.TierEvent += (_, e) => events.Add(e.Kind);
-        ref NativeStats stats = ref engine.Shared->Stats;
+        ref NativeStats stats = ref engine.Parts.Shared->Stats;
 
         Interlocked.Add(ref stats.ThrottleWaits, 3);
         engine.RaisePendingEvents();

@@ -101,7 +101,7 @@ public sealed unsafe class EngineLifecycleTests : IDisposable
             }
             disposed.Set();
         };
-        Interlocked.Add(ref engine.Shared->Stats.ThrottleWaits, 1); // ThrottlingStarted on the worker's next tick
+        Interlocked.Add(ref engine.Parts.Shared->Stats.ThrottleWaits, 1); // ThrottlingStarted on the worker's next tick
         Assert.True(disposed.Wait(Patience), "Dispose from a handler on the reclaim worker did not return");
         Assert.Null(failure);
         Assert.Equal("cram-reclaim", thread);
@@ -125,7 +125,7 @@ public sealed unsafe class EngineLifecycleTests : IDisposable
                 engine.Dispose();
             }
         };
-        Interlocked.Add(ref engine.Shared->Stats.ThrottleWaits, 1);
+        Interlocked.Add(ref engine.Parts.Shared->Stats.ThrottleWaits, 1);
         Assert.True(CompletesWithin(engine.RaisePendingEvents), "a handler on a caller's thread hung"); // racing the worker's tick
         Assert.True(SpinWait.SpinUntil(() => Volatile.Read(ref calls) >= 1, Patience));
         Assert.Throws<ObjectDisposedException>(() => engine.ResidentLimitBytes);
@@ -151,7 +151,7 @@ public sealed unsafe class EngineLifecycleTests : IDisposable
                     // what a handler gets once Dispose has begun
                 }
             };
-            Interlocked.Add(ref engine.Shared->Stats.ThrottleWaits, 1);
+            Interlocked.Add(ref engine.Parts.Shared->Stats.ThrottleWaits, 1);
             inHandler.Wait(Patience);
             Assert.True(CompletesWithin(engine.Dispose), $"round {round}: Dispose hung against a handler setting the limit");
         }

@@ -326,7 +326,7 @@ public sealed unsafe class FaultKindTests : IDisposable
         ulong* pte = _region.PageTableEntries + 7;
         Assert.True(PageTableEntry.TryTransition(pte, PageTableEntry.Load(pte), PageTableEntry.Make(PageState.Evicting, 0)));
         ulong page = 7;
-        Assert.Equal(0, Interop.CramNative.WriteProtectPages(_engine.NativeHandle, _region.Id, &page, 1));
+        Assert.Equal(0, Interop.CramNative.WriteProtectPages(_engine.Parts.Native, _region.Id, &page, 1));
 
         var writer = new Thread(() => ((long*)Page(7))[1] = 2); // takes a WP fault
         writer.Start();

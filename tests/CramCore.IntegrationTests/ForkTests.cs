@@ -91,7 +91,7 @@ public sealed unsafe partial class ForkTests
             TestPages.WriteCompressible(region.Pointer + (long)i * P, i, 1);
         }
         region.Reclaim(2 * P); // two evicted (their copies in the pool), two resident
-        nint[] arenas = engine.Pool.ArenaAddresses;
+        nint[] arenas = engine.Parts.Pool.ArenaAddresses;
         Assert.NotEmpty(arenas);
 
         byte* own = stackalloc byte[P];

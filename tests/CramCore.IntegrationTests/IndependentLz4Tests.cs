@@ -35,12 +35,12 @@ public sealed unsafe class IndependentLz4Tests
             {
                 continue; // same-filled (slot 0) or kept resident: nothing stored in LZ4
             }
-            NativeSlot* slot = engine.Slots.Get(PageTableEntry.Slot(pte));
+            NativeSlot* slot = engine.Parts.Slots.Get(PageTableEntry.Slot(pte));
             if (slot->Backend != SlotBackend.Pool || (NativeSlot.LoadFlags(slot) & SlotFlags.Raw) != 0)
             {
                 continue;
             }
-            var stored = new ReadOnlySpan<byte>((byte*)engine.Pool.AddressOf((uint)slot->Location), slot->Length);
+            var stored = new ReadOnlySpan<byte>((byte*)engine.Parts.Pool.AddressOf((uint)slot->Location), slot->Length);
             Array.Clear(decoded);
             Assert.Equal(P, LZ4Codec.Decode(stored, decoded));
             Assert.True(decoded.AsSpan().SequenceEqual(pages.AsSpan(i * P, P)), $"{sample} page {i}");

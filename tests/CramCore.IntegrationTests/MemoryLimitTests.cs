@@ -37,7 +37,7 @@ public sealed unsafe class MemoryLimitTests
             TestPages.WriteCompressible(region.Pointer + (long)i * P, i, 1);
             if (i % 64 == 63)
             {
-                peak = Math.Max(peak, engine.Budget.MemoryUsedBytes);
+                peak = Math.Max(peak, engine.Parts.Budget.MemoryUsedBytes);
             }
         }
         Assert.True(peak <= limit + Slack, $"memory used reached {peak >> 10} KiB against a limit of {limit >> 10} KiB");
@@ -69,7 +69,7 @@ public sealed unsafe class MemoryLimitTests
             TestPages.WriteRandom(region.Pointer + (long)i * P, i);
             if (i % 64 == 63)
             {
-                peak = Math.Max(peak, engine.Budget.MemoryUsedBytes);
+                peak = Math.Max(peak, engine.Parts.Budget.MemoryUsedBytes);
             }
         }
         Assert.True(peak <= limit + Slack, $"memory used reached {peak >> 10} KiB against a limit of {limit >> 10} KiB");
@@ -84,7 +84,7 @@ public sealed unsafe class MemoryLimitTests
             new Random(i).NextBytes(expected);
             Assert.True(new ReadOnlySpan<byte>(region.Pointer + (long)i * P, P).SequenceEqual(expected), $"page {i}");
         }
-        Assert.True(engine.Budget.MemoryUsedBytes <= limit + Slack);
+        Assert.True(engine.Parts.Budget.MemoryUsedBytes <= limit + Slack);
     }
 
     [Fact]
@@ -100,12 +100,12 @@ public sealed unsafe class MemoryLimitTests
         using var region = engine.CreateRegion((long)pages * P);
         int written = 0;
         // Fill past the limit until the engine says it cannot hold it (reclaim finds only incompressible pages).
-        while (!engine.Budget.Exceeded && written < pages - 256)
+        while (!engine.Parts.Budget.Exceeded && written < pages - 256)
         {
             TestPages.WriteRandom(region.Pointer + (long)written * P, written);
             written++;
         }
-        Assert.True(engine.Budget.Exceeded, $"not exceeded after {written} pages");
+        Assert.True(engine.Parts.Budget.Exceeded, $"not exceeded after {written} pages");
         Assert.True(written * (long)P > limit - Slack, $"exceeded after only {written} pages");
         CramStats exceeded = engine.GetStats();
         Assert.True(exceeded.MemoryLimitExceeded);
@@ -149,7 +149,7 @@ public sealed unsafe class MemoryLimitTests
 
         // Freeing memory ends it: faults stop waiting.
         region.Advise(0, region.Length, CramAdvice.DontNeed);
-        Assert.True(SpinWait.SpinUntil(() => !engine.Budget.Exceeded, 5000), "still exceeded after the region was discarded");
+        Assert.True(SpinWait.SpinUntil(() => !engine.Parts.Budget.Exceeded, 5000), "still exceeded after the region was discarded");
         engine.RaisePendingEvents();
         lock (events)
         {
@@ -174,7 +174,7 @@ public sealed unsafe class MemoryLimitTests
     public void Metadata_CountsThePageTablesFirstTouchMarks_AndGivesThemBackOnDispose()
     {
         using var engine = CramEngine.Create();
-        long before = (long)engine.Shared->Stats.PageTablePages;
+        long before = (long)engine.Parts.Shared->Stats.PageTablePages;
         long metadataBefore = engine.GetStats().MetadataBytes;
         const int blocks = 40; // one page of page table per 512 pages (2 MiB) of region
         var region = engine.CreateRegion(blocks * 2L << 20);
@@ -183,10 +183,10 @@ public sealed unsafe class MemoryLimitTests
             region.Pointer[b * (2L << 20) + 100] = 1;
             region.Pointer[b * (2L << 20) + 9000] = 2; // the same block: no second page
         }
-        Assert.Equal(before + blocks, (long)engine.Shared->Stats.PageTablePages);
+        Assert.Equal(before + blocks, (long)engine.Parts.Shared->Stats.PageTablePages);
         Assert.True(engine.GetStats().MetadataBytes >= metadataBefore + blocks * P);
         region.Dispose();
-        Assert.Equal(before, (long)engine.Shared->Stats.PageTablePages);
+        Assert.Equal(before, (long)engine.Parts.Shared->Stats.PageTablePages);
     }
 
     [Fact]
@@ -211,8 +211,8 @@ public sealed unsafe class MemoryLimitTests
 
     /// <summary>Waits (up to 10 s) for background reclaim to bring memory use under <paramref name="limit"/>.</summary>
     private static void Settle(CramEngine engine, long limit) =>
-        Assert.True(SpinWait.SpinUntil(() => engine.Budget.MemoryUsedBytes <= limit, 10_000),
-            $"memory used stayed at {engine.Budget.MemoryUsedBytes >> 10} KiB against a limit of {limit >> 10} KiB: {Describe(engine.GetStats())}");
+        Assert.True(SpinWait.SpinUntil(() => engine.Parts.Budget.MemoryUsedBytes <= limit, 10_000),
+            $"memory used stayed at {engine.Parts.Budget.MemoryUsedBytes >> 10} KiB against a limit of {limit >> 10} KiB: {Describe(engine.GetStats())}");
 
     private static string Describe(CramStats s) =>
         $"resident {s.ResidentBytes >> 10} KiB (target {s.ResidentTargetBytes >> 10} KiB), pool {s.PoolBytes >> 10} KiB (stored {s.StoredBytes >> 10} KiB, clean copies {s.CleanCopyBytes >> 10} KiB), metadata {s.MetadataBytes >> 10} KiB, exceeded {s.MemoryLimitExceeded}, incompressible {s.IncompressiblePages}, evictions {s.Evictions}";

@@ -77,7 +77,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             }
             else if (VeryCompressible(page))
             {
-                CramNodeTests.WriteVeryCompressible(p, page, v);
+                TestPages.WriteVeryCompressible(p, page, v);
             }
             else
             {
@@ -86,7 +86,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         }
         bool Check(byte* p, int page, long v) =>
             v < 0 ? TestPages.CheckFilledZero(p) : IsRandom(page) ? CheckRandom(p, page, v)
-            : VeryCompressible(page) ? CramNodeTests.CheckVeryCompressible(p, page, v) : TestPages.CheckCompressible(p, page, v);
+            : VeryCompressible(page) ? TestPages.CheckVeryCompressible(p, page, v) : TestPages.CheckCompressible(p, page, v);
         static bool CheckRandom(byte* p, int page, long v)
         {
             var expected = new byte[P];
@@ -197,9 +197,9 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         {
             while (DateTime.UtcNow < stop)
             {
-                engine.CompactBackingFile();
-                engine.WriteBack(256 << 10);
-                if (engine.SweepZombies() != 0)
+                engine.Maintenance.CompactBackingFile();
+                engine.Maintenance.WriteBack(256 << 10);
+                if (engine.Maintenance.SweepZombies() != 0)
                 {
                     lock (failures) { failures.Add("the reaper found a zombie slot during the run"); }
                 }
@@ -244,7 +244,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         Assert.Equal(0, s.ServiceErrors);
         Assert.Equal(0, s.ChecksumFailures);
         Assert.Equal(0, s.BadPageFaults);
-        Assert.Equal(0, engine.SweepZombies());
+        Assert.Equal(0, engine.Maintenance.SweepZombies());
         if (mode == Mode.Cram)
         {
             Assert.True(s.CramPlacements > 0 && s.CramPromotions > 0 && s.CramMadeWritable > 0, s.ToString());

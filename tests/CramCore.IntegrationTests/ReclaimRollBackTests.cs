@@ -62,7 +62,7 @@ public sealed unsafe class ReclaimRollBackTests : IDisposable
         var s = _engine.GetStats();
         Assert.Equal(0, s.StoredBytes);
         Assert.Equal(0, s.Evictions);
-        Assert.Equal(1, _engine.Reclaimer.Counters.Errors);
+        Assert.Equal(1, _engine.Parts.Reclaimer.Counters.Errors);
         AssertRecovers();
     }
 
@@ -75,11 +75,11 @@ public sealed unsafe class ReclaimRollBackTests : IDisposable
             TestPages.WriteCompressible(second.Pointer + (long)i * P, 1000 + i, 1);
         }
         _injector.WriteProtectError = Errno.EIO;
-        Assert.Throws<IOException>(() => _engine.Reclaimer.Reclaim(2 * Pages, null));
+        Assert.Throws<IOException>(() => _engine.Parts.Reclaimer.Reclaim(2 * Pages, null));
         Assert.Equal(Pages, Count(PageState.Dirty));
         Assert.Equal(Pages, Count(PageState.Dirty, second));
         _injector.Clear();
-        Assert.Equal(2 * Pages, _engine.Reclaimer.Reclaim(2 * Pages, null));
+        Assert.Equal(2 * Pages, _engine.Parts.Reclaimer.Reclaim(2 * Pages, null));
         Assert.Equal(Pages, Count(PageState.Evicted, second));
         for (int i = 0; i < Pages; i++)
         {
@@ -120,7 +120,7 @@ public sealed unsafe class ReclaimRollBackTests : IDisposable
         Assert.Equal(10L * P, _region.Reclaim(_region.Length)); // no exception: a full pool ends the pass
         Assert.Equal(10, Count(PageState.Evicted));
         Assert.Equal(Pages - 10, Count(PageState.Dirty));
-        Assert.Equal(0, _engine.Reclaimer.Counters.Errors);
+        Assert.Equal(0, _engine.Parts.Reclaimer.Counters.Errors);
         AssertRecovers();
     }
 
@@ -159,7 +159,7 @@ public sealed unsafe class ReclaimRollBackTests : IDisposable
         Assert.Equal(5, Count(PageState.Clean));
         Assert.Equal(Pages - 5, Count(PageState.Dirty));
         Assert.Equal(0, Count(PageState.Evicting));
-        Assert.Equal(1, _engine.Reclaimer.Counters.Errors);
+        Assert.Equal(1, _engine.Parts.Reclaimer.Counters.Errors);
         AssertRecovers();
     }
 
@@ -199,8 +199,8 @@ public sealed unsafe class ReclaimRollBackTests : IDisposable
         {
             TestPages.WriteCompressible(region.Pointer + (long)i * P, i, 1);
         }
-        SpinWait.SpinUntil(() => engine.Reclaimer.Counters.Errors > 0, TimeSpan.FromSeconds(10));
-        Assert.True(engine.Reclaimer.Counters.Errors > 0);
+        SpinWait.SpinUntil(() => engine.Parts.Reclaimer.Counters.Errors > 0, TimeSpan.FromSeconds(10));
+        Assert.True(engine.Parts.Reclaimer.Counters.Errors > 0);
         Assert.Equal(0, engine.GetStats().Evictions);
         injector.Clear();
         Assert.True(SpinWait.SpinUntil(() => engine.GetStats().ResidentBytes <= (1 << 20), TimeSpan.FromSeconds(20)),

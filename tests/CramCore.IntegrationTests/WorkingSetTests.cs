@@ -22,7 +22,7 @@ public sealed unsafe class WorkingSetTests
         ulong evicted = Word(region, 31);
         Assert.Equal(PageState.Evicted, PageTableEntry.State(evicted));
         Assert.NotEqual(0UL, evicted & PageTableEntry.Stamped);
-        Assert.True(engine.Slots.Get(PageTableEntry.Slot(evicted))->Length > 0, "the stamp disturbed the slot id");
+        Assert.True(engine.Parts.Slots.Get(PageTableEntry.Slot(evicted))->Length > 0, "the stamp disturbed the slot id");
 
         Assert.True(TestPages.CheckCompressible(region.Pointer + 31L * P, 31, 1)); // refaults 1 eviction after its own
         Assert.NotEqual(0UL, Word(region, 31) & PageTableEntry.Active);

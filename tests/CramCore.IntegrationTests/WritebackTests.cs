@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Time.Testing;
+
 namespace CramCore.Tests;
 
 /// <summary>The second tier: compressed writeback to the backing file, reading back, releases, segment compaction, ghost mode, write failures, the reaper.</summary>
@@ -92,7 +94,7 @@ public sealed unsafe class WritebackTests : IDisposable
         Assert.True(s.BackingFileLiveBytes < live * 3 / 4, $"live {s.BackingFileLiveBytes} of {live}");
         Assert.True(s.BackingFileDeadBytes > 0);
         long segments = s.BackingFileSegments;
-        Assert.True(engine.CompactBackingFile() > 0);
+        Assert.True(engine.Maintenance.CompactBackingFile() > 0);
         s = engine.GetStats();
         Assert.True(s.BackingFileSegments < segments, $"segments {s.BackingFileSegments} of {segments}");
         Assert.True(s.BackingFileSegmentsCompacted > 0);
@@ -124,10 +126,13 @@ public sealed unsafe class WritebackTests : IDisposable
     [Fact]
     public void WriteFailure_LeavesEntriesInThePool_PausesWriteback_ThenResumes()
     {
-        using var engine = CramEngine.Create(Options());
+        var clock = new FakeTimeProvider();
+        CramOptions options = Options();
+        options.TimeProvider = clock; // the pause after a write error ends when the test says a second went by
+        using var engine = CramEngine.Create(options);
         var events = new System.Collections.Concurrent.ConcurrentQueue<CramTierEventKind>();
         engine.TierEvent += (_, e) => events.Enqueue(e.Kind); // raised on this thread or the engine's
-        engine.File!.WriteFaultForTests = _ => Errno.ENOSPC;
+        engine.Parts.File!.WriteFaultForTests = _ => Errno.ENOSPC;
         using var region = engine.CreateRegion((long)Pages * P);
         Fill(region);
         region.Reclaim(region.Length);
@@ -139,8 +144,10 @@ public sealed unsafe class WritebackTests : IDisposable
         Assert.True(SpinWait.SpinUntil(() => events.Contains(CramTierEventKind.WritebackPaused), 5000), string.Join(", ", events));
         Verify(region);
 
-        engine.File!.WriteFaultForTests = null; // space returns
-        Thread.Sleep(1100);                      // the pause ends
+        engine.Parts.File!.WriteFaultForTests = null; // space returns
+        region.Reclaim(region.Length);
+        Assert.True(engine.GetStats().WritebackPaused); // still within the second's pause: no retry yet
+        clock.Advance(TimeSpan.FromSeconds(1.1));      // the pause ends
         region.Reclaim(region.Length);
         s = engine.GetStats();
         Assert.False(s.WritebackPaused);
@@ -162,13 +169,13 @@ public sealed unsafe class WritebackTests : IDisposable
         region.Reclaim(region.Length);
         Thread.Sleep(300);
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        engine.WriteBack(long.MaxValue);
+        engine.Maintenance.WriteBack(long.MaxValue);
         long first = engine.GetStats().WritebackBytes;
         // The allowance accrued (at most one second's worth) plus the one batch that may overshoot it.
         long batch = (long)Writeback.BatchEntries * P;
         Assert.InRange(first, 1, rate + batch);
         Thread.Sleep(600);
-        engine.WriteBack(long.MaxValue);
+        engine.Maintenance.WriteBack(long.MaxValue);
         long second = engine.GetStats().WritebackBytes;
         Assert.True(second > first, "the allowance refills over time");
         double seconds = clock.Elapsed.TotalSeconds + 0.3;
@@ -189,8 +196,10 @@ public sealed unsafe class WritebackTests : IDisposable
         Assert.Equal(0, Run("mount", $"-t tmpfs -o size=512k tmpfs {mount}"));
         try
         {
+            var clock = new FakeTimeProvider();
             var options = Options();
             options.BackingFile = Path.Combine(mount, "swap");
+            options.TimeProvider = clock;
             using var engine = CramEngine.Create(options);
             using var region = engine.CreateRegion((long)Pages * P);
             Fill(region);
@@ -202,7 +211,7 @@ public sealed unsafe class WritebackTests : IDisposable
             Verify(region);
 
             Assert.Equal(0, Run("mount", $"-o remount,size=64m {mount}"));
-            Thread.Sleep(1100); // the pause ends
+            clock.Advance(TimeSpan.FromSeconds(1.1)); // the pause ends
             Fill(region, version: 1);
             region.Reclaim(region.Length);
             s = engine.GetStats();
@@ -230,13 +239,13 @@ public sealed unsafe class WritebackTests : IDisposable
         using var region = engine.CreateRegion((long)Pages * P);
         Fill(region);
         region.Reclaim(region.Length);
-        Assert.Equal(0, engine.SweepZombies()); // every slot in use is named
+        Assert.Equal(0, engine.Maintenance.SweepZombies()); // every slot in use is named
         // A slot a bug forgot: allocated, never named, never pushed stale.
-        engine.Reclaimer.Exclusive(() => engine.Slots.AllocateSameFilled(0x0101010101010101));
-        Assert.Equal(1, engine.SweepZombies());
+        engine.Parts.Reclaimer.Exclusive(() => engine.Parts.Slots.AllocateSameFilled(0x0101010101010101));
+        Assert.Equal(1, engine.Maintenance.SweepZombies());
         Assert.Equal(1, engine.GetStats().ZombiesReaped);
         Verify(region);
-        Assert.Equal(0, engine.SweepZombies());
+        Assert.Equal(0, engine.Maintenance.SweepZombies());
     }
 
     [Fact]
@@ -294,8 +303,8 @@ public sealed unsafe class WritebackRaceTests
             var writer = new Thread(() =>
             {
                 go.SignalAndWait();
-                engine.WriteBack(long.MaxValue);   // moves pool entries while they are faulted in
-                engine.CompactBackingFile();       // moves file entries while they are faulted in
+                engine.Maintenance.WriteBack(long.MaxValue);   // moves pool entries while they are faulted in
+                engine.Maintenance.CompactBackingFile();       // moves file entries while they are faulted in
             });
             var reader = new Thread(() =>
             {
@@ -330,6 +339,6 @@ public sealed unsafe class WritebackRaceTests
         Assert.True(s.BackingFileSegmentsCompacted > 0, $"compacted {s.BackingFileSegmentsCompacted}");
         Assert.Equal(0, s.ChecksumFailures);
         Assert.Equal(0, s.ServiceErrors);
-        Assert.Equal(0, engine.SweepZombies());
+        Assert.Equal(0, engine.Maintenance.SweepZombies());
     }
 }

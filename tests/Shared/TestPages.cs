@@ -68,4 +68,27 @@ internal static unsafe class TestPages
     }
 
     public static bool CheckFilledZero(byte* page) => new ReadOnlySpan<byte>(page, PageSize).IndexOfAnyExcept((byte)0) < 0;
+
+    /// <summary>Very compressible (LZ4 to ~100 bytes), never same-filled, determined by (page, version).</summary>
+    public static void WriteVeryCompressible(byte* page, long index, long version)
+    {
+        var words = (long*)page;
+        for (int i = 0; i < PageSize / 8; i++)
+        {
+            words[i] = i % 8 == 0 ? index * 1000 + version : 0x2020202020202020;
+        }
+    }
+
+    public static bool CheckVeryCompressible(byte* page, long index, long version)
+    {
+        var words = (long*)page;
+        for (int i = 0; i < PageSize / 8; i++)
+        {
+            if (words[i] != (i % 8 == 0 ? index * 1000 + version : 0x2020202020202020))
+            {
+                return false;
+            }
+        }
+        return true;
+    }
 }

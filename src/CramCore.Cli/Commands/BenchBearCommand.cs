@@ -83,7 +83,7 @@ internal static unsafe class BenchBearCommand
                 (placedRead, residentRead) = ReadThroughput(engine, region, pages);
             }
             (long writes, double elapsed, long peakUsage) = Storm(engine, region, pages, seconds, threads, plane, mode != "host_budget" && mode != "no_write_control");
-            engine.TickCramNode();
+            engine.Maintenance.TickCramNode();
             s = engine.GetStats();
             long mismatches = Verify(region, pages);
             modes[mode] = new BearModeResult(
@@ -177,7 +177,7 @@ internal static unsafe class BenchBearCommand
         bool killed = false;
         while (writers.Any(w => w.IsAlive))
         {
-            peak = Math.Max(peak, engine.TickCramNode()); // the device's view, as often as a scan allows
+            peak = Math.Max(peak, engine.Maintenance.TickCramNode()); // the device's view, as often as a scan allows
             if (killHalfway && !killed && clock.Elapsed.TotalSeconds >= seconds / 2)
             {
                 plane.Kill();

@@ -89,7 +89,7 @@ internal static unsafe class BenchMemoryLimitCommand
         for (long i = 0; i < pages; i++)
         {
             long t0 = Stopwatch.GetTimestamp();
-            bool exceeded = engine.Budget.Exceeded;
+            bool exceeded = engine.Parts.Budget.Exceeded;
             Fill(expected, source, s.Data, i);
             expected.CopyTo(new Span<byte>(basePtr + i * P, P));
             if (exceeded)
@@ -103,7 +103,7 @@ internal static unsafe class BenchMemoryLimitCommand
                 if (Stopwatch.GetElapsedTime(lastProgress).TotalSeconds >= 2)
                 {
                     lastProgress = Stopwatch.GetTimestamp();
-                    BenchSupport.Progress($"  {Measure.Bytes((i + 1) * P)} written, memory used {Measure.Bytes(engine.Budget.MemoryUsedBytes)}");
+                    BenchSupport.Progress($"  {Measure.Bytes((i + 1) * P)} written, memory used {Measure.Bytes(engine.Parts.Budget.MemoryUsedBytes)}");
                 }
             }
         }
@@ -146,9 +146,9 @@ internal static unsafe class BenchMemoryLimitCommand
     /// <summary>Memory use now, as the budget counts it, into the peaks (the peak of the sum, and of its two largest parts on their own).</summary>
     private static void Sample(CramEngine engine, ref long peak, ref long peakResident, ref long peakPool)
     {
-        peak = Math.Max(peak, engine.Budget.MemoryUsedBytes);
-        peakResident = Math.Max(peakResident, (long)Volatile.Read(ref engine.Shared->Stats.ResidentPages) * P);
-        peakPool = Math.Max(peakPool, engine.Pool.UsedBytes);
+        peak = Math.Max(peak, engine.Parts.Budget.MemoryUsedBytes);
+        peakResident = Math.Max(peakResident, (long)Volatile.Read(ref engine.Parts.Shared->Stats.ResidentPages) * P);
+        peakPool = Math.Max(peakPool, engine.Parts.Pool.UsedBytes);
     }
 
     /// <summary>Page <paramref name="index"/>: a compressible page stamped with its index, or random bytes from a seed of it.</summary>

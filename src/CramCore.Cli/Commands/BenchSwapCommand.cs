@@ -96,7 +96,7 @@ internal static unsafe class BenchSwapCommand
         long refaultsBefore = engine.GetStats().Refaults, prefetchedBefore = engine.GetStats().PrefetchedPages;
         long tp = Stopwatch.GetTimestamp();
         region.Advise(0, region.Length, CramAdvice.WillNeed);
-        engine.PrefetchIdle().Wait();
+        engine.Regions.PrefetchIdle().Wait();
         double prefetchSeconds = (Stopwatch.GetTimestamp() - tp) / (double)Stopwatch.Frequency;
         long prefetched = engine.GetStats().PrefetchedPages - prefetchedBefore;
 

@@ -58,7 +58,7 @@ internal static unsafe class BenchWritebackCommand
         // Writeback of the older half of the pool (store order), timed.
         BenchSupport.Progress($"writing back half of {stored.StoredBytes >> 20} MiB stored to {file}");
         long t0 = Stopwatch.GetTimestamp();
-        long moved = engine.WriteBack(stored.StoredBytes / 2);
+        long moved = engine.Maintenance.WriteBack(stored.StoredBytes / 2);
         long elapsed = Stopwatch.GetTimestamp() - t0;
         CramStats after = engine.GetStats();
         if (moved == 0)
@@ -78,7 +78,7 @@ internal static unsafe class BenchWritebackCommand
             {
                 continue;
             }
-            SlotBackend backend = engine.Slots.Get(PageTableEntry.Slot(pte))->Backend;
+            SlotBackend backend = engine.Parts.Slots.Get(PageTableEntry.Slot(pte))->Backend;
             long* word = (long*)(region.Pointer + (long)page * P + 64);
             long s0 = Stopwatch.GetTimestamp();
             sum += *word;
@@ -104,21 +104,21 @@ internal static unsafe class BenchWritebackCommand
             Source: source.Description,
             Pages: pages,
             BackingFile: file,
-            DirectIo: engine.File!.Direct,
+            DirectIo: engine.Parts.File!.Direct,
             WritebackPages: after.WritebackPages,
             WritebackMibS: Math.Round(BenchSupport.MBps(after.WritebackPages, elapsed), 1),
             CompressedBytesMoved: after.WritebackBytes,
-            FileBytesWritten: engine.File.BytesWritten,
-            FileBytesPerCompressedByte: Math.Round((double)engine.File.BytesWritten / after.WritebackBytes, 4),
+            FileBytesWritten: engine.Parts.File.BytesWritten,
+            FileBytesPerCompressedByte: Math.Round((double)engine.Parts.File.BytesWritten / after.WritebackBytes, 4),
             DecompressedWritebackBytes: after.WritebackPages * P,
-            WrittenOverDecompressed: Math.Round((double)engine.File.BytesWritten / (after.WritebackPages * P), 4),
+            WrittenOverDecompressed: Math.Round((double)engine.Parts.File.BytesWritten / (after.WritebackPages * P), 4),
             SwapinFromFileP50Us: Math.Round(BenchSupport.P50Us(fromFile), 1),
             SwapinFromFileP99Us: Math.Round(BenchSupport.P99Us(fromFile), 1),
             FileSamples: fromFile.Count,
             SwapinP50Us: Math.Round(BenchSupport.P50Us(fromPool), 1),
             SwapinP99Us: Math.Round(BenchSupport.P99Us(fromPool), 1),
             PoolSamples: fromPool.Count,
-            MetadataBytesPerSlot: Math.Round(engine.Slots.MetadataBytesPerSlot, 2),
+            MetadataBytesPerSlot: Math.Round(engine.Parts.Slots.MetadataBytesPerSlot, 2),
             ChecksumNsPerPage: Math.Round(checksumNs, 1),
             ChecksumShareOfSwapin: Math.Round(checksumNs / swapinNs, 4),
             ChecksumFailures: end.ChecksumFailures,

@@ -106,6 +106,22 @@ internal sealed unsafe class EngineParts : IDisposable
         }
     }
 
+    /// <summary>The options an engine is built with: a copy of the caller's (or the defaults), validated and resolved, the native helper's path applied.</summary>
+    /// <exception cref="PlatformNotSupportedException">Not Linux x64.</exception>
+    /// <exception cref="ArgumentException">An option is out of range; the message names it.</exception>
+    public static CramOptions Prepare(CramOptions? options)
+    {
+        NativeLibraryResolver.ThrowIfUnsupportedPlatform();
+        options = (options ?? new CramOptions()).Clone();
+        options.Validate();
+        options.Resolve();
+        if (options.NativeLibraryPath is not null)
+        {
+            NativeLibraryResolver.SetOverride(options.NativeLibraryPath);
+        }
+        return options;
+    }
+
     /// <summary>Starts the reclaim worker (when there is a limit or upkeep to hold): last, once whatever its ticks call is built.</summary>
     public void Start() => Worker.Start();
 

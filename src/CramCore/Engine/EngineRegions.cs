@@ -130,6 +130,7 @@ internal sealed unsafe class EngineRegions
     /// </summary>
     public void Advise(RegionMapping region, ulong start, ulong end, CramAdvice advice)
     {
+        ObjectDisposedException.ThrowIf(Closing, typeof(CramEngine));
         switch (advice)
         {
             case CramAdvice.WillNeed:

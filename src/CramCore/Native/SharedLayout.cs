@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using CramCore.Estimation;
@@ -100,9 +101,47 @@ internal static unsafe class PageTableEntry
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong Load(ulong* pte) => Volatile.Read(ref *pte);
 
+    /// <summary>
+    /// A page-table CAS; a change of state must be one of cramnative.h's transitions
+    /// (<see cref="PageTransitions"/>), which Debug builds assert, as CRAM_DEBUG does natively.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static bool TryTransition(ulong* pte, ulong expected, ulong desired) =>
-        Interlocked.CompareExchange(ref *pte, desired, expected) == expected;
+    public static bool TryTransition(ulong* pte, ulong expected, ulong desired)
+    {
+        Debug.Assert(PageTransitions.Allowed(State(expected), State(desired)), $"page-state transition {State(expected)} -> {State(desired)} is not in cramnative.h's CRAM_PTE_TRANSITIONS");
+        return Interlocked.CompareExchange(ref *pte, desired, expected) == expected;
+    }
+}
+
+/// <summary>
+/// The page-state machine as data: for each state, the states it may move to (cramnative.h,
+/// CRAM_PTE_TRANSITIONS; the contract reports the native table as these masks and ContractTests
+/// compares them). A change of flag bits only (same state) is not a transition.
+/// </summary>
+internal static class PageTransitions
+{
+    private const uint Empty = 1u << (int)PageState.Empty, Dirty = 1u << (int)PageState.Dirty, Clean = 1u << (int)PageState.Clean,
+        Evicting = 1u << (int)PageState.Evicting, Dropping = 1u << (int)PageState.Dropping, Evicted = 1u << (int)PageState.Evicted,
+        Incompressible = 1u << (int)PageState.Incompressible, Unprotecting = 1u << (int)PageState.Unprotecting,
+        Placed = 1u << (int)PageState.Placed, PlacedWritable = 1u << (int)PageState.PlacedWritable;
+
+    [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_EMPTY")] public const uint FromEmpty = Dirty;
+    [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_DIRTY")] public const uint FromDirty = Evicting | Unprotecting | Empty;
+    [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_CLEAN")] public const uint FromClean = Unprotecting | Dropping | Dirty | Empty;
+    [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_EVICTING")] public const uint FromEvicting = Dirty | Clean | Incompressible | Unprotecting | Placed;
+    [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_DROPPING")] public const uint FromDropping = Evicted | Clean | Placed;
+    [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_EVICTED")] public const uint FromEvicted = Clean | Dirty | Empty;
+    [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_INCOMPRESSIBLE")] public const uint FromIncompressible = Unprotecting | Empty;
+    [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_UNPROTECTING")] public const uint FromUnprotecting = Dirty | PlacedWritable;
+    [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_PLACED")] public const uint FromPlaced = Unprotecting | Dropping | Empty;
+    [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_PLACED_WRITABLE")] public const uint FromPlacedWritable = Placed | Empty;
+
+    private static readonly uint[] s_from =
+        [FromEmpty, FromDirty, FromClean, FromEvicting, FromDropping, FromEvicted, FromIncompressible, FromUnprotecting, FromPlaced, FromPlacedWritable];
+
+    /// <summary>Whether <paramref name="from"/> → <paramref name="to"/> is a transition, or no change of state.</summary>
+    public static bool Allowed(PageState from, PageState to) =>
+        from == to || ((uint)from < (uint)s_from.Length && (s_from[(int)from] & (1u << (int)to)) != 0);
 }
 
 /// <summary>An entry of the fault-in log (and of reclaim's victim queue): region id and page index.</summary>

@@ -55,6 +55,8 @@ internal sealed unsafe class CramNode : IDisposable
     private readonly long _hostBudget;
     private readonly IWriteBudgetSource? _source;
     private readonly long _leaseTicks;
+    private readonly TimeProvider _time; // the lease, the control plane's polls, the scan interval
+    private readonly CancellationTokenSource _stop = new(); // ends the control plane's wait between polls
     private readonly TierEventChannel _events;
     private readonly Dictionary<long, (uint Region, ulong Page)> _owners = [];
     private readonly List<long> _pendingTrim = [];
@@ -77,7 +79,8 @@ internal sealed unsafe class CramNode : IDisposable
         _device = options.CramDevice!;
         _hostBudget = options.WritableBudgetPages;
         _source = options.WriteBudgetSource;
-        _leaseTicks = (long)(options.ControlPlaneLease.TotalSeconds * Stopwatch.Frequency);
+        _time = options.TimeProvider;
+        _leaseTicks = (long)(options.ControlPlaneLease.TotalSeconds * _time.TimestampFrequency);
         _events = events;
         WriteControl = options.CramWriteControl;
         _frames = new BitmapBuddy(FrameBase, System.Numerics.BitOperations.Log2((ulong)_device.FrameCount));
@@ -100,7 +103,7 @@ internal sealed unsafe class CramNode : IDisposable
     public long PhysicalUsageBytes => Interlocked.Read(ref _physicalUsage);
     public long FramesInUse => Interlocked.Read(ref _framesInUse);
     public long MovedOut => Interlocked.Read(ref _movedOut);
-    public bool ControlPlaneAlive => _source is not null && Stopwatch.GetTimestamp() - Interlocked.Read(ref _lastAnswerAt) <= _leaseTicks;
+    public bool ControlPlaneAlive => _source is not null && _time.GetTimestamp() - Interlocked.Read(ref _lastAnswerAt) <= _leaseTicks;
 
     /// <summary>Frames the node may use now: capacity × observed ratio × margin (the rest is the balloon).</summary>
     public long UsableFrames
@@ -167,10 +170,10 @@ internal sealed unsafe class CramNode : IDisposable
     public void Tick(RegionTable regions, SlotTable slots, bool forceScan = false)
     {
         UpdateBudget();
-        long now = Stopwatch.GetTimestamp();
+        long now = _time.GetTimestamp();
         if (forceScan || now >= _nextScan)
         {
-            _nextScan = now + (long)(ScanInterval.TotalSeconds * Stopwatch.Frequency);
+            _nextScan = now + (long)(ScanInterval.TotalSeconds * _time.TimestampFrequency);
             Scan(regions, slots);
         }
         UpdatePressure();
@@ -320,11 +323,19 @@ internal sealed unsafe class CramNode : IDisposable
                 }
                 if (ok && pages >= 0)
                 {
-                    Interlocked.Exchange(ref _lastAnswerAt, Stopwatch.GetTimestamp());
+                    Interlocked.Exchange(ref _lastAnswerAt, _time.GetTimestamp());
                     Volatile.Write(ref _shared->CramWritableLimit, (ulong)pages);
                 }
             }
-            Thread.Sleep((int)Math.Max(1, _leaseTicks * 1000 / Stopwatch.Frequency / 4));
+            try
+            {
+                // A quarter of the lease between polls, on the engine's clock (a test's fake one only moves when advanced).
+                Task.Delay(TimeSpan.FromSeconds(Math.Max(0.001, (double)_leaseTicks / _time.TimestampFrequency / 4)), _time, _stop.Token).Wait();
+            }
+            catch (AggregateException e) when (e.InnerException is TaskCanceledException)
+            {
+                return; // Dispose
+            }
             if (Volatile.Read(ref _stopping))
             {
                 return;
@@ -412,6 +423,7 @@ internal sealed unsafe class CramNode : IDisposable
         {
             _stopping = true;
         }
+        _stop.Cancel();
         FlushTrims();
         _frames.Dispose();
         NativeMemory.Free(_scratch);

@@ -23,10 +23,10 @@ internal sealed unsafe class Writeback : IDisposable
     /// <summary>Entries per batch (one write, one native move call).</summary>
     public const int BatchEntries = 256;
 
-    private static readonly long PauseTicks = Stopwatch.Frequency; // one second
 
     private readonly INativeEngine _engine;
     private readonly TierEventChannel _events; // pauses, resumptions, a full file
+    private readonly TimeProvider _time;       // the pause after a write error, the rate limit
     private readonly SlotTable _slots;
     private readonly CompressedPool _pool;
     private readonly BackingFile _file;
@@ -42,6 +42,7 @@ internal sealed unsafe class Writeback : IDisposable
     {
         _engine = engine;
         _events = events;
+        _time = options.TimeProvider;
         _slots = slots;
         _pool = slots.Pool;
         _file = slots.File!;
@@ -49,7 +50,7 @@ internal sealed unsafe class Writeback : IDisposable
         _highBytes = (long)(options.CompressedPoolLimitBytes * options.WritebackHighWatermark);
         _lowBytes = (long)(options.CompressedPoolLimitBytes * options.WritebackLowWatermark);
         _bytesPerSecond = options.WritebackBytesPerSecond;
-        _allowanceAt = Stopwatch.GetTimestamp();
+        _allowanceAt = _time.GetTimestamp();
         _segmentCopy = (byte*)NativeMemory.AlignedAlloc(BackingFile.SegmentBytes, SharedLayout.PageSize);
     }
 
@@ -72,7 +73,7 @@ internal sealed unsafe class Writeback : IDisposable
     /// </summary>
     public long Run(long force = 0)
     {
-        if (Stopwatch.GetTimestamp() < Volatile.Read(ref _pausedUntil))
+        if (_time.GetTimestamp() < Volatile.Read(ref _pausedUntil))
         {
             return 0;
         }
@@ -228,15 +229,15 @@ internal sealed unsafe class Writeback : IDisposable
         {
             return true;
         }
-        long now = Stopwatch.GetTimestamp();
-        _allowance = Math.Min(_bytesPerSecond, _allowance + (long)((double)(now - _allowanceAt) / Stopwatch.Frequency * _bytesPerSecond));
+        long now = _time.GetTimestamp();
+        _allowance = Math.Min(_bytesPerSecond, _allowance + (long)((double)(now - _allowanceAt) / _time.TimestampFrequency * _bytesPerSecond));
         _allowanceAt = now;
         return _allowance > 0;
     }
 
     private void Pause(Errno error)
     {
-        Volatile.Write(ref _pausedUntil, Stopwatch.GetTimestamp() + PauseTicks);
+        Volatile.Write(ref _pausedUntil, _time.GetTimestamp() + _time.TimestampFrequency /* one second */);
         if (PausedBy == Errno.None)
         {
             PausedBy = error;
@@ -265,7 +266,7 @@ internal sealed unsafe class Writeback : IDisposable
         {
             return 0;
         }
-        if (Stopwatch.GetTimestamp() < Volatile.Read(ref _pausedUntil))
+        if (_time.GetTimestamp() < Volatile.Read(ref _pausedUntil))
         {
             return 0;
         }

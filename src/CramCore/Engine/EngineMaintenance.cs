@@ -1,0 +1,45 @@
+using CramCore.Native;
+
+namespace CramCore.Engine;
+
+/// <summary>
+/// Maintenance run on demand rather than by the reclaim worker's clock: pool compaction
+/// (<see cref="CramEngine.CompactPool"/>), and for tests and benchmarks backing-file compaction,
+/// the zombie sweep, forced writeback and a CRAM node scan. Each runs under the maintenance lock
+/// (lock 3) after the reaper frees what faults released, then the engine raises what it posted.
+/// </summary>
+internal sealed class EngineMaintenance(EngineParts parts, Func<bool> disposed, Action raiseEvents)
+{
+    /// <summary>Runs <paramref name="action"/> under the maintenance lock, after freeing what faults released, then raises what it posted.</summary>
+    private T Run<T>(Func<T> action)
+    {
+        ObjectDisposedException.ThrowIf(disposed(), typeof(CramEngine));
+        T result = default!;
+        parts.Reclaimer.Exclusive(() =>
+        {
+            parts.Reaper.Drain();
+            result = action();
+        });
+        raiseEvents();
+        return result;
+    }
+
+    /// <summary>Compacts the compressed pool now; returns the bytes given back.</summary>
+    public long CompactPool() => Run(parts.Pool.Compact);
+
+    /// <summary>Compacts the backing file's sparse segments now, whatever its dead share. Returns segments emptied.</summary>
+    public int CompactBackingFile() => Run(() => parts.Writeback?.CompactSegments(force: true) ?? 0);
+
+    /// <summary>Runs the reaper's zombie sweep now (the worker runs it every ReclaimWorker.SweepInterval). Returns zombies freed.</summary>
+    public int SweepZombies() => Run(parts.Reaper.Sweep);
+
+    /// <summary>Writes back at least <paramref name="bytes"/> stored bytes now, whatever the watermarks. Returns pages moved.</summary>
+    public long WriteBack(long bytes) => Run(() => parts.Writeback?.Run(bytes) ?? 0);
+
+    /// <summary>The CRAM node's upkeep now, with a device scan (budget lease, usage, pressure, moving out, TRIMs); returns the device's physical usage.</summary>
+    public long TickCramNode() => Run(() =>
+    {
+        parts.Node?.Tick(parts.Regions, parts.Slots, forceScan: true);
+        return parts.Node?.PhysicalUsageBytes ?? 0;
+    });
+}

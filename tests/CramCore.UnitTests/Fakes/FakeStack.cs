@@ -1,0 +1,64 @@
+namespace CramCore.Tests.Fakes;
+
+/// <summary>
+/// The managed layers an engine builds (Engine/EngineParts.cs) — pool, backing file, CRAM node,
+/// slot table, reaper, writeback, reclaim — over a <see cref="FakeNativeEngine"/> instead of the
+/// native one: everything but the fault service and its threads, so reclaim, writeback, the working
+/// set and the CRAM node run in a unit test, on the test's thread, without userfaultfd.
+/// </summary>
+internal sealed unsafe class FakeStack : IDisposable
+{
+    public FakeStack(CramOptions options, Func<IPageOperations, IPageOperations>? pageOperations = null)
+    {
+        options.Validate();
+        options.Resolve();
+        Options = options;
+        Shared->HandleDirectory = (Pool = new CompressedPool(options.PoolArenaBytes, options.CompressedPoolLimitBytes, false, Engine)).HandleDirectory;
+        if (options.BackingFile is not null)
+        {
+            File = BackingFile.Open(options.BackingFile, options.KeepBackingFile, options.BackingFileLimitBytes);
+            Shared->BackingFd = File.Descriptor;
+            Shared->BackingDirect = File.Direct ? 1u : 0u;
+        }
+        Node = options.CramDevice is null ? null : new CramNode(Engine, Shared, options, Events);
+        Slots = new SlotTable(Shared, Pool, File, Node);
+        Reaper = new Reaper(Engine, Slots);
+        Writeback = File is null ? null : new Writeback(Engine, Slots, options, Events);
+        IPageOperations operations = new NativePageOperations(Engine, Slots);
+        Reclaimer = new Reclaimer(Engine, Shared, Engine.Regions, Slots, pageOperations?.Invoke(operations) ?? operations, options, Reaper, Writeback, Events);
+    }
+
+    public CramOptions Options { get; }
+    public FakeNativeEngine Engine { get; } = new();
+    public NativeShared* Shared => Engine.Shared;
+    public TierEventChannel Events { get; } = new();
+    public CompressedPool Pool { get; }
+    public BackingFile? File { get; }
+    public CramNode? Node { get; }
+    public SlotTable Slots { get; }
+    public Reaper Reaper { get; }
+    public Writeback? Writeback { get; }
+    public Reclaimer Reclaimer { get; }
+
+    /// <summary>The events the layers posted so far.</summary>
+    public List<CramTierEventKind> TakeEvents()
+    {
+        var kinds = new List<CramTierEventKind>();
+        while (Events.TryTake(out CramTierEventArgs? e))
+        {
+            kinds.Add(e!.Kind);
+        }
+        return kinds;
+    }
+
+    public void Dispose()
+    {
+        Reclaimer.Dispose();
+        Slots.Dispose();
+        Node?.Dispose();
+        Pool.Dispose();
+        Writeback?.Dispose();
+        File?.Dispose();
+        Engine.Dispose();
+    }
+}

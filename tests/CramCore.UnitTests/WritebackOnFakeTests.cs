@@ -1,0 +1,112 @@
+using CramCore.Tests.Fakes;
+using Microsoft.Extensions.Time.Testing;
+
+namespace CramCore.Tests;
+
+/// <summary>
+/// Writeback on the in-memory engine with a real backing file: stored entries move to the file
+/// still compressed (one slot rewrite each), read back from it, and segments whose entries died are
+/// compacted; a failed write pauses writeback and loses nothing.
+/// </summary>
+[Trait("Category", TestCategory.Unit)]
+public sealed unsafe class WritebackOnFakeTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("cram-fake-writeback-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private CramOptions Options() => new()
+    {
+        BackingFile = Path.Combine(_dir, "swap"),
+        PoolArenaBytes = 1 << 20,
+        CompressedPoolLimitBytes = 1 << 20,
+    };
+
+    [Fact]
+    public void StoredEntries_MoveToTheFileCompressed_AndReadBackFromIt()
+    {
+        using var stack = new FakeStack(Options());
+        const int pages = 256;
+        RegionMapping r = ReclaimOnFakeTests.Filled(stack, pages);
+        stack.Reclaimer.Reclaim(pages, null);
+        long pooled = stack.Slots.PoolSlots, stored = stack.Slots.StoredBytes;
+        Assert.Equal(pages - pages / 4, pooled);
+
+        long moved = stack.Writeback!.Run(force: long.MaxValue);
+
+        Assert.Equal(pooled, moved);
+        Assert.Equal(pooled, stack.Slots.FileSlots);
+        Assert.Equal(0, stack.Slots.PoolSlots);
+        Assert.InRange(stack.File!.LiveBytes, stored, stored); // the compressed bytes, not pages
+        Assert.True(stack.File.LiveBytes < pooled * SharedLayout.PageSize, $"{stack.File.LiveBytes} bytes for {pooled} pages");
+        for (ulong i = 0; i < pages; i++)
+        {
+            Assert.True(ReclaimOnFakeTests.Check(stack, r, i, 1), $"page {i}");
+        }
+        Assert.Equal((ulong)pooled, stack.Shared->Stats.FaultsSwapinFile);
+        Assert.Equal(0, stack.Engine.ChecksumFailures);
+    }
+
+    [Fact]
+    public void SegmentsWhoseEntriesDied_AreCompacted_AndTheLiveOnesStillReadBack()
+    {
+        using var stack = new FakeStack(Options());
+        const int pages = 512;
+        RegionMapping r = ReclaimOnFakeTests.Filled(stack, pages);
+        stack.Reclaimer.Reclaim(pages, null);
+        stack.Writeback!.Run(force: long.MaxValue);
+        long segments = stack.File!.Segments;
+        Assert.True(segments >= 2, $"{segments} segments");
+        for (ulong i = 0; i < pages; i += 4) // three in four entries die: their pages are written
+        {
+            for (ulong k = i + 1; k < i + 4; k++)
+            {
+                stack.Engine.Write(r, k);
+                ReclaimOnFakeTests.Fill(stack, r, k, version: 2);
+            }
+        }
+        stack.Reaper.Drain();
+        Assert.True(stack.File.DeadBytes > stack.File.LiveBytes);
+
+        int emptied = stack.Writeback.CompactSegments(force: true);
+
+        Assert.True(emptied > 0);
+        Assert.True(stack.File.DeadBytes < stack.File.LiveBytes, $"dead {stack.File.DeadBytes}, live {stack.File.LiveBytes}");
+        for (ulong i = 0; i < pages; i++)
+        {
+            Assert.True(ReclaimOnFakeTests.Check(stack, r, i, i % 4 == 0 ? 1 : 2), $"page {i}");
+        }
+        Assert.Equal(0, stack.Engine.ChecksumFailures);
+    }
+
+    [Fact]
+    public void AFailedWrite_PausesWriteback_ForASecondOfTheEnginesClock_ThenItResumes()
+    {
+        var clock = new FakeTimeProvider();
+        CramOptions options = Options();
+        options.TimeProvider = clock;
+        using var stack = new FakeStack(options);
+        RegionMapping r = ReclaimOnFakeTests.Filled(stack, 128);
+        stack.Reclaimer.Reclaim(128, null);
+        stack.File!.WriteFaultForTests = _ => Errno.EIO;
+
+        Assert.Equal(0, stack.Writeback!.Run(force: long.MaxValue));
+        Assert.Equal(Errno.EIO, stack.Writeback.PausedBy);
+        Assert.Contains(CramTierEventKind.WritebackPaused, stack.TakeEvents());
+        stack.File.WriteFaultForTests = null; // the device works again, but the pause holds for a second
+        Assert.Equal(0, stack.Writeback.Run(force: long.MaxValue));
+        clock.Advance(TimeSpan.FromSeconds(0.9));
+        Assert.Equal(0, stack.Writeback.Run(force: long.MaxValue));
+
+        clock.Advance(TimeSpan.FromSeconds(0.2));
+        long pooled = stack.Slots.PoolSlots;
+        Assert.Equal(pooled, stack.Writeback.Run(force: long.MaxValue));
+        Assert.Equal(pooled, stack.Slots.FileSlots);
+        Assert.Equal(Errno.None, stack.Writeback.PausedBy);
+        Assert.Equal([CramTierEventKind.WritebackResumed], stack.TakeEvents());
+        for (ulong i = 0; i < 128; i++)
+        {
+            Assert.True(ReclaimOnFakeTests.Check(stack, r, i, 1), $"page {i}");
+        }
+    }
+}
