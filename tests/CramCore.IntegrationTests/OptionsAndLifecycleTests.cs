@@ -4,27 +4,6 @@ namespace CramCore.Tests;
 
 public sealed unsafe class OptionsAndLifecycleTests
 {
-    public static TheoryData<string, Action<CramOptions>> BadOptions => new()
-    {
-        { nameof(CramOptions.ResidentLimitBytes), o => o.ResidentLimitBytes = -1 },
-        { nameof(CramOptions.ResidentLimitBytes), o => o.ResidentLimitBytes = 4096 },
-        { nameof(CramOptions.CompressionThresholdBytes), o => o.CompressionThresholdBytes = 10 },
-        { nameof(CramOptions.CompressionThresholdBytes), o => o.CompressionThresholdBytes = 5000 },
-        { nameof(CramOptions.Userfaultfd), o => o.Userfaultfd = (UserfaultfdMode)9 },
-        { nameof(CramOptions.FaultServiceSpin), o => o.FaultServiceSpin = TimeSpan.FromMicroseconds(-5) },
-        { nameof(CramOptions.ThrottleMax), o => o.ThrottleMax = TimeSpan.FromSeconds(2) },
-        { nameof(CramOptions.FaultAroundPages), o => o.FaultAroundPages = 0 },
-        { nameof(CramOptions.FaultAroundPages), o => o.FaultAroundPages = 65 },
-        { nameof(CramOptions.NativeLibraryPath), o => o.NativeLibraryPath = "/nonexistent/libCramNative.so" },
-        { nameof(CramOptions.BackingFile), o => o.BackingFile = " " },
-        { nameof(CramOptions.CompressedPoolLimitBytes), o => o.BackingFile = "/tmp/x.swap" }, // writeback would never start
-        { nameof(CramOptions.BackingFileLimitBytes), o => o.BackingFileLimitBytes = 4096 },
-        { nameof(CramOptions.WritebackHighWatermark), o => o.WritebackHighWatermark = 1.5 },
-        { nameof(CramOptions.WritebackHighWatermark), o => o.WritebackHighWatermark = double.NaN },
-        { nameof(CramOptions.WritebackLowWatermark), o => o.WritebackLowWatermark = 0.95 },
-        { nameof(CramOptions.WritebackBytesPerSecond), o => o.WritebackBytesPerSecond = -1 },
-    };
-
     [Trait("Category", TestCategory.Userfaultfd)]
     [Fact]
     public void BadRegionSize_Throws()

@@ -209,11 +209,4 @@ public sealed unsafe class PageEstimatorTests : IDisposable
             }
         }
     }
-
-    /// <summary>Two random kilobytes twice: the sample looks random, yet LZ4 finds the repeat.</summary>
-    private static void WriteRepeatedRandom(byte* page, int seed)
-    {
-        new Random(seed).NextBytes(new Span<byte>(page, P / 2));
-        new Span<byte>(page, P / 2).CopyTo(new Span<byte>(page + P / 2, P / 2));
-    }
 }

@@ -6,7 +6,7 @@ namespace CramCore.Tests;
 /// The compressibility estimator: every instruction-set kernel forced on every machine and held
 /// to a scalar definition, its classes on pages of known kind, and its routing in reclaim.
 /// </summary>
-public sealed unsafe class PageEstimatorTests : IDisposable
+public sealed unsafe class EstimatorRoutingTests : IDisposable
 {
     private const int P = TestPages.PageSize;
     private const int Threshold = 3072;
@@ -17,62 +17,6 @@ public sealed unsafe class PageEstimatorTests : IDisposable
     {
         NativeMemory.AlignedFree(_page);
         NativeMemory.Free(_scratch);
-    }
-
-    public static TheoryData<string> Kernels => new(Enum.GetNames<PageKernelIsa>());
-
-    /// <summary>The definition: counts over the sample, byte by byte.</summary>
-    private static PageSample Reference(byte* page)
-    {
-        int zero = 0, high = 0, run = 0, lag8 = 0;
-        int* nibbles = stackalloc int[32];
-        new Span<int>(nibbles, 32).Clear();
-        for (int line = 0; line < P; line += PageEstimator.SampleStride)
-        {
-            for (int i = line; i < line + 64; i++)
-            {
-                zero += page[i] == 0 ? 1 : 0;
-                high += page[i] >= 0x80 ? 1 : 0;
-                if (i < line + 16)
-                {
-                    nibbles[page[i] / 16]++;
-                    nibbles[16 + page[i] % 16]++;
-                }
-                if (i >= line + 32)
-                {
-                    run += page[i] == page[i - 1] ? 1 : 0;
-                    lag8 += page[i] == page[i - 8] ? 1 : 0;
-                }
-            }
-        }
-        return new PageSample(zero, high, run, lag8, PageEstimator.NibbleEntropy(nibbles));
-    }
-
-    private static List<(string What, byte[] Page)> Pages()
-    {
-        var pages = new List<(string, byte[])>();
-        foreach (string sample in Directory.GetFiles(Path.Combine(AppContext.BaseDirectory, "Samples"), "*.sample.pages"))
-        {
-            byte[] data = File.ReadAllBytes(sample);
-            for (int i = 0; i < data.Length / P; i++)
-            {
-                pages.Add(($"{Path.GetFileName(sample)} page {i}", data.AsSpan(i * P, P).ToArray()));
-            }
-        }
-        pages.Add(("zero page", new byte[P]));
-        byte[] high = new byte[P];
-        high.AsSpan().Fill(0x80);
-        pages.Add(("0x80 page (every byte high, every lane counter at its maximum)", high));
-        byte[] lastByte = new byte[P];
-        lastByte[P - 1] = 1;
-        pages.Add(("zero page but its last byte", lastByte));
-        for (int seed = 0; seed < 8; seed++)
-        {
-            byte[] random = new byte[P];
-            new Random(seed).NextBytes(random);
-            pages.Add(($"random page {seed}", random));
-        }
-        return pages;
     }
 
     /// <summary>Two random kilobytes twice: the sample looks random, yet LZ4 finds the repeat.</summary>

@@ -3,16 +3,9 @@ using FsCheck.Fluent;
 
 namespace CramCore.Tests;
 
-public sealed unsafe class CompressedPoolTests
+public sealed unsafe class CompressedPoolEngineTests
 {
     private const int P = SharedLayout.PageSize;
-
-    private static byte[] Object(int seed, int length)
-    {
-        var data = new byte[length];
-        new Random(seed).NextBytes(data);
-        return data;
-    }
 
     [Trait("Category", TestCategory.Userfaultfd)]
     [Fact]

@@ -2,7 +2,7 @@ using System.Diagnostics.Metrics;
 
 namespace CramCore.Tests;
 
-public sealed unsafe class OptionsAndLifecycleTests
+public sealed unsafe class OptionsTests
 {
     public static TheoryData<string, Action<CramOptions>> BadOptions => new()
     {
