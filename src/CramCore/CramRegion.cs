@@ -239,7 +239,7 @@ public sealed unsafe class CramRegion : IDisposable
         ThrowIfDisposed();
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
         long pages = (bytes >> SharedLayout.PageShift) + ((bytes & (SharedLayout.PageSize - 1)) != 0 ? 1 : 0); // no overflow at long.MaxValue
-        long evicted = _engine.Parts.Reclaimer.Reclaim(pages, _mapping) << SharedLayout.PageShift;
+        long evicted = _engine.Regions.Reclaim(_mapping, pages) << SharedLayout.PageShift;
         _engine.RaisePendingEvents();
         return evicted;
     }

@@ -111,6 +111,52 @@ public sealed unsafe class EngineLifecycleTests : IDisposable
     }
 
     [Fact]
+    public void AHandlerOnTheReclaimWorker_MayUseEveryMember()
+    {
+        using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = 16 << 20 });
+        using CramRegion region = engine.CreateRegion(4 << 20);
+        for (int i = 0; i < 1024; i++)
+        {
+            TestPages.WriteCompressible(region.Pointer + (long)i * 4096, i, 1);
+        }
+        Exception? failure = null;
+        string? thread = null;
+        using var done = new ManualResetEventSlim();
+        engine.TierEvent += (_, _) =>
+        {
+            if (thread is not null)
+            {
+                return;
+            }
+            thread = Thread.CurrentThread.Name;
+            try
+            {
+                Assert.True(region.Reclaim(1 << 20) > 0);                   // a reclaim pass (the maintenance lock)
+                region.Advise(0, 1 << 20, CramAdvice.WillNeed);             // the prefetcher
+                Assert.True(engine.GetStats().Evictions > 0);               // stats
+                engine.CompactPool();                                       // maintenance
+                engine.ResidentLimitBytes = 32 << 20;                       // the engine's lock and the budget's
+                using CramRegion other = engine.CreateRegion(1 << 20);      // region create and tear-down
+                other.AsSpan<byte>(0, 1)[0] = 1;
+            }
+            catch (Exception x)
+            {
+                failure = x;
+            }
+            done.Set();
+        };
+        Interlocked.Add(ref engine.Parts.Shared->Stats.ThrottleWaits, 1);
+        Assert.True(done.Wait(Patience), "a handler on the reclaim worker hung");
+        Assert.Null(failure);
+        Assert.Equal("cram-reclaim", thread);
+        Assert.Equal(32L << 20, engine.ResidentLimitBytes);
+        for (int i = 0; i < 1024; i++)
+        {
+            Assert.True(TestPages.CheckCompressible(region.Pointer + (long)i * 4096, i, 1), $"page {i}");
+        }
+    }
+
+    [Fact]
     public void AHandlerOnTheCallersThread_DisposesTheEngineAndARegion_WithoutAHang()
     {
         var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = 16 << 20 });

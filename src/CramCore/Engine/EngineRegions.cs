@@ -146,6 +146,9 @@ internal sealed unsafe class EngineRegions
         }
     }
 
+    /// <summary>Evicts up to <paramref name="pages"/> of a region's resident pages now (<see cref="CramRegion.Reclaim"/>). Returns pages evicted.</summary>
+    public long Reclaim(RegionMapping region, long pages) => _parts.Reclaimer.Reclaim(pages, region);
+
     /// <summary>Completes once every prefetch queued so far is finished (tests, benchmarks).</summary>
     public Task PrefetchIdle() => _prefetcher.WhenIdle();
 

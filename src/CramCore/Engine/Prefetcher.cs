@@ -1,7 +1,6 @@
-using CramCore.Native;
-using CramCore.Storage;
+using CramCore.Internals;
 
-namespace CramCore.Internals;
+namespace CramCore.Engine;
 
 /// <summary>
 /// Works off <see cref="CramAdvice.WillNeed"/> requests in the background, one at a time, in the
