@@ -36,11 +36,9 @@ internal sealed unsafe class EngineRegions
     public RegionMapping Create(long length)
     {
         Debug.Assert(Lock.IsHeldByCurrentThread, "region create runs under the engine's lock (1)");
-        uint id;
-        ulong baseAddress, pageTable;
-        if (Interop.CramNative.RegionCreate(_parts.Native, (ulong)length, &id, &baseAddress, &pageTable) != 0)
+        Errno errno = _parts.Engine.RegionCreate((ulong)length, out uint id, out ulong baseAddress, out ulong pageTable);
+        if (errno != Errno.None)
         {
-            Errno errno = Interop.LastErrno();
             if (errno == Errno.EMFILE)
             {
                 throw new InvalidOperationException($"An engine holds at most {SharedLayout.MaxRegions} regions; dispose some first.");
@@ -92,10 +90,10 @@ internal sealed unsafe class EngineRegions
             _parts.Regions.Remove(region); // later passes cannot find it
             region.MarkDetached();
             // Fence the service out, then drop the region's queued pages (the log holds no more).
-            Interop.ThrowIfFailed(Interop.CramNative.RegionDeactivate(_parts.Native, region.Id), "Deactivating a region");
+            Interop.ThrowIfFailed(_parts.Engine.RegionDeactivate(region.Id), "Deactivating a region");
             _parts.Reclaimer.ForgetRegion(region.Id);
             // Native: counters, every slot still named pushed on the stale list, unmap.
-            Interop.ThrowIfFailed(Interop.CramNative.RegionDestroy(_parts.Native, region.Id), "Destroying a region");
+            Interop.ThrowIfFailed(_parts.Engine.RegionDestroy(region.Id), "Destroying a region");
             _parts.Reaper.Drain();
         }
     }
@@ -107,7 +105,7 @@ internal sealed unsafe class EngineRegions
         lock (Lock)
         {
             ObjectDisposedException.ThrowIf(Closing || region.Detached, typeof(CramRegion));
-            Interop.ThrowIfFailed(Interop.CramNative.RegionCensus(_parts.Native, region.Id, &c), "Counting a region's pages");
+            Interop.ThrowIfFailed(_parts.Engine.RegionCensus(region.Id, &c), "Counting a region's pages");
         }
         return new CramRegionStats
         {
@@ -157,12 +155,10 @@ internal sealed unsafe class EngineRegions
     {
         const uint resident = 1u << (int)PageState.Dirty | 1u << (int)PageState.Clean;
         int found;
-        ulong after;
         fixed (ulong* p = pages)
         {
-            Interop.ThrowIfFailed(Interop.CramNative.FindPages(_parts.Native, region.Id, start, end, resident, p, pages.Length, &found, &after), "Listing a region's resident pages");
+            Interop.ThrowIfFailed(_parts.Engine.FindPages(region.Id, start, end, resident, p, pages.Length, out found, out next), "Listing a region's resident pages");
         }
-        next = after;
         return found;
     };
 
@@ -172,14 +168,9 @@ internal sealed unsafe class EngineRegions
         using (_parts.Reclaimer.Pause())
         {
             ObjectDisposedException.ThrowIf(_parts.Reclaimer.Stopping || region.Detached, typeof(CramRegion));
-            ulong discarded;
-            int rc = Interop.CramNative.DiscardPages(_parts.Native, region.Id, start, end, &discarded);
-            Errno errno = rc == 0 ? Errno.None : Interop.LastErrno();
+            Errno errno = _parts.Engine.DiscardPages(region.Id, start, end, out _);
             _parts.Reaper.Drain(); // free the discarded copies now
-            if (rc != 0)
-            {
-                throw Interop.GetExceptionForErrno(errno, "Discarding pages");
-            }
+            Interop.ThrowIfFailed(errno, "Discarding pages");
         }
     }
 
@@ -192,14 +183,12 @@ internal sealed unsafe class EngineRegions
             {
                 return false;
             }
-            ulong after, brought;
-            int atLimit;
-            if (Interop.CramNative.PrefetchPages(_parts.Native, region.Id, next, end, &after, &brought, &atLimit) != 0)
+            if (_parts.Engine.PrefetchPages(region.Id, next, end, out ulong after, out _, out bool atLimit) != Errno.None)
             {
                 return false; // counted as a service error natively; the pages come in on their own faults
             }
             next = after;
-            return atLimit == 0 && after < end;
+            return !atLimit && after < end;
         }
     }
 }

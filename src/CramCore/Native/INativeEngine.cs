@@ -1,9 +1,9 @@
 namespace CramCore.Native;
 
 /// <summary>
-/// The one seam between the managed layers and the native engine: every page-table, slot and pool
-/// operation reclaim, writeback, the reaper, pool compaction, the memory budget and the CRAM node
-/// ask of it (cramnative.h documents each CramNative_* call and the state machine). Production
+/// The one seam between the managed layers and the native engine: every region, page-table, slot and
+/// pool operation the engine's regions, reclaim and its worker, writeback, the reaper, pool
+/// compaction, the memory budget and the CRAM node ask of it (cramnative.h documents each CramNative_* call and the state machine). Production
 /// uses <see cref="NativeEngine"/>, the P/Invoke calls; unit tests use an in-memory fake that makes
 /// the same transitions on page tables in ordinary memory, so those layers are tested without
 /// userfaultfd. Each returns <see cref="Errno.None"/> or the error; outputs are valid either way
@@ -40,6 +40,30 @@ internal unsafe interface INativeEngine
 
     /// <summary>Sets the resident limits the fault service holds (CramNative_SetResidentLimit).</summary>
     Errno SetResidentLimit(ulong softLimitPages, ulong hardLimitPages);
+
+    /// <summary>Maps a region and its page table; the service starts resolving its faults (CramNative_RegionCreate).</summary>
+    Errno RegionCreate(ulong length, out uint regionId, out ulong baseAddress, out ulong pageTable);
+
+    /// <summary>Fences the service out of a region (CramNative_RegionDeactivate).</summary>
+    Errno RegionDeactivate(uint regionId);
+
+    /// <summary>Frees a deactivated region: counters fixed, every slot it names pushed stale, unmapped (CramNative_RegionDestroy).</summary>
+    Errno RegionDestroy(uint regionId);
+
+    /// <summary>Counts a region's pages by state (CramNative_RegionCensus).</summary>
+    Errno RegionCensus(uint regionId, NativeRegionCensus* census);
+
+    /// <summary>Swaps in a bounded piece of a range's EVICTED pages ahead of any access (CramNative_PrefetchPages).</summary>
+    Errno PrefetchPages(uint regionId, ulong first, ulong end, out ulong next, out ulong brought, out bool atLimit);
+
+    /// <summary>Every populated page of a range becomes EMPTY; the caller holds reclaim paused (CramNative_DiscardPages).</summary>
+    Errno DiscardPages(uint regionId, ulong first, ulong end, out ulong discarded);
+
+    /// <summary>Wakes the reclaim worker (CramNative_SignalReclaim).</summary>
+    Errno SignalReclaim();
+
+    /// <summary>Waits up to <paramref name="timeoutMs"/> for the service to ask for reclaim (CramNative_WaitReclaimSignal).</summary>
+    Errno WaitReclaimSignal(int timeoutMs, out bool signalled);
 }
 
 /// <summary>The real engine: each operation is one P/Invoke into libCramNative.</summary>
@@ -110,4 +134,46 @@ internal sealed unsafe class NativeEngine(nint engine) : INativeEngine
 
     public Errno SetResidentLimit(ulong softLimitPages, ulong hardLimitPages) =>
         Result(Interop.CramNative.SetResidentLimit(engine, softLimitPages, hardLimitPages));
+
+    public Errno RegionCreate(ulong length, out uint regionId, out ulong baseAddress, out ulong pageTable)
+    {
+        uint id = 0;
+        ulong b = 0, t = 0;
+        Errno e = Result(Interop.CramNative.RegionCreate(engine, length, &id, &b, &t));
+        (regionId, baseAddress, pageTable) = (id, b, t);
+        return e;
+    }
+
+    public Errno RegionDeactivate(uint regionId) => Result(Interop.CramNative.RegionDeactivate(engine, regionId));
+
+    public Errno RegionDestroy(uint regionId) => Result(Interop.CramNative.RegionDestroy(engine, regionId));
+
+    public Errno RegionCensus(uint regionId, NativeRegionCensus* census) => Result(Interop.CramNative.RegionCensus(engine, regionId, census));
+
+    public Errno PrefetchPages(uint regionId, ulong first, ulong end, out ulong next, out ulong brought, out bool atLimit)
+    {
+        ulong after = end, n = 0;
+        int limit = 0;
+        Errno e = Result(Interop.CramNative.PrefetchPages(engine, regionId, first, end, &after, &n, &limit));
+        (next, brought, atLimit) = (after, n, limit != 0);
+        return e;
+    }
+
+    public Errno DiscardPages(uint regionId, ulong first, ulong end, out ulong discarded)
+    {
+        ulong n = 0;
+        Errno e = Result(Interop.CramNative.DiscardPages(engine, regionId, first, end, &n));
+        discarded = n;
+        return e;
+    }
+
+    public Errno SignalReclaim() => Result(Interop.CramNative.SignalReclaim(engine));
+
+    public Errno WaitReclaimSignal(int timeoutMs, out bool signalled)
+    {
+        int s = 0;
+        Errno e = Result(Interop.CramNative.WaitReclaimSignal(engine, timeoutMs, &s));
+        signalled = s != 0;
+        return e;
+    }
 }

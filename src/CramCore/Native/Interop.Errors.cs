@@ -10,6 +10,7 @@ internal enum Errno
     EPERM = 1,
     ENOENT = 2,
     EIO = 5,
+    EBUSY = 16,
     ENOMEM = 12,
     EACCES = 13,
     EEXIST = 17,

@@ -130,7 +130,7 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
         LogFault(r, page);
     }
 
-    private void SwapIn(RegionMapping r, ulong page, ulong pte, bool write)
+    private void SwapIn(RegionMapping r, ulong page, ulong pte, bool write, bool prefetch = false)
     {
         ulong id = PageTableEntry.Slot(pte);
         byte* page0 = Page(r, page);
@@ -153,7 +153,11 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
             }
         }
         ulong next = write ? PageTableEntry.Make(PageState.Dirty, 0) | PageTableEntry.Referenced : PageTableEntry.Make(PageState.Clean, id);
-        if (RefaultActivates(pte))
+        if (prefetch)
+        {
+            // readahead and prefetch set neither bit (cramnative.h, "Working set")
+        }
+        else if (RefaultActivates(pte))
         {
             next |= PageTableEntry.Active;
             Shared->Stats.WorkingsetActivations++;
@@ -453,6 +457,144 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
         return Errno.None;
     }
 
+    // ------------------------------------------------------------------ regions and the worker's signal
+
+    private readonly SemaphoreSlim _reclaimSignal = new(0);
+
+    /// <summary>A region as CramNative_RegionCreate makes one: the caller (EngineRegions) adds it to the region table.</summary>
+    public Errno RegionCreate(ulong length, out uint regionId, out ulong baseAddress, out ulong pageTable)
+    {
+        ulong pages = length / P;
+        var basePointer = (byte*)NativeMemory.AlignedAlloc((nuint)length, P);
+        var table = (ulong*)NativeMemory.AllocZeroed((nuint)pages * sizeof(ulong));
+        _allocations.Add(((IntPtr)basePointer, (IntPtr)table));
+        (regionId, baseAddress, pageTable) = (_nextRegion++, (ulong)basePointer, (ulong)table);
+        return Errno.None;
+    }
+
+    public Errno RegionDeactivate(uint regionId) => Errno.None; // no service to fence out
+
+    /// <summary>Every page forgotten (counters fixed, named slots pushed stale), as region destroy does; the memory goes at Dispose.</summary>
+    public Errno RegionDestroy(uint regionId)
+    {
+        RegionMapping r = Regions.Get(regionId) ?? throw new InvalidOperationException($"no region {regionId}");
+        Forget(r, 0, r.PageCount);
+        return Errno.None;
+    }
+
+    public Errno RegionCensus(uint regionId, NativeRegionCensus* census)
+    {
+        RegionMapping r = Regions.Get(regionId)!;
+        *census = default;
+        for (ulong i = 0; i < r.PageCount; i++)
+        {
+            ulong p = PageTableEntry.Load(r.PageTableEntries + i);
+            PageState s = PageTableEntry.State(p);
+            if (s == PageState.Empty)
+            {
+                continue;
+            }
+            census->PopulatedPages++;
+            census->ResidentPages += s is PageState.Evicted or PageState.Placed or PageState.PlacedWritable ? 0UL : 1UL;
+            census->EvictedPages += s == PageState.Evicted ? 1UL : 0UL;
+            census->CleanCopyPages += s is PageState.Clean or PageState.Dropping ? 1UL : 0UL;
+            census->PlacedPages += s is PageState.Placed or PageState.PlacedWritable ? 1UL : 0UL;
+        }
+        return Errno.None;
+    }
+
+    /// <summary>Every EVICTED page of the range swapped in for read, as a fault would, but neither active nor on trial (CramNative_PrefetchPages).</summary>
+    public Errno PrefetchPages(uint regionId, ulong first, ulong end, out ulong next, out ulong brought, out bool atLimit)
+    {
+        RegionMapping r = Regions.Get(regionId)!;
+        brought = 0;
+        for (ulong i = first; i < end && i < r.PageCount; i++)
+        {
+            ulong pte = PageTableEntry.Load(r.PageTableEntries + i);
+            if (PageTableEntry.State(pte) == PageState.Evicted)
+            {
+                SwapIn(r, i, pte, write: false, prefetch: true);
+                brought++;
+            }
+        }
+        Shared->Stats.PrefetchedPages += brought;
+        (next, atLimit) = (end, false);
+        return Errno.None;
+    }
+
+    /// <summary>Every populated page of the range becomes EMPTY (CramNative_DiscardPages); EBUSY, changing nothing, if one is in a held state.</summary>
+    public Errno DiscardPages(uint regionId, ulong first, ulong end, out ulong discarded)
+    {
+        RegionMapping r = Regions.Get(regionId)!;
+        end = Math.Min(end, r.PageCount);
+        for (ulong i = first; i < end; i++)
+        {
+            if (State(r, i) is PageState.Evicting or PageState.Dropping or PageState.Unprotecting)
+            {
+                discarded = 0;
+                return Errno.EBUSY;
+            }
+        }
+        discarded = Forget(r, first, end);
+        Shared->Stats.DiscardedPages += discarded;
+        return Errno.None;
+    }
+
+    /// <summary>Pages [first, end) to EMPTY with their counters and slots let go (page_forget in native/regions.c). Returns the populated pages.</summary>
+    private ulong Forget(RegionMapping r, ulong first, ulong end)
+    {
+        ref NativeStats s = ref Shared->Stats;
+        ulong populated = 0;
+        for (ulong i = first; i < end; i++)
+        {
+            ulong* entry = r.PageTableEntries + i;
+            ulong p = PageTableEntry.Load(entry);
+            PageState state = PageTableEntry.State(p);
+            if (state == PageState.Empty)
+            {
+                continue;
+            }
+            populated++;
+            ulong slot = PageTableEntry.Slot(p);
+            if (state is PageState.Placed or PageState.PlacedWritable)
+            {
+                s.CramPlacedPages--;
+                s.CramPlacedBytes -= SlotOf(slot)->Length;
+                s.CramWritablePages -= state == PageState.PlacedWritable ? 1UL : 0UL;
+                StalePush(slot);
+            }
+            else
+            {
+                s.ResidentPages -= state == PageState.Evicted ? 0UL : 1UL;
+                if (state == PageState.Clean)
+                {
+                    CleanCopyCount(slot, -1);
+                }
+                if (state is PageState.Clean or PageState.Evicted)
+                {
+                    StalePush(slot);
+                }
+            }
+            Store(entry, p, PageTableEntry.Make(PageState.Empty, 0), cas: false);
+            _protected.Remove((r.Id, i));
+            new Span<byte>(Page(r, i), P).Fill(0xDD);
+        }
+        s.PopulatedPages -= populated;
+        return populated;
+    }
+
+    public Errno SignalReclaim()
+    {
+        _reclaimSignal.Release();
+        return Errno.None;
+    }
+
+    public Errno WaitReclaimSignal(int timeoutMs, out bool signalled)
+    {
+        signalled = _reclaimSignal.Wait(timeoutMs);
+        return Errno.None;
+    }
+
     // ------------------------------------------------------------------ shared-state helpers, as in native/state.c
 
     /// <summary>A page-table write, checked against cramnative.h's transition table as CRAM_DEBUG checks the native ones.</summary>
@@ -535,5 +677,6 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
         NativeMemory.Free((void*)Shared->FaultLog);
         NativeMemory.Free(Shared);
         NativeMemory.AlignedFree(_buffer);
+        _reclaimSignal.Dispose();
     }
 }
