@@ -97,7 +97,7 @@ internal sealed unsafe class EngineParts : IDisposable
             Budget = new MemoryBudget(Engine, shared, Reclaimer, options.MemoryLimitBytes, options.MemoryLimitWait, limitPages, MemoryUse, Events);
             Budget.Update(); // the limit the memory limit allows, before any fault
             beforeStep?.Invoke(EngineBuildStep.Worker);
-            Worker = new ReclaimWorker(Native, shared, Reclaimer, Budget, File is not null || Node is not null, afterTick); // started by Start, once the engine can take its ticks
+            Worker = new ReclaimWorker(Engine, shared, Reclaimer, Budget, File is not null || Node is not null, afterTick, options.TimeProvider); // started by Start, once the engine can take its ticks
         }
         catch
         {

@@ -20,7 +20,8 @@ namespace CramCore.Engine;
 /// </summary>
 internal sealed unsafe class ReclaimWorker : IDisposable
 {
-    private readonly nint _engine;
+    private readonly INativeEngine _engine;
+    private readonly TimeProvider _time; // the sweep interval
     private readonly NativeShared* _shared;
     private readonly Reclaimer _reclaimer;
     private readonly MemoryBudget _budget;
@@ -31,9 +32,10 @@ internal sealed unsafe class ReclaimWorker : IDisposable
     private volatile bool _stopping;
 
     /// <summary>A worker for <paramref name="budget"/>'s limits and, with <paramref name="upkeep"/> (a backing file or a CRAM node), their upkeep; <paramref name="afterTick"/> runs after every tick, outside the maintenance lock.</summary>
-    public ReclaimWorker(nint engine, NativeShared* shared, Reclaimer reclaimer, MemoryBudget budget, bool upkeep, TickListener afterTick)
+    public ReclaimWorker(INativeEngine engine, NativeShared* shared, Reclaimer reclaimer, MemoryBudget budget, bool upkeep, TickListener afterTick, TimeProvider time)
     {
         _engine = engine;
+        _time = time;
         _shared = shared;
         _reclaimer = reclaimer;
         _budget = budget;
@@ -55,7 +57,7 @@ internal sealed unsafe class ReclaimWorker : IDisposable
             _run = true;
             Start();
         }
-        Interop.CramNative.SignalReclaim(_engine);
+        _engine.SignalReclaim();
     }
 
     /// <summary>Starts the thread when there is a limit to hold (once).</summary>
@@ -65,7 +67,7 @@ internal sealed unsafe class ReclaimWorker : IDisposable
         {
             return;
         }
-        _nextSweep = Environment.TickCount64 + (long)SweepInterval.TotalMilliseconds;
+        _nextSweep = _time.GetTimestamp() + (long)(SweepInterval.TotalSeconds * _time.TimestampFrequency);
         _thread = new Thread(Loop) { IsBackground = true, Name = "cram-reclaim" };
         _thread.Start();
     }
@@ -74,8 +76,7 @@ internal sealed unsafe class ReclaimWorker : IDisposable
     {
         while (!_stopping)
         {
-            int signalled;
-            Interop.CramNative.WaitReclaimSignal(_engine, 20, &signalled);
+            _engine.WaitReclaimSignal(20, out _);
             if (_stopping)
             {
                 break;
@@ -121,10 +122,10 @@ internal sealed unsafe class ReclaimWorker : IDisposable
             Volatile.Write(ref _shared->ReclaimRunning, 0u);
             if (!_stopping)
             {
-                bool sweep = Environment.TickCount64 >= _nextSweep;
+                bool sweep = _time.GetTimestamp() >= _nextSweep;
                 if (sweep)
                 {
-                    _nextSweep = Environment.TickCount64 + (long)SweepInterval.TotalMilliseconds;
+                    _nextSweep = _time.GetTimestamp() + (long)(SweepInterval.TotalSeconds * _time.TimestampFrequency);
                 }
                 try
                 {
@@ -147,7 +148,7 @@ internal sealed unsafe class ReclaimWorker : IDisposable
         _stopping = true;
         if (_thread is not null && _thread != Thread.CurrentThread)
         {
-            Interop.CramNative.SignalReclaim(_engine);
+            _engine.SignalReclaim();
             _thread.Join();
         }
         // On the worker itself (a TierEvent handler disposing the engine), the loop ends when the

@@ -90,7 +90,7 @@ internal sealed unsafe class TierEventPump(NativeShared* shared, TierEventChanne
             channel.Post(CramTierEventKind.ServiceError, $"{service - _serviceErrorsSeen} fault-service system call(s) failed ({service} in all); the pages involved fault again. Please report it with the engine's stats.");
             _serviceErrorsSeen = service;
         }
-        long now = Environment.TickCount64;
+        long now = (long)options.TimeProvider.GetElapsedTime(0).TotalMilliseconds; // on the engine's clock
         if (throttled > _throttledSeen)
         {
             if (!_throttling)
