@@ -1,5 +1,4 @@
 using CramCore.Native;
-using CramCore.Storage;
 
 namespace CramCore;
 

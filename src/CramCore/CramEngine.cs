@@ -1,6 +1,5 @@
 using System.Diagnostics.Metrics;
 using CramCore.Engine;
-using CramCore.Internals;
 using CramCore.Native;
 using CramCore.Reclaim;
 using CramCore.Storage;
@@ -30,7 +29,8 @@ public sealed unsafe class CramEngine : IDisposable
     private readonly ResidentLimit _limit;
     private volatile bool _disposed;
 
-    private CramEngine(CramOptions options, Func<IPageOperations, IPageOperations>? pageOperations, IMeterFactory? meterFactory, Action<EngineBuildStep>? beforeStep)
+    private CramEngine(CramOptions options, Func<IPageOperations, IPageOperations>? pageOperations, IMeterFactory? meterFactory, Action<EngineBuildStep>? beforeStep,
+        Func<IBackingFileDevice, IBackingFileDevice>? fileDevice)
     {
         _options = options;
         // The worker's thread must not hold the engine, or an engine nobody references could never
@@ -44,7 +44,7 @@ public sealed unsafe class CramEngine : IDisposable
                 {
                     engine.AfterWorkerTick();
                 }
-            }, beforeStep);
+            }, beforeStep, fileDevice);
         }
         catch
         {
@@ -83,10 +83,10 @@ public sealed unsafe class CramEngine : IDisposable
         return CreateWithHooks(options, meterFactory: meterFactory);
     }
 
-    /// <summary>Creates an engine with test hooks: reclaim's page operations wrapped by <paramref name="pageOperations"/>, <paramref name="beforeStep"/> run before each build step.</summary>
+    /// <summary>Creates an engine with test hooks: reclaim's page operations wrapped by <paramref name="pageOperations"/>, <paramref name="beforeStep"/> run before each build step, the backing file's I/O wrapped by <paramref name="fileDevice"/>.</summary>
     internal static CramEngine CreateWithHooks(CramOptions? options, Func<IPageOperations, IPageOperations>? pageOperations = null,
-        IMeterFactory? meterFactory = null, Action<EngineBuildStep>? beforeStep = null) =>
-        new(EngineParts.Prepare(options), pageOperations, meterFactory, beforeStep);
+        IMeterFactory? meterFactory = null, Action<EngineBuildStep>? beforeStep = null, Func<IBackingFileDevice, IBackingFileDevice>? fileDevice = null) =>
+        new(EngineParts.Prepare(options), pageOperations, meterFactory, beforeStep, fileDevice);
 
     /// <summary>
     /// Something happened in the storage tiers that an operator should know: the pool is full in

@@ -1,7 +1,5 @@
 using System.Diagnostics.Metrics;
-using CramCore.Internals;
 using CramCore.Native;
-using CramCore.Storage;
 
 namespace CramCore;
 

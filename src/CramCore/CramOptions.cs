@@ -1,7 +1,5 @@
 using Microsoft.Extensions.Logging;
-using CramCore.Internals;
 using CramCore.Native;
-using CramCore.Storage;
 
 namespace CramCore;
 

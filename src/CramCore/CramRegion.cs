@@ -2,8 +2,6 @@ using System.Buffers;
 using System.Runtime.CompilerServices;
 using CramCore.Internals;
 using CramCore.Native;
-using CramCore.Reclaim;
-using CramCore.Storage;
 
 namespace CramCore;
 

@@ -1,7 +1,3 @@
-using CramCore.Estimation;
-using CramCore.Native;
-using CramCore.Storage;
-
 namespace CramCore;
 
 /// <summary>A snapshot of an engine's state and counters (<see cref="CramEngine.GetStats"/>). Counters are cumulative.</summary>

@@ -1,7 +1,3 @@
-using CramCore.Internals;
-using CramCore.Native;
-using CramCore.Storage;
-
 namespace CramCore;
 
 /// <summary>

@@ -129,10 +129,10 @@ public sealed unsafe class WritebackTests : IDisposable
         var clock = new FakeTimeProvider();
         CramOptions options = Options();
         options.TimeProvider = clock; // the pause after a write error ends when the test says a second went by
-        using var engine = CramEngine.Create(options);
+        FailingFileDevice? disk = null;
+        using var engine = CramEngine.CreateWithHooks(options, fileDevice: real => disk = new FailingFileDevice(real) { WriteError = Errno.ENOSPC });
         var events = new System.Collections.Concurrent.ConcurrentQueue<CramTierEventKind>();
         engine.TierEvent += (_, e) => events.Enqueue(e.Kind); // raised on this thread or the engine's
-        engine.Parts.File!.WriteFaultForTests = _ => Errno.ENOSPC;
         using var region = engine.CreateRegion((long)Pages * P);
         Fill(region);
         region.Reclaim(region.Length);
@@ -144,7 +144,8 @@ public sealed unsafe class WritebackTests : IDisposable
         Assert.True(SpinWait.SpinUntil(() => events.Contains(CramTierEventKind.WritebackPaused), 5000), string.Join(", ", events));
         Verify(region);
 
-        engine.Parts.File!.WriteFaultForTests = null; // space returns
+        Assert.True(disk!.FailedWrites > 0);
+        disk.WriteError = Errno.None; // space returns
         region.Reclaim(region.Length);
         Assert.True(engine.GetStats().WritebackPaused); // still within the second's pause: no retry yet
         clock.Advance(TimeSpan.FromSeconds(1.1));      // the pause ends

@@ -85,15 +85,15 @@ public sealed unsafe class WritebackOnFakeTests : IDisposable
         var clock = new FakeTimeProvider();
         CramOptions options = Options();
         options.TimeProvider = clock;
-        using var stack = new FakeStack(options);
+        var disk = new FailingFileDevice(NativeFileDevice.Instance) { WriteError = Errno.EIO };
+        using var stack = new FakeStack(options, pageOperations: null, disk);
         RegionMapping r = ReclaimOnFakeTests.Filled(stack, 128);
         stack.Reclaimer.Reclaim(128, null);
-        stack.File!.WriteFaultForTests = _ => Errno.EIO;
 
         Assert.Equal(0, stack.Writeback!.Run(force: long.MaxValue));
         Assert.Equal(Errno.EIO, stack.Writeback.PausedBy);
         Assert.Contains(CramTierEventKind.WritebackPaused, stack.TakeEvents());
-        stack.File.WriteFaultForTests = null; // the device works again, but the pause holds for a second
+        disk.WriteError = Errno.None; // the device works again, but the pause holds for a second
         Assert.Equal(0, stack.Writeback.Run(force: long.MaxValue));
         clock.Advance(TimeSpan.FromSeconds(0.9));
         Assert.Equal(0, stack.Writeback.Run(force: long.MaxValue));

@@ -1,5 +1,3 @@
-using CramCore.Native;
-
 namespace CramCore.Engine;
 
 /// <summary>

@@ -53,7 +53,9 @@ internal sealed unsafe class EngineParts : IDisposable
     /// <param name="pageOperations">Test hook: wraps the page operations reclaim uses, to inject failures.</param>
     /// <param name="afterTick">What the reclaim worker runs after each tick (the engine's events and metrics).</param>
     /// <param name="beforeStep">Test hook: runs before each step; a throw there is a failure at that step.</param>
-    public EngineParts(CramOptions options, Func<IPageOperations, IPageOperations>? pageOperations, ReclaimWorker.TickListener afterTick, Action<EngineBuildStep>? beforeStep)
+    /// <param name="fileDevice">Test hook: wraps the backing file's I/O, to inject write and read errors.</param>
+    public EngineParts(CramOptions options, Func<IPageOperations, IPageOperations>? pageOperations, ReclaimWorker.TickListener afterTick, Action<EngineBuildStep>? beforeStep,
+        Func<IBackingFileDevice, IBackingFileDevice>? fileDevice = null)
     {
         long limitPages = options.ResidentLimitBytes / SharedLayout.PageSize;
         beforeStep?.Invoke(EngineBuildStep.NativeEngine);
@@ -78,7 +80,7 @@ internal sealed unsafe class EngineParts : IDisposable
             beforeStep?.Invoke(EngineBuildStep.BackingFile);
             if (options.BackingFile is not null)
             {
-                File = BackingFile.Open(options.BackingFile, options.KeepBackingFile, options.BackingFileLimitBytes);
+                File = BackingFile.Open(options.BackingFile, options.KeepBackingFile, options.BackingFileLimitBytes, fileDevice?.Invoke(NativeFileDevice.Instance));
                 shared->BackingFd = File.Descriptor;
                 shared->BackingDirect = File.Direct ? 1u : 0u;
             }

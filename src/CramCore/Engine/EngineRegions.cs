@@ -2,7 +2,6 @@ using System.Diagnostics;
 using CramCore.Internals;
 using CramCore.Native;
 using CramCore.Reclaim;
-using CramCore.Storage;
 
 namespace CramCore.Engine;
 

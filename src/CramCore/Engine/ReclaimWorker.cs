@@ -1,7 +1,5 @@
 using CramCore.Native;
 using CramCore.Reclaim;
-using CramCore.Internals;
-using CramCore.Storage;
 
 namespace CramCore.Engine;
 

@@ -1,7 +1,6 @@
 using CramCore.Internals;
 using CramCore.Native;
 using Microsoft.Extensions.Logging;
-using CramCore.Storage;
 
 namespace CramCore.Engine;
 

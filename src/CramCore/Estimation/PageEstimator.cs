@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using CramCore.Native;
-using CramCore.Storage;
 
 namespace CramCore.Estimation;
 

@@ -1,7 +1,5 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
-using CramCore.Native;
-using CramCore.Storage;
 
 namespace CramCore.Estimation;
 

@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using CramCore.Storage;
 
 namespace CramCore.Estimation;
 

@@ -1,6 +1,5 @@
 using System.Runtime.CompilerServices;
 using CramCore.Native;
-using CramCore.Storage;
 
 namespace CramCore.Estimation;
 

@@ -2,7 +2,6 @@ using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using CramCore.Native;
-using CramCore.Storage;
 
 namespace CramCore.Estimation;
 

@@ -1,6 +1,3 @@
-using CramCore.Native;
-using CramCore.Storage;
-
 namespace CramCore.Internals;
 
 /// <summary>

@@ -1,6 +1,4 @@
 using System.Buffers;
-using CramCore.Native;
-using CramCore.Storage;
 
 namespace CramCore.Internals;
 

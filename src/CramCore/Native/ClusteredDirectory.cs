@@ -1,7 +1,5 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using CramCore.Internals;
-using CramCore.Storage;
 
 namespace CramCore.Native;
 

@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using CramCore.Storage;
 
 namespace CramCore.Native;
 

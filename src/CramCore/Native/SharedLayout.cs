@@ -1,8 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using CramCore.Estimation;
-using CramCore.Storage;
 
 namespace CramCore.Native;
 

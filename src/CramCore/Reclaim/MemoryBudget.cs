@@ -1,6 +1,5 @@
 using CramCore.Internals;
 using CramCore.Native;
-using CramCore.Storage;
 
 namespace CramCore.Reclaim;
 

@@ -1,7 +1,6 @@
 using System.Runtime.InteropServices;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
-using CramCore.Internals;
 using CramCore.Native;
 
 namespace CramCore.Storage;
@@ -23,6 +22,7 @@ internal sealed unsafe class BackingFile : IDisposable
     public const int SegmentBytes = 256 * 1024;
 
     private readonly SafeFileHandle _handle;
+    private readonly IBackingFileDevice _device; // writes, compaction reads, hole punches
     private readonly long _limitSegments;
     private readonly List<Segment> _segments = [];
     private readonly SortedSet<int> _freeSegments = [];
@@ -39,18 +39,19 @@ internal sealed unsafe class BackingFile : IDisposable
         public readonly List<uint> Slots = []; // slot ids of its extents, in order (compaction checks each)
     }
 
-    private BackingFile(SafeFileHandle handle, bool direct, string path, long limitBytes)
+    private BackingFile(SafeFileHandle handle, bool direct, string path, long limitBytes, IBackingFileDevice device)
     {
         _handle = handle;
+        _device = device;
         Direct = direct;
         Path = path;
         _limitSegments = limitBytes == 0 ? long.MaxValue : limitBytes / SegmentBytes;
         _buffer = (byte*)NativeMemory.AlignedAlloc(SegmentBytes, SharedLayout.PageSize);
     }
 
-    /// <summary>Creates the file at <paramref name="path"/>; unlinked at once unless <paramref name="keep"/>.</summary>
+    /// <summary>Creates the file at <paramref name="path"/>; unlinked at once unless <paramref name="keep"/>. Its I/O goes through <paramref name="device"/> (default: the system calls).</summary>
     /// <exception cref="IOException">It exists or cannot be created; the message names the option and the fix.</exception>
-    public static BackingFile Open(string path, bool keep, long limitBytes)
+    public static BackingFile Open(string path, bool keep, long limitBytes, IBackingFileDevice? device = null)
     {
         string full = System.IO.Path.GetFullPath(path);
         byte[] utf8 = Encoding.UTF8.GetBytes(full + "\0");
@@ -65,7 +66,7 @@ internal sealed unsafe class BackingFile : IDisposable
                     : new IOException($"Creating BackingFile '{full}' failed: {Interop.GetExceptionForErrno(errno, "open").Message}. Choose a path in a writable directory.");
             }
         }
-        return new BackingFile(new SafeFileHandle(fd, ownsHandle: true), direct != 0, full, limitBytes);
+        return new BackingFile(new SafeFileHandle(fd, ownsHandle: true), direct != 0, full, limitBytes, device ?? NativeFileDevice.Instance);
     }
 
     /// <summary>The file's path (it no longer exists unless kept).</summary>
@@ -76,9 +77,6 @@ internal sealed unsafe class BackingFile : IDisposable
 
     /// <summary>The descriptor the fault service reads with.</summary>
     public int Descriptor => (int)_handle.DangerousGetHandle();
-
-    /// <summary>Failure injection for tests: consulted before every write; an error other than None fails it.</summary>
-    internal Func<long, Errno>? WriteFaultForTests { get; set; }
 
     public long LiveBytes => Interlocked.Read(ref _liveBytes);
     /// <summary>Bytes of extents in segments in use, dead ones included.</summary>
@@ -164,11 +162,7 @@ internal sealed unsafe class BackingFile : IDisposable
         int from = _committed & ~(SharedLayout.PageSize - 1);
         int to = (s.Used + SharedLayout.PageSize - 1) & ~(SharedLayout.PageSize - 1);
         long offset = (long)_open * SegmentBytes + from;
-        Errno error = WriteFaultForTests?.Invoke(offset) ?? Errno.None;
-        if (error == Errno.None && Interop.CramNative.BackingFileWrite(Descriptor, _buffer + from, (ulong)(to - from), (ulong)offset) != 0)
-        {
-            error = Interop.LastErrno();
-        }
+        Errno error = _device.Write(Descriptor, _buffer + from, (ulong)(to - from), (ulong)offset);
         if (error != Errno.None)
         {
             Interlocked.Increment(ref _writeErrors);
@@ -229,7 +223,7 @@ internal sealed unsafe class BackingFile : IDisposable
         s.Used = 0;
         s.Slots.Clear();
         // A hole gives the blocks back; if the file system cannot punch, the space is still reused.
-        Interop.CramNative.BackingFileDiscard(Descriptor, (ulong)segment * SegmentBytes, SegmentBytes);
+        _device.Discard(Descriptor, (ulong)segment * SegmentBytes, SegmentBytes);
         _freeSegments.Add(segment);
         Interlocked.Decrement(ref _segmentsInUse);
     }
@@ -257,9 +251,7 @@ internal sealed unsafe class BackingFile : IDisposable
     public Errno ReadSegment(int segment, byte* destination)
     {
         int length = (_segments[segment].Used + SharedLayout.PageSize - 1) & ~(SharedLayout.PageSize - 1);
-        return Interop.CramNative.BackingFileRead(Descriptor, destination, (ulong)length, (ulong)segment * SegmentBytes) == 0
-            ? Errno.None
-            : Interop.LastErrno();
+        return _device.Read(Descriptor, destination, (ulong)length, (ulong)segment * SegmentBytes);
     }
 
     public void Dispose()

@@ -1,9 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using CramCore.Internals;
 using CramCore.Native;
-using CramCore.Reclaim;
 
 namespace CramCore.Storage;
 

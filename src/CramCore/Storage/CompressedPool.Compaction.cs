@@ -1,4 +1,3 @@
-using CramCore.Internals;
 using CramCore.Native;
 
 namespace CramCore.Storage;

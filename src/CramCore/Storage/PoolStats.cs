@@ -1,5 +1,3 @@
-using CramCore.Estimation;
-
 namespace CramCore.Storage;
 
 /// <summary>Occupancy of one size class of the compressed pool.</summary>

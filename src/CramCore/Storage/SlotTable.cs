@@ -1,4 +1,3 @@
-using CramCore.Estimation;
 using CramCore.Internals;
 using CramCore.Native;
 

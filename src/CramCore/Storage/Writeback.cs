@@ -1,8 +1,6 @@
-using System.Diagnostics;
 using System.Runtime.InteropServices;
 using CramCore.Internals;
 using CramCore.Native;
-using CramCore.Reclaim;
 
 namespace CramCore.Storage;
 

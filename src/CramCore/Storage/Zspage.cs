@@ -1,5 +1,3 @@
-using CramCore.Estimation;
-using CramCore.Internals;
 using CramCore.Native;
 
 namespace CramCore.Storage;

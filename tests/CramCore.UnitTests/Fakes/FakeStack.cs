@@ -9,6 +9,11 @@ namespace CramCore.Tests.Fakes;
 internal sealed unsafe class FakeStack : IDisposable
 {
     public FakeStack(CramOptions options, Func<IPageOperations, IPageOperations>? pageOperations = null)
+        : this(options, pageOperations, fileDevice: null)
+    {
+    }
+
+    public FakeStack(CramOptions options, Func<IPageOperations, IPageOperations>? pageOperations, IBackingFileDevice? fileDevice)
     {
         options.Validate();
         options.Resolve();
@@ -16,7 +21,7 @@ internal sealed unsafe class FakeStack : IDisposable
         Shared->HandleDirectory = (Pool = new CompressedPool(options.PoolArenaBytes, options.CompressedPoolLimitBytes, false, Engine)).HandleDirectory;
         if (options.BackingFile is not null)
         {
-            File = BackingFile.Open(options.BackingFile, options.KeepBackingFile, options.BackingFileLimitBytes);
+            File = BackingFile.Open(options.BackingFile, options.KeepBackingFile, options.BackingFileLimitBytes, fileDevice);
             Shared->BackingFd = File.Descriptor;
             Shared->BackingDirect = File.Direct ? 1u : 0u;
         }
