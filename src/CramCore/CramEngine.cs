@@ -56,8 +56,18 @@ public sealed unsafe class CramEngine : IDisposable
         _pump = new TierEventPump(_parts.Shared, _parts.Events, options, () => _limit.Bytes);
         Maintenance = new EngineMaintenance(_parts, () => _disposed, RaisePendingEvents);
         _metrics = CramMetrics.For(meterFactory);
-        _metrics.Register(this);
-        _parts.Start(); // last: the worker's ticks raise events and record metrics
+        try
+        {
+            _metrics.Register(this);
+            _parts.Start(); // last: the worker's ticks raise events and record metrics
+        }
+        catch
+        {
+            _metrics.Unregister(this);
+            _parts.Dispose();
+            GC.SuppressFinalize(this);
+            throw;
+        }
     }
 
     /// <summary>Creates an engine and starts its fault service.</summary>
@@ -68,11 +78,7 @@ public sealed unsafe class CramEngine : IDisposable
     /// <exception cref="InvalidOperationException"><see cref="CramOptions.LockPoolMemory"/> is set but the pool's memory cannot be locked; the message says which limit to raise.</exception>
     public static CramEngine Create(CramOptions? options = null) => CreateWithHooks(options);
 
-    /// <summary>
-    /// Creates an engine whose instruments live on a <c>CramCore</c> meter from
-    /// <paramref name="meterFactory"/> (the one dependency injection provides, or a test's), reporting
-    /// this engine only, instead of on the process-wide meter.
-    /// </summary>
+    /// <summary>Creates an engine whose instruments live on a <c>CramCore</c> meter from <paramref name="meterFactory"/> (the one dependency injection provides, or a test's), reporting this engine only, instead of on the process-wide meter.</summary>
     /// <exception cref="ArgumentNullException"><paramref name="meterFactory"/> is null.</exception>
     /// <exception cref="ArgumentException">An option is out of range; the message names it.</exception>
     /// <exception cref="CramUnavailableException">userfaultfd cannot be used here; the message says why and how to fix it.</exception>
@@ -99,11 +105,7 @@ public sealed unsafe class CramEngine : IDisposable
     /// </summary>
     public event EventHandler<CramTierEventArgs>? TierEvent;
 
-    /// <summary>
-    /// Releases an engine that became unreachable without <see cref="Dispose"/>: stops its threads,
-    /// unmaps its regions (none can be in use: a live region keeps its engine reachable) and frees
-    /// its storage.
-    /// </summary>
+    /// <summary>Releases an engine that became unreachable without <see cref="Dispose"/>: threads stopped, regions unmapped (a live region keeps its engine reachable), storage freed.</summary>
     ~CramEngine()
     {
         try
@@ -112,7 +114,7 @@ public sealed unsafe class CramEngine : IDisposable
         }
         catch (Exception)
         {
-            // A finalizer must not throw; whatever failed to close goes with the process.
+            // a finalizer must not throw: whatever failed to close goes with the process
         }
     }
 

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Time.Testing;
 using Microsoft.Extensions.Logging;
 
 namespace CramCore.Tests;
@@ -33,9 +34,10 @@ public sealed unsafe class EngineEventTests
         // The counters are the fault service's (tested where it throttles); here, what the engine
         // makes of them: one event when faults start waiting, one a quiet second after they stop.
         var logger = new ListLogger();
-        using var engine = CramEngine.Create(new CramOptions { Logger = logger });
+        var clock = new FakeTimeProvider();
+        using var engine = CramEngine.Create(new CramOptions { Logger = logger, TimeProvider = clock });
         var events = new List<CramTierEventKind>();
-        engine.TierEvent += (_, e) => events.Add(e.Kind);
+        engine.TierEvent += (_, e) => { lock (events) { events.Add(e.Kind); } };
         ref NativeStats stats = ref engine.Parts.Shared->Stats;
 
         Interlocked.Add(ref stats.ThrottleWaits, 3);
@@ -43,11 +45,8 @@ public sealed unsafe class EngineEventTests
         Interlocked.Add(ref stats.ThrottleWaits, 2);
         engine.RaisePendingEvents(); // still throttling: no second "started"
         Assert.Equal([CramTierEventKind.ThrottlingStarted], events);
-        Assert.True(SpinWait.SpinUntil(() =>
-        {
-            engine.RaisePendingEvents();
-            return events.Count == 2;
-        }, TimeSpan.FromSeconds(10)));
+        clock.Advance(TimeSpan.FromMilliseconds(TierEventPump.ThrottleQuietMilliseconds)); // a quiet second on the engine's clock
+        engine.RaisePendingEvents();
         Assert.Equal([CramTierEventKind.ThrottlingStarted, CramTierEventKind.ThrottlingStopped], events);
 
         Interlocked.Increment(ref stats.ServiceErrors);
