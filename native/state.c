@@ -1,5 +1,7 @@
 /*
- * Shared-state helpers: clean-copy counts, the stale list, the walk of a region's touched blocks.
+ * Shared-state helpers: clean-copy counts, the stale list, the walk of a region's touched blocks, and
+ * the state machine as a function (pte_transition_allowed, from CRAM_PTE_TRANSITIONS) with the
+ * CRAM_DEBUG failure report.
  */
 #define _GNU_SOURCE
 #include "internal.h"
