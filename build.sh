@@ -2,7 +2,7 @@
 # CramCore build entry point.
 #   ./build.sh            build everything (native helper + managed, Release)
 #   ./build.sh test       build, then run every test: the native unit tests (CRAM_DEBUG), the managed tests,
-#                         and the userfaultfd tests again against the CRAM_DEBUG native library
+#                         then the unit and userfaultfd tests again as a Debug build against the CRAM_DEBUG library
 #   ./build.sh test --unit   only the fast tests: the native unit tests and tests/CramCore.UnitTests (seconds)
 #   ./build.sh demo       build, then run `cram demo` (the main job)
 #   ./build.sh bench      build, then run the BenchmarkDotNet suite (args after `bench` go to it)
@@ -52,17 +52,22 @@ case "$cmd" in
     log "native unit tests (CRAM_DEBUG)"
     make -s -C native test >&2
     # A failed test prints its message and stack (the quiet build output alone would only name it).
-    run_tests() { dotnet test "$@" -c "$config" --no-build -nologo -v:q --logger "console;verbosity=minimal"; }
+    run_tests() { local c=$1; shift; dotnet test "$@" -c "$c" --no-build -nologo -v:q --logger "console;verbosity=minimal"; } # CONFIG PROJECT ARGS...
     if [ "${1:-}" = "--unit" ]; then
       shift
       log "managed unit tests (no userfaultfd)"
-      run_tests tests/CramCore.UnitTests "$@"
+      run_tests "$config" tests/CramCore.UnitTests "$@"
     else
       log "managed tests"
-      run_tests CramCore.sln "$@"
-      log "userfaultfd tests against the CRAM_DEBUG native library (every page-state transition and lock hold checked)"
+      run_tests "$config" CramCore.sln "$@"
+      # Debug builds and the CRAM_DEBUG library check every page-state transition (C# Debug.Assert and
+      # native checks against cramnative.h's table) and every lock the code says it holds.
+      log "unit and userfaultfd tests, Debug build, against the CRAM_DEBUG native library"
+      dotnet build tests/CramCore.UnitTests -c Debug -nologo -clp:ErrorsOnly -v:q >&2
+      dotnet build tests/CramCore.IntegrationTests -c Debug -nologo -clp:ErrorsOnly -v:q >&2
+      run_tests Debug tests/CramCore.UnitTests "$@"
       CRAMCORE_NATIVE_LIBRARY="$root/artifacts/native/debug/libCramNative.so" \
-        run_tests tests/CramCore.IntegrationTests --filter "Category=Userfaultfd" "$@"
+        run_tests Debug tests/CramCore.IntegrationTests --filter "Category=Userfaultfd" "$@"
     fi
     ;;
   demo)
