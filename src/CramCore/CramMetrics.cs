@@ -47,6 +47,7 @@ internal sealed class CramMetrics
         Counter("cramcore.faults.memory_limit_waits", "{fault}", "Faults that waited because the memory limit could not be held", s => s.MemoryLimitWaits);
         Counter("cramcore.faults.throttled", "{fault}", "Faults that waited for reclaim because resident memory was over the limit", s => s.ThrottledFaults);
         Counter("cramcore.errors.service", "{error}", "Fault-service system calls that failed (should stay 0)", s => s.ServiceErrors);
+        Counter("cramcore.errors.callback", "{error}", "Exceptions your callbacks threw that CramCore caught (handlers, the CRAM device, the logger)", s => s.CallbackFailures);
         Counter("cramcore.pool.full_rejections", "{page}", "Pages left resident because the compressed pool was full", s => s.PoolFullRejections);
         Gauge("cramcore.memory.clean_copies", "By", "Of the stored bytes, copies that resident pages keep (let go first when the pool is full)", s => s.CleanCopyBytes);
         Gauge("cramcore.memory.same_filled", "{page}", "Pages stored as a repeated value", s => s.SameFilledPages);

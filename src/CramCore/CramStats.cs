@@ -116,6 +116,9 @@ public sealed record CramStats
     public long FalseIncompressiblePages { get; init; }
     /// <summary>Fault-service errors (failed ioctls, undecodable copies). Anything but 0 is a bug to report.</summary>
     public long ServiceErrors { get; init; }
+
+    /// <summary>Exceptions thrown by your callbacks (event handlers, the CRAM device, the logger) that CramCore caught and carried on past (<see cref="CramTierEventKind.CallbackFailed"/>).</summary>
+    public long CallbackFailures { get; init; }
     /// <summary>Of the swap-ins, those read from the backing file (<see cref="CramOptions.BackingFile"/>).</summary>
     public long RefaultsFromFile { get; init; }
     /// <summary>Stored copies that failed their CRC-32C check when a fault read them: never mapped; the faulting thread got SIGBUS.</summary>

@@ -38,6 +38,12 @@ public enum CramTierEventKind
     MemoryLimitExceeded,
     /// <summary>Memory is back under <see cref="CramOptions.MemoryLimitBytes"/> after <see cref="MemoryLimitExceeded"/>; faults no longer wait.</summary>
     MemoryLimitRestored,
+    /// <summary>
+    /// A callback of yours threw (a <see cref="CramEngine.TierEvent"/> handler, <see cref="ICramDevice"/>
+    /// or the logger): CramCore caught it and carried on. Raised once per callback; every failure is
+    /// counted in <see cref="CramStats.CallbackFailures"/> (metric <c>cramcore.errors.callback</c>).
+    /// </summary>
+    CallbackFailed,
 }
 
 /// <summary>An event of the engine's storage tiers (<see cref="CramEngine.TierEvent"/>).</summary>

@@ -157,6 +157,31 @@ public sealed unsafe class EngineLifecycleTests : IDisposable
     }
 
     [Fact]
+    public void AHandlerThatAlwaysThrows_NeverReachesTheReclaimWorker_AndIsCounted()
+    {
+        // Issue 24's repro, smaller: before, this ended the process (unhandled on cram-reclaim).
+        using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = 16 << 20, CompressedPoolLimitBytes = 1 << 20, PoolArenaBytes = 1 << 20 });
+        int calls = 0;
+        engine.TierEvent += (_, _) =>
+        {
+            Interlocked.Increment(ref calls);
+            throw new InvalidOperationException("a handler bug");
+        };
+        using CramRegion region = engine.CreateRegion(64L << 20);
+        for (int i = 0; i < (64 << 20) / 4096; i++)
+        {
+            TestPages.WriteCompressible(region.Pointer + (long)i * 4096, i, 1); // the pool fills: PoolFull on the worker
+        }
+        Assert.True(SpinWait.SpinUntil(() => engine.GetStats().CallbackFailures >= 2, Patience), "no event reached the handler");
+        CramStats s = engine.GetStats();
+        Assert.Equal(Volatile.Read(ref calls), s.CallbackFailures);
+        for (int i = 0; i < (64 << 20) / 4096; i++)
+        {
+            Assert.True(TestPages.CheckCompressible(region.Pointer + (long)i * 4096, i, 1), $"page {i}");
+        }
+    }
+
+    [Fact]
     public void AHandlerOnTheCallersThread_DisposesTheEngineAndARegion_WithoutAHang()
     {
         var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = 16 << 20 });

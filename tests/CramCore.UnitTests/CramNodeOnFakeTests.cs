@@ -122,4 +122,37 @@ public sealed unsafe class CramNodeOnFakeTests
         Assert.Equal(0UL, stack.Shared->CramWritableLimit); // nothing was writable: no page becomes writable now
         Assert.Equal([CramTierEventKind.CramControlPlaneLost], stack.TakeEvents());
     }
+
+    private sealed class TrimFailingDevice(long capacity) : ICramDevice
+    {
+        private readonly EmulatedCramDevice _inner = new(capacity);
+        public long CapacityBytes => _inner.CapacityBytes;
+        public long FrameCount => _inner.FrameCount;
+        public void Trim(long firstFrame, long count) => throw new NotSupportedException("this device cannot TRIM");
+    }
+
+    [Fact]
+    public void ADeviceWhoseTrimThrows_IsReportedOnce_AndTheNodeCarriesOn()
+    {
+        using var stack = new FakeStack(new CramOptions { CramDevice = new TrimFailingDevice(1 << 20), WritableBudgetPages = 0 });
+        RegionMapping r = stack.Engine.CreateRegion(8);
+        for (ulong i = 0; i < 8; i++)
+        {
+            stack.Engine.Write(r, i);
+            TestPages.WriteVeryCompressible(stack.Engine.Page(r, i), (long)i, 0);
+        }
+        stack.Reclaimer.Reclaim(8, null);
+        for (ulong i = 0; i < 3; i++)
+        {
+            stack.Engine.Write(r, i); // promoted: their frames are freed, to be trimmed
+            stack.Reaper.Drain();
+            stack.Node!.Tick(stack.Engine.Regions, stack.Slots, forceScan: true);
+        }
+
+        Assert.Equal(3, stack.Events.CallbackFailures);
+        Assert.Equal([CramTierEventKind.CallbackFailed], stack.TakeEvents());
+        Assert.Equal(3, stack.Node!.TrimmedFrames); // the frames are free and counted either way
+        stack.Reclaimer.Reclaim(8, null);
+        Assert.Equal(8UL, stack.Shared->Stats.CramPlacedPages); // and the node keeps placing
+    }
 }

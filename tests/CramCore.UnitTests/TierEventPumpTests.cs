@@ -78,4 +78,26 @@ public sealed unsafe class TierEventPumpTests : IDisposable
         Raise(pump);
         Assert.Empty(_raised);
     }
+
+    [Fact]
+    public void AThrowingHandler_IsCaughtCountedAndReportedOnce_AndLaterEventsStillCome()
+    {
+        TierEventPump pump = Pump();
+        var seen = new List<CramTierEventKind>();
+        EventHandler<CramTierEventArgs> handler = (_, e) =>
+        {
+            seen.Add(e.Kind);
+            throw new InvalidOperationException("handler bug");
+        };
+        _channel.Post(CramTierEventKind.PoolFull, "full");
+        _channel.Post(CramTierEventKind.PoolAvailable, "available");
+        pump.Raise(this, handler, wait: true); // nothing escapes
+
+        Assert.Equal([CramTierEventKind.PoolFull, CramTierEventKind.PoolAvailable, CramTierEventKind.CallbackFailed], seen); // in order: the report queues after what was pending
+        Assert.Equal(3, _channel.CallbackFailures);   // every throw counted
+        var reports = _logger.Entries.Where(e => e.Id.Name == nameof(CramTierEventKind.CallbackFailed)).ToList();
+        Assert.Single(reports);                       // reported once for the handler
+        Assert.Equal(LogLevel.Error, reports[0].Level);
+        Assert.Contains("handler bug", reports[0].Message);
+    }
 }

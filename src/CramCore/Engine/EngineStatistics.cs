@@ -72,6 +72,7 @@ internal static unsafe class EngineStatistics
             EstimatorAudits = reclaim.EstimatorAudits,
             FalseIncompressiblePages = reclaim.FalseIncompressiblePages,
             ServiceErrors = (long)s.ServiceErrors,
+            CallbackFailures = parts.Events.CallbackFailures,
             RefaultsFromFile = (long)s.FaultsSwapinFile,
             ChecksumFailures = (long)s.ChecksumFailures,
             ReadErrors = (long)s.ReadErrors,

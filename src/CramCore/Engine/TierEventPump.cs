@@ -56,7 +56,15 @@ internal sealed unsafe class TierEventPump(NativeShared* shared, TierEventChanne
             while (!_stopped && channel.TryTake(out CramTierEventArgs? e))
             {
                 Log(e!);
-                handler?.Invoke(sender, e!);
+                try
+                {
+                    handler?.Invoke(sender, e!);
+                }
+                catch (Exception x)
+                {
+                    // A handler's exception must not reach the reclaim worker's (or a caller's) stack.
+                    channel.CallbackFailed("A TierEvent handler", x);
+                }
             }
         }
         finally
@@ -117,7 +125,7 @@ internal sealed unsafe class TierEventPump(NativeShared* shared, TierEventChanne
         }
         LogLevel level = e.Kind switch
         {
-            CramTierEventKind.ChecksumFailure or CramTierEventKind.ReadError or CramTierEventKind.ServiceError => LogLevel.Error,
+            CramTierEventKind.ChecksumFailure or CramTierEventKind.ReadError or CramTierEventKind.ServiceError or CramTierEventKind.CallbackFailed => LogLevel.Error,
             CramTierEventKind.PoolFull or CramTierEventKind.WritebackPaused or CramTierEventKind.BackingFileFull or CramTierEventKind.CramPressureHigh
                 or CramTierEventKind.CramControlPlaneLost or CramTierEventKind.ThrottlingStarted or CramTierEventKind.MemoryLimitExceeded => LogLevel.Warning,
             _ => LogLevel.Information,

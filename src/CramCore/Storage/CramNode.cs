@@ -407,7 +407,15 @@ internal sealed unsafe class CramNode : IDisposable
         {
             if (i == _pendingTrim.Count || _pendingTrim[i] != _pendingTrim[i - 1] + 1)
             {
-                _device.Trim(_pendingTrim[start], i - start);
+                try
+                {
+                    _device.Trim(_pendingTrim[start], i - start);
+                }
+                catch (Exception x)
+                {
+                    // The frames are free either way; a device that cannot TRIM keeps their bytes until it reuses them.
+                    _events.CallbackFailed("ICramDevice.Trim", x);
+                }
                 start = i;
             }
         }
