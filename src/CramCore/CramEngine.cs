@@ -236,11 +236,12 @@ public sealed unsafe class CramEngine : IDisposable
         // Outside the engine lock: the worker may be in a TierEvent handler that takes it. On the
         // worker itself (a handler disposing the engine) this stops it without waiting for it.
         _parts.Worker.Stop();
+        _regions.RetireAll(); // no lock held: calls in flight on the regions finish first
+        _pump.Stop();         // lock 0, before lock 1: a raise in progress finishes first
         lock (_regions.Lock)
         {
             _regions.DetachAll();
             _disposed = true;
-            _pump.Stop();
             GC.SuppressFinalize(this);
             _metrics.Unregister(this);
             _parts.Dispose();

@@ -254,19 +254,36 @@ public sealed unsafe class CramRegion : IDisposable
     {
         ThrowIfDisposed();
         ThrowIfOutside(byteOffset, length);
-        long first = byteOffset >> SharedLayout.PageShift;
-        long end = (byteOffset + length + SharedLayout.PageSize - 1) >> SharedLayout.PageShift;
-        for (long page = first; page < end; page++)
+        EnterOrThrow();
+        try
         {
-            int* word = (int*)(BasePointer + (page << SharedLayout.PageShift));
-            if (forWrite)
+            long first = byteOffset >> SharedLayout.PageShift;
+            long end = (byteOffset + length + SharedLayout.PageSize - 1) >> SharedLayout.PageShift;
+            for (long page = first; page < end; page++)
             {
-                Interlocked.Or(ref *word, 0); // an atomic write that changes nothing
+                int* word = (int*)(BasePointer + (page << SharedLayout.PageShift));
+                if (forWrite)
+                {
+                    Interlocked.Or(ref *word, 0); // an atomic write that changes nothing
+                }
+                else
+                {
+                    Volatile.Read(ref *word);
+                }
             }
-            else
-            {
-                Volatile.Read(ref *word);
-            }
+        }
+        finally
+        {
+            _mapping.Exit();
+        }
+    }
+
+    /// <summary>Marks a library call in flight on this region (so a racing Dispose waits for it), or throws if the region is going.</summary>
+    private void EnterOrThrow()
+    {
+        if (!_mapping.TryEnter())
+        {
+            throw new ObjectDisposedException(nameof(CramRegion));
         }
     }
 
@@ -294,28 +311,37 @@ public sealed unsafe class CramRegion : IDisposable
             return;
         }
         long end = byteOffset + length; // no overflow: both are inside the region
-        if (advice != CramAdvice.DontNeed)
+        EnterOrThrow(); // a racing Dispose waits until the range is done, instead of unmapping it under ZeroInPlace
+        try
         {
-            AdvisePages((ulong)byteOffset >> SharedLayout.PageShift, (ulong)(end + SharedLayout.PageSize - 1) >> SharedLayout.PageShift, advice);
-            return;
+            if (advice != CramAdvice.DontNeed)
+            {
+                AdvisePages((ulong)byteOffset >> SharedLayout.PageShift, (ulong)(end + SharedLayout.PageSize - 1) >> SharedLayout.PageShift, advice);
+            }
+            else
+            {
+                long firstWhole = (byteOffset + SharedLayout.PageSize - 1) >> SharedLayout.PageShift, endWhole = end >> SharedLayout.PageShift;
+                if (firstWhole >= endWhole)
+                {
+                    ZeroInPlace(byteOffset, end); // inside one page, or across one boundary
+                }
+                else
+                {
+                    ZeroInPlace(byteOffset, firstWhole << SharedLayout.PageShift);
+                    AdvisePages((ulong)firstWhole, (ulong)endWhole, advice);
+                    ZeroInPlace(endWhole << SharedLayout.PageShift, end);
+                }
+            }
         }
-        long firstWhole = (byteOffset + SharedLayout.PageSize - 1) >> SharedLayout.PageShift, endWhole = end >> SharedLayout.PageShift;
-        if (firstWhole >= endWhole)
+        finally
         {
-            ZeroInPlace(byteOffset, end); // inside one page, or across one boundary
-            return;
+            _mapping.Exit();
         }
-        ZeroInPlace(byteOffset, firstWhole << SharedLayout.PageShift);
-        AdvisePages((ulong)firstWhole, (ulong)endWhole, advice);
-        ZeroInPlace(endWhole << SharedLayout.PageShift, end);
+        _engine.RaisePendingEvents(); // after Exit: a handler may dispose this region
     }
 
-    /// <summary>Pages [start, end) to the engine's hint machinery (EngineRegions.Advise), then the events it posted.</summary>
-    private void AdvisePages(ulong start, ulong end, CramAdvice advice)
-    {
-        _engine.Regions.Advise(_mapping, start, end, advice);
-        _engine.RaisePendingEvents();
-    }
+    /// <summary>Pages [start, end) to the engine's hint machinery (EngineRegions.Advise); the caller raises the events it posted.</summary>
+    private void AdvisePages(ulong start, ulong end, CramAdvice advice) => _engine.Regions.Advise(_mapping, start, end, advice);
 
     /// <summary>Zeroes bytes [from, to) (at most two pages) in place, skipping a page never touched: it reads as zeros already, and stays unpopulated.</summary>
     private void ZeroInPlace(long from, long to)
@@ -356,6 +382,7 @@ public sealed unsafe class CramRegion : IDisposable
         }
         _disposed = true;
         GC.SuppressFinalize(this);
+        _mapping.MarkDetached(); // no engine lock held: waits for an Advise or MakeResident in flight on another thread
         _engine.Regions.Remove(_mapping);
     }
 

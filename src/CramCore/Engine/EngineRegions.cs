@@ -66,6 +66,15 @@ internal sealed unsafe class EngineRegions
         }
     }
 
+    /// <summary>Every region refuses new calls and waits for those in flight (<see cref="RegionMapping.MarkDetached"/>); with no engine lock held, before <see cref="DetachAll"/>.</summary>
+    public void RetireAll()
+    {
+        foreach (RegionMapping region in _parts.Regions.Snapshot())
+        {
+            region.MarkDetached();
+        }
+    }
+
     /// <summary>Stops the prefetcher (before the engine tears anything down that it reads) and detaches every region; under <see cref="Lock"/>.</summary>
     public void DetachAll()
     {

@@ -73,8 +73,18 @@ internal sealed unsafe class TierEventPump(NativeShared* shared, TierEventChanne
         }
     }
 
-    /// <summary>No more events: the engine is being torn down (handlers still running finish).</summary>
-    public void Stop() => _stopped = true;
+    /// <summary>
+    /// No more events: the engine is being torn down. Waits for a raise in progress on another thread
+    /// (it reads the shared block the teardown unmaps); from a handler it returns at once (the lock is
+    /// the caller's). Takes lock 0: call it holding no other engine lock.
+    /// </summary>
+    public void Stop()
+    {
+        lock (_lock)
+        {
+            _stopped = true;
+        }
+    }
 
     /// <summary>Events for what the fault service counted since the last look; under <see cref="_lock"/>.</summary>
     private void PostServiceEvents()
