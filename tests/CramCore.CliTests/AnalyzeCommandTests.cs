@@ -80,4 +80,48 @@ public sealed class AnalyzeCommandTests
         }
         Assert.Contains("does not exist", Assert.Throws<CliException>(() => AnalyzeCommand.Run(new(null, "/nonexistent.pages", null, true))).Message);
     }
+
+    [Fact]
+    public void AFileOfZeroPages_GivesValidJson_WithNoLz4Ratios()
+    {
+        string path = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllBytes(path, new byte[4 * 4096]);
+            JsonElement r = RunJson(new AnalyzeCommand.Settings(null, path, null, true));
+            Assert.Equal(4, r.GetProperty("pages").GetInt64());
+            Assert.Equal(1.0, r.GetProperty("zero_fraction").GetDouble());
+            Assert.Equal(JsonValueKind.Null, r.GetProperty("lz4_ratio_p50").ValueKind); // no page reached LZ4: null, not NaN
+            Assert.Contains("no page reached LZ4", ConsoleCapture.Stdout(() => AnalyzeCommand.Run(new AnalyzeCommand.Settings(null, path, null, false))));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void DumpingOntoTheFileBeingRead_IsRefused_AndTheFileIsUntouched()
+    {
+        string path = Path.GetTempFileName();
+        string link = path + ".link";
+        try
+        {
+            var pages = new byte[2 * 4096];
+            new Random(5).NextBytes(pages);
+            File.WriteAllBytes(path, pages);
+            File.CreateSymbolicLink(link, path);
+            foreach (string dump in new[] { path, link, Path.Combine(Path.GetDirectoryName(path)!, ".", Path.GetFileName(path)) })
+            {
+                var e = Assert.Throws<CliException>(() => AnalyzeCommand.Run(new AnalyzeCommand.Settings(null, path, dump, true)));
+                Assert.Contains("--dump", e.Message);
+                Assert.Equal(pages, File.ReadAllBytes(path));
+            }
+        }
+        finally
+        {
+            File.Delete(link);
+            File.Delete(path);
+        }
+    }
 }

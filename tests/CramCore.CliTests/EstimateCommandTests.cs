@@ -55,6 +55,7 @@ public sealed class EstimateCommandTests
     {
         Assert.Contains("--threshold", Assert.Throws<CliException>(() => EstimateCommand.Run(new([], 0, 1, 5, false, true))).Message);
         Assert.Contains("--rounds", Assert.Throws<CliException>(() => EstimateCommand.Run(new([], 0, 0, 3072, false, true))).Message);
+        Assert.Contains("--pages is -1", Assert.Throws<CliException>(() => EstimateCommand.Run(new([], -1, 1, 3072, false, true))).Message);
         Assert.Contains("--calibrate needs page files", Assert.Throws<CliException>(() => EstimateCommand.Run(new([], 0, 1, 3072, true, true))).Message);
         Assert.Contains("does not exist", Assert.Throws<CorpusException>(() => EstimateCommand.Run(new(["/nonexistent.pages"], 0, 1, 3072, false, true))).Message);
     }

@@ -8,7 +8,7 @@ namespace CramCore.Cli.Commands;
 internal sealed record AnalyzeResult(
     string Source, long Pages, long Bytes, long UnreadableBytes,
     double ZeroFraction, double SameFilledFraction, double CompressibleFraction, double IncompressibleFraction,
-    double Lz4RatioP10, double Lz4RatioP50, double Lz4RatioP90,
+    double? Lz4RatioP10, double? Lz4RatioP50, double? Lz4RatioP90,
     int ThresholdBytes, double EstimatorAgreement, double EstimatorConfidentFraction, double EstimatorFalseIncompressible,
     long SavedBytes, double SavedFraction, double Seconds);
 
@@ -41,6 +41,10 @@ internal static unsafe class AnalyzeCommand
         FileStream? dump = null;
         try
         {
+            if (s.Dump is not null && s.File is not null && SameFile(s.Dump, s.File))
+            {
+                throw new CliException($"--dump: '{s.Dump}' is the --file being read; writing it would truncate the input. Give another path.");
+            }
             if (s.Dump is not null)
             {
                 try
@@ -71,6 +75,17 @@ internal static unsafe class AnalyzeCommand
         {
             dump?.Dispose();
         }
+    }
+
+    /// <summary>Whether two paths name the same file (after symbolic links), so a verb never writes to a file it reads.</summary>
+    private static bool SameFile(string a, string b)
+    {
+        static string Real(string path)
+        {
+            var info = new FileInfo(Path.GetFullPath(path));
+            return info.Exists && info.LinkTarget is not null ? (info.ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? info.FullName) : info.FullName;
+        }
+        return string.Equals(Real(a), Real(b), StringComparison.Ordinal);
     }
 
     private static void AnalyzeFile(string path, Counts tally, int threshold, FileStream? dump, bool quiet)
@@ -252,7 +267,7 @@ internal static unsafe class AnalyzeCommand
     private static void Report(string what, Counts t, int threshold, TimeSpan elapsed, bool json)
     {
         var sizes = t.Sizes.Select(x => (long)x).ToList();
-        double Ratio(double q) => sizes.Count == 0 ? double.NaN : Math.Round(Measure.Quantile(sizes, q) / P, 3);
+        double? Ratio(double q) => sizes.Count == 0 ? null : Math.Round(Measure.Quantile(sizes, q) / P, 3); // null: no page reached LZ4 (all zero or same-filled)
         long bytes = t.Pages * P;
         long resident = t.Incompressible * P;          // stays as it is
         long stored = t.StoredBytes;                    // compressed copies (before pool packing)
@@ -286,7 +301,7 @@ internal static unsafe class AnalyzeCommand
         table.AddRow("pages read", $"{t.Pages:N0} ({Measure.Bytes(bytes)})" + (t.UnreadableBytes > 0 ? $", {Measure.Bytes(t.UnreadableBytes)} unreadable" : ""));
         table.AddRow("zero / same-filled", $"{t.Zero:N0} / {t.SameFilled:N0} pages");
         table.AddRow($"LZ4 below {threshold} B / not", $"{t.Compressible:N0} / {t.Incompressible:N0} pages");
-        table.AddRow("LZ4 size / page, p10 / p50 / p90", $"{Ratio(0.1):0.000} / {Ratio(0.5):0.000} / {Ratio(0.9):0.000}");
+        table.AddRow("LZ4 size / page, p10 / p50 / p90", sizes.Count == 0 ? "none: no page reached LZ4 (all zero or same-filled)" : $"{Ratio(0.1):0.000} / {Ratio(0.5):0.000} / {Ratio(0.9):0.000}");
         table.AddRow("estimator agrees with LZ4", $"{Fraction(t.EstimatorAgrees):P1} of pages (confident on {Fraction(t.EstimatorConfident):P1}; false 'incompressible' {Fraction(t.FalseIncompressible):P2})");
         table.AddRow("memory CramCore would save", $"{Measure.Bytes(saved)} ({(double)saved / Math.Max(1, bytes):P1})");
         AnsiConsole.Write(table);

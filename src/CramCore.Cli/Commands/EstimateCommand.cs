@@ -54,6 +54,10 @@ internal static unsafe class EstimateCommand
         {
             throw new CliException($"--threshold is {s.Threshold}; it must be between 64 and 4096 bytes (default 3072, as CramOptions.CompressionThresholdBytes).");
         }
+        if (s.Pages < 0)
+        {
+            throw new CliException($"--pages is {s.Pages}; give a positive number of pages per input, or leave it out for every page of each file (8192 generated pages without --corpus).");
+        }
         if (s.Calibrate && s.Corpora.Length == 0)
         {
             throw new CliException("--calibrate needs page files: give one or more --corpus FILE (e.g. --corpus ../shared/corpus/elf-binaries.pages).");
