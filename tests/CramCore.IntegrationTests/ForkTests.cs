@@ -53,6 +53,12 @@ public sealed unsafe partial class ForkTests
         byte* scratch = stackalloc byte[1];
         Assert.Equal(1, (int)Write(fds[1], scratch, 1)); // every import the child uses is bound before the fork
         _ = ErrnoLocation();
+        // ... and its stub generated (exit is never called here): a forked child of a multi-threaded
+        // runtime cannot JIT (a Debug build's stubs are made on first call, and the child then crashed).
+        foreach (string import in new[] { nameof(Exit), nameof(Write), nameof(ErrnoLocation), nameof(Fork) })
+        {
+            Marshal.Prelink(typeof(ForkTests).GetMethod(import, System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic)!);
+        }
         int count = addresses.Length;
         nint* list = stackalloc nint[count];
         for (int i = 0; i < count; i++)
