@@ -66,6 +66,11 @@ internal static class Measure
         {
             throw new CliException($"{option}: '{text}' is not a size; write e.g. 4g, 512m, 64k or a byte count.");
         }
-        return (long)(v * unit);
+        double bytes = v * unit;
+        if (bytes > SharedLayout.MaxRegionBytes)
+        {
+            throw new CliException($"{option}: '{text}' is more than the largest region, 64 TiB; give a smaller size.");
+        }
+        return (long)bytes;
     }
 }

@@ -24,7 +24,7 @@ var root = new RootCommand("""
     With --json a verb prints exactly one JSON document on stdout; progress and errors go to stderr.
     Exit codes: 0 success; 1 integrity failure (a page read back differs, or the engine counted a
     service error or checksum failure); 2 usage error (unknown verb or option, bad value);
-    3 environment error (userfaultfd unavailable, no permission, a native library missing).
+    3 environment error (userfaultfd unavailable, no permission, a native library missing, a file that exists or cannot be written).
     """);
 
 var jsonOption = new Option<bool>("--json") { Description = "Print one JSON object instead of tables and progress." };
@@ -230,8 +230,16 @@ static int Guard(ParseResult r, Func<int> body)
         Console.Error.WriteLine($"{Verb(r)}: {e.Message}");
         return ExitCode.Usage;
     }
-    catch (Exception e) when (e is CramUnavailableException or DllNotFoundException or PlatformNotSupportedException or UnauthorizedAccessException)
+    catch (Exception e) when (e is ArgumentException)
     {
+        // A value the library refused (an option out of range, a region too large): its message names the option and the range.
+        Console.Error.WriteLine($"{Verb(r)}: {e.Message}");
+        return ExitCode.Usage;
+    }
+    catch (Exception e) when (e is CramUnavailableException or DllNotFoundException or PlatformNotSupportedException or UnauthorizedAccessException
+        or IOException or OutOfMemoryException)
+    {
+        // The machine cannot do it: no userfaultfd, a file that exists or cannot be made, a full or read-only device, no address space.
         Console.Error.WriteLine($"{Verb(r)}: {e.Message}");
         return ExitCode.Environment;
     }

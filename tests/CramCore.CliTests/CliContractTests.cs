@@ -80,6 +80,8 @@ public sealed class CliContractTests
     [InlineData("analyze", "cram analyze: give exactly one")] // neither --pid nor --file
     [InlineData("bench memory-limit --data mixed", "cram bench memory-limit: --data")] // not a kind of data
     [InlineData("bench memory-limit --memory-limit 8m", "cram bench memory-limit: --memory-limit")] // below the floor
+    [InlineData("demo --size 99999999999999g", "cram demo: --size")] // more than a region can be
+    [InlineData("estimate --pages -1", "cram estimate: --pages")] // was taken as the default
     public void UsageErrors_ExitWith2_AndSayWhy_PrefixedOnce(string invocation, string prefix)
     {
         (int code, string stdout, string stderr) = Cram(invocation.Split(' '));
@@ -87,6 +89,33 @@ public sealed class CliContractTests
         Assert.Equal("", stdout);
         Assert.StartsWith(prefix, stderr, StringComparison.Ordinal);
         Assert.DoesNotContain(": cram", stderr, StringComparison.Ordinal); // one prefix, not "cram: cram analyze: ..."
+    }
+
+    /// <summary>What the machine refuses (a file that exists or cannot be made, a full or unwritable device) exits 3 with one line, never a stack trace or 1.</summary>
+    [Fact]
+    public void EnvironmentErrors_ExitWith3_InOneLine()
+    {
+        string existing = Path.GetTempFileName();
+        try
+        {
+            foreach ((string invocation, string prefix) in new[]
+            {
+                ($"demo --size 64m --limit 16m --seconds 1 --backing-file {existing}", "cram demo: BackingFile"),
+                ("bench memory-limit --size 24m --memory-limit 16m --backing-file /nonexistent/dir/x", "cram bench memory-limit: Creating BackingFile"),
+                ("bench writeback --pages 1024 --dir /proc", "cram bench writeback: Creating BackingFile"),
+                ($"analyze --file {Sample("text")} --dump /dev/full", "cram analyze: --dump"),
+            })
+            {
+                (int code, _, string stderr) = Cram(invocation.Split(' '));
+                Assert.True(code == ExitCode.Environment, $"`cram {invocation}` exited {code}: {stderr}");
+                Assert.StartsWith(prefix, stderr, StringComparison.Ordinal);
+                Assert.Single(stderr.Trim().Split('\n')); // one line: no stack trace
+            }
+        }
+        finally
+        {
+            File.Delete(existing);
+        }
     }
 
     [Fact]

@@ -68,12 +68,48 @@ internal static unsafe class AnalyzeCommand
                 what = $"pid {s.Pid}";
                 AnalyzeProcess(s.Pid!.Value, tally, threshold, dump, s.Json);
             }
+            if (dump is not null)
+            {
+                DumpDone(dump); // the last buffered bytes reach the device before the report says all is well
+            }
             Report(what, tally, threshold, sw.Elapsed, s.Json);
             return 0;
         }
         finally
         {
-            dump?.Dispose();
+            try
+            {
+                dump?.Dispose();
+            }
+            catch (IOException)
+            {
+                // Already reported by DumpDone, or a failure is on its way out.
+            }
+        }
+    }
+
+    /// <summary>Appends pages to the --dump file; a device that is full or refuses writes is the machine's (exit 3), named by the option.</summary>
+    private static void Dump(FileStream? dump, byte[] buffer, int count)
+    {
+        try
+        {
+            dump?.Write(buffer, 0, count);
+        }
+        catch (IOException e)
+        {
+            throw new IOException($"--dump: writing '{dump!.Name}' failed: {e.Message}", e);
+        }
+    }
+
+    private static void DumpDone(FileStream dump)
+    {
+        try
+        {
+            dump.Flush(flushToDisk: false);
+        }
+        catch (IOException e)
+        {
+            throw new IOException($"--dump: writing '{dump.Name}' failed: {e.Message}", e);
         }
     }
 
@@ -117,7 +153,7 @@ internal static unsafe class AnalyzeCommand
             {
                 n -= n % P;
                 Count(buffer.AsSpan(0, n), tally, threshold);
-                dump?.Write(buffer, 0, n);
+                Dump(dump, buffer, n);
                 progress.Add(n);
             }
         }
@@ -200,7 +236,7 @@ internal static unsafe class AnalyzeCommand
                     }
                     got -= got % P;
                     Count(buffer.AsSpan(0, got), tally, threshold);
-                    dump?.Write(buffer, 0, got);
+                    Dump(dump, buffer, got);
                     progress.Add(want);
                 }
             }

@@ -63,7 +63,7 @@ internal sealed unsafe class BackingFile : IDisposable
                 Errno errno = Interop.LastErrno();
                 throw errno == Errno.EEXIST
                     ? new IOException($"BackingFile '{full}' already exists; CramCore never overwrites a file: remove it or choose another path.")
-                    : new IOException($"Creating BackingFile '{full}' failed: {Interop.GetExceptionForErrno(errno, "open").Message}. Choose a path in a writable directory.");
+                    : new IOException($"Creating BackingFile '{full}' failed: {Interop.GetExceptionForErrno(errno, "open").Message} Choose a path in a writable directory.");
             }
         }
         return new BackingFile(new SafeFileHandle(fd, ownsHandle: true), direct != 0, full, limitBytes, device ?? NativeFileDevice.Instance);
