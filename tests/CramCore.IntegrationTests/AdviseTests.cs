@@ -310,4 +310,34 @@ public sealed unsafe class AdviseTests
         Assert.Equal(resident * P, engine.GetStats().ResidentBytes);
         Assert.Equal(resident * P, region.GetStats().ResidentBytes);
     }
+
+    /// <summary>Issue 24: ghost mode with a full pool, Advise(Cold) over and over; reclaim's queues grew ~312 entries a call before, without bound.</summary>
+    [Fact]
+    public void ColdAdviceOverAndOver_WithAFullPool_KeepsReclaimsQueuesBounded()
+    {
+        using var engine = CramEngine.Create(new CramOptions
+        {
+            ResidentLimitBytes = 16 << 20,
+            PoolArenaBytes = 1 << 20,
+            CompressedPoolLimitBytes = 1 << 20,
+            FaultAroundPages = 1,
+        });
+        using CramRegion region = engine.CreateRegion(64L << 20);
+        for (long i = 0; i < (64L << 20) / P; i++)
+        {
+            TestPages.WriteCompressible(region.Pointer + i * P, i, 1);
+        }
+        Reclaimer reclaimer = engine.Parts.Reclaimer;
+        for (int call = 0; call < 200; call++)
+        {
+            region.Advise(0, region.Length, CramAdvice.Cold);
+            region.Reclaim(1 << 20);
+            Assert.True(reclaimer.PendingPages <= reclaimer.MaxQueuedPages,
+                $"call {call}: {reclaimer.PendingPages} queued for {engine.GetStats().ResidentBytes / P} resident pages");
+        }
+        for (long i = 0; i < (64L << 20) / P; i++)
+        {
+            Assert.True(TestPages.CheckCompressible(region.Pointer + i * P, i, 1), $"page {i}");
+        }
+    }
 }

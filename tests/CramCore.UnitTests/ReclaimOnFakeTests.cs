@@ -173,4 +173,31 @@ public sealed unsafe class ReclaimOnFakeTests
             Assert.Equal(24 - 1, stack.Slots.PoolSlots); // 24 compressible pages; the torn copy of page 10 was freed
         }
     }
+
+    [Fact]
+    public void DuplicatesInTheFaultLog_NeverGrowTheQueuesPastTwiceTheResidentPages()
+    {
+        using var stack = new FakeStack(new CramOptions());
+        const int pages = 64;
+        RegionMapping r = Filled(stack, pages);
+        long most = 0;
+        for (int round = 0; round < 200; round++)
+        {
+            for (ulong i = 0; i < pages; i++)
+            {
+                stack.Engine.LogAgain(r, i); // 64 more entries a round for the same resident pages
+            }
+            stack.Reclaimer.Reclaim(0, null); // a pass pulls the log
+            most = Math.Max(most, stack.Reclaimer.PendingPages);
+            Assert.True(stack.Reclaimer.PendingPages <= stack.Reclaimer.MaxQueuedPages,
+                $"round {round}: {stack.Reclaimer.PendingPages} queued for {stack.Shared->Stats.ResidentPages} resident pages");
+        }
+        Assert.True(stack.Reclaimer.QueueRebuilds > 0);
+        Assert.Equal(2L * pages + SharedLayout.FaultLogSize / 16, stack.Reclaimer.MaxQueuedPages);
+        Assert.Equal(pages, stack.Reclaimer.Reclaim(pages, null)); // and the rebuilt FIFO still finds every page
+        for (ulong i = 0; i < pages; i++)
+        {
+            Assert.True(Check(stack, r, i, 1), $"page {i}");
+        }
+    }
 }

@@ -51,6 +51,12 @@ internal sealed unsafe class Reclaimer : IDisposable
     public long PendingPages =>
         _clock.Count + (long)(Volatile.Read(ref _shared->FaultLogHead) - Volatile.Read(ref _shared->FaultLogTail));
 
+    /// <summary>Times the victim clock's queues outgrew twice the resident pages and were rebuilt from the page tables.</summary>
+    public long QueueRebuilds => _clock.Rebuilds;
+
+    /// <summary>The most entries the victim clock's queues hold before they are rebuilt (<see cref="VictimClock.MaxEntries"/>).</summary>
+    public long MaxQueuedPages => _clock.MaxEntries;
+
     /// <summary>Bytes of the victim clock's queues (metadata of the memory limit).</summary>
     public long MetadataBytes => _clock.MetadataBytes;
 

@@ -215,7 +215,16 @@ internal sealed unsafe class VictimClock(INativeEngine engine, NativeShared* sha
         }
     }
 
-    /// <summary>Appends the pages the service made resident, in fault order, to the FIFO.</summary>
+    /// <summary>
+    /// Most entries the queues may hold: twice the resident pages, and some slack. Every entry names
+    /// a page that was resident when it was queued; a page can be queued again before its old entry
+    /// comes up (it refaulted, or was logged again), so duplicates accumulate while reclaim cannot
+    /// evict (a full pool in ghost mode, a stalled limit). Past this bound the FIFO is rebuilt from the
+    /// page tables, as after a fault-log overflow, so the queues' memory follows what they describe.
+    /// </summary>
+    public long MaxEntries => 2 * (long)Volatile.Read(ref shared->Stats.ResidentPages) + SharedLayout.FaultLogSize / 16;
+
+    /// <summary>Appends the pages the service made resident, in fault order, to the FIFO; rebuilds it from the page tables when log entries were lost or the queues outgrew <see cref="MaxEntries"/>.</summary>
     public void PullFaultLog()
     {
         ulong overflows = Volatile.Read(ref shared->Stats.FaultLogOverflows);
@@ -223,29 +232,8 @@ internal sealed unsafe class VictimClock(INativeEngine engine, NativeShared* sha
         ulong tail = shared->FaultLogTail;
         if (overflows != _seenLogOverflows)
         {
-            // Entries were lost: rebuild the FIFO from the page tables (address order), walking only the
-            // blocks first touch marked (CramNative_FindPages), so it costs what was touched.
             _seenLogOverflows = overflows;
-            _queue.Clear();
-            _active.Clear(); // active and trial pages are found again in the rebuilt FIFO and moved back
-            _trial.Clear();
-            const uint queued = 1u << (int)PageState.Dirty | 1u << (int)PageState.Clean | 1u << (int)PageState.PlacedWritable;
-            foreach (RegionMapping region in regions.Snapshot())
-            {
-                fixed (ulong* found = _found)
-                {
-                    for (ulong next = 0; next < region.PageCount;)
-                    {
-                        Interop.ThrowIfFailed(engine.FindPages(region.Id, next, region.PageCount, queued, found, _found.Length, out int n, out ulong after),
-                            "Listing a region's resident pages");
-                        for (int i = 0; i < n; i++)
-                        {
-                            _queue.Enqueue(FaultLogEntry.Encode(region.Id, found[i]));
-                        }
-                        next = after;
-                    }
-                }
-            }
+            Rebuild();
         }
         else
         {
@@ -254,8 +242,50 @@ internal sealed unsafe class VictimClock(INativeEngine engine, NativeShared* sha
             {
                 Route(log[t & (SharedLayout.FaultLogSize - 1)]);
             }
+            if (Count > MaxEntries)
+            {
+                Rebuilds++;
+                Rebuild();
+            }
         }
         Volatile.Write(ref shared->FaultLogTail, head);
+    }
+
+    /// <summary>Times the queues outgrew <see cref="MaxEntries"/> and were rebuilt (tests).</summary>
+    public long Rebuilds { get; private set; }
+
+    /// <summary>
+    /// The FIFO anew from the page tables (address order), walking only the blocks first touch marked
+    /// (FindPages), so it costs what was touched; active and trial pages are found again in it and
+    /// moved back by their page-table bits. The cold queue keeps only pages still resident.
+    /// </summary>
+    private void Rebuild()
+    {
+        _queue.Clear();
+        _active.Clear();
+        _trial.Clear();
+        _cold.Retain(entry =>
+        {
+            ulong* pte = Locate(entry, out _);
+            return pte is not null && PageTableEntry.State(PageTableEntry.Load(pte)) is PageState.Dirty or PageState.Clean;
+        });
+        const uint queued = 1u << (int)PageState.Dirty | 1u << (int)PageState.Clean | 1u << (int)PageState.PlacedWritable;
+        foreach (RegionMapping region in regions.Snapshot())
+        {
+            fixed (ulong* found = _found)
+            {
+                for (ulong next = 0; next < region.PageCount;)
+                {
+                    Interop.ThrowIfFailed(engine.FindPages(region.Id, next, region.PageCount, queued, found, _found.Length, out int n, out ulong after),
+                        "Listing a region's resident pages");
+                    for (int i = 0; i < n; i++)
+                    {
+                        _queue.Enqueue(FaultLogEntry.Encode(region.Id, found[i]));
+                    }
+                    next = after;
+                }
+            }
+        }
     }
 
     /// <summary>

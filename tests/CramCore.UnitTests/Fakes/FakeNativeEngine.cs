@@ -120,6 +120,9 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
         }
     }
 
+    /// <summary>Logs a page again, as a refault or a second write fault would: the duplicates reclaim's queues must not accumulate without bound.</summary>
+    public void LogAgain(RegionMapping r, ulong page) => LogFault(r, page);
+
     private void FirstTouch(RegionMapping r, ulong page)
     {
         new Span<byte>(Page(r, page), P).Clear();
