@@ -21,7 +21,8 @@ if (Console.IsOutputRedirected)
 
 var root = new RootCommand("""
     cram: drive and measure CramCore, a compressed memory tier for .NET (Linux x64, userfaultfd).
-    With --json a verb prints exactly one JSON document on stdout; progress and errors go to stderr.
+    With --json a verb that runs prints exactly one JSON document on stdout (one that cannot run, nothing);
+    progress and errors go to stderr.
     Exit codes: 0 success; 1 integrity failure (a page read back differs, or the engine counted a
     service error or checksum failure); 2 usage error (unknown verb or option, bad value);
     3 environment error (userfaultfd unavailable, no permission, a native library missing, a file that exists or cannot be written).

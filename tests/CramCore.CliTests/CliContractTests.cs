@@ -106,8 +106,9 @@ public sealed class CliContractTests
                 ($"analyze --file {Sample("text")} --dump /dev/full", "cram analyze: --dump"),
             })
             {
-                (int code, _, string stderr) = Cram(invocation.Split(' '));
+                (int code, string stdout, string stderr) = Cram((invocation + " --json").Split(' '));
                 Assert.True(code == ExitCode.Environment, $"`cram {invocation}` exited {code}: {stderr}");
+                Assert.Equal("", stdout); // under --json: a document, or nothing when the verb cannot run
                 Assert.StartsWith(prefix, stderr, StringComparison.Ordinal);
                 Assert.Single(stderr.Trim().Split('\n')); // one line: no stack trace
             }
