@@ -23,6 +23,8 @@ public enum CramTierEventKind
     CramPressureLow,
     /// <summary>The CRAM device's control plane did not answer within its lease: no page becomes writable until it does; writes promote.</summary>
     CramControlPlaneLost,
+    /// <summary>The control plane answered again after <see cref="CramControlPlaneLost"/>: its budget applies again.</summary>
+    CramControlPlaneRegained,
     /// <summary>Faults started to wait for reclaim: resident memory is at the hard limit, so writers are being slowed (bounded by <see cref="CramOptions.ThrottleMax"/> each).</summary>
     ThrottlingStarted,
     /// <summary>No fault has waited for reclaim for a second after <see cref="ThrottlingStarted"/>.</summary>

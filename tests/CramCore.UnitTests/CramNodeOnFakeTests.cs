@@ -121,6 +121,15 @@ public sealed unsafe class CramNodeOnFakeTests
         Assert.False(stack.Node.ControlPlaneAlive);
         Assert.Equal(0UL, stack.Shared->CramWritableLimit); // nothing was writable: no page becomes writable now
         Assert.Equal([CramTierEventKind.CramControlPlaneLost], stack.TakeEvents());
+        stack.Node.Tick(stack.Engine.Regions, stack.Slots);
+        Assert.Empty(stack.TakeEvents()); // lost once, said once
+
+        plane.Answers = true; // it comes back: the next poll (a quarter lease on) answers
+        clock.Advance(TimeSpan.FromSeconds(0.3));
+        Assert.True(SpinWait.SpinUntil(() => Volatile.Read(ref stack.Shared->CramWritableLimit) == 4, 5000), "the control plane's answer after it came back");
+        stack.Node.Tick(stack.Engine.Regions, stack.Slots);
+        Assert.True(stack.Node.ControlPlaneAlive);
+        Assert.Equal([CramTierEventKind.CramControlPlaneRegained], stack.TakeEvents());
     }
 
     private sealed class TrimFailingDevice(long capacity) : ICramDevice

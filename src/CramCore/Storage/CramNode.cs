@@ -285,7 +285,11 @@ internal sealed unsafe class CramNode : IDisposable
         }
         if (ControlPlaneAlive)
         {
-            _leaseExpiredReported = false;
+            if (_leaseExpiredReported)
+            {
+                _leaseExpiredReported = false;
+                _events.Post(CramTierEventKind.CramControlPlaneRegained, "The CRAM device's control plane answers again: its budget applies (writes within it stay in place).");
+            }
             return; // AskControlPlane publishes each answer
         }
         // No answer within the lease: spend only what is already writable; every new write promotes.
