@@ -210,6 +210,10 @@ public sealed class CramOptions
         {
             throw new ArgumentException($"ResidentLimitBytes ({ResidentLimitBytes}) is above MemoryLimitBytes ({MemoryLimitBytes}), which also counts the pool and metadata; lower it, or leave it 0 to let the memory limit set it.", nameof(ResidentLimitBytes));
         }
+        if (MemoryLimitBytes > 0 && LockPoolMemory && PoolArenaBytes >= MemoryLimitBytes)
+        {
+            throw new ArgumentException($"LockPoolMemory locks PoolArenaBytes ({PoolArenaBytes}) at Create, which alone is not below MemoryLimitBytes ({MemoryLimitBytes}); lower PoolArenaBytes, raise MemoryLimitBytes, or leave LockPoolMemory off.", nameof(PoolArenaBytes));
+        }
         if (MemoryLimitBytes > 0 && CompressedPoolLimitBytes >= MemoryLimitBytes)
         {
             throw new ArgumentException($"CompressedPoolLimitBytes ({CompressedPoolLimitBytes}) is not below MemoryLimitBytes ({MemoryLimitBytes}), which also counts resident pages; lower it (a quarter of the memory limit is the default with a backing file).", nameof(CompressedPoolLimitBytes));

@@ -70,7 +70,8 @@ public sealed record CramStats
 
     /// <summary>
     /// Memory as <see cref="CramOptions.MemoryLimitBytes"/> counts it: <see cref="ResidentBytes"/> +
-    /// <see cref="PoolBytes"/> + <see cref="MetadataBytes"/>. Computed with or without a memory limit.
+    /// <see cref="PoolBytes"/> (with <see cref="CramOptions.LockPoolMemory"/>, every locked arena byte
+    /// instead, resident from Create) + <see cref="MetadataBytes"/>. Computed with or without a memory limit.
     /// </summary>
     public long MemoryUsedBytes { get; init; }
     /// <summary>

@@ -19,6 +19,7 @@ public sealed unsafe class OptionsTests
         { nameof(CramOptions.BackingFile), o => o.BackingFile = " " },
         { nameof(CramOptions.CompressedPoolLimitBytes), o => o.BackingFile = "/tmp/x.swap" }, // writeback would never start
         { nameof(CramOptions.BackingFileLimitBytes), o => o.BackingFileLimitBytes = 4096 },
+        { nameof(CramOptions.PoolArenaBytes), o => { o.MemoryLimitBytes = 64L << 20; o.LockPoolMemory = true; o.PoolArenaBytes = 1L << 30; } }, // locked at Create: over the limit alone
         { nameof(CramOptions.WritebackHighWatermark), o => o.WritebackHighWatermark = 1.5 },
         { nameof(CramOptions.WritebackHighWatermark), o => o.WritebackHighWatermark = double.NaN },
         { nameof(CramOptions.WritebackLowWatermark), o => o.WritebackLowWatermark = 0.95 },

@@ -57,7 +57,7 @@ internal static unsafe class EngineStatistics
             CancelledEvictions = (long)s.FaultsWpCancel,
             SpuriousFaults = (long)s.FaultsSpurious,
             ThrottledFaults = (long)s.ThrottleWaits,
-            MemoryUsedBytes = resident + pool.UsedBytes + metadata, // the budget's sum, of this snapshot's parts
+            MemoryUsedBytes = resident + parts.Pool.ChargedBytes + metadata, // the budget's sum (MemoryUse), of this snapshot's parts
             MetadataBytes = metadata,
             ResidentTargetBytes = parts.Budget.LimitPages << SharedLayout.PageShift,
             MemoryLimitExceeded = parts.Budget.Exceeded,

@@ -14,8 +14,8 @@ internal sealed unsafe class MemoryUse(NativeShared* shared, SlotTable slots, Co
     /// <summary>Resident region pages, in bytes.</summary>
     public long ResidentBytes => (long)Volatile.Read(ref shared->Stats.ResidentPages) << SharedLayout.PageShift;
 
-    /// <summary>The compressed pool's pages in use.</summary>
-    public long PoolBytes => pool.UsedBytes;
+    /// <summary>The compressed pool's memory: its pages in use, or every arena byte when they are locked (<see cref="CompressedPool.ChargedBytes"/>).</summary>
+    public long PoolBytes => pool.ChargedBytes;
 
     /// <summary>
     /// CramCore's own memory besides resident pages and the pool: the page tables in use, the

@@ -29,6 +29,7 @@ internal sealed unsafe partial class CompressedPool : IDisposable
     private const int ZspageChunk = 1024;
 
     private readonly SizeClass[] _classes; // one per 16-byte size
+    private readonly bool _lockMemory; // every arena is mlocked: all of it counts (ChargedBytes)
     private readonly INativeEngine _engine; // NativeEngine.Detached for a pool outside an engine
     private readonly long _maxBytes;
     private readonly PoolArenas _arenas;
@@ -53,6 +54,7 @@ internal sealed unsafe partial class CompressedPool : IDisposable
         }
         _moves = new NativePoolMove[MaxCapacity];
         _movedFrom = new int[MaxCapacity];
+        _lockMemory = lockMemory;
         _arenas = new PoolArenas(arenaBytes, ZspageOrder, lockMemory);
     }
 
@@ -339,6 +341,13 @@ internal sealed unsafe partial class CompressedPool : IDisposable
     }
     public long ObjectBytes => Volatile.Read(ref _objectBytes);
     public long UsedBytes => Volatile.Read(ref _usedBytes);
+
+    /// <summary>
+    /// The pool's memory as the memory limit counts it: its used pages, or with
+    /// <see cref="CramOptions.LockPoolMemory"/> every arena byte, which mlock makes resident from the
+    /// moment an arena is mapped.
+    /// </summary>
+    public long ChargedBytes => _lockMemory ? Math.Max(UsedBytes, _arenas.MappedBytes) : UsedBytes;
     public long FullRejections => Volatile.Read(ref _fullRejections);
 
     /// <summary>Fragmentation of the arenas' free space (see <see cref="BuddyStats.Fragmentation"/>).</summary>
