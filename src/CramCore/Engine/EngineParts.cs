@@ -140,13 +140,31 @@ internal sealed unsafe class EngineParts : IDisposable
             return;
         }
         _disposed = true;
-        Worker?.Stop();
-        Reclaimer?.Dispose();
-        Slots?.Dispose();
-        Node?.Dispose();
-        Pool?.Dispose();
-        _handle.Dispose();
-        Writeback?.Dispose();
-        File?.Dispose();
+        // Every step runs even if one before it throws (a device's callback, a file system error),
+        // so nothing is left behind — above all not the fault service; the first failure is rethrown.
+        Exception? first = null;
+        void Step(Action step)
+        {
+            try
+            {
+                step();
+            }
+            catch (Exception e)
+            {
+                first ??= e;
+            }
+        }
+        Step(() => Worker?.Stop());
+        Step(() => Reclaimer?.Dispose());
+        Step(() => Slots?.Dispose());
+        Step(() => Node?.Dispose());
+        Step(() => Pool?.Dispose());
+        Step(_handle.Dispose);
+        Step(() => Writeback?.Dispose());
+        Step(() => File?.Dispose());
+        if (first is not null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(first);
+        }
     }
 }
