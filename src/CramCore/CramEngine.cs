@@ -1,5 +1,6 @@
 using System.Diagnostics.Metrics;
 using CramCore.Engine;
+using CramCore.Internals;
 using CramCore.Native;
 using CramCore.Reclaim;
 using CramCore.Storage;
@@ -27,6 +28,8 @@ public sealed unsafe class CramEngine : IDisposable
     private readonly TierEventPump _pump;
     private readonly CramMetrics _metrics;
     private readonly ResidentLimit _limit;
+    private readonly InFlightGate _calls = new(); // calls reading native memory without a lock (Dispose waits for them)
+    private readonly UserfaultfdMode _mode;
     private volatile bool _disposed;
 
     private CramEngine(CramOptions options, Func<IPageOperations, IPageOperations>? pageOperations, IMeterFactory? meterFactory, Action<EngineBuildStep>? beforeStep,
@@ -51,10 +54,11 @@ public sealed unsafe class CramEngine : IDisposable
             GC.SuppressFinalize(this); // nothing was built that the finalizer could release
             throw;
         }
+        _mode = (UserfaultfdMode)_parts.Shared->UffdMode;
         _regions = new EngineRegions(_parts);
         _limit = new ResidentLimit(_parts, _regions, options.MemoryLimitBytes, options.ResidentLimitBytes);
         _pump = new TierEventPump(_parts.Shared, _parts.Events, options, () => _limit.Bytes);
-        Maintenance = new EngineMaintenance(_parts, () => _disposed, RaisePendingEvents);
+        Maintenance = new EngineMaintenance(_parts, _calls, RaisePendingEvents);
         _metrics = CramMetrics.For(meterFactory);
         try
         {
@@ -162,14 +166,7 @@ public sealed unsafe class CramEngine : IDisposable
 
     /// <summary>The userfaultfd mode the engine obtained.</summary>
     /// <exception cref="ObjectDisposedException">The engine was disposed.</exception>
-    public UserfaultfdMode UserfaultfdMode
-    {
-        get
-        {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            return (UserfaultfdMode)_parts.Shared->UffdMode; // the shared block is unmapped by Dispose
-        }
-    }
+    public UserfaultfdMode UserfaultfdMode => _disposed ? throw new ObjectDisposedException(nameof(CramEngine)) : _mode;
 
     /// <summary>The engine's parts (its regions, tests and benchmarks reach the layers through it).</summary>
     internal EngineParts Parts => _parts;
@@ -210,11 +207,7 @@ public sealed unsafe class CramEngine : IDisposable
     internal long[] SwapInsRecorded { get; } = new long[SharedLayout.SwapinLatencyBuckets];
 
     /// <summary>Takes a snapshot of the engine's counters.</summary>
-    public CramStats GetStats()
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        return EngineStatistics.Snapshot(_parts, UserfaultfdMode, _regions.Count);
-    }
+    public CramStats GetStats() => _calls.Run(() => EngineStatistics.Snapshot(_parts, _mode, _regions.Count), typeof(CramEngine)); // Dispose waits for it
 
     /// <summary>
     /// Stops background reclaim and the fault service, unmaps every region and frees all storage.
@@ -233,8 +226,9 @@ public sealed unsafe class CramEngine : IDisposable
             }
             _regions.Closing = true; // from here on nothing new starts: the limit, regions and hints throw ObjectDisposedException
         }
-        // Outside the engine lock: the worker may be in a TierEvent handler that takes it. On the
-        // worker itself (a handler disposing the engine) this stops it without waiting for it.
+        // Outside the engine lock: calls reading native memory finish; the worker may be in a TierEvent
+        // handler that takes the lock (on the worker itself, a handler disposing, it stops without a wait).
+        _calls.Close();
         _parts.Worker.Stop();
         _regions.RetireAll(); // no lock held: calls in flight on the regions finish first
         _pump.Stop();         // lock 0, before lock 1: a raise in progress finishes first

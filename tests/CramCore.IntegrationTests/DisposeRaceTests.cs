@@ -11,12 +11,31 @@ public sealed unsafe class DisposeRaceTests
     private const int P = 4096;
     private const int Rounds = 20;
 
-    public static TheoryData<string> Members => ["Advise(DontNeed)", "Advise(Cold)", "MakeResident"];
+    public static TheoryData<string> Members =>
+        ["Advise(DontNeed)", "Advise(Cold)", "MakeResident", "Reclaim", "region.GetStats", "GetStats", "CompactPool", "ResidentLimitBytes", "CreateRegion"];
 
-    private static void Call(CramRegion region, string member)
+    private static void Call(CramEngine engine, CramRegion region, string member)
     {
         switch (member)
         {
+            case "Reclaim":
+                region.Reclaim(16 * P);
+                break;
+            case "region.GetStats":
+                region.GetStats();
+                break;
+            case "GetStats":
+                engine.GetStats();
+                break;
+            case "CompactPool":
+                engine.CompactPool();
+                break;
+            case "ResidentLimitBytes":
+                engine.ResidentLimitBytes = engine.ResidentLimitBytes == 0 ? 1L << 20 : 0;
+                break;
+            case "CreateRegion":
+                engine.CreateRegion(P).Dispose();
+                break;
             case "Advise(DontNeed)":
                 region.Advise(100, 5000, CramAdvice.DontNeed); // zeroes part-pages in place, discards the whole one
                 break;
@@ -33,7 +52,8 @@ public sealed unsafe class DisposeRaceTests
     [MemberData(nameof(Members))]
     public void ACallRacingDispose_CompletesOrThrowsObjectDisposed(string member)
     {
-        foreach (bool disposeEngine in new[] { false, true })
+        bool engineMember = member is "GetStats" or "CompactPool" or "ResidentLimitBytes" or "CreateRegion";
+        foreach (bool disposeEngine in engineMember ? [true] : new[] { false, true }) // an engine member outlives a region's dispose
         {
             for (int round = 0; round < Rounds; round++)
             {
@@ -52,7 +72,7 @@ public sealed unsafe class DisposeRaceTests
                     {
                         while (true)
                         {
-                            Call(region, member);
+                            Call(engine, region, member);
                             if (Interlocked.Increment(ref calls) == 1)
                             {
                                 started.Set();

@@ -1,3 +1,5 @@
+using CramCore.Internals;
+
 namespace CramCore.Engine;
 
 /// <summary>
@@ -6,19 +8,22 @@ namespace CramCore.Engine;
 /// the zombie sweep, forced writeback and a CRAM node scan. Each runs under the maintenance lock
 /// (lock 3) after the reaper frees what faults released, then the engine raises what it posted.
 /// </summary>
-internal sealed class EngineMaintenance(EngineParts parts, Func<bool> disposed, Action raiseEvents)
+internal sealed class EngineMaintenance(EngineParts parts, InFlightGate calls, Action raiseEvents)
 {
     /// <summary>Runs <paramref name="action"/> under the maintenance lock, after freeing what faults released, then raises what it posted.</summary>
     private T Run<T>(Func<T> action)
     {
-        ObjectDisposedException.ThrowIf(disposed(), typeof(CramEngine));
-        T result = default!;
-        parts.Reclaimer.Exclusive(() =>
+        T result = calls.Run(() => // a racing Dispose waits for it
         {
-            parts.Reaper.Drain();
-            result = action();
-        });
-        raiseEvents();
+            T value = default!;
+            parts.Reclaimer.Exclusive(() =>
+            {
+                parts.Reaper.Drain();
+                value = action();
+            });
+            return value;
+        }, typeof(CramEngine));
+        raiseEvents(); // after the call: a handler may dispose the engine
         return result;
     }
 

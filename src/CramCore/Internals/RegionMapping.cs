@@ -20,41 +20,20 @@ internal sealed unsafe class RegionMapping(uint id, byte* basePointer, ulong* pa
     public PageRangeSet HotPages { get; } = new();
 
     /// <summary>The region is going or gone (disposed, finalized, or the engine went): nothing may start using its memory.</summary>
-    public bool Detached => _detached;
-
-    private volatile bool _detached;
-    private int _users; // library calls on an application's thread using the region's memory or page table now
+    public bool Detached => _calls.Closed;
 
     /// <summary>
-    /// Starts a library call that reads or writes the region's memory or page table from the caller's
-    /// thread (<see cref="CramRegion.Advise"/>, <see cref="CramRegion.MakeResident"/>); false once the
-    /// region is going. Pair with <see cref="Exit"/>; raise no event in between (a handler may dispose).
+    /// Library calls that read or write the region's memory or page table from an application's
+    /// thread (<see cref="CramRegion.Advise"/>, <see cref="CramRegion.MakeResident"/>): a dispose
+    /// waits for them (<see cref="MarkDetached"/>). Raise no event inside one: a handler may dispose.
     /// </summary>
-    public bool TryEnter()
-    {
-        Interlocked.Increment(ref _users);
-        if (_detached)
-        {
-            Interlocked.Decrement(ref _users);
-            return false;
-        }
-        return true;
-    }
+    private readonly InFlightGate _calls = new();
 
-    public void Exit() => Interlocked.Decrement(ref _users);
+    /// <summary>Starts such a call; false once the region is going. Pair with <see cref="Exit"/>.</summary>
+    public bool TryEnter() => _calls.TryEnter();
 
-    /// <summary>
-    /// No new call may start (<see cref="TryEnter"/> fails), and the ones in flight have finished:
-    /// after this the region can be unmapped under them. Call with no engine lock held (a call in
-    /// flight may need one).
-    /// </summary>
-    public void MarkDetached()
-    {
-        _detached = true;
-        var spin = new SpinWait();
-        while (Volatile.Read(ref _users) != 0)
-        {
-            spin.SpinOnce();
-        }
-    }
+    public void Exit() => _calls.Exit();
+
+    /// <summary>No new call may start, and the ones in flight have finished: the region can be unmapped. Call with no engine lock held.</summary>
+    public void MarkDetached() => _calls.Close();
 }
