@@ -19,6 +19,9 @@ namespace CramCore.Tests;
 [Trait("Category", TestCategory.Stress)]
 public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
 {
+    /// <summary>The most metadata a populated page may cost beyond the fixed part (slot, handle, page-table and queue entries).</summary>
+    private const long MetadataBytesPerPage = 128;
+
     private const int P = TestPages.PageSize;
 
     private static int Seconds => int.TryParse(Environment.GetEnvironmentVariable("CRAMCORE_STRESS_SECONDS"), out int s) && s > 0 ? s : 4;
@@ -244,6 +247,13 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         Assert.Equal(0, s.ServiceErrors);
         Assert.Equal(0, s.ChecksumFailures);
         Assert.Equal(0, s.BadPageFaults);
+        // Metadata follows what it describes (issue 24): the fixed part (the fault-in log; with a
+        // backing file its two segment buffers) and at most MetadataBytesPerPage per populated page,
+        // whatever the mode hammered (measured 73-80 bytes a page here).
+        long fixedBytes = (long)SharedLayout.FaultLogSize * sizeof(ulong) + (engine.Parts.File is null ? 0 : 2L * BackingFile.SegmentBytes);
+        long populatedPages = s.LogicalBytes / P;
+        Assert.True(s.MetadataBytes <= fixedBytes + MetadataBytesPerPage * populatedPages + (64 << 10),
+            $"{mode}: metadata {s.MetadataBytes} bytes for {populatedPages} pages: {(s.MetadataBytes - fixedBytes) / Math.Max(1, populatedPages)} a page beyond the fixed {fixedBytes}");
         Assert.Equal(0, engine.Maintenance.SweepZombies());
         if (mode == Mode.Cram)
         {
