@@ -25,6 +25,8 @@ public enum CramTierEventKind
     CramControlPlaneLost,
     /// <summary>The control plane answered again after <see cref="CramControlPlaneLost"/>: its budget applies again.</summary>
     CramControlPlaneRegained,
+    /// <summary>The CRAM device kept failing (its calls threw): the node places nothing more, every write to a placed page promotes, and its pages move out to the pool.</summary>
+    CramDeviceOutOfService,
     /// <summary>Faults started to wait for reclaim: resident memory is at the hard limit, so writers are being slowed (bounded by <see cref="CramOptions.ThrottleMax"/> each).</summary>
     ThrottlingStarted,
     /// <summary>No fault has waited for reclaim for a second after <see cref="ThrottlingStarted"/>.</summary>

@@ -125,8 +125,11 @@ public sealed unsafe class CramNodeOnFakeTests
         Assert.Empty(stack.TakeEvents()); // lost once, said once
 
         plane.Answers = true; // it comes back: the next poll (a quarter lease on) answers
-        clock.Advance(TimeSpan.FromSeconds(0.3));
-        Assert.True(SpinWait.SpinUntil(() => Volatile.Read(ref stack.Shared->CramWritableLimit) == 4, 5000), "the control plane's answer after it came back");
+        Assert.True(SpinWait.SpinUntil(() =>
+        {
+            clock.Advance(TimeSpan.FromMilliseconds(50)); // in steps: the poller sets its next timer when it gets to it
+            return Volatile.Read(ref stack.Shared->CramWritableLimit) == 4;
+        }, 5000), "the control plane's answer after it came back");
         stack.Node.Tick(stack.Engine.Regions, stack.Slots);
         Assert.True(stack.Node.ControlPlaneAlive);
         Assert.Equal([CramTierEventKind.CramControlPlaneRegained], stack.TakeEvents());
@@ -163,5 +166,41 @@ public sealed unsafe class CramNodeOnFakeTests
         Assert.Equal(3, stack.Node!.TrimmedFrames); // the frames are free and counted either way
         stack.Reclaimer.Reclaim(8, null);
         Assert.Equal(8UL, stack.Shared->Stats.CramPlacedPages); // and the node keeps placing
+    }
+
+    [Fact]
+    public void ADeviceThatKeepsFailing_IsTakenOutOfService_AndItsPagesMoveToThePool()
+    {
+        using var stack = new FakeStack(new CramOptions { CramDevice = new TrimFailingDevice(1 << 20), WritableBudgetPages = 0 });
+        const int pages = 16;
+        RegionMapping r = stack.Engine.CreateRegion(pages);
+        for (ulong i = 0; i < pages; i++)
+        {
+            stack.Engine.Write(r, i);
+            TestPages.WriteVeryCompressible(stack.Engine.Page(r, i), (long)i, 0);
+        }
+        stack.Reclaimer.Reclaim(pages, null);
+        Assert.Equal((ulong)pages, stack.Shared->Stats.CramPlacedPages);
+        for (ulong i = 0; i < CramDeviceTrims.FailuresBeforeOutOfService; i++)
+        {
+            Assert.False(stack.Node!.OutOfService);
+            stack.Engine.Write(r, i); // promoted: its frame is freed ...
+            stack.Reaper.Drain();
+            stack.Node.Tick(stack.Engine.Regions, stack.Slots, forceScan: true); // ... and its TRIM fails
+        }
+
+        Assert.True(stack.Node!.OutOfService);
+        Assert.Contains(CramTierEventKind.CramDeviceOutOfService, stack.TakeEvents());
+        Assert.Equal(0UL, stack.Shared->CramWritableLimit); // every write to a placed page promotes now
+        stack.Reclaimer.Reclaim(pages, null);               // places nothing new: the promoted pages go to the pool
+        stack.Node.Tick(stack.Engine.Regions, stack.Slots, forceScan: true); // moves the rest out
+        Assert.Equal(0UL, stack.Shared->Stats.CramPlacedPages);
+        Assert.Equal((long)pages - CramDeviceTrims.FailuresBeforeOutOfService, stack.Node.MovedOut);
+        for (ulong i = 0; i < pages; i++)
+        {
+            Assert.NotEqual(PageState.Placed, stack.Engine.State(r, i));
+            stack.Engine.Read(r, i);
+            Assert.True(TestPages.CheckVeryCompressible(stack.Engine.Page(r, i), (long)i, 0), $"page {i}");
+        }
     }
 }

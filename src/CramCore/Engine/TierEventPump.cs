@@ -137,7 +137,7 @@ internal sealed unsafe class TierEventPump(NativeShared* shared, TierEventChanne
         {
             CramTierEventKind.ChecksumFailure or CramTierEventKind.ReadError or CramTierEventKind.ServiceError or CramTierEventKind.CallbackFailed => LogLevel.Error,
             CramTierEventKind.PoolFull or CramTierEventKind.WritebackPaused or CramTierEventKind.BackingFileFull or CramTierEventKind.CramPressureHigh
-                or CramTierEventKind.CramControlPlaneLost or CramTierEventKind.ThrottlingStarted or CramTierEventKind.MemoryLimitExceeded => LogLevel.Warning,
+                or CramTierEventKind.CramControlPlaneLost or CramTierEventKind.CramDeviceOutOfService or CramTierEventKind.ThrottlingStarted or CramTierEventKind.MemoryLimitExceeded => LogLevel.Warning,
             _ => LogLevel.Information,
         };
         try

@@ -57,8 +57,8 @@ internal sealed unsafe class CramNode : IDisposable
     private readonly TimeProvider _time; // the lease, the control plane's polls, the scan interval
     private readonly CancellationTokenSource _stop = new(); // ends the control plane's wait between polls
     private readonly TierEventChannel _events;
+    private readonly CramDeviceTrims _trims;
     private readonly Dictionary<long, (uint Region, ulong Page)> _owners = [];
-    private readonly List<long> _pendingTrim = [];
     private readonly FifoQueue<long> _order = new(); // frames in placement order: the oldest leave first
     private readonly NativeCramMoveOut[] _moves = new NativeCramMoveOut[MoveOutBatch];
     private readonly long[] _moveFrames = new long[MoveOutBatch];
@@ -68,7 +68,7 @@ internal sealed unsafe class CramNode : IDisposable
     private readonly Lock _planeLock = new(); // a leaf: the control plane's thread publishes under it; Dispose stops it under it
     private bool _stopping;
     private long _lastAnswerAt;
-    private long _framesInUse, _trimmed, _maxOverflow, _physicalUsage;
+    private long _framesInUse, _maxOverflow, _physicalUsage;
     private bool _pressureHigh, _leaseExpiredReported;
 
     public CramNode(INativeEngine engine, NativeShared* shared, CramOptions options, TierEventChannel events)
@@ -81,6 +81,7 @@ internal sealed unsafe class CramNode : IDisposable
         _time = options.TimeProvider;
         _leaseTicks = (long)(options.ControlPlaneLease.TotalSeconds * _time.TimestampFrequency);
         _events = events;
+        _trims = new CramDeviceTrims(_device, events);
         WriteControl = options.CramWriteControl;
         _frames = new BitmapBuddy(FrameBase, System.Numerics.BitOperations.Log2((ulong)_device.FrameCount));
         _scratch = (byte*)NativeMemory.Alloc(2 * SharedLayout.PageSize);
@@ -97,7 +98,10 @@ internal sealed unsafe class CramNode : IDisposable
     public ICramDevice Device => _device;
     public bool WriteControl { get; }
     public bool PressureHigh => Volatile.Read(ref _pressureHigh);
-    public long TrimmedFrames => Interlocked.Read(ref _trimmed);
+
+    /// <summary>The device kept failing (<see cref="CramDeviceTrims"/>): the node places nothing more, makes nothing writable, and moves what it holds out to the pool.</summary>
+    public bool OutOfService => _trims.OutOfService;
+    public long TrimmedFrames => _trims.TrimmedFrames;
     public long MaxOverflowBytes => Interlocked.Read(ref _maxOverflow);
     public long PhysicalUsageBytes => Interlocked.Read(ref _physicalUsage);
     public long FramesInUse => Interlocked.Read(ref _framesInUse);
@@ -121,7 +125,7 @@ internal sealed unsafe class CramNode : IDisposable
     public long BalloonFrames => _device.FrameCount - UsableFrames;
 
     /// <summary>Whether reclaim may place a page of <paramref name="size"/> compressed bytes now.</summary>
-    public bool Wants(int size) => size <= SharedLayout.PageSize / 2 && !PressureHigh && FramesInUse < UsableFrames;
+    public bool Wants(int size) => size <= SharedLayout.PageSize / 2 && !OutOfService && !PressureHigh && FramesInUse < UsableFrames;
 
     /// <summary>A free frame, or -1.</summary>
     public long AllocateFrame()
@@ -148,7 +152,7 @@ internal sealed unsafe class CramNode : IDisposable
         _owners.Remove(frame);
         _frames.Free(FrameBase + (frame << SharedLayout.PageShift), 0);
         Interlocked.Decrement(ref _framesInUse);
-        _pendingTrim.Add(frame);
+        _trims.Add(frame);
     }
 
     /// <summary>Re-places writable pages of a region (sorted): write-protect, measure again, release their budget.</summary>
@@ -189,7 +193,7 @@ internal sealed unsafe class CramNode : IDisposable
     }
 
     /// <summary>Over the high threshold until back under the low one, or holding more frames than the balloon leaves.</summary>
-    private bool MustShrink() => PressureHigh || FramesInUse > UsableFrames;
+    private bool MustShrink() => OutOfService || PressureHigh || FramesInUse > UsableFrames;
 
     /// <summary>
     /// Moves up to <see cref="MoveOutBatch"/> of the oldest read-only placed entries to the pool
@@ -276,6 +280,11 @@ internal sealed unsafe class CramNode : IDisposable
     {
         if (!WriteControl)
         {
+            return;
+        }
+        if (OutOfService)
+        {
+            Volatile.Write(ref _shared->CramWritableLimit, 0ul); // every write to a placed page promotes
             return;
         }
         if (_source is null)
@@ -398,34 +407,8 @@ internal sealed unsafe class CramNode : IDisposable
         }
     }
 
-    /// <summary>Trims the frames freed since the last flush, in runs of consecutive frames.</summary>
-    public void FlushTrims()
-    {
-        if (_pendingTrim.Count == 0)
-        {
-            return;
-        }
-        _pendingTrim.Sort();
-        int start = 0;
-        for (int i = 1; i <= _pendingTrim.Count; i++)
-        {
-            if (i == _pendingTrim.Count || _pendingTrim[i] != _pendingTrim[i - 1] + 1)
-            {
-                try
-                {
-                    _device.Trim(_pendingTrim[start], i - start);
-                }
-                catch (Exception x)
-                {
-                    // The frames are free either way; a device that cannot TRIM keeps their bytes until it reuses them.
-                    _events.CallbackFailed("ICramDevice.Trim", x);
-                }
-                start = i;
-            }
-        }
-        Interlocked.Add(ref _trimmed, _pendingTrim.Count);
-        _pendingTrim.Clear();
-    }
+    /// <summary>Trims the frames freed since the last flush (<see cref="CramDeviceTrims.Flush"/>).</summary>
+    public void FlushTrims() => _trims.Flush();
 
     /// <summary>Stops the control plane's thread from touching the engine (a hung one keeps its background thread until it returns), trims what is pending. Before the engine's shared block goes.</summary>
     public void Dispose()
