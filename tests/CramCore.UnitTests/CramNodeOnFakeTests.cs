@@ -12,18 +12,25 @@ namespace CramCore.Tests;
 [Trait("Category", TestCategory.Unit)]
 public sealed unsafe class CramNodeOnFakeTests
 {
+    /// <summary>A region of <paramref name="pages"/> pages each faulted in for a write and filled with very compressible bytes (what reclaim places on the node).</summary>
+    private static RegionMapping VeryCompressibleRegion(FakeStack stack, int pages)
+    {
+        RegionMapping r = stack.Engine.CreateRegion(pages);
+        for (ulong i = 0; i < (ulong)pages; i++)
+        {
+            stack.Engine.Write(r, i);
+            TestPages.WriteVeryCompressible(stack.Engine.Page(r, i), (long)i, 0);
+        }
+        return r;
+    }
+
     [Fact]
     public void Placed_ReadableInPlace_WritableWithinTheBudget_ThenPromoted_ThenReplacedAndTrimmed()
     {
         var device = new EmulatedCramDevice(1 << 20);
         using var stack = new FakeStack(new CramOptions { CramDevice = device, WritableBudgetPages = 2 });
         const int pages = 16;
-        RegionMapping r = stack.Engine.CreateRegion(pages);
-        for (ulong i = 0; i < pages; i++)
-        {
-            stack.Engine.Write(r, i);
-            TestPages.WriteVeryCompressible(stack.Engine.Page(r, i), (long)i, 0);
-        }
+        RegionMapping r = VeryCompressibleRegion(stack, pages);
 
         Assert.Equal(pages, stack.Reclaimer.Reclaim(pages, null));
         Assert.Equal((ulong)pages, stack.Shared->Stats.CramPlacedPages);
@@ -64,12 +71,7 @@ public sealed unsafe class CramNodeOnFakeTests
     public void WithoutBudget_EveryWritePromotes_AndTheLedgerFollows()
     {
         using var stack = new FakeStack(new CramOptions { CramDevice = new EmulatedCramDevice(1 << 20), WritableBudgetPages = 0 });
-        RegionMapping r = stack.Engine.CreateRegion(8);
-        for (ulong i = 0; i < 8; i++)
-        {
-            stack.Engine.Write(r, i);
-            TestPages.WriteVeryCompressible(stack.Engine.Page(r, i), (long)i, 0);
-        }
+        RegionMapping r = VeryCompressibleRegion(stack, 8);
         stack.Reclaimer.Reclaim(8, null);
         ulong placedBytes = stack.Shared->Stats.CramPlacedBytes;
         Assert.InRange(placedBytes, 1UL, 8UL * 4096 / 4);
@@ -147,12 +149,7 @@ public sealed unsafe class CramNodeOnFakeTests
     public void ADeviceWhoseTrimThrows_IsReportedOnce_AndTheNodeCarriesOn()
     {
         using var stack = new FakeStack(new CramOptions { CramDevice = new TrimFailingDevice(1 << 20), WritableBudgetPages = 0 });
-        RegionMapping r = stack.Engine.CreateRegion(8);
-        for (ulong i = 0; i < 8; i++)
-        {
-            stack.Engine.Write(r, i);
-            TestPages.WriteVeryCompressible(stack.Engine.Page(r, i), (long)i, 0);
-        }
+        RegionMapping r = VeryCompressibleRegion(stack, 8);
         stack.Reclaimer.Reclaim(8, null);
         for (ulong i = 0; i < 3; i++)
         {
@@ -173,12 +170,7 @@ public sealed unsafe class CramNodeOnFakeTests
     {
         using var stack = new FakeStack(new CramOptions { CramDevice = new TrimFailingDevice(1 << 20), WritableBudgetPages = 0 });
         const int pages = 16;
-        RegionMapping r = stack.Engine.CreateRegion(pages);
-        for (ulong i = 0; i < pages; i++)
-        {
-            stack.Engine.Write(r, i);
-            TestPages.WriteVeryCompressible(stack.Engine.Page(r, i), (long)i, 0);
-        }
+        RegionMapping r = VeryCompressibleRegion(stack, pages);
         stack.Reclaimer.Reclaim(pages, null);
         Assert.Equal((ulong)pages, stack.Shared->Stats.CramPlacedPages);
         for (ulong i = 0; i < CramDeviceTrims.FailuresBeforeOutOfService; i++)
