@@ -200,7 +200,7 @@ public sealed unsafe class ContractTests
         Assert.True(offenders.Count == 0, $"{macro} written as a literal (use SharedLayout's mirror):\n" + string.Join("\n", offenders));
     }
 
-    private static string RepositoryRoot()
+    internal static string RepositoryRoot()
     {
         for (DirectoryInfo? d = new(AppContext.BaseDirectory); d is not null; d = d.Parent)
         {
@@ -259,18 +259,7 @@ public sealed unsafe class ContractTests
 [Trait("Category", TestCategory.Unit)]
 public sealed class BindingContractTests
 {
-    private static string Header()
-    {
-        for (DirectoryInfo? d = new(AppContext.BaseDirectory); d is not null; d = d.Parent)
-        {
-            string path = Path.Combine(d.FullName, "native", "cramnative.h");
-            if (File.Exists(path))
-            {
-                return File.ReadAllText(path);
-            }
-        }
-        throw new FileNotFoundException("native/cramnative.h not found above " + AppContext.BaseDirectory);
-    }
+    private static string Header() => File.ReadAllText(Path.Combine(ContractTests.RepositoryRoot(), "native", "cramnative.h"));
 
     /// <summary>
     /// The C# type a C parameter type must be bound as, pointee included: an integer by its width

@@ -38,11 +38,9 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
     /// <summary>A region of <paramref name="pages"/> pages, all EMPTY.</summary>
     public RegionMapping CreateRegion(int pages)
     {
-        var basePointer = (byte*)NativeMemory.AlignedAlloc((nuint)pages * P, P);
-        var table = (ulong*)NativeMemory.AllocZeroed((nuint)pages * sizeof(ulong));
-        _allocations.Add(((IntPtr)basePointer, (IntPtr)table));
-        var region = new RegionMapping(_nextRegion++, basePointer, table, (long)pages * P);
-        Regions.Add(region);
+        RegionCreate((ulong)pages * P, out uint id, out ulong baseAddress, out ulong pageTable);
+        var region = new RegionMapping(id, (byte*)baseAddress, (ulong*)pageTable, (long)pages * P);
+        Regions.Add(region); // as EngineRegions.Create does after the native call
         return region;
     }
 
