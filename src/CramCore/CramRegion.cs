@@ -137,29 +137,37 @@ public sealed unsafe class CramRegion : IDisposable
     public int ReadFrom(Stream stream, long byteOffset, int count)
     {
         Span<byte> target = CheckedBytes(stream, byteOffset, count);
-        if (!NeedsBounce)
-        {
-            int read = 0, n;
-            while (read < count && (n = stream.Read(target[read..])) > 0)
-            {
-                read += n;
-            }
-            return read;
-        }
-        byte[] bounce = ArrayPool<byte>.Shared.Rent(Math.Min(count, BounceBytes));
+        EnterOrThrow(); // a racing Dispose waits until the copy is done
         try
         {
-            int read = 0, n;
-            while (read < count && (n = stream.Read(bounce, 0, Math.Min(bounce.Length, count - read))) > 0)
+            if (!NeedsBounce)
             {
-                bounce.AsSpan(0, n).CopyTo(AsBytes(byteOffset + read, n));
-                read += n;
+                int read = 0, n;
+                while (read < count && (n = stream.Read(target[read..])) > 0)
+                {
+                    read += n;
+                }
+                return read;
             }
-            return read;
+            byte[] bounce = ArrayPool<byte>.Shared.Rent(Math.Min(count, BounceBytes));
+            try
+            {
+                int read = 0, n;
+                while (read < count && (n = stream.Read(bounce, 0, Math.Min(bounce.Length, count - read))) > 0)
+                {
+                    bounce.AsSpan(0, n).CopyTo(AsBytes(byteOffset + read, n));
+                    read += n;
+                }
+                return read;
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(bounce);
+            }
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(bounce);
+            _mapping.Exit();
         }
     }
 
@@ -170,7 +178,9 @@ public sealed unsafe class CramRegion : IDisposable
     public ValueTask<int> ReadFromAsync(Stream stream, long byteOffset, int count, CancellationToken cancellationToken = default)
     {
         _ = CheckedBytes(stream, byteOffset, count);
-        return RegionIo.ReadFromAsync(this, stream, byteOffset, count, NeedsBounce, cancellationToken);
+        bool bounce = NeedsBounce;
+        EnterOrThrow(); // RegionIo exits when the copy is done: a racing Dispose waits for it
+        return RegionIo.ReadFromAsync(this, _mapping, stream, byteOffset, count, bounce, cancellationToken);
     }
 
     /// <summary>
@@ -184,25 +194,33 @@ public sealed unsafe class CramRegion : IDisposable
     public void WriteTo(Stream stream, long byteOffset, int count)
     {
         Span<byte> source = CheckedBytes(stream, byteOffset, count);
-        if (!NeedsBounce)
-        {
-            stream.Write(source);
-            return;
-        }
-        byte[] bounce = ArrayPool<byte>.Shared.Rent(Math.Min(count, BounceBytes));
+        EnterOrThrow(); // a racing Dispose waits until the copy is done
         try
         {
-            for (int done = 0; done < count;)
+            if (!NeedsBounce)
             {
-                int n = Math.Min(bounce.Length, count - done);
-                AsBytes(byteOffset + done, n).CopyTo(bounce);
-                stream.Write(bounce, 0, n);
-                done += n;
+                stream.Write(source);
+                return;
+            }
+            byte[] bounce = ArrayPool<byte>.Shared.Rent(Math.Min(count, BounceBytes));
+            try
+            {
+                for (int done = 0; done < count;)
+                {
+                    int n = Math.Min(bounce.Length, count - done);
+                    AsBytes(byteOffset + done, n).CopyTo(bounce);
+                    stream.Write(bounce, 0, n);
+                    done += n;
+                }
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(bounce);
             }
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(bounce);
+            _mapping.Exit();
         }
     }
 
@@ -213,7 +231,9 @@ public sealed unsafe class CramRegion : IDisposable
     public ValueTask WriteToAsync(Stream stream, long byteOffset, int count, CancellationToken cancellationToken = default)
     {
         _ = CheckedBytes(stream, byteOffset, count);
-        return RegionIo.WriteToAsync(this, stream, byteOffset, count, NeedsBounce, cancellationToken);
+        bool bounce = NeedsBounce;
+        EnterOrThrow(); // RegionIo exits when the copy is done: a racing Dispose waits for it
+        return RegionIo.WriteToAsync(this, _mapping, stream, byteOffset, count, bounce, cancellationToken);
     }
 
     private Span<byte> CheckedBytes(Stream stream, long byteOffset, int count)

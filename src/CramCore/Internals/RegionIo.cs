@@ -5,13 +5,39 @@ namespace CramCore.Internals;
 /// <summary>
 /// The asynchronous halves of <see cref="CramRegion.ReadFromAsync"/> and
 /// <see cref="CramRegion.WriteToAsync"/> (an async method cannot live in the region's unsafe
-/// context). Arguments are checked by the caller. With <c>bounce</c>, data passes through a pooled
-/// buffer and reaches the region by ordinary loads and stores, so the kernel never touches a region
-/// page; without, the region's memory goes to the stream as it is.
+/// context). Arguments are checked by the caller, which has entered the region's in-flight gate:
+/// each exits it when the copy is done (or failed), so a racing Dispose waits for the copy and
+/// never unmaps memory under it. With <c>bounce</c>, data passes through a pooled buffer and
+/// reaches the region by ordinary loads and stores, so the kernel never touches a region page;
+/// without, the region's memory goes to the stream as it is.
 /// </summary>
 internal static class RegionIo
 {
-    public static async ValueTask<int> ReadFromAsync(CramRegion region, Stream stream, long byteOffset, int count, bool bounce, CancellationToken cancellationToken)
+    public static async ValueTask<int> ReadFromAsync(CramRegion region, RegionMapping entered, Stream stream, long byteOffset, int count, bool bounce, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await ReadFromAsync(region, stream, byteOffset, count, bounce, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            entered.Exit();
+        }
+    }
+
+    public static async ValueTask WriteToAsync(CramRegion region, RegionMapping entered, Stream stream, long byteOffset, int count, bool bounce, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await WriteToAsync(region, stream, byteOffset, count, bounce, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            entered.Exit();
+        }
+    }
+
+    private static async ValueTask<int> ReadFromAsync(CramRegion region, Stream stream, long byteOffset, int count, bool bounce, CancellationToken cancellationToken)
     {
         int read = 0, n;
         if (!bounce)
@@ -39,7 +65,7 @@ internal static class RegionIo
         }
     }
 
-    public static async ValueTask WriteToAsync(CramRegion region, Stream stream, long byteOffset, int count, bool bounce, CancellationToken cancellationToken)
+    private static async ValueTask WriteToAsync(CramRegion region, Stream stream, long byteOffset, int count, bool bounce, CancellationToken cancellationToken)
     {
         if (!bounce)
         {
