@@ -207,12 +207,17 @@
  *      reclaim worker) or under 1, and holds only leaves (5) and native calls that take no lock
  *   2. CramMetrics._lock (C#, an instance per meter)  held while the meter reads every engine's stats
  *      (which only tries 3: Reclaimer.TryDrain)
- *   3. Reclaimer._lock (C#)                the maintenance lock: one reclaim pass, writeback batch,
- *      segment compaction, pool compaction, reaper sweep (the only path that frees slots and what
- *      they name), prefetch step, discard or region tear-down (Pause) at a time. Prefetcher.Stop
- *      waits, under 1, for a prefetch step that takes 3: a step never takes 1
+ *   2a. Writeback._io (C#, Storage/)      the backing file's I/O: one writeback run, segment compaction
+ *      or punch of dead segments at a time, held across its system calls; it takes 3 only for a
+ *      batch's short steps (choose and copy; move and free), never while it writes or reads, so a
+ *      blocked file system stalls writeback alone. Never taken under 3: reclaim lets 3 go before it
+ *      asks writeback for room (Writeback.MakeRoom), and the reclaim worker's upkeep asks after 3
+ *   3. Reclaimer._lock (C#; EngineParts makes it, reclaim and writeback share it)  the maintenance
+ *      lock: one reclaim pass, writeback batch step, pool compaction, reaper sweep (the only path
+ *      that frees slots and what they name), prefetch step, discard or region tear-down (Pause) at a
+ *      time. Prefetcher.Stop waits, under 1, for a prefetch step that takes 3: a step never takes 1
  *   4. SizeClass.Lock (C#, one per class) a class's zspages; compaction takes them one at a time
- *   5. leaves (C#): CompressedPool._zspageLock, PoolArenas._arenaLock and _retainLock,
+ *   5. leaves (C#): Writeback._progress (the wait for room), CompressedPool._zspageLock, PoolArenas._arenaLock and _retainLock,
  *      ClusteredDirectory._lock (the slot table's and the handle table's id allocation),
  *      NativeLibraryResolver.s_lock, CramNode._planeLock, Prefetcher._lock (its queue) and the
  *      swap-in metric's per-engine array (CramEngine.SwapInsRecorded); none is held while another
@@ -623,6 +628,14 @@ int CramNative_WriteProtectPages(cram_engine* engine, uint32_t region_id, const 
 int CramNative_DropPages(cram_engine* engine, uint32_t region_id, uint64_t* pages, int32_t count, int32_t* dropped);
 int CramNative_WaitReclaimSignal(cram_engine* engine, int32_t timeout_ms, int32_t* signalled);
 int CramNative_SignalReclaim(cram_engine* engine);
+/* Batches of faults the engine has resolved (a count that only grows): the reclaim worker compares
+ * it between ticks to tell an idle engine from a busy one. */
+int CramNative_ReclaimActivity(cram_engine* engine, uint64_t* activity);
+/* The idle reclaim worker's sleep: returns at once if the activity count differs from
+ * `seen_activity`, else waits up to `timeout_ms` (-1: for ever) for a signal — the next batch of
+ * faults resolved signals it, as do CramNative_SignalReclaim and the limits. No fault is missed:
+ * the flag is set before the count is read, and the service counts before it reads the flag. */
+int CramNative_WaitReclaimIdle(cram_engine* engine, uint64_t seen_activity, int32_t timeout_ms, int32_t* signalled);
 int CramNative_PoolMove(cram_engine* engine, uint64_t handle_directory, const cram_pool_move* moves, int32_t count);
 /* Changes the resident limits at run time (0 = none); faults see the new values at once. */
 int CramNative_SetResidentLimit(cram_engine* engine, uint64_t soft_limit_pages, uint64_t hard_limit_pages);

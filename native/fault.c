@@ -23,6 +23,17 @@ void signal_reclaim(cram_engine* e)
     }
 }
 
+/* Faults were resolved: wakes the reclaim worker if it sleeps idle (it has a fault log to pull,
+ * frees to drain, a limit to hold). The activity count is written before the idle flag is read,
+ * and the worker sets the flag before it reads the count (both sequentially consistent), so one
+ * of the two always sees the other: the worker never sleeps through a fault. */
+void note_activity(cram_engine* e)
+{
+    __atomic_add_fetch(&e->activity, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&e->reclaim_idle, __ATOMIC_SEQ_CST) && __atomic_exchange_n(&e->reclaim_idle, 0, __ATOMIC_ACQ_REL))
+        signal_reclaim(e);
+}
+
 void resident_add(cram_engine* e, uint64_t n)
 {
     cram_stats* st = &e->shared->stats;
@@ -477,6 +488,7 @@ void* service_main(void* arg)
         for (ssize_t i = 0; i < n / (ssize_t)sizeof(struct uffd_msg); i++) handle_message(e, &msgs[i]);
         engine_unlock(e);
         add_counter(&e->shared->stats.service_busy_ns, now_ns() - t0);
+        note_activity(e);
     }
     return NULL;
 }

@@ -94,6 +94,8 @@ struct cram_engine {
     int stop_fd;
     int reclaim_fd;
     int reclaim_signalled;
+    uint64_t activity;     /* batches of faults resolved (note_activity): what an idle reclaim worker waits for */
+    uint32_t reclaim_idle; /* 1 while the reclaim worker sleeps until the next activity (CramNative_WaitReclaimIdle) */
     int pidfd; /* this process, for process_madvise (-1: not available, drop run by run); drops run one at a time (maintenance lock) */
     pthread_t service;
     pthread_mutex_t lock; /* held by the service while it resolves a batch, and by region create/destroy */
@@ -249,6 +251,7 @@ void fault_log_append(cram_shared* s, uint32_t region, uint64_t page);
 void* service_main(void* arg);
 void resident_add(cram_engine* e, uint64_t n);
 void signal_reclaim(cram_engine* e);
+void note_activity(cram_engine* e);
 /* pages.c */
 cram_region_desc* region_active(cram_engine* e, uint32_t region_id);
 /* readahead.c */

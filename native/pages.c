@@ -145,6 +145,27 @@ EXPORT int CramNative_WaitReclaimSignal(cram_engine* e, int32_t timeout_ms, int3
     return 0;
 }
 
+EXPORT int CramNative_ReclaimActivity(cram_engine* e, uint64_t* activity)
+{
+    if (!e || !activity) { errno = EINVAL; return -1; }
+    *activity = __atomic_load_n(&e->activity, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
+EXPORT int CramNative_WaitReclaimIdle(cram_engine* e, uint64_t seen_activity, int32_t timeout_ms, int32_t* signalled)
+{
+    if (!e || !signalled) { errno = EINVAL; return -1; }
+    __atomic_store_n(&e->reclaim_idle, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&e->activity, __ATOMIC_SEQ_CST) != seen_activity) {
+        __atomic_store_n(&e->reclaim_idle, 0, __ATOMIC_RELEASE);
+        *signalled = 1; /* faults came in since the caller looked: no sleep */
+        return 0;
+    }
+    int rc = CramNative_WaitReclaimSignal(e, timeout_ms, signalled);
+    __atomic_store_n(&e->reclaim_idle, 0, __ATOMIC_RELEASE);
+    return rc;
+}
+
 EXPORT int CramNative_SignalReclaim(cram_engine* e)
 {
     if (!e) { errno = EINVAL; return -1; }

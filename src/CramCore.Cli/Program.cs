@@ -143,11 +143,12 @@ sparse.SetAction(r => Guard(r, () => BenchSparseCommand.Run(Measure.ParseSize(r.
 bench.Subcommands.Add(swap);
 bench.Subcommands.Add(sparse);
 var lifecycleRoundsOption = new Option<int>("--rounds") { Description = "Times each region size is created, written and disposed (medians reported).", DefaultValueFactory = _ => 5 };
-var lifecycle = new Command("lifecycle", "What a region costs to create, write one byte into and dispose, for 1 GiB, 1 TiB and 64 TiB regions.")
+var lifecycleEnginesOption = new Option<int>("--engines") { Description = "Engines created at once (each with a memory limit and a region), left idle two seconds, then disposed.", DefaultValueFactory = _ => 1000 };
+var lifecycle = new Command("lifecycle", "What a region costs to create, write one byte into and dispose, for 1 GiB, 1 TiB and 64 TiB regions; what 1,000 engines cost to create, keep idle and dispose.")
 {
-    lifecycleRoundsOption, jsonOption,
+    lifecycleRoundsOption, lifecycleEnginesOption, jsonOption,
 };
-lifecycle.SetAction(r => Guard(r, () => BenchLifecycleCommand.Run(r.GetValue(lifecycleRoundsOption), r.GetValue(jsonOption))));
+lifecycle.SetAction(r => Guard(r, () => BenchLifecycleCommand.Run(r.GetValue(lifecycleRoundsOption), r.GetValue(lifecycleEnginesOption), r.GetValue(jsonOption))));
 bench.Subcommands.Add(lifecycle);
 var memoryDataOption = new Option<string>("--data") { Description = "corpus (compressible pages: --corpus FILE, or the generated compressible mix) or random (incompressible).", DefaultValueFactory = _ => "corpus" };
 var memorySizeOption = new Option<string>("--size") { Description = "Bytes to write (e.g. 1g).", DefaultValueFactory = _ => "1g" };

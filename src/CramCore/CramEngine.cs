@@ -41,13 +41,7 @@ public sealed unsafe class CramEngine : IDisposable
         var self = new WeakReference<CramEngine>(this);
         try
         {
-            _parts = new EngineParts(options, pageOperations, () =>
-            {
-                if (self.TryGetTarget(out CramEngine? engine))
-                {
-                    engine.AfterWorkerTick();
-                }
-            }, beforeStep, fileDevice);
+            _parts = new EngineParts(options, pageOperations, () => self.TryGetTarget(out CramEngine? engine) && engine.AfterWorkerTick(), beforeStep, fileDevice);
         }
         catch
         {
@@ -125,14 +119,15 @@ public sealed unsafe class CramEngine : IDisposable
     /// <summary>Raises what is pending (<see cref="TierEventPump"/>), waiting for another thread that is raising; never under an engine lock.</summary>
     internal void RaisePendingEvents() => _pump.Raise(this, TierEvent, wait: true);
 
-    /// <summary>After each reclaim-worker tick: events (unless another thread is raising them) and the swap-in metric.</summary>
-    private void AfterWorkerTick()
+    /// <summary>After each reclaim-worker tick: events (unless another thread is raising them) and the swap-in metric. True while an event is due on the clock (throttling's end).</summary>
+    private bool AfterWorkerTick()
     {
         _pump.Raise(this, TierEvent, wait: false);
         if (!_disposed)
         {
             _metrics.RecordSwapIns(this);
         }
+        return _pump.Throttling;
     }
 
     /// <summary>

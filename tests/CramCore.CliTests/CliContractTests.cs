@@ -48,7 +48,7 @@ public sealed class CliContractTests
         "bench bear --pages 1024 --seconds 0.2 --threads 1 --json",
         $"bench swap --corpus {Sample("dotnet-heap")} --size 16m --limit 4m --samples 100 --json",
         "bench sparse --size 1g --stride 1m --limit 0 --json",
-        "bench lifecycle --rounds 1 --json",
+        "bench lifecycle --rounds 1 --engines 20 --json",
         $"bench memory-limit --corpus {Sample("dotnet-heap")} --size 24m --memory-limit 16m --json",
         $"bench hotcold --corpus {Sample("dotnet-heap")} --size 32m --limit 8m --hot 4m --phases 2 --reads 20000 --json",
         $"bench hotcold --corpus {Sample("dotnet-heap")} --size 32m --limit 8m --hot 4m --zipf 0.99 --phases 2 --reads 20000 --json",

@@ -34,6 +34,13 @@ public sealed unsafe class EngineLifecycleTests : IDisposable
         return thread.Join(Patience);
     }
 
+    /// <summary>What a fault waiting at the hard limit does (native/fault.c, throttle): counts a throttle wait and wakes the reclaim worker, which raises ThrottlingStarted on its tick.</summary>
+    private static void ThrottledFault(CramEngine engine)
+    {
+        Interlocked.Add(ref engine.Parts.Shared->Stats.ThrottleWaits, 1);
+        engine.Parts.Engine.SignalReclaim();
+    }
+
     public static TheoryData<int> Steps() => [.. Enum.GetValues<EngineBuildStep>().Select(s => (int)s)];
 
     [Theory]
@@ -101,7 +108,7 @@ public sealed unsafe class EngineLifecycleTests : IDisposable
             }
             disposed.Set();
         };
-        Interlocked.Add(ref engine.Parts.Shared->Stats.ThrottleWaits, 1); // ThrottlingStarted on the worker's next tick
+        ThrottledFault(engine); // ThrottlingStarted on the worker's next tick
         Assert.True(disposed.Wait(Patience), "Dispose from a handler on the reclaim worker did not return");
         Assert.Null(failure);
         Assert.Equal("cram-reclaim", thread);
@@ -145,7 +152,7 @@ public sealed unsafe class EngineLifecycleTests : IDisposable
             }
             done.Set();
         };
-        Interlocked.Add(ref engine.Parts.Shared->Stats.ThrottleWaits, 1);
+        ThrottledFault(engine);
         Assert.True(done.Wait(Patience), "a handler on the reclaim worker hung");
         Assert.Null(failure);
         Assert.Equal("cram-reclaim", thread);
@@ -196,7 +203,7 @@ public sealed unsafe class EngineLifecycleTests : IDisposable
                 engine.Dispose();
             }
         };
-        Interlocked.Add(ref engine.Parts.Shared->Stats.ThrottleWaits, 1);
+        ThrottledFault(engine);
         Assert.True(CompletesWithin(engine.RaisePendingEvents), "a handler on a caller's thread hung"); // racing the worker's tick
         Assert.True(SpinWait.SpinUntil(() => Volatile.Read(ref calls) >= 1, Patience));
         Assert.Throws<ObjectDisposedException>(() => engine.ResidentLimitBytes);
@@ -222,9 +229,34 @@ public sealed unsafe class EngineLifecycleTests : IDisposable
                     // what a handler gets once Dispose has begun
                 }
             };
-            Interlocked.Add(ref engine.Parts.Shared->Stats.ThrottleWaits, 1);
+            ThrottledFault(engine);
             inHandler.Wait(Patience);
             Assert.True(CompletesWithin(engine.Dispose), $"round {round}: Dispose hung against a handler setting the limit");
+        }
+    }
+
+    [Fact]
+    public void AnIdleWorker_Sleeps_AndTheNextFaultPastTheLimitWakesIt()
+    {
+        using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = 16 << 20 });
+        using CramRegion region = engine.CreateRegion(64 << 20);
+        ReclaimWorker worker = engine.Parts.Worker;
+        region.Pointer[0] = 1;
+        Assert.True(SpinWait.SpinUntil(() => worker.Sleeping, Patience), "the worker never went to sleep on an idle engine");
+        long sleeps = worker.IdleSleeps;
+        // Past the limit: the faults wake the worker, which evicts down to the low watermark.
+        for (int i = 0; i < 8192; i++)
+        {
+            TestPages.WriteCompressible(region.Pointer + (long)i * 4096, i, 1);
+        }
+        Assert.True(SpinWait.SpinUntil(() => engine.GetStats().ResidentBytes <= 16 << 20, Patience),
+            $"reclaim did not bring resident memory under the limit: {engine.GetStats().ResidentBytes >> 20} MiB");
+        Assert.True(engine.GetStats().Evictions > 0);
+        // Quiet again: back to sleep (another sleep counted), and every page reads back.
+        Assert.True(SpinWait.SpinUntil(() => worker.Sleeping && worker.IdleSleeps > sleeps, Patience), "the worker did not sleep again once the engine was idle");
+        for (int i = 0; i < 8192; i++)
+        {
+            Assert.True(TestPages.CheckCompressible(region.Pointer + (long)i * 4096, i, 1), $"page {i}");
         }
     }
 }

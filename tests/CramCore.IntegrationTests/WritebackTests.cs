@@ -157,6 +157,57 @@ public sealed unsafe class WritebackTests : IDisposable
         Verify(region);
     }
 
+    /// <summary>
+    /// Writes that do not return (a frozen file system) stall writeback only: the reclaim worker
+    /// goes on compressing into the pool and holds the resident limit, with writeback stuck in its
+    /// first write; when the file system thaws, writeback catches up and every page reads back.
+    /// </summary>
+    [Fact]
+    public void AFrozenFileSystem_StallsWritebackOnly_ReclaimGoesOnIntoThePool()
+    {
+        var options = new CramOptions
+        {
+            BackingFile = Path.Combine(_dir, "swap"),
+            CompressedPoolLimitBytes = 16 << 20,
+            PoolArenaBytes = 16 << 20,
+            WritebackHighWatermark = 0.2,
+            WritebackLowWatermark = 0.1,
+            ResidentLimitBytes = 4 << 20,
+        };
+        FailingFileDevice? disk = null;
+        using var engine = CramEngine.CreateWithHooks(options, fileDevice: real => disk = new FailingFileDevice(real));
+        disk!.Freeze();
+        try
+        {
+            const int pages = 8192; // 32 MiB, about 8 MiB stored: past the high watermark (3.2 MiB), under the pool's limit
+            using var region = engine.CreateRegion((long)pages * P);
+            for (int i = 0; i < pages; i++)
+            {
+                TestPages.WriteCompressible(region.Pointer + (long)i * P, i, 1);
+            }
+            Assert.True(disk.WriteWaiting.Wait(TimeSpan.FromSeconds(30)), "writeback never started");
+            Assert.True(SpinWait.SpinUntil(() => engine.GetStats().ResidentBytes <= options.ResidentLimitBytes, TimeSpan.FromSeconds(30)),
+                $"reclaim stopped with writeback: {engine.GetStats().ResidentBytes >> 20} MiB resident");
+            CramStats frozen = engine.GetStats();
+            Assert.Equal(0, frozen.FilePages);
+            Assert.True(frozen.PoolBytes > 2 * (long)(options.CompressedPoolLimitBytes * options.WritebackHighWatermark),
+                $"{frozen.PoolBytes >> 10} KiB in the pool: reclaim did not go on past the high watermark");
+
+            disk.Thaw();
+            Assert.True(SpinWait.SpinUntil(() => engine.GetStats().FilePages > 0 &&
+                engine.GetStats().PoolBytes <= (long)(options.CompressedPoolLimitBytes * options.WritebackHighWatermark), TimeSpan.FromSeconds(30)),
+                $"writeback did not catch up: pool {engine.GetStats().PoolBytes >> 10} KiB");
+            for (int i = 0; i < pages; i++)
+            {
+                Assert.True(TestPages.CheckCompressible(region.Pointer + (long)i * P, i, 1), $"page {i}");
+            }
+        }
+        finally
+        {
+            disk.Thaw(); // Dispose waits for a write in flight
+        }
+    }
+
     [Fact]
     public void RateLimit_BoundsWritebackPerSecond()
     {

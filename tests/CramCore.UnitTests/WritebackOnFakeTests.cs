@@ -79,6 +79,48 @@ public sealed unsafe class WritebackOnFakeTests : IDisposable
         Assert.Equal(0, stack.Engine.ChecksumFailures);
     }
 
+    /// <summary>
+    /// The write runs without the maintenance lock: while it is in flight, a quarter of the entries
+    /// being written die (their pages are rewritten), the reaper frees their slots and pool objects,
+    /// and the rewritten pages are evicted again into slots and pool objects that may be the very
+    /// ones freed. Nothing that changed may be moved to the bytes written for what was there before.
+    /// </summary>
+    [Fact]
+    public void EntriesThatChangeWhileTheWriteIsInFlight_StayWhereTheyAre_AndEveryPageReadsBack()
+    {
+        var disk = new FailingFileDevice(NativeFileDevice.Instance);
+        using var stack = new FakeStack(Options(), pageOperations: null, disk);
+        const int pages = 256;
+        RegionMapping r = ReclaimOnFakeTests.Filled(stack, pages);
+        stack.Reclaimer.Reclaim(pages, null);
+        long pooled = stack.Slots.PoolSlots;
+        disk.Freeze();
+        long moved = 0;
+        var writer = new Thread(() => moved = stack.Writeback!.Run(force: long.MaxValue));
+        writer.Start();
+        Assert.True(disk.WriteWaiting.Wait(TimeSpan.FromSeconds(30)), "writeback never wrote");
+
+        for (ulong i = 2; i < pages; i += 4)
+        {
+            stack.Engine.Write(r, i);
+            ReclaimOnFakeTests.Fill(stack, r, i, version: 2);
+        }
+        stack.Reclaimer.Reclaim(pages, null); // frees the dead entries (the reaper), then stores the rewritten pages anew
+        disk.Thaw();
+        Assert.True(writer.Join(TimeSpan.FromSeconds(30)), "writeback did not finish after the thaw");
+
+        // Every rewritten entry the blocked batch held was left where it was; the later batches
+        // wrote the new entries (the rewritten pages' second eviction) like any other.
+        Assert.True(stack.Writeback!.SkippedMoves > 0, "no entry changed under the write");
+        Assert.Equal(pooled, moved);
+        Assert.Equal(0, stack.Slots.PoolSlots);
+        for (ulong i = 0; i < pages; i++)
+        {
+            Assert.True(ReclaimOnFakeTests.Check(stack, r, i, i % 4 == 2 ? 2 : 1), $"page {i}");
+        }
+        Assert.Equal(0, stack.Engine.ChecksumFailures);
+    }
+
     [Fact]
     public void AFailedWrite_PausesWriteback_ForASecondOfTheEnginesClock_ThenItResumes()
     {

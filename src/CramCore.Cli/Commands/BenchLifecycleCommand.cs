@@ -14,7 +14,8 @@ internal sealed record LifecycleBenchResult(
     [property: JsonPropertyName("write_ms_1g")] double WriteMs1g,
     [property: JsonPropertyName("write_ms_1t")] double WriteMs1t,
     [property: JsonPropertyName("write_ms_64t")] double WriteMs64t,
-    double WorstDisposeMs, int Rounds);
+    double WorstDisposeMs, int Rounds,
+    int Engines, double EnginesCreateS, double EnginesDisposeS, double IdleCpuPercent);
 
 /// <summary>
 /// `cram bench lifecycle`: what a region costs to create, write one byte into (a first touch: the
@@ -26,11 +27,15 @@ internal static unsafe class BenchLifecycleCommand
 {
     private static readonly (string Name, long Bytes)[] s_sizes = [("1g", 1L << 30), ("1t", 1L << 40), ("64t", SharedLayout.MaxRegionBytes)];
 
-    public static int Run(int rounds, bool json)
+    public static int Run(int rounds, int engines, bool json)
     {
         if (rounds is < 1 or > 100)
         {
             throw new CliException($"--rounds: {rounds} must be between 1 and 100.");
+        }
+        if (engines is < 1 or > 10_000)
+        {
+            throw new CliException($"--engines: {engines} must be between 1 and 10000.");
         }
         using var engine = CramEngine.Create();
         var results = new Dictionary<string, (List<double> Create, List<double> Write, List<double> Dispose)>();
@@ -53,13 +58,57 @@ internal static unsafe class BenchLifecycleCommand
             }
             results[name] = steps;
         }
+        (double createS, double disposeS, double idleCpu) = ManyEngines(engines);
         static double Median(List<double> values) => Math.Round(values.Order().ElementAt(values.Count / 2), 3);
         var result = new LifecycleBenchResult(
             DisposeMs1g: Median(results["1g"].Dispose), DisposeMs1t: Median(results["1t"].Dispose), DisposeMs64t: Median(results["64t"].Dispose),
             CreateMs1g: Median(results["1g"].Create), CreateMs1t: Median(results["1t"].Create), CreateMs64t: Median(results["64t"].Create),
             WriteMs1g: Median(results["1g"].Write), WriteMs1t: Median(results["1t"].Write), WriteMs64t: Median(results["64t"].Write),
             WorstDisposeMs: Math.Round(results.Values.SelectMany(r => r.Dispose).Max(), 3),
-            Rounds: rounds);
+            Rounds: rounds,
+            Engines: engines, EnginesCreateS: Math.Round(createS, 3), EnginesDisposeS: Math.Round(disposeS, 3), IdleCpuPercent: Math.Round(idleCpu, 3));
         return ResultPrinter.Print(result, json, "cram bench lifecycle");
+    }
+
+    /// <summary>How long <paramref name="count"/> engines (each with a memory limit, so each runs its reclaim worker, and a region with one page written) take to create and to dispose, and the CPU they use while idle (percent of one CPU, all of them together, over two seconds).</summary>
+    private static (double CreateS, double DisposeS, double IdleCpuPercent) ManyEngines(int count)
+    {
+        BenchSupport.Progress($"{count} engines: create (a memory limit and a region each), idle 2 s, dispose");
+        var engines = new List<(CramEngine Engine, CramRegion Region)>(count);
+        var options = new CramOptions { MemoryLimitBytes = 64L << 20 };
+        long t0 = Stopwatch.GetTimestamp();
+        try
+        {
+            for (int i = 0; i < count; i++)
+            {
+                CramEngine engine = CramEngine.Create(options);
+                CramRegion region = engine.CreateRegion(1L << 20);
+                region.Pointer[0] = 1;
+                engines.Add((engine, region));
+            }
+            double createS = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+            using var process = Process.GetCurrentProcess();
+            TimeSpan cpu0 = process.TotalProcessorTime;
+            long idle0 = Stopwatch.GetTimestamp();
+            Thread.Sleep(2000);
+            process.Refresh();
+            double idleCpu = 100 * (process.TotalProcessorTime - cpu0).TotalSeconds / Stopwatch.GetElapsedTime(idle0).TotalSeconds;
+            long t1 = Stopwatch.GetTimestamp();
+            foreach ((CramEngine engine, CramRegion region) in engines)
+            {
+                region.Dispose();
+                engine.Dispose();
+            }
+            engines.Clear();
+            return (createS, Stopwatch.GetElapsedTime(t1).TotalSeconds, idleCpu);
+        }
+        finally
+        {
+            foreach ((CramEngine engine, CramRegion region) in engines)
+            {
+                region.Dispose();
+                engine.Dispose();
+            }
+        }
     }
 }

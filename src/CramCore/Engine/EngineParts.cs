@@ -49,6 +49,8 @@ internal sealed unsafe class EngineParts : IDisposable
     public RegionTable Regions { get; } = new();
     public TierEventChannel Events { get; } = new();
 
+    private readonly Lock _maintenance = new(); // lock 3 (cramnative.h): reclaim's passes, writeback's batch steps, compaction, the reaper
+
     /// <param name="options">Validated, resolved options.</param>
     /// <param name="pageOperations">Test hook: wraps the page operations reclaim uses, to inject failures.</param>
     /// <param name="afterTick">What the reclaim worker runs after each tick (the engine's events and metrics).</param>
@@ -90,16 +92,16 @@ internal sealed unsafe class EngineParts : IDisposable
             Slots = new SlotTable(shared, Pool, File, Node);
             Reaper = new Reaper(Engine, Slots);
             beforeStep?.Invoke(EngineBuildStep.Writeback);
-            Writeback = File is null ? null : new Writeback(Engine, Slots, options, Events);
+            Writeback = File is null ? null : new Writeback(Engine, Slots, options, Events, _maintenance);
             beforeStep?.Invoke(EngineBuildStep.Reclaimer);
             IPageOperations operations = new NativePageOperations(Engine, Slots);
-            Reclaimer = new Reclaimer(Engine, shared, Regions, Slots, pageOperations?.Invoke(operations) ?? operations, options, Reaper, Writeback, Events);
+            Reclaimer = new Reclaimer(Engine, shared, Regions, Slots, pageOperations?.Invoke(operations) ?? operations, options, Reaper, Writeback, Events, _maintenance);
             beforeStep?.Invoke(EngineBuildStep.MemoryBudget);
             MemoryUse = new MemoryUse(shared, Slots, Pool, Reclaimer, File);
             Budget = new MemoryBudget(Engine, shared, Reclaimer, options.MemoryLimitBytes, options.MemoryLimitWait, limitPages, MemoryUse, Events);
             Budget.Update(); // the limit the memory limit allows, before any fault
             beforeStep?.Invoke(EngineBuildStep.Worker);
-            Worker = new ReclaimWorker(Engine, shared, Reclaimer, Budget, File is not null || Node is not null, afterTick, options.TimeProvider); // started by Start, once the engine can take its ticks
+            Worker = new ReclaimWorker(Engine, shared, Reclaimer, Budget, File is not null || Node is not null, Node is not null, afterTick, options.TimeProvider); // started by Start, once the engine can take its ticks
         }
         catch
         {
@@ -124,8 +126,12 @@ internal sealed unsafe class EngineParts : IDisposable
         return options;
     }
 
-    /// <summary>Starts the reclaim worker (when there is a limit or upkeep to hold): last, once whatever its ticks call is built.</summary>
-    public void Start() => Worker.Start();
+    /// <summary>Starts writeback's thread (with a backing file) and the reclaim worker (when there is a limit or upkeep to hold): last, once whatever their rounds call is built.</summary>
+    public void Start()
+    {
+        Writeback?.Start();
+        Worker.Start();
+    }
 
     /// <summary>
     /// Tears down what was built, in order: the worker, reclaim (waits for a pass in progress), the
@@ -155,6 +161,7 @@ internal sealed unsafe class EngineParts : IDisposable
             }
         }
         Step(() => Worker?.Stop());
+        Step(() => Writeback?.StopThread()); // waits for a write in flight: its round moves slots and frees pool objects
         Step(() => Reclaimer?.Dispose());
         Step(() => Slots?.Dispose());
         Step(() => Node?.Dispose());

@@ -15,6 +15,13 @@ namespace CramCore.Engine;
 /// above the pool's high watermark, compaction, and every <see cref="SweepInterval"/> the zombie
 /// sweep), then raises the engine's pending events outside every lock. It runs when there is a
 /// limit, a backing file or a CRAM node.
+/// <para>
+/// An idle engine costs no CPU: after <see cref="QuietTicksBeforeSleep"/> ticks in which the fault
+/// service resolved nothing, nobody signalled and no event needs a later tick (throttling's quiet
+/// second), the worker sleeps in CramNative_WaitReclaimIdle until the next batch of faults or a
+/// signal (a limit set, writeback making room, dispose). With a CRAM node it wakes every
+/// <see cref="NodeIdleTickMs"/> to look at the device and the control plane's lease.
+/// </para>
 /// </summary>
 internal sealed unsafe class ReclaimWorker : IDisposable
 {
@@ -24,14 +31,18 @@ internal sealed unsafe class ReclaimWorker : IDisposable
     private readonly Reclaimer _reclaimer;
     private readonly MemoryBudget _budget;
     private readonly TickListener _afterTick;
+    private readonly int _idleTimeoutMs;
+    private long _idleSleeps;
+    private volatile bool _sleeping;
     private bool _run;
     private long _nextSweep;
     private Thread? _thread;
     private volatile bool _stopping;
 
-    /// <summary>A worker for <paramref name="budget"/>'s limits and, with <paramref name="upkeep"/> (a backing file or a CRAM node), their upkeep; <paramref name="afterTick"/> runs after every tick, outside the maintenance lock.</summary>
-    public ReclaimWorker(INativeEngine engine, NativeShared* shared, Reclaimer reclaimer, MemoryBudget budget, bool upkeep, TickListener afterTick, TimeProvider time)
+    /// <summary>A worker for <paramref name="budget"/>'s limits and, with <paramref name="upkeep"/> (a backing file or a CRAM node), their upkeep; <paramref name="afterTick"/> runs after every tick, outside the maintenance lock. With <paramref name="node"/> its idle sleeps last <see cref="NodeIdleTickMs"/>.</summary>
+    public ReclaimWorker(INativeEngine engine, NativeShared* shared, Reclaimer reclaimer, MemoryBudget budget, bool upkeep, bool node, TickListener afterTick, TimeProvider time)
     {
+        _idleTimeoutMs = node ? NodeIdleTickMs : -1;
         _engine = engine;
         _time = time;
         _shared = shared;
@@ -41,8 +52,23 @@ internal sealed unsafe class ReclaimWorker : IDisposable
         _run = budget.Limited || upkeep;
     }
 
-    /// <summary>What runs after every tick, outside the maintenance lock: the engine raises its events and records its metrics.</summary>
-    public delegate void TickListener();
+    /// <summary>What runs after every tick, outside the maintenance lock: the engine raises its events and records its metrics. True if it needs another tick soon even if nothing happens (an event due on the clock).</summary>
+    public delegate bool TickListener();
+
+    /// <summary>Milliseconds between ticks while the engine is busy.</summary>
+    internal const int TickMs = 20;
+
+    /// <summary>Ticks with nothing to do before the worker sleeps until the next fault or signal.</summary>
+    internal const int QuietTicksBeforeSleep = 5;
+
+    /// <summary>With a CRAM node, the longest idle sleep (the node's device scan interval).</summary>
+    internal const int NodeIdleTickMs = 100;
+
+    /// <summary>Times the worker went to sleep idle (cumulative).</summary>
+    public long IdleSleeps => Interlocked.Read(ref _idleSleeps);
+
+    /// <summary>Whether the worker is asleep idle now.</summary>
+    public bool Sleeping => _sleeping;
 
     /// <summary>How often the worker looks for zombie slots.</summary>
     internal static readonly TimeSpan SweepInterval = TimeSpan.FromSeconds(10);
@@ -72,9 +98,23 @@ internal sealed unsafe class ReclaimWorker : IDisposable
 
     private void Loop()
     {
+        ulong seen = _engine.ReclaimActivity;
+        int quiet = 0;
         while (!_stopping)
         {
-            _engine.WaitReclaimSignal(20, out _);
+            bool signalled;
+            if (quiet >= QuietTicksBeforeSleep)
+            {
+                Interlocked.Increment(ref _idleSleeps);
+                _sleeping = true;
+                _engine.WaitReclaimIdle(seen, _idleTimeoutMs, out signalled);
+                _sleeping = false;
+                quiet = 0;
+            }
+            else
+            {
+                _engine.WaitReclaimSignal(TickMs, out signalled);
+            }
             if (_stopping)
             {
                 break;
@@ -135,7 +175,17 @@ internal sealed unsafe class ReclaimWorker : IDisposable
                 }
                 _budget.Update(); // writeback and compaction changed the pool
                 _budget.Check(stalled);
-                _afterTick();
+                bool wantsTick = _afterTick();
+                ulong activity = _engine.ReclaimActivity;
+                if (signalled || wantsTick || activity != seen)
+                {
+                    quiet = 0;
+                    seen = activity;
+                }
+                else
+                {
+                    quiet++;
+                }
             }
         }
     }

@@ -24,6 +24,9 @@ internal sealed unsafe class TierEventPump(NativeShared* shared, TierEventChanne
     private bool _throttling;
     private volatile bool _stopped;
 
+    /// <summary>Whether faults were throttled within the last second: <see cref="CramTierEventKind.ThrottlingStopped"/> is due on the clock, so the reclaim worker must keep ticking.</summary>
+    public bool Throttling => Volatile.Read(ref _throttling);
+
     /// <summary>The thread running handlers now, if any (so the engine can tell a call from inside a handler).</summary>
     public bool RaisingOnCurrentThread => _lock.IsHeldByCurrentThread;
 

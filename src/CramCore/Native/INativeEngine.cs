@@ -64,6 +64,12 @@ internal unsafe interface INativeEngine
 
     /// <summary>Waits up to <paramref name="timeoutMs"/> for the service to ask for reclaim (CramNative_WaitReclaimSignal).</summary>
     Errno WaitReclaimSignal(int timeoutMs, out bool signalled);
+
+    /// <summary>Batches of faults resolved so far, a count that only grows (CramNative_ReclaimActivity).</summary>
+    ulong ReclaimActivity { get; }
+
+    /// <summary>The idle worker's sleep: at once if the activity count is no longer <paramref name="seenActivity"/>, else until the next fault batch or signal, or <paramref name="timeoutMs"/> (-1: no limit) (CramNative_WaitReclaimIdle).</summary>
+    Errno WaitReclaimIdle(ulong seenActivity, int timeoutMs, out bool signalled);
 }
 
 /// <summary>The real engine: each operation is one P/Invoke into libCramNative.</summary>
@@ -173,6 +179,24 @@ internal sealed unsafe class NativeEngine(nint engine) : INativeEngine
     {
         int s = 0;
         Errno e = Result(Interop.CramNative.WaitReclaimSignal(engine, timeoutMs, &s));
+        signalled = s != 0;
+        return e;
+    }
+
+    public ulong ReclaimActivity
+    {
+        get
+        {
+            ulong activity = 0;
+            Interop.CramNative.ReclaimActivity(engine, &activity); // fails only for a null engine
+            return activity;
+        }
+    }
+
+    public Errno WaitReclaimIdle(ulong seenActivity, int timeoutMs, out bool signalled)
+    {
+        int s = 0;
+        Errno e = Result(Interop.CramNative.WaitReclaimIdle(engine, seenActivity, timeoutMs, &s));
         signalled = s != 0;
         return e;
     }

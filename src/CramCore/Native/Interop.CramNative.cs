@@ -44,6 +44,12 @@ internal static partial class Interop
         [LibraryImport(Library, EntryPoint = "CramNative_WaitReclaimSignal", SetLastError = true)]
         internal static partial int WaitReclaimSignal(nint engine, int timeoutMs, int* signalled);
 
+        [LibraryImport(Library, EntryPoint = "CramNative_ReclaimActivity", SetLastError = true)]
+        internal static partial int ReclaimActivity(nint engine, ulong* activity);
+
+        [LibraryImport(Library, EntryPoint = "CramNative_WaitReclaimIdle", SetLastError = true)]
+        internal static partial int WaitReclaimIdle(nint engine, ulong seenActivity, int timeoutMs, int* signalled);
+
         [LibraryImport(Library, EntryPoint = "CramNative_SignalReclaim", SetLastError = true)]
         internal static partial int SignalReclaim(nint engine);
 

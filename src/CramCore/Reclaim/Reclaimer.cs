@@ -9,10 +9,12 @@ namespace CramCore.Reclaim;
 /// sort them once (by region, then page; duplicates dropped), and hand them to the
 /// <see cref="EvictionPipeline"/>, batch after batch, until the target is met, the pool is full (and
 /// <see cref="Writeback"/>, if there is a backing file, cannot make room) or nothing evictable is
-/// left. Its lock is the engine's maintenance lock (cramnative.h, lock 3): passes, writeback,
-/// segment and pool compaction, the <see cref="Reaper"/> and region tear-down (<see cref="Pause"/>)
-/// all run under it, so slots are created and freed on one path at a time. Called by the
-/// the reclaim worker (Engine/ReclaimWorker.cs) and by <see cref="CramRegion.Reclaim"/>.
+/// left. Its lock is the engine's maintenance lock (cramnative.h, lock 3): passes, writeback's
+/// batch steps, segment and pool compaction, the <see cref="Reaper"/> and region tear-down
+/// (<see cref="Pause"/>) all run under it, so slots are created and freed on one path at a time.
+/// Writeback's I/O does not: a pass that finds the pool full lets the lock go and asks writeback
+/// (its own thread) for room. Called by the reclaim worker (Engine/ReclaimWorker.cs) and by
+/// <see cref="CramRegion.Reclaim"/>, holding no lock.
 /// </summary>
 internal sealed unsafe class Reclaimer : IDisposable
 {
@@ -24,7 +26,7 @@ internal sealed unsafe class Reclaimer : IDisposable
     private readonly Reaper _reaper;
     private readonly Writeback? _writeback;
     private readonly TierEventChannel _events;
-    private readonly Lock _lock = new();
+    private readonly Lock _lock; // the maintenance lock (3), shared with writeback's short steps
     private bool _poolFullReported;
     private readonly ulong[] _victims = new ulong[EvictionPipeline.BatchPages];
     private readonly bool[] _claimed = new bool[EvictionPipeline.BatchPages];
@@ -33,8 +35,9 @@ internal sealed unsafe class Reclaimer : IDisposable
     private volatile bool _stopping;
 
     public Reclaimer(INativeEngine engine, NativeShared* shared, RegionTable regions, SlotTable slots, IPageOperations operations, CramOptions options,
-        Reaper reaper, Writeback? writeback, TierEventChannel events)
+        Reaper reaper, Writeback? writeback, TierEventChannel events, Lock maintenance)
     {
+        _lock = maintenance;
         _shared = shared;
         _slots = slots;
         _reaper = reaper;
@@ -60,9 +63,40 @@ internal sealed unsafe class Reclaimer : IDisposable
     /// <summary>Bytes of the victim clock's queues (metadata of the memory limit).</summary>
     public long MetadataBytes => _clock.MetadataBytes;
 
-    /// <summary>Evicts up to <paramref name="targetPages"/> pages, of one region if given. Returns pages evicted.</summary>
+    /// <summary>
+    /// Evicts up to <paramref name="targetPages"/> pages, of one region if given. Returns pages
+    /// evicted. A pass that finds the pool full asks writeback for room — outside the maintenance
+    /// lock, which writeback's steps need — and goes on if it made some. Call it holding no lock.
+    /// </summary>
     public long Reclaim(long targetPages, RegionMapping? only)
     {
+        long evicted = 0;
+        bool poolFull;
+        int roomWithoutProgress = 0;
+        while (true)
+        {
+            long pass = Pass(targetPages - evicted, only, out poolFull);
+            evicted += pass;
+            if (!poolFull || evicted >= targetPages || _writeback is null || _stopping || !_writeback.MakeRoom())
+            {
+                break;
+            }
+            if (pass == 0 && roomWithoutProgress++ > 0)
+            {
+                break; // room was made twice and nothing went in: what is left does not fit
+            }
+        }
+        lock (_lock)
+        {
+            ReportPool(poolFull, evicted);
+        }
+        return evicted;
+    }
+
+    /// <summary>One pass under the maintenance lock, until the target is met, nothing is left or the pool is full (<paramref name="poolFull"/>).</summary>
+    private long Pass(long targetPages, RegionMapping? only, out bool poolFull)
+    {
+        poolFull = false;
         lock (_lock)
         {
             if (_stopping)
@@ -74,7 +108,7 @@ internal sealed unsafe class Reclaimer : IDisposable
             SizeTheWorkingSet();
             long evicted = 0;
             long budget = 2L * _clock.Count + EvictionPipeline.BatchPages;
-            bool poolFull = false, spareHot = true;
+            bool spareHot = true;
             long hotSpared = 0;
             while (evicted < targetPages && _clock.Count > 0 && !_stopping && !poolFull)
             {
@@ -98,12 +132,7 @@ internal sealed unsafe class Reclaimer : IDisposable
                 {
                     poolFull = false; // copies of resident pages made room: go on
                 }
-                else if (poolFull && _writeback is not null && _writeback.Run() > 0)
-                {
-                    poolFull = false; // writeback made room: go on
-                }
             }
-            ReportPool(poolFull, evicted);
             return evicted;
         }
     }
@@ -260,15 +289,6 @@ internal sealed unsafe class Reclaimer : IDisposable
             }
             _reaper.Drain();
             _clock.PullFaultLog();
-            if (_writeback is not null)
-            {
-                if (_writeback.AboveHighWatermark)
-                {
-                    _writeback.Run();
-                }
-                _writeback.CompactSegments();
-                _writeback.TrimQueue();
-            }
             _slots.Pool.CompactIfFragmented();
             _slots.Node?.Tick(_regions, _slots);
             if (sweep)
@@ -276,6 +296,7 @@ internal sealed unsafe class Reclaimer : IDisposable
                 _reaper.Sweep();
             }
         }
+        _writeback?.Upkeep(); // outside the maintenance lock: writeback takes its I/O lock first
     }
 
     /// <summary>Frees what the fault path released, unless a pass holds the lock (then the pass does it): for stats.</summary>

@@ -13,8 +13,15 @@ namespace CramCore.Storage;
 /// unless kept; it is opened O_DIRECT where the file system allows, so neither writes nor reads
 /// fill the page cache (which would spend the RAM the tier saves). It grows one segment at a time
 /// as writeback needs it, up to an optional limit; a segment whose extents are all dead is punched
-/// out and reused, lowest first. Extents never straddle segments. Used only under the reclaimer's
-/// pass lock (the maintenance lock); counters are read without it.
+/// out and reused, lowest first. Extents never straddle segments.
+/// <para>
+/// Its bookkeeping is used only under the maintenance lock (lock 3); its I/O — <see cref="Write"/>,
+/// <see cref="ReadSegment"/>, <see cref="Punch"/> — only by <see cref="Writeback"/> holding its I/O
+/// lock (2a) and not lock 3, so a file system that blocks stalls writeback alone. Only writeback
+/// writes the file, so while it holds lock 2a no extent's bytes change; a segment whose extents all
+/// died is set aside (<see cref="TakeDeadSegments"/>) until writeback has punched it, so it is never
+/// reused, nor its blocks punched, under a write in flight. Counters are read without a lock.
+/// </para>
 /// </summary>
 internal sealed unsafe class BackingFile : IDisposable
 {
@@ -26,6 +33,7 @@ internal sealed unsafe class BackingFile : IDisposable
     private readonly long _limitSegments;
     private readonly List<Segment> _segments = [];
     private readonly SortedSet<int> _freeSegments = [];
+    private readonly List<int> _deadSegments = []; // all extents dead, blocks not yet punched: not reusable yet
     private readonly byte* _buffer; // the open segment's bytes, page-aligned for O_DIRECT
     private int _open = -1;         // the segment being filled, or -1
     private int _committed;         // bytes of the open segment on disk
@@ -128,7 +136,7 @@ internal sealed unsafe class BackingFile : IDisposable
     }
 
     /// <summary>
-    /// Appends an extent to the open segment's buffer (not yet on disk; <see cref="Commit"/> writes it).
+    /// Appends an extent to the open segment's buffer (not yet on disk; <see cref="Write"/> writes it).
     /// <see cref="HasRoom"/> must be true. Returns its location (byte offset in the file).
     /// </summary>
     public ulong Append(byte* data, int length, uint slot)
@@ -144,35 +152,71 @@ internal sealed unsafe class BackingFile : IDisposable
         return location;
     }
 
-    /// <summary>
-    /// Writes the open segment's uncommitted extents (whole pages, from the page holding the first
-    /// one). On failure they are taken back, as if never appended, and the error is returned.
-    /// </summary>
-    public Errno Commit()
+    /// <summary>The bytes of the open segment not yet on disk, as whole pages: what one <see cref="Write"/> puts on disk.</summary>
+    public readonly struct PendingWrite(int segment, int from, int to, int used)
     {
-        if (_open < 0)
+        public int Segment { get; } = segment;
+        /// <summary>Start and end (page-aligned) in the segment.</summary>
+        public int From { get; } = from;
+        public int To { get; } = to;
+        /// <summary>The segment's extent bytes once written.</summary>
+        public int Used { get; } = used;
+        public bool IsEmpty => To <= From;
+    }
+
+    /// <summary>
+    /// The open segment's uncommitted extents (whole pages, from the page holding the first one),
+    /// to hand to <see cref="Write"/> and then <see cref="Finish"/>. Under lock 3.
+    /// </summary>
+    public PendingWrite PrepareWrite()
+    {
+        if (_open < 0 || _segments[_open].Used == _committed)
+        {
+            return default;
+        }
+        int used = _segments[_open].Used;
+        return new PendingWrite(_open, _committed & ~(SharedLayout.PageSize - 1), (used + SharedLayout.PageSize - 1) & ~(SharedLayout.PageSize - 1), used);
+    }
+
+    /// <summary>Puts <paramref name="write"/> on disk: the system call, outside lock 3 (writeback's I/O lock held, so nothing appends meanwhile).</summary>
+    public Errno Write(in PendingWrite write)
+    {
+        if (write.IsEmpty)
         {
             return Errno.None;
         }
-        Segment s = _segments[_open];
-        if (s.Used == _committed)
-        {
-            return Errno.None;
-        }
-        int from = _committed & ~(SharedLayout.PageSize - 1);
-        int to = (s.Used + SharedLayout.PageSize - 1) & ~(SharedLayout.PageSize - 1);
-        long offset = (long)_open * SegmentBytes + from;
-        Errno error = _device.Write(Descriptor, _buffer + from, (ulong)(to - from), (ulong)offset);
+        Errno error = _device.Write(Descriptor, _buffer + write.From, (ulong)(write.To - write.From), (ulong)((long)write.Segment * SegmentBytes + write.From));
         if (error != Errno.None)
         {
             Interlocked.Increment(ref _writeErrors);
-            TakeBackUncommitted(s);
-            return error;
         }
-        Interlocked.Add(ref _bytesWritten, to - from);
-        _committed = s.Used;
-        return Errno.None;
+        else
+        {
+            Interlocked.Add(ref _bytesWritten, write.To - write.From);
+        }
+        return error;
     }
+
+    /// <summary>
+    /// After <see cref="Write"/>, under lock 3: the extents are committed, or on <paramref name="error"/>
+    /// taken back, as if never appended.
+    /// </summary>
+    public void Finish(in PendingWrite write, Errno error)
+    {
+        if (write.IsEmpty)
+        {
+            return;
+        }
+        if (error != Errno.None)
+        {
+            TakeBackUncommitted(_segments[write.Segment]);
+            return;
+        }
+        _committed = write.Used;
+    }
+
+    /// <summary>The bytes at <paramref name="location"/> of the open segment as appended (before or after the write): what a move must find in its source.</summary>
+    public byte* AppendedBytes(ulong location) => _buffer + (long)(location % SegmentBytes);
 
     /// <summary>Takes back the extents appended since <see cref="MarkBatch"/>, as if never appended.</summary>
     private void TakeBackUncommitted(Segment s)
@@ -185,7 +229,7 @@ internal sealed unsafe class BackingFile : IDisposable
         Interlocked.Add(ref _usedBytes, -bytes);
     }
 
-    /// <summary>Marks the start of a batch of appends (the open segment's bytes are all committed), so a failed <see cref="Commit"/> can take them back.</summary>
+    /// <summary>Marks the start of a batch of appends (the open segment's bytes are all committed), so a failed <see cref="Write"/> can take them back.</summary>
     public void MarkBatch()
     {
         if (_open >= 0 && _committed != _segments[_open].Used)
@@ -215,15 +259,37 @@ internal sealed unsafe class BackingFile : IDisposable
     private void FreeIfDead(int segment)
     {
         Segment s = _segments[segment];
-        if (s.Live != 0 || segment == _open)
+        if (s.Live != 0 || segment == _open || _freeSegments.Contains(segment) || _deadSegments.Contains(segment))
         {
             return;
         }
         Interlocked.Add(ref _usedBytes, -s.Used);
         s.Used = 0;
         s.Slots.Clear();
-        // A hole gives the blocks back; if the file system cannot punch, the space is still reused.
-        _device.Discard(Descriptor, (ulong)segment * SegmentBytes, SegmentBytes);
+        _deadSegments.Add(segment);
+        Volatile.Write(ref _deadCount, _deadSegments.Count); // writeback punches it, outside lock 3, then it is reused
+    }
+
+    /// <summary>Whether segments wait to be punched and reused.</summary>
+    public bool HasDeadSegments => Volatile.Read(ref _deadCount) > 0;
+
+    private int _deadCount;
+
+    /// <summary>The segments whose extents all died since the last call (under lock 3); writeback <see cref="Punch"/>es each, then hands it to <see cref="Reuse"/>.</summary>
+    public int[] TakeDeadSegments()
+    {
+        int[] dead = [.. _deadSegments];
+        _deadSegments.Clear();
+        Volatile.Write(ref _deadCount, 0);
+        return dead;
+    }
+
+    /// <summary>Gives a dead segment's blocks back (a hole; if the file system cannot punch, the space is still reused). Outside lock 3.</summary>
+    public void Punch(int segment) => _device.Discard(Descriptor, (ulong)segment * SegmentBytes, SegmentBytes);
+
+    /// <summary>A punched segment can be opened again (under lock 3).</summary>
+    public void Reuse(int segment)
+    {
         _freeSegments.Add(segment);
         Interlocked.Decrement(ref _segmentsInUse);
     }
@@ -247,12 +313,12 @@ internal sealed unsafe class BackingFile : IDisposable
     /// <summary>The slot ids of a segment's extents (some may be dead or reused: check each slot's location).</summary>
     public IReadOnlyList<uint> SlotsOf(int segment) => _segments[segment].Slots;
 
-    /// <summary>Reads a whole segment into <paramref name="destination"/> (page-aligned, <see cref="SegmentBytes"/>).</summary>
-    public Errno ReadSegment(int segment, byte* destination)
-    {
-        int length = (_segments[segment].Used + SharedLayout.PageSize - 1) & ~(SharedLayout.PageSize - 1);
-        return _device.Read(Descriptor, destination, (ulong)length, (ulong)segment * SegmentBytes);
-    }
+    /// <summary>The bytes to read for a whole segment: its extents, rounded up to pages (under lock 3).</summary>
+    public int SegmentReadLength(int segment) => (_segments[segment].Used + SharedLayout.PageSize - 1) & ~(SharedLayout.PageSize - 1);
+
+    /// <summary>Reads <paramref name="length"/> bytes of a segment (<see cref="SegmentReadLength"/>) into <paramref name="destination"/> (page-aligned, <see cref="SegmentBytes"/>). Outside lock 3.</summary>
+    public Errno ReadSegment(int segment, int length, byte* destination) =>
+        _device.Read(Descriptor, destination, (ulong)length, (ulong)segment * SegmentBytes);
 
     public void Dispose()
     {

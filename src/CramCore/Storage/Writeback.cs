@@ -14,33 +14,48 @@ namespace CramCore.Storage;
 /// of mostly dead segments the same way. Every move follows the protocol in cramnative.h ("Virtual
 /// swap"): copy, CramNative_SlotsMove under the engine lock, free the old location. A failed write
 /// (ENOSPC, EIO) takes the batch back — the entries stay in the pool — and pauses writeback for a
-/// second; it resumes by itself when a write succeeds again. Runs under the reclaimer's pass lock.
+/// second; it resumes by itself when a write succeeds again.
+/// <para>
+/// Off the reclaim path: writeback runs on its own thread (Writeback.Thread.cs), holding its I/O
+/// lock (lock 2a in cramnative.h) for a whole run, and takes the maintenance lock (3) only for a
+/// batch's two short steps: choose the entries and copy them into the open segment, then — after
+/// the write, done holding 2a alone — move the slots and free the pool objects. A frozen or slow
+/// file system therefore stalls writeback only: reclaim goes on compressing into the pool until the
+/// pool is full. What changed while the write was in flight is checked before anything moves: an
+/// entry still in the pool at the same place with the same bytes as were written moves; one freed,
+/// moved by compaction or rewritten stays (and goes back in the queue if still pooled), and its
+/// new extent is released.
+/// </para>
 /// </summary>
-internal sealed unsafe class Writeback : IDisposable
+internal sealed unsafe partial class Writeback : IDisposable
 {
     /// <summary>Entries per batch (one write, one native move call).</summary>
     public const int BatchEntries = 256;
 
-
     private readonly INativeEngine _engine;
     private readonly TierEventChannel _events; // pauses, resumptions, a full file
     private readonly TimeProvider _time;       // the pause after a write error, the rate limit
+    private readonly Lock _maintenance;        // lock 3: a batch's choose-and-copy and move-and-free steps
+    private readonly Lock _io = new();         // lock 2a: one run, compaction or punch at a time, I/O included
     private readonly SlotTable _slots;
     private readonly CompressedPool _pool;
     private readonly BackingFile _file;
     private readonly FifoQueue<uint> _queue;
     private readonly long _highBytes, _lowBytes, _bytesPerSecond;
     private readonly NativeSlotMove[] _moves = new NativeSlotMove[BatchEntries];
+    private readonly int[] _lengths = new int[BatchEntries]; // each move's extent length, as appended
     private readonly byte* _segmentCopy; // a segment read back for compaction
     private long _allowance, _allowanceAt;
     private long _pausedUntil;
-    private long _pages, _bytes, _segmentCompactions;
+    private long _pages, _bytes, _segmentCompactions, _skippedMoves;
 
-    public Writeback(INativeEngine engine, SlotTable slots, CramOptions options, TierEventChannel events)
+    /// <summary>Writeback of <paramref name="slots"/>' pool to its file; <paramref name="maintenance"/> is lock 3, which reclaim, the reaper and compaction hold.</summary>
+    public Writeback(INativeEngine engine, SlotTable slots, CramOptions options, TierEventChannel events, Lock maintenance)
     {
         _engine = engine;
         _events = events;
         _time = options.TimeProvider;
+        _maintenance = maintenance;
         _slots = slots;
         _pool = slots.Pool;
         _file = slots.File!;
@@ -57,6 +72,8 @@ internal sealed unsafe class Writeback : IDisposable
     /// <summary>Stored (compressed) bytes written back (cumulative).</summary>
     public long Bytes => Interlocked.Read(ref _bytes);
     public long SegmentCompactions => Interlocked.Read(ref _segmentCompactions);
+    /// <summary>Entries written whose slot changed while the write was in flight (freed, compacted, rewritten): they stayed where they were (cumulative).</summary>
+    public long SkippedMoves => Interlocked.Read(ref _skippedMoves);
     /// <summary>The last write error while writeback is paused, else <see cref="Errno.None"/>.</summary>
     public Errno PausedBy { get; private set; }
     /// <summary>The file reached <see cref="CramOptions.BackingFileLimitBytes"/> and has no dead segment to reuse.</summary>
@@ -65,50 +82,98 @@ internal sealed unsafe class Writeback : IDisposable
     /// <summary>Whether the pool is above the high watermark.</summary>
     public bool AboveHighWatermark => _pool.UsedBytes > _highBytes;
 
+    private bool Paused => _time.GetTimestamp() < Volatile.Read(ref _pausedUntil);
+
     /// <summary>
     /// Writes back until the pool is at the low watermark (or <paramref name="force"/> bytes of
-    /// stored data were moved, when positive), within the rate limit. Returns the pages moved.
+    /// stored data were moved, when positive), within the rate limit. Returns the pages moved. Takes
+    /// lock 2a, then 3 for each batch's short steps: never call it holding lock 3.
     /// </summary>
     public long Run(long force = 0)
     {
-        if (_time.GetTimestamp() < Volatile.Read(ref _pausedUntil))
+        lock (_io)
         {
-            return 0;
-        }
-        long moved = 0, movedBytes = 0;
-        while (force > 0 ? movedBytes < force : _pool.UsedBytes > _lowBytes)
-        {
-            int pages = Batch(out long bytes, out bool stop);
-            moved += pages;
-            movedBytes += bytes;
-            if (_pool.SlackBytes > Math.Max(CompressedPool.ZspagePages * SharedLayout.PageSize, _pool.UsedBytes / 8))
+            if (Paused)
             {
-                _pool.Compact(); // freed objects leave holes; compaction turns them into free memory
+                return 0;
             }
-            if (stop || pages == 0)
+            long moved = 0, movedBytes = 0;
+            while (!_stopping && (force > 0 ? movedBytes < force : _pool.UsedBytes > _lowBytes))
             {
-                break;
+                int pages = Batch(out long bytes, out bool stop);
+                moved += pages;
+                movedBytes += bytes;
+                if (pages > 0)
+                {
+                    Progressed();
+                }
+                if (stop || pages == 0)
+                {
+                    break;
+                }
             }
+            return moved;
         }
-        return moved;
     }
 
-    /// <summary>One batch: choose, append, write, move, free. Returns pages moved; <paramref name="stop"/> when nothing more can be done now.</summary>
+    /// <summary>One batch: choose and append (lock 3), write (lock 2a only), move and free (lock 3). Returns pages moved; <paramref name="stop"/> when nothing more can be done now.</summary>
     private int Batch(out long bytes, out bool stop)
     {
         bytes = 0;
         stop = false;
-        if (!RateAllows())
+        int n;
+        BackingFile.PendingWrite write;
+        lock (_maintenance)
         {
-            stop = true;
-            return 0;
+            if (!RateAllows() || (!_file.HasRoom(CompressedPool.MaxObjectSize) && !OpenSegment()))
+            {
+                stop = true;
+                return 0;
+            }
+            _file.MarkBatch();
+            n = Choose();
+            if (n == 0)
+            {
+                stop = true;
+                return 0;
+            }
+            write = _file.PrepareWrite();
         }
-        if (!_file.HasRoom(CompressedPool.MaxObjectSize) && !OpenSegment())
+        Errno error = _file.Write(write);
+        lock (_maintenance)
         {
-            stop = true;
-            return 0;
+            if (!Finish(write, error, n, requeue: true))
+            {
+                stop = true;
+                return 0;
+            }
+            n = KeepUnchanged(n);
+            int moved = Move(n);
+            for (int i = 0; i < n; i++)
+            {
+                ref NativeSlotMove m = ref _moves[i];
+                if (m.Moved != 0)
+                {
+                    NativeSlot* s = _slots.Get(m.Slot);
+                    bytes += s->Length;
+                    _pool.Free((uint)m.FromLocation); // step 3: no fault can read it any more
+                    _slots.Moved(SlotBackend.Pool, SlotBackend.File);
+                }
+            }
+            Interlocked.Add(ref _pages, moved);
+            Interlocked.Add(ref _bytes, bytes);
+            _allowance -= bytes;
+            if (_pool.SlackBytes > Math.Max(CompressedPool.ZspagePages * SharedLayout.PageSize, _pool.UsedBytes / 8))
+            {
+                _pool.Compact(); // freed objects leave holes; compaction turns them into free memory
+            }
+            return moved;
         }
-        _file.MarkBatch();
+    }
+
+    /// <summary>Takes up to a batch of the coldest pool entries and appends their bytes to the open segment (under lock 3). Returns how many.</summary>
+    private int Choose()
+    {
         int n = 0, secondChances = 0, budget = _queue.Count;
         while (n < BatchEntries && budget-- > 0 && _queue.TryDequeue(out uint id))
         {
@@ -135,48 +200,57 @@ internal sealed unsafe class Writeback : IDisposable
             }
             ulong handle = s->Location;
             ulong location = _file.Append((byte*)_pool.AddressOf((uint)handle), s->Length, id);
+            _lengths[n] = s->Length;
             _moves[n++] = new NativeSlotMove
             {
                 Slot = id, FromBackend = SlotBackend.Pool, FromLocation = handle, ToBackend = SlotBackend.File, ToLocation = location,
             };
         }
-        if (n == 0)
-        {
-            stop = true;
-            return 0;
-        }
-        if (!CommitAndMove(n, requeue: true))
-        {
-            stop = true;
-            return 0;
-        }
-        int moved = 0;
-        for (int i = 0; i < n; i++)
-        {
-            ref NativeSlotMove m = ref _moves[i];
-            if (m.Moved != 0)
-            {
-                NativeSlot* s = _slots.Get(m.Slot);
-                bytes += s->Length;
-                _pool.Free((uint)m.FromLocation); // step 3: no fault can read it any more
-                _slots.Moved(SlotBackend.Pool, SlotBackend.File);
-                moved++;
-            }
-        }
-        Interlocked.Add(ref _pages, moved);
-        Interlocked.Add(ref _bytes, bytes);
-        _allowance -= bytes;
-        return moved;
+        return n;
     }
 
     /// <summary>
-    /// Writes the batch's extents, then moves the slots (step 2). A refused move's new extent is
-    /// released at once. False if the write failed: the extents were taken back, the entries are
-    /// where they were (requeued when <paramref name="requeue"/>), and writeback pauses.
+    /// After the write, under lock 3: keeps, at the front of the batch, the entries still in the pool
+    /// where they were, with the bytes that were written (the write ran without lock 3, so an entry
+    /// may have been freed — and its slot and pool object reused —, moved by compaction or marked
+    /// stale meanwhile). The others' extents are released, and those still pooled requeued. Returns
+    /// how many are kept.
     /// </summary>
-    private bool CommitAndMove(int n, bool requeue)
+    private int KeepUnchanged(int n)
     {
-        Errno error = _file.Commit();
+        int kept = 0;
+        for (int i = 0; i < n; i++)
+        {
+            NativeSlotMove m = _moves[i];
+            int length = _lengths[i];
+            NativeSlot* s = _slots.TryGet(m.Slot);
+            bool same = s != null && s->Backend == SlotBackend.Pool && s->Location == m.FromLocation && s->Length == length &&
+                (NativeSlot.LoadFlags(s) & (SlotFlags.Stale | SlotFlags.Bad)) == 0 &&
+                new ReadOnlySpan<byte>((byte*)_pool.AddressOf((uint)m.FromLocation), length)
+                    .SequenceEqual(new ReadOnlySpan<byte>(_file.AppendedBytes(m.ToLocation), length));
+            if (same)
+            {
+                _lengths[kept] = length;
+                _moves[kept++] = m;
+                continue;
+            }
+            Interlocked.Increment(ref _skippedMoves);
+            _file.Release(m.ToLocation, length);
+            if (s != null && s->Backend == SlotBackend.Pool && (NativeSlot.LoadFlags(s) & (SlotFlags.Stale | SlotFlags.Bad)) == 0)
+            {
+                _queue.Enqueue((uint)m.Slot); // still pooled (compaction moved it, or a new entry took the slot): a later batch
+            }
+        }
+        return kept;
+    }
+    /// <summary>
+    /// After the batch's write, under lock 3: commits its extents, or on <paramref name="error"/> takes
+    /// them back — the entries stay where they were (requeued when <paramref name="requeue"/>) — and
+    /// pauses writeback. False on error.
+    /// </summary>
+    private bool Finish(in BackingFile.PendingWrite write, Errno error, int n, bool requeue)
+    {
+        _file.Finish(write, error);
         if (error != Errno.None)
         {
             if (requeue)
@@ -190,6 +264,16 @@ internal sealed unsafe class Writeback : IDisposable
             return false;
         }
         Resume();
+        return true;
+    }
+
+    /// <summary>Moves the first <paramref name="n"/> slots to their new extents (step 2); a refused move's new extent is released at once. Returns how many moved. Under lock 3.</summary>
+    private int Move(int n)
+    {
+        if (n == 0)
+        {
+            return 0;
+        }
         int moved;
         fixed (NativeSlotMove* moves = _moves)
         {
@@ -197,13 +281,12 @@ internal sealed unsafe class Writeback : IDisposable
         }
         for (int i = 0; i < n; i++)
         {
-            ref NativeSlotMove m = ref _moves[i];
-            if (m.Moved == 0)
+            if (_moves[i].Moved == 0)
             {
-                _file.Release(m.ToLocation, _slots.Get(m.Slot)->Length); // went stale or bad meanwhile
+                _file.Release(_moves[i].ToLocation, _lengths[i]); // went stale or bad meanwhile
             }
         }
-        return true;
+        return moved;
     }
 
     private bool OpenSegment()
@@ -236,6 +319,7 @@ internal sealed unsafe class Writeback : IDisposable
     private void Pause(Errno error)
     {
         Volatile.Write(ref _pausedUntil, _time.GetTimestamp() + _time.TimestampFrequency /* one second */);
+        RetryAfterPause();
         if (PausedBy == Errno.None)
         {
             PausedBy = error;
@@ -253,97 +337,206 @@ internal sealed unsafe class Writeback : IDisposable
         }
     }
 
+    /// <summary>Whether dead bytes are worth a segment compaction: more than a quarter of the file, at least four segments' worth.</summary>
+    private bool CompactionDue => _file.DeadBytes >= Math.Max(4L * BackingFile.SegmentBytes, _file.UsedBytes / 4);
+
     /// <summary>
     /// Rewrites the live extents of segments less than half live into the open segment and frees
     /// them, while dead bytes are more than a quarter of the file (at least four segments' worth).
-    /// Returns the segments emptied.
+    /// Returns the segments emptied. Takes lock 2a, then 3 for its short steps; each segment is read
+    /// and each batch written holding 2a only.
     /// </summary>
     public int CompactSegments(bool force = false)
     {
-        if (!force && _file.DeadBytes < Math.Max(4L * BackingFile.SegmentBytes, _file.UsedBytes / 4))
+        lock (_io)
         {
-            return 0;
-        }
-        if (_time.GetTimestamp() < Volatile.Read(ref _pausedUntil))
-        {
-            return 0;
-        }
-        int emptied = 0;
-        foreach (int segment in _file.SparseSegments(0.5))
-        {
-            if (_file.ReadSegment(segment, _segmentCopy) != Errno.None)
+            if ((!force && !CompactionDue) || Paused)
             {
-                continue; // unreadable now: its extents stay where they are; faults report what they find
+                return 0;
             }
-            var ids = _file.SlotsOf(segment).ToArray();
-            var moved = new HashSet<uint>();
-            int i = 0;
-            while (i < ids.Length)
+            List<int> sparse;
+            lock (_maintenance)
+            {
+                sparse = _file.SparseSegments(0.5);
+            }
+            int emptied = 0;
+            foreach (int segment in sparse)
+            {
+                if (_stopping)
+                {
+                    break;
+                }
+                switch (CompactSegment(segment))
+                {
+                    case SegmentCompaction.Emptied:
+                        emptied++;
+                        Interlocked.Increment(ref _segmentCompactions);
+                        break;
+                    case SegmentCompaction.Stopped:
+                        return emptied;
+                }
+            }
+            return emptied;
+        }
+    }
+
+    private enum SegmentCompaction { Emptied, Unreadable, Stopped }
+
+    /// <summary>Moves one segment's live extents into the open segment (under lock 2a). While 2a is held nothing else writes the file, so the copy read stays the segment's bytes.</summary>
+    private SegmentCompaction CompactSegment(int segment)
+    {
+        uint[] ids;
+        int length;
+        lock (_maintenance)
+        {
+            ids = [.. _file.SlotsOf(segment)];
+            length = _file.SegmentReadLength(segment);
+        }
+        if (length == 0)
+        {
+            return SegmentCompaction.Emptied; // every extent died meanwhile
+        }
+        if (_file.ReadSegment(segment, length, _segmentCopy) != Errno.None)
+        {
+            return SegmentCompaction.Unreadable; // its extents stay where they are; faults report what they find
+        }
+        var moved = new HashSet<uint>();
+        int next = 0;
+        while (next < ids.Length)
+        {
+            int n;
+            BackingFile.PendingWrite write;
+            lock (_maintenance)
             {
                 if (!_file.HasRoom(CompressedPool.MaxObjectSize) && !OpenSegment())
                 {
-                    return emptied;
+                    return SegmentCompaction.Stopped;
                 }
                 _file.MarkBatch();
-                int n = 0;
-                for (; i < ids.Length && n < BatchEntries; i++)
-                {
-                    NativeSlot* s = _slots.TryGet(ids[i]);
-                    if (s == null || s->Backend != SlotBackend.File || s->Location / BackingFile.SegmentBytes != (ulong)segment ||
-                        (NativeSlot.LoadFlags(s) & (SlotFlags.Stale | SlotFlags.Bad)) != 0 || moved.Contains(ids[i]))
-                    {
-                        continue; // dead, elsewhere, about to be freed by the reaper, or moved already
-                    }
-                    // The copy read before any move must still be this extent's bytes (the segment
-                    // can be freed and reopened while it is compacted): never move bytes that do not
-                    // match the checksum; a damaged extent stays where it is for the fault to report.
-                    byte* source = _segmentCopy + (s->Location % BackingFile.SegmentBytes);
-                    if (Checksum.Crc32C(source, s->Length) != s->Checksum)
-                    {
-                        continue;
-                    }
-                    if (!_file.HasRoom(s->Length))
-                    {
-                        break;
-                    }
-                    ulong from = s->Location;
-                    ulong to = _file.Append(source, s->Length, ids[i]);
-                    moved.Add(ids[i]);
-                    _moves[n++] = new NativeSlotMove
-                    {
-                        Slot = ids[i], FromBackend = SlotBackend.File, FromLocation = from, ToBackend = SlotBackend.File, ToLocation = to,
-                    };
-                }
+                n = ChooseLive(segment, ids, ref next, moved);
                 if (n == 0)
                 {
                     continue;
                 }
-                if (!CommitAndMove(n, requeue: false))
+                write = _file.PrepareWrite();
+            }
+            Errno error = _file.Write(write);
+            lock (_maintenance)
+            {
+                if (!Finish(write, error, n, requeue: false))
                 {
-                    return emptied;
+                    return SegmentCompaction.Stopped;
                 }
-                for (int k = 0; k < n; k++)
+                // Nothing wrote the file meanwhile (2a is held), so an extent still named by its slot
+                // at the same place holds the bytes just copied; one freed or moved meanwhile is not moved.
+                int kept = 0;
+                for (int i = 0; i < n; i++)
+                {
+                    NativeSlot* s = _slots.TryGet(_moves[i].Slot);
+                    if (s != null && s->Backend == SlotBackend.File && s->Location == _moves[i].FromLocation && s->Length == _lengths[i])
+                    {
+                        _lengths[kept] = _lengths[i];
+                        _moves[kept++] = _moves[i];
+                    }
+                    else
+                    {
+                        Interlocked.Increment(ref _skippedMoves);
+                        _file.Release(_moves[i].ToLocation, _lengths[i]);
+                    }
+                }
+                Move(kept);
+                for (int k = 0; k < kept; k++)
                 {
                     if (_moves[k].Moved != 0)
                     {
-                        _file.Release(_moves[k].FromLocation, _slots.Get(_moves[k].Slot)->Length);
+                        _file.Release(_moves[k].FromLocation, _lengths[k]);
                     }
                 }
             }
-            emptied++;
-            Interlocked.Increment(ref _segmentCompactions);
         }
-        return emptied;
+        return SegmentCompaction.Emptied;
     }
 
-    /// <summary>Drops queue entries of slots that left the pool, when they are most of the queue.</summary>
+    /// <summary>Appends up to a batch of the segment's live extents, from <paramref name="next"/> on, checked against their checksums (under lock 3). Returns how many.</summary>
+    private int ChooseLive(int segment, uint[] ids, ref int next, HashSet<uint> moved)
+    {
+        int n = 0;
+        for (; next < ids.Length && n < BatchEntries; next++)
+        {
+            uint id = ids[next];
+            NativeSlot* s = _slots.TryGet(id);
+            if (s == null || s->Backend != SlotBackend.File || s->Location / BackingFile.SegmentBytes != (ulong)segment ||
+                (NativeSlot.LoadFlags(s) & (SlotFlags.Stale | SlotFlags.Bad)) != 0 || moved.Contains(id))
+            {
+                continue; // dead, elsewhere, about to be freed by the reaper, or moved already
+            }
+            // The copy must be this extent's bytes: never move bytes that do not match the checksum;
+            // a damaged extent stays where it is for the fault to report.
+            byte* source = _segmentCopy + (s->Location % BackingFile.SegmentBytes);
+            if (Checksum.Crc32C(source, s->Length) != s->Checksum)
+            {
+                continue;
+            }
+            if (!_file.HasRoom(s->Length))
+            {
+                break;
+            }
+            ulong from = s->Location;
+            ulong to = _file.Append(source, s->Length, id);
+            moved.Add(id);
+            _lengths[n] = s->Length;
+            _moves[n++] = new NativeSlotMove
+            {
+                Slot = id, FromBackend = SlotBackend.File, FromLocation = from, ToBackend = SlotBackend.File, ToLocation = to,
+            };
+        }
+        return n;
+    }
+
+    /// <summary>Punches the segments whose extents all died and makes them reusable (lock 2a; 3 only to take and return them). Returns how many.</summary>
+    public int PunchDeadSegments()
+    {
+        if (!_file.HasDeadSegments)
+        {
+            return 0;
+        }
+        lock (_io)
+        {
+            int[] dead;
+            lock (_maintenance)
+            {
+                dead = _file.TakeDeadSegments();
+            }
+            foreach (int segment in dead)
+            {
+                _file.Punch(segment);
+            }
+            lock (_maintenance)
+            {
+                foreach (int segment in dead)
+                {
+                    _file.Reuse(segment);
+                }
+            }
+            return dead.Length;
+        }
+    }
+
+    /// <summary>Drops queue entries of slots that left the pool, when they are most of the queue (under lock 3).</summary>
     public void TrimQueue()
     {
-        if (_queue.Count > 2 * _slots.PoolSlots + 4096)
+        lock (_maintenance)
         {
-            _queue.Retain(id => _slots.TryGet(id) is var s && s != null && s->Backend == SlotBackend.Pool);
+            if (_queue.Count > 2 * _slots.PoolSlots + 4096)
+            {
+                _queue.Retain(id => _slots.TryGet(id) is var s && s != null && s->Backend == SlotBackend.Pool);
+            }
         }
     }
 
-    public void Dispose() => NativeMemory.AlignedFree(_segmentCopy);
+    public void Dispose()
+    {
+        StopThread();
+        NativeMemory.AlignedFree(_segmentCopy);
+    }
 }

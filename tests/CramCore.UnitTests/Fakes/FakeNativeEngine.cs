@@ -55,6 +55,7 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
     /// <summary>What a read of the page faults in: a first touch (EMPTY → DIRTY, zeros) or a read swap-in (EVICTED → CLEAN, write-protected).</summary>
     public void Read(RegionMapping r, ulong page)
     {
+        NoteActivity();
         ulong pte = PageTableEntry.Load(r.PageTableEntries + page);
         switch (PageTableEntry.State(pte))
         {
@@ -70,6 +71,7 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
     /// <summary>What a write to the page faults in: a first touch, a write swap-in (EVICTED → DIRTY), or a write-protect fault (CLEAN, EVICTING, INCOMPRESSIBLE, DIRTY → UNPROTECTING → DIRTY; PLACED → writable in place or promoted).</summary>
     public void Write(RegionMapping r, ulong page)
     {
+        NoteActivity();
         ulong* entry = r.PageTableEntries + page;
         ulong pte = PageTableEntry.Load(entry);
         switch (PageTableEntry.State(pte))
@@ -593,6 +595,35 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
     public Errno WaitReclaimSignal(int timeoutMs, out bool signalled)
     {
         signalled = _reclaimSignal.Wait(timeoutMs);
+        return Errno.None;
+    }
+
+    private long _activity;
+    private int _reclaimIdle;
+
+    /// <summary>As native/fault.c's note_activity: counts the access, wakes an idle worker.</summary>
+    private void NoteActivity()
+    {
+        Interlocked.Increment(ref _activity);
+        if (Volatile.Read(ref _reclaimIdle) == 1 && Interlocked.Exchange(ref _reclaimIdle, 0) == 1)
+        {
+            _reclaimSignal.Release();
+        }
+    }
+
+    public ulong ReclaimActivity => (ulong)Interlocked.Read(ref _activity);
+
+    public Errno WaitReclaimIdle(ulong seenActivity, int timeoutMs, out bool signalled)
+    {
+        Interlocked.Exchange(ref _reclaimIdle, 1);
+        if ((ulong)Interlocked.Read(ref _activity) != seenActivity)
+        {
+            Volatile.Write(ref _reclaimIdle, 0);
+            signalled = true;
+            return Errno.None;
+        }
+        signalled = _reclaimSignal.Wait(timeoutMs);
+        Volatile.Write(ref _reclaimIdle, 0);
         return Errno.None;
     }
 

@@ -28,15 +28,17 @@ internal sealed unsafe class FakeStack : IDisposable
         Node = options.CramDevice is null ? null : new CramNode(Engine, Shared, options, Events);
         Slots = new SlotTable(Shared, Pool, File, Node);
         Reaper = new Reaper(Engine, Slots);
-        Writeback = File is null ? null : new Writeback(Engine, Slots, options, Events);
+        Writeback = File is null ? null : new Writeback(Engine, Slots, options, Events, Maintenance);
         IPageOperations operations = new NativePageOperations(Engine, Slots);
-        Reclaimer = new Reclaimer(Engine, Shared, Engine.Regions, Slots, pageOperations?.Invoke(operations) ?? operations, options, Reaper, Writeback, Events);
+        Reclaimer = new Reclaimer(Engine, Shared, Engine.Regions, Slots, pageOperations?.Invoke(operations) ?? operations, options, Reaper, Writeback, Events, Maintenance);
     }
 
     public CramOptions Options { get; }
     public FakeNativeEngine Engine { get; } = new();
     public NativeShared* Shared => Engine.Shared;
     public TierEventChannel Events { get; } = new();
+    /// <summary>Lock 3, as EngineParts makes it: reclaim's and writeback's.</summary>
+    public Lock Maintenance { get; } = new();
     public CompressedPool Pool { get; }
     public BackingFile? File { get; }
     public CramNode? Node { get; }

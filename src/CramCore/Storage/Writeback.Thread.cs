@@ -1,0 +1,178 @@
+namespace CramCore.Storage;
+
+/// <summary>
+/// Writeback's own thread ("cram-writeback"): it runs when asked (<see cref="Request"/>: the pool
+/// passed its high watermark, reclaim found the pool full, segments died, a pause ended) and
+/// otherwise sleeps. Each round punches dead segments, writes back down to the low watermark,
+/// compacts sparse segments and trims the queue, then wakes the reclaim worker (room was made,
+/// events were posted). Without the thread (an engine on the in-memory fake, before
+/// <see cref="Start"/>) the caller of <see cref="MakeRoom"/> or <see cref="Upkeep"/> does the work itself.
+/// </summary>
+internal sealed unsafe partial class Writeback
+{
+    /// <summary>How long reclaim waits, with the pool full, for writeback to make room before it stops the pass (a frozen file system: writes that do not return).</summary>
+    internal static readonly TimeSpan RoomWait = TimeSpan.FromSeconds(1);
+
+    private readonly SemaphoreSlim _wake = new(0);
+    private readonly object _progress = new(); // a leaf (Monitor): only the wait for progress
+    private Thread? _thread;
+    private ITimer? _retryTimer;
+    private int _requested, _roomWanted;
+    private long _rounds;
+    private volatile bool _stopping;
+
+    /// <summary>Starts the thread (once).</summary>
+    public void Start()
+    {
+        if (_thread is not null || _stopping)
+        {
+            return;
+        }
+        _thread = new Thread(Loop) { IsBackground = true, Name = "cram-writeback" };
+        _thread.Start();
+    }
+
+    /// <summary>Asks the thread for a round (never blocks; many requests make one round).</summary>
+    public void Request()
+    {
+        if (Interlocked.Exchange(ref _requested, 1) == 0)
+        {
+            _wake.Release();
+        }
+    }
+
+    /// <summary>
+    /// Background upkeep, from the reclaim worker's tick (holding no lock): if anything is due —
+    /// the pool above its high watermark, dead segments to punch, a compaction, a long queue — asks
+    /// the thread for a round, or without a thread does it here.
+    /// </summary>
+    public void Upkeep()
+    {
+        if (!AboveHighWatermark && !_file.HasDeadSegments && !CompactionDue && _queue.Count <= 2 * _slots.PoolSlots + 4096)
+        {
+            return;
+        }
+        if (_thread is not null)
+        {
+            Request();
+        }
+        else
+        {
+            Round();
+        }
+    }
+
+    /// <summary>
+    /// The pool is full and reclaim wants room (holding no lock): false at once if writeback cannot
+    /// make any (paused after an error, the file full); else asks the thread and waits up to
+    /// <see cref="RoomWait"/> for a batch to be moved or the round to end — or without a thread
+    /// writes back here. True if pages left the pool meanwhile.
+    /// </summary>
+    public bool MakeRoom()
+    {
+        if (Paused || FileFull || _stopping)
+        {
+            return false;
+        }
+        if (_thread is null)
+        {
+            return Run() > 0;
+        }
+        long pages = Pages, rounds;
+        lock (_progress)
+        {
+            rounds = _rounds;
+        }
+        Volatile.Write(ref _roomWanted, 1);
+        Request();
+        long deadline = Environment.TickCount64 + (long)RoomWait.TotalMilliseconds;
+        lock (_progress)
+        {
+            while (Pages == pages && _rounds - rounds < 2 && !_stopping) // a round already under way may end without our request
+            {
+                long left = deadline - Environment.TickCount64;
+                if (left <= 0 || !Monitor.Wait(_progress, (int)left))
+                {
+                    break;
+                }
+            }
+        }
+        return Pages > pages;
+    }
+
+    private void Loop()
+    {
+        while (true)
+        {
+            _wake.Wait();
+            if (_stopping)
+            {
+                break;
+            }
+            Interlocked.Exchange(ref _requested, 0);
+            try
+            {
+                Round();
+            }
+            catch (Exception e) when (e is IOException or InvalidOperationException or OutOfMemoryException)
+            {
+                // Counted where it happened (write errors pause writeback); the next request tries again.
+            }
+            lock (_progress)
+            {
+                _rounds++;
+                Monitor.PulseAll(_progress);
+            }
+            _engine.SignalReclaim(); // room was made, events were posted: the reclaim worker looks
+        }
+    }
+
+    /// <summary>One round of upkeep: punch dead segments, write back to the low watermark, compact sparse segments, trim the queue.</summary>
+    private void Round()
+    {
+        PunchDeadSegments();
+        if (Interlocked.Exchange(ref _roomWanted, 0) == 1 | AboveHighWatermark)
+        {
+            Run();
+        }
+        CompactSegments();
+        TrimQueue();
+    }
+
+    /// <summary>A batch moved: wake whoever waits in <see cref="MakeRoom"/>.</summary>
+    private void Progressed()
+    {
+        lock (_progress)
+        {
+            Monitor.PulseAll(_progress);
+        }
+    }
+
+    /// <summary>After a failed write: a round when the pause ends, on the engine's clock.</summary>
+    private void RetryAfterPause()
+    {
+        if (_thread is null)
+        {
+            return; // without the thread, the next caller retries
+        }
+        _retryTimer ??= _time.CreateTimer(_ => Request(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _retryTimer.Change(TimeSpan.FromSeconds(1.01), Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>Stops the thread and waits for its round (a write in flight included). Before the engine's teardown: the thread moves slots and frees pool objects.</summary>
+    public void StopThread()
+    {
+        _stopping = true;
+        _retryTimer?.Dispose();
+        if (_thread is not null)
+        {
+            _wake.Release();
+            _thread.Join();
+            _thread = null;
+        }
+        lock (_progress)
+        {
+            Monitor.PulseAll(_progress);
+        }
+    }
+}
