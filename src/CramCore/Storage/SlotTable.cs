@@ -172,6 +172,24 @@ internal sealed unsafe class SlotTable : IDisposable
         Interlocked.Decrement(ref Counter(s->Backend));
         *s = default;
         _slots.Free(id);
+        _freedWhileWatched?.Add(id);
+    }
+
+    private HashSet<ulong>? _freedWhileWatched;
+
+    /// <summary>
+    /// From now until <see cref="StopWatchingFrees"/>, remembers every slot freed (both under the
+    /// maintenance lock). Writeback watches while a write runs without that lock: a slot freed
+    /// meanwhile may have been reused — id, pool object and all — for other bytes, and must not move.
+    /// </summary>
+    public void WatchFrees() => _freedWhileWatched = [];
+
+    /// <summary>The slots freed since <see cref="WatchFrees"/>; watching stops.</summary>
+    public HashSet<ulong> StopWatchingFrees()
+    {
+        HashSet<ulong> freed = _freedWhileWatched ?? [];
+        _freedWhileWatched = null;
+        return freed;
     }
 
     /// <summary>Frees every slot the native side has marked stale (the link is in the checksum field). Returns how many.</summary>

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using CramCore.Internals;
 using CramCore.Native;
@@ -21,10 +22,11 @@ namespace CramCore.Storage;
 /// batch's two short steps: choose the entries and copy them into the open segment, then — after
 /// the write, done holding 2a alone — move the slots and free the pool objects. A frozen or slow
 /// file system therefore stalls writeback only: reclaim goes on compressing into the pool until the
-/// pool is full. What changed while the write was in flight is checked before anything moves: an
-/// entry still in the pool at the same place with the same bytes as were written moves; one freed,
-/// moved by compaction or rewritten stays (and goes back in the queue if still pooled), and its
-/// new extent is released.
+/// pool is full. What changed while the write was in flight is checked before anything moves: the
+/// slot table names the slots freed meanwhile (<see cref="SlotTable.WatchFrees"/>; a freed slot and
+/// its pool object may already hold other bytes under the same ids); an entry not freed, still in
+/// the pool at the same place and not stale, moves; the others stay (requeued if still pooled), and
+/// their new extents are released.
 /// </para>
 /// </summary>
 internal sealed unsafe partial class Writeback : IDisposable
@@ -138,16 +140,18 @@ internal sealed unsafe partial class Writeback : IDisposable
                 return 0;
             }
             write = _file.PrepareWrite();
+            _slots.WatchFrees();
         }
         Errno error = _file.Write(write);
         lock (_maintenance)
         {
+            HashSet<ulong> freed = _slots.StopWatchingFrees();
             if (!Finish(write, error, n, requeue: true))
             {
                 stop = true;
                 return 0;
             }
-            n = KeepUnchanged(n);
+            n = KeepUnchanged(n, freed);
             int moved = Move(n);
             for (int i = 0; i < n; i++)
             {
@@ -211,12 +215,12 @@ internal sealed unsafe partial class Writeback : IDisposable
 
     /// <summary>
     /// After the write, under lock 3: keeps, at the front of the batch, the entries still in the pool
-    /// where they were, with the bytes that were written (the write ran without lock 3, so an entry
-    /// may have been freed — and its slot and pool object reused —, moved by compaction or marked
-    /// stale meanwhile). The others' extents are released, and those still pooled requeued. Returns
-    /// how many are kept.
+    /// where they were (the write ran without lock 3: an entry may have been freed — and its slot and
+    /// pool object reused for other bytes —, or marked stale meanwhile; <paramref name="freed"/> names
+    /// the slots freed since the batch was chosen). The others' extents are released, and those still
+    /// pooled requeued. Returns how many are kept.
     /// </summary>
-    private int KeepUnchanged(int n)
+    private int KeepUnchanged(int n, HashSet<ulong> freed)
     {
         int kept = 0;
         for (int i = 0; i < n; i++)
@@ -224,12 +228,12 @@ internal sealed unsafe partial class Writeback : IDisposable
             NativeSlotMove m = _moves[i];
             int length = _lengths[i];
             NativeSlot* s = _slots.TryGet(m.Slot);
-            bool same = s != null && s->Backend == SlotBackend.Pool && s->Location == m.FromLocation && s->Length == length &&
-                (NativeSlot.LoadFlags(s) & (SlotFlags.Stale | SlotFlags.Bad)) == 0 &&
-                new ReadOnlySpan<byte>((byte*)_pool.AddressOf((uint)m.FromLocation), length)
-                    .SequenceEqual(new ReadOnlySpan<byte>(_file.AppendedBytes(m.ToLocation), length));
+            bool same = !freed.Contains(m.Slot) && s != null && s->Backend == SlotBackend.Pool && s->Location == m.FromLocation &&
+                (NativeSlot.LoadFlags(s) & (SlotFlags.Stale | SlotFlags.Bad)) == 0;
             if (same)
             {
+                Debug.Assert(s->Length == length && new ReadOnlySpan<byte>((byte*)_pool.AddressOf((uint)m.FromLocation), length)
+                    .SequenceEqual(new ReadOnlySpan<byte>(_file.AppendedBytes(m.ToLocation), length)), "an unfreed pool entry changed under writeback");
                 _lengths[kept] = length;
                 _moves[kept++] = m;
                 continue;
@@ -238,11 +242,12 @@ internal sealed unsafe partial class Writeback : IDisposable
             _file.Release(m.ToLocation, length);
             if (s != null && s->Backend == SlotBackend.Pool && (NativeSlot.LoadFlags(s) & (SlotFlags.Stale | SlotFlags.Bad)) == 0)
             {
-                _queue.Enqueue((uint)m.Slot); // still pooled (compaction moved it, or a new entry took the slot): a later batch
+                _queue.Enqueue((uint)m.Slot); // still pooled (a new entry took the slot): a later batch
             }
         }
         return kept;
     }
+
     /// <summary>
     /// After the batch's write, under lock 3: commits its extents, or on <paramref name="error"/> takes
     /// them back — the entries stay where they were (requeued when <paramref name="requeue"/>) — and
@@ -419,10 +424,12 @@ internal sealed unsafe partial class Writeback : IDisposable
                     continue;
                 }
                 write = _file.PrepareWrite();
+                _slots.WatchFrees();
             }
             Errno error = _file.Write(write);
             lock (_maintenance)
             {
+                HashSet<ulong> freed = _slots.StopWatchingFrees();
                 if (!Finish(write, error, n, requeue: false))
                 {
                     return SegmentCompaction.Stopped;
@@ -433,7 +440,7 @@ internal sealed unsafe partial class Writeback : IDisposable
                 for (int i = 0; i < n; i++)
                 {
                     NativeSlot* s = _slots.TryGet(_moves[i].Slot);
-                    if (s != null && s->Backend == SlotBackend.File && s->Location == _moves[i].FromLocation && s->Length == _lengths[i])
+                    if (!freed.Contains(_moves[i].Slot) && s != null && s->Backend == SlotBackend.File && s->Location == _moves[i].FromLocation && s->Length == _lengths[i])
                     {
                         _lengths[kept] = _lengths[i];
                         _moves[kept++] = _moves[i];
