@@ -199,7 +199,8 @@
  * it is in the code:
  *   0. TierEventPump._lock (C#, Engine/)   held while TierEvent handlers run; taken with no other lock
  *      held. Callers of CramEngine.RaisePendingEvents wait for it; the reclaim worker only tries it
- *      (TryEnter) and leaves the events to the holder, so a handler may do anything, Dispose included
+ *      (TryEnter, on a thread-pool thread: the worker itself never runs a handler) and leaves the events
+ *      to the holder, so a handler may do anything, Dispose included, and may block
  *   1. EngineRegions.Lock (C#, Engine/)    region create and tear-down, the resident limit, and the
  *      two halves of engine Dispose; never held while Dispose stops the reclaim worker (a handler on
  *      the worker may be waiting for it), nor while anything waits for a handler
@@ -217,7 +218,7 @@
  *      that frees slots and what they name), prefetch step, discard or region tear-down (Pause) at a
  *      time. Prefetcher.Stop waits, under 1, for a prefetch step that takes 3: a step never takes 1
  *   4. SizeClass.Lock (C#, one per class) a class's zspages; compaction takes them one at a time
- *   5. leaves (C#): Writeback._progress (the wait for room), CompressedPool._zspageLock, PoolArenas._arenaLock and _retainLock,
+ *   5. leaves (C#): Writeback._progress (the wait for room), TierEventPump._collectLock, CompressedPool._zspageLock, PoolArenas._arenaLock and _retainLock,
  *      ClusteredDirectory._lock (the slot table's and the handle table's id allocation),
  *      NativeLibraryResolver.s_lock, CramNode._planeLock, Prefetcher._lock (its queue) and the
  *      swap-in metric's per-engine array (CramEngine.SwapInsRecorded); none is held while another

@@ -73,4 +73,26 @@ internal static class Measure
         }
         return (long)bytes;
     }
+
+    /// <summary>A line of /proc/self/status in bytes (<paramref name="key"/> "VmRSS", "VmHWM"), or 0 where /proc does not say.</summary>
+    public static long ProcessStatusBytes(string key)
+    {
+        try
+        {
+            foreach (string line in File.ReadLines("/proc/self/status"))
+            {
+                if (line.StartsWith(key + ":", StringComparison.Ordinal))
+                {
+                    return long.Parse(line[(key.Length + 1)..].Trim().Split(' ')[0]) * 1024;
+                }
+            }
+        }
+        catch (IOException)
+        {
+        }
+        return 0;
+    }
+
+    /// <summary>The process's resident set now (VmRSS).</summary>
+    public static long ResidentSetBytes() => ProcessStatusBytes("VmRSS");
 }

@@ -96,10 +96,12 @@ public sealed unsafe class CramEngine : IDisposable
     /// Something happened in the storage tiers that an operator should know: the pool is full in
     /// ghost mode, writeback paused on a write error or resumed, the backing file is full, a stored
     /// page failed its checksum or could not be read, faults started or stopped waiting for reclaim
-    /// (throttling), the fault service hit an error. Raised on the engine's background thread (or
-    /// on the thread that called <see cref="CramRegion.Reclaim"/>), one at a time and in order,
-    /// outside the engine's locks; keep handlers short. A handler may call any member of the engine
-    /// and its regions, <see cref="Dispose"/> included. Counters for all of these are in <see cref="GetStats"/>.
+    /// (throttling), the fault service hit an error. Raised on a thread-pool thread (or on the
+    /// thread that called a member such as <see cref="CramRegion.Reclaim"/>), one at a time and in
+    /// order, outside the engine's locks — never on the engine's own threads, so a handler that
+    /// blocks delays only later events, not reclaim. A handler may call any member of the engine
+    /// and its regions, <see cref="Dispose"/> included; one that throws is caught and counted
+    /// (<see cref="CramStats.CallbackFailures"/>). Counters for all of these are in <see cref="GetStats"/>.
     /// </summary>
     public event EventHandler<CramTierEventArgs>? TierEvent;
 
@@ -119,15 +121,15 @@ public sealed unsafe class CramEngine : IDisposable
     /// <summary>Raises what is pending (<see cref="TierEventPump"/>), waiting for another thread that is raising; never under an engine lock.</summary>
     internal void RaisePendingEvents() => _pump.Raise(this, TierEvent, wait: true);
 
-    /// <summary>After each reclaim-worker tick: events (unless another thread is raising them) and the swap-in metric. True while an event is due on the clock (throttling's end).</summary>
+    /// <summary>After each reclaim-worker tick: events, raised on the thread pool (never on the worker: a handler may block), and the swap-in metric. True while events wait or one is due on the clock (throttling's end).</summary>
     private bool AfterWorkerTick()
     {
-        _pump.Raise(this, TierEvent, wait: false);
+        _pump.RaiseInBackground(this, () => TierEvent);
         if (!_disposed)
         {
             _metrics.RecordSwapIns(this);
         }
-        return _pump.Throttling;
+        return _pump.Pending;
     }
 
     /// <summary>

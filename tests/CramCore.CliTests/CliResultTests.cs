@@ -45,7 +45,7 @@ public sealed class CliResultTests
             "phases", "source", "distribution", "size_bytes", "limit_bytes", "hot_bytes", "hot_share", "zipf_exponent", "reads_per_phase",
             "fill_s", "evictions", "refaults", "working_set_activations", "working_set_demotions", "mismatches"], Keys<HotColdBenchResult>());
         Assert.Equal(["dispose_ms_1g", "dispose_ms_1t", "dispose_ms_64t", "create_ms_1g", "create_ms_1t", "create_ms_64t", "write_ms_1g",
-            "write_ms_1t", "write_ms_64t", "worst_dispose_ms", "rounds", "engines", "engines_create_s", "engines_dispose_s", "idle_cpu_percent"], Keys<LifecycleBenchResult>());
+            "write_ms_1t", "write_ms_64t", "worst_dispose_ms", "rounds", "engines", "engines_create_s", "engines_dispose_s", "idle_cpu_percent", "rss_per_engine_bytes", "memory_used_per_engine_bytes"], Keys<LifecycleBenchResult>());
         Assert.Equal(["region_bytes", "stride_bytes", "touches", "kernel_touch_us_per_page", "touch_us_per_page", "touch_over_kernel",
             "resident_bytes_per_touched_page", "limit_bytes", "limited_touch_us_per_page", "limited_touch_over_kernel"], Keys<SparseBenchResult>());
         Assert.Equal(["overflow_bytes", "peak_physical_usage_bytes", "promotions", "made_writable", "max_writable", "budget_pages",

@@ -4,10 +4,11 @@ using CramCore;
 //   corrupt-pool  a stored copy in the pool has one byte flipped, then its page is read
 //   corrupt-file  the same for a copy written back to the backing file
 //   truncate-file the backing file loses its data (reads come back short: a read error)
+//   dropped-write the disk acknowledges writeback's writes but stores zeros (a lying disk)
 // Each prints "reading" before the fatal read and "read returned" if it ever comes back.
 if (args.Length != 2)
 {
-    Console.Error.WriteLine("usage: CramCore.FaultChild corrupt-pool|corrupt-file|truncate-file DIRECTORY");
+    Console.Error.WriteLine("usage: CramCore.FaultChild corrupt-pool|corrupt-file|truncate-file|dropped-write DIRECTORY");
     return 2;
 }
 string scenario = args[0];
@@ -16,13 +17,13 @@ bool toFile = scenario != "corrupt-pool";
 const int Pages = 64;
 const int P = 4096;
 
-using var engine = CramEngine.Create(new CramOptions
+using var engine = CramEngine.CreateWithHooks(new CramOptions
 {
     BackingFile = toFile ? file : null,
     KeepBackingFile = true,
     CompressedPoolLimitBytes = toFile ? 1 << 20 : 0,
     PoolArenaBytes = 1 << 20,
-});
+}, fileDevice: real => scenario == "dropped-write" ? new ZeroWritingDevice(real) : real);
 using var region = engine.CreateRegion(Pages * P);
 unsafe
 {
@@ -66,15 +67,43 @@ unsafe
                 stream.SetLength(0);
             }
             break;
+        case "dropped-write":
+            break; // every extent on disk is zeros already
+
         default:
             Console.Error.WriteLine($"unknown scenario {scenario}");
             return 2;
     }
     // Another page reads back fine first: only the damaged one fails.
-    Console.Out.WriteLine($"page 3 reads {region.Pointer[3L * P + 8]} (file {scenario != "truncate-file"})");
+    if (scenario is not ("truncate-file" or "dropped-write"))
+    {
+        Console.Out.WriteLine($"page 3 reads {region.Pointer[3L * P + 8]}");
+    }
     Console.Out.WriteLine("reading");
     Console.Out.Flush();
     byte value = region.Pointer[7L * P + 100];
     Console.Out.WriteLine($"read returned {value}");
     return 0;
+}
+
+/// <summary>A disk that acknowledges every write but stores zeros of the same length in its place.</summary>
+internal sealed unsafe class ZeroWritingDevice(IBackingFileDevice real) : IBackingFileDevice
+{
+    public Errno Write(int fd, byte* data, ulong length, ulong offset)
+    {
+        byte* zeros = (byte*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)length, 4096);
+        try
+        {
+            new Span<byte>(zeros, (int)length).Clear();
+            return real.Write(fd, zeros, length, offset);
+        }
+        finally
+        {
+            System.Runtime.InteropServices.NativeMemory.AlignedFree(zeros);
+        }
+    }
+
+    public Errno Read(int fd, byte* data, ulong length, ulong offset) => real.Read(fd, data, length, offset);
+
+    public void Discard(int fd, ulong offset, ulong length) => real.Discard(fd, offset, length);
 }

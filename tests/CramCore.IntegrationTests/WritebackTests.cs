@@ -84,7 +84,7 @@ public sealed unsafe class WritebackTests : IDisposable
         Fill(region);
         region.Reclaim(region.Length);
         CramStats s = engine.GetStats();
-        long live = s.BackingFileLiveBytes;
+        long live = s.BackingFileLiveBytes, segments = s.BackingFileSegments;
         // Rewrite every other page: their file copies die.
         for (int i = 0; i < Pages; i += 2)
         {
@@ -92,9 +92,8 @@ public sealed unsafe class WritebackTests : IDisposable
         }
         s = engine.GetStats();
         Assert.True(s.BackingFileLiveBytes < live * 3 / 4, $"live {s.BackingFileLiveBytes} of {live}");
-        Assert.True(s.BackingFileDeadBytes > 0);
-        long segments = s.BackingFileSegments;
-        Assert.True(engine.Maintenance.CompactBackingFile() > 0);
+        // Compaction now (writeback's thread may have begun it already: the dead share is over a quarter).
+        engine.Maintenance.CompactBackingFile();
         s = engine.GetStats();
         Assert.True(s.BackingFileSegments < segments, $"segments {s.BackingFileSegments} of {segments}");
         Assert.True(s.BackingFileSegmentsCompacted > 0);
@@ -123,14 +122,19 @@ public sealed unsafe class WritebackTests : IDisposable
         Verify(region);
     }
 
-    [Fact]
-    public void WriteFailure_LeavesEntriesInThePool_PausesWriteback_ThenResumes()
+    /// <summary>A full disk, a broken one, a file made read-only under the engine: each write error is the same story.</summary>
+    [Theory]
+    [InlineData(28)] // ENOSPC
+    [InlineData(5)]  // EIO
+    [InlineData(1)]  // EPERM
+    public void WriteFailure_LeavesEntriesInThePool_PausesWriteback_ThenResumes(int errno)
     {
+        var error = (Errno)errno;
         var clock = new FakeTimeProvider();
         CramOptions options = Options();
         options.TimeProvider = clock; // the pause after a write error ends when the test says a second went by
         FailingFileDevice? disk = null;
-        using var engine = CramEngine.CreateWithHooks(options, fileDevice: real => disk = new FailingFileDevice(real) { WriteError = Errno.ENOSPC });
+        using var engine = CramEngine.CreateWithHooks(options, fileDevice: real => disk = new FailingFileDevice(real) { WriteError = error });
         var events = new System.Collections.Concurrent.ConcurrentQueue<CramTierEventKind>();
         engine.TierEvent += (_, e) => events.Enqueue(e.Kind); // raised on this thread or the engine's
         using var region = engine.CreateRegion((long)Pages * P);

@@ -15,7 +15,8 @@ internal sealed record LifecycleBenchResult(
     [property: JsonPropertyName("write_ms_1t")] double WriteMs1t,
     [property: JsonPropertyName("write_ms_64t")] double WriteMs64t,
     double WorstDisposeMs, int Rounds,
-    int Engines, double EnginesCreateS, double EnginesDisposeS, double IdleCpuPercent);
+    int Engines, double EnginesCreateS, double EnginesDisposeS, double IdleCpuPercent,
+    long RssPerEngineBytes, long MemoryUsedPerEngineBytes);
 
 /// <summary>
 /// `cram bench lifecycle`: what a region costs to create, write one byte into (a first touch: the
@@ -58,7 +59,7 @@ internal static unsafe class BenchLifecycleCommand
             }
             results[name] = steps;
         }
-        (double createS, double disposeS, double idleCpu) = ManyEngines(engines);
+        (double createS, double disposeS, double idleCpu, long rss, long used) = ManyEngines(engines);
         static double Median(List<double> values) => Math.Round(values.Order().ElementAt(values.Count / 2), 3);
         var result = new LifecycleBenchResult(
             DisposeMs1g: Median(results["1g"].Dispose), DisposeMs1t: Median(results["1t"].Dispose), DisposeMs64t: Median(results["64t"].Dispose),
@@ -66,16 +67,24 @@ internal static unsafe class BenchLifecycleCommand
             WriteMs1g: Median(results["1g"].Write), WriteMs1t: Median(results["1t"].Write), WriteMs64t: Median(results["64t"].Write),
             WorstDisposeMs: Math.Round(results.Values.SelectMany(r => r.Dispose).Max(), 3),
             Rounds: rounds,
-            Engines: engines, EnginesCreateS: Math.Round(createS, 3), EnginesDisposeS: Math.Round(disposeS, 3), IdleCpuPercent: Math.Round(idleCpu, 3));
+            Engines: engines, EnginesCreateS: Math.Round(createS, 3), EnginesDisposeS: Math.Round(disposeS, 3), IdleCpuPercent: Math.Round(idleCpu, 3),
+            RssPerEngineBytes: rss, MemoryUsedPerEngineBytes: used);
         return ResultPrinter.Print(result, json, "cram bench lifecycle");
     }
 
-    /// <summary>How long <paramref name="count"/> engines (each with a memory limit, so each runs its reclaim worker, and a region with one page written) take to create and to dispose, and the CPU they use while idle (percent of one CPU, all of them together, over two seconds).</summary>
-    private static (double CreateS, double DisposeS, double IdleCpuPercent) ManyEngines(int count)
+    /// <summary>
+    /// How long <paramref name="count"/> engines (each with a memory limit, so each runs its reclaim
+    /// worker, and a region with one page written) take to create and to dispose, the CPU they use
+    /// while idle (percent of one CPU, all of them together, over two seconds), and what each adds to
+    /// the process's resident memory against what it reports as <see cref="CramStats.MemoryUsedBytes"/>.
+    /// </summary>
+    private static (double CreateS, double DisposeS, double IdleCpuPercent, long RssPerEngine, long UsedPerEngine) ManyEngines(int count)
     {
         BenchSupport.Progress($"{count} engines: create (a memory limit and a region each), idle 2 s, dispose");
         var engines = new List<(CramEngine Engine, CramRegion Region)>(count);
         var options = new CramOptions { MemoryLimitBytes = 64L << 20 };
+        GC.Collect();
+        long rss0 = Measure.ResidentSetBytes();
         long t0 = Stopwatch.GetTimestamp();
         try
         {
@@ -87,6 +96,9 @@ internal static unsafe class BenchLifecycleCommand
                 engines.Add((engine, region));
             }
             double createS = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+            GC.Collect();
+            long rssPerEngine = (Measure.ResidentSetBytes() - rss0) / count;
+            long usedPerEngine = engines.Sum(e => e.Engine.GetStats().MemoryUsedBytes) / count;
             using var process = Process.GetCurrentProcess();
             TimeSpan cpu0 = process.TotalProcessorTime;
             long idle0 = Stopwatch.GetTimestamp();
@@ -100,7 +112,7 @@ internal static unsafe class BenchLifecycleCommand
                 engine.Dispose();
             }
             engines.Clear();
-            return (createS, Stopwatch.GetElapsedTime(t1).TotalSeconds, idleCpu);
+            return (createS, Stopwatch.GetElapsedTime(t1).TotalSeconds, idleCpu, rssPerEngine, usedPerEngine);
         }
         finally
         {

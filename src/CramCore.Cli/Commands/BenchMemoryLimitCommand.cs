@@ -168,21 +168,5 @@ internal static unsafe class BenchMemoryLimitCommand
     }
 
     /// <summary>The process's peak resident set (VmHWM), or 0 where /proc does not say.</summary>
-    private static long PeakRss()
-    {
-        try
-        {
-            foreach (string line in File.ReadLines("/proc/self/status"))
-            {
-                if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-                {
-                    return long.Parse(line["VmHWM:".Length..].Trim().Split(' ')[0]) * 1024;
-                }
-            }
-        }
-        catch (IOException)
-        {
-        }
-        return 0;
-    }
+    private static long PeakRss() => Measure.ProcessStatusBytes("VmHWM");
 }

@@ -12,7 +12,9 @@ namespace CramCore.Engine;
 /// but the pump's own (lock order 0 in cramnative.h). A thread that finds another raising does not
 /// wait for it unless it asks to: the holder drains the channel, and the reclaim worker's next tick
 /// raises what arrives after. So a handler may dispose the engine or a region, or set the resident
-/// limit, from any thread, and the reclaim worker never waits for a handler on another thread.
+/// limit, from any thread. The reclaim worker never runs a handler: it collects the service's
+/// counters and hands the raising to the thread pool (<see cref="RaiseInBackground"/>), so a
+/// handler that blocks or runs long delays only later events, never reclaim.
 /// </summary>
 internal sealed unsafe class TierEventPump(NativeShared* shared, TierEventChannel channel, CramOptions options, Func<long> residentLimitBytes)
 {
@@ -20,6 +22,8 @@ internal sealed unsafe class TierEventPump(NativeShared* shared, TierEventChanne
     internal const long ThrottleQuietMilliseconds = 1000;
 
     private readonly Lock _lock = new(); // lock 0: held while handlers run
+    private readonly Lock _collectLock = new(); // a leaf: the counters PostServiceEvents compares
+    private int _raiseQueued;
     private long _checksumFailuresSeen, _readErrorsSeen, _serviceErrorsSeen, _throttledSeen, _lastThrottleTick;
     private bool _throttling;
     private volatile bool _stopped;
@@ -55,7 +59,7 @@ internal sealed unsafe class TierEventPump(NativeShared* shared, TierEventChanne
             {
                 return;
             }
-            PostServiceEvents();
+            Collect();
             while (!_stopped && channel.TryTake(out CramTierEventArgs? e))
             {
                 Log(e!);
@@ -85,11 +89,52 @@ internal sealed unsafe class TierEventPump(NativeShared* shared, TierEventChanne
     {
         lock (_lock)
         {
-            _stopped = true;
+            lock (_collectLock) // and for a collection on the reclaim worker
+            {
+                _stopped = true;
+            }
         }
     }
 
-    /// <summary>Events for what the fault service counted since the last look; under <see cref="_lock"/>.</summary>
+    /// <summary>
+    /// From the reclaim worker's tick: posts events for what the fault service counted, and if any
+    /// event is pending queues one raise on the thread pool (one at a time), which
+    /// <paramref name="handler"/> gives the handlers of when it runs. Never runs a handler, never waits.
+    /// </summary>
+    public void RaiseInBackground(object sender, Func<EventHandler<CramTierEventArgs>?> handler)
+    {
+        if (_stopped)
+        {
+            return;
+        }
+        Collect();
+        if (channel.IsEmpty || Interlocked.Exchange(ref _raiseQueued, 1) == 1)
+        {
+            return;
+        }
+        ThreadPool.UnsafeQueueUserWorkItem(_ =>
+        {
+            Volatile.Write(ref _raiseQueued, 0);
+            Raise(sender, handler(), wait: false);
+        }, null);
+    }
+
+    /// <summary>Whether events wait to be raised, or one is due on the clock: the reclaim worker keeps ticking.</summary>
+    public bool Pending => Throttling || !channel.IsEmpty;
+
+    /// <summary>Posts events for what the fault service counted since the last look (stops once the pump is stopped: the shared block may be gone).</summary>
+    private void Collect()
+    {
+        lock (_collectLock)
+        {
+            if (!_stopped)
+            {
+                PostServiceEvents();
+            }
+        }
+    }
+
+    /// <summary>Events for what the fault service counted since the last look; under <see cref="_collectLock"/>.</summary>
     private void PostServiceEvents()
     {
         ref NativeStats s = ref shared->Stats;

@@ -36,6 +36,9 @@ internal sealed class TierEventChannel
     /// <summary>Queues an event for the pump.</summary>
     public void Post(CramTierEventKind kind, string message) => _queue.Enqueue(new CramTierEventArgs(kind, message));
 
+    /// <summary>Whether nothing is queued.</summary>
+    public bool IsEmpty => _queue.IsEmpty;
+
     /// <summary>The next queued event, oldest first (the pump).</summary>
     public bool TryTake(out CramTierEventArgs? e) => _queue.TryDequeue(out e);
 }
