@@ -216,7 +216,9 @@
  *   3. Reclaimer._lock (C#; EngineParts makes it, reclaim and writeback share it)  the maintenance
  *      lock: one reclaim pass, writeback batch step, pool compaction, reaper sweep (the only path
  *      that frees slots and what they name), prefetch step, discard or region tear-down (Pause) at a
- *      time. Prefetcher.Stop waits, under 1, for a prefetch step that takes 3: a step never takes 1
+ *      time. Prefetcher.Stop waits, under 1, for a prefetch step that takes 3: a step never takes 1.
+ *      ICramDevice.Trim (a user's code) runs under 3: on its thread every call back into the engine
+ *      or a region throws InvalidOperationException (Internals/UserCallback.cs) instead of re-entering
  *   4. SizeClass.Lock (C#, one per class) a class's zspages; compaction takes them one at a time
  *   5. leaves (C#): Writeback._progress (the wait for room), TierEventPump._collectLock, CompressedPool._zspageLock, PoolArenas._arenaLock and _retainLock,
  *      ClusteredDirectory._lock (the slot table's and the handle table's id allocation),

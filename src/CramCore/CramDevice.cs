@@ -10,13 +10,21 @@ namespace CramCore;
 /// </summary>
 public interface ICramDevice
 {
-    /// <summary>Physical bytes the device has.</summary>
+    /// <summary>Physical bytes the device has; read once, when the engine is created.</summary>
     long CapacityBytes { get; }
 
-    /// <summary>Frames (4 KiB each) the device exposes; a power of two of at least 64.</summary>
+    /// <summary>Frames (4 KiB each) the device exposes; a power of two of at least 64; read once, when the engine is created.</summary>
     long FrameCount { get; }
 
-    /// <summary>The frames [<paramref name="firstFrame"/>, +<paramref name="count"/>) hold nothing any more; the device may release what backs them.</summary>
+    /// <summary>
+    /// The frames [<paramref name="firstFrame"/>, +<paramref name="count"/>) hold nothing any more;
+    /// the device may release what backs them. Called on the engine's maintenance path, holding its
+    /// maintenance lock: keep it short, and do not call the engine or its regions from it (such a
+    /// call throws <see cref="InvalidOperationException"/>). An exception it throws is caught,
+    /// counted (<see cref="CramStats.CallbackFailures"/>) and reported once
+    /// (<see cref="CramTierEventKind.CallbackFailed"/>); after 8 failing calls in a row the device
+    /// is taken out of service (<see cref="CramTierEventKind.CramDeviceOutOfService"/>).
+    /// </summary>
     void Trim(long firstFrame, long count);
 }
 
@@ -28,7 +36,7 @@ public interface ICramDevice
 /// </summary>
 public interface IWriteBudgetSource
 {
-    /// <summary>The writable budget in pages; false (or an exception) when the control plane cannot answer.</summary>
+    /// <summary>The writable budget in pages; false (or an exception, which is counted in <see cref="CramStats.CallbackFailures"/>) when the control plane cannot answer. Called on the engine's own thread for it, holding no lock.</summary>
     bool TryReadBudget(out long pages);
 }
 

@@ -147,7 +147,11 @@ public sealed unsafe class CramEngine : IDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             return _limit.Bytes;
         }
-        set => _limit.Set(value, this);
+        set
+        {
+            UserCallback.ThrowIfInside();
+            _limit.Set(value, this);
+        }
     }
 
     /// <summary>The options the engine was created with (a copy).</summary>
@@ -185,6 +189,7 @@ public sealed unsafe class CramEngine : IDisposable
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="bytes"/> is not positive.</exception>
     public CramRegion CreateRegion(long bytes)
     {
+        UserCallback.ThrowIfInside();
         if (bytes <= 0 || bytes > SharedLayout.MaxRegionBytes)
         {
             throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "A region must be between 1 byte and 64 TiB.");
@@ -215,6 +220,7 @@ public sealed unsafe class CramEngine : IDisposable
     /// </summary>
     public void Dispose()
     {
+        UserCallback.ThrowIfInside(); // before anything is closed: a device's Trim cannot tear down the engine calling it
         lock (_regions.Lock)
         {
             if (_regions.Closing)

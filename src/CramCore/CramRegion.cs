@@ -255,6 +255,7 @@ public sealed unsafe class CramRegion : IDisposable
     public long Reclaim(long bytes)
     {
         ThrowIfDisposed();
+        UserCallback.ThrowIfInside();
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
         long pages = (bytes >> SharedLayout.PageShift) + ((bytes & (SharedLayout.PageSize - 1)) != 0 ? 1 : 0); // no overflow at long.MaxValue
         long evicted = _engine.Regions.Reclaim(_mapping, pages) << SharedLayout.PageShift;
@@ -387,6 +388,7 @@ public sealed unsafe class CramRegion : IDisposable
     public CramRegionStats GetStats()
     {
         ThrowIfDisposed();
+        UserCallback.ThrowIfInside();
         return _engine.Regions.Census(_mapping);
     }
 
@@ -396,6 +398,7 @@ public sealed unsafe class CramRegion : IDisposable
     /// <summary>Unmaps the region and frees its compressed pages. No thread may be using it.</summary>
     public void Dispose()
     {
+        UserCallback.ThrowIfInside();
         if (_disposed)
         {
             return;

@@ -292,4 +292,70 @@ public sealed unsafe class CramNodeTests
         }
         Assert.Equal(0, engine.Maintenance.SweepZombies());
     }
+
+    /// <summary>A device whose Trim calls back into the engine: each call throws InvalidOperationException, the engine is left whole.</summary>
+    private sealed class ReentrantDevice(long capacity) : ICramDevice
+    {
+        private readonly EmulatedCramDevice _inner = new(capacity);
+        public CramEngine? Engine { get; set; }
+        public CramRegion? Region { get; set; }
+        public List<string> Outcomes { get; } = [];
+        public long CapacityBytes => _inner.CapacityBytes;
+        public long FrameCount => _inner.FrameCount;
+        public long TrimmedFrames() => _inner.TrimmedFrames;
+
+        public void Trim(long firstFrame, long count)
+        {
+            Try("GetStats", () => Engine!.GetStats());
+            Try("ResidentLimitBytes", () => Engine!.ResidentLimitBytes = 1 << 20);
+            Try("CreateRegion", () => Engine!.CreateRegion(P).Dispose());
+            Try("Reclaim", () => Region!.Reclaim(P));
+            Try("Advise", () => Region!.Advise(0, P, CramAdvice.Cold));
+            Try("region.Dispose", () => Region!.Dispose());
+            Try("Dispose", () => Engine!.Dispose());
+            _inner.Trim(firstFrame, count);
+        }
+
+        private void Try(string member, Action call)
+        {
+            try
+            {
+                call();
+                Outcomes.Add($"{member}: completed");
+            }
+            catch (Exception e)
+            {
+                Outcomes.Add($"{member}: {e.GetType().Name}");
+            }
+        }
+    }
+
+    [Fact]
+    public void ADeviceCallingTheEngineFromTrim_GetsInvalidOperationException_AndTheEngineCarriesOn()
+    {
+        var device = new ReentrantDevice(1 << 20);
+        using var engine = CramEngine.Create(new CramOptions { CramDevice = device, WritableBudgetPages = 0, FaultAroundPages = 1 });
+        using var region = engine.CreateRegion(16L * P);
+        for (int i = 0; i < 16; i++)
+        {
+            TestPages.WriteVeryCompressible(region.Pointer + (long)i * P, i, 0);
+        }
+        device.Engine = engine;
+        device.Region = region;
+        Assert.Equal(16L * P, region.Reclaim(region.Length));
+        TestPages.WriteVeryCompressible(region.Pointer, 0, 1); // promoted: its frame is freed, to be trimmed
+        engine.Maintenance.TickCramNode();
+
+        Assert.Equal(["GetStats", "ResidentLimitBytes", "CreateRegion", "Reclaim", "Advise", "region.Dispose", "Dispose"],
+            device.Outcomes.Select(o => o.Split(':')[0]));
+        Assert.All(device.Outcomes, o => Assert.EndsWith(": InvalidOperationException", o));
+        Assert.Equal(1, device.TrimmedFrames());
+        Assert.Equal(0, engine.ResidentLimitBytes);
+        Assert.Equal(16L * P, region.Length);
+        for (int i = 0; i < 16; i++)
+        {
+            Assert.True(TestPages.CheckVeryCompressible(region.Pointer + (long)i * P, i, i == 0 ? 1 : 0), $"page {i}");
+        }
+        Assert.Equal(0, engine.GetStats().CallbackFailures); // the device caught what it caused
+    }
 }

@@ -137,6 +137,32 @@ public sealed unsafe class CramNodeOnFakeTests
         Assert.Equal([CramTierEventKind.CramControlPlaneRegained], stack.TakeEvents());
     }
 
+    private sealed class ThrowingControlPlane : IWriteBudgetSource
+    {
+        public int Calls;
+
+        public bool TryReadBudget(out long pages)
+        {
+            Interlocked.Increment(ref Calls);
+            throw new TimeoutException("the control plane's RPC timed out");
+        }
+    }
+
+    [Fact]
+    public void AControlPlaneThatThrows_IsCountedAndReportedOnce_AndGrantsNothing()
+    {
+        var plane = new ThrowingControlPlane();
+        using var stack = new FakeStack(new CramOptions
+        {
+            CramDevice = new EmulatedCramDevice(1 << 20),
+            WriteBudgetSource = plane,
+            ControlPlaneLease = TimeSpan.FromMilliseconds(20),
+        });
+        Assert.True(SpinWait.SpinUntil(() => stack.Events.CallbackFailures >= 3, 5000), "the poller did not go on asking");
+        Assert.Equal(0UL, stack.Shared->CramWritableLimit);
+        Assert.Equal([CramTierEventKind.CallbackFailed], stack.TakeEvents()); // once, however many times it threw
+    }
+
     private sealed class TrimFailingDevice(long capacity) : ICramDevice
     {
         private readonly EmulatedCramDevice _inner = new(capacity);

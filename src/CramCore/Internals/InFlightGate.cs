@@ -15,8 +15,10 @@ internal sealed class InFlightGate
     public bool Closed => _closed;
 
     /// <summary>Starts a call; false once the gate is closed (the caller throws <see cref="ObjectDisposedException"/>). Pair with <see cref="Exit"/>.</summary>
+    /// <exception cref="InvalidOperationException">Called from inside a callback the engine makes under its locks (<see cref="UserCallback"/>).</exception>
     public bool TryEnter()
     {
+        UserCallback.ThrowIfInside();
         Interlocked.Increment(ref _inFlight);
         if (_closed)
         {
@@ -44,8 +46,10 @@ internal sealed class InFlightGate
     }
 
     /// <summary>Refuses new calls and waits for the ones in flight. Call with no lock a call in flight may need.</summary>
+    /// <exception cref="InvalidOperationException">Called from inside a callback the engine makes under its locks (<see cref="UserCallback"/>).</exception>
     public void Close()
     {
+        UserCallback.ThrowIfInside();
         _closed = true;
         var spin = new SpinWait();
         while (Volatile.Read(ref _inFlight) != 0)

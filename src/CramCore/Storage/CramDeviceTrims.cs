@@ -44,7 +44,10 @@ internal sealed class CramDeviceTrims(ICramDevice device, TierEventChannel event
             {
                 try
                 {
-                    device.Trim(_pending[start], i - start);
+                    using (UserCallback.Enter("ICramDevice.Trim"))
+                    {
+                        device.Trim(_pending[start], i - start);
+                    }
                     _failures = 0;
                 }
                 catch (Exception x)

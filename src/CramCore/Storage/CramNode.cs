@@ -57,6 +57,7 @@ internal sealed unsafe class CramNode : IDisposable
     private readonly TimeProvider _time; // the lease, the control plane's polls, the scan interval
     private readonly CancellationTokenSource _stop = new(); // ends the control plane's wait between polls
     private readonly TierEventChannel _events;
+    private readonly long _capacityBytes, _frameCount; // the device's, read once
     private readonly CramDeviceTrims _trims;
     private readonly Dictionary<long, (uint Region, ulong Page)> _owners = [];
     private readonly FifoQueue<long> _order = new(); // frames in placement order: the oldest leave first
@@ -76,6 +77,8 @@ internal sealed unsafe class CramNode : IDisposable
         _engine = engine;
         _shared = shared;
         _device = options.CramDevice!;
+        _capacityBytes = _device.CapacityBytes; // read once: a device's property that throws later cannot reach the worker
+        _frameCount = _device.FrameCount;
         _hostBudget = options.WritableBudgetPages;
         _source = options.WriteBudgetSource;
         _time = options.TimeProvider;
@@ -83,9 +86,9 @@ internal sealed unsafe class CramNode : IDisposable
         _events = events;
         _trims = new CramDeviceTrims(_device, events);
         WriteControl = options.CramWriteControl;
-        _frames = new BitmapBuddy(FrameBase, System.Numerics.BitOperations.Log2((ulong)_device.FrameCount));
+        _frames = new BitmapBuddy(FrameBase, System.Numerics.BitOperations.Log2((ulong)_frameCount));
         _scratch = (byte*)NativeMemory.Alloc(2 * SharedLayout.PageSize);
-        shared->CramCapacityBytes = (ulong)_device.CapacityBytes;
+        shared->CramCapacityBytes = (ulong)_capacityBytes;
         shared->CramWriteControl = WriteControl ? 1u : 0u;
         shared->CramWritableLimit = WriteControl ? (ulong)(_source is null ? _hostBudget : 0) : ulong.MaxValue;
         if (_source is not null && WriteControl)
@@ -114,15 +117,15 @@ internal sealed unsafe class CramNode : IDisposable
         get
         {
             ulong bytes = Volatile.Read(ref _shared->Stats.CramPlacedBytes), pages = Volatile.Read(ref _shared->Stats.CramPlacedPages);
-            double ratio = pages == 0 || bytes == 0 ? _device.FrameCount * (double)SharedLayout.PageSize / _device.CapacityBytes
+            double ratio = pages == 0 || bytes == 0 ? _frameCount * (double)SharedLayout.PageSize / _capacityBytes
                                                     : pages * (double)SharedLayout.PageSize / bytes;
-            double frames = _device.CapacityBytes * Math.Max(1, ratio) * BalloonMargin / SharedLayout.PageSize;
-            return (long)Math.Min(_device.FrameCount, frames);
+            double frames = _capacityBytes * Math.Max(1, ratio) * BalloonMargin / SharedLayout.PageSize;
+            return (long)Math.Min(_frameCount, frames);
         }
     }
 
     /// <summary>Frames held back by the balloon.</summary>
-    public long BalloonFrames => _device.FrameCount - UsableFrames;
+    public long BalloonFrames => _frameCount - UsableFrames;
 
     /// <summary>Whether reclaim may place a page of <paramref name="size"/> compressed bytes now.</summary>
     public bool Wants(int size) => size <= SharedLayout.PageSize / 2 && !OutOfService && !PressureHigh && FramesInUse < UsableFrames;
@@ -322,8 +325,9 @@ internal sealed unsafe class CramNode : IDisposable
             {
                 ok = _source!.TryReadBudget(out pages);
             }
-            catch (Exception)
+            catch (Exception x)
             {
+                _events.CallbackFailed("IWriteBudgetSource.TryReadBudget", x); // no answer, as when it returns false
                 ok = false;
                 pages = 0;
             }
@@ -382,7 +386,7 @@ internal sealed unsafe class CramNode : IDisposable
             }
         }
         Interlocked.Exchange(ref _physicalUsage, usage);
-        long overflow = usage - _device.CapacityBytes;
+        long overflow = usage - _capacityBytes;
         if (overflow > Interlocked.Read(ref _maxOverflow))
         {
             Interlocked.Exchange(ref _maxOverflow, overflow);
@@ -394,7 +398,7 @@ internal sealed unsafe class CramNode : IDisposable
     {
         double used = (double)Volatile.Read(ref _shared->Stats.CramPlacedBytes)
             + (WriteControl ? (double)Volatile.Read(ref _shared->Stats.CramWritablePages) * SharedLayout.PageSize : 0);
-        double share = used / _device.CapacityBytes;
+        double share = used / _capacityBytes;
         if (!_pressureHigh && share >= HighPressure)
         {
             Volatile.Write(ref _pressureHigh, true);
