@@ -112,6 +112,7 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_engine_config, forced_mode); FIELD(cram_engine_config, spin_us);
     FIELD(cram_engine_config, soft_limit_pages); FIELD(cram_engine_config, hard_limit_pages);
     FIELD(cram_engine_config, throttle_max_us); FIELD(cram_engine_config, fault_around_pages);
+    FIELD(cram_engine_config, fault_service); FIELD(cram_engine_config, reserved);
 
     STRUCT(cram_shared);
     FIELD(cram_shared, stats); FIELD(cram_shared, slot_directory); FIELD(cram_shared, handle_directory);

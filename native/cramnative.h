@@ -195,6 +195,31 @@
  * rebuild of its FIFO after a fault-log overflow): O(touched), not
  * O(virtual size).
  *
+ * Fault services (cram_engine_config.fault_service). CRAM_FAULT_SERVICE_THREAD: the engine's
+ * service thread reads userfaultfd messages and resolves them while the faulting thread sleeps in
+ * the kernel; its wake-up is a cross-CPU hand-off (on some hosts a hypervisor round trip).
+ * CRAM_FAULT_SERVICE_FAULTING: the userfaultfd is opened with UFFD_FEATURE_SIGBUS, so a fault in a
+ * region raises SIGBUS on the faulting thread, and one process-wide handler (sigbus.c), installed in
+ * front of the .NET runtime's, resolves it there — the same resolution functions, under the same
+ * engine lock, with the same counters — and returns, so the access is retried. Which is a write
+ * the handler learns from the x86 page-fault error code; whether a fault is MISSING or
+ * write-protect, from the page's state. A SIGBUS that is not a userfault in a region of a
+ * faulting-thread engine (a poisoned page, another library's SIGBUS, a region being torn down) is
+ * passed to the handler that was installed before (the runtime's, so a poisoned page ends the
+ * process as it does with the service thread). The rules of the handler (async-signal safety):
+ *   - it never runs managed code, never allocates, and calls only system calls, the engine's
+ *     resolution functions and their lock (a pthread mutex; SIGBUS is synchronous: the handler runs
+ *     where the faulting thread's access was, never inside the mutex's own code);
+ *   - it never takes an engine lock its thread already holds: native code never touches region
+ *     memory with the lock held; a thread that faults holding it is reported and the fault passed
+ *     on, not deadlocked (t_engine_locked; CRAM_DEBUG aborts);
+ *   - it finds the engine through a registry of faulting-thread engines read without a lock; an
+ *     engine leaves the registry, then waits until no handler is between its lookup and its engine
+ *     lock (sigbus_inflight) before its regions are unmapped or it is freed;
+ *   - errno is saved and restored.
+ * The kernel cannot run a SIGBUS handler for its own accesses: a system call that reads or writes a
+ * page that is not present fails with EFAULT, as in CRAM_UFFD_MODE_USER_MODE_ONLY.
+ *
  * Locks, in the order they are taken (a thread holding one takes only later ones), each named as
  * it is in the code:
  *   0. TierEventPump._lock (C#, Engine/)   held while TierEvent handlers run; taken with no other lock
@@ -513,7 +538,16 @@ typedef struct cram_engine_config {
     uint64_t hard_limit_pages;   /* resident pages above which faults are throttled (0 = none); likewise */
     uint32_t throttle_max_us;    /* longest a fault waits for reclaim at the hard limit */
     uint32_t fault_around_pages; /* a first touch continuing a sequential stream fills this many EMPTY pages (1..64) */
+    uint32_t fault_service;      /* enum cram_fault_service: who resolves faults */
+    uint32_t reserved;           /* 0 */
 } cram_engine_config;
+
+/* Who resolves a fault ("Fault services" below). */
+enum cram_fault_service {
+    CRAM_FAULT_SERVICE_THREAD = 0,   /* the engine's service thread reads userfaultfd messages (cram-fault) */
+    CRAM_FAULT_SERVICE_FAULTING = 1, /* the faulting thread itself, in a SIGBUS handler (UFFD_FEATURE_SIGBUS) */
+    CRAM_FAULT_SERVICE_AUTO = 2,     /* the faulting thread where system calls get EFAULT anyway (user-mode-only), else the service thread */
+};
 
 /* The part of the engine that C# reads and writes directly. Each field has one writer. */
 typedef struct cram_shared {
@@ -576,7 +610,7 @@ _Static_assert(sizeof(cram_stats) == (36 + CRAM_SWAPIN_LATENCY_BUCKETS) * sizeof
                offsetof(cram_stats, clean_copy_bytes) == 30 * sizeof(uint64_t) &&
                offsetof(cram_stats, swapin_latency_us_log2) == 36 * sizeof(uint64_t),
                "cram_stats is 36 counters and the swap-in latency buckets");
-_Static_assert(sizeof(cram_engine_config) == 32 && offsetof(cram_engine_config, forced_mode) == 0 &&
+_Static_assert(sizeof(cram_engine_config) == 40 && offsetof(cram_engine_config, fault_service) == 32 && offsetof(cram_engine_config, forced_mode) == 0 &&
                offsetof(cram_engine_config, spin_us) == 4 && offsetof(cram_engine_config, soft_limit_pages) == 8 &&
                offsetof(cram_engine_config, hard_limit_pages) == 16 && offsetof(cram_engine_config, throttle_max_us) == 24 &&
                offsetof(cram_engine_config, fault_around_pages) == 28, "cram_engine_config layout");
@@ -618,6 +652,8 @@ extern "C" {
 int CramNative_GetContract(cram_contract_entry* entries, int32_t capacity, int32_t* count);
 int CramNative_EngineCreate(const cram_engine_config* config, cram_engine** engine, cram_shared** shared);
 int CramNative_EngineDestroy(cram_engine* engine);
+/* The fault service the engine runs (enum cram_fault_service, never AUTO). */
+int CramNative_EngineFaultService(cram_engine* engine, uint32_t* service);
 /* Maps a region and its page table; returns its id, base address and page-table address. */
 int CramNative_RegionCreate(cram_engine* engine, uint64_t length, uint32_t* region_id, uint64_t* base, uint64_t* pte);
 int CramNative_RegionDeactivate(cram_engine* engine, uint32_t region_id);

@@ -148,7 +148,7 @@ static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t pa
     }
     if (rc != 0) {
         if (errno != EEXIST) add_counter(&s->stats.service_errors, 1);
-        uffd_wake(e->uffd, r->base + (page << CRAM_PAGE_SHIFT), CRAM_PAGE_SIZE);
+        engine_wake(e, r->base + (page << CRAM_PAGE_SHIFT), CRAM_PAGE_SIZE);
         return;
     }
     if (stream < 0) { /* a new stream replaces the oldest */
@@ -174,7 +174,7 @@ static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t pa
     add_counter(&r->faults_first_touch, 1);
     add_counter(&s->stats.populated_pages, made);
     resident_add(e, made);
-    uffd_wake(e->uffd, addr, n << CRAM_PAGE_SHIFT); /* threads faulting anywhere in the run */
+    engine_wake(e, addr, n << CRAM_PAGE_SHIFT); /* threads faulting anywhere in the run */
 }
 
 /* Pages whose stored bytes cannot be trusted are never mapped: poison the page, so this access and
@@ -193,7 +193,7 @@ static void fail_access(cram_engine* e, uint64_t addr, uint32_t tid, uint64_t sl
         if (ioctl(e->uffd, UFFDIO_POISON, &p) == 0 || errno == EEXIST) return; /* wakes the thread */
     }
     if (tid == 0 || syscall(SYS_tgkill, getpid(), (pid_t)tid, SIGBUS) != 0) add_counter(&e->shared->stats.service_errors, 1);
-    uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+    engine_wake(e, addr, CRAM_PAGE_SIZE);
 }
 
 /* Reads a file extent's covering pages into file_buf (page-aligned, as O_DIRECT needs); a failed or
@@ -310,7 +310,7 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
     }
     if (uffd_copy(e->uffd, addr, src, CRAM_PAGE_SIZE, !write) != 0) {
         if (errno != EEXIST) add_counter(&s->stats.service_errors, 1);
-        uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+        engine_wake(e, addr, CRAM_PAGE_SIZE);
         return;
     }
     /* Only code holding the engine lock leaves EVICTED, so this CAS cannot fail while the region is active. */
@@ -329,7 +329,7 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
     fault_log_append(s, r->id, page);
     resident_add(e, 1);
     swapin_latency(s, t0); /* before the wake, so the thread that resumes finds its swap-in counted */
-    uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+    engine_wake(e, addr, CRAM_PAGE_SIZE);
     if (!write && !__atomic_load_n(&e->shared->memory_wait_us, __ATOMIC_RELAXED)) swapin_readahead(e, r, page);
 }
 
@@ -343,7 +343,7 @@ static void resolve_missing(cram_engine* e, cram_region_desc* r, uint64_t page, 
     case CRAM_PTE_EVICTED: resolve_swapin(e, r, page, p, write, tid, t0); break;
     default: /* already resolved by an earlier message for the same page */
         add_counter(&e->shared->stats.faults_spurious, 1);
-        uffd_wake(e->uffd, r->base + (page << CRAM_PAGE_SHIFT), CRAM_PAGE_SIZE);
+        engine_wake(e, r->base + (page << CRAM_PAGE_SHIFT), CRAM_PAGE_SIZE);
         break;
     }
 }
@@ -388,7 +388,7 @@ static void resolve_placed_write(cram_engine* e, cram_region_desc* r, uint64_t p
         resident_add(e, 1);
     }
     fault_log_append(s, r->id, page); /* reclaim re-places a writable page, or sees the promoted one */
-    uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+    engine_wake(e, addr, CRAM_PAGE_SIZE);
 }
 
 static void resolve_write_protect(cram_engine* e, cram_region_desc* r, uint64_t page)
@@ -403,7 +403,7 @@ static void resolve_write_protect(cram_engine* e, cram_region_desc* r, uint64_t 
         if (state == CRAM_PTE_EVICTED || state == CRAM_PTE_EMPTY) {
             /* Dropped after the fault was queued: the retried access raises a MISSING fault. */
             add_counter(&s->stats.faults_spurious, 1);
-            uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+            engine_wake(e, addr, CRAM_PAGE_SIZE);
             return;
         }
         if (state == CRAM_PTE_PLACED) {
@@ -413,7 +413,7 @@ static void resolve_write_protect(cram_engine* e, cram_region_desc* r, uint64_t 
         }
         if (state == CRAM_PTE_PLACED_WRITABLE) { /* writable already (a queued duplicate) */
             add_counter(&s->stats.faults_spurious, 1);
-            uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+            engine_wake(e, addr, CRAM_PAGE_SIZE);
             return;
         }
         /* CLEAN, EVICTING, INCOMPRESSIBLE or DIRTY: hold UNPROTECTING while the protection is
@@ -435,7 +435,7 @@ static void resolve_write_protect(cram_engine* e, cram_region_desc* r, uint64_t 
             fault_log_append(s, r->id, page); /* reclaim may have dropped its entry */
             add_counter(&r->faults_write_protect, 1);
         }
-        uffd_wake(e->uffd, addr, CRAM_PAGE_SIZE);
+        engine_wake(e, addr, CRAM_PAGE_SIZE);
         return;
     }
 }
@@ -456,6 +456,32 @@ static void handle_message(cram_engine* e, const struct uffd_msg* m)
         resolve_write_protect(e, r, page);
     else
         resolve_missing(e, r, page, (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0, m->arg.pagefault.feat.ptid, t0);
+}
+
+int resolve_on_faulting_thread(cram_engine* e, uint64_t addr, int write)
+{
+    addr &= ~(uint64_t)(CRAM_PAGE_SIZE - 1);
+    /* A first look without the lock (the table is fixed-size; a stale answer is checked below). */
+    if (!region_find(e, addr)) return 0;
+    engine_lock(e);
+    cram_region_desc* r = region_find(e, addr);
+    if (!r) { engine_unlock(e); return 0; } /* deactivated meanwhile: not ours any more */
+    uint64_t t0 = now_ns();
+    uint64_t page = (addr - r->base) >> CRAM_PAGE_SHIFT;
+    uint32_t state = CRAM_PTE_STATE(wait_not_dropping(&r->pte[page]));
+    if (state == CRAM_PTE_EMPTY || state == CRAM_PTE_EVICTED) {
+        throttle(e); /* a MISSING fault adds a resident page; the lock may be let go meanwhile */
+        if (!(r = region_find(e, addr))) { engine_unlock(e); return 0; }
+        resolve_missing(e, r, page, write, (uint32_t)syscall(SYS_gettid), t0);
+    } else if (write) {
+        resolve_write_protect(e, r, page); /* present and write-protected (or a duplicate: counted spurious) */
+    } else {
+        add_counter(&e->shared->stats.faults_spurious, 1); /* a read another thread resolved first */
+    }
+    engine_unlock(e);
+    add_counter(&e->shared->stats.service_busy_ns, now_ns() - t0);
+    note_activity(e);
+    return 1;
 }
 
 void* service_main(void* arg)

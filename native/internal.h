@@ -106,6 +106,7 @@ struct cram_engine {
     unsigned char* page_buf;   /* one page the service rebuilds into */
     unsigned char* file_buf;   /* two pages, page-aligned: the covering pages of a file extent */
     uint32_t poison;           /* UFFDIO_POISON is available */
+    uint32_t faulting_thread;  /* CRAM_FAULT_SERVICE_FAULTING: no service thread; sigbus.c resolves faults */
     /* Per region, the page after each of the last FIRST_TOUCH_STREAMS first-touch runs: a first touch
      * there continues a sequential stream (threads filling chunks of their own each have one). */
     uint64_t next_first_touch[CRAM_MAX_REGIONS][FIRST_TOUCH_STREAMS];
@@ -203,6 +204,9 @@ void cram_debug_fail(const char* file, int line, const char* what, uint64_t a, u
 #define ASSERT_ENGINE_LOCKED(e) ((void)0)
 #endif
 
+/* Engine locks the calling thread holds (sigbus.c: a thread that faults holding one is not served). */
+extern __thread int t_engine_locked __attribute__((tls_model("initial-exec")));
+
 static inline void engine_lock(cram_engine* e)
 {
 #ifdef CRAM_DEBUG
@@ -213,6 +217,7 @@ static inline void engine_lock(cram_engine* e)
 #else
     pthread_mutex_lock(&e->lock);
 #endif
+    t_engine_locked++;
 }
 
 static inline void engine_unlock(cram_engine* e)
@@ -221,6 +226,7 @@ static inline void engine_unlock(cram_engine* e)
     ASSERT_ENGINE_LOCKED(e);
     e->lock_holder = 0;
 #endif
+    t_engine_locked--;
     pthread_mutex_unlock(&e->lock);
 }
 
@@ -252,6 +258,13 @@ void* service_main(void* arg);
 void resident_add(cram_engine* e, uint64_t n);
 void signal_reclaim(cram_engine* e);
 void note_activity(cram_engine* e);
+/* fault.c: resolves the fault at addr that the calling thread took (the faulting-thread service).
+ * 1 if addr is in one of e's active regions (the access can be retried), 0 otherwise. */
+int resolve_on_faulting_thread(cram_engine* e, uint64_t addr, int write);
+/* sigbus.c: the faulting-thread service's registry and handler ("Fault services" in cramnative.h). */
+int sigbus_engine_add(cram_engine* e);    /* installs the handler with the first engine; -1 with errno */
+void sigbus_engine_remove(cram_engine* e); /* and waits until no handler can still reach e */
+void sigbus_quiesce(void);                 /* waits until no handler is between its lookup and its lock */
 /* pages.c */
 cram_region_desc* region_active(cram_engine* e, uint32_t region_id);
 /* readahead.c */
@@ -268,5 +281,11 @@ int uffd_open(uint32_t forced_mode, uint32_t* mode_out);
 int uffd_writeprotect(int uffd, uint64_t start, uint64_t len, int protect);
 int uffd_zeropage(int uffd, uint64_t dst, uint64_t len);
 void uffd_wake(int uffd, uint64_t start, uint64_t len);
+/* Wakes the threads waiting in the kernel for [start, +len) — with the service thread; with the
+ * faulting thread no thread waits (it is the one resolving), so there is nothing to do. */
+static inline void engine_wake(cram_engine* e, uint64_t start, uint64_t len)
+{
+    if (!e->faulting_thread) uffd_wake(e->uffd, start, len);
+}
 
 #endif

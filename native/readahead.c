@@ -57,7 +57,7 @@ static int install_ahead(cram_engine* e, cram_region_desc* r, uint64_t first, co
     add_counter(counter, n);
     resident_add(e, n);
     /* Last: a reader that resumes finds the pages counted. */
-    uffd_wake(e->uffd, addr, (uint64_t)n << CRAM_PAGE_SHIFT); /* readers already waiting in the chunk */
+    engine_wake(e, addr, (uint64_t)n << CRAM_PAGE_SHIFT); /* readers already waiting in the chunk */
     return 0;
 }
 

@@ -33,7 +33,7 @@ static void engine_free(cram_engine* e)
 EXPORT int CramNative_EngineCreate(const cram_engine_config* config, cram_engine** out, cram_shared** shared_out)
 {
     if (!config || !out || !shared_out || config->fault_around_pages > CRAM_FAULT_AROUND_MAX ||
-        config->forced_mode > CRAM_UFFD_MODE_USER_MODE_ONLY) {
+        config->forced_mode > CRAM_UFFD_MODE_USER_MODE_ONLY || config->fault_service > CRAM_FAULT_SERVICE_AUTO || config->reserved) {
         errno = EINVAL;
         return -1;
     }
@@ -66,7 +66,11 @@ EXPORT int CramNative_EngineCreate(const cram_engine_config* config, cram_engine
     close(probe);
     if (probed != 0) { err = err == EINVAL ? EPROTONOSUPPORT : err; goto fail; }
     if (!(api.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP)) { err = EPROTONOSUPPORT; goto fail; }
-    uint64_t wanted = UFFD_FEATURE_PAGEFAULT_FLAG_WP | (api.features & (UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON));
+    int faulting = config->fault_service == CRAM_FAULT_SERVICE_FAULTING ||
+                   (config->fault_service == CRAM_FAULT_SERVICE_AUTO && mode == CRAM_UFFD_MODE_USER_MODE_ONLY && (api.features & UFFD_FEATURE_SIGBUS));
+    if (faulting && !(api.features & UFFD_FEATURE_SIGBUS)) { err = EPROTONOSUPPORT; goto fail; }
+    uint64_t wanted = UFFD_FEATURE_PAGEFAULT_FLAG_WP | (api.features & (UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON)) |
+                      (faulting ? UFFD_FEATURE_SIGBUS : 0);
     e->uffd = uffd_open(config->forced_mode, &mode);
     if (e->uffd < 0) { err = errno; goto fail; }
     api = (struct uffdio_api){ .api = UFFD_API, .features = wanted };
@@ -80,8 +84,14 @@ EXPORT int CramNative_EngineCreate(const cram_engine_config* config, cram_engine
 #ifdef SYS_pidfd_open
     e->pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0); /* -1 on old kernels: the fallback */
 #endif
-    if ((err = pthread_create(&e->service, NULL, service_main, e)) != 0) goto fail;
-    pthread_setname_np(e->service, "cram-fault");
+    if (faulting) {
+        /* No service thread: faults raise SIGBUS on their own threads, and sigbus.c serves them. */
+        if (sigbus_engine_add(e) != 0) { err = errno; goto fail; }
+        e->faulting_thread = 1;
+    } else {
+        if ((err = pthread_create(&e->service, NULL, service_main, e)) != 0) goto fail;
+        pthread_setname_np(e->service, "cram-fault");
+    }
     *out = e;
     *shared_out = e->shared;
     return 0;
@@ -89,6 +99,13 @@ fail:
     engine_free(e);
     errno = err;
     return -1;
+}
+
+EXPORT int CramNative_EngineFaultService(cram_engine* e, uint32_t* service)
+{
+    if (!e || !service) { errno = EINVAL; return -1; }
+    *service = e->faulting_thread ? CRAM_FAULT_SERVICE_FAULTING : CRAM_FAULT_SERVICE_THREAD;
+    return 0;
 }
 
 /* Bytes of a region's touched map: one bit per TOUCHED_BLOCK_PAGES pages, in whole words. */
@@ -112,9 +129,13 @@ static void region_release(cram_engine* e, cram_region_desc* r)
 EXPORT int CramNative_EngineDestroy(cram_engine* e)
 {
     if (!e) { errno = EINVAL; return -1; }
-    uint64_t one = 1;
-    if (write(e->stop_fd, &one, sizeof one) != sizeof one) return -1;
-    pthread_join(e->service, NULL);
+    if (e->faulting_thread) {
+        sigbus_engine_remove(e); /* no handler reaches e after this */
+    } else {
+        uint64_t one = 1;
+        if (write(e->stop_fd, &one, sizeof one) != sizeof one) return -1;
+        pthread_join(e->service, NULL);
+    }
     for (uint32_t i = 0; i < e->region_count; i++)
         if (e->regions[i].base) region_release(e, &e->regions[i]);
     engine_free(e);

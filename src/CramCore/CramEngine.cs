@@ -172,6 +172,10 @@ public sealed unsafe class CramEngine : IDisposable
     /// <summary>The engine's parts (its regions, tests and benchmarks reach the layers through it).</summary>
     internal EngineParts Parts => _parts;
 
+    /// <summary>Whether a system call that touches an evicted page fails with EFAULT (user-mode-only userfaultfd, or the faulting-thread service): region I/O then goes through a buffer.</summary>
+    /// <exception cref="ObjectDisposedException">The engine was disposed.</exception>
+    internal bool SystemCallsMissEvictedPages => UserfaultfdMode == UserfaultfdMode.UserModeOnly || _parts.FaultService == CramFaultService.FaultingThread;
+
     /// <summary>
     /// Compacts the compressed pool: moves stored pages out of sparsely used pool pages and gives
     /// those back. Background reclaim does this on its own when a quarter of the pool is slack.

@@ -24,6 +24,33 @@ public enum UserfaultfdMode
     UserModeOnly = 3,
 }
 
+/// <summary>Who resolves a fault in a region (<see cref="CramOptions.FaultService"/>).</summary>
+public enum CramFaultService
+{
+    /// <summary>
+    /// <see cref="FaultingThread"/> where system calls on evicted pages fail with EFAULT anyway
+    /// (<see cref="UserfaultfdMode.UserModeOnly"/>, what an unprivileged process gets), otherwise
+    /// <see cref="ServiceThread"/>.
+    /// </summary>
+    Auto = 0,
+    /// <summary>
+    /// The engine's native service thread reads each fault from the userfaultfd and resolves it
+    /// while the faulting thread waits in the kernel. System calls that touch evicted pages work
+    /// (with a full userfaultfd). Each fault costs a wake-up of another CPU.
+    /// </summary>
+    ServiceThread = 1,
+    /// <summary>
+    /// The faulting thread resolves its own fault, in a native SIGBUS handler CramCore installs in
+    /// front of the .NET runtime's (every other SIGBUS is passed on to it): no wake-up of another
+    /// CPU, as with the kernel's own swap-in (`cram bench floor` measures both on your machine).
+    /// As in <see cref="UserfaultfdMode.UserModeOnly"/>, a system call that reads or writes an
+    /// evicted page fails with EFAULT: use <see cref="CramRegion.ReadFrom"/> and
+    /// <see cref="CramRegion.WriteTo"/> (or their async forms), which pass such data through a
+    /// buffer, or <see cref="CramRegion.MakeResident"/> right before the call.
+    /// </summary>
+    FaultingThread = 2,
+}
+
 /// <summary>Options for <see cref="CramEngine.Create(CramOptions)"/>. Validated when the engine is created.</summary>
 public sealed class CramOptions
 {
@@ -151,6 +178,9 @@ public sealed class CramOptions
     /// <summary>Which userfaultfd to use (default <see cref="UserfaultfdMode.Auto"/>).</summary>
     public UserfaultfdMode Userfaultfd { get; set; } = UserfaultfdMode.Auto;
 
+    /// <summary>Who resolves faults: the engine's service thread or the faulting thread itself (default <see cref="CramFaultService.Auto"/>; <see cref="CramStats.FaultService"/> says which runs).</summary>
+    public CramFaultService FaultService { get; set; } = CramFaultService.Auto;
+
     /// <summary>
     /// How long the native fault service busy-polls for the next fault before it blocks
     /// (0 to 10 ms, whole microseconds; default 50 µs). Spinning trades CPU for fault latency. The service
@@ -229,6 +259,10 @@ public sealed class CramOptions
         if (!Enum.IsDefined(Userfaultfd))
         {
             throw new ArgumentException($"Userfaultfd is {(int)Userfaultfd}, which is not a UserfaultfdMode value.", nameof(Userfaultfd));
+        }
+        if (!Enum.IsDefined(FaultService))
+        {
+            throw new ArgumentException($"FaultService is {(int)FaultService}, which is not a CramFaultService value.", nameof(FaultService));
         }
         if (FaultServiceSpin < TimeSpan.Zero || FaultServiceSpin > TimeSpan.FromMilliseconds(10))
         {

@@ -104,7 +104,8 @@ public sealed unsafe class CramRegion : IDisposable
     /// in use; <c>Pin</c> is free (region memory never moves) and its pointer is valid until the
     /// region is disposed. Handing it to a system call (<c>Stream.ReadAsync</c> on a file or socket)
     /// makes the kernel touch the pages: fine in <see cref="UserfaultfdMode.Syscall"/> and
-    /// <see cref="UserfaultfdMode.Device"/> mode; in <see cref="UserfaultfdMode.UserModeOnly"/> mode
+    /// <see cref="UserfaultfdMode.Device"/> mode with the service thread; in
+    /// <see cref="UserfaultfdMode.UserModeOnly"/> mode or with <see cref="CramFaultService.FaultingThread"/>
     /// an evicted page fails the call with EFAULT, so use <see cref="ReadFrom"/> and
     /// <see cref="WriteTo"/> (or their async forms) there.
     /// </summary>
@@ -120,14 +121,14 @@ public sealed unsafe class CramRegion : IDisposable
     /// <summary>Bytes a bounce buffer of the I/O helpers holds.</summary>
     internal const int BounceBytes = 64 << 10;
 
-    /// <summary>True when the kernel cannot fault pages in for a system call (user-mode-only userfaultfd): I/O goes through a bounce buffer.</summary>
-    private bool NeedsBounce => _engine.UserfaultfdMode == UserfaultfdMode.UserModeOnly;
+    /// <summary>True when the kernel cannot fault pages in for a system call (user-mode-only userfaultfd, or the faulting-thread service): I/O goes through a bounce buffer.</summary>
+    private bool NeedsBounce => _engine.SystemCallsMissEvictedPages;
 
     /// <summary>
     /// Reads up to <paramref name="count"/> bytes from <paramref name="stream"/> into the region at
     /// <paramref name="byteOffset"/>, until <paramref name="count"/> or the end of the stream; returns
     /// the bytes read. Works in every userfaultfd mode: where the kernel cannot fault region pages in
-    /// for a system call (<see cref="UserfaultfdMode.UserModeOnly"/>), the data passes through a
+    /// for a system call (<see cref="UserfaultfdMode.UserModeOnly"/>, <see cref="CramFaultService.FaultingThread"/>), the data passes through a
     /// pooled buffer and reaches the region by ordinary stores, so no evicted page is ever handed to
     /// the kernel; elsewhere it is read into the region directly.
     /// </summary>
@@ -266,7 +267,7 @@ public sealed unsafe class CramRegion : IDisposable
     /// <summary>
     /// Faults in every page of a range (and, with <paramref name="forWrite"/>, makes it writable)
     /// so the kernel can access it. Needed before passing region memory to a system call when the
-    /// engine runs in <see cref="UserfaultfdMode.UserModeOnly"/>. Reclaim may evict the pages again
+    /// engine runs in <see cref="UserfaultfdMode.UserModeOnly"/> or with <see cref="CramFaultService.FaultingThread"/>. Reclaim may evict the pages again
     /// later; call this right before the system call.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">The range is not inside the region.</exception>

@@ -198,6 +198,8 @@ public sealed record CramStats
 
     /// <summary>The userfaultfd mode in use. In <see cref="UserfaultfdMode.UserModeOnly"/>, system calls on evicted pages fail with EFAULT.</summary>
     public UserfaultfdMode UserfaultfdMode { get; init; }
+    /// <summary>Who resolves faults (never <see cref="CramFaultService.Auto"/>). With <see cref="CramFaultService.FaultingThread"/>, system calls on evicted pages fail with EFAULT.</summary>
+    public CramFaultService FaultService { get; init; }
     /// <summary>Regions alive in the engine.</summary>
     public int Regions { get; init; }
 }

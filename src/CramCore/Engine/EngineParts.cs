@@ -47,6 +47,9 @@ internal sealed unsafe class EngineParts : IDisposable
     public MemoryBudget Budget { get; } = null!;
     public ReclaimWorker Worker { get; } = null!;
     public RegionTable Regions { get; } = new();
+    /// <summary>Who resolves faults, as the native engine chose (never Auto).</summary>
+    public CramFaultService FaultService { get; }
+
     public TierEventChannel Events { get; } = new();
 
     private readonly Lock _maintenance = new(); // lock 3 (cramnative.h): reclaim's passes, writeback's batch steps, compaction, the reaper
@@ -69,6 +72,12 @@ internal sealed unsafe class EngineParts : IDisposable
             HardLimitPages = limitPages == 0 ? 0 : (ulong)ReclaimWatermarks.HardLimitPages(limitPages),
             ThrottleMaxUs = (uint)options.ThrottleMax.TotalMicroseconds,
             FaultAroundPages = (uint)options.FaultAroundPages,
+            FaultService = options.FaultService switch
+            {
+                CramFaultService.ServiceThread => 0u,
+                CramFaultService.FaultingThread => 1u,
+                _ => 2u,
+            },
         };
         _handle = NativeEngineHandle.Create(config, out NativeShared* shared);
         Native = _handle.DangerousGetHandle();
@@ -76,6 +85,9 @@ internal sealed unsafe class EngineParts : IDisposable
         Shared = shared;
         try
         {
+            uint service;
+            Interop.ThrowIfFailed(Interop.CramNative.EngineFaultService(Native, &service), "Asking the engine for its fault service");
+            FaultService = service == 1 ? CramFaultService.FaultingThread : CramFaultService.ServiceThread;
             beforeStep?.Invoke(EngineBuildStep.Pool);
             Pool = new CompressedPool(options.PoolArenaBytes, options.CompressedPoolLimitBytes, options.LockPoolMemory, Engine);
             shared->HandleDirectory = Pool.HandleDirectory; // directories and file are published before any region, so before any fault

@@ -109,6 +109,7 @@ internal static unsafe class EngineStatistics
             CramControlPlaneAlive = node?.ControlPlaneAlive ?? false,
             FaultServiceBusyTime = TimeSpan.FromTicks((long)(s.ServiceBusyNs / 100)),
             UserfaultfdMode = mode,
+            FaultService = parts.FaultService,
             Regions = regions,
             PoolBytes = pool.UsedBytes,
             PoolCompactedPages = pool.CompactedPages,

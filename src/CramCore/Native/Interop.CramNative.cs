@@ -22,6 +22,9 @@ internal static partial class Interop
         [LibraryImport(Library, EntryPoint = "CramNative_EngineDestroy", SetLastError = true)]
         internal static partial int EngineDestroy(nint engine);
 
+        [LibraryImport(Library, EntryPoint = "CramNative_EngineFaultService", SetLastError = true)]
+        internal static partial int EngineFaultService(nint engine, uint* service);
+
         /// <summary>Maps a region and its page table; returns its id, base address and page-table address.</summary>
         [LibraryImport(Library, EntryPoint = "CramNative_RegionCreate", SetLastError = true)]
         internal static partial int RegionCreate(nint engine, ulong length, uint* regionId, ulong* baseAddress, ulong* pageTable);

@@ -337,6 +337,8 @@ internal struct NativeEngineConfig
     public ulong HardLimitPages;
     public uint ThrottleMaxUs;
     public uint FaultAroundPages;
+    public uint FaultService; // enum cram_fault_service: 0 service thread, 1 faulting thread, 2 auto
+    public uint Reserved;
 }
 
 /// <summary>The part of the engine C# reads and writes directly (cram_shared); each field has one writer, named in the header.</summary>
