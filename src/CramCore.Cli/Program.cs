@@ -29,6 +29,7 @@ var root = new RootCommand("""
     """);
 
 var jsonOption = new Option<bool>("--json") { Description = "Print one JSON object instead of tables and progress." };
+var faultServiceOption = new Option<string>("--fault-service") { Description = "Who resolves faults: service-thread, faulting-thread (a SIGBUS handler on the thread that faults) or auto (CramOptions.FaultService).", DefaultValueFactory = _ => "auto" };
 var corpusOption = new Option<string?>("--corpus") { Description = "A file of raw 4096-byte pages (e.g. ../shared/corpus/dotnet-heap.pages); default: generated pages." };
 
 // cram demo
@@ -111,10 +112,11 @@ var swapLimitOption = new Option<string>("--limit") { Description = "Resident li
 var swapSamplesOption = new Option<int>("--samples") { Description = "Random swap-ins per phase.", DefaultValueFactory = _ => 20000 };
 var swap = new Command("swap", "The kernel's own swap workload (../shared/anchors/swaptest.c) through the public API, with kernel-zram.sh's JSON keys: fill under a limit, random swap-ins at the limit and without it, sequential swap-in, verify.")
 {
-    corpusOption, swapSizeOption, swapLimitOption, swapSamplesOption, jsonOption,
+    corpusOption, swapSizeOption, swapLimitOption, swapSamplesOption, faultServiceOption, jsonOption,
 };
 swap.SetAction(r => Guard(r, () => BenchSwapCommand.Run(r.GetValue(corpusOption), Measure.ParseSize(r.GetValue(swapSizeOption)!, "--size"),
-    Measure.ParseSize(r.GetValue(swapLimitOption)!, "--limit"), r.GetValue(swapSamplesOption), r.GetValue(jsonOption))));
+    Measure.ParseSize(r.GetValue(swapLimitOption)!, "--limit"), r.GetValue(swapSamplesOption), r.GetValue(jsonOption),
+    BenchSupport.ParseFaultService(r.GetValue(faultServiceOption)))));
 bench.Subcommands.Add(bear);
 var hotSizeOption = new Option<string>("--size") { Description = "Bytes of corpus pages in the region (e.g. 2g).", DefaultValueFactory = _ => "2g" };
 var hotLimitOption = new Option<string>("--limit") { Description = "Resident limit (e.g. 512m).", DefaultValueFactory = _ => "512m" };

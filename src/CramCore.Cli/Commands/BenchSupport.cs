@@ -3,12 +3,29 @@ using System.Diagnostics;
 namespace CramCore.Cli.Commands;
 
 /// <summary>The options `cram bench faults` and `cram bench reclaim` share.</summary>
-internal sealed record BenchSettings(int Pages, string? Corpus, bool Json, int Rounds, bool Mixed = false);
+internal sealed record BenchSettings(int Pages, string? Corpus, bool Json, int Rounds, bool Mixed = false, CramFaultService FaultService = CramFaultService.Auto);
 
 /// <summary>What the `cram bench` verbs share: their pages, access timing, rates.</summary>
 internal static unsafe class BenchSupport
 {
     private const int P = PageSource.PageSize;
+
+    /// <summary>The --fault-service value: service-thread, faulting-thread or auto.</summary>
+    public static CramFaultService ParseFaultService(string? value) => value switch
+    {
+        null or "auto" => CramFaultService.Auto,
+        "service-thread" => CramFaultService.ServiceThread,
+        "faulting-thread" => CramFaultService.FaultingThread,
+        _ => throw new CliException($"--fault-service: '{value}' is not one of service-thread, faulting-thread, auto."),
+    };
+
+    /// <summary>How a fault service is named in the JSON (<c>fault_service</c>) and on the command line.</summary>
+    public static string Name(CramFaultService service) => service switch
+    {
+        CramFaultService.ServiceThread => "service-thread",
+        CramFaultService.FaultingThread => "faulting-thread",
+        _ => "auto",
+    };
 
     public static PageSource Source(BenchSettings s) => s.Corpus is null ? PageSource.Generated() : PageSource.FromCorpus(s.Corpus);
 

@@ -9,7 +9,8 @@ internal sealed record SwapBenchResult(
     string Source, long SizeBytes, long LimitBytes, int SamplesAtLimit, int SamplesNoLimit, int ZeroPageSamples, long ResidentSkipped,
     string EvictedTest, double EffectiveRatio, long Evictions, long ZeroFillFaults, long Refaults, long WriteProtectFaults,
     long ThrottledFaults, long SeqPages, double PeakResidentOverLimit,
-    double PrefetchMibS, double PrefetchOverSeqSwapin, long PrefetchedPages, long PrefetchEvictedPages, long RefaultsAfterPrefetch);
+    double PrefetchMibS, double PrefetchOverSeqSwapin, long PrefetchedPages, long PrefetchEvictedPages, long RefaultsAfterPrefetch,
+    string FaultService);
 
 /// <summary>
 /// `cram bench swap`: the kernel's own swap workload (../shared/anchors/swaptest.c) through the
@@ -24,7 +25,7 @@ internal static unsafe class BenchSwapCommand
 {
     private const int P = PageSource.PageSize;
 
-    public static int Run(string? corpus, long size, long limit, int samples, bool json)
+    public static int Run(string? corpus, long size, long limit, int samples, bool json, CramFaultService faultService = CramFaultService.Auto)
     {
         if (corpus is null)
         {
@@ -51,7 +52,7 @@ internal static unsafe class BenchSwapCommand
             source.Write(scratch, i);
             zero[i] = scratch.AsSpan().IndexOfAnyExcept((byte)0) < 0;
         }
-        using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = limit });
+        using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = limit, FaultService = faultService });
         using var region = engine.CreateRegion(pages * P);
 
         BenchSupport.Progress($"fill: {Measure.Bytes(size)} of {source.Description} under a {Measure.Bytes(limit)} resident limit");
@@ -140,7 +141,8 @@ internal static unsafe class BenchSwapCommand
             PrefetchOverSeqSwapin: Math.Round(prefetchMibS / seqMibS, 2),
             PrefetchedPages: prefetched,
             PrefetchEvictedPages: evictedForPrefetch / P,
-            RefaultsAfterPrefetch: s.Refaults - refaultsBefore);
+            RefaultsAfterPrefetch: s.Refaults - refaultsBefore,
+            FaultService: BenchSupport.Name(engine.GetStats().FaultService));
         ResultPrinter.Print(result, json, "cram bench swap");
         return mismatches == 0 ? ExitCode.Success : ExitCode.IntegrityFailure;
     }
