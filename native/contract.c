@@ -83,6 +83,9 @@ static void contract_structs(contract_builder* b)
     STRUCT(cram_pool_handle);
     FIELD(cram_pool_handle, address); FIELD(cram_pool_handle, length); FIELD(cram_pool_handle, zspage);
 
+    STRUCT(cram_floor);
+    FIELD(cram_floor, kernel_first_touch_us); FIELD(cram_floor, uffd_service_thread_us); FIELD(cram_floor, uffd_faulting_thread_us);
+    FIELD(cram_floor, uffdio_copy_us); FIELD(cram_floor, lz4_decompress_us);
     STRUCT(cram_pool_move);
     FIELD(cram_pool_move, handle); FIELD(cram_pool_move, destination); FIELD(cram_pool_move, zspage);
     FIELD(cram_pool_move, reserved);

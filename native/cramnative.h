@@ -542,6 +542,15 @@ typedef struct cram_engine_config {
     uint32_t reserved;           /* 0 */
 } cram_engine_config;
 
+/* What `cram bench floor` reports (CramNative_MeasureFloor): p50s except uffdio_copy_us (a mean). */
+typedef struct cram_floor {
+    double kernel_first_touch_us;   /* a random first read of plain anonymous memory */
+    double uffd_service_thread_us;  /* the same on a userfaultfd region, answered by a spinning service thread (one UFFDIO_COPY) */
+    double uffd_faulting_thread_us; /* the same answered by the faulting thread itself (SIGBUS mode, CramCore's handler) */
+    double uffdio_copy_us;          /* UFFDIO_COPY of a random page whose page table exists */
+    double lz4_decompress_us;       /* LZ4 decompression of a compressible page */
+} cram_floor;
+
 /* Who resolves a fault ("Fault services" below). */
 enum cram_fault_service {
     CRAM_FAULT_SERVICE_THREAD = 0,   /* the engine's service thread reads userfaultfd messages (cram-fault) */
@@ -654,6 +663,9 @@ int CramNative_EngineCreate(const cram_engine_config* config, cram_engine** engi
 int CramNative_EngineDestroy(cram_engine* engine);
 /* The fault service the engine runs (enum cram_fault_service, never AUTO). */
 int CramNative_EngineFaultService(cram_engine* engine, uint32_t* service);
+/* Measures the fault floor of this host (cram_floor): `samples` faults per figure (100..1000000).
+ * Needs a full userfaultfd (EPERM otherwise). Maps and unmaps 1 GiB NORESERVE regions; takes about a second. */
+int CramNative_MeasureFloor(int32_t samples, cram_floor* out);
 /* Maps a region and its page table; returns its id, base address and page-table address. */
 int CramNative_RegionCreate(cram_engine* engine, uint64_t length, uint32_t* region_id, uint64_t* base, uint64_t* pte);
 int CramNative_RegionDeactivate(cram_engine* engine, uint32_t region_id);

@@ -122,6 +122,13 @@ struct cram_engine {
 };
 
 
+/* Anonymous NORESERVE memory (pages cost only once touched), or NULL with errno. */
+static inline void* map_anon(uint64_t bytes)
+{
+    void* p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
 static inline uint64_t load_acquire(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void store_release(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline int cas(uint64_t* p, uint64_t expected, uint64_t desired)
@@ -265,6 +272,8 @@ int resolve_on_faulting_thread(cram_engine* e, uint64_t addr, int write);
 int sigbus_engine_add(cram_engine* e);    /* installs the handler with the first engine; -1 with errno */
 void sigbus_engine_remove(cram_engine* e); /* and waits until no handler can still reach e */
 void sigbus_quiesce(void);                 /* waits until no handler is between its lookup and its lock */
+int sigbus_probe_start(int uffd, uint64_t base, uint64_t length, const void* source); /* floor.c's bare region */
+void sigbus_probe_stop(void);
 /* pages.c */
 cram_region_desc* region_active(cram_engine* e, uint32_t region_id);
 /* readahead.c */

@@ -6,12 +6,6 @@
 
 /* ------------------------------------------------------------------ engine and regions */
 
-static void* map_anon(uint64_t bytes)
-{
-    void* p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
-}
-
 static void engine_free(cram_engine* e)
 {
     if (e->uffd >= 0) close(e->uffd);

@@ -20,6 +20,10 @@ static struct sigaction previous;     /* the handler before ours: every SIGBUS t
 static int installed;
 static __thread int t_in_handler __attribute__((tls_model("initial-exec")));
 
+/* CramNative_MeasureFloor's probe: a bare userfaultfd region whose faults the handler answers with
+ * one UFFDIO_COPY of a fixed page, so the floor is measured through this very handler. */
+static struct { uint64_t base, length; const void* source; int uffd; } probe;
+
 /* The x86-64 page-fault error code's write bit, which the kernel reports with a fault's SIGBUS. */
 #define X86_PF_WRITE 2
 
@@ -47,6 +51,13 @@ static void on_sigbus(int sig, siginfo_t* info, void* context)
      * BUS_MCEERR_AR, and a tgkill'ed one SI_TKILL: those are never ours to resolve. */
     if (info->si_code == BUS_ADRERR && !t_in_handler) {
         uint64_t addr = (uint64_t)(uintptr_t)info->si_addr;
+        uint64_t probe_length = __atomic_load_n(&probe.length, __ATOMIC_ACQUIRE);
+        if (probe_length && addr - probe.base < probe_length) {
+            struct uffdio_copy c = { .dst = addr & ~(uint64_t)(CRAM_PAGE_SIZE - 1), .src = (uint64_t)(uintptr_t)probe.source, .len = CRAM_PAGE_SIZE };
+            (void)ioctl(probe.uffd, UFFDIO_COPY, &c);
+            errno = saved_errno;
+            return;
+        }
         const ucontext_t* uc = context;
         int is_write = (uc->uc_mcontext.gregs[REG_ERR] & X86_PF_WRITE) != 0;
         t_in_handler = 1;
@@ -73,22 +84,29 @@ static void on_sigbus(int sig, siginfo_t* info, void* context)
     if (!handled) chain(sig, info, context);
 }
 
-int sigbus_engine_add(cram_engine* e)
+/* Installs the handler once for the life of the process; under registry_lock. */
+static int install_locked(void)
 {
-    pthread_mutex_lock(&registry_lock);
     if (!installed) {
         struct sigaction act;
         memset(&act, 0, sizeof act);
         act.sa_sigaction = on_sigbus;
         act.sa_flags = SA_SIGINFO | SA_RESTART; /* on the thread's own stack: resolution needs more than an alternate stack */
         sigemptyset(&act.sa_mask);
-        if (sigaction(SIGBUS, &act, &previous) != 0) {
-            int err = errno;
-            pthread_mutex_unlock(&registry_lock);
-            errno = err;
-            return -1;
-        }
+        if (sigaction(SIGBUS, &act, &previous) != 0) return -1;
         installed = 1; /* for the life of the process: another engine may come, and chaining costs nothing */
+    }
+    return 0;
+}
+
+int sigbus_engine_add(cram_engine* e)
+{
+    pthread_mutex_lock(&registry_lock);
+    if (install_locked() != 0) {
+        int err = errno;
+        pthread_mutex_unlock(&registry_lock);
+        errno = err;
+        return -1;
     }
     uint32_t i = 0;
     while (i < SIGBUS_MAX_ENGINES && registry[i]) i++;
@@ -115,4 +133,23 @@ void sigbus_engine_remove(cram_engine* e)
         if (registry[i] == e) __atomic_store_n(&registry[i], NULL, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&registry_lock);
     sigbus_quiesce(); /* a handler that found e before it left has finished with it */
+}
+
+int sigbus_probe_start(int uffd, uint64_t base, uint64_t length, const void* source)
+{
+    pthread_mutex_lock(&registry_lock);
+    int rc = install_locked();
+    if (rc == 0) {
+        probe.uffd = uffd;
+        probe.base = base;
+        probe.source = source;
+        __atomic_store_n(&probe.length, length, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&registry_lock);
+    return rc;
+}
+
+void sigbus_probe_stop(void)
+{
+    __atomic_store_n(&probe.length, 0, __ATOMIC_RELEASE);
 }

@@ -65,9 +65,9 @@ var roundsOption = new Option<int>("--rounds") { Description = "Repetitions (lat
 var bench = new Command("bench", "Quick one-run measurements of the real paths.");
 var faults = new Command("faults", "Swap-in, write-protect, bare userfaultfd and LZ4 decompression latency on the same pages.")
 {
-    faultPagesOption, roundsOption, corpusOption, jsonOption,
+    faultPagesOption, roundsOption, corpusOption, faultServiceOption, jsonOption,
 };
-faults.SetAction(r => Guard(r, () => BenchFaultsCommand.Run(Settings(r, faultPagesOption))));
+faults.SetAction(r => Guard(r, () => BenchFaultsCommand.Run(Settings(r, faultPagesOption) with { FaultService = BenchSupport.ParseFaultService(r.GetValue(faultServiceOption)) })));
 var mixedOption = new Option<bool>("--mixed") { Description = "Measure a mix: the generated mix with zero and incompressible pages, or the corpus with 1 in 4 pages random (default: compressible pages only)." };
 var reclaim = new Command("reclaim", "Reclaim throughput against LZ4 compression alone on the same pages, with and without the compressibility estimator, and for zero pages.")
 {
@@ -138,10 +138,18 @@ var strideOption = new Option<string>("--stride") { Description = "Distance betw
 var sparseLimitOption = new Option<string>("--limit") { Description = "Resident limit of the second run (0: skip it).", DefaultValueFactory = _ => "256m" };
 var sparse = new Command("sparse", "Sparse first touch (one write per stride, a hash table's pattern) against the kernel's first-touch fault on a plain mapping, same run.")
 {
-    sparseSizeOption, strideOption, sparseLimitOption, jsonOption,
+    sparseSizeOption, strideOption, sparseLimitOption, faultServiceOption, jsonOption,
 };
 sparse.SetAction(r => Guard(r, () => BenchSparseCommand.Run(Measure.ParseSize(r.GetValue(sparseSizeOption)!, "--size"),
-    Measure.ParseSize(r.GetValue(strideOption)!, "--stride"), Measure.ParseSize(r.GetValue(sparseLimitOption)!, "--limit"), r.GetValue(jsonOption))));
+    Measure.ParseSize(r.GetValue(strideOption)!, "--stride"), Measure.ParseSize(r.GetValue(sparseLimitOption)!, "--limit"), r.GetValue(jsonOption),
+    BenchSupport.ParseFaultService(r.GetValue(faultServiceOption)))));
+var floorSamplesOption = new Option<int>("--samples") { Description = "Faults per figure.", DefaultValueFactory = _ => 20000 };
+var floor = new Command("floor", "The fault floor of this machine, measured by the shipped native library: the kernel's first touch, a userfaultfd fault answered by a service thread and by the faulting thread itself, UFFDIO_COPY, LZ4.")
+{
+    floorSamplesOption, jsonOption,
+};
+floor.SetAction(r => Guard(r, () => BenchFloorCommand.Run(r.GetValue(floorSamplesOption), r.GetValue(jsonOption))));
+bench.Subcommands.Add(floor);
 bench.Subcommands.Add(swap);
 bench.Subcommands.Add(sparse);
 var lifecycleRoundsOption = new Option<int>("--rounds") { Description = "Times each region size is created, written and disposed (medians reported).", DefaultValueFactory = _ => 5 };

@@ -7,7 +7,7 @@ internal sealed record FaultsBenchResult(
     string Source, int Pages, int Rounds,
     double SwapinP50Us, double SwapinP99Us, double WpP50Us, double WpP99Us,
     double RawUffdP50Us, double RawUffdP99Us, double Lz4DecompressP50Us, double ResidentHitNs,
-    double StoredRatio, double SwapinOverRawPlusLz4);
+    double StoredRatio, double SwapinOverRawPlusLz4, string FaultService);
 
 /// <summary>
 /// `cram bench faults`: swap-in, write-protect, bare userfaultfd and LZ4 decompression latency on
@@ -28,6 +28,7 @@ internal static unsafe class BenchFaultsCommand
         var decompress = new List<long>();
         double hitNs = double.MaxValue;
         long stored = 0;
+        CramFaultService used = s.FaultService;
         byte[] copy = BenchSupport.Copy(source, pages);
         var compressed = new byte[pages][];
         var scratch = new byte[P];
@@ -44,12 +45,13 @@ internal static unsafe class BenchFaultsCommand
             BenchSupport.Progress($"round {round + 1} of {s.Rounds}: swap-ins and write-protect faults on {pages} pages, then bare userfaultfd and LZ4 alone");
             int[] order = BenchSupport.Shuffled(pages, round);
             // The real path: compressed in the engine's store, decompressed by the fault service.
-            using (var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1 }))
+            using (var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1, FaultService = s.FaultService }))
             using (var region = engine.CreateRegion((long)pages * P))
             {
                 copy.AsSpan().CopyTo(region.AsSpan<byte>(0, copy.Length));
                 region.Reclaim(region.Length);
                 stored = engine.GetStats().StoredBytes;
+                used = engine.GetStats().FaultService;
                 swapin.AddRange(BenchSupport.TimeFirstTouch(region, order, write: false));
                 wp.AddRange(BenchSupport.TimeFirstTouch(region, order, write: true));
                 // Resident hits: the same accesses with every page mapped.
@@ -67,7 +69,7 @@ internal static unsafe class BenchFaultsCommand
                 GC.KeepAlive(sum);
             }
             // The bare fault: the same pages stored uncompressed and answered with UFFDIO_COPY.
-            using (var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1, StoreUncompressed = true }))
+            using (var engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1, StoreUncompressed = true, FaultService = s.FaultService }))
             using (var region = engine.CreateRegion((long)pages * P))
             {
                 copy.AsSpan().CopyTo(region.AsSpan<byte>(0, copy.Length));
@@ -107,7 +109,8 @@ internal static unsafe class BenchFaultsCommand
             Lz4DecompressP50Us: Math.Round(lz4P50, 2),
             ResidentHitNs: Math.Round(hitNs, 2),
             StoredRatio: Math.Round((double)pages * P / Math.Max(1, stored), 3),
-            SwapinOverRawPlusLz4: Math.Round(swapP50 / (rawP50 + lz4P50), 3));
+            SwapinOverRawPlusLz4: Math.Round(swapP50 / (rawP50 + lz4P50), 3),
+            FaultService: BenchSupport.Name(used));
         return ResultPrinter.Print(result, s.Json, "cram bench faults");
     }
 }

@@ -6,7 +6,7 @@ namespace CramCore.Cli.Commands;
 internal sealed record SparseBenchResult(
     long RegionBytes, long StrideBytes, long Touches,
     double KernelTouchUsPerPage, double TouchUsPerPage, double TouchOverKernel, double ResidentBytesPerTouchedPage,
-    long LimitBytes, double LimitedTouchUsPerPage, double LimitedTouchOverKernel);
+    long LimitBytes, double LimitedTouchUsPerPage, double LimitedTouchOverKernel, string FaultService);
 
 /// <summary>
 /// `cram bench sparse`: a sparse first touch (one 8-byte write every STRIDE across a large region,
@@ -16,7 +16,7 @@ internal sealed record SparseBenchResult(
 /// </summary>
 internal static unsafe class BenchSparseCommand
 {
-    public static int Run(long size, long stride, long limit, bool json)
+    public static int Run(long size, long stride, long limit, bool json, CramFaultService faultService = CramFaultService.Auto)
     {
         if (size < 64L << 20 || size > SharedLayout.MaxRegionBytes)
         {
@@ -47,21 +47,23 @@ internal static unsafe class BenchSparseCommand
         }
 
         double cram, perPage;
-        using (var engine = CramEngine.Create())
+        CramFaultService used;
+        using (var engine = CramEngine.Create(new CramOptions { FaultService = faultService }))
         using (var region = engine.CreateRegion(size))
         {
             cram = Touch(region.Pointer, touches, stride);
             perPage = (double)engine.GetStats().ResidentBytes / touches;
+            used = engine.GetStats().FaultService;
         }
         double limited = 0;
         if (limit > 0)
         {
-            using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = limit });
+            using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = limit, FaultService = faultService });
             using var region = engine.CreateRegion(size);
             limited = Touch(region.Pointer, touches, stride);
         }
         var result = new SparseBenchResult(size, stride, touches, Math.Round(kernel, 2), Math.Round(cram, 2), Math.Round(cram / kernel, 3),
-            Math.Round(perPage, 1), limit, Math.Round(limited, 2), Math.Round(limited / kernel, 3));
+            Math.Round(perPage, 1), limit, Math.Round(limited, 2), Math.Round(limited / kernel, 3), BenchSupport.Name(used));
         return ResultPrinter.Print(result, json, "cram bench sparse");
     }
 

@@ -22,6 +22,9 @@ internal static partial class Interop
         [LibraryImport(Library, EntryPoint = "CramNative_EngineDestroy", SetLastError = true)]
         internal static partial int EngineDestroy(nint engine);
 
+        [LibraryImport(Library, EntryPoint = "CramNative_MeasureFloor", SetLastError = true)]
+        internal static partial int MeasureFloor(int samples, NativeFloor* floor);
+
         [LibraryImport(Library, EntryPoint = "CramNative_EngineFaultService", SetLastError = true)]
         internal static partial int EngineFaultService(nint engine, uint* service);
 

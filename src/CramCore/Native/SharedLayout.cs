@@ -272,6 +272,18 @@ internal struct NativePoolHandle
 }
 
 /// <summary>One object move of a compaction (cram_pool_move).</summary>
+/// <summary>What CramNative_MeasureFloor reports (cram_floor): the fault floor of this host, in microseconds.</summary>
+[NativeStruct("cram_floor")]
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativeFloor
+{
+    public double KernelFirstTouchUs;
+    public double UffdServiceThreadUs;
+    public double UffdFaultingThreadUs;
+    public double UffdioCopyUs;
+    public double Lz4DecompressUs;
+}
+
 [NativeStruct("cram_pool_move")]
 [StructLayout(LayoutKind.Sequential)]
 internal struct NativePoolMove
