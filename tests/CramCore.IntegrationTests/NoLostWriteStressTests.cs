@@ -14,7 +14,8 @@ namespace CramCore.Tests;
 /// while a reader advises random ranges cold, hot, will-need (prefetch) and normal. The memory-limit
 /// variant holds MemoryLimitBytes (16 MiB, the data's size) with a backing file, one page in five
 /// random bytes: those are stored as they are and written back while they are written and read.
-/// CI runs a few seconds; set CRAMCORE_STRESS_SECONDS for a long soak.
+/// Each mode runs with both fault services. CI runs a few seconds each; set CRAMCORE_STRESS_SECONDS
+/// for a long soak.
 /// </summary>
 [Trait("Category", TestCategory.Stress)]
 public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
@@ -24,7 +25,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
 
     private const int P = TestPages.PageSize;
 
-    private static int Seconds => int.TryParse(Environment.GetEnvironmentVariable("CRAMCORE_STRESS_SECONDS"), out int s) && s > 0 ? s : 4;
+    private static int Seconds => int.TryParse(Environment.GetEnvironmentVariable("CRAMCORE_STRESS_SECONDS"), out int s) && s > 0 ? s : 3;
 
     public enum Mode
     {
@@ -38,16 +39,23 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         MemoryLimit,
     }
 
+    /// <summary>Every mode with each fault service: the service thread, and the faulting thread (faults resolved in CramCore's SIGBUS handler, racing eviction, writeback, hints and forced GCs).</summary>
+    public static TheoryData<Mode, CramFaultService> Modes()
+    {
+        var data = new TheoryData<Mode, CramFaultService>();
+        foreach (CramFaultService service in new[] { CramFaultService.ServiceThread, CramFaultService.FaultingThread })
+        {
+            foreach (Mode mode in Enum.GetValues<Mode>())
+            {
+                data.Add(mode, service);
+            }
+        }
+        return data;
+    }
+
     [Theory]
-    [InlineData(Mode.Plain)]
-    [InlineData(Mode.ResidentLimit)]
-    [InlineData(Mode.Writeback)]
-    [InlineData(Mode.Cram)]
-    [InlineData(Mode.Readahead)]
-    [InlineData(Mode.CleanCopies)]
-    [InlineData(Mode.Advice)]
-    [InlineData(Mode.MemoryLimit)]
-    public void ConcurrentWritesReadsReclaimAndGc_LoseNothing(Mode mode)
+    [MemberData(nameof(Modes))]
+    public void ConcurrentWritesReadsReclaimAndGc_LoseNothing(Mode mode, CramFaultService faultService)
     {
         const int pages = 4096, writers = 2;
         string dir = Directory.CreateTempSubdirectory("cramcore-stress-").FullName;
@@ -57,6 +65,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             ResidentLimitBytes = mode is not (Mode.Plain or Mode.Readahead or Mode.CleanCopies or Mode.MemoryLimit) ? 2L << 20 : 0,
             // Advice: with the limit too, so prefetch meets it and hot pages have to go when it needs them.
             FaultServiceSpin = TimeSpan.Zero,
+            FaultService = faultService,
             BackingFile = mode is Mode.Writeback or Mode.MemoryLimit ? Path.Combine(dir, "swap") : null,
             MemoryLimitBytes = mode == Mode.MemoryLimit ? 16L << 20 : 0, // the pool gets a quarter
             // CleanCopies: ghost mode with a pool of a quarter of the data, so reclaim keeps letting go
