@@ -188,6 +188,12 @@ static void fail_access(cram_engine* e, uint64_t addr, uint32_t tid, uint64_t sl
     int n = snprintf(line, sizeof line, "cramcore: page at 0x%llx not mapped: %s (slot %llu); SIGBUS to thread %u\n",
                      (unsigned long long)addr, why, (unsigned long long)slot_id, tid);
     if (n > 0) { ssize_t w = write(STDERR_FILENO, line, (size_t)(n < (int)sizeof line ? n : (int)sizeof line - 1)); (void)w; }
+    if (e->faulting_thread) {
+        /* On the faulting thread, in CramCore's SIGBUS handler: it passes this very fault on to the
+         * runtime's handler, as the kernel's SIGBUS for a page that could not be read. */
+        t_fault_failed = 1;
+        return;
+    }
     if (e->poison) {
         struct uffdio_poison p = { .range = { .start = addr, .len = CRAM_PAGE_SIZE }, .mode = 0 };
         if (ioctl(e->uffd, UFFDIO_POISON, &p) == 0 || errno == EEXIST) return; /* wakes the thread */

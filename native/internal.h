@@ -213,6 +213,8 @@ void cram_debug_fail(const char* file, int line, const char* what, uint64_t a, u
 
 /* Engine locks the calling thread holds (sigbus.c: a thread that faults holding one is not served). */
 extern __thread int t_engine_locked __attribute__((tls_model("initial-exec")));
+/* Set by fail_access on the faulting thread: the handler passes this fault on instead of retrying it. */
+extern __thread int t_fault_failed __attribute__((tls_model("initial-exec")));
 
 static inline void engine_lock(cram_engine* e)
 {

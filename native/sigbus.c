@@ -8,6 +8,7 @@
 #include <ucontext.h>
 
 __thread int t_engine_locked __attribute__((tls_model("initial-exec")));
+__thread int t_fault_failed __attribute__((tls_model("initial-exec")));
 
 /* Engines in faulting-thread mode. Written under registry_lock; read by the handler without a lock
  * (a slot holds an engine or NULL; registry_high only grows). */
@@ -61,6 +62,7 @@ static void on_sigbus(int sig, siginfo_t* info, void* context)
         const ucontext_t* uc = context;
         int is_write = (uc->uc_mcontext.gregs[REG_ERR] & X86_PF_WRITE) != 0;
         t_in_handler = 1;
+        t_fault_failed = 0; /* only what this fault's resolution sets counts */
         __atomic_add_fetch(&sigbus_inflight, 1, __ATOMIC_SEQ_CST);
         uint32_t high = __atomic_load_n(&registry_high, __ATOMIC_ACQUIRE);
         for (uint32_t i = 0; i < high && !handled; i++) {
@@ -76,6 +78,10 @@ static void on_sigbus(int sig, siginfo_t* info, void* context)
                 break;
             }
             handled = resolve_on_faulting_thread(e, addr, is_write);
+        }
+        if (t_fault_failed) {
+            t_fault_failed = 0;
+            handled = 0; /* a bad stored copy: never mapped; the fault goes on to the runtime, which ends the process */
         }
         __atomic_sub_fetch(&sigbus_inflight, 1, __ATOMIC_RELEASE);
         t_in_handler = 0;

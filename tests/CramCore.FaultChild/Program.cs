@@ -6,9 +6,11 @@ using CramCore;
 //   truncate-file the backing file loses its data (reads come back short: a read error)
 //   dropped-write the disk acknowledges writeback's writes but stores zeros (a lying disk)
 // Each prints "reading" before the fatal read and "read returned" if it ever comes back.
-if (args.Length != 2)
+// A third argument, faulting-thread, runs the engine with CramFaultService.FaultingThread: the bad
+// page is then met in CramCore's SIGBUS handler, which must pass the poisoned page's SIGBUS on.
+if (args.Length is not (2 or 3) || (args.Length == 3 && args[2] != "faulting-thread"))
 {
-    Console.Error.WriteLine("usage: CramCore.FaultChild corrupt-pool|corrupt-file|truncate-file|dropped-write DIRECTORY");
+    Console.Error.WriteLine("usage: CramCore.FaultChild corrupt-pool|corrupt-file|truncate-file|dropped-write DIRECTORY [faulting-thread]");
     return 2;
 }
 string scenario = args[0];
@@ -23,6 +25,7 @@ using var engine = CramEngine.CreateWithHooks(new CramOptions
     KeepBackingFile = true,
     CompressedPoolLimitBytes = toFile ? 1 << 20 : 0,
     PoolArenaBytes = 1 << 20,
+    FaultService = args.Length == 3 ? CramFaultService.FaultingThread : CramFaultService.ServiceThread,
 }, fileDevice: real => scenario == "dropped-write" ? new ZeroWritingDevice(real) : real);
 using var region = engine.CreateRegion(Pages * P);
 unsafe
