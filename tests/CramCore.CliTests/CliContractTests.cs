@@ -41,12 +41,15 @@ public sealed class CliContractTests
         "demo --size 64m --limit 16m --seconds 1 --threads 1 --json",
         $"demo --size 64m --limit 16m --seconds 1 --threads 1 --corpus {Sample("text")} --json",
         "bench faults --pages 256 --rounds 1 --json",
+        "bench faults --pages 256 --rounds 1 --fault-service faulting-thread --json",
+        "bench floor --samples 200 --json",
         $"bench reclaim --pages 1024 --rounds 1 --mixed --corpus {Sample("python-heap")} --json",
         "bench alloc --ops 20000 --json",
         $"bench pool --pages 256 --corpus {Sample("dotnet-heap")} --json",
         "bench writeback --pages 1024 --json",
         "bench bear --pages 1024 --seconds 0.2 --threads 1 --json",
         $"bench swap --corpus {Sample("dotnet-heap")} --size 16m --limit 4m --samples 100 --json",
+        $"bench swap --corpus {Sample("dotnet-heap")} --size 16m --limit 4m --samples 100 --fault-service faulting-thread --json",
         "bench sparse --size 1g --stride 1m --limit 0 --json",
         "bench lifecycle --rounds 1 --engines 20 --json",
         $"bench memory-limit --corpus {Sample("dotnet-heap")} --size 24m --memory-limit 16m --json",
@@ -79,6 +82,8 @@ public sealed class CliContractTests
     [InlineData("estimate --corpus /nonexistent.pages", "cram estimate: --corpus")] // a file that is not there
     [InlineData("analyze", "cram analyze: give exactly one")] // neither --pid nor --file
     [InlineData("bench memory-limit --data mixed", "cram bench memory-limit: --data")] // not a kind of data
+    [InlineData("bench faults --fault-service kernel", "cram bench faults: --fault-service")] // not a fault service
+    [InlineData("bench floor --samples 5", "cram bench floor: --samples")] // too few
     [InlineData("bench memory-limit --memory-limit 8m", "cram bench memory-limit: --memory-limit")] // below the floor
     [InlineData("demo --size 99999999999999g", "cram demo: --size")] // more than a region can be
     [InlineData("estimate --pages -1", "cram estimate: --pages")] // was taken as the default

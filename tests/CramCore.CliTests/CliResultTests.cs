@@ -20,7 +20,9 @@ public sealed class CliResultTests
     public void BenchResults_KeepTheirKeys()
     {
         Assert.Equal(["source", "pages", "rounds", "swapin_p50_us", "swapin_p99_us", "wp_p50_us", "wp_p99_us", "raw_uffd_p50_us",
-            "raw_uffd_p99_us", "lz4_decompress_p50_us", "resident_hit_ns", "stored_ratio", "swapin_over_raw_plus_lz4"], Keys<FaultsBenchResult>());
+            "raw_uffd_p99_us", "lz4_decompress_p50_us", "resident_hit_ns", "stored_ratio", "swapin_over_raw_plus_lz4", "fault_service"], Keys<FaultsBenchResult>());
+        Assert.Equal(["kernel_first_touch_us", "uffd_service_thread_us", "uffd_faulting_thread_us", "uffdio_copy_us", "lz4_decompress_us",
+            "service_thread_over_faulting_thread", "samples"], Keys<FloorBenchResult>());
         Assert.Equal(["source", "pages", "rounds", "reclaim_mib_s", "reclaim_cold_mib_s", "lz4_compress_mib_s", "reclaim_over_lz4",
             "stored_ratio", "compressed_pages", "incompressible_pages", "estimator_skipped_pages", "reclaim_without_estimator_mib_s",
             "routing_speedup", "zero_reclaim_mib_s", "zero_reclaim_over_lz4"], Keys<ReclaimBenchResult>());
@@ -40,14 +42,14 @@ public sealed class CliResultTests
             "mismatches", "source", "size_bytes", "limit_bytes", "samples_at_limit", "samples_no_limit", "zero_page_samples", "resident_skipped",
             "evicted_test", "effective_ratio", "evictions", "zero_fill_faults", "refaults", "write_protect_faults", "throttled_faults", "seq_pages",
             "peak_resident_over_limit", "prefetch_mib_s", "prefetch_over_seq_swapin", "prefetched_pages", "prefetch_evicted_pages",
-            "refaults_after_prefetch"], Keys<SwapBenchResult>());
+            "refaults_after_prefetch", "fault_service"], Keys<SwapBenchResult>());
         Assert.Equal(["refaults_per_read", "hot_miss_rate", "reads_per_s", "lru_refaults_per_read", "lru_hot_miss_rate", "refaults_over_lru",
             "phases", "source", "distribution", "size_bytes", "limit_bytes", "hot_bytes", "hot_share", "zipf_exponent", "reads_per_phase",
             "fill_s", "evictions", "refaults", "working_set_activations", "working_set_demotions", "mismatches"], Keys<HotColdBenchResult>());
         Assert.Equal(["dispose_ms_1g", "dispose_ms_1t", "dispose_ms_64t", "create_ms_1g", "create_ms_1t", "create_ms_64t", "write_ms_1g",
             "write_ms_1t", "write_ms_64t", "worst_dispose_ms", "rounds", "engines", "engines_create_s", "engines_dispose_s", "idle_cpu_percent", "rss_per_engine_bytes", "memory_used_per_engine_bytes"], Keys<LifecycleBenchResult>());
         Assert.Equal(["region_bytes", "stride_bytes", "touches", "kernel_touch_us_per_page", "touch_us_per_page", "touch_over_kernel",
-            "resident_bytes_per_touched_page", "limit_bytes", "limited_touch_us_per_page", "limited_touch_over_kernel"], Keys<SparseBenchResult>());
+            "resident_bytes_per_touched_page", "limit_bytes", "limited_touch_us_per_page", "limited_touch_over_kernel", "fault_service"], Keys<SparseBenchResult>());
         Assert.Equal(["overflow_bytes", "peak_physical_usage_bytes", "promotions", "made_writable", "max_writable", "budget_pages",
             "writes_per_s", "writes", "mismatches"], Keys<BearModeResult>());
     }
