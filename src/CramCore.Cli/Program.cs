@@ -42,7 +42,7 @@ var poolLimitOption = new Option<string>("--pool-limit") { Description = "Compre
 var cramOption = new Option<bool>("--cram") { Description = "Enable the CRAM node: an emulated compressed-RAM device of size/16 that takes very compressible pages read-only in place, 1024 pages writable." };
 var demo = new Command("demo", "Fill a large region with a realistic mix under a resident limit, run a skewed read/write workload, verify every page.")
 {
-    sizeOption, limitOption, threadsOption, secondsOption, corpusOption, backingFileOption, poolLimitOption, cramOption, jsonOption,
+    sizeOption, limitOption, threadsOption, secondsOption, corpusOption, backingFileOption, poolLimitOption, cramOption, faultServiceOption, jsonOption,
 };
 demo.SetAction(r => Guard(r, () => DemoCommand.Run(new DemoCommand.Settings(
     Measure.ParseSize(r.GetValue(sizeOption)!, "--size"),
@@ -53,7 +53,8 @@ demo.SetAction(r => Guard(r, () => DemoCommand.Run(new DemoCommand.Settings(
     r.GetValue(jsonOption),
     r.GetValue(backingFileOption),
     Measure.ParseSize(r.GetValue(poolLimitOption)!, "--pool-limit"),
-    r.GetValue(cramOption)))));
+    r.GetValue(cramOption),
+    BenchSupport.ParseFaultService(r.GetValue(faultServiceOption))))));
 root.Subcommands.Add(demo);
 
 // cram bench faults|reclaim

@@ -75,8 +75,9 @@ public sealed unsafe class FaultingThreadTests : IDisposable
 
     /// <summary>
     /// Threads read and write random pages under a resident limit (so faults throttle in the handler
-    /// and race eviction) while another thread forces GCs and another creates, faults in and disposes
-    /// engines of its own (the handler's registry changing under it); every page keeps its last write.
+    /// and race eviction) while another thread forces GCs, another creates, faults in and disposes
+    /// engines of its own (the handler's registry changing under it) and regions of the same engine,
+    /// and another starts short-lived threads whose first act is a fault; every page keeps its last write.
     /// </summary>
     [Fact]
     public void FaultsRacingEvictionGcsAndOtherEngines_LoseNothing()
@@ -137,9 +138,11 @@ public sealed unsafe class FaultingThreadTests : IDisposable
                 {
                     using var other = CramEngine.Create(Options());
                     using CramRegion r = other.CreateRegion(64L * P);
+                    using CramRegion sibling = engine.CreateRegion(64L * P); // a region of the engine under test, created and disposed
                     for (int i = 0; i < 64; i++)
                     {
                         r.Pointer[(long)i * P] = (byte)i;
+                        sibling.Pointer[(long)i * P] = (byte)i;
                     }
                     others++;
                 }
@@ -149,10 +152,33 @@ public sealed unsafe class FaultingThreadTests : IDisposable
                 failure ??= e;
             }
         }));
+        int shortLived = 0;
+        using CramRegion fresh = engine.CreateRegion(1024L * P); // the short-lived threads' own pages
+        threads.Add(new Thread(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                int n = shortLived;
+                byte* page = fresh.Pointer + (long)(n % 1024) * P;
+                bool ok = false;
+                var t = new Thread(() =>
+                {
+                    TestPages.WriteCompressible(page, n % 1024, n); // a fault first thing: first touch, or a swap-in of an evicted page
+                    ok = TestPages.CheckCompressible(page, n % 1024, n);
+                });
+                t.Start();
+                t.Join();
+                if (!ok)
+                {
+                    failure ??= new InvalidOperationException($"a short-lived thread lost its write to page {n % 1024}");
+                }
+                shortLived++;
+            }
+        }));
         threads.ForEach(t => t.Start());
         threads.ForEach(t => t.Join());
         Assert.Null(failure);
-        Assert.True(others > 0);
+        Assert.True(others > 0 && shortLived > 0, $"{others} other engines, {shortLived} short-lived threads");
         for (int i = 0; i < pages; i++)
         {
             Assert.True(TestPages.CheckCompressible(region.Pointer + (long)i * P, i, versions[i]), $"page {i}");

@@ -15,7 +15,7 @@ internal sealed record DemoResult(
     string? BackingFile, long PoolLimitBytes, long WritebackPages, long WritebackBytes, long FilePages,
     long BackingFileBytes, long RefaultsFromFile, long ChecksumFailures,
     long CramCapacityBytes, long CramPlacedPages, long CramPhysicalUsageBytes, double CramCompressionRatio, long CramOverflowBytes,
-    long CramMadeWritable, long CramMaxWritablePages, long CramPromotions, long CramTrimmedFrames, long CramMovedOut);
+    long CramMadeWritable, long CramMaxWritablePages, long CramPromotions, long CramTrimmedFrames, long CramMovedOut, string FaultService);
 
 /// <summary>
 /// `cram demo`: fills a large region with a realistic mix under a resident limit, runs a skewed
@@ -28,7 +28,7 @@ internal static unsafe class DemoCommand
     internal const long MinimumLimitBytes = 16L << 20;
 
     internal sealed record Settings(long SizeBytes, long LimitBytes, int Threads, int Seconds, string? Corpus, bool Json,
-        string? BackingFile = null, long PoolLimitBytes = 0, bool Cram = false);
+        string? BackingFile = null, long PoolLimitBytes = 0, bool Cram = false, CramFaultService FaultService = CramFaultService.Auto);
 
     private sealed class Phase(string name, long total)
     {
@@ -74,6 +74,7 @@ internal static unsafe class DemoCommand
             // The CRAM node: a device with a sixteenth of the data's size, 4 MiB of it writable in place.
             CramDevice = s.Cram ? new EmulatedCramDevice(Math.Max(1L << 20, s.SizeBytes / 16)) : null,
             WritableBudgetPages = s.Cram ? 1024 : 0,
+            FaultService = s.FaultService,
         });
         using var region = engine.CreateRegion(s.SizeBytes);
         long pages = region.Length / PageSource.PageSize;
@@ -275,7 +276,8 @@ internal static unsafe class DemoCommand
             CramMaxWritablePages: stats.CramMaxWritablePages,
             CramPromotions: stats.CramPromotions,
             CramTrimmedFrames: stats.CramTrimmedFrames,
-            CramMovedOut: stats.CramMovedOut);
+            CramMovedOut: stats.CramMovedOut,
+            FaultService: BenchSupport.Name(stats.FaultService));
         if (s.Json)
         {
             Console.WriteLine(ResultPrinter.ToJson(result));
