@@ -99,6 +99,23 @@ static cram_region_desc* region_find(cram_engine* e, uint64_t addr)
     return NULL;
 }
 
+/* Whether page's block of the page table was ever touched (under the engine lock). A block never
+ * touched is all EMPTY, and its page of the page table may not exist yet: reading it would map the
+ * kernel's zero page, and the first write then fault again to replace it. */
+static int block_touched(const cram_region_desc* r, uint64_t page)
+{
+    uint64_t b = page >> TOUCHED_BLOCK_SHIFT;
+    return (r->touched[b >> 6] >> (b & 63)) & 1;
+}
+
+/* The first look at a faulting page's entry: in a block never touched, a write that changes nothing,
+ * so the page-table page is made once, writable, instead of mapped as the zero page by this read and
+ * replaced by the store that follows (a second fault; a sparse first touch pays it every other page). */
+static void pte_prefault(const cram_region_desc* r, uint64_t page)
+{
+    if (!block_touched(r, page)) __atomic_fetch_or(&r->pte[page], 0, __ATOMIC_RELAXED);
+}
+
 /* DROPPING is held by native code for one madvise batch: wait for it without calling managed code. */
 static uint64_t wait_not_dropping(uint64_t* pte)
 {
@@ -129,7 +146,7 @@ static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t pa
     int stream = -1;
     for (int k = 0; k < FIRST_TOUCH_STREAMS; k++)
         if (page != 0 && streams[k] == page) stream = k;
-    int sequential = stream >= 0 || (page != 0 && CRAM_PTE_STATE(load_acquire(&ptes[page - 1])) != CRAM_PTE_EMPTY);
+    int sequential = stream >= 0 || (page != 0 && block_touched(r, page - 1) && CRAM_PTE_STATE(load_acquire(&ptes[page - 1])) != CRAM_PTE_EMPTY);
     if (sequential && around > 1) {
         uint64_t lo = page - page % around, hi = lo + around - 1;
         if (hi >= pages) hi = pages - 1;
@@ -458,6 +475,7 @@ static void handle_message(cram_engine* e, const struct uffd_msg* m)
         if (!(r = region_find(e, addr))) return;
     }
     uint64_t page = (addr - r->base) >> CRAM_PAGE_SHIFT;
+    pte_prefault(r, page);
     if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
         resolve_write_protect(e, r, page);
     else
@@ -474,6 +492,7 @@ int resolve_on_faulting_thread(cram_engine* e, uint64_t addr, int write)
     if (!r) { engine_unlock(e); return 0; } /* deactivated meanwhile: not ours any more */
     uint64_t t0 = now_ns();
     uint64_t page = (addr - r->base) >> CRAM_PAGE_SHIFT;
+    pte_prefault(r, page);
     uint32_t state = CRAM_PTE_STATE(wait_not_dropping(&r->pte[page]));
     if (state == CRAM_PTE_EMPTY || state == CRAM_PTE_EVICTED) {
         throttle(e); /* a MISSING fault adds a resident page; the lock may be let go meanwhile */
