@@ -241,4 +241,26 @@ public sealed unsafe class FaultingThreadTests : IDisposable
         region.WriteTo(copy, 0, 16 * P);
         Assert.Equal(data, copy.ToArray());
     }
+
+    [Fact]
+    public void Auto_TakesTheFaultingThreadWhereSystemCallsFaultAnyway_TheServiceThreadElsewhere()
+    {
+        using (var auto = CramEngine.Create())
+        {
+            CramStats s = auto.GetStats(); // a full userfaultfd where the process may have one
+            Assert.Equal(s.UserfaultfdMode == UserfaultfdMode.UserModeOnly ? CramFaultService.FaultingThread : CramFaultService.ServiceThread, s.FaultService);
+        }
+        using var userModeOnly = CramEngine.Create(new CramOptions { Userfaultfd = UserfaultfdMode.UserModeOnly });
+        Assert.Equal(CramFaultService.FaultingThread, userModeOnly.GetStats().FaultService);
+        using CramRegion region = userModeOnly.CreateRegion(64L * P);
+        for (int i = 0; i < 64; i++)
+        {
+            TestPages.WriteCompressible(region.Pointer + (long)i * P, i, 1);
+        }
+        region.Reclaim(region.Length);
+        for (int i = 0; i < 64; i++)
+        {
+            Assert.True(TestPages.CheckCompressible(region.Pointer + (long)i * P, i, 1), $"page {i}");
+        }
+    }
 }
