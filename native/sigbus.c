@@ -48,6 +48,8 @@ static void on_sigbus(int sig, siginfo_t* info, void* context)
 {
     int saved_errno = errno;
     int handled = 0;
+    /* The handler touches no region memory, so a fault inside it is a bug: passed on (CRAM_DEBUG aborts). */
+    CRAM_CHECK(!t_in_handler, "the SIGBUS handler re-entered (address, code)", (uint64_t)(uintptr_t)info->si_addr, (uint64_t)info->si_code);
     /* A userfault's SIGBUS is BUS_ADRERR with the faulting address; a poisoned page's is
      * BUS_MCEERR_AR, and a tgkill'ed one SI_TKILL: those are never ours to resolve. */
     if (info->si_code == BUS_ADRERR && !t_in_handler) {

@@ -94,6 +94,19 @@ static void lock_properly(void)
     engine_unlock(&lock_engine);
 }
 
+/* A thread that faults on a region while it holds that engine's lock: the handler cannot serve it. */
+static void fault_under_lock(void)
+{
+    cram_engine_config config = { .fault_around_pages = 1, .fault_service = CRAM_FAULT_SERVICE_FAULTING };
+    cram_engine* e;
+    cram_shared* shared;
+    uint32_t id;
+    uint64_t base, pte;
+    if (CramNative_EngineCreate(&config, &e, &shared) != 0 || CramNative_RegionCreate(e, CRAM_PAGE_SIZE, &id, &base, &pte) != 0) abort();
+    engine_lock(e);
+    *(volatile unsigned char*)(uintptr_t)base = 1;
+}
+
 static void debug_check_tests(void)
 {
     CHECK(child_signal(forbidden_cas) == SIGABRT, "CRAM_DEBUG: a CAS DIRTY -> EVICTED aborts");
@@ -106,16 +119,20 @@ static void debug_check_tests(void)
 }
 
 /* A real engine, built with CRAM_DEBUG: first touch, a write-protect fault on a stray protection,
- * discard and the census, each transition checked by the build. */
-static void engine_tests(void)
+ * discard and the census, each transition checked by the build; with the service thread, then with
+ * the faulting thread (sigbus.c: this very thread resolves each fault in its SIGBUS handler). */
+static void engine_tests(uint32_t fault_service)
 {
-    cram_engine_config config = { .fault_around_pages = 1 };
+    cram_engine_config config = { .fault_around_pages = 1, .fault_service = fault_service };
     cram_engine* e;
     cram_shared* shared;
+    printf("-- %s\n", fault_service == CRAM_FAULT_SERVICE_FAULTING ? "faulting thread" : "service thread");
     if (CramNative_EngineCreate(&config, &e, &shared) != 0) {
         printf("skip engine tests: userfaultfd is not available here (%s)\n", strerror(errno));
         return;
     }
+    uint32_t service;
+    CHECK(CramNative_EngineFaultService(e, &service) == 0 && service == fault_service, "the engine runs the fault service asked for");
     uint32_t id;
     uint64_t base, pte;
     CHECK(CramNative_RegionCreate(e, 16 * CRAM_PAGE_SIZE, &id, &base, &pte) == 0, "a region of 16 pages");
@@ -151,7 +168,9 @@ int main(void)
     setvbuf(stdout, NULL, _IOLBF, 0);
     table_tests();
     debug_check_tests();
-    engine_tests();
+    engine_tests(CRAM_FAULT_SERVICE_THREAD);
+    engine_tests(CRAM_FAULT_SERVICE_FAULTING);
+    CHECK(child_signal(fault_under_lock) == SIGABRT, "CRAM_DEBUG: a fault on the faulting thread while it holds the engine lock aborts (it would deadlock)");
     printf(failures ? "state-tests: %d FAILED\n" : "state-tests: all passed\n", failures);
     return failures ? 1 : 0;
 }
