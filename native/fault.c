@@ -224,11 +224,15 @@ static void fail_access(cram_engine* e, uint64_t addr, uint32_t tid, uint64_t sl
 static const unsigned char* file_read(cram_engine* e, uint64_t location, uint32_t length)
 {
     ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
+    if (e->file_window_length && location >= e->file_window_start && location + length <= e->file_window_start + e->file_window_length)
+        return e->file_window + (location - e->file_window_start); /* read with its readahead window (file_window_read) */
     int fd = e->shared->backing_fd;
     uint64_t first = location & ~(uint64_t)(CRAM_PAGE_SIZE - 1);
     uint64_t span = ((location + length + CRAM_PAGE_SIZE - 1) & ~(uint64_t)(CRAM_PAGE_SIZE - 1)) - first;
     for (int attempt = 0; attempt < 2 && fd >= 0; attempt++) {
         ssize_t n = pread(fd, e->file_buf, span, (off_t)first);
+        add_counter(&e->shared->stats.file_reads, 1);
+        if (n > 0) add_counter(&e->shared->stats.file_read_bytes, (uint64_t)n);
         if (n == (ssize_t)span) return e->file_buf + (location - first);
     }
     add_counter(&e->shared->stats.read_errors, 1);

@@ -54,6 +54,7 @@ extern int LZ4_compress_default(const char* src, char* dst, int srcSize, int dst
 #define READAHEAD_MIN 8      /* pages brought in ahead by the second fault of a sequential stream */
 #define READAHEAD_MAX 128     /* the window doubles up to this */
 #define READAHEAD_CHUNK 8    /* pages per UFFDIO_COPY: the reader resumes after the first chunk */
+#define FILE_WINDOW_BYTES (512u << 10) /* the most a readahead window's file extents span for one read of them all */
 #define MSG_BATCH 32
 /* One bit of a region's touched map covers the page-table entries of one 4 KiB page of the table. */
 #define TOUCHED_BLOCK_SHIFT 9
@@ -105,6 +106,8 @@ struct cram_engine {
     unsigned char* zero_pages; /* CRAM_FAULT_AROUND_MAX read-only zero pages */
     unsigned char* page_buf;   /* one page the service rebuilds into */
     unsigned char* file_buf;   /* two pages, page-aligned: the covering pages of a file extent */
+    unsigned char* file_window; /* FILE_WINDOW_BYTES + a page, page-aligned: a readahead window's extents, read at once */
+    uint64_t file_window_start, file_window_length; /* the file bytes it holds; valid within one hold of the engine lock (0: none) */
     uint32_t poison;           /* UFFDIO_POISON is available */
     uint32_t faulting_thread;  /* CRAM_FAULT_SERVICE_FAULTING: no service thread; sigbus.c resolves faults */
     /* Per region, the page after each of the last FIRST_TOUCH_STREAMS first-touch runs: a first touch

@@ -4,6 +4,15 @@
 #define _GNU_SOURCE
 #include "internal.h"
 
+/* Which file-backed pages decode_ahead takes. */
+enum { AHEAD_NO_FILE = 0, AHEAD_ANY_FILE = 1, AHEAD_FILE_IN_WINDOW = 2 };
+
+static int in_file_window(const cram_engine* e, const cram_slot* slot)
+{
+    return e->file_window_length && slot->location >= e->file_window_start &&
+           slot->location + slot->length <= e->file_window_start + e->file_window_length;
+}
+
 static uint32_t decode_ahead(cram_engine* e, cram_region_desc* r, uint64_t q, uint64_t end, int file, uint64_t* olds)
 {
     ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
@@ -21,7 +30,8 @@ static uint32_t decode_ahead(cram_engine* e, cram_region_desc* r, uint64_t q, ui
             uint64_t* counter;
             const char* why;
             const void* src;
-            if ((slot_flags(slot) & CRAM_SLOT_BAD) || (!file && slot->backend == CRAM_BACKEND_FILE) ||
+            if ((slot_flags(slot) & CRAM_SLOT_BAD) ||
+                (slot->backend == CRAM_BACKEND_FILE && (file == AHEAD_NO_FILE || (file == AHEAD_FILE_IN_WINDOW && !in_file_window(e, slot)))) ||
                 !(src = slot_read(e, slot, dst, &counter, &why)))
                 break; /* its own fault deals with it (and fails it, if it is bad) */
             if (src != dst) memcpy(dst, src, CRAM_PAGE_SIZE);
@@ -61,6 +71,44 @@ static int install_ahead(cram_engine* e, cram_region_desc* r, uint64_t first, co
     return 0;
 }
 
+/* The file extents of the evicted pages [q, end) in one read, when they span FILE_WINDOW_BYTES at
+ * most: writeback packs pages evicted together into a segment in the order it took them, so a
+ * sequential reader's next pages are mostly next to each other in the file, and one read of the
+ * span (pages of it dead or another page's, which cost only bandwidth) replaces a read per page.
+ * The window holds until the caller clears it, within its hold of the engine lock: the extents of
+ * EVICTED pages do not change meanwhile (only code holding the lock leaves EVICTED, and writeback
+ * writes only extents no slot names yet). Extents outside it are read one by one, as before.
+ * Returns 1 if a window was read. */
+static int file_window_read(cram_engine* e, cram_region_desc* r, uint64_t q, uint64_t end)
+{
+    ASSERT_ENGINE_LOCKED(e);
+    cram_shared* s = e->shared;
+    int fd = s->backing_fd;
+    if (fd < 0) return 0;
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (uint64_t i = q; i < end; i++) {
+        uint64_t p = load_acquire(&r->pte[i]);
+        if (CRAM_PTE_STATE(p) != CRAM_PTE_EVICTED || CRAM_PTE_SLOT(p) == CRAM_SLOT_ZERO) continue;
+        cram_slot* slot = slot_get(s, CRAM_PTE_SLOT(p));
+        if (slot->backend != CRAM_BACKEND_FILE) continue;
+        uint64_t from = slot->location, to = slot->location + slot->length;
+        uint64_t new_lo = from < lo ? from : lo, new_hi = to > hi ? to : hi;
+        if (new_hi - new_lo > FILE_WINDOW_BYTES - CRAM_PAGE_SIZE) break; /* the window ends before this page */
+        lo = new_lo;
+        hi = new_hi;
+    }
+    if (hi == 0) return 0;
+    uint64_t first = lo & ~(uint64_t)(CRAM_PAGE_SIZE - 1);
+    uint64_t span = ((hi + CRAM_PAGE_SIZE - 1) & ~(uint64_t)(CRAM_PAGE_SIZE - 1)) - first;
+    ssize_t n = pread(fd, e->file_window, span, (off_t)first);
+    if (n <= 0) return 0; /* each page's own read then tries, and reports what fails */
+    e->file_window_start = first;
+    e->file_window_length = (uint64_t)n;
+    add_counter(&s->stats.file_reads, 1);
+    add_counter(&s->stats.file_read_bytes, (uint64_t)n);
+    return 1;
+}
+
 /* Swap readahead (cramnative.h, "Readahead"): a read swap-in that continues a sequential stream of
  * read swap-ins brings in the evicted pages after it, as the kernel's swap readahead does, so a
  * sequential reader faults once per window instead of once per page. The window starts at
@@ -69,8 +117,9 @@ static int install_ahead(cram_engine* e, cram_region_desc* r, uint64_t first, co
  * published, then a wake for whoever waits in it; the faulting page itself was woken before any of
  * this, so the reader runs on while the service decompresses the next chunk (measured: this
  * overlap gives 278-290 MiB/s against 245-254 with the whole window done before the wake). A readahead page is installed as a read swap-in installs one: write-protected, CLEAN,
- * keeping its slot. Pages not EVICTED, backed by the file (a read there costs more than a fault
- * saves) or found bad are left to their own faults. Under the engine lock, like every fault. */
+ * keeping its slot. Pages backed by the file come in too when their extents lie within one
+ * FILE_WINDOW_BYTES read (file_window_read); pages not EVICTED, found bad, or in the file beyond the
+ * window are left to their own faults. Under the engine lock, like every fault. */
 void swapin_readahead(cram_engine* e, cram_region_desc* r, uint64_t page)
 {
     ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
@@ -97,12 +146,14 @@ void swapin_readahead(cram_engine* e, cram_region_desc* r, uint64_t page)
     uint64_t end = page + 1 + w < pages ? page + 1 + w : pages;
     uint64_t ids[READAHEAD_CHUNK];
     uint64_t q = page + 1;
+    int file = file_window_read(e, r, q, end) ? AHEAD_FILE_IN_WINDOW : AHEAD_NO_FILE;
     while (q < end) {
-        uint32_t n = decode_ahead(e, r, q, end, 0, ids);
+        uint32_t n = decode_ahead(e, r, q, end, file, ids);
         if (n == 0) { q++; continue; } /* resident already, or left to its own fault */
         if (install_ahead(e, r, q, ids, n, &s->stats.readahead_pages) != 0) break;
         q += n;
     }
+    e->file_window_length = 0;
     next[k] = end;
 }
 
@@ -142,7 +193,7 @@ EXPORT int CramNative_PrefetchPages(cram_engine* e, uint32_t region_id, uint64_t
         }
         uint32_t n = 0;
         while (want && q < end && scanned < PREFETCH_SCAN_MAX &&
-               (n = decode_ahead(e, r, q, end - q < want ? end : q + want, 1, ids)) == 0) {
+               (n = decode_ahead(e, r, q, end - q < want ? end : q + want, AHEAD_ANY_FILE, ids)) == 0) {
             q = touched_page_next(r, q + 1); /* resident, empty, or left to its own fault (a bad copy fails there) */
             scanned++;
         }

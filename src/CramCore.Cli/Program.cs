@@ -111,13 +111,15 @@ bear.SetAction(r => Guard(r, () => BenchBearCommand.Run(r.GetValue(bearPagesOpti
 var swapSizeOption = new Option<string>("--size") { Description = "Bytes of corpus pages to write (e.g. 2g).", DefaultValueFactory = _ => "2g" };
 var swapLimitOption = new Option<string>("--limit") { Description = "Resident limit during the fill and phase A (e.g. 512m).", DefaultValueFactory = _ => "512m" };
 var swapSamplesOption = new Option<int>("--samples") { Description = "Random swap-ins per phase.", DefaultValueFactory = _ => 20000 };
+var swapFileOption = new Option<string?>("--backing-file") { Description = "The file tier: a backing file (must not exist; unlinked at once) takes what a pool of --pool-limit cannot; --limit then holds resident memory plus the pool (kernel-swapfile.sh's workload)." };
+var swapPoolOption = new Option<string>("--pool-limit") { Description = "With --backing-file: the compressed pool's limit (e.g. 64m).", DefaultValueFactory = _ => "64m" };
 var swap = new Command("swap", "The kernel's own swap workload (../shared/anchors/swaptest.c) through the public API, with kernel-zram.sh's JSON keys: fill under a limit, random swap-ins at the limit and without it, sequential swap-in, verify.")
 {
-    corpusOption, swapSizeOption, swapLimitOption, swapSamplesOption, faultServiceOption, jsonOption,
+    corpusOption, swapSizeOption, swapLimitOption, swapSamplesOption, faultServiceOption, swapFileOption, swapPoolOption, jsonOption,
 };
 swap.SetAction(r => Guard(r, () => BenchSwapCommand.Run(r.GetValue(corpusOption), Measure.ParseSize(r.GetValue(swapSizeOption)!, "--size"),
     Measure.ParseSize(r.GetValue(swapLimitOption)!, "--limit"), r.GetValue(swapSamplesOption), r.GetValue(jsonOption),
-    BenchSupport.ParseFaultService(r.GetValue(faultServiceOption)))));
+    BenchSupport.ParseFaultService(r.GetValue(faultServiceOption)), r.GetValue(swapFileOption), Measure.ParseSize(r.GetValue(swapPoolOption)!, "--pool-limit"))));
 bench.Subcommands.Add(bear);
 var hotSizeOption = new Option<string>("--size") { Description = "Bytes of corpus pages in the region (e.g. 2g).", DefaultValueFactory = _ => "2g" };
 var hotLimitOption = new Option<string>("--limit") { Description = "Resident limit (e.g. 512m).", DefaultValueFactory = _ => "512m" };

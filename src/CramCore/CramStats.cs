@@ -122,6 +122,10 @@ public sealed record CramStats
     public long CallbackFailures { get; init; }
     /// <summary>Of the swap-ins, those read from the backing file (<see cref="CramOptions.BackingFile"/>).</summary>
     public long RefaultsFromFile { get; init; }
+    /// <summary>Reads of the backing file by faults and readahead: one per extent, or one for a sequential reader's window of extents.</summary>
+    public long FileReads { get; init; }
+    /// <summary>Bytes those reads brought in (whole pages; a window's dead bytes included).</summary>
+    public long FileReadBytes { get; init; }
     /// <summary>Stored copies that failed their CRC-32C check when a fault read them: never mapped; the faulting thread got SIGBUS.</summary>
     public long ChecksumFailures { get; init; }
     /// <summary>Backing-file reads that failed twice: never mapped; the faulting thread got SIGBUS.</summary>

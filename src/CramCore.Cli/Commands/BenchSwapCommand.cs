@@ -10,7 +10,9 @@ internal sealed record SwapBenchResult(
     string EvictedTest, double EffectiveRatio, long Evictions, long ZeroFillFaults, long Refaults, long WriteProtectFaults,
     long ThrottledFaults, long SeqPages, double PeakResidentOverLimit,
     double PrefetchMibS, double PrefetchOverSeqSwapin, long PrefetchedPages, long PrefetchEvictedPages, long RefaultsAfterPrefetch,
-    string FaultService);
+    string FaultService,
+    bool BackingFile, long PoolLimitBytes, long FileBytesWritten, long FileSegments, long FilePagesAfterFill, long RefaultsFromFile,
+    double FileBytesWrittenPerPage, long FileReads, double FileReadBytesPerPageReadBack, double PagesPerFileRead);
 
 /// <summary>
 /// `cram bench swap`: the kernel's own swap workload (../shared/anchors/swaptest.c) through the
@@ -25,7 +27,9 @@ internal static unsafe class BenchSwapCommand
 {
     private const int P = PageSource.PageSize;
 
-    public static int Run(string? corpus, long size, long limit, int samples, bool json, CramFaultService faultService = CramFaultService.Auto)
+    /// <param name="backingFile">With a path, the file tier: --limit holds resident memory plus the pool (a resident limit of limit - poolLimit, a pool of poolLimit), and what the pool cannot hold is written back to the file.</param>
+    public static int Run(string? corpus, long size, long limit, int samples, bool json, CramFaultService faultService = CramFaultService.Auto,
+        string? backingFile = null, long poolLimit = 64L << 20)
     {
         if (corpus is null)
         {
@@ -43,6 +47,14 @@ internal static unsafe class BenchSwapCommand
         {
             throw new CliException($"--samples: {samples} must be between 100 and 1000000.");
         }
+        if (backingFile is not null && (poolLimit < 1L << 20 || poolLimit > limit / 2))
+        {
+            throw new CliException($"--pool-limit: {Measure.Bytes(poolLimit)} must be at least 1m and at most half of --limit ({Measure.Bytes(limit)}).");
+        }
+        if (backingFile is not null && File.Exists(backingFile))
+        {
+            throw new CliException($"--backing-file: '{backingFile}' exists; CramCore never overwrites a file: choose another path.");
+        }
         PageSource source = PageSource.FromCorpus(corpus);
         long pages = size / P;
         var zero = new bool[source.CorpusPages];
@@ -52,7 +64,13 @@ internal static unsafe class BenchSwapCommand
             source.Write(scratch, i);
             zero[i] = scratch.AsSpan().IndexOfAnyExcept((byte)0) < 0;
         }
-        using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = limit, FaultService = faultService });
+        using var engine = CramEngine.Create(backingFile is null
+            ? new CramOptions { ResidentLimitBytes = limit, FaultService = faultService }
+            : new CramOptions
+            {
+                ResidentLimitBytes = limit - poolLimit, CompressedPoolLimitBytes = poolLimit, PoolArenaBytes = Math.Min(poolLimit, 64L << 20),
+                BackingFile = backingFile, FaultService = faultService,
+            });
         using var region = engine.CreateRegion(pages * P);
 
         BenchSupport.Progress($"fill: {Measure.Bytes(size)} of {source.Description} under a {Measure.Bytes(limit)} resident limit");
@@ -63,6 +81,7 @@ internal static unsafe class BenchSwapCommand
         }
         double fillSeconds = (Stopwatch.GetTimestamp() - t0) / (double)Stopwatch.Frequency;
         long peakAfterFill = engine.GetStats().PeakResidentBytes;
+        long filePagesAfterFill = engine.GetStats().FilePages;
 
         BenchSupport.Progress("A: random swap-ins at the limit");
         var rng = new Random(88172645);
@@ -142,7 +161,17 @@ internal static unsafe class BenchSwapCommand
             PrefetchedPages: prefetched,
             PrefetchEvictedPages: evictedForPrefetch / P,
             RefaultsAfterPrefetch: s.Refaults - refaultsBefore,
-            FaultService: BenchSupport.Name(engine.GetStats().FaultService));
+            FaultService: BenchSupport.Name(engine.GetStats().FaultService),
+            BackingFile: backingFile is not null,
+            PoolLimitBytes: backingFile is null ? 0 : poolLimit,
+            FileBytesWritten: s.WritebackBytes,
+            FileSegments: s.BackingFileSegments,
+            FilePagesAfterFill: filePagesAfterFill,
+            RefaultsFromFile: s.RefaultsFromFile,
+            FileBytesWrittenPerPage: s.WritebackPages == 0 ? 0 : Math.Round((double)s.WritebackBytes / s.WritebackPages, 1),
+            FileReads: s.FileReads,
+            FileReadBytesPerPageReadBack: s.RefaultsFromFile == 0 ? 0 : Math.Round((double)s.FileReadBytes / s.RefaultsFromFile, 1),
+            PagesPerFileRead: s.FileReads == 0 ? 0 : Math.Round((double)s.RefaultsFromFile / s.FileReads, 2));
         ResultPrinter.Print(result, json, "cram bench swap");
         return mismatches == 0 ? ExitCode.Success : ExitCode.IntegrityFailure;
     }

@@ -74,6 +74,8 @@ internal static unsafe class EngineStatistics
             ServiceErrors = (long)s.ServiceErrors,
             CallbackFailures = parts.Events.CallbackFailures,
             RefaultsFromFile = (long)s.FaultsSwapinFile,
+            FileReads = (long)s.FileReads,
+            FileReadBytes = (long)s.FileReadBytes,
             ChecksumFailures = (long)s.ChecksumFailures,
             ReadErrors = (long)s.ReadErrors,
             BadPageFaults = (long)s.BadPageFaults,

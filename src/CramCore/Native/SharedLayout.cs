@@ -335,6 +335,8 @@ internal unsafe struct NativeStats
     public ulong WorkingsetActivations;
     public ulong PageTablePages;
     public ulong MemoryLimitWaits;
+    public ulong FileReads;
+    public ulong FileReadBytes;
     public fixed ulong SwapinLatencyUsLog2[SharedLayout.SwapinLatencyBuckets];
 }
 
