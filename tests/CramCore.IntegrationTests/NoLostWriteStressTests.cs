@@ -37,6 +37,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         CleanCopies,
         Advice,
         MemoryLimit,
+        FileReadahead,
     }
 
     /// <summary>Every mode with each fault service: the service thread, and the faulting thread (faults resolved in CramCore's SIGBUS handler, racing eviction, writeback, hints and forced GCs).</summary>
@@ -62,16 +63,17 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         using var cleanup = new DeleteOnDispose(dir);
         using var engine = CramEngine.Create(new CramOptions
         {
-            ResidentLimitBytes = mode is not (Mode.Plain or Mode.Readahead or Mode.CleanCopies or Mode.MemoryLimit) ? 2L << 20 : 0,
+            ResidentLimitBytes = mode is not (Mode.Plain or Mode.Readahead or Mode.CleanCopies or Mode.MemoryLimit or Mode.FileReadahead) ? 2L << 20 : 0,
             // Advice: with the limit too, so prefetch meets it and hot pages have to go when it needs them.
             FaultServiceSpin = TimeSpan.Zero,
             FaultService = faultService,
-            BackingFile = mode is Mode.Writeback or Mode.MemoryLimit ? Path.Combine(dir, "swap") : null,
+            BackingFile = mode is Mode.Writeback or Mode.MemoryLimit or Mode.FileReadahead ? Path.Combine(dir, "swap") : null,
             MemoryLimitBytes = mode == Mode.MemoryLimit ? 16L << 20 : 0, // the pool gets a quarter
             // CleanCopies: ghost mode with a pool of a quarter of the data, so reclaim keeps letting go
             // of the copies read-back pages keep while writers and readers race it.
-            CompressedPoolLimitBytes = mode is Mode.Writeback ? 2L << 20 : mode is Mode.CleanCopies ? 1L << 20 : 0,
-            PoolArenaBytes = mode is Mode.Writeback or Mode.CleanCopies or Mode.MemoryLimit ? 1L << 20 : 64L << 20,
+            // FileReadahead: most copies in the file, read back by sweeps through the file window.
+            CompressedPoolLimitBytes = mode is Mode.Writeback ? 2L << 20 : mode is Mode.CleanCopies or Mode.FileReadahead ? 1L << 20 : 0,
+            PoolArenaBytes = mode is Mode.Writeback or Mode.CleanCopies or Mode.MemoryLimit or Mode.FileReadahead ? 1L << 20 : 64L << 20,
             CramDevice = mode == Mode.Cram ? new EmulatedCramDevice(1L << 20) : null, // room for part of the placeable pages
             WritableBudgetPages = mode == Mode.Cram ? 16 : 0,
         });
@@ -161,7 +163,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             long sum = 0;
             while (DateTime.UtcNow < stop)
             {
-                if (mode == Mode.Readahead)
+                if (mode is Mode.Readahead or Mode.FileReadahead)
                 {
                     // A sweep: every page of a run in order, the pattern readahead follows.
                     int first = rng.Next(pages), length = rng.Next(16, 1024);
@@ -221,7 +223,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         }
 
         var threads = new List<Thread>();
-        if (mode == Mode.Writeback)
+        if (mode is Mode.Writeback or Mode.FileReadahead)
         {
             threads.Add(new Thread(Maintain));
         }
@@ -231,7 +233,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             threads.Add(new Thread(() => Writer(id)));
         }
         threads.Add(new Thread(() => Reader(7)));
-        if (mode == Mode.Readahead)
+        if (mode is Mode.Readahead or Mode.FileReadahead)
         {
             threads.Add(new Thread(() => Reader(8)));
         }
@@ -291,6 +293,12 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         if (mode == Mode.Writeback)
         {
             Assert.True(s.WritebackPages > 0 && s.RefaultsFromFile > 0, $"writeback {s.WritebackPages}, from file {s.RefaultsFromFile}");
+        }
+        if (mode == Mode.FileReadahead)
+        {
+            // Pages came back from the file ahead of the sweeps, several to a read.
+            Assert.True(s.RefaultsFromFile > 0 && s.ReadaheadPages > 0 && s.FileReads < s.RefaultsFromFile,
+                $"from file {s.RefaultsFromFile} in {s.FileReads} reads, readahead {s.ReadaheadPages}");
         }
         // The soak did real work (floors low enough for a loaded 2-core CI machine: these are not speed checks).
         Assert.True(s.Evictions > pages / 4, $"evictions {s.Evictions}");
