@@ -10,8 +10,8 @@ namespace CramCore.Storage;
 /// </summary>
 internal sealed unsafe partial class Writeback
 {
-    /// <summary>How long reclaim waits, with the pool full, for writeback to make room before it stops the pass (a frozen file system: writes that do not return).</summary>
-    internal static readonly TimeSpan RoomWait = TimeSpan.FromSeconds(1);
+    /// <summary>How long reclaim waits, with the pool full, for writeback to move a batch before it stops the pass (a frozen file system: writes that do not return; a loaded machine takes longer than one might think to schedule the thread).</summary>
+    internal static readonly TimeSpan RoomWait = TimeSpan.FromSeconds(5);
 
     private readonly SemaphoreSlim _wake = new(0);
     private readonly object _progress = new(); // a leaf (Monitor): only the wait for progress
