@@ -19,6 +19,10 @@ public sealed unsafe class WritebackTests : IDisposable
         PoolArenaBytes = 1 << 20,
     };
 
+    /// <summary>Writeback runs on its own thread: waits until it has no round running or asked for, so its figures hold still.</summary>
+    private static void WaitForWriteback(CramEngine engine) =>
+        Assert.True(SpinWait.SpinUntil(() => engine.Parts.Writeback!.Idle, TimeSpan.FromSeconds(30)), "writeback never went idle");
+
     private static void Fill(CramRegion region, int version = 0)
     {
         for (int i = 0; i < Pages; i++)
@@ -42,6 +46,7 @@ public sealed unsafe class WritebackTests : IDisposable
         using var region = engine.CreateRegion((long)Pages * P);
         Fill(region);
         Assert.Equal((long)Pages * P, region.Reclaim(region.Length));
+        WaitForWriteback(engine);
 
         CramStats s = engine.GetStats();
         Assert.True(s.WritebackPages > Pages / 2 && s.WritebackPages < Pages, $"written back {s.WritebackPages}: the coldest, down to the low watermark");
@@ -67,8 +72,10 @@ public sealed unsafe class WritebackTests : IDisposable
         Fill(region);
         region.Reclaim(region.Length);
         Verify(region); // read back: CLEAN, slots unchanged
+        WaitForWriteback(engine);
         CramStats before = engine.GetStats();
         Assert.Equal((long)Pages * P, region.Reclaim(region.Length));
+        WaitForWriteback(engine);
         CramStats after = engine.GetStats();
         Assert.Equal(before.CompressedPages, after.CompressedPages);
         Assert.Equal(before.WritebackPages, after.WritebackPages);
@@ -83,6 +90,7 @@ public sealed unsafe class WritebackTests : IDisposable
         using var region = engine.CreateRegion((long)Pages * P);
         Fill(region);
         region.Reclaim(region.Length);
+        WaitForWriteback(engine);
         CramStats s = engine.GetStats();
         long live = s.BackingFileLiveBytes, segments = s.BackingFileSegments;
         // Rewrite every other page: their file copies die.

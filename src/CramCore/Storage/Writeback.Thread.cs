@@ -17,7 +17,7 @@ internal sealed unsafe partial class Writeback
     private readonly object _progress = new(); // a leaf (Monitor): only the wait for progress
     private Thread? _thread;
     private ITimer? _retryTimer;
-    private int _requested, _roomWanted;
+    private int _requested, _roomWanted, _inRound;
     private long _rounds;
     private volatile bool _stopping;
 
@@ -31,6 +31,9 @@ internal sealed unsafe partial class Writeback
         _thread = new Thread(Loop) { IsBackground = true, Name = "cram-writeback" };
         _thread.Start();
     }
+
+    /// <summary>No round running or asked for (tests wait for it before they read writeback's figures; another request may come at any time).</summary>
+    public bool Idle => Volatile.Read(ref _inRound) == 0 && Volatile.Read(ref _requested) == 0;
 
     /// <summary>Asks the thread for a round (never blocks; many requests make one round).</summary>
     public void Request()
@@ -109,6 +112,7 @@ internal sealed unsafe partial class Writeback
             {
                 break;
             }
+            Volatile.Write(ref _inRound, 1);
             Interlocked.Exchange(ref _requested, 0);
             try
             {
@@ -123,6 +127,7 @@ internal sealed unsafe partial class Writeback
                 _rounds++;
                 Monitor.PulseAll(_progress);
             }
+            Volatile.Write(ref _inRound, 0);
             _engine.SignalReclaim(); // room was made, events were posted: the reclaim worker looks
         }
     }
