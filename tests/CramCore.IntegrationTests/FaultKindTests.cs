@@ -108,8 +108,11 @@ public sealed unsafe class FaultKindTests : IDisposable
             sum += Volatile.Read(ref *(long*)Page(i));
         }
         GC.KeepAlive(sum);
+        // A page the service copied in ahead is readable at once; the service counts it just after:
+        // on a loaded machine the reader can be done first.
+        Assert.True(SpinWait.SpinUntil(() => _engine.GetStats() is var c && c.Refaults + c.ReadaheadPages == 256 && c.ResidentBytes == 256L * P, 5000),
+            $"{_engine.GetStats().Refaults} refaults + {_engine.GetStats().ReadaheadPages} read ahead");
         var s = _engine.GetStats();
-        Assert.Equal(256, s.Refaults + s.ReadaheadPages);
         Assert.True(s.Refaults <= 8, $"{s.Refaults} faults for 256 pages read in order");
         Assert.Equal(256L * P, s.ResidentBytes);
         for (int i = 0; i < 256; i++)

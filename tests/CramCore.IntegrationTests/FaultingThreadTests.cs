@@ -134,7 +134,7 @@ public sealed unsafe class FaultingThreadTests : IDisposable
         {
             try
             {
-                while (!stop.IsCancellationRequested)
+                do // at least once: on a loaded machine the thread may start after the stop
                 {
                     using var other = CramEngine.Create(Options());
                     using CramRegion r = other.CreateRegion(64L * P);
@@ -146,6 +146,7 @@ public sealed unsafe class FaultingThreadTests : IDisposable
                     }
                     others++;
                 }
+                while (!stop.IsCancellationRequested);
             }
             catch (Exception e)
             {
@@ -156,7 +157,7 @@ public sealed unsafe class FaultingThreadTests : IDisposable
         using CramRegion fresh = engine.CreateRegion(1024L * P); // the short-lived threads' own pages
         threads.Add(new Thread(() =>
         {
-            while (!stop.IsCancellationRequested)
+            do
             {
                 int n = shortLived;
                 byte* page = fresh.Pointer + (long)(n % 1024) * P;
@@ -174,6 +175,7 @@ public sealed unsafe class FaultingThreadTests : IDisposable
                 }
                 shortLived++;
             }
+            while (!stop.IsCancellationRequested);
         }));
         threads.ForEach(t => t.Start());
         threads.ForEach(t => t.Join());
