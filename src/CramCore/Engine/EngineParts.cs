@@ -172,6 +172,7 @@ internal sealed unsafe class EngineParts : IDisposable
                 first ??= e;
             }
         }
+        Step(() => Writeback?.BeginStop()); // a reclaim pass waiting for room stops waiting, so the worker stops at once
         Step(() => Worker?.Stop());
         Step(() => Writeback?.StopThread()); // waits for a write in flight: its round moves slots and frees pool objects
         Step(() => Reclaimer?.Dispose());

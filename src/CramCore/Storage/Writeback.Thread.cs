@@ -51,6 +51,10 @@ internal sealed unsafe partial class Writeback
     /// </summary>
     public void Upkeep()
     {
+        if (_stopping)
+        {
+            return;
+        }
         if (!AboveHighWatermark && !_file.HasDeadSegments && !CompactionDue && _queue.Count <= 2 * _slots.PoolSlots + 4096)
         {
             return;
@@ -162,6 +166,20 @@ internal sealed unsafe partial class Writeback
         }
         _retryTimer ??= _time.CreateTimer(_ => Request(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         _retryTimer.Change(TimeSpan.FromSeconds(1.01), Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>
+    /// The engine is going: no new round or batch starts, and a reclaim pass waiting for room stops
+    /// waiting (so the reclaim worker can be stopped at once). Never blocks; <see cref="StopThread"/> joins.
+    /// </summary>
+    public void BeginStop()
+    {
+        _stopping = true;
+        _wake.Release();
+        lock (_progress)
+        {
+            Monitor.PulseAll(_progress);
+        }
     }
 
     /// <summary>Stops the thread and waits for its round (a write in flight included). Before the engine's teardown: the thread moves slots and frees pool objects.</summary>
