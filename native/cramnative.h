@@ -78,7 +78,7 @@
  *             service waits for it to end (it never waits for managed code).
  *   EVICTED ──read MISSING fault──▶ CLEAN(slot)       page rebuilt, mapped write-protected;
  *                                                      evicting it again costs only MADV_DONTNEED
- *   EVICTED ──swap readahead (service)──▶ CLEAN(slot)   as a read fault, for the evicted pages after a
+ *   EVICTED ──swap readahead (fault path)──▶ CLEAN(slot) as a read fault, for the evicted pages after a
  *                                                      read fault that continues a sequential stream
  *                                                      ("Readahead" below); the page is mapped and
  *                                                      published before the thread waiting in it wakes
@@ -154,9 +154,12 @@
  * brings in the EVICTED pages of the next window after p (8 pages, doubling to 128), READAHEAD_CHUNK
  * at a time: decompress into a buffer, one UFFDIO_COPY (write-protected), CAS each EVICTED->CLEAN,
  * log, then wake whoever waits in the chunk, so the reader resumes after the first chunk while the
- * service prepares the next. It stops at the soft limit (resident + window <= limit) and skips
- * pages that are not EVICTED; pages in the backing file or with a bad slot are left to their own
- * faults. Nothing else changes: a readahead page is exactly a read swap-in that had no fault.
+ * service prepares the next (with the faulting-thread service, the faulting thread does all of it
+ * before it returns). It stops at the soft limit (resident + window <= limit) and skips pages that
+ * are not EVICTED. Pages in the backing file come in when the window's file extents span at most
+ * FILE_WINDOW_BYTES: they are read in one pread first (file_window_read); extents beyond that, and
+ * bad slots, are left to their own faults. Nothing else changes: a readahead page is exactly a
+ * read swap-in that had no fault.
  * Working set (refault distance, as the kernel's mm/workingset.c). Accesses to resident pages
  * are invisible to a user-space tier, so a hot page would age out with everything else and be
  * evicted in waves. What it can see is a refault: a drop stamps the page with the engine's
