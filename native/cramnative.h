@@ -513,6 +513,7 @@ typedef struct cram_stats {
     uint64_t memory_limit_waits;    /* faults delayed because the memory limit could not be held ("Memory limit") */
     uint64_t file_reads;            /* reads of the backing file by the fault path: one extent, or a readahead window's extents */
     uint64_t file_read_bytes;       /* bytes those reads brought in */
+    uint64_t file_reads_sequential; /* of those reads, the ones that began where the previous one ended (or in its last page) */
     /* Swap-in service time: bucket b counts read and write swap-ins (MISSING faults on EVICTED
      * pages) whose resolution took [2^(b-1), 2^b) microseconds (b = 0: under 1 us; the last bucket
      * has no upper bound), timed by the service from the moment it takes the message, a wait at
@@ -620,10 +621,10 @@ _Static_assert(sizeof(cram_pool_handle) == 16 && offsetof(cram_pool_handle, addr
                offsetof(cram_pool_handle, length) == 8 && offsetof(cram_pool_handle, zspage) == 12, "cram_pool_handle layout");
 _Static_assert(sizeof(cram_pool_move) == 24 && offsetof(cram_pool_move, handle) == 0 && offsetof(cram_pool_move, destination) == 8 &&
                offsetof(cram_pool_move, zspage) == 16 && offsetof(cram_pool_move, reserved) == 20, "cram_pool_move layout");
-_Static_assert(sizeof(cram_stats) == (38 + CRAM_SWAPIN_LATENCY_BUCKETS) * sizeof(uint64_t) &&
+_Static_assert(sizeof(cram_stats) == (39 + CRAM_SWAPIN_LATENCY_BUCKETS) * sizeof(uint64_t) &&
                offsetof(cram_stats, clean_copy_bytes) == 30 * sizeof(uint64_t) &&
-               offsetof(cram_stats, swapin_latency_us_log2) == 38 * sizeof(uint64_t),
-               "cram_stats is 38 counters and the swap-in latency buckets");
+               offsetof(cram_stats, swapin_latency_us_log2) == 39 * sizeof(uint64_t),
+               "cram_stats is 39 counters and the swap-in latency buckets");
 _Static_assert(sizeof(cram_engine_config) == 40 && offsetof(cram_engine_config, fault_service) == 32 && offsetof(cram_engine_config, forced_mode) == 0 &&
                offsetof(cram_engine_config, spin_us) == 4 && offsetof(cram_engine_config, soft_limit_pages) == 8 &&
                offsetof(cram_engine_config, hard_limit_pages) == 16 && offsetof(cram_engine_config, throttle_max_us) == 24 &&

@@ -34,6 +34,19 @@ void note_activity(cram_engine* e)
         signal_reclaim(e);
 }
 
+void count_file_read(cram_engine* e, uint64_t offset, int64_t bytes)
+{
+    ASSERT_ENGINE_LOCKED(e);
+    cram_stats* st = &e->shared->stats;
+    add_counter(&st->file_reads, 1);
+    if (e->file_last_end && offset >= e->file_last_end - CRAM_PAGE_SIZE && offset <= e->file_last_end)
+        add_counter(&st->file_reads_sequential, 1);
+    if (bytes > 0) {
+        add_counter(&st->file_read_bytes, (uint64_t)bytes);
+        e->file_last_end = offset + (uint64_t)bytes;
+    }
+}
+
 void resident_add(cram_engine* e, uint64_t n)
 {
     cram_stats* st = &e->shared->stats;
@@ -231,8 +244,7 @@ static const unsigned char* file_read(cram_engine* e, uint64_t location, uint32_
     uint64_t span = ((location + length + CRAM_PAGE_SIZE - 1) & ~(uint64_t)(CRAM_PAGE_SIZE - 1)) - first;
     for (int attempt = 0; attempt < 2 && fd >= 0; attempt++) {
         ssize_t n = pread(fd, e->file_buf, span, (off_t)first);
-        add_counter(&e->shared->stats.file_reads, 1);
-        if (n > 0) add_counter(&e->shared->stats.file_read_bytes, (uint64_t)n);
+        count_file_read(e, first, n);
         if (n == (ssize_t)span) return e->file_buf + (location - first);
     }
     add_counter(&e->shared->stats.read_errors, 1);

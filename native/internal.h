@@ -108,6 +108,7 @@ struct cram_engine {
     unsigned char* file_buf;   /* two pages, page-aligned: the covering pages of a file extent */
     unsigned char* file_window; /* FILE_WINDOW_BYTES + a page, page-aligned: a readahead window's extents, read at once */
     uint64_t file_window_start, file_window_length; /* the file bytes it holds; valid within one hold of the engine lock (0: none) */
+    uint64_t file_last_end;     /* where the fault path's last read of the file ended (count_file_read) */
     uint32_t poison;           /* UFFDIO_POISON is available */
     uint32_t faulting_thread;  /* CRAM_FAULT_SERVICE_FAULTING: no service thread; sigbus.c resolves faults */
     /* Per region, the page after each of the last FIRST_TOUCH_STREAMS first-touch runs: a first touch
@@ -269,6 +270,10 @@ void fault_log_append(cram_shared* s, uint32_t region, uint64_t page);
 void* service_main(void* arg);
 void resident_add(cram_engine* e, uint64_t n);
 void signal_reclaim(cram_engine* e);
+/* A read of the backing file by the fault path: [offset, +bytes) (bytes > 0 if it read any). Counts it,
+ * and whether it began where the previous one ended (or within its last page: a file sequential
+ * for the device). Under the engine lock. */
+void count_file_read(cram_engine* e, uint64_t offset, int64_t bytes);
 void note_activity(cram_engine* e);
 /* fault.c: resolves the fault at addr that the calling thread took (the faulting-thread service).
  * 1 if addr is in one of e's active regions (the access can be retried), 0 otherwise. */

@@ -101,11 +101,10 @@ static int file_window_read(cram_engine* e, cram_region_desc* r, uint64_t q, uin
     uint64_t first = lo & ~(uint64_t)(CRAM_PAGE_SIZE - 1);
     uint64_t span = ((hi + CRAM_PAGE_SIZE - 1) & ~(uint64_t)(CRAM_PAGE_SIZE - 1)) - first;
     ssize_t n = pread(fd, e->file_window, span, (off_t)first);
+    count_file_read(e, first, n);
     if (n <= 0) return 0; /* each page's own read then tries, and reports what fails */
     e->file_window_start = first;
     e->file_window_length = (uint64_t)n;
-    add_counter(&s->stats.file_reads, 1);
-    add_counter(&s->stats.file_read_bytes, (uint64_t)n);
     return 1;
 }
 

@@ -126,6 +126,8 @@ public sealed record CramStats
     public long FileReads { get; init; }
     /// <summary>Bytes those reads brought in (whole pages; a window's dead bytes included).</summary>
     public long FileReadBytes { get; init; }
+    /// <summary>Of <see cref="FileReads"/>, those that began where the previous one ended (or in its last page): sequential for the device.</summary>
+    public long FileReadsSequential { get; init; }
     /// <summary>Stored copies that failed their CRC-32C check when a fault read them: never mapped; the faulting thread got SIGBUS.</summary>
     public long ChecksumFailures { get; init; }
     /// <summary>Backing-file reads that failed twice: never mapped; the faulting thread got SIGBUS.</summary>

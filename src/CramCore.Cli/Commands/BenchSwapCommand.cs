@@ -12,7 +12,8 @@ internal sealed record SwapBenchResult(
     double PrefetchMibS, double PrefetchOverSeqSwapin, long PrefetchedPages, long PrefetchEvictedPages, long RefaultsAfterPrefetch,
     string FaultService,
     bool BackingFile, long PoolLimitBytes, long FileBytesWritten, long FileSegments, long FilePagesAfterFill, long RefaultsFromFile,
-    double FileBytesWrittenPerPage, long FileReads, double FileReadBytesPerPageReadBack, double PagesPerFileRead);
+    double FileBytesWrittenPerPage, long FileReads, double FileReadBytesPerPageReadBack, double PagesPerFileRead,
+    double SeqPagesPerFileRead, double SeqFileReadsSequentialShare);
 
 /// <summary>
 /// `cram bench swap`: the kernel's own swap workload (../shared/anchors/swaptest.c) through the
@@ -100,12 +101,15 @@ internal static unsafe class BenchSwapCommand
             }
         }
         long acc = 0;
+        CramStats beforeSeq = engine.GetStats();
         long ts = Stopwatch.GetTimestamp();
         foreach (long i in evicted)
         {
             acc += Volatile.Read(ref *(long*)(region.Pointer + i * P));
         }
         double seqSeconds = (Stopwatch.GetTimestamp() - ts) / (double)Stopwatch.Frequency;
+        CramStats afterSeq = engine.GetStats();
+        long seqFileReads = afterSeq.FileReads - beforeSeq.FileReads;
         GC.KeepAlive(acc);
 
         // Beyond swaptest: everything evicted again, then brought back by a WillNeed hint (the
@@ -171,7 +175,9 @@ internal static unsafe class BenchSwapCommand
             FileBytesWrittenPerPage: s.WritebackPages == 0 ? 0 : Math.Round((double)s.WritebackBytes / s.WritebackPages, 1),
             FileReads: s.FileReads,
             FileReadBytesPerPageReadBack: s.RefaultsFromFile == 0 ? 0 : Math.Round((double)s.FileReadBytes / s.RefaultsFromFile, 1),
-            PagesPerFileRead: s.FileReads == 0 ? 0 : Math.Round((double)s.RefaultsFromFile / s.FileReads, 2));
+            PagesPerFileRead: s.FileReads == 0 ? 0 : Math.Round((double)s.RefaultsFromFile / s.FileReads, 2),
+            SeqPagesPerFileRead: seqFileReads == 0 ? 0 : Math.Round((double)(afterSeq.RefaultsFromFile - beforeSeq.RefaultsFromFile) / seqFileReads, 2),
+            SeqFileReadsSequentialShare: seqFileReads == 0 ? 0 : Math.Round((double)(afterSeq.FileReadsSequential - beforeSeq.FileReadsSequential) / seqFileReads, 3));
         ResultPrinter.Print(result, json, "cram bench swap");
         return mismatches == 0 ? ExitCode.Success : ExitCode.IntegrityFailure;
     }

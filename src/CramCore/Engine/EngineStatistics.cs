@@ -76,6 +76,7 @@ internal static unsafe class EngineStatistics
             RefaultsFromFile = (long)s.FaultsSwapinFile,
             FileReads = (long)s.FileReads,
             FileReadBytes = (long)s.FileReadBytes,
+            FileReadsSequential = (long)s.FileReadsSequential,
             ChecksumFailures = (long)s.ChecksumFailures,
             ReadErrors = (long)s.ReadErrors,
             BadPageFaults = (long)s.BadPageFaults,

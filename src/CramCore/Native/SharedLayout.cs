@@ -337,6 +337,7 @@ internal unsafe struct NativeStats
     public ulong MemoryLimitWaits;
     public ulong FileReads;
     public ulong FileReadBytes;
+    public ulong FileReadsSequential;
     public fixed ulong SwapinLatencyUsLog2[SharedLayout.SwapinLatencyBuckets];
 }
 
