@@ -340,7 +340,14 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
     if (id != CRAM_SLOT_ZERO) {
         cram_slot* slot = slot_get(s, id);
         const char* why = "stored copy was found bad before";
+        /* A read that continues a sequential stream from the file: read this page's extent with the
+         * window readahead will bring in after it, in one read (random faults read their extent only). */
+        uint64_t ahead_end;
+        if (!write && slot->backend == CRAM_BACKEND_FILE && !(slot_flags(slot) & CRAM_SLOT_BAD) &&
+            !__atomic_load_n(&s->memory_wait_us, __ATOMIC_RELAXED) && (ahead_end = swapin_readahead_end(e, r, page)) != 0)
+            file_window_read(e, r, page, ahead_end);
         if ((slot_flags(slot) & CRAM_SLOT_BAD) || !(src = slot_read(e, slot, e->page_buf, &counter, &why))) {
+            e->file_window_length = 0;
             slot_flags_or(slot, CRAM_SLOT_BAD); /* stays EVICTED and named; freed with its region */
             fail_access(e, addr, tid, id, why);
             return;
@@ -350,6 +357,7 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
     if (uffd_copy(e->uffd, addr, src, CRAM_PAGE_SIZE, !write) != 0) {
         if (errno != EEXIST) add_counter(&s->stats.service_errors, 1);
         engine_wake(e, addr, CRAM_PAGE_SIZE);
+        e->file_window_length = 0;
         return;
     }
     /* Only code holding the engine lock leaves EVICTED, so this CAS cannot fail while the region is active. */
@@ -370,6 +378,7 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
     swapin_latency(s, t0); /* before the wake, so the thread that resumes finds its swap-in counted */
     engine_wake(e, addr, CRAM_PAGE_SIZE);
     if (!write && !__atomic_load_n(&e->shared->memory_wait_us, __ATOMIC_RELAXED)) swapin_readahead(e, r, page);
+    e->file_window_length = 0; /* a window lives within this hold of the engine lock */
 }
 
 static void resolve_missing(cram_engine* e, cram_region_desc* r, uint64_t page, int write, uint32_t tid, uint64_t t0)

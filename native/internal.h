@@ -274,6 +274,10 @@ void signal_reclaim(cram_engine* e);
  * and whether it began where the previous one ended (or within its last page: a file sequential
  * for the device). Under the engine lock. */
 void count_file_read(cram_engine* e, uint64_t offset, int64_t bytes);
+/* readahead.c: the end of the window a read swap-in at page would bring in after it (0: it does not
+ * continue a stream), and the read of the file extents of [q, end) in one pread (1 if read). */
+uint64_t swapin_readahead_end(const cram_engine* e, const cram_region_desc* r, uint64_t page);
+int file_window_read(cram_engine* e, cram_region_desc* r, uint64_t q, uint64_t end);
 void note_activity(cram_engine* e);
 /* fault.c: resolves the fault at addr that the calling thread took (the faulting-thread service).
  * 1 if addr is in one of e's active regions (the access can be retried), 0 otherwise. */

@@ -79,7 +79,7 @@ static int install_ahead(cram_engine* e, cram_region_desc* r, uint64_t first, co
  * EVICTED pages do not change meanwhile (only code holding the lock leaves EVICTED, and writeback
  * writes only extents no slot names yet). Extents outside it are read one by one, as before.
  * Returns 1 if a window was read. */
-static int file_window_read(cram_engine* e, cram_region_desc* r, uint64_t q, uint64_t end)
+int file_window_read(cram_engine* e, cram_region_desc* r, uint64_t q, uint64_t end)
 {
     ASSERT_ENGINE_LOCKED(e);
     cram_shared* s = e->shared;
@@ -119,15 +119,34 @@ static int file_window_read(cram_engine* e, cram_region_desc* r, uint64_t q, uin
  * keeping its slot. Pages backed by the file come in too when their extents lie within one
  * FILE_WINDOW_BYTES read (file_window_read); pages not EVICTED, found bad, or in the file beyond the
  * window are left to their own faults. Under the engine lock, like every fault. */
+/* The stream a read swap-in at page continues (index in the region's streams), or -1. */
+static int swapin_stream(const cram_engine* e, const cram_region_desc* r, uint64_t page)
+{
+    const uint64_t* next = e->next_swapin[r->id];
+    int k = -1;
+    for (int i = 0; i < SWAPIN_STREAMS; i++)
+        if (next[i] && page >= next[i] && page - next[i] < READAHEAD_MAX) k = i;
+    return k;
+}
+
+uint64_t swapin_readahead_end(const cram_engine* e, const cram_region_desc* r, uint64_t page)
+{
+    int k = swapin_stream(e, r, page);
+    if (k < 0) return 0;
+    uint32_t window = e->swapin_window[r->id][k];
+    uint64_t w = window ? (uint64_t)window * 2 : READAHEAD_MIN;
+    if (w > READAHEAD_MAX) w = READAHEAD_MAX;
+    uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
+    return page + 1 + w < pages ? page + 1 + w : pages;
+}
+
 void swapin_readahead(cram_engine* e, cram_region_desc* r, uint64_t page)
 {
     ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
     cram_shared* s = e->shared;
     uint64_t* next = e->next_swapin[r->id];
     uint32_t* window = e->swapin_window[r->id];
-    int k = -1;
-    for (int i = 0; i < SWAPIN_STREAMS; i++)
-        if (next[i] && page >= next[i] && page - next[i] < READAHEAD_MAX) k = i;
+    int k = swapin_stream(e, r, page);
     if (k < 0) { /* a new stream replaces the oldest; its first fault brings in only itself */
         k = e->next_swapin_stream[r->id];
         e->next_swapin_stream[r->id] = (uint8_t)((k + 1) % SWAPIN_STREAMS);
@@ -145,7 +164,8 @@ void swapin_readahead(cram_engine* e, cram_region_desc* r, uint64_t page)
     uint64_t end = page + 1 + w < pages ? page + 1 + w : pages;
     uint64_t ids[READAHEAD_CHUNK];
     uint64_t q = page + 1;
-    int file = file_window_read(e, r, q, end) ? AHEAD_FILE_IN_WINDOW : AHEAD_NO_FILE;
+    /* The faulting page's read may have read the window already (resolve_swapin). */
+    int file = e->file_window_length || file_window_read(e, r, q, end) ? AHEAD_FILE_IN_WINDOW : AHEAD_NO_FILE;
     while (q < end) {
         uint32_t n = decode_ahead(e, r, q, end, file, ids);
         if (n == 0) { q++; continue; } /* resident already, or left to its own fault */
