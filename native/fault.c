@@ -237,7 +237,7 @@ static void fail_access(cram_engine* e, uint64_t addr, uint32_t tid, uint64_t sl
 static const unsigned char* file_read(cram_engine* e, uint64_t location, uint32_t length)
 {
     ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
-    if (e->file_window_length && location >= e->file_window_start && location + length <= e->file_window_start + e->file_window_length)
+    if (file_window_holds(e, location, length))
         return e->file_window + (location - e->file_window_start); /* read with its readahead window (file_window_read) */
     int fd = e->shared->backing_fd;
     uint64_t first = location & ~(uint64_t)(CRAM_PAGE_SIZE - 1);

@@ -126,6 +126,13 @@ struct cram_engine {
 };
 
 
+/* Whether the readahead window read with file_window_read holds the file extent [location, +length). */
+static inline int file_window_holds(const cram_engine* e, uint64_t location, uint64_t length)
+{
+    return e->file_window_length && location >= e->file_window_start &&
+           location + length <= e->file_window_start + e->file_window_length;
+}
+
 /* Anonymous NORESERVE memory (pages cost only once touched), or NULL with errno. */
 static inline void* map_anon(uint64_t bytes)
 {

@@ -7,12 +7,6 @@
 /* Which file-backed pages decode_ahead takes. */
 enum { AHEAD_NO_FILE = 0, AHEAD_ANY_FILE = 1, AHEAD_FILE_IN_WINDOW = 2 };
 
-static int in_file_window(const cram_engine* e, const cram_slot* slot)
-{
-    return e->file_window_length && slot->location >= e->file_window_start &&
-           slot->location + slot->length <= e->file_window_start + e->file_window_length;
-}
-
 static uint32_t decode_ahead(cram_engine* e, cram_region_desc* r, uint64_t q, uint64_t end, int file, uint64_t* olds)
 {
     ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
@@ -31,7 +25,7 @@ static uint32_t decode_ahead(cram_engine* e, cram_region_desc* r, uint64_t q, ui
             const char* why;
             const void* src;
             if ((slot_flags(slot) & CRAM_SLOT_BAD) ||
-                (slot->backend == CRAM_BACKEND_FILE && (file == AHEAD_NO_FILE || (file == AHEAD_FILE_IN_WINDOW && !in_file_window(e, slot)))) ||
+                (slot->backend == CRAM_BACKEND_FILE && (file == AHEAD_NO_FILE || (file == AHEAD_FILE_IN_WINDOW && !file_window_holds(e, slot->location, slot->length)))) ||
                 !(src = slot_read(e, slot, dst, &counter, &why)))
                 break; /* its own fault deals with it (and fails it, if it is bad) */
             if (src != dst) memcpy(dst, src, CRAM_PAGE_SIZE);
@@ -129,13 +123,18 @@ static int swapin_stream(const cram_engine* e, const cram_region_desc* r, uint64
     return k;
 }
 
+/* A stream's next window: READAHEAD_MIN pages at first, doubling up to READAHEAD_MAX. */
+static uint64_t next_window(uint32_t window)
+{
+    uint64_t w = window ? (uint64_t)window * 2 : READAHEAD_MIN;
+    return w > READAHEAD_MAX ? READAHEAD_MAX : w;
+}
+
 uint64_t swapin_readahead_end(const cram_engine* e, const cram_region_desc* r, uint64_t page)
 {
     int k = swapin_stream(e, r, page);
     if (k < 0) return 0;
-    uint32_t window = e->swapin_window[r->id][k];
-    uint64_t w = window ? (uint64_t)window * 2 : READAHEAD_MIN;
-    if (w > READAHEAD_MAX) w = READAHEAD_MAX;
+    uint64_t w = next_window(e->swapin_window[r->id][k]);
     uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
     return page + 1 + w < pages ? page + 1 + w : pages;
 }
@@ -154,8 +153,7 @@ void swapin_readahead(cram_engine* e, cram_region_desc* r, uint64_t page)
         window[k] = 0;
         return;
     }
-    uint64_t w = window[k] ? window[k] * 2 : READAHEAD_MIN;
-    if (w > READAHEAD_MAX) w = READAHEAD_MAX;
+    uint64_t w = next_window(window[k]);
     window[k] = (uint32_t)w;
     uint64_t soft = __atomic_load_n(&e->config.soft_limit_pages, __ATOMIC_RELAXED);
     uint64_t resident = __atomic_load_n(&s->stats.resident_pages, __ATOMIC_RELAXED);

@@ -15,8 +15,7 @@ public sealed unsafe class EngineLifecycleTests : IDisposable
 
     private static int OpenDescriptors() => Directory.GetFiles("/proc/self/fd").Length;
 
-    private static int CramThreads() => Directory.GetDirectories("/proc/self/task")
-        .Count(t => File.ReadAllText(Path.Combine(t, "comm")).StartsWith("cram-", StringComparison.Ordinal));
+    private static int CramThreads() => ProcessThreads.Count(n => n.StartsWith("cram-", StringComparison.Ordinal));
 
     /// <summary>Engines earlier tests left to their finalizers release their threads and descriptors now, not during a count.</summary>
     private static void Settle()

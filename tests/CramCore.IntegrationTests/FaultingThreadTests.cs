@@ -22,8 +22,7 @@ public sealed unsafe class FaultingThreadTests : IDisposable
         return options;
     }
 
-    private static int CramFaultThreads() => Directory.GetDirectories("/proc/self/task")
-        .Count(t => File.ReadAllText(Path.Combine(t, "comm")).StartsWith("cram-fault", StringComparison.Ordinal));
+    private static int CramFaultThreads() => ProcessThreads.Count(n => n == "cram-fault");
 
     [Fact]
     public void EveryFaultKind_IsResolvedOnTheFaultingThread()

@@ -86,18 +86,7 @@ public sealed unsafe class LifetimeTests
         disposed.Dispose();
     }
 
-    private static int Threads(string name) =>
-        Directory.GetDirectories("/proc/self/task").Count(t =>
-        {
-            try
-            {
-                return File.ReadAllText(Path.Combine(t, "comm")).Trim() == name;
-            }
-            catch (IOException)
-            {
-                return false; // the thread exited while we looked
-            }
-        });
+    private static int Threads(string name) => ProcessThreads.Count(n => n == name);
 
     private static void CollectEverything()
     {

@@ -55,7 +55,7 @@ internal sealed unsafe partial class Writeback
         {
             return;
         }
-        if (!AboveHighWatermark && !_file.HasDeadSegments && !CompactionDue && _queue.Count <= 2 * _slots.PoolSlots + 4096)
+        if (!AboveHighWatermark && !_file.HasDeadSegments && !CompactionDue && !QueueNeedsTrim)
         {
             return;
         }

@@ -529,12 +529,15 @@ internal sealed unsafe partial class Writeback : IDisposable
         }
     }
 
+    /// <summary>Whether the queue holds more than twice the pooled slots (and a few thousand): mostly entries of slots that left the pool.</summary>
+    private bool QueueNeedsTrim => _queue.Count > 2 * _slots.PoolSlots + 4096;
+
     /// <summary>Drops queue entries of slots that left the pool, when they are most of the queue (under lock 3).</summary>
     public void TrimQueue()
     {
         lock (_maintenance)
         {
-            if (_queue.Count > 2 * _slots.PoolSlots + 4096)
+            if (QueueNeedsTrim)
             {
                 _queue.Retain(id => _slots.TryGet(id) is var s && s != null && s->Backend == SlotBackend.Pool);
             }
