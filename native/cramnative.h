@@ -149,16 +149,17 @@
  * failed drop (DROPPING -> CLEAN) changes nothing. When the pool is full, reclaim releases clean
  * copies (CLEAN -> DIRTY) before it gives up or writes back, coldest first.
  * Readahead (swapin_readahead in readahead.c). A read MISSING fault at page p continues a
- * stream when p lies within READAHEAD_MAX pages after where one of the region's last four read
- * swap-in streams ended; the first fault of a stream brings in only p. A continuing fault also
+ * stream when p lies in one of the region's last four read swap-in streams' last window (a page
+ * readahead left to its own fault) or within READAHEAD_MAX pages after where it ended; the first
+ * fault of a stream brings in only p. A continuing fault also
  * brings in the EVICTED pages of the next window after p (8 pages, doubling to 128), READAHEAD_CHUNK
  * at a time: decompress into a buffer, one UFFDIO_COPY (write-protected), CAS each EVICTED->CLEAN,
  * log, then wake whoever waits in the chunk, so the reader resumes after the first chunk while the
  * service prepares the next (with the faulting-thread service, the faulting thread does all of it
  * before it returns). It stops at the soft limit (resident + window <= limit) and skips pages that
  * are not EVICTED. Pages in the backing file come in when the window's file extents span at most
- * FILE_WINDOW_BYTES: they are read in one pread first (file_window_read); extents beyond that, and
- * bad slots, are left to their own faults. Nothing else changes: a readahead page is exactly a
+ * FILE_WINDOW_BYTES: they are read in one pread first (file_window_read); extents far from the
+ * others, and bad slots, are left to their own faults. Nothing else changes: a readahead page is exactly a
  * read swap-in that had no fault.
  * Working set (refault distance, as the kernel's mm/workingset.c). Accesses to resident pages
  * are invisible to a user-space tier, so a hot page would age out with everything else and be

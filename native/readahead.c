@@ -65,21 +65,13 @@ static int install_ahead(cram_engine* e, cram_region_desc* r, uint64_t first, co
     return 0;
 }
 
-/* The file extents of the evicted pages [q, end) in one read, when they span FILE_WINDOW_BYTES at
- * most: writeback packs pages evicted together into a segment in the order it took them, so a
- * sequential reader's next pages are mostly next to each other in the file, and one read of the
- * span (pages of it dead or another page's, which cost only bandwidth) replaces a read per page.
- * The window holds until the caller clears it, within its hold of the engine lock: the extents of
- * EVICTED pages do not change meanwhile (only code holding the lock leaves EVICTED, and writeback
- * writes only extents no slot names yet). Extents outside it are read one by one, as before.
- * Returns 1 if a window was read. */
-int file_window_read(cram_engine* e, cram_region_desc* r, uint64_t q, uint64_t end)
+/* The file span [*lo, *hi) of the extents of the evicted pages [q, end) that fit one read with the
+ * first one: an extent that would take the span past FILE_WINDOW_BYTES is left out (its page is left
+ * to its own fault) and the pages after it still join. Returns how many pages' extents it holds. */
+static uint64_t file_window_span(cram_engine* e, cram_region_desc* r, uint64_t q, uint64_t end, uint64_t* lo_out, uint64_t* hi_out)
 {
-    ASSERT_ENGINE_LOCKED(e);
     cram_shared* s = e->shared;
-    int fd = s->backing_fd;
-    if (fd < 0) return 0;
-    uint64_t lo = UINT64_MAX, hi = 0;
+    uint64_t lo = UINT64_MAX, hi = 0, held = 0;
     for (uint64_t i = q; i < end; i++) {
         uint64_t p = load_acquire(&r->pte[i]);
         if (CRAM_PTE_STATE(p) != CRAM_PTE_EVICTED || CRAM_PTE_SLOT(p) == CRAM_SLOT_ZERO) continue;
@@ -87,9 +79,36 @@ int file_window_read(cram_engine* e, cram_region_desc* r, uint64_t q, uint64_t e
         if (slot->backend != CRAM_BACKEND_FILE) continue;
         uint64_t from = slot->location, to = slot->location + slot->length;
         uint64_t new_lo = from < lo ? from : lo, new_hi = to > hi ? to : hi;
-        if (new_hi - new_lo > FILE_WINDOW_BYTES - CRAM_PAGE_SIZE) break; /* the window ends before this page */
+        if (new_hi - new_lo > FILE_WINDOW_BYTES - CRAM_PAGE_SIZE) continue; /* far from the others: its own read */
         lo = new_lo;
         hi = new_hi;
+        held++;
+    }
+    *lo_out = lo;
+    *hi_out = hi;
+    return held;
+}
+
+/* The file extents of the evicted pages [q, end) in one read, when they span FILE_WINDOW_BYTES at
+ * most: writeback packs pages evicted together into consecutive segments in the order it took
+ * them, so a sequential reader's next pages are mostly next to each other in the file, and one read
+ * of the span (pages of it dead or another page's, which cost only bandwidth) replaces a read per
+ * page. A page whose extent lies far from the others (written back later, or moved by compaction) is
+ * left out and read by its own fault; if that is page q itself, the window is taken from q + 1 (so
+ * one far page does not cost its neighbours their window). The window holds until the caller clears
+ * it, within its hold of the engine lock: the extents of EVICTED pages do not change meanwhile (only
+ * code holding the lock leaves EVICTED, and writeback writes only extents no slot names yet).
+ * Returns 1 if a window was read. */
+int file_window_read(cram_engine* e, cram_region_desc* r, uint64_t q, uint64_t end)
+{
+    ASSERT_ENGINE_LOCKED(e);
+    int fd = e->shared->backing_fd;
+    if (fd < 0) return 0;
+    uint64_t lo, hi;
+    uint64_t held = file_window_span(e, r, q, end, &lo, &hi);
+    if (held == 1 && q + 1 < end) {
+        uint64_t lo1, hi1; /* q's extent may be the only one far from the rest */
+        if (file_window_span(e, r, q + 1, end, &lo1, &hi1) > 1) { lo = lo1; hi = hi1; }
     }
     if (hi == 0) return 0;
     uint64_t first = lo & ~(uint64_t)(CRAM_PAGE_SIZE - 1);
@@ -118,8 +137,11 @@ static int swapin_stream(const cram_engine* e, const cram_region_desc* r, uint64
 {
     const uint64_t* next = e->next_swapin[r->id];
     int k = -1;
+    const uint32_t* window = e->swapin_window[r->id];
+    /* From the start of its last window (a page of it readahead left to its own fault: far in the
+     * file, or bad) to READAHEAD_MAX pages past its end. */
     for (int i = 0; i < SWAPIN_STREAMS; i++)
-        if (next[i] && page >= next[i] && page - next[i] < READAHEAD_MAX) k = i;
+        if (next[i] && page + window[i] >= next[i] && (page < next[i] || page - next[i] < READAHEAD_MAX)) k = i;
     return k;
 }
 

@@ -65,6 +65,91 @@ public sealed unsafe class WritebackTests : IDisposable
     }
 
     [Fact]
+    public void PagesEvictedInOrder_LieInOrderInTheFile_AndASequentialReaderReadsThemInWindows()
+    {
+        using var engine = CramEngine.Create(Options());
+        using var region = engine.CreateRegion((long)Pages * P);
+        Fill(region);
+        region.Reclaim(region.Length);
+        WaitForWriteback(engine);
+
+        // Reclaim stores pages in eviction order (a batch the full pool cut short goes back to the
+        // front of the FIFO, not the back); writeback takes entries in store order into consecutive
+        // segments, and the entry that does not fit a segment's end opens the next one. Either at the
+        // back of its queue would land a pool's worth of entries later: far extents that break
+        // readahead windows.
+        ulong previous = 0;
+        int filePages = 0, outOfOrder = 0;
+        for (long i = 0; i < Pages; i++)
+        {
+            ulong pte = PageTableEntry.Load(region.PageTableEntries + i);
+            if (PageTableEntry.State(pte) != PageState.Evicted || PageTableEntry.Slot(pte) == SharedLayout.ZeroSlot)
+            {
+                continue;
+            }
+            NativeSlot* slot = engine.Parts.Slots.Get(PageTableEntry.Slot(pte));
+            if (slot->Backend != SlotBackend.File)
+            {
+                continue;
+            }
+            filePages++;
+            outOfOrder += slot->Location < previous ? 1 : 0;
+            previous = slot->Location;
+        }
+        Assert.True(filePages > Pages / 2, $"{filePages} pages in the file");
+        Assert.True(BackingFile.SegmentBytes < filePages * 500L, "the file pages span several segments");
+        Assert.Equal(0, outOfOrder);
+
+        CramStats before = engine.GetStats();
+        Verify(region); // in order: readahead windows of up to 128 pages, each one read of the file
+        CramStats after = engine.GetStats();
+        long fromFile = after.RefaultsFromFile - before.RefaultsFromFile, reads = after.FileReads - before.FileReads;
+        Assert.True(fromFile >= filePages - 8, $"{fromFile} of {filePages} from the file");
+        Assert.True(reads * 48 <= fromFile, $"{fromFile} pages from the file in {reads} reads");
+    }
+
+    [Fact]
+    public void ASequentialReader_LeavesAFarExtentToItsOwnRead_AndKeepsItsWindow()
+    {
+        using var engine = CramEngine.Create(Options());
+        using var region = engine.CreateRegion((long)Pages * P);
+        using var filler = engine.CreateRegion((long)Pages * P);
+        Fill(region);
+        region.Reclaim(region.Length);
+        WaitForWriteback(engine);
+        // Every 200th page rewritten and evicted again, then pushed to the file's end behind other
+        // data: its extent lies far from its neighbours'. Readahead leaves it to its own read and the
+        // window goes on past it (it once ended there, and the reader's next fault began a new stream).
+        var far = new HashSet<long>();
+        for (long i = 100; i < Pages; i += 200)
+        {
+            TestPages.WriteCompressible(region.Pointer + i * P, i, 1);
+            far.Add(i);
+        }
+        region.Reclaim(region.Length);
+        Fill(filler);
+        filler.Reclaim(filler.Length);
+        WaitForWriteback(engine);
+        int farInFile = 0;
+        foreach (long i in far)
+        {
+            ulong pte = PageTableEntry.Load(region.PageTableEntries + i);
+            farInFile += PageTableEntry.State(pte) == PageState.Evicted && engine.Parts.Slots.Get(PageTableEntry.Slot(pte))->Backend == SlotBackend.File ? 1 : 0;
+        }
+        Assert.True(farInFile >= far.Count - 1, $"{farInFile} of {far.Count} rewritten pages written back again");
+
+        CramStats before = engine.GetStats();
+        for (int i = 0; i < Pages; i++)
+        {
+            Assert.True(TestPages.CheckCompressible(region.Pointer + (long)i * P, i, far.Contains(i) ? 1 : 0), $"page {i} differs");
+        }
+        CramStats after = engine.GetStats();
+        long fromFile = after.RefaultsFromFile - before.RefaultsFromFile, reads = after.FileReads - before.FileReads;
+        Assert.True(fromFile > Pages / 2, $"{fromFile} pages from the file");
+        Assert.True(reads * 40 <= fromFile, $"{fromFile} pages from the file in {reads} reads (far pages: {farInFile})");
+    }
+
+    [Fact]
     public void ReadFault_KeepsTheFileCopy_SoEvictingAgainIsOnlyADrop()
     {
         using var engine = CramEngine.Create(Options());

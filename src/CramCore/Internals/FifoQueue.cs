@@ -17,6 +17,22 @@ internal sealed class FifoQueue<T> where T : unmanaged
 
     public void Enqueue(T item)
     {
+        GrowIfFull();
+        _items[(_head + _count) & (_items.Length - 1)] = item;
+        _count++;
+    }
+
+    /// <summary>Puts <paramref name="item"/> back at the front: the next <see cref="TryDequeue"/> returns it.</summary>
+    public void EnqueueFront(T item)
+    {
+        GrowIfFull();
+        _head = (_head - 1) & (_items.Length - 1);
+        _items[_head] = item;
+        _count++;
+    }
+
+    private void GrowIfFull()
+    {
         if (_count == _items.Length)
         {
             var larger = new T[_items.Length * 2];
@@ -27,8 +43,6 @@ internal sealed class FifoQueue<T> where T : unmanaged
             _items = larger;
             _head = 0;
         }
-        _items[(_head + _count) & (_items.Length - 1)] = item;
-        _count++;
     }
 
     public bool TryDequeue(out T item)

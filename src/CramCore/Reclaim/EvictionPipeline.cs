@@ -28,7 +28,9 @@ namespace CramCore.Reclaim;
 /// <b>Roll-back.</b> Invariant kept on every path: each DIRTY or CLEAN page is in the victim clock's
 /// FIFO or in the native fault-in log, so reclaim sees it again. A full pool ends storing for the
 /// batch: the remaining claimed pages go back to DIRTY (still write-protected until their next write)
-/// and to the FIFO, and the batch's CLEAN pages are still dropped. A failed write-protect or drop, or
+/// and to the front of the FIFO, in their order (they are still the coldest: the next pass, after
+/// writeback made room, takes them first, so pages evicted together are stored — and written back —
+/// together), and the batch's CLEAN pages are still dropped. A failed write-protect or drop, or
 /// any exception, settles the rest of the batch the same way (EVICTING→DIRTY, CLEAN stays CLEAN;
 /// both requeued) and rethrows. Not thread-safe: the reclaimer's pass lock.
 /// </summary>
@@ -52,6 +54,8 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     private readonly ulong[] _drop = new ulong[BatchPages];
     private readonly NativeCramPlace[] _place = new NativeCramPlace[BatchPages];
     private readonly ulong[] _placeEntries = new ulong[BatchPages];
+    private readonly ulong[] _unstored = new ulong[BatchPages]; // claimed pages a full pool sent back, in victim order
+    private int _unstoredCount;
     private readonly CramNode? _node;
     private int _sinceAudit;
 
@@ -86,6 +90,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     {
         poolFull = false;
         int dropped = 0, settled = 0;
+        _unstoredCount = 0;
         try
         {
             while (settled < victims.Length)
@@ -106,6 +111,10 @@ internal sealed unsafe class EvictionPipeline : IDisposable
             _counters.AddError();
             RollBack(regions, victims[settled..], clock);
             throw;
+        }
+        finally
+        {
+            clock.ReturnToFront(_unstored.AsSpan(0, _unstoredCount));
         }
         return dropped;
     }
@@ -130,7 +139,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
             }
             if (poolFull)
             {
-                RollBackClaim(pte, victims[i], clock); // not protected: the batch stopped storing before this region
+                ReturnUnstored(pte, victims[i]); // not protected: the batch stopped storing before this region
                 continue;
             }
             byte* data = region.BasePointer + (page << SharedLayout.PageShift);
@@ -145,7 +154,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
             if (stored == StoreResult.PoolFull)
             {
                 poolFull = true;
-                RollBackClaim(pte, victims[i], clock);
+                ReturnUnstored(pte, victims[i]);
                 continue;
             }
             if (stored == StoreResult.Incompressible)
@@ -384,6 +393,15 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         if (PageTableEntry.TryTransition(pte, PageTableEntry.Make(PageState.Evicting, 0), PageTableEntry.Make(PageState.Dirty, 0)))
         {
             clock.Requeue(entry);
+        }
+    }
+
+    /// <summary>EVICTING→DIRTY for a page the full pool could not take; it goes back to the front of the FIFO when the batch ends. If the CAS fails, a write cancelled the eviction and the service re-logged the page.</summary>
+    private void ReturnUnstored(ulong* pte, ulong entry)
+    {
+        if (PageTableEntry.TryTransition(pte, PageTableEntry.Make(PageState.Evicting, 0), PageTableEntry.Make(PageState.Dirty, 0)))
+        {
+            _unstored[_unstoredCount++] = entry;
         }
     }
 

@@ -80,6 +80,15 @@ internal sealed unsafe class VictimClock(INativeEngine engine, NativeShared* sha
     /// <summary>Puts a page back at the end of the FIFO (a victim that could not be evicted now).</summary>
     public void Requeue(ulong entry) => _queue.Enqueue(entry);
 
+    /// <summary>Puts pages back at the front of the FIFO, in the order given: victims that are still the coldest (a full pool could not take them), for the next pass to take first.</summary>
+    public void ReturnToFront(ReadOnlySpan<ulong> entries)
+    {
+        for (int i = entries.Length - 1; i >= 0; i--)
+        {
+            _queue.EnqueueFront(entries[i]);
+        }
+    }
+
     /// <summary>
     /// Takes up to <paramref name="victims"/>.Length victims (of region <paramref name="only"/>, if
     /// given), looking at no more than <paramref name="budget"/> entries: first the cold queue, then

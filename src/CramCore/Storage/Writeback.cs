@@ -199,7 +199,10 @@ internal sealed unsafe partial class Writeback : IDisposable
             }
             if (!_file.HasRoom(s->Length))
             {
-                _queue.Enqueue(id); // first in the next batch's segment... approximately: at the tail
+                // First in the next batch's segment, which follows this one in the file: entries stored
+                // together stay together there, so a sequential reader's window is one read (at the
+                // tail it would land a pool's worth of entries later, one far extent per segment).
+                _queue.EnqueueFront(id);
                 break;
             }
             ulong handle = s->Location;
