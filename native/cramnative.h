@@ -188,8 +188,10 @@
  * cleared) before it is resolved (memory_limit_waits + 1), a first touch maps only its own page,
  * and neither readahead nor prefetch brings pages in ahead of need. No page state changes: it is
  * back-pressure on the service, bounded per fault. Managed code clears it once memory is under the
- * limit again. A first touch at or over the hard limit also maps only its own page, so a fault that
- * gave up waiting for reclaim (throttle_max_us) adds one page, not a block.
+ * limit again. A first touch maps no more pages than fit below the hard limit, and only its own
+ * page at or over it, so a fault that gave up waiting for reclaim (throttle_max_us) adds one page,
+ * not a block; a read that continues a stream maps that page writable (its write would otherwise
+ * take a copy-on-write fault and a TLB flush on every CPU).
  * First touch has its own fault-around (FaultAroundPages): zero pages for the rest of an aligned
  * block when a first touch continues a sequential stream of first touches.
  * Moving an entry's data between backends changes its slot, never its page-table entry (see

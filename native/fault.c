@@ -145,9 +145,11 @@ static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t pa
     uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
     uint64_t first = page, last = page; /* inclusive run of EMPTY pages around the fault */
     uint32_t around = e->config.fault_around_pages;
+    /* The most pages this fault may add: the room below the hard limit (one page at it: a throttled
+     * fault that gave up waiting), one while the memory limit cannot be held. */
     uint64_t hard = __atomic_load_n(&e->config.hard_limit_pages, __ATOMIC_RELAXED);
-    if (__atomic_load_n(&s->memory_wait_us, __ATOMIC_RELAXED) || (hard && __atomic_load_n(&s->stats.resident_pages, __ATOMIC_RELAXED) >= hard))
-        around = 1; /* at the hard limit (a throttled fault that gave up waiting) or over the memory limit: one page a fault */
+    uint64_t resident = __atomic_load_n(&s->stats.resident_pages, __ATOMIC_RELAXED);
+    uint64_t room = __atomic_load_n(&s->memory_wait_us, __ATOMIC_RELAXED) ? 1 : !hard ? UINT64_MAX : resident < hard ? hard - resident : 1;
     /* Fault around only where a first touch continues a sequential stream, or lands right after a
      * page already in use (a fill that another thread's chunk precedes), for a write or a read, and
      * then with writable zero pages even for a read: managed fills read their destination first
@@ -166,10 +168,16 @@ static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t pa
         while (first > lo && CRAM_PTE_STATE(load_acquire(&ptes[first - 1])) == CRAM_PTE_EMPTY) first--;
         while (last < hi && CRAM_PTE_STATE(load_acquire(&ptes[last + 1])) == CRAM_PTE_EMPTY) last++;
     }
+    if (last - first + 1 > room) { /* near the limit: the page and the ones after it that fit */
+        first = page;
+        if (last - page + 1 > room) last = page + room - 1;
+    }
     uint64_t n = last - first + 1;
     uint64_t addr = r->base + (first << CRAM_PAGE_SHIFT);
-    int rc = write || n > 1 ? uffd_copy(e->uffd, addr, e->zero_pages, n << CRAM_PAGE_SHIFT, 0)
-                            : uffd_zeropage(e->uffd, addr, n << CRAM_PAGE_SHIFT);
+    /* A read that continues a stream gets a writable zero page even alone (at the hard limit): the
+     * write that follows it would otherwise take a copy-on-write fault that flushes every CPU's TLB. */
+    int rc = write || n > 1 || sequential ? uffd_copy(e->uffd, addr, e->zero_pages, n << CRAM_PAGE_SHIFT, 0)
+                                          : uffd_zeropage(e->uffd, addr, n << CRAM_PAGE_SHIFT);
     if (rc != 0 && n > 1) { /* something in the run was present after all: do just the page */
         first = last = page;
         n = 1;

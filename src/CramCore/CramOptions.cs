@@ -189,6 +189,15 @@ public sealed class CramOptions
     /// </summary>
     public TimeSpan FaultServiceSpin { get; set; } = TimeSpan.FromMicroseconds(50);
 
+    /// <summary>
+    /// Threads that classify and compress the pages reclaim evicts, the reclaim worker included
+    /// (1–16; 0, the default: one per CPU the process may use, at most 4). The worker stores the
+    /// pages in order; the helpers beyond it take pages of the same batch while it does. They are
+    /// shared by the process's engines, start at the first eviction and stop with the last engine.
+    /// 1 keeps compression on the reclaim worker alone (a CPU left to the application).
+    /// </summary>
+    public int CompressionThreads { get; set; }
+
     /// <summary>Longest a fault waits for reclaim when resident memory is over the limit (0 to 1 s, whole microseconds; default 20 ms).</summary>
     public TimeSpan ThrottleMax { get; set; } = TimeSpan.FromMilliseconds(20);
 
@@ -200,8 +209,9 @@ public sealed class CramOptions
     /// (1–64; default 64), even for a read: .NET code reads before it writes (the JIT's null check
     /// of a span's target), and a shared zero page would cost a second, copy-on-write fault per page.
     /// Saves faults on sequential fills; a sparse first touch (a hash table's pattern) maps its one
-    /// page, and a lone read maps the shared zero page (no memory). 1 turns it off. A first touch at
-    /// the resident hard limit, or while <see cref="MemoryLimitBytes"/> cannot be held, maps only its page.
+    /// page, and a lone read maps the shared zero page (no memory). 1 turns it off. A first touch
+    /// never maps more pages than fit below the resident hard limit, and only its own page at the
+    /// limit or while <see cref="MemoryLimitBytes"/> cannot be held.
     /// </summary>
     public int FaultAroundPages { get; set; } = SharedLayout.FaultAroundMax;
 
@@ -251,6 +261,10 @@ public sealed class CramOptions
         if (MemoryLimitWait < TimeSpan.Zero || MemoryLimitWait > TimeSpan.FromSeconds(10))
         {
             throw new ArgumentException($"MemoryLimitWait is {MemoryLimitWait}; it must be between 0 and 10 s.", nameof(MemoryLimitWait));
+        }
+        if (CompressionThreads is < 0 or > 16)
+        {
+            throw new ArgumentException($"CompressionThreads is {CompressionThreads}; it must be between 1 and 16, or 0 for one per CPU (at most 4).", nameof(CompressionThreads));
         }
         if (CompressionThresholdBytes is < 64 or > SharedLayout.PageSize)
         {
@@ -349,6 +363,10 @@ public sealed class CramOptions
         if (MemoryLimitBytes > 0 && BackingFile is not null && CompressedPoolLimitBytes == 0)
         {
             CompressedPoolLimitBytes = MemoryLimitBytes / 4 / SharedLayout.PageSize * SharedLayout.PageSize;
+        }
+        if (CompressionThreads == 0)
+        {
+            CompressionThreads = 1 + Reclaim.CompressionHelpers.DefaultHelpers;
         }
     }
 

@@ -67,6 +67,9 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             // Advice: with the limit too, so prefetch meets it and hot pages have to go when it needs them.
             FaultServiceSpin = TimeSpan.Zero,
             FaultService = faultService,
+            // Compression: the reclaim worker alone (Plain), or with three helpers on a 2-CPU machine
+            // (ResidentLimit, Writeback: the helpers compress pages writes race), or the default.
+            CompressionThreads = mode is Mode.Plain ? 1 : mode is Mode.ResidentLimit or Mode.Writeback ? 4 : 0,
             BackingFile = mode is Mode.Writeback or Mode.MemoryLimit or Mode.FileReadahead ? Path.Combine(dir, "swap") : null,
             MemoryLimitBytes = mode == Mode.MemoryLimit ? 16L << 20 : 0, // the pool gets a quarter
             // CleanCopies: ghost mode with a pool of a quarter of the data, so reclaim keeps letting go

@@ -10,6 +10,8 @@ public sealed unsafe class OptionsTests
         { nameof(CramOptions.ResidentLimitBytes), o => o.ResidentLimitBytes = 4096 },
         { nameof(CramOptions.CompressionThresholdBytes), o => o.CompressionThresholdBytes = 10 },
         { nameof(CramOptions.CompressionThresholdBytes), o => o.CompressionThresholdBytes = 5000 },
+        { nameof(CramOptions.CompressionThreads), o => o.CompressionThreads = -1 },
+        { nameof(CramOptions.CompressionThreads), o => o.CompressionThreads = 17 },
         { nameof(CramOptions.Userfaultfd), o => o.Userfaultfd = (UserfaultfdMode)9 },
         { nameof(CramOptions.FaultServiceSpin), o => o.FaultServiceSpin = TimeSpan.FromMicroseconds(-5) },
         { nameof(CramOptions.ThrottleMax), o => o.ThrottleMax = TimeSpan.FromSeconds(2) },

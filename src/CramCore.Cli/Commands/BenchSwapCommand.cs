@@ -30,7 +30,7 @@ internal static unsafe class BenchSwapCommand
 
     /// <param name="backingFile">With a path, the file tier: --limit holds resident memory plus the pool (a resident limit of limit - poolLimit, a pool of poolLimit), and what the pool cannot hold is written back to the file.</param>
     public static int Run(string? corpus, long size, long limit, int samples, bool json, CramFaultService faultService = CramFaultService.Auto,
-        string? backingFile = null, long poolLimit = 64L << 20)
+        string? backingFile = null, long poolLimit = 64L << 20, int compressionThreads = 0)
     {
         if (corpus is null)
         {
@@ -52,6 +52,10 @@ internal static unsafe class BenchSwapCommand
         {
             throw new CliException($"--pool-limit: {Measure.Bytes(poolLimit)} must be at least 1m and at most half of --limit ({Measure.Bytes(limit)}).");
         }
+        if (compressionThreads is < 0 or > 16)
+        {
+            throw new CliException($"--compression-threads: {compressionThreads} must be between 1 and 16, or 0 for one per CPU (at most 4).");
+        }
         if (backingFile is not null && File.Exists(backingFile))
         {
             throw new CliException($"--backing-file: '{backingFile}' exists; CramCore never overwrites a file: choose another path.");
@@ -66,11 +70,11 @@ internal static unsafe class BenchSwapCommand
             zero[i] = scratch.AsSpan().IndexOfAnyExcept((byte)0) < 0;
         }
         using var engine = CramEngine.Create(backingFile is null
-            ? new CramOptions { ResidentLimitBytes = limit, FaultService = faultService }
+            ? new CramOptions { ResidentLimitBytes = limit, FaultService = faultService, CompressionThreads = compressionThreads }
             : new CramOptions
             {
                 ResidentLimitBytes = limit - poolLimit, CompressedPoolLimitBytes = poolLimit, PoolArenaBytes = Math.Min(poolLimit, 64L << 20),
-                BackingFile = backingFile, FaultService = faultService,
+                BackingFile = backingFile, FaultService = faultService, CompressionThreads = compressionThreads,
             });
         using var region = engine.CreateRegion(pages * P);
 

@@ -13,9 +13,12 @@ namespace CramCore.Reclaim;
 /// <item><b>claim</b> — done by <see cref="VictimClock.Select"/>: DIRTY→EVICTING;</item>
 /// <item><b>protect</b> — write-protect the claimed pages, one ioctl per run, before reading them,
 ///   so a write from now on takes a WP fault that cancels the eviction (no lost write);</item>
-/// <item><b>classify</b> — <see cref="PageEstimator"/> (or the same-filled check alone): zero,
-///   same-filled, incompressible (kept resident without an LZ4 attempt) or worth compressing;</item>
-/// <item><b>store</b> — slot 0, a same-filled slot, LZ4 into the compressed pool, or, for a very
+/// <item><b>classify and compress</b> — <see cref="PageEstimator"/> (or the same-filled check alone):
+///   zero, same-filled, incompressible (kept resident without an LZ4 attempt) or worth compressing,
+///   and then LZ4 into a chunk buffer; <see cref="ChunkPages"/> pages at a time, shared with the
+///   process's <see cref="CompressionHelpers"/> (<see cref="CramOptions.CompressionThreads"/>): these
+///   are pure functions of the page, which is write-protected and stays mapped;</item>
+/// <item><b>store</b> — in victim order, by the reclaim worker alone: slot 0, a same-filled slot, the LZ4 copy into the compressed pool, or, for a very
 ///   compressible page the CRAM node wants, a frame of the node (the page itself stays in place);
 ///   with a backing file, a page that does not compress is stored as it is, for writeback;</item>
 /// <item><b>publish</b> — EVICTING→CLEAN(slot); if a write cancelled the eviction the CAS fails and
@@ -42,6 +45,12 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     /// <summary>One in this many pages the estimator calls incompressible is compressed anyway, to measure its error.</summary>
     public const int AuditInterval = 64;
 
+    /// <summary>Pages classified and compressed at once (by the reclaim worker and the helpers) before they are stored in order.</summary>
+    public const int ChunkPages = 32;
+
+    /// <summary>A chunk page's compressed size when LZ4 was not tried (zero, same-filled or predicted incompressible).</summary>
+    private const int NotCompressed = -1;
+
     private readonly IPageOperations _ops;
     private readonly SlotTable _slots;
     private readonly ReclaimCounters _counters;
@@ -49,13 +58,21 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     private readonly bool _storeUncompressed;
     private readonly bool _storeIncompressible;
     private readonly bool _estimate;
-    private readonly byte* _scratch;
+    private readonly byte* _output; // ChunkPages pages: each chunk page's LZ4 copy
+    private readonly CompressionJob _job;
+    private readonly bool _helped;
+    private readonly byte*[] _chunkData = new byte*[ChunkPages];     // job item -> page
+    private readonly int[] _chunkIndex = new int[ChunkPages];        // job item -> chunk index
+    private readonly PageClass[] _predicted = new PageClass[ChunkPages];
+    private readonly ulong[] _fill = new ulong[ChunkPages];
+    private readonly int[] _size = new int[ChunkPages];
     private readonly ulong[] _protect = new ulong[BatchPages];
     private readonly ulong[] _drop = new ulong[BatchPages];
     private readonly NativeCramPlace[] _place = new NativeCramPlace[BatchPages];
     private readonly ulong[] _placeEntries = new ulong[BatchPages];
     private readonly ulong[] _unstored = new ulong[BatchPages]; // claimed pages a full pool sent back, in victim order
     private int _unstoredCount;
+    private bool _disposed;
     private readonly CramNode? _node;
     private int _sinceAudit;
 
@@ -69,8 +86,17 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         _storeIncompressible = options.BackingFile is not null; // writeback takes them to the file: nothing stays resident for lack of compression
         _estimate = options.EstimateCompressibility && !options.StoreUncompressed;
         _node = slots.Node;
-        _scratch = (byte*)NativeMemory.Alloc(SharedLayout.PageSize);
+        _output = (byte*)NativeMemory.Alloc((nuint)ChunkPages * SharedLayout.PageSize);
+        _job = new CompressionJob(ClassifyAndCompress);
+        _helped = options.CompressionThreads > 1;
+        if (_helped)
+        {
+            CompressionHelpers.Acquire(options.CompressionThreads - 1);
+        }
     }
+
+    /// <summary>Native memory the pipeline holds (the chunk buffer), for the memory limit's metadata.</summary>
+    public static long MetadataBytes => (long)ChunkPages * SharedLayout.PageSize;
 
     /// <summary>What <see cref="Store"/> did with a page.</summary>
     private enum StoreResult
@@ -91,6 +117,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         poolFull = false;
         int dropped = 0, settled = 0;
         _unstoredCount = 0;
+        int posted = _helped ? CompressionHelpers.Post(_job) : -1;
         try
         {
             while (settled < victims.Length)
@@ -114,6 +141,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         }
         finally
         {
+            CompressionHelpers.Withdraw(posted);
             clock.ReturnToFront(_unstored.AsSpan(0, _unstoredCount));
         }
         return dropped;
@@ -130,6 +158,10 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         int drop = 0, place = 0;
         for (int i = 0; i < victims.Length; i++)
         {
+            if (i % ChunkPages == 0 && !poolFull)
+            {
+                ClassifyAndCompressChunk(region, victims[i..Math.Min(i + ChunkPages, victims.Length)], claimed[i..]);
+            }
             ulong page = FaultLogEntry.PageOf(victims[i]);
             ulong* pte = region.PageTableEntries + page;
             if (!claimed[i])
@@ -143,8 +175,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
                 continue;
             }
             byte* data = region.BasePointer + (page << SharedLayout.PageShift);
-            PageClass predicted = Classify(data, out ulong fill);
-            StoreResult stored = Store(data, pte, predicted, fill, out ulong slot, out bool lz4, out int size);
+            StoreResult stored = Store(data, pte, i % ChunkPages, out ulong slot, out bool lz4, out int size);
             if (stored == StoreResult.Placed)
             {
                 _placeEntries[place] = victims[i];
@@ -231,6 +262,35 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         }
     }
 
+    /// <summary>Stage classify and compress for the claimed pages of one chunk of a region's victims, with the helpers; results by chunk index.</summary>
+    private void ClassifyAndCompressChunk(RegionMapping region, ReadOnlySpan<ulong> victims, ReadOnlySpan<bool> claimed)
+    {
+        int items = 0;
+        for (int j = 0; j < victims.Length; j++)
+        {
+            if (claimed[j])
+            {
+                _chunkData[items] = region.BasePointer + (FaultLogEntry.PageOf(victims[j]) << SharedLayout.PageShift);
+                _chunkIndex[items++] = j;
+            }
+        }
+        _job.Run(items);
+    }
+
+    /// <summary>One item of a chunk (any thread): classify the page and, when it is worth it, compress it into its place in the chunk buffer.</summary>
+    private void ClassifyAndCompress(int item)
+    {
+        byte* data = _chunkData[item];
+        int j = _chunkIndex[item];
+        PageClass predicted = Classify(data, out _fill[j]);
+        _predicted[j] = predicted;
+        _size[j] = predicted is PageClass.Zero or PageClass.SameFilled or PageClass.Incompressible || _storeUncompressed
+            ? NotCompressed
+            : Interop.Lz4.CompressDefault(data, Output(j), SharedLayout.PageSize, _threshold);
+    }
+
+    private byte* Output(int chunkIndex) => _output + ((long)chunkIndex << SharedLayout.PageShift);
+
     /// <summary>Stage classify: what the estimator (or the same-filled check alone) expects of the page.</summary>
     private PageClass Classify(byte* data, out ulong fill)
     {
@@ -250,8 +310,10 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     /// (<see cref="Incompressible"/>); one in <see cref="AuditInterval"/> of the
     /// predicted ones is compressed anyway to measure the estimator.
     /// </summary>
-    private StoreResult Store(byte* data, ulong* pte, PageClass predicted, ulong fill, out ulong slot, out bool lz4, out int size)
+    private StoreResult Store(byte* data, ulong* pte, int chunkIndex, out ulong slot, out bool lz4, out int size)
     {
+        PageClass predicted = _predicted[chunkIndex];
+        ulong fill = _fill[chunkIndex];
         slot = 0;
         lz4 = false;
         size = 0;
@@ -282,7 +344,8 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         byte* copy = data;
         if (!_storeUncompressed)
         {
-            size = Interop.Lz4.CompressDefault(data, _scratch, SharedLayout.PageSize, _threshold);
+            byte* output = Output(chunkIndex);
+            size = _size[chunkIndex] != NotCompressed ? _size[chunkIndex] : Interop.Lz4.CompressDefault(data, output, SharedLayout.PageSize, _threshold); // an audit
             if (predicted is PageClass.Compressible or PageClass.VeryCompressible && size <= 0)
             {
                 _counters.AddMispredictedCompressible();
@@ -295,7 +358,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
             {
                 return Incompressible(data, pte, estimated: false, out slot, out size);
             }
-            copy = _scratch;
+            copy = output;
             lz4 = true;
             // Allocation control: only very compressible pages, confirmed by their size, go to the node.
             if (_node is not null && predicted == PageClass.VeryCompressible && _node.Wants(size))
@@ -424,5 +487,17 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         }
     }
 
-    public void Dispose() => NativeMemory.Free(_scratch);
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+        _disposed = true;
+        if (_helped)
+        {
+            CompressionHelpers.Release();
+        }
+        NativeMemory.Free(_output);
+    }
 }

@@ -60,8 +60,8 @@ internal sealed unsafe class Reclaimer : IDisposable
     /// <summary>The most entries the victim clock's queues hold before they are rebuilt (<see cref="VictimClock.MaxEntries"/>).</summary>
     public long MaxQueuedPages => _clock.MaxEntries;
 
-    /// <summary>Bytes of the victim clock's queues (metadata of the memory limit).</summary>
-    public long MetadataBytes => _clock.MetadataBytes;
+    /// <summary>Bytes of the victim clock's queues and the pipeline's chunk buffer (metadata of the memory limit).</summary>
+    public long MetadataBytes => _clock.MetadataBytes + EvictionPipeline.MetadataBytes;
 
     /// <summary>
     /// Evicts up to <paramref name="targetPages"/> pages, of one region if given. Returns pages

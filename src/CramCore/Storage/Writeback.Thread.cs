@@ -83,7 +83,7 @@ internal sealed unsafe partial class Writeback
         }
         if (_thread is null)
         {
-            return Run() > 0;
+            return RunForRoom() > 0;
         }
         long pages = Pages, rounds;
         lock (_progress)
@@ -140,13 +140,24 @@ internal sealed unsafe partial class Writeback
     private void Round()
     {
         PunchDeadSegments();
-        if (Interlocked.Exchange(ref _roomWanted, 0) == 1 | AboveHighWatermark)
+        if (Interlocked.Exchange(ref _roomWanted, 0) == 1)
+        {
+            RunForRoom();
+        }
+        else if (AboveHighWatermark)
         {
             Run();
         }
         CompactSegments();
         TrimQueue();
     }
+
+    /// <summary>
+    /// For a pass the full pool stopped: down to the low watermark, and at least one batch even when
+    /// the pool is there already (a round that ran between the refused store and the request may have
+    /// made the room; the pass then waits for a batch it can see).
+    /// </summary>
+    private long RunForRoom() => Run(force: _pool.UsedBytes > _lowBytes ? 0 : 1);
 
     /// <summary>A batch moved: wake whoever waits in <see cref="MakeRoom"/>.</summary>
     private void Progressed()
