@@ -96,6 +96,10 @@ public sealed record CramStats
 
     /// <summary>Pages evicted (unmapped after their copy was stored).</summary>
     public long Evictions { get; init; }
+    /// <summary>Threads that classify and compress reclaim's victims, the reclaim worker included (<see cref="CramOptions.CompressionThreads"/>, resolved).</summary>
+    public int CompressionThreads { get; init; }
+    /// <summary>Victims a compression helper classified (and compressed, when worth it) rather than the reclaim worker.</summary>
+    public long HelperClassifiedPages { get; init; }
     /// <summary>Pages compressed with LZ4 and stored.</summary>
     public long CompressedPages { get; init; }
     /// <summary>

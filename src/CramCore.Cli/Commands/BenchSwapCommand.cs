@@ -10,7 +10,7 @@ internal sealed record SwapBenchResult(
     string EvictedTest, double EffectiveRatio, long Evictions, long ZeroFillFaults, long Refaults, long WriteProtectFaults,
     long ThrottledFaults, long SeqPages, double PeakResidentOverLimit,
     double PrefetchMibS, double PrefetchOverSeqSwapin, long PrefetchedPages, long PrefetchEvictedPages, long RefaultsAfterPrefetch,
-    string FaultService,
+    string FaultService, int CompressionThreads, double FillHelperCompressedShare,
     bool BackingFile, long PoolLimitBytes, long FileBytesWritten, long FileSegments, long FilePagesAfterFill, long RefaultsFromFile,
     double FileBytesWrittenPerPage, long FileReads, double FileReadBytesPerPageReadBack, double PagesPerFileRead,
     double SeqPagesPerFileRead, double SeqFileReadsSequentialShare);
@@ -85,8 +85,9 @@ internal static unsafe class BenchSwapCommand
             source.Write(new Span<byte>(region.Pointer + i * P, P), i);
         }
         double fillSeconds = (Stopwatch.GetTimestamp() - t0) / (double)Stopwatch.Frequency;
-        long peakAfterFill = engine.GetStats().PeakResidentBytes;
-        long filePagesAfterFill = engine.GetStats().FilePages;
+        CramStats afterFill = engine.GetStats();
+        long peakAfterFill = afterFill.PeakResidentBytes;
+        long filePagesAfterFill = afterFill.FilePages;
 
         BenchSupport.Progress("A: random swap-ins at the limit");
         var rng = new Random(88172645);
@@ -170,6 +171,8 @@ internal static unsafe class BenchSwapCommand
             PrefetchEvictedPages: evictedForPrefetch / P,
             RefaultsAfterPrefetch: s.Refaults - refaultsBefore,
             FaultService: BenchSupport.Name(engine.GetStats().FaultService),
+            CompressionThreads: afterFill.CompressionThreads,
+            FillHelperCompressedShare: afterFill.Evictions == 0 ? 0 : Math.Round((double)afterFill.HelperClassifiedPages / afterFill.Evictions, 3),
             BackingFile: backingFile is not null,
             PoolLimitBytes: backingFile is null ? 0 : poolLimit,
             FileBytesWritten: s.WritebackBytes,

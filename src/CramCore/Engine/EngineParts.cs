@@ -50,6 +50,9 @@ internal sealed unsafe class EngineParts : IDisposable
     /// <summary>Who resolves faults, as the native engine chose (never Auto).</summary>
     public CramFaultService FaultService { get; }
 
+    /// <summary>Threads that compress reclaim's victims (the option, resolved).</summary>
+    public int CompressionThreads { get; }
+
     public TierEventChannel Events { get; } = new();
 
     private readonly Lock _maintenance = new(); // lock 3 (cramnative.h): reclaim's passes, writeback's batch steps, compaction, the reaper
@@ -88,6 +91,7 @@ internal sealed unsafe class EngineParts : IDisposable
             uint service;
             Interop.ThrowIfFailed(Interop.CramNative.EngineFaultService(Native, &service), "Asking the engine for its fault service");
             FaultService = service == 1 ? CramFaultService.FaultingThread : CramFaultService.ServiceThread;
+            CompressionThreads = options.CompressionThreads;
             beforeStep?.Invoke(EngineBuildStep.Pool);
             Pool = new CompressedPool(options.PoolArenaBytes, options.CompressedPoolLimitBytes, options.LockPoolMemory, Engine);
             shared->HandleDirectory = Pool.HandleDirectory; // directories and file are published before any region, so before any fault

@@ -65,6 +65,8 @@ internal static unsafe class EngineStatistics
             MemoryLimitWaits = (long)Volatile.Read(ref s.MemoryLimitWaits),
             Evictions = (long)s.EvictedPagesTotal,
             CompressedPages = reclaim.CompressedPages,
+            CompressionThreads = parts.CompressionThreads,
+            HelperClassifiedPages = reclaim.HelperClassifiedPages,
             IncompressiblePages = reclaim.IncompressiblePages,
             UncompressedStoredPages = reclaim.UncompressedStoredPages,
             EstimatedIncompressiblePages = reclaim.EstimatedIncompressiblePages,

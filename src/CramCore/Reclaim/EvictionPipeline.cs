@@ -73,6 +73,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     private readonly ulong[] _unstored = new ulong[BatchPages]; // claimed pages a full pool sent back, in victim order
     private int _unstoredCount;
     private bool _disposed;
+    private int _ownerThread; // the thread running EvictBatch: items run by other threads are the helpers' work
     private readonly CramNode? _node;
     private int _sinceAudit;
 
@@ -117,6 +118,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         poolFull = false;
         int dropped = 0, settled = 0;
         _unstoredCount = 0;
+        _ownerThread = Environment.CurrentManagedThreadId;
         int posted = _helped ? CompressionHelpers.Post(_job) : -1;
         try
         {
@@ -280,6 +282,10 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     /// <summary>One item of a chunk (any thread): classify the page and, when it is worth it, compress it into its place in the chunk buffer.</summary>
     private void ClassifyAndCompress(int item)
     {
+        if (Environment.CurrentManagedThreadId != _ownerThread)
+        {
+            _counters.AddHelperClassified();
+        }
         byte* data = _chunkData[item];
         int j = _chunkIndex[item];
         PageClass predicted = Classify(data, out _fill[j]);

@@ -7,8 +7,11 @@ namespace CramCore.Reclaim;
 internal sealed class ReclaimCounters
 {
     private long _compressed, _incompressible, _estimatedIncompressible, _mispredictedCompressible, _audits,
-        _falseIncompressible, _zeroCopiesPublished, _errors, _placed, _replaced, _uncompressedStored;
+        _falseIncompressible, _zeroCopiesPublished, _errors, _placed, _replaced, _uncompressedStored,
+        _helperClassified;
 
+    /// <summary>Victims classified (and compressed, when worth it) by a compression helper rather than the reclaim worker.</summary>
+    public long HelperClassifiedPages => Volatile.Read(ref _helperClassified);
     /// <summary>Pages stored LZ4-compressed.</summary>
     public long CompressedPages => Volatile.Read(ref _compressed);
     /// <summary>Pages that do not compress (LZ4 failed or the estimator was confident): kept resident, or stored as they are with a backing file.</summary>
@@ -49,4 +52,5 @@ internal sealed class ReclaimCounters
     internal void AddFalseIncompressible() => Interlocked.Increment(ref _falseIncompressible);
     internal void AddZeroCopy(long delta) => Interlocked.Add(ref _zeroCopiesPublished, delta);
     internal void AddError() => Interlocked.Increment(ref _errors);
+    internal void AddHelperClassified() => Interlocked.Increment(ref _helperClassified);
 }
