@@ -23,6 +23,35 @@ public sealed class SwapCommandTests
         // them all (and found them right) needed no fault.
         Assert.Equal(r.GetProperty("prefetch_evicted_pages").GetInt64(), r.GetProperty("prefetched_pages").GetInt64());
         Assert.Equal(0, r.GetProperty("refaults_after_prefetch").GetInt64());
+        // Where the fill's time went: the threads that did the work used CPU, and no group more than
+        // the whole process could have in the fill's time (two CPUs here).
+        double elapsed = r.GetProperty("fill_elapsed_s").GetDouble();
+        Assert.True(elapsed > 0);
+        Assert.True(r.GetProperty("fill_cpu_reclaim_s").GetDouble() + r.GetProperty("fill_cpu_writer_s").GetDouble() +
+            r.GetProperty("fill_cpu_fault_service_s").GetDouble() > 0, "no CPU time for the fill's threads");
+        foreach (string group in new[] { "writer", "fault_service", "reclaim", "compress", "writeback", "other" })
+        {
+            double seconds = r.GetProperty($"fill_cpu_{group}_s").GetDouble();
+            Assert.True(seconds >= 0 && seconds <= elapsed * Environment.ProcessorCount + 0.05, $"{group}: {seconds} s in {elapsed} s");
+        }
+    }
+
+    [Fact]
+    public void BenchSwap_WithTheFileTier_ReadsWindowsInOrder_AndSaysHowCompressionWasShared()
+    {
+        string file = Path.Combine(Path.GetTempPath(), $"cram-swap-test-{Environment.ProcessId}");
+        JsonElement r = JsonDocument.Parse(ConsoleCapture.Stdout(() => BenchSwapCommand.Run(Sample, 64L << 20, 16L << 20, 500, json: true,
+            backingFile: file, poolLimit: 4L << 20, compressionThreads: 2))).RootElement;
+        Assert.False(File.Exists(file), "the backing file is unlinked");
+        Assert.Equal(0, r.GetProperty("mismatches").GetInt64());
+        Assert.Equal(2, r.GetProperty("compression_threads").GetInt32());
+        double share = r.GetProperty("fill_helper_compressed_share").GetDouble();
+        Assert.True(share is >= 0 and < 1, $"helper share {share}");
+        Assert.True(r.GetProperty("file_reads").GetInt64() > 0);
+        // The sequential phase reads windows of many pages, most of them where the previous read ended.
+        Assert.True(r.GetProperty("seq_pages_per_file_read").GetDouble() >= 16, r.GetProperty("seq_pages_per_file_read").ToString());
+        Assert.Contains("--compression-threads", Assert.Throws<CliException>(() => BenchSwapCommand.Run(Sample, 64L << 20, 16L << 20, 500, true,
+            backingFile: file, poolLimit: 4L << 20, compressionThreads: 17)).Message);
     }
 
     [Fact]

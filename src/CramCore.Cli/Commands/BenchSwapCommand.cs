@@ -10,7 +10,8 @@ internal sealed record SwapBenchResult(
     string EvictedTest, double EffectiveRatio, long Evictions, long ZeroFillFaults, long Refaults, long WriteProtectFaults,
     long ThrottledFaults, long SeqPages, double PeakResidentOverLimit,
     double PrefetchMibS, double PrefetchOverSeqSwapin, long PrefetchedPages, long PrefetchEvictedPages, long RefaultsAfterPrefetch,
-    string FaultService, int CompressionThreads, double FillHelperCompressedShare,
+    string FaultService, int CompressionThreads, double FillHelperCompressedShare, double FillElapsedS,
+    double FillCpuWriterS, double FillCpuFaultServiceS, double FillCpuReclaimS, double FillCpuCompressS, double FillCpuWritebackS, double FillCpuOtherS,
     bool BackingFile, long PoolLimitBytes, long FileBytesWritten, long FileSegments, long FilePagesAfterFill, long RefaultsFromFile,
     double FileBytesWrittenPerPage, long FileReads, double FileReadBytesPerPageReadBack, double PagesPerFileRead,
     double SeqPagesPerFileRead, double SeqFileReadsSequentialShare);
@@ -79,12 +80,14 @@ internal static unsafe class BenchSwapCommand
         using var region = engine.CreateRegion(pages * P);
 
         BenchSupport.Progress($"fill: {Measure.Bytes(size)} of {source.Description} under a {Measure.Bytes(limit)} resident limit");
+        Dictionary<string, double> cpuBeforeFill = ThreadCpu.Sample();
         long t0 = Stopwatch.GetTimestamp();
         for (long i = 0; i < pages; i++)
         {
             source.Write(new Span<byte>(region.Pointer + i * P, P), i);
         }
         double fillSeconds = (Stopwatch.GetTimestamp() - t0) / (double)Stopwatch.Frequency;
+        Dictionary<string, double> fillCpu = ThreadCpu.Since(cpuBeforeFill, ThreadCpu.Sample());
         CramStats afterFill = engine.GetStats();
         long peakAfterFill = afterFill.PeakResidentBytes;
         long filePagesAfterFill = afterFill.FilePages;
@@ -173,6 +176,9 @@ internal static unsafe class BenchSwapCommand
             FaultService: BenchSupport.Name(engine.GetStats().FaultService),
             CompressionThreads: afterFill.CompressionThreads,
             FillHelperCompressedShare: afterFill.Evictions == 0 ? 0 : Math.Round((double)afterFill.HelperClassifiedPages / afterFill.Evictions, 3),
+            FillElapsedS: Math.Round(fillSeconds, 2),
+            FillCpuWriterS: fillCpu["caller"], FillCpuFaultServiceS: fillCpu["fault_service"], FillCpuReclaimS: fillCpu["reclaim"],
+            FillCpuCompressS: fillCpu["compress"], FillCpuWritebackS: fillCpu["writeback"], FillCpuOtherS: fillCpu["other"],
             BackingFile: backingFile is not null,
             PoolLimitBytes: backingFile is null ? 0 : poolLimit,
             FileBytesWritten: s.WritebackBytes,

@@ -213,7 +213,14 @@ internal static class CompressionHelpers
             for (int i = 0; i < s_wanted; i++)
             {
                 var t = new Thread(() => Help(wake)) { IsBackground = true, Name = "cram-compress" };
-                t.Start();
+                try
+                {
+                    t.Start();
+                }
+                catch (OutOfMemoryException)
+                {
+                    break; // no thread to be had: fewer helpers (reclaim's worker compresses alone if need be)
+                }
                 s_threads.Add(t);
             }
             Volatile.Write(ref s_started, 1);
