@@ -58,13 +58,15 @@ void resident_add(cram_engine* e, uint64_t n)
     if (soft && now > soft) signal_reclaim(e);
 }
 
-/* Before a fault adds a resident page: if resident is at the hard limit, give reclaim a bounded
- * time to catch up. Bounded, because reclaim is managed code that a GC may be suspending; and
+/* Before a fault adds resident pages: if `want` of them would take resident past the hard limit,
+ * give reclaim a bounded time to make that room (want is 1 but for a first touch that continues a
+ * stream, which waits for room for its fault-around block: at the limit, a fill then maps a block
+ * a fault instead of one page a fault as eviction frees them one by one). Bounded, because reclaim is managed code that a GC may be suspending; and
  * not at all while reclaim reports it has nothing left to evict (say, incompressible data):
  * then the limit cannot be held and waiting would only slow the application down. Called by the
  * service with the engine lock held; it lets the lock go while it waits, because reclaim takes it
  * (writeback's slot moves, pool compaction): the caller re-finds its region afterwards. */
-static void throttle(cram_engine* e)
+static void throttle(cram_engine* e, uint64_t want)
 {
     ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
     cram_stats* st = &e->shared->stats;
@@ -85,7 +87,7 @@ static void throttle(cram_engine* e)
         return;
     }
     uint64_t hard = __atomic_load_n(&e->config.hard_limit_pages, __ATOMIC_RELAXED);
-    if (!hard || __atomic_load_n(&st->resident_pages, __ATOMIC_RELAXED) < hard)
+    if (!hard || __atomic_load_n(&st->resident_pages, __ATOMIC_RELAXED) + want <= hard)
         return;
     signal_reclaim(e);
     if (__atomic_load_n(stalled, __ATOMIC_ACQUIRE)) return;
@@ -93,11 +95,26 @@ static void throttle(cram_engine* e)
     uint64_t deadline = now_ns() + (uint64_t)e->config.throttle_max_us * 1000ull;
     struct timespec nap = { 0, 20000 };
     engine_unlock(e);
-    while (__atomic_load_n(&st->resident_pages, __ATOMIC_RELAXED) >= __atomic_load_n(&e->config.hard_limit_pages, __ATOMIC_RELAXED) &&
+    while (__atomic_load_n(&st->resident_pages, __ATOMIC_RELAXED) + want > __atomic_load_n(&e->config.hard_limit_pages, __ATOMIC_RELAXED) &&
            __atomic_load_n(&e->config.hard_limit_pages, __ATOMIC_RELAXED) &&
            !__atomic_load_n(stalled, __ATOMIC_ACQUIRE) && now_ns() < deadline)
         nanosleep(&nap, NULL);
     engine_lock(e);
+}
+
+/* How many pages a MISSING fault at page would like room for below the hard limit: a fault-around
+ * block for a first touch that continues a stream (a fill), capped at a sixteenth of the limit;
+ * one for anything else. Under the engine lock, after pte_prefault. */
+static uint64_t throttle_want(const cram_engine* e, const cram_region_desc* r, uint64_t page)
+{
+    uint64_t around = e->config.fault_around_pages;
+    if (around <= 1 || page == 0 || CRAM_PTE_STATE(load_acquire(&r->pte[page])) != CRAM_PTE_EMPTY) return 1;
+    const uint64_t* streams = e->next_first_touch[r->id];
+    int stream = 0;
+    for (int k = 0; k < FIRST_TOUCH_STREAMS; k++) stream |= streams[k] == page;
+    if (!stream) return 1;
+    uint64_t cap = __atomic_load_n(&e->config.hard_limit_pages, __ATOMIC_RELAXED) / 16;
+    return around < cap ? around : cap > 1 ? cap : 1;
 }
 
 /* ------------------------------------------------------------------ fault resolution */
@@ -503,12 +520,12 @@ static void handle_message(cram_engine* e, const struct uffd_msg* m)
     cram_region_desc* r = region_find(e, addr);
     if (!r) return; /* region went away after the fault was queued */
     uint64_t t0 = now_ns();
-    if (!(m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)) {
-        throttle(e); /* a MISSING fault adds a resident page; the lock may be let go meanwhile */
-        if (!(r = region_find(e, addr))) return;
-    }
     uint64_t page = (addr - r->base) >> CRAM_PAGE_SHIFT;
     pte_prefault(r, page);
+    if (!(m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)) {
+        throttle(e, throttle_want(e, r, page)); /* a MISSING fault adds resident pages; the lock may be let go meanwhile */
+        if (!(r = region_find(e, addr))) return;
+    }
     if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
         resolve_write_protect(e, r, page);
     else
@@ -528,7 +545,7 @@ int resolve_on_faulting_thread(cram_engine* e, uint64_t addr, int write)
     pte_prefault(r, page);
     uint32_t state = CRAM_PTE_STATE(wait_not_dropping(&r->pte[page]));
     if (state == CRAM_PTE_EMPTY || state == CRAM_PTE_EVICTED) {
-        throttle(e); /* a MISSING fault adds a resident page; the lock may be let go meanwhile */
+        throttle(e, throttle_want(e, r, page)); /* a MISSING fault adds resident pages; the lock may be let go meanwhile */
         if (!(r = region_find(e, addr))) { engine_unlock(e); return 0; }
         resolve_missing(e, r, page, write, (uint32_t)syscall(SYS_gettid), t0);
     } else if (write) {

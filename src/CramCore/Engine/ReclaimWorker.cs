@@ -143,7 +143,9 @@ internal sealed unsafe class ReclaimWorker : IDisposable
                         // limit: ask the budget again every few batches, so the limit follows the pool.
                         target = Math.Min(target, ReclaimWatermarks.MemoryLimitPassPages);
                     }
-                    stalled = _reclaimer.Reclaim(target, null) == 0;
+                    // Nothing evicted is a stall unless the pool is full and writeback is making room:
+                    // then faults over the hard limit should wait (bounded) rather than run past it.
+                    stalled = _reclaimer.Reclaim(target, null) == 0 && !_reclaimer.WaitingForRoom;
                 }
                 catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException or OutOfMemoryException)
                 {

@@ -71,26 +71,55 @@ internal sealed unsafe class Reclaimer : IDisposable
     public long Reclaim(long targetPages, RegionMapping? only)
     {
         long evicted = 0;
-        bool poolFull;
+        bool poolFull, roomMade = false, compacted = false;
         int roomWithoutProgress = 0;
         while (true)
         {
             long pass = Pass(targetPages - evicted, only, out poolFull);
             evicted += pass;
-            if (!poolFull || evicted >= targetPages || _writeback is null || _stopping || !_writeback.MakeRoom())
+            if (!poolFull || evicted >= targetPages || _writeback is null || _stopping)
             {
                 break;
             }
+            if (pass == 0 && roomMade && !compacted)
+            {
+                compacted = true; // once for each room made
+                if (CompactPool() > 0)
+                {
+                    continue; // writeback freed objects, but their holes were no free zspage yet: now they are
+                }
+            }
+            if (!(roomMade = _writeback.MakeRoom()))
+            {
+                break;
+            }
+            compacted = false;
             if (pass == 0 && roomWithoutProgress++ > 0)
             {
                 break; // room was made twice and nothing went in: what is left does not fit
             }
         }
+        WaitingForRoom = poolFull && roomMade;
         lock (_lock)
         {
             ReportPool(poolFull, evicted);
         }
         return evicted;
+    }
+
+    /// <summary>
+    /// Whether the last <see cref="Reclaim"/> ended with the pool full while writeback was still
+    /// making room: a pause, not a stall (the resident limit's faults should wait for it, not give up).
+    /// </summary>
+    public bool WaitingForRoom { get; private set; }
+
+    /// <summary>Compacts the pool under the pass lock; returns the bytes given back.</summary>
+    private long CompactPool()
+    {
+        lock (_lock)
+        {
+            return _stopping ? 0 : _slots.Pool.Compact();
+        }
     }
 
     /// <summary>One pass under the maintenance lock, until the target is met, nothing is left or the pool is full (<paramref name="poolFull"/>).</summary>
