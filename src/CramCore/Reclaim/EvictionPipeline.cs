@@ -459,7 +459,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     /// <summary>EVICTING→DIRTY and back in the FIFO. If the CAS fails, a write cancelled the eviction and the service re-logged the page.</summary>
     private static void RollBackClaim(ulong* pte, ulong entry, VictimClock clock)
     {
-        if (PageTableEntry.TryTransition(pte, PageTableEntry.Make(PageState.Evicting, 0), PageTableEntry.Make(PageState.Dirty, 0)))
+        if (Unclaim(pte))
         {
             clock.Requeue(entry);
         }
@@ -468,11 +468,15 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     /// <summary>EVICTING→DIRTY for a page the full pool could not take; it goes back to the front of the FIFO when the batch ends. If the CAS fails, a write cancelled the eviction and the service re-logged the page.</summary>
     private void ReturnUnstored(ulong* pte, ulong entry)
     {
-        if (PageTableEntry.TryTransition(pte, PageTableEntry.Make(PageState.Evicting, 0), PageTableEntry.Make(PageState.Dirty, 0)))
+        if (Unclaim(pte))
         {
             _unstored[_unstoredCount++] = entry;
         }
     }
+
+    /// <summary>EVICTING→DIRTY; false if a write cancelled the eviction first.</summary>
+    private static bool Unclaim(ulong* pte) =>
+        PageTableEntry.TryTransition(pte, PageTableEntry.Make(PageState.Evicting, 0), PageTableEntry.Make(PageState.Dirty, 0));
 
     /// <summary>Settles victims a failure left behind: claimed pages go back to DIRTY, CLEAN ones stay; both are requeued.</summary>
     private static void RollBack(RegionTable regions, ReadOnlySpan<ulong> victims, VictimClock clock)
