@@ -3,11 +3,18 @@ using BenchmarkDotNet.Attributes;
 
 namespace CramCore.Benchmarks;
 
-/// <summary>Cost of reclaim per page: dirty compressible pages, zero pages, and clean pages (drop only).</summary>
+/// <summary>
+/// Cost of reclaim per page: dirty compressible pages, zero pages, and clean pages (drop only), with
+/// the reclaim worker compressing alone and with a compression helper (CramOptions.CompressionThreads).
+/// </summary>
 [MemoryDiagnoser]
 public unsafe class ReclaimBenchmarks
 {
     private const int Pages = 4096;
+
+    [Params(1, 2)]
+    public int CompressionThreads { get; set; }
+
     private CramEngine _engine = null!;
     private CramRegion _region = null!;
     private byte[] _pages = null!;
@@ -15,7 +22,7 @@ public unsafe class ReclaimBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        _engine = CramEngine.Create(new CramOptions { FaultAroundPages = 16 });
+        _engine = CramEngine.Create(new CramOptions { FaultAroundPages = 16, CompressionThreads = CompressionThreads });
         _region = _engine.CreateRegion((long)Pages * 4096);
         _pages = new byte[Pages * 4096];
         var source = PageSource.Generated();
