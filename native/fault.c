@@ -102,6 +102,16 @@ static void throttle(cram_engine* e, uint64_t want)
     engine_lock(e);
 }
 
+/* The first-touch stream (index in the region's streams) a first touch at page continues, or -1. */
+static int first_touch_stream(const cram_engine* e, const cram_region_desc* r, uint64_t page)
+{
+    const uint64_t* streams = e->next_first_touch[r->id];
+    int stream = -1;
+    for (int k = 0; k < FIRST_TOUCH_STREAMS; k++)
+        if (page != 0 && streams[k] == page) stream = k;
+    return stream;
+}
+
 /* How many pages a MISSING fault at page would like room for below the hard limit: a fault-around
  * block for a first touch that continues a stream (a fill), capped at a sixteenth of the limit;
  * one for anything else. Under the engine lock, after pte_prefault. */
@@ -109,10 +119,7 @@ static uint64_t throttle_want(const cram_engine* e, const cram_region_desc* r, u
 {
     uint64_t around = e->config.fault_around_pages;
     if (around <= 1 || page == 0 || CRAM_PTE_STATE(load_acquire(&r->pte[page])) != CRAM_PTE_EMPTY) return 1;
-    const uint64_t* streams = e->next_first_touch[r->id];
-    int stream = 0;
-    for (int k = 0; k < FIRST_TOUCH_STREAMS; k++) stream |= streams[k] == page;
-    if (!stream) return 1;
+    if (first_touch_stream(e, r, page) < 0) return 1;
     uint64_t cap = __atomic_load_n(&e->config.hard_limit_pages, __ATOMIC_RELAXED) / 16;
     return around < cap ? around : cap > 1 ? cap : 1;
 }
@@ -175,9 +182,7 @@ static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t pa
      * faster). A sparse first touch - a hash table's pattern - maps its one page; a lone read maps
      * the shared zero page, which costs no memory. */
     uint64_t* streams = e->next_first_touch[r->id];
-    int stream = -1;
-    for (int k = 0; k < FIRST_TOUCH_STREAMS; k++)
-        if (page != 0 && streams[k] == page) stream = k;
+    int stream = first_touch_stream(e, r, page);
     int sequential = stream >= 0 || (page != 0 && block_touched(r, page - 1) && CRAM_PTE_STATE(load_acquire(&ptes[page - 1])) != CRAM_PTE_EMPTY);
     if (sequential && around > 1) {
         uint64_t lo = page - page % around, hi = lo + around - 1;

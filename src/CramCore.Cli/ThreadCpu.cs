@@ -11,7 +11,7 @@ internal static class ThreadCpu
     public static Dictionary<string, double> Sample()
     {
         int caller = CallerTid();
-        double tick = 1.0 / ClockTicksPerSecond;
+        const double tick = 1.0 / ClockTicksPerSecond;
         var groups = new Dictionary<string, double> { ["caller"] = 0, ["fault_service"] = 0, ["reclaim"] = 0, ["writeback"] = 0, ["compress"] = 0, ["other"] = 0 };
         foreach (string task in Directory.GetDirectories("/proc/self/task"))
         {
@@ -41,5 +41,5 @@ internal static class ThreadCpu
 
     private static int CallerTid() => int.Parse(Path.GetFileName(new FileInfo("/proc/thread-self").LinkTarget ?? "0"));
 
-    private static readonly long ClockTicksPerSecond = 100; // USER_HZ: 100 on Linux x64
+    private const int ClockTicksPerSecond = 100; // USER_HZ: 100 on Linux x64
 }

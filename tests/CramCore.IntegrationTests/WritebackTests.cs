@@ -23,6 +23,18 @@ public sealed unsafe class WritebackTests : IDisposable
     private static void WaitForWriteback(CramEngine engine) =>
         Assert.True(SpinWait.SpinUntil(() => engine.Parts.Writeback!.Idle, TimeSpan.FromSeconds(30)), "writeback never went idle");
 
+    /// <summary>The slot of an evicted page whose copy is in the file, or null.</summary>
+    private static NativeSlot* FileSlot(CramEngine engine, CramRegion region, long page)
+    {
+        ulong pte = PageTableEntry.Load(region.PageTableEntries + page);
+        if (PageTableEntry.State(pte) != PageState.Evicted || PageTableEntry.Slot(pte) == SharedLayout.ZeroSlot)
+        {
+            return null;
+        }
+        NativeSlot* slot = engine.Parts.Slots.Get(PageTableEntry.Slot(pte));
+        return slot->Backend == SlotBackend.File ? slot : null;
+    }
+
     private static void Fill(CramRegion region, int version = 0)
     {
         for (int i = 0; i < Pages; i++)
@@ -82,13 +94,8 @@ public sealed unsafe class WritebackTests : IDisposable
         int filePages = 0, outOfOrder = 0;
         for (long i = 0; i < Pages; i++)
         {
-            ulong pte = PageTableEntry.Load(region.PageTableEntries + i);
-            if (PageTableEntry.State(pte) != PageState.Evicted || PageTableEntry.Slot(pte) == SharedLayout.ZeroSlot)
-            {
-                continue;
-            }
-            NativeSlot* slot = engine.Parts.Slots.Get(PageTableEntry.Slot(pte));
-            if (slot->Backend != SlotBackend.File)
+            NativeSlot* slot = FileSlot(engine, region, i);
+            if (slot == null)
             {
                 continue;
             }
@@ -133,8 +140,7 @@ public sealed unsafe class WritebackTests : IDisposable
         int farInFile = 0;
         foreach (long i in far)
         {
-            ulong pte = PageTableEntry.Load(region.PageTableEntries + i);
-            farInFile += PageTableEntry.State(pte) == PageState.Evicted && engine.Parts.Slots.Get(PageTableEntry.Slot(pte))->Backend == SlotBackend.File ? 1 : 0;
+            farInFile += FileSlot(engine, region, i) != null ? 1 : 0;
         }
         Assert.True(farInFile >= far.Count - 1, $"{farInFile} of {far.Count} rewritten pages written back again");
 
