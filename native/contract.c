@@ -27,7 +27,7 @@ static void contract_add(contract_builder* b, const char* name, uint64_t value, 
  * build when an enumerator is added without its line here. The contract's enumerators are small
  * codes; every value below CONTRACT_ENUM_LIMIT is tried. */
 #define CONTRACT_ENUM_LIMIT 1024u
-_Static_assert(CRAM_PTE_PLACED_WRITABLE < CONTRACT_ENUM_LIMIT && CRAM_BACKEND_CRAM < CONTRACT_ENUM_LIMIT &&
+_Static_assert(CRAM_PTE_INSTALLING < CONTRACT_ENUM_LIMIT && CRAM_BACKEND_CRAM < CONTRACT_ENUM_LIMIT &&
                CRAM_UFFD_MODE_USER_MODE_ONLY < CONTRACT_ENUM_LIMIT && CRAM_CONTRACT_CONSTANT < CONTRACT_ENUM_LIMIT,
                "an enumerator of the contract is not listed by contract_enums");
 
@@ -38,7 +38,7 @@ static void contract_enums(contract_builder* b)
         ENUMERATOR(CRAM_PTE_EMPTY); ENUMERATOR(CRAM_PTE_DIRTY); ENUMERATOR(CRAM_PTE_CLEAN);
         ENUMERATOR(CRAM_PTE_EVICTING); ENUMERATOR(CRAM_PTE_DROPPING); ENUMERATOR(CRAM_PTE_EVICTED);
         ENUMERATOR(CRAM_PTE_INCOMPRESSIBLE); ENUMERATOR(CRAM_PTE_UNPROTECTING);
-        ENUMERATOR(CRAM_PTE_PLACED); ENUMERATOR(CRAM_PTE_PLACED_WRITABLE);
+        ENUMERATOR(CRAM_PTE_PLACED); ENUMERATOR(CRAM_PTE_PLACED_WRITABLE); ENUMERATOR(CRAM_PTE_INSTALLING);
         }
         switch ((enum cram_backend)v) {
         ENUMERATOR(CRAM_BACKEND_FREE); ENUMERATOR(CRAM_BACKEND_SAME_FILLED);
@@ -116,7 +116,7 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_engine_config, forced_mode); FIELD(cram_engine_config, spin_us);
     FIELD(cram_engine_config, soft_limit_pages); FIELD(cram_engine_config, hard_limit_pages);
     FIELD(cram_engine_config, throttle_max_us); FIELD(cram_engine_config, fault_around_pages);
-    FIELD(cram_engine_config, fault_service); FIELD(cram_engine_config, reserved);
+    FIELD(cram_engine_config, fault_service); FIELD(cram_engine_config, readahead_helpers);
 
     STRUCT(cram_shared);
     FIELD(cram_shared, stats); FIELD(cram_shared, slot_directory); FIELD(cram_shared, handle_directory);
@@ -137,9 +137,9 @@ static void contract_structs(contract_builder* b)
  * page-table CASes against them in Debug builds. */
 static void contract_transitions(contract_builder* b)
 {
-    for (uint32_t from = CRAM_PTE_EMPTY; from <= CRAM_PTE_PLACED_WRITABLE; from++) {
+    for (uint32_t from = CRAM_PTE_EMPTY; from <= CRAM_PTE_INSTALLING; from++) {
         uint64_t mask = 0;
-        for (uint32_t to = CRAM_PTE_EMPTY; to <= CRAM_PTE_PLACED_WRITABLE; to++)
+        for (uint32_t to = CRAM_PTE_EMPTY; to <= CRAM_PTE_INSTALLING; to++)
             if (to != from && pte_transition_allowed(from, to)) mask |= 1ull << to;
         const char* name = NULL;
         switch ((enum cram_pte_state)from) {
@@ -153,6 +153,7 @@ static void contract_transitions(contract_builder* b)
         case CRAM_PTE_UNPROTECTING: name = "CRAM_PTE_TRANSITIONS_FROM_UNPROTECTING"; break;
         case CRAM_PTE_PLACED: name = "CRAM_PTE_TRANSITIONS_FROM_PLACED"; break;
         case CRAM_PTE_PLACED_WRITABLE: name = "CRAM_PTE_TRANSITIONS_FROM_PLACED_WRITABLE"; break;
+        case CRAM_PTE_INSTALLING: name = "CRAM_PTE_TRANSITIONS_FROM_INSTALLING"; break;
         }
         contract_add(b, name, mask, CRAM_CONTRACT_CONSTANT, 0);
     }
@@ -160,7 +161,7 @@ static void contract_transitions(contract_builder* b)
 
 static void contract_constants(contract_builder* b)
 {
-    CONSTANT(CRAM_PAGE_SIZE); CONSTANT(CRAM_PAGE_SHIFT); CONSTANT(CRAM_MAX_REGIONS); CONSTANT(CRAM_MAX_REGION_BYTES); CONSTANT(CRAM_FAULT_AROUND_MAX); CONSTANT(CRAM_SWAPIN_LATENCY_BUCKETS);
+    CONSTANT(CRAM_PAGE_SIZE); CONSTANT(CRAM_PAGE_SHIFT); CONSTANT(CRAM_MAX_REGIONS); CONSTANT(CRAM_MAX_REGION_BYTES); CONSTANT(CRAM_FAULT_AROUND_MAX); CONSTANT(CRAM_READAHEAD_HELPERS_MAX); CONSTANT(CRAM_SWAPIN_LATENCY_BUCKETS);
     CONSTANT(CRAM_PTE_STATE_MASK); CONSTANT(CRAM_PTE_REFERENCED); CONSTANT(CRAM_PTE_SLOT_SHIFT);
     CONSTANT(CRAM_PTE_ACTIVE); CONSTANT(CRAM_PTE_STAMPED); CONSTANT(CRAM_PTE_TRIAL); CONSTANT(CRAM_PTE_SLOT_MASK); CONSTANT(CRAM_PTE_STAMP_SHIFT);
     CONSTANT(CRAM_EVICTION_STAMP_UNIT);

@@ -78,10 +78,19 @@
  *             service waits for it to end (it never waits for managed code).
  *   EVICTED ──read MISSING fault──▶ CLEAN(slot)       page rebuilt, mapped write-protected;
  *                                                      evicting it again costs only MADV_DONTNEED
- *   EVICTED ──swap readahead (fault path)──▶ CLEAN(slot) as a read fault, for the evicted pages after a
+ *   EVICTED ──swap readahead (fault path, under the lock)──▶ INSTALLING(slot) ──UFFDIO_COPY──▶ CLEAN(slot)
+ *                                                      as a read fault, for the evicted pages after a
  *                                                      read fault that continues a sequential stream
- *                                                      ("Readahead" below); the page is mapped and
- *                                                      published before the thread waiting in it wakes
+ *                                                      ("Readahead" below): decoded, claimed, logged and
+ *                                                      counted (resident, clean copy) under the engine
+ *                                                      lock; mapped (write-protected) and published by an
+ *                                                      installer outside it, before the wake
+ *   INSTALLING ──UFFDIO_COPY failed (installer)──▶ EVICTED   the word it had; counts undone
+ *   INSTALLING: held by an installer (the thread that claimed the window, or a readahead helper)
+ *             for one UFFDIO_COPY; a fault on the page waits for it to end, as for DROPPING (an
+ *             installer needs no lock, so it always ends); reclaim passes over it (requeued);
+ *             region deactivation and discard wait for the window's installs first
+ *             (readahead_quiesce), so nothing else ever sees it
  *   EVICTED ──write MISSING fault──▶ DIRTY            rebuilt writable at once (one fault);
  *                                                      slot pushed on the stale list
  *   EVICTED ──fault, stored bytes unreadable──▶ EVICTED   checksum mismatch, or a file read that
@@ -153,10 +162,13 @@
  * readahead left to its own fault) or within READAHEAD_MAX pages after where it ended; the first
  * fault of a stream brings in only p. A continuing fault also
  * brings in the EVICTED pages of the next window after p (8 pages, doubling to 128), READAHEAD_CHUNK
- * at a time: decompress into a buffer, one UFFDIO_COPY (write-protected), CAS each EVICTED->CLEAN,
- * log, then wake whoever waits in the chunk, so the reader resumes after the first chunk while the
- * service prepares the next (with the faulting-thread service, the faulting thread does all of it
- * before it returns). It stops at the soft limit (resident + window <= limit) and skips pages that
+ * at a time. Under the engine lock the fault decompresses each chunk into the window's buffer and
+ * claims its pages (EVICTED->INSTALLING, logged, counted); outside it, installers map each chunk
+ * with one UFFDIO_COPY (write-protected), CAS its pages INSTALLING->CLEAN and wake whoever waits
+ * in it. The installers are the thread that resolved the fault, once it lets the lock go, and the
+ * engine's readahead helpers (cram_engine_config.readahead_helpers, threads cram-readahead), which
+ * start on the first chunk while the fault still decodes the next: on a machine with a spare CPU the
+ * window's copies - a sequential read-back's largest cost - run two at a time. It stops at the soft limit (resident + window <= limit) and skips pages that
  * are not EVICTED. Pages in the backing file come in when the window's file extents span at most
  * FILE_WINDOW_BYTES: they are read in one pread first (file_window_read); extents far from the
  * others, and bad slots, are left to their own faults. Nothing else changes: a readahead page is exactly a
@@ -268,8 +280,9 @@
  * for that GC. It does wait for managed reclaim, bounded and with lock 6 released: at the hard limit
  * (throttle in fault.c, at most throttle_max_us a fault, not at all while reclaim reports it is
  * stalled) and while the memory limit cannot be held (memory_wait_us a fault). C# may hold 1–4 when
- * a native call takes 6, never the reverse. DROPPING and UNPROTECTING are page-granular
- * "locks" held by native code only, for the length of one system call.
+ * a native call takes 6, never the reverse. DROPPING, UNPROTECTING and INSTALLING are page-granular
+ * "locks" held by native code only, for the length of one system call; INSTALLING is held outside
+ * lock 6 (a holder never waits for anything), and lock 6's holders wait for it.
  * ------------------------------------------------------------------------------------------- */
 enum cram_pte_state {
     CRAM_PTE_EMPTY = 0,
@@ -282,6 +295,7 @@ enum cram_pte_state {
     CRAM_PTE_UNPROTECTING = 7,
     CRAM_PTE_PLACED = 8,          /* on the CRAM node: mapped read-only in place, slot names its frame */
     CRAM_PTE_PLACED_WRITABLE = 9, /* on the CRAM node, made writable in place within the budget */
+    CRAM_PTE_INSTALLING = 10,     /* readahead: decoded and claimed under the engine lock, being mapped outside it */
 };
 
 /* Every state change the machine above allows, as X(from, to); a write that keeps the state and
@@ -309,6 +323,9 @@ enum cram_pte_state {
     X(CRAM_PTE_EVICTED, CRAM_PTE_CLEAN)                  /* read swap-in, readahead, prefetch */ \
     X(CRAM_PTE_EVICTED, CRAM_PTE_DIRTY)                  /* write swap-in (service) */ \
     X(CRAM_PTE_EVICTED, CRAM_PTE_EMPTY)                  /* discard */ \
+    X(CRAM_PTE_EVICTED, CRAM_PTE_INSTALLING)             /* readahead claims, decoded (under the engine lock) */ \
+    X(CRAM_PTE_INSTALLING, CRAM_PTE_CLEAN)               /* readahead's UFFDIO_COPY done (an installer) */ \
+    X(CRAM_PTE_INSTALLING, CRAM_PTE_EVICTED)             /* readahead's UFFDIO_COPY failed (an installer) */ \
     X(CRAM_PTE_INCOMPRESSIBLE, CRAM_PTE_UNPROTECTING)    /* WP fault (service) */ \
     X(CRAM_PTE_INCOMPRESSIBLE, CRAM_PTE_EMPTY)           /* discard */ \
     X(CRAM_PTE_UNPROTECTING, CRAM_PTE_DIRTY)             /* protection cleared (service) */ \
@@ -548,8 +565,9 @@ typedef struct cram_engine_config {
     uint32_t throttle_max_us;    /* longest a fault waits for reclaim at the hard limit */
     uint32_t fault_around_pages; /* a first touch continuing a sequential stream fills this many EMPTY pages (1..64) */
     uint32_t fault_service;      /* enum cram_fault_service: who resolves faults */
-    uint32_t reserved;           /* 0 */
+    uint32_t readahead_helpers;  /* threads that install readahead windows beside the faulting one (0..CRAM_READAHEAD_HELPERS_MAX) */
 } cram_engine_config;
+#define CRAM_READAHEAD_HELPERS_MAX 3
 
 /* What `cram bench floor` reports (CramNative_MeasureFloor): p50s except uffdio_copy_us (a mean). */
 typedef struct cram_floor {

@@ -153,14 +153,6 @@ static void pte_prefault(const cram_region_desc* r, uint64_t page)
     if (!block_touched(r, page)) __atomic_fetch_or(&r->pte[page], 0, __ATOMIC_RELAXED);
 }
 
-/* DROPPING is held by native code for one madvise batch: wait for it without calling managed code. */
-static uint64_t wait_not_dropping(uint64_t* pte)
-{
-    uint64_t p;
-    while (CRAM_PTE_STATE(p = load_acquire(pte)) == CRAM_PTE_DROPPING) sched_yield();
-    return p;
-}
-
 static void resolve_first_touch(cram_engine* e, cram_region_desc* r, uint64_t page, int write)
 {
     ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
@@ -415,7 +407,7 @@ static void resolve_missing(cram_engine* e, cram_region_desc* r, uint64_t page, 
 {
     ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
     uint64_t* pte = &r->pte[page];
-    uint64_t p = wait_not_dropping(pte);
+    uint64_t p = wait_not_held(e, pte);
     switch (CRAM_PTE_STATE(p)) {
     case CRAM_PTE_EMPTY: resolve_first_touch(e, r, page, write); break;
     case CRAM_PTE_EVICTED: resolve_swapin(e, r, page, p, write, tid, t0); break;
@@ -476,7 +468,7 @@ static void resolve_write_protect(cram_engine* e, cram_region_desc* r, uint64_t 
     uint64_t* pte = &r->pte[page];
     uint64_t addr = r->base + (page << CRAM_PAGE_SHIFT);
     for (;;) {
-        uint64_t p = wait_not_dropping(pte);
+        uint64_t p = wait_not_held(e, pte);
         uint32_t state = CRAM_PTE_STATE(p);
         if (state == CRAM_PTE_EVICTED || state == CRAM_PTE_EMPTY) {
             /* Dropped after the fault was queued: the retried access raises a MISSING fault. */
@@ -548,7 +540,7 @@ int resolve_on_faulting_thread(cram_engine* e, uint64_t addr, int write)
     uint64_t t0 = now_ns();
     uint64_t page = (addr - r->base) >> CRAM_PAGE_SHIFT;
     pte_prefault(r, page);
-    uint32_t state = CRAM_PTE_STATE(wait_not_dropping(&r->pte[page]));
+    uint32_t state = CRAM_PTE_STATE(wait_not_held(e, &r->pte[page]));
     if (state == CRAM_PTE_EMPTY || state == CRAM_PTE_EVICTED) {
         throttle(e, throttle_want(e, r, page)); /* a MISSING fault adds resident pages; the lock may be let go meanwhile */
         if (!(r = region_find(e, addr))) { engine_unlock(e); return 0; }
@@ -559,6 +551,7 @@ int resolve_on_faulting_thread(cram_engine* e, uint64_t addr, int write)
         add_counter(&e->shared->stats.faults_spurious, 1); /* a read another thread resolved first */
     }
     engine_unlock(e);
+    readahead_help(e); /* the window a read swap-in claimed: mapped outside the lock, with the helpers */
     add_counter(&e->shared->stats.service_busy_ns, now_ns() - t0);
     note_activity(e);
     return 1;
@@ -591,7 +584,14 @@ void* service_main(void* arg)
         }
         uint64_t t0 = now_ns();
         engine_lock(e);
-        for (ssize_t i = 0; i < n / (ssize_t)sizeof(struct uffd_msg); i++) handle_message(e, &msgs[i]);
+        for (ssize_t i = 0; i < n / (ssize_t)sizeof(struct uffd_msg); i++) {
+            handle_message(e, &msgs[i]);
+            if (readahead_pending(e)) { /* a window was claimed: map it outside the lock */
+                engine_unlock(e);
+                readahead_help(e);
+                engine_lock(e);
+            }
+        }
         engine_unlock(e);
         add_counter(&e->shared->stats.service_busy_ns, now_ns() - t0);
         note_activity(e);

@@ -120,7 +120,26 @@ struct cram_engine {
     uint64_t next_swapin[CRAM_MAX_REGIONS][SWAPIN_STREAMS];
     uint32_t swapin_window[CRAM_MAX_REGIONS][SWAPIN_STREAMS];
     uint8_t next_swapin_stream[CRAM_MAX_REGIONS];
-    unsigned char* readahead_buf; /* READAHEAD_CHUNK pages the service decompresses ahead into */
+    unsigned char* readahead_buf; /* READAHEAD_CHUNK pages prefetch decompresses ahead into */
+    /* The readahead window being installed (readahead.c, "Readahead" in cramnative.h): decoded and
+     * claimed under the lock by the fault that continued a stream, mapped chunk by chunk outside it
+     * by whoever takes a chunk (that thread, once it lets the lock go, and the helpers). */
+    unsigned char* window_buf;            /* READAHEAD_MAX pages: the window's decoded pages */
+    cram_region_desc* window_region;      /* the region the window is in (active while chunks remain: readahead_quiesce) */
+    uint64_t* window_counter;             /* the stat its pages count in */
+    uint64_t window_olds[READAHEAD_MAX];  /* each page's word before it was claimed (a failed copy restores it) */
+    uint64_t window_first[READAHEAD_MAX]; /* chunk c: pages [window_first[c], + window_pages[c]) */
+    uint16_t window_pages[READAHEAD_MAX];
+    uint16_t window_offset[READAHEAD_MAX]; /* chunk c's first page in window_buf and window_olds */
+    /* generation (32 bits) | chunks taken (16) | chunks ready (16): one word, so a chunk is taken with
+     * one CAS that also checks it is ready and of this window (readahead_take). */
+    uint64_t window_state;
+    uint32_t window_sealed;  /* every chunk of the window is ready (no more come) */
+    uint32_t window_done;    /* chunks installed (or failed) */
+    uint32_t window_wake;    /* futex the helpers sleep on: bumped for each window and for stop */
+    uint32_t window_stop;    /* helpers exit */
+    uint32_t readahead_helper_count;
+    pthread_t readahead_helpers[CRAM_READAHEAD_HELPERS_MAX];
     uint32_t region_count;                       /* high-water index in regions[] */
     cram_region_desc regions[CRAM_MAX_REGIONS];
 };
@@ -195,7 +214,7 @@ static inline void slot_flags_or(cram_slot* slot, uint32_t flags)
 static inline int pte_names_slot(uint32_t state)
 {
     return state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING || state == CRAM_PTE_EVICTED ||
-           state == CRAM_PTE_PLACED || state == CRAM_PTE_PLACED_WRITABLE;
+           state == CRAM_PTE_PLACED || state == CRAM_PTE_PLACED_WRITABLE || state == CRAM_PTE_INSTALLING;
 }
 
 /* The CRAM node's ledger (cramnative.h, "CRAM node"): would placed_bytes + writable pages at a whole
@@ -299,6 +318,31 @@ void sigbus_probe_stop(void);
 cram_region_desc* region_active(cram_engine* e, uint32_t region_id);
 /* readahead.c */
 void swapin_readahead(cram_engine* e, cram_region_desc* r, uint64_t page);
+/* Installs chunks of the current readahead window until none is left to take; without the engine
+ * lock (the thread that resolved a fault calls it once it has let the lock go). */
+void readahead_help(cram_engine* e);
+/* Whether the current window has chunks no installer has taken yet (the thread that claimed it must
+ * help before it waits for anything: with no helpers, nobody else maps them). */
+int readahead_pending(const cram_engine* e);
+/* Under the engine lock: waits until the current window's chunks are all installed (then no page
+ * is INSTALLING and no installer reads a region or the window's buffer). */
+void readahead_quiesce(cram_engine* e);
+int readahead_helpers_start(cram_engine* e, uint32_t count); /* at engine create; -1 with errno */
+void readahead_helpers_stop(cram_engine* e);
+/* Waits while the page is held by native code for one system call (DROPPING, INSTALLING); returns its
+ * word. A page INSTALLING in a chunk nobody has taken yet is mapped by the waiter itself (with no
+ * helpers, the thread that claimed the window may be this one, or may be waiting for the lock). */
+static inline uint64_t wait_not_held(cram_engine* e, uint64_t* pte)
+{
+    uint64_t p;
+    for (;;) {
+        p = load_acquire(pte);
+        uint32_t state = CRAM_PTE_STATE(p);
+        if (state != CRAM_PTE_DROPPING && state != CRAM_PTE_INSTALLING) return p;
+        if (state == CRAM_PTE_INSTALLING) readahead_help(e);
+        sched_yield();
+    }
+}
 /* regions.c */
 void page_forget(cram_shared* s, uint64_t p, uint64_t* resident, uint64_t* populated);
 /* state.c */

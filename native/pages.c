@@ -301,6 +301,7 @@ EXPORT int CramNative_DiscardPages(cram_engine* e, uint32_t region_id, uint64_t 
     engine_lock(e); /* the service holds no UNPROTECTING while we hold it */
     cram_region_desc* r = region_active(e, region_id);
     if (!r) { engine_unlock(e); errno = EINVAL; return -1; }
+    readahead_quiesce(e); /* no page INSTALLING, no installer about to map one */
     cram_shared* s = e->shared;
     uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
     if (end > pages) end = pages;

@@ -4,10 +4,15 @@
 #define _GNU_SOURCE
 #include "internal.h"
 
+#include <linux/futex.h>
+
+static void window_begin(cram_engine* e, cram_region_desc* r, uint64_t* counter);
+static uint32_t window_claim(cram_engine* e, cram_region_desc* r, uint64_t q, uint32_t used, uint32_t n);
+
 /* Which file-backed pages decode_ahead takes. */
 enum { AHEAD_NO_FILE = 0, AHEAD_ANY_FILE = 1, AHEAD_FILE_IN_WINDOW = 2 };
 
-static uint32_t decode_ahead(cram_engine* e, cram_region_desc* r, uint64_t q, uint64_t end, int file, uint64_t* olds)
+static uint32_t decode_ahead(cram_engine* e, cram_region_desc* r, uint64_t q, uint64_t end, int file, uint64_t* olds, unsigned char* buf)
 {
     ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
     cram_shared* s = e->shared;
@@ -16,7 +21,7 @@ static uint32_t decode_ahead(cram_engine* e, cram_region_desc* r, uint64_t q, ui
         uint64_t p = load_acquire(&r->pte[q]);
         if (CRAM_PTE_STATE(p) != CRAM_PTE_EVICTED) break;
         uint64_t id = CRAM_PTE_SLOT(p);
-        unsigned char* dst = e->readahead_buf + ((uint64_t)n << CRAM_PAGE_SHIFT);
+        unsigned char* dst = buf + ((uint64_t)n << CRAM_PAGE_SHIFT);
         if (id == CRAM_SLOT_ZERO) {
             memset(dst, 0, CRAM_PAGE_SIZE);
         } else {
@@ -182,18 +187,193 @@ void swapin_readahead(cram_engine* e, cram_region_desc* r, uint64_t page)
     if (soft && resident + w > soft) w = soft > resident ? soft - resident : 0;
     uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
     uint64_t end = page + 1 + w < pages ? page + 1 + w : pages;
-    uint64_t ids[READAHEAD_CHUNK];
     uint64_t q = page + 1;
     /* The faulting page's read may have read the window already (resolve_swapin). */
     int file = e->file_window_length || file_window_read(e, r, q, end) ? AHEAD_FILE_IN_WINDOW : AHEAD_NO_FILE;
+    readahead_quiesce(e); /* the last window's buffer is free once its chunks are mapped */
+    window_begin(e, r, &s->stats.readahead_pages);
+    uint32_t used = 0; /* pages of window_buf decoded so far; end - page - 1 <= READAHEAD_MAX */
     while (q < end) {
-        uint32_t n = decode_ahead(e, r, q, end, file, ids);
+        uint32_t n = decode_ahead(e, r, q, end, file, e->window_olds + used, e->window_buf + ((uint64_t)used << CRAM_PAGE_SHIFT));
         if (n == 0) { q++; continue; } /* resident already, or left to its own fault */
-        if (install_ahead(e, r, q, ids, n, &s->stats.readahead_pages) != 0) break;
-        q += n;
+        uint32_t claimed = window_claim(e, r, q, used, n);
+        used += claimed;
+        q += claimed ? claimed : 1;
     }
+    __atomic_store_n(&e->window_sealed, 1, __ATOMIC_RELEASE);
     e->file_window_length = 0;
     next[k] = end;
+}
+
+/* ------------------------------------------------------------------ the window's installers
+ * A readahead window is decoded and claimed under the engine lock (swapin_readahead) and mapped
+ * outside it, chunk by chunk, by whoever takes a chunk: the thread that claimed it once it lets the
+ * lock go (readahead_help), the engine's helpers, and any thread that waits for one of its pages.
+ * A chunk is taken with one CAS of window_state (generation | taken | ready), so a chunk is mapped
+ * exactly once and only after it was published; the window is over when every chunk is done. */
+
+#define WINDOW_READY(w) ((uint32_t)((w) & 0xFFFFu))
+#define WINDOW_TAKEN(w) ((uint32_t)(((w) >> 16) & 0xFFFFu))
+
+static void futex_wake_all(uint32_t* word)
+{
+    syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+}
+
+/* Under the engine lock, the last window quiesced: a new window in r, its pages counted in *counter. */
+static void window_begin(cram_engine* e, cram_region_desc* r, uint64_t* counter)
+{
+    ASSERT_ENGINE_LOCKED(e);
+    uint64_t generation = (__atomic_load_n(&e->window_state, __ATOMIC_RELAXED) >> 32) + 1;
+    e->window_region = r;
+    e->window_counter = counter;
+    __atomic_store_n(&e->window_done, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&e->window_sealed, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&e->window_state, generation << 32, __ATOMIC_RELEASE);
+    if (e->readahead_helper_count) { /* they start on the first chunk while this thread decodes the next */
+        __atomic_add_fetch(&e->window_wake, 1, __ATOMIC_RELEASE);
+        futex_wake_all(&e->window_wake);
+    }
+}
+
+/* Under the engine lock: claims the n decoded pages [q, q + n) (window_olds[used..]) for the window,
+ * EVICTED -> INSTALLING, each logged and counted as a clean copy and resident (the counts a read
+ * swap-in makes, made before the page is mapped), and publishes them as the next chunk. Returns
+ * how many it claimed: all of them (only code holding the lock leaves EVICTED); fewer, and the
+ * rest are left to their own faults, only if that ever failed to hold. */
+static uint32_t window_claim(cram_engine* e, cram_region_desc* r, uint64_t q, uint32_t used, uint32_t n)
+{
+    ASSERT_ENGINE_LOCKED(e);
+    cram_shared* s = e->shared;
+    uint32_t claimed = 0;
+    while (claimed < n) {
+        uint64_t old = e->window_olds[used + claimed];
+        if (!pte_cas(&r->pte[q + claimed], old, CRAM_PTE_MAKE(CRAM_PTE_INSTALLING, CRAM_PTE_SLOT(old)))) {
+            add_counter(&s->stats.service_errors, 1);
+            break;
+        }
+        clean_copy_count(s, CRAM_PTE_SLOT(old), +1);
+        fault_log_append(s, r->id, q + claimed);
+        claimed++;
+    }
+    if (!claimed) return 0;
+    resident_add(e, claimed);
+    uint32_t c = WINDOW_READY(__atomic_load_n(&e->window_state, __ATOMIC_RELAXED));
+    e->window_first[c] = q;
+    e->window_pages[c] = (uint16_t)claimed;
+    e->window_offset[c] = (uint16_t)used;
+    __atomic_add_fetch(&e->window_state, 1, __ATOMIC_RELEASE); /* ready + 1: the chunk is published */
+    return claimed;
+}
+
+/* Takes the window's next published chunk: 1 and its index, or 0 when every chunk is taken and
+ * no more will come. Spins (yielding) while the window is still being decoded. */
+static int window_take(cram_engine* e, uint32_t* chunk)
+{
+    for (;;) {
+        uint64_t w = __atomic_load_n(&e->window_state, __ATOMIC_ACQUIRE);
+        if (WINDOW_TAKEN(w) < WINDOW_READY(w)) {
+            if (__atomic_compare_exchange_n(&e->window_state, &w, w + (1ull << 16), 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+                *chunk = WINDOW_TAKEN(w);
+                return 1;
+            }
+            continue;
+        }
+        if (__atomic_load_n(&e->window_sealed, __ATOMIC_ACQUIRE)) return 0;
+        sched_yield();
+    }
+}
+
+/* Maps chunk c: one UFFDIO_COPY (write-protected) of its pages, each INSTALLING -> CLEAN, then a
+ * wake for whoever waits in them. No lock: the pages are held INSTALLING, so nothing else maps or
+ * changes them, and their region stays active until the window is done (readahead_quiesce). A
+ * copy that fails is retried page by page; a page that still fails goes back to EVICTED with its
+ * counts undone, for its own fault to bring in (or fail). */
+static void window_install(cram_engine* e, uint32_t c)
+{
+    cram_shared* s = e->shared;
+    cram_region_desc* r = e->window_region;
+    uint64_t first = e->window_first[c];
+    uint32_t n = e->window_pages[c], offset = e->window_offset[c];
+    uint64_t addr = r->base + (first << CRAM_PAGE_SHIFT);
+    const unsigned char* src = e->window_buf + ((uint64_t)offset << CRAM_PAGE_SHIFT);
+    int whole = uffd_copy(e->uffd, addr, src, (uint64_t)n << CRAM_PAGE_SHIFT, 1) == 0;
+    uint64_t mapped = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t old = e->window_olds[offset + i], id = CRAM_PTE_SLOT(old);
+        uint64_t* pte = &r->pte[first + i];
+        uint64_t page_addr = addr + ((uint64_t)i << CRAM_PAGE_SHIFT);
+        /* EEXIST: the chunk's own copy mapped it before it failed (nothing else maps a held page). */
+        if (whole || uffd_copy(e->uffd, page_addr, src + ((uint64_t)i << CRAM_PAGE_SHIFT), CRAM_PAGE_SIZE, 1) == 0 || errno == EEXIST) {
+            pte_store(pte, CRAM_PTE_MAKE(CRAM_PTE_CLEAN, id));
+            mapped++;
+        } else {
+            add_counter(&s->stats.service_errors, 1);
+            clean_copy_count(s, id, -1);
+            __atomic_fetch_sub(&s->stats.resident_pages, 1, __ATOMIC_RELAXED);
+            pte_store(pte, old);
+        }
+    }
+    add_counter(e->window_counter, mapped);
+    engine_wake(e, addr, (uint64_t)n << CRAM_PAGE_SHIFT); /* last: a reader that resumes finds them counted */
+    __atomic_add_fetch(&e->window_done, 1, __ATOMIC_RELEASE);
+}
+
+void readahead_help(cram_engine* e)
+{
+    uint32_t c;
+    while (window_take(e, &c)) window_install(e, c);
+}
+
+int readahead_pending(const cram_engine* e)
+{
+    uint64_t w = __atomic_load_n(&e->window_state, __ATOMIC_ACQUIRE);
+    return WINDOW_TAKEN(w) < WINDOW_READY(w);
+}
+
+void readahead_quiesce(cram_engine* e)
+{
+    ASSERT_ENGINE_LOCKED(e);
+    readahead_help(e); /* chunks nobody took yet: mapped here (installing needs no lock) */
+    for (;;) {
+        uint64_t w = __atomic_load_n(&e->window_state, __ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&e->window_sealed, __ATOMIC_ACQUIRE) && __atomic_load_n(&e->window_done, __ATOMIC_ACQUIRE) == WINDOW_READY(w))
+            return;
+        sched_yield(); /* a chunk another installer took: one UFFDIO_COPY */
+    }
+}
+
+static void* readahead_helper_main(void* arg)
+{
+    cram_engine* e = arg;
+    for (;;) {
+        uint32_t seen = __atomic_load_n(&e->window_wake, __ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&e->window_stop, __ATOMIC_ACQUIRE)) break;
+        readahead_help(e);
+        syscall(SYS_futex, &e->window_wake, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0); /* until the next window */
+    }
+    return NULL;
+}
+
+int readahead_helpers_start(cram_engine* e, uint32_t count)
+{
+    __atomic_store_n(&e->window_sealed, 1, __ATOMIC_RELEASE); /* no window yet */
+    for (uint32_t i = 0; i < count; i++) {
+        int err = pthread_create(&e->readahead_helpers[i], NULL, readahead_helper_main, e);
+        if (err) { errno = err; return -1; }
+        pthread_setname_np(e->readahead_helpers[i], "cram-readahead");
+        e->readahead_helper_count = i + 1;
+    }
+    return 0;
+}
+
+void readahead_helpers_stop(cram_engine* e)
+{
+    __atomic_store_n(&e->window_stop, 1, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&e->window_wake, 1, __ATOMIC_RELEASE);
+    futex_wake_all(&e->window_wake);
+    for (uint32_t i = 0; i < e->readahead_helper_count; i++) pthread_join(e->readahead_helpers[i], NULL);
+    e->readahead_helper_count = 0;
 }
 
 /* What a drop writes into an evicted page's word ("Working set" in cramnative.h): the eviction
@@ -232,7 +412,7 @@ EXPORT int CramNative_PrefetchPages(cram_engine* e, uint32_t region_id, uint64_t
         }
         uint32_t n = 0;
         while (want && q < end && scanned < PREFETCH_SCAN_MAX &&
-               (n = decode_ahead(e, r, q, end - q < want ? end : q + want, AHEAD_ANY_FILE, ids)) == 0) {
+               (n = decode_ahead(e, r, q, end - q < want ? end : q + want, AHEAD_ANY_FILE, ids, e->readahead_buf)) == 0) {
             q = touched_page_next(r, q + 1); /* resident, empty, or left to its own fault (a bad copy fails there) */
             scanned++;
         }

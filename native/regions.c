@@ -17,6 +17,7 @@ static void engine_free(cram_engine* e)
     if (e->file_buf) munmap(e->file_buf, 2 * CRAM_PAGE_SIZE);
     if (e->file_window) munmap(e->file_window, FILE_WINDOW_BYTES + CRAM_PAGE_SIZE);
     if (e->readahead_buf) munmap(e->readahead_buf, READAHEAD_CHUNK * CRAM_PAGE_SIZE);
+    if (e->window_buf) munmap(e->window_buf, READAHEAD_MAX * CRAM_PAGE_SIZE);
     if (e->shared) {
         if (e->shared->fault_log) munmap((void*)(uintptr_t)e->shared->fault_log, CRAM_FAULT_LOG_SIZE * sizeof(uint64_t));
         munmap(e->shared, sizeof(cram_shared));
@@ -28,7 +29,8 @@ static void engine_free(cram_engine* e)
 EXPORT int CramNative_EngineCreate(const cram_engine_config* config, cram_engine** out, cram_shared** shared_out)
 {
     if (!config || !out || !shared_out || config->fault_around_pages > CRAM_FAULT_AROUND_MAX ||
-        config->forced_mode > CRAM_UFFD_MODE_USER_MODE_ONLY || config->fault_service > CRAM_FAULT_SERVICE_AUTO || config->reserved) {
+        config->forced_mode > CRAM_UFFD_MODE_USER_MODE_ONLY || config->fault_service > CRAM_FAULT_SERVICE_AUTO ||
+        config->readahead_helpers > CRAM_READAHEAD_HELPERS_MAX) {
         errno = EINVAL;
         return -1;
     }
@@ -45,7 +47,8 @@ EXPORT int CramNative_EngineCreate(const cram_engine_config* config, cram_engine
     e->file_buf = map_anon(2 * CRAM_PAGE_SIZE);
     e->file_window = map_anon(FILE_WINDOW_BYTES + CRAM_PAGE_SIZE);
     e->readahead_buf = map_anon(READAHEAD_CHUNK * CRAM_PAGE_SIZE);
-    if (!e->shared || !e->zero_pages || !e->page_buf || !e->file_buf || !e->file_window || !e->readahead_buf) goto fail;
+    e->window_buf = map_anon(READAHEAD_MAX * CRAM_PAGE_SIZE);
+    if (!e->shared || !e->zero_pages || !e->page_buf || !e->file_buf || !e->file_window || !e->readahead_buf || !e->window_buf) goto fail;
     e->shared->backing_fd = -1;
     void* log = map_anon(CRAM_FAULT_LOG_SIZE * sizeof(uint64_t));
     e->shared->fault_log = (uint64_t)(uintptr_t)log;
@@ -80,6 +83,7 @@ EXPORT int CramNative_EngineCreate(const cram_engine_config* config, cram_engine
 #ifdef SYS_pidfd_open
     e->pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0); /* -1 on old kernels: the fallback */
 #endif
+    if (readahead_helpers_start(e, config->readahead_helpers) != 0) { err = errno; goto fail; }
     if (faulting) {
         /* No service thread: faults raise SIGBUS on their own threads, and sigbus.c serves them. */
         if (sigbus_engine_add(e) != 0) { err = errno; goto fail; }
@@ -92,6 +96,7 @@ EXPORT int CramNative_EngineCreate(const cram_engine_config* config, cram_engine
     *shared_out = e->shared;
     return 0;
 fail:
+    readahead_helpers_stop(e);
     engine_free(e);
     errno = err;
     return -1;
@@ -132,6 +137,10 @@ EXPORT int CramNative_EngineDestroy(cram_engine* e)
         if (write(e->stop_fd, &one, sizeof one) != sizeof one) return -1;
         pthread_join(e->service, NULL);
     }
+    engine_lock(e);
+    readahead_quiesce(e); /* no fault runs now: the last window, if any, is mapped by now or here */
+    engine_unlock(e);
+    readahead_helpers_stop(e);
     for (uint32_t i = 0; i < e->region_count; i++)
         if (e->regions[i].base) region_release(e, &e->regions[i]);
     engine_free(e);
@@ -204,6 +213,7 @@ EXPORT int CramNative_RegionDeactivate(cram_engine* e, uint32_t region_id)
     if (!e || region_id >= CRAM_MAX_REGIONS || !e->regions[region_id].base) { errno = EINVAL; return -1; }
     engine_lock(e);
     __atomic_store_n(&e->regions[region_id].active, 0, __ATOMIC_RELEASE);
+    readahead_quiesce(e); /* and no installer maps a page of it any more */
     engine_unlock(e);
     return 0;
 }
@@ -224,7 +234,7 @@ void page_forget(cram_shared* s, uint64_t p, uint64_t* resident, uint64_t* popul
         return;
     }
     if (state != CRAM_PTE_EVICTED) (*resident)++;
-    if (state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING) clean_copy_count(s, CRAM_PTE_SLOT(p), -1);
+    if (state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING || state == CRAM_PTE_INSTALLING) clean_copy_count(s, CRAM_PTE_SLOT(p), -1);
     if (pte_names_slot(state)) stale_push(s, CRAM_PTE_SLOT(p));
 }
 
@@ -274,10 +284,10 @@ EXPORT int CramNative_RegionCensus(cram_engine* e, uint32_t region_id, cram_regi
         switch (state) {
         case CRAM_PTE_EVICTED: census->evicted_pages++; break;
         case CRAM_PTE_PLACED: case CRAM_PTE_PLACED_WRITABLE: census->placed_pages++; break;
-        case CRAM_PTE_CLEAN: case CRAM_PTE_DROPPING: census->clean_copy_pages++; census->resident_pages++; break;
+        case CRAM_PTE_CLEAN: case CRAM_PTE_DROPPING: case CRAM_PTE_INSTALLING: census->clean_copy_pages++; census->resident_pages++; break;
         default: census->resident_pages++; break;
         }
-        if (state == CRAM_PTE_EVICTED || state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING) {
+        if (state == CRAM_PTE_EVICTED || state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING || state == CRAM_PTE_INSTALLING) {
             uint64_t id = CRAM_PTE_SLOT(p);
             cram_slot* slot = id == CRAM_SLOT_ZERO ? NULL : slot_get(s, id);
             if (!slot || slot->backend == CRAM_BACKEND_SAME_FILLED) census->same_filled_pages++;

@@ -13,7 +13,7 @@ static int failures;
 
 static const uint32_t states[] = {
     CRAM_PTE_EMPTY, CRAM_PTE_DIRTY, CRAM_PTE_CLEAN, CRAM_PTE_EVICTING, CRAM_PTE_DROPPING,
-    CRAM_PTE_EVICTED, CRAM_PTE_INCOMPRESSIBLE, CRAM_PTE_UNPROTECTING, CRAM_PTE_PLACED, CRAM_PTE_PLACED_WRITABLE,
+    CRAM_PTE_EVICTED, CRAM_PTE_INCOMPRESSIBLE, CRAM_PTE_UNPROTECTING, CRAM_PTE_PLACED, CRAM_PTE_PLACED_WRITABLE, CRAM_PTE_INSTALLING,
 };
 #define STATES (sizeof states / sizeof states[0])
 
@@ -64,10 +64,20 @@ static void table_tests(void)
     CHECK(!pte_transition_allowed(CRAM_PTE_DIRTY, CRAM_PTE_EVICTED), "DIRTY -> EVICTED is not a transition");
     CHECK(!pte_transition_allowed(CRAM_PTE_CLEAN, CRAM_PTE_EVICTED), "CLEAN -> EVICTED only through DROPPING");
     CHECK(!pte_transition_allowed(CRAM_PTE_PLACED, CRAM_PTE_PLACED_WRITABLE), "PLACED -> PLACED_WRITABLE only through UNPROTECTING");
-    uint32_t held[] = { CRAM_PTE_EVICTING, CRAM_PTE_DROPPING, CRAM_PTE_UNPROTECTING };
-    for (unsigned i = 0; i < 3; i++)
+    uint32_t held[] = { CRAM_PTE_EVICTING, CRAM_PTE_DROPPING, CRAM_PTE_UNPROTECTING, CRAM_PTE_INSTALLING };
+    for (unsigned i = 0; i < sizeof held / sizeof held[0]; i++)
         CHECK(!pte_transition_allowed(held[i], CRAM_PTE_EMPTY), "discard never takes held state %u to EMPTY", held[i]);
     CHECK(pte_transition_allowed(CRAM_PTE_CLEAN, CRAM_PTE_CLEAN), "a flag-only change is not a transition");
+    int installing_out = 1; /* readahead's installer: to CLEAN (mapped) or back to EVICTED (copy failed), nothing else */
+    for (unsigned t = 0; t < STATES; t++)
+        if (states[t] != CRAM_PTE_CLEAN && states[t] != CRAM_PTE_EVICTED && states[t] != CRAM_PTE_INSTALLING &&
+            pte_transition_allowed(CRAM_PTE_INSTALLING, states[t])) installing_out = 0;
+    CHECK(installing_out && pte_transition_allowed(CRAM_PTE_EVICTED, CRAM_PTE_INSTALLING),
+          "INSTALLING is entered from EVICTED only and left for CLEAN or EVICTED only");
+    int installing_in = 1;
+    for (unsigned f = 0; f < STATES; f++)
+        if (states[f] != CRAM_PTE_EVICTED && states[f] != CRAM_PTE_INSTALLING && pte_transition_allowed(states[f], CRAM_PTE_INSTALLING)) installing_in = 0;
+    CHECK(installing_in, "only an EVICTED page is claimed for an install");
 }
 
 static uint64_t word;

@@ -198,6 +198,16 @@ public sealed class CramOptions
     /// </summary>
     public int CompressionThreads { get; set; }
 
+    /// <summary>
+    /// Threads that map a sequential reader's readahead window (swap readahead), the thread that
+    /// resolved the fault included (1–4; 0, the default: 2 when the process may use more than one
+    /// CPU, else 1). The fault decodes the window under the engine lock; mapping its pages
+    /// (<c>UFFDIO_COPY</c>, the largest cost of a sequential read-back) then runs on this many
+    /// threads at once. The helpers are the engine's own native threads (<c>cram-readahead</c>),
+    /// asleep between windows. 1 maps every window on the faulting thread (or the service thread) alone.
+    /// </summary>
+    public int ReadaheadThreads { get; set; }
+
     /// <summary>Longest a fault waits for reclaim when resident memory is over the limit (0 to 1 s, whole microseconds; default 20 ms).</summary>
     public TimeSpan ThrottleMax { get; set; } = TimeSpan.FromMilliseconds(20);
 
@@ -265,6 +275,10 @@ public sealed class CramOptions
         if (CompressionThreads is < 0 or > 16)
         {
             throw new ArgumentException($"CompressionThreads is {CompressionThreads}; it must be between 1 and 16, or 0 for one per CPU (at most 4).", nameof(CompressionThreads));
+        }
+        if (ReadaheadThreads is < 0 or > SharedLayout.ReadaheadHelpersMax + 1)
+        {
+            throw new ArgumentException($"ReadaheadThreads is {ReadaheadThreads}; it must be between 1 and {SharedLayout.ReadaheadHelpersMax + 1}, or 0 for the default (2 with more than one CPU).", nameof(ReadaheadThreads));
         }
         if (CompressionThresholdBytes is < 64 or > SharedLayout.PageSize)
         {
@@ -367,6 +381,10 @@ public sealed class CramOptions
         if (CompressionThreads == 0)
         {
             CompressionThreads = 1 + Reclaim.CompressionHelpers.DefaultHelpers;
+        }
+        if (ReadaheadThreads == 0)
+        {
+            ReadaheadThreads = Environment.ProcessorCount > 1 ? 2 : 1;
         }
     }
 

@@ -98,6 +98,9 @@ public sealed record CramStats
     public long Evictions { get; init; }
     /// <summary>Threads that classify and compress reclaim's victims, the reclaim worker included (<see cref="CramOptions.CompressionThreads"/>, resolved).</summary>
     public int CompressionThreads { get; init; }
+
+    /// <summary>Threads that map a readahead window, the faulting (or service) thread included (<see cref="CramOptions.ReadaheadThreads"/>, resolved).</summary>
+    public int ReadaheadThreads { get; init; }
     /// <summary>Victims a compression helper classified (and compressed, when worth it) rather than the reclaim worker.</summary>
     public long HelperClassifiedPages { get; init; }
     /// <summary>Pages compressed with LZ4 and stored.</summary>

@@ -10,7 +10,7 @@ internal sealed record SwapBenchResult(
     string EvictedTest, double EffectiveRatio, long Evictions, long ZeroFillFaults, long Refaults, long WriteProtectFaults,
     long ThrottledFaults, long SeqPages, double PeakResidentOverLimit,
     double PrefetchMibS, double PrefetchOverSeqSwapin, long PrefetchedPages, long PrefetchEvictedPages, long RefaultsAfterPrefetch,
-    string FaultService, int CompressionThreads, double FillHelperCompressedShare, double FillElapsedS,
+    string FaultService, int CompressionThreads, int ReadaheadThreads, double FillHelperCompressedShare, double FillElapsedS,
     double FillCpuWriterS, double FillCpuFaultServiceS, double FillCpuReclaimS, double FillCpuCompressS, double FillCpuWritebackS, double FillCpuOtherS,
     bool BackingFile, long PoolLimitBytes, long FileBytesWritten, long FileSegments, long FilePagesAfterFill, long RefaultsFromFile,
     double FileBytesWrittenPerPage, long FileReads, double FileReadBytesPerPageReadBack, double PagesPerFileRead,
@@ -31,7 +31,7 @@ internal static unsafe class BenchSwapCommand
 
     /// <param name="backingFile">With a path, the file tier: --limit holds resident memory plus the pool (a resident limit of limit - poolLimit, a pool of poolLimit), and what the pool cannot hold is written back to the file.</param>
     public static int Run(string? corpus, long size, long limit, int samples, bool json, CramFaultService faultService = CramFaultService.Auto,
-        string? backingFile = null, long poolLimit = 64L << 20, int compressionThreads = 0)
+        string? backingFile = null, long poolLimit = 64L << 20, int compressionThreads = 0, int readaheadThreads = 0)
     {
         if (corpus is null)
         {
@@ -57,6 +57,10 @@ internal static unsafe class BenchSwapCommand
         {
             throw new CliException($"--compression-threads: {compressionThreads} must be between 1 and 16, or 0 for one per CPU (at most 4).");
         }
+        if (readaheadThreads is < 0 or > 4)
+        {
+            throw new CliException($"--readahead-threads: {readaheadThreads} must be between 1 and 4, or 0 for the default (2 with more than one CPU).");
+        }
         if (backingFile is not null && File.Exists(backingFile))
         {
             throw new CliException($"--backing-file: '{backingFile}' exists; CramCore never overwrites a file: choose another path.");
@@ -71,11 +75,11 @@ internal static unsafe class BenchSwapCommand
             zero[i] = scratch.AsSpan().IndexOfAnyExcept((byte)0) < 0;
         }
         using var engine = CramEngine.Create(backingFile is null
-            ? new CramOptions { ResidentLimitBytes = limit, FaultService = faultService, CompressionThreads = compressionThreads }
+            ? new CramOptions { ResidentLimitBytes = limit, FaultService = faultService, CompressionThreads = compressionThreads, ReadaheadThreads = readaheadThreads }
             : new CramOptions
             {
                 ResidentLimitBytes = limit - poolLimit, CompressedPoolLimitBytes = poolLimit, PoolArenaBytes = Math.Min(poolLimit, 64L << 20),
-                BackingFile = backingFile, FaultService = faultService, CompressionThreads = compressionThreads,
+                BackingFile = backingFile, FaultService = faultService, CompressionThreads = compressionThreads, ReadaheadThreads = readaheadThreads,
             });
         using var region = engine.CreateRegion(pages * P);
 
@@ -175,6 +179,7 @@ internal static unsafe class BenchSwapCommand
             RefaultsAfterPrefetch: s.Refaults - refaultsBefore,
             FaultService: BenchSupport.Name(engine.GetStats().FaultService),
             CompressionThreads: afterFill.CompressionThreads,
+            ReadaheadThreads: afterFill.ReadaheadThreads,
             FillHelperCompressedShare: afterFill.Evictions == 0 ? 0 : Math.Round((double)afterFill.HelperClassifiedPages / afterFill.Evictions, 3),
             FillElapsedS: Math.Round(fillSeconds, 2),
             FillCpuWriterS: fillCpu["caller"], FillCpuFaultServiceS: fillCpu["fault_service"], FillCpuReclaimS: fillCpu["reclaim"],

@@ -53,6 +53,9 @@ internal sealed unsafe class EngineParts : IDisposable
     /// <summary>Threads that compress reclaim's victims (the option, resolved).</summary>
     public int CompressionThreads { get; }
 
+    /// <summary>Threads that map readahead windows (<see cref="CramOptions.ReadaheadThreads"/>, resolved).</summary>
+    public int ReadaheadThreads { get; }
+
     public TierEventChannel Events { get; } = new();
 
     private readonly Lock _maintenance = new(); // lock 3 (cramnative.h): reclaim's passes, writeback's batch steps, compaction, the reaper
@@ -75,6 +78,7 @@ internal sealed unsafe class EngineParts : IDisposable
             HardLimitPages = limitPages == 0 ? 0 : (ulong)ReclaimWatermarks.HardLimitPages(limitPages),
             ThrottleMaxUs = (uint)options.ThrottleMax.TotalMicroseconds,
             FaultAroundPages = (uint)options.FaultAroundPages,
+            ReadaheadHelpers = (uint)(options.ReadaheadThreads - 1),
             FaultService = options.FaultService switch
             {
                 CramFaultService.ServiceThread => 0u,
@@ -92,6 +96,7 @@ internal sealed unsafe class EngineParts : IDisposable
             Interop.ThrowIfFailed(Interop.CramNative.EngineFaultService(Native, &service), "Asking the engine for its fault service");
             FaultService = service == 1 ? CramFaultService.FaultingThread : CramFaultService.ServiceThread;
             CompressionThreads = options.CompressionThreads;
+            ReadaheadThreads = options.ReadaheadThreads;
             beforeStep?.Invoke(EngineBuildStep.Pool);
             Pool = new CompressedPool(options.PoolArenaBytes, options.CompressedPoolLimitBytes, options.LockPoolMemory, Engine);
             shared->HandleDirectory = Pool.HandleDirectory; // directories and file are published before any region, so before any fault

@@ -66,6 +66,7 @@ internal static unsafe class EngineStatistics
             Evictions = (long)s.EvictedPagesTotal,
             CompressedPages = reclaim.CompressedPages,
             CompressionThreads = parts.CompressionThreads,
+            ReadaheadThreads = parts.ReadaheadThreads,
             HelperClassifiedPages = reclaim.HelperClassifiedPages,
             IncompressiblePages = reclaim.IncompressiblePages,
             UncompressedStoredPages = reclaim.UncompressedStoredPages,

@@ -38,6 +38,7 @@ internal static class SharedLayout
     [NativeConstant("CRAM_MAX_REGIONS")] public const int MaxRegions = 256;
     [NativeConstant("CRAM_MAX_REGION_BYTES")] public const long MaxRegionBytes = 1L << 46;
     [NativeConstant("CRAM_FAULT_AROUND_MAX")] public const int FaultAroundMax = 64;
+    [NativeConstant("CRAM_READAHEAD_HELPERS_MAX")] public const int ReadaheadHelpersMax = 3;
 
     /// <summary>Buckets of the swap-in latency histogram (cram_stats.swapin_latency_us_log2): bucket b counts [2^(b-1), 2^b) µs, the last one everything above.</summary>
     [NativeConstant("CRAM_SWAPIN_LATENCY_BUCKETS")] public const int SwapinLatencyBuckets = 16;
@@ -70,6 +71,8 @@ internal enum PageState : uint
     Unprotecting = 7,
     Placed = 8,
     PlacedWritable = 9,
+    /// <summary>Readahead: decoded and claimed under the engine lock, being mapped by an installer outside it (cramnative.h).</summary>
+    Installing = 10,
 }
 
 /// <summary>The encoding of a page-table entry: state, referenced and active bits, virtual slot id, eviction stamp.</summary>
@@ -121,21 +124,23 @@ internal static class PageTransitions
     private const uint Empty = 1u << (int)PageState.Empty, Dirty = 1u << (int)PageState.Dirty, Clean = 1u << (int)PageState.Clean,
         Evicting = 1u << (int)PageState.Evicting, Dropping = 1u << (int)PageState.Dropping, Evicted = 1u << (int)PageState.Evicted,
         Incompressible = 1u << (int)PageState.Incompressible, Unprotecting = 1u << (int)PageState.Unprotecting,
-        Placed = 1u << (int)PageState.Placed, PlacedWritable = 1u << (int)PageState.PlacedWritable;
+        Placed = 1u << (int)PageState.Placed, PlacedWritable = 1u << (int)PageState.PlacedWritable,
+        Installing = 1u << (int)PageState.Installing;
 
     [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_EMPTY")] public const uint FromEmpty = Dirty;
     [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_DIRTY")] public const uint FromDirty = Evicting | Unprotecting | Empty;
     [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_CLEAN")] public const uint FromClean = Unprotecting | Dropping | Dirty | Empty;
     [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_EVICTING")] public const uint FromEvicting = Dirty | Clean | Incompressible | Unprotecting | Placed;
     [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_DROPPING")] public const uint FromDropping = Evicted | Clean | Placed;
-    [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_EVICTED")] public const uint FromEvicted = Clean | Dirty | Empty;
+    [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_EVICTED")] public const uint FromEvicted = Clean | Dirty | Empty | Installing;
     [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_INCOMPRESSIBLE")] public const uint FromIncompressible = Unprotecting | Empty;
     [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_UNPROTECTING")] public const uint FromUnprotecting = Dirty | PlacedWritable;
     [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_PLACED")] public const uint FromPlaced = Unprotecting | Dropping | Empty;
     [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_PLACED_WRITABLE")] public const uint FromPlacedWritable = Placed | Empty;
+    [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_INSTALLING")] public const uint FromInstalling = Clean | Evicted;
 
     private static readonly uint[] s_from =
-        [FromEmpty, FromDirty, FromClean, FromEvicting, FromDropping, FromEvicted, FromIncompressible, FromUnprotecting, FromPlaced, FromPlacedWritable];
+        [FromEmpty, FromDirty, FromClean, FromEvicting, FromDropping, FromEvicted, FromIncompressible, FromUnprotecting, FromPlaced, FromPlacedWritable, FromInstalling];
 
     /// <summary>Whether <paramref name="from"/> → <paramref name="to"/> is a transition, or no change of state.</summary>
     public static bool Allowed(PageState from, PageState to) =>
@@ -353,7 +358,7 @@ internal struct NativeEngineConfig
     public uint ThrottleMaxUs;
     public uint FaultAroundPages;
     public uint FaultService; // enum cram_fault_service: 0 service thread, 1 faulting thread, 2 auto
-    public uint Reserved;
+    public uint ReadaheadHelpers;
 }
 
 /// <summary>The part of the engine C# reads and writes directly (cram_shared); each field has one writer, named in the header.</summary>

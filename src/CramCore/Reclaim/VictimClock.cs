@@ -164,6 +164,9 @@ internal sealed unsafe class VictimClock(INativeEngine engine, NativeShared* sha
                 case PageState.PlacedWritable:
                     writablePlaced.Add(entry); // re-placed by the reclaimer: read-only again, budget released
                     break;
+                case PageState.Installing:
+                    _queue.Enqueue(entry); // readahead is mapping it (one system call): CLEAN in a moment
+                    break;
                 default:
                     break;
             }
