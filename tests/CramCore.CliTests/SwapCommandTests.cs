@@ -41,10 +41,11 @@ public sealed class SwapCommandTests
     {
         string file = Path.Combine(Path.GetTempPath(), $"cram-swap-test-{Environment.ProcessId}");
         JsonElement r = JsonDocument.Parse(ConsoleCapture.Stdout(() => BenchSwapCommand.Run(Sample, 64L << 20, 16L << 20, 500, json: true,
-            backingFile: file, poolLimit: 4L << 20, compressionThreads: 2))).RootElement;
+            backingFile: file, poolLimit: 4L << 20, compressionThreads: 2, readaheadThreads: 3))).RootElement;
         Assert.False(File.Exists(file), "the backing file is unlinked");
         Assert.Equal(0, r.GetProperty("mismatches").GetInt64());
         Assert.Equal(2, r.GetProperty("compression_threads").GetInt32());
+        Assert.Equal(3, r.GetProperty("readahead_threads").GetInt32());
         double share = r.GetProperty("fill_helper_compressed_share").GetDouble();
         Assert.True(share is >= 0 and < 1, $"helper share {share}");
         Assert.True(r.GetProperty("file_reads").GetInt64() > 0);
@@ -52,6 +53,8 @@ public sealed class SwapCommandTests
         Assert.True(r.GetProperty("seq_pages_per_file_read").GetDouble() >= 16, r.GetProperty("seq_pages_per_file_read").ToString());
         Assert.Contains("--compression-threads", Assert.Throws<CliException>(() => BenchSwapCommand.Run(Sample, 64L << 20, 16L << 20, 500, true,
             backingFile: file, poolLimit: 4L << 20, compressionThreads: 17)).Message);
+        Assert.Contains("--readahead-threads", Assert.Throws<CliException>(() => BenchSwapCommand.Run(Sample, 64L << 20, 16L << 20, 500, true,
+            backingFile: file, poolLimit: 4L << 20, readaheadThreads: 5)).Message);
     }
 
     [Fact]

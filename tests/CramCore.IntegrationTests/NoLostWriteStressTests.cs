@@ -14,7 +14,8 @@ namespace CramCore.Tests;
 /// while a reader advises random ranges cold, hot, will-need (prefetch) and normal. The memory-limit
 /// variant holds MemoryLimitBytes (16 MiB, the data's size) with a backing file, one page in five
 /// random bytes: those are stored as they are and written back while they are written and read.
-/// Each mode runs with both fault services. CI runs a few seconds each; set CRAMCORE_STRESS_SECONDS
+/// Readahead windows are mapped by one thread (Plain), four (Readahead) or the default (two on a
+/// machine with more than one CPU). Each mode runs with both fault services. CI runs a few seconds each; set CRAMCORE_STRESS_SECONDS
 /// for a long soak.
 /// </summary>
 [Trait("Category", TestCategory.Stress)]
@@ -70,6 +71,9 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             // Compression: the reclaim worker alone (Plain), or with three helpers on a 2-CPU machine
             // (ResidentLimit, Writeback: the helpers compress pages writes race), or the default.
             CompressionThreads = mode is Mode.Plain ? 1 : mode is Mode.ResidentLimit or Mode.Writeback ? 4 : 0,
+            // Readahead windows: mapped by the faulting (or service) thread alone (Plain), by it and
+            // three helpers (Readahead: more installers than CPUs), or the default.
+            ReadaheadThreads = mode is Mode.Plain ? 1 : mode is Mode.Readahead ? 4 : 0,
             BackingFile = mode is Mode.Writeback or Mode.MemoryLimit or Mode.FileReadahead ? Path.Combine(dir, "swap") : null,
             MemoryLimitBytes = mode == Mode.MemoryLimit ? 16L << 20 : 0, // the pool gets a quarter
             // CleanCopies: ghost mode with a pool of a quarter of the data, so reclaim keeps letting go
@@ -166,19 +170,26 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             long sum = 0;
             while (DateTime.UtcNow < stop)
             {
-                if (mode is Mode.Readahead or Mode.FileReadahead)
+                if (mode is Mode.Readahead or Mode.FileReadahead || (mode == Mode.Advice && rng.Next(16) == 0))
                 {
-                    // A sweep: every page of a run in order, the pattern readahead follows.
-                    int first = rng.Next(pages), length = rng.Next(16, 1024);
+                    // A sweep: every page of a run in order, the pattern readahead follows (Advice: now
+                    // and then, so windows are claimed and mapped while owners discard their pages).
+                    int first = rng.Next(pages), length = mode == Mode.Advice ? rng.Next(16, 256) : rng.Next(16, 1024);
                     for (int i = first; i < Math.Min(pages, first + length); i++)
                     {
                         sum += ((long*)(region.Pointer + (long)i * P))[0];
                     }
                     Interlocked.Add(ref reads, length);
-                    continue;
+                    if (mode != Mode.Advice)
+                    {
+                        continue;
+                    }
                 }
-                sum += ((long*)(region.Pointer + (long)rng.Next(pages) * P))[0];
-                Interlocked.Increment(ref reads);
+                else
+                {
+                    sum += ((long*)(region.Pointer + (long)rng.Next(pages) * P))[0];
+                    Interlocked.Increment(ref reads);
+                }
                 if (mode == Mode.Advice && rng.Next(64) == 0)
                 {
                     int first = rng.Next(pages), length = rng.Next(1, 256);
@@ -275,7 +286,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             Assert.True(s.CramMaxWritablePages <= 16);
             Assert.Equal(0, s.CramOverflowBytes);
         }
-        if (mode == Mode.Readahead)
+        if (mode is Mode.Readahead or Mode.Advice)
         {
             Assert.True(s.ReadaheadPages > 0, $"readahead {s.ReadaheadPages}");
         }
