@@ -170,11 +170,11 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             long sum = 0;
             while (DateTime.UtcNow < stop)
             {
-                if (mode is Mode.Readahead or Mode.FileReadahead || (mode == Mode.Advice && rng.Next(16) == 0))
+                if (mode is Mode.Readahead or Mode.FileReadahead || (mode == Mode.Advice && rng.Next(64) == 0))
                 {
                     // A sweep: every page of a run in order, the pattern readahead follows (Advice: now
                     // and then, so windows are claimed and mapped while owners discard their pages).
-                    int first = rng.Next(pages), length = mode == Mode.Advice ? rng.Next(16, 256) : rng.Next(16, 1024);
+                    int first = rng.Next(pages), length = mode == Mode.Advice ? rng.Next(16, 128) : rng.Next(16, 1024);
                     for (int i = first; i < Math.Min(pages, first + length); i++)
                     {
                         sum += ((long*)(region.Pointer + (long)i * P))[0];
