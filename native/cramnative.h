@@ -153,10 +153,11 @@
  * page-table write the native side makes against it, and native/tests/state-tests.c checks it.
  * Clean copies. A CLEAN page is resident and keeps its stored copy, so evicting it again costs only
  * MADV_DONTNEED (the kernel's swap cache does the same). cram_stats.clean_copy_pages/_bytes count
- * them: + on every move into CLEAN (reclaim's publish, a read swap-in, readahead), - on every
+ * them: + on every move into CLEAN (reclaim's publish, a read swap-in, prefetch; readahead counts a page at its claim, into INSTALLING), - on every
  * move out (a write-protect fault, a drop that completes, a released copy, region destroy); a
  * failed drop (DROPPING -> CLEAN) changes nothing. When the pool is full, reclaim releases clean
- * copies (CLEAN -> DIRTY) before it gives up or writes back, coldest first.
+ * copies (CLEAN -> DIRTY) before it gives up or writes back, coldest first (among the oldest 4,096
+ * entries of its queues: VictimClock.ReleaseScanLimit).
  * Readahead (swapin_readahead in readahead.c). A read MISSING fault at page p continues a
  * stream when p lies in one of the region's last four read swap-in streams' last window (a page
  * readahead left to its own fault) or within READAHEAD_MAX pages after where it ended; the first

@@ -54,6 +54,57 @@ public sealed unsafe class ReclaimOnFakeTests
     }
 
     [Fact]
+    public void ReleaseCleanCopies_LooksOnlyAtTheColdestEntries_AndNotAtAllWithoutCopies()
+    {
+        using var stack = new FakeStack(new CramOptions());
+        int deep = VictimClock.ReleaseScanLimit;
+        // zeros: pages whose copy is slot 0 (nothing to let go); a, b: compressible pages (pool copies).
+        RegionMapping zeros = stack.Engine.CreateRegion(deep);
+        for (ulong i = 0; i < (ulong)deep; i++)
+        {
+            stack.Engine.Write(zeros, i); // first touch: zeros
+        }
+        RegionMapping a = Filled(stack, 256), b = Filled(stack, 256);
+        int all = deep + 512;
+        Assert.Equal(all, stack.Reclaimer.Reclaim(all, null));
+        stack.Shared->ActivateDistancePages = 0; // swap-ins come back on trial, none into the working set (whose copies stay)
+        var clock = new VictimClock(stack.Engine, stack.Shared, stack.Engine.Regions);
+        Assert.Equal(0UL, stack.Shared->Stats.CleanCopyPages);
+        Assert.Equal(0, clock.ReleaseCleanCopies(long.MaxValue, stack.Slots)); // no copy anywhere: no walk
+
+        // The coldest entries keep no pool copy (zero pages), then a's 256 pages keep theirs.
+        for (ulong i = 0; i < (ulong)deep; i++)
+        {
+            stack.Engine.Read(zeros, i);
+        }
+        for (ulong i = 0; i < 256; i++)
+        {
+            stack.Engine.Read(a, i);
+        }
+        clock.PullFaultLog();
+        Assert.Equal(0, clock.ReleaseCleanCopies(long.MaxValue, stack.Slots)); // beyond the entries a call looks at
+
+        // b's copies right behind the coldest: released, and only theirs.
+        var younger = new VictimClock(stack.Engine, stack.Shared, stack.Engine.Regions);
+        for (ulong i = 0; i < 256; i++)
+        {
+            stack.Engine.Read(b, i);
+        }
+        younger.PullFaultLog();
+        Assert.True(younger.ReleaseCleanCopies(long.MaxValue, stack.Slots) > 0);
+        for (ulong i = 2; i < 256; i += 8)
+        {
+            Assert.Equal(PageState.Dirty, stack.Engine.State(b, i)); // CLEAN -> DIRTY, its copy freed
+            Assert.Equal(PageState.Clean, stack.Engine.State(a, i)); // out of reach: kept
+        }
+        for (ulong i = 0; i < 256; i++)
+        {
+            Assert.True(Check(stack, a, i, 1), $"a {i}");
+            Assert.True(Check(stack, b, i, 1), $"b {i}");
+        }
+    }
+
+    [Fact]
     public void Reclaim_EvictsEveryPage_AndEachReadsBack()
     {
         using var stack = new FakeStack(new CramOptions());
