@@ -33,6 +33,17 @@ internal sealed class CompressionJob(Action<int> work)
     /// <summary>Runs items 0..<paramref name="count"/> with whoever helps, and returns when all are done (owner only).</summary>
     public void Run(int count)
     {
+        Start(count);
+        Finish(count);
+    }
+
+    /// <summary>
+    /// Offers items 0..<paramref name="count"/> to the helpers and returns at once (owner only); the
+    /// owner must call <see cref="Finish"/> (or <see cref="FinishQuietly"/>) with the same count before
+    /// it starts the job again or lets go of the items' inputs.
+    /// </summary>
+    public void Start(int count)
+    {
         Debug.Assert(count is >= 0 and <= MaxItems);
         if (count == 0)
         {
@@ -42,6 +53,26 @@ internal sealed class CompressionJob(Action<int> work)
         Volatile.Write(ref _done, 0);
         Volatile.Write(ref _state, (generation << 32) | ((long)count << 16)); // publishes the chunk's inputs, written before
         CompressionHelpers.Wake();
+    }
+
+    /// <summary>Runs the started items no helper took, waits for those a helper runs, and reports a failed item (owner only).</summary>
+    public void Finish(int count)
+    {
+        if (WaitAll(count) is { } failure)
+        {
+            throw new InvalidOperationException("A compression helper failed.", failure);
+        }
+    }
+
+    /// <summary>As <see cref="Finish"/>, for a job whose results are thrown away: a failed item is not reported.</summary>
+    public void FinishQuietly(int count) => WaitAll(count);
+
+    private Exception? WaitAll(int count)
+    {
+        if (count == 0)
+        {
+            return null;
+        }
         while (TryRunOne())
         {
         }
@@ -50,11 +81,9 @@ internal sealed class CompressionJob(Action<int> work)
         {
             spin.SpinOnce(sleep1Threshold: -1); // a helper is finishing its item
         }
-        if (_failure is { } failure)
-        {
-            _failure = null;
-            throw new InvalidOperationException("A compression helper failed.", failure);
-        }
+        Exception? failure = _failure;
+        _failure = null;
+        return failure;
     }
 
     /// <summary>Takes and runs one item; false when none is left.</summary>

@@ -17,7 +17,8 @@ namespace CramCore.Reclaim;
 ///   zero, same-filled, incompressible (kept resident without an LZ4 attempt) or worth compressing,
 ///   and then LZ4 into a chunk buffer; <see cref="ChunkPages"/> pages at a time, shared with the
 ///   process's <see cref="CompressionHelpers"/> (<see cref="CramOptions.CompressionThreads"/>): these
-///   are pure functions of the page, which is write-protected and stays mapped;</item>
+///   are pure functions of the page, which is write-protected and stays mapped. Two chunk buffers:
+///   the helpers compress the next chunk while the worker stores this one (then joins them);</item>
 /// <item><b>store</b> — in victim order, by the reclaim worker alone: slot 0, a same-filled slot, the LZ4 copy into the compressed pool, or, for a very
 ///   compressible page the CRAM node wants, a frame of the node (the page itself stays in place);
 ///   with a backing file, a page that does not compress is stored as it is, for writeback;</item>
@@ -58,14 +59,16 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     private readonly bool _storeUncompressed;
     private readonly bool _storeIncompressible;
     private readonly bool _estimate;
-    private readonly byte* _output; // ChunkPages pages: each chunk page's LZ4 copy
-    private readonly CompressionJob _job;
+    // Two chunk buffers (set 0 and 1), ChunkPages entries each: entry set * ChunkPages + j is page j
+    // of the chunk the set holds.
+    private readonly byte* _output; // 2 * ChunkPages pages: each chunk page's LZ4 copy
+    private readonly CompressionJob[] _jobs = new CompressionJob[2];
     private readonly bool _helped;
-    private readonly byte*[] _chunkData = new byte*[ChunkPages];     // job item -> page
-    private readonly int[] _chunkIndex = new int[ChunkPages];        // job item -> chunk index
-    private readonly PageClass[] _predicted = new PageClass[ChunkPages];
-    private readonly ulong[] _fill = new ulong[ChunkPages];
-    private readonly int[] _size = new int[ChunkPages];
+    private readonly byte*[] _chunkData = new byte*[2 * ChunkPages];     // set * ChunkPages + job item -> page
+    private readonly int[] _chunkIndex = new int[2 * ChunkPages];        // set * ChunkPages + job item -> entry
+    private readonly PageClass[] _predicted = new PageClass[2 * ChunkPages];
+    private readonly ulong[] _fill = new ulong[2 * ChunkPages];
+    private readonly int[] _size = new int[2 * ChunkPages];
     private readonly ulong[] _protect = new ulong[BatchPages];
     private readonly ulong[] _drop = new ulong[BatchPages];
     private readonly NativeCramPlace[] _place = new NativeCramPlace[BatchPages];
@@ -87,8 +90,9 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         _storeIncompressible = options.BackingFile is not null; // writeback takes them to the file: nothing stays resident for lack of compression
         _estimate = options.EstimateCompressibility && !options.StoreUncompressed;
         _node = slots.Node;
-        _output = (byte*)NativeMemory.Alloc((nuint)ChunkPages * SharedLayout.PageSize);
-        _job = new CompressionJob(ClassifyAndCompress);
+        _output = (byte*)NativeMemory.Alloc((nuint)(2 * ChunkPages) * SharedLayout.PageSize);
+        _jobs[0] = new CompressionJob(item => ClassifyAndCompress(0, item));
+        _jobs[1] = new CompressionJob(item => ClassifyAndCompress(1, item));
         _helped = options.CompressionThreads > 1;
         if (_helped)
         {
@@ -96,8 +100,8 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         }
     }
 
-    /// <summary>Native memory the pipeline holds (the chunk buffer), for the memory limit's metadata.</summary>
-    public static long MetadataBytes => (long)ChunkPages * SharedLayout.PageSize;
+    /// <summary>Native memory the pipeline holds (the two chunk buffers), for the memory limit's metadata.</summary>
+    public static long MetadataBytes => 2L * ChunkPages * SharedLayout.PageSize;
 
     /// <summary>What <see cref="Store"/> did with a page.</summary>
     private enum StoreResult
@@ -119,7 +123,7 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         int dropped = 0, settled = 0;
         _unstoredCount = 0;
         _ownerThread = Environment.CurrentManagedThreadId;
-        int posted = _helped ? CompressionHelpers.Post(_job) : -1;
+        int posted0 = _helped ? CompressionHelpers.Post(_jobs[0]) : -1, posted1 = _helped ? CompressionHelpers.Post(_jobs[1]) : -1;
         try
         {
             while (settled < victims.Length)
@@ -143,7 +147,8 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         }
         finally
         {
-            CompressionHelpers.Withdraw(posted);
+            CompressionHelpers.Withdraw(posted0);
+            CompressionHelpers.Withdraw(posted1);
             clock.ReturnToFront(_unstored.AsSpan(0, _unstoredCount));
         }
         return dropped;
@@ -158,46 +163,74 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         }
         long compressed = 0;
         int drop = 0, place = 0;
-        for (int i = 0; i < victims.Length; i++)
+        int pendingSet = -1, pendingItems = 0; // the chunk whose compression was started and not yet waited for
+        try
         {
-            if (i % ChunkPages == 0 && !poolFull)
+            if (!poolFull)
             {
-                ClassifyAndCompressChunk(region, victims[i..Math.Min(i + ChunkPages, victims.Length)], claimed[i..]);
+                pendingItems = StartChunk(0, region, victims[..Math.Min(ChunkPages, victims.Length)], claimed);
+                pendingSet = 0;
             }
-            ulong page = FaultLogEntry.PageOf(victims[i]);
-            ulong* pte = region.PageTableEntries + page;
-            if (!claimed[i])
+            for (int i = 0; i < victims.Length; i++)
             {
-                _drop[drop++] = page; // CLEAN when chosen: its copy is stored already
-                continue;
+                int set = (i / ChunkPages) & 1;
+                if (i % ChunkPages == 0)
+                {
+                    if (pendingSet >= 0)
+                    {
+                        _jobs[pendingSet].Finish(pendingItems); // this chunk's results (the worker helps with what is left)
+                        pendingSet = -1;
+                    }
+                    int next = i + ChunkPages;
+                    if (!poolFull && next < victims.Length)
+                    {
+                        // The helpers compress the next chunk while this one is stored.
+                        pendingItems = StartChunk(set ^ 1, region, victims[next..Math.Min(next + ChunkPages, victims.Length)], claimed[next..]);
+                        pendingSet = set ^ 1;
+                    }
+                }
+                ulong page = FaultLogEntry.PageOf(victims[i]);
+                ulong* pte = region.PageTableEntries + page;
+                if (!claimed[i])
+                {
+                    _drop[drop++] = page; // CLEAN when chosen: its copy is stored already
+                    continue;
+                }
+                if (poolFull)
+                {
+                    ReturnUnstored(pte, victims[i]); // not protected: the batch stopped storing before this region
+                    continue;
+                }
+                byte* data = region.BasePointer + (page << SharedLayout.PageShift);
+                StoreResult stored = Store(data, pte, set * ChunkPages + i % ChunkPages, out ulong slot, out bool lz4, out int size);
+                if (stored == StoreResult.Placed)
+                {
+                    _placeEntries[place] = victims[i];
+                    _place[place++] = new NativeCramPlace { Page = page, Slot = slot, Size = (uint)size };
+                    continue;
+                }
+                if (stored == StoreResult.PoolFull)
+                {
+                    poolFull = true;
+                    ReturnUnstored(pte, victims[i]);
+                    continue;
+                }
+                if (stored == StoreResult.Incompressible)
+                {
+                    continue;
+                }
+                compressed += lz4 ? 1 : 0;
+                if (Publish(pte, slot))
+                {
+                    _drop[drop++] = page;
+                }
             }
-            if (poolFull)
+        }
+        finally
+        {
+            if (pendingSet >= 0)
             {
-                ReturnUnstored(pte, victims[i]); // not protected: the batch stopped storing before this region
-                continue;
-            }
-            byte* data = region.BasePointer + (page << SharedLayout.PageShift);
-            StoreResult stored = Store(data, pte, i % ChunkPages, out ulong slot, out bool lz4, out int size);
-            if (stored == StoreResult.Placed)
-            {
-                _placeEntries[place] = victims[i];
-                _place[place++] = new NativeCramPlace { Page = page, Slot = slot, Size = (uint)size };
-                continue;
-            }
-            if (stored == StoreResult.PoolFull)
-            {
-                poolFull = true;
-                ReturnUnstored(pte, victims[i]);
-                continue;
-            }
-            if (stored == StoreResult.Incompressible)
-            {
-                continue;
-            }
-            compressed += lz4 ? 1 : 0;
-            if (Publish(pte, slot))
-            {
-                _drop[drop++] = page;
+                _jobs[pendingSet].FinishQuietly(pendingItems); // the pool filled up (or a failure): no helper may still write into the buffer
             }
         }
         _counters.AddCompressed(compressed);
@@ -264,30 +297,35 @@ internal sealed unsafe class EvictionPipeline : IDisposable
         }
     }
 
-    /// <summary>Stage classify and compress for the claimed pages of one chunk of a region's victims, with the helpers; results by chunk index.</summary>
-    private void ClassifyAndCompressChunk(RegionMapping region, ReadOnlySpan<ulong> victims, ReadOnlySpan<bool> claimed)
+    /// <summary>
+    /// Stage classify and compress, started: the claimed pages of one chunk of a region's victims
+    /// offered to the helpers in chunk set <paramref name="set"/>; results by entry. Returns the
+    /// items, for the <see cref="CompressionJob.Finish"/> that waits for them.
+    /// </summary>
+    private int StartChunk(int set, RegionMapping region, ReadOnlySpan<ulong> victims, ReadOnlySpan<bool> claimed)
     {
-        int items = 0;
+        int items = 0, first = set * ChunkPages;
         for (int j = 0; j < victims.Length; j++)
         {
             if (claimed[j])
             {
-                _chunkData[items] = region.BasePointer + (FaultLogEntry.PageOf(victims[j]) << SharedLayout.PageShift);
-                _chunkIndex[items++] = j;
+                _chunkData[first + items] = region.BasePointer + (FaultLogEntry.PageOf(victims[j]) << SharedLayout.PageShift);
+                _chunkIndex[first + items++] = first + j;
             }
         }
-        _job.Run(items);
+        _jobs[set].Start(items);
+        return items;
     }
 
     /// <summary>One item of a chunk (any thread): classify the page and, when it is worth it, compress it into its place in the chunk buffer.</summary>
-    private void ClassifyAndCompress(int item)
+    private void ClassifyAndCompress(int set, int item)
     {
         if (Environment.CurrentManagedThreadId != _ownerThread)
         {
             _counters.AddHelperClassified();
         }
-        byte* data = _chunkData[item];
-        int j = _chunkIndex[item];
+        byte* data = _chunkData[set * ChunkPages + item];
+        int j = _chunkIndex[set * ChunkPages + item];
         PageClass predicted = Classify(data, out _fill[j]);
         _predicted[j] = predicted;
         _size[j] = predicted is PageClass.Zero or PageClass.SameFilled or PageClass.Incompressible || _storeUncompressed
