@@ -132,7 +132,7 @@ struct cram_engine {
     uint16_t window_pages[READAHEAD_MAX];
     uint16_t window_offset[READAHEAD_MAX]; /* chunk c's first page in window_buf and window_olds */
     /* generation (32 bits) | chunks taken (16) | chunks ready (16): one word, so a chunk is taken with
-     * one CAS that also checks it is ready and of this window (readahead_take). */
+     * one CAS that also checks it is ready and of this window (window_take). */
     uint64_t window_state;
     uint32_t window_sealed;  /* every chunk of the window is ready (no more come) */
     uint32_t window_done;    /* chunks installed (or failed) */

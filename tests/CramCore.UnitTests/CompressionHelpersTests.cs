@@ -60,6 +60,76 @@ public sealed class CompressionHelpersTests
     }
 
     [Fact]
+    public void TwoJobsStartedInTurn_TheHelpersRunTheNextWhileTheOwnerWorks_EachItemOnce()
+    {
+        // Reclaim's pipeline: start chunk k + 1, store chunk k, finish chunk k + 1 (EvictionPipeline).
+        CompressionHelpers.Acquire(1);
+        try
+        {
+            int[][] runs = [new int[32], new int[32]];
+            var jobs = new CompressionJob[2];
+            int helped = 0, owner = Environment.CurrentManagedThreadId;
+            for (int set = 0; set < 2; set++)
+            {
+                int s = set;
+                jobs[s] = new CompressionJob(i =>
+                {
+                    Interlocked.Increment(ref runs[s][i]);
+                    if (Environment.CurrentManagedThreadId != owner)
+                    {
+                        Interlocked.Increment(ref helped);
+                    }
+                    Thread.SpinWait(500);
+                });
+            }
+            int place0 = CompressionHelpers.Post(jobs[0]), place1 = CompressionHelpers.Post(jobs[1]);
+            try
+            {
+                jobs[0].Start(32);
+                for (int chunk = 0; chunk < 400; chunk++)
+                {
+                    int set = chunk & 1;
+                    jobs[set].Finish(32);
+                    Array.Clear(runs[set ^ 1]);
+                    jobs[set ^ 1].Start(32);
+                    Thread.SpinWait(2000); // the owner stores this chunk meanwhile
+                    Assert.All(runs[set], n => Assert.Equal(1, n));
+                    Array.Clear(runs[set]);
+                }
+                jobs[0].Finish(32); // the last one started (set 0 after an even number of chunks)
+            }
+            finally
+            {
+                CompressionHelpers.Withdraw(place0);
+                CompressionHelpers.Withdraw(place1);
+            }
+            Assert.True(helped > 0, "no helper took an item of a started job");
+        }
+        finally
+        {
+            CompressionHelpers.Release();
+        }
+    }
+
+    [Fact]
+    public void FinishQuietly_WaitsForEveryItem_AndDropsAFailure()
+    {
+        int runs = 0;
+        var job = new CompressionJob(i =>
+        {
+            if (Interlocked.Increment(ref runs) <= 10 && i == 3)
+            {
+                throw new InvalidOperationException("item 3"); // in the first job only
+            }
+        });
+        job.Start(10);
+        job.FinishQuietly(10);
+        Assert.Equal(10, runs);
+        job.Run(5); // the dropped failure is not reported by the next run
+        Assert.Equal(15, runs);
+    }
+
+    [Fact]
     public void WithoutHelpers_TheOwnerRunsEveryItem()
     {
         int runs = 0;
