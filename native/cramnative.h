@@ -598,7 +598,7 @@ typedef struct cram_shared {
     uint32_t uffd_mode;        /* native, at creation: enum cram_uffd_mode */
     uint32_t reclaim_stalled;  /* C#: reclaim found nothing to evict, faults stop waiting */
     int32_t backing_fd;        /* C#, before the first region: the backing file, -1 for none (ghost) */
-    uint32_t backing_direct;   /* C#, with backing_fd: 1 if opened O_DIRECT (reads must be page-aligned) */
+    uint32_t backing_direct;   /* C#, with backing_fd: 1 if opened O_DIRECT (reads aligned as statx STATX_DIOALIGN says: fault.c) */
     uint64_t cram_capacity_bytes; /* C#, before the first region: the node's physical capacity (0: no node) */
     uint64_t cram_writable_limit; /* C#: the writable budget in pages, from the risk dial or the control plane */
     uint32_t cram_write_control;  /* C#, before the first region: 1 = budget and ledger enforced */

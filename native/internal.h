@@ -34,6 +34,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -109,6 +110,7 @@ struct cram_engine {
     unsigned char* file_window; /* FILE_WINDOW_BYTES + a page, page-aligned: a readahead window's extents, read at once */
     uint64_t file_window_start, file_window_length; /* the file bytes it holds; valid within one hold of the engine lock (0: none) */
     uint64_t file_last_end;     /* where the fault path's last read of the file ended (count_file_read) */
+    uint64_t file_read_align;   /* the alignment a read of the file needs (fault.c, file_read_align; 0: not asked yet) */
     uint32_t poison;           /* UFFDIO_POISON is available */
     uint32_t faulting_thread;  /* CRAM_FAULT_SERVICE_FAULTING: no service thread; sigbus.c resolves faults */
     /* Per region, the page after each of the last FIRST_TOUCH_STREAMS first-touch runs: a first touch

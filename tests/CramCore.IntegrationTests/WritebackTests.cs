@@ -156,6 +156,37 @@ public sealed unsafe class WritebackTests : IDisposable
     }
 
     [Fact]
+    public void ARandomFault_ReadsOnlyTheBlocksItsExtentCovers()
+    {
+        // Compressible pages (~1 KiB stored) read back in a scattered order, one fault each: each
+        // read covers its extent's direct I/O blocks (512 bytes here), not whole pages (a 4 KiB-aligned
+        // read of an extent that straddles a page boundary would be 8 KiB).
+        using var engine = CramEngine.Create(Options());
+        using var region = engine.CreateRegion((long)Pages * P);
+        Fill(region);
+        region.Reclaim(region.Length);
+        WaitForWriteback(engine);
+        var pages = new List<int>();
+        for (int i = Pages - 1; i >= 0; i -= 131) // backwards and far apart: no stream, so no readahead window
+        {
+            if (FileSlot(engine, region, i) != null)
+            {
+                pages.Add(i);
+            }
+        }
+        Assert.True(pages.Count >= 10, $"{pages.Count} pages in the file");
+        CramStats before = engine.GetStats();
+        foreach (int i in pages)
+        {
+            Assert.True(TestPages.CheckCompressible(region.Pointer + (long)i * P, i, 0), $"page {i}");
+        }
+        CramStats after = engine.GetStats();
+        long reads = after.FileReads - before.FileReads, bytes = after.FileReadBytes - before.FileReadBytes;
+        Assert.True(reads >= pages.Count, $"{reads} reads for {pages.Count} pages");
+        Assert.True(bytes < reads * (long)P, $"{bytes} bytes in {reads} reads: whole pages");
+    }
+
+    [Fact]
     public void ReadFault_KeepsTheFileCopy_SoEvictingAgainIsOnlyADrop()
     {
         using var engine = CramEngine.Create(Options());
