@@ -108,7 +108,7 @@
  *                                                      compresses it again ("Clean copies" below)
  *   EVICTED ──prefetch (CramNative_PrefetchPages)──▶ CLEAN(slot)   Advise(WillNeed), from a background
  *                                                      thread under the engine lock: exactly a read
- *                                                      swap-in without a fault (as readahead), file-
+ *                                                      swap-in without a fault (as readahead; a chunk's file extents in one read), file-
  *                                                      backed copies included; never past the soft limit
  *   any populated ──discard (CramNative_DiscardPages)──▶ EMPTY   Advise(DontNeed): under the engine lock,
  *                                                      with reclaim paused (so nothing is EVICTING or

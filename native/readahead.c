@@ -411,11 +411,17 @@ EXPORT int CramNative_PrefetchPages(cram_engine* e, uint32_t region_id, uint64_t
             want = 0;
         }
         uint32_t n = 0;
-        while (want && q < end && scanned < PREFETCH_SCAN_MAX &&
-               (n = decode_ahead(e, r, q, end - q < want ? end : q + want, AHEAD_ANY_FILE, ids, e->readahead_buf)) == 0) {
+        while (want && q < end && scanned < PREFETCH_SCAN_MAX) {
+            uint64_t stop = end - q < want ? end : q + want;
+            /* The chunk's file extents in one read where they lie together (as readahead's window),
+             * not one read each; an extent outside it is read on its own by slot_read. */
+            e->file_window_length = 0;
+            file_window_read(e, r, q, stop);
+            if ((n = decode_ahead(e, r, q, stop, AHEAD_ANY_FILE, ids, e->readahead_buf)) != 0) break;
             q = touched_page_next(r, q + 1); /* resident, empty, or left to its own fault (a bad copy fails there) */
             scanned++;
         }
+        e->file_window_length = 0; /* a window lives within this hold of the engine lock */
         if (n && install_ahead(e, r, q, ids, n, &s->stats.prefetched_pages) != 0) err = errno;
         else if (n) {
             n_brought += n;

@@ -126,6 +126,7 @@ public sealed unsafe class AdviseTests
         Assert.True(engine.Maintenance.WriteBack(long.MaxValue) > 0);
         Assert.True(engine.GetStats().FilePages > 0);
 
+        long filePages = engine.GetStats().FilePages, readsBefore = engine.GetStats().FileReads;
         region.Advise(0, region.Length, CramAdvice.WillNeed);
         WaitForPrefetch(engine);
         long refaults = engine.GetStats().Refaults;
@@ -135,6 +136,9 @@ public sealed unsafe class AdviseTests
         }
         Assert.Equal(refaults, engine.GetStats().Refaults);
         Assert.Equal(256, engine.GetStats().PrefetchedPages);
+        // A chunk's extents, written back together, come in one read (not one read a page).
+        long reads = engine.GetStats().FileReads - readsBefore;
+        Assert.True(reads * 4 <= filePages, $"{filePages} pages from the file in {reads} reads");
     }
 
     [Fact]
