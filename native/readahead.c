@@ -188,6 +188,8 @@ void swapin_readahead(cram_engine* e, cram_region_desc* r, uint64_t page)
     uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
     uint64_t end = page + 1 + w < pages ? page + 1 + w : pages;
     uint64_t q = page + 1;
+    next[k] = end;
+    if (q >= end) return; /* at the soft limit: no window */
     /* The faulting page's read may have read the window already (resolve_swapin). */
     int file = e->file_window_length || file_window_read(e, r, q, end) ? AHEAD_FILE_IN_WINDOW : AHEAD_NO_FILE;
     readahead_quiesce(e); /* the last window's buffer is free once its chunks are mapped */
@@ -202,7 +204,6 @@ void swapin_readahead(cram_engine* e, cram_region_desc* r, uint64_t page)
     }
     __atomic_store_n(&e->window_sealed, 1, __ATOMIC_RELEASE);
     e->file_window_length = 0;
-    next[k] = end;
 }
 
 /* ------------------------------------------------------------------ the window's installers
@@ -230,10 +231,6 @@ static void window_begin(cram_engine* e, cram_region_desc* r, uint64_t* counter)
     __atomic_store_n(&e->window_done, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&e->window_sealed, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&e->window_state, generation << 32, __ATOMIC_RELEASE);
-    if (e->readahead_helper_count) { /* they start on the first chunk while this thread decodes the next */
-        __atomic_add_fetch(&e->window_wake, 1, __ATOMIC_RELEASE);
-        futex_wake_all(&e->window_wake);
-    }
 }
 
 /* Under the engine lock: claims the n decoded pages [q, q + n) (window_olds[used..]) for the window,
@@ -263,6 +260,10 @@ static uint32_t window_claim(cram_engine* e, cram_region_desc* r, uint64_t q, ui
     e->window_pages[c] = (uint16_t)claimed;
     e->window_offset[c] = (uint16_t)used;
     __atomic_add_fetch(&e->window_state, 1, __ATOMIC_RELEASE); /* ready + 1: the chunk is published */
+    if (c == 0 && e->readahead_helper_count) { /* the helpers map it while this thread decodes the next */
+        __atomic_add_fetch(&e->window_wake, 1, __ATOMIC_RELEASE);
+        futex_wake_all(&e->window_wake);
+    }
     return claimed;
 }
 
