@@ -106,10 +106,12 @@
  *                                                      write clears a stray protection, as below); the
  *                                                      copy is freed and the page requeued, so reclaim
  *                                                      compresses it again ("Clean copies" below)
- *   EVICTED ──prefetch (CramNative_PrefetchPages)──▶ CLEAN(slot)   Advise(WillNeed), from a background
- *                                                      thread under the engine lock: exactly a read
- *                                                      swap-in without a fault (as readahead; a chunk's file extents in one read), file-
- *                                                      backed copies included; never past the soft limit
+ *   EVICTED ──prefetch (CramNative_PrefetchPages)──▶ INSTALLING(slot) ──▶ CLEAN(slot)   Advise(WillNeed),
+ *                                                      from a background thread: claimed as a readahead
+ *                                                      window (32 pages a hold of the engine lock, their
+ *                                                      file extents in one read) and mapped by the same
+ *                                                      installers; exactly a read swap-in without a fault,
+ *                                                      file-backed copies included; never past the soft limit
  *   any populated ──discard (CramNative_DiscardPages)──▶ EMPTY   Advise(DontNeed): under the engine lock,
  *                                                      with reclaim paused (so nothing is EVICTING or
  *                                                      DROPPING, and the service holds no UNPROTECTING):
@@ -153,7 +155,7 @@
  * page-table write the native side makes against it, and native/tests/state-tests.c checks it.
  * Clean copies. A CLEAN page is resident and keeps its stored copy, so evicting it again costs only
  * MADV_DONTNEED (the kernel's swap cache does the same). cram_stats.clean_copy_pages/_bytes count
- * them: + on every move into CLEAN (reclaim's publish, a read swap-in, prefetch; readahead counts a page at its claim, into INSTALLING), - on every
+ * them: + on every move into CLEAN (reclaim's publish, a read swap-in; readahead and prefetch count a page at its claim, into INSTALLING), - on every
  * move out (a write-protect fault, a drop that completes, a released copy, region destroy); a
  * failed drop (DROPPING -> CLEAN) changes nothing. When the pool is full, reclaim releases clean
  * copies (CLEAN -> DIRTY) before it gives up or writes back, coldest first (among the oldest 4,096

@@ -341,10 +341,6 @@ const void* slot_read(cram_engine* e, cram_slot* slot, unsigned char* dst, uint6
     return dst;
 }
 
-/* Decodes the EVICTED pages from q on (before end, READAHEAD_CHUNK at most) into readahead_buf and
- * their page-table words into olds[]; stops at the first page it cannot bring in ahead: not EVICTED, found
- * bad, unreadable, or (unless `file`) backed by the file. Returns how many it decoded. */
-
 uint64_t eviction_stamp(cram_shared* s)
 {
     uint64_t now = __atomic_load_n(&s->stats.evicted_pages_total, __ATOMIC_RELAXED) / CRAM_EVICTION_STAMP_UNIT;

@@ -122,10 +122,10 @@ struct cram_engine {
     uint64_t next_swapin[CRAM_MAX_REGIONS][SWAPIN_STREAMS];
     uint32_t swapin_window[CRAM_MAX_REGIONS][SWAPIN_STREAMS];
     uint8_t next_swapin_stream[CRAM_MAX_REGIONS];
-    unsigned char* readahead_buf; /* READAHEAD_CHUNK pages prefetch decompresses ahead into */
     /* The readahead window being installed (readahead.c, "Readahead" in cramnative.h): decoded and
-     * claimed under the lock by the fault that continued a stream, mapped chunk by chunk outside it
-     * by whoever takes a chunk (that thread, once it lets the lock go, and the helpers). */
+     * claimed under the lock by the fault that continued a stream (or a prefetch step), mapped chunk
+     * by chunk outside it by whoever takes a chunk (that thread, once it lets the lock go, and the
+     * helpers). */
     unsigned char* window_buf;            /* READAHEAD_MAX pages: the window's decoded pages */
     cram_region_desc* window_region;      /* the region the window is in (active while chunks remain: readahead_quiesce) */
     uint64_t* window_counter;             /* the stat its pages count in */

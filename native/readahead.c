@@ -12,6 +12,9 @@ static uint32_t window_claim(cram_engine* e, cram_region_desc* r, uint64_t q, ui
 /* Which file-backed pages decode_ahead takes. */
 enum { AHEAD_NO_FILE = 0, AHEAD_ANY_FILE = 1, AHEAD_FILE_IN_WINDOW = 2 };
 
+/* Decodes the EVICTED pages from q on (before end, READAHEAD_CHUNK at most) into buf and their
+ * page-table words into olds[]; stops at the first page it cannot bring in ahead: not EVICTED, found
+ * bad, unreadable, or backed by the file where `file` does not take it. Returns how many it decoded. */
 static uint32_t decode_ahead(cram_engine* e, cram_region_desc* r, uint64_t q, uint64_t end, int file, uint64_t* olds, unsigned char* buf)
 {
     ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
@@ -40,34 +43,6 @@ static uint32_t decode_ahead(cram_engine* e, cram_region_desc* r, uint64_t q, ui
         q++;
     }
     return n;
-}
-
-/* Installs the n pages decode_ahead prepared at pages [first, first + n): one UFFDIO_COPY
- * (write-protected), each EVICTED->CLEAN, logged, then a wake for whoever waits in them. -1 if the
- * copy failed: nothing was installed that the page table does not know of (only code holding the
- * engine lock maps pages, and these had none); the pages stay EVICTED for their own faults. The
- * pages are added to *counter before the wake. */
-static int install_ahead(cram_engine* e, cram_region_desc* r, uint64_t first, const uint64_t* olds, uint32_t n, uint64_t* counter)
-{
-    ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
-    cram_shared* s = e->shared;
-    uint64_t addr = r->base + (first << CRAM_PAGE_SHIFT);
-    if (uffd_copy(e->uffd, addr, e->readahead_buf, (uint64_t)n << CRAM_PAGE_SHIFT, 1) != 0) {
-        add_counter(&s->stats.service_errors, 1);
-        return -1;
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        if (!pte_cas(&r->pte[first + i], olds[i], CRAM_PTE_MAKE(CRAM_PTE_CLEAN, CRAM_PTE_SLOT(olds[i]))))
-            add_counter(&s->stats.service_errors, 1);
-        else
-            clean_copy_count(s, CRAM_PTE_SLOT(olds[i]), +1);
-        fault_log_append(s, r->id, first + i);
-    }
-    add_counter(counter, n);
-    resident_add(e, n);
-    /* Last: a reader that resumes finds the pages counted. */
-    engine_wake(e, addr, (uint64_t)n << CRAM_PAGE_SHIFT); /* readers already waiting in the chunk */
-    return 0;
 }
 
 /* The file span [*lo, *hi) of the extents of the evicted pages [q, end) that fit one read with the
@@ -382,17 +357,19 @@ void readahead_helpers_stop(cram_engine* e)
 
 #define PREFETCH_MAX_PAGES 128  /* pages one CramNative_PrefetchPages call brings in, at most */
 #define PREFETCH_SCAN_MAX 4096  /* pages it looks at, at most */
+#define PREFETCH_HOLD_PAGES 32  /* pages it claims per hold of the engine lock (four chunks) */
 
 EXPORT int CramNative_PrefetchPages(cram_engine* e, uint32_t region_id, uint64_t first, uint64_t end,
                                     uint64_t* next, uint64_t* brought, int32_t* at_limit)
 {
     if (!e || !next || !brought || !at_limit || first > end || region_id >= CRAM_MAX_REGIONS) { errno = EINVAL; return -1; }
     cram_shared* s = e->shared;
-    uint64_t ids[READAHEAD_CHUNK];
     uint64_t q = first, n_brought = 0, scanned = 0;
     int err = 0, limit = 0, started = 0;
-    /* One chunk per hold of the engine lock (as the service holds it: it orders this with every
-     * fault), so a fault waits for one chunk at most. */
+    /* Up to PREFETCH_HOLD_PAGES per hold of the engine lock (as the service holds it: it orders this
+     * with every fault), claimed as a readahead window (decoded, EVICTED->INSTALLING) and mapped
+     * after the lock is let go by this thread and the readahead helpers, so a fault waits for one
+     * hold's decoding at most. */
     while (q < end && n_brought < PREFETCH_MAX_PAGES && scanned < PREFETCH_SCAN_MAX && !limit) {
         engine_lock(e);
         cram_region_desc* r = region_active(e, region_id);
@@ -400,10 +377,10 @@ EXPORT int CramNative_PrefetchPages(cram_engine* e, uint32_t region_id, uint64_t
         uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
         if (end > pages) end = pages;
         if (!started) { q = touched_page_next(r, q); started = 1; } /* past end when nothing is left: clamped below */
-        uint64_t want = READAHEAD_CHUNK < PREFETCH_MAX_PAGES - n_brought ? READAHEAD_CHUNK : PREFETCH_MAX_PAGES - n_brought;
+        uint64_t want = PREFETCH_HOLD_PAGES < PREFETCH_MAX_PAGES - n_brought ? PREFETCH_HOLD_PAGES : PREFETCH_MAX_PAGES - n_brought;
         uint64_t soft = __atomic_load_n(&e->config.soft_limit_pages, __ATOMIC_RELAXED);
         uint64_t resident = __atomic_load_n(&s->stats.resident_pages, __ATOMIC_RELAXED);
-        if (soft && resident + want >= soft) { /* this chunk is the last one the limit allows */
+        if (soft && resident + want >= soft) { /* this hold is the last one the limit allows */
             limit = 1;
             want = soft > resident ? soft - resident : 0;
         }
@@ -411,26 +388,32 @@ EXPORT int CramNative_PrefetchPages(cram_engine* e, uint32_t region_id, uint64_t
             limit = 1;
             want = 0;
         }
-        uint32_t n = 0;
-        while (want && q < end && scanned < PREFETCH_SCAN_MAX) {
-            uint64_t stop = end - q < want ? end : q + want;
-            /* The chunk's file extents in one read where they lie together (as readahead's window),
-             * not one read each; an extent outside it is read on its own by slot_read. */
-            e->file_window_length = 0;
-            file_window_read(e, r, q, stop);
-            if ((n = decode_ahead(e, r, q, stop, AHEAD_ANY_FILE, ids, e->readahead_buf)) != 0) break;
-            q = touched_page_next(r, q + 1); /* resident, empty, or left to its own fault (a bad copy fails there) */
-            scanned++;
-        }
-        e->file_window_length = 0; /* a window lives within this hold of the engine lock */
-        if (n && install_ahead(e, r, q, ids, n, &s->stats.prefetched_pages) != 0) err = errno;
-        else if (n) {
-            n_brought += n;
-            scanned += n;
-            q += n;
+        uint32_t used = 0;
+        if (want && q < end) {
+            readahead_quiesce(e); /* the last window's buffer is free once its chunks are mapped */
+            window_begin(e, r, &s->stats.prefetched_pages);
+            /* The hold's file extents in one read where they lie together (as readahead's window);
+             * an extent outside it is read on its own by slot_read. */
+            file_window_read(e, r, q, end - q < want ? end : q + want);
+            while (used < want && q < end && scanned < PREFETCH_SCAN_MAX) {
+                uint64_t stop = end - q < want - used ? end : q + (want - used);
+                uint32_t n = decode_ahead(e, r, q, stop, AHEAD_ANY_FILE, e->window_olds + used, e->window_buf + ((uint64_t)used << CRAM_PAGE_SHIFT));
+                uint32_t claimed = n ? window_claim(e, r, q, used, n) : 0;
+                if (!claimed) { /* resident, empty, or left to its own fault (a bad copy fails there) */
+                    q = touched_page_next(r, q + 1);
+                    scanned++;
+                    continue;
+                }
+                used += claimed;
+                scanned += claimed;
+                q += claimed;
+            }
+            __atomic_store_n(&e->window_sealed, 1, __ATOMIC_RELEASE);
+            e->file_window_length = 0; /* a window lives within this hold of the engine lock */
         }
         engine_unlock(e);
-        if (err) break;
+        readahead_help(e); /* mapped with the helpers; a page whose copy fails stays EVICTED (service_errors) */
+        n_brought += used;
     }
     if (q > end) q = end;
     *next = q;

@@ -16,7 +16,6 @@ static void engine_free(cram_engine* e)
     if (e->page_buf) munmap(e->page_buf, CRAM_PAGE_SIZE);
     if (e->file_buf) munmap(e->file_buf, 2 * CRAM_PAGE_SIZE);
     if (e->file_window) munmap(e->file_window, FILE_WINDOW_BYTES + CRAM_PAGE_SIZE);
-    if (e->readahead_buf) munmap(e->readahead_buf, READAHEAD_CHUNK * CRAM_PAGE_SIZE);
     if (e->window_buf) munmap(e->window_buf, READAHEAD_MAX * CRAM_PAGE_SIZE);
     if (e->shared) {
         if (e->shared->fault_log) munmap((void*)(uintptr_t)e->shared->fault_log, CRAM_FAULT_LOG_SIZE * sizeof(uint64_t));
@@ -46,9 +45,8 @@ EXPORT int CramNative_EngineCreate(const cram_engine_config* config, cram_engine
     e->page_buf = map_anon(CRAM_PAGE_SIZE);
     e->file_buf = map_anon(2 * CRAM_PAGE_SIZE);
     e->file_window = map_anon(FILE_WINDOW_BYTES + CRAM_PAGE_SIZE);
-    e->readahead_buf = map_anon(READAHEAD_CHUNK * CRAM_PAGE_SIZE);
     e->window_buf = map_anon(READAHEAD_MAX * CRAM_PAGE_SIZE);
-    if (!e->shared || !e->zero_pages || !e->page_buf || !e->file_buf || !e->file_window || !e->readahead_buf || !e->window_buf) goto fail;
+    if (!e->shared || !e->zero_pages || !e->page_buf || !e->file_buf || !e->file_window || !e->window_buf) goto fail;
     e->shared->backing_fd = -1;
     void* log = map_anon(CRAM_FAULT_LOG_SIZE * sizeof(uint64_t));
     e->shared->fault_log = (uint64_t)(uintptr_t)log;
