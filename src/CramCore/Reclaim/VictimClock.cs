@@ -293,9 +293,10 @@ internal sealed unsafe class VictimClock(INativeEngine engine, NativeShared* sha
         _cold.Retain(entry =>
         {
             ulong* pte = Locate(entry, out _);
-            return pte is not null && PageTableEntry.State(PageTableEntry.Load(pte)) is PageState.Dirty or PageState.Clean;
+            return pte is not null && PageTableEntry.State(PageTableEntry.Load(pte)) is PageState.Dirty or PageState.Clean or PageState.Installing;
         });
-        const uint queued = 1u << (int)PageState.Dirty | 1u << (int)PageState.Clean | 1u << (int)PageState.PlacedWritable;
+        // INSTALLING: a readahead or prefetch page being mapped, CLEAN in a moment (Select requeues it until then).
+        const uint queued = 1u << (int)PageState.Dirty | 1u << (int)PageState.Clean | 1u << (int)PageState.PlacedWritable | 1u << (int)PageState.Installing;
         foreach (RegionMapping region in regions.Snapshot())
         {
             fixed (ulong* found = _found)
