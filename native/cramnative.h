@@ -169,8 +169,8 @@
  * claims its pages (EVICTED->INSTALLING, logged, counted); outside it, installers map each chunk
  * with one UFFDIO_COPY (write-protected), CAS its pages INSTALLING->CLEAN and wake whoever waits
  * in it. The installers are the thread that resolved the fault, once it lets the lock go, and the
- * engine's readahead helpers (cram_engine_config.readahead_helpers, threads cram-readahead), which
- * start on the first chunk while the fault still decodes the next: on a machine with a spare CPU the
+ * engine's readahead helpers (cram_engine_config.readahead_helpers, threads cram-readahead, started
+ * by the engine's first drop), which start on the first chunk while the fault still decodes the next: on a machine with a spare CPU the
  * window's copies - a sequential read-back's largest cost - run two at a time. It stops at the soft limit (resident + window <= limit) and skips pages that
  * are not EVICTED. Pages in the backing file come in when the window's file extents span at most
  * FILE_WINDOW_BYTES: they are read in one pread first (file_window_read); extents far from the

@@ -140,7 +140,9 @@ struct cram_engine {
     uint32_t window_done;    /* chunks installed (or failed) */
     uint32_t window_wake;    /* futex the helpers sleep on: bumped for each window and for stop */
     uint32_t window_stop;    /* helpers exit */
-    uint32_t readahead_helper_count;
+    uint32_t readahead_helpers_wanted; /* cram_engine_config.readahead_helpers */
+    uint32_t readahead_helpers_started; /* 1 once the first drop started them (readahead_helpers_ensure) */
+    uint32_t readahead_helper_count;    /* threads running */
     pthread_t readahead_helpers[CRAM_READAHEAD_HELPERS_MAX];
     uint32_t region_count;                       /* high-water index in regions[] */
     cram_region_desc regions[CRAM_MAX_REGIONS];
@@ -329,7 +331,11 @@ int readahead_pending(const cram_engine* e);
 /* Under the engine lock: waits until the current window's chunks are all installed (then no page
  * is INSTALLING and no installer reads a region or the window's buffer). */
 void readahead_quiesce(cram_engine* e);
-int readahead_helpers_start(cram_engine* e, uint32_t count); /* at engine create; -1 with errno */
+/* Starts the engine's readahead helpers the first time it is called (by the first drop: no window
+ * can be claimed before a page is evicted, and no thread can be started from the SIGBUS handler
+ * that claims one), so an engine that never evicts has none. A helper that cannot be started is
+ * done without: the thread that claims a window maps what no helper takes. */
+void readahead_helpers_ensure(cram_engine* e);
 void readahead_helpers_stop(cram_engine* e);
 /* Waits while the page is held by native code for one system call (DROPPING, INSTALLING); returns its
  * word. A page INSTALLING in a chunk nobody has taken yet is mapped by the waiter itself (with no

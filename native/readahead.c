@@ -235,7 +235,7 @@ static uint32_t window_claim(cram_engine* e, cram_region_desc* r, uint64_t q, ui
     e->window_pages[c] = (uint16_t)claimed;
     e->window_offset[c] = (uint16_t)used;
     __atomic_add_fetch(&e->window_state, 1, __ATOMIC_RELEASE); /* ready + 1: the chunk is published */
-    if (c == 0 && e->readahead_helper_count) { /* the helpers map it while this thread decodes the next */
+    if (c == 0 && __atomic_load_n(&e->readahead_helper_count, __ATOMIC_ACQUIRE)) { /* the helpers map it while this thread decodes the next */
         __atomic_add_fetch(&e->window_wake, 1, __ATOMIC_RELEASE);
         futex_wake_all(&e->window_wake);
     }
@@ -331,16 +331,17 @@ static void* readahead_helper_main(void* arg)
     return NULL;
 }
 
-int readahead_helpers_start(cram_engine* e, uint32_t count)
+void readahead_helpers_ensure(cram_engine* e)
 {
-    __atomic_store_n(&e->window_sealed, 1, __ATOMIC_RELEASE); /* no window yet */
-    for (uint32_t i = 0; i < count; i++) {
-        int err = pthread_create(&e->readahead_helpers[i], NULL, readahead_helper_main, e);
-        if (err) { errno = err; return -1; }
+    uint32_t expected = 0;
+    if (!e->readahead_helpers_wanted || __atomic_load_n(&e->readahead_helpers_started, __ATOMIC_ACQUIRE) ||
+        !__atomic_compare_exchange_n(&e->readahead_helpers_started, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return;
+    for (uint32_t i = 0; i < e->readahead_helpers_wanted; i++) {
+        if (pthread_create(&e->readahead_helpers[i], NULL, readahead_helper_main, e) != 0) break;
         pthread_setname_np(e->readahead_helpers[i], "cram-readahead");
-        e->readahead_helper_count = i + 1;
+        __atomic_store_n(&e->readahead_helper_count, i + 1, __ATOMIC_RELEASE);
     }
-    return 0;
 }
 
 void readahead_helpers_stop(cram_engine* e)

@@ -81,7 +81,8 @@ EXPORT int CramNative_EngineCreate(const cram_engine_config* config, cram_engine
 #ifdef SYS_pidfd_open
     e->pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0); /* -1 on old kernels: the fallback */
 #endif
-    if (readahead_helpers_start(e, config->readahead_helpers) != 0) { err = errno; goto fail; }
+    e->readahead_helpers_wanted = config->readahead_helpers; /* started by the first drop */
+    e->window_sealed = 1; /* no readahead window yet */
     if (faulting) {
         /* No service thread: faults raise SIGBUS on their own threads, and sigbus.c serves them. */
         if (sigbus_engine_add(e) != 0) { err = errno; goto fail; }

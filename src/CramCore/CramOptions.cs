@@ -204,7 +204,7 @@ public sealed class CramOptions
     /// CPU, else 1). The fault decodes the window under the engine lock; mapping its pages
     /// (<c>UFFDIO_COPY</c>, the largest cost of a sequential read-back) then runs on this many
     /// threads at once. The helpers are the engine's own native threads (<c>cram-readahead</c>),
-    /// asleep between windows. 1 maps every window on the faulting thread (or the service thread) alone.
+    /// started at its first eviction and asleep between windows. 1 maps every window on the faulting thread (or the service thread) alone.
     /// </summary>
     public int ReadaheadThreads { get; set; }
 
