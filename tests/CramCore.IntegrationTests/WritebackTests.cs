@@ -43,6 +43,16 @@ public sealed unsafe class WritebackTests : IDisposable
         }
     }
 
+    /// <summary>A region of <see cref="Pages"/> pages filled (version 0), all evicted, and writeback idle: most copies are in the file.</summary>
+    private static CramRegion EvictedThroughThePool(CramEngine engine)
+    {
+        CramRegion region = engine.CreateRegion((long)Pages * P);
+        Fill(region);
+        region.Reclaim(region.Length);
+        WaitForWriteback(engine);
+        return region;
+    }
+
     private static void Verify(CramRegion region, int version = 0)
     {
         for (int i = 0; i < Pages; i++)
@@ -80,10 +90,7 @@ public sealed unsafe class WritebackTests : IDisposable
     public void PagesEvictedInOrder_LieInOrderInTheFile_AndASequentialReaderReadsThemInWindows()
     {
         using var engine = CramEngine.Create(Options());
-        using var region = engine.CreateRegion((long)Pages * P);
-        Fill(region);
-        region.Reclaim(region.Length);
-        WaitForWriteback(engine);
+        using var region = EvictedThroughThePool(engine);
 
         // Reclaim stores pages in eviction order (a batch the full pool cut short goes back to the
         // front of the FIFO, not the back); writeback takes entries in store order into consecutive
@@ -162,10 +169,7 @@ public sealed unsafe class WritebackTests : IDisposable
         // read covers its extent's direct I/O blocks (512 bytes here), not whole pages (a 4 KiB-aligned
         // read of an extent that straddles a page boundary would be 8 KiB).
         using var engine = CramEngine.Create(Options());
-        using var region = engine.CreateRegion((long)Pages * P);
-        Fill(region);
-        region.Reclaim(region.Length);
-        WaitForWriteback(engine);
+        using var region = EvictedThroughThePool(engine);
         var pages = new List<int>();
         for (int i = Pages - 1; i >= 0; i -= 131) // backwards and far apart: no stream, so no readahead window
         {
@@ -209,10 +213,7 @@ public sealed unsafe class WritebackTests : IDisposable
     public void WrittenPages_ReleaseTheirExtents_AndCompactionEmptiesSparseSegments()
     {
         using var engine = CramEngine.Create(Options());
-        using var region = engine.CreateRegion((long)Pages * P);
-        Fill(region);
-        region.Reclaim(region.Length);
-        WaitForWriteback(engine);
+        using var region = EvictedThroughThePool(engine);
         CramStats s = engine.GetStats();
         long live = s.BackingFileLiveBytes, segments = s.BackingFileSegments;
         // Rewrite every other page: their file copies die.

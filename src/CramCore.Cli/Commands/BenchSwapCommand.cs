@@ -57,9 +57,9 @@ internal static unsafe class BenchSwapCommand
         {
             throw new CliException($"--compression-threads: {compressionThreads} must be between 1 and 16, or 0 for one per CPU (at most 4).");
         }
-        if (readaheadThreads is < 0 or > 4)
+        if (readaheadThreads is < 0 or > SharedLayout.ReadaheadHelpersMax + 1)
         {
-            throw new CliException($"--readahead-threads: {readaheadThreads} must be between 1 and 4, or 0 for the default (2 with more than one CPU).");
+            throw new CliException($"--readahead-threads: {readaheadThreads} must be between 1 and {SharedLayout.ReadaheadHelpersMax + 1}, or 0 for the default (2 with more than one CPU).");
         }
         if (backingFile is not null && File.Exists(backingFile))
         {
