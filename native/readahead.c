@@ -209,8 +209,9 @@ static void window_begin(cram_engine* e, cram_region_desc* r, uint64_t* counter)
 }
 
 /* Under the engine lock: claims the n decoded pages [q, q + n) (window_olds[used..]) for the window,
- * EVICTED -> INSTALLING, each logged and counted as a clean copy and resident (the counts a read
- * swap-in makes, made before the page is mapped), and publishes them as the next chunk. Returns
+ * EVICTED -> INSTALLING, each logged and counted as a clean copy, resident and read ahead (or
+ * prefetched) — the counts a read swap-in makes, made before the page is mapped, so a reader that
+ * finds it mapped finds it counted — and publishes them as the next chunk. Returns
  * how many it claimed: all of them (only code holding the lock leaves EVICTED); fewer, and the
  * rest are left to their own faults, only if that ever failed to hold. */
 static uint32_t window_claim(cram_engine* e, cram_region_desc* r, uint64_t q, uint32_t used, uint32_t n)
@@ -230,6 +231,7 @@ static uint32_t window_claim(cram_engine* e, cram_region_desc* r, uint64_t q, ui
     }
     if (!claimed) return 0;
     resident_add(e, claimed);
+    add_counter(e->window_counter, claimed); /* counted before it can be read, as the counts above */
     uint32_t c = WINDOW_READY(__atomic_load_n(&e->window_state, __ATOMIC_RELAXED));
     e->window_first[c] = q;
     e->window_pages[c] = (uint16_t)claimed;
@@ -274,7 +276,6 @@ static void window_install(cram_engine* e, uint32_t c)
     uint64_t addr = r->base + (first << CRAM_PAGE_SHIFT);
     const unsigned char* src = e->window_buf + ((uint64_t)offset << CRAM_PAGE_SHIFT);
     int whole = uffd_copy(e->uffd, addr, src, (uint64_t)n << CRAM_PAGE_SHIFT, 1) == 0;
-    uint64_t mapped = 0;
     for (uint32_t i = 0; i < n; i++) {
         uint64_t old = e->window_olds[offset + i], id = CRAM_PTE_SLOT(old);
         uint64_t* pte = &r->pte[first + i];
@@ -282,16 +283,15 @@ static void window_install(cram_engine* e, uint32_t c)
         /* EEXIST: the chunk's own copy mapped it before it failed (nothing else maps a held page). */
         if (whole || uffd_copy(e->uffd, page_addr, src + ((uint64_t)i << CRAM_PAGE_SHIFT), CRAM_PAGE_SIZE, 1) == 0 || errno == EEXIST) {
             pte_store(pte, CRAM_PTE_MAKE(CRAM_PTE_CLEAN, id));
-            mapped++;
         } else {
             add_counter(&s->stats.service_errors, 1);
             clean_copy_count(s, id, -1);
             __atomic_fetch_sub(&s->stats.resident_pages, 1, __ATOMIC_RELAXED);
+            __atomic_fetch_sub(e->window_counter, 1, __ATOMIC_RELAXED);
             pte_store(pte, old);
         }
     }
-    add_counter(e->window_counter, mapped);
-    engine_wake(e, addr, (uint64_t)n << CRAM_PAGE_SHIFT); /* last: a reader that resumes finds them counted */
+    engine_wake(e, addr, (uint64_t)n << CRAM_PAGE_SHIFT);
     __atomic_add_fetch(&e->window_done, 1, __ATOMIC_RELEASE);
 }
 
