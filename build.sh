@@ -8,7 +8,7 @@
 #   ./build.sh bench      build, then run the BenchmarkDotNet suite (args after `bench` go to it)
 #   ./build.sh cram ARGS  run the built `cram` CLI, e.g. ./build.sh cram bench faults --json
 #   ./build.sh pack       build, then write CramCore.<version>.nupkg and .snupkg to artifacts/packages
-# On a fresh Debian machine it installs what is missing (gcc/make, liblz4).
+# On a fresh Debian machine it installs what is missing (gcc/make, liblz4, redis-server and redis-tools for the remote tier's tests).
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(pwd)
@@ -26,6 +26,9 @@ ensure_tools() {
   if ! ldconfig -p 2>/dev/null | grep -q 'liblz4\.so\.1 ' && [ ! -e /usr/lib/x86_64-linux-gnu/liblz4.so.1 ]; then
     missing+=(liblz4-1)
   fi
+  # The remote tier's tests start real RESP servers on loopback (redis-server, and redis-cli for a cluster).
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v redis-cli >/dev/null || missing+=(redis-tools)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     local sudo=""

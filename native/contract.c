@@ -27,7 +27,7 @@ static void contract_add(contract_builder* b, const char* name, uint64_t value, 
  * build when an enumerator is added without its line here. The contract's enumerators are small
  * codes; every value below CONTRACT_ENUM_LIMIT is tried. */
 #define CONTRACT_ENUM_LIMIT 1024u
-_Static_assert(CRAM_PTE_INSTALLING < CONTRACT_ENUM_LIMIT && CRAM_BACKEND_CRAM < CONTRACT_ENUM_LIMIT &&
+_Static_assert(CRAM_PTE_FETCHING < CONTRACT_ENUM_LIMIT && CRAM_BACKEND_REMOTE < CONTRACT_ENUM_LIMIT &&
                CRAM_UFFD_MODE_USER_MODE_ONLY < CONTRACT_ENUM_LIMIT && CRAM_CONTRACT_CONSTANT < CONTRACT_ENUM_LIMIT,
                "an enumerator of the contract is not listed by contract_enums");
 
@@ -39,10 +39,12 @@ static void contract_enums(contract_builder* b)
         ENUMERATOR(CRAM_PTE_EVICTING); ENUMERATOR(CRAM_PTE_DROPPING); ENUMERATOR(CRAM_PTE_EVICTED);
         ENUMERATOR(CRAM_PTE_INCOMPRESSIBLE); ENUMERATOR(CRAM_PTE_UNPROTECTING);
         ENUMERATOR(CRAM_PTE_PLACED); ENUMERATOR(CRAM_PTE_PLACED_WRITABLE); ENUMERATOR(CRAM_PTE_INSTALLING);
+        ENUMERATOR(CRAM_PTE_FETCHING);
         }
         switch ((enum cram_backend)v) {
         ENUMERATOR(CRAM_BACKEND_FREE); ENUMERATOR(CRAM_BACKEND_SAME_FILLED);
         ENUMERATOR(CRAM_BACKEND_POOL); ENUMERATOR(CRAM_BACKEND_FILE); ENUMERATOR(CRAM_BACKEND_CRAM);
+        ENUMERATOR(CRAM_BACKEND_REMOTE);
         }
         switch ((enum cram_uffd_mode)v) {
         ENUMERATOR(CRAM_UFFD_MODE_AUTO); ENUMERATOR(CRAM_UFFD_MODE_SYSCALL);
@@ -127,6 +129,17 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_shared, cram_write_control); FIELD(cram_shared, reclaim_running); FIELD(cram_shared, activate_distance_pages);
     FIELD(cram_shared, memory_wait_us);
 
+    STRUCT(cram_remote_config);
+    FIELD(cram_remote_config, key); FIELD(cram_remote_config, prefix); FIELD(cram_remote_config, password);
+    FIELD(cram_remote_config, timeout_ms); FIELD(cram_remote_config, fetchers); FIELD(cram_remote_config, sealed);
+    FIELD(cram_remote_config, reserved);
+
+    STRUCT(cram_remote_stats);
+    FIELD(cram_remote_stats, fetches); FIELD(cram_remote_stats, fetch_bytes); FIELD(cram_remote_stats, fetch_retries);
+    FIELD(cram_remote_stats, fetch_failures); FIELD(cram_remote_stats, auth_failures); FIELD(cram_remote_stats, fetch_ns);
+    FIELD(cram_remote_stats, open_ns); FIELD(cram_remote_stats, decode_ns); FIELD(cram_remote_stats, waits);
+    FIELD(cram_remote_stats, queued_peak); FIELD(cram_remote_stats, connects); FIELD(cram_remote_stats, inflight);
+
     STRUCT(cram_contract_entry);
     FIELD(cram_contract_entry, name); FIELD(cram_contract_entry, value); FIELD(cram_contract_entry, kind);
     FIELD(cram_contract_entry, size);
@@ -137,9 +150,9 @@ static void contract_structs(contract_builder* b)
  * page-table CASes against them in Debug builds. */
 static void contract_transitions(contract_builder* b)
 {
-    for (uint32_t from = CRAM_PTE_EMPTY; from <= CRAM_PTE_INSTALLING; from++) {
+    for (uint32_t from = CRAM_PTE_EMPTY; from <= CRAM_PTE_FETCHING; from++) {
         uint64_t mask = 0;
-        for (uint32_t to = CRAM_PTE_EMPTY; to <= CRAM_PTE_INSTALLING; to++)
+        for (uint32_t to = CRAM_PTE_EMPTY; to <= CRAM_PTE_FETCHING; to++)
             if (to != from && pte_transition_allowed(from, to)) mask |= 1ull << to;
         const char* name = NULL;
         switch ((enum cram_pte_state)from) {
@@ -154,6 +167,7 @@ static void contract_transitions(contract_builder* b)
         case CRAM_PTE_PLACED: name = "CRAM_PTE_TRANSITIONS_FROM_PLACED"; break;
         case CRAM_PTE_PLACED_WRITABLE: name = "CRAM_PTE_TRANSITIONS_FROM_PLACED_WRITABLE"; break;
         case CRAM_PTE_INSTALLING: name = "CRAM_PTE_TRANSITIONS_FROM_INSTALLING"; break;
+        case CRAM_PTE_FETCHING: name = "CRAM_PTE_TRANSITIONS_FROM_FETCHING"; break;
         }
         contract_add(b, name, mask, CRAM_CONTRACT_CONSTANT, 0);
     }
@@ -169,6 +183,8 @@ static void contract_constants(contract_builder* b)
     CONSTANT(CRAM_SLOT_RAW); CONSTANT(CRAM_SLOT_STALE); CONSTANT(CRAM_SLOT_BAD); CONSTANT(CRAM_SLOT_REFERENCED);
     CONSTANT(CRAM_DIRECTORY_CLUSTER_SHIFT); CONSTANT(CRAM_DIRECTORY_CLUSTER_SIZE); CONSTANT(CRAM_DIRECTORY_SIZE);
     CONSTANT(CRAM_FAULT_LOG_SIZE); CONSTANT(CRAM_FAULT_LOG_REGION_SHIFT);
+    CONSTANT(CRAM_REMOTE_MAX_ENDPOINTS); CONSTANT(CRAM_REMOTE_TAG_BYTES); CONSTANT(CRAM_REMOTE_OFFSET_BITS);
+    CONSTANT(CRAM_REMOTE_NODE_SHIFT); CONSTANT(CRAM_REMOTE_SEGMENT_SHIFT);
     contract_transitions(b);
 }
 

@@ -91,6 +91,19 @@
  *             installer needs no lock, so it always ends); reclaim passes over it (requeued);
  *             region deactivation and discard wait for the window's installs first
  *             (readahead_quiesce), so nothing else ever sees it
+ *   EVICTED ──MISSING fault, slot REMOTE (under the lock)──▶ FETCHING(slot)   claimed, logged and counted as a
+ *                                                      swap-in (resident, clean copy for a read); the
+ *                                                      extent is fetched outside the lock ("Remote tier")
+ *   FETCHING ──fetched, opened, UFFDIO_COPY (fetcher)──▶ CLEAN(slot), or DIRTY for a write (slot stale)
+ *   FETCHING ──fetch failed until the timeout (fetcher)──▶ EVICTED   slot marked CRAM_SLOT_BAD, counts
+ *                                                      undone; the waiting access faults again and gets
+ *                                                      SIGBUS as for any unreadable copy below
+ *   FETCHING: held by a fetcher (a cram-remote thread, or the faulting thread itself in the SIGBUS
+ *             service) for one network round trip, never under the engine lock: the service thread
+ *             does not wait for it (a second fault on the page is left to the fetcher's wake-up, so
+ *             local faults go on being served), a faulting thread waits on the entry's futex without
+ *             the lock, reclaim passes over it, and region deactivation and discard wait for the
+ *             region's fetches (remote_quiesce), bounded by the fetch timeout
  *   EVICTED ──write MISSING fault──▶ DIRTY            rebuilt writable at once (one fault);
  *                                                      slot pushed on the stale list
  *   EVICTED ──fault, stored bytes unreadable──▶ EVICTED   checksum mismatch, or a file read that
@@ -299,6 +312,7 @@ enum cram_pte_state {
     CRAM_PTE_PLACED = 8,          /* on the CRAM node: mapped read-only in place, slot names its frame */
     CRAM_PTE_PLACED_WRITABLE = 9, /* on the CRAM node, made writable in place within the budget */
     CRAM_PTE_INSTALLING = 10,     /* readahead: decoded and claimed under the engine lock, being mapped outside it */
+    CRAM_PTE_FETCHING = 11,       /* remote tier: claimed under the engine lock, its extent being fetched outside it */
 };
 
 /* Every state change the machine above allows, as X(from, to); a write that keeps the state and
@@ -329,6 +343,10 @@ enum cram_pte_state {
     X(CRAM_PTE_EVICTED, CRAM_PTE_INSTALLING)             /* readahead claims, decoded (under the engine lock) */ \
     X(CRAM_PTE_INSTALLING, CRAM_PTE_CLEAN)               /* readahead's UFFDIO_COPY done (an installer) */ \
     X(CRAM_PTE_INSTALLING, CRAM_PTE_EVICTED)             /* readahead's UFFDIO_COPY failed (an installer) */ \
+    X(CRAM_PTE_EVICTED, CRAM_PTE_FETCHING)               /* a fault on a remote entry claims it (under the engine lock) */ \
+    X(CRAM_PTE_FETCHING, CRAM_PTE_CLEAN)                 /* fetched, opened, mapped for a read (the fetcher) */ \
+    X(CRAM_PTE_FETCHING, CRAM_PTE_DIRTY)                 /* fetched, opened, mapped writable for a write (the fetcher) */ \
+    X(CRAM_PTE_FETCHING, CRAM_PTE_EVICTED)               /* the fetch failed until its timeout: slot marked bad (the fetcher) */ \
     X(CRAM_PTE_INCOMPRESSIBLE, CRAM_PTE_UNPROTECTING)    /* WP fault (service) */ \
     X(CRAM_PTE_INCOMPRESSIBLE, CRAM_PTE_EMPTY)           /* discard */ \
     X(CRAM_PTE_UNPROTECTING, CRAM_PTE_DIRTY)             /* protection cleared (service) */ \
@@ -387,6 +405,8 @@ enum cram_pte_state {
  *   FILE           byte offset in the backing     as POOL; read with pread of the covering pages
  *                  file
  *   CRAM           device frame number            none: the page stays mapped in place (PLACED)
+ *   REMOTE         segment | node | offset        as POOL, sealed (AES-GCM); read by the fetchers, outside
+ *                  (CRAM_REMOTE_LOCATION)         the lock ("Remote tier"), not by slot_read
  *
  * Moving an entry between backends (writeback pool -> file, segment compaction file -> file, pool
  * compaction keeps the slot and moves behind the handle) follows one protocol, so a fault in flight
@@ -408,7 +428,68 @@ enum cram_backend {
     CRAM_BACKEND_FILE = 3,
     CRAM_BACKEND_CRAM = 4,  /* location = device frame; length = the compressed size the device measured;
                                the bytes are the region's page itself (no checksum: device ECC) */
+    CRAM_BACKEND_REMOTE = 5, /* location = CRAM_REMOTE_LOCATION(segment, node, offset): an extent of a segment
+                                value in a RESP store; read by the fetchers ("Remote tier"), never under the lock */
 };
+
+/* ---------------------------------------------------------------------------------------------
+ * Remote tier (remote.c). Managed code (CramCore.Remote, through the public ICramRemoteStore)
+ * packs the coldest pool entries, still compressed, into segments and writes each as one value of
+ * a RESP store (Redis, Valkey, Garnet), under the key "<prefix>:<segment in hex>", on node `node`
+ * of the endpoints it published (CramNative_RemoteSetEndpoint); then the slots move there with
+ * CramNative_SlotsMove, as for the file. Each entry is sealed on its own with AES-256-GCM under the
+ * engine's key (cram_remote_config.key, never sent anywhere), nonce = segment (8 bytes LE) |
+ * offset (4 bytes LE), unique because segment ids are never reused under one key; its extent in
+ * the value is the ciphertext (slot.length bytes) then the 16-byte tag. Unsealed (config.sealed 0):
+ * the stored bytes alone. slot.checksum stays the CRC-32C of the stored (plain) bytes.
+ * The read half is native, because a fault may never wait for managed code (a GC would deadlock
+ * with it): a fault on a REMOTE slot claims its page (EVICTED -> FETCHING) under the engine lock
+ * and lets the lock go; with the service thread the request is queued for the cram-remote fetcher
+ * threads and the service goes on with other faults; with the faulting-thread service the faulting
+ * thread fetches for itself after letting the lock go. A fetch is one GETRANGE of the extent on
+ * the segment's node, over a pooled connection (TCP_NODELAY, AUTH when a password is set), then
+ * AES-GCM open (libcrypto, loaded at configure), CRC-32C, LZ4; the page is mapped with one
+ * UFFDIO_COPY and published (FETCHING -> CLEAN/DIRTY), waking the faulting thread. A failure
+ * (refused, reset, timeout, nil, an -ERR or -MOVED reply) is retried, reconnecting, with backoff
+ * up to config.timeout_ms; then the slot is marked bad and the page goes back to EVICTED, so the
+ * access gets SIGBUS (counted in bad_page_faults, and fetch_failures here) - never zeros. A tag
+ * that does not verify (a tampered or foreign value) is refused like a checksum mismatch, at once.
+ * ------------------------------------------------------------------------------------------- */
+#define CRAM_REMOTE_MAX_ENDPOINTS 64
+#define CRAM_REMOTE_TAG_BYTES 16
+#define CRAM_REMOTE_OFFSET_BITS 24
+#define CRAM_REMOTE_NODE_SHIFT 24
+#define CRAM_REMOTE_SEGMENT_SHIFT 32
+#define CRAM_REMOTE_LOCATION(segment, node, offset) \
+    (((uint64_t)(segment) << CRAM_REMOTE_SEGMENT_SHIFT) | ((uint64_t)(node) << CRAM_REMOTE_NODE_SHIFT) | (uint64_t)(offset))
+#define CRAM_REMOTE_SEGMENT(location) ((uint32_t)((location) >> CRAM_REMOTE_SEGMENT_SHIFT))
+#define CRAM_REMOTE_NODE(location) ((uint32_t)(((location) >> CRAM_REMOTE_NODE_SHIFT) & 0xFFu))
+#define CRAM_REMOTE_OFFSET(location) ((uint32_t)((location) & ((1u << CRAM_REMOTE_OFFSET_BITS) - 1)))
+
+typedef struct cram_remote_config {
+    uint8_t key[32];      /* AES-256-GCM key (sealed 1) */
+    uint8_t prefix[56];   /* key prefix, NUL-terminated */
+    uint8_t password[64]; /* AUTH password, NUL-terminated ("": none) */
+    uint32_t timeout_ms;  /* how long a fetch retries before the page fails (SIGBUS) */
+    uint32_t fetchers;    /* cram-remote threads (service-thread engines; 1..8) */
+    uint32_t sealed;      /* 1: extents are AES-256-GCM sealed (ciphertext + tag) */
+    uint32_t reserved;
+} cram_remote_config;
+
+typedef struct cram_remote_stats {
+    uint64_t fetches;        /* extents fetched and mapped */
+    uint64_t fetch_bytes;    /* bytes the store returned for them */
+    uint64_t fetch_retries;  /* attempts that failed and were retried (reconnecting) */
+    uint64_t fetch_failures; /* fetches that failed until the timeout, or a tag/checksum that did not verify */
+    uint64_t auth_failures;  /* of those, AES-GCM tags that did not verify */
+    uint64_t fetch_ns;       /* Σ request sent to reply read, over fetches */
+    uint64_t open_ns;        /* Σ AES-GCM open, over fetches */
+    uint64_t decode_ns;      /* Σ CRC-32C + LZ4, over fetches */
+    uint64_t waits;          /* faults that found their page FETCHING (left to the fetch's wake-up) */
+    uint64_t queued_peak;    /* most requests queued for the fetchers at once */
+    uint64_t connects;       /* connections opened */
+    uint64_t inflight;       /* fetches claimed and not yet published */
+} cram_remote_stats;
 
 /* Slot flags (cram_slot.flags), set with atomic OR by whoever owns the transition. */
 #define CRAM_SLOT_RAW 0x1u        /* C#, at store: the stored bytes are the page, not LZ4 */
@@ -615,7 +696,7 @@ typedef struct cram_shared {
  * structs: every byte belongs to a named field.
  * ------------------------------------------------------------------------------------------- */
 _Static_assert(CRAM_PAGE_SIZE == 1u << CRAM_PAGE_SHIFT, "page size and shift disagree");
-_Static_assert(CRAM_PTE_PLACED_WRITABLE <= CRAM_PTE_STATE_MASK, "a state does not fit the state bits");
+_Static_assert(CRAM_PTE_FETCHING <= CRAM_PTE_STATE_MASK, "a state does not fit the state bits");
 _Static_assert((CRAM_PTE_STATE_MASK | CRAM_PTE_REFERENCED | CRAM_PTE_ACTIVE | CRAM_PTE_STAMPED | CRAM_PTE_TRIAL) < (1ull << CRAM_PTE_SLOT_SHIFT),
                "flags overlap the slot id");
 _Static_assert((uint64_t)CRAM_DIRECTORY_SIZE * CRAM_DIRECTORY_CLUSTER_SIZE <= CRAM_PTE_SLOT_MASK + 1 &&
@@ -643,6 +724,9 @@ _Static_assert(sizeof(cram_place) == 24 && offsetof(cram_place, page) == 0 && of
                offsetof(cram_place, size) == 16 && offsetof(cram_place, placed) == 20, "cram_place layout");
 _Static_assert(sizeof(cram_pool_handle) == 16 && offsetof(cram_pool_handle, address) == 0 &&
                offsetof(cram_pool_handle, length) == 8 && offsetof(cram_pool_handle, zspage) == 12, "cram_pool_handle layout");
+_Static_assert(sizeof(cram_remote_config) == 168 && offsetof(cram_remote_config, timeout_ms) == 152 &&
+               sizeof(cram_remote_stats) == 12 * sizeof(uint64_t), "cram_remote_config / cram_remote_stats layout");
+_Static_assert(CRAM_REMOTE_MAX_ENDPOINTS <= 256, "a node index does not fit its 8 bits of a location");
 _Static_assert(sizeof(cram_pool_move) == 24 && offsetof(cram_pool_move, handle) == 0 && offsetof(cram_pool_move, destination) == 8 &&
                offsetof(cram_pool_move, zspage) == 16 && offsetof(cram_pool_move, reserved) == 20, "cram_pool_move layout");
 _Static_assert(sizeof(cram_stats) == (39 + CRAM_SWAPIN_LATENCY_BUCKETS) * sizeof(uint64_t) &&
@@ -687,6 +771,13 @@ typedef struct cram_engine cram_engine;
 extern "C" {
 #endif
 
+/* The remote tier's read half ("Remote tier"): loads libcrypto (sealed), starts the fetchers
+ * (service-thread engines). Once per engine, before the first slot names a REMOTE extent. */
+int CramNative_RemoteConfigure(cram_engine* engine, const cram_remote_config* config);
+/* Node `index` is reached at IPv4 `address` (network order) and `port`; fetchers reconnect to a
+ * changed address (a failover) at their next request. */
+int CramNative_RemoteSetEndpoint(cram_engine* engine, uint32_t index, uint32_t address, uint32_t port);
+int CramNative_RemoteStats(cram_engine* engine, cram_remote_stats* stats);
 /* Fills up to `capacity` entries; *count is the total (call with capacity 0 to size the array). */
 int CramNative_GetContract(cram_contract_entry* entries, int32_t capacity, int32_t* count);
 int CramNative_EngineCreate(const cram_engine_config* config, cram_engine** engine, cram_shared** shared);

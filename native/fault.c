@@ -317,6 +317,9 @@ const void* slot_read(cram_engine* e, cram_slot* slot, unsigned char* dst, uint6
         if (!(stored = file_read(e, slot->location, slot->length))) { *why = "backing-file read failed twice"; return NULL; }
         add_counter(&s->stats.faults_swapin_file, 1);
         break;
+    case CRAM_BACKEND_REMOTE: /* never read under the lock: the fetchers read it (remote.c) */
+        *why = "remote entry read in place of a fetch";
+        return NULL;
     default:
         add_counter(&s->stats.service_errors, 1);
         *why = "slot names no backend";
@@ -379,6 +382,10 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
     uint64_t* counter = &s->stats.faults_swapin_same;
     if (id != CRAM_SLOT_ZERO) {
         cram_slot* slot = slot_get(s, id);
+        if (slot->backend == CRAM_BACKEND_REMOTE && !(slot_flags(slot) & CRAM_SLOT_BAD)) {
+            remote_claim(e, r, page, pte, write, t0); /* fetched outside the lock ("Remote tier") */
+            return;
+        }
         const char* why = "stored copy was found bad before";
         /* A read that continues a sequential stream from the file: read this page's extent with the
          * window readahead will bring in after it, in one read (random faults read their extent only). */
@@ -429,6 +436,7 @@ static void resolve_missing(cram_engine* e, cram_region_desc* r, uint64_t page, 
     switch (CRAM_PTE_STATE(p)) {
     case CRAM_PTE_EMPTY: resolve_first_touch(e, r, page, write); break;
     case CRAM_PTE_EVICTED: resolve_swapin(e, r, page, p, write, tid, t0); break;
+    case CRAM_PTE_FETCHING: remote_note_wait(e); break; /* its fetcher's wake-up resumes this thread too */
     default: /* already resolved by an earlier message for the same page */
         add_counter(&e->shared->stats.faults_spurious, 1);
         engine_wake(e, r->base + (page << CRAM_PAGE_SHIFT), CRAM_PAGE_SIZE);
@@ -488,7 +496,7 @@ static void resolve_write_protect(cram_engine* e, cram_region_desc* r, uint64_t 
     for (;;) {
         uint64_t p = wait_not_held(e, pte);
         uint32_t state = CRAM_PTE_STATE(p);
-        if (state == CRAM_PTE_EVICTED || state == CRAM_PTE_EMPTY) {
+        if (state == CRAM_PTE_EVICTED || state == CRAM_PTE_EMPTY || state == CRAM_PTE_FETCHING) {
             /* Dropped after the fault was queued: the retried access raises a MISSING fault. */
             add_counter(&s->stats.faults_spurious, 1);
             engine_wake(e, addr, CRAM_PAGE_SIZE);
@@ -559,6 +567,11 @@ int resolve_on_faulting_thread(cram_engine* e, uint64_t addr, int write)
     uint64_t page = (addr - r->base) >> CRAM_PAGE_SHIFT;
     pte_prefault(r, page);
     uint32_t state = CRAM_PTE_STATE(wait_not_held(e, &r->pte[page]));
+    if (state == CRAM_PTE_FETCHING) { /* another thread fetches it: wait for that, without the lock */
+        engine_unlock(e);
+        remote_wait(e, &r->pte[page]);
+        return 1;
+    }
     if (state == CRAM_PTE_EMPTY || state == CRAM_PTE_EVICTED) {
         throttle(e, throttle_want(e, r, page)); /* a MISSING fault adds resident pages; the lock may be let go meanwhile */
         if (!(r = region_find(e, addr))) { engine_unlock(e); return 0; }
@@ -569,6 +582,7 @@ int resolve_on_faulting_thread(cram_engine* e, uint64_t addr, int write)
         add_counter(&e->shared->stats.faults_spurious, 1); /* a read another thread resolved first */
     }
     engine_unlock(e);
+    remote_run_pending(e); /* the remote entry this fault claimed: fetched by this thread, outside the lock */
     readahead_help(e); /* the window a read swap-in claimed: mapped outside the lock, with the helpers */
     add_counter(&e->shared->stats.service_busy_ns, now_ns() - t0);
     note_activity(e);
@@ -578,7 +592,7 @@ int resolve_on_faulting_thread(cram_engine* e, uint64_t addr, int write)
 void* service_main(void* arg)
 {
     cram_engine* e = arg;
-    struct uffd_msg msgs[MSG_BATCH];
+    struct uffd_msg msgs[UFFD_MSG_BATCH];
     struct pollfd fds[2] = { { .fd = e->uffd, .events = POLLIN }, { .fd = e->stop_fd, .events = POLLIN } };
     uint64_t spin_ns = (uint64_t)e->config.spin_us * 1000ull;
     cpu_set_t cpus; /* on a single CPU, spinning only keeps the faulting thread from running */

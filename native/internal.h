@@ -13,6 +13,7 @@
  *   regions.c    engine and region lifecycle, region census
  *   pages.c      the batched page operations reclaim, writeback and the CRAM node call
  *   io.c         the backing file, pool arenas
+ *   remote.c     the remote tier's read half: fetchers, a RESP GETRANGE client, AES-GCM open
  * Nothing here calls managed code: a managed fault handler deadlocks with the GC, which waits for
  * a thread blocked in a fault while the handler is suspended for that GC.
  */
@@ -56,7 +57,7 @@ extern int LZ4_compress_default(const char* src, char* dst, int srcSize, int dst
 #define READAHEAD_MAX 128     /* the window doubles up to this */
 #define READAHEAD_CHUNK 8    /* pages per UFFDIO_COPY: the reader resumes after the first chunk */
 #define FILE_WINDOW_BYTES (512u << 10) /* the most a readahead window's file extents span for one read of them all */
-#define MSG_BATCH 32
+#define UFFD_MSG_BATCH 32
 /* One bit of a region's touched map covers the page-table entries of one 4 KiB page of the table. */
 #define TOUCHED_BLOCK_SHIFT 9
 #define TOUCHED_BLOCK_PAGES (1ull << TOUCHED_BLOCK_SHIFT)
@@ -144,6 +145,7 @@ struct cram_engine {
     uint32_t readahead_helpers_started; /* 1 once the first drop started them (readahead_helpers_ensure) */
     uint32_t readahead_helper_count;    /* threads running */
     pthread_t readahead_helpers[CRAM_READAHEAD_HELPERS_MAX];
+    struct cram_remote* remote;                 /* the remote tier's read half (remote.c), NULL until configured */
     uint32_t region_count;                       /* high-water index in regions[] */
     cram_region_desc regions[CRAM_MAX_REGIONS];
 };
@@ -218,7 +220,8 @@ static inline void slot_flags_or(cram_slot* slot, uint32_t flags)
 static inline int pte_names_slot(uint32_t state)
 {
     return state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING || state == CRAM_PTE_EVICTED ||
-           state == CRAM_PTE_PLACED || state == CRAM_PTE_PLACED_WRITABLE || state == CRAM_PTE_INSTALLING;
+           state == CRAM_PTE_PLACED || state == CRAM_PTE_PLACED_WRITABLE || state == CRAM_PTE_INSTALLING ||
+           state == CRAM_PTE_FETCHING;
 }
 
 /* The CRAM node's ledger (cramnative.h, "CRAM node"): would placed_bytes + writable pages at a whole
@@ -351,6 +354,19 @@ static inline uint64_t wait_not_held(cram_engine* e, uint64_t* pte)
         sched_yield();
     }
 }
+/* remote.c ("Remote tier" in cramnative.h) */
+/* Under the engine lock, a MISSING fault on EVICTED page `page` (word p) whose slot is REMOTE: claims
+ * it FETCHING (logged, counted) and queues the fetch (service thread) or leaves it for the faulting
+ * thread to run once it lets the lock go (remote_run_pending). */
+void remote_claim(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t p, int write, uint64_t t0);
+/* The faulting thread, after it let the engine lock go: runs the fetch its fault claimed, if any. */
+void remote_run_pending(cram_engine* e);
+/* Without the engine lock: waits until the page at pte is no longer FETCHING (the faulting-thread service). */
+void remote_wait(cram_engine* e, uint64_t* pte);
+/* Under the engine lock: waits until no fetch of region r is in flight (deactivation, discard, destroy). */
+void remote_quiesce(cram_engine* e, const cram_region_desc* r);
+void remote_note_wait(cram_engine* e);
+void remote_destroy(cram_engine* e);
 /* regions.c */
 void page_forget(cram_shared* s, uint64_t p, uint64_t* resident, uint64_t* populated);
 /* state.c */

@@ -303,6 +303,7 @@ EXPORT int CramNative_DiscardPages(cram_engine* e, uint32_t region_id, uint64_t 
     cram_region_desc* r = region_active(e, region_id);
     if (!r) { engine_unlock(e); errno = EINVAL; return -1; }
     readahead_quiesce(e); /* no page INSTALLING, no installer about to map one */
+    remote_quiesce(e, r);  /* no page FETCHING */
     cram_shared* s = e->shared;
     uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
     if (end > pages) end = pages;

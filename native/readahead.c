@@ -32,7 +32,7 @@ static uint32_t decode_ahead(cram_engine* e, cram_region_desc* r, uint64_t q, ui
             uint64_t* counter;
             const char* why;
             const void* src;
-            if ((slot_flags(slot) & CRAM_SLOT_BAD) ||
+            if ((slot_flags(slot) & CRAM_SLOT_BAD) || slot->backend == CRAM_BACKEND_REMOTE ||
                 (slot->backend == CRAM_BACKEND_FILE && (file == AHEAD_NO_FILE || (file == AHEAD_FILE_IN_WINDOW && !file_window_holds(e, slot->location, slot->length)))) ||
                 !(src = slot_read(e, slot, dst, &counter, &why)))
                 break; /* its own fault deals with it (and fails it, if it is bad) */

@@ -140,6 +140,7 @@ EXPORT int CramNative_EngineDestroy(cram_engine* e)
     readahead_quiesce(e); /* no fault runs now: the last window, if any, is mapped by now or here */
     engine_unlock(e);
     readahead_helpers_stop(e);
+    remote_destroy(e);
     for (uint32_t i = 0; i < e->region_count; i++)
         if (e->regions[i].base) region_release(e, &e->regions[i]);
     engine_free(e);
@@ -213,6 +214,7 @@ EXPORT int CramNative_RegionDeactivate(cram_engine* e, uint32_t region_id)
     engine_lock(e);
     __atomic_store_n(&e->regions[region_id].active, 0, __ATOMIC_RELEASE);
     readahead_quiesce(e); /* and no installer maps a page of it any more */
+    remote_quiesce(e, &e->regions[region_id]); /* nor a fetcher */
     engine_unlock(e);
     return 0;
 }
@@ -232,7 +234,7 @@ void page_forget(cram_shared* s, uint64_t p, uint64_t* resident, uint64_t* popul
         stale_push(s, CRAM_PTE_SLOT(p));
         return;
     }
-    if (state != CRAM_PTE_EVICTED) (*resident)++;
+    if (state != CRAM_PTE_EVICTED && state != CRAM_PTE_FETCHING) (*resident)++; /* FETCHING counts once published */
     if (state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING || state == CRAM_PTE_INSTALLING) clean_copy_count(s, CRAM_PTE_SLOT(p), -1);
     if (pte_names_slot(state)) stale_push(s, CRAM_PTE_SLOT(p));
 }
@@ -281,12 +283,13 @@ EXPORT int CramNative_RegionCensus(cram_engine* e, uint32_t region_id, cram_regi
         if (state == CRAM_PTE_EMPTY) continue;
         census->populated_pages++;
         switch (state) {
-        case CRAM_PTE_EVICTED: census->evicted_pages++; break;
+        case CRAM_PTE_EVICTED: case CRAM_PTE_FETCHING: census->evicted_pages++; break; /* FETCHING: not mapped yet */
         case CRAM_PTE_PLACED: case CRAM_PTE_PLACED_WRITABLE: census->placed_pages++; break;
         case CRAM_PTE_CLEAN: case CRAM_PTE_DROPPING: case CRAM_PTE_INSTALLING: census->clean_copy_pages++; census->resident_pages++; break;
         default: census->resident_pages++; break;
         }
-        if (state == CRAM_PTE_EVICTED || state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING || state == CRAM_PTE_INSTALLING) {
+        if (state == CRAM_PTE_EVICTED || state == CRAM_PTE_CLEAN || state == CRAM_PTE_DROPPING || state == CRAM_PTE_INSTALLING ||
+            state == CRAM_PTE_FETCHING) {
             uint64_t id = CRAM_PTE_SLOT(p);
             cram_slot* slot = id == CRAM_SLOT_ZERO ? NULL : slot_get(s, id);
             if (!slot || slot->backend == CRAM_BACKEND_SAME_FILLED) census->same_filled_pages++;

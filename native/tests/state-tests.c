@@ -14,6 +14,7 @@ static int failures;
 static const uint32_t states[] = {
     CRAM_PTE_EMPTY, CRAM_PTE_DIRTY, CRAM_PTE_CLEAN, CRAM_PTE_EVICTING, CRAM_PTE_DROPPING,
     CRAM_PTE_EVICTED, CRAM_PTE_INCOMPRESSIBLE, CRAM_PTE_UNPROTECTING, CRAM_PTE_PLACED, CRAM_PTE_PLACED_WRITABLE, CRAM_PTE_INSTALLING,
+    CRAM_PTE_FETCHING,
 };
 #define STATES (sizeof states / sizeof states[0])
 
@@ -64,7 +65,7 @@ static void table_tests(void)
     CHECK(!pte_transition_allowed(CRAM_PTE_DIRTY, CRAM_PTE_EVICTED), "DIRTY -> EVICTED is not a transition");
     CHECK(!pte_transition_allowed(CRAM_PTE_CLEAN, CRAM_PTE_EVICTED), "CLEAN -> EVICTED only through DROPPING");
     CHECK(!pte_transition_allowed(CRAM_PTE_PLACED, CRAM_PTE_PLACED_WRITABLE), "PLACED -> PLACED_WRITABLE only through UNPROTECTING");
-    uint32_t held[] = { CRAM_PTE_EVICTING, CRAM_PTE_DROPPING, CRAM_PTE_UNPROTECTING, CRAM_PTE_INSTALLING };
+    uint32_t held[] = { CRAM_PTE_EVICTING, CRAM_PTE_DROPPING, CRAM_PTE_UNPROTECTING, CRAM_PTE_INSTALLING, CRAM_PTE_FETCHING };
     for (unsigned i = 0; i < sizeof held / sizeof held[0]; i++)
         CHECK(!pte_transition_allowed(held[i], CRAM_PTE_EMPTY), "discard never takes held state %u to EMPTY", held[i]);
     CHECK(pte_transition_allowed(CRAM_PTE_CLEAN, CRAM_PTE_CLEAN), "a flag-only change is not a transition");
@@ -78,6 +79,17 @@ static void table_tests(void)
     for (unsigned f = 0; f < STATES; f++)
         if (states[f] != CRAM_PTE_EVICTED && states[f] != CRAM_PTE_INSTALLING && pte_transition_allowed(states[f], CRAM_PTE_INSTALLING)) installing_in = 0;
     CHECK(installing_in, "only an EVICTED page is claimed for an install");
+    /* A remote fetch: entered from EVICTED only; left for CLEAN (read), DIRTY (write) or EVICTED (failed). */
+    int fetching_out = 1, fetching_in = 1;
+    for (unsigned t = 0; t < STATES; t++) {
+        if (states[t] != CRAM_PTE_CLEAN && states[t] != CRAM_PTE_DIRTY && states[t] != CRAM_PTE_EVICTED && states[t] != CRAM_PTE_FETCHING &&
+            pte_transition_allowed(CRAM_PTE_FETCHING, states[t])) fetching_out = 0;
+        if (states[t] != CRAM_PTE_EVICTED && states[t] != CRAM_PTE_FETCHING && pte_transition_allowed(states[t], CRAM_PTE_FETCHING)) fetching_in = 0;
+    }
+    CHECK(fetching_out && fetching_in && pte_transition_allowed(CRAM_PTE_EVICTED, CRAM_PTE_FETCHING) &&
+          pte_transition_allowed(CRAM_PTE_FETCHING, CRAM_PTE_CLEAN) && pte_transition_allowed(CRAM_PTE_FETCHING, CRAM_PTE_DIRTY) &&
+          pte_transition_allowed(CRAM_PTE_FETCHING, CRAM_PTE_EVICTED),
+          "FETCHING is entered from EVICTED only and left for CLEAN, DIRTY or EVICTED only");
 }
 
 static uint64_t word;

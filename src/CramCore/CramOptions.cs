@@ -128,6 +128,31 @@ public sealed class CramOptions
     /// <summary>Most bytes the backing file may take (rounded down to 256 KiB segments; 0, the default, means no limit).</summary>
     public long BackingFileLimitBytes { get; set; }
 
+    /// <summary>
+    /// A remote tier on a distributed store (CramCore.Redis's <c>RedisRemoteStore</c>, or any
+    /// <see cref="Remote.ICramRemoteStore"/>): the pool's coldest entries move there, still
+    /// compressed, sealed and packed into segments, when the pool passes
+    /// <see cref="WritebackHighWatermark"/> (so <see cref="CompressedPoolLimitBytes"/> or
+    /// <see cref="MemoryLimitBytes"/> must be set), exactly as they would to a
+    /// <see cref="BackingFile"/> — one of the two for now. A fault on a remote entry is fetched natively,
+    /// outside the fault service's lock; a fetch that fails until <see cref="RemoteReadTimeout"/> is a
+    /// read error (SIGBUS, counted), never zeros. Null (the default): no remote tier. The engine does
+    /// not dispose the store.
+    /// </summary>
+    public Remote.ICramRemoteStore? RemoteStore { get; set; }
+
+    /// <summary>The prefix of the engine's keys on the remote store (letters, digits, '-', '_', '.', at most 40 characters); null (the default) makes one up per engine ("cram-" and 12 random hex digits).</summary>
+    public string? RemoteKeyPrefix { get; set; }
+
+    /// <summary>How long a fault retries a remote fetch (reconnecting, with backoff) before it fails as a read error, and how long a remote write may take (100 ms to 10 minutes; default 5 s).</summary>
+    public TimeSpan RemoteReadTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>How long a remote segment outlives its engine: keys expire after this unless renewed, which the engine does every third of it (10 s to 7 days; default 10 minutes). <see cref="CramEngine.Dispose"/> deletes them at once.</summary>
+    public TimeSpan RemoteLease { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>Seal remote entries with AES-256-GCM under a random per-engine key that never leaves the process (default true); false sends the compressed bytes as they are.</summary>
+    public bool RemoteEncryption { get; set; } = true;
+
     /// <summary>Writeback starts when the pool uses more than this fraction of <see cref="CompressedPoolLimitBytes"/> (0.1–1; default 0.9).</summary>
     public double WritebackHighWatermark { get; set; } = 0.9;
 
@@ -323,6 +348,38 @@ public sealed class CramOptions
                 throw new ArgumentException("BackingFile is set but CompressedPoolLimitBytes is 0 (no limit), so writeback would never start; set a pool limit, or MemoryLimitBytes (the pool then gets a quarter of it).", nameof(CompressedPoolLimitBytes));
             }
         }
+        if (RemoteStore is not null)
+        {
+            if (BackingFile is not null)
+            {
+                throw new ArgumentException("Both BackingFile and RemoteStore are set; the pool's coldest entries go to one tier below it for now: choose one.", nameof(RemoteStore));
+            }
+            if (CompressedPoolLimitBytes == 0 && MemoryLimitBytes == 0)
+            {
+                throw new ArgumentException("RemoteStore is set but CompressedPoolLimitBytes is 0 (no limit), so writeback would never start; set a pool limit, or MemoryLimitBytes (the pool then gets a quarter of it).", nameof(CompressedPoolLimitBytes));
+            }
+            if (RemoteStore.Nodes is not { Count: > 0 and <= RemoteLocation.MaxEndpoints } nodes ||
+                nodes.Any(n => n.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork))
+            {
+                throw new ArgumentException($"RemoteStore lists {RemoteStore.Nodes?.Count ?? 0} nodes; it needs 1 to {RemoteLocation.MaxEndpoints} IPv4 endpoints (the fault path connects to them).", nameof(RemoteStore));
+            }
+            if (RemoteStore.Password is { } password && System.Text.Encoding.UTF8.GetByteCount(password) > 63)
+            {
+                throw new ArgumentException("RemoteStore's password is longer than 63 bytes, which the native read half cannot send; use a shorter one.", nameof(RemoteStore));
+            }
+        }
+        if (RemoteKeyPrefix is not null && (RemoteKeyPrefix.Length is 0 or > 40 || !RemoteKeyPrefix.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')))
+        {
+            throw new ArgumentException($"RemoteKeyPrefix is '{RemoteKeyPrefix}'; use 1 to 40 letters, digits, '-', '_' or '.', or null for a random one.", nameof(RemoteKeyPrefix));
+        }
+        if (RemoteReadTimeout < TimeSpan.FromMilliseconds(100) || RemoteReadTimeout > TimeSpan.FromMinutes(10))
+        {
+            throw new ArgumentException($"RemoteReadTimeout is {RemoteReadTimeout}; it must be between 100 ms and 10 minutes.", nameof(RemoteReadTimeout));
+        }
+        if (RemoteLease < TimeSpan.FromSeconds(10) || RemoteLease > TimeSpan.FromDays(7))
+        {
+            throw new ArgumentException($"RemoteLease is {RemoteLease}; it must be between 10 seconds and 7 days.", nameof(RemoteLease));
+        }
         if (BackingFileLimitBytes < 0 || (BackingFileLimitBytes > 0 && BackingFileLimitBytes < Storage.BackingFile.SegmentBytes))
         {
             throw new ArgumentException($"BackingFileLimitBytes is {BackingFileLimitBytes}; use 0 for no limit or at least one segment ({Storage.BackingFile.SegmentBytes} bytes).", nameof(BackingFileLimitBytes));
@@ -374,7 +431,7 @@ public sealed class CramOptions
     /// </summary>
     internal void Resolve()
     {
-        if (MemoryLimitBytes > 0 && BackingFile is not null && CompressedPoolLimitBytes == 0)
+        if (MemoryLimitBytes > 0 && (BackingFile is not null || RemoteStore is not null) && CompressedPoolLimitBytes == 0)
         {
             CompressedPoolLimitBytes = MemoryLimitBytes / 4 / SharedLayout.PageSize * SharedLayout.PageSize;
         }
@@ -382,6 +439,7 @@ public sealed class CramOptions
         {
             CompressionThreads = 1 + Reclaim.CompressionHelpers.DefaultHelpers;
         }
+        RemoteKeyPrefix ??= "cram-" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(6));
         if (ReadaheadThreads == 0)
         {
             ReadaheadThreads = Environment.ProcessorCount > 1 ? 2 : 1;

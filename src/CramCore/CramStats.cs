@@ -165,6 +165,31 @@ public sealed record CramStats
     /// <summary>Writeback is paused after a write error and retries every second.</summary>
     public bool WritebackPaused { get; init; }
 
+    /// <summary>Evicted pages whose copy is on the remote store (<see cref="CramOptions.RemoteStore"/>).</summary>
+    public long RemotePages { get; init; }
+    /// <summary>Bytes on the remote store that pages still name (sealed extents: the compressed bytes and a 16-byte tag each).</summary>
+    public long RemoteLiveBytes { get; init; }
+    /// <summary>Bytes of the engine's segments on the remote store (live or dead extents).</summary>
+    public long RemoteStoredBytes { get; init; }
+    /// <summary>Bytes written to the remote store (cumulative): segment values.</summary>
+    public long RemoteBytesWritten { get; init; }
+    /// <summary>Remote segments deleted because every entry in them died (cumulative).</summary>
+    public long RemoteSegmentsDeleted { get; init; }
+    /// <summary>Remote entries fetched by faults (cumulative).</summary>
+    public long RemoteFetches { get; init; }
+    /// <summary>Fetch attempts that failed and were retried, reconnecting (cumulative).</summary>
+    public long RemoteFetchRetries { get; init; }
+    /// <summary>Fetches that failed for good (the store unreachable past <see cref="CramOptions.RemoteReadTimeout"/>, or a copy that did not verify): SIGBUS, as a read error (cumulative).</summary>
+    public long RemoteFetchFailures { get; init; }
+    /// <summary>Of those, sealed extents whose AES-GCM tag did not verify (tampered with, or another engine's).</summary>
+    public long RemoteAuthFailures { get; init; }
+    /// <summary>Mean time of a remote fetch's request, from sending it to its reply read (µs; 0 before the first).</summary>
+    public double RemoteFetchMeanMicroseconds { get; init; }
+    /// <summary>Mean time to open (AES-GCM) one remote entry (µs).</summary>
+    public double RemoteOpenMeanMicroseconds { get; init; }
+    /// <summary>Mean time to check and decode one remote entry (CRC-32C, LZ4; µs).</summary>
+    public double RemoteDecodeMeanMicroseconds { get; init; }
+
     /// <summary>The CRAM device's physical capacity (0: no node).</summary>
     public long CramCapacityBytes { get; init; }
     /// <summary>Pages on the CRAM node (mapped in place: read-only, or writable within the budget).</summary>

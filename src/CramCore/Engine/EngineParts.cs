@@ -1,6 +1,7 @@
 using CramCore.Internals;
 using CramCore.Native;
 using CramCore.Reclaim;
+using CramCore.Remote;
 using CramCore.Storage;
 
 namespace CramCore.Engine;
@@ -107,13 +108,17 @@ internal sealed unsafe class EngineParts : IDisposable
                 shared->BackingFd = File.Descriptor;
                 shared->BackingDirect = File.Direct ? 1u : 0u;
             }
+            if (options.RemoteStore is not null)
+            {
+                Remote = ConfigureRemote(options);
+            }
             beforeStep?.Invoke(EngineBuildStep.CramNode);
             Node = options.CramDevice is null ? null : new CramNode(Engine, shared, options, Events);
             beforeStep?.Invoke(EngineBuildStep.SlotTable);
-            Slots = new SlotTable(shared, Pool, File, Node);
+            Slots = new SlotTable(shared, Pool, (ISegmentTier?)File ?? Remote, Node);
             Reaper = new Reaper(Engine, Slots);
             beforeStep?.Invoke(EngineBuildStep.Writeback);
-            Writeback = File is null ? null : new Writeback(Engine, Slots, options, Events, _maintenance);
+            Writeback = Slots.Tier is null ? null : new Writeback(Engine, Slots, options, Events, _maintenance);
             beforeStep?.Invoke(EngineBuildStep.Reclaimer);
             IPageOperations operations = new NativePageOperations(Engine, Slots);
             Reclaimer = new Reclaimer(Engine, shared, Regions, Slots, pageOperations?.Invoke(operations) ?? operations, options, Reaper, Writeback, Events, _maintenance);
@@ -122,7 +127,7 @@ internal sealed unsafe class EngineParts : IDisposable
             Budget = new MemoryBudget(Engine, shared, Reclaimer, options.MemoryLimitBytes, options.MemoryLimitWait, limitPages, MemoryUse, Events);
             Budget.Update(); // the limit the memory limit allows, before any fault
             beforeStep?.Invoke(EngineBuildStep.Worker);
-            Worker = new ReclaimWorker(Engine, shared, Reclaimer, Budget, File is not null || Node is not null, Node is not null, afterTick, options.TimeProvider); // started by Start, once the engine can take its ticks
+            Worker = new ReclaimWorker(Engine, shared, Reclaimer, Budget, Slots.Tier is not null || Node is not null, Node is not null, afterTick, options.TimeProvider); // started by Start, once the engine can take its ticks
         }
         catch
         {
@@ -130,6 +135,48 @@ internal sealed unsafe class EngineParts : IDisposable
             throw;
         }
     }
+
+    /// <summary>The remote tier's segments, with the native read half configured: the engine's key, prefix, endpoints.</summary>
+    private unsafe RemoteSegments ConfigureRemote(CramOptions options)
+    {
+        ICramRemoteStore store = options.RemoteStore!;
+        byte[]? key = options.RemoteEncryption ? System.Security.Cryptography.RandomNumberGenerator.GetBytes(32) : null;
+        var config = new NativeRemoteConfig
+        {
+            TimeoutMs = (uint)options.RemoteReadTimeout.TotalMilliseconds,
+            Fetchers = 2,
+            Sealed = key is null ? 0u : 1u,
+        };
+        key?.CopyTo(new Span<byte>(config.Key, 32));
+        System.Text.Encoding.ASCII.GetBytes(options.RemoteKeyPrefix!, new Span<byte>(config.Prefix, 55));
+        if (store.Password is { } password)
+        {
+            System.Text.Encoding.UTF8.GetBytes(password, new Span<byte>(config.Password, 63));
+        }
+        try
+        {
+            Interop.ThrowIfFailed(Interop.CramNative.RemoteConfigure(Native, &config), "Configuring the remote tier's read half (libcrypto.so.3 is needed for encryption)");
+        }
+        finally
+        {
+            new Span<byte>(config.Key, 32).Clear();
+        }
+        nint native = Native;
+        void Publish(int index, System.Net.IPEndPoint node)
+        {
+            uint address = BitConverter.ToUInt32(node.Address.GetAddressBytes()); // network order in memory, as s_addr
+            Interop.ThrowIfFailed(Interop.CramNative.RemoteSetEndpoint(native, (uint)index, address, (uint)node.Port), $"Publishing remote node {index} ({node})");
+        }
+        var segments = new RemoteSegments(store, options.RemoteKeyPrefix!, key, options.RemoteLease, options.RemoteReadTimeout, options.TimeProvider, Publish);
+        if (key is not null)
+        {
+            Array.Clear(key); // AesGcm keeps its own copy
+        }
+        return segments;
+    }
+
+    /// <summary>The remote tier's segments, or null.</summary>
+    public RemoteSegments? Remote { get; }
 
     /// <summary>The options an engine is built with: a copy of the caller's (or the defaults), validated and resolved, the native helper's path applied.</summary>
     /// <exception cref="PlatformNotSupportedException">Not Linux x64.</exception>
@@ -191,6 +238,7 @@ internal sealed unsafe class EngineParts : IDisposable
         Step(_handle.Dispose);
         Step(() => Writeback?.Dispose());
         Step(() => File?.Dispose());
+        Step(() => Remote?.Dispose()); // deletes the engine's keys: nothing is left on the store
         if (first is not null)
         {
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(first);

@@ -30,6 +30,11 @@ internal static unsafe class EngineStatistics
         CramNode? node = parts.Node;
         reclaimer.TryDrain();
         ref NativeStats s = ref shared->Stats;
+        NativeRemoteStats remote = default;
+        if (parts.Remote is not null)
+        {
+            Interop.CramNative.RemoteStats(parts.Native, &remote); // fails only for a null engine
+        }
         PoolStats pool = parts.Pool.GetStats();
         ReclaimCounters reclaim = reclaimer.Counters;
         long resident = Pages(s.ResidentPages), metadata = parts.MemoryUse.MetadataBytes;
@@ -92,8 +97,20 @@ internal static unsafe class EngineStatistics
             BackingFileSegmentsCompacted = writeback?.SegmentCompactions ?? 0,
             WritebackPages = writeback?.Pages ?? 0,
             WritebackBytes = writeback?.Bytes ?? 0,
-            WriteErrors = file?.WriteErrors ?? 0,
+            WriteErrors = file?.WriteErrors ?? parts.Remote?.WriteErrors ?? 0,
             WritebackPaused = writeback is { PausedBy: not Errno.None },
+            RemotePages = slots.RemoteSlots,
+            RemoteLiveBytes = parts.Remote?.LiveBytes ?? 0,
+            RemoteStoredBytes = parts.Remote?.UsedBytes ?? 0,
+            RemoteBytesWritten = parts.Remote?.BytesWritten ?? 0,
+            RemoteSegmentsDeleted = parts.Remote?.SegmentsDeleted ?? 0,
+            RemoteFetches = (long)remote.Fetches,
+            RemoteFetchRetries = (long)remote.FetchRetries,
+            RemoteFetchFailures = (long)remote.FetchFailures,
+            RemoteAuthFailures = (long)remote.AuthFailures,
+            RemoteFetchMeanMicroseconds = remote.Fetches == 0 ? 0 : remote.FetchNs / 1000.0 / remote.Fetches,
+            RemoteOpenMeanMicroseconds = remote.Fetches == 0 ? 0 : remote.OpenNs / 1000.0 / remote.Fetches,
+            RemoteDecodeMeanMicroseconds = remote.Fetches == 0 ? 0 : remote.DecodeNs / 1000.0 / remote.Fetches,
             CramCapacityBytes = node?.Device.CapacityBytes ?? 0,
             CramPlacedPages = (long)s.CramPlacedPages,
             CramLedgerBytes = (long)s.CramPlacedBytes,

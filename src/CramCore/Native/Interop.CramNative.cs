@@ -59,6 +59,17 @@ internal static partial class Interop
         [LibraryImport(Library, EntryPoint = "CramNative_SignalReclaim", SetLastError = true)]
         internal static partial int SignalReclaim(nint engine);
 
+        /// <summary>The remote tier's read half: loads libcrypto (sealed), starts the fetchers (cramnative.h, "Remote tier").</summary>
+        [LibraryImport(Library, EntryPoint = "CramNative_RemoteConfigure", SetLastError = true)]
+        internal static partial int RemoteConfigure(nint engine, NativeRemoteConfig* config);
+
+        /// <summary>Node <paramref name="index"/> is at IPv4 <paramref name="address"/> (network order) and <paramref name="port"/>.</summary>
+        [LibraryImport(Library, EntryPoint = "CramNative_RemoteSetEndpoint", SetLastError = true)]
+        internal static partial int RemoteSetEndpoint(nint engine, uint index, uint address, uint port);
+
+        [LibraryImport(Library, EntryPoint = "CramNative_RemoteStats", SetLastError = true)]
+        internal static partial int RemoteStats(nint engine, NativeRemoteStats* stats);
+
         /// <summary>Moves pool objects and repoints their handles, under the engine's lock when given one.</summary>
         [LibraryImport(Library, EntryPoint = "CramNative_PoolMove", SetLastError = true)]
         internal static partial int PoolMove(nint engine, ulong handleDirectory, NativePoolMove* moves, int count);

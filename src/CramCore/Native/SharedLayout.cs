@@ -73,6 +73,8 @@ internal enum PageState : uint
     PlacedWritable = 9,
     /// <summary>Readahead: decoded and claimed under the engine lock, being mapped by an installer outside it (cramnative.h).</summary>
     Installing = 10,
+    /// <summary>Remote tier: claimed under the engine lock, its extent being fetched outside it (cramnative.h, "Remote tier").</summary>
+    Fetching = 11,
 }
 
 /// <summary>The encoding of a page-table entry: state, referenced and active bits, virtual slot id, eviction stamp.</summary>
@@ -125,22 +127,23 @@ internal static class PageTransitions
         Evicting = 1u << (int)PageState.Evicting, Dropping = 1u << (int)PageState.Dropping, Evicted = 1u << (int)PageState.Evicted,
         Incompressible = 1u << (int)PageState.Incompressible, Unprotecting = 1u << (int)PageState.Unprotecting,
         Placed = 1u << (int)PageState.Placed, PlacedWritable = 1u << (int)PageState.PlacedWritable,
-        Installing = 1u << (int)PageState.Installing;
+        Installing = 1u << (int)PageState.Installing, Fetching = 1u << (int)PageState.Fetching;
 
     [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_EMPTY")] public const uint FromEmpty = Dirty;
     [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_DIRTY")] public const uint FromDirty = Evicting | Unprotecting | Empty;
     [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_CLEAN")] public const uint FromClean = Unprotecting | Dropping | Dirty | Empty;
     [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_EVICTING")] public const uint FromEvicting = Dirty | Clean | Incompressible | Unprotecting | Placed;
     [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_DROPPING")] public const uint FromDropping = Evicted | Clean | Placed;
-    [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_EVICTED")] public const uint FromEvicted = Clean | Dirty | Empty | Installing;
+    [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_EVICTED")] public const uint FromEvicted = Clean | Dirty | Empty | Installing | Fetching;
     [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_INCOMPRESSIBLE")] public const uint FromIncompressible = Unprotecting | Empty;
     [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_UNPROTECTING")] public const uint FromUnprotecting = Dirty | PlacedWritable;
     [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_PLACED")] public const uint FromPlaced = Unprotecting | Dropping | Empty;
     [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_PLACED_WRITABLE")] public const uint FromPlacedWritable = Placed | Empty;
     [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_INSTALLING")] public const uint FromInstalling = Clean | Evicted;
+    [NativeConstant("CRAM_PTE_TRANSITIONS_FROM_FETCHING")] public const uint FromFetching = Clean | Dirty | Evicted;
 
     private static readonly uint[] s_from =
-        [FromEmpty, FromDirty, FromClean, FromEvicting, FromDropping, FromEvicted, FromIncompressible, FromUnprotecting, FromPlaced, FromPlacedWritable, FromInstalling];
+        [FromEmpty, FromDirty, FromClean, FromEvicting, FromDropping, FromEvicted, FromIncompressible, FromUnprotecting, FromPlaced, FromPlacedWritable, FromInstalling, FromFetching];
 
     /// <summary>Whether <paramref name="from"/> → <paramref name="to"/> is a transition, or no change of state.</summary>
     public static bool Allowed(PageState from, PageState to) =>
@@ -171,6 +174,23 @@ internal enum SlotBackend : byte
     Pool = 2,
     File = 3,
     Cram = 4,
+    /// <summary>An extent of a segment in a RESP store; location = <see cref="RemoteLocation"/> (cramnative.h, "Remote tier").</summary>
+    Remote = 5,
+}
+
+/// <summary>A REMOTE slot's location: segment, node, offset (CRAM_REMOTE_LOCATION), and the remote tier's constants.</summary>
+internal static class RemoteLocation
+{
+    [NativeConstant("CRAM_REMOTE_MAX_ENDPOINTS")] public const int MaxEndpoints = 64;
+    [NativeConstant("CRAM_REMOTE_TAG_BYTES")] public const int TagBytes = 16;
+    [NativeConstant("CRAM_REMOTE_OFFSET_BITS")] public const int OffsetBits = 24;
+    [NativeConstant("CRAM_REMOTE_NODE_SHIFT")] public const int NodeShift = 24;
+    [NativeConstant("CRAM_REMOTE_SEGMENT_SHIFT")] public const int SegmentShift = 32;
+
+    public static ulong Make(uint segment, int node, int offset) => ((ulong)segment << SegmentShift) | ((ulong)(uint)node << NodeShift) | (uint)offset;
+    public static uint Segment(ulong location) => (uint)(location >> SegmentShift);
+    public static int Node(ulong location) => (int)((location >> NodeShift) & 0xFF);
+    public static int Offset(ulong location) => (int)(location & ((1u << OffsetBits) - 1));
 }
 
 /// <summary>Slot flags (cram_slot.flags); they change only by 32-bit atomics on the slot's word at offset 12.</summary>
@@ -396,6 +416,37 @@ internal enum ContractKind : uint
 }
 
 /// <summary>One entry of the contract as the C compiler sees it (cram_contract_entry).</summary>
+[NativeStruct("cram_remote_config")]
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct NativeRemoteConfig
+{
+    public fixed byte Key[32];
+    public fixed byte Prefix[56];
+    public fixed byte Password[64];
+    public uint TimeoutMs;
+    public uint Fetchers;
+    public uint Sealed;
+    public uint Reserved;
+}
+
+[NativeStruct("cram_remote_stats")]
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativeRemoteStats
+{
+    public ulong Fetches;
+    public ulong FetchBytes;
+    public ulong FetchRetries;
+    public ulong FetchFailures;
+    public ulong AuthFailures;
+    public ulong FetchNs;
+    public ulong OpenNs;
+    public ulong DecodeNs;
+    public ulong Waits;
+    public ulong QueuedPeak;
+    public ulong Connects;
+    public ulong Inflight;
+}
+
 [NativeStruct("cram_contract_entry")]
 [StructLayout(LayoutKind.Sequential)]
 internal struct NativeContractEntry

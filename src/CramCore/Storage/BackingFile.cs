@@ -23,7 +23,7 @@ namespace CramCore.Storage;
 /// reused, nor its blocks punched, under a write in flight. Counters are read without a lock.
 /// </para>
 /// </summary>
-internal sealed unsafe class BackingFile : IDisposable
+internal sealed unsafe class BackingFile : ISegmentTier, IDisposable
 {
     /// <summary>Bytes per segment: the unit of growth, of writes and of compaction.</summary>
     public const int SegmentBytes = 256 * 1024;
@@ -215,8 +215,19 @@ internal sealed unsafe class BackingFile : IDisposable
         _committed = write.Used;
     }
 
-    /// <summary>The bytes at <paramref name="location"/> of the open segment as appended (before or after the write): what a move must find in its source.</summary>
-    public byte* AppendedBytes(ulong location) => _buffer + (long)(location % SegmentBytes);
+    public SlotBackend Backend => SlotBackend.File;
+
+    public string Description => $"the backing file {Path}";
+
+    /// <summary>Whether the extent at <paramref name="location"/> of the open segment, as appended (before or after the write), holds <paramref name="data"/>.</summary>
+    public bool AppendedEquals(ulong location, byte* data, int length) =>
+        new ReadOnlySpan<byte>(_buffer + (long)(location % SegmentBytes), length).SequenceEqual(new ReadOnlySpan<byte>(data, length));
+
+    public bool UpkeepDue => false;
+
+    public void Upkeep(Lock maintenance)
+    {
+    }
 
     /// <summary>Takes back the extents appended since <see cref="MarkBatch"/>, as if never appended.</summary>
     private void TakeBackUncommitted(Segment s)

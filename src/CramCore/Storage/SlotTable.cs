@@ -18,26 +18,32 @@ internal sealed unsafe class SlotTable : IDisposable
     private readonly NativeShared* _shared;
     private readonly CompressedPool _pool;
     private readonly ClusteredDirectory<NativeSlot> _slots = new("virtual swap slot table");
-    private long _sameFilledSlots, _poolSlots, _fileSlots, _cramSlots;
+    private long _sameFilledSlots, _poolSlots, _fileSlots, _cramSlots, _remoteSlots;
 
     /// <summary>Creates the table and publishes its directory to the native side; before any region exists.</summary>
-    public SlotTable(NativeShared* shared, CompressedPool pool, BackingFile? file, CramNode? node)
+    public SlotTable(NativeShared* shared, CompressedPool pool, ISegmentTier? tier, CramNode? node)
     {
         _shared = shared;
         _pool = pool;
-        File = file;
+        Tier = tier;
         Node = node;
-        PoolOrder = file is null ? null : new FifoQueue<uint>();
+        PoolOrder = tier is null ? null : new FifoQueue<uint>();
         shared->SlotDirectory = _slots.Address;
     }
 
     /// <summary>The CRAM node, or null.</summary>
     public CramNode? Node { get; }
 
-    /// <summary>The second tier, or null in ghost mode.</summary>
-    public BackingFile? File { get; }
+    /// <summary>The tier writeback moves the pool's coldest entries to (the backing file or the remote store), or null in ghost mode.</summary>
+    public ISegmentTier? Tier { get; }
 
-    /// <summary>Pool-resident slots in the order their copies were stored (writeback takes the oldest first); null without a file.</summary>
+    /// <summary>The backing file, or null.</summary>
+    public BackingFile? File => Tier as BackingFile;
+
+    /// <summary>The remote store's segments, or null.</summary>
+    public CramCore.Remote.RemoteSegments? Remote => Tier as CramCore.Remote.RemoteSegments;
+
+    /// <summary>Pool-resident slots in the order their copies were stored (writeback takes the oldest first); null without a tier below the pool.</summary>
     public FifoQueue<uint>? PoolOrder { get; }
 
     public CompressedPool Pool => _pool;
@@ -46,6 +52,7 @@ internal sealed unsafe class SlotTable : IDisposable
     public long PoolSlots => Volatile.Read(ref _poolSlots);
     public long FileSlots => Volatile.Read(ref _fileSlots);
     public long CramSlots => Volatile.Read(ref _cramSlots);
+    public long RemoteSlots => Volatile.Read(ref _remoteSlots);
     public long Count => _slots.Count;
 
     /// <summary>Bytes of slot metadata (records, allocation bitmaps, directory pages) per slot in use.</summary>
@@ -128,6 +135,7 @@ internal sealed unsafe class SlotTable : IDisposable
             case SlotBackend.Pool: return ref _poolSlots;
             case SlotBackend.File: return ref _fileSlots;
             case SlotBackend.Cram: return ref _cramSlots;
+            case SlotBackend.Remote: return ref _remoteSlots;
             case SlotBackend.SameFilled: return ref _sameFilledSlots;
             default: throw new ArgumentOutOfRangeException(nameof(backend), backend, "not a storage backend");
         }
@@ -161,7 +169,8 @@ internal sealed unsafe class SlotTable : IDisposable
                 _pool.Free((uint)s->Location);
                 break;
             case SlotBackend.File:
-                File!.Release(s->Location, s->Length);
+            case SlotBackend.Remote:
+                Tier!.Release(s->Location, s->Length);
                 break;
             case SlotBackend.Cram:
                 Node!.Release((long)s->Location); // freed frame, queued for TRIM

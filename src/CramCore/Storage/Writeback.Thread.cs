@@ -55,7 +55,7 @@ internal sealed unsafe partial class Writeback
         {
             return;
         }
-        if (!AboveHighWatermark && !_file.HasDeadSegments && !CompactionDue && !QueueNeedsTrim)
+        if (!AboveHighWatermark && !_tier.HasDeadSegments && !CompactionDue && !QueueNeedsTrim && !_tier.UpkeepDue)
         {
             return;
         }
@@ -150,6 +150,7 @@ internal sealed unsafe partial class Writeback
         }
         CompactSegments();
         TrimQueue();
+        _tier.Upkeep(_maintenance); // the remote store's key leases
     }
 
     /// <summary>

@@ -41,7 +41,8 @@ internal sealed unsafe partial class Writeback : IDisposable
     private readonly Lock _io = new();         // lock 2a: one run, compaction or punch at a time, I/O included
     private readonly SlotTable _slots;
     private readonly CompressedPool _pool;
-    private readonly BackingFile _file;
+    private readonly ISegmentTier _tier;  // where batches go: the backing file or the remote store
+    private readonly BackingFile? _file;  // the file, for segment compaction
     private readonly FifoQueue<uint> _queue;
     private readonly long _highBytes, _lowBytes, _bytesPerSecond;
     private readonly NativeSlotMove[] _moves = new NativeSlotMove[BatchEntries];
@@ -60,7 +61,8 @@ internal sealed unsafe partial class Writeback : IDisposable
         _maintenance = maintenance;
         _slots = slots;
         _pool = slots.Pool;
-        _file = slots.File!;
+        _tier = slots.Tier!;
+        _file = slots.File;
         _queue = slots.PoolOrder!;
         _highBytes = (long)(options.CompressedPoolLimitBytes * options.WritebackHighWatermark);
         _lowBytes = (long)(options.CompressedPoolLimitBytes * options.WritebackLowWatermark);
@@ -127,22 +129,22 @@ internal sealed unsafe partial class Writeback : IDisposable
         BackingFile.PendingWrite write;
         lock (_maintenance)
         {
-            if (!RateAllows() || (!_file.HasRoom(CompressedPool.MaxObjectSize) && !OpenSegment()))
+            if (!RateAllows() || (!_tier.HasRoom(CompressedPool.MaxObjectSize) && !OpenSegment()))
             {
                 stop = true;
                 return 0;
             }
-            _file.MarkBatch();
+            _tier.MarkBatch();
             n = Choose();
             if (n == 0)
             {
                 stop = true;
                 return 0;
             }
-            write = _file.PrepareWrite();
+            write = _tier.PrepareWrite();
             _slots.WatchFrees();
         }
-        Errno error = _file.Write(write);
+        Errno error = _tier.Write(write);
         lock (_maintenance)
         {
             HashSet<ulong> freed = _slots.StopWatchingFrees();
@@ -161,7 +163,7 @@ internal sealed unsafe partial class Writeback : IDisposable
                     NativeSlot* s = _slots.Get(m.Slot);
                     bytes += s->Length;
                     _pool.Free((uint)m.FromLocation); // step 3: no fault can read it any more
-                    _slots.Moved(SlotBackend.Pool, SlotBackend.File);
+                    _slots.Moved(SlotBackend.Pool, _tier.Backend);
                 }
             }
             Interlocked.Add(ref _pages, moved);
@@ -197,7 +199,7 @@ internal sealed unsafe partial class Writeback : IDisposable
                 _queue.Enqueue(id); // read back since it was stored: give it another round
                 continue;
             }
-            if (!_file.HasRoom(s->Length))
+            if (!_tier.HasRoom(s->Length))
             {
                 // First in the next batch's segment, which follows this one in the file: entries stored
                 // together stay together there, so a sequential reader's window is one read (at the
@@ -206,11 +208,11 @@ internal sealed unsafe partial class Writeback : IDisposable
                 break;
             }
             ulong handle = s->Location;
-            ulong location = _file.Append((byte*)_pool.AddressOf((uint)handle), s->Length, id);
+            ulong location = _tier.Append((byte*)_pool.AddressOf((uint)handle), s->Length, id);
             _lengths[n] = s->Length;
             _moves[n++] = new NativeSlotMove
             {
-                Slot = id, FromBackend = SlotBackend.Pool, FromLocation = handle, ToBackend = SlotBackend.File, ToLocation = location,
+                Slot = id, FromBackend = SlotBackend.Pool, FromLocation = handle, ToBackend = _tier.Backend, ToLocation = location,
             };
         }
         return n;
@@ -235,14 +237,14 @@ internal sealed unsafe partial class Writeback : IDisposable
                 (NativeSlot.LoadFlags(s) & (SlotFlags.Stale | SlotFlags.Bad)) == 0;
             if (same)
             {
-                Debug.Assert(s->Length == length && new ReadOnlySpan<byte>((byte*)_pool.AddressOf((uint)m.FromLocation), length)
-                    .SequenceEqual(new ReadOnlySpan<byte>(_file.AppendedBytes(m.ToLocation), length)), "an unfreed pool entry changed under writeback");
+                Debug.Assert(s->Length == length && _tier.AppendedEquals(m.ToLocation, (byte*)_pool.AddressOf((uint)m.FromLocation), length),
+                    "an unfreed pool entry changed under writeback");
                 _lengths[kept] = length;
                 _moves[kept++] = m;
                 continue;
             }
             Interlocked.Increment(ref _skippedMoves);
-            _file.Release(m.ToLocation, length);
+            _tier.Release(m.ToLocation, length);
             if (s != null && s->Backend == SlotBackend.Pool && (NativeSlot.LoadFlags(s) & (SlotFlags.Stale | SlotFlags.Bad)) == 0)
             {
                 _queue.Enqueue((uint)m.Slot); // still pooled (a new entry took the slot): a later batch
@@ -258,7 +260,7 @@ internal sealed unsafe partial class Writeback : IDisposable
     /// </summary>
     private bool Finish(in BackingFile.PendingWrite write, Errno error, int n, bool requeue)
     {
-        _file.Finish(write, error);
+        _tier.Finish(write, error);
         if (error != Errno.None)
         {
             if (requeue)
@@ -291,7 +293,7 @@ internal sealed unsafe partial class Writeback : IDisposable
         {
             if (_moves[i].Moved == 0)
             {
-                _file.Release(_moves[i].ToLocation, _lengths[i]); // went stale or bad meanwhile
+                _tier.Release(_moves[i].ToLocation, _lengths[i]); // went stale or bad meanwhile
             }
         }
         return moved;
@@ -299,7 +301,7 @@ internal sealed unsafe partial class Writeback : IDisposable
 
     private bool OpenSegment()
     {
-        if (_file.OpenNextSegment())
+        if (_tier.OpenNextSegment())
         {
             FileFull = false;
             return true;
@@ -307,7 +309,9 @@ internal sealed unsafe partial class Writeback : IDisposable
         if (!FileFull)
         {
             FileFull = true;
-            _events.Post(CramTierEventKind.BackingFileFull, $"The backing file reached its limit of {_file.FileBytes} bytes; writeback stops until space is freed.");
+            _events.Post(CramTierEventKind.BackingFileFull, _file is not null
+                ? $"The backing file reached its limit of {_file.FileBytes} bytes; writeback stops until space is freed."
+                : $"{_tier.Description} reached the tier's capacity; writeback stops until space is freed.");
         }
         return false;
     }
@@ -332,7 +336,7 @@ internal sealed unsafe partial class Writeback : IDisposable
         {
             PausedBy = error;
             _events.Post(CramTierEventKind.WritebackPaused,
-                $"Writing to the backing file {_file.Path} failed ({error}); entries stay in the pool and writeback retries every second.");
+                $"Writing to {_tier.Description} failed ({(_tier is Remote.RemoteSegments r ? r.LastError : error.ToString())}); entries stay in the pool and writeback retries every second.");
         }
     }
 
@@ -341,12 +345,12 @@ internal sealed unsafe partial class Writeback : IDisposable
         if (PausedBy != Errno.None)
         {
             PausedBy = Errno.None;
-            _events.Post(CramTierEventKind.WritebackResumed, $"Writing to the backing file {_file.Path} works again; writeback resumed.");
+            _events.Post(CramTierEventKind.WritebackResumed, $"Writing to {_tier.Description} works again; writeback resumed.");
         }
     }
 
     /// <summary>Whether dead bytes are worth a segment compaction: more than a quarter of the file, at least four segments' worth.</summary>
-    private bool CompactionDue => _file.DeadBytes >= Math.Max(4L * BackingFile.SegmentBytes, _file.UsedBytes / 4);
+    private bool CompactionDue => _file is not null && _file.DeadBytes >= Math.Max(4L * BackingFile.SegmentBytes, _file!.UsedBytes / 4);
 
     /// <summary>
     /// Rewrites the live extents of segments less than half live into the open segment and frees
@@ -358,14 +362,14 @@ internal sealed unsafe partial class Writeback : IDisposable
     {
         lock (_io)
         {
-            if ((!force && !CompactionDue) || Paused)
+            if (_file is null || (!force && !CompactionDue) || Paused)
             {
                 return 0;
             }
             List<int> sparse;
             lock (_maintenance)
             {
-                sparse = _file.SparseSegments(0.5);
+                sparse = _file!.SparseSegments(0.5);
             }
             int emptied = 0;
             foreach (int segment in sparse)
@@ -397,14 +401,14 @@ internal sealed unsafe partial class Writeback : IDisposable
         int length;
         lock (_maintenance)
         {
-            ids = [.. _file.SlotsOf(segment)];
-            length = _file.SegmentReadLength(segment);
+            ids = [.. _file!.SlotsOf(segment)];
+            length = _file!.SegmentReadLength(segment);
         }
         if (length == 0)
         {
             return SegmentCompaction.Emptied; // every extent died meanwhile
         }
-        if (_file.ReadSegment(segment, length, _segmentCopy) != Errno.None)
+        if (_file!.ReadSegment(segment, length, _segmentCopy) != Errno.None)
         {
             return SegmentCompaction.Unreadable; // its extents stay where they are; faults report what they find
         }
@@ -416,20 +420,20 @@ internal sealed unsafe partial class Writeback : IDisposable
             BackingFile.PendingWrite write;
             lock (_maintenance)
             {
-                if (!_file.HasRoom(CompressedPool.MaxObjectSize) && !OpenSegment())
+                if (!_file!.HasRoom(CompressedPool.MaxObjectSize) && !OpenSegment())
                 {
                     return SegmentCompaction.Stopped;
                 }
-                _file.MarkBatch();
+                _file!.MarkBatch();
                 n = ChooseLive(segment, ids, ref next, moved);
                 if (n == 0)
                 {
                     continue;
                 }
-                write = _file.PrepareWrite();
+                write = _file!.PrepareWrite();
                 _slots.WatchFrees();
             }
-            Errno error = _file.Write(write);
+            Errno error = _file!.Write(write);
             lock (_maintenance)
             {
                 HashSet<ulong> freed = _slots.StopWatchingFrees();
@@ -451,7 +455,7 @@ internal sealed unsafe partial class Writeback : IDisposable
                     else
                     {
                         Interlocked.Increment(ref _skippedMoves);
-                        _file.Release(_moves[i].ToLocation, _lengths[i]);
+                        _file!.Release(_moves[i].ToLocation, _lengths[i]);
                     }
                 }
                 Move(kept);
@@ -459,7 +463,7 @@ internal sealed unsafe partial class Writeback : IDisposable
                 {
                     if (_moves[k].Moved != 0)
                     {
-                        _file.Release(_moves[k].FromLocation, _lengths[k]);
+                        _file!.Release(_moves[k].FromLocation, _lengths[k]);
                     }
                 }
             }
@@ -487,12 +491,12 @@ internal sealed unsafe partial class Writeback : IDisposable
             {
                 continue;
             }
-            if (!_file.HasRoom(s->Length))
+            if (!_file!.HasRoom(s->Length))
             {
                 break;
             }
             ulong from = s->Location;
-            ulong to = _file.Append(source, s->Length, id);
+            ulong to = _file!.Append(source, s->Length, id);
             moved.Add(id);
             _lengths[n] = s->Length;
             _moves[n++] = new NativeSlotMove
@@ -506,7 +510,7 @@ internal sealed unsafe partial class Writeback : IDisposable
     /// <summary>Punches the segments whose extents all died and makes them reusable (lock 2a; 3 only to take and return them). Returns how many.</summary>
     public int PunchDeadSegments()
     {
-        if (!_file.HasDeadSegments)
+        if (!_tier.HasDeadSegments)
         {
             return 0;
         }
@@ -515,17 +519,17 @@ internal sealed unsafe partial class Writeback : IDisposable
             int[] dead;
             lock (_maintenance)
             {
-                dead = _file.TakeDeadSegments();
+                dead = _tier.TakeDeadSegments();
             }
             foreach (int segment in dead)
             {
-                _file.Punch(segment);
+                _tier.Punch(segment);
             }
             lock (_maintenance)
             {
                 foreach (int segment in dead)
                 {
-                    _file.Reuse(segment);
+                    _tier.Reuse(segment);
                 }
             }
             return dead.Length;
