@@ -131,7 +131,7 @@ static void contract_structs(contract_builder* b)
 
     STRUCT(cram_remote_config);
     FIELD(cram_remote_config, key); FIELD(cram_remote_config, prefix); FIELD(cram_remote_config, password);
-    FIELD(cram_remote_config, timeout_ms); FIELD(cram_remote_config, fetchers); FIELD(cram_remote_config, sealed);
+    FIELD(cram_remote_config, timeout_ms); FIELD(cram_remote_config, lanes); FIELD(cram_remote_config, sealed);
     FIELD(cram_remote_config, reserved);
 
     STRUCT(cram_remote_stats);

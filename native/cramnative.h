@@ -471,7 +471,7 @@ typedef struct cram_remote_config {
     uint8_t prefix[56];   /* key prefix, NUL-terminated */
     uint8_t password[64]; /* AUTH password, NUL-terminated ("": none) */
     uint32_t timeout_ms;  /* how long a fetch retries before the page fails (SIGBUS) */
-    uint32_t fetchers;    /* cram-remote threads (service-thread engines; 1..8) */
+    uint32_t lanes;       /* faulting-thread engines: fetches that may run at once, each on connections of its own (1..16) */
     uint32_t sealed;      /* 1: extents are AES-256-GCM sealed (ciphertext + tag) */
     uint32_t reserved;
 } cram_remote_config;
@@ -486,7 +486,7 @@ typedef struct cram_remote_stats {
     uint64_t open_ns;        /* Σ AES-GCM open, over fetches */
     uint64_t decode_ns;      /* Σ CRC-32C + LZ4, over fetches */
     uint64_t waits;          /* faults that found their page FETCHING (left to the fetch's wake-up) */
-    uint64_t queued_peak;    /* most requests queued for the fetchers at once */
+    uint64_t queued_peak;    /* most requests in flight on one node's connection at once (service thread) */
     uint64_t connects;       /* connections opened */
     uint64_t inflight;       /* fetches claimed and not yet published */
 } cram_remote_stats;

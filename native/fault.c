@@ -604,10 +604,15 @@ void* service_main(void* arg)
             /* Nothing pending: busy-poll briefly (wake-ups dominate fault latency), then block. */
             /* Not while background reclaim runs: then the CPUs are taken, and a spinning service
              * only delays the thread it has just woken (measured at the limit: p50 +3-4 us). */
+            /* While remote fetches are in flight their replies need a CPU for the node's reader (and, on
+             * loopback, the store): the service then yields between polls instead of pausing, so it
+             * stays awake for the next local fault without taking the CPU from them. */
             uint64_t spin = __atomic_load_n(&e->shared->reclaim_running, __ATOMIC_RELAXED) ? 0 : spin_ns;
             uint64_t until = now_ns() + spin;
-            while (spin && (n = read(e->uffd, msgs, sizeof msgs)) < 0 && errno == EAGAIN && now_ns() < until)
-                __builtin_ia32_pause();
+            while (spin && (n = read(e->uffd, msgs, sizeof msgs)) < 0 && errno == EAGAIN && now_ns() < until) {
+                if (remote_busy(e)) sched_yield();
+                else __builtin_ia32_pause();
+            }
             if (n <= 0) {
                 if (poll(fds, 2, -1) < 0 && errno != EINTR) break;
                 if (fds[1].revents) break;

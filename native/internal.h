@@ -366,6 +366,8 @@ void remote_wait(cram_engine* e, uint64_t* pte);
 /* Under the engine lock: waits until no fetch of region r is in flight (deactivation, discard, destroy). */
 void remote_quiesce(cram_engine* e, const cram_region_desc* r);
 void remote_note_wait(cram_engine* e);
+/* Whether remote fetches are in flight (the service thread does not busy-poll then). */
+int remote_busy(const cram_engine* e);
 void remote_destroy(cram_engine* e);
 /* regions.c */
 void page_forget(cram_shared* s, uint64_t p, uint64_t* resident, uint64_t* populated);

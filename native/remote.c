@@ -1,10 +1,16 @@
 /*
  * The remote tier's read half ("Remote tier" in cramnative.h): a fault on a REMOTE slot claims its
- * page (EVICTED -> FETCHING) under the engine lock; the extent is fetched outside it - by the
- * cram-remote fetcher threads for the service thread, which goes on serving other faults, or by
- * the faulting thread itself in the SIGBUS service - with one RESP GETRANGE over a pooled
- * connection, opened (AES-256-GCM, libcrypto), checked (CRC-32C), decoded (LZ4), mapped with one
- * UFFDIO_COPY and published. Nothing here waits for managed code or takes the engine lock, and
+ * page (EVICTED -> FETCHING) under the engine lock; the extent is fetched outside it with one RESP
+ * GETRANGE, opened (AES-256-GCM, libcrypto), checked (CRC-32C), decoded (LZ4), mapped with one
+ * UFFDIO_COPY and published. Two ways, by fault service:
+ *   - service thread: the service sends the request itself, without waiting, on the node's one
+ *     connection, and goes on serving faults; the node's reader thread (cram-remote), blocked in
+ *     recv on that connection, is woken by the reply itself and finishes the fetch. Requests are
+ *     pipelined: replies come in the order they were sent, matched to a FIFO of requests. So a
+ *     remote swap-in costs the fault's own two wake-ups (faulting thread -> service -> faulting
+ *     thread) and the round trip, no more: no hand-off to a fetcher thread on the way out.
+ *   - faulting thread: the thread fetches for itself on a lane (pooled blocking connections), in
+ *     its SIGBUS handler, once it let the engine lock go: no wake-up at all. Nothing here waits for managed code or takes the engine lock, and
  * everything the faulting thread runs is a system call or plain code on memory allocated at
  * configure time (it runs in a signal handler): no malloc, no stdio, no locale.
  */
@@ -17,10 +23,10 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
-#define REMOTE_QUEUE 4096     /* fetches queued for the fetchers (one per faulting thread at most, in practice) */
-#define REMOTE_LANES 16       /* fetches that run at once: each has its connections, cipher and buffers */
-#define REMOTE_FETCHERS_MAX 8
+#define REMOTE_QUEUE 4096     /* requests in flight on one node's connection (one per faulting thread at most, in practice) */
+#define REMOTE_LANES_MAX 16   /* faulting-thread fetches that run at once: each lane has its connections, cipher and buffers */
 #define REMOTE_REPLY_MAX (CRAM_PAGE_SIZE + CRAM_REMOTE_TAG_BYTES + 64)
+#define REMOTE_READER_BUFFER (64u << 10) /* a node reader's receive buffer: pipelined replies */
 #define REMOTE_IO_SLICE_MS 250 /* a socket operation's own timeout; the fetch's retries run to config.timeout_ms */
 
 typedef struct remote_request {
@@ -29,8 +35,29 @@ typedef struct remote_request {
     uint64_t old;    /* the page's EVICTED word (restored if the fetch fails) */
     uint64_t next;   /* the word it gets once mapped: CLEAN(slot) or DIRTY, with working-set bits */
     uint64_t slot_id, location, t0;
+    uint64_t deadline; /* t0 + the fetch timeout: retried until then, then failed */
     uint32_t length, checksum, flags, write;
 } remote_request;
+
+/* A node's connection for the service thread's fetches: the service sends (under lock), the node's
+ * reader receives. fifo[head .. head + count) are the requests in flight, in the order they were
+ * sent; the first `sent` of them are on the wire. */
+typedef struct remote_node {
+    pthread_mutex_t lock; /* a leaf: taken under the engine lock by the service, alone by the reader */
+    pthread_cond_t work;  /* the reader waits on it while it has no connection and nothing to send */
+    int fd;               /* -1: not connected (only the reader connects; either side closes) */
+    uint64_t peer;        /* the endpoint word fd is connected to */
+    uint32_t head, count, sent;
+    uint32_t broken;      /* a send failed: the reader closes the connection and starts over */
+    remote_request fifo[REMOTE_QUEUE];
+    remote_request expired[REMOTE_QUEUE]; /* the reader's: requests past their deadline, failed without the lock */
+    cram_engine* engine;
+    uint32_t index;       /* the node */
+    pthread_t reader;
+    uint32_t started;
+    unsigned char* buf;   /* reader only: REMOTE_READER_BUFFER, then plain and page */
+    void* cipher;         /* reader only */
+} remote_node;
 
 /* libcrypto's EVP AES-GCM, loaded with dlopen (libssl3 is on every machine .NET runs on, whose own
  * AesGcm uses it: no -dev package needed to build). */
@@ -59,15 +86,13 @@ typedef struct cram_remote {
     cram_remote_config config;
     uint32_t prefix_len, password_len;
     uint64_t endpoints[CRAM_REMOTE_MAX_ENDPOINTS]; /* address << 16 | port, 0: unknown (atomic) */
-    remote_lane lanes[REMOTE_LANES];
+    remote_lane lanes[REMOTE_LANES_MAX];
+    uint32_t lane_count;
     crypto_api crypto;
     void* libcrypto;
-    pthread_mutex_t queue_lock; /* a leaf: taken under the engine lock by claims, alone by fetchers */
-    pthread_cond_t queue_cond;
-    remote_request queue[REMOTE_QUEUE];
-    uint32_t queue_head, queue_count, stop;
-    pthread_t fetchers[REMOTE_FETCHERS_MAX];
-    uint32_t fetcher_count;
+    cram_engine* engine;
+    uint32_t stop;
+    remote_node* nodes[CRAM_REMOTE_MAX_ENDPOINTS]; /* service-thread engines: made with the node's first endpoint */
     uint32_t inflight[CRAM_MAX_REGIONS]; /* claimed fetches per region, not yet published */
     cram_remote_stats stats;
 } cram_remote;
@@ -158,14 +183,10 @@ parsed:
     return (int64_t)length;
 }
 
-static void lane_close(remote_lane* l, uint32_t node)
-{
-    if (l->fd[node] >= 0) close(l->fd[node]);
-    l->fd[node] = -1;
-}
-
-/* Connects lane l to node's current endpoint (and AUTHs); 0, or -1. */
-static int lane_connect(cram_remote* rm, remote_lane* l, uint32_t node, uint64_t endpoint)
+/* A blocking TCP connection to endpoint (address << 16 | port), TCP_NODELAY, with REMOTE_IO_SLICE_MS
+ * timeouts on every operation (connect included), AUTHed when a password is set; -1 on failure.
+ * `scratch` (REMOTE_REPLY_MAX) takes AUTH's reply. */
+static int connect_node(cram_remote* rm, uint64_t endpoint, unsigned char* scratch)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
@@ -184,19 +205,23 @@ static int lane_connect(cram_remote* rm, remote_lane* l, uint32_t node, uint64_t
         p = put_bulk(p, "AUTH", 4);
         p = put_bulk(p, rm->config.password, rm->password_len);
         size_t body;
-        if (send_all(fd, request, (size_t)(p - request)) != 0 || read_reply(fd, l->reply, REMOTE_REPLY_MAX, &body) != -4) {
+        if (send_all(fd, request, (size_t)(p - request)) != 0 || read_reply(fd, scratch, REMOTE_REPLY_MAX, &body) != -4) {
             close(fd);
             return -1;
         }
     }
-    l->fd[node] = fd;
-    l->peer[node] = endpoint;
-    return 0;
+    return fd;
+}
+
+static void lane_close(remote_lane* l, uint32_t node)
+{
+    if (l->fd[node] >= 0) close(l->fd[node]);
+    l->fd[node] = -1;
 }
 
 static char hex_digit(uint32_t v) { return (char)(v < 10 ? '0' + v : 'a' + v - 10); }
 
-/* The segment's key: "<prefix>:<segment in hex>" (ISegmentKeys in managed code builds the same). */
+/* The segment's key: "<prefix>:<segment in hex>" (RemoteSegments.KeyOf in managed code builds the same). */
 static size_t segment_key(const cram_remote* rm, uint32_t segment, char* key)
 {
     char* p = put_bytes(key, rm->config.prefix, rm->prefix_len);
@@ -208,42 +233,57 @@ static size_t segment_key(const cram_remote* rm, uint32_t segment, char* key)
     return (size_t)(p - key);
 }
 
-/* One GETRANGE of the request's extent (+ tag). 0 with the bytes at *out, or -1 (to be retried). */
+/* The bytes of the extent q names on the store: the stored bytes, and the tag when sealed. */
+static uint32_t extent_bytes(const cram_remote* rm, const remote_request* q)
+{
+    return q->length + (rm->config.sealed ? CRAM_REMOTE_TAG_BYTES : 0);
+}
+
+/* q's GETRANGE request into out (at least 256 bytes); returns its length. */
+static size_t getrange_request(const cram_remote* rm, const remote_request* q, char* out)
+{
+    char key[96], *p = out;
+    size_t key_len = segment_key(rm, CRAM_REMOTE_SEGMENT(q->location), key);
+    uint64_t start = CRAM_REMOTE_OFFSET(q->location);
+    p = put_bytes(p, "*4\r\n", 4);
+    p = put_bulk(p, "GETRANGE", 8);
+    p = put_bulk(p, key, key_len);
+    p = put_bulk_u64(p, start);
+    p = put_bulk_u64(p, start + extent_bytes(rm, q) - 1);
+    return (size_t)(p - out);
+}
+
+/* One GETRANGE of q's extent on lane l (the faulting thread's way). 0 with the bytes at *out, or -1 (to be retried). */
 static int fetch_once(cram_remote* rm, remote_lane* l, const remote_request* q, const unsigned char** out)
 {
     uint32_t node = CRAM_REMOTE_NODE(q->location);
     uint64_t endpoint = __atomic_load_n(&rm->endpoints[node], __ATOMIC_ACQUIRE);
     if (!endpoint) return -1;
     if (l->fd[node] >= 0 && l->peer[node] != endpoint) lane_close(l, node); /* failed over meanwhile */
-    if (l->fd[node] < 0 && lane_connect(rm, l, node, endpoint) != 0) return -1;
-    uint32_t extent = q->length + (rm->config.sealed ? CRAM_REMOTE_TAG_BYTES : 0);
-    uint64_t start = CRAM_REMOTE_OFFSET(q->location);
-    char key[96], request[256], *p = request;
-    size_t key_len = segment_key(rm, CRAM_REMOTE_SEGMENT(q->location), key);
-    p = put_bytes(p, "*4\r\n", 4);
-    p = put_bulk(p, "GETRANGE", 8);
-    p = put_bulk(p, key, key_len);
-    p = put_bulk_u64(p, start);
-    p = put_bulk_u64(p, start + extent - 1);
+    if (l->fd[node] < 0) {
+        if ((l->fd[node] = connect_node(rm, endpoint, l->reply)) < 0) return -1;
+        l->peer[node] = endpoint;
+    }
+    char request[256];
+    size_t n_request = getrange_request(rm, q, request);
     uint64_t t0 = now_ns();
     size_t body;
     int64_t n;
-    if (send_all(l->fd[node], request, (size_t)(p - request)) != 0 ||
-        (n = read_reply(l->fd[node], l->reply, REMOTE_REPLY_MAX, &body)) == -1) {
+    if (send_all(l->fd[node], request, n_request) != 0 || (n = read_reply(l->fd[node], l->reply, REMOTE_REPLY_MAX, &body)) == -1) {
         lane_close(l, node); /* the stream's state is unknown: a new connection */
         return -1;
     }
-    if (n != (int64_t)extent) return -1; /* nil (no such key yet: a failover), an error reply, a short value */
+    if (n != (int64_t)extent_bytes(rm, q)) return -1; /* nil (no such key yet: a failover), an error reply, a short value */
     add_counter(&rm->stats.fetch_ns, now_ns() - t0);
     add_counter(&rm->stats.fetch_bytes, (uint64_t)n);
     *out = l->reply + body;
     return 0;
 }
 
-/* ------------------------------------------------------------------ open, check, decode */
+/* ------------------------------------------------------------------ open, check, decode, publish */
 
-/* The stored bytes of q from its extent: AES-GCM opened into l->plain (sealed), else as they are. */
-static const unsigned char* open_extent(cram_remote* rm, remote_lane* l, const remote_request* q, const unsigned char* extent)
+/* The stored bytes of q from its extent: AES-GCM opened into plain (sealed), else as they are. */
+static const unsigned char* open_extent(cram_remote* rm, void* cipher, unsigned char* plain, const remote_request* q, const unsigned char* extent)
 {
     if (!rm->config.sealed) return extent;
     uint64_t t0 = now_ns();
@@ -254,50 +294,35 @@ static const unsigned char* open_extent(cram_remote* rm, remote_lane* l, const r
     memcpy(iv + 8, &offset, 4);
     int n = 0, m = 0;
     const crypto_api* c = &rm->crypto;
-    int ok = c->decrypt_init(l->cipher, NULL, NULL, NULL, iv) == 1 &&
-             c->decrypt_update(l->cipher, l->plain, &n, extent, (int)q->length) == 1 && n == (int)q->length &&
-             c->ctx_ctrl(l->cipher, EVP_CTRL_GCM_SET_TAG, CRAM_REMOTE_TAG_BYTES, (void*)(extent + q->length)) == 1 &&
-             c->decrypt_final(l->cipher, l->plain + n, &m) == 1;
+    int ok = c->decrypt_init(cipher, NULL, NULL, NULL, iv) == 1 &&
+             c->decrypt_update(cipher, plain, &n, extent, (int)q->length) == 1 && n == (int)q->length &&
+             c->ctx_ctrl(cipher, EVP_CTRL_GCM_SET_TAG, CRAM_REMOTE_TAG_BYTES, (void*)(extent + q->length)) == 1 &&
+             c->decrypt_final(cipher, plain + n, &m) == 1;
     add_counter(&rm->stats.open_ns, now_ns() - t0);
     if (!ok) {
         add_counter(&rm->stats.auth_failures, 1);
         return NULL;
     }
-    return l->plain;
+    return plain;
 }
 
-/* The page of q into l->page: 0, or -1 (checksum or LZ4 failed: the stored copy is bad). */
-static int decode(cram_remote* rm, remote_lane* l, const remote_request* q, const unsigned char* stored, uint64_t** counter, cram_shared* s)
+/* The page of q into page: 0, or -1 (checksum or LZ4 failed: the stored copy is bad). */
+static int decode(cram_remote* rm, unsigned char* page, const remote_request* q, const unsigned char* stored, uint64_t** counter, cram_shared* s)
 {
     uint64_t t0 = now_ns();
     int ok = crc32c(stored, q->length) == q->checksum;
     if (!ok) add_counter(&s->stats.checksum_failures, 1);
     else if (q->flags & CRAM_SLOT_RAW) {
-        memcpy(l->page, stored, CRAM_PAGE_SIZE);
+        memcpy(page, stored, CRAM_PAGE_SIZE);
         *counter = &s->stats.faults_swapin_raw;
     } else {
-        ok = LZ4_decompress_safe((const char*)stored, (char*)l->page, (int)q->length, CRAM_PAGE_SIZE) == (int)CRAM_PAGE_SIZE;
+        ok = LZ4_decompress_safe((const char*)stored, (char*)page, (int)q->length, CRAM_PAGE_SIZE) == (int)CRAM_PAGE_SIZE;
         *counter = &s->stats.faults_swapin_lz4;
         if (!ok) add_counter(&s->stats.service_errors, 1);
     }
     add_counter(&rm->stats.decode_ns, now_ns() - t0);
     return ok ? 0 : -1;
 }
-
-static remote_lane* lane_take(cram_remote* rm)
-{
-    for (uint32_t spins = 0;; spins++) {
-        for (uint32_t i = 0; i < REMOTE_LANES; i++) {
-            uint32_t expected = 0;
-            if (!__atomic_load_n(&rm->lanes[i].busy, __ATOMIC_RELAXED) &&
-                __atomic_compare_exchange_n(&rm->lanes[i].busy, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-                return &rm->lanes[i];
-        }
-        if (spins < 16) sched_yield(); else sleep_ns(50000);
-    }
-}
-
-static void lane_release(remote_lane* l) { __atomic_store_n(&l->busy, 0, __ATOMIC_RELEASE); }
 
 /* Maps the page and publishes it (FETCHING -> CLEAN or DIRTY), or on failure marks the slot bad and
  * puts the page back to EVICTED (the retried access faults again and gets SIGBUS, as for any copy
@@ -343,39 +368,259 @@ static void publish(cram_engine* e, const remote_request* q, const unsigned char
     __atomic_fetch_sub(&rm->stats.inflight, 1, __ATOMIC_RELAXED);
 }
 
-/* Runs one claimed fetch to its end (published or failed). */
+/* Ends a fetch with the extent the store returned (NULL: it never answered in time): opened,
+ * decoded and published, or failed (said once on stderr, as the kernel logs a swap read error). */
+static void finish(cram_engine* e, const remote_request* q, const unsigned char* extent, void* cipher, unsigned char* plain, unsigned char* page)
+{
+    cram_remote* rm = e->remote;
+    const unsigned char* stored = extent ? open_extent(rm, cipher, plain, q, extent) : NULL;
+    uint64_t* counter = NULL;
+    int ok = stored && decode(rm, page, q, stored, &counter, e->shared) == 0;
+    if (!ok) {
+        char line[240];
+        int n = snprintf(line, sizeof line, "cramcore: remote fetch of page at 0x%llx failed: %s (segment %x, node %u)\n",
+                         (unsigned long long)(q->region->base + (q->page << CRAM_PAGE_SHIFT)),
+                         !extent ? "the store did not answer within the read timeout"
+                                 : !stored ? "the sealed extent failed its AES-GCM tag (tampered with, or not this engine's)"
+                                           : "the stored copy on the remote store failed its checksum",
+                         CRAM_REMOTE_SEGMENT(q->location), CRAM_REMOTE_NODE(q->location));
+        if (n > 0) { ssize_t w = write(STDERR_FILENO, line, (size_t)(n < (int)sizeof line ? n : (int)sizeof line - 1)); (void)w; }
+    }
+    publish(e, q, ok ? page : NULL, counter);
+}
+
+/* ------------------------------------------------------------------ the faulting thread's fetch */
+
+static remote_lane* lane_take(cram_remote* rm)
+{
+    for (uint32_t spins = 0;; spins++) {
+        for (uint32_t i = 0; i < rm->lane_count; i++) {
+            uint32_t expected = 0;
+            if (!__atomic_load_n(&rm->lanes[i].busy, __ATOMIC_RELAXED) &&
+                __atomic_compare_exchange_n(&rm->lanes[i].busy, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+                return &rm->lanes[i];
+        }
+        if (spins < 16) sched_yield(); else sleep_ns(50000);
+    }
+}
+
+static void lane_release(remote_lane* l) { __atomic_store_n(&l->busy, 0, __ATOMIC_RELEASE); }
+
+/* Runs one claimed fetch to its end on a lane, retrying (reconnecting, with backoff) until its deadline. */
 static void fetch_run(cram_engine* e, const remote_request* q)
 {
     cram_remote* rm = e->remote;
     remote_lane* l = lane_take(rm);
-    uint64_t deadline = now_ns() + (uint64_t)rm->config.timeout_ms * 1000000ull, backoff = 200000;
+    uint64_t backoff = 200000;
     const unsigned char* extent = NULL;
     while (fetch_once(rm, l, q, &extent) != 0) {
-        if (now_ns() >= deadline) { extent = NULL; break; }
+        if (now_ns() >= q->deadline) { extent = NULL; break; }
         add_counter(&rm->stats.fetch_retries, 1);
         sleep_ns(backoff); /* the store restarting, a failover: back off, up to 50 ms between tries */
         if (backoff < 50000000) backoff *= 2;
     }
-    const unsigned char* stored = extent ? open_extent(rm, l, q, extent) : NULL;
-    uint64_t* counter = NULL;
-    int ok = stored && decode(rm, l, q, stored, &counter, e->shared) == 0;
-    publish(e, q, ok ? l->page : NULL, counter);
+    finish(e, q, extent, l->cipher, l->plain, l->page);
     lane_release(l);
 }
 
-static void* fetcher_main(void* arg)
+/* ------------------------------------------------------------------ the service thread's fetch: node connections */
+
+/* Under n->lock: sends the requests not yet on the wire, in order. 0, or -1 (the connection is closed: the reader reconnects and sends them again). */
+static int node_send_pending(cram_remote* rm, remote_node* n, int flags)
 {
-    cram_engine* e = arg;
-    cram_remote* rm = e->remote;
+    while (n->fd >= 0 && !n->broken && n->sent < n->count) {
+        char request[256];
+        size_t length = getrange_request(rm, &n->fifo[(n->head + n->sent) % REMOTE_QUEUE], request);
+        ssize_t w = send(n->fd, request, length, MSG_NOSIGNAL | flags);
+        if (w == (ssize_t)length) { n->sent++; continue; }
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && (flags & MSG_DONTWAIT)) return 0; /* the reader sends it */
+        /* A partial request would corrupt the stream: start over on a new connection. The reader owns
+         * the descriptor (it may be in recv on it): shut it down, and the reader closes it. */
+        shutdown(n->fd, SHUT_RDWR);
+        n->broken = 1;
+        return -1;
+    }
+    return 0;
+}
+
+/* The service, under the engine lock: q goes on its node's connection now, without waiting. */
+static void node_submit(cram_remote* rm, const remote_request* q)
+{
+    remote_node* n = rm->nodes[CRAM_REMOTE_NODE(q->location)];
     for (;;) {
-        pthread_mutex_lock(&rm->queue_lock);
-        while (!rm->queue_count && !rm->stop) pthread_cond_wait(&rm->queue_cond, &rm->queue_lock);
-        if (!rm->queue_count) { pthread_mutex_unlock(&rm->queue_lock); break; }
-        remote_request q = rm->queue[rm->queue_head];
-        rm->queue_head = (rm->queue_head + 1) % REMOTE_QUEUE;
-        rm->queue_count--;
-        pthread_mutex_unlock(&rm->queue_lock);
-        fetch_run(e, &q);
+        pthread_mutex_lock(&n->lock);
+        if (n->count < REMOTE_QUEUE) {
+            n->fifo[(n->head + n->count) % REMOTE_QUEUE] = *q;
+            if (++n->count > rm->stats.queued_peak) rm->stats.queued_peak = n->count;
+            if (n->fd >= 0 && !n->broken && n->sent == n->count - 1) node_send_pending(rm, n, MSG_DONTWAIT); /* in order: only when all before it are sent */
+            else pthread_cond_signal(&n->work); /* no connection: the reader makes one and sends */
+            pthread_mutex_unlock(&n->lock);
+            return;
+        }
+        pthread_mutex_unlock(&n->lock); /* full: the reader drains it without the engine lock */
+        sleep_ns(50000);
+    }
+}
+
+/* Under n->lock, with no connection (nothing on the wire, so any request may go): takes the requests
+ * past their deadline out of the FIFO, then fails them without the lock. */
+static void node_expire(cram_engine* e, remote_node* n, unsigned char* plain, unsigned char* page)
+{
+    uint64_t now = now_ns();
+    uint32_t kept = 0, expired = 0;
+    for (uint32_t i = 0; i < n->count; i++) {
+        remote_request q = n->fifo[(n->head + i) % REMOTE_QUEUE];
+        if (now < q.deadline) n->fifo[(n->head + kept++) % REMOTE_QUEUE] = q;
+        else n->expired[expired++] = q;
+    }
+    n->count = kept;
+    if (!expired) return;
+    pthread_mutex_unlock(&n->lock);
+    for (uint32_t i = 0; i < expired; i++) finish(e, &n->expired[i], NULL, n->cipher, plain, page);
+    pthread_mutex_lock(&n->lock);
+}
+
+/* One reply at buf (have bytes): its length in bytes, 0 if incomplete, -1 if it is not RESP. *value
+ * is the bulk string's length (-2: nil or an error reply) and *body where its bytes start. */
+static int64_t parse_reply(const unsigned char* buf, size_t have, int64_t* value, size_t* body)
+{
+    size_t line = 0;
+    while (line + 1 < have && !(buf[line] == '\r' && buf[line + 1] == '\n')) line++;
+    if (line + 1 >= have) return have > 256 ? -1 : 0;
+    if (buf[0] == '-' || buf[0] == '+' || buf[0] == ':') { *value = -2; return (int64_t)line + 2; }
+    if (buf[0] != '$') return -1;
+    if (line == 3 && buf[1] == '-' && buf[2] == '1') { *value = -2; return 5; }
+    uint64_t length = 0;
+    for (size_t i = 1; i < line; i++) {
+        if (buf[i] < '0' || buf[i] > '9') return -1;
+        length = length * 10 + (uint64_t)(buf[i] - '0');
+    }
+    if (length > REMOTE_REPLY_MAX) return -1;
+    size_t total = line + 2 + length + 2;
+    if (have < total) return 0;
+    *value = (int64_t)length;
+    *body = line + 2;
+    return (int64_t)total;
+}
+
+/* Under n->lock: the connection is done (an error, the end of the stream, a stall, a failover). The
+ * requests that were on it go out again on the next one, in order. */
+static void node_disconnect(remote_node* n)
+{
+    if (n->fd >= 0) close(n->fd);
+    n->fd = -1;
+    n->sent = 0;
+    n->broken = 0;
+}
+
+#define REMOTE_STALL_NS (1000ull * 1000 * 1000) /* requests on the wire with no reply this long: a dead connection */
+
+/* A node's reader (thread cram-remote): connects (again after any failure, following the node's
+ * endpoint through a failover), sends what the service could not, and finishes each fetch as its
+ * reply arrives; retries what failed until its deadline, then fails it. Never takes the engine lock. */
+static void* node_reader_main(void* arg)
+{
+    remote_node* n = arg;
+    cram_engine* e = n->engine;
+    cram_remote* rm = e->remote;
+    unsigned char* buf = n->buf, *plain = n->buf + REMOTE_READER_BUFFER, *page = plain + CRAM_PAGE_SIZE;
+    size_t have = 0;
+    uint64_t backoff = 200000, progress = now_ns();
+    for (;;) {
+        pthread_mutex_lock(&n->lock);
+        if (__atomic_load_n(&rm->stop, __ATOMIC_ACQUIRE)) { pthread_mutex_unlock(&n->lock); break; }
+        uint64_t endpoint = __atomic_load_n(&rm->endpoints[n->index], __ATOMIC_ACQUIRE);
+        if (n->fd >= 0 && (n->broken || n->peer != endpoint)) node_disconnect(n); /* a failed send, or a failover */
+        if (n->fd < 0) {
+            have = 0;
+            node_expire(e, n, plain, page);
+            pthread_mutex_unlock(&n->lock);
+            int fd = endpoint ? connect_node(rm, endpoint, buf) : -1;
+            pthread_mutex_lock(&n->lock);
+            if (fd < 0) {
+                if (n->count) add_counter(&rm->stats.fetch_retries, 1);
+                struct timespec until;
+                clock_gettime(CLOCK_REALTIME, &until);
+                until.tv_nsec += (long)backoff;
+                if (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
+                if (!__atomic_load_n(&rm->stop, __ATOMIC_ACQUIRE)) pthread_cond_timedwait(&n->work, &n->lock, &until);
+                pthread_mutex_unlock(&n->lock);
+                if (backoff < 50000000) backoff *= 2; /* the store restarting, a failover: up to 50 ms between tries */
+                continue;
+            }
+            backoff = 200000;
+            n->fd = fd;
+            n->peer = endpoint;
+            n->sent = 0;
+            node_send_pending(rm, n, 0);
+            progress = now_ns();
+            pthread_mutex_unlock(&n->lock);
+            continue;
+        }
+        int fd = n->fd;
+        uint32_t on_wire = n->sent;
+        pthread_mutex_unlock(&n->lock);
+
+        ssize_t got = recv(fd, buf + have, REMOTE_READER_BUFFER - have, 0);
+        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            if (on_wire && now_ns() - progress > REMOTE_STALL_NS) { /* no reply for a second: the node is gone */
+                pthread_mutex_lock(&n->lock);
+                node_disconnect(n);
+                add_counter(&rm->stats.fetch_retries, 1);
+                pthread_mutex_unlock(&n->lock);
+            } else if (!on_wire) {
+                progress = now_ns();
+            }
+            continue;
+        }
+        if (got <= 0) { /* the end of the stream, or an error: again on a new connection */
+            pthread_mutex_lock(&n->lock);
+            node_disconnect(n);
+            if (n->count) add_counter(&rm->stats.fetch_retries, 1);
+            pthread_mutex_unlock(&n->lock);
+            continue;
+        }
+        have += (size_t)got;
+        progress = now_ns();
+        size_t at = 0;
+        for (;;) {
+            int64_t value = 0;
+            size_t body = 0;
+            int64_t used = parse_reply(buf + at, have - at, &value, &body);
+            if (used == 0) break;
+            pthread_mutex_lock(&n->lock);
+            if (used < 0 || !n->sent) { /* not RESP, or a reply to nothing: the stream is lost */
+                node_disconnect(n);
+                pthread_mutex_unlock(&n->lock);
+                have = at = 0;
+                break;
+            }
+            remote_request q = n->fifo[n->head];
+            n->head = (n->head + 1) % REMOTE_QUEUE;
+            n->count--;
+            n->sent--;
+            pthread_mutex_unlock(&n->lock);
+            if (value == (int64_t)extent_bytes(rm, &q)) {
+                add_counter(&rm->stats.fetch_bytes, (uint64_t)value);
+                add_counter(&rm->stats.fetch_ns, now_ns() - q.t0);
+                finish(e, &q, buf + at + body, n->cipher, plain, page);
+            } else if (now_ns() < q.deadline) { /* nil (a failover in progress), an error reply, a short value: again, a moment later */
+                add_counter(&rm->stats.fetch_retries, 1);
+                sleep_ns(1000000);
+                pthread_mutex_lock(&n->lock);
+                n->fifo[(n->head + n->count) % REMOTE_QUEUE] = q;
+                n->count++;
+                if (n->fd >= 0 && !n->broken && n->sent == n->count - 1) node_send_pending(rm, n, 0);
+                pthread_mutex_unlock(&n->lock);
+            } else {
+                finish(e, &q, NULL, n->cipher, plain, page);
+            }
+            at += (size_t)used;
+        }
+        if (at) {
+            memmove(buf, buf + at, have - at);
+            have -= at;
+        }
     }
     return NULL;
 }
@@ -398,9 +643,14 @@ void remote_claim(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t p
             add_counter(&s->stats.workingset_activations, 1);
         } else if (!write) next |= CRAM_PTE_TRIAL;
     } else if (!write) next |= CRAM_PTE_TRIAL;
-    if (!rm) { add_counter(&s->stats.service_errors, 1); return; } /* never configured: nothing can name REMOTE */
+    uint32_t node = CRAM_REMOTE_NODE(slot->location);
+    if (!rm || (!e->faulting_thread && !rm->nodes[node])) { /* never configured, or a node never published: nothing can be fetched */
+        add_counter(&s->stats.service_errors, 1);
+        return;
+    }
     remote_request q = {
         .region = r, .page = page, .old = p, .next = next, .slot_id = id, .location = slot->location, .t0 = t0,
+        .deadline = t0 + (uint64_t)rm->config.timeout_ms * 1000000ull,
         .length = slot->length, .checksum = slot->checksum, .flags = slot_flags(slot), .write = (uint32_t)write,
     };
     if (!pte_cas(&r->pte[page], p, CRAM_PTE_MAKE(CRAM_PTE_FETCHING, id))) { add_counter(&s->stats.service_errors, 1); return; }
@@ -412,18 +662,7 @@ void remote_claim(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t p
         t_pending_set = 1;
         return;
     }
-    for (;;) { /* the fetchers never take the engine lock: a full queue drains without it */
-        pthread_mutex_lock(&rm->queue_lock);
-        if (rm->queue_count < REMOTE_QUEUE) {
-            rm->queue[(rm->queue_head + rm->queue_count) % REMOTE_QUEUE] = q;
-            if (++rm->queue_count > rm->stats.queued_peak) rm->stats.queued_peak = rm->queue_count;
-            pthread_cond_signal(&rm->queue_cond);
-            pthread_mutex_unlock(&rm->queue_lock);
-            return;
-        }
-        pthread_mutex_unlock(&rm->queue_lock);
-        sleep_ns(50000);
-    }
+    node_submit(rm, &q);
 }
 
 void remote_run_pending(cram_engine* e)
@@ -443,6 +682,11 @@ void remote_wait(cram_engine* e, uint64_t* pte)
         struct timespec ts = { .tv_sec = 0, .tv_nsec = 10000000 }; /* and look again: a wake-up is never missed for long */
         syscall(SYS_futex, (uint32_t*)(void*)pte, FUTEX_WAIT_PRIVATE, (uint32_t)p, &ts, NULL, 0);
     }
+}
+
+int remote_busy(const cram_engine* e)
+{
+    return e->remote && __atomic_load_n(&e->remote->stats.inflight, __ATOMIC_RELAXED) != 0;
 }
 
 void remote_note_wait(cram_engine* e)
@@ -478,24 +722,54 @@ static int crypto_load(cram_remote* rm)
     return 0;
 }
 
+/* A cipher context keyed with the engine's key (only the IV changes per entry), or NULL unsealed / on failure. */
+static void* cipher_new(cram_remote* rm, int* failed)
+{
+    if (!rm->config.sealed) return NULL;
+    void* cipher = rm->crypto.ctx_new();
+    if (!cipher || rm->crypto.decrypt_init(cipher, rm->crypto.aes_256_gcm(), NULL, rm->config.key, NULL) != 1) {
+        if (cipher) rm->crypto.ctx_free(cipher);
+        *failed = 1;
+        return NULL;
+    }
+    return cipher;
+}
+
+#define NODE_BUFFERS (REMOTE_READER_BUFFER + 2 * CRAM_PAGE_SIZE)
+
+static void node_free(cram_remote* rm, remote_node* n)
+{
+    if (n->buf) munmap(n->buf, NODE_BUFFERS);
+    if (n->cipher) rm->crypto.ctx_free(n->cipher);
+    if (n->fd >= 0) close(n->fd);
+    pthread_cond_destroy(&n->work);
+    pthread_mutex_destroy(&n->lock);
+    munmap(n, sizeof *n);
+}
+
 void remote_destroy(cram_engine* e)
 {
     cram_remote* rm = e->remote;
     if (!rm) return;
-    pthread_mutex_lock(&rm->queue_lock);
-    rm->stop = 1;
-    pthread_cond_broadcast(&rm->queue_cond);
-    pthread_mutex_unlock(&rm->queue_lock);
-    for (uint32_t i = 0; i < rm->fetcher_count; i++) pthread_join(rm->fetchers[i], NULL);
-    for (uint32_t i = 0; i < REMOTE_LANES; i++) {
+    __atomic_store_n(&rm->stop, 1, __ATOMIC_RELEASE);
+    for (uint32_t i = 0; i < CRAM_REMOTE_MAX_ENDPOINTS; i++) {
+        remote_node* n = rm->nodes[i];
+        if (!n) continue;
+        pthread_mutex_lock(&n->lock);
+        if (n->fd >= 0) shutdown(n->fd, SHUT_RDWR); /* out of recv */
+        pthread_cond_broadcast(&n->work);
+        pthread_mutex_unlock(&n->lock);
+        if (n->started) pthread_join(n->reader, NULL);
+        node_free(rm, n);
+        rm->nodes[i] = NULL;
+    }
+    for (uint32_t i = 0; i < rm->lane_count; i++) {
         remote_lane* l = &rm->lanes[i];
-        for (uint32_t n = 0; n < CRAM_REMOTE_MAX_ENDPOINTS; n++) lane_close(l, n);
+        for (uint32_t k = 0; k < CRAM_REMOTE_MAX_ENDPOINTS; k++) lane_close(l, k);
         if (l->cipher) rm->crypto.ctx_free(l->cipher);
         if (l->reply) munmap(l->reply, REMOTE_REPLY_MAX + 2 * CRAM_PAGE_SIZE);
     }
     if (rm->libcrypto) dlclose(rm->libcrypto);
-    pthread_cond_destroy(&rm->queue_cond);
-    pthread_mutex_destroy(&rm->queue_lock);
     explicit_bzero(rm->config.key, sizeof rm->config.key);
     munmap(rm, sizeof *rm);
     e->remote = NULL;
@@ -503,7 +777,7 @@ void remote_destroy(cram_engine* e)
 
 EXPORT int CramNative_RemoteConfigure(cram_engine* e, const cram_remote_config* config)
 {
-    if (!e || !config || e->remote || config->timeout_ms == 0 || config->fetchers == 0 || config->fetchers > REMOTE_FETCHERS_MAX ||
+    if (!e || !config || e->remote || config->timeout_ms == 0 || config->lanes == 0 || config->lanes > REMOTE_LANES_MAX ||
         config->sealed > 1 || !memchr(config->prefix, 0, sizeof config->prefix) || !memchr(config->password, 0, sizeof config->password) ||
         !config->prefix[0]) {
         errno = EINVAL;
@@ -512,54 +786,73 @@ EXPORT int CramNative_RemoteConfigure(cram_engine* e, const cram_remote_config* 
     cram_remote* rm = map_anon(sizeof(cram_remote));
     if (!rm) return -1;
     rm->config = *config;
+    rm->engine = e;
     rm->prefix_len = (uint32_t)strlen((const char*)config->prefix);
     rm->password_len = (uint32_t)strlen((const char*)config->password);
-    pthread_mutex_init(&rm->queue_lock, NULL);
-    pthread_cond_init(&rm->queue_cond, NULL);
     e->remote = rm; /* remote_destroy undoes a part-built one */
     if (config->sealed && crypto_load(rm) != 0) { int err = errno; remote_destroy(e); errno = err; return -1; }
-    for (uint32_t i = 0; i < REMOTE_LANES; i++) {
-        remote_lane* l = &rm->lanes[i];
-        for (uint32_t n = 0; n < CRAM_REMOTE_MAX_ENDPOINTS; n++) l->fd[n] = -1;
-        unsigned char* buffers = map_anon(REMOTE_REPLY_MAX + 2 * CRAM_PAGE_SIZE);
-        if (!buffers || madvise(buffers, REMOTE_REPLY_MAX + 2 * CRAM_PAGE_SIZE, MADV_POPULATE_WRITE) != 0) {
-            int err = errno;
-            if (buffers) munmap(buffers, REMOTE_REPLY_MAX + 2 * CRAM_PAGE_SIZE);
-            remote_destroy(e);
-            errno = err;
-            return -1;
-        }
-        l->reply = buffers; /* the mapping's base (remote_destroy unmaps it) */
-        l->page = buffers + REMOTE_REPLY_MAX;
-        l->plain = buffers + REMOTE_REPLY_MAX + CRAM_PAGE_SIZE;
-        if (config->sealed) {
-            if (!(l->cipher = rm->crypto.ctx_new()) ||
-                rm->crypto.decrypt_init(l->cipher, rm->crypto.aes_256_gcm(), NULL, rm->config.key, NULL) != 1) {
+    if (e->faulting_thread) { /* the faulting threads' lanes: buffers and ciphers made now, never in a signal handler */
+        for (uint32_t i = 0; i < config->lanes; i++) {
+            remote_lane* l = &rm->lanes[i];
+            for (uint32_t k = 0; k < CRAM_REMOTE_MAX_ENDPOINTS; k++) l->fd[k] = -1;
+            rm->lane_count = i + 1;
+            unsigned char* buffers = map_anon(REMOTE_REPLY_MAX + 2 * CRAM_PAGE_SIZE);
+            int failed = 0;
+            if (!buffers || madvise(buffers, REMOTE_REPLY_MAX + 2 * CRAM_PAGE_SIZE, MADV_POPULATE_WRITE) != 0 ||
+                (l->cipher = cipher_new(rm, &failed), failed)) {
+                int err = buffers ? (failed ? ENOMEM : errno) : errno;
+                if (buffers) munmap(buffers, REMOTE_REPLY_MAX + 2 * CRAM_PAGE_SIZE);
                 remote_destroy(e);
-                errno = ENOMEM;
+                errno = err;
                 return -1;
             }
+            l->reply = buffers; /* the mapping's base (remote_destroy unmaps it) */
+            l->page = buffers + REMOTE_REPLY_MAX;
+            l->plain = buffers + REMOTE_REPLY_MAX + CRAM_PAGE_SIZE;
         }
     }
-    if (!e->faulting_thread) {
-        for (uint32_t i = 0; i < config->fetchers; i++) {
-            if (pthread_create(&rm->fetchers[i], NULL, fetcher_main, e) != 0) {
-                int err = errno;
-                remote_destroy(e);
-                errno = err ? err : EAGAIN;
-                return -1;
-            }
-            pthread_setname_np(rm->fetchers[i], "cram-remote");
-            rm->fetcher_count = i + 1;
-        }
+    return 0;
+}
+
+/* A node's connection and reader (service-thread engines), made with its first endpoint. */
+static int node_start(cram_engine* e, uint32_t index)
+{
+    cram_remote* rm = e->remote;
+    remote_node* n = map_anon(sizeof(remote_node));
+    if (!n) return -1;
+    pthread_mutex_init(&n->lock, NULL);
+    pthread_cond_init(&n->work, NULL);
+    n->fd = -1;
+    n->engine = e;
+    n->index = index;
+    int failed = 0;
+    n->buf = map_anon(NODE_BUFFERS);
+    n->cipher = cipher_new(rm, &failed);
+    if (!n->buf || failed || (errno = pthread_create(&n->reader, NULL, node_reader_main, n)) != 0) {
+        int err = failed ? ENOMEM : errno;
+        node_free(rm, n);
+        errno = err;
+        return -1;
     }
+    n->started = 1;
+    pthread_setname_np(n->reader, "cram-remote");
+    __atomic_store_n(&rm->nodes[index], n, __ATOMIC_RELEASE);
     return 0;
 }
 
 EXPORT int CramNative_RemoteSetEndpoint(cram_engine* e, uint32_t index, uint32_t address, uint32_t port)
 {
     if (!e || !e->remote || index >= CRAM_REMOTE_MAX_ENDPOINTS || port == 0 || port > 65535) { errno = EINVAL; return -1; }
-    __atomic_store_n(&e->remote->endpoints[index], ((uint64_t)address << 16) | port, __ATOMIC_RELEASE);
+    cram_remote* rm = e->remote;
+    __atomic_store_n(&rm->endpoints[index], ((uint64_t)address << 16) | port, __ATOMIC_RELEASE);
+    if (!e->faulting_thread && !__atomic_load_n(&rm->nodes[index], __ATOMIC_ACQUIRE)) return node_start(e, index);
+    if (rm->nodes[index]) { /* a failover: the reader reconnects now rather than at its next timeout */
+        remote_node* n = rm->nodes[index];
+        pthread_mutex_lock(&n->lock);
+        if (n->fd >= 0) { shutdown(n->fd, SHUT_RDWR); n->broken = 1; }
+        pthread_cond_signal(&n->work);
+        pthread_mutex_unlock(&n->lock);
+    }
     return 0;
 }
 

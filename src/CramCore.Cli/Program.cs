@@ -139,6 +139,22 @@ hotcold.SetAction(r => Guard(r, () => BenchHotColdCommand.Run(r.GetValue(corpusO
     Measure.ParseSize(r.GetValue(hotLimitOption)!, "--limit"), Measure.ParseSize(r.GetValue(hotBytesOption)!, "--hot"), r.GetValue(hotShareOption),
     r.GetValue(hotPhasesOption), r.GetValue(hotReadsOption), r.GetValue(zipfOption), r.GetValue(jsonOption))));
 bench.Subcommands.Add(hotcold);
+var remoteSizeOption = new Option<string>("--size") { Description = "Bytes of pages to write (e.g. 512m).", DefaultValueFactory = _ => "512m" };
+var remoteLimitOption = new Option<string>("--limit") { Description = "Resident memory plus the pool during the fill (e.g. 128m).", DefaultValueFactory = _ => "128m" };
+var remotePoolOption = new Option<string>("--pool-limit") { Description = "The compressed pool's limit: what it cannot hold goes to the store (e.g. 32m).", DefaultValueFactory = _ => "32m" };
+var remoteSamplesOption = new Option<int>("--samples") { Description = "Random swap-ins per phase (remote; local alone; local beside remote fetches).", DefaultValueFactory = _ => 3000 };
+var remoteStoreOption = new Option<string?>("--store") { Description = "A RESP store or cluster to use (HOST:PORT[,HOST:PORT…], StackExchange.Redis syntax, e.g. 10.0.0.5:6379,password=…); default: start a local redis-server on loopback (durable), which the failover phase kills and restarts." };
+var remoteClusterOption = new Option<bool>("--cluster") { Description = "Start a local cluster instead: 3 masters with a replica each (writes WAIT for the replica); the failover phase kills a master." };
+var remotePlainOption = new Option<bool>("--no-encryption") { Description = "Send the compressed entries unsealed (CramOptions.RemoteEncryption = false)." };
+var remote = new Command("remote", "The remote tier on a RESP store: fill with remote writeback, random swap-ins from the store beside the store's own GETRANGE floor, local swap-ins with and without remote fetches in flight, bytes sent, per-node bytes, and the store killed mid-run.")
+{
+    corpusOption, remoteSizeOption, remoteLimitOption, remotePoolOption, remoteSamplesOption, remoteStoreOption, remoteClusterOption, remotePlainOption, faultServiceOption, jsonOption,
+};
+remote.SetAction(r => Guard(r, () => BenchRemoteCommand.Run(r.GetValue(corpusOption), Measure.ParseSize(r.GetValue(remoteSizeOption)!, "--size"),
+    Measure.ParseSize(r.GetValue(remoteLimitOption)!, "--limit"), Measure.ParseSize(r.GetValue(remotePoolOption)!, "--pool-limit"),
+    r.GetValue(remoteSamplesOption), r.GetValue(remoteStoreOption), r.GetValue(remoteClusterOption), r.GetValue(jsonOption),
+    BenchSupport.ParseFaultService(r.GetValue(faultServiceOption)), !r.GetValue(remotePlainOption))));
+bench.Subcommands.Add(remote);
 var sparseSizeOption = new Option<string>("--size") { Description = "Region size (e.g. 64g).", DefaultValueFactory = _ => "64g" };
 var strideOption = new Option<string>("--stride") { Description = "Distance between touches (e.g. 1m).", DefaultValueFactory = _ => "1m" };
 var sparseLimitOption = new Option<string>("--limit") { Description = "Resident limit of the second run (0: skip it).", DefaultValueFactory = _ => "256m" };
@@ -246,7 +262,7 @@ static int Guard(ParseResult r, Func<int> body)
     catch (Exception e) when (e is CliException or CorpusException)
     {
         Console.Error.WriteLine($"{Verb(r)}: {e.Message}");
-        return ExitCode.Usage;
+        return e is CliException cli ? cli.ExitCode : ExitCode.Usage;
     }
     catch (Exception e) when (e is ArgumentException)
     {
@@ -255,9 +271,9 @@ static int Guard(ParseResult r, Func<int> body)
         return ExitCode.Usage;
     }
     catch (Exception e) when (e is CramUnavailableException or DllNotFoundException or PlatformNotSupportedException or UnauthorizedAccessException
-        or IOException or OutOfMemoryException)
+        or IOException or OutOfMemoryException or StackExchange.Redis.RedisException or System.Net.Sockets.SocketException)
     {
-        // The machine cannot do it: no userfaultfd, a file that exists or cannot be made, a full or read-only device, no address space.
+        // The machine cannot do it: no userfaultfd, a file that exists or cannot be made, a full or read-only device, no address space, a store that does not answer.
         Console.Error.WriteLine($"{Verb(r)}: {e.Message}");
         return ExitCode.Environment;
     }

@@ -14,7 +14,7 @@ namespace CramCore.Redis;
 /// using var engine = CramEngine.Create(new CramOptions { MemoryLimitBytes = 1L &lt;&lt; 30, RemoteStore = store });
 /// </code>
 /// In a cluster each segment goes to the master of its key's hash slot; the node of each shard is
-/// followed through failovers (<see cref="NodesVersion"/>). With <see cref="RedisRemoteStoreOptions.Replicas"/>
+/// followed through failovers (<see cref="NodesChanged"/>). With <see cref="RedisRemoteStoreOptions.Replicas"/>
 /// a write returns only once <c>WAIT</c> reports that many replicas have it.
 /// </summary>
 public sealed class RedisRemoteStore : ICramRemoteStore, IDisposable
@@ -25,7 +25,7 @@ public sealed class RedisRemoteStore : ICramRemoteStore, IDisposable
     private readonly int[] _shardSlots; // a hash slot each shard serves: node i is the master of _shardSlots[i]
     private readonly Lock _nodesLock = new();
     private IPEndPoint[] _nodes;
-    private int _nodesVersion;
+    private int _watching;
 
     private RedisRemoteStore(ConnectionMultiplexer redis, RedisRemoteStoreOptions options, string? password)
     {
@@ -45,6 +45,7 @@ public sealed class RedisRemoteStore : ICramRemoteStore, IDisposable
         _nodes = ResolveNodes();
         redis.ConfigurationChanged += (_, _) => Refresh();
         redis.ConnectionRestored += (_, _) => Refresh();
+        redis.ConnectionFailed += (_, _) => WatchForFailover();
     }
 
     /// <summary>
@@ -80,7 +81,7 @@ public sealed class RedisRemoteStore : ICramRemoteStore, IDisposable
     }
 
     /// <inheritdoc/>
-    public int NodesVersion => Volatile.Read(ref _nodesVersion);
+    public event EventHandler? NodesChanged;
 
     /// <inheritdoc/>
     public string? Password { get; }
@@ -184,17 +185,59 @@ public sealed class RedisRemoteStore : ICramRemoteStore, IDisposable
             IPEndPoint[] nodes = ResolveNodes();
             lock (_nodesLock)
             {
-                if (!nodes.SequenceEqual(_nodes))
+                if (nodes.SequenceEqual(_nodes))
                 {
-                    _nodes = nodes;
-                    Interlocked.Increment(ref _nodesVersion);
+                    return;
                 }
+                _nodes = nodes;
             }
+            NodesChanged?.Invoke(this, EventArgs.Empty);
         }
         catch (Exception e) when (e is RedisException or SocketException or InvalidOperationException)
         {
             // Mid-failover: the next configuration change tries again.
         }
+    }
+
+    /// <summary>
+    /// A connection failed: a node may be gone. In a cluster its replica is promoted within the
+    /// cluster's node timeout, but the client learns of it only when it next asks; the fault path's
+    /// fetches retry meanwhile, so ask now — every half second for up to a minute — until the
+    /// masters change or every node is reachable again.
+    /// </summary>
+    private void WatchForFailover()
+    {
+        if (!_cluster || Interlocked.Exchange(ref _watching, 1) == 1)
+        {
+            return;
+        }
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                IPEndPoint[] before = (IPEndPoint[])Nodes;
+                for (int i = 0; i < 120; i++)
+                {
+                    await Task.Delay(500).ConfigureAwait(false);
+                    try
+                    {
+                        await _redis.ConfigureAsync().ConfigureAwait(false);
+                    }
+                    catch (Exception e) when (e is RedisException or SocketException or InvalidOperationException)
+                    {
+                    }
+                    Refresh();
+                    if (!Nodes.SequenceEqual(before) || _redis.GetServers().All(s => s.IsConnected))
+                    {
+                        break;
+                    }
+                }
+            }
+            finally
+            {
+                Volatile.Write(ref _watching, 0);
+            }
+        });
     }
 
     private static IPEndPoint ToIPv4(EndPoint endPoint) => endPoint switch

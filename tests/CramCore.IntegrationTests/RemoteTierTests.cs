@@ -1,3 +1,4 @@
+using CramCore.Cli;
 using CramCore.Redis;
 
 namespace CramCore.Tests;
@@ -145,6 +146,66 @@ public sealed unsafe class RemoteTierTests
         for (int i = 0; i < Pages; i++)
         {
             Assert.True(TestPages.CheckCompressible(region.Pointer + (long)i * P, i, 1), $"page {i} differs");
+        }
+    }
+
+    [RespStoreTheory]
+    [InlineData("remote-down", "the store did not answer within the read timeout", false)]
+    [InlineData("remote-down", "the store did not answer within the read timeout", true)]
+    [InlineData("remote-tampered", "failed its AES-GCM tag", false)]
+    [InlineData("remote-tampered", "failed its AES-GCM tag", true)]
+    public void UnreadableRemoteCopy_IsNeverMapped_TheReaderGetsSigbus(string scenario, string reason, bool faultingThread)
+    {
+        using RespServer server = RespServer.Start();
+        (int exit, string stdout, string stderr) = ChildProcess.Run("dotnet",
+            [Path.Combine(AppContext.BaseDirectory, "CramCore.FaultChild.dll"), scenario, server.Port.ToString(), .. faultingThread ? ["faulting-thread"] : Array.Empty<string>()],
+            TimeSpan.FromSeconds(60), scenario);
+        Assert.True(exit != 0, $"the child exited normally:\n{stdout}\n{stderr}");
+        Assert.Contains("page 3 reads", stdout); // a healthy remote page read back first (the store was up)
+        Assert.Contains("reading", stdout);
+        Assert.DoesNotContain("read returned", stdout); // no garbage, no zeros: the read never completed
+        Assert.Contains("cramcore: remote fetch of page at 0x", stderr);
+        Assert.Contains(reason, stderr);
+        Assert.Contains("SIGBUS", stderr);
+    }
+
+    [RespStoreFact]
+    public void Cluster_SpreadsSegmentsOverItsMasters_AndAFailoverLosesNothing()
+    {
+        RespServer[] nodes = RespServer.Cluster(masters: 3, replicas: 1);
+        try
+        {
+            using RedisRemoteStore store = RedisRemoteStore.Connect(string.Join(',', nodes.Take(3)), new RedisRemoteStoreOptions { Replicas = 1 });
+            Assert.True(store.IsCluster);
+            Assert.Equal(3, store.Nodes.Count);
+            CramOptions options = Options(store, CramFaultService.ServiceThread);
+            options.RemoteReadTimeout = TimeSpan.FromSeconds(20); // a failover takes a few seconds: reads wait for it
+            using CramEngine engine = CramEngine.Create(options);
+            using CramRegion region = FillAndEvict(engine);
+            long[] nodeBytes = engine.Parts.Remote!.NodeBytes();
+            Assert.True(nodeBytes.All(b => b > 0), $"every master holds segments: {string.Join(", ", nodeBytes)}");
+            int remote = RemotePagesOf(engine, region);
+            Assert.True(remote > Pages / 2);
+
+            // The master holding the most segments dies; its replica takes over (cluster-node-timeout 1 s).
+            int victim = Array.IndexOf(nodeBytes, nodeBytes.Max());
+            System.Net.IPEndPoint master = store.Nodes[victim];
+            nodes.Single(n => n.Port == master.Port).Kill();
+            for (int i = 0; i < Pages; i++)
+            {
+                Assert.True(TestPages.CheckCompressible(region.Pointer + (long)i * P, i, 0), $"page {i} differs");
+            }
+            CramStats stats = engine.GetStats();
+            Assert.Equal(0, stats.RemoteFetchFailures);
+            Assert.Equal(0, stats.BadPageFaults);
+            Assert.NotEqual(master, store.Nodes[victim]); // the engine follows the promoted replica
+        }
+        finally
+        {
+            foreach (RespServer node in nodes)
+            {
+                node.Dispose();
+            }
         }
     }
 }

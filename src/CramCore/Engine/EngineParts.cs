@@ -144,7 +144,7 @@ internal sealed unsafe class EngineParts : IDisposable
         var config = new NativeRemoteConfig
         {
             TimeoutMs = (uint)options.RemoteReadTimeout.TotalMilliseconds,
-            Fetchers = 2,
+            Lanes = 8,
             Sealed = key is null ? 0u : 1u,
         };
         key?.CopyTo(new Span<byte>(config.Key, 32));

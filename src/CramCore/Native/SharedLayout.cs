@@ -424,7 +424,7 @@ internal unsafe struct NativeRemoteConfig
     public fixed byte Prefix[56];
     public fixed byte Password[64];
     public uint TimeoutMs;
-    public uint Fetchers;
+    public uint Lanes;
     public uint Sealed;
     public uint Reserved;
 }

@@ -165,7 +165,8 @@ internal sealed unsafe class VictimClock(INativeEngine engine, NativeShared* sha
                     writablePlaced.Add(entry); // re-placed by the reclaimer: read-only again, budget released
                     break;
                 case PageState.Installing:
-                    _queue.Enqueue(entry); // readahead is mapping it (one system call): CLEAN in a moment
+                case PageState.Fetching:
+                    _queue.Enqueue(entry); // readahead is mapping it, or a fetch from the remote store: CLEAN (or DIRTY) soon
                     break;
                 default:
                     break;
@@ -293,10 +294,12 @@ internal sealed unsafe class VictimClock(INativeEngine engine, NativeShared* sha
         _cold.Retain(entry =>
         {
             ulong* pte = Locate(entry, out _);
-            return pte is not null && PageTableEntry.State(PageTableEntry.Load(pte)) is PageState.Dirty or PageState.Clean or PageState.Installing;
+            return pte is not null && PageTableEntry.State(PageTableEntry.Load(pte)) is PageState.Dirty or PageState.Clean or PageState.Installing or PageState.Fetching;
         });
-        // INSTALLING: a readahead or prefetch page being mapped, CLEAN in a moment (Select requeues it until then).
-        const uint queued = 1u << (int)PageState.Dirty | 1u << (int)PageState.Clean | 1u << (int)PageState.PlacedWritable | 1u << (int)PageState.Installing;
+        // INSTALLING: a readahead or prefetch page being mapped, CLEAN in a moment; FETCHING: a remote fetch, CLEAN or
+        // DIRTY once it lands (Select requeues both until then).
+        const uint queued = 1u << (int)PageState.Dirty | 1u << (int)PageState.Clean | 1u << (int)PageState.PlacedWritable |
+            1u << (int)PageState.Installing | 1u << (int)PageState.Fetching;
         foreach (RegionMapping region in regions.Snapshot())
         {
             fixed (ulong* found = _found)

@@ -31,8 +31,8 @@ public interface ICramRemoteStore
     /// <summary>The endpoints the native read half connects to (IPv4), indexed by node number (at most 64).</summary>
     IReadOnlyList<IPEndPoint> Nodes { get; }
 
-    /// <summary>Changes whenever <see cref="Nodes"/> does (a failover promoted a replica): the engine polls it and republishes the endpoints to its read half, whose fetches retry meanwhile.</summary>
-    int NodesVersion { get; }
+    /// <summary>Raised, on any thread, after <see cref="Nodes"/> changed (a failover promoted a replica): the engine republishes the endpoints to its read half at once; fetches in flight retry until they reach the new node.</summary>
+    event EventHandler? NodesChanged;
 
     /// <summary>The RESP <c>AUTH</c> password of those endpoints, or null for none.</summary>
     string? Password { get; }
