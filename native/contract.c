@@ -135,7 +135,7 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_remote_config, reserved);
 
     STRUCT(cram_remote_stats);
-    FIELD(cram_remote_stats, fetches); FIELD(cram_remote_stats, fetch_bytes); FIELD(cram_remote_stats, fetch_retries);
+    FIELD(cram_remote_stats, fetches); FIELD(cram_remote_stats, requests); FIELD(cram_remote_stats, fetch_bytes); FIELD(cram_remote_stats, fetch_retries);
     FIELD(cram_remote_stats, fetch_failures); FIELD(cram_remote_stats, auth_failures); FIELD(cram_remote_stats, fetch_ns);
     FIELD(cram_remote_stats, open_ns); FIELD(cram_remote_stats, decode_ns); FIELD(cram_remote_stats, waits);
     FIELD(cram_remote_stats, queued_peak); FIELD(cram_remote_stats, connects); FIELD(cram_remote_stats, inflight);

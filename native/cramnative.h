@@ -477,7 +477,8 @@ typedef struct cram_remote_config {
 } cram_remote_config;
 
 typedef struct cram_remote_stats {
-    uint64_t fetches;        /* extents fetched and mapped */
+    uint64_t fetches;        /* pages fetched and mapped (faults' own and read ahead) */
+    uint64_t requests;       /* GETRANGE requests that returned their extents (a request reads a page and its readahead) */
     uint64_t fetch_bytes;    /* bytes the store returned for them */
     uint64_t fetch_retries;  /* attempts that failed and were retried (reconnecting) */
     uint64_t fetch_failures; /* fetches that failed until the timeout, or a tag/checksum that did not verify */
@@ -725,7 +726,7 @@ _Static_assert(sizeof(cram_place) == 24 && offsetof(cram_place, page) == 0 && of
 _Static_assert(sizeof(cram_pool_handle) == 16 && offsetof(cram_pool_handle, address) == 0 &&
                offsetof(cram_pool_handle, length) == 8 && offsetof(cram_pool_handle, zspage) == 12, "cram_pool_handle layout");
 _Static_assert(sizeof(cram_remote_config) == 168 && offsetof(cram_remote_config, timeout_ms) == 152 &&
-               sizeof(cram_remote_stats) == 12 * sizeof(uint64_t), "cram_remote_config / cram_remote_stats layout");
+               sizeof(cram_remote_stats) == 13 * sizeof(uint64_t), "cram_remote_config / cram_remote_stats layout");
 _Static_assert(CRAM_REMOTE_MAX_ENDPOINTS <= 256, "a node index does not fit its 8 bits of a location");
 _Static_assert(sizeof(cram_pool_move) == 24 && offsetof(cram_pool_move, handle) == 0 && offsetof(cram_pool_move, destination) == 8 &&
                offsetof(cram_pool_move, zspage) == 16 && offsetof(cram_pool_move, reserved) == 20, "cram_pool_move layout");

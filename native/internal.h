@@ -325,6 +325,10 @@ void sigbus_probe_stop(void);
 cram_region_desc* region_active(cram_engine* e, uint32_t region_id);
 /* readahead.c */
 void swapin_readahead(cram_engine* e, cram_region_desc* r, uint64_t page);
+/* The stream bookkeeping of a read swap-in at page (swapin_readahead's first step, which the remote
+ * tier's claim takes alone): the end of the window to bring in after it (page + 1: none, a new
+ * stream or the soft limit). Under the engine lock. */
+uint64_t swapin_stream_step(cram_engine* e, cram_region_desc* r, uint64_t page);
 /* Installs chunks of the current readahead window until none is left to take; without the engine
  * lock (the thread that resolved a fault calls it once it has let the lock go). */
 void readahead_help(cram_engine* e);
@@ -359,6 +363,8 @@ static inline uint64_t wait_not_held(cram_engine* e, uint64_t* pte)
  * it FETCHING (logged, counted) and queues the fetch (service thread) or leaves it for the faulting
  * thread to run once it lets the lock go (remote_run_pending). */
 void remote_claim(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t p, int write, uint64_t t0);
+/* The remote claim of a read brings in, in the same request, the evicted remote pages after it up to
+ * the stream's window whose extents follow its own (readahead); claimed FETCHING the same way. */
 /* The faulting thread, after it let the engine lock go: runs the fetch its fault claimed, if any. */
 void remote_run_pending(cram_engine* e);
 /* Without the engine lock: waits until the page at pte is no longer FETCHING (the faulting-thread service). */

@@ -141,10 +141,9 @@ uint64_t swapin_readahead_end(const cram_engine* e, const cram_region_desc* r, u
     return page + 1 + w < pages ? page + 1 + w : pages;
 }
 
-void swapin_readahead(cram_engine* e, cram_region_desc* r, uint64_t page)
+uint64_t swapin_stream_step(cram_engine* e, cram_region_desc* r, uint64_t page)
 {
-    ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
-    cram_shared* s = e->shared;
+    ASSERT_ENGINE_LOCKED(e);
     uint64_t* next = e->next_swapin[r->id];
     uint32_t* window = e->swapin_window[r->id];
     int k = swapin_stream(e, r, page);
@@ -153,18 +152,26 @@ void swapin_readahead(cram_engine* e, cram_region_desc* r, uint64_t page)
         e->next_swapin_stream[r->id] = (uint8_t)((k + 1) % SWAPIN_STREAMS);
         next[k] = page + 1;
         window[k] = 0;
-        return;
+        return page + 1;
     }
     uint64_t w = next_window(window[k]);
     window[k] = (uint32_t)w;
     uint64_t soft = __atomic_load_n(&e->config.soft_limit_pages, __ATOMIC_RELAXED);
-    uint64_t resident = __atomic_load_n(&s->stats.resident_pages, __ATOMIC_RELAXED);
+    uint64_t resident = __atomic_load_n(&e->shared->stats.resident_pages, __ATOMIC_RELAXED);
     if (soft && resident + w > soft) w = soft > resident ? soft - resident : 0;
     uint64_t pages = r->length >> CRAM_PAGE_SHIFT;
     uint64_t end = page + 1 + w < pages ? page + 1 + w : pages;
-    uint64_t q = page + 1;
     next[k] = end;
-    if (q >= end) return; /* at the soft limit: no window */
+    return end;
+}
+
+void swapin_readahead(cram_engine* e, cram_region_desc* r, uint64_t page)
+{
+    ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
+    cram_shared* s = e->shared;
+    uint64_t end = swapin_stream_step(e, r, page);
+    uint64_t q = page + 1;
+    if (q >= end) return; /* a new stream, or at the soft limit: no window */
     /* The faulting page's read may have read the window already (resolve_swapin). */
     int file = e->file_window_length || file_window_read(e, r, q, end) ? AHEAD_FILE_IN_WINDOW : AHEAD_NO_FILE;
     readahead_quiesce(e); /* the last window's buffer is free once its chunks are mapped */

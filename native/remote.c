@@ -25,18 +25,38 @@
 
 #define REMOTE_QUEUE 4096     /* requests in flight on one node's connection (one per faulting thread at most, in practice) */
 #define REMOTE_LANES_MAX 16   /* faulting-thread fetches that run at once: each lane has its connections, cipher and buffers */
-#define REMOTE_REPLY_MAX (CRAM_PAGE_SIZE + CRAM_REMOTE_TAG_BYTES + 64)
-#define REMOTE_READER_BUFFER (64u << 10) /* a node reader's receive buffer: pipelined replies */
+#define REMOTE_WINDOW_MAX 16  /* pages one request brings in: a faulting page and the readahead after it */
+#define REMOTE_REPLY_MAX (REMOTE_WINDOW_MAX * (CRAM_PAGE_SIZE + CRAM_REMOTE_TAG_BYTES) + 64)
+#define REMOTE_READER_BUFFER (256u << 10) /* a node reader's receive buffer: pipelined replies */
 #define REMOTE_IO_SLICE_MS 250 /* a socket operation's own timeout; the fetch's retries run to config.timeout_ms */
 
+/* One page of a request: its extent lies `offset` bytes into the request's span of the segment,
+ * after the one before it (so one GETRANGE reads them all; a resident page's extent in between is
+ * read and passed over). */
+typedef struct remote_page {
+    uint64_t page;     /* in the request's region */
+    uint64_t old;      /* the page's EVICTED word (restored if the fetch fails) */
+    uint64_t next;     /* the word it gets once mapped: CLEAN(slot) or DIRTY, with working-set bits */
+    uint64_t slot_id;
+    uint32_t offset;   /* of its extent in the span (entry 0: 0) */
+    uint32_t checksum;
+    uint16_t length;
+    uint8_t flags;
+    uint8_t reserved[5];
+} remote_page;
+
+/* A fetch: the faulting page (entry 0) and, for a read that continues a sequential stream, the
+ * evicted pages after it whose extents follow its own on the store (readahead: one request). */
 typedef struct remote_request {
     cram_region_desc* region;
-    uint64_t page;   /* in region */
-    uint64_t old;    /* the page's EVICTED word (restored if the fetch fails) */
-    uint64_t next;   /* the word it gets once mapped: CLEAN(slot) or DIRTY, with working-set bits */
-    uint64_t slot_id, location, t0;
+    uint64_t location; /* entry 0's extent: where the span starts */
+    uint64_t t0;
     uint64_t deadline; /* t0 + the fetch timeout: retried until then, then failed */
-    uint32_t length, checksum, flags, write;
+    uint32_t span;     /* bytes from entry 0's extent to the end of the last one's */
+    uint32_t count;    /* entries, 1..REMOTE_WINDOW_MAX */
+    uint32_t write;    /* entry 0 is a write (then count is 1) */
+    uint32_t reserved;
+    remote_page pages[REMOTE_WINDOW_MAX];
 } remote_request;
 
 /* A node's connection for the service thread's fetches: the service sends (under lock), the node's
@@ -74,6 +94,7 @@ typedef struct crypto_api {
 
 typedef struct remote_lane {
     uint32_t busy;
+    remote_request request;                  /* the fetch it runs */
     int fd[CRAM_REMOTE_MAX_ENDPOINTS];       /* -1: not connected */
     uint64_t peer[CRAM_REMOTE_MAX_ENDPOINTS]; /* the endpoint word fd is connected to */
     void* cipher;                            /* keyed once at configure; only the IV changes per entry */
@@ -97,9 +118,9 @@ typedef struct cram_remote {
     cram_remote_stats stats;
 } cram_remote;
 
-/* The fetch the faulting thread claimed in its SIGBUS handler, run once it lets the lock go. */
-static __thread remote_request t_pending __attribute__((tls_model("initial-exec")));
-static __thread int t_pending_set __attribute__((tls_model("initial-exec")));
+/* The lane holding the fetch the faulting thread claimed in its SIGBUS handler, run once it lets
+ * the lock go (a pointer: a library loaded with dlopen has little static TLS to spare). */
+static __thread struct remote_lane* t_pending __attribute__((tls_model("initial-exec")));
 
 static void futex_wake_word(uint64_t* pte)
 {
@@ -233,10 +254,17 @@ static size_t segment_key(const cram_remote* rm, uint32_t segment, char* key)
     return (size_t)(p - key);
 }
 
-/* The bytes of the extent q names on the store: the stored bytes, and the tag when sealed. */
+/* The bytes of an entry's extent on the store: the stored bytes, and the tag when sealed. */
+static uint32_t entry_bytes(const cram_remote* rm, const remote_page* entry)
+{
+    return entry->length + (rm->config.sealed ? CRAM_REMOTE_TAG_BYTES : 0);
+}
+
+/* The bytes q reads: its span of the segment. */
 static uint32_t extent_bytes(const cram_remote* rm, const remote_request* q)
 {
-    return q->length + (rm->config.sealed ? CRAM_REMOTE_TAG_BYTES : 0);
+    (void)rm;
+    return q->span;
 }
 
 /* q's GETRANGE request into out (at least 256 bytes); returns its length. */
@@ -274,6 +302,7 @@ static int fetch_once(cram_remote* rm, remote_lane* l, const remote_request* q, 
         return -1;
     }
     if (n != (int64_t)extent_bytes(rm, q)) return -1; /* nil (no such key yet: a failover), an error reply, a short value */
+    add_counter(&rm->stats.requests, 1);
     add_counter(&rm->stats.fetch_ns, now_ns() - t0);
     add_counter(&rm->stats.fetch_bytes, (uint64_t)n);
     *out = l->reply + body;
@@ -282,14 +311,13 @@ static int fetch_once(cram_remote* rm, remote_lane* l, const remote_request* q, 
 
 /* ------------------------------------------------------------------ open, check, decode, publish */
 
-/* The stored bytes of q from its extent: AES-GCM opened into plain (sealed), else as they are. */
-static const unsigned char* open_extent(cram_remote* rm, void* cipher, unsigned char* plain, const remote_request* q, const unsigned char* extent)
+/* The stored bytes of entry q from its extent (at `offset` in `segment`): AES-GCM opened into plain (sealed), else as they are. */
+static const unsigned char* open_extent(cram_remote* rm, void* cipher, unsigned char* plain, const remote_page* q, uint64_t segment, uint32_t offset,
+                                        const unsigned char* extent)
 {
     if (!rm->config.sealed) return extent;
     uint64_t t0 = now_ns();
     unsigned char iv[12];
-    uint64_t segment = CRAM_REMOTE_SEGMENT(q->location);
-    uint32_t offset = CRAM_REMOTE_OFFSET(q->location);
     memcpy(iv, &segment, 8); /* little-endian, as managed code builds it */
     memcpy(iv + 8, &offset, 4);
     int n = 0, m = 0;
@@ -306,8 +334,8 @@ static const unsigned char* open_extent(cram_remote* rm, void* cipher, unsigned 
     return plain;
 }
 
-/* The page of q into page: 0, or -1 (checksum or LZ4 failed: the stored copy is bad). */
-static int decode(cram_remote* rm, unsigned char* page, const remote_request* q, const unsigned char* stored, uint64_t** counter, cram_shared* s)
+/* The page of entry q into page: 0, or -1 (checksum or LZ4 failed: the stored copy is bad). */
+static int decode(cram_remote* rm, unsigned char* page, const remote_page* q, const unsigned char* stored, uint64_t** counter, cram_shared* s)
 {
     uint64_t t0 = now_ns();
     int ok = crc32c(stored, q->length) == q->checksum;
@@ -327,15 +355,17 @@ static int decode(cram_remote* rm, unsigned char* page, const remote_request* q,
 /* Maps the page and publishes it (FETCHING -> CLEAN or DIRTY), or on failure marks the slot bad and
  * puts the page back to EVICTED (the retried access faults again and gets SIGBUS, as for any copy
  * that cannot be read). Either way whoever waits is woken and the region's fetch count drops. */
-static void publish(cram_engine* e, const remote_request* q, const unsigned char* page, uint64_t* counter)
+static void publish(cram_engine* e, const remote_request* request, uint32_t i, const unsigned char* page, uint64_t* counter)
 {
     cram_shared* s = e->shared;
     cram_remote* rm = e->remote;
-    cram_region_desc* r = q->region;
+    cram_region_desc* r = request->region;
+    const remote_page* q = &request->pages[i];
+    int write = i == 0 && request->write, ahead = i > 0;
     uint64_t* pte = &r->pte[q->page];
     uint64_t addr = r->base + (q->page << CRAM_PAGE_SHIFT);
     cram_slot* slot = slot_get(s, q->slot_id);
-    if (page && uffd_copy(e->uffd, addr, page, CRAM_PAGE_SIZE, !q->write) != 0 && errno != EEXIST) {
+    if (page && uffd_copy(e->uffd, addr, page, CRAM_PAGE_SIZE, !write) != 0 && errno != EEXIST) {
         add_counter(&s->stats.service_errors, 1);
         page = NULL; /* not mapped: back to EVICTED, not bad (the copy is fine); the next fault tries again */
         counter = NULL;
@@ -346,19 +376,23 @@ static void publish(cram_engine* e, const remote_request* q, const unsigned char
     if (page) {
         /* Counted before the page is published and its thread woken, as every swap-in is. */
         resident_add(e, 1);
-        if (!q->write) {
+        if (!write) {
             clean_copy_count(s, q->slot_id, +1);
             slot_flags_or(slot, CRAM_SLOT_REFERENCED);
         }
-        add_counter(counter, 1);
-        add_counter(&r->faults_swapin, 1);
         add_counter(&rm->stats.fetches, 1);
-        uint64_t us = (now_ns() - q->t0) / 1000;
-        uint32_t b = us ? 64 - (uint32_t)__builtin_clzll(us) : 0;
-        if (b >= CRAM_SWAPIN_LATENCY_BUCKETS) b = CRAM_SWAPIN_LATENCY_BUCKETS - 1;
-        add_counter(&s->stats.swapin_latency_us_log2[b], 1);
+        if (ahead) {
+            add_counter(&s->stats.readahead_pages, 1); /* read ahead, as the local window's pages: not a fault */
+        } else {
+            add_counter(counter, 1);
+            add_counter(&r->faults_swapin, 1);
+            uint64_t us = (now_ns() - request->t0) / 1000;
+            uint32_t b = us ? 64 - (uint32_t)__builtin_clzll(us) : 0;
+            if (b >= CRAM_SWAPIN_LATENCY_BUCKETS) b = CRAM_SWAPIN_LATENCY_BUCKETS - 1;
+            add_counter(&s->stats.swapin_latency_us_log2[b], 1);
+        }
         pte_store(pte, q->next);
-        if (q->write) stale_push(s, q->slot_id);
+        if (write) stale_push(s, q->slot_id);
     } else {
         pte_store(pte, q->old);
     }
@@ -368,25 +402,31 @@ static void publish(cram_engine* e, const remote_request* q, const unsigned char
     __atomic_fetch_sub(&rm->stats.inflight, 1, __ATOMIC_RELAXED);
 }
 
-/* Ends a fetch with the extent the store returned (NULL: it never answered in time): opened,
- * decoded and published, or failed (said once on stderr, as the kernel logs a swap read error). */
+/* Ends a fetch with the extents the store returned, back to back (NULL: it never answered in
+ * time): each entry opened, decoded and published, or failed (said once on stderr, as the kernel
+ * logs a swap read error). */
 static void finish(cram_engine* e, const remote_request* q, const unsigned char* extent, void* cipher, unsigned char* plain, unsigned char* page)
 {
     cram_remote* rm = e->remote;
-    const unsigned char* stored = extent ? open_extent(rm, cipher, plain, q, extent) : NULL;
-    uint64_t* counter = NULL;
-    int ok = stored && decode(rm, page, q, stored, &counter, e->shared) == 0;
-    if (!ok) {
-        char line[240];
-        int n = snprintf(line, sizeof line, "cramcore: remote fetch of page at 0x%llx failed: %s (segment %x, node %u)\n",
-                         (unsigned long long)(q->region->base + (q->page << CRAM_PAGE_SHIFT)),
-                         !extent ? "the store did not answer within the read timeout"
-                                 : !stored ? "the sealed extent failed its AES-GCM tag (tampered with, or not this engine's)"
-                                           : "the stored copy on the remote store failed its checksum",
-                         CRAM_REMOTE_SEGMENT(q->location), CRAM_REMOTE_NODE(q->location));
-        if (n > 0) { ssize_t w = write(STDERR_FILENO, line, (size_t)(n < (int)sizeof line ? n : (int)sizeof line - 1)); (void)w; }
+    uint64_t segment = CRAM_REMOTE_SEGMENT(q->location);
+    for (uint32_t i = 0; i < q->count; i++) {
+        const remote_page* entry = &q->pages[i];
+        uint32_t offset = CRAM_REMOTE_OFFSET(q->location) + entry->offset;
+        const unsigned char* stored = extent ? open_extent(rm, cipher, plain, entry, segment, offset, extent + entry->offset) : NULL;
+        uint64_t* counter = NULL;
+        int ok = stored && decode(rm, page, entry, stored, &counter, e->shared) == 0;
+        if (!ok) {
+            char line[240];
+            int n = snprintf(line, sizeof line, "cramcore: remote fetch of page at 0x%llx failed: %s (segment %x, node %u)\n",
+                             (unsigned long long)(q->region->base + (entry->page << CRAM_PAGE_SHIFT)),
+                             !extent ? "the store did not answer within the read timeout"
+                                     : !stored ? "the sealed extent failed its AES-GCM tag (tampered with, or not this engine's)"
+                                               : "the stored copy on the remote store failed its checksum",
+                             (uint32_t)segment, CRAM_REMOTE_NODE(q->location));
+            if (n > 0) { ssize_t w = write(STDERR_FILENO, line, (size_t)(n < (int)sizeof line ? n : (int)sizeof line - 1)); (void)w; }
+        }
+        publish(e, q, i, ok ? page : NULL, counter);
     }
-    publish(e, q, ok ? page : NULL, counter);
 }
 
 /* ------------------------------------------------------------------ the faulting thread's fetch */
@@ -406,11 +446,11 @@ static remote_lane* lane_take(cram_remote* rm)
 
 static void lane_release(remote_lane* l) { __atomic_store_n(&l->busy, 0, __ATOMIC_RELEASE); }
 
-/* Runs one claimed fetch to its end on a lane, retrying (reconnecting, with backoff) until its deadline. */
-static void fetch_run(cram_engine* e, const remote_request* q)
+/* Runs the fetch a lane holds to its end, retrying (reconnecting, with backoff) until its deadline; then lets the lane go. */
+static void fetch_run(cram_engine* e, remote_lane* l)
 {
     cram_remote* rm = e->remote;
-    remote_lane* l = lane_take(rm);
+    const remote_request* q = &l->request;
     uint64_t backoff = 200000;
     const unsigned char* extent = NULL;
     while (fetch_once(rm, l, q, &extent) != 0) {
@@ -602,6 +642,7 @@ static void* node_reader_main(void* arg)
             pthread_mutex_unlock(&n->lock);
             if (value == (int64_t)extent_bytes(rm, &q)) {
                 add_counter(&rm->stats.fetch_bytes, (uint64_t)value);
+                add_counter(&rm->stats.requests, 1);
                 add_counter(&rm->stats.fetch_ns, now_ns() - q.t0);
                 finish(e, &q, buf + at + body, n->cipher, plain, page);
             } else if (now_ns() < q.deadline) { /* nil (a failover in progress), an error reply, a short value: again, a moment later */
@@ -627,39 +668,80 @@ static void* node_reader_main(void* arg)
 
 /* ------------------------------------------------------------------ the fault path's side */
 
+/* The word a page evicted with word p gets once fetched: CLEAN(slot) for a read, DIRTY for a write,
+ * with the working-set bits resolve_swapin would give it (`fault`: a fault's own page, not read ahead). */
+static uint64_t fetched_word(cram_shared* s, uint64_t p, int write, int fault)
+{
+    uint64_t id = CRAM_PTE_SLOT(p);
+    uint64_t next = write ? CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0) | CRAM_PTE_REFERENCED : CRAM_PTE_MAKE(CRAM_PTE_CLEAN, id);
+    if (!fault) return next; /* readahead sets neither ACTIVE nor TRIAL ("Working set") */
+    uint64_t threshold = __atomic_load_n(&s->activate_distance_pages, __ATOMIC_RELAXED);
+    if (threshold && (p & CRAM_PTE_STAMPED)) {
+        uint64_t now = __atomic_load_n(&s->stats.evicted_pages_total, __ATOMIC_RELAXED) / CRAM_EVICTION_STAMP_UNIT;
+        if ((((now - CRAM_PTE_STAMP(p)) & 0xFFFFull) + 1) * CRAM_EVICTION_STAMP_UNIT <= threshold) {
+            add_counter(&s->stats.workingset_activations, 1);
+            return next | CRAM_PTE_ACTIVE;
+        }
+    }
+    return write ? next : next | CRAM_PTE_TRIAL;
+}
+
+/* Under the engine lock: page (word p) EVICTED -> FETCHING as q's next entry, its extent `offset`
+ * bytes into the span; logged, counted in flight. */
+static int claim_entry(cram_engine* e, cram_region_desc* r, remote_request* q, uint64_t page, uint64_t p, int write, uint32_t offset)
+{
+    cram_shared* s = e->shared;
+    uint64_t id = CRAM_PTE_SLOT(p);
+    cram_slot* slot = slot_get(s, id);
+    if (!pte_cas(&r->pte[page], p, CRAM_PTE_MAKE(CRAM_PTE_FETCHING, id))) return 0;
+    remote_page* entry = &q->pages[q->count++];
+    *entry = (remote_page){
+        .page = page, .old = p, .next = fetched_word(s, p, write, q->count == 1), .slot_id = id, .offset = offset,
+        .checksum = slot->checksum, .length = slot->length, .flags = (uint8_t)slot_flags(slot),
+    };
+    q->span = offset + entry_bytes(e->remote, entry);
+    fault_log_append(s, r->id, page);
+    __atomic_fetch_add(&e->remote->inflight[r->id], 1, __ATOMIC_ACQ_REL);
+    __atomic_fetch_add(&e->remote->stats.inflight, 1, __ATOMIC_RELAXED);
+    return 1;
+}
+
 void remote_claim(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t p, int write, uint64_t t0)
 {
     ASSERT_ENGINE_LOCKED(e);
     cram_shared* s = e->shared;
     cram_remote* rm = e->remote;
-    uint64_t id = CRAM_PTE_SLOT(p);
-    cram_slot* slot = slot_get(s, id);
-    uint64_t next = write ? CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0) | CRAM_PTE_REFERENCED : CRAM_PTE_MAKE(CRAM_PTE_CLEAN, id);
-    uint64_t threshold = __atomic_load_n(&s->activate_distance_pages, __ATOMIC_RELAXED);
-    if (threshold && (p & CRAM_PTE_STAMPED)) { /* the working set, as resolve_swapin decides it */
-        uint64_t now = __atomic_load_n(&s->stats.evicted_pages_total, __ATOMIC_RELAXED) / CRAM_EVICTION_STAMP_UNIT;
-        if ((((now - CRAM_PTE_STAMP(p)) & 0xFFFFull) + 1) * CRAM_EVICTION_STAMP_UNIT <= threshold) {
-            next |= CRAM_PTE_ACTIVE;
-            add_counter(&s->stats.workingset_activations, 1);
-        } else if (!write) next |= CRAM_PTE_TRIAL;
-    } else if (!write) next |= CRAM_PTE_TRIAL;
-    uint32_t node = CRAM_REMOTE_NODE(slot->location);
-    if (!rm || (!e->faulting_thread && !rm->nodes[node])) { /* never configured, or a node never published: nothing can be fetched */
+    cram_slot* slot = slot_get(s, CRAM_PTE_SLOT(p));
+    uint64_t location = slot->location;
+    if (!rm || (!e->faulting_thread && !rm->nodes[CRAM_REMOTE_NODE(location)])) { /* never configured, or a node never published */
         add_counter(&s->stats.service_errors, 1);
         return;
     }
-    remote_request q = {
-        .region = r, .page = page, .old = p, .next = next, .slot_id = id, .location = slot->location, .t0 = t0,
-        .deadline = t0 + (uint64_t)rm->config.timeout_ms * 1000000ull,
-        .length = slot->length, .checksum = slot->checksum, .flags = slot_flags(slot), .write = (uint32_t)write,
-    };
-    if (!pte_cas(&r->pte[page], p, CRAM_PTE_MAKE(CRAM_PTE_FETCHING, id))) { add_counter(&s->stats.service_errors, 1); return; }
-    fault_log_append(s, r->id, page);
-    __atomic_fetch_add(&rm->inflight[r->id], 1, __ATOMIC_ACQ_REL);
-    __atomic_fetch_add(&rm->stats.inflight, 1, __ATOMIC_RELAXED);
-    if (e->faulting_thread) { /* this thread fetches, once it lets the lock go (remote_run_pending) */
-        t_pending = q;
-        t_pending_set = 1;
+    remote_request q = { .region = r, .location = location, .t0 = t0,
+                         .deadline = t0 + (uint64_t)rm->config.timeout_ms * 1000000ull, .write = (uint32_t)write };
+    if (!claim_entry(e, r, &q, page, p, write, 0)) { add_counter(&s->stats.service_errors, 1); return; }
+    /* A read that continues a sequential stream: the evicted pages after it whose extents follow its
+     * own in the segment come in the same request, up to the stream's window. Pages with no extent
+     * in the segment (resident, empty, zero or same-filled, in the pool) are passed over, and so is
+     * the extent of a resident page that still names one there (its bytes are read and dropped), so
+     * a scan of mixed or half-read memory still takes a window a request. */
+    uint64_t end = write || __atomic_load_n(&s->memory_wait_us, __ATOMIC_RELAXED) ? page + 1 : swapin_stream_step(e, r, page);
+    uint32_t tag = rm->config.sealed ? CRAM_REMOTE_TAG_BYTES : 0;
+    for (uint64_t next = page + 1; next < end && q.count < REMOTE_WINDOW_MAX; next++) {
+        uint64_t w = load_acquire(&r->pte[next]);
+        uint32_t state = CRAM_PTE_STATE(w);
+        if (!pte_names_slot(state) || CRAM_PTE_SLOT(w) == CRAM_SLOT_ZERO) continue; /* no copy, or a zero page */
+        cram_slot* ahead = slot_get(s, CRAM_PTE_SLOT(w));
+        if (ahead->backend != CRAM_BACKEND_REMOTE) continue; /* its copy is elsewhere */
+        uint64_t bytes = (uint64_t)ahead->length + tag;
+        if (ahead->location != location + q.span || q.span + bytes > REMOTE_WINDOW_MAX * (CRAM_PAGE_SIZE + CRAM_REMOTE_TAG_BYTES)) break;
+        if (state != CRAM_PTE_EVICTED) { q.span += (uint32_t)bytes; continue; } /* resident (or being fetched): passed over */
+        if ((slot_flags(ahead) & CRAM_SLOT_BAD) || !claim_entry(e, r, &q, next, w, 0, q.span)) break;
+    }
+    if (e->faulting_thread) { /* this thread fetches on a lane, once it lets the lock go (remote_run_pending) */
+        remote_lane* l = lane_take(rm); /* lanes are let go without the engine lock: a wait here ends */
+        l->request = q;
+        t_pending = l;
         return;
     }
     node_submit(rm, &q);
@@ -667,10 +749,10 @@ void remote_claim(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t p
 
 void remote_run_pending(cram_engine* e)
 {
-    if (!t_pending_set) return;
-    t_pending_set = 0;
-    remote_request q = t_pending;
-    fetch_run(e, &q);
+    remote_lane* l = t_pending;
+    if (!l) return;
+    t_pending = NULL;
+    fetch_run(e, l);
 }
 
 void remote_wait(cram_engine* e, uint64_t* pte)

@@ -175,8 +175,10 @@ public sealed record CramStats
     public long RemoteBytesWritten { get; init; }
     /// <summary>Remote segments deleted because every entry in them died (cumulative).</summary>
     public long RemoteSegmentsDeleted { get; init; }
-    /// <summary>Remote entries fetched by faults (cumulative).</summary>
+    /// <summary>Pages fetched from the remote store (cumulative): faults' own and read ahead.</summary>
     public long RemoteFetches { get; init; }
+    /// <summary>Requests to the remote store that brought pages in (cumulative): one per remote swap-in fault, with the pages a sequential reader's readahead adds to it.</summary>
+    public long RemoteRequests { get; init; }
     /// <summary>Fetch attempts that failed and were retried, reconnecting (cumulative).</summary>
     public long RemoteFetchRetries { get; init; }
     /// <summary>Fetches that failed for good (the store unreachable past <see cref="CramOptions.RemoteReadTimeout"/>, or a copy that did not verify): SIGBUS, as a read error (cumulative).</summary>

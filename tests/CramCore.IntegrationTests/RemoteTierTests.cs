@@ -81,6 +81,9 @@ public sealed unsafe class RemoteTierTests
             }
             CramStats after = engine.GetStats();
             Assert.True(after.RemoteFetches >= remote / 2, $"{after.RemoteFetches} fetches for {remote} remote pages");
+            // Read in order: a request brings a page and the pages after it whose extents follow it on the store (readahead).
+            Assert.True(after.ReadaheadPages > 0 && after.RemoteRequests * 4 <= after.RemoteFetches,
+                $"{after.RemoteRequests} requests for {after.RemoteFetches} remote pages read in order ({after.ReadaheadPages} read ahead)");
             Assert.Equal(0, after.RemoteFetchFailures);
             Assert.Equal(0, after.BadPageFaults);
             Assert.True(after.RemoteOpenMeanMicroseconds > 0, "sealed entries were opened");

@@ -11,7 +11,7 @@ internal sealed record RemoteBenchResult(
     double FillMibS, double RemoteSwapinP50Us, double RemoteSwapinP99Us, double StoreGetP50Us, double Lz4DecompressUs, double DecryptUs,
     double LocalSwapinP50Us, double LocalSwapinP50WithRemoteUs, double BytesSentPerEvictedByte, long[] NodeBytes,
     long FailoverPagesLost, long Mismatches,
-    double RemoteOverFloor, double LocalWithRemoteOverAlone, double NodeBytesMaxDeviation, double FailoverRecoverMs, string Failover,
+    double RemoteOverFloor, double LocalWithRemoteOverAlone, double RemoteSeqMibS, double RemoteSeqPagesPerRequest, double NodeBytesMaxDeviation, double FailoverRecoverMs, string Failover,
     double SealUs, double RemoteFetchMeanUs, long RemoteFetchRetries, long RemoteFetchFailures,
     string Source, long SizeBytes, long LimitBytes, long PoolLimitBytes, string Store, bool Cluster, int Replicas, bool Encrypted,
     long RemotePagesAfterFill, long RemoteBytesWritten, long WritebackPages, int SamplesRemote, int SamplesLocal, int SamplesStore,
@@ -172,7 +172,24 @@ internal static unsafe class BenchRemoteCommand
         reader.Join();
         GC.KeepAlive(acc);
 
-        (long lost, double recoverMs, string failover) = Failover(engine, region, source, store, servers, remotePages.Skip(2 * remoteSamples).ToList(), ref mismatches);
+        // The rest of the remote pages but a few (the failover's), read in order: readahead brings a window a request.
+        List<long> rest = remotePages.Skip(2 * remoteSamples).ToList();
+        List<long> forFailover = rest.TakeLast(Math.Min(256, rest.Count / 2)).ToList();
+        List<long> sequential = rest.SkipLast(forFailover.Count).Order().ToList();
+        BenchSupport.Progress($"sequential: {sequential.Count} remote pages read in order");
+        CramStats beforeSeq = engine.GetStats();
+        long ts = Stopwatch.GetTimestamp();
+        long seqAcc = 0;
+        foreach (long page in sequential)
+        {
+            seqAcc += Volatile.Read(ref *(long*)(region.Pointer + page * P));
+        }
+        double seqSeconds = Stopwatch.GetElapsedTime(ts).TotalSeconds;
+        GC.KeepAlive(seqAcc);
+        CramStats afterSeq = engine.GetStats();
+        long seqRequests = afterSeq.RemoteRequests - beforeSeq.RemoteRequests;
+
+        (long lost, double recoverMs, string failover) = Failover(engine, region, source, store, servers, forFailover, ref mismatches);
 
         BenchSupport.Progress("verify every page");
         var scratch = new byte[P];
@@ -204,6 +221,8 @@ internal static unsafe class BenchRemoteCommand
             Mismatches: mismatches,
             RemoteOverFloor: Math.Round(remoteP50 / (storeP50 + decode + open), 2),
             LocalWithRemoteOverAlone: Math.Round(localWithP50 / localP50, 2),
+            RemoteSeqMibS: seqSeconds == 0 ? 0 : Math.Round(sequential.Count * (double)P / (1 << 20) / seqSeconds, 1),
+            RemoteSeqPagesPerRequest: seqRequests == 0 ? 0 : Math.Round((double)(afterSeq.RemoteFetches - beforeSeq.RemoteFetches) / seqRequests, 2),
             NodeBytesMaxDeviation: mean == 0 ? 0 : Math.Round(nodeBytes.Max(b => Math.Abs(b - mean)) / mean, 3),
             FailoverRecoverMs: Math.Round(recoverMs, 1),
             Failover: failover,

@@ -434,6 +434,7 @@ internal unsafe struct NativeRemoteConfig
 internal struct NativeRemoteStats
 {
     public ulong Fetches;
+    public ulong Requests;
     public ulong FetchBytes;
     public ulong FetchRetries;
     public ulong FetchFailures;
