@@ -7,7 +7,7 @@
 #   ./build.sh demo       build, then run `cram demo` (the main job)
 #   ./build.sh bench      build, then run the BenchmarkDotNet suite (args after `bench` go to it)
 #   ./build.sh cram ARGS  run the built `cram` CLI, e.g. ./build.sh cram bench faults --json
-#   ./build.sh pack       build, then write CramCore.<version>.nupkg and .snupkg to artifacts/packages
+#   ./build.sh pack       build, then write CramCore.<version>.nupkg, CramCore.Redis.<version>.nupkg and their .snupkg to artifacts/packages
 # On a fresh Debian machine it installs what is missing (gcc/make, liblz4, redis-server and redis-tools for the remote tier's tests).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -84,7 +84,8 @@ case "$cmd" in
   pack)
     build
     dotnet pack src/CramCore/CramCore.csproj -c "$config" --no-build -nologo -v:q -o "$root/artifacts/packages" "$@"
-    ls -1 "$root"/artifacts/packages/CramCore.*nupkg >&2
+    dotnet pack src/CramCore.Redis/CramCore.Redis.csproj -c "$config" --no-build -nologo -v:q -o "$root/artifacts/packages" "$@"
+    ls -1 "$root"/artifacts/packages/CramCore*.nupkg >&2
     ;;
   cram)
     [ -f "$cram_dll" ] || build

@@ -69,6 +69,7 @@ void resident_add(cram_engine* e, uint64_t n)
 static void throttle(cram_engine* e, uint64_t want)
 {
     ASSERT_ENGINE_LOCKED(e); /* called by the service (or prefetch) inside one hold of the engine lock */
+    if (!want) return; /* the fault adds no page */
     cram_stats* st = &e->shared->stats;
     uint32_t* stalled = &e->shared->reclaim_stalled;
     uint64_t* memory_wait = &e->shared->memory_wait_us;
@@ -114,11 +115,15 @@ static int first_touch_stream(const cram_engine* e, const cram_region_desc* r, u
 
 /* How many pages a MISSING fault at page would like room for below the hard limit: a fault-around
  * block for a first touch that continues a stream (a fill), capped at a sixteenth of the limit;
- * one for anything else. Under the engine lock, after pte_prefault. */
+ * none for a page that is neither EMPTY nor EVICTED (a duplicate message, a page FETCHING: a
+ * faulting thread woken by a signal retries its access and faults again, and must not wait at the
+ * limit for a page it does not add); one for anything else. Under the engine lock, after pte_prefault. */
 static uint64_t throttle_want(const cram_engine* e, const cram_region_desc* r, uint64_t page)
 {
     uint64_t around = e->config.fault_around_pages;
-    if (around <= 1 || page == 0 || CRAM_PTE_STATE(load_acquire(&r->pte[page])) != CRAM_PTE_EMPTY) return 1;
+    uint32_t state = CRAM_PTE_STATE(load_acquire(&r->pte[page]));
+    if (state != CRAM_PTE_EMPTY && state != CRAM_PTE_EVICTED) return 0; /* resolved already, or being fetched: adds nothing */
+    if (around <= 1 || page == 0 || state != CRAM_PTE_EMPTY) return 1;
     if (first_touch_stream(e, r, page) < 0) return 1;
     uint64_t cap = __atomic_load_n(&e->config.hard_limit_pages, __ATOMIC_RELAXED) / 16;
     return around < cap ? around : cap > 1 ? cap : 1;

@@ -38,11 +38,12 @@ var limitOption = new Option<string>("--limit") { Description = "Resident limit 
 var threadsOption = new Option<int>("--threads") { Description = "Worker threads.", DefaultValueFactory = _ => 2 };
 var secondsOption = new Option<int>("--seconds") { Description = "Length of the random read/write workload.", DefaultValueFactory = _ => 10 };
 var backingFileOption = new Option<string?>("--backing-file") { Description = "Write the coldest compressed pages back to this file (must not exist; unlinked at once), with a pool limit small enough that it happens." };
-var poolLimitOption = new Option<string>("--pool-limit") { Description = "Compressed pool limit (e.g. 256m); default: none, or size/16 with --backing-file.", DefaultValueFactory = _ => "0" };
+var poolLimitOption = new Option<string>("--pool-limit") { Description = "Compressed pool limit (e.g. 256m); 0: none, or size/16 (at least 16m) with --backing-file or --remote.", DefaultValueFactory = _ => "0" };
+var remoteOption = new Option<string?>("--remote") { Arity = ArgumentArity.ZeroOrOne, Description = "Put the coldest compressed pages on a remote RESP store (sealed, in segments), with a pool limit small enough that it happens: --remote alone starts a redis-server on loopback for the demo; --remote HOST:PORT[,HOST:PORT…] uses a given store or cluster (StackExchange.Redis syntax, password=… allowed)." };
 var cramOption = new Option<bool>("--cram") { Description = "Enable the CRAM node: an emulated compressed-RAM device of size/16 that takes very compressible pages read-only in place, 1024 pages writable." };
 var demo = new Command("demo", "Fill a large region with a realistic mix under a resident limit, run a skewed read/write workload, verify every page.")
 {
-    sizeOption, limitOption, threadsOption, secondsOption, corpusOption, backingFileOption, poolLimitOption, cramOption, faultServiceOption, jsonOption,
+    sizeOption, limitOption, threadsOption, secondsOption, corpusOption, backingFileOption, remoteOption, poolLimitOption, cramOption, faultServiceOption, jsonOption,
 };
 demo.SetAction(r => Guard(r, () => DemoCommand.Run(new DemoCommand.Settings(
     Measure.ParseSize(r.GetValue(sizeOption)!, "--size"),
@@ -54,7 +55,8 @@ demo.SetAction(r => Guard(r, () => DemoCommand.Run(new DemoCommand.Settings(
     r.GetValue(backingFileOption),
     Measure.ParseSize(r.GetValue(poolLimitOption)!, "--pool-limit"),
     r.GetValue(cramOption),
-    BenchSupport.ParseFaultService(r.GetValue(faultServiceOption))))));
+    BenchSupport.ParseFaultService(r.GetValue(faultServiceOption)),
+    r.GetResult(remoteOption) is null ? null : r.GetValue(remoteOption) ?? ""))));
 root.Subcommands.Add(demo);
 
 // cram bench faults|reclaim

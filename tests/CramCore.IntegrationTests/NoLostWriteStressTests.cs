@@ -39,6 +39,8 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         Advice,
         MemoryLimit,
         FileReadahead,
+        /// <summary>The remote tier on a real redis-server (durable), killed and restarted once mid-run; sweeps read windows back.</summary>
+        Remote,
     }
 
     /// <summary>Every mode with each fault service: the service thread, and the faulting thread (faults resolved in CramCore's SIGBUS handler, racing eviction, writeback, hints and forced GCs).</summary>
@@ -49,7 +51,10 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         {
             foreach (Mode mode in Enum.GetValues<Mode>())
             {
-                data.Add(mode, service);
+                if (mode != Mode.Remote || RespStore.Missing is null) // no store here: the mode is left out (RemoteTierTests say why they skip)
+                {
+                    data.Add(mode, service);
+                }
             }
         }
         return data;
@@ -62,9 +67,13 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         const int pages = 4096, writers = 2;
         string dir = Directory.CreateTempSubdirectory("cramcore-stress-").FullName;
         using var cleanup = new DeleteOnDispose(dir);
+        using CramCore.Cli.RespServer? server = mode == Mode.Remote ? CramCore.Cli.RespServer.Start(durable: true) : null;
+        using CramCore.Redis.RedisRemoteStore? store = server is null ? null : CramCore.Redis.RedisRemoteStore.Connect(server.ToString());
         using var engine = CramEngine.Create(new CramOptions
         {
-            ResidentLimitBytes = mode is not (Mode.Plain or Mode.Readahead or Mode.CleanCopies or Mode.MemoryLimit or Mode.FileReadahead) ? 2L << 20 : 0,
+            RemoteStore = store,
+            RemoteReadTimeout = TimeSpan.FromSeconds(20), // the restart takes a moment: reads wait for it
+            ResidentLimitBytes = mode is not (Mode.Plain or Mode.Readahead or Mode.CleanCopies or Mode.MemoryLimit or Mode.FileReadahead or Mode.Remote) ? 2L << 20 : 0,
             // Advice: with the limit too, so prefetch meets it and hot pages have to go when it needs them.
             FaultServiceSpin = TimeSpan.Zero,
             FaultService = faultService,
@@ -79,8 +88,8 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             // CleanCopies: ghost mode with a pool of a quarter of the data, so reclaim keeps letting go
             // of the copies read-back pages keep while writers and readers race it.
             // FileReadahead: most copies in the file, read back by sweeps through the file window.
-            CompressedPoolLimitBytes = mode is Mode.Writeback ? 2L << 20 : mode is Mode.CleanCopies or Mode.FileReadahead ? 1L << 20 : 0,
-            PoolArenaBytes = mode is Mode.Writeback or Mode.CleanCopies or Mode.MemoryLimit or Mode.FileReadahead ? 1L << 20 : 64L << 20,
+            CompressedPoolLimitBytes = mode is Mode.Writeback ? 2L << 20 : mode is Mode.CleanCopies or Mode.FileReadahead or Mode.Remote ? 1L << 20 : 0,
+            PoolArenaBytes = mode is Mode.Writeback or Mode.CleanCopies or Mode.MemoryLimit or Mode.FileReadahead or Mode.Remote ? 1L << 20 : 64L << 20,
             CramDevice = mode == Mode.Cram ? new EmulatedCramDevice(1L << 20) : null, // room for part of the placeable pages
             WritableBudgetPages = mode == Mode.Cram ? 16 : 0,
         });
@@ -170,7 +179,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             long sum = 0;
             while (DateTime.UtcNow < stop)
             {
-                if (mode is Mode.Readahead or Mode.FileReadahead || (mode == Mode.Advice && rng.Next(64) == 0))
+                if (mode is Mode.Readahead or Mode.FileReadahead or Mode.Remote || (mode == Mode.Advice && rng.Next(64) == 0))
                 {
                     // A sweep: every page of a run in order, the pattern readahead follows (Advice: now
                     // and then, so windows are claimed and mapped while owners discard their pages).
@@ -221,10 +230,16 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         }
 
         long maintenance = 0;
+        bool restarted = false;
         void Maintain()
         {
             while (DateTime.UtcNow < stop)
             {
+                if (server is not null && !restarted && DateTime.UtcNow > stop - TimeSpan.FromSeconds(Seconds / 2.0))
+                {
+                    server.Restart(); // killed and started again from its append-only file: writes pause, reads wait
+                    restarted = true;
+                }
                 engine.Maintenance.CompactBackingFile();
                 engine.Maintenance.WriteBack(256 << 10);
                 if (engine.Maintenance.SweepZombies() != 0)
@@ -237,7 +252,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         }
 
         var threads = new List<Thread>();
-        if (mode is Mode.Writeback or Mode.FileReadahead)
+        if (mode is Mode.Writeback or Mode.FileReadahead or Mode.Remote)
         {
             threads.Add(new Thread(Maintain));
         }
@@ -247,7 +262,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             threads.Add(new Thread(() => Writer(id)));
         }
         threads.Add(new Thread(() => Reader(7)));
-        if (mode is Mode.Readahead or Mode.FileReadahead)
+        if (mode is Mode.Readahead or Mode.FileReadahead or Mode.Remote)
         {
             threads.Add(new Thread(() => Reader(8)));
         }
@@ -308,6 +323,11 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         if (mode == Mode.Writeback)
         {
             Assert.True(s.WritebackPages > 0 && s.RefaultsFromFile > 0, $"writeback {s.WritebackPages}, from file {s.RefaultsFromFile}");
+        }
+        if (mode == Mode.Remote)
+        {
+            Assert.True(restarted && s.WritebackPages > 0 && s.RemoteFetches > 0 && s.RemoteFetchFailures == 0,
+                $"restarted {restarted} (maintenance rounds {maintenance}), to the store {s.WritebackPages}, fetched {s.RemoteFetches} in {s.RemoteRequests} requests, failed {s.RemoteFetchFailures}, retries {s.RemoteFetchRetries}");
         }
         if (mode == Mode.FileReadahead)
         {

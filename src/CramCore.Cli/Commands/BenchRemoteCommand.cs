@@ -65,7 +65,7 @@ internal static unsafe class BenchRemoteCommand
         {
             if (storeAddress is null)
             {
-                BenchSupport.Progress(cluster ? "starting a local cluster: 3 masters, 1 replica each (redis-server on loopback)" : "starting a local store (redis-server on loopback, fsynced append-only file)");
+                BenchSupport.Progress(cluster ? "starting a local cluster: 3 masters, 1 replica each (redis-server on loopback)" : "starting a local store (redis-server on loopback, append-only file)");
                 servers = cluster ? RespServer.Cluster(masters: 3, replicas: 1) : [RespServer.Start(durable: true)];
             }
             string configuration = storeAddress ?? string.Join(',', servers.Take(cluster ? 3 : 1));
@@ -366,7 +366,7 @@ internal static unsafe class BenchRemoteCommand
 
     /// <summary>
     /// The store dies while a remote page is read: a self-started single store is killed (SIGKILL)
-    /// and restarted 300 ms later from its fsynced append-only file; in a self-started cluster the
+    /// and restarted 300 ms later from its append-only file; in a self-started cluster the
     /// master holding the most bytes is killed and its replica promoted. Returns the extents that no
     /// longer read back intact (pages lost), the time the read took (recovery), and what was done.
     /// </summary>

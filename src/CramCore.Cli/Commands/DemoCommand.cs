@@ -15,7 +15,8 @@ internal sealed record DemoResult(
     string? BackingFile, long PoolLimitBytes, long WritebackPages, long WritebackBytes, long FilePages,
     long BackingFileBytes, long RefaultsFromFile, long ChecksumFailures,
     long CramCapacityBytes, long CramPlacedPages, long CramPhysicalUsageBytes, double CramCompressionRatio, long CramOverflowBytes,
-    long CramMadeWritable, long CramMaxWritablePages, long CramPromotions, long CramTrimmedFrames, long CramMovedOut, string FaultService);
+    long CramMadeWritable, long CramMaxWritablePages, long CramPromotions, long CramTrimmedFrames, long CramMovedOut, string FaultService,
+    string? RemoteStore, long RemotePages, long RemoteBytesWritten, long RemoteFetches, long RemoteRequests);
 
 /// <summary>
 /// `cram demo`: fills a large region with a realistic mix under a resident limit, runs a skewed
@@ -28,7 +29,8 @@ internal static unsafe class DemoCommand
     internal const long MinimumLimitBytes = 16L << 20;
 
     internal sealed record Settings(long SizeBytes, long LimitBytes, int Threads, int Seconds, string? Corpus, bool Json,
-        string? BackingFile = null, long PoolLimitBytes = 0, bool Cram = false, CramFaultService FaultService = CramFaultService.Auto);
+        string? BackingFile = null, long PoolLimitBytes = 0, bool Cram = false, CramFaultService FaultService = CramFaultService.Auto,
+        string? Remote = null);
 
     private sealed class Phase(string name, long total)
     {
@@ -62,11 +64,24 @@ internal static unsafe class DemoCommand
         {
             throw new CliException($"--pool-limit: {Measure.Bytes(s.PoolLimitBytes)} must be at least 1m, or 0 for the default.");
         }
-        // With a backing file, a pool far smaller than the data, so writeback runs.
-        long poolLimit = s.PoolLimitBytes > 0 ? s.PoolLimitBytes : s.BackingFile is null ? 0 : Math.Max(16L << 20, s.SizeBytes / 16);
+        if (s.Remote is not null && s.BackingFile is not null)
+        {
+            throw new CliException("--remote and --backing-file: the pool's coldest pages go to one tier below it for now; give one of them.");
+        }
+        if (s.Remote is "" && RespServer.Missing is { } missing)
+        {
+            throw new CliException($"--remote: no store given, and none can be started here: {missing}. Install them, or give --remote HOST:PORT.", ExitCode.Environment);
+        }
+        // With a backing file or a remote store, a pool far smaller than the data, so writeback runs.
+        long poolLimit = s.PoolLimitBytes > 0 ? s.PoolLimitBytes : s.BackingFile is null && s.Remote is null ? 0 : Math.Max(16L << 20, s.SizeBytes / 16);
         PageSource source = s.Corpus is null ? PageSource.Generated() : PageSource.FromCorpus(s.Corpus);
+        // --remote alone: a store of our own on loopback, for the length of the demo.
+        using RespServer? localStore = s.Remote is "" ? RespServer.Start() : null;
+        string? storeAddress = s.Remote is null ? null : localStore?.ToString() ?? s.Remote;
+        using Redis.RedisRemoteStore? store = storeAddress is null ? null : Redis.RedisRemoteStore.Connect(storeAddress);
         using var engine = CramEngine.Create(new CramOptions
         {
+            RemoteStore = store,
             ResidentLimitBytes = s.LimitBytes,
             BackingFile = s.BackingFile,
             CompressedPoolLimitBytes = poolLimit,
@@ -97,6 +112,10 @@ internal static unsafe class DemoCommand
             if (s.BackingFile is not null)
             {
                 AnsiConsole.MarkupLine($"backing file [bold]{Markup.Escape(s.BackingFile)}[/] (unlinked), pool limit {Measure.Bytes(poolLimit)}: the coldest compressed pages are written back to it");
+            }
+            if (storeAddress is not null)
+            {
+                AnsiConsole.MarkupLine($"remote store [bold]{Markup.Escape(storeAddress)}[/]{(localStore is null ? "" : " (a redis-server started for the demo)")}, pool limit {Measure.Bytes(poolLimit)}: the coldest compressed pages go there, sealed (AES-GCM), packed in segments");
             }
         }
 
@@ -277,7 +296,12 @@ internal static unsafe class DemoCommand
             CramPromotions: stats.CramPromotions,
             CramTrimmedFrames: stats.CramTrimmedFrames,
             CramMovedOut: stats.CramMovedOut,
-            FaultService: BenchSupport.Name(stats.FaultService));
+            FaultService: BenchSupport.Name(stats.FaultService),
+            RemoteStore: storeAddress,
+            RemotePages: stats.RemotePages,
+            RemoteBytesWritten: stats.RemoteBytesWritten,
+            RemoteFetches: stats.RemoteFetches,
+            RemoteRequests: stats.RemoteRequests);
         if (s.Json)
         {
             Console.WriteLine(ResultPrinter.ToJson(result));
@@ -297,6 +321,10 @@ internal static unsafe class DemoCommand
             if (s.BackingFile is not null)
             {
                 table.AddRow("backing file: pages / bytes on disk", $"{stats.FilePages:N0} / {Measure.Bytes(stats.BackingFileBytes)} ({Measure.Bytes(stats.WritebackBytes)} written back, {stats.RefaultsFromFile:N0} swap-ins from it)");
+            }
+            if (storeAddress is not null)
+            {
+                table.AddRow("remote store: pages / bytes there", $"{stats.RemotePages:N0} / {Measure.Bytes(stats.RemoteStoredBytes)} ({Measure.Bytes(stats.RemoteBytesWritten)} sent, {stats.RemoteFetches:N0} pages fetched in {stats.RemoteRequests:N0} requests)");
             }
             table.AddRow("effective ratio (logical / (resident + pool))", $"{stats.EffectiveRatio:0.00}×");
             table.AddRow("faults: zero-fill / refault / write-protect", $"{stats.ZeroFillFaults:N0} / {stats.Refaults:N0} / {stats.WriteProtectFaults:N0}");

@@ -121,6 +121,32 @@ internal sealed unsafe class RemoteSegments : ISegmentTier, IDisposable
         return bad;
     }
 
+    /// <summary>The stored bytes of the extent at <paramref name="location"/> (opened, not checked), read with the managed client: for tests that stand in for the native read half.</summary>
+    internal bool TryReadStored(ulong location, int length, byte* destination)
+    {
+        byte[] extent = new byte[length + _tagBytes];
+        using var cancel = new CancellationTokenSource(_timeout);
+        if (_store.ReadAsync(KeyOf(RemoteLocation.Segment(location)), RemoteLocation.Offset(location), extent, cancel.Token).GetAwaiter().GetResult() != extent.Length)
+        {
+            return false;
+        }
+        var plain = new Span<byte>(destination, length);
+        if (_aes is null)
+        {
+            extent.AsSpan(0, length).CopyTo(plain);
+            return true;
+        }
+        try
+        {
+            _aes.Decrypt(Nonce(RemoteLocation.Segment(location), RemoteLocation.Offset(location), stackalloc byte[12]), extent.AsSpan(0, length), extent.AsSpan(length), plain);
+            return true;
+        }
+        catch (AuthenticationTagMismatchException)
+        {
+            return false;
+        }
+    }
+
     private bool Opens(uint segment, int offset, ReadOnlySpan<byte> extent, uint checksum)
     {
         int length = extent.Length - _tagBytes;

@@ -183,6 +183,11 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
         Shared->Stats.ResidentPages++;
     }
 
+    /// <summary>Reads a remote extent's stored bytes (opened) into the destination: what remote.c does natively (FakeStack sets it with a remote tier).</summary>
+    public delegate bool RemoteExtentReader(ulong location, int length, byte* destination);
+
+    public RemoteExtentReader? RemoteReader { get; set; }
+
     /// <summary>The service's read half of every backend: the page's 4096 bytes into <paramref name="destination"/>, checksum checked.</summary>
     private bool ReadCopy(NativeSlot* slot, byte* destination)
     {
@@ -194,8 +199,18 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
                 return true;
             case SlotBackend.Pool:
             case SlotBackend.File:
+            case SlotBackend.Remote:
                 byte* stored;
-                if (slot->Backend == SlotBackend.Pool)
+                if (slot->Backend == SlotBackend.Remote)
+                {
+                    // The native read half (remote.c) fetches and opens the extent; here the tier's managed client does.
+                    if (RemoteReader is null || !RemoteReader(slot->Location, slot->Length, _buffer))
+                    {
+                        return false;
+                    }
+                    stored = _buffer;
+                }
+                else if (slot->Backend == SlotBackend.Pool)
                 {
                     NativePoolHandle* handle = Record<NativePoolHandle>(Shared->HandleDirectory, slot->Location);
                     stored = (byte*)handle->Address;

@@ -25,10 +25,16 @@ internal sealed unsafe class FakeStack : IDisposable
             Shared->BackingFd = File.Descriptor;
             Shared->BackingDirect = File.Direct ? 1u : 0u;
         }
+        if (options.RemoteStore is not null)
+        {
+            Remote = new RemoteSegments(options.RemoteStore, options.RemoteKeyPrefix!, options.RemoteEncryption ? RemoteKey : null, options.RemoteLease,
+                options.RemoteReadTimeout, options.TimeProvider, (i, endPoint) => PublishedNodes[i] = endPoint);
+            Engine.RemoteReader = Remote.TryReadStored;
+        }
         Node = options.CramDevice is null ? null : new CramNode(Engine, Shared, options, Events);
-        Slots = new SlotTable(Shared, Pool, File, Node);
+        Slots = new SlotTable(Shared, Pool, (ISegmentTier?)File ?? Remote, Node);
         Reaper = new Reaper(Engine, Slots);
-        Writeback = File is null ? null : new Writeback(Engine, Slots, options, Events, Maintenance);
+        Writeback = Slots.Tier is null ? null : new Writeback(Engine, Slots, options, Events, Maintenance);
         IPageOperations operations = new NativePageOperations(Engine, Slots);
         Reclaimer = new Reclaimer(Engine, Shared, Engine.Regions, Slots, pageOperations?.Invoke(operations) ?? operations, options, Reaper, Writeback, Events, Maintenance);
     }
@@ -41,6 +47,11 @@ internal sealed unsafe class FakeStack : IDisposable
     public Lock Maintenance { get; } = new();
     public CompressedPool Pool { get; }
     public BackingFile? File { get; }
+    /// <summary>The remote tier's segments (with <see cref="CramOptions.RemoteStore"/>), sealed under <see cref="RemoteKey"/>.</summary>
+    public RemoteSegments? Remote { get; }
+    public byte[] RemoteKey { get; } = [.. Enumerable.Range(1, 32).Select(i => (byte)i)];
+    /// <summary>The endpoints the remote tier gave its (here absent) native read half, by node.</summary>
+    public Dictionary<int, System.Net.IPEndPoint> PublishedNodes { get; } = [];
     public CramNode? Node { get; }
     public SlotTable Slots { get; }
     public Reaper Reaper { get; }
@@ -66,6 +77,7 @@ internal sealed unsafe class FakeStack : IDisposable
         Pool.Dispose();
         Writeback?.Dispose();
         File?.Dispose();
+        Remote?.Dispose();
         Engine.Dispose();
     }
 }
