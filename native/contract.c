@@ -138,7 +138,7 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_remote_stats, fetches); FIELD(cram_remote_stats, requests); FIELD(cram_remote_stats, fetch_bytes); FIELD(cram_remote_stats, fetch_retries);
     FIELD(cram_remote_stats, fetch_failures); FIELD(cram_remote_stats, auth_failures); FIELD(cram_remote_stats, fetch_ns);
     FIELD(cram_remote_stats, open_ns); FIELD(cram_remote_stats, decode_ns); FIELD(cram_remote_stats, waits);
-    FIELD(cram_remote_stats, queued_peak); FIELD(cram_remote_stats, connects); FIELD(cram_remote_stats, inflight);
+    FIELD(cram_remote_stats, queued_peak); FIELD(cram_remote_stats, connects); FIELD(cram_remote_stats, redirects); FIELD(cram_remote_stats, inflight);
 
     STRUCT(cram_contract_entry);
     FIELD(cram_contract_entry, name); FIELD(cram_contract_entry, value); FIELD(cram_contract_entry, kind);

@@ -489,6 +489,7 @@ typedef struct cram_remote_stats {
     uint64_t waits;          /* faults that found their page FETCHING (left to the fetch's wake-up) */
     uint64_t queued_peak;    /* most requests in flight on one node's connection at once (service thread) */
     uint64_t connects;       /* connections opened */
+    uint64_t redirects;      /* cluster redirections followed natively (-MOVED: a failover, a migration) */
     uint64_t inflight;       /* fetches claimed and not yet published */
 } cram_remote_stats;
 
@@ -726,7 +727,7 @@ _Static_assert(sizeof(cram_place) == 24 && offsetof(cram_place, page) == 0 && of
 _Static_assert(sizeof(cram_pool_handle) == 16 && offsetof(cram_pool_handle, address) == 0 &&
                offsetof(cram_pool_handle, length) == 8 && offsetof(cram_pool_handle, zspage) == 12, "cram_pool_handle layout");
 _Static_assert(sizeof(cram_remote_config) == 168 && offsetof(cram_remote_config, timeout_ms) == 152 &&
-               sizeof(cram_remote_stats) == 13 * sizeof(uint64_t), "cram_remote_config / cram_remote_stats layout");
+               sizeof(cram_remote_stats) == 14 * sizeof(uint64_t), "cram_remote_config / cram_remote_stats layout");
 _Static_assert(CRAM_REMOTE_MAX_ENDPOINTS <= 256, "a node index does not fit its 8 bits of a location");
 _Static_assert(sizeof(cram_pool_move) == 24 && offsetof(cram_pool_move, handle) == 0 && offsetof(cram_pool_move, destination) == 8 &&
                offsetof(cram_pool_move, zspage) == 16 && offsetof(cram_pool_move, reserved) == 20, "cram_pool_move layout");

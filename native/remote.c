@@ -204,6 +204,64 @@ parsed:
     return (int64_t)length;
 }
 
+/* A cluster's redirection, "-MOVED <slot> <a.b.c.d>:<port>" (the line at buf, `length` bytes): the
+ * endpoint word it names, or 0. */
+static int connect_node(cram_remote* rm, uint64_t endpoint, unsigned char* scratch);
+
+static uint64_t moved_endpoint(const unsigned char* buf, size_t length)
+{
+    static const char prefix[] = "-MOVED ";
+    if (length < sizeof prefix || memcmp(buf, prefix, sizeof prefix - 1) != 0) return 0;
+    size_t i = sizeof prefix - 1;
+    while (i < length && buf[i] != ' ') i++; /* the slot */
+    i++;
+    uint32_t octets[4] = { 0 }, port = 0;
+    for (int k = 0; k < 4; k++) {
+        uint32_t v = 0;
+        size_t digits = 0;
+        while (i < length && buf[i] >= '0' && buf[i] <= '9' && digits < 3) v = v * 10 + (uint32_t)(buf[i++] - '0'), digits++;
+        if (!digits || v > 255 || i >= length || buf[i] != (k < 3 ? '.' : ':')) return 0;
+        octets[k] = v;
+        i++;
+    }
+    size_t digits = 0;
+    while (i < length && buf[i] >= '0' && buf[i] <= '9' && digits < 5) port = port * 10 + (uint32_t)(buf[i++] - '0'), digits++;
+    if (!digits || !port || port > 65535) return 0;
+    uint32_t address = octets[0] | octets[1] << 8 | octets[2] << 16 | octets[3] << 24; /* network order in memory */
+    return ((uint64_t)address << 16) | port;
+}
+
+/* A redirection in the reply at buf (have bytes): the node's shard moved (a failover promoted its
+ * replica, or slots migrated). Points node at the new master (the next connection goes there): 1, or 0. */
+static int follow_moved(cram_remote* rm, uint32_t node, const unsigned char* buf, size_t have)
+{
+    size_t line = 0;
+    while (line + 1 < have && !(buf[line] == '\r' && buf[line + 1] == '\n')) line++;
+    uint64_t endpoint = moved_endpoint(buf, line);
+    if (!endpoint) return 0;
+    __atomic_store_n(&rm->endpoints[node], endpoint, __ATOMIC_RELEASE);
+    add_counter(&rm->stats.redirects, 1);
+    return 1;
+}
+
+/* The node's endpoint cannot be reached (a master died): asks another node for q's extent, and if
+ * it answers with a redirection, follows it. Without managed code: a failover is followed even
+ * while a garbage collection waits for this fault. `scratch` takes the reply. */
+static void ask_elsewhere(cram_remote* rm, uint32_t node, const char* request, size_t length, unsigned char* scratch)
+{
+    for (uint32_t other = 0; other < CRAM_REMOTE_MAX_ENDPOINTS; other++) {
+        uint64_t endpoint = __atomic_load_n(&rm->endpoints[other], __ATOMIC_ACQUIRE);
+        if (other == node || !endpoint || endpoint == __atomic_load_n(&rm->endpoints[node], __ATOMIC_ACQUIRE)) continue;
+        int fd = connect_node(rm, endpoint, scratch);
+        if (fd < 0) continue;
+        size_t body;
+        int ok = send_all(fd, request, length) == 0 && read_reply(fd, scratch, REMOTE_REPLY_MAX, &body) == -3 &&
+                 follow_moved(rm, node, scratch, REMOTE_REPLY_MAX);
+        close(fd);
+        if (ok) return;
+    }
+}
+
 /* A blocking TCP connection to endpoint (address << 16 | port), TCP_NODELAY, with REMOTE_IO_SLICE_MS
  * timeouts on every operation (connect included), AUTHed when a password is set; -1 on failure.
  * `scratch` (REMOTE_REPLY_MAX) takes AUTH's reply. */
@@ -288,12 +346,15 @@ static int fetch_once(cram_remote* rm, remote_lane* l, const remote_request* q, 
     uint64_t endpoint = __atomic_load_n(&rm->endpoints[node], __ATOMIC_ACQUIRE);
     if (!endpoint) return -1;
     if (l->fd[node] >= 0 && l->peer[node] != endpoint) lane_close(l, node); /* failed over meanwhile */
-    if (l->fd[node] < 0) {
-        if ((l->fd[node] = connect_node(rm, endpoint, l->reply)) < 0) return -1;
-        l->peer[node] = endpoint;
-    }
     char request[256];
     size_t n_request = getrange_request(rm, q, request);
+    if (l->fd[node] < 0) {
+        if ((l->fd[node] = connect_node(rm, endpoint, l->reply)) < 0) {
+            ask_elsewhere(rm, node, request, n_request, l->reply); /* a dead master: where did its slots go? */
+            return -1;
+        }
+        l->peer[node] = endpoint;
+    }
     uint64_t t0 = now_ns();
     size_t body;
     int64_t n;
@@ -301,6 +362,7 @@ static int fetch_once(cram_remote* rm, remote_lane* l, const remote_request* q, 
         lane_close(l, node); /* the stream's state is unknown: a new connection */
         return -1;
     }
+    if (n == -3 && follow_moved(rm, node, l->reply, REMOTE_REPLY_MAX)) return -1; /* again, at the new master */
     if (n != (int64_t)extent_bytes(rm, q)) return -1; /* nil (no such key yet: a failover), an error reply, a short value */
     add_counter(&rm->stats.requests, 1);
     add_counter(&rm->stats.fetch_ns, now_ns() - t0);
@@ -578,7 +640,14 @@ static void* node_reader_main(void* arg)
             int fd = endpoint ? connect_node(rm, endpoint, buf) : -1;
             pthread_mutex_lock(&n->lock);
             if (fd < 0) {
-                if (n->count) add_counter(&rm->stats.fetch_retries, 1);
+                if (n->count) {
+                    add_counter(&rm->stats.fetch_retries, 1);
+                    char request[256];
+                    size_t length = getrange_request(rm, &n->fifo[n->head], request);
+                    pthread_mutex_unlock(&n->lock);
+                    ask_elsewhere(rm, n->index, request, length, buf); /* a dead master: where did its slots go? */
+                    pthread_mutex_lock(&n->lock);
+                }
                 struct timespec until;
                 clock_gettime(CLOCK_REALTIME, &until);
                 until.tv_nsec += (long)backoff;
@@ -646,6 +715,11 @@ static void* node_reader_main(void* arg)
                 add_counter(&rm->stats.fetch_ns, now_ns() - q.t0);
                 finish(e, &q, buf + at + body, n->cipher, plain, page);
             } else if (now_ns() < q.deadline) { /* nil (a failover in progress), an error reply, a short value: again, a moment later */
+                if (follow_moved(rm, n->index, buf + at, have - at)) { /* the shard moved: reconnect there, send again */
+                    pthread_mutex_lock(&n->lock);
+                    node_disconnect(n);
+                    pthread_mutex_unlock(&n->lock);
+                }
                 add_counter(&rm->stats.fetch_retries, 1);
                 sleep_ns(1000000);
                 pthread_mutex_lock(&n->lock);

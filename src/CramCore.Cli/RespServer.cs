@@ -50,11 +50,7 @@ internal sealed class RespServer : IDisposable
     private void Start()
     {
         var start = new ProcessStartInfo(ServerPath!) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = _dir };
-        foreach (string a in (string[])["--port", Port.ToString(), "--bind", "127.0.0.1", "--save", "",
-            // Durable against a killed process (what the failover tests do), not a crashed machine: redis writes the
-            // append-only file before it replies, and the page cache keeps it; fsync per write cost ~1 s a segment here.
-            "--appendonly", _durable ? "yes" : "no", "--appendfsync", "no",
-            "--dir", _dir, "--protected-mode", "no", .. _cluster ? ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0"] : Array.Empty<string>()])
+        foreach (string a in Arguments())
         {
             start.ArgumentList.Add(a);
         }
@@ -73,6 +69,41 @@ internal sealed class RespServer : IDisposable
             Thread.Sleep(20);
         }
     }
+
+    private string[] Arguments() => ["--port", Port.ToString(), "--bind", "127.0.0.1", "--save", "",
+            // Durable against a killed process (what the failover tests do), not a crashed machine: redis writes the
+            // append-only file before it replies, and the page cache keeps it; fsync per write cost ~1 s a segment here.
+            "--appendonly", _durable ? "yes" : "no", "--appendfsync", "no",
+            "--dir", _dir, "--protected-mode", "no", .. _cluster ? ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0"] : Array.Empty<string>()];
+
+    /// <summary>
+    /// Kills the server (SIGKILL) after <paramref name="after"/> and starts it again <paramref name="down"/>
+    /// later, from a shell of its own: nothing in this process takes part, so a garbage collection
+    /// that waits for a thread blocked on the dead store (a fault on a remote page waits for the store,
+    /// and the runtime for the fault) cannot hold the restart up, as it would a restart run by a
+    /// managed thread of the same process.
+    /// </summary>
+    public void RestartLater(TimeSpan after, TimeSpan down)
+    {
+        var start = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = _dir };
+        start.ArgumentList.Add("-c");
+        start.ArgumentList.Add(FormattableString.Invariant($"sleep {after.TotalSeconds:F3}; kill -9 {_process!.Id}; sleep {down.TotalSeconds:F3}; exec \"$0\" \"$@\""));
+        start.ArgumentList.Add(ServerPath!);
+        foreach (string a in Arguments())
+        {
+            start.ArgumentList.Add(a);
+        }
+        _restarter = Process.Start(start)!;
+        _restarter.OutputDataReceived += (_, _) => { };
+        _restarter.ErrorDataReceived += (_, _) => { };
+        _restarter.BeginOutputReadLine();
+        _restarter.BeginErrorReadLine();
+    }
+
+    private Process? _restarter; // the shell of RestartLater, which becomes the new redis-server (exec)
+
+    /// <summary>Whether <see cref="RestartLater"/> did its work: the first server is gone and its successor answers.</summary>
+    public bool RestartedLater => _process is { HasExited: true } && _restarter is { HasExited: false } && Ping();
 
     /// <summary>Kills the server (SIGKILL: a crashed node).</summary>
     public void Kill()
@@ -146,6 +177,12 @@ internal sealed class RespServer : IDisposable
     public void Dispose()
     {
         Kill();
+        if (_restarter is { HasExited: false })
+        {
+            _restarter.Kill();
+            _restarter.WaitForExit();
+        }
+        _restarter?.Dispose();
         _process?.Dispose();
         try
         {

@@ -134,7 +134,10 @@ public sealed class CramOptions
     /// compressed, sealed and packed into segments, when the pool passes
     /// <see cref="WritebackHighWatermark"/> (so <see cref="CompressedPoolLimitBytes"/> or
     /// <see cref="MemoryLimitBytes"/> must be set), exactly as they would to a
-    /// <see cref="BackingFile"/> — one of the two for now. A fault on a remote entry is fetched natively,
+    /// <see cref="BackingFile"/>. With both, the pool's entries go to the file and the file's oldest
+    /// segments to the store once the file passes <see cref="WritebackHighWatermark"/> of
+    /// <see cref="BackingFileLimitBytes"/> (which must then be set), down to <see cref="WritebackLowWatermark"/>
+    /// of it: pool, file, store. A fault on a remote entry is fetched natively,
     /// outside the fault service's lock; a fetch that fails until <see cref="RemoteReadTimeout"/> is a
     /// read error (SIGBUS, counted), never zeros. Null (the default): no remote tier. The engine does
     /// not dispose the store.
@@ -350,9 +353,9 @@ public sealed class CramOptions
         }
         if (RemoteStore is not null)
         {
-            if (BackingFile is not null)
+            if (BackingFile is not null && BackingFileLimitBytes == 0)
             {
-                throw new ArgumentException("Both BackingFile and RemoteStore are set; the pool's coldest entries go to one tier below it for now: choose one.", nameof(RemoteStore));
+                throw new ArgumentException("BackingFile and RemoteStore are both set but BackingFileLimitBytes is 0: the file's oldest segments go to the store when the file reaches its limit, so give it one (e.g. 1 GiB), or leave one of the two tiers out.", nameof(BackingFileLimitBytes));
             }
             if (CompressedPoolLimitBytes == 0 && MemoryLimitBytes == 0)
             {

@@ -36,6 +36,30 @@ public sealed class CliContractTests
         }
     }
 
+    /// <summary>The remote tier's verbs, against a redis-server they start on loopback (skipped, with the reason, where it is not installed).</summary>
+    [RespStoreTheory]
+    [InlineData("bench remote --size 32m --limit 16m --pool-limit 2m --samples 150 --json")]
+    [InlineData("bench remote --size 32m --limit 16m --pool-limit 2m --samples 150 --fault-service faulting-thread --no-encryption --json")]
+    [InlineData("demo --size 64m --limit 16m --seconds 1 --threads 1 --remote --json")]
+    public void RemoteJson_IsExactlyOneDocument_AndEveryPageReadsBack(string invocation)
+    {
+        (int code, string stdout, string stderr) = Cram(invocation.Split(' '));
+        Assert.True(code == ExitCode.Success, $"`cram {invocation}` exited {code}: {stderr}");
+        using JsonDocument document = JsonDocument.Parse(stdout);
+        JsonElement root = document.RootElement;
+        Assert.Equal(0, root.GetProperty("mismatches").GetInt64());
+        if (invocation.StartsWith("bench", StringComparison.Ordinal))
+        {
+            Assert.Equal(0, root.GetProperty("failover_pages_lost").GetInt64());
+            Assert.True(root.GetProperty("remote_swapin_p50_us").GetDouble() > 0 && root.GetProperty("store_get_p50_us").GetDouble() > 0);
+            Assert.InRange(root.GetProperty("bytes_sent_per_evicted_byte").GetDouble(), 0.01, 1.1); // compressed: less than a page a page
+        }
+        else
+        {
+            Assert.True(root.GetProperty("remote_pages").GetInt64() > 0, stdout);
+        }
+    }
+
     public static TheoryData<string> JsonInvocations() =>
     [
         "demo --size 64m --limit 16m --seconds 1 --threads 1 --json",
@@ -87,6 +111,9 @@ public sealed class CliContractTests
     [InlineData("bench memory-limit --memory-limit 8m", "cram bench memory-limit: --memory-limit")] // below the floor
     [InlineData("demo --size 99999999999999g", "cram demo: --size")] // more than a region can be
     [InlineData("estimate --pages -1", "cram estimate: --pages")] // was taken as the default
+    [InlineData("bench remote --cluster --store 127.0.0.1:1", "cram bench remote: --cluster")] // a cluster of its own, or the given store
+    [InlineData("bench remote --pool-limit 100m", "cram bench remote: --pool-limit")] // more than half the limit
+    [InlineData("demo --remote --backing-file /tmp/x", "cram demo: --remote and --backing-file")] // one tier below the pool
     public void UsageErrors_ExitWith2_AndSayWhy_PrefixedOnce(string invocation, string prefix)
     {
         (int code, string stdout, string stderr) = Cram(invocation.Split(' '));

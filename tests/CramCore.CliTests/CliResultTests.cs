@@ -72,7 +72,12 @@ public sealed class CliResultTests
             "workload_s", "verify_s", "mismatches", "backing_file", "pool_limit_bytes", "writeback_pages", "writeback_bytes", "file_pages",
             "backing_file_bytes", "refaults_from_file", "checksum_failures", "cram_capacity_bytes", "cram_placed_pages",
             "cram_physical_usage_bytes", "cram_compression_ratio", "cram_overflow_bytes", "cram_made_writable", "cram_max_writable_pages",
-            "cram_promotions", "cram_trimmed_frames", "cram_moved_out", "fault_service"], Keys<DemoResult>());
+            "cram_promotions", "cram_trimmed_frames", "cram_moved_out", "fault_service", "remote_store", "remote_pages",
+            "remote_bytes_written", "remote_fetches", "remote_requests"], Keys<DemoResult>());
+        // The remote bench: the keys first, in its order.
+        Assert.Equal(["fill_mib_s", "remote_swapin_p50_us", "remote_swapin_p99_us", "store_get_p50_us", "lz4_decompress_us", "decrypt_us",
+            "local_swapin_p50_us", "local_swapin_p50_with_remote_us", "bytes_sent_per_evicted_byte", "node_bytes", "failover_pages_lost",
+            "mismatches"], Keys<RemoteBenchResult>().Take(12));
         Assert.Equal(["source", "pages", "bytes", "unreadable_bytes", "zero_fraction", "same_filled_fraction", "compressible_fraction",
             "incompressible_fraction", "lz4_ratio_p10", "lz4_ratio_p50", "lz4_ratio_p90", "threshold_bytes", "estimator_agreement",
             "estimator_confident_fraction", "estimator_false_incompressible", "saved_bytes", "saved_fraction", "seconds"], Keys<AnalyzeResult>());

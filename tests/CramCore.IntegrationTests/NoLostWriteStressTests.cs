@@ -26,7 +26,8 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
 
     private const int P = TestPages.PageSize;
 
-    private static int Seconds => int.TryParse(Environment.GetEnvironmentVariable("CRAMCORE_STRESS_SECONDS"), out int s) && s > 0 ? s : 3;
+    private static int StressSeconds => int.TryParse(Environment.GetEnvironmentVariable("CRAMCORE_STRESS_SECONDS"), out int s) && s > 0 ? s : 3;
+    private static int SoakSeconds => int.TryParse(Environment.GetEnvironmentVariable("CRAMCORE_SOAK_SECONDS"), out int s) && s > 0 ? s : 30;
 
     public enum Mode
     {
@@ -41,6 +42,12 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         FileReadahead,
         /// <summary>The remote tier on a real redis-server (durable), killed and restarted once mid-run; sweeps read windows back.</summary>
         Remote,
+        /// <summary>
+        /// Every tier at once — pool, backing file (with a limit, so it spills its oldest segments to the store), CRAM node,
+        /// remote store — with writers, readers and sweeps, hints (discards among them), reclaim, forced GCs and one store
+        /// restart, for CRAMCORE_SOAK_SECONDS (30 s a fault service by default; ten minutes by hand: 600).
+        /// </summary>
+        Soak,
     }
 
     /// <summary>Every mode with each fault service: the service thread, and the faulting thread (faults resolved in CramCore's SIGBUS handler, racing eviction, writeback, hints and forced GCs).</summary>
@@ -51,7 +58,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         {
             foreach (Mode mode in Enum.GetValues<Mode>())
             {
-                if (mode != Mode.Remote || RespStore.Missing is null) // no store here: the mode is left out (RemoteTierTests say why they skip)
+                if (mode is not (Mode.Remote or Mode.Soak) || RespStore.Missing is null) // no store here: the mode is left out (RemoteTierTests say why they skip)
                 {
                     data.Add(mode, service);
                 }
@@ -65,15 +72,17 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
     public void ConcurrentWritesReadsReclaimAndGc_LoseNothing(Mode mode, CramFaultService faultService)
     {
         const int pages = 4096, writers = 2;
+        int seconds = mode == Mode.Soak ? SoakSeconds : StressSeconds;
+        bool advice = mode is Mode.Advice or Mode.Soak, cram = mode is Mode.Cram or Mode.Soak;
         string dir = Directory.CreateTempSubdirectory("cramcore-stress-").FullName;
         using var cleanup = new DeleteOnDispose(dir);
-        using CramCore.Cli.RespServer? server = mode == Mode.Remote ? CramCore.Cli.RespServer.Start(durable: true) : null;
+        using CramCore.Cli.RespServer? server = mode is Mode.Remote or Mode.Soak ? CramCore.Cli.RespServer.Start(durable: true) : null;
         using CramCore.Redis.RedisRemoteStore? store = server is null ? null : CramCore.Redis.RedisRemoteStore.Connect(server.ToString());
         using var engine = CramEngine.Create(new CramOptions
         {
             RemoteStore = store,
             RemoteReadTimeout = TimeSpan.FromSeconds(20), // the restart takes a moment: reads wait for it
-            ResidentLimitBytes = mode is not (Mode.Plain or Mode.Readahead or Mode.CleanCopies or Mode.MemoryLimit or Mode.FileReadahead or Mode.Remote) ? 2L << 20 : 0,
+            ResidentLimitBytes = mode is not (Mode.Plain or Mode.Readahead or Mode.CleanCopies or Mode.MemoryLimit or Mode.FileReadahead or Mode.Remote or Mode.Soak) ? 2L << 20 : 0,
             // Advice: with the limit too, so prefetch meets it and hot pages have to go when it needs them.
             FaultServiceSpin = TimeSpan.Zero,
             FaultService = faultService,
@@ -83,19 +92,20 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             // Readahead windows: mapped by the faulting (or service) thread alone (Plain), by it and
             // three helpers (Readahead: more installers than CPUs), or the default.
             ReadaheadThreads = mode is Mode.Plain ? 1 : mode is Mode.Readahead ? 4 : 0,
-            BackingFile = mode is Mode.Writeback or Mode.MemoryLimit or Mode.FileReadahead ? Path.Combine(dir, "swap") : null,
+            BackingFile = mode is Mode.Writeback or Mode.MemoryLimit or Mode.FileReadahead or Mode.Soak ? Path.Combine(dir, "swap") : null,
+            BackingFileLimitBytes = mode == Mode.Soak ? 4L * BackingFile.SegmentBytes : 0, // the file spills its oldest segments to the store
             MemoryLimitBytes = mode == Mode.MemoryLimit ? 16L << 20 : 0, // the pool gets a quarter
             // CleanCopies: ghost mode with a pool of a quarter of the data, so reclaim keeps letting go
             // of the copies read-back pages keep while writers and readers race it.
             // FileReadahead: most copies in the file, read back by sweeps through the file window.
-            CompressedPoolLimitBytes = mode is Mode.Writeback ? 2L << 20 : mode is Mode.CleanCopies or Mode.FileReadahead or Mode.Remote ? 1L << 20 : 0,
-            PoolArenaBytes = mode is Mode.Writeback or Mode.CleanCopies or Mode.MemoryLimit or Mode.FileReadahead or Mode.Remote ? 1L << 20 : 64L << 20,
-            CramDevice = mode == Mode.Cram ? new EmulatedCramDevice(1L << 20) : null, // room for part of the placeable pages
-            WritableBudgetPages = mode == Mode.Cram ? 16 : 0,
+            CompressedPoolLimitBytes = mode is Mode.Writeback ? 2L << 20 : mode is Mode.CleanCopies or Mode.FileReadahead or Mode.Remote or Mode.Soak ? 1L << 20 : 0,
+            PoolArenaBytes = mode is Mode.Writeback or Mode.CleanCopies or Mode.MemoryLimit or Mode.FileReadahead or Mode.Remote or Mode.Soak ? 1L << 20 : 64L << 20,
+            CramDevice = cram ? new EmulatedCramDevice(1L << 20) : null, // room for part of the placeable pages
+            WritableBudgetPages = cram ? 16 : 0,
         });
         // In the CRAM variant two pages in five are very compressible: the node places them, writes
         // make them writable within the budget or promote them, reclaim re-places or moves them out.
-        bool VeryCompressible(int page) => mode == Mode.Cram && page % 5 is 2 or 3;
+        bool VeryCompressible(int page) => cram && page % 5 is 2 or 3;
         bool IsRandom(int page) => mode == Mode.MemoryLimit && page % 5 == 1;
         void Write(byte* p, int page, long v)
         {
@@ -137,7 +147,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
                 Write(region.Pointer + (long)i * P, i, 0);
             }
         }
-        var stop = DateTime.UtcNow.AddSeconds(Seconds);
+        var stop = DateTime.UtcNow.AddSeconds(seconds);
         var failures = new List<string>();
         long writes = 0, reads = 0, reclaimed = 0, gcs = 0, discards = 0, hints = 0;
 
@@ -155,7 +165,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
                     lock (failures) { failures.Add($"page {page}: expected version {v}, found {((long*)p)[1]} (index {((long*)p)[0]})"); }
                     return;
                 }
-                if (mode == Mode.Advice && rng.Next(8) == 0)
+                if (advice && rng.Next(8) == 0)
                 {
                     region.Advise((long)page * P, P, CramAdvice.DontNeed); // whatever state it is in
                     versions[page] = -1;
@@ -179,17 +189,17 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             long sum = 0;
             while (DateTime.UtcNow < stop)
             {
-                if (mode is Mode.Readahead or Mode.FileReadahead or Mode.Remote || (mode == Mode.Advice && rng.Next(64) == 0))
+                if (mode is Mode.Readahead or Mode.FileReadahead or Mode.Remote || (advice && rng.Next(64) == 0))
                 {
                     // A sweep: every page of a run in order, the pattern readahead follows (Advice: now
                     // and then, so windows are claimed and mapped while owners discard their pages).
-                    int first = rng.Next(pages), length = mode == Mode.Advice ? rng.Next(16, 128) : rng.Next(16, 1024);
+                    int first = rng.Next(pages), length = advice ? rng.Next(16, 128) : rng.Next(16, 1024);
                     for (int i = first; i < Math.Min(pages, first + length); i++)
                     {
                         sum += ((long*)(region.Pointer + (long)i * P))[0];
                     }
                     Interlocked.Add(ref reads, length);
-                    if (mode != Mode.Advice)
+                    if (!advice)
                     {
                         continue;
                     }
@@ -199,7 +209,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
                     sum += ((long*)(region.Pointer + (long)rng.Next(pages) * P))[0];
                     Interlocked.Increment(ref reads);
                 }
-                if (mode == Mode.Advice && rng.Next(64) == 0)
+                if (advice && rng.Next(64) == 0)
                 {
                     int first = rng.Next(pages), length = rng.Next(1, 256);
                     var advice = (CramAdvice)rng.Next((int)CramAdvice.WillNeed + 1); // every hint but DontNeed, which only owners give
@@ -230,16 +240,13 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         }
 
         long maintenance = 0;
-        bool restarted = false;
+        // Halfway through, the store is killed and started again from its append-only file (by a shell of its own:
+        // a managed thread here could be held up by a GC that waits for a fault that waits for the store): writes pause, reads wait.
+        server?.RestartLater(TimeSpan.FromSeconds(seconds / 2.0), TimeSpan.FromMilliseconds(300));
         void Maintain()
         {
             while (DateTime.UtcNow < stop)
             {
-                if (server is not null && !restarted && DateTime.UtcNow > stop - TimeSpan.FromSeconds(Seconds / 2.0))
-                {
-                    server.Restart(); // killed and started again from its append-only file: writes pause, reads wait
-                    restarted = true;
-                }
                 engine.Maintenance.CompactBackingFile();
                 engine.Maintenance.WriteBack(256 << 10);
                 if (engine.Maintenance.SweepZombies() != 0)
@@ -252,7 +259,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         }
 
         var threads = new List<Thread>();
-        if (mode is Mode.Writeback or Mode.FileReadahead or Mode.Remote)
+        if (mode is Mode.Writeback or Mode.FileReadahead or Mode.Remote or Mode.Soak)
         {
             threads.Add(new Thread(Maintain));
         }
@@ -262,7 +269,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             threads.Add(new Thread(() => Writer(id)));
         }
         threads.Add(new Thread(() => Reader(7)));
-        if (mode is Mode.Readahead or Mode.FileReadahead or Mode.Remote)
+        if (mode is Mode.Readahead or Mode.FileReadahead or Mode.Remote or Mode.Soak)
         {
             threads.Add(new Thread(() => Reader(8)));
         }
@@ -271,9 +278,10 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         threads.ForEach(t => t.Start());
         foreach (var t in threads)
         {
-            Assert.True(t.Join(TimeSpan.FromSeconds(Seconds + 60)), "a thread hung");
+            Assert.True(t.Join(TimeSpan.FromSeconds(seconds + 60)), "a thread hung");
         }
         Assert.True(failures.Count == 0, string.Join("\n", failures) + "\n" + engine.GetStats());
+        bool restarted = server?.RestartedLater == true;
 
         region.Reclaim(region.Length); // and one last full eviction before verifying
         for (int i = 0; i < pages; i++)
@@ -323,6 +331,13 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         if (mode == Mode.Writeback)
         {
             Assert.True(s.WritebackPages > 0 && s.RefaultsFromFile > 0, $"writeback {s.WritebackPages}, from file {s.RefaultsFromFile}");
+        }
+        if (mode == Mode.Soak)
+        {
+            Assert.True(restarted && s.CramPlacements > 0 && s.WritebackPages > 0 && s.FilePages + s.RefaultsFromFile > 0 && s.RemoteFetches > 0 &&
+                s.RemoteFetchFailures == 0 && s.DiscardedPages > 0 && hints > 0 && s.CramOverflowBytes == 0,
+                $"restarted {restarted}, placed {s.CramPlacements}, writeback {s.WritebackPages}, file pages {s.FilePages} (refaults {s.RefaultsFromFile}), " +
+                $"remote {s.RemotePages} (fetched {s.RemoteFetches}, failed {s.RemoteFetchFailures}), discarded {s.DiscardedPages}, hints {hints}");
         }
         if (mode == Mode.Remote)
         {

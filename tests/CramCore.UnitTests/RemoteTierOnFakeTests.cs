@@ -170,4 +170,39 @@ public sealed unsafe class RemoteTierOnFakeTests
         Assert.True(stack.Remote!.UsedBytes <= store.CapacityBytes);
         Assert.True(stack.Slots.PoolSlots > 0); // the rest stayed in the pool
     }
+
+    [Fact]
+    public void AFullFile_SpillsItsOldestSegments_ToTheStore_AndEveryPageReadsBack()
+    {
+        string dir = Directory.CreateTempSubdirectory("cram-fake-spill-").FullName;
+        try
+        {
+            var store = new InMemoryRemoteStore();
+            CramOptions options = Options(store);
+            options.BackingFile = Path.Combine(dir, "swap");
+            options.BackingFileLimitBytes = 4L * BackingFile.SegmentBytes;
+            using var stack = new FakeStack(options);
+            const int pages = 2048;
+            RegionMapping r = ReclaimOnFakeTests.Filled(stack, pages);
+            for (int round = 0; round == 0 || (round < 8 && stack.Slots.PoolSlots > 0); round++)
+            {
+                stack.Reclaimer.Reclaim(pages, null);
+                stack.Writeback!.Run(force: long.MaxValue); // into the file, until it is full
+                stack.Writeback.Spill();                    // its oldest segments to the store
+            }
+            Assert.True(stack.Slots.FileSlots > 0 && stack.Slots.RemoteSlots > 0, $"file {stack.Slots.FileSlots}, remote {stack.Slots.RemoteSlots}, pool {stack.Slots.PoolSlots}");
+            Assert.True(stack.Writeback!.SpilledPages == stack.Slots.RemoteSlots, $"spilled {stack.Writeback.SpilledPages}, remote {stack.Slots.RemoteSlots}");
+            Assert.True(stack.File!.FileBytes <= options.BackingFileLimitBytes);
+            Assert.Equal(0, stack.Remote!.CountUnreadable(RemoteExtents(stack, r, pages)));
+            for (ulong i = 0; i < pages; i++)
+            {
+                Assert.True(ReclaimOnFakeTests.Check(stack, r, i, 1), $"page {i}");
+            }
+            Assert.Equal(0, stack.Engine.ChecksumFailures);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }

@@ -115,7 +115,7 @@ internal sealed unsafe class EngineParts : IDisposable
             beforeStep?.Invoke(EngineBuildStep.CramNode);
             Node = options.CramDevice is null ? null : new CramNode(Engine, shared, options, Events);
             beforeStep?.Invoke(EngineBuildStep.SlotTable);
-            Slots = new SlotTable(shared, Pool, (ISegmentTier?)File ?? Remote, Node);
+            Slots = new SlotTable(shared, Pool, File, Remote, Node);
             Reaper = new Reaper(Engine, Slots);
             beforeStep?.Invoke(EngineBuildStep.Writeback);
             Writeback = Slots.Tier is null ? null : new Writeback(Engine, Slots, options, Events, _maintenance);

@@ -107,6 +107,7 @@ internal static unsafe class EngineStatistics
             RemoteFetches = (long)remote.Fetches,
             RemoteRequests = (long)remote.Requests,
             RemoteFetchRetries = (long)remote.FetchRetries,
+            RemoteRedirects = (long)remote.Redirects,
             RemoteFetchFailures = (long)remote.FetchFailures,
             RemoteAuthFailures = (long)remote.AuthFailures,
             RemoteFetchMeanMicroseconds = remote.Requests == 0 ? 0 : remote.FetchNs / 1000.0 / remote.Requests,

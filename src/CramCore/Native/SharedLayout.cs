@@ -445,6 +445,7 @@ internal struct NativeRemoteStats
     public ulong Waits;
     public ulong QueuedPeak;
     public ulong Connects;
+    public ulong Redirects;
     public ulong Inflight;
 }
 

@@ -44,6 +44,7 @@ internal sealed unsafe class BackingFile : ISegmentTier, IDisposable
     {
         public int Used;   // bytes of extents written (live or dead)
         public int Live;   // bytes of extents a slot names
+        public long Opened; // when it was opened (OpenNextSegment's count): the oldest entries are in the oldest segments
         public readonly List<uint> Slots = []; // slot ids of its extents, in order (compaction checks each)
     }
 
@@ -126,6 +127,7 @@ internal sealed unsafe class BackingFile : ISegmentTier, IDisposable
         }
         int sealedSegment = _open;
         _open = next;
+        _segments[next].Opened = ++_opened;
         _committed = 0;
         Interlocked.Increment(ref _segmentsInUse);
         if (sealedSegment >= 0)
@@ -304,6 +306,26 @@ internal sealed unsafe class BackingFile : ISegmentTier, IDisposable
         _freeSegments.Add(segment);
         Interlocked.Decrement(ref _segmentsInUse);
     }
+
+    private long _opened; // segments opened so far (each segment's Opened is its number)
+
+    /// <summary>Sealed segments with live extents, the oldest (first opened) first: what the file gives the remote tier when it is full (spill).</summary>
+    public List<int> OldestSegments(int count)
+    {
+        var result = new List<int>();
+        for (int i = 0; i < _segments.Count; i++)
+        {
+            if (i != _open && _segments[i].Live > 0)
+            {
+                result.Add(i);
+            }
+        }
+        result.Sort((a, b) => _segments[a].Opened.CompareTo(_segments[b].Opened));
+        return result.Count > count ? result.GetRange(0, count) : result;
+    }
+
+    /// <summary>The most bytes the file may take (0: no limit).</summary>
+    public long LimitBytes => _limitSegments == long.MaxValue ? 0 : _limitSegments * SegmentBytes;
 
     /// <summary>Sealed segments whose live bytes are below <paramref name="liveFraction"/> of a segment, emptiest first.</summary>
     public List<int> SparseSegments(double liveFraction)

@@ -21,27 +21,28 @@ internal sealed unsafe class SlotTable : IDisposable
     private long _sameFilledSlots, _poolSlots, _fileSlots, _cramSlots, _remoteSlots;
 
     /// <summary>Creates the table and publishes its directory to the native side; before any region exists.</summary>
-    public SlotTable(NativeShared* shared, CompressedPool pool, ISegmentTier? tier, CramNode? node)
+    public SlotTable(NativeShared* shared, CompressedPool pool, BackingFile? file, CramCore.Remote.RemoteSegments? remote, CramNode? node)
     {
         _shared = shared;
         _pool = pool;
-        Tier = tier;
+        File = file;
+        Remote = remote;
         Node = node;
-        PoolOrder = tier is null ? null : new FifoQueue<uint>();
+        PoolOrder = Tier is null ? null : new FifoQueue<uint>();
         shared->SlotDirectory = _slots.Address;
     }
 
     /// <summary>The CRAM node, or null.</summary>
     public CramNode? Node { get; }
 
-    /// <summary>The tier writeback moves the pool's coldest entries to (the backing file or the remote store), or null in ghost mode.</summary>
-    public ISegmentTier? Tier { get; }
+    /// <summary>The tier writeback moves the pool's coldest entries to: the backing file, else the remote store; null in ghost mode.</summary>
+    public ISegmentTier? Tier => (ISegmentTier?)File ?? Remote;
 
     /// <summary>The backing file, or null.</summary>
-    public BackingFile? File => Tier as BackingFile;
+    public BackingFile? File { get; }
 
-    /// <summary>The remote store's segments, or null.</summary>
-    public CramCore.Remote.RemoteSegments? Remote => Tier as CramCore.Remote.RemoteSegments;
+    /// <summary>The remote store's segments, or null (with a file too: where the file's oldest segments go when it is full).</summary>
+    public CramCore.Remote.RemoteSegments? Remote { get; }
 
     /// <summary>Pool-resident slots in the order their copies were stored (writeback takes the oldest first); null without a tier below the pool.</summary>
     public FifoQueue<uint>? PoolOrder { get; }
@@ -169,8 +170,10 @@ internal sealed unsafe class SlotTable : IDisposable
                 _pool.Free((uint)s->Location);
                 break;
             case SlotBackend.File:
+                File!.Release(s->Location, s->Length);
+                break;
             case SlotBackend.Remote:
-                Tier!.Release(s->Location, s->Length);
+                Remote!.Release(s->Location, s->Length);
                 break;
             case SlotBackend.Cram:
                 Node!.Release((long)s->Location); // freed frame, queued for TRIM

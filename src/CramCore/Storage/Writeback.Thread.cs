@@ -55,7 +55,8 @@ internal sealed unsafe partial class Writeback
         {
             return;
         }
-        if (!AboveHighWatermark && !_tier.HasDeadSegments && !CompactionDue && !QueueNeedsTrim && !_tier.UpkeepDue)
+        if (!AboveHighWatermark && !_tier.HasDeadSegments && !CompactionDue && !QueueNeedsTrim && !_tier.UpkeepDue && !SpillDue &&
+            _spill?.UpkeepDue != true)
         {
             return;
         }
@@ -140,6 +141,7 @@ internal sealed unsafe partial class Writeback
     private void Round()
     {
         PunchDeadSegments();
+        Spill(); // the file's oldest segments to the store, when the file is past its high watermark
         if (Interlocked.Exchange(ref _roomWanted, 0) == 1)
         {
             RunForRoom();
@@ -151,6 +153,7 @@ internal sealed unsafe partial class Writeback
         CompactSegments();
         TrimQueue();
         _tier.Upkeep(_maintenance); // the remote store's key leases
+        _spill?.Upkeep(_maintenance);
     }
 
     /// <summary>

@@ -43,8 +43,10 @@ internal sealed unsafe partial class Writeback : IDisposable
     private readonly CompressedPool _pool;
     private readonly ISegmentTier _tier;  // where batches go: the backing file or the remote store
     private readonly BackingFile? _file;  // the file, for segment compaction
+    private readonly ISegmentTier? _spill; // with a file and a remote store: where the file's oldest segments go when it is full
     private readonly FifoQueue<uint> _queue;
     private readonly long _highBytes, _lowBytes, _bytesPerSecond;
+    private readonly double _highFraction, _lowFraction; // of the pool's limit, and of the file's when it spills to the store
     private readonly NativeSlotMove[] _moves = new NativeSlotMove[BatchEntries];
     private readonly int[] _lengths = new int[BatchEntries]; // each move's extent length, as appended
     private readonly byte* _segmentCopy; // a segment read back for compaction
@@ -63,8 +65,11 @@ internal sealed unsafe partial class Writeback : IDisposable
         _pool = slots.Pool;
         _tier = slots.Tier!;
         _file = slots.File;
+        _spill = _file is null ? null : slots.Remote;
         _queue = slots.PoolOrder!;
         _highBytes = (long)(options.CompressedPoolLimitBytes * options.WritebackHighWatermark);
+        _highFraction = options.WritebackHighWatermark;
+        _lowFraction = options.WritebackLowWatermark;
         _lowBytes = (long)(options.CompressedPoolLimitBytes * options.WritebackLowWatermark);
         _bytesPerSecond = options.WritebackBytesPerSecond;
         _allowanceAt = _time.GetTimestamp();
@@ -258,9 +263,11 @@ internal sealed unsafe partial class Writeback : IDisposable
     /// them back — the entries stay where they were (requeued when <paramref name="requeue"/>) — and
     /// pauses writeback. False on error.
     /// </summary>
-    private bool Finish(in BackingFile.PendingWrite write, Errno error, int n, bool requeue)
+    private bool Finish(in BackingFile.PendingWrite write, Errno error, int n, bool requeue) => Finish(_tier, write, error, n, requeue);
+
+    private bool Finish(ISegmentTier destination, in BackingFile.PendingWrite write, Errno error, int n, bool requeue)
     {
-        _tier.Finish(write, error);
+        destination.Finish(write, error);
         if (error != Errno.None)
         {
             if (requeue)
@@ -270,15 +277,17 @@ internal sealed unsafe partial class Writeback : IDisposable
                     _queue.Enqueue((uint)_moves[i].Slot);
                 }
             }
-            Pause(error);
+            Pause(destination, error);
             return false;
         }
-        Resume();
+        Resume(destination);
         return true;
     }
 
     /// <summary>Moves the first <paramref name="n"/> slots to their new extents (step 2); a refused move's new extent is released at once. Returns how many moved. Under lock 3.</summary>
-    private int Move(int n)
+    private int Move(int n) => Move(n, _tier);
+
+    private int Move(int n, ISegmentTier destination)
     {
         if (n == 0)
         {
@@ -293,25 +302,31 @@ internal sealed unsafe partial class Writeback : IDisposable
         {
             if (_moves[i].Moved == 0)
             {
-                _tier.Release(_moves[i].ToLocation, _lengths[i]); // went stale or bad meanwhile
+                destination.Release(_moves[i].ToLocation, _lengths[i]); // went stale or bad meanwhile
             }
         }
         return moved;
     }
 
-    private bool OpenSegment()
+    private bool OpenSegment() => OpenSegment(_tier);
+
+    private bool OpenSegment(ISegmentTier destination)
     {
-        if (_tier.OpenNextSegment())
+        if (destination.OpenNextSegment())
         {
             FileFull = false;
             return true;
         }
+        if (destination == _tier && _spill is not null)
+        {
+            return false; // the file is full, for now: the spill to the remote store makes room
+        }
         if (!FileFull)
         {
             FileFull = true;
-            _events.Post(CramTierEventKind.BackingFileFull, _file is not null
-                ? $"The backing file reached its limit of {_file.FileBytes} bytes; writeback stops until space is freed."
-                : $"{_tier.Description} reached the tier's capacity; writeback stops until space is freed.");
+            _events.Post(CramTierEventKind.BackingFileFull, destination is BackingFile file
+                ? $"The backing file reached its limit of {file.FileBytes} bytes; writeback stops until space is freed."
+                : $"{destination.Description} reached the tier's capacity; writeback stops until space is freed.");
         }
         return false;
     }
@@ -328,7 +343,9 @@ internal sealed unsafe partial class Writeback : IDisposable
         return _allowance > 0;
     }
 
-    private void Pause(Errno error)
+    private void Pause(Errno error) => Pause(_tier, error);
+
+    private void Pause(ISegmentTier destination, Errno error)
     {
         Volatile.Write(ref _pausedUntil, _time.GetTimestamp() + _time.TimestampFrequency /* one second */);
         RetryAfterPause();
@@ -336,16 +353,16 @@ internal sealed unsafe partial class Writeback : IDisposable
         {
             PausedBy = error;
             _events.Post(CramTierEventKind.WritebackPaused,
-                $"Writing to {_tier.Description} failed ({(_tier is Remote.RemoteSegments r ? r.LastError : error.ToString())}); entries stay in the pool and writeback retries every second.");
+                $"Writing to {destination.Description} failed ({(destination is Remote.RemoteSegments r ? r.LastError : error.ToString())}); entries stay where they are and writeback retries every second.");
         }
     }
 
-    private void Resume()
+    private void Resume(ISegmentTier destination)
     {
         if (PausedBy != Errno.None)
         {
             PausedBy = Errno.None;
-            _events.Post(CramTierEventKind.WritebackResumed, $"Writing to {_tier.Description} works again; writeback resumed.");
+            _events.Post(CramTierEventKind.WritebackResumed, $"Writing to {destination.Description} works again; writeback resumed.");
         }
     }
 
@@ -378,7 +395,7 @@ internal sealed unsafe partial class Writeback : IDisposable
                 {
                     break;
                 }
-                switch (CompactSegment(segment))
+                switch (CompactSegment(segment, _file!))
                 {
                     case SegmentCompaction.Emptied:
                         emptied++;
@@ -395,7 +412,7 @@ internal sealed unsafe partial class Writeback : IDisposable
     private enum SegmentCompaction { Emptied, Unreadable, Stopped }
 
     /// <summary>Moves one segment's live extents into the open segment (under lock 2a). While 2a is held nothing else writes the file, so the copy read stays the segment's bytes.</summary>
-    private SegmentCompaction CompactSegment(int segment)
+    private SegmentCompaction CompactSegment(int segment, ISegmentTier destination)
     {
         uint[] ids;
         int length;
@@ -420,24 +437,24 @@ internal sealed unsafe partial class Writeback : IDisposable
             BackingFile.PendingWrite write;
             lock (_maintenance)
             {
-                if (!_file!.HasRoom(CompressedPool.MaxObjectSize) && !OpenSegment())
+                if (!destination.HasRoom(CompressedPool.MaxObjectSize) && !OpenSegment(destination))
                 {
                     return SegmentCompaction.Stopped;
                 }
-                _file!.MarkBatch();
-                n = ChooseLive(segment, ids, ref next, moved);
+                destination.MarkBatch();
+                n = ChooseLive(segment, ids, ref next, moved, destination);
                 if (n == 0)
                 {
                     continue;
                 }
-                write = _file!.PrepareWrite();
+                write = destination.PrepareWrite();
                 _slots.WatchFrees();
             }
-            Errno error = _file!.Write(write);
+            Errno error = destination.Write(write);
             lock (_maintenance)
             {
                 HashSet<ulong> freed = _slots.StopWatchingFrees();
-                if (!Finish(write, error, n, requeue: false))
+                if (!Finish(destination, write, error, n, requeue: false))
                 {
                     return SegmentCompaction.Stopped;
                 }
@@ -455,15 +472,20 @@ internal sealed unsafe partial class Writeback : IDisposable
                     else
                     {
                         Interlocked.Increment(ref _skippedMoves);
-                        _file!.Release(_moves[i].ToLocation, _lengths[i]);
+                        destination.Release(_moves[i].ToLocation, _lengths[i]);
                     }
                 }
-                Move(kept);
+                Move(kept, destination);
                 for (int k = 0; k < kept; k++)
                 {
                     if (_moves[k].Moved != 0)
                     {
                         _file!.Release(_moves[k].FromLocation, _lengths[k]);
+                        if (destination != _file)
+                        {
+                            _slots.Moved(SlotBackend.File, destination.Backend);
+                            Interlocked.Increment(ref _spilledPages);
+                        }
                     }
                 }
             }
@@ -472,7 +494,7 @@ internal sealed unsafe partial class Writeback : IDisposable
     }
 
     /// <summary>Appends up to a batch of the segment's live extents, from <paramref name="next"/> on, checked against their checksums (under lock 3). Returns how many.</summary>
-    private int ChooseLive(int segment, uint[] ids, ref int next, HashSet<uint> moved)
+    private int ChooseLive(int segment, uint[] ids, ref int next, HashSet<uint> moved, ISegmentTier destination)
     {
         int n = 0;
         for (; next < ids.Length && n < BatchEntries; next++)
@@ -491,49 +513,101 @@ internal sealed unsafe partial class Writeback : IDisposable
             {
                 continue;
             }
-            if (!_file!.HasRoom(s->Length))
+            if (!destination.HasRoom(s->Length))
             {
                 break;
             }
             ulong from = s->Location;
-            ulong to = _file!.Append(source, s->Length, id);
+            ulong to = destination.Append(source, s->Length, id);
             moved.Add(id);
             _lengths[n] = s->Length;
             _moves[n++] = new NativeSlotMove
             {
-                Slot = id, FromBackend = SlotBackend.File, FromLocation = from, ToBackend = SlotBackend.File, ToLocation = to,
+                Slot = id, FromBackend = SlotBackend.File, FromLocation = from, ToBackend = destination.Backend, ToLocation = to,
             };
         }
         return n;
     }
 
-    /// <summary>Punches the segments whose extents all died and makes them reusable (lock 2a; 3 only to take and return them). Returns how many.</summary>
-    public int PunchDeadSegments()
+    /// <summary>Pages the file gave the remote store when it was full (cumulative).</summary>
+    public long SpilledPages => Interlocked.Read(ref _spilledPages);
+
+    private long _spilledPages;
+
+    /// <summary>With a file and a remote store: whether the file is above its high watermark (of <see cref="CramOptions.BackingFileLimitBytes"/>), so its oldest segments should go to the store.</summary>
+    private bool SpillDue => _spill is not null && _file!.LimitBytes > 0 && _file.FileBytes > _file.LimitBytes * _highFraction;
+
+    /// <summary>
+    /// The file's oldest segments go to the remote store, their live extents still compressed (and
+    /// sealed there), one remote segment per batch, until the file is back at its low watermark: the
+    /// coldest entries leave the local tiers when their budget is reached. Each move follows the
+    /// protocol of a segment compaction (cramnative.h, "Virtual swap"); a refused write pauses it
+    /// and the entries stay in the file. Takes lock 2a, then 3 for its short steps. Returns pages moved.
+    /// </summary>
+    public long Spill(bool force = false)
     {
-        if (!_tier.HasDeadSegments)
+        if (_spill is null || (!force && !SpillDue))
         {
             return 0;
         }
         lock (_io)
         {
+            long before = SpilledPages;
+            while (!_stopping && !Paused && (force ? SpilledPages == before : _file!.FileBytes > _file.LimitBytes * _lowFraction))
+            {
+                List<int> oldest;
+                lock (_maintenance)
+                {
+                    oldest = _file!.OldestSegments(1);
+                }
+                if (oldest.Count == 0 || CompactSegment(oldest[0], _spill) != SegmentCompaction.Emptied)
+                {
+                    break;
+                }
+                PunchDeadSegmentsLocked();
+            }
+            return SpilledPages - before;
+        }
+    }
+
+    /// <summary>Punches the segments whose extents all died and makes them reusable (lock 2a; 3 only to take and return them). Returns how many.</summary>
+    public int PunchDeadSegments()
+    {
+        if (!_tier.HasDeadSegments && _spill?.HasDeadSegments != true)
+        {
+            return 0;
+        }
+        lock (_io)
+        {
+            return PunchDeadSegmentsLocked();
+        }
+    }
+
+    /// <summary>The same, with lock 2a held: the file's dead segments and, with a spill, the remote store's.</summary>
+    private int PunchDeadSegmentsLocked()
+    {
+        int punched = 0;
+        foreach (ISegmentTier tier in _spill is null ? [_tier] : new[] { _tier, _spill })
+        {
             int[] dead;
             lock (_maintenance)
             {
-                dead = _tier.TakeDeadSegments();
+                dead = tier.TakeDeadSegments();
             }
             foreach (int segment in dead)
             {
-                _tier.Punch(segment);
+                tier.Punch(segment);
             }
             lock (_maintenance)
             {
                 foreach (int segment in dead)
                 {
-                    _tier.Reuse(segment);
+                    tier.Reuse(segment);
                 }
             }
-            return dead.Length;
+            punched += dead.Length;
         }
+        return punched;
     }
 
     /// <summary>Whether the queue holds more than twice the pooled slots (and a few thousand): mostly entries of slots that left the pool.</summary>

@@ -32,7 +32,7 @@ internal sealed unsafe class FakeStack : IDisposable
             Engine.RemoteReader = Remote.TryReadStored;
         }
         Node = options.CramDevice is null ? null : new CramNode(Engine, Shared, options, Events);
-        Slots = new SlotTable(Shared, Pool, (ISegmentTier?)File ?? Remote, Node);
+        Slots = new SlotTable(Shared, Pool, File, Remote, Node);
         Reaper = new Reaper(Engine, Slots);
         Writeback = Slots.Tier is null ? null : new Writeback(Engine, Slots, options, Events, Maintenance);
         IPageOperations operations = new NativePageOperations(Engine, Slots);
