@@ -291,6 +291,9 @@
  *      discard and each prefetch chunk; taken only inside a native call. A CRAM_DEBUG build checks
  *      that no thread takes it twice, that only its holder releases it, and that the fault
  *      resolution functions run under it (ASSERT_ENGINE_LOCKED).
+ *   7. remote_node.lock (C, remote.c)      a remote node connection's FIFO of requests: taken under 6 by the
+ *      service when it sends a fetch, alone by the node's reader thread, which never takes 6; held for a
+ *      send at most, never for a receive
  * The service takes only lock 6 and never calls managed code: a managed fault handler would
  * deadlock with the GC, which waits for a thread blocked in a fault while the handler is suspended
  * for that GC. It does wait for managed reclaim, bounded and with lock 6 released: at the hard limit
@@ -444,16 +447,25 @@ enum cram_backend {
  * the stored bytes alone. slot.checksum stays the CRC-32C of the stored (plain) bytes.
  * The read half is native, because a fault may never wait for managed code (a GC would deadlock
  * with it): a fault on a REMOTE slot claims its page (EVICTED -> FETCHING) under the engine lock
- * and lets the lock go; with the service thread the request is queued for the cram-remote fetcher
- * threads and the service goes on with other faults; with the faulting-thread service the faulting
- * thread fetches for itself after letting the lock go. A fetch is one GETRANGE of the extent on
- * the segment's node, over a pooled connection (TCP_NODELAY, AUTH when a password is set), then
- * AES-GCM open (libcrypto, loaded at configure), CRC-32C, LZ4; the page is mapped with one
- * UFFDIO_COPY and published (FETCHING -> CLEAN/DIRTY), waking the faulting thread. A failure
- * (refused, reset, timeout, nil, an -ERR or -MOVED reply) is retried, reconnecting, with backoff
- * up to config.timeout_ms; then the slot is marked bad and the page goes back to EVICTED, so the
- * access gets SIGBUS (counted in bad_page_faults, and fetch_failures here) - never zeros. A tag
- * that does not verify (a tampered or foreign value) is refused like a checksum mismatch, at once.
+ * and lets the lock go. With the service thread the service sends the request itself, without
+ * waiting, on the node's one pipelined connection and goes on with other faults; the node's reader
+ * thread (cram-remote), blocked in recv, is woken by the reply and finishes the fetch (replies come
+ * in the order of a FIFO of requests). With the faulting-thread service the faulting thread fetches
+ * for itself on a lane (pooled blocking connections) after letting the lock go. A fetch is one
+ * GETRANGE (AUTH on connect when a password is set); a read that continues a sequential stream
+ * takes, in the same request, the evicted pages after it whose extents follow its own in the
+ * segment (up to 16; pages with no extent there are passed over, a resident page's extent is read
+ * and dropped). Each extent is opened (AES-GCM, libcrypto loaded at configure), checked (CRC-32C),
+ * decoded (LZ4), mapped with one UFFDIO_COPY and published (FETCHING -> CLEAN/DIRTY), waking the
+ * faulting thread. A failure (refused, reset, no reply for a second, nil, an error reply, a short
+ * value) is retried, reconnecting, with backoff up to config.timeout_ms. A cluster redirection
+ * (-MOVED) is followed natively, and when the node's master cannot be reached another node is
+ * asked where its slots went, so a failover is followed without managed code (which a GC waiting
+ * for this very fault would hold up). Past the timeout the slot is marked bad and the page goes back
+ * to EVICTED, so the access gets SIGBUS (counted in bad_page_faults, and fetch_failures here) -
+ * never zeros. A tag that does not verify (a tampered or foreign value) is refused like a checksum
+ * mismatch, at once. While a fetch waits for the store, a GC waits for the fetch: a store down for
+ * the whole timeout stalls the process's GCs that long (as a hung disk does for the file tier).
  * ------------------------------------------------------------------------------------------- */
 #define CRAM_REMOTE_MAX_ENDPOINTS 64
 #define CRAM_REMOTE_TAG_BYTES 16

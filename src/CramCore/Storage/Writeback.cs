@@ -7,9 +7,12 @@ namespace CramCore.Storage;
 
 /// <summary>
 /// Compressed writeback (seed 003): above the pool's high watermark, the coldest pool entries are
-/// written to the <see cref="BackingFile"/> still compressed, packed back to back, and their slots
-/// flipped to the file extent; the pool objects are freed and the pool compacted, down to the low
-/// watermark. "Coldest": pool slots in the order their copies were stored, with a second chance for
+/// written to the tier below the pool (<see cref="ISegmentTier"/>: the <see cref="BackingFile"/>, else
+/// the remote store) still compressed, packed back to back, and their slots flipped to the new
+/// extent; the pool objects are freed and the pool compacted, down to the low watermark. With both a
+/// file (with a limit) and a remote store, the file's oldest segments go on to the store when the
+/// file passes the high watermark of its limit (<see cref="Spill"/>, a segment compaction into the
+/// store), so the coldest entries leave each local tier when its budget is reached. "Coldest": pool slots in the order their copies were stored, with a second chance for
 /// a slot the fault service marked referenced (read back since) — CLOCK over store order, an
 /// approximation of LRU by last fault-in or eviction. Segment compaction rewrites the live extents
 /// of mostly dead segments the same way. Every move follows the protocol in cramnative.h ("Virtual
