@@ -20,12 +20,13 @@ internal sealed unsafe class MemoryUse(NativeShared* shared, SlotTable slots, Co
     /// <summary>
     /// CramCore's own memory besides resident pages and the pool: the page tables in use, the
     /// fault-in log, the slot and handle tables, the zspages' handle arrays, reclaim's and
-    /// writeback's queues and the backing file's two segment buffers.
+    /// writeback's queues, the backing file's two segment buffers and the remote tier's segment buffer.
     /// </summary>
     public long MetadataBytes =>
         ((long)Volatile.Read(ref shared->Stats.PageTablePages) << SharedLayout.PageShift)
         + (long)SharedLayout.FaultLogSize * sizeof(ulong)
         + slots.MetadataBytes + pool.MetadataBytes + reclaimer.MetadataBytes
         + (slots.PoolOrder?.CapacityBytes ?? 0)
-        + (file is null ? 0 : 2L * BackingFile.SegmentBytes);
+        + (file is null ? 0 : 2L * BackingFile.SegmentBytes)
+        + (slots.Remote is null ? 0 : Remote.RemoteSegments.SegmentBytes);
 }

@@ -27,6 +27,7 @@ internal sealed unsafe class RemoteSegments : ISegmentTier, IDisposable
         public int Used; // extent bytes (sealed: + tag each)
         public int Live; // of those, the extents a slot names
         public bool Written;
+        public readonly List<uint> Slots = []; // slot ids of its extents, in order (compaction checks each)
     }
 
     private readonly ICramRemoteStore _store;
@@ -36,7 +37,7 @@ internal sealed unsafe class RemoteSegments : ISegmentTier, IDisposable
     private readonly TimeProvider _time;
     private readonly byte[] _buffer = GC.AllocateUninitializedArray<byte>(SegmentBytes, pinned: true);
     private readonly Dictionary<uint, Segment> _segments = [];
-    private readonly List<int> _dead = [];
+    private readonly List<(int Segment, long DiedAt)> _dead = [];
     private readonly Dictionary<int, string> _deadKeys = [];
     private readonly Action<int, System.Net.IPEndPoint> _publishNode;
     private uint _nextId = 1, _open;
@@ -189,6 +190,75 @@ internal sealed unsafe class RemoteSegments : ISegmentTier, IDisposable
         return System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMicroseconds / rounds;
     }
 
+    public long DeadBytes => UsedBytes - LiveBytes;
+
+    public List<int> SparseSegments(double liveFraction)
+    {
+        var result = new List<int>();
+        foreach ((uint id, Segment s) in _segments)
+        {
+            if (s.Written && id != _open && s.Live < liveFraction * SegmentBytes)
+            {
+                result.Add((int)id);
+            }
+        }
+        result.Sort((a, b) => _segments[(uint)a].Live.CompareTo(_segments[(uint)b].Live));
+        return result;
+    }
+
+    public IReadOnlyList<uint> SlotsOf(int segment) => _segments.TryGetValue((uint)segment, out Segment? s) ? s.Slots : [];
+
+    public int SegmentReadLength(int segment) => _segments.TryGetValue((uint)segment, out Segment? s) ? s.Used : 0;
+
+    public Errno ReadSegment(int segment, int length, byte* destination)
+    {
+        try
+        {
+            using var cancel = new CancellationTokenSource(_timeout);
+            var memory = new UnmanagedMemory(destination, length);
+            return _store.ReadAsync(KeyOf((uint)segment), 0, memory.Memory, cancel.Token).GetAwaiter().GetResult() == length ? Errno.None : Errno.EIO;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            LastError = e.Message;
+            return Errno.EIO;
+        }
+    }
+
+    public int SegmentOf(ulong location) => (int)RemoteLocation.Segment(location);
+
+    public byte* StoredBytes(byte* copy, ulong location, int length, byte* plain)
+    {
+        int offset = RemoteLocation.Offset(location);
+        var extent = new ReadOnlySpan<byte>(copy + offset, length + _tagBytes);
+        if (_aes is null)
+        {
+            return copy + offset;
+        }
+        try
+        {
+            _aes.Decrypt(Nonce(RemoteLocation.Segment(location), offset, stackalloc byte[12]), extent[..length], extent[length..], new Span<byte>(plain, length));
+            return plain;
+        }
+        catch (AuthenticationTagMismatchException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Native memory as <see cref="Memory{T}"/>, for the store's read into a segment copy.</summary>
+    private sealed class UnmanagedMemory(byte* pointer, int length) : System.Buffers.MemoryManager<byte>
+    {
+        public override Span<byte> GetSpan() => new(pointer, length);
+        public override System.Buffers.MemoryHandle Pin(int elementIndex = 0) => new(pointer + elementIndex);
+        public override void Unpin()
+        {
+        }
+        protected override void Dispose(bool disposing)
+        {
+        }
+    }
+
     public bool HasRoom(int length) => _open != 0 && _segments[_open].Used + length + _tagBytes <= SegmentBytes && !_segments[_open].Written;
 
     public bool OpenNextSegment()
@@ -233,6 +303,7 @@ internal sealed unsafe class RemoteSegments : ISegmentTier, IDisposable
         }
         s.Used += length + _tagBytes;
         s.Live += length + _tagBytes;
+        s.Slots.Add(slot);
         Interlocked.Add(ref _liveBytes, length + _tagBytes);
         Interlocked.Add(ref _usedBytes, length + _tagBytes);
         return RemoteLocation.Make(_open, s.Node, offset);
@@ -336,19 +407,31 @@ internal sealed unsafe class RemoteSegments : ISegmentTier, IDisposable
 
     private void QueueDelete(int id, string key)
     {
-        _dead.Add(id);
+        _dead.Add((id, _time.GetTimestamp()));
         lock (_deadKeys)
         {
             _deadKeys[id] = key;
         }
     }
 
-    public bool HasDeadSegments => _dead.Count > 0;
+    /// <summary>
+    /// How long a dead segment stays on the store before it is deleted: longer than a fetch can take.
+    /// A fetch reads outside the fault service's lock (cramnative.h, "Remote tier"), so a compaction
+    /// that moved its slot while it was in flight must not pull the old bytes from under it.
+    /// </summary>
+    private TimeSpan DeleteGrace => _timeout + TimeSpan.FromSeconds(1);
+
+    public bool HasDeadSegments => _dead.Count > 0 && _time.GetElapsedTime(_dead[0].DiedAt) >= DeleteGrace;
 
     public int[] TakeDeadSegments()
     {
-        int[] dead = [.. _dead];
-        _dead.Clear();
+        int due = 0;
+        while (due < _dead.Count && _time.GetElapsedTime(_dead[due].DiedAt) >= DeleteGrace)
+        {
+            due++;
+        }
+        int[] dead = [.. _dead.Take(due).Select(d => d.Segment)];
+        _dead.RemoveRange(0, due);
         return dead;
     }
 

@@ -343,6 +343,10 @@ internal sealed unsafe class BackingFile : ISegmentTier, IDisposable
         return result;
     }
 
+    public int SegmentOf(ulong location) => (int)(location / SegmentBytes);
+
+    public byte* StoredBytes(byte* copy, ulong location, int length, byte* plain) => copy + (location % SegmentBytes);
+
     /// <summary>The slot ids of a segment's extents (some may be dead or reused: check each slot's location).</summary>
     public IReadOnlyList<uint> SlotsOf(int segment) => _segments[segment].Slots;
 

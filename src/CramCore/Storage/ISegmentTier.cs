@@ -62,4 +62,36 @@ internal unsafe interface ISegmentTier
 
     /// <summary>Whether <see cref="Upkeep"/> has work now.</summary>
     bool UpkeepDue { get; }
+
+    // Segment compaction (Writeback.CompactSegments): a segment mostly dead has its live extents
+    // rewritten into the open segment, then it dies.
+
+    /// <summary>Bytes of the tier's segments (live or dead extents).</summary>
+    long UsedBytes { get; }
+
+    /// <summary>Bytes of extents no slot names any more.</summary>
+    long DeadBytes { get; }
+
+    /// <summary>Sealed segments whose live bytes are below <paramref name="liveFraction"/> of a segment, emptiest first (under lock 3).</summary>
+    List<int> SparseSegments(double liveFraction);
+
+    /// <summary>The slot ids of a segment's extents, in order; some may be dead or reused (check each slot's location; under lock 3).</summary>
+    IReadOnlyList<uint> SlotsOf(int segment);
+
+    /// <summary>The bytes to read for a whole segment (under lock 3).</summary>
+    int SegmentReadLength(int segment);
+
+    /// <summary>Reads <paramref name="length"/> bytes of a segment into <paramref name="destination"/> (<see cref="BackingFile.SegmentBytes"/>, page-aligned). Outside lock 3.</summary>
+    Errno ReadSegment(int segment, int length, byte* destination);
+
+    /// <summary>The segment a location of this tier lies in.</summary>
+    int SegmentOf(ulong location);
+
+    /// <summary>
+    /// The stored bytes of the extent at <paramref name="location"/> (<paramref name="length"/> stored
+    /// bytes) in <paramref name="copy"/>, a copy of its segment read with <see cref="ReadSegment"/>:
+    /// where they lie (the file), or opened into <paramref name="plain"/> (the store's sealed
+    /// extents); null if they do not open.
+    /// </summary>
+    byte* StoredBytes(byte* copy, ulong location, int length, byte* plain);
 }

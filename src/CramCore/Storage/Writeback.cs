@@ -53,6 +53,7 @@ internal sealed unsafe partial class Writeback : IDisposable
     private readonly NativeSlotMove[] _moves = new NativeSlotMove[BatchEntries];
     private readonly int[] _lengths = new int[BatchEntries]; // each move's extent length, as appended
     private readonly byte* _segmentCopy; // a segment read back for compaction
+    private readonly byte* _plain;       // an extent of it opened (the store's are sealed)
     private long _allowance, _allowanceAt;
     private long _pausedUntil;
     private long _pages, _bytes, _segmentCompactions, _skippedMoves;
@@ -77,6 +78,7 @@ internal sealed unsafe partial class Writeback : IDisposable
         _bytesPerSecond = options.WritebackBytesPerSecond;
         _allowanceAt = _time.GetTimestamp();
         _segmentCopy = (byte*)NativeMemory.AlignedAlloc(BackingFile.SegmentBytes, SharedLayout.PageSize);
+        _plain = (byte*)NativeMemory.AlignedAlloc(SharedLayout.PageSize, SharedLayout.PageSize);
     }
 
     /// <summary>Pages written back (cumulative).</summary>
@@ -370,7 +372,9 @@ internal sealed unsafe partial class Writeback : IDisposable
     }
 
     /// <summary>Whether dead bytes are worth a segment compaction: more than a quarter of the file, at least four segments' worth.</summary>
-    private bool CompactionDue => _file is not null && _file.DeadBytes >= Math.Max(4L * BackingFile.SegmentBytes, _file!.UsedBytes / 4);
+    private bool CompactionDue => CompactionDueIn(_file) || CompactionDueIn(_slots.Remote);
+
+    private static bool CompactionDueIn(ISegmentTier? tier) => tier is not null && tier.DeadBytes >= Math.Max(4L * BackingFile.SegmentBytes, tier.UsedBytes / 4);
 
     /// <summary>
     /// Rewrites the live extents of segments less than half live into the open segment and frees
@@ -382,30 +386,34 @@ internal sealed unsafe partial class Writeback : IDisposable
     {
         lock (_io)
         {
-            if (_file is null || (!force && !CompactionDue) || Paused)
-            {
-                return 0;
-            }
-            List<int> sparse;
-            lock (_maintenance)
-            {
-                sparse = _file!.SparseSegments(0.5);
-            }
             int emptied = 0;
-            foreach (int segment in sparse)
+            foreach (ISegmentTier? tier in new ISegmentTier?[] { _file, _slots.Remote })
             {
-                if (_stopping)
+                if (tier is null || (!force && !CompactionDueIn(tier)) || Paused)
                 {
-                    break;
+                    continue;
                 }
-                switch (CompactSegment(segment, _file!))
+                List<int> sparse;
+                lock (_maintenance)
                 {
-                    case SegmentCompaction.Emptied:
+                    sparse = tier.SparseSegments(0.5);
+                }
+                foreach (int segment in sparse)
+                {
+                    if (_stopping)
+                    {
+                        return emptied;
+                    }
+                    SegmentCompaction result = CompactSegment(segment, tier, tier);
+                    if (result == SegmentCompaction.Emptied)
+                    {
                         emptied++;
                         Interlocked.Increment(ref _segmentCompactions);
+                    }
+                    else if (result == SegmentCompaction.Stopped)
+                    {
                         break;
-                    case SegmentCompaction.Stopped:
-                        return emptied;
+                    }
                 }
             }
             return emptied;
@@ -415,20 +423,20 @@ internal sealed unsafe partial class Writeback : IDisposable
     private enum SegmentCompaction { Emptied, Unreadable, Stopped }
 
     /// <summary>Moves one segment's live extents into the open segment (under lock 2a). While 2a is held nothing else writes the file, so the copy read stays the segment's bytes.</summary>
-    private SegmentCompaction CompactSegment(int segment, ISegmentTier destination)
+    private SegmentCompaction CompactSegment(int segment, ISegmentTier source, ISegmentTier destination)
     {
         uint[] ids;
         int length;
         lock (_maintenance)
         {
-            ids = [.. _file!.SlotsOf(segment)];
-            length = _file!.SegmentReadLength(segment);
+            ids = [.. source.SlotsOf(segment)];
+            length = source.SegmentReadLength(segment);
         }
         if (length == 0)
         {
             return SegmentCompaction.Emptied; // every extent died meanwhile
         }
-        if (_file!.ReadSegment(segment, length, _segmentCopy) != Errno.None)
+        if (source.ReadSegment(segment, length, _segmentCopy) != Errno.None)
         {
             return SegmentCompaction.Unreadable; // its extents stay where they are; faults report what they find
         }
@@ -445,7 +453,7 @@ internal sealed unsafe partial class Writeback : IDisposable
                     return SegmentCompaction.Stopped;
                 }
                 destination.MarkBatch();
-                n = ChooseLive(segment, ids, ref next, moved, destination);
+                n = ChooseLive(segment, ids, ref next, moved, source, destination);
                 if (n == 0)
                 {
                     continue;
@@ -467,7 +475,7 @@ internal sealed unsafe partial class Writeback : IDisposable
                 for (int i = 0; i < n; i++)
                 {
                     NativeSlot* s = _slots.TryGet(_moves[i].Slot);
-                    if (!freed.Contains(_moves[i].Slot) && s != null && s->Backend == SlotBackend.File && s->Location == _moves[i].FromLocation && s->Length == _lengths[i])
+                    if (!freed.Contains(_moves[i].Slot) && s != null && s->Backend == source.Backend && s->Location == _moves[i].FromLocation && s->Length == _lengths[i])
                     {
                         _lengths[kept] = _lengths[i];
                         _moves[kept++] = _moves[i];
@@ -483,10 +491,10 @@ internal sealed unsafe partial class Writeback : IDisposable
                 {
                     if (_moves[k].Moved != 0)
                     {
-                        _file!.Release(_moves[k].FromLocation, _lengths[k]);
-                        if (destination != _file)
+                        source.Release(_moves[k].FromLocation, _lengths[k]);
+                        if (destination != source)
                         {
-                            _slots.Moved(SlotBackend.File, destination.Backend);
+                            _slots.Moved(source.Backend, destination.Backend);
                             Interlocked.Increment(ref _spilledPages);
                         }
                     }
@@ -497,22 +505,22 @@ internal sealed unsafe partial class Writeback : IDisposable
     }
 
     /// <summary>Appends up to a batch of the segment's live extents, from <paramref name="next"/> on, checked against their checksums (under lock 3). Returns how many.</summary>
-    private int ChooseLive(int segment, uint[] ids, ref int next, HashSet<uint> moved, ISegmentTier destination)
+    private int ChooseLive(int segment, uint[] ids, ref int next, HashSet<uint> moved, ISegmentTier source, ISegmentTier destination)
     {
         int n = 0;
         for (; next < ids.Length && n < BatchEntries; next++)
         {
             uint id = ids[next];
             NativeSlot* s = _slots.TryGet(id);
-            if (s == null || s->Backend != SlotBackend.File || s->Location / BackingFile.SegmentBytes != (ulong)segment ||
+            if (s == null || s->Backend != source.Backend || source.SegmentOf(s->Location) != segment ||
                 (NativeSlot.LoadFlags(s) & (SlotFlags.Stale | SlotFlags.Bad)) != 0 || moved.Contains(id))
             {
                 continue; // dead, elsewhere, about to be freed by the reaper, or moved already
             }
             // The copy must be this extent's bytes: never move bytes that do not match the checksum;
             // a damaged extent stays where it is for the fault to report.
-            byte* source = _segmentCopy + (s->Location % BackingFile.SegmentBytes);
-            if (Checksum.Crc32C(source, s->Length) != s->Checksum)
+            byte* stored = source.StoredBytes(_segmentCopy, s->Location, s->Length, _plain);
+            if (stored == null || Checksum.Crc32C(stored, s->Length) != s->Checksum)
             {
                 continue;
             }
@@ -521,12 +529,12 @@ internal sealed unsafe partial class Writeback : IDisposable
                 break;
             }
             ulong from = s->Location;
-            ulong to = destination.Append(source, s->Length, id);
+            ulong to = destination.Append(stored, s->Length, id);
             moved.Add(id);
             _lengths[n] = s->Length;
             _moves[n++] = new NativeSlotMove
             {
-                Slot = id, FromBackend = SlotBackend.File, FromLocation = from, ToBackend = destination.Backend, ToLocation = to,
+                Slot = id, FromBackend = source.Backend, FromLocation = from, ToBackend = destination.Backend, ToLocation = to,
             };
         }
         return n;
@@ -563,7 +571,7 @@ internal sealed unsafe partial class Writeback : IDisposable
                 {
                     oldest = _file!.OldestSegments(1);
                 }
-                if (oldest.Count == 0 || CompactSegment(oldest[0], _spill) != SegmentCompaction.Emptied)
+                if (oldest.Count == 0 || CompactSegment(oldest[0], _file!, _spill) != SegmentCompaction.Emptied)
                 {
                     break;
                 }
@@ -632,5 +640,6 @@ internal sealed unsafe partial class Writeback : IDisposable
     {
         StopThread();
         NativeMemory.AlignedFree(_segmentCopy);
+        NativeMemory.AlignedFree(_plain);
     }
 }
