@@ -388,8 +388,8 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
     if (id != CRAM_SLOT_ZERO) {
         cram_slot* slot = slot_get(s, id);
         if (slot->backend == CRAM_BACKEND_REMOTE && !(slot_flags(slot) & CRAM_SLOT_BAD)) {
-            remote_claim(e, r, page, pte, write, t0); /* fetched outside the lock ("Remote tier") */
-            return;
+            if (remote_claim(e, r, page, pte, write, t0)) return; /* fetched outside the lock ("Remote tier") */
+            slot_flags_or(slot, CRAM_SLOT_BAD); /* no read half can fetch it: it fails as an unreadable copy does, below */
         }
         const char* why = "stored copy was found bad before";
         /* A read that continues a sequential stream from the file: read this page's extent with the

@@ -362,9 +362,11 @@ static inline uint64_t wait_not_held(cram_engine* e, uint64_t* pte)
 /* Under the engine lock, a MISSING fault on EVICTED page `page` (word p) whose slot is REMOTE: claims
  * it FETCHING (logged, counted) and queues the fetch (service thread) or leaves it for the faulting
  * thread to run once it lets the lock go (remote_run_pending). */
-void remote_claim(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t p, int write, uint64_t t0);
+int remote_claim(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t p, int write, uint64_t t0);
 /* The remote claim of a read brings in, in the same request, the evicted remote pages after it up to
- * the stream's window whose extents follow its own (readahead); claimed FETCHING the same way. */
+ * the stream's window whose extents follow its own (readahead); claimed FETCHING the same way.
+ * 0 if nothing can fetch it (no read half configured, its node never published): the caller fails
+ * the access as for an unreadable copy, rather than leave the thread waiting for ever. */
 /* The faulting thread, after it let the engine lock go: runs the fetch its fault claimed, if any. */
 void remote_run_pending(cram_engine* e);
 /* Without the engine lock: waits until the page at pte is no longer FETCHING (the faulting-thread service). */

@@ -780,20 +780,25 @@ static int claim_entry(cram_engine* e, cram_region_desc* r, remote_request* q, u
     return 1;
 }
 
-void remote_claim(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t p, int write, uint64_t t0)
+int remote_claim(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t p, int write, uint64_t t0)
 {
     ASSERT_ENGINE_LOCKED(e);
     cram_shared* s = e->shared;
     cram_remote* rm = e->remote;
     cram_slot* slot = slot_get(s, CRAM_PTE_SLOT(p));
     uint64_t location = slot->location;
-    if (!rm || (!e->faulting_thread && !rm->nodes[CRAM_REMOTE_NODE(location)])) { /* never configured, or a node never published */
+    if (!rm || (!e->faulting_thread && !rm->nodes[CRAM_REMOTE_NODE(location)]) ||
+        (e->faulting_thread && !__atomic_load_n(&rm->endpoints[CRAM_REMOTE_NODE(location)], __ATOMIC_ACQUIRE))) { /* never configured, or a node never published */
         add_counter(&s->stats.service_errors, 1);
-        return;
+        return 0;
     }
     remote_request q = { .region = r, .location = location, .t0 = t0,
                          .deadline = t0 + (uint64_t)rm->config.timeout_ms * 1000000ull, .write = (uint32_t)write };
-    if (!claim_entry(e, r, &q, page, p, write, 0)) { add_counter(&s->stats.service_errors, 1); return; }
+    if (!claim_entry(e, r, &q, page, p, write, 0)) { /* only code holding the lock leaves EVICTED: cannot happen */
+        add_counter(&s->stats.service_errors, 1);
+        engine_wake(e, r->base + (page << CRAM_PAGE_SHIFT), CRAM_PAGE_SIZE);
+        return 1;
+    }
     /* A read that continues a sequential stream: the evicted pages after it whose extents follow its
      * own in the segment come in the same request, up to the stream's window. Pages with no extent
      * in the segment (resident, empty, zero or same-filled, in the pool) are passed over, and so is
@@ -816,9 +821,10 @@ void remote_claim(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t p
         remote_lane* l = lane_take(rm); /* lanes are let go without the engine lock: a wait here ends */
         l->request = q;
         t_pending = l;
-        return;
+        return 1;
     }
     node_submit(rm, &q);
+    return 1;
 }
 
 void remote_run_pending(cram_engine* e)

@@ -296,10 +296,10 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         Assert.Equal(0, s.ChecksumFailures);
         Assert.Equal(0, s.BadPageFaults);
         // Metadata follows what it describes (issue 24): the fixed part (the fault-in log, reclaim's two
-        // chunk buffers; with a backing file its two segment buffers) and at most MetadataBytesPerPage
+        // chunk buffers; with a backing file its two segment buffers; with a remote store its segment buffer) and at most MetadataBytesPerPage
         // per populated page, whatever the mode hammered (measured 80-93 bytes a page here).
         long fixedBytes = (long)SharedLayout.FaultLogSize * sizeof(ulong) + EvictionPipeline.MetadataBytes +
-            (engine.Parts.File is null ? 0 : 2L * BackingFile.SegmentBytes);
+            (engine.Parts.File is null ? 0 : 2L * BackingFile.SegmentBytes) + (engine.Parts.Remote is null ? 0 : RemoteSegments.SegmentBytes);
         long populatedPages = s.LogicalBytes / P;
         Assert.True(s.MetadataBytes <= fixedBytes + MetadataBytesPerPage * populatedPages + (64 << 10),
             $"{mode}: metadata {s.MetadataBytes} bytes for {populatedPages} pages: {(s.MetadataBytes - fixedBytes) / Math.Max(1, populatedPages)} a page beyond the fixed {fixedBytes}");
