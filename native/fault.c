@@ -357,7 +357,7 @@ uint64_t eviction_stamp(cram_shared* s)
 
 /* Whether a page evicted with word p, refaulting now, is in the working set: its refault distance
  * (evictions since its drop) is below cram_shared.activate_distance_pages. */
-static int refault_activates(cram_shared* s, uint64_t p)
+int refault_activates(cram_shared* s, uint64_t p)
 {
     uint64_t threshold = __atomic_load_n(&s->activate_distance_pages, __ATOMIC_RELAXED);
     if (!threshold || !(p & CRAM_PTE_STAMPED)) return 0;

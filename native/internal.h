@@ -299,6 +299,9 @@ uint32_t crc32c(const void* data, size_t n);
 /* fault.c */
 const void* slot_read(cram_engine* e, cram_slot* slot, unsigned char* dst, uint64_t** counter, const char** why);
 uint64_t eviction_stamp(cram_shared* s);
+/* Whether a page evicted with word p, refaulting now, is in the working set (its refault distance is
+ * below cram_shared.activate_distance_pages: "Working set" in cramnative.h). */
+int refault_activates(cram_shared* s, uint64_t p);
 void fault_log_append(cram_shared* s, uint32_t region, uint64_t page);
 void* service_main(void* arg);
 void resident_add(cram_engine* e, uint64_t n);

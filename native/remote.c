@@ -749,13 +749,9 @@ static uint64_t fetched_word(cram_shared* s, uint64_t p, int write, int fault)
     uint64_t id = CRAM_PTE_SLOT(p);
     uint64_t next = write ? CRAM_PTE_MAKE(CRAM_PTE_DIRTY, 0) | CRAM_PTE_REFERENCED : CRAM_PTE_MAKE(CRAM_PTE_CLEAN, id);
     if (!fault) return next; /* readahead sets neither ACTIVE nor TRIAL ("Working set") */
-    uint64_t threshold = __atomic_load_n(&s->activate_distance_pages, __ATOMIC_RELAXED);
-    if (threshold && (p & CRAM_PTE_STAMPED)) {
-        uint64_t now = __atomic_load_n(&s->stats.evicted_pages_total, __ATOMIC_RELAXED) / CRAM_EVICTION_STAMP_UNIT;
-        if ((((now - CRAM_PTE_STAMP(p)) & 0xFFFFull) + 1) * CRAM_EVICTION_STAMP_UNIT <= threshold) {
-            add_counter(&s->stats.workingset_activations, 1);
-            return next | CRAM_PTE_ACTIVE;
-        }
+    if (refault_activates(s, p)) {
+        add_counter(&s->stats.workingset_activations, 1);
+        return next | CRAM_PTE_ACTIVE;
     }
     return write ? next : next | CRAM_PTE_TRIAL;
 }

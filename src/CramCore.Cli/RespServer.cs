@@ -115,13 +115,6 @@ internal sealed class RespServer : IDisposable
         }
     }
 
-    /// <summary>Starts the server again on the same port: empty, or with what its append-only file kept (durable).</summary>
-    public void Restart()
-    {
-        Kill();
-        Start();
-    }
-
     /// <summary>Runs redis-cli against this server; returns its output.</summary>
     public string Cli(params string[] args) => RunCli(["-p", Port.ToString(), .. args]);
 

@@ -113,7 +113,7 @@ internal sealed unsafe class RemoteSegments : ISegmentTier, IDisposable
             foreach ((ulong location, int length, uint checksum) in segment)
             {
                 int offset = RemoteLocation.Offset(location);
-                if (offset + length + _tagBytes > read || !Opens(segment.Key, offset, value.AsSpan(offset, length + _tagBytes), checksum))
+                if (offset + length + _tagBytes > read || !Opens(location, value.AsSpan(offset, length + _tagBytes), checksum))
                 {
                     bad++;
                 }
@@ -131,15 +131,25 @@ internal sealed unsafe class RemoteSegments : ISegmentTier, IDisposable
         {
             return false;
         }
-        var plain = new Span<byte>(destination, length);
+        return Open(location, extent, new Span<byte>(destination, length));
+    }
+
+    /// <summary>
+    /// The one way an extent is opened in managed code (remote.c opens them natively): the stored bytes
+    /// of the extent at <paramref name="location"/> (<paramref name="extent"/>: ciphertext then tag, or
+    /// the bytes themselves unsealed) into <paramref name="plain"/>; false if its tag does not verify.
+    /// </summary>
+    private bool Open(ulong location, ReadOnlySpan<byte> extent, Span<byte> plain)
+    {
+        int length = extent.Length - _tagBytes;
         if (_aes is null)
         {
-            extent.AsSpan(0, length).CopyTo(plain);
+            extent.CopyTo(plain);
             return true;
         }
         try
         {
-            _aes.Decrypt(Nonce(RemoteLocation.Segment(location), RemoteLocation.Offset(location), stackalloc byte[12]), extent.AsSpan(0, length), extent.AsSpan(length), plain);
+            _aes.Decrypt(Nonce(RemoteLocation.Segment(location), RemoteLocation.Offset(location), stackalloc byte[12]), extent[..length], extent[length..], plain[..length]);
             return true;
         }
         catch (AuthenticationTagMismatchException)
@@ -148,28 +158,17 @@ internal sealed unsafe class RemoteSegments : ISegmentTier, IDisposable
         }
     }
 
-    private bool Opens(uint segment, int offset, ReadOnlySpan<byte> extent, uint checksum)
+    /// <summary>Whether an extent opens and matches its checksum.</summary>
+    private bool Opens(ulong location, ReadOnlySpan<byte> extent, uint checksum)
     {
-        int length = extent.Length - _tagBytes;
-        byte[] plain = new byte[length];
-        if (_aes is null)
+        byte[] plain = new byte[extent.Length - _tagBytes];
+        if (!Open(location, extent, plain))
         {
-            extent.CopyTo(plain);
-        }
-        else
-        {
-            try
-            {
-                _aes.Decrypt(Nonce(segment, offset, stackalloc byte[12]), extent[..length], extent[length..], plain);
-            }
-            catch (AuthenticationTagMismatchException)
-            {
-                return false;
-            }
+            return false;
         }
         fixed (byte* p = plain)
         {
-            return Checksum.Crc32C(p, length) == checksum;
+            return Checksum.Crc32C(p, plain.Length) == checksum;
         }
     }
 
@@ -229,21 +228,12 @@ internal sealed unsafe class RemoteSegments : ISegmentTier, IDisposable
 
     public byte* StoredBytes(byte* copy, ulong location, int length, byte* plain)
     {
-        int offset = RemoteLocation.Offset(location);
-        var extent = new ReadOnlySpan<byte>(copy + offset, length + _tagBytes);
+        byte* extent = copy + RemoteLocation.Offset(location);
         if (_aes is null)
         {
-            return copy + offset;
+            return extent;
         }
-        try
-        {
-            _aes.Decrypt(Nonce(RemoteLocation.Segment(location), offset, stackalloc byte[12]), extent[..length], extent[length..], new Span<byte>(plain, length));
-            return plain;
-        }
-        catch (AuthenticationTagMismatchException)
-        {
-            return null;
-        }
+        return Open(location, new ReadOnlySpan<byte>(extent, length + _tagBytes), new Span<byte>(plain, length)) ? plain : null;
     }
 
     /// <summary>Native memory as <see cref="Memory{T}"/>, for the store's read into a segment copy.</summary>
@@ -319,15 +309,8 @@ internal sealed unsafe class RemoteSegments : ISegmentTier, IDisposable
 
     public bool AppendedEquals(ulong location, byte* data, int length)
     {
-        int offset = RemoteLocation.Offset(location);
-        ReadOnlySpan<byte> extent = _buffer.AsSpan(offset, length + _tagBytes);
-        if (_aes is null)
-        {
-            return extent.SequenceEqual(new ReadOnlySpan<byte>(data, length));
-        }
         byte[] plain = new byte[length];
-        _aes.Decrypt(Nonce(RemoteLocation.Segment(location), offset, stackalloc byte[12]), extent[..length], extent[length..], plain);
-        return plain.AsSpan().SequenceEqual(new ReadOnlySpan<byte>(data, length));
+        return Open(location, _buffer.AsSpan(RemoteLocation.Offset(location), length + _tagBytes), plain) && plain.AsSpan().SequenceEqual(new ReadOnlySpan<byte>(data, length));
     }
 
     public BackingFile.PendingWrite PrepareWrite()
