@@ -124,7 +124,11 @@
  *                                                      window (32 pages a hold of the engine lock, their
  *                                                      file extents in one read) and mapped by the same
  *                                                      installers; exactly a read swap-in without a fault,
- *                                                      file-backed copies included; never past the soft limit
+ *                                                      file-backed copies included; never past the soft limit.
+ *                                                      A page whose copy is on the remote store goes
+ *                                                      EVICTED -> FETCHING instead, in a request with the pages
+ *                                                      whose extents follow it (as a fault's readahead),
+ *                                                      counted as prefetched when it lands
  *   any populated ──discard (CramNative_DiscardPages)──▶ EMPTY   Advise(DontNeed): under the engine lock,
  *                                                      with reclaim paused (so nothing is EVICTING or
  *                                                      DROPPING, and the service holds no UNPROTECTING):
@@ -844,7 +848,8 @@ int CramNative_FindPages(cram_engine* engine, uint32_t region_id, uint64_t first
 /* Advise(WillNeed): swaps in the EVICTED pages of pages [first, end) ahead of any access (the
  * state machine above), at most PREFETCH_MAX_PAGES brought in and PREFETCH_SCAN_MAX pages looked at
  * per call, one READAHEAD_CHUNK per hold of the engine lock, so a fault waits for one chunk at most;
- * never past the soft limit. The caller keeps the region from being destroyed. *next is where to
+ * never past the soft limit. Pages whose copy is on the remote store are sent for (FETCHING) and
+ * counted in *brought: with the service thread they land after the call returns. The caller keeps the region from being destroyed. *next is where to
  * continue (end once done), *brought the pages swapped in, *at_limit 1 if it stopped at the soft
  * limit. EINVAL if the region is not active or first > end. */
 int CramNative_PrefetchPages(cram_engine* engine, uint32_t region_id, uint64_t first, uint64_t end,

@@ -370,6 +370,14 @@ int remote_claim(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t p,
  * the stream's window whose extents follow its own (readahead); claimed FETCHING the same way.
  * 0 if nothing can fetch it (no read half configured, its node never published): the caller fails
  * the access as for an unreadable copy, rather than leave the thread waiting for ever. */
+/* Advise(WillNeed) (CramNative_PrefetchPages), under the engine lock: if page is EVICTED with a
+ * remote copy, claims it and the pages of [page + 1, end) whose extents follow (as a fault's
+ * readahead) as one request, counted as prefetched, and sends it (service thread) or leaves it in
+ * *run for the caller to run once it lets the lock go (remote_run). Returns the pages claimed (0: not
+ * a remote page, or nothing can fetch it). */
+struct remote_lane;
+uint32_t remote_prefetch(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t end, struct remote_lane** run);
+void remote_run(cram_engine* e, struct remote_lane* lane);
 /* The faulting thread, after it let the engine lock go: runs the fetch its fault claimed, if any. */
 void remote_run_pending(cram_engine* e);
 /* Without the engine lock: waits until the page at pte is no longer FETCHING (the faulting-thread service). */

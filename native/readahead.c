@@ -396,17 +396,28 @@ EXPORT int CramNative_PrefetchPages(cram_engine* e, uint32_t region_id, uint64_t
             limit = 1;
             want = 0;
         }
-        uint32_t used = 0;
+        uint32_t used = 0, fetching = 0, remote = 0; /* pages of the local window; of remote requests */
+        struct remote_lane* run = NULL;
         if (want && q < end) {
             readahead_quiesce(e); /* the last window's buffer is free once its chunks are mapped */
             window_begin(e, r, &s->stats.prefetched_pages);
             /* The hold's file extents in one read where they lie together (as readahead's window);
              * an extent outside it is read on its own by slot_read. */
             file_window_read(e, r, q, end - q < want ? end : q + want);
-            while (used < want && q < end && scanned < PREFETCH_SCAN_MAX) {
-                uint64_t stop = end - q < want - used ? end : q + (want - used);
+            while (used + remote < want && q < end && scanned < PREFETCH_SCAN_MAX) {
+                uint64_t stop = end - q < want - used - remote ? end : q + (want - used - remote);
                 uint32_t n = decode_ahead(e, r, q, stop, AHEAD_ANY_FILE, e->window_olds + used, e->window_buf + ((uint64_t)used << CRAM_PAGE_SHIFT));
                 uint32_t claimed = n ? window_claim(e, r, q, used, n) : 0;
+                if (!claimed && !run && (fetching = remote_prefetch(e, r, q, stop, &run)) != 0) {
+                    /* its copy is on the remote store: fetched as a fault's readahead would be (a window a
+                     * request), without waiting; a faulting-thread engine's prefetch runs it after the lock */
+                    n_brought += fetching;
+                    remote += fetching;
+                    scanned += fetching;
+                    q += fetching;
+                    if (run) break;
+                    continue;
+                }
                 if (!claimed) { /* resident, empty, or left to its own fault (a bad copy fails there) */
                     q = touched_page_next(r, q + 1);
                     scanned++;
@@ -421,6 +432,7 @@ EXPORT int CramNative_PrefetchPages(cram_engine* e, uint32_t region_id, uint64_t
         }
         engine_unlock(e);
         readahead_help(e); /* mapped with the helpers; a page whose copy fails stays EVICTED (service_errors) */
+        if (run) remote_run(e, run); /* the remote window it claimed (faulting-thread engines) */
         n_brought += used;
     }
     if (q > end) q = end;

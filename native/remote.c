@@ -55,7 +55,7 @@ typedef struct remote_request {
     uint32_t span;     /* bytes from entry 0's extent to the end of the last one's */
     uint32_t count;    /* entries, 1..REMOTE_WINDOW_MAX */
     uint32_t write;    /* entry 0 is a write (then count is 1) */
-    uint32_t reserved;
+    uint32_t prefetch; /* Advise(WillNeed): no fault; every entry counts as prefetched */
     remote_page pages[REMOTE_WINDOW_MAX];
 } remote_request;
 
@@ -423,7 +423,7 @@ static void publish(cram_engine* e, const remote_request* request, uint32_t i, c
     cram_remote* rm = e->remote;
     cram_region_desc* r = request->region;
     const remote_page* q = &request->pages[i];
-    int write = i == 0 && request->write, ahead = i > 0;
+    int write = i == 0 && request->write, ahead = i > 0 || request->prefetch;
     uint64_t* pte = &r->pte[q->page];
     uint64_t addr = r->base + (q->page << CRAM_PAGE_SHIFT);
     cram_slot* slot = slot_get(s, q->slot_id);
@@ -443,8 +443,8 @@ static void publish(cram_engine* e, const remote_request* request, uint32_t i, c
             slot_flags_or(slot, CRAM_SLOT_REFERENCED);
         }
         add_counter(&rm->stats.fetches, 1);
-        if (ahead) {
-            add_counter(&s->stats.readahead_pages, 1); /* read ahead, as the local window's pages: not a fault */
+        if (ahead) { /* read ahead or prefetched, as the local window's pages: not a fault */
+            add_counter(request->prefetch ? &s->stats.prefetched_pages : &s->stats.readahead_pages, 1);
         } else {
             add_counter(counter, 1);
             add_counter(&r->faults_swapin, 1);
@@ -776,6 +776,64 @@ static int claim_entry(cram_engine* e, cram_region_desc* r, remote_request* q, u
     return 1;
 }
 
+/* Under the engine lock: adds to q the EVICTED pages of [next, end) whose extents follow q's last one
+ * in the segment, up to REMOTE_WINDOW_MAX entries. Pages with no extent in the segment (resident,
+ * empty, zero or same-filled, in the pool) are passed over, and so is the extent of a resident page
+ * that still names one there (its bytes are read and dropped), so a scan of mixed or half-read
+ * memory still takes a window a request. */
+static void claim_window(cram_engine* e, cram_region_desc* r, remote_request* q, uint64_t next, uint64_t end)
+{
+    cram_shared* s = e->shared;
+    uint32_t tag = e->remote->config.sealed ? CRAM_REMOTE_TAG_BYTES : 0;
+    for (; next < end && q->count < REMOTE_WINDOW_MAX; next++) {
+        uint64_t w = load_acquire(&r->pte[next]);
+        uint32_t state = CRAM_PTE_STATE(w);
+        if (!pte_names_slot(state) || CRAM_PTE_SLOT(w) == CRAM_SLOT_ZERO) continue; /* no copy, or a zero page */
+        cram_slot* ahead = slot_get(s, CRAM_PTE_SLOT(w));
+        if (ahead->backend != CRAM_BACKEND_REMOTE) continue; /* its copy is elsewhere */
+        uint64_t bytes = (uint64_t)ahead->length + tag;
+        if (ahead->location != q->location + q->span || q->span + bytes > REMOTE_WINDOW_MAX * (CRAM_PAGE_SIZE + CRAM_REMOTE_TAG_BYTES)) break;
+        if (state != CRAM_PTE_EVICTED) { q->span += (uint32_t)bytes; continue; } /* resident (or being fetched): passed over */
+        if ((slot_flags(ahead) & CRAM_SLOT_BAD) || !claim_entry(e, r, q, next, w, 0, q->span)) break;
+    }
+}
+
+/* Whether a fetch of a page at `location` can be made: a read half configured and its node known. */
+static int fetchable(const cram_engine* e, uint64_t location)
+{
+    const cram_remote* rm = e->remote;
+    uint32_t node = CRAM_REMOTE_NODE(location);
+    return rm && (e->faulting_thread ? __atomic_load_n(&rm->endpoints[node], __ATOMIC_ACQUIRE) != 0 : rm->nodes[node] != NULL);
+}
+
+uint32_t remote_prefetch(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t end, struct remote_lane** run)
+{
+    ASSERT_ENGINE_LOCKED(e);
+    cram_shared* s = e->shared;
+    uint64_t p = load_acquire(&r->pte[page]);
+    if (CRAM_PTE_STATE(p) != CRAM_PTE_EVICTED || CRAM_PTE_SLOT(p) == CRAM_SLOT_ZERO) return 0;
+    cram_slot* slot = slot_get(s, CRAM_PTE_SLOT(p));
+    if (slot->backend != CRAM_BACKEND_REMOTE || (slot_flags(slot) & CRAM_SLOT_BAD) || !fetchable(e, slot->location)) return 0;
+    uint64_t t0 = now_ns();
+    remote_request q = { .region = r, .location = slot->location, .t0 = t0, .prefetch = 1,
+                         .deadline = t0 + (uint64_t)e->remote->config.timeout_ms * 1000000ull };
+    if (!claim_entry(e, r, &q, page, p, 0, 0)) return 0;
+    claim_window(e, r, &q, page + 1, end);
+    if (e->faulting_thread) { /* the prefetching thread runs it, once it lets the lock go */
+        remote_lane* l = lane_take(e->remote);
+        l->request = q;
+        *run = l;
+    } else {
+        node_submit(e->remote, &q);
+    }
+    return q.count;
+}
+
+void remote_run(cram_engine* e, struct remote_lane* lane)
+{
+    fetch_run(e, lane);
+}
+
 int remote_claim(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t p, int write, uint64_t t0)
 {
     ASSERT_ENGINE_LOCKED(e);
@@ -783,8 +841,7 @@ int remote_claim(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t p,
     cram_remote* rm = e->remote;
     cram_slot* slot = slot_get(s, CRAM_PTE_SLOT(p));
     uint64_t location = slot->location;
-    if (!rm || (!e->faulting_thread && !rm->nodes[CRAM_REMOTE_NODE(location)]) ||
-        (e->faulting_thread && !__atomic_load_n(&rm->endpoints[CRAM_REMOTE_NODE(location)], __ATOMIC_ACQUIRE))) { /* never configured, or a node never published */
+    if (!fetchable(e, location)) { /* never configured, or a node never published */
         add_counter(&s->stats.service_errors, 1);
         return 0;
     }
@@ -795,24 +852,10 @@ int remote_claim(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t p,
         engine_wake(e, r->base + (page << CRAM_PAGE_SHIFT), CRAM_PAGE_SIZE);
         return 1;
     }
-    /* A read that continues a sequential stream: the evicted pages after it whose extents follow its
-     * own in the segment come in the same request, up to the stream's window. Pages with no extent
-     * in the segment (resident, empty, zero or same-filled, in the pool) are passed over, and so is
-     * the extent of a resident page that still names one there (its bytes are read and dropped), so
-     * a scan of mixed or half-read memory still takes a window a request. */
+    /* A read that continues a sequential stream: the pages after it whose extents follow its own,
+     * up to the stream's window (claim_window). */
     uint64_t end = write || __atomic_load_n(&s->memory_wait_us, __ATOMIC_RELAXED) ? page + 1 : swapin_stream_step(e, r, page);
-    uint32_t tag = rm->config.sealed ? CRAM_REMOTE_TAG_BYTES : 0;
-    for (uint64_t next = page + 1; next < end && q.count < REMOTE_WINDOW_MAX; next++) {
-        uint64_t w = load_acquire(&r->pte[next]);
-        uint32_t state = CRAM_PTE_STATE(w);
-        if (!pte_names_slot(state) || CRAM_PTE_SLOT(w) == CRAM_SLOT_ZERO) continue; /* no copy, or a zero page */
-        cram_slot* ahead = slot_get(s, CRAM_PTE_SLOT(w));
-        if (ahead->backend != CRAM_BACKEND_REMOTE) continue; /* its copy is elsewhere */
-        uint64_t bytes = (uint64_t)ahead->length + tag;
-        if (ahead->location != location + q.span || q.span + bytes > REMOTE_WINDOW_MAX * (CRAM_PAGE_SIZE + CRAM_REMOTE_TAG_BYTES)) break;
-        if (state != CRAM_PTE_EVICTED) { q.span += (uint32_t)bytes; continue; } /* resident (or being fetched): passed over */
-        if ((slot_flags(ahead) & CRAM_SLOT_BAD) || !claim_entry(e, r, &q, next, w, 0, q.span)) break;
-    }
+    claim_window(e, r, &q, page + 1, end);
     if (e->faulting_thread) { /* this thread fetches on a lane, once it lets the lock go (remote_run_pending) */
         remote_lane* l = lane_take(rm); /* lanes are let go without the engine lock: a wait here ends */
         l->request = q;

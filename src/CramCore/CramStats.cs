@@ -179,6 +179,8 @@ public sealed record CramStats
     public long RemoteFetches { get; init; }
     /// <summary>Requests to the remote store that brought pages in (cumulative): one per remote swap-in fault, with the pages a sequential reader's readahead adds to it.</summary>
     public long RemoteRequests { get; init; }
+    /// <summary>Pages being fetched from the remote store now (a fault's, its readahead, or a prefetch's).</summary>
+    public long RemoteFetchesInFlight { get; init; }
     /// <summary>Cluster redirections the read half followed by itself (-MOVED after a failover or a migration; cumulative).</summary>
     public long RemoteRedirects { get; init; }
     /// <summary>Fetch attempts that failed and were retried, reconnecting (cumulative).</summary>

@@ -91,6 +91,35 @@ public sealed unsafe class RemoteTierTests
         Assert.Equal("0", server.Cli("dbsize")); // Dispose deleted every key
     }
 
+    [RespStoreTheory]
+    [InlineData(CramFaultService.ServiceThread)]
+    [InlineData(CramFaultService.FaultingThread)]
+    public void WillNeed_FetchesRemotePages_AWindowARequest_AndReadsThenDoNotFault(CramFaultService service)
+    {
+        using RespServer server = RespServer.Start();
+        using RedisRemoteStore store = RedisRemoteStore.Connect(server.ToString());
+        using CramEngine engine = CramEngine.Create(Options(store, service));
+        using CramRegion region = FillAndEvict(engine);
+        int remote = RemotePagesOf(engine, region);
+        Assert.True(remote > Pages / 2);
+        CramStats before = engine.GetStats();
+
+        region.Advise(0, region.Length, CramAdvice.WillNeed);
+        engine.Regions.PrefetchIdle().Wait();
+        Assert.True(SpinWait.SpinUntil(() => engine.GetStats().RemoteFetchesInFlight == 0, TimeSpan.FromSeconds(10)));
+
+        CramStats after = engine.GetStats();
+        long requests = after.RemoteRequests - before.RemoteRequests, fetched = after.RemoteFetches - before.RemoteFetches;
+        Assert.True(fetched >= remote * 9 / 10 && requests * 4 <= fetched, $"{fetched} of {remote} remote pages prefetched in {requests} requests");
+        Assert.True(after.PrefetchedPages - before.PrefetchedPages >= fetched);
+        Assert.Equal(0, RemotePagesOf(engine, region) - (remote - (int)fetched)); // what was fetched is resident now
+        for (int i = 0; i < Pages; i++)
+        {
+            Assert.True(TestPages.CheckCompressible(region.Pointer + (long)i * P, i, 0), $"page {i} differs");
+        }
+        Assert.True(engine.GetStats().Refaults - after.Refaults < Pages - fetched + 64, "the prefetched pages read without a fault");
+    }
+
     [RespStoreFact]
     public void AnotherClient_ReadsNothing_ButCiphertext()
     {

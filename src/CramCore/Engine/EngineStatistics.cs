@@ -108,6 +108,7 @@ internal static unsafe class EngineStatistics
             RemoteRequests = (long)remote.Requests,
             RemoteFetchRetries = (long)remote.FetchRetries,
             RemoteRedirects = (long)remote.Redirects,
+            RemoteFetchesInFlight = (long)remote.Inflight,
             RemoteFetchFailures = (long)remote.FetchFailures,
             RemoteAuthFailures = (long)remote.AuthFailures,
             RemoteFetchMeanMicroseconds = remote.Requests == 0 ? 0 : remote.FetchNs / 1000.0 / remote.Requests,
