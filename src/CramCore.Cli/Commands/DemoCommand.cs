@@ -66,7 +66,7 @@ internal static unsafe class DemoCommand
         }
         if (s.Remote is not null && s.BackingFile is not null)
         {
-            throw new CliException("--remote and --backing-file: the pool's coldest pages go to one tier below it for now; give one of them.");
+            throw new CliException("--remote and --backing-file: the demo sends the pool's overflow to one of them; give one (an engine takes both, the file spilling to the store, with CramOptions.BackingFileLimitBytes).");
         }
         if (s.Remote is "" && RespServer.Missing is { } missing)
         {
