@@ -318,12 +318,6 @@ static uint32_t entry_bytes(const cram_remote* rm, const remote_page* entry)
     return entry->length + (rm->config.sealed ? CRAM_REMOTE_TAG_BYTES : 0);
 }
 
-/* The bytes q reads: its span of the segment. */
-static uint32_t extent_bytes(const cram_remote* rm, const remote_request* q)
-{
-    (void)rm;
-    return q->span;
-}
 
 /* q's GETRANGE request into out (at least 256 bytes); returns its length. */
 static size_t getrange_request(const cram_remote* rm, const remote_request* q, char* out)
@@ -335,7 +329,7 @@ static size_t getrange_request(const cram_remote* rm, const remote_request* q, c
     p = put_bulk(p, "GETRANGE", 8);
     p = put_bulk(p, key, key_len);
     p = put_bulk_u64(p, start);
-    p = put_bulk_u64(p, start + extent_bytes(rm, q) - 1);
+    p = put_bulk_u64(p, start + q->span - 1);
     return (size_t)(p - out);
 }
 
@@ -363,7 +357,7 @@ static int fetch_once(cram_remote* rm, remote_lane* l, const remote_request* q, 
         return -1;
     }
     if (n == -3 && follow_moved(rm, node, l->reply, REMOTE_REPLY_MAX)) return -1; /* again, at the new master */
-    if (n != (int64_t)extent_bytes(rm, q)) return -1; /* nil (no such key yet: a failover), an error reply, a short value */
+    if (n != (int64_t)q->span) return -1; /* nil (no such key yet: a failover), an error reply, a short value */
     add_counter(&rm->stats.requests, 1);
     add_counter(&rm->stats.fetch_ns, now_ns() - t0);
     add_counter(&rm->stats.fetch_bytes, (uint64_t)n);
@@ -509,7 +503,7 @@ static remote_lane* lane_take(cram_remote* rm)
 static void lane_release(remote_lane* l) { __atomic_store_n(&l->busy, 0, __ATOMIC_RELEASE); }
 
 /* Runs the fetch a lane holds to its end, retrying (reconnecting, with backoff) until its deadline; then lets the lane go. */
-static void fetch_run(cram_engine* e, remote_lane* l)
+void remote_run(cram_engine* e, remote_lane* l)
 {
     cram_remote* rm = e->remote;
     const remote_request* q = &l->request;
@@ -709,7 +703,7 @@ static void* node_reader_main(void* arg)
             n->count--;
             n->sent--;
             pthread_mutex_unlock(&n->lock);
-            if (value == (int64_t)extent_bytes(rm, &q)) {
+            if (value == (int64_t)q.span) {
                 add_counter(&rm->stats.fetch_bytes, (uint64_t)value);
                 add_counter(&rm->stats.requests, 1);
                 add_counter(&rm->stats.fetch_ns, now_ns() - q.t0);
@@ -829,11 +823,6 @@ uint32_t remote_prefetch(cram_engine* e, cram_region_desc* r, uint64_t page, uin
     return q.count;
 }
 
-void remote_run(cram_engine* e, struct remote_lane* lane)
-{
-    fetch_run(e, lane);
-}
-
 int remote_claim(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t p, int write, uint64_t t0)
 {
     ASSERT_ENGINE_LOCKED(e);
@@ -871,7 +860,7 @@ void remote_run_pending(cram_engine* e)
     remote_lane* l = t_pending;
     if (!l) return;
     t_pending = NULL;
-    fetch_run(e, l);
+    remote_run(e, l);
 }
 
 void remote_wait(cram_engine* e, uint64_t* pte)

@@ -54,11 +54,7 @@ internal sealed class RespServer : IDisposable
         {
             start.ArgumentList.Add(a);
         }
-        _process = Process.Start(start)!;
-        _process.OutputDataReceived += (_, _) => { };
-        _process.ErrorDataReceived += (_, _) => { };
-        _process.BeginOutputReadLine();
-        _process.BeginErrorReadLine();
+        _process = Launch(start);
         var deadline = Stopwatch.StartNew();
         while (!Ping())
         {
@@ -93,11 +89,18 @@ internal sealed class RespServer : IDisposable
         {
             start.ArgumentList.Add(a);
         }
-        _restarter = Process.Start(start)!;
-        _restarter.OutputDataReceived += (_, _) => { };
-        _restarter.ErrorDataReceived += (_, _) => { };
-        _restarter.BeginOutputReadLine();
-        _restarter.BeginErrorReadLine();
+        _restarter = Launch(start);
+    }
+
+    /// <summary>Starts a server process (or the shell that becomes one) with its output read and dropped, so a full pipe never blocks it.</summary>
+    private static Process Launch(ProcessStartInfo start)
+    {
+        var process = Process.Start(start)!;
+        process.OutputDataReceived += (_, _) => { };
+        process.ErrorDataReceived += (_, _) => { };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        return process;
     }
 
     private Process? _restarter; // the shell of RestartLater, which becomes the new redis-server (exec)

@@ -39,14 +39,24 @@ public sealed unsafe class RemoteTierTests
         return region;
     }
 
+    /// <summary>The slot of an evicted page whose copy is on the store, or null.</summary>
+    private static NativeSlot* RemoteSlot(CramEngine engine, CramRegion region, int page)
+    {
+        ulong pte = PageTableEntry.Load(region.PageTableEntries + page);
+        if (PageTableEntry.State(pte) != PageState.Evicted || PageTableEntry.Slot(pte) == SharedLayout.ZeroSlot)
+        {
+            return null;
+        }
+        NativeSlot* slot = engine.Parts.Slots.Get(PageTableEntry.Slot(pte));
+        return slot->Backend == SlotBackend.Remote ? slot : null;
+    }
+
     private static int RemotePagesOf(CramEngine engine, CramRegion region)
     {
         int n = 0;
         for (int i = 0; i < Pages; i++)
         {
-            ulong pte = PageTableEntry.Load(region.PageTableEntries + i);
-            if (PageTableEntry.State(pte) == PageState.Evicted && PageTableEntry.Slot(pte) != SharedLayout.ZeroSlot &&
-                engine.Parts.Slots.Get(PageTableEntry.Slot(pte))->Backend == SlotBackend.Remote)
+            if (RemoteSlot(engine, region, i) != null)
             {
                 n++;
             }
@@ -130,13 +140,8 @@ public sealed unsafe class RemoteTierTests
         // The plain compressed bytes of a remote page never appear in its segment.
         for (int i = 0; i < Pages; i++)
         {
-            ulong pte = PageTableEntry.Load(region.PageTableEntries + i);
-            if (PageTableEntry.State(pte) != PageState.Evicted || PageTableEntry.Slot(pte) == SharedLayout.ZeroSlot)
-            {
-                continue;
-            }
-            NativeSlot* slot = engine.Parts.Slots.Get(PageTableEntry.Slot(pte));
-            if (slot->Backend != SlotBackend.Remote)
+            NativeSlot* slot = RemoteSlot(engine, region, i);
+            if (slot == null)
             {
                 continue;
             }
