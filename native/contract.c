@@ -132,13 +132,15 @@ static void contract_structs(contract_builder* b)
     STRUCT(cram_remote_config);
     FIELD(cram_remote_config, key); FIELD(cram_remote_config, prefix); FIELD(cram_remote_config, password);
     FIELD(cram_remote_config, timeout_ms); FIELD(cram_remote_config, lanes); FIELD(cram_remote_config, sealed);
-    FIELD(cram_remote_config, reserved);
+    FIELD(cram_remote_config, tls); FIELD(cram_remote_config, tls_server_name); FIELD(cram_remote_config, tls_ca_file);
+    FIELD(cram_remote_config, tls_cert_file); FIELD(cram_remote_config, tls_key_file);
 
     STRUCT(cram_remote_stats);
     FIELD(cram_remote_stats, fetches); FIELD(cram_remote_stats, requests); FIELD(cram_remote_stats, fetch_bytes); FIELD(cram_remote_stats, fetch_retries);
     FIELD(cram_remote_stats, fetch_failures); FIELD(cram_remote_stats, auth_failures); FIELD(cram_remote_stats, fetch_ns);
     FIELD(cram_remote_stats, open_ns); FIELD(cram_remote_stats, decode_ns); FIELD(cram_remote_stats, waits);
     FIELD(cram_remote_stats, queued_peak); FIELD(cram_remote_stats, connects); FIELD(cram_remote_stats, redirects); FIELD(cram_remote_stats, inflight);
+    FIELD(cram_remote_stats, tls_failures);
 
     STRUCT(cram_contract_entry);
     FIELD(cram_contract_entry, name); FIELD(cram_contract_entry, value); FIELD(cram_contract_entry, kind);

@@ -470,6 +470,13 @@ enum cram_backend {
  * never zeros. A tag that does not verify (a tampered or foreign value) is refused like a checksum
  * mismatch, at once. While a fetch waits for the store, a GC waits for the fetch: a store down for
  * the whole timeout stalls the process's GCs that long (as a hung disk does for the file tier).
+ * TLS (config.tls): every connection is TLS (libssl.so.3, loaded at configure), the server's
+ * certificate verified against the given CAs (or the system's) and the given name (or the node's
+ * address). An SSL connection may be used by one thread at a time and OpenSSL allocates, so it can
+ * neither be shared by a sender and a receiver nor used in a SIGBUS handler: with TLS the node's
+ * reader is its connection's only user (it sends what the fault path queued, woken by an eventfd,
+ * and receives), and a faulting-thread engine's fault queues its request there too and waits for
+ * the page (FETCHING) as a service-thread engine's faulting thread does: one wake-up more each way.
  * ------------------------------------------------------------------------------------------- */
 #define CRAM_REMOTE_MAX_ENDPOINTS 64
 #define CRAM_REMOTE_TAG_BYTES 16
@@ -489,7 +496,11 @@ typedef struct cram_remote_config {
     uint32_t timeout_ms;  /* how long a fetch retries before the page fails (SIGBUS) */
     uint32_t lanes;       /* faulting-thread engines: fetches that may run at once, each on connections of its own (1..16) */
     uint32_t sealed;      /* 1: extents are AES-256-GCM sealed (ciphertext + tag) */
-    uint32_t reserved;
+    uint32_t tls;         /* 1: every connection is TLS (libssl.so.3), the server's certificate verified */
+    uint8_t tls_server_name[256]; /* the name the server's certificate must carry (and SNI); "": the node's IPv4 address */
+    uint8_t tls_ca_file[256];     /* PEM file of the CAs to trust; "": the system's trust store */
+    uint8_t tls_cert_file[256];   /* PEM client certificate (chain) for servers that ask for one; "": none */
+    uint8_t tls_key_file[256];    /* its PEM private key ("": with tls_cert_file, the key is in that file) */
 } cram_remote_config;
 
 typedef struct cram_remote_stats {
@@ -507,6 +518,7 @@ typedef struct cram_remote_stats {
     uint64_t connects;       /* connections opened */
     uint64_t redirects;      /* cluster redirections followed natively (-MOVED: a failover, a migration) */
     uint64_t inflight;       /* fetches claimed and not yet published */
+    uint64_t tls_failures;   /* TLS sessions that failed: a handshake (a certificate not trusted, a wrong name), an alert from the server (no client certificate it accepts) */
 } cram_remote_stats;
 
 /* Slot flags (cram_slot.flags), set with atomic OR by whoever owns the transition. */
@@ -742,8 +754,9 @@ _Static_assert(sizeof(cram_place) == 24 && offsetof(cram_place, page) == 0 && of
                offsetof(cram_place, size) == 16 && offsetof(cram_place, placed) == 20, "cram_place layout");
 _Static_assert(sizeof(cram_pool_handle) == 16 && offsetof(cram_pool_handle, address) == 0 &&
                offsetof(cram_pool_handle, length) == 8 && offsetof(cram_pool_handle, zspage) == 12, "cram_pool_handle layout");
-_Static_assert(sizeof(cram_remote_config) == 168 && offsetof(cram_remote_config, timeout_ms) == 152 &&
-               sizeof(cram_remote_stats) == 14 * sizeof(uint64_t), "cram_remote_config / cram_remote_stats layout");
+_Static_assert(sizeof(cram_remote_config) == 1192 && offsetof(cram_remote_config, timeout_ms) == 152 &&
+               offsetof(cram_remote_config, tls_server_name) == 168 && offsetof(cram_remote_config, tls_key_file) == 936 &&
+               sizeof(cram_remote_stats) == 15 * sizeof(uint64_t), "cram_remote_config / cram_remote_stats layout");
 _Static_assert(CRAM_REMOTE_MAX_ENDPOINTS <= 256, "a node index does not fit its 8 bits of a location");
 _Static_assert(sizeof(cram_pool_move) == 24 && offsetof(cram_pool_move, handle) == 0 && offsetof(cram_pool_move, destination) == 8 &&
                offsetof(cram_pool_move, zspage) == 16 && offsetof(cram_pool_move, reserved) == 20, "cram_pool_move layout");

@@ -21,6 +21,8 @@
 #include <linux/futex.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 
 #define REMOTE_QUEUE 4096     /* requests in flight on one node's connection (one per faulting thread at most, in practice) */
@@ -59,13 +61,21 @@ typedef struct remote_request {
     remote_page pages[REMOTE_WINDOW_MAX];
 } remote_request;
 
+/* A connection: a TCP socket, and its TLS session when config.tls (an SSL*, used by one thread at a time). */
+typedef struct remote_link {
+    int fd;    /* -1: not connected */
+    void* ssl; /* NULL: plain TCP */
+} remote_link;
+
 /* A node's connection for the service thread's fetches: the service sends (under lock), the node's
- * reader receives. fifo[head .. head + count) are the requests in flight, in the order they were
- * sent; the first `sent` of them are on the wire. */
+ * reader receives; with TLS the reader does both (the service queues and wakes it). fifo[head ..
+ * head + count) are the requests in flight, in the order they were sent; the first `sent` of them
+ * are on the wire. */
 typedef struct remote_node {
     pthread_mutex_t lock; /* a leaf: taken under the engine lock by the service, alone by the reader */
     pthread_cond_t work;  /* the reader waits on it while it has no connection and nothing to send */
-    int fd;               /* -1: not connected (only the reader connects; either side closes) */
+    remote_link link;     /* fd -1: not connected (only the reader connects and closes; others shut it down) */
+    int wake;             /* TLS: an eventfd the fault path writes when it queued a request for the reader to send */
     uint64_t peer;        /* the endpoint word fd is connected to */
     uint32_t head, count, sent;
     uint32_t broken;      /* a send failed: the reader closes the connection and starts over */
@@ -92,11 +102,47 @@ typedef struct crypto_api {
 } crypto_api;
 #define EVP_CTRL_GCM_SET_TAG 0x11
 
+/* libssl's client side (TLS), loaded with dlopen as libcrypto is. */
+typedef struct ssl_api {
+    const void* (*client_method)(void);
+    void* (*ctx_new)(const void*);
+    void (*ctx_free)(void*);
+    long (*ctx_ctrl)(void*, int, long, void*);
+    void (*ctx_set_verify)(void*, int, void*);
+    int (*ctx_load_verify_locations)(void*, const char*, const char*);
+    int (*ctx_set_default_verify_paths)(void*);
+    int (*ctx_use_certificate_chain_file)(void*, const char*);
+    int (*ctx_use_private_key_file)(void*, const char*, int);
+    int (*ctx_check_private_key)(const void*);
+    void* (*ssl_new)(void*);
+    void (*ssl_free)(void*);
+    int (*set_fd)(void*, int);
+    int (*set1_host)(void*, const char*);
+    long (*ssl_ctrl)(void*, int, long, void*);
+    void* (*get0_param)(void*);
+    int (*param_set1_ip)(void*, const unsigned char*, size_t);
+    int (*connect)(void*);
+    int (*read)(void*, void*, int);
+    int (*write)(void*, const void*, int);
+    int (*pending)(const void*);
+    int (*get_error)(const void*, int);
+    void (*clear_error)(void);
+} ssl_api;
+#define SSL_VERIFY_PEER 0x01
+#define SSL_FILETYPE_PEM 1
+#define SSL_CTRL_SET_TLSEXT_HOSTNAME 55
+#define SSL_CTRL_SET_MIN_PROTO_VERSION 123
+#define TLS1_2_VERSION 0x0303
+#define SSL_ERROR_SSL 1
+#define SSL_ERROR_WANT_READ 2
+#define SSL_ERROR_WANT_WRITE 3
+#define SSL_ERROR_ZERO_RETURN 6
+
 typedef struct remote_lane {
     uint32_t busy;
     remote_request request;                  /* the fetch it runs */
-    int fd[CRAM_REMOTE_MAX_ENDPOINTS];       /* -1: not connected */
-    uint64_t peer[CRAM_REMOTE_MAX_ENDPOINTS]; /* the endpoint word fd is connected to */
+    remote_link link[CRAM_REMOTE_MAX_ENDPOINTS]; /* fd -1: not connected (never TLS: lanes run in signal handlers) */
+    uint64_t peer[CRAM_REMOTE_MAX_ENDPOINTS]; /* the endpoint word link is connected to */
     void* cipher;                            /* keyed once at configure; only the IV changes per entry */
     unsigned char* reply;                    /* REMOTE_REPLY_MAX */
     unsigned char* plain;                    /* CRAM_PAGE_SIZE: the opened (stored) bytes */
@@ -111,6 +157,9 @@ typedef struct cram_remote {
     uint32_t lane_count;
     crypto_api crypto;
     void* libcrypto;
+    ssl_api ssl;
+    void* libssl;
+    void* ssl_ctx;        /* TLS: the client context (trust, client certificate), shared by the readers' sessions */
     cram_engine* engine;
     uint32_t stop;
     remote_node* nodes[CRAM_REMOTE_MAX_ENDPOINTS]; /* service-thread engines: made with the node's first endpoint */
@@ -159,10 +208,46 @@ static char* put_bulk_u64(char* p, uint64_t v)
     return put_bulk(p, digits, (size_t)(put_u64(digits, v) - digits));
 }
 
-static int send_all(int fd, const char* p, size_t n)
+/* Sends up to n bytes on k: the bytes sent (all of them, with TLS), or -1 with errno (EAGAIN: the
+ * socket's buffer is full, with MSG_DONTWAIT on plain TCP). The caller is the link's only user. */
+static ssize_t link_send(const cram_remote* rm, remote_link* k, const void* p, size_t n, int flags)
+{
+    if (!k->ssl) return send(k->fd, p, n, MSG_NOSIGNAL | flags);
+    rm->ssl.clear_error();
+    int w = rm->ssl.write(k->ssl, p, (int)n);
+    if (w > 0) return w;
+    errno = ECONNRESET; /* a TLS write is all or nothing (no partial writes): the stream is lost */
+    return -1;
+}
+
+/* Receives up to cap bytes from k: > 0, 0 at the end of the stream, or -1 with errno (EAGAIN: nothing yet, the socket's timeout). */
+static ssize_t link_recv(cram_remote* rm, remote_link* k, void* buf, size_t cap)
+{
+    if (!k->ssl) return recv(k->fd, buf, cap, 0);
+    rm->ssl.clear_error();
+    int got = rm->ssl.read(k->ssl, buf, cap > INT32_MAX ? INT32_MAX : (int)cap);
+    if (got > 0) return got;
+    int saved = errno, error = rm->ssl.get_error(k->ssl, got);
+    rm->ssl.clear_error();
+    if (error == SSL_ERROR_ZERO_RETURN) return 0;
+    if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE || saved == EAGAIN || saved == EWOULDBLOCK) { errno = EAGAIN; return -1; }
+    if (error == SSL_ERROR_SSL) add_counter(&rm->stats.tls_failures, 1); /* an alert: under TLS 1.3 a refused client certificate comes after the handshake */
+    errno = ECONNRESET;
+    return -1;
+}
+
+static void link_close(const cram_remote* rm, remote_link* k)
+{
+    if (k->ssl) rm->ssl.ssl_free(k->ssl); /* no close_notify: the stream may be broken, and nothing waits for it */
+    if (k->fd >= 0) close(k->fd);
+    k->ssl = NULL;
+    k->fd = -1;
+}
+
+static int send_all(const cram_remote* rm, remote_link* k, const char* p, size_t n)
 {
     while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        ssize_t w = link_send(rm, k, p, n, 0);
         if (w <= 0) { if (w < 0 && errno == EINTR) continue; return -1; }
         p += w;
         n -= (size_t)w;
@@ -173,14 +258,14 @@ static int send_all(int fd, const char* p, size_t n)
 /* Reads one reply into buf (cap bytes): a simple line (+OK, -ERR ...) or a bulk string. Returns the
  * bulk's length (its bytes at buf + *body), -2 for nil, -3 for an error or simple reply other than
  * +OK (-4), -1 for a socket error or a reply that does not fit. */
-static int64_t read_reply(int fd, unsigned char* buf, size_t cap, size_t* body)
+static int64_t read_reply(cram_remote* rm, remote_link* k, unsigned char* buf, size_t cap, size_t* body)
 {
     size_t have = 0, line = 0;
     for (;;) { /* the first line */
         for (; line + 1 < have; line++)
             if (buf[line] == '\r' && buf[line + 1] == '\n') goto parsed;
         if (have == cap) return -1;
-        ssize_t n = recv(fd, buf + have, cap - have, 0);
+        ssize_t n = link_recv(rm, k, buf + have, cap - have);
         if (n <= 0) { if (n < 0 && errno == EINTR) continue; return -1; }
         have += (size_t)n;
     }
@@ -196,7 +281,7 @@ parsed:
     size_t start = line + 2, total = start + length + 2;
     if (total > cap) return -1;
     while (have < total) {
-        ssize_t n = recv(fd, buf + have, total - have, 0);
+        ssize_t n = link_recv(rm, k, buf + have, total - have);
         if (n <= 0) { if (n < 0 && errno == EINTR) continue; return -1; }
         have += (size_t)n;
     }
@@ -206,7 +291,7 @@ parsed:
 
 /* A cluster's redirection, "-MOVED <slot> <a.b.c.d>:<port>" (the line at buf, `length` bytes): the
  * endpoint word it names, or 0. */
-static int connect_node(cram_remote* rm, uint64_t endpoint, unsigned char* scratch);
+static int connect_node(cram_remote* rm, uint64_t endpoint, unsigned char* scratch, remote_link* link);
 
 static uint64_t moved_endpoint(const unsigned char* buf, size_t length)
 {
@@ -252,22 +337,41 @@ static void ask_elsewhere(cram_remote* rm, uint32_t node, const char* request, s
     for (uint32_t other = 0; other < CRAM_REMOTE_MAX_ENDPOINTS; other++) {
         uint64_t endpoint = __atomic_load_n(&rm->endpoints[other], __ATOMIC_ACQUIRE);
         if (other == node || !endpoint || endpoint == __atomic_load_n(&rm->endpoints[node], __ATOMIC_ACQUIRE)) continue;
-        int fd = connect_node(rm, endpoint, scratch);
-        if (fd < 0) continue;
+        remote_link link;
+        if (connect_node(rm, endpoint, scratch, &link) != 0) continue;
         size_t body;
-        int ok = send_all(fd, request, length) == 0 && read_reply(fd, scratch, REMOTE_REPLY_MAX, &body) == -3 &&
+        int ok = send_all(rm, &link, request, length) == 0 && read_reply(rm, &link, scratch, REMOTE_REPLY_MAX, &body) == -3 &&
                  follow_moved(rm, node, scratch, REMOTE_REPLY_MAX);
-        close(fd);
+        link_close(rm, &link);
         if (ok) return;
     }
 }
 
-/* A blocking TCP connection to endpoint (address << 16 | port), TCP_NODELAY, with REMOTE_IO_SLICE_MS
- * timeouts on every operation (connect included), AUTHed when a password is set; -1 on failure.
- * `scratch` (REMOTE_REPLY_MAX) takes AUTH's reply. */
-static int connect_node(cram_remote* rm, uint64_t endpoint, unsigned char* scratch)
+/* With TLS: the session on link->fd, its server's certificate verified (against the name asked
+ * for, or the node's address). 0, or -1 (counted). */
+static int tls_start(cram_remote* rm, remote_link* link, uint64_t endpoint)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const ssl_api* t = &rm->ssl;
+    t->clear_error();
+    const char* name = (const char*)rm->config.tls_server_name;
+    uint32_t address = (uint32_t)(endpoint >> 16); /* network order in memory */
+    int ok = (link->ssl = t->ssl_new(rm->ssl_ctx)) != NULL && t->set_fd(link->ssl, link->fd) == 1 &&
+             (name[0] ? t->set1_host(link->ssl, name) == 1 && t->ssl_ctrl(link->ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, 0, (void*)name) == 1
+                      : t->param_set1_ip(t->get0_param(link->ssl), (const unsigned char*)&address, 4) == 1) &&
+             t->connect(link->ssl) == 1; /* the handshake, the certificate verified (SSL_VERIFY_PEER) */
+    t->clear_error();
+    if (ok) return 0;
+    add_counter(&rm->stats.tls_failures, 1);
+    return -1;
+}
+
+/* A blocking TCP connection to endpoint (address << 16 | port), TCP_NODELAY, with REMOTE_IO_SLICE_MS
+ * timeouts on every operation (connect included), TLS when configured, AUTHed when a password is
+ * set: 0 with *link, or -1. `scratch` (REMOTE_REPLY_MAX) takes AUTH's reply. */
+static int connect_node(cram_remote* rm, uint64_t endpoint, unsigned char* scratch, remote_link* link)
+{
+    link->ssl = NULL;
+    int fd = link->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     int one = 1;
     struct timeval tv = { .tv_sec = 0, .tv_usec = REMOTE_IO_SLICE_MS * 1000 };
@@ -276,7 +380,10 @@ static int connect_node(cram_remote* rm, uint64_t endpoint, unsigned char* scrat
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv); /* connect(2) too */
     struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)(endpoint & 0xFFFF)),
                               .sin_addr = { .s_addr = (uint32_t)(endpoint >> 16) } };
-    if (connect(fd, (struct sockaddr*)&sa, sizeof sa) != 0) { close(fd); return -1; }
+    if (connect(fd, (struct sockaddr*)&sa, sizeof sa) != 0 || (rm->config.tls && tls_start(rm, link, endpoint) != 0)) {
+        link_close(rm, link);
+        return -1;
+    }
     add_counter(&rm->stats.connects, 1);
     if (rm->password_len) {
         char request[160], *p = request;
@@ -284,18 +391,12 @@ static int connect_node(cram_remote* rm, uint64_t endpoint, unsigned char* scrat
         p = put_bulk(p, "AUTH", 4);
         p = put_bulk(p, rm->config.password, rm->password_len);
         size_t body;
-        if (send_all(fd, request, (size_t)(p - request)) != 0 || read_reply(fd, scratch, REMOTE_REPLY_MAX, &body) != -4) {
-            close(fd);
+        if (send_all(rm, link, request, (size_t)(p - request)) != 0 || read_reply(rm, link, scratch, REMOTE_REPLY_MAX, &body) != -4) {
+            link_close(rm, link);
             return -1;
         }
     }
-    return fd;
-}
-
-static void lane_close(remote_lane* l, uint32_t node)
-{
-    if (l->fd[node] >= 0) close(l->fd[node]);
-    l->fd[node] = -1;
+    return 0;
 }
 
 static char hex_digit(uint32_t v) { return (char)(v < 10 ? '0' + v : 'a' + v - 10); }
@@ -339,11 +440,12 @@ static int fetch_once(cram_remote* rm, remote_lane* l, const remote_request* q, 
     uint32_t node = CRAM_REMOTE_NODE(q->location);
     uint64_t endpoint = __atomic_load_n(&rm->endpoints[node], __ATOMIC_ACQUIRE);
     if (!endpoint) return -1;
-    if (l->fd[node] >= 0 && l->peer[node] != endpoint) lane_close(l, node); /* failed over meanwhile */
+    remote_link* link = &l->link[node];
+    if (link->fd >= 0 && l->peer[node] != endpoint) link_close(rm, link); /* failed over meanwhile */
     char request[256];
     size_t n_request = getrange_request(rm, q, request);
-    if (l->fd[node] < 0) {
-        if ((l->fd[node] = connect_node(rm, endpoint, l->reply)) < 0) {
+    if (link->fd < 0) {
+        if (connect_node(rm, endpoint, l->reply, link) != 0) {
             ask_elsewhere(rm, node, request, n_request, l->reply); /* a dead master: where did its slots go? */
             return -1;
         }
@@ -352,8 +454,8 @@ static int fetch_once(cram_remote* rm, remote_lane* l, const remote_request* q, 
     uint64_t t0 = now_ns();
     size_t body;
     int64_t n;
-    if (send_all(l->fd[node], request, n_request) != 0 || (n = read_reply(l->fd[node], l->reply, REMOTE_REPLY_MAX, &body)) == -1) {
-        lane_close(l, node); /* the stream's state is unknown: a new connection */
+    if (send_all(rm, link, request, n_request) != 0 || (n = read_reply(rm, link, l->reply, REMOTE_REPLY_MAX, &body)) == -1) {
+        link_close(rm, link); /* the stream's state is unknown: a new connection */
         return -1;
     }
     if (n == -3 && follow_moved(rm, node, l->reply, REMOTE_REPLY_MAX)) return -1; /* again, at the new master */
@@ -521,22 +623,31 @@ void remote_run(cram_engine* e, remote_lane* l)
 
 /* ------------------------------------------------------------------ the service thread's fetch: node connections */
 
-/* Under n->lock: sends the requests not yet on the wire, in order. 0, or -1 (the connection is closed: the reader reconnects and sends them again). */
+/* Under n->lock: sends the requests not yet on the wire, in order (with TLS, only the reader calls
+ * it). 0, or -1 (the connection is closed: the reader reconnects and sends them again). */
 static int node_send_pending(cram_remote* rm, remote_node* n, int flags)
 {
-    while (n->fd >= 0 && !n->broken && n->sent < n->count) {
+    while (n->link.fd >= 0 && !n->broken && n->sent < n->count) {
         char request[256];
         size_t length = getrange_request(rm, &n->fifo[(n->head + n->sent) % REMOTE_QUEUE], request);
-        ssize_t w = send(n->fd, request, length, MSG_NOSIGNAL | flags);
+        ssize_t w = link_send(rm, &n->link, request, length, flags);
         if (w == (ssize_t)length) { n->sent++; continue; }
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && (flags & MSG_DONTWAIT)) return 0; /* the reader sends it */
         /* A partial request would corrupt the stream: start over on a new connection. The reader owns
          * the descriptor (it may be in recv on it): shut it down, and the reader closes it. */
-        shutdown(n->fd, SHUT_RDWR);
+        shutdown(n->link.fd, SHUT_RDWR);
         n->broken = 1;
         return -1;
     }
     return 0;
+}
+
+/* Wakes the reader of a TLS connection to send what was queued (eventfd: async-signal-safe). */
+static void node_wake(remote_node* n)
+{
+    uint64_t one = 1;
+    ssize_t w = write(n->wake, &one, sizeof one);
+    (void)w; /* EAGAIN: the counter is already set, the reader will look */
 }
 
 /* The service, under the engine lock: q goes on its node's connection now, without waiting. */
@@ -548,7 +659,8 @@ static void node_submit(cram_remote* rm, const remote_request* q)
         if (n->count < REMOTE_QUEUE) {
             n->fifo[(n->head + n->count) % REMOTE_QUEUE] = *q;
             if (++n->count > rm->stats.queued_peak) rm->stats.queued_peak = n->count;
-            if (n->fd >= 0 && !n->broken && n->sent == n->count - 1) node_send_pending(rm, n, MSG_DONTWAIT); /* in order: only when all before it are sent */
+            if (rm->config.tls) { node_wake(n); pthread_cond_signal(&n->work); } /* the reader alone uses a TLS session */
+            else if (n->link.fd >= 0 && !n->broken && n->sent == n->count - 1) node_send_pending(rm, n, MSG_DONTWAIT); /* in order: only when all before it are sent */
             else pthread_cond_signal(&n->work); /* no connection: the reader makes one and sends */
             pthread_mutex_unlock(&n->lock);
             return;
@@ -601,12 +713,30 @@ static int64_t parse_reply(const unsigned char* buf, size_t have, int64_t* value
 
 /* Under n->lock: the connection is done (an error, the end of the stream, a stall, a failover). The
  * requests that were on it go out again on the next one, in order. */
-static void node_disconnect(remote_node* n)
+static void node_disconnect(const cram_remote* rm, remote_node* n)
 {
-    if (n->fd >= 0) close(n->fd);
-    n->fd = -1;
+    link_close(rm, &n->link);
     n->sent = 0;
     n->broken = 0;
+}
+
+/* The reader's wait for a TLS connection (the reader alone uses the session): sends what the fault
+ * path queued, then waits for a reply or for more to send (the eventfd) and receives. As recv: > 0,
+ * 0 at the end of the stream, -1 with errno EAGAIN for nothing yet. */
+static ssize_t node_tls_receive(cram_remote* rm, remote_node* n, remote_link* link, unsigned char* buf, size_t cap)
+{
+    pthread_mutex_lock(&n->lock);
+    node_send_pending(rm, n, 0);
+    int broken = n->broken;
+    pthread_mutex_unlock(&n->lock);
+    if (broken) { errno = EAGAIN; return -1; } /* the loop's top closes it */
+    if (!rm->ssl.pending(link->ssl)) { /* decrypted bytes already in the session need no wait */
+        struct pollfd p[2] = { { .fd = link->fd, .events = POLLIN }, { .fd = n->wake, .events = POLLIN } };
+        int ready = poll(p, 2, REMOTE_IO_SLICE_MS);
+        if (ready > 0 && p[1].revents) { uint64_t v; ssize_t r = read(n->wake, &v, sizeof v); (void)r; }
+        if (ready <= 0 || !p[0].revents) { errno = EAGAIN; return -1; }
+    }
+    return link_recv(rm, link, buf, cap);
 }
 
 #define REMOTE_STALL_NS (1000ull * 1000 * 1000) /* requests on the wire with no reply this long: a dead connection */
@@ -626,14 +756,15 @@ static void* node_reader_main(void* arg)
         pthread_mutex_lock(&n->lock);
         if (__atomic_load_n(&rm->stop, __ATOMIC_ACQUIRE)) { pthread_mutex_unlock(&n->lock); break; }
         uint64_t endpoint = __atomic_load_n(&rm->endpoints[n->index], __ATOMIC_ACQUIRE);
-        if (n->fd >= 0 && (n->broken || n->peer != endpoint)) node_disconnect(n); /* a failed send, or a failover */
-        if (n->fd < 0) {
+        if (n->link.fd >= 0 && (n->broken || n->peer != endpoint)) node_disconnect(rm, n); /* a failed send, or a failover */
+        if (n->link.fd < 0) {
             have = 0;
             node_expire(e, n, plain, page);
             pthread_mutex_unlock(&n->lock);
-            int fd = endpoint ? connect_node(rm, endpoint, buf) : -1;
+            remote_link link = { .fd = -1 };
+            int connected = endpoint && connect_node(rm, endpoint, buf, &link) == 0;
             pthread_mutex_lock(&n->lock);
-            if (fd < 0) {
+            if (!connected) {
                 if (n->count) {
                     add_counter(&rm->stats.fetch_retries, 1);
                     char request[256];
@@ -652,7 +783,7 @@ static void* node_reader_main(void* arg)
                 continue;
             }
             backoff = 200000;
-            n->fd = fd;
+            n->link = link;
             n->peer = endpoint;
             n->sent = 0;
             node_send_pending(rm, n, 0);
@@ -660,15 +791,16 @@ static void* node_reader_main(void* arg)
             pthread_mutex_unlock(&n->lock);
             continue;
         }
-        int fd = n->fd;
+        remote_link link = n->link;
         uint32_t on_wire = n->sent;
         pthread_mutex_unlock(&n->lock);
 
-        ssize_t got = recv(fd, buf + have, REMOTE_READER_BUFFER - have, 0);
+        ssize_t got = link.ssl ? node_tls_receive(rm, n, &link, buf + have, REMOTE_READER_BUFFER - have)
+                               : recv(link.fd, buf + have, REMOTE_READER_BUFFER - have, 0);
         if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
             if (on_wire && now_ns() - progress > REMOTE_STALL_NS) { /* no reply for a second: the node is gone */
                 pthread_mutex_lock(&n->lock);
-                node_disconnect(n);
+                node_disconnect(rm, n);
                 add_counter(&rm->stats.fetch_retries, 1);
                 pthread_mutex_unlock(&n->lock);
             } else if (!on_wire) {
@@ -678,7 +810,7 @@ static void* node_reader_main(void* arg)
         }
         if (got <= 0) { /* the end of the stream, or an error: again on a new connection */
             pthread_mutex_lock(&n->lock);
-            node_disconnect(n);
+            node_disconnect(rm, n);
             if (n->count) add_counter(&rm->stats.fetch_retries, 1);
             pthread_mutex_unlock(&n->lock);
             continue;
@@ -693,7 +825,7 @@ static void* node_reader_main(void* arg)
             if (used == 0) break;
             pthread_mutex_lock(&n->lock);
             if (used < 0 || !n->sent) { /* not RESP, or a reply to nothing: the stream is lost */
-                node_disconnect(n);
+                node_disconnect(rm, n);
                 pthread_mutex_unlock(&n->lock);
                 have = at = 0;
                 break;
@@ -711,7 +843,7 @@ static void* node_reader_main(void* arg)
             } else if (now_ns() < q.deadline) { /* nil (a failover in progress), an error reply, a short value: again, a moment later */
                 if (follow_moved(rm, n->index, buf + at, have - at)) { /* the shard moved: reconnect there, send again */
                     pthread_mutex_lock(&n->lock);
-                    node_disconnect(n);
+                    node_disconnect(rm, n);
                     pthread_mutex_unlock(&n->lock);
                 }
                 add_counter(&rm->stats.fetch_retries, 1);
@@ -719,7 +851,7 @@ static void* node_reader_main(void* arg)
                 pthread_mutex_lock(&n->lock);
                 n->fifo[(n->head + n->count) % REMOTE_QUEUE] = q;
                 n->count++;
-                if (n->fd >= 0 && !n->broken && n->sent == n->count - 1) node_send_pending(rm, n, 0);
+                if (n->link.fd >= 0 && !n->broken && n->sent == n->count - 1) node_send_pending(rm, n, 0);
                 pthread_mutex_unlock(&n->lock);
             } else {
                 finish(e, &q, NULL, n->cipher, plain, page);
@@ -793,11 +925,16 @@ static void claim_window(cram_engine* e, cram_region_desc* r, remote_request* q,
 }
 
 /* Whether a fetch of a page at `location` can be made: a read half configured and its node known. */
+/* Whether this engine's faulting threads fetch for themselves on lanes (plain TCP), rather than
+ * through the node's reader (service-thread engines, and TLS: a session cannot run in a signal handler). */
+static int on_lanes(const cram_engine* e) { return e->faulting_thread && !e->remote->config.tls; }
+
 static int fetchable(const cram_engine* e, uint64_t location)
 {
     const cram_remote* rm = e->remote;
     uint32_t node = CRAM_REMOTE_NODE(location);
-    return rm && (e->faulting_thread ? __atomic_load_n(&rm->endpoints[node], __ATOMIC_ACQUIRE) != 0 : rm->nodes[node] != NULL);
+    return rm && (on_lanes(e) ? __atomic_load_n(&rm->endpoints[node], __ATOMIC_ACQUIRE) != 0
+                              : __atomic_load_n(&rm->nodes[node], __ATOMIC_ACQUIRE) != NULL);
 }
 
 uint32_t remote_prefetch(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t end, struct remote_lane** run)
@@ -813,7 +950,7 @@ uint32_t remote_prefetch(cram_engine* e, cram_region_desc* r, uint64_t page, uin
                          .deadline = t0 + (uint64_t)e->remote->config.timeout_ms * 1000000ull };
     if (!claim_entry(e, r, &q, page, p, 0, 0)) return 0;
     claim_window(e, r, &q, page + 1, end);
-    if (e->faulting_thread) { /* the prefetching thread runs it, once it lets the lock go */
+    if (on_lanes(e)) { /* the prefetching thread runs it, once it lets the lock go */
         remote_lane* l = lane_take(e->remote);
         l->request = q;
         *run = l;
@@ -845,13 +982,13 @@ int remote_claim(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t p,
      * up to the stream's window (claim_window). */
     uint64_t end = write || __atomic_load_n(&s->memory_wait_us, __ATOMIC_RELAXED) ? page + 1 : swapin_stream_step(e, r, page);
     claim_window(e, r, &q, page + 1, end);
-    if (e->faulting_thread) { /* this thread fetches on a lane, once it lets the lock go (remote_run_pending) */
+    if (on_lanes(e)) { /* this thread fetches on a lane, once it lets the lock go (remote_run_pending) */
         remote_lane* l = lane_take(rm); /* lanes are let go without the engine lock: a wait here ends */
         l->request = q;
         t_pending = l;
         return 1;
     }
-    node_submit(rm, &q);
+    node_submit(rm, &q); /* a faulting thread with TLS: its access faults again, finds the page FETCHING and waits (remote_wait) */
     return 1;
 }
 
@@ -912,6 +1049,41 @@ static int crypto_load(cram_remote* rm)
     return 0;
 }
 
+/* TLS: libssl's client API and the context every session is made from (min. TLS 1.2, the peer
+ * verified against config.tls_ca_file or the system's trust store, the client certificate if any).
+ * -1 with errno: ENOENT (no libssl.so.3), ENOSYS (a symbol missing), EINVAL (a file that does not load). */
+static int tls_load(cram_remote* rm)
+{
+    rm->libssl = dlopen("libssl.so.3", RTLD_NOW | RTLD_LOCAL);
+    if (!rm->libssl) { errno = ENOENT; return -1; }
+    ssl_api* t = &rm->ssl;
+    static const char* const names[] = {
+        "TLS_client_method", "SSL_CTX_new", "SSL_CTX_free", "SSL_CTX_ctrl", "SSL_CTX_set_verify",
+        "SSL_CTX_load_verify_locations", "SSL_CTX_set_default_verify_paths", "SSL_CTX_use_certificate_chain_file",
+        "SSL_CTX_use_PrivateKey_file", "SSL_CTX_check_private_key", "SSL_new", "SSL_free", "SSL_set_fd", "SSL_set1_host",
+        "SSL_ctrl", "SSL_get0_param", "X509_VERIFY_PARAM_set1_ip", "SSL_connect", "SSL_read", "SSL_write", "SSL_pending",
+        "SSL_get_error", "ERR_clear_error",
+    };
+    _Static_assert(sizeof names / sizeof names[0] == sizeof(ssl_api) / sizeof(void*), "one name per libssl function");
+    void** slots = (void**)(void*)t;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (!(slots[i] = dlsym(rm->libssl, names[i]))) { errno = ENOSYS; return -1; } /* libcrypto's, through libssl's dependencies */
+    }
+    t->clear_error();
+    const char* ca = (const char*)rm->config.tls_ca_file;
+    const char* cert = (const char*)rm->config.tls_cert_file;
+    const char* key = rm->config.tls_key_file[0] ? (const char*)rm->config.tls_key_file : cert;
+    int ok = (rm->ssl_ctx = t->ctx_new(t->client_method())) != NULL &&
+             t->ctx_ctrl(rm->ssl_ctx, SSL_CTRL_SET_MIN_PROTO_VERSION, TLS1_2_VERSION, NULL) == 1 &&
+             (ca[0] ? t->ctx_load_verify_locations(rm->ssl_ctx, ca, NULL) : t->ctx_set_default_verify_paths(rm->ssl_ctx)) == 1 &&
+             (!cert[0] || (t->ctx_use_certificate_chain_file(rm->ssl_ctx, cert) == 1 &&
+                           t->ctx_use_private_key_file(rm->ssl_ctx, key, SSL_FILETYPE_PEM) == 1 && t->ctx_check_private_key(rm->ssl_ctx) == 1));
+    t->clear_error(); /* nothing left on this (managed) thread's OpenSSL error queue for .NET to misread */
+    if (!ok) { errno = EINVAL; return -1; }
+    t->ctx_set_verify(rm->ssl_ctx, SSL_VERIFY_PEER, NULL);
+    return 0;
+}
+
 /* A cipher context keyed with the engine's key (only the IV changes per entry), or NULL unsealed / on failure. */
 static void* cipher_new(cram_remote* rm, int* failed)
 {
@@ -931,7 +1103,8 @@ static void node_free(cram_remote* rm, remote_node* n)
 {
     if (n->buf) munmap(n->buf, NODE_BUFFERS);
     if (n->cipher) rm->crypto.ctx_free(n->cipher);
-    if (n->fd >= 0) close(n->fd);
+    link_close(rm, &n->link);
+    if (n->wake >= 0) close(n->wake);
     pthread_cond_destroy(&n->work);
     pthread_mutex_destroy(&n->lock);
     munmap(n, sizeof *n);
@@ -946,7 +1119,7 @@ void remote_destroy(cram_engine* e)
         remote_node* n = rm->nodes[i];
         if (!n) continue;
         pthread_mutex_lock(&n->lock);
-        if (n->fd >= 0) shutdown(n->fd, SHUT_RDWR); /* out of recv */
+        if (n->link.fd >= 0) shutdown(n->link.fd, SHUT_RDWR); /* out of recv (or poll) */
         pthread_cond_broadcast(&n->work);
         pthread_mutex_unlock(&n->lock);
         if (n->started) pthread_join(n->reader, NULL);
@@ -955,10 +1128,12 @@ void remote_destroy(cram_engine* e)
     }
     for (uint32_t i = 0; i < rm->lane_count; i++) {
         remote_lane* l = &rm->lanes[i];
-        for (uint32_t k = 0; k < CRAM_REMOTE_MAX_ENDPOINTS; k++) lane_close(l, k);
+        for (uint32_t k = 0; k < CRAM_REMOTE_MAX_ENDPOINTS; k++) link_close(rm, &l->link[k]);
         if (l->cipher) rm->crypto.ctx_free(l->cipher);
         if (l->reply) munmap(l->reply, REMOTE_REPLY_MAX + 2 * CRAM_PAGE_SIZE);
     }
+    if (rm->ssl_ctx) rm->ssl.ctx_free(rm->ssl_ctx);
+    if (rm->libssl) dlclose(rm->libssl);
     if (rm->libcrypto) dlclose(rm->libcrypto);
     explicit_bzero(rm->config.key, sizeof rm->config.key);
     munmap(rm, sizeof *rm);
@@ -968,8 +1143,10 @@ void remote_destroy(cram_engine* e)
 EXPORT int CramNative_RemoteConfigure(cram_engine* e, const cram_remote_config* config)
 {
     if (!e || !config || e->remote || config->timeout_ms == 0 || config->lanes == 0 || config->lanes > REMOTE_LANES_MAX ||
-        config->sealed > 1 || !memchr(config->prefix, 0, sizeof config->prefix) || !memchr(config->password, 0, sizeof config->password) ||
-        !config->prefix[0]) {
+        config->sealed > 1 || config->tls > 1 || !memchr(config->prefix, 0, sizeof config->prefix) ||
+        !memchr(config->password, 0, sizeof config->password) || !config->prefix[0] ||
+        !memchr(config->tls_server_name, 0, sizeof config->tls_server_name) || !memchr(config->tls_ca_file, 0, sizeof config->tls_ca_file) ||
+        !memchr(config->tls_cert_file, 0, sizeof config->tls_cert_file) || !memchr(config->tls_key_file, 0, sizeof config->tls_key_file)) {
         errno = EINVAL;
         return -1;
     }
@@ -980,11 +1157,11 @@ EXPORT int CramNative_RemoteConfigure(cram_engine* e, const cram_remote_config* 
     rm->prefix_len = (uint32_t)strlen((const char*)config->prefix);
     rm->password_len = (uint32_t)strlen((const char*)config->password);
     e->remote = rm; /* remote_destroy undoes a part-built one */
-    if (config->sealed && crypto_load(rm) != 0) { int err = errno; remote_destroy(e); errno = err; return -1; }
-    if (e->faulting_thread) { /* the faulting threads' lanes: buffers and ciphers made now, never in a signal handler */
+    if ((config->sealed && crypto_load(rm) != 0) || (config->tls && tls_load(rm) != 0)) { int err = errno; remote_destroy(e); errno = err; return -1; }
+    if (on_lanes(e)) { /* the faulting threads' lanes: buffers and ciphers made now, never in a signal handler */
         for (uint32_t i = 0; i < config->lanes; i++) {
             remote_lane* l = &rm->lanes[i];
-            for (uint32_t k = 0; k < CRAM_REMOTE_MAX_ENDPOINTS; k++) l->fd[k] = -1;
+            for (uint32_t k = 0; k < CRAM_REMOTE_MAX_ENDPOINTS; k++) l->link[k].fd = -1;
             rm->lane_count = i + 1;
             unsigned char* buffers = map_anon(REMOTE_REPLY_MAX + 2 * CRAM_PAGE_SIZE);
             int failed = 0;
@@ -1004,7 +1181,7 @@ EXPORT int CramNative_RemoteConfigure(cram_engine* e, const cram_remote_config* 
     return 0;
 }
 
-/* A node's connection and reader (service-thread engines), made with its first endpoint. */
+/* A node's connection and reader (service-thread engines, and every engine with TLS), made with its first endpoint. */
 static int node_start(cram_engine* e, uint32_t index)
 {
     cram_remote* rm = e->remote;
@@ -1012,13 +1189,14 @@ static int node_start(cram_engine* e, uint32_t index)
     if (!n) return -1;
     pthread_mutex_init(&n->lock, NULL);
     pthread_cond_init(&n->work, NULL);
-    n->fd = -1;
+    n->link.fd = -1;
+    n->wake = -1;
     n->engine = e;
     n->index = index;
     int failed = 0;
     n->buf = map_anon(NODE_BUFFERS);
     n->cipher = cipher_new(rm, &failed);
-    if (!n->buf || failed || (errno = pthread_create(&n->reader, NULL, node_reader_main, n)) != 0) {
+    if (!n->buf || failed || (rm->config.tls && (n->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) || (errno = pthread_create(&n->reader, NULL, node_reader_main, n)) != 0) {
         int err = failed ? ENOMEM : errno;
         node_free(rm, n);
         errno = err;
@@ -1035,11 +1213,11 @@ EXPORT int CramNative_RemoteSetEndpoint(cram_engine* e, uint32_t index, uint32_t
     if (!e || !e->remote || index >= CRAM_REMOTE_MAX_ENDPOINTS || port == 0 || port > 65535) { errno = EINVAL; return -1; }
     cram_remote* rm = e->remote;
     __atomic_store_n(&rm->endpoints[index], ((uint64_t)address << 16) | port, __ATOMIC_RELEASE);
-    if (!e->faulting_thread && !__atomic_load_n(&rm->nodes[index], __ATOMIC_ACQUIRE)) return node_start(e, index);
+    if (!on_lanes(e) && !__atomic_load_n(&rm->nodes[index], __ATOMIC_ACQUIRE)) return node_start(e, index);
     if (rm->nodes[index]) { /* a failover: the reader reconnects now rather than at its next timeout */
         remote_node* n = rm->nodes[index];
         pthread_mutex_lock(&n->lock);
-        if (n->fd >= 0) { shutdown(n->fd, SHUT_RDWR); n->broken = 1; }
+        if (n->link.fd >= 0) { shutdown(n->link.fd, SHUT_RDWR); n->broken = 1; }
         pthread_cond_signal(&n->work);
         pthread_mutex_unlock(&n->lock);
     }

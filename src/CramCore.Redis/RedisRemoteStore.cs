@@ -27,11 +27,12 @@ public sealed class RedisRemoteStore : ICramRemoteStore, IDisposable
     private IPEndPoint[] _nodes;
     private int _watching;
 
-    private RedisRemoteStore(ConnectionMultiplexer redis, RedisRemoteStoreOptions options, string? password)
+    private RedisRemoteStore(ConnectionMultiplexer redis, RedisRemoteStoreOptions options, string? password, CramRemoteTls? tls)
     {
         _redis = redis;
         _options = options;
         Password = password;
+        Tls = tls;
         ClusterConfiguration? cluster = FirstMaster(redis)?.ClusterConfiguration;
         _cluster = cluster is not null && cluster.Nodes.Any(n => n.Slots.Count > 0);
         if (_cluster)
@@ -50,23 +51,56 @@ public sealed class RedisRemoteStore : ICramRemoteStore, IDisposable
 
     /// <summary>
     /// Connects to a store given as a StackExchange.Redis configuration string: one or more
-    /// <c>host:port</c> endpoints (any node of a cluster will do), <c>password=…</c>, and the
-    /// client's other options. TLS (<c>ssl=true</c>) is refused: the native read half speaks plain
-    /// TCP (put a TLS tunnel on loopback in front of a remote store instead).
+    /// <c>host:port</c> endpoints (any node of a cluster will do), <c>password=…</c>, <c>ssl=true</c>
+    /// for TLS (with <c>sslHost=…</c> when the certificate names a host other than the one
+    /// connected to), and the client's other options. With TLS both halves — this client and the
+    /// native read half — verify the server's certificate against
+    /// <see cref="RedisRemoteStoreOptions.TlsCaFile"/> (or the system's trust store) and present
+    /// <see cref="RedisRemoteStoreOptions.TlsClientCertificateFile"/> when the server asks for one.
     /// </summary>
-    /// <exception cref="ArgumentException">The configuration cannot be parsed, or asks for TLS.</exception>
-    /// <exception cref="RedisConnectionException">No endpoint could be reached.</exception>
+    /// <exception cref="ArgumentException">The configuration cannot be parsed, or TLS files are given without <c>ssl=true</c>.</exception>
+    /// <exception cref="FileNotFoundException">A TLS file the options name does not exist.</exception>
+    /// <exception cref="RedisConnectionException">No endpoint could be reached (with TLS: or none presented a certificate that verifies).</exception>
     public static RedisRemoteStore Connect(string configuration, RedisRemoteStoreOptions? options = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(configuration);
+        options ??= new RedisRemoteStoreOptions();
         ConfigurationOptions config = ConfigurationOptions.Parse(configuration);
+        config.AbortOnConnectFail = true;
+        CramRemoteTls? tls = null;
         if (config.Ssl)
         {
-            throw new ArgumentException("ssl=true is not supported: CramCore's native read half connects over plain TCP; run a TLS tunnel on loopback and give its address.", nameof(configuration));
+            tls = new CramRemoteTls
+            {
+                ServerName = config.SslHost ?? HostNameOf(config.EndPoints),
+                CaFile = ExistingFile(options.TlsCaFile, nameof(options.TlsCaFile)),
+                ClientCertificateFile = ExistingFile(options.TlsClientCertificateFile, nameof(options.TlsClientCertificateFile)),
+                ClientKeyFile = ExistingFile(options.TlsClientKeyFile, nameof(options.TlsClientKeyFile)),
+            };
+            if (tls.CaFile is not null)
+            {
+                config.TrustIssuer(tls.CaFile);
+            }
+            if (tls.ClientCertificateFile is not null)
+            {
+                config.SetUserPemCertificate(tls.ClientCertificateFile, tls.ClientKeyFile);
+            }
         }
-        config.AbortOnConnectFail = true;
-        return new RedisRemoteStore(ConnectionMultiplexer.Connect(config), options ?? new RedisRemoteStoreOptions(), config.Password);
+        else if (options.TlsCaFile is not null || options.TlsClientCertificateFile is not null || options.TlsClientKeyFile is not null)
+        {
+            throw new ArgumentException("TLS files are given in the options but the configuration does not ask for TLS: add ssl=true to it (or drop the files).", nameof(configuration));
+        }
+        return new RedisRemoteStore(ConnectionMultiplexer.Connect(config), options, config.Password, tls);
     }
+
+    /// <summary>The host name the endpoints were given by (what a certificate names), or null when they are IP addresses.</summary>
+    private static string? HostNameOf(EndPointCollection endpoints) =>
+        endpoints.OfType<DnsEndPoint>().Select(e => e.Host).FirstOrDefault(h => !IPAddress.TryParse(h, out _));
+
+    private static string? ExistingFile(string? path, string name) =>
+        path is null ? null
+        : File.Exists(path) ? Path.GetFullPath(path)
+        : throw new FileNotFoundException($"RedisRemoteStoreOptions.{name}: {Path.GetFullPath(path)} does not exist.", path);
 
     /// <inheritdoc/>
     public IReadOnlyList<IPEndPoint> Nodes
@@ -85,6 +119,9 @@ public sealed class RedisRemoteStore : ICramRemoteStore, IDisposable
 
     /// <inheritdoc/>
     public string? Password { get; }
+
+    /// <inheritdoc/>
+    public CramRemoteTls? Tls { get; }
 
     /// <inheritdoc/>
     public long CapacityBytes => _options.CapacityBytes;
@@ -250,7 +287,7 @@ public sealed class RedisRemoteStore : ICramRemoteStore, IDisposable
 }
 
 /// <summary>How <see cref="RedisRemoteStore"/> writes.</summary>
-public sealed class RedisRemoteStoreOptions
+public sealed record RedisRemoteStoreOptions
 {
     /// <summary>Replicas that must have each segment (<c>WAIT</c>) before CramCore frees its local copy (0, the default: the master's acknowledgement).</summary>
     public int Replicas { get; init; }
@@ -260,4 +297,13 @@ public sealed class RedisRemoteStoreOptions
 
     /// <summary>Most bytes CramCore may store there (0, the default: no limit of its own).</summary>
     public long CapacityBytes { get; init; }
+
+    /// <summary>With <c>ssl=true</c>: a PEM file of the certificate authorities the servers' certificates must chain to (null, the default: the system's trust store).</summary>
+    public string? TlsCaFile { get; init; }
+
+    /// <summary>With <c>ssl=true</c>: a PEM client certificate for servers that require one (Redis's <c>tls-auth-clients yes</c>, its default), or null.</summary>
+    public string? TlsClientCertificateFile { get; init; }
+
+    /// <summary>The PEM private key of <see cref="TlsClientCertificateFile"/>, or null when that file holds it.</summary>
+    public string? TlsClientKeyFile { get; init; }
 }

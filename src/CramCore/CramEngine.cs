@@ -74,6 +74,7 @@ public sealed unsafe class CramEngine : IDisposable
     /// <exception cref="PlatformNotSupportedException">Not Linux x64.</exception>
     /// <exception cref="DllNotFoundException">The native helper or the system liblz4.so.1 cannot be loaded; the message says what to install or set.</exception>
     /// <exception cref="InvalidOperationException"><see cref="CramOptions.LockPoolMemory"/> is set but the pool's memory cannot be locked; the message says which limit to raise.</exception>
+    /// <exception cref="IOException">The backing file cannot be created, or a file the remote store's TLS names (<see cref="Remote.CramRemoteTls"/>) does not exist or does not load.</exception>
     public static CramEngine Create(CramOptions? options = null) => CreateWithHooks(options);
 
     /// <summary>Creates an engine whose instruments live on a <c>CramCore</c> meter from <paramref name="meterFactory"/> (the one dependency injection provides, or a test's), reporting this engine only, instead of on the process-wide meter.</summary>
@@ -81,6 +82,7 @@ public sealed unsafe class CramEngine : IDisposable
     /// <exception cref="ArgumentException">An option is out of range; the message names it.</exception>
     /// <exception cref="CramUnavailableException">userfaultfd cannot be used here; the message says why and how to fix it.</exception>
     /// <exception cref="PlatformNotSupportedException">Not Linux x64.</exception>
+    /// <exception cref="IOException">The backing file cannot be created, or a file the remote store's TLS names does not exist or does not load.</exception>
     public static CramEngine Create(CramOptions? options, IMeterFactory meterFactory)
     {
         ArgumentNullException.ThrowIfNull(meterFactory);

@@ -189,6 +189,8 @@ public sealed record CramStats
     public long RemoteFetchFailures { get; init; }
     /// <summary>Of those, sealed extents whose AES-GCM tag did not verify (tampered with, or another engine's).</summary>
     public long RemoteAuthFailures { get; init; }
+    /// <summary>TLS sessions with the remote store that failed (a handshake: its certificate not trusted or not for the name asked; an alert from it: no client certificate it accepts; cumulative): each is retried as a failed connection is, so a persistent one ends in read errors.</summary>
+    public long RemoteTlsFailures { get; init; }
     /// <summary>Mean time of a remote fetch's request, from sending it to its reply read (µs; 0 before the first).</summary>
     public double RemoteFetchMeanMicroseconds { get; init; }
     /// <summary>Mean time to open (AES-GCM) one remote entry (µs).</summary>

@@ -1,5 +1,7 @@
+using System.Net;
 using CramCore.Cli;
 using CramCore.Redis;
+using CramCore.Remote;
 
 namespace CramCore.Tests;
 
@@ -14,7 +16,7 @@ public sealed unsafe class RemoteTierTests
     private const int P = TestPages.PageSize;
     private const int Pages = 3000; // ~12 MiB logical, ~3 MiB compressed: three times the pool's limit
 
-    private static CramOptions Options(RedisRemoteStore store, CramFaultService service, bool encrypt = true) => new()
+    private static CramOptions Options(ICramRemoteStore store, CramFaultService service, bool encrypt = true) => new()
     {
         RemoteStore = store,
         RemoteEncryption = encrypt,
@@ -279,5 +281,90 @@ public sealed unsafe class RemoteTierTests
         {
             Directory.Delete(dir, recursive: true);
         }
+    }
+
+    [RespStoreTheory]
+    [InlineData(CramFaultService.ServiceThread)]
+    [InlineData(CramFaultService.FaultingThread)]
+    public void OverTls_PagesGoAndComeBackIntact(CramFaultService service)
+    {
+        using RespServer server = RespServer.Start(tls: true); // TLS only (no plain port), client certificates required
+        using RedisRemoteStore store = RedisRemoteStore.Connect(server.Configuration, server.Tls!.StoreOptions());
+        Assert.Equal(server.Tls.CaFile, store.Tls?.CaFile);
+        Assert.Null(store.Tls!.ServerName); // connected by address: the certificate must name 127.0.0.1
+        using CramEngine engine = CramEngine.Create(Options(store, service));
+        using CramRegion region = FillAndEvict(engine);
+        int remote = RemotePagesOf(engine, region);
+        Assert.True(remote > Pages / 2, $"only {remote} of {Pages} pages went to the store");
+        for (int i = 0; i < Pages; i++)
+        {
+            Assert.True(TestPages.CheckCompressible(region.Pointer + (long)i * P, i, 0), $"page {i} differs");
+        }
+        CramStats after = engine.GetStats();
+        Assert.True(after.RemoteFetches >= remote / 2, $"{after.RemoteFetches} fetches for {remote} remote pages");
+        Assert.True(after.RemoteRequests * 4 <= after.RemoteFetches, $"{after.RemoteRequests} requests for {after.RemoteFetches} pages read in order");
+        Assert.Equal(0, after.RemoteTlsFailures);
+        Assert.Equal(0, after.RemoteFetchFailures);
+        Assert.Equal(0, after.BadPageFaults);
+    }
+
+    /// <summary>
+    /// The native read half verifies the server on its own: the writes go through a client that
+    /// trusts the server, and the read half is given TLS settings it cannot verify the server with
+    /// (another CA, a name the certificate does not carry, no client certificate). A prefetch
+    /// (no access, so no SIGBUS in the test host) must fail every fetch, counted, and map nothing.
+    /// </summary>
+    [RespStoreTheory]
+    [InlineData("another CA")]
+    [InlineData("another name")]
+    [InlineData("no client certificate")]
+    public void OverTls_AServerTheReadHalfCannotVerify_IsNeverRead(string setting)
+    {
+        using RespServer server = RespServer.Start(tls: true);
+        using RedisRemoteStore store = RedisRemoteStore.Connect(server.Configuration, server.Tls!.StoreOptions());
+        string otherDir = Directory.CreateTempSubdirectory("cramcore-tls-").FullName;
+        try
+        {
+            CramRemoteTls tls = setting switch
+            {
+                "another CA" => store.Tls! with { CaFile = RespTls.Create(otherDir).CaFile },
+                "another name" => store.Tls! with { ServerName = "not-this-server.example" },
+                _ => store.Tls! with { ClientCertificateFile = null, ClientKeyFile = null },
+            };
+            CramOptions options = Options(new TlsAs(store, tls), CramFaultService.ServiceThread);
+            options.RemoteReadTimeout = TimeSpan.FromSeconds(1);
+            using CramEngine engine = CramEngine.Create(options);
+            using CramRegion region = FillAndEvict(engine);
+            int remote = RemotePagesOf(engine, region);
+            Assert.True(remote > Pages / 2);
+
+            region.Advise(0, region.Length, CramAdvice.WillNeed);
+            engine.Regions.PrefetchIdle().Wait();
+            Assert.True(SpinWait.SpinUntil(() => engine.GetStats().RemoteFetchesInFlight == 0, TimeSpan.FromSeconds(20)), "fetches still in flight");
+            CramStats stats = engine.GetStats();
+            Assert.True(stats.RemoteTlsFailures > 0, setting);
+            Assert.True(stats.RemoteFetchFailures > 0, setting);
+            Assert.Equal(0, stats.RemoteFetches);
+            Assert.Equal(remote, RemotePagesOf(engine, region)); // every remote page still evicted: nothing mapped
+        }
+        finally
+        {
+            Directory.Delete(otherDir, recursive: true);
+        }
+    }
+
+    /// <summary>A store whose read half is told other TLS settings than its client uses.</summary>
+    private sealed class TlsAs(RedisRemoteStore inner, CramRemoteTls tls) : ICramRemoteStore
+    {
+        public IReadOnlyList<IPEndPoint> Nodes => inner.Nodes;
+        public event EventHandler? NodesChanged { add => inner.NodesChanged += value; remove => inner.NodesChanged -= value; }
+        public string? Password => inner.Password;
+        public CramRemoteTls? Tls => tls;
+        public long CapacityBytes => inner.CapacityBytes;
+        public int NodeOf(string key) => inner.NodeOf(key);
+        public Task WriteAsync(string key, ReadOnlyMemory<byte> value, TimeSpan lease, CancellationToken cancellationToken) => inner.WriteAsync(key, value, lease, cancellationToken);
+        public Task<int> ReadAsync(string key, long offset, Memory<byte> destination, CancellationToken cancellationToken) => inner.ReadAsync(key, offset, destination, cancellationToken);
+        public Task DeleteAsync(IReadOnlyList<string> keys, CancellationToken cancellationToken) => inner.DeleteAsync(keys, cancellationToken);
+        public Task RenewAsync(IReadOnlyList<string> keys, TimeSpan lease, CancellationToken cancellationToken) => inner.RenewAsync(keys, lease, cancellationToken);
     }
 }

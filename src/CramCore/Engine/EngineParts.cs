@@ -136,6 +136,28 @@ internal sealed unsafe class EngineParts : IDisposable
         }
     }
 
+    /// <summary>A TLS setting as the native read half takes it: NUL-terminated UTF-8 in 256 bytes; a file must exist (named in the error when not).</summary>
+    private static void CopyTlsSetting(string? value, string name, Span<byte> destination, bool file)
+    {
+        if (value is null)
+        {
+            return;
+        }
+        if (file)
+        {
+            value = Path.GetFullPath(value);
+            if (!System.IO.File.Exists(value))
+            {
+                throw new FileNotFoundException($"RemoteStore.Tls.{name}: {value} does not exist.", value);
+            }
+        }
+        if (value.Length == 0 || System.Text.Encoding.UTF8.GetByteCount(value) > destination.Length - 1)
+        {
+            throw new ArgumentException($"RemoteStore.Tls.{name} must be 1 to {destination.Length - 1} bytes of UTF-8 (a file path: move the file to a shorter path).", "options");
+        }
+        System.Text.Encoding.UTF8.GetBytes(value, destination);
+    }
+
     /// <summary>The remote tier's segments, with the native read half configured: the engine's key, prefix, endpoints.</summary>
     private unsafe RemoteSegments ConfigureRemote(CramOptions options)
     {
@@ -153,9 +175,23 @@ internal sealed unsafe class EngineParts : IDisposable
         {
             System.Text.Encoding.UTF8.GetBytes(password, new Span<byte>(config.Password, 63));
         }
+        if (store.Tls is { } tls)
+        {
+            config.Tls = 1;
+            CopyTlsSetting(tls.ServerName, nameof(tls.ServerName), new Span<byte>(config.TlsServerName, 256), file: false);
+            CopyTlsSetting(tls.CaFile, nameof(tls.CaFile), new Span<byte>(config.TlsCaFile, 256), file: true);
+            CopyTlsSetting(tls.ClientCertificateFile, nameof(tls.ClientCertificateFile), new Span<byte>(config.TlsCertFile, 256), file: true);
+            CopyTlsSetting(tls.ClientKeyFile, nameof(tls.ClientKeyFile), new Span<byte>(config.TlsKeyFile, 256), file: true);
+            if (tls.ClientKeyFile is not null && tls.ClientCertificateFile is null)
+            {
+                throw new ArgumentException("RemoteStore.Tls.ClientKeyFile is set without ClientCertificateFile: give the certificate too, or neither.", nameof(options));
+            }
+        }
         try
         {
-            Interop.ThrowIfFailed(Interop.CramNative.RemoteConfigure(Native, &config), "Configuring the remote tier's read half (libcrypto.so.3 is needed for encryption)");
+            Interop.ThrowIfFailed(Interop.CramNative.RemoteConfigure(Native, &config), config.Tls == 0
+                ? "Configuring the remote tier's read half (libcrypto.so.3 is needed for encryption)"
+                : "Configuring the remote tier's read half (libcrypto.so.3 for encryption, and libssl.so.3 for TLS: EINVAL means a TLS file did not load — a CA file that is not PEM, a client key that does not match its certificate)");
         }
         finally
         {

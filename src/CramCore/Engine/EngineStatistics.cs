@@ -111,6 +111,7 @@ internal static unsafe class EngineStatistics
             RemoteFetchesInFlight = (long)remote.Inflight,
             RemoteFetchFailures = (long)remote.FetchFailures,
             RemoteAuthFailures = (long)remote.AuthFailures,
+            RemoteTlsFailures = (long)remote.TlsFailures,
             RemoteFetchMeanMicroseconds = remote.Requests == 0 ? 0 : remote.FetchNs / 1000.0 / remote.Requests,
             RemoteOpenMeanMicroseconds = remote.Fetches == 0 ? 0 : remote.OpenNs / 1000.0 / remote.Fetches,
             RemoteDecodeMeanMicroseconds = remote.Fetches == 0 ? 0 : remote.DecodeNs / 1000.0 / remote.Fetches,

@@ -426,7 +426,11 @@ internal unsafe struct NativeRemoteConfig
     public uint TimeoutMs;
     public uint Lanes;
     public uint Sealed;
-    public uint Reserved;
+    public uint Tls;
+    public fixed byte TlsServerName[256];
+    public fixed byte TlsCaFile[256];
+    public fixed byte TlsCertFile[256];
+    public fixed byte TlsKeyFile[256];
 }
 
 [NativeStruct("cram_remote_stats")]
@@ -447,6 +451,7 @@ internal struct NativeRemoteStats
     public ulong Connects;
     public ulong Redirects;
     public ulong Inflight;
+    public ulong TlsFailures;
 }
 
 [NativeStruct("cram_contract_entry")]

@@ -14,7 +14,7 @@ namespace CramCore.Remote;
 /// <b>read half</b> is native, because a page fault can never wait for managed code (a garbage
 /// collection would deadlock with it): the fault path reads an entry with one RESP
 /// <c>GETRANGE key start end</c> (with <c>AUTH password</c> on connect when <see cref="Password"/>
-/// is set) over TCP to <c>Nodes[NodeOf(key)]</c>. A store must therefore serve RESP2 GETRANGE on
+/// is set) over TCP — over TLS when <see cref="Tls"/> is set — to <c>Nodes[NodeOf(key)]</c>. A store must therefore serve RESP2 GETRANGE on
 /// those endpoints, returning the bytes written by <see cref="WriteAsync"/>.
 /// </para>
 /// <para>
@@ -37,6 +37,9 @@ public interface ICramRemoteStore
     /// <summary>The RESP <c>AUTH</c> password of those endpoints, or null for none.</summary>
     string? Password { get; }
 
+    /// <summary>How the native read half secures its connections to <see cref="Nodes"/>: null (the default) for plain TCP, else TLS with the server's certificate verified as this says.</summary>
+    CramRemoteTls? Tls => null;
+
     /// <summary>Total bytes the tier may use on the store (0: no limit of its own).</summary>
     long CapacityBytes { get; }
 
@@ -54,4 +57,25 @@ public interface ICramRemoteStore
 
     /// <summary>Extends the keys' expiry to <paramref name="lease"/> from now (best effort).</summary>
     Task RenewAsync(IReadOnlyList<string> keys, TimeSpan lease, CancellationToken cancellationToken);
+}
+
+/// <summary>
+/// TLS for the native read half's connections to a remote store (<see cref="ICramRemoteStore.Tls"/>):
+/// TLS 1.2 or later through the system's OpenSSL (libssl.so.3), the server's certificate verified
+/// against <see cref="CaFile"/> (or the system's trust store) and against <see cref="ServerName"/>
+/// (or, without one, the node's IP address, which the certificate must then name).
+/// </summary>
+public sealed record CramRemoteTls
+{
+    /// <summary>The name the servers' certificates must carry (and the TLS SNI), or null to check each node's IP address instead. At most 255 bytes.</summary>
+    public string? ServerName { get; init; }
+
+    /// <summary>A PEM file of the certificate authorities to trust, or null for the system's trust store.</summary>
+    public string? CaFile { get; init; }
+
+    /// <summary>A PEM client certificate (chain) for servers that require one (Redis's <c>tls-auth-clients</c>), or null.</summary>
+    public string? ClientCertificateFile { get; init; }
+
+    /// <summary>The PEM private key of <see cref="ClientCertificateFile"/>, or null when that file holds it.</summary>
+    public string? ClientKeyFile { get; init; }
 }
