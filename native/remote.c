@@ -126,6 +126,8 @@ typedef struct ssl_api {
     int (*write)(void*, const void*, int);
     int (*pending)(const void*);
     int (*get_error)(const void*, int);
+    long (*get_verify_result)(const void*);
+    unsigned long (*peek_error)(void);
     void (*clear_error)(void);
 } ssl_api;
 #define SSL_VERIFY_PEER 0x01
@@ -208,6 +210,16 @@ static char* put_bulk_u64(char* p, uint64_t v)
     return put_bulk(p, digits, (size_t)(put_u64(digits, v) - digits));
 }
 
+/* Whether the TLS error just reported on ssl means the session was refused: the server's certificate
+ * did not verify, or the server sent an alert (a reason at SSL_AD_REASON_OFFSET and above) - not a
+ * connection lost (a reset, an unexpected end of the stream: the store died), which is retried as any. */
+static int tls_refused(const cram_remote* rm, const void* ssl)
+{
+    unsigned long e = rm->ssl.peek_error();
+    uint32_t reason = (e & 0x80000000ul) ? 0 : (uint32_t)(e & 0x7FFFFFu); /* ERR_GET_REASON; the top bit: a system error */
+    return rm->ssl.get_verify_result(ssl) != 0 /* X509_V_OK */ || reason >= 1000;
+}
+
 /* Sends up to n bytes on k: the bytes sent (all of them, with TLS), or -1 with errno (EAGAIN: the
  * socket's buffer is full, with MSG_DONTWAIT on plain TCP). The caller is the link's only user. */
 static ssize_t link_send(const cram_remote* rm, remote_link* k, const void* p, size_t n, int flags)
@@ -228,10 +240,12 @@ static ssize_t link_recv(cram_remote* rm, remote_link* k, void* buf, size_t cap)
     int got = rm->ssl.read(k->ssl, buf, cap > INT32_MAX ? INT32_MAX : (int)cap);
     if (got > 0) return got;
     int saved = errno, error = rm->ssl.get_error(k->ssl, got);
+    /* The session refused (an alert: under TLS 1.3 a refused client certificate comes after the
+     * handshake), not a peer gone mid-stream (which OpenSSL 3 reports as SSL_ERROR_SSL too). */
+    if (error == SSL_ERROR_SSL && tls_refused(rm, k->ssl)) add_counter(&rm->stats.tls_failures, 1);
     rm->ssl.clear_error();
     if (error == SSL_ERROR_ZERO_RETURN) return 0;
     if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE || saved == EAGAIN || saved == EWOULDBLOCK) { errno = EAGAIN; return -1; }
-    if (error == SSL_ERROR_SSL) add_counter(&rm->stats.tls_failures, 1); /* an alert: under TLS 1.3 a refused client certificate comes after the handshake */
     errno = ECONNRESET;
     return -1;
 }
@@ -359,10 +373,9 @@ static int tls_start(cram_remote* rm, remote_link* link, uint64_t endpoint)
              (name[0] ? t->set1_host(link->ssl, name) == 1 && t->ssl_ctrl(link->ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, 0, (void*)name) == 1
                       : t->param_set1_ip(t->get0_param(link->ssl), (const unsigned char*)&address, 4) == 1) &&
              t->connect(link->ssl) == 1; /* the handshake, the certificate verified (SSL_VERIFY_PEER) */
+    if (!ok && link->ssl && tls_refused(rm, link->ssl)) add_counter(&rm->stats.tls_failures, 1);
     t->clear_error();
-    if (ok) return 0;
-    add_counter(&rm->stats.tls_failures, 1);
-    return -1;
+    return ok ? 0 : -1;
 }
 
 /* A blocking TCP connection to endpoint (address << 16 | port), TCP_NODELAY, with REMOTE_IO_SLICE_MS
@@ -1062,7 +1075,7 @@ static int tls_load(cram_remote* rm)
         "SSL_CTX_load_verify_locations", "SSL_CTX_set_default_verify_paths", "SSL_CTX_use_certificate_chain_file",
         "SSL_CTX_use_PrivateKey_file", "SSL_CTX_check_private_key", "SSL_new", "SSL_free", "SSL_set_fd", "SSL_set1_host",
         "SSL_ctrl", "SSL_get0_param", "X509_VERIFY_PARAM_set1_ip", "SSL_connect", "SSL_read", "SSL_write", "SSL_pending",
-        "SSL_get_error", "ERR_clear_error",
+        "SSL_get_error", "SSL_get_verify_result", "ERR_peek_error", "ERR_clear_error",
     };
     _Static_assert(sizeof names / sizeof names[0] == sizeof(ssl_api) / sizeof(void*), "one name per libssl function");
     void** slots = (void**)(void*)t;

@@ -148,14 +148,15 @@ var remoteSamplesOption = new Option<int>("--samples") { Description = "Random s
 var remoteStoreOption = new Option<string?>("--store") { Description = "A RESP store or cluster to use (HOST:PORT[,HOST:PORT…], StackExchange.Redis syntax, e.g. 10.0.0.5:6379,password=…); default: start a local redis-server on loopback (durable), which the failover phase kills and restarts." };
 var remoteClusterOption = new Option<bool>("--cluster") { Description = "Start a local cluster instead: 3 masters with a replica each (writes WAIT for the replica); the failover phase kills a master." };
 var remotePlainOption = new Option<bool>("--no-encryption") { Description = "Send the compressed entries unsealed (CramOptions.RemoteEncryption = false)." };
+var remoteTlsOption = new Option<bool>("--tls") { Description = "Start the local store serving TLS only (certificates of its own, client certificates required): both halves and the store's floor go over TLS. For a given store, add ssl=true to --store instead." };
 var remote = new Command("remote", "The remote tier on a RESP store: fill with remote writeback, random swap-ins from the store beside the store's own GETRANGE floor, local swap-ins with and without remote fetches in flight, bytes sent, per-node bytes, and the store killed mid-run.")
 {
-    corpusOption, remoteSizeOption, remoteLimitOption, remotePoolOption, remoteSamplesOption, remoteStoreOption, remoteClusterOption, remotePlainOption, faultServiceOption, jsonOption,
+    corpusOption, remoteSizeOption, remoteLimitOption, remotePoolOption, remoteSamplesOption, remoteStoreOption, remoteClusterOption, remotePlainOption, remoteTlsOption, faultServiceOption, jsonOption,
 };
 remote.SetAction(r => Guard(r, () => BenchRemoteCommand.Run(r.GetValue(corpusOption), Measure.ParseSize(r.GetValue(remoteSizeOption)!, "--size"),
     Measure.ParseSize(r.GetValue(remoteLimitOption)!, "--limit"), Measure.ParseSize(r.GetValue(remotePoolOption)!, "--pool-limit"),
     r.GetValue(remoteSamplesOption), r.GetValue(remoteStoreOption), r.GetValue(remoteClusterOption), r.GetValue(jsonOption),
-    BenchSupport.ParseFaultService(r.GetValue(faultServiceOption)), !r.GetValue(remotePlainOption))));
+    BenchSupport.ParseFaultService(r.GetValue(faultServiceOption)), !r.GetValue(remotePlainOption), r.GetValue(remoteTlsOption))));
 bench.Subcommands.Add(remote);
 var sparseSizeOption = new Option<string>("--size") { Description = "Region size (e.g. 64g).", DefaultValueFactory = _ => "64g" };
 var strideOption = new Option<string>("--stride") { Description = "Distance between touches (e.g. 1m).", DefaultValueFactory = _ => "1m" };

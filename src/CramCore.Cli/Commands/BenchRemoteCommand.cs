@@ -1,8 +1,11 @@
 using System.Diagnostics;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using CramCore.Redis;
+using CramCore.Remote;
 
 namespace CramCore.Cli.Commands;
 
@@ -13,7 +16,7 @@ internal sealed record RemoteBenchResult(
     long FailoverPagesLost, long Mismatches,
     double RemoteOverFloor, double LocalWithRemoteOverAlone, double RemoteSeqMibS, double RemoteSeqPagesPerRequest, double NodeBytesMaxDeviation, double FailoverRecoverMs, string Failover,
     double SealUs, double RemoteFetchMeanUs, long RemoteFetchRetries, long RemoteFetchFailures,
-    string Source, long SizeBytes, long LimitBytes, long PoolLimitBytes, string Store, bool Cluster, int Replicas, bool Encrypted,
+    string Source, long SizeBytes, long LimitBytes, long PoolLimitBytes, string Store, bool Cluster, int Replicas, bool Encrypted, bool Tls, long RemoteTlsFailures,
     long RemotePagesAfterFill, long RemoteBytesWritten, long WritebackPages, int SamplesRemote, int SamplesLocal, int SamplesStore,
     string FaultService);
 
@@ -23,7 +26,8 @@ internal sealed record RemoteBenchResult(
 /// rate, bytes sent per evicted byte, per-node bytes); the limit lifted, random swap-ins of pages
 /// whose copy is remote (p50/p99) beside the store's own floor for the same extents (GETRANGE over a
 /// plain socket from this process, p50), LZ4 and AES-GCM per page (the fetches' own means); random
-/// swap-ins from the pool alone and again while another thread keeps remote fetches in flight; then
+/// swap-ins from the pool alone and again while another thread keeps remote fetches in flight (the
+/// floor over TLS too when the store is reached over TLS: --tls, or ssl=true in --store); then
 /// a failover: the store (a self-started durable one) killed and restarted — or, with --cluster, the
 /// busiest master killed and its replica promoted — while a remote page is read: time to recover,
 /// every remote extent checked on the store (pages lost), every page verified.
@@ -33,7 +37,7 @@ internal static unsafe class BenchRemoteCommand
     private const int P = PageSource.PageSize;
 
     public static int Run(string? corpus, long size, long limit, long poolLimit, int samples, string? storeAddress, bool cluster, bool json,
-        CramFaultService faultService, bool encrypt)
+        CramFaultService faultService, bool encrypt, bool tls)
     {
         if (size < 16L << 20 || size > 64L << 30)
         {
@@ -51,6 +55,10 @@ internal static unsafe class BenchRemoteCommand
         {
             throw new CliException($"--samples: {samples} must be between 100 and 100000.");
         }
+        if (tls && (storeAddress is not null || cluster))
+        {
+            throw new CliException("--tls starts a single TLS store of its own; for a given store add ssl=true to --store (its certificate is verified against the system's trust store), and --cluster runs plain TCP.");
+        }
         if (storeAddress is not null && cluster)
         {
             throw new CliException("--cluster starts a cluster of its own; with --store, give the cluster's nodes instead (any one will do).");
@@ -65,12 +73,15 @@ internal static unsafe class BenchRemoteCommand
         {
             if (storeAddress is null)
             {
-                BenchSupport.Progress(cluster ? "starting a local cluster: 3 masters, 1 replica each (redis-server on loopback)" : "starting a local store (redis-server on loopback, append-only file)");
-                servers = cluster ? RespServer.Cluster(masters: 3, replicas: 1) : [RespServer.Start(durable: true)];
+                BenchSupport.Progress(cluster ? "starting a local cluster: 3 masters, 1 replica each (redis-server on loopback)"
+                    : tls ? "starting a local store (redis-server on loopback, append-only file, TLS only, with certificates of its own)"
+                    : "starting a local store (redis-server on loopback, append-only file)");
+                servers = cluster ? RespServer.Cluster(masters: 3, replicas: 1) : [RespServer.Start(durable: true, tls: tls)];
             }
-            string configuration = storeAddress ?? string.Join(',', servers.Take(cluster ? 3 : 1));
+            string configuration = storeAddress ?? (cluster ? string.Join(',', servers.Take(3)) : servers[0].Configuration);
             int replicas = cluster ? 1 : 0;
-            using RedisRemoteStore store = RedisRemoteStore.Connect(configuration, new RedisRemoteStoreOptions { Replicas = replicas });
+            var storeOptions = new RedisRemoteStoreOptions { Replicas = replicas };
+            using RedisRemoteStore store = RedisRemoteStore.Connect(configuration, servers.FirstOrDefault()?.Tls?.StoreOptions(storeOptions) ?? storeOptions);
             return RunOn(source, size, limit, poolLimit, samples, store, configuration, servers, replicas, json, faultService, encrypt);
         }
         finally
@@ -120,7 +131,7 @@ internal static unsafe class BenchRemoteCommand
         }
 
         // Interleaved, so both see the same host: the store's own answer for a page's extent, then the swap-in of that page.
-        BenchSupport.Progress($"remote: {remoteSamples} random swap-ins of pages on the store, each after a GETRANGE of its extent over a plain socket (the store's floor)");
+        BenchSupport.Progress($"remote: {remoteSamples} random swap-ins of pages on the store, each after a GETRANGE of its extent over a {(store.Tls is null ? "plain" : "TLS")} socket (the store's floor)");
         long mismatches = 0;
         var storeTicks = new List<long>(remoteSamples);
         var remoteTicks = new List<long>(remoteSamples);
@@ -238,6 +249,8 @@ internal static unsafe class BenchRemoteCommand
             Cluster: store.IsCluster,
             Replicas: replicas,
             Encrypted: encrypt,
+            Tls: store.Tls is not null,
+            RemoteTlsFailures: s.RemoteTlsFailures,
             RemotePagesAfterFill: afterFill.RemotePages,
             RemoteBytesWritten: afterFill.RemoteBytesWritten,
             WritebackPages: afterFill.WritebackPages,
@@ -305,52 +318,72 @@ internal static unsafe class BenchRemoteCommand
     /// <summary>The store's floor: GETRANGE of a page's extent, one request at a time over a plain socket to its node (TCP_NODELAY), as the native read half sends it.</summary>
     private sealed class StoreFloor(CramEngine engine, RedisRemoteStore store) : IDisposable
     {
-        private readonly Dictionary<int, Socket> _sockets = [];
+        private readonly Dictionary<int, Stream> _streams = [];
         private readonly byte[] _reply = new byte[64 * 1024];
 
         public long Time(CramRegion region, long page)
         {
             NativeSlot* slot = engine.Parts.Slots.Get(PageTableEntry.Slot(PageTableEntry.Load(region.PageTableEntries + page)));
             int node = RemoteLocation.Node(slot->Location);
-            if (!_sockets.TryGetValue(node, out Socket? socket))
+            if (!_streams.TryGetValue(node, out Stream? stream))
             {
-                socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
                 socket.Connect(store.Nodes[node]);
+                stream = store.Tls is { } tls ? Secure(new NetworkStream(socket, ownsSocket: true), tls, store.Nodes[node]) : new NetworkStream(socket, ownsSocket: true);
                 if (store.Password is { } password)
                 {
-                    Exchange(socket, _reply, "AUTH", password);
+                    Exchange(stream, _reply, "AUTH", password);
                 }
-                _sockets[node] = socket;
+                _streams[node] = stream;
             }
             int start = RemoteLocation.Offset(slot->Location), end = start + slot->Length + RemoteLocation.TagBytes - 1;
             string key = engine.Parts.Remote!.KeyOf(RemoteLocation.Segment(slot->Location));
             long a = Stopwatch.GetTimestamp();
-            Exchange(socket, _reply, "GETRANGE", key, start.ToString(), end.ToString());
+            Exchange(stream, _reply, "GETRANGE", key, start.ToString(), end.ToString());
             return Stopwatch.GetTimestamp() - a;
+        }
+
+        /// <summary>TLS as the read half makes it: the CA file (or the system's store), the server name (or the node's address), the client certificate.</summary>
+        private static SslStream Secure(Stream inner, CramRemoteTls tls, IPEndPoint node)
+        {
+            var chain = new X509ChainPolicy { RevocationMode = X509RevocationMode.NoCheck };
+            if (tls.CaFile is not null)
+            {
+                chain.TrustMode = X509ChainTrustMode.CustomRootTrust;
+                chain.CustomTrustStore.ImportFromPemFile(tls.CaFile);
+            }
+            var stream = new SslStream(inner, leaveInnerStreamOpen: false);
+            stream.AuthenticateAsClient(new SslClientAuthenticationOptions
+            {
+                TargetHost = tls.ServerName ?? node.Address.ToString(),
+                CertificateChainPolicy = chain,
+                ClientCertificates = tls.ClientCertificateFile is null ? null : [X509Certificate2.CreateFromPemFile(tls.ClientCertificateFile, tls.ClientKeyFile)],
+            });
+            return stream;
         }
 
         public void Dispose()
         {
-            foreach (Socket socket in _sockets.Values)
+            foreach (Stream stream in _streams.Values)
             {
-                socket.Dispose();
+                stream.Dispose();
             }
         }
     }
 
     /// <summary>Sends one RESP command and reads its whole reply (a simple line, or a bulk string).</summary>
-    private static void Exchange(Socket socket, byte[] reply, params string[] command)
+    private static void Exchange(Stream stream, byte[] reply, params string[] command)
     {
         var request = new StringBuilder($"*{command.Length}\r\n");
         foreach (string part in command)
         {
             request.Append($"${Encoding.UTF8.GetByteCount(part)}\r\n{part}\r\n");
         }
-        socket.Send(Encoding.UTF8.GetBytes(request.ToString()));
+        stream.Write(Encoding.UTF8.GetBytes(request.ToString()));
         int have = 0, need = -1;
         while (need < 0 || have < need)
         {
-            int n = socket.Receive(reply, have, reply.Length - have, SocketFlags.None);
+            int n = stream.Read(reply, have, reply.Length - have);
             if (n <= 0)
             {
                 throw new IOException("the store closed the connection");
