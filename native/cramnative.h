@@ -454,7 +454,8 @@ enum cram_backend {
  * and lets the lock go. With the service thread the service sends the request itself, without
  * waiting, on the node's one pipelined connection and goes on with other faults; the node's reader
  * thread (cram-remote), blocked in recv, is woken by the reply and finishes the fetch (replies come
- * in the order of a FIFO of requests). With the faulting-thread service the faulting thread fetches
+ * in the order of a FIFO of requests); it runs at nice +10, so where the CPUs are saturated a remote
+ * completion waits for a CPU rather than the local faults the service and the application run. With the faulting-thread service the faulting thread fetches
  * for itself on a lane (pooled blocking connections) after letting the lock go. A fetch is one
  * GETRANGE (AUTH on connect when a password is set); a read that continues a sequential stream
  * takes, in the same request, the evicted pages after it whose extents follow its own in the

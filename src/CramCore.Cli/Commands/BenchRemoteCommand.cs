@@ -149,16 +149,17 @@ internal static unsafe class BenchRemoteCommand
         const int Blocks = 10;
         BenchSupport.Progress($"local: {localSamples} random swap-ins from the pool, in {Blocks} blocks alone and {Blocks} beside remote fetches in flight");
         List<long> background = remotePages.Skip(remoteSamples).Take(remoteSamples).ToList();
-        int stop = 0, running = 0;
+        int stop = 0;
         long acc = 0;
+        using var running = new ManualResetEventSlim(false, spinCount: 0); // blocked between blocks: the alone blocks run without it on a CPU
         var reader = new Thread(() =>
         {
             using var pages = background.GetEnumerator();
             while (Volatile.Read(ref stop) == 0)
             {
-                if (Volatile.Read(ref running) == 0)
+                if (!running.IsSet)
                 {
-                    Thread.Sleep(0);
+                    running.Wait();
                     continue;
                 }
                 if (!pages.MoveNext())
@@ -175,11 +176,12 @@ internal static unsafe class BenchRemoteCommand
         for (int b = 0; b < Blocks; b++)
         {
             localAlone.AddRange(Sample(region, source, localPages.Skip(2 * b * block).Take(block), ref mismatches));
-            Volatile.Write(ref running, 1);
+            running.Set();
             localWithRemote.AddRange(Sample(region, source, localPages.Skip((2 * b + 1) * block).Take(block), ref mismatches));
-            Volatile.Write(ref running, 0);
+            running.Reset();
         }
         Volatile.Write(ref stop, 1);
+        running.Set();
         reader.Join();
         GC.KeepAlive(acc);
 
