@@ -42,6 +42,8 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         FileReadahead,
         /// <summary>The remote tier on a real redis-server (durable), killed and restarted once mid-run; sweeps read windows back.</summary>
         Remote,
+        /// <summary>The same over TLS (a TLS-only server asking for client certificates): each node's reader owns its session, faults queue for it.</summary>
+        RemoteTls,
         /// <summary>
         /// Every tier at once — pool, backing file (with a limit, so it spills its oldest segments to the store), CRAM node,
         /// remote store — with writers, readers and sweeps, hints (discards among them), reclaim, forced GCs and one store
@@ -58,7 +60,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         {
             foreach (Mode mode in Enum.GetValues<Mode>())
             {
-                if (mode is not (Mode.Remote or Mode.Soak) || RespStore.Missing is null) // no store here: the mode is left out (RemoteTierTests say why they skip)
+                if (mode is not (Mode.Remote or Mode.RemoteTls or Mode.Soak) || RespStore.Missing is null) // no store here: the mode is left out (RemoteTierTests say why they skip)
                 {
                     data.Add(mode, service);
                 }
@@ -76,13 +78,13 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         bool advice = mode is Mode.Advice or Mode.Soak, cram = mode is Mode.Cram or Mode.Soak;
         string dir = Directory.CreateTempSubdirectory("cramcore-stress-").FullName;
         using var cleanup = new DeleteOnDispose(dir);
-        using CramCore.Cli.RespServer? server = mode is Mode.Remote or Mode.Soak ? CramCore.Cli.RespServer.Start(durable: true) : null;
-        using CramCore.Redis.RedisRemoteStore? store = server is null ? null : CramCore.Redis.RedisRemoteStore.Connect(server.ToString());
+        using CramCore.Cli.RespServer? server = mode is Mode.Remote or Mode.RemoteTls or Mode.Soak ? CramCore.Cli.RespServer.Start(durable: true, tls: mode == Mode.RemoteTls) : null;
+        using CramCore.Redis.RedisRemoteStore? store = server is null ? null : CramCore.Redis.RedisRemoteStore.Connect(server.Configuration, server.Tls?.StoreOptions());
         using var engine = CramEngine.Create(new CramOptions
         {
             RemoteStore = store,
             RemoteReadTimeout = TimeSpan.FromSeconds(20), // the restart takes a moment: reads wait for it
-            ResidentLimitBytes = mode is not (Mode.Plain or Mode.Readahead or Mode.CleanCopies or Mode.MemoryLimit or Mode.FileReadahead or Mode.Remote or Mode.Soak) ? 2L << 20 : 0,
+            ResidentLimitBytes = mode is not (Mode.Plain or Mode.Readahead or Mode.CleanCopies or Mode.MemoryLimit or Mode.FileReadahead or Mode.Remote or Mode.RemoteTls or Mode.Soak) ? 2L << 20 : 0,
             // Advice: with the limit too, so prefetch meets it and hot pages have to go when it needs them.
             FaultServiceSpin = TimeSpan.Zero,
             FaultService = faultService,
@@ -98,8 +100,8 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             // CleanCopies: ghost mode with a pool of a quarter of the data, so reclaim keeps letting go
             // of the copies read-back pages keep while writers and readers race it.
             // FileReadahead: most copies in the file, read back by sweeps through the file window.
-            CompressedPoolLimitBytes = mode is Mode.Writeback ? 2L << 20 : mode is Mode.CleanCopies or Mode.FileReadahead or Mode.Remote or Mode.Soak ? 1L << 20 : 0,
-            PoolArenaBytes = mode is Mode.Writeback or Mode.CleanCopies or Mode.MemoryLimit or Mode.FileReadahead or Mode.Remote or Mode.Soak ? 1L << 20 : 64L << 20,
+            CompressedPoolLimitBytes = mode is Mode.Writeback ? 2L << 20 : mode is Mode.CleanCopies or Mode.FileReadahead or Mode.Remote or Mode.RemoteTls or Mode.Soak ? 1L << 20 : 0,
+            PoolArenaBytes = mode is Mode.Writeback or Mode.CleanCopies or Mode.MemoryLimit or Mode.FileReadahead or Mode.Remote or Mode.RemoteTls or Mode.Soak ? 1L << 20 : 64L << 20,
             CramDevice = cram ? new EmulatedCramDevice(1L << 20) : null, // room for part of the placeable pages
             WritableBudgetPages = cram ? 16 : 0,
         });
@@ -189,7 +191,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             long sum = 0;
             while (DateTime.UtcNow < stop)
             {
-                if (mode is Mode.Readahead or Mode.FileReadahead or Mode.Remote || (advice && rng.Next(64) == 0))
+                if (mode is Mode.Readahead or Mode.FileReadahead or Mode.Remote or Mode.RemoteTls || (advice && rng.Next(64) == 0))
                 {
                     // A sweep: every page of a run in order, the pattern readahead follows (Advice: now
                     // and then, so windows are claimed and mapped while owners discard their pages).
@@ -259,7 +261,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         }
 
         var threads = new List<Thread>();
-        if (mode is Mode.Writeback or Mode.FileReadahead or Mode.Remote or Mode.Soak)
+        if (mode is Mode.Writeback or Mode.FileReadahead or Mode.Remote or Mode.RemoteTls or Mode.Soak)
         {
             threads.Add(new Thread(Maintain));
         }
@@ -269,7 +271,7 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             threads.Add(new Thread(() => Writer(id)));
         }
         threads.Add(new Thread(() => Reader(7)));
-        if (mode is Mode.Readahead or Mode.FileReadahead or Mode.Remote or Mode.Soak)
+        if (mode is Mode.Readahead or Mode.FileReadahead or Mode.Remote or Mode.RemoteTls or Mode.Soak)
         {
             threads.Add(new Thread(() => Reader(8)));
         }
@@ -339,10 +341,10 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
                 $"restarted {restarted}, placed {s.CramPlacements}, writeback {s.WritebackPages}, file pages {s.FilePages} (refaults {s.RefaultsFromFile}), " +
                 $"remote {s.RemotePages} (fetched {s.RemoteFetches}, failed {s.RemoteFetchFailures}), discarded {s.DiscardedPages}, hints {hints}");
         }
-        if (mode == Mode.Remote)
+        if (mode is Mode.Remote or Mode.RemoteTls)
         {
-            Assert.True(restarted && s.WritebackPages > 0 && s.RemoteFetches > 0 && s.RemoteFetchFailures == 0,
-                $"restarted {restarted} (maintenance rounds {maintenance}), to the store {s.WritebackPages}, fetched {s.RemoteFetches} in {s.RemoteRequests} requests, failed {s.RemoteFetchFailures}, retries {s.RemoteFetchRetries}");
+            Assert.True(restarted && s.WritebackPages > 0 && s.RemoteFetches > 0 && s.RemoteFetchFailures == 0 && s.RemoteTlsFailures == 0,
+                $"restarted {restarted} (maintenance rounds {maintenance}), to the store {s.WritebackPages}, fetched {s.RemoteFetches} in {s.RemoteRequests} requests, failed {s.RemoteFetchFailures}, retries {s.RemoteFetchRetries}, TLS failures {s.RemoteTlsFailures}");
         }
         if (mode == Mode.FileReadahead)
         {
