@@ -17,6 +17,9 @@ public sealed unsafe class CleanCopyTests
     internal static void AssertCountersMatchThePageTable(CramEngine engine, CramRegion[] regions, string when)
     {
         engine.Regions.PrefetchIdle().Wait();
+        // A remote fetch counts its pages before it publishes them (FETCHING -> CLEAN) and wakes their
+        // readers: a sequential read's last window may still be landing. Wait for every fetch to be published.
+        Assert.True(SpinWait.SpinUntil(() => engine.GetStats().RemoteFetchesInFlight == 0, TimeSpan.FromSeconds(30)), $"{when}: remote fetches still in flight");
         // No reclaim pass (background or a caller's) may move a page into or out of CLEAN between the
         // walk and the counters: a publish counts its copy just after its CAS, a drop just after its.
         using Lock.Scope paused = engine.Parts.Reclaimer.Pause();
