@@ -5,9 +5,11 @@
 #                         then the unit and userfaultfd tests again as a Debug build against the CRAM_DEBUG library
 #   ./build.sh test --unit   only the fast tests: the native unit tests and tests/CramCore.UnitTests (seconds)
 #   ./build.sh demo       build, then run `cram demo` (the main job)
-#   ./build.sh bench      build, then run the BenchmarkDotNet suite (args after `bench` go to it)
-#   ./build.sh cram ARGS  run the built `cram` CLI, e.g. ./build.sh cram bench faults --json
-#   ./build.sh pack       build, then write CramCore.<version>.nupkg, CramCore.Redis.<version>.nupkg and their .snupkg to artifacts/packages
+#   ./build.sh bench      build, then run the BenchmarkDotNet suite; args after `bench` go to BenchmarkDotNet:
+#                         --list flat (the benchmarks), --filter '*Estimator*' (a glob over Namespace.Class.Method), --job short
+#   ./build.sh cram ARGS  run the `cram` CLI, built first if a source changed since the last build, e.g. ./build.sh cram bench faults --json
+#   ./build.sh pack       build the packages with a version of their own (0.1.0-dev.<commits>.<n>.g<sha>[.dirty]: no cached
+#                         package can stand in for this build) into artifacts/packages, and print the commands that use them
 # On a fresh Debian machine it installs what is missing (gcc/make, liblz4, redis-server and redis-tools for the remote tier's tests).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -15,6 +17,7 @@ root=$(pwd)
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 config=Release
 cram_dll="$root/src/CramCore.Cli/bin/$config/net10.0/linux-x64/cram.dll"
+stamp="$root/artifacts/.built" # touched after each successful build: `cram` and `pack` rebuild when a source is newer
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -44,6 +47,15 @@ build() {
   log "managed (dotnet build -c $config)"
   # Build output goes to stderr, so `./build.sh demo --json` prints one JSON document on stdout.
   dotnet build CramCore.sln -c "$config" -nologo -clp:ErrorsOnly -v:q >&2
+  touch "$stamp"
+}
+
+# Builds when nothing was built yet or a source (C, C#, project file) changed since the last build.
+build_if_stale() {
+  if [ ! -f "$stamp" ] || [ ! -f "$cram_dll" ] || [ -n "$(find src native bench Directory.Build.props Directory.Packages.props \
+       \( -name bin -o -name obj \) -prune -o -type f -newer "$stamp" -print -quit)" ]; then
+    build
+  fi
 }
 
 cmd=${1:-build}
@@ -55,7 +67,8 @@ case "$cmd" in
     log "native unit tests (CRAM_DEBUG)"
     make -s -C native test >&2
     # A failed test prints its message and stack (the quiet build output alone would only name it).
-    run_tests() { local c=$1; shift; dotnet test "$@" -c "$c" --no-build -nologo -v:q --logger "console;verbosity=minimal"; } # CONFIG PROJECT ARGS...
+    # Each test's result as it finishes (normal verbosity): a long run shows its progress.
+    run_tests() { local c=$1; shift; dotnet test "$@" -c "$c" --no-build -nologo -v:q --logger "console;verbosity=normal"; } # CONFIG PROJECT ARGS...
     if [ "${1:-}" = "--unit" ]; then
       shift
       log "managed unit tests (no userfaultfd)"
@@ -82,13 +95,35 @@ case "$cmd" in
     dotnet "$root/bench/CramCore.Benchmarks/bin/$config/net10.0/linux-x64/CramCore.Benchmarks.dll" "${@:---filter=*}"
     ;;
   pack)
-    build
-    dotnet pack src/CramCore/CramCore.csproj -c "$config" --no-build -nologo -v:q -o "$root/artifacts/packages" "$@"
-    dotnet pack src/CramCore.Redis/CramCore.Redis.csproj -c "$config" --no-build -nologo -v:q -o "$root/artifacts/packages" "$@"
-    ls -1 "$root"/artifacts/packages/CramCore*.nupkg >&2
+    build_if_stale
+    out="${CRAMCORE_PACK_OUTPUT:-$root/artifacts/packages}"
+    mkdir -p "$out"
+    # A version no other build has: the base version, the commits to HEAD, this clone's pack counter, the
+    # commit, and .dirty for uncommitted changes. NuGet caches packages by id and version in
+    # ~/.nuget/packages, so a reused version would silently bring back whatever was packed under it first.
+    base=$(sed -n 's:.*<CramCoreVersion>\(.*\)</CramCoreVersion>.*:\1:p' Directory.Build.props)
+    commits=$(git rev-list --count HEAD 2>/dev/null || echo 0)
+    sha=$(git rev-parse --short=7 HEAD 2>/dev/null || echo nogit)
+    dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo .dirty || true)
+    n=$(( $(cat "$out/.pack-counter" 2>/dev/null || echo 0) + 1 ))
+    echo "$n" > "$out/.pack-counter"
+    version="$base-dev.$commits.$n.g$sha$dirty"
+    log "packing CramCore and CramCore.Redis $version"
+    # Built with that version too, so the assembly says which build it is (AssemblyInformationalVersion).
+    for project in src/CramCore/CramCore.csproj src/CramCore.Redis/CramCore.Redis.csproj; do
+      dotnet pack "$project" -c "$config" -nologo -v:q -clp:ErrorsOnly -o "$out" -p:Version="$version" "$@" >&2
+    done
+    cat <<USAGE
+Packed $out/CramCore.$version.nupkg and $out/CramCore.Redis.$version.nupkg (with .snupkg symbols).
+Use them from your project's directory:
+  dotnet new nugetconfig                # if the project has no nuget.config yet
+  dotnet nuget add source $out --name cramcore-local --configfile nuget.config
+  dotnet add package CramCore --version $version
+  dotnet add package CramCore.Redis --version $version   # the remote tier, if you want it
+USAGE
     ;;
   cram)
-    [ -f "$cram_dll" ] || build
+    build_if_stale
     dotnet "$cram_dll" "$@"
     ;;
   clean)

@@ -48,22 +48,71 @@ public sealed class PackageTests(ITestOutputHelper output)
         return text;
     }
 
+    /// <summary>README's package recipe: the shell lines after its "package-recipe" marker, as they stand.</summary>
+    private static string[] ReadmeRecipe(string root)
+    {
+        string readme = File.ReadAllText(Path.Combine(root, "README.md"));
+        int marker = readme.IndexOf("<!-- package-recipe", StringComparison.Ordinal);
+        Assert.True(marker >= 0, "README.md has no package-recipe marker");
+        int open = readme.IndexOf("```sh\n", marker, StringComparison.Ordinal) + "```sh\n".Length;
+        int close = readme.IndexOf("```", open, StringComparison.Ordinal);
+        return readme[open..close].Split('\n', StringSplitOptions.RemoveEmptyEntries);
+    }
+
     [Fact]
-    public void PackageWorksInAFreshProject()
+    public void PackageWorksInAFreshProject_ByTheReadmesRecipe()
     {
         string root = RepoRoot();
         DirectoryInfo work = Directory.CreateTempSubdirectory("cramcore-package-");
+        string? version = null;
         try
         {
-            // A version of its own, so no cached package of the same version can stand in for this build.
-            string version = $"0.1.0-test.{DateTime.UtcNow:yyyyMMddHHmmssfff}";
-            string feed = Path.Combine(work.FullName, "feed");
-            const string repository = "https://github.com/example/cramcore"; // as a publish would pass it (or git's origin gives it)
-            Run(root, "dotnet", $"pack src/CramCore/CramCore.csproj -c Release --no-build -o \"{feed}\" -p:Version={version} -p:RepositoryUrl={repository} -nologo");
+            string app = Path.Combine(work.FullName, "app");
+            Directory.CreateDirectory(app);
+            var env = new Dictionary<string, string> { ["NUGET_PACKAGES"] = Path.Combine(work.FullName, "packages") }; // no other test's cache
+
+            // The recipe, line by line, with the paths of this run and the version pack printed.
+            string[] recipe = ReadmeRecipe(root);
+            Assert.Contains(recipe, l => l.StartsWith("./build.sh pack", StringComparison.Ordinal));
+            Assert.Contains(recipe, l => l.StartsWith("dotnet add package CramCore --version ", StringComparison.Ordinal));
+            string cwd = root;
+            foreach (string raw in recipe)
+            {
+                string line = raw.Split('#')[0].Trim().Replace("/path/to/cramcore", root).Replace("/path/to/MyApp", app);
+                if (version is not null)
+                {
+                    line = System.Text.RegularExpressions.Regex.Replace(line, @"0\.1\.0-dev\.[0-9A-Za-z.]+", version);
+                }
+                if (line.StartsWith("cd ", StringComparison.Ordinal))
+                {
+                    cwd = line[3..];
+                    if (cwd == app)
+                    {
+                        File.WriteAllText(Path.Combine(app, "app.csproj"), AppProject); // the user's project, before the recipe adds the package
+                        File.WriteAllText(Path.Combine(app, "Program.cs"), AppProgram);
+                    }
+                    continue;
+                }
+                string[] words = line.Split(' ', 2);
+                string program = words[0].StartsWith("./", StringComparison.Ordinal) ? Path.Combine(cwd, words[0]) : words[0]; // as a shell in cwd would
+                string text = Run(cwd, program, words.Length > 1 ? words[1] : "", env);
+                if (line.StartsWith("./build.sh pack", StringComparison.Ordinal))
+                {
+                    var printed = System.Text.RegularExpressions.Regex.Match(text, @"dotnet add package CramCore --version (\S+)");
+                    Assert.True(printed.Success, "pack printed no version:\n" + text);
+                    version = printed.Groups[1].Value;
+                    Assert.Matches(@"^0\.1\.0-dev\.[0-9]+\.[0-9]+\.g[0-9a-f]{7}(\.dirty)?$", version);
+                    Assert.Contains($"dotnet nuget add source {Path.Combine(root, "artifacts", "packages")} --name cramcore-local --configfile nuget.config", text);
+                }
+            }
+            Assert.NotNull(version);
+            string feed = Path.Combine(root, "artifacts", "packages");
+            Assert.Contains($"Include=\"CramCore\" Version=\"{version}\"", File.ReadAllText(Path.Combine(app, "app.csproj")));
 
             string nupkg = Path.Combine(feed, $"CramCore.{version}.nupkg");
             Assert.True(File.Exists(nupkg), "package missing: " + nupkg);
             Assert.True(File.Exists(Path.Combine(feed, $"CramCore.{version}.snupkg")), "symbols package missing");
+            Assert.True(File.Exists(Path.Combine(feed, $"CramCore.Redis.{version}.nupkg")), "CramCore.Redis package missing");
             using (ZipArchive zip = ZipFile.OpenRead(nupkg))
             {
                 var entries = zip.Entries.Select(e => e.FullName).ToHashSet();
@@ -81,53 +130,28 @@ public sealed class PackageTests(ITestOutputHelper output)
                 XElement metadata = nuspec.Element(ns + "metadata")!;
                 Assert.Equal("MIT", metadata.Element(ns + "license")?.Value);
                 Assert.Equal("expression", metadata.Element(ns + "license")?.Attribute("type")?.Value);
-                Assert.Equal(repository, metadata.Element(ns + "projectUrl")?.Value);
-                Assert.Equal(repository, metadata.Element(ns + "repository")?.Attribute("url")?.Value);
                 Assert.Contains("userfaultfd", metadata.Element(ns + "tags")?.Value ?? "");
                 Assert.Equal(version, metadata.Element(ns + "version")?.Value);
                 Assert.False(string.IsNullOrWhiteSpace(metadata.Element(ns + "description")?.Value));
             }
 
-            string app = Path.Combine(work.FullName, "app");
-            Directory.CreateDirectory(app);
-            File.WriteAllText(Path.Combine(app, "nuget.config"), $"""
-                <?xml version="1.0" encoding="utf-8"?>
-                <configuration>
-                  <packageSources>
-                    <add key="local" value="{feed}" />
-                  </packageSources>
-                </configuration>
-                """);
-            File.WriteAllText(Path.Combine(app, "app.csproj"), $"""
-                <Project Sdk="Microsoft.NET.Sdk">
-                  <PropertyGroup>
-                    <OutputType>Exe</OutputType>
-                    <TargetFramework>net10.0</TargetFramework>
-                    <Nullable>enable</Nullable>
-                    <ImplicitUsings>enable</ImplicitUsings>
-                  </PropertyGroup>
-                  <ItemGroup>
-                    <PackageReference Include="CramCore" Version="{version}" />
-                  </ItemGroup>
-                </Project>
-                """);
-            File.WriteAllText(Path.Combine(app, "Program.cs"), """
-                using CramCore;
+            // The repository URL, given at pack time (or from git's https origin remote, which this clone may lack).
+            const string repository = "https://github.com/example/cramcore";
+            string urlFeed = Path.Combine(work.FullName, "url-feed");
+            Run(root, "dotnet", $"pack src/CramCore/CramCore.csproj -c Release --no-build -o \"{urlFeed}\" -p:Version={version} -p:RepositoryUrl={repository} -nologo");
+            using (ZipArchive zip = ZipFile.OpenRead(Path.Combine(urlFeed, $"CramCore.{version}.nupkg")))
+            {
+                using var nuspecReader = new StreamReader(zip.GetEntry("CramCore.nuspec")!.Open());
+                XElement metadata = XDocument.Parse(nuspecReader.ReadToEnd()).Root!.Elements().First(e => e.Name.LocalName == "metadata");
+                XNamespace ns = metadata.Name.Namespace;
+                Assert.Equal(repository, metadata.Element(ns + "projectUrl")?.Value);
+                Assert.Equal(repository, metadata.Element(ns + "repository")?.Attribute("url")?.Value);
+            }
 
-                using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = 4L << 20 });
-                using var region = engine.CreateRegion(32L << 20); // 8x the resident limit
-                Span<long> words = region.AsSpan<long>(0, (int)(region.Length / 8));
-                for (int i = 0; i < words.Length; i++) words[i] = i % 1000;
-                long bad = 0;
-                for (int i = 0; i < words.Length; i++) if (words[i] != i % 1000) bad++;
-                var s = engine.GetStats();
-                Console.WriteLine($"mismatches={bad} evictions={s.Evictions} refaults={s.Refaults} resident={s.ResidentBytes} limit={4L << 20} logical={s.LogicalBytes} mode={s.UserfaultfdMode}");
-                Console.WriteLine(bad == 0 && s.Evictions > 0 && s.Refaults > 0 ? "CRAMCORE-PACKAGE-OK" : "CRAMCORE-PACKAGE-FAILED");
-                """);
-            var env = new Dictionary<string, string> { ["NUGET_PACKAGES"] = Path.Combine(work.FullName, "packages") };
-            string text = Run(app, "dotnet", "run -c Release", env);
-            Assert.Contains("CRAMCORE-PACKAGE-OK", text);
-            Assert.Contains("mismatches=0", text);
+            string output = Run(app, "dotnet", "run -c Release", env);
+            Assert.Contains("CRAMCORE-PACKAGE-OK", output);
+            Assert.Contains("mismatches=0", output);
+            Assert.Contains($"version={version}", output); // the assembly is this build
             string bin = Path.Combine(app, "bin", "Release", "net10.0");
             string helper = Path.Combine(bin, "runtimes", "linux-x64", "native", "libCramNative.so");
             Assert.True(File.Exists(helper), "the native helper did not arrive through the package's runtimes/ folder");
@@ -141,6 +165,37 @@ public sealed class PackageTests(ITestOutputHelper output)
         finally
         {
             work.Delete(recursive: true);
+            foreach (string file in version is null ? [] : Directory.GetFiles(Path.Combine(root, "artifacts", "packages"), $"*.{version}.*nupkg"))
+            {
+                File.Delete(file); // what this run packed: the folder is the user's
+            }
         }
     }
+
+    private const string AppProject = """
+        <Project Sdk="Microsoft.NET.Sdk">
+          <PropertyGroup>
+            <OutputType>Exe</OutputType>
+            <TargetFramework>net10.0</TargetFramework>
+            <Nullable>enable</Nullable>
+            <ImplicitUsings>enable</ImplicitUsings>
+          </PropertyGroup>
+        </Project>
+        """;
+
+    private const string AppProgram = """
+        using System.Reflection;
+        using CramCore;
+
+        using var engine = CramEngine.Create(new CramOptions { ResidentLimitBytes = 4L << 20 });
+        using var region = engine.CreateRegion(32L << 20); // 8x the resident limit
+        Span<long> words = region.AsSpan<long>(0, (int)(region.Length / 8));
+        for (int i = 0; i < words.Length; i++) words[i] = i % 1000;
+        long bad = 0;
+        for (int i = 0; i < words.Length; i++) if (words[i] != i % 1000) bad++;
+        var s = engine.GetStats();
+        string version = typeof(CramEngine).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()!.InformationalVersion;
+        Console.WriteLine($"mismatches={bad} evictions={s.Evictions} refaults={s.Refaults} resident={s.ResidentBytes} limit={4L << 20} logical={s.LogicalBytes} mode={s.UserfaultfdMode} version={version}");
+        Console.WriteLine(bad == 0 && s.Evictions > 0 && s.Refaults > 0 ? "CRAMCORE-PACKAGE-OK" : "CRAMCORE-PACKAGE-FAILED");
+        """;
 }
