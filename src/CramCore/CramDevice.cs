@@ -49,8 +49,10 @@ public sealed class EmulatedCramDevice : ICramDevice
 {
     private long _trimmed, _trims;
 
+    /// <summary>An emulated device of <paramref name="capacityBytes"/> exposing <paramref name="frameCount"/> frames.</summary>
     /// <param name="capacityBytes">Physical capacity (at least 256 KiB).</param>
     /// <param name="frameCount">Frames exposed (a power of two ≥ 64); default: four times the capacity in pages, rounded up.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="capacityBytes"/> is below 256 KiB, or <paramref name="frameCount"/> is not a power of two from 64 to 2^30.</exception>
     public EmulatedCramDevice(long capacityBytes, long frameCount = 0)
     {
         if (capacityBytes < 256 << 10)

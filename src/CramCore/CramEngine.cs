@@ -142,6 +142,8 @@ public sealed unsafe class CramEngine : IDisposable
     /// limit leaves (<see cref="CramStats.ResidentTargetBytes"/>).
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">Negative, between 0 and 64 pages (262144 bytes), or above <see cref="CramOptions.MemoryLimitBytes"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The engine was disposed.</exception>
+    /// <exception cref="InvalidOperationException">Called from inside a callback CramCore is running (a <see cref="CramEngine.TierEvent"/> handler, an <see cref="ICramDevice"/>, the logger): it would deadlock; do the work on another thread.</exception>
     public long ResidentLimitBytes
     {
         get
@@ -192,7 +194,9 @@ public sealed unsafe class CramEngine : IDisposable
     /// Reserves a region of <paramref name="bytes"/> (rounded up to 4096) of virtual memory. Only
     /// touched pages use memory; a 64 GiB region on a smaller machine is fine.
     /// </summary>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="bytes"/> is not positive.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="bytes"/> is not between 1 byte and 64 TiB.</exception>
+    /// <exception cref="ObjectDisposedException">The engine was disposed.</exception>
+    /// <exception cref="InvalidOperationException">Called from inside a callback CramCore is running (a <see cref="CramEngine.TierEvent"/> handler, an <see cref="ICramDevice"/>, the logger): it would deadlock; do the work on another thread.</exception>
     public CramRegion CreateRegion(long bytes)
     {
         UserCallback.ThrowIfInside();
@@ -224,6 +228,7 @@ public sealed unsafe class CramEngine : IDisposable
     /// <see cref="ObjectDisposedException"/>. An engine that becomes unreachable (with all its
     /// regions) without this is released by its finalizer.
     /// </summary>
+    /// <exception cref="InvalidOperationException">Called from inside a callback CramCore is running (a <see cref="CramEngine.TierEvent"/> handler, an <see cref="ICramDevice"/>, the logger): it would deadlock; do the work on another thread.</exception>
     public void Dispose()
     {
         UserCallback.ThrowIfInside(); // before anything is closed: a device's Trim cannot tear down the engine calling it

@@ -253,6 +253,7 @@ public sealed unsafe class CramRegion : IDisposable
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="bytes"/> is negative.</exception>
     /// <exception cref="ObjectDisposedException">The region was disposed.</exception>
+    /// <exception cref="InvalidOperationException">Called from inside a callback CramCore is running (a <see cref="CramEngine.TierEvent"/> handler, an <see cref="ICramDevice"/>, the logger): it would deadlock; do the work on another thread.</exception>
     public long Reclaim(long bytes)
     {
         ThrowIfDisposed();
@@ -386,6 +387,7 @@ public sealed unsafe class CramRegion : IDisposable
     /// engine-wide counters and faults by kind).
     /// </summary>
     /// <exception cref="ObjectDisposedException">The region was disposed.</exception>
+    /// <exception cref="InvalidOperationException">Called from inside a callback CramCore is running (a <see cref="CramEngine.TierEvent"/> handler, an <see cref="ICramDevice"/>, the logger): it would deadlock; do the work on another thread.</exception>
     public CramRegionStats GetStats()
     {
         ThrowIfDisposed();
@@ -397,6 +399,7 @@ public sealed unsafe class CramRegion : IDisposable
         PageTableEntry.State(PageTableEntry.Load(PageTableEntries + (byteOffset >> SharedLayout.PageShift)));
 
     /// <summary>Unmaps the region and frees its compressed pages. No thread may be using it.</summary>
+    /// <exception cref="InvalidOperationException">Called from inside a callback CramCore is running (a <see cref="CramEngine.TierEvent"/> handler, an <see cref="ICramDevice"/>, the logger): it would deadlock; do the work on another thread.</exception>
     public void Dispose()
     {
         UserCallback.ThrowIfInside();

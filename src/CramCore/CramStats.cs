@@ -1,3 +1,5 @@
+using CramCore.Internals;
+
 namespace CramCore;
 
 /// <summary>A snapshot of an engine's state and counters (<see cref="CramEngine.GetStats"/>). Counters are cumulative.</summary>
@@ -20,7 +22,7 @@ public sealed record CramStats
     /// <summary>Fragmentation of the pool arenas' free space: 1 − largest free block / all free space (0 = one free block).</summary>
     public double PoolFragmentation { get; init; }
     /// <summary>Occupancy of each pool size class in use.</summary>
-    public IReadOnlyList<CramPoolClass> PoolClasses { get; init; } = [];
+    public IReadOnlyList<CramPoolClass> PoolClasses { get; init; } = ReadableList<CramPoolClass>.Empty;
     /// <summary>Pages whose copy is a repeated 8-byte value (zero pages included): no storage, no LZ4.</summary>
     public long SameFilledPages { get; init; }
     /// <summary>Logical bytes per byte of memory used (resident + pool); 1 when nothing is stored. A region read back after eviction keeps its copies (<see cref="CleanCopyBytes"/>), which lowers this until the pool needs the room.</summary>
@@ -265,7 +267,7 @@ public sealed record CramLatencyHistogram
 {
     internal static readonly CramLatencyHistogram Empty = new([]);
 
-    internal CramLatencyHistogram(long[] counts) => Counts = counts;
+    internal CramLatencyHistogram(long[] counts) => Counts = new ReadableList<long>(counts);
 
     /// <summary>The count in each bucket.</summary>
     public IReadOnlyList<long> Counts { get; }

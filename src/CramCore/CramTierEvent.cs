@@ -51,6 +51,16 @@ public enum CramTierEventKind
 }
 
 /// <summary>An event of the engine's storage tiers (<see cref="CramEngine.TierEvent"/>).</summary>
-/// <param name="Kind">What happened.</param>
-/// <param name="Message">What happened and what it means, for a log.</param>
-public sealed record CramTierEventArgs(CramTierEventKind Kind, string Message);
+/// <param name="kind">What happened.</param>
+/// <param name="message">What happened and what it means, for a log.</param>
+public sealed class CramTierEventArgs(CramTierEventKind kind, string message) : EventArgs
+{
+    /// <summary>What happened.</summary>
+    public CramTierEventKind Kind { get; } = kind;
+
+    /// <summary>What happened and what it means, for a log.</summary>
+    public string Message { get; } = message;
+
+    /// <summary>The kind and the message, as a log line shows them.</summary>
+    public override string ToString() => $"{Kind}: {Message}";
+}

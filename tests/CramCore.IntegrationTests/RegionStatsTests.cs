@@ -71,4 +71,22 @@ public sealed unsafe class RegionStatsTests
         Assert.Equal((2L * P, P, P), (s.LogicalBytes, s.ResidentBytes, s.EvictedBytes));
         Assert.True(s.StoredBytes is > 0 and < P);
     }
+
+    [Fact]
+    public void EngineStats_PrintReadably()
+    {
+        using var engine = CramEngine.Create();
+        using var region = engine.CreateRegion(64L * P);
+        for (int i = 0; i < 64; i++)
+        {
+            TestPages.WriteCompressible(region.Pointer + (long)i * P, i, 0);
+        }
+        region.Reclaim(region.Length);
+        Assert.True(TestPages.CheckCompressible(region.Pointer, 0, 0));
+        string text = engine.GetStats().ToString();
+        Assert.DoesNotContain("<>", text); // no compiler-generated collection type names
+        Assert.DoesNotContain("System.", text);
+        Assert.Contains("PoolClasses = [CramPoolClass { ObjectSize = ", text);
+        Assert.Contains("SwapInLatency = CramLatencyHistogram { Counts = [", text);
+    }
 }

@@ -1,3 +1,4 @@
+using CramCore.Internals;
 using CramCore.Native;
 using CramCore.Reclaim;
 using CramCore.Storage;
@@ -142,7 +143,7 @@ internal static unsafe class EngineStatistics
             PoolCompactedPages = pool.CompactedPages,
             PoolFullRejections = pool.FullRejections,
             PoolFragmentation = pool.Fragmentation,
-            PoolClasses = [.. pool.Classes.Select(c => new CramPoolClass(c.ObjectSize, c.ZspagePages, c.Objects, c.Capacity))],
+            PoolClasses = new ReadableList<CramPoolClass>([.. pool.Classes.Select(c => new CramPoolClass(c.ObjectSize, c.ZspagePages, c.Objects, c.Capacity))]),
         };
 
         static long Pages(ulong pages) => (long)Volatile.Read(ref pages) << SharedLayout.PageShift;

@@ -113,7 +113,7 @@ internal static class NativeLibraryResolver
             string hint = e.Message.Contains("liblz4", StringComparison.Ordinal)
                 ? " It needs the system LZ4 library: install liblz4-1 (Debian/Ubuntu) or lz4-libs (Fedora/RHEL)."
                 : "";
-            throw new DllNotFoundException($"CramCore: {what} could not be loaded: {e.Message}.{hint}", e);
+            throw new DllNotFoundException($"CramCore: {what} could not be loaded: {e.Message.TrimEnd('.')}.{hint}", e);
         }
     }
 }
