@@ -112,7 +112,7 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_stats, page_table_pages);
     FIELD(cram_stats, memory_limit_waits);
     FIELD(cram_stats, file_reads); FIELD(cram_stats, file_read_bytes); FIELD(cram_stats, file_reads_sequential);
-    FIELD(cram_stats, swapin_latency_us_log2);
+    FIELD(cram_stats, swapin_latency_us_log2); FIELD(cram_stats, fault_latency_us_log2);
 
     STRUCT(cram_engine_config);
     FIELD(cram_engine_config, forced_mode); FIELD(cram_engine_config, spin_us);

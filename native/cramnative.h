@@ -655,6 +655,12 @@ typedef struct cram_stats {
      * the hard limit included, to just before the wake-up: what a swap-in costs beyond the kernel's own fault
      * entry and scheduling, which no user-space tier can see. */
     uint64_t swapin_latency_us_log2[CRAM_SWAPIN_LATENCY_BUCKETS];
+    /* Swap-in latency as the faulting thread sees it, in the same buckets: with the faulting-thread
+     * service, from the SIGBUS handler's entry to its return for a fault on an EVICTED page (its own
+     * swap-in, or a wait for another thread's fetch of it): the engine lock's wait, the decode, the
+     * mapping, a remote fetch - all but the kernel's signal delivery. Empty with the service thread,
+     * whose faulting thread waits in the kernel where no user-space code can time it. */
+    uint64_t fault_latency_us_log2[CRAM_SWAPIN_LATENCY_BUCKETS];
 } cram_stats;
 
 /* Fault-in log: the service appends one entry per page it makes resident; reclaim drains it in
@@ -761,7 +767,8 @@ _Static_assert(sizeof(cram_remote_config) == 1192 && offsetof(cram_remote_config
 _Static_assert(CRAM_REMOTE_MAX_ENDPOINTS <= 256, "a node index does not fit its 8 bits of a location");
 _Static_assert(sizeof(cram_pool_move) == 24 && offsetof(cram_pool_move, handle) == 0 && offsetof(cram_pool_move, destination) == 8 &&
                offsetof(cram_pool_move, zspage) == 16 && offsetof(cram_pool_move, reserved) == 20, "cram_pool_move layout");
-_Static_assert(sizeof(cram_stats) == (39 + CRAM_SWAPIN_LATENCY_BUCKETS) * sizeof(uint64_t) &&
+_Static_assert(sizeof(cram_stats) == (39 + 2 * CRAM_SWAPIN_LATENCY_BUCKETS) * sizeof(uint64_t) &&
+               offsetof(cram_stats, fault_latency_us_log2) == (39 + CRAM_SWAPIN_LATENCY_BUCKETS) * sizeof(uint64_t) &&
                offsetof(cram_stats, clean_copy_bytes) == 30 * sizeof(uint64_t) &&
                offsetof(cram_stats, swapin_latency_us_log2) == 39 * sizeof(uint64_t),
                "cram_stats is 39 counters and the swap-in latency buckets");

@@ -367,13 +367,12 @@ int refault_activates(cram_shared* s, uint64_t p)
     return distance <= threshold;
 }
 
-/* A swap-in taken from its message at t0 is resolved now: count it in its latency bucket. */
-static void swapin_latency(cram_shared* s, uint64_t t0)
+void latency_count(uint64_t* buckets, uint64_t t0)
 {
     uint64_t us = (now_ns() - t0) / 1000;
     uint32_t b = us ? 64 - (uint32_t)__builtin_clzll(us) : 0;
     if (b >= CRAM_SWAPIN_LATENCY_BUCKETS) b = CRAM_SWAPIN_LATENCY_BUCKETS - 1;
-    add_counter(&s->stats.swapin_latency_us_log2[b], 1);
+    add_counter(&buckets[b], 1);
 }
 
 static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, uint64_t pte, int write, uint32_t tid, uint64_t t0)
@@ -427,7 +426,7 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
     add_counter(&r->faults_swapin, 1);
     fault_log_append(s, r->id, page);
     resident_add(e, 1);
-    swapin_latency(s, t0); /* before the wake, so the thread that resumes finds its swap-in counted */
+    latency_count(s->stats.swapin_latency_us_log2, t0); /* before the wake, so the thread that resumes finds its swap-in counted */
     engine_wake(e, addr, CRAM_PAGE_SIZE);
     if (!write && !__atomic_load_n(&e->shared->memory_wait_us, __ATOMIC_RELAXED)) swapin_readahead(e, r, page);
     e->file_window_length = 0; /* a window lives within this hold of the engine lock */
@@ -562,6 +561,7 @@ static void handle_message(cram_engine* e, const struct uffd_msg* m)
 
 int resolve_on_faulting_thread(cram_engine* e, uint64_t addr, int write)
 {
+    uint64_t entered = now_ns(); /* the handler's entry, near enough: the application's view starts here */
     addr &= ~(uint64_t)(CRAM_PAGE_SIZE - 1);
     /* A first look without the lock (the table is fixed-size; a stale answer is checked below). */
     if (!region_find(e, addr)) return 0;
@@ -575,6 +575,7 @@ int resolve_on_faulting_thread(cram_engine* e, uint64_t addr, int write)
     if (state == CRAM_PTE_FETCHING) { /* another thread fetches it: wait for that, without the lock */
         engine_unlock(e);
         remote_wait(e, &r->pte[page]);
+        latency_count(e->shared->stats.fault_latency_us_log2, entered);
         return 1;
     }
     if (state == CRAM_PTE_EMPTY || state == CRAM_PTE_EVICTED) {
@@ -590,6 +591,7 @@ int resolve_on_faulting_thread(cram_engine* e, uint64_t addr, int write)
     remote_run_pending(e); /* the remote entry this fault claimed: fetched by this thread, outside the lock */
     readahead_help(e); /* the window a read swap-in claimed: mapped outside the lock, with the helpers */
     add_counter(&e->shared->stats.service_busy_ns, now_ns() - t0);
+    if (state == CRAM_PTE_EVICTED) latency_count(e->shared->stats.fault_latency_us_log2, entered);
     note_activity(e);
     return 1;
 }

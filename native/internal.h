@@ -301,6 +301,9 @@ const void* slot_read(cram_engine* e, cram_slot* slot, unsigned char* dst, uint6
 uint64_t eviction_stamp(cram_shared* s);
 /* Whether a page evicted with word p, refaulting now, is in the working set (its refault distance is
  * below cram_shared.activate_distance_pages: "Working set" in cramnative.h). */
+/* Counts a latency that began at t0 (now_ns) in its power-of-two microsecond bucket of `buckets`
+ * (cram_stats.swapin_latency_us_log2 or fault_latency_us_log2). */
+void latency_count(uint64_t* buckets, uint64_t t0);
 int refault_activates(cram_shared* s, uint64_t p);
 void fault_log_append(cram_shared* s, uint32_t region, uint64_t page);
 void* service_main(void* arg);

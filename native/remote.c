@@ -559,10 +559,7 @@ static void publish(cram_engine* e, const remote_request* request, uint32_t i, c
         } else {
             add_counter(counter, 1);
             add_counter(&r->faults_swapin, 1);
-            uint64_t us = (now_ns() - request->t0) / 1000;
-            uint32_t b = us ? 64 - (uint32_t)__builtin_clzll(us) : 0;
-            if (b >= CRAM_SWAPIN_LATENCY_BUCKETS) b = CRAM_SWAPIN_LATENCY_BUCKETS - 1;
-            add_counter(&s->stats.swapin_latency_us_log2[b], 1);
+            latency_count(s->stats.swapin_latency_us_log2, request->t0);
         }
         pte_store(pte, q->next);
         if (write) stale_push(s, q->slot_id);

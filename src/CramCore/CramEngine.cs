@@ -107,6 +107,14 @@ public sealed unsafe class CramEngine : IDisposable
     /// </summary>
     public event EventHandler<CramTierEventArgs>? TierEvent;
 
+    /// <summary>
+    /// The name of the <see cref="System.Diagnostics.Metrics.Meter"/> engines report on
+    /// (<c>"CramCore"</c>): give it to a <c>MeterListener</c>, OpenTelemetry's <c>AddMeter</c> or
+    /// <c>dotnet-counters monitor --counters CramCore</c>. Its instruments are <c>cramcore.*</c>
+    /// (README, "Metrics").
+    /// </summary>
+    public const string MeterName = "CramCore";
+
     /// <summary>Releases an engine that became unreachable without <see cref="Dispose"/>: threads stopped, regions unmapped (a live region keeps its engine reachable), storage freed.</summary>
     ~CramEngine()
     {
@@ -215,8 +223,11 @@ public sealed unsafe class CramEngine : IDisposable
     /// <summary>The engine's regions: lifecycle, census, hints (<see cref="CramRegion"/> calls them).</summary>
     internal EngineRegions Regions => _regions;
 
-    /// <summary>The native swap-in buckets as far as the metric <c>cramcore.swapin.duration</c> has recorded them (CramMetrics locks it).</summary>
-    internal long[] SwapInsRecorded { get; } = new long[SharedLayout.SwapinLatencyBuckets];
+    /// <summary>The native service-time buckets as far as the metric <c>cramcore.fault.service_time</c> has recorded them (CramMetrics locks it).</summary>
+    internal long[] ServiceTimesRecorded { get; } = new long[SharedLayout.SwapinLatencyBuckets];
+
+    /// <summary>The native fault-latency buckets as far as the metric <c>cramcore.fault.latency</c> has recorded them (CramMetrics locks it).</summary>
+    internal long[] FaultLatenciesRecorded { get; } = new long[SharedLayout.SwapinLatencyBuckets];
 
     /// <summary>Takes a snapshot of the engine's counters.</summary>
     public CramStats GetStats() => _calls.Run(() => EngineStatistics.Snapshot(_parts, _mode, _regions.Count), typeof(CramEngine)); // Dispose waits for it

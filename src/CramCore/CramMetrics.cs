@@ -12,7 +12,7 @@ namespace CramCore;
 /// </summary>
 internal sealed class CramMetrics
 {
-    public const string MeterName = "CramCore";
+    public const string MeterName = CramEngine.MeterName;
 
     /// <summary>The process-wide meter for engines created without an <see cref="IMeterFactory"/>.</summary>
     private static readonly CramMetrics s_shared = new(new Meter(MeterName, "1.0"));
@@ -56,9 +56,13 @@ internal sealed class CramMetrics
         Counter("cramcore.swapin.readahead", "{page}", "Evicted pages swapped in ahead of a sequential reader", s => s.ReadaheadPages);
         Counter("cramcore.swapin.prefetched", "{page}", "Evicted pages swapped in ahead of use because their range was advised WillNeed", s => s.PrefetchedPages);
         Counter("cramcore.advice.discarded", "{page}", "Pages discarded because their range was advised DontNeed", s => s.DiscardedPages);
-        _swapInDuration = Meter.CreateHistogram<double>("cramcore.swapin.duration", "s",
-            "Time the fault service took to swap an evicted page in, from taking the fault to waking the thread (a wait at the hard limit included); resolution: power-of-two microsecond buckets",
-            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [.. Enumerable.Range(0, SharedLayout.SwapinLatencyBuckets - 1).Select(b => (1L << b) / 1e6)] });
+        var buckets = new InstrumentAdvice<double> { HistogramBucketBoundaries = [.. Enumerable.Range(0, SharedLayout.SwapinLatencyBuckets - 1).Select(b => (1L << b) / 1e6)] };
+        _serviceTime = Meter.CreateHistogram<double>(ServiceTimeName, "s",
+            "The fault service's time per swap-in, from taking the fault to just before waking the thread (a wait at the hard limit included); not what the application waits (no kernel fault entry, no wake-ups). Each at its power-of-two microsecond bucket's upper bound",
+            tags: null, advice: buckets);
+        _faultLatency = Meter.CreateHistogram<double>(FaultLatencyName, "s",
+            "Swap-in latency as the faulting thread sees it (faulting-thread service only: its SIGBUS handler's entry to return; nothing is recorded under the service thread). Each at its power-of-two microsecond bucket's upper bound",
+            tags: null, advice: buckets);
         Counter("cramcore.faults.write_protect", "{fault}", "Write-protect faults on clean pages", s => s.WriteProtectFaults);
         Counter("cramcore.reclaim.evictions", "{page}", "Pages evicted", s => s.Evictions);
         Counter("cramcore.reclaim.cancelled", "{page}", "Evictions cancelled by a racing write", s => s.CancelledEvictions);
@@ -91,14 +95,22 @@ internal sealed class CramMetrics
         Counter("cramcore.cram.moved_out", "{page}", "Entries moved off the CRAM node to the pool", s => s.CramMovedOut);
     }
 
-    private Histogram<double> _swapInDuration = null!;
+    private Histogram<double> _serviceTime = null!, _faultLatency = null!;
+
+    /// <summary>The histogram of the fault service's time per swap-in (<see cref="CramStats.FaultServiceTime"/>).</summary>
+    public const string ServiceTimeName = "cramcore.fault.service_time";
+
+    /// <summary>The histogram of swap-in latency as the faulting thread sees it (<see cref="CramStats.FaultLatency"/>).</summary>
+    public const string FaultLatencyName = "cramcore.fault.latency";
 
     /// <summary>
-    /// Records the swap-ins the engine's fault service counted since the last call (its native
-    /// buckets against <see cref="CramEngine.SwapInsRecorded"/>) into <c>cramcore.swapin.duration</c>,
-    /// each at its bucket's geometric middle (the lower bound for the open last bucket), while anyone
-    /// listens. Called after every reclaim-worker tick and whenever the observable instruments are
-    /// collected (an engine without a limit has no worker), so a collection sees every swap-in until then.
+    /// Records the swap-ins the engine counted since the last call (its native buckets against
+    /// <see cref="CramEngine.ServiceTimesRecorded"/> and <see cref="CramEngine.FaultLatenciesRecorded"/>)
+    /// into <c>cramcore.fault.service_time</c> and <c>cramcore.fault.latency</c>, each at the value
+    /// <see cref="CramLatencyHistogram.Quantile"/> reports for its bucket (its upper bound; the open
+    /// last bucket's lower bound), so the metrics' quantiles and the stats' agree, while anyone listens.
+    /// Called after every reclaim-worker tick and whenever the observable instruments are collected
+    /// (an engine without a limit has no worker), so a collection sees every swap-in until then.
     /// </summary>
     public void RecordSwapIns(CramEngine engine)
     {
@@ -130,20 +142,24 @@ internal sealed class CramMetrics
 
     private unsafe void RecordSwapIns(CramEngine engine, int id)
     {
-        long[] seen = engine.SwapInsRecorded;
+        var tag = new KeyValuePair<string, object?>("cramcore.engine", id);
+        Record(_serviceTime, engine.ServiceTimesRecorded, Engine.EngineStatistics.FaultServiceTime(engine.Parts.Shared), tag);
+        Record(_faultLatency, engine.FaultLatenciesRecorded, Engine.EngineStatistics.FaultLatency(engine.Parts.Shared), tag);
+    }
+
+    private static void Record(Histogram<double> histogram, long[] seen, CramLatencyHistogram now, KeyValuePair<string, object?> tag)
+    {
         lock (seen) // the worker's tick and a collection may both get here
         {
-            IReadOnlyList<long> now = Engine.EngineStatistics.SwapInLatency(engine.Parts.Shared).Counts;
-            var tag = new KeyValuePair<string, object?>("cramcore.engine", id);
-            bool enabled = _swapInDuration.Enabled;
+            bool enabled = histogram.Enabled;
             for (int b = 0; b < seen.Length; b++)
             {
-                long delta = now[b] - seen[b];
-                seen[b] = now[b];
-                double seconds = (b == 0 ? 0.5 : b == seen.Length - 1 ? 1L << (b - 1) : 0.75 * (1L << b)) / 1e6;
+                long delta = now.Counts[b] - seen[b];
+                seen[b] = now.Counts[b];
+                double seconds = CramLatencyHistogram.BucketValueMicroseconds(b, seen.Length) / 1e6;
                 for (long i = 0; i < delta && enabled; i++)
                 {
-                    _swapInDuration.Record(seconds, tag);
+                    histogram.Record(seconds, tag);
                 }
             }
         }

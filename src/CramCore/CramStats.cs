@@ -59,8 +59,22 @@ public sealed record CramStats
     public long WorkingSetDemotions { get; init; }
     /// <summary>Pages that held data and were discarded by <see cref="CramAdvice.DontNeed"/> (cumulative): their memory and copies freed, never compressed.</summary>
     public long DiscardedPages { get; init; }
-    /// <summary>How long the fault service took to swap evicted pages in, from taking the fault to waking the thread (a wait at the hard limit included).</summary>
-    public CramLatencyHistogram SwapInLatency { get; init; } = CramLatencyHistogram.Empty;
+    /// <summary>
+    /// The fault service's time per swap-in (a fault on an evicted page): from taking the fault
+    /// (reading its message, or entering the SIGBUS handler and taking the lock) to just before
+    /// waking the thread, a wait at the hard limit included. Not what the application waits: that
+    /// adds the kernel's fault entry and the wake-ups (see <see cref="FaultLatency"/>). Metric
+    /// <c>cramcore.fault.service_time</c>.
+    /// </summary>
+    public CramLatencyHistogram FaultServiceTime { get; init; } = CramLatencyHistogram.Empty;
+    /// <summary>
+    /// Swap-in latency as the faulting thread sees it: with <see cref="CramFaultService.FaultingThread"/>,
+    /// from its SIGBUS handler's entry to its return (the lock's wait, decode, mapping, a remote fetch;
+    /// all but the kernel's signal delivery). Empty with the service thread, whose faulting thread
+    /// waits in the kernel where no user-space code can time it; time such accesses yourself there.
+    /// Metric <c>cramcore.fault.latency</c>.
+    /// </summary>
+    public CramLatencyHistogram FaultLatency { get; init; } = CramLatencyHistogram.Empty;
     /// <summary>Write-protect faults: first write to a clean (swapped-in) or incompressible page.</summary>
     public long WriteProtectFaults { get; init; }
     /// <summary>Evictions cancelled because the page was written while it was being evicted.</summary>
@@ -286,7 +300,9 @@ public sealed record CramLatencyHistogram
 
     /// <summary>
     /// The upper bound of the bucket that holds the <paramref name="quantile"/> (0.5 for the median):
-    /// the latency is below it, and at least half of it. <see cref="TimeSpan.Zero"/> when nothing was counted.
+    /// the latency is below it, and at least half of it; for the open last bucket, its lower bound.
+    /// <see cref="TimeSpan.Zero"/> when nothing was counted. The metrics record each latency at this
+    /// same value of its bucket, so their quantiles and these agree.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="quantile"/> is not in [0, 1].</exception>
     public TimeSpan Quantile(double quantile)
@@ -306,9 +322,12 @@ public sealed record CramLatencyHistogram
             seen += Counts[b];
             if (seen >= rank)
             {
-                return UpperBound(b);
+                return TimeSpan.FromMicroseconds(BucketValueMicroseconds(b, Counts.Count));
             }
         }
-        return UpperBound(Counts.Count - 1);
+        return TimeSpan.FromMicroseconds(BucketValueMicroseconds(Counts.Count - 1, Counts.Count));
     }
+
+    /// <summary>The value a latency in <paramref name="bucket"/> is reported at (quantiles) and recorded at (metrics): its upper bound, or the open last bucket's lower bound.</summary>
+    internal static double BucketValueMicroseconds(int bucket, int buckets) => bucket == buckets - 1 ? 1L << (bucket - 1) : 1L << bucket;
 }

@@ -87,6 +87,6 @@ public sealed unsafe class RegionStatsTests
         Assert.DoesNotContain("<>", text); // no compiler-generated collection type names
         Assert.DoesNotContain("System.", text);
         Assert.Contains("PoolClasses = [CramPoolClass { ObjectSize = ", text);
-        Assert.Contains("SwapInLatency = CramLatencyHistogram { Counts = [", text);
+        Assert.Contains("FaultServiceTime = CramLatencyHistogram { Counts = [", text);
     }
 }

@@ -8,11 +8,15 @@ namespace CramCore.Engine;
 /// <summary>The engine's statistics (<see cref="CramEngine.GetStats"/>), read from its parts.</summary>
 internal static unsafe class EngineStatistics
 {
-    /// <summary>The native swap-in latency buckets, copied.</summary>
-    public static CramLatencyHistogram SwapInLatency(NativeShared* shared)
+    /// <summary>The fault service's time per swap-in (native buckets, copied).</summary>
+    public static CramLatencyHistogram FaultServiceTime(NativeShared* shared) => Histogram(shared->Stats.SwapinLatencyUsLog2);
+
+    /// <summary>The swap-in latency the faulting thread saw (native buckets, copied; faulting-thread service only).</summary>
+    public static CramLatencyHistogram FaultLatency(NativeShared* shared) => Histogram(shared->Stats.FaultLatencyUsLog2);
+
+    private static CramLatencyHistogram Histogram(ulong* buckets)
     {
         var counts = new long[SharedLayout.SwapinLatencyBuckets];
-        ulong* buckets = shared->Stats.SwapinLatencyUsLog2;
         for (int b = 0; b < counts.Length; b++)
         {
             counts[b] = (long)Volatile.Read(ref buckets[b]);
@@ -56,7 +60,8 @@ internal static unsafe class EngineStatistics
             DiscardedPages = (long)s.DiscardedPages,
             WorkingSetActivations = (long)s.WorkingsetActivations,
             WorkingSetDemotions = reclaimer.Demotions,
-            SwapInLatency = SwapInLatency(shared),
+            FaultServiceTime = FaultServiceTime(shared),
+            FaultLatency = FaultLatency(shared),
             RefaultsSameFilled = (long)s.FaultsSwapinSame,
             RefaultsUncompressed = (long)s.FaultsSwapinRaw,
             WriteProtectFaults = (long)s.FaultsWp,

@@ -364,6 +364,7 @@ internal unsafe struct NativeStats
     public ulong FileReadBytes;
     public ulong FileReadsSequential;
     public fixed ulong SwapinLatencyUsLog2[SharedLayout.SwapinLatencyBuckets];
+    public fixed ulong FaultLatencyUsLog2[SharedLayout.SwapinLatencyBuckets];
 }
 
 /// <summary>The engine's configuration (cram_engine_config).</summary>
