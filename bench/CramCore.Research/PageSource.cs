@@ -48,6 +48,21 @@ internal sealed class PageSource
 
     public static PageSource Generated() => new(null, "generated mix (text, records, numeric, zero, incompressible)");
 
+    /// <summary>
+    /// <paramref name="pages"/> pages of the generated mix, held as a corpus (cycled like one): for
+    /// the benches that replay a corpus, when none is given. A user's clone has no ../shared.
+    /// </summary>
+    public static PageSource GeneratedCorpus(int pages = 8192)
+    {
+        var bytes = new byte[(long)pages * PageSize];
+        PageSource mix = Generated();
+        for (int i = 0; i < pages; i++)
+        {
+            mix.Write(bytes.AsSpan(i * PageSize, PageSize), i);
+        }
+        return new(bytes, $"generated mix, {pages} pages cycled (text, records, numeric, zero, incompressible; give --corpus FILE for real pages)");
+    }
+
     /// <summary>Loads a corpus file, with errors that say what is wrong and how to fix it.</summary>
     public static PageSource FromCorpus(string path)
     {

@@ -38,7 +38,7 @@ var limitOption = new Option<string>("--limit") { Description = "Resident limit 
 var threadsOption = new Option<int>("--threads") { Description = "Worker threads.", DefaultValueFactory = _ => 2 };
 var secondsOption = new Option<int>("--seconds") { Description = "Length of the random read/write workload.", DefaultValueFactory = _ => 10 };
 var backingFileOption = new Option<string?>("--backing-file") { Description = "Write the coldest compressed pages back to this file (must not exist; unlinked at once), with a pool limit small enough that it happens." };
-var poolLimitOption = new Option<string>("--pool-limit") { Description = "Compressed pool limit (e.g. 256m); 0: none, or size/16 (at least 16m) with --backing-file or --remote.", DefaultValueFactory = _ => "0" };
+var poolLimitOption = new Option<string>("--pool-limit") { Description = "Compressed pool limit (e.g. 256m); 0 means none, or size/16 (at least 16m) with --backing-file or --remote.", DefaultValueFactory = _ => "0" };
 var remoteOption = new Option<string?>("--remote") { Arity = ArgumentArity.ZeroOrOne, Description = "Put the coldest compressed pages on a remote RESP store (sealed, in segments), with a pool limit small enough that it happens: --remote alone starts a redis-server on loopback for the demo; --remote HOST:PORT[,HOST:PORT…] uses a given store or cluster (StackExchange.Redis syntax, password=… allowed)." };
 var cramOption = new Option<bool>("--cram") { Description = "Enable the CRAM node: an emulated compressed-RAM device of size/16 that takes very compressible pages read-only in place, 1024 pages writable." };
 var demo = new Command("demo", "Fill a large region with a realistic mix under a resident limit, run a skewed read/write workload, verify every page.")
@@ -63,7 +63,7 @@ root.Subcommands.Add(demo);
 // Fault latency needs few pages; reclaim throughput wants a working set well beyond the caches
 // (pages the fault service has just written are still hot in the other core's cache).
 var faultPagesOption = new Option<int>("--pages") { Description = "Pages per measurement.", DefaultValueFactory = _ => 16384 };
-var reclaimPagesOption = new Option<int>("--pages") { Description = "Pages per measurement (256 MiB by default).", DefaultValueFactory = _ => 65536 };
+var reclaimPagesOption = new Option<int>("--pages") { Description = "Pages per measurement (65536: 256 MiB).", DefaultValueFactory = _ => 65536 };
 var roundsOption = new Option<int>("--rounds") { Description = "Repetitions (latencies pooled; throughputs best of).", DefaultValueFactory = _ => 3 };
 var bench = new Command("bench", "Quick one-run measurements of the real paths.");
 var faults = new Command("faults", "Swap-in, write-protect, bare userfaultfd and LZ4 decompression latency on the same pages.")
@@ -83,7 +83,7 @@ var alloc = new Command("alloc", "Lock-free buddy allocator against a spin-locke
     opsOption, jsonOption,
 };
 alloc.SetAction(r => Guard(r, () => BenchAllocCommand.Run(r.GetValue(opsOption), r.GetValue(jsonOption))));
-var poolPagesOption = new Option<int>("--pages") { Description = "Pages to store (default: every page of the corpus, or 8192 generated).", DefaultValueFactory = _ => 0 };
+var poolPagesOption = new Option<int>("--pages") { Description = "Pages to store; 0: every page of the corpus, or 8192 generated.", DefaultValueFactory = _ => 0 };
 var pool = new Command("pool", "Compressed-pool density, bookkeeping per object, and what compaction gives back after a random half is freed.")
 {
     poolPagesOption, corpusOption, jsonOption,
@@ -94,14 +94,14 @@ pool.SetAction(r => Guard(r, () =>
     int pages = r.GetValue(poolPagesOption) is > 0 and var n ? n : source.CorpusPages > 0 ? source.CorpusPages : 8192;
     return BenchPoolCommand.Run(source, pages, r.GetValue(jsonOption));
 }));
-var writebackPagesOption = new Option<int>("--pages") { Description = "Pages to write, reclaim and half write back (256 MiB by default).", DefaultValueFactory = _ => 65536 };
+var writebackPagesOption = new Option<int>("--pages") { Description = "Pages to write, reclaim and half write back (65536: 256 MiB).", DefaultValueFactory = _ => 65536 };
 var dirOption = new Option<string?>("--dir") { Description = "Directory for the backing file (default: the temp directory); it is unlinked at once." };
 var writeback = new Command("writeback", "The backing-file tier: compressed writeback throughput and bytes, swap-in from the file next to the pool, slot metadata, checksum cost.")
 {
     writebackPagesOption, corpusOption, dirOption, jsonOption,
 };
 writeback.SetAction(r => Guard(r, () => BenchWritebackCommand.Run(r.GetValue(writebackPagesOption), r.GetValue(corpusOption), r.GetValue(dirOption), r.GetValue(jsonOption))));
-var bearPagesOption = new Option<int>("--pages") { Description = "Pages placed on the device (64 MiB by default).", DefaultValueFactory = _ => 16384 };
+var bearPagesOption = new Option<int>("--pages") { Description = "Pages placed on the device (16384: 64 MiB).", DefaultValueFactory = _ => 16384 };
 var bearSecondsOption = new Option<double>("--seconds") { Description = "Seconds of writing per mode.", DefaultValueFactory = _ => 2 };
 var bearThreadsOption = new Option<int>("--threads") { Description = "Writer threads.", DefaultValueFactory = _ => 2 };
 var bearBudgetOption = new Option<long>("--budget") { Description = "Writable budget in pages (host dial and control plane).", DefaultValueFactory = _ => 64 };
@@ -188,7 +188,7 @@ bench.Subcommands.Add(lifecycle);
 var memoryDataOption = new Option<string>("--data") { Description = "corpus (compressible pages: --corpus FILE, or the generated compressible mix) or random (incompressible).", DefaultValueFactory = _ => "corpus" };
 var memorySizeOption = new Option<string>("--size") { Description = "Bytes to write (e.g. 1g).", DefaultValueFactory = _ => "1g" };
 var memoryLimitOption = new Option<string>("--memory-limit") { Description = "CramOptions.MemoryLimitBytes (e.g. 256m; at least 16m).", DefaultValueFactory = _ => "256m" };
-var memoryFileOption = new Option<string?>("--backing-file") { Description = "A backing file (must not exist; unlinked at once); default: none (ghost mode)." };
+var memoryFileOption = new Option<string>("--backing-file") { Description = "The backing file: a path (must not exist; unlinked at once), temp (a new file in the temp directory), or none (ghost mode: what the pool cannot hold stays resident, so data that does not fit makes faults wait at the limit).", DefaultValueFactory = _ => "temp" };
 var memoryWaitOption = new Option<double>("--wait-ms") { Description = "CramOptions.MemoryLimitWait in milliseconds: how long a fault waits while the limit cannot be held.", DefaultValueFactory = _ => 10 };
 var memoryLimit = new Command("memory-limit", "Does MemoryLimitBytes hold? Writes compressible or random pages under it, with or without a backing file, samples memory use, reads every page back.")
 {
@@ -196,7 +196,7 @@ var memoryLimit = new Command("memory-limit", "Does MemoryLimitBytes hold? Write
 };
 memoryLimit.SetAction(r => Guard(r, () => BenchMemoryLimitCommand.Run(new BenchMemoryLimitCommand.Settings(
     r.GetValue(memoryDataOption)!, r.GetValue(corpusOption), Measure.ParseSize(r.GetValue(memorySizeOption)!, "--size"),
-    Measure.ParseSize(r.GetValue(memoryLimitOption)!, "--memory-limit"), r.GetValue(memoryFileOption), r.GetValue(memoryWaitOption), r.GetValue(jsonOption)))));
+    Measure.ParseSize(r.GetValue(memoryLimitOption)!, "--memory-limit"), BenchMemoryLimitCommand.BackingFilePath(r.GetValue(memoryFileOption)!), r.GetValue(memoryWaitOption), r.GetValue(jsonOption)))));
 bench.Subcommands.Add(memoryLimit);
 bench.Subcommands.Add(faults);
 bench.Subcommands.Add(writeback);
@@ -218,7 +218,7 @@ root.Subcommands.Add(analyze);
 
 // cram estimate
 var estimateCorpusOption = new Option<string[]>("--corpus") { Description = "A file of raw 4096-byte pages; repeat for several files (default: 8192 generated pages).", AllowMultipleArgumentsPerToken = false };
-var estimatePagesOption = new Option<int>("--pages") { Description = "Pages per input (default: every page of each file).", DefaultValueFactory = _ => 0 };
+var estimatePagesOption = new Option<int>("--pages") { Description = "Pages per input; 0: every page of each file.", DefaultValueFactory = _ => 0 };
 var estimateRoundsOption = new Option<int>("--rounds") { Description = "Timed repetitions (best of).", DefaultValueFactory = _ => 5 };
 var thresholdOption = new Option<int>("--threshold") { Description = "Compressed size in bytes a page must reach to count as compressible (CramOptions.CompressionThresholdBytes).", DefaultValueFactory = _ => 3072 };
 var calibrateOption = new Option<bool>("--calibrate") { Description = "Fit the estimator's size model and margins on the --corpus files and print them." };

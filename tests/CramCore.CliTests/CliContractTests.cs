@@ -201,4 +201,68 @@ public sealed class CliContractTests
         Assert.Equal(ExitCode.Success, code);
         Assert.Contains("Exit codes: 0 success; 1 integrity failure", stdout.ReplaceLineEndings(" "), StringComparison.Ordinal);
     }
+
+    /// <summary>
+    /// Every command's help, walked from the root: an option with a default shows it once, as
+    /// System.CommandLine prints it from the value the code uses (<c>[default: X]</c>); its
+    /// description says what a special value means, never a default of its own that could drift.
+    /// </summary>
+    [Fact]
+    public void EveryOption_ShowsItsDefaultOnce_TheOneTheCodeUses()
+    {
+        var queue = new Queue<string[]>([[]]);
+        var problems = new List<string>();
+        int commands = 0, withDefault = 0;
+        while (queue.TryDequeue(out string[]? path))
+        {
+            (int code, string stdout, _) = Cram([.. path, "--help"]);
+            Assert.True(code == 0, $"cram {string.Join(' ', path)} --help exited {code}");
+            commands++;
+            string section = "";
+            var entries = new List<string>();
+            foreach (string line in stdout.ReplaceLineEndings("\n").Split('\n'))
+            {
+                if (line.Length > 0 && !char.IsWhiteSpace(line[0]))
+                {
+                    section = line.Trim();
+                    continue;
+                }
+                string text = line.Trim();
+                if (text.Length == 0)
+                {
+                    continue;
+                }
+                if (section == "Commands:" && line.StartsWith("  ", StringComparison.Ordinal) && !line.StartsWith("   ", StringComparison.Ordinal))
+                {
+                    queue.Enqueue([.. path, text.Split(' ')[0]]);
+                }
+                else if (section == "Options:")
+                {
+                    if (text.StartsWith('-'))
+                    {
+                        entries.Add(text);
+                    }
+                    else if (entries.Count > 0)
+                    {
+                        entries[^1] += " " + text; // a wrapped description
+                    }
+                }
+            }
+            foreach (string entry in entries)
+            {
+                int mentions = System.Text.RegularExpressions.Regex.Matches(entry, "default", System.Text.RegularExpressions.RegexOptions.IgnoreCase).Count;
+                if (entry.Contains("[default:", StringComparison.Ordinal))
+                {
+                    withDefault++;
+                    if (mentions > 1)
+                    {
+                        problems.Add($"cram {string.Join(' ', path)}: {entry}");
+                    }
+                }
+            }
+        }
+        Assert.True(commands >= 18, $"only {commands} commands' help was read");
+        Assert.True(withDefault >= 40, $"only {withDefault} options with a default were seen");
+        Assert.True(problems.Count == 0, "options that state a default besides the one the code uses:\n" + string.Join("\n", problems));
+    }
 }

@@ -31,10 +31,6 @@ internal static unsafe class BenchHotColdCommand
 
     public static int Run(string? corpus, long size, long limit, long hot, double hotShare, int phases, long reads, double zipf, bool json)
     {
-        if (corpus is null)
-        {
-            throw new CliException("--corpus: required, e.g. --corpus ../shared/corpus/dotnet-heap.pages.");
-        }
         if (size < 16L << 20 || size > 1L << 40)
         {
             throw new CliException($"--size: {Measure.Bytes(size)} must be between 16m and 1t.");
@@ -63,7 +59,7 @@ internal static unsafe class BenchHotColdCommand
         {
             throw new CliException($"--zipf: {zipf} must be between 0 (off) and 5; 0.99 is the usual skew.");
         }
-        PageSource source = PageSource.FromCorpus(corpus);
+        PageSource source = corpus is null ? PageSource.GeneratedCorpus() : PageSource.FromCorpus(corpus);
         int pages = (int)(size / P);
         int hotPages = (int)(hot / P);
         int limitPages = (int)(limit / P);

@@ -35,6 +35,14 @@ internal static unsafe class BenchMemoryLimitCommand
 
     public sealed record Settings(string Data, string? Corpus, long Size, long MemoryLimit, string? BackingFile, double WaitMs, bool Json);
 
+    /// <summary>--backing-file as a path: "temp" (the default) a new file in the temp directory, "none" no file (ghost mode), else the path given.</summary>
+    public static string? BackingFilePath(string value) => value switch
+    {
+        "none" => null,
+        "temp" => Path.Combine(Path.GetTempPath(), $"cramcore-memory-limit-{Environment.ProcessId}-{Guid.NewGuid():N}.swap"),
+        _ => value,
+    };
+
     public static int Run(Settings s)
     {
         if (s.Data is not ("corpus" or "random"))
@@ -85,7 +93,7 @@ internal static unsafe class BenchMemoryLimitCommand
         var expected = new byte[P];
         long peak = 0, peakResident = 0, peakPool = 0, exceededPages = 0, exceededTicks = 0;
         long started = Stopwatch.GetTimestamp(), lastProgress = started;
-        BenchSupport.Progress($"writing {Measure.Bytes(pages * P)} of {(s.Data == "random" ? "random bytes" : source.Description)} under a memory limit of {Measure.Bytes(s.MemoryLimit)}{(s.BackingFile is null ? " (ghost mode)" : " with a backing file")}");
+        BenchSupport.Progress($"writing {Measure.Bytes(pages * P)} of {(s.Data == "random" ? "random bytes" : source.Description)} under a memory limit of {Measure.Bytes(s.MemoryLimit)}{(s.BackingFile is null ? " (ghost mode: no backing file)" : $" with a backing file at {s.BackingFile} (unlinked at once)")}");
         for (long i = 0; i < pages; i++)
         {
             long t0 = Stopwatch.GetTimestamp();

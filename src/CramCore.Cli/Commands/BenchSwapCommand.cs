@@ -33,10 +33,6 @@ internal static unsafe class BenchSwapCommand
     public static int Run(string? corpus, long size, long limit, int samples, bool json, CramFaultService faultService = CramFaultService.Auto,
         string? backingFile = null, long poolLimit = 64L << 20, int compressionThreads = 0, int readaheadThreads = 0)
     {
-        if (corpus is null)
-        {
-            throw new CliException("--corpus: required (the kernel anchor runs on a corpus too), e.g. --corpus ../shared/corpus/dotnet-heap.pages.");
-        }
         if (size < 16L << 20 || size > 1L << 40)
         {
             throw new CliException($"--size: {Measure.Bytes(size)} must be between 16m and 1t.");
@@ -65,7 +61,7 @@ internal static unsafe class BenchSwapCommand
         {
             throw new CliException($"--backing-file: '{backingFile}' exists; CramCore never overwrites a file: choose another path.");
         }
-        PageSource source = PageSource.FromCorpus(corpus);
+        PageSource source = corpus is null ? PageSource.GeneratedCorpus() : PageSource.FromCorpus(corpus); // compare with the kernel anchor on the same corpus
         long pages = size / P;
         var zero = new bool[source.CorpusPages];
         var scratch = new byte[P];
