@@ -111,7 +111,7 @@ case "$cmd" in
     log "packing CramCore and CramCore.Redis $version"
     # Built with that version too, so the assembly says which build it is (AssemblyInformationalVersion).
     for project in src/CramCore/CramCore.csproj src/CramCore.Redis/CramCore.Redis.csproj; do
-      dotnet pack "$project" -c "$config" -nologo -v:q -clp:ErrorsOnly -o "$out" -p:Version="$version" "$@" >&2
+      dotnet pack "$project" -c "$config" -nologo -v:q -clp:ErrorsOnly -o "$out" -p:Version="$version" -p:ContinuousIntegrationBuild=true "$@" >&2
     done
     cat <<USAGE
 Packed $out/CramCore.$version.nupkg and $out/CramCore.Redis.$version.nupkg (with .snupkg symbols).

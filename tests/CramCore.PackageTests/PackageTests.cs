@@ -133,6 +133,31 @@ public sealed class PackageTests(ITestOutputHelper output)
                 Assert.Contains("userfaultfd", metadata.Element(ns + "tags")?.Value ?? "");
                 Assert.Equal(version, metadata.Element(ns + "version")?.Value);
                 Assert.False(string.IsNullOrWhiteSpace(metadata.Element(ns + "description")?.Value));
+                Assert.Contains("## 0.1.0", metadata.Element(ns + "releaseNotes")?.Value ?? ""); // CHANGELOG.md
+
+                // Built deterministically: no path of this machine in the assembly (its PDB path is /_/…).
+                using var dll = new MemoryStream();
+                using (Stream entry = zip.GetEntry("lib/net10.0/CramCore.dll")!.Open())
+                {
+                    entry.CopyTo(dll);
+                }
+                string bytes = System.Text.Encoding.Latin1.GetString(dll.ToArray());
+                Assert.DoesNotContain(root, bytes);
+                Assert.Contains("/_/src/CramCore/", bytes);
+            }
+            using (ZipArchive symbols = ZipFile.OpenRead(Path.Combine(feed, $"CramCore.{version}.snupkg")))
+            {
+                using var pdb = new MemoryStream();
+                using (Stream entry = symbols.GetEntry("lib/net10.0/CramCore.pdb")!.Open())
+                {
+                    entry.CopyTo(pdb);
+                }
+                pdb.Position = 0;
+                using var provider = System.Reflection.Metadata.MetadataReaderProvider.FromPortablePdbStream(pdb);
+                System.Reflection.Metadata.MetadataReader reader = provider.GetMetadataReader();
+                var documents = reader.Documents.Select(d => reader.GetString(reader.GetDocument(d).Name)).ToList();
+                Assert.NotEmpty(documents);
+                Assert.All(documents, d => Assert.StartsWith("/_/", d)); // source paths mapped, not this checkout's
             }
 
             // The repository URL, given at pack time (or from git's https origin remote, which this clone may lack).
@@ -168,6 +193,60 @@ public sealed class PackageTests(ITestOutputHelper output)
             foreach (string file in version is null ? [] : Directory.GetFiles(Path.Combine(root, "artifacts", "packages"), $"*.{version}.*nupkg"))
             {
                 File.Delete(file); // what this run packed: the folder is the user's
+            }
+        }
+    }
+
+    /// <summary>
+    /// A consumer published with Native AOT (and trimming) takes the package with no warning at all
+    /// (warnings are errors here), and the native executable it makes works: pages evicted and read back.
+    /// </summary>
+    [Fact]
+    public void NativeAotConsumer_PublishesWithoutWarnings_AndRuns()
+    {
+        string root = RepoRoot();
+        DirectoryInfo work = Directory.CreateTempSubdirectory("cramcore-aot-");
+        string version = $"0.1.0-aot.{DateTime.UtcNow:yyyyMMddHHmmssfff}";
+        string cache = Path.Combine(Environment.GetEnvironmentVariable("NUGET_PACKAGES") ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages"), "cramcore", version);
+        try
+        {
+            string feed = Path.Combine(work.FullName, "feed");
+            Run(root, "dotnet", $"pack src/CramCore/CramCore.csproj -c Release -o \"{feed}\" -p:Version={version} -nologo"); // built with its version: the assembly says which build it is
+            string app = Path.Combine(work.FullName, "app");
+            Directory.CreateDirectory(app);
+            File.WriteAllText(Path.Combine(app, "nuget.config"), $"""
+                <?xml version="1.0" encoding="utf-8"?>
+                <configuration>
+                  <packageSources>
+                    <add key="local" value="{feed}" />
+                    <add key="nuget.org" value="https://api.nuget.org/v3/index.json" />
+                  </packageSources>
+                </configuration>
+                """);
+            File.WriteAllText(Path.Combine(app, "app.csproj"), AppProject.Replace("</PropertyGroup>", $"""
+                    <PublishAot>true</PublishAot>
+                    <TreatWarningsAsErrors>true</TreatWarningsAsErrors>
+                    <InvariantGlobalization>true</InvariantGlobalization>
+                  </PropertyGroup>
+                  <ItemGroup>
+                    <PackageReference Include="CramCore" Version="{version}" />
+                  </ItemGroup>
+                """));
+            File.WriteAllText(Path.Combine(app, "Program.cs"), AppProgram);
+            string published = Run(app, "dotnet", "publish -c Release -r linux-x64 -nologo");
+            Assert.DoesNotContain("warning", published, StringComparison.OrdinalIgnoreCase);
+            string exe = Path.Combine(app, "bin", "Release", "net10.0", "linux-x64", "publish", "app");
+            Assert.True(File.Exists(exe), "no native executable: " + exe);
+            string output = Run(Path.GetDirectoryName(exe)!, exe, "");
+            Assert.Contains("CRAMCORE-PACKAGE-OK", output);
+            Assert.Contains($"version={version}", output);
+        }
+        finally
+        {
+            work.Delete(recursive: true);
+            if (Directory.Exists(cache))
+            {
+                Directory.Delete(cache, recursive: true); // this run's package, out of the user's NuGet cache
             }
         }
     }

@@ -53,6 +53,8 @@ internal static class NativeLibraryResolver
         }
     }
 
+    [System.Diagnostics.CodeAnalysis.UnconditionalSuppressMessage("SingleFile", "IL3000:Avoid accessing Assembly file path when publishing as a single file",
+        Justification = "Assembly.Location is empty in a single-file or Native AOT app; the search then falls back to AppContext.BaseDirectory, which is where such an app's files are.")]
     private static nint Resolve(string name, Assembly assembly, DllImportSearchPath? searchPath)
     {
         if (name != Interop.CramNative.Library)
