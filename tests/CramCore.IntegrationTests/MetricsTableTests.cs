@@ -15,13 +15,13 @@ public sealed partial class MetricsTableTests
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
         {
-            string candidate = Path.Combine(dir.FullName, "README.md");
+            string candidate = Path.Combine(dir.FullName, "docs", "api.md");
             if (File.Exists(candidate) && File.ReadAllText(candidate).Contains("### Metrics", StringComparison.Ordinal))
             {
                 return candidate;
             }
         }
-        throw new FileNotFoundException("README.md with a Metrics section above " + AppContext.BaseDirectory);
+        throw new FileNotFoundException("docs/api.md with a Metrics section above " + AppContext.BaseDirectory);
     }
 
     /// <summary>Instrument name → unit, for every instrument of meters named CramCore that <paramref name="accept"/> takes.</summary>
@@ -74,7 +74,7 @@ public sealed partial class MetricsTableTests
         {
             if (!documented[name].Split(" / ").Contains(unit))
             {
-                Assert.Fail($"{name}: README says {documented[name]}, the code publishes {unit}");
+                Assert.Fail($"{name}: docs/api.md says {documented[name]}, the code publishes {unit}");
             }
         }
     }
