@@ -67,8 +67,13 @@ case "$cmd" in
     log "native unit tests (CRAM_DEBUG)"
     make -s -C native test >&2
     # A failed test prints its message and stack (the quiet build output alone would only name it).
-    # Each test's result as it finishes (normal verbosity): a long run shows its progress.
-    run_tests() { local c=$1; shift; dotnet test "$@" -c "$c" --no-build -nologo -v:q --logger "console;verbosity=normal"; } # CONFIG PROJECT ARGS...
+    # Progress on a long run: each test's result as it finishes (normal verbosity), passed ones counted
+    # in a line every 25 rather than printed; failures, their messages and the summaries pass through.
+    run_tests() { # CONFIG PROJECT ARGS...
+      local c=$1; shift
+      dotnet test "$@" -c "$c" --no-build -nologo -v:q --logger "console;verbosity=normal" |
+        awk '/^  Passed / { n++; if (n % 25 == 0) { printf "  ... %d passed\n", n; fflush() } next } { print; fflush() }'
+    }
     if [ "${1:-}" = "--unit" ]; then
       shift
       log "managed unit tests (no userfaultfd)"

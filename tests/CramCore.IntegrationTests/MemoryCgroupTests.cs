@@ -28,7 +28,7 @@ public sealed class MemoryCgroupTests
     public void CompressibleCorpus_InGhostMode_IsNeverOomKilled_AndReadsBack()
     {
         const long limit = 512L << 20; // the sample compresses about 2.6x: 1 GiB needs about 400 MiB of pool
-        Run(limit, limit + RuntimeAllowance, $"--corpus {Sample("dotnet-heap")} --size 1g --memory-limit {limit}", out JsonElement r, out long peak);
+        Run(limit, limit + RuntimeAllowance, $"--corpus {Sample("dotnet-heap")} --size 1g --memory-limit {limit} --backing-file none", out JsonElement r, out long peak);
         Assert.Equal(0, r.GetProperty("exceeded_events").GetInt64());
         Assert.True(r.GetProperty("peak_memory_used_bytes").GetInt64() <= limit + (8L << 20));
         Assert.True(peak <= limit + RuntimeAllowance);
@@ -53,7 +53,7 @@ public sealed class MemoryCgroupTests
         const long limit = 128L << 20;
         const long size = 160L << 20; // 32 MiB past the limit, at one wait a page
         const double waitMs = 1;
-        Run(limit, size + RuntimeAllowance, $"--data random --size {size} --memory-limit {limit} --wait-ms {waitMs}", out JsonElement r, out _);
+        Run(limit, size + RuntimeAllowance, $"--data random --size {size} --memory-limit {limit} --wait-ms {waitMs} --backing-file none", out JsonElement r, out _);
         Assert.Equal(1, r.GetProperty("exceeded_events").GetInt64());
         Assert.True(r.GetProperty("exceeded_at_end").GetBoolean());
         long written = r.GetProperty("pages_written_while_exceeded").GetInt64();
