@@ -168,21 +168,82 @@ public sealed class CliContractTests
         Assert.DoesNotContain("store_ns", stdout, StringComparison.Ordinal);
     }
 
-    [Theory]
-    [InlineData("swapin_at_limit_p50_us", 38.26, true, "swap-in at limit p50", "38.3 µs")]
-    [InlineData("seq_swapin_mib_s", 183.5, true, "sequential swap-in", "183.5 MiB/s")]
-    [InlineData("reclaim_over_lz4", 1.234, true, "reclaim over LZ4", "1.23×")]
-    [InlineData("hot_miss_rate", 0.185, true, "hot miss rate", "18.5 %")]
-    [InlineData("agreement", 1.0, true, "agreement", "100.0 %")]
-    [InlineData("limit_bytes", 536870912L, false, "limit", "512.0 MiB")]
-    [InlineData("buddy_ops_per_s_1t", 12345678.0, true, "buddy ops per second (1 thread)", "12,345,678")]
-    [InlineData("evictions", 2048L, false, "evictions", "2,048")]
-    [InlineData("kernel_touch_us_per_page", 39.04, true, "kernel touch per page", "39.0 µs")]
-    public void TableRows_ReadAsWordsAndUnits(string key, object value, bool floating, string name, string text)
+    /// <summary>
+    /// Every figure of every command's result says what it is (a <see cref="FigureAttribute"/>, or a
+    /// unit its key ends in), and its table row shows that unit: each result is rendered from a
+    /// sample and every row checked against its description.
+    /// </summary>
+    [Fact]
+    public void EveryFigure_IsDescribed_AndItsRowShowsItsUnit()
     {
-        JsonNode node = value is long l ? JsonValue.Create(l) : JsonValue.Create((double)value);
-        Assert.Equal((name, text), ResultPrinter.Humanize(key, node, floating));
+        Type[] results = [.. typeof(ExitCode).Assembly.GetTypes().Where(t => t.Name.EndsWith("Result", StringComparison.Ordinal) && t.GetMethod("<Clone>$") is not null)];
+        Assert.True(results.Length >= 18, string.Join(", ", results.Select(t => t.Name)));
+        var problems = new List<string>();
+        int figures = 0;
+        foreach (Type type in results)
+        {
+            object sample = System.Runtime.CompilerServices.RuntimeHelpers.GetUninitializedObject(type);
+            foreach (PropertyInfo p in type.GetProperties())
+            {
+                Type t = Nullable.GetUnderlyingType(p.PropertyType) ?? p.PropertyType;
+                object? value = t == typeof(double) ? 0.5 : t == typeof(float) ? 0.5f : t == typeof(long) ? 3L : t == typeof(int) ? 3 : t == typeof(bool) ? true : t == typeof(string) ? "x" : null;
+                if (value is not null && p.CanWrite)
+                {
+                    p.SetValue(sample, value);
+                }
+            }
+            Dictionary<string, PropertyInfo> properties = type.GetProperties().ToDictionary(ResultPrinter.KeyOf);
+            List<(string Name, string Value)> rows = ResultPrinter.Rows(type, sample);
+            foreach (IGrouping<string, (string Name, string Value)> same in rows.GroupBy(r => r.Name).Where(g => g.Count() > 1))
+            {
+                problems.Add($"{type.Name}: {same.Count()} rows read '{same.Key}'; label them apart");
+            }
+            foreach ((string name, string text) in rows.Zip(properties.Keys, (row, key) => (key, row.Value)))
+            {
+                PropertyInfo p = properties[name];
+                FigureUnit? unit = ResultPrinter.Describe(p, out _, out _);
+                figures++;
+                if (unit is null)
+                {
+                    problems.Add($"{type.Name}.{p.Name} ({name}): a number nothing describes; give it [property: Figure(FigureUnit.…)] or a key that ends in its unit");
+                    continue;
+                }
+                string expected = unit switch
+                {
+                    FigureUnit.Pages => " pages", FigureUnit.MiBPerSecond => " MiB/s", FigureUnit.GBPerSecond => " GB/s", FigureUnit.PerSecond => " /s",
+                    FigureUnit.Nanoseconds => " ns", FigureUnit.Microseconds => " µs", FigureUnit.Milliseconds => " ms", FigureUnit.Seconds => " s",
+                    FigureUnit.Times => "×", FigureUnit.Percent => " %", FigureUnit.Bytes => "B", _ => "",
+                };
+                if (!text.EndsWith(expected, StringComparison.Ordinal))
+                {
+                    problems.Add($"{type.Name}.{p.Name} ({name}) is {unit} but its row reads '{text}'");
+                }
+            }
+        }
+        Assert.True(figures >= 300, $"only {figures} figures seen");
+        Assert.True(problems.Count == 0, string.Join("\n", problems));
     }
+
+    [Theory]
+    [InlineData("swapin_at_limit_p50_us", "swap-in at limit p50", "38.3 µs")]
+    [InlineData("seq_swapin_mib_s", "sequential swap-in", "183.5 MiB/s")]
+    [InlineData("reclaim_over_lz4", "reclaim over LZ4", "1.23×")]
+    [InlineData("limit_bytes", "limit", "512.0 MiB")]
+    [InlineData("evictions", "evictions", "2,048")]
+    [InlineData("kernel_touch_us_per_page", "kernel touch per page", "39.0 µs")]
+    public void TableRows_ReadAsWordsAndUnits(string key, string name, string text)
+    {
+        var values = new Dictionary<string, object>
+        {
+            ["swapin_at_limit_p50_us"] = 38.26, ["seq_swapin_mib_s"] = 183.5, ["reclaim_over_lz4"] = 1.234, ["limit_bytes"] = 536870912L,
+            ["evictions"] = 2048L, ["kernel_touch_us_per_page"] = 39.04,
+        };
+        PropertyInfo property = typeof(RowSample).GetProperties().Single(p => ResultPrinter.KeyOf(p) == key);
+        JsonNode node = values[key] is long l ? JsonValue.Create(l) : JsonValue.Create((double)values[key]);
+        Assert.Equal((name, text), ResultPrinter.Row(key, node, property));
+    }
+
+    private sealed record RowSample(double SwapinAtLimitP50Us, double SeqSwapinMibS, double ReclaimOverLz4, long LimitBytes, long Evictions, double KernelTouchUsPerPage);
 
     [Fact]
     public void Version_IsThePackageVersion()

@@ -9,8 +9,8 @@ internal sealed record AnalyzeResult(
     string Source, long Pages, long Bytes, long UnreadableBytes,
     double ZeroFraction, double SameFilledFraction, double CompressibleFraction, double IncompressibleFraction,
     double? Lz4RatioP10, double? Lz4RatioP50, double? Lz4RatioP90,
-    int ThresholdBytes, double EstimatorAgreement, double EstimatorConfidentFraction, double EstimatorFalseIncompressible,
-    long SavedBytes, double SavedFraction, double Seconds);
+    int ThresholdBytes, double EstimatorAgreement, double EstimatorConfidentFraction, [property: Figure(FigureUnit.Percent)] double EstimatorFalseIncompressible,
+    long SavedBytes, double SavedFraction, [property: Figure(FigureUnit.Seconds)] double Seconds);
 
 /// <summary>
 /// `cram analyze`: what CramCore would do with a process's memory (or a page file): zero and

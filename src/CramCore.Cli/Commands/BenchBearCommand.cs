@@ -5,12 +5,12 @@ namespace CramCore.Cli.Commands;
 
 /// <summary>One mode of `cram bench bear`.</summary>
 internal sealed record BearModeResult(
-    long OverflowBytes, long PeakPhysicalUsageBytes, long Promotions, long MadeWritable, long MaxWritable, long BudgetPages,
+    long OverflowBytes, long PeakPhysicalUsageBytes, long Promotions, long MadeWritable, long MaxWritable, [property: Figure(FigureUnit.Pages, Absent = "none (no write control)")] long BudgetPages,
     double WritesPerS, long Writes, long Mismatches);
 
 /// <summary>What `cram bench bear --json` prints.</summary>
 internal sealed record BearBenchResult(
-    int Pages, long DeviceCapacityBytes, long PlacedPages, long LedgerBytes, int Threads, double SecondsPerMode, long BudgetPages,
+    int Pages, long DeviceCapacityBytes, long PlacedPages, long LedgerBytes, int Threads, [property: Figure(FigureUnit.Seconds)] double SecondsPerMode, [property: Figure(FigureUnit.Pages, Label = "writable budget")] long BudgetPages,
     Dictionary<string, BearModeResult> Modes,
     double PlacedReadGbS, double ResidentReadGbS, double PlacedOverResidentRead);
 

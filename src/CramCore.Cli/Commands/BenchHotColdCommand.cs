@@ -9,9 +9,9 @@ internal sealed record HotColdPhase(
 
 /// <summary>What `cram bench hotcold --json` prints: per phase, and the steady state (every phase after the first).</summary>
 internal sealed record HotColdBenchResult(
-    double RefaultsPerRead, double HotMissRate, double ReadsPerS, double LruRefaultsPerRead, double LruHotMissRate, double RefaultsOverLru,
+    [property: Figure(FigureUnit.Number)] double RefaultsPerRead, double HotMissRate, double ReadsPerS, [property: Figure(FigureUnit.Number, Label = "LRU refaults per read")] double LruRefaultsPerRead, double LruHotMissRate, double RefaultsOverLru,
     List<HotColdPhase> Phases,
-    string Source, string Distribution, long SizeBytes, long LimitBytes, long HotBytes, double HotShare, double ZipfExponent,
+    string Source, string Distribution, long SizeBytes, long LimitBytes, long HotBytes, double HotShare, [property: Figure(FigureUnit.Number)] double ZipfExponent,
     long ReadsPerPhase, double FillS, long Evictions, long Refaults, long WorkingSetActivations, long WorkingSetDemotions, long Mismatches);
 
 /// <summary>

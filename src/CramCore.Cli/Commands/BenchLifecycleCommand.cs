@@ -5,17 +5,17 @@ namespace CramCore.Cli.Commands;
 
 /// <summary>What `cram bench lifecycle --json` prints: per region size, the median over the rounds (and the worst) of each step.</summary>
 internal sealed record LifecycleBenchResult(
-    [property: JsonPropertyName("dispose_ms_1g")] double DisposeMs1g,
-    [property: JsonPropertyName("dispose_ms_1t")] double DisposeMs1t,
-    [property: JsonPropertyName("dispose_ms_64t")] double DisposeMs64t,
-    [property: JsonPropertyName("create_ms_1g")] double CreateMs1g,
-    [property: JsonPropertyName("create_ms_1t")] double CreateMs1t,
-    [property: JsonPropertyName("create_ms_64t")] double CreateMs64t,
-    [property: JsonPropertyName("write_ms_1g")] double WriteMs1g,
-    [property: JsonPropertyName("write_ms_1t")] double WriteMs1t,
-    [property: JsonPropertyName("write_ms_64t")] double WriteMs64t,
+    [property: JsonPropertyName("dispose_ms_1g")] [property: Figure(FigureUnit.Milliseconds, Label = "dispose a 1 GiB region")] double DisposeMs1g,
+    [property: JsonPropertyName("dispose_ms_1t")] [property: Figure(FigureUnit.Milliseconds, Label = "dispose a 1 TiB region")] double DisposeMs1t,
+    [property: JsonPropertyName("dispose_ms_64t")] [property: Figure(FigureUnit.Milliseconds, Label = "dispose a 64 TiB region")] double DisposeMs64t,
+    [property: JsonPropertyName("create_ms_1g")] [property: Figure(FigureUnit.Milliseconds, Label = "create a 1 GiB region")] double CreateMs1g,
+    [property: JsonPropertyName("create_ms_1t")] [property: Figure(FigureUnit.Milliseconds, Label = "create a 1 TiB region")] double CreateMs1t,
+    [property: JsonPropertyName("create_ms_64t")] [property: Figure(FigureUnit.Milliseconds, Label = "create a 64 TiB region")] double CreateMs64t,
+    [property: JsonPropertyName("write_ms_1g")] [property: Figure(FigureUnit.Milliseconds, Label = "first write into a 1 GiB region")] double WriteMs1g,
+    [property: JsonPropertyName("write_ms_1t")] [property: Figure(FigureUnit.Milliseconds, Label = "first write into a 1 TiB region")] double WriteMs1t,
+    [property: JsonPropertyName("write_ms_64t")] [property: Figure(FigureUnit.Milliseconds, Label = "first write into a 64 TiB region")] double WriteMs64t,
     double WorstDisposeMs, int Rounds,
-    int Engines, double EnginesCreateS, double EnginesDisposeS, double IdleCpuPercent,
+    int Engines, double EnginesCreateS, double EnginesDisposeS, [property: Figure(FigureUnit.Number, Label = "idle engines' CPU, % of one CPU")] double IdleCpuPercent,
     long RssPerEngineBytes, long MemoryUsedPerEngineBytes);
 
 /// <summary>

@@ -17,7 +17,7 @@ internal sealed record MemoryLimitBenchResult(
     long Pages, long Mismatches, long UncompressedStoredPages, long IncompressiblePages, long WritebackPages, long FilePages,
     long MemoryLimitWaits, double MemoryLimitWaitMs, long ExceededEvents, long RestoredEvents, bool ExceededAtEnd,
     long PagesWrittenWhileExceeded,
-    [property: JsonPropertyName("write_ms_while_exceeded")] double WriteMsWhileExceeded);
+    [property: JsonPropertyName("write_ms_while_exceeded")] [property: Figure(FigureUnit.Milliseconds)] double WriteMsWhileExceeded);
 
 /// <summary>
 /// `cram bench memory-limit`: does <see cref="CramOptions.MemoryLimitBytes"/> hold? Writes

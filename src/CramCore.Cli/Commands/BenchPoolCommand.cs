@@ -5,8 +5,8 @@ namespace CramCore.Cli.Commands;
 /// <summary>What `cram bench pool --json` prints.</summary>
 internal sealed record PoolBenchResult(
     string Source, int Pages, int Objects, long SameFilledPages, long IncompressiblePages, long ObjectBytes, long PoolBytes,
-    double Density, double MetadataBytesPerObject, double StoreNs, int FreedObjects, long FreeBytesBeforeCompaction,
-    long CompactionReturnedBytes, double CompactionRecovered, double DensityAfterCompaction, double CompactionMs,
+    [property: Figure(FigureUnit.Percent)] double Density, [property: Figure(FigureUnit.Bytes, Label = "metadata per object")] double MetadataBytesPerObject, double StoreNs, int FreedObjects, long FreeBytesBeforeCompaction,
+    long CompactionReturnedBytes, [property: Figure(FigureUnit.Percent)] double CompactionRecovered, [property: Figure(FigureUnit.Percent)] double DensityAfterCompaction, double CompactionMs,
     long ObjectsMoved, int ClassesInUse, bool Verified);
 
 /// <summary>

@@ -12,9 +12,9 @@ namespace CramCore.Cli.Commands;
 /// <summary>What `cram bench remote --json` prints (the keys first).</summary>
 internal sealed record RemoteBenchResult(
     double FillMibS, double RemoteSwapinP50Us, double RemoteSwapinP99Us, double StoreGetP50Us, double Lz4DecompressUs, double DecryptUs,
-    double LocalSwapinP50Us, double LocalSwapinP50WithRemoteUs, double BytesSentPerEvictedByte, long[] NodeBytes,
+    double LocalSwapinP50Us, double LocalSwapinP50WithRemoteUs, [property: Figure(FigureUnit.Times)] double BytesSentPerEvictedByte, long[] NodeBytes,
     long FailoverPagesLost, long Mismatches,
-    double RemoteOverFloor, double LocalWithRemoteOverAlone, double RemoteSeqMibS, double RemoteSeqPagesPerRequest, double NodeBytesMaxDeviation, double FailoverRecoverMs, string Failover,
+    double RemoteOverFloor, double LocalWithRemoteOverAlone, double RemoteSeqMibS, [property: Figure(FigureUnit.Number)] double RemoteSeqPagesPerRequest, [property: Figure(FigureUnit.Percent)] double NodeBytesMaxDeviation, double FailoverRecoverMs, string Failover,
     double SealUs, double RemoteFetchMeanUs, long RemoteFetchRetries, long RemoteFetchFailures,
     string Source, long SizeBytes, long LimitBytes, long PoolLimitBytes, string Store, bool Cluster, int Replicas, bool Encrypted, bool Tls, long RemoteTlsFailures,
     long RemotePagesAfterFill, long RemoteBytesWritten, long WritebackPages, int SamplesRemote, int SamplesLocal, int SamplesStore,

@@ -5,7 +5,7 @@ namespace CramCore.Cli.Commands;
 /// <summary>What `cram bench sparse --json` prints.</summary>
 internal sealed record SparseBenchResult(
     long RegionBytes, long StrideBytes, long Touches,
-    double KernelTouchUsPerPage, double TouchUsPerPage, double TouchOverKernel, double ResidentBytesPerTouchedPage,
+    double KernelTouchUsPerPage, double TouchUsPerPage, double TouchOverKernel, [property: Figure(FigureUnit.Bytes, Label = "resident per touched page")] double ResidentBytesPerTouchedPage,
     long LimitBytes, double LimitedTouchUsPerPage, double LimitedTouchOverKernel, string FaultService);
 
 /// <summary>

@@ -13,8 +13,8 @@ internal sealed record SwapBenchResult(
     string FaultService, int CompressionThreads, int ReadaheadThreads, double FillHelperCompressedShare, double FillElapsedS,
     double FillCpuWriterS, double FillCpuFaultServiceS, double FillCpuReclaimS, double FillCpuCompressS, double FillCpuWritebackS, double FillCpuOtherS,
     bool BackingFile, long PoolLimitBytes, long FileBytesWritten, long FileSegments, long FilePagesAfterFill, long RefaultsFromFile,
-    double FileBytesWrittenPerPage, long FileReads, double FileReadBytesPerPageReadBack, double PagesPerFileRead,
-    double SeqPagesPerFileRead, double SeqFileReadsSequentialShare);
+    [property: Figure(FigureUnit.Bytes, Label = "file written per page")] double FileBytesWrittenPerPage, long FileReads, [property: Figure(FigureUnit.Bytes, Label = "file read per page read back")] double FileReadBytesPerPageReadBack, [property: Figure(FigureUnit.Number)] double PagesPerFileRead,
+    [property: Figure(FigureUnit.Number, Label = "sequential: pages per file read")] double SeqPagesPerFileRead, double SeqFileReadsSequentialShare);
 
 /// <summary>
 /// `cram bench swap`: the kernel's own swap workload (../shared/anchors/swaptest.c) through the

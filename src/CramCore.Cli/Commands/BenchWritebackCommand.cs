@@ -6,11 +6,11 @@ namespace CramCore.Cli.Commands;
 /// <summary>What `cram bench writeback --json` prints.</summary>
 internal sealed record WritebackBenchResult(
     string Source, int Pages, string BackingFile, bool DirectIo,
-    long WritebackPages, double WritebackMibS, long CompressedBytesMoved, long FileBytesWritten,
-    double FileBytesPerCompressedByte, long DecompressedWritebackBytes, double WrittenOverDecompressed,
+    [property: Figure(FigureUnit.Pages, Label = "pages written back")] long WritebackPages, [property: Figure(FigureUnit.MiBPerSecond, Label = "writeback rate")] double WritebackMibS, long CompressedBytesMoved, long FileBytesWritten,
+    [property: Figure(FigureUnit.Times, Label = "file bytes per compressed byte")] double FileBytesPerCompressedByte, long DecompressedWritebackBytes, double WrittenOverDecompressed,
     double SwapinFromFileP50Us, double SwapinFromFileP99Us, int FileSamples,
     double SwapinP50Us, double SwapinP99Us, int PoolSamples,
-    double MetadataBytesPerSlot, double ChecksumNsPerPage, double ChecksumShareOfSwapin,
+    double MetadataBytesPerSlot, double ChecksumNsPerPage, [property: Figure(FigureUnit.Percent)] double ChecksumShareOfSwapin,
     long ChecksumFailures, long Mismatches);
 
 /// <summary>

@@ -12,8 +12,8 @@ internal sealed record DemoResult(
     long EstimatorFalseIncompressible, long EstimatorAudits, long ThrottledFaults, long ServiceErrors,
     long Reads, long Writes, long SwapinSamples, double SwapinP50Us, double SwapinP99Us,
     double FillS, double WorkloadS, double VerifyS, long Mismatches,
-    string? BackingFile, long PoolLimitBytes, long WritebackPages, long WritebackBytes, long FilePages,
-    long BackingFileBytes, long RefaultsFromFile, long ChecksumFailures,
+    string? BackingFile, long PoolLimitBytes, [property: Figure(FigureUnit.Pages, Label = "pages written back")] long WritebackPages, [property: Figure(FigureUnit.Bytes, Label = "bytes written back")] long WritebackBytes, long FilePages,
+    [property: Figure(FigureUnit.Bytes, Label = "backing file size")] long BackingFileBytes, long RefaultsFromFile, long ChecksumFailures,
     long CramCapacityBytes, long CramPlacedPages, long CramPhysicalUsageBytes, double CramCompressionRatio, long CramOverflowBytes,
     long CramMadeWritable, long CramMaxWritablePages, long CramPromotions, long CramTrimmedFrames, long CramMovedOut, string FaultService,
     string? RemoteStore, long RemotePages, long RemoteBytesWritten, long RemoteFetches, long RemoteRequests);

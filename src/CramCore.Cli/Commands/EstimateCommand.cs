@@ -12,11 +12,11 @@ internal sealed record EstimatePathResult(bool Accelerated, double EstimateGbS, 
 internal sealed record EstimateResults(List<EstimateResult> Inputs);
 
 internal sealed record EstimateResult(
-    string Input, int Pages, int Threshold, double Lz4Compressible, double EstimateGbS, string EstimatePath,
-    double Lz4TrialGbS, double EstimateToLz4Trial, double Agreement, double FalseIncompressible, double Confident,
-    double AgreementWhenConfident, double FalseCompressible, double BtrfsHeuristicAgreement,
-    double ClassZero, double ClassSameFilled, double ClassVeryCompressible, double ClassCompressible,
-    double ClassUncertain, double ClassIncompressible, Dictionary<string, EstimatePathResult> Paths);
+    string Input, int Pages, int Threshold, [property: Figure(FigureUnit.Percent)] double Lz4Compressible, double EstimateGbS, string EstimatePath,
+    double Lz4TrialGbS, double EstimateToLz4Trial, [property: Figure(FigureUnit.Percent)] double Agreement, [property: Figure(FigureUnit.Percent)] double FalseIncompressible, [property: Figure(FigureUnit.Percent)] double Confident,
+    [property: Figure(FigureUnit.Percent)] double AgreementWhenConfident, [property: Figure(FigureUnit.Percent)] double FalseCompressible, double BtrfsHeuristicAgreement,
+    [property: Figure(FigureUnit.Percent)] double ClassZero, [property: Figure(FigureUnit.Percent)] double ClassSameFilled, [property: Figure(FigureUnit.Percent)] double ClassVeryCompressible, [property: Figure(FigureUnit.Percent)] double ClassCompressible,
+    [property: Figure(FigureUnit.Percent)] double ClassUncertain, [property: Figure(FigureUnit.Percent)] double ClassIncompressible, Dictionary<string, EstimatePathResult> Paths);
 
 /// <summary>
 /// `cram estimate`: the compressibility estimator against real LZ4 on the same pages — speed of
