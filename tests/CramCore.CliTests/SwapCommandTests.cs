@@ -68,6 +68,36 @@ public sealed class SwapCommandTests
     }
 
     [Fact]
+    public void BenchSwap_Plot_DrawsEachPhase_AndTheKernelsPointsBeside()
+    {
+        string dir = Directory.CreateTempSubdirectory("cramcore-plot-").FullName;
+        try
+        {
+            string svg = Path.Combine(dir, "swap.svg"), kernel = Path.Combine(dir, "zram.json");
+            File.WriteAllText(kernel, """{"fill_mib_s": 310.2, "swapin_at_limit_p50_us": 5.24, "swapin_at_limit_p99_us": 484.59, "swapin_p50_us": 17.05, "swapin_p99_us": 24.68}""");
+            ConsoleCapture.Stdout(() => BenchSwapCommand.Run(Sample, 32L << 20, 8L << 20, 500, true, plot: svg, kernelJson: kernel));
+            var doc = System.Xml.Linq.XDocument.Load(svg);
+            System.Xml.Linq.XNamespace ns = "http://www.w3.org/2000/svg";
+            Assert.Equal(2, doc.Descendants(ns + "path").Count()); // one CDF a phase
+            var texts = doc.Descendants(ns + "text").Select(t => t.Value).ToList();
+            Assert.Contains(texts, t => t.StartsWith("A: random swap-ins at the limit", StringComparison.Ordinal));
+            Assert.Contains(texts, t => t.StartsWith("B: random swap-ins, no limit", StringComparison.Ordinal));
+            Assert.Contains("p99 485", texts); // the kernel's points, from its JSON
+            Assert.Contains("p50 17.1", texts);
+            Assert.Equal(8, doc.Descendants(ns + "circle").Count() - 1); // p50 and p99, ours and the kernel's, in two panels; and the legend's
+
+            Assert.Contains("--kernel", Assert.Throws<CliException>(() => BenchSwapCommand.Run(Sample, 32L << 20, 8L << 20, 500, true, kernelJson: kernel)).Message);
+            File.WriteAllText(kernel, "not json");
+            Assert.Contains("--kernel", Assert.Throws<CliException>(() => BenchSwapCommand.Run(Sample, 32L << 20, 8L << 20, 500, true, plot: svg, kernelJson: kernel)).Message);
+            Assert.Contains("--plot", Assert.Throws<CliException>(() => BenchSwapCommand.Run(Sample, 32L << 20, 8L << 20, 500, true, plot: Path.Combine(dir, "swap.png"))).Message);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public void BenchSparse_TouchesOnePagePerWrite()
     {
         JsonElement r = JsonDocument.Parse(ConsoleCapture.Stdout(() => BenchSparseCommand.Run(1L << 30, 1L << 20, 0, json: true))).RootElement;

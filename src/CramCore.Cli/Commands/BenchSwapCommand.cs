@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.Json;
 
 namespace CramCore.Cli.Commands;
 
@@ -30,9 +31,31 @@ internal static unsafe class BenchSwapCommand
     private const int P = PageSource.PageSize;
 
     /// <param name="backingFile">With a path, the file tier: --limit holds resident memory plus the pool (a resident limit of limit - poolLimit, a pool of poolLimit), and what the pool cannot hold is written back to the file.</param>
+    /// <param name="plot">An SVG file to draw the swap-in latency distribution of phases A and B into (null: none).</param>
+    /// <param name="kernelJson">The JSON a kernel anchor printed for the same workload (kernel-zram.sh, kernel-swapfile.sh): its p50 and p99 go beside ours in the plot.</param>
     public static int Run(string? corpus, long size, long limit, int samples, bool json, CramFaultService faultService = CramFaultService.Auto,
-        string? backingFile = null, long poolLimit = 64L << 20, int compressionThreads = 0, int readaheadThreads = 0)
+        string? backingFile = null, long poolLimit = 64L << 20, int compressionThreads = 0, int readaheadThreads = 0, string? plot = null, string? kernelJson = null)
     {
+        JsonElement? kernel = null;
+        if (kernelJson is not null)
+        {
+            if (plot is null)
+            {
+                throw new CliException("--kernel: goes with --plot (the kernel's p50 and p99 are drawn beside ours); add --plot FILE.svg.");
+            }
+            try
+            {
+                kernel = JsonDocument.Parse(File.ReadAllText(kernelJson)).RootElement.Clone();
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException)
+            {
+                throw new CliException($"--kernel: '{kernelJson}' is not a kernel anchor's JSON ({e.Message}); give the file kernel-zram.sh or kernel-swapfile.sh printed.");
+            }
+        }
+        if (plot is not null && (!plot.EndsWith(".svg", StringComparison.OrdinalIgnoreCase) || !Directory.Exists(Path.GetDirectoryName(Path.GetFullPath(plot)))))
+        {
+            throw new CliException($"--plot: '{plot}' must be an .svg file in a directory that exists.");
+        }
         if (size < 16L << 20 || size > 1L << 40)
         {
             throw new CliException($"--size: {Measure.Bytes(size)} must be between 16m and 1t.");
@@ -131,6 +154,19 @@ internal static unsafe class BenchSwapCommand
         engine.Regions.PrefetchIdle().Wait();
         double prefetchSeconds = (Stopwatch.GetTimestamp() - tp) / (double)Stopwatch.Frequency;
         long prefetched = engine.GetStats().PrefetchedPages - prefetchedBefore;
+
+        if (plot is not null)
+        {
+            static double[] Us(List<long> ticks) => [.. ticks.Select(t => t * 1e6 / Stopwatch.Frequency)];
+            string svg = LatencyPlot.Svg($"cram bench swap: {source.Description.Split(',')[0]}, {Measure.Bytes(size)} under {Measure.Bytes(limit)}",
+                [
+                    new LatencyPlot.Panel("A: random swap-ins at the limit", Us(atLimit), kernel is { } k1 ? LatencyPlot.KernelPoint(k1, "swapin_at_limit") : null),
+                    new LatencyPlot.Panel("B: random swap-ins, no limit", Us(noLimit), kernel is { } k2 ? LatencyPlot.KernelPoint(k2, "swapin") : null),
+                ],
+                $"CramCore ({BenchSupport.Name(engine.GetStats().FaultService)})", kernel is null ? null : "the kernel (anchor)");
+            File.WriteAllText(plot, svg);
+            BenchSupport.Progress($"plot: {plot}");
+        }
 
         BenchSupport.Progress("verify");
         long mismatches = badA + badB;
