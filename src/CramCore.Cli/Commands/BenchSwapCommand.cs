@@ -8,7 +8,7 @@ internal sealed record SwapBenchResult(
     double FillMibS, double SwapinAtLimitP50Us, double SwapinAtLimitP99Us, double SwapinP50Us, double SwapinP99Us, double SeqSwapinMibS,
     long Mismatches,
     string Source, long SizeBytes, long LimitBytes, int SamplesAtLimit, int SamplesNoLimit, int ZeroPageSamples, long ResidentSkipped,
-    string EvictedTest, double EffectiveRatio, long Evictions, long ZeroFillFaults, long Refaults, long WriteProtectFaults,
+    string EvictedTest, [property: Figure(FigureUnit.Times, Label = "logical ÷ memory used at the end (every page read back: resident, and the copies kept)")] double EffectiveRatio, long Evictions, long ZeroFillFaults, long Refaults, long WriteProtectFaults,
     long ThrottledFaults, long SeqPages, double PeakResidentOverLimit,
     double PrefetchMibS, double PrefetchOverSeqSwapin, long PrefetchedPages, long PrefetchEvictedPages, long RefaultsAfterPrefetch,
     string FaultService, int CompressionThreads, int ReadaheadThreads, double FillHelperCompressedShare, double FillElapsedS,
