@@ -9,7 +9,7 @@
 #                         --list flat (the benchmarks), --filter '*Estimator*' (a glob over Namespace.Class.Method), --job short
 #   ./build.sh cram ARGS  run the `cram` CLI, built first if a source changed since the last build, e.g. ./build.sh cram bench faults --json
 #   ./build.sh pack       build the packages with a version of their own (0.1.0-dev.<commits>.<n>.g<sha>[.dirty]: no cached
-#                         package can stand in for this build) into artifacts/packages, and print the commands that use them
+#                         package can stand in for this build) into artifacts/packages (or $CRAMCORE_PACK_OUTPUT), and print the commands that use them
 # On a fresh Debian machine it installs what is missing (gcc/make, liblz4, redis-server and redis-tools for the remote tier's tests).
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -11,18 +11,7 @@ namespace CramCore.Tests;
 [Trait("Category", TestCategory.Userfaultfd)]
 public sealed partial class MetricsTableTests
 {
-    private static string ReadmePath()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            string candidate = Path.Combine(dir.FullName, "docs", "api.md");
-            if (File.Exists(candidate) && File.ReadAllText(candidate).Contains("### Metrics", StringComparison.Ordinal))
-            {
-                return candidate;
-            }
-        }
-        throw new FileNotFoundException("docs/api.md with a Metrics section above " + AppContext.BaseDirectory);
-    }
+    private static string ApiDocPath() => Path.Combine(RepositoryRoot.Path, "docs", "api.md"); // its "### Metrics" table
 
     /// <summary>Instrument name → unit, for every instrument of meters named CramCore that <paramref name="accept"/> takes.</summary>
     private static Dictionary<string, string> Published(Func<Meter, bool> accept)
@@ -51,7 +40,7 @@ public sealed partial class MetricsTableTests
     {
         using var engine = CramEngine.Create(); // the shared meter exists once an engine did
         Dictionary<string, string> code = Published(m => m.Scope is null);
-        string readme = File.ReadAllText(ReadmePath());
+        string readme = File.ReadAllText(ApiDocPath());
         var documented = new Dictionary<string, string>();
         foreach (Match row in TableRow().Matches(readme))
         {

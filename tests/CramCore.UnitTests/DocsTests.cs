@@ -6,22 +6,10 @@ namespace CramCore.Tests;
 [Trait("Category", TestCategory.Unit)]
 public sealed partial class DocsTests
 {
-    private static string RepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "CramCore.sln")))
-            {
-                return dir.FullName;
-            }
-        }
-        throw new InvalidOperationException("CramCore.sln not found above " + AppContext.BaseDirectory);
-    }
-
     [Fact]
     public void Readme_IsShort_AndEveryRelativeLinkResolves()
     {
-        string root = RepoRoot();
+        string root = RepositoryRoot.Path;
         int lines = File.ReadAllLines(Path.Combine(root, "README.md")).Length;
         Assert.True(lines <= 250, $"README.md has {lines} lines: move detail to docs/");
         var files = new[] { "README.md", "CHANGELOG.md" }.Select(f => Path.Combine(root, f))
