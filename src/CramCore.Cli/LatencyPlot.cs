@@ -115,7 +115,7 @@ internal static class LatencyPlot
     private static void Mark(StringBuilder svg, double x, double y, string color, string label, bool below) =>
         svg.Append(Inv($"<circle cx=\"{x:F1}\" cy=\"{y:F1}\" r=\"4\" fill=\"{color}\"/><text x=\"{x + 6:F1}\" y=\"{y + (below ? 14 : -6):F1}\" fill=\"{color}\">{Escape(label)}</text>\n"));
 
-    private static string Inv(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
+    internal static string Inv(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 
-    private static string Escape(string s) => s.Replace("&", "&amp;", StringComparison.Ordinal).Replace("<", "&lt;", StringComparison.Ordinal).Replace(">", "&gt;", StringComparison.Ordinal);
+    internal static string Escape(string s) => s.Replace("&", "&amp;", StringComparison.Ordinal).Replace("<", "&lt;", StringComparison.Ordinal).Replace(">", "&gt;", StringComparison.Ordinal);
 }

@@ -136,13 +136,15 @@ var hotShareOption = new Option<double>("--hot-share") { Description = "Share of
 var hotPhasesOption = new Option<int>("--phases") { Description = "Phases of reads (the steady state is every phase after the first).", DefaultValueFactory = _ => 3 };
 var hotReadsOption = new Option<long>("--reads") { Description = "Reads per phase.", DefaultValueFactory = _ => 400_000 };
 var zipfOption = new Option<double>("--zipf") { Description = "Zipf exponent (e.g. 0.99) instead of a hot set and a share; 0: off.", DefaultValueFactory = _ => 0 };
+var hotPlotOption = new Option<string?>("--plot") { Description = "Also draw each phase's swap-ins per read and hot-set miss rate, beside the LRU's, into this SVG file." };
+var hotKernelOption = new Option<string?>("--kernel") { Description = "With --plot: the JSON kernel-hotcold.sh printed for the same reads; the kernel's figures are drawn beside." };
 var hotcold = new Command("hotcold", "Does reclaim keep a hot set resident? Random reads, most of them to a hot set (or Zipf), under a resident limit: swap-ins per read and hot-set misses per phase, against an exact LRU of the same size on the same reads.")
 {
-    corpusOption, hotSizeOption, hotLimitOption, hotBytesOption, hotShareOption, hotPhasesOption, hotReadsOption, zipfOption, jsonOption,
+    corpusOption, hotSizeOption, hotLimitOption, hotBytesOption, hotShareOption, hotPhasesOption, hotReadsOption, zipfOption, hotPlotOption, hotKernelOption, jsonOption,
 };
 hotcold.SetAction(r => Guard(r, () => BenchHotColdCommand.Run(r.GetValue(corpusOption), Measure.ParseSize(r.GetValue(hotSizeOption)!, "--size"),
     Measure.ParseSize(r.GetValue(hotLimitOption)!, "--limit"), Measure.ParseSize(r.GetValue(hotBytesOption)!, "--hot"), r.GetValue(hotShareOption),
-    r.GetValue(hotPhasesOption), r.GetValue(hotReadsOption), r.GetValue(zipfOption), r.GetValue(jsonOption))));
+    r.GetValue(hotPhasesOption), r.GetValue(hotReadsOption), r.GetValue(zipfOption), r.GetValue(jsonOption), r.GetValue(hotPlotOption), r.GetValue(hotKernelOption))));
 bench.Subcommands.Add(hotcold);
 var remoteSizeOption = new Option<string>("--size") { Description = "Bytes of pages to write (e.g. 512m).", DefaultValueFactory = _ => "512m" };
 var remoteLimitOption = new Option<string>("--limit") { Description = "Resident memory plus the pool during the fill (e.g. 128m).", DefaultValueFactory = _ => "128m" };

@@ -46,6 +46,30 @@ public sealed class HotColdBenchTests
     }
 
     [Fact]
+    public void Plot_DrawsEachPhase_ForCramCoreTheLruAndTheKernel()
+    {
+        string sample = Path.Combine(AppContext.BaseDirectory, "Samples", "dotnet-heap.sample.pages");
+        string dir = Directory.CreateTempSubdirectory("cramcore-plot-").FullName;
+        try
+        {
+            string svg = Path.Combine(dir, "hotcold.svg"), kernel = Path.Combine(dir, "hotcold.json");
+            File.WriteAllText(kernel, """{"phases":[{"phase":1,"majflt_per_read":0.2178,"hot_miss_rate":0.1482},{"phase":2,"majflt_per_read":0.0979,"hot_miss_rate":0.0137}],"refaults_per_read":0.1005}""");
+            ConsoleCapture.Stdout(() => BenchHotColdCommand.Run(sample, 32L << 20, 8L << 20, 4L << 20, 0.9, 2, 20_000, 0, json: true, plot: svg, kernelJson: kernel));
+            var doc = System.Xml.Linq.XDocument.Load(svg);
+            System.Xml.Linq.XNamespace ns = "http://www.w3.org/2000/svg";
+            var bars = doc.Descendants(ns + "rect").Select(r => r.Element(ns + "title")?.Value).OfType<string>().ToList();
+            Assert.Equal(2 * 2 * 3, bars.Count); // two panels, two phases, three series
+            Assert.Contains("the kernel (anchor), phase 1: 0.218", bars);
+            Assert.Contains(bars, b => b.StartsWith("an exact LRU, same reads, phase 2: ", StringComparison.Ordinal));
+            Assert.Contains(doc.Descendants(ns + "text"), t => t.Value == "hot-set reads that missed");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public void SmallRun_ReportsPhasesAgainstTheLru_AndEveryReadChecks()
     {
         string sample = Path.Combine(AppContext.BaseDirectory, "Samples", "dotnet-heap.sample.pages");

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.Json;
 
 namespace CramCore.Cli.Commands;
 
@@ -29,8 +30,12 @@ internal static unsafe class BenchHotColdCommand
 {
     private const int P = PageSource.PageSize;
 
-    public static int Run(string? corpus, long size, long limit, long hot, double hotShare, int phases, long reads, double zipf, bool json)
+    /// <param name="plot">An SVG file to draw each phase's swap-ins per read and hot-set miss rate into, beside the LRU's (null: none).</param>
+    /// <param name="kernelJson">With <paramref name="plot"/>: the JSON kernel-hotcold.sh printed for the same reads; the kernel's figures go beside.</param>
+    public static int Run(string? corpus, long size, long limit, long hot, double hotShare, int phases, long reads, double zipf, bool json,
+        string? plot = null, string? kernelJson = null)
     {
+        JsonElement? kernel = BenchSupport.PlotArguments(plot, kernelJson, "kernel-hotcold.sh");
         if (size < 16L << 20 || size > 1L << 40)
         {
             throw new CliException($"--size: {Measure.Bytes(size)} must be between 16m and 1t.");
@@ -156,6 +161,27 @@ internal static unsafe class BenchHotColdCommand
             WorkingSetActivations: s.WorkingSetActivations,
             WorkingSetDemotions: s.WorkingSetDemotions,
             Mismatches: mismatches);
+        if (plot is not null)
+        {
+            List<double?> KernelPhases(string key) => kernel is { } k && k.TryGetProperty("phases", out JsonElement list) && list.ValueKind == JsonValueKind.Array
+                ? [.. list.EnumerateArray().Select(e => e.TryGetProperty(key, out JsonElement v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : (double?)null)]
+                : [];
+            List<PhaseBarsPlot.Series> Series(Func<HotColdPhase, double> cram, Func<HotColdPhase, double> lru, string kernelKey) =>
+            [
+                new("CramCore", "#1f77b4", [.. results.Select(p => (double?)cram(p))]),
+                new("an exact LRU, same reads", "#7f7f7f", [.. results.Select(p => (double?)lru(p))]),
+                .. kernel is null ? Array.Empty<PhaseBarsPlot.Series>() : [new PhaseBarsPlot.Series("the kernel (anchor)", "#d62728", KernelPhases(kernelKey))],
+            ];
+            File.WriteAllText(plot, PhaseBarsPlot.Svg(
+                $"cram bench hotcold: {Measure.Bytes(result.SizeBytes)} under {Measure.Bytes(limit)}, {result.Distribution} ({Measure.Bytes(result.HotBytes)} hot, {result.HotShare:P0} of reads)",
+                [
+                    new PhaseBarsPlot.Panel("swap-ins per read", v => v.ToString("0.000", System.Globalization.CultureInfo.InvariantCulture),
+                        Series(p => p.RefaultsPerRead, p => p.LruRefaultsPerRead, "majflt_per_read")),
+                    new PhaseBarsPlot.Panel("hot-set reads that missed", v => v.ToString("0 %", System.Globalization.CultureInfo.InvariantCulture),
+                        Series(p => p.HotMissRate, p => p.LruHotMissRate, "hot_miss_rate")),
+                ], results.Count));
+            BenchSupport.Progress($"plot: {plot}");
+        }
         if (json)
         {
             Console.WriteLine(ResultPrinter.ToJson(result));

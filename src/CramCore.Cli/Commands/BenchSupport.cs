@@ -103,4 +103,32 @@ internal static unsafe class BenchSupport
 
     /// <summary>MiB per second for <paramref name="pages"/> pages in <paramref name="ticks"/>.</summary>
     public static double MBps(long pages, long ticks) => pages * (double)P / (1 << 20) / (ticks / (double)Stopwatch.Frequency);
+
+    /// <summary>
+    /// Checks --plot and --kernel of a verb that draws: the plot an .svg in a directory that exists,
+    /// the kernel's JSON (only with --plot) a file <paramref name="anchor"/> printed. Returns that JSON, or null.
+    /// </summary>
+    public static System.Text.Json.JsonElement? PlotArguments(string? plot, string? kernelJson, string anchor)
+    {
+        if (plot is not null && (!plot.EndsWith(".svg", StringComparison.OrdinalIgnoreCase) || !Directory.Exists(Path.GetDirectoryName(Path.GetFullPath(plot)))))
+        {
+            throw new CliException($"--plot: '{plot}' must be an .svg file in a directory that exists.");
+        }
+        if (kernelJson is null)
+        {
+            return null;
+        }
+        if (plot is null)
+        {
+            throw new CliException("--kernel: goes with --plot (the kernel's figures are drawn beside ours); add --plot FILE.svg.");
+        }
+        try
+        {
+            return System.Text.Json.JsonDocument.Parse(File.ReadAllText(kernelJson)).RootElement.Clone();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException)
+        {
+            throw new CliException($"--kernel: '{kernelJson}' is not a kernel anchor's JSON ({e.Message}); give the file {anchor} printed.");
+        }
+    }
 }

@@ -36,26 +36,7 @@ internal static unsafe class BenchSwapCommand
     public static int Run(string? corpus, long size, long limit, int samples, bool json, CramFaultService faultService = CramFaultService.Auto,
         string? backingFile = null, long poolLimit = 64L << 20, int compressionThreads = 0, int readaheadThreads = 0, string? plot = null, string? kernelJson = null)
     {
-        JsonElement? kernel = null;
-        if (kernelJson is not null)
-        {
-            if (plot is null)
-            {
-                throw new CliException("--kernel: goes with --plot (the kernel's p50 and p99 are drawn beside ours); add --plot FILE.svg.");
-            }
-            try
-            {
-                kernel = JsonDocument.Parse(File.ReadAllText(kernelJson)).RootElement.Clone();
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException)
-            {
-                throw new CliException($"--kernel: '{kernelJson}' is not a kernel anchor's JSON ({e.Message}); give the file kernel-zram.sh or kernel-swapfile.sh printed.");
-            }
-        }
-        if (plot is not null && (!plot.EndsWith(".svg", StringComparison.OrdinalIgnoreCase) || !Directory.Exists(Path.GetDirectoryName(Path.GetFullPath(plot)))))
-        {
-            throw new CliException($"--plot: '{plot}' must be an .svg file in a directory that exists.");
-        }
+        JsonElement? kernel = BenchSupport.PlotArguments(plot, kernelJson, "kernel-zram.sh or kernel-swapfile.sh");
         if (size < 16L << 20 || size > 1L << 40)
         {
             throw new CliException($"--size: {Measure.Bytes(size)} must be between 16m and 1t.");
