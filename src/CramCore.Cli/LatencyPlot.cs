@@ -29,11 +29,7 @@ internal static class LatencyPlot
     /// <summary>The SVG document for <paramref name="panels"/>, side by side, under <paramref name="title"/>.</summary>
     public static string Svg(string title, IReadOnlyList<Panel> panels, string cramLabel, string? kernelLabel)
     {
-        var svg = new StringBuilder();
-        int total = Width * panels.Count;
-        svg.Append(Inv($"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{total}\" height=\"{Height + 28}\" viewBox=\"0 0 {total} {Height + 28}\" font-family=\"sans-serif\" font-size=\"11\">\n"));
-        svg.Append(Inv($"<rect width=\"{total}\" height=\"{Height + 28}\" fill=\"white\"/>\n"));
-        svg.Append(Inv($"<text x=\"{total / 2}\" y=\"18\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"bold\">{Escape(title)}</text>\n"));
+        StringBuilder svg = Begin(title, Width * panels.Count, Height + 28);
         for (int i = 0; i < panels.Count; i++)
         {
             PanelSvg(svg, panels[i], i * Width, 20);
@@ -114,6 +110,16 @@ internal static class LatencyPlot
 
     private static void Mark(StringBuilder svg, double x, double y, string color, string label, bool below) =>
         svg.Append(Inv($"<circle cx=\"{x:F1}\" cy=\"{y:F1}\" r=\"4\" fill=\"{color}\"/><text x=\"{x + 6:F1}\" y=\"{y + (below ? 14 : -6):F1}\" fill=\"{color}\">{Escape(label)}</text>\n"));
+
+    /// <summary>An SVG document of <paramref name="width"/> × <paramref name="height"/> on white, its <paramref name="title"/> centred at the top (the caller appends the rest and the closing tag).</summary>
+    internal static StringBuilder Begin(string title, int width, int height)
+    {
+        var svg = new StringBuilder();
+        svg.Append(Inv($"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">\n"));
+        svg.Append(Inv($"<rect width=\"{width}\" height=\"{height}\" fill=\"white\"/>\n"));
+        svg.Append(Inv($"<text x=\"{width / 2}\" y=\"18\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"bold\">{Escape(title)}</text>\n"));
+        return svg;
+    }
 
     internal static string Inv(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 

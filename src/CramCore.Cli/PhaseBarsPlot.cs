@@ -20,11 +20,7 @@ internal static class PhaseBarsPlot
 
     public static string Svg(string title, IReadOnlyList<Panel> panels, int phases)
     {
-        var svg = new StringBuilder();
-        int total = Width * panels.Count;
-        svg.Append(Inv($"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{total}\" height=\"{Height + 28}\" viewBox=\"0 0 {total} {Height + 28}\" font-family=\"sans-serif\" font-size=\"11\">\n"));
-        svg.Append(Inv($"<rect width=\"{total}\" height=\"{Height + 28}\" fill=\"white\"/>\n"));
-        svg.Append(Inv($"<text x=\"{total / 2}\" y=\"18\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"bold\">{Escape(title)}</text>\n"));
+        StringBuilder svg = Begin(title, Width * panels.Count, Height + 28);
         for (int i = 0; i < panels.Count; i++)
         {
             PanelSvg(svg, panels[i], phases, i * Width, 20);

@@ -42,16 +42,7 @@ public sealed unsafe class RemoteTierTests
     }
 
     /// <summary>The slot of an evicted page whose copy is on the store, or null.</summary>
-    private static NativeSlot* RemoteSlot(CramEngine engine, CramRegion region, int page)
-    {
-        ulong pte = PageTableEntry.Load(region.PageTableEntries + page);
-        if (PageTableEntry.State(pte) != PageState.Evicted || PageTableEntry.Slot(pte) == SharedLayout.ZeroSlot)
-        {
-            return null;
-        }
-        NativeSlot* slot = engine.Parts.Slots.Get(PageTableEntry.Slot(pte));
-        return slot->Backend == SlotBackend.Remote ? slot : null;
-    }
+    private static NativeSlot* RemoteSlot(CramEngine engine, CramRegion region, int page) => EvictedSlots.Of(engine, region, page, SlotBackend.Remote);
 
     private static int RemotePagesOf(CramEngine engine, CramRegion region)
     {

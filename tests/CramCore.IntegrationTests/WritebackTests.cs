@@ -24,16 +24,7 @@ public sealed unsafe class WritebackTests : IDisposable
         Assert.True(SpinWait.SpinUntil(() => engine.Parts.Writeback!.Idle, TimeSpan.FromSeconds(30)), "writeback never went idle");
 
     /// <summary>The slot of an evicted page whose copy is in the file, or null.</summary>
-    private static NativeSlot* FileSlot(CramEngine engine, CramRegion region, long page)
-    {
-        ulong pte = PageTableEntry.Load(region.PageTableEntries + page);
-        if (PageTableEntry.State(pte) != PageState.Evicted || PageTableEntry.Slot(pte) == SharedLayout.ZeroSlot)
-        {
-            return null;
-        }
-        NativeSlot* slot = engine.Parts.Slots.Get(PageTableEntry.Slot(pte));
-        return slot->Backend == SlotBackend.File ? slot : null;
-    }
+    private static NativeSlot* FileSlot(CramEngine engine, CramRegion region, long page) => EvictedSlots.Of(engine, region, page, SlotBackend.File);
 
     private static void Fill(CramRegion region, int version = 0)
     {

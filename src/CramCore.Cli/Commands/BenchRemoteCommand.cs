@@ -270,14 +270,20 @@ internal static unsafe class BenchRemoteCommand
         var list = new List<long>();
         for (long i = 0; i < pages; i++)
         {
-            ulong pte = PageTableEntry.Load(region.PageTableEntries + i);
-            if (PageTableEntry.State(pte) == PageState.Evicted && PageTableEntry.Slot(pte) != SharedLayout.ZeroSlot &&
-                engine.Parts.Slots.Get(PageTableEntry.Slot(pte))->Backend == backend)
+            if (IsIn(engine, region, i, backend))
             {
                 list.Add(i);
             }
         }
         return list;
+    }
+
+    /// <summary>Whether <paramref name="page"/> is evicted with its copy in <paramref name="backend"/>.</summary>
+    private static bool IsIn(CramEngine engine, CramRegion region, long page, SlotBackend backend)
+    {
+        ulong pte = PageTableEntry.Load(region.PageTableEntries + page);
+        return PageTableEntry.State(pte) == PageState.Evicted && PageTableEntry.Slot(pte) != SharedLayout.ZeroSlot &&
+            engine.Parts.Slots.Get(PageTableEntry.Slot(pte))->Backend == backend;
     }
 
     private static void Shuffle(List<long> list, Random rng)
@@ -409,8 +415,7 @@ internal static unsafe class BenchRemoteCommand
         RespServer[] servers, List<long> remaining, ref long mismatches)
     {
         // Pages still evicted with their copy on the store (readahead of the sequential phase brought in some of them).
-        remaining = remaining.Where(page => PageTableEntry.Load(region.PageTableEntries + page) is var pte && PageTableEntry.State(pte) == PageState.Evicted &&
-            PageTableEntry.Slot(pte) != SharedLayout.ZeroSlot && engine.Parts.Slots.Get(PageTableEntry.Slot(pte))->Backend == SlotBackend.Remote).ToList();
+        remaining = remaining.Where(page => IsIn(engine, region, page, SlotBackend.Remote)).ToList();
         if (servers.Length == 0 || remaining.Count < 2)
         {
             return (0, 0, servers.Length == 0 ? "skipped: an external store is not killed" : "skipped: no remote page left");
