@@ -115,7 +115,7 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_stats, swapin_latency_us_log2); FIELD(cram_stats, fault_latency_us_log2);
 
     STRUCT(cram_engine_config);
-    FIELD(cram_engine_config, forced_mode); FIELD(cram_engine_config, spin_us);
+    FIELD(cram_engine_config, forced_mode); FIELD(cram_engine_config, spin_us); FIELD(cram_engine_config, latency_probe_us);
     FIELD(cram_engine_config, soft_limit_pages); FIELD(cram_engine_config, hard_limit_pages);
     FIELD(cram_engine_config, throttle_max_us); FIELD(cram_engine_config, fault_around_pages);
     FIELD(cram_engine_config, fault_service); FIELD(cram_engine_config, readahead_helpers);

@@ -258,6 +258,21 @@
  * The kernel cannot run a SIGBUS handler for its own accesses: a system call that reads or writes a
  * page that is not present fails with EFAULT, as in CRAM_UFFD_MODE_USER_MODE_ONLY.
  *
+ * Fault latency (cram_stats.fault_latency_us_log2): what a swap-in costs the thread that waits for
+ * it. With the faulting-thread service that thread times each of its own, SIGBUS handler entry to
+ * return. Under the service thread it waits inside the kernel, where no user-space code can time it,
+ * so the engine samples: its probe thread (probe.c, started with the first drop; one per engine,
+ * unless config.latency_probe_us is 0) takes faults on pages of its own, registered MISSING on
+ * the engine's userfaultfd, two back to back (the first puts it on a CPU and in the fault path, as
+ * an application's faulting thread is), and times the second from before the access to after it - the kernel's
+ * fault entry, the message to the service, the service's wake-up (or its spin), its queue and lock,
+ * a checksum, an LZ4 decompression of a real page (a copy of one a swap-in decoded), UFFDIO_COPY and
+ * the wake-up back. At most one probe per latency_probe_us, and only after swap-ins happened since
+ * the last one (an engine that swaps nothing in has its probe asleep). A probe's fault is not a
+ * fault, a swap-in or activity in any other counter. What a probe does not pay: a backing-file read
+ * or a remote fetch (those show in the service time), and the page-table bookkeeping (well under a
+ * microsecond).
+ *
  * Locks, in the order they are taken (a thread holding one takes only later ones), each named as
  * it is in the code:
  *   0. TierEventPump._lock (C#, Engine/)   held while TierEvent handlers run; taken with no other lock
@@ -658,8 +673,8 @@ typedef struct cram_stats {
     /* Swap-in latency as the faulting thread sees it, in the same buckets: with the faulting-thread
      * service, from the SIGBUS handler's entry to its return for a fault on an EVICTED page (its own
      * swap-in, or a wait for another thread's fetch of it): the engine lock's wait, the decode, the
-     * mapping, a remote fetch - all but the kernel's signal delivery. Empty with the service thread,
-     * whose faulting thread waits in the kernel where no user-space code can time it. */
+     * mapping, a remote fetch - all but the kernel's signal delivery. With the service thread, the
+     * latency probe's samples ("Fault latency" above): the access timed whole, kernel included. */
     uint64_t fault_latency_us_log2[CRAM_SWAPIN_LATENCY_BUCKETS];
 } cram_stats;
 
@@ -687,6 +702,7 @@ typedef struct cram_engine_config {
     uint32_t fault_around_pages; /* a first touch continuing a sequential stream fills this many EMPTY pages (1..64) */
     uint32_t fault_service;      /* enum cram_fault_service: who resolves faults */
     uint32_t readahead_helpers;  /* threads that install readahead windows beside the faulting one (0..CRAM_READAHEAD_HELPERS_MAX) */
+    uint64_t latency_probe_us;   /* service thread: at most one fault-latency probe this often, 0 = none ("Fault latency") */
 } cram_engine_config;
 #define CRAM_READAHEAD_HELPERS_MAX 3
 
@@ -772,7 +788,7 @@ _Static_assert(sizeof(cram_stats) == (39 + 2 * CRAM_SWAPIN_LATENCY_BUCKETS) * si
                offsetof(cram_stats, clean_copy_bytes) == 30 * sizeof(uint64_t) &&
                offsetof(cram_stats, swapin_latency_us_log2) == 39 * sizeof(uint64_t),
                "cram_stats is 39 counters and the swap-in latency buckets");
-_Static_assert(sizeof(cram_engine_config) == 40 && offsetof(cram_engine_config, fault_service) == 32 && offsetof(cram_engine_config, forced_mode) == 0 &&
+_Static_assert(sizeof(cram_engine_config) == 48 && offsetof(cram_engine_config, latency_probe_us) == 40 && offsetof(cram_engine_config, fault_service) == 32 && offsetof(cram_engine_config, forced_mode) == 0 &&
                offsetof(cram_engine_config, spin_us) == 4 && offsetof(cram_engine_config, soft_limit_pages) == 8 &&
                offsetof(cram_engine_config, hard_limit_pages) == 16 && offsetof(cram_engine_config, throttle_max_us) == 24 &&
                offsetof(cram_engine_config, fault_around_pages) == 28, "cram_engine_config layout");

@@ -405,6 +405,7 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
         }
         if (!write) slot_flags_or(slot, CRAM_SLOT_REFERENCED); /* writeback: recently used */
     }
+    if (__atomic_load_n(&e->probe_wants_sample, __ATOMIC_ACQUIRE)) probe_take_sample(e, src); /* the latency probe's next page (probe.c) */
     if (uffd_copy(e->uffd, addr, src, CRAM_PAGE_SIZE, !write) != 0) {
         if (errno != EEXIST) add_counter(&s->stats.service_errors, 1);
         engine_wake(e, addr, CRAM_PAGE_SIZE);
@@ -423,6 +424,7 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
     else if (!write) clean_copy_count(s, id, +1);
     if (write) stale_push(s, id);
     add_counter(counter, 1);
+    probe_note_swapins(e); /* after the count: wakes an idle latency probe */
     add_counter(&r->faults_swapin, 1);
     fault_log_append(s, r->id, page);
     resident_add(e, 1);
@@ -540,23 +542,26 @@ static void resolve_write_protect(cram_engine* e, cram_region_desc* r, uint64_t 
     }
 }
 
-static void handle_message(cram_engine* e, const struct uffd_msg* m)
+/* Resolves one message; 0 if it was the latency probe's (probe.c: no activity, nothing counted). */
+static int handle_message(cram_engine* e, const struct uffd_msg* m)
 {
-    if (m->event != UFFD_EVENT_PAGEFAULT) return;
+    if (m->event != UFFD_EVENT_PAGEFAULT) return 1;
     uint64_t addr = m->arg.pagefault.address & ~(uint64_t)(CRAM_PAGE_SIZE - 1);
+    if (probe_owns(e, addr)) { probe_serve(e, addr); return 0; }
     cram_region_desc* r = region_find(e, addr);
-    if (!r) return; /* region went away after the fault was queued */
+    if (!r) return 1; /* region went away after the fault was queued */
     uint64_t t0 = now_ns();
     uint64_t page = (addr - r->base) >> CRAM_PAGE_SHIFT;
     pte_prefault(r, page);
     if (!(m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)) {
         throttle(e, throttle_want(e, r, page)); /* a MISSING fault adds resident pages; the lock may be let go meanwhile */
-        if (!(r = region_find(e, addr))) return;
+        if (!(r = region_find(e, addr))) return 1;
     }
     if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
         resolve_write_protect(e, r, page);
     else
         resolve_missing(e, r, page, (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0, m->arg.pagefault.feat.ptid, t0);
+    return 1;
 }
 
 int resolve_on_faulting_thread(cram_engine* e, uint64_t addr, int write)
@@ -627,9 +632,10 @@ void* service_main(void* arg)
             }
         }
         uint64_t t0 = now_ns();
+        int active = 0; /* a message other than the latency probe's */
         engine_lock(e);
         for (ssize_t i = 0; i < n / (ssize_t)sizeof(struct uffd_msg); i++) {
-            handle_message(e, &msgs[i]);
+            active |= handle_message(e, &msgs[i]);
             if (readahead_pending(e)) { /* a window was claimed: map it outside the lock */
                 engine_unlock(e);
                 readahead_help(e);
@@ -637,6 +643,7 @@ void* service_main(void* arg)
             }
         }
         engine_unlock(e);
+        if (!active) continue;
         add_counter(&e->shared->stats.service_busy_ns, now_ns() - t0);
         note_activity(e);
     }

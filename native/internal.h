@@ -145,6 +145,18 @@ struct cram_engine {
     uint32_t readahead_helpers_started; /* 1 once the first drop started them (readahead_helpers_ensure) */
     uint32_t readahead_helper_count;    /* threads running */
     pthread_t readahead_helpers[CRAM_READAHEAD_HELPERS_MAX];
+    /* The fault-latency probe (probe.c, "Fault latency" in cramnative.h): service thread only. */
+    unsigned char* probe_area;        /* its pages, registered MISSING (NULL: no probe; the service reads it) */
+    unsigned char* probe_sample;      /* a page a swap-in decoded (probe_take_sample) */
+    unsigned char* probe_stored;      /* that page LZ4-compressed, what the service decodes for a probe */
+    uint32_t probe_stored_length, probe_stored_checksum; /* 0: no copy yet (no probe) */
+    uint32_t probe_wants_sample;      /* the probe asks the next swap-in for a page */
+    uint32_t probe_sample_ready;      /* and it gave one */
+    uint32_t probe_idle;              /* the probe sleeps until the next swap-in (probe_note_swapins) */
+    uint32_t probe_next;              /* the area's next unused page */
+    uint32_t probe_started, probe_running, probe_stop;
+    int probe_fd;                     /* eventfd: wakes an idle probe, or stops it */
+    pthread_t probe_thread;
     struct cram_remote* remote;                 /* the remote tier's read half (remote.c), NULL until configured */
     uint32_t region_count;                       /* high-water index in regions[] */
     cram_region_desc regions[CRAM_MAX_REGIONS];
@@ -327,6 +339,14 @@ void sigbus_engine_remove(cram_engine* e); /* and waits until no handler can sti
 void sigbus_quiesce(void);                 /* waits until no handler is between its lookup and its lock */
 int sigbus_probe_start(int uffd, uint64_t base, uint64_t length, const void* source); /* floor.c's bare region */
 void sigbus_probe_stop(void);
+/* probe.c ("Fault latency" in cramnative.h) */
+void probe_ensure(cram_engine* e);      /* starts the probe with the first drop (service thread, config.latency_probe_us > 0) */
+void probe_stop(cram_engine* e);        /* before the service stops: it answers the probe's last fault */
+void probe_free(cram_engine* e);
+int probe_owns(const cram_engine* e, uint64_t addr);  /* whether a fault's address is the probe's */
+void probe_serve(cram_engine* e, uint64_t addr);      /* the service answers a probe's fault, under the engine lock */
+void probe_take_sample(cram_engine* e, const void* page); /* a swap-in's page, when the probe wants one (under the lock) */
+void probe_note_swapins(cram_engine* e);              /* after a swap-in is counted: wakes an idle probe */
 /* pages.c */
 cram_region_desc* region_active(cram_engine* e, uint32_t region_id);
 /* readahead.c */

@@ -113,6 +113,7 @@ EXPORT int CramNative_DropPages(cram_engine* e, uint32_t region_id, uint64_t* pa
     if (!dropped) { errno = EINVAL; return -1; }
     if (region_checked(e, region_id, pages, count, &r) != 0) return -1;
     readahead_helpers_ensure(e); /* the first eviction: readahead windows may come from now on */
+    probe_ensure(e);             /* and swap-ins, whose latency the probe samples */
     uint64_t* ptes = r->pte;
     int32_t n = 0;
     for (int32_t i = 0; i < count; i++) {

@@ -12,6 +12,7 @@ static void engine_free(cram_engine* e)
     if (e->stop_fd >= 0) close(e->stop_fd);
     if (e->reclaim_fd >= 0) close(e->reclaim_fd);
     if (e->pidfd >= 0) close(e->pidfd);
+    probe_free(e);
     if (e->zero_pages) munmap(e->zero_pages, CRAM_FAULT_AROUND_MAX * CRAM_PAGE_SIZE);
     if (e->page_buf) munmap(e->page_buf, CRAM_PAGE_SIZE);
     if (e->file_buf) munmap(e->file_buf, 2 * CRAM_PAGE_SIZE);
@@ -35,7 +36,7 @@ EXPORT int CramNative_EngineCreate(const cram_engine_config* config, cram_engine
     }
     cram_engine* e = calloc(1, sizeof *e);
     if (!e) return -1;
-    e->uffd = e->stop_fd = e->reclaim_fd = e->pidfd = -1;
+    e->uffd = e->stop_fd = e->reclaim_fd = e->pidfd = e->probe_fd = -1;
     pthread_mutex_init(&e->lock, NULL);
     e->config = *config;
     if (e->config.fault_around_pages == 0) e->config.fault_around_pages = 1;
@@ -132,6 +133,7 @@ EXPORT int CramNative_EngineDestroy(cram_engine* e)
     if (e->faulting_thread) {
         sigbus_engine_remove(e); /* no handler reaches e after this */
     } else {
+        probe_stop(e); /* while the service still answers its fault */
         uint64_t one = 1;
         if (write(e->stop_fd, &one, sizeof one) != sizeof one) return -1;
         pthread_join(e->service, NULL);

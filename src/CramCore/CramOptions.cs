@@ -218,6 +218,17 @@ public sealed class CramOptions
     public TimeSpan FaultServiceSpin { get; set; } = TimeSpan.FromMicroseconds(50);
 
     /// <summary>
+    /// How often, at most, the service thread's engine samples its fault latency (0 or 1 ms to 10 s,
+    /// whole microseconds; default 10 ms; <see cref="TimeSpan.Zero"/>: never). Under the service
+    /// thread the faulting thread waits inside the kernel, where nothing can time it, so the engine's
+    /// probe thread (<c>cram-probe</c>) takes a swap-in fault on a page of its own and times it whole:
+    /// <see cref="CramStats.FaultLatency"/>. It probes only after swap-ins happened since its last
+    /// probe, so an engine that swaps nothing in costs nothing. Ignored with
+    /// <see cref="CramFaultService.FaultingThread"/>, where every swap-in is timed.
+    /// </summary>
+    public TimeSpan FaultLatencyProbeInterval { get; set; } = TimeSpan.FromMilliseconds(10);
+
+    /// <summary>
     /// Threads that classify and compress the pages reclaim evicts, the reclaim worker included
     /// (1–16; 0, the default: one per CPU the process may use, at most 4). The worker stores the
     /// pages in order; the helpers beyond it take pages of the same batch while it does. They are
@@ -323,6 +334,10 @@ public sealed class CramOptions
         if (FaultServiceSpin < TimeSpan.Zero || FaultServiceSpin > TimeSpan.FromMilliseconds(10))
         {
             throw new ArgumentException($"FaultServiceSpin is {FaultServiceSpin}; it must be between 0 and 10 ms.", nameof(FaultServiceSpin));
+        }
+        if (FaultLatencyProbeInterval != TimeSpan.Zero && (FaultLatencyProbeInterval < TimeSpan.FromMilliseconds(1) || FaultLatencyProbeInterval > TimeSpan.FromSeconds(10)))
+        {
+            throw new ArgumentException($"FaultLatencyProbeInterval is {FaultLatencyProbeInterval}; it must be between 1 ms and 10 s, or TimeSpan.Zero for no probes.", nameof(FaultLatencyProbeInterval));
         }
         if (ThrottleMax < TimeSpan.Zero || ThrottleMax > TimeSpan.FromSeconds(1))
         {

@@ -68,11 +68,14 @@ public sealed record CramStats
     /// </summary>
     public CramLatencyHistogram FaultServiceTime { get; init; } = CramLatencyHistogram.Empty;
     /// <summary>
-    /// Swap-in latency as the faulting thread sees it: with <see cref="CramFaultService.FaultingThread"/>,
-    /// from its SIGBUS handler's entry to its return (the lock's wait, decode, mapping, a remote fetch;
-    /// all but the kernel's signal delivery). Empty with the service thread, whose faulting thread
-    /// waits in the kernel where no user-space code can time it; time such accesses yourself there.
-    /// Metric <c>cramcore.fault.latency</c>.
+    /// Swap-in latency as the faulting thread sees it. With <see cref="CramFaultService.FaultingThread"/>,
+    /// every swap-in, from its SIGBUS handler's entry to its return (the lock's wait, decode, mapping, a remote fetch;
+    /// all but the kernel's signal delivery). With the service thread, whose faulting thread waits in
+    /// the kernel where no user-space code can time it, samples: the engine's probe takes swap-in
+    /// faults of its own every <see cref="CramOptions.FaultLatencyProbeInterval"/> at most while
+    /// swap-ins happen, two back to back, and times the second whole (kernel entry, the service's wake-up, checksum, LZ4
+    /// decode of a real page, mapping, the wake-up back; not a file read or a remote fetch). Its count
+    /// is then the number of probes, not of swap-ins. Metric <c>cramcore.fault.latency</c>.
     /// </summary>
     public CramLatencyHistogram FaultLatency { get; init; } = CramLatencyHistogram.Empty;
     /// <summary>Write-protect faults: first write to a clean (swapped-in) or incompressible page.</summary>
@@ -296,6 +299,30 @@ public sealed record CramLatencyHistogram
         ArgumentOutOfRangeException.ThrowIfNegative(bucket);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(bucket, Counts.Count);
         return bucket == Counts.Count - 1 ? TimeSpan.MaxValue : TimeSpan.FromMicroseconds(1L << bucket);
+    }
+
+    /// <summary>
+    /// The latencies counted since <paramref name="earlier"/>, an earlier snapshot of the same
+    /// histogram (say, from <see cref="CramEngine.GetStats"/> before a phase of a run).
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="earlier"/> has other buckets, or counts more than this one: it is not an earlier snapshot of the same histogram.</exception>
+    public CramLatencyHistogram Since(CramLatencyHistogram earlier)
+    {
+        ArgumentNullException.ThrowIfNull(earlier);
+        if (earlier.Counts.Count == 0)
+        {
+            return this;
+        }
+        var counts = new long[Counts.Count];
+        for (int b = 0; b < counts.Length && earlier.Counts.Count == counts.Length; b++)
+        {
+            counts[b] = Counts[b] - earlier.Counts[b];
+        }
+        if (earlier.Counts.Count != counts.Length || counts.Any(c => c < 0))
+        {
+            throw new ArgumentException("earlier is not an earlier snapshot of this histogram: take both from the same engine's stats, the earlier one first.", nameof(earlier));
+        }
+        return new CramLatencyHistogram(counts);
     }
 
     /// <summary>

@@ -15,7 +15,10 @@ internal sealed record SwapBenchResult(
     double FillCpuWriterS, double FillCpuFaultServiceS, double FillCpuReclaimS, double FillCpuCompressS, double FillCpuWritebackS, double FillCpuOtherS,
     bool BackingFile, long PoolLimitBytes, long FileBytesWritten, long FileSegments, long FilePagesAfterFill, long RefaultsFromFile,
     [property: Figure(FigureUnit.Bytes, Label = "file written per page")] double FileBytesWrittenPerPage, long FileReads, [property: Figure(FigureUnit.Bytes, Label = "file read per page read back")] double FileReadBytesPerPageReadBack, [property: Figure(FigureUnit.Number)] double PagesPerFileRead,
-    [property: Figure(FigureUnit.Number, Label = "sequential: pages per file read")] double SeqPagesPerFileRead, double SeqFileReadsSequentialShare);
+    [property: Figure(FigureUnit.Number, Label = "sequential: pages per file read")] double SeqPagesPerFileRead, double SeqFileReadsSequentialShare,
+    [property: Figure(FigureUnit.Microseconds, Label = "B: fault latency p50 the engine saw (CramStats.FaultLatency, bucket bound)")] double EngineFaultLatencyP50Us,
+    [property: Figure(FigureUnit.Number, Label = "B: fault latency samples the engine took (probes under the service thread)")] long EngineFaultLatencySamples,
+    [property: Figure(FigureUnit.Microseconds, Label = "B: fault service time p50 (CramStats.FaultServiceTime, bucket bound)")] double EngineFaultServiceTimeP50Us);
 
 /// <summary>
 /// `cram bench swap`: the kernel's own swap workload (../shared/anchors/swaptest.c) through the
@@ -101,7 +104,10 @@ internal static unsafe class BenchSwapCommand
         (List<long> atLimit, List<long> zeroA, long skippedA, long badA) = Phase(region, source, zero, pages, samples, rng);
         engine.ResidentLimitBytes = 0; // the limit lifted, as swaptest writes -1 to memory.limit_in_bytes
         BenchSupport.Progress("B: random swap-ins, no limit");
+        CramStats beforeB = engine.GetStats();
         (List<long> noLimit, List<long> zeroB, long skippedB, long badB) = Phase(region, source, zero, pages, samples, rng);
+        CramStats afterB = engine.GetStats(); // the engine's own view of B, beside the bench's timing of each access
+        CramLatencyHistogram latencyB = afterB.FaultLatency.Since(beforeB.FaultLatency), serviceB = afterB.FaultServiceTime.Since(beforeB.FaultServiceTime);
 
         BenchSupport.Progress("seq: the rest in order");
         var evicted = new List<long>();
@@ -208,7 +214,10 @@ internal static unsafe class BenchSwapCommand
             FileReadBytesPerPageReadBack: s.RefaultsFromFile == 0 ? 0 : Math.Round((double)s.FileReadBytes / s.RefaultsFromFile, 1),
             PagesPerFileRead: s.FileReads == 0 ? 0 : Math.Round((double)s.RefaultsFromFile / s.FileReads, 2),
             SeqPagesPerFileRead: seqFileReads == 0 ? 0 : Math.Round((double)(afterSeq.RefaultsFromFile - beforeSeq.RefaultsFromFile) / seqFileReads, 2),
-            SeqFileReadsSequentialShare: seqFileReads == 0 ? 0 : Math.Round((double)(afterSeq.FileReadsSequential - beforeSeq.FileReadsSequential) / seqFileReads, 3));
+            SeqFileReadsSequentialShare: seqFileReads == 0 ? 0 : Math.Round((double)(afterSeq.FileReadsSequential - beforeSeq.FileReadsSequential) / seqFileReads, 3),
+            EngineFaultLatencyP50Us: latencyB.Quantile(0.5).TotalMicroseconds,
+            EngineFaultLatencySamples: latencyB.Count,
+            EngineFaultServiceTimeP50Us: serviceB.Quantile(0.5).TotalMicroseconds);
         ResultPrinter.Print(result, json, "cram bench swap");
         return mismatches == 0 ? ExitCode.Success : ExitCode.IntegrityFailure;
     }

@@ -80,6 +80,7 @@ internal sealed unsafe class EngineParts : IDisposable
             ThrottleMaxUs = (uint)options.ThrottleMax.TotalMicroseconds,
             FaultAroundPages = (uint)options.FaultAroundPages,
             ReadaheadHelpers = (uint)(options.ReadaheadThreads - 1),
+            LatencyProbeUs = (ulong)options.FaultLatencyProbeInterval.TotalMicroseconds,
             FaultService = options.FaultService switch
             {
                 CramFaultService.ServiceThread => 0u,

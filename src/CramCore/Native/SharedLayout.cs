@@ -380,6 +380,7 @@ internal struct NativeEngineConfig
     public uint FaultAroundPages;
     public uint FaultService; // enum cram_fault_service: 0 service thread, 1 faulting thread, 2 auto
     public uint ReadaheadHelpers;
+    public ulong LatencyProbeUs;
 }
 
 /// <summary>The part of the engine C# reads and writes directly (cram_shared); each field has one writer, named in the header.</summary>
