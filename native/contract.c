@@ -68,6 +68,15 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_slot_move, from_backend); FIELD(cram_slot_move, to_backend); FIELD(cram_slot_move, reserved);
     FIELD(cram_slot_move, moved);
 
+    STRUCT(cram_slot_recode);
+    FIELD(cram_slot_recode, slot); FIELD(cram_slot_recode, from_location); FIELD(cram_slot_recode, to_location);
+    FIELD(cram_slot_recode, page); FIELD(cram_slot_recode, region); FIELD(cram_slot_recode, checksum);
+    FIELD(cram_slot_recode, length); FIELD(cram_slot_recode, flags); FIELD(cram_slot_recode, recoded); FIELD(cram_slot_recode, reserved);
+
+    STRUCT(cram_cold_entry);
+    FIELD(cram_cold_entry, page); FIELD(cram_cold_entry, slot); FIELD(cram_cold_entry, location); FIELD(cram_cold_entry, region);
+    FIELD(cram_cold_entry, length); FIELD(cram_cold_entry, flags); FIELD(cram_cold_entry, reserved);
+
     STRUCT(cram_move_out);
     FIELD(cram_move_out, page); FIELD(cram_move_out, slot); FIELD(cram_move_out, handle); FIELD(cram_move_out, length);
     FIELD(cram_move_out, checksum); FIELD(cram_move_out, moved); FIELD(cram_move_out, raw);
@@ -112,7 +121,7 @@ static void contract_structs(contract_builder* b)
     FIELD(cram_stats, page_table_pages);
     FIELD(cram_stats, memory_limit_waits);
     FIELD(cram_stats, file_reads); FIELD(cram_stats, file_read_bytes); FIELD(cram_stats, file_reads_sequential);
-    FIELD(cram_stats, swapin_latency_us_log2); FIELD(cram_stats, fault_latency_us_log2);
+    FIELD(cram_stats, swapin_latency_us_log2); FIELD(cram_stats, fault_latency_us_log2); FIELD(cram_stats, faults_swapin_zstd);
 
     STRUCT(cram_engine_config);
     FIELD(cram_engine_config, forced_mode); FIELD(cram_engine_config, spin_us); FIELD(cram_engine_config, latency_probe_us);
@@ -183,6 +192,8 @@ static void contract_constants(contract_builder* b)
     CONSTANT(CRAM_EVICTION_STAMP_UNIT);
     CONSTANT(CRAM_SLOT_ZERO);
     CONSTANT(CRAM_SLOT_RAW); CONSTANT(CRAM_SLOT_STALE); CONSTANT(CRAM_SLOT_BAD); CONSTANT(CRAM_SLOT_REFERENCED);
+    CONSTANT(CRAM_SLOT_ZSTD); CONSTANT(CRAM_SLOT_DICT_SHIFT); CONSTANT(CRAM_SLOT_DICT_MASK); CONSTANT(CRAM_SLOT_KEPT); CONSTANT(CRAM_SLOT_CODEC_MASK);
+    CONSTANT(CRAM_ZSTD_DICTIONARIES);
     CONSTANT(CRAM_DIRECTORY_CLUSTER_SHIFT); CONSTANT(CRAM_DIRECTORY_CLUSTER_SIZE); CONSTANT(CRAM_DIRECTORY_SIZE);
     CONSTANT(CRAM_FAULT_LOG_SIZE); CONSTANT(CRAM_FAULT_LOG_REGION_SHIFT);
     CONSTANT(CRAM_REMOTE_MAX_ENDPOINTS); CONSTANT(CRAM_REMOTE_TAG_BYTES); CONSTANT(CRAM_REMOTE_OFFSET_BITS);

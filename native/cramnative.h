@@ -442,6 +442,27 @@ enum cram_pte_state {
  * every later fault reads the new one. No epochs or reference counts are needed on the read path.
  * Freeing is done by one managed path (the reaper, under the reclaimer's pass lock), so a location is
  * never freed while managed code still copies from it.
+ *
+ * Codecs. A stored copy is LZ4 (reclaim's, at eviction), the page itself (CRAM_SLOT_RAW), or a zstd
+ * frame (CRAM_SLOT_ZSTD: the recompressor's, C# Storage/Recompressor.cs) with the dictionary its flags
+ * name (CRAM_SLOT_DICT_MASK: 0 none, 1..3 one of CramNative_ZstdDictionarySet's). The frame is
+ * magicless, without a checksum, a content size or a dictionary id (the slot says all three: its
+ * checksum, a page, its flags). Every reader decodes all of them natively (slot_read under the
+ * engine lock, with the engine's static zstd context; the remote fetchers, outside it, with a second
+ * context under zstd_remote_lock; neither allocates, so the SIGBUS handler may decode). A copy moves
+ * between backends with its codec (writeback, segment compaction, the remote tier). Recompression
+ * is a rewrite, not a move, and only of a cold copy in the pool:
+ *   1. CramNative_FindColdEntries lists EVICTED pages whose slots are in the pool, LZ4, not kept,
+ *      evicted at least a distance ago (the working set's: cram_shared.activate_distance_pages);
+ *   2. managed code copies each copy out under the maintenance lock, decodes and re-encodes it
+ *      outside every lock, stores the smaller ones in the pool (a new handle), and
+ *   3. CramNative_SlotsRecode rewrites location, checksum, length and codec bits under the engine
+ *      lock, only if the slot still names the old handle, is neither stale nor bad, and its page is
+ *      still EVICTED and names it (a page that came back keeps its LZ4 copy; its next eviction
+ *      stores LZ4 again); then managed code frees the old handle, or the new one if refused.
+ * As for a move, the engine lock is the grace period: a fault read the old copy before step 3, or the
+ * new one after. A dictionary is set before any slot names it and removed only once none does (C#
+ * counts the slots of each; a slot freed, or recoded away from it, stops counting).
  * ------------------------------------------------------------------------------------------- */
 enum cram_backend {
     CRAM_BACKEND_FREE = 0,
@@ -542,6 +563,12 @@ typedef struct cram_remote_stats {
 #define CRAM_SLOT_STALE 0x2u      /* native: pushed on the stale list; no page names it any more */
 #define CRAM_SLOT_BAD 0x4u        /* native: checksum mismatch or read error; never mapped again */
 #define CRAM_SLOT_REFERENCED 0x8u /* native: faulted in for read since writeback last looked (C# clears) */
+#define CRAM_SLOT_ZSTD 0x10u      /* C#, at recompression: the stored bytes are a zstd frame ("Codecs") */
+#define CRAM_SLOT_DICT_SHIFT 5    /* with CRAM_SLOT_ZSTD, bits 5-6: its dictionary (0: none; 1..3: CramNative_ZstdDictionarySet's) */
+#define CRAM_SLOT_DICT_MASK 0x60u
+#define CRAM_SLOT_KEPT 0x80u      /* C#: the recompressor tried this entry and kept it (no smaller size class) */
+#define CRAM_SLOT_CODEC_MASK (CRAM_SLOT_ZSTD | CRAM_SLOT_DICT_MASK | CRAM_SLOT_KEPT) /* what CramNative_SlotsRecode rewrites */
+#define CRAM_ZSTD_DICTIONARIES 4  /* dictionary indexes, 0 (none) included */
 
 /* A virtual swap slot, 16 bytes. Allocated and written by C# before any page names it; afterwards
  * only CramNative_SlotsMove rewrites location and backend, and flags change by atomic OR/AND of the
@@ -566,6 +593,33 @@ typedef struct cram_slot_move {
     uint16_t reserved;
     uint32_t moved;       /* out: 1 if the slot was rewritten */
 } cram_slot_move;
+
+/* One rewrite of CramNative_SlotsRecode ("Codecs"): slot `slot`, in the pool at handle from_location
+ * and named by the EVICTED page `page` of region `region`, takes the new copy at handle to_location
+ * (its checksum and length) and the codec bits `flags` (CRAM_SLOT_CODEC_MASK). */
+typedef struct cram_slot_recode {
+    uint64_t slot;
+    uint64_t from_location;
+    uint64_t to_location;
+    uint64_t page;
+    uint32_t region;
+    uint32_t checksum;
+    uint16_t length;
+    uint8_t flags;
+    uint8_t recoded;  /* out: 1 if the slot was rewritten */
+    uint32_t reserved;
+} cram_slot_recode;
+
+/* One entry CramNative_FindColdEntries found: an EVICTED page whose slot is in the pool. */
+typedef struct cram_cold_entry {
+    uint64_t page;
+    uint64_t slot;
+    uint64_t location; /* the slot's pool handle when found */
+    uint32_t region;
+    uint16_t length;   /* its stored bytes then */
+    uint8_t flags;     /* its flags then */
+    uint8_t reserved;
+} cram_cold_entry;
 
 /* One placement of CramNative_PlacePages. */
 typedef struct cram_place {
@@ -676,6 +730,7 @@ typedef struct cram_stats {
      * mapping, a remote fetch - all but the kernel's signal delivery. With the service thread, the
      * latency probe's samples ("Fault latency" above): the access timed whole, kernel included. */
     uint64_t fault_latency_us_log2[CRAM_SWAPIN_LATENCY_BUCKETS];
+    uint64_t faults_swapin_zstd;    /* MISSING on an evicted page whose copy the recompressor rewrote with zstd ("Codecs") */
 } cram_stats;
 
 /* Fault-in log: the service appends one entry per page it makes resident; reclaim drains it in
@@ -763,6 +818,11 @@ _Static_assert(CRAM_MAX_REGION_BYTES >> CRAM_PAGE_SHIFT <= (1ull << CRAM_FAULT_L
 _Static_assert(sizeof(cram_slot) == 16 && offsetof(cram_slot, location) == 0 && offsetof(cram_slot, checksum) == 8 &&
                offsetof(cram_slot, length) == 12 && offsetof(cram_slot, backend) == 14 && offsetof(cram_slot, flags) == 15,
                "cram_slot layout");
+_Static_assert(sizeof(cram_slot_recode) == 48 && offsetof(cram_slot_recode, page) == 24 && offsetof(cram_slot_recode, region) == 32 &&
+               offsetof(cram_slot_recode, checksum) == 36 && offsetof(cram_slot_recode, length) == 40 &&
+               offsetof(cram_slot_recode, flags) == 42 && offsetof(cram_slot_recode, recoded) == 43, "cram_slot_recode layout");
+_Static_assert(sizeof(cram_cold_entry) == 32 && offsetof(cram_cold_entry, region) == 24 && offsetof(cram_cold_entry, length) == 28 &&
+               offsetof(cram_cold_entry, flags) == 30, "cram_cold_entry layout");
 _Static_assert(sizeof(cram_slot_move) == 32 && offsetof(cram_slot_move, slot) == 0 && offsetof(cram_slot_move, from_location) == 8 &&
                offsetof(cram_slot_move, to_location) == 16 && offsetof(cram_slot_move, from_backend) == 24 &&
                offsetof(cram_slot_move, to_backend) == 25 && offsetof(cram_slot_move, reserved) == 26 &&
@@ -783,7 +843,8 @@ _Static_assert(sizeof(cram_remote_config) == 1192 && offsetof(cram_remote_config
 _Static_assert(CRAM_REMOTE_MAX_ENDPOINTS <= 256, "a node index does not fit its 8 bits of a location");
 _Static_assert(sizeof(cram_pool_move) == 24 && offsetof(cram_pool_move, handle) == 0 && offsetof(cram_pool_move, destination) == 8 &&
                offsetof(cram_pool_move, zspage) == 16 && offsetof(cram_pool_move, reserved) == 20, "cram_pool_move layout");
-_Static_assert(sizeof(cram_stats) == (39 + 2 * CRAM_SWAPIN_LATENCY_BUCKETS) * sizeof(uint64_t) &&
+_Static_assert(sizeof(cram_stats) == (40 + 2 * CRAM_SWAPIN_LATENCY_BUCKETS) * sizeof(uint64_t) &&
+               offsetof(cram_stats, faults_swapin_zstd) == (39 + 2 * CRAM_SWAPIN_LATENCY_BUCKETS) * sizeof(uint64_t) &&
                offsetof(cram_stats, fault_latency_us_log2) == (39 + CRAM_SWAPIN_LATENCY_BUCKETS) * sizeof(uint64_t) &&
                offsetof(cram_stats, clean_copy_bytes) == 30 * sizeof(uint64_t) &&
                offsetof(cram_stats, swapin_latency_us_log2) == 39 * sizeof(uint64_t),
@@ -868,6 +929,21 @@ int CramNative_PoolMove(cram_engine* engine, uint64_t handle_directory, const cr
 int CramNative_SetResidentLimit(cram_engine* engine, uint64_t soft_limit_pages, uint64_t hard_limit_pages);
 /* Step 2 of a backend move (see "Virtual swap"): rewrites each slot still naming its old location. */
 int CramNative_SlotsMove(cram_engine* engine, cram_slot_move* moves, int32_t count, int32_t* moved);
+/* Recompression's rewrite ("Codecs"): each recode whose slot still names from_location in the pool,
+ * is neither stale nor bad, and whose page is EVICTED naming it, takes to_location, the checksum,
+ * the length and the codec bits; its `recoded` says so. *recoded: how many. Under the engine lock. */
+int CramNative_SlotsRecode(cram_engine* engine, cram_slot_recode* recodes, int32_t count, int32_t* recoded);
+/* Recompression's candidates ("Codecs"): from the cursor (*region_id, *page), the EVICTED pages of
+ * active regions whose slot is in the pool, not raw, stale, bad or kept, either LZ4 or zstd with a
+ * dictionary in recode_dicts (bit d: dictionary d; so entries of a dictionary being retired are found
+ * again), evicted at least min_distance evictions ago (0: any). At most `capacity` entries, and a
+ * bounded walk (one hold of the engine lock per CRAM_COLD_WALK_PAGES touched pages); the cursor
+ * moves on, and *wrapped is 1 when it went past the last region (it starts again at the first). */
+int CramNative_FindColdEntries(cram_engine* engine, uint32_t* region_id, uint64_t* page, uint64_t min_distance, uint32_t recode_dicts,
+                               cram_cold_entry* entries, int32_t capacity, int32_t* found, int32_t* wrapped);
+/* Sets zstd dictionary `index` (1..3) from `bytes` (a copy is made), or removes it (length 0): only
+ * while no slot names it. *memory_bytes: the decoder's memory for the dictionaries now. */
+int CramNative_ZstdDictionarySet(cram_engine* engine, uint32_t index, const void* bytes, uint64_t length, uint64_t* memory_bytes);
 /* EVICTING -> PLACED for each page the node's ledger admits (cramnative.h, "CRAM node"). */
 int CramNative_PlacePages(cram_engine* engine, uint32_t region_id, cram_place* places, int32_t count, int32_t* placed);
 /* PLACED_WRITABLE -> PLACED: write-protect, measure the size again, release the budget. `pages`

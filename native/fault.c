@@ -336,9 +336,19 @@ const void* slot_read(cram_engine* e, cram_slot* slot, unsigned char* dst, uint6
                                                   : "stored copy in the pool failed its checksum";
         return NULL;
     }
-    if (slot_flags(slot) & CRAM_SLOT_RAW) {
+    uint32_t flags = slot_flags(slot);
+    if (flags & CRAM_SLOT_RAW) {
         *counter = &s->stats.faults_swapin_raw;
         return stored;
+    }
+    if (flags & CRAM_SLOT_ZSTD) { /* recompressed ("Codecs" in cramnative.h) */
+        *counter = &s->stats.faults_swapin_zstd;
+        if (zstd_decode(e, 0, flags, stored, slot->length, dst) != 0) {
+            add_counter(&s->stats.service_errors, 1); /* checksum matched: the copy was stored wrong, or its dictionary is gone */
+            *why = "stored copy does not decompress (zstd)";
+            return NULL;
+        }
+        return dst;
     }
     *counter = &s->stats.faults_swapin_lz4;
     if (LZ4_decompress_safe((const char*)stored, (char*)dst, (int)slot->length, CRAM_PAGE_SIZE) != (int)CRAM_PAGE_SIZE) {

@@ -51,6 +51,23 @@
 extern int LZ4_decompress_safe(const char* src, char* dst, int compressedSize, int dstCapacity);
 extern int LZ4_compress_default(const char* src, char* dst, int srcSize, int dstCapacity);
 
+/* The system libzstd.so.1 (no -dev package needed): what codec.c uses, as in zstd.h 1.5 (the static
+ * context and the format parameter are in its "experimental" section, exported by the library). */
+typedef struct ZSTD_DCtx_s ZSTD_DCtx;
+typedef struct ZSTD_DDict_s ZSTD_DDict;
+extern size_t ZSTD_estimateDCtxSize(void);
+extern ZSTD_DCtx* ZSTD_initStaticDCtx(void* workspace, size_t workspaceSize);
+extern size_t ZSTD_DCtx_setParameter(ZSTD_DCtx* dctx, int param, int value);
+extern size_t ZSTD_decompressDCtx(ZSTD_DCtx* dctx, void* dst, size_t dstCapacity, const void* src, size_t srcSize);
+extern size_t ZSTD_decompress_usingDDict(ZSTD_DCtx* dctx, void* dst, size_t dstCapacity, const void* src, size_t srcSize, const ZSTD_DDict* ddict);
+extern ZSTD_DDict* ZSTD_createDDict(const void* dictBuffer, size_t dictSize);
+extern size_t ZSTD_freeDDict(ZSTD_DDict* ddict);
+extern size_t ZSTD_sizeof_DDict(const ZSTD_DDict* ddict);
+extern unsigned ZSTD_isError(size_t code);
+#define ZSTD_D_FORMAT 1000          /* ZSTD_d_format (ZSTD_d_experimentalParam1) */
+#define ZSTD_F_ZSTD1_MAGICLESS 1    /* ZSTD_f_zstd1_magicless */
+#define CRAM_COLD_WALK_PAGES 4096   /* touched pages CramNative_FindColdEntries walks per hold of the engine lock */
+
 #define FIRST_TOUCH_STREAMS 4
 #define SWAPIN_STREAMS 4
 #define READAHEAD_MIN 8      /* pages brought in ahead by the second fault of a sequential stream */
@@ -157,6 +174,13 @@ struct cram_engine {
     uint32_t probe_started, probe_running, probe_stop;
     int probe_fd;                     /* eventfd: wakes an idle probe, or stops it */
     pthread_t probe_thread;
+    /* zstd decoding ("Codecs" in cramnative.h; codec.c): static contexts, which never allocate. */
+    ZSTD_DCtx* zstd_dctx;                        /* slot_read's, under the engine lock */
+    ZSTD_DCtx* zstd_remote_dctx;                 /* the remote fetchers', under zstd_remote_lock */
+    void* zstd_space;                            /* both contexts' memory (2 * zstd_context_bytes) */
+    uint64_t zstd_context_bytes;
+    uint32_t zstd_remote_lock;                   /* a spin lock: fetchers (a SIGBUS handler among them) decode one at a time */
+    ZSTD_DDict* zstd_dicts[CRAM_ZSTD_DICTIONARIES]; /* index 0 unused (no dictionary); set and removed under the engine lock */
     struct cram_remote* remote;                 /* the remote tier's read half (remote.c), NULL until configured */
     uint32_t region_count;                       /* high-water index in regions[] */
     cram_region_desc regions[CRAM_MAX_REGIONS];
@@ -339,6 +363,11 @@ void sigbus_engine_remove(cram_engine* e); /* and waits until no handler can sti
 void sigbus_quiesce(void);                 /* waits until no handler is between its lookup and its lock */
 int sigbus_probe_start(int uffd, uint64_t base, uint64_t length, const void* source); /* floor.c's bare region */
 void sigbus_probe_stop(void);
+/* codec.c ("Codecs" in cramnative.h) */
+int codec_init(cram_engine* e);  /* the static zstd contexts; -1 with errno */
+void codec_free(cram_engine* e);
+/* Decodes a zstd copy (flags: the slot's) into a page: 0, or -1 if it is not one. remote: the fetchers' context. */
+int zstd_decode(cram_engine* e, int remote, uint32_t flags, const void* stored, uint32_t length, unsigned char* page);
 /* probe.c ("Fault latency" in cramnative.h) */
 void probe_ensure(cram_engine* e);      /* starts the probe with the first drop (service thread, config.latency_probe_us > 0) */
 void probe_stop(cram_engine* e);        /* before the service stops: it answers the probe's last fault */

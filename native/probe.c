@@ -30,7 +30,8 @@ static uint64_t swapins(const cram_shared* s)
 {
     return __atomic_load_n(&s->stats.faults_swapin_lz4, __ATOMIC_RELAXED) +
            __atomic_load_n(&s->stats.faults_swapin_same, __ATOMIC_RELAXED) +
-           __atomic_load_n(&s->stats.faults_swapin_raw, __ATOMIC_RELAXED);
+           __atomic_load_n(&s->stats.faults_swapin_raw, __ATOMIC_RELAXED) +
+           __atomic_load_n(&s->stats.faults_swapin_zstd, __ATOMIC_RELAXED);
 }
 
 /* Waits up to ns (0: until woken) on the probe's eventfd; 1 if the probe is to stop. */

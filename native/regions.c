@@ -13,6 +13,7 @@ static void engine_free(cram_engine* e)
     if (e->reclaim_fd >= 0) close(e->reclaim_fd);
     if (e->pidfd >= 0) close(e->pidfd);
     probe_free(e);
+    codec_free(e);
     if (e->zero_pages) munmap(e->zero_pages, CRAM_FAULT_AROUND_MAX * CRAM_PAGE_SIZE);
     if (e->page_buf) munmap(e->page_buf, CRAM_PAGE_SIZE);
     if (e->file_buf) munmap(e->file_buf, 2 * CRAM_PAGE_SIZE);
@@ -47,7 +48,7 @@ EXPORT int CramNative_EngineCreate(const cram_engine_config* config, cram_engine
     e->file_buf = map_anon(2 * CRAM_PAGE_SIZE);
     e->file_window = map_anon(FILE_WINDOW_BYTES + CRAM_PAGE_SIZE);
     e->window_buf = map_anon(READAHEAD_MAX * CRAM_PAGE_SIZE);
-    if (!e->shared || !e->zero_pages || !e->page_buf || !e->file_buf || !e->file_window || !e->window_buf) goto fail;
+    if (!e->shared || !e->zero_pages || !e->page_buf || !e->file_buf || !e->file_window || !e->window_buf || codec_init(e) != 0) goto fail;
     e->shared->backing_fd = -1;
     void* log = map_anon(CRAM_FAULT_LOG_SIZE * sizeof(uint64_t));
     e->shared->fault_log = (uint64_t)(uintptr_t)log;

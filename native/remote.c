@@ -508,7 +508,7 @@ static const unsigned char* open_extent(cram_remote* rm, void* cipher, unsigned 
 }
 
 /* The page of entry q into page: 0, or -1 (checksum or LZ4 failed: the stored copy is bad). */
-static int decode(cram_remote* rm, unsigned char* page, const remote_page* q, const unsigned char* stored, uint64_t** counter, cram_shared* s)
+static int decode(cram_engine* e, cram_remote* rm, unsigned char* page, const remote_page* q, const unsigned char* stored, uint64_t** counter, cram_shared* s)
 {
     uint64_t t0 = now_ns();
     int ok = crc32c(stored, q->length) == q->checksum;
@@ -516,6 +516,10 @@ static int decode(cram_remote* rm, unsigned char* page, const remote_page* q, co
     else if (q->flags & CRAM_SLOT_RAW) {
         memcpy(page, stored, CRAM_PAGE_SIZE);
         *counter = &s->stats.faults_swapin_raw;
+    } else if (q->flags & CRAM_SLOT_ZSTD) { /* recompressed before it was written back ("Codecs") */
+        ok = zstd_decode(e, 1, q->flags, stored, q->length, page) == 0;
+        *counter = &s->stats.faults_swapin_zstd;
+        if (!ok) add_counter(&s->stats.service_errors, 1);
     } else {
         ok = LZ4_decompress_safe((const char*)stored, (char*)page, (int)q->length, CRAM_PAGE_SIZE) == (int)CRAM_PAGE_SIZE;
         *counter = &s->stats.faults_swapin_lz4;
@@ -584,7 +588,7 @@ static void finish(cram_engine* e, const remote_request* q, const unsigned char*
         uint32_t offset = CRAM_REMOTE_OFFSET(q->location) + entry->offset;
         const unsigned char* stored = extent ? open_extent(rm, cipher, plain, entry, segment, offset, extent + entry->offset) : NULL;
         uint64_t* counter = NULL;
-        int ok = stored && decode(rm, page, entry, stored, &counter, e->shared) == 0;
+        int ok = stored && decode(e, rm, page, entry, stored, &counter, e->shared) == 0;
         if (!ok) {
             char line[240];
             int n = snprintf(line, sizeof line, "cramcore: remote fetch of page at 0x%llx failed: %s (segment %x, node %u)\n",

@@ -229,6 +229,16 @@ public sealed class CramOptions
     public TimeSpan FaultLatencyProbeInterval { get; set; } = TimeSpan.FromMilliseconds(10);
 
     /// <summary>
+    /// The share of one CPU the recompressor may take (0 to 1; default 0.1; 0: no recompression).
+    /// In the background, never on the fault path, it rewrites the pool's cold LZ4 copies (pages
+    /// evicted at least the working set's refault distance ago) with zstd and a dictionary trained
+    /// from this engine's pages, where that saves a size class; a page that comes back keeps its copy
+    /// until its next eviction, which stores LZ4 again. Needs the system libzstd.so.1.
+    /// See <see cref="CramStats.RecompressedPages"/>.
+    /// </summary>
+    public double RecompressionCpuShare { get; set; } = 0.1;
+
+    /// <summary>
     /// Threads that classify and compress the pages reclaim evicts, the reclaim worker included
     /// (1–16; 0, the default: one per CPU the process may use, at most 4). The worker stores the
     /// pages in order; the helpers beyond it take pages of the same batch while it does. They are
@@ -334,6 +344,10 @@ public sealed class CramOptions
         if (FaultServiceSpin < TimeSpan.Zero || FaultServiceSpin > TimeSpan.FromMilliseconds(10))
         {
             throw new ArgumentException($"FaultServiceSpin is {FaultServiceSpin}; it must be between 0 and 10 ms.", nameof(FaultServiceSpin));
+        }
+        if (!(RecompressionCpuShare is >= 0 and <= 1))
+        {
+            throw new ArgumentException($"RecompressionCpuShare is {RecompressionCpuShare}; it must be between 0 (no recompression) and 1 (a whole CPU).", nameof(RecompressionCpuShare));
         }
         if (FaultLatencyProbeInterval != TimeSpan.Zero && (FaultLatencyProbeInterval < TimeSpan.FromMilliseconds(1) || FaultLatencyProbeInterval > TimeSpan.FromSeconds(10)))
         {

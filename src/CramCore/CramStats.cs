@@ -42,7 +42,7 @@ public sealed record CramStats
     /// <summary>Faults on never-touched pages, answered with zeros.</summary>
     public long ZeroFillFaults { get; init; }
     /// <summary>Faults on evicted pages (swap-ins), of every backend.</summary>
-    public long Refaults => RefaultsLz4 + RefaultsSameFilled + RefaultsUncompressed;
+    public long Refaults => RefaultsLz4 + RefaultsSameFilled + RefaultsUncompressed + RefaultsZstd;
     /// <summary>Swap-ins decompressed with LZ4.</summary>
     public long RefaultsLz4 { get; init; }
     /// <summary>Swap-ins of same-filled or zero pages, rebuilt without LZ4.</summary>
@@ -78,6 +78,20 @@ public sealed record CramStats
     /// is then the number of probes, not of swap-ins. Metric <c>cramcore.fault.latency</c>.
     /// </summary>
     public CramLatencyHistogram FaultLatency { get; init; } = CramLatencyHistogram.Empty;
+    /// <summary>Swap-ins of pages whose copy the recompressor had rewritten with zstd (decoded by the fault service with its dictionary).</summary>
+    public long RefaultsZstd { get; init; }
+    /// <summary>Stored copies that are zstd now (<see cref="CramOptions.RecompressionCpuShare"/>: the pool's cold copies rewritten where that saved a size class), in whatever tier they went on to.</summary>
+    public long RecompressedPages { get; init; }
+    /// <summary>Cold copies the recompressor tried and kept as LZ4 (zstd saved no size class).</summary>
+    public long RecompressionKeptPages { get; init; }
+    /// <summary>The recompressor's working time (wall clock between the pauses its CPU budget makes: an upper bound of its CPU time).</summary>
+    public TimeSpan RecompressionBusyTime { get; init; }
+    /// <summary>zstd dictionaries loaded now (the current one, and retiring ones some copies still use).</summary>
+    public int ZstdDictionaries { get; init; }
+    /// <summary>zstd dictionaries trained from this engine's pages (the first, and one each time the sizes of new copies drifted).</summary>
+    public long ZstdDictionariesTrained { get; init; }
+    /// <summary>zstd dictionaries removed once no copy used them any more.</summary>
+    public long ZstdDictionariesRetired { get; init; }
     /// <summary>Write-protect faults: first write to a clean (swapped-in) or incompressible page.</summary>
     public long WriteProtectFaults { get; init; }
     /// <summary>Evictions cancelled because the page was written while it was being evicted.</summary>

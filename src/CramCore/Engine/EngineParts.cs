@@ -43,6 +43,8 @@ internal sealed unsafe class EngineParts : IDisposable
     public SlotTable Slots { get; } = null!;
     public Reaper Reaper { get; } = null!;
     public Writeback? Writeback { get; }
+    /// <summary>The recompressor (null with <see cref="CramOptions.RecompressionCpuShare"/> 0).</summary>
+    public Recompressor? Recompressor { get; }
     public Reclaimer Reclaimer { get; } = null!;
     public MemoryUse MemoryUse { get; } = null!;
     public MemoryBudget Budget { get; } = null!;
@@ -120,11 +122,12 @@ internal sealed unsafe class EngineParts : IDisposable
             Reaper = new Reaper(Engine, Slots);
             beforeStep?.Invoke(EngineBuildStep.Writeback);
             Writeback = Slots.Tier is null ? null : new Writeback(Engine, Slots, options, Events, _maintenance);
+            Recompressor = options.RecompressionCpuShare > 0 ? new Recompressor(Engine, shared, Slots, _maintenance, options.RecompressionCpuShare, options.TimeProvider) : null;
             beforeStep?.Invoke(EngineBuildStep.Reclaimer);
             IPageOperations operations = new NativePageOperations(Engine, Slots);
-            Reclaimer = new Reclaimer(Engine, shared, Regions, Slots, pageOperations?.Invoke(operations) ?? operations, options, Reaper, Writeback, Events, _maintenance);
+            Reclaimer = new Reclaimer(Engine, shared, Regions, Slots, pageOperations?.Invoke(operations) ?? operations, options, Reaper, Writeback, Events, _maintenance, Recompressor);
             beforeStep?.Invoke(EngineBuildStep.MemoryBudget);
-            MemoryUse = new MemoryUse(shared, Slots, Pool, Reclaimer, File);
+            MemoryUse = new MemoryUse(shared, Slots, Pool, Reclaimer, File, Recompressor);
             Budget = new MemoryBudget(Engine, shared, Reclaimer, options.MemoryLimitBytes, options.MemoryLimitWait, limitPages, MemoryUse, Events);
             Budget.Update(); // the limit the memory limit allows, before any fault
             beforeStep?.Invoke(EngineBuildStep.Worker);
@@ -267,12 +270,14 @@ internal sealed unsafe class EngineParts : IDisposable
         }
         Step(() => Writeback?.BeginStop()); // a reclaim pass waiting for room stops waiting, so the worker stops at once
         Step(() => Worker?.Stop());
+        Step(() => Recompressor?.Stop()); // waits for a batch in flight: its publish step rewrites slots and frees pool objects
         Step(() => Writeback?.StopThread()); // waits for a write in flight: its round moves slots and frees pool objects
         Step(() => Reclaimer?.Dispose());
         Step(() => Slots?.Dispose());
         Step(() => Node?.Dispose());
         Step(() => Pool?.Dispose());
         Step(_handle.Dispose);
+        Step(() => Recompressor?.Dispose());
         Step(() => Writeback?.Dispose());
         Step(() => File?.Dispose());
         Step(() => Remote?.Dispose()); // deletes the engine's keys: nothing is left on the store

@@ -32,6 +32,15 @@ internal unsafe interface INativeEngine
     /// <summary>Rewrites each slot still naming its old location, under the engine lock (CramNative_SlotsMove).</summary>
     Errno SlotsMove(NativeSlotMove* moves, int count, out int moved);
 
+    /// <summary>Recompression's rewrite of each slot still naming its old pool handle, its page still EVICTED (CramNative_SlotsRecode).</summary>
+    Errno SlotsRecode(NativeSlotRecode* recodes, int count, out int recoded);
+
+    /// <summary>Recompression's candidates from a cursor (CramNative_FindColdEntries).</summary>
+    Errno FindColdEntries(ref uint regionId, ref ulong page, ulong minDistance, uint recodeDictionaries, NativeColdEntry* entries, int capacity, out int found, out bool wrapped);
+
+    /// <summary>Sets or removes a zstd dictionary of the fault service (CramNative_ZstdDictionarySet); the decoder's memory for them all.</summary>
+    Errno ZstdDictionarySet(int index, ReadOnlySpan<byte> dictionary, out long memoryBytes);
+
     /// <summary>Sets bit id of <paramref name="named"/> for every slot a page table names (CramNative_MarkNamedSlots).</summary>
     Errno MarkNamedSlots(ulong* named, ulong bits);
 
@@ -130,6 +139,39 @@ internal sealed unsafe class NativeEngine(nint engine) : INativeEngine
         int n = 0;
         Errno e = Result(Interop.CramNative.SlotsMove(engine, moves, count, &n));
         moved = n;
+        return e;
+    }
+
+    public Errno SlotsRecode(NativeSlotRecode* recodes, int count, out int recoded)
+    {
+        int n = 0;
+        Errno e = Result(Interop.CramNative.SlotsRecode(engine, recodes, count, &n));
+        recoded = n;
+        return e;
+    }
+
+    public Errno FindColdEntries(ref uint regionId, ref ulong page, ulong minDistance, uint recodeDictionaries, NativeColdEntry* entries, int capacity, out int found, out bool wrapped)
+    {
+        uint r = regionId;
+        ulong p = page;
+        int n = 0, w = 0;
+        Errno e = Result(Interop.CramNative.FindColdEntries(engine, &r, &p, minDistance, recodeDictionaries, entries, capacity, &n, &w));
+        regionId = r;
+        page = p;
+        found = n;
+        wrapped = w != 0;
+        return e;
+    }
+
+    public Errno ZstdDictionarySet(int index, ReadOnlySpan<byte> dictionary, out long memoryBytes)
+    {
+        ulong bytes = 0;
+        Errno e;
+        fixed (byte* d = dictionary)
+        {
+            e = Result(Interop.CramNative.ZstdDictionarySet(engine, (uint)index, d, (ulong)dictionary.Length, &bytes));
+        }
+        memoryBytes = (long)bytes;
         return e;
     }
 

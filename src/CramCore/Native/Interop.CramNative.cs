@@ -82,6 +82,19 @@ internal static partial class Interop
         [LibraryImport(Library, EntryPoint = "CramNative_SlotsMove", SetLastError = true)]
         internal static partial int SlotsMove(nint engine, NativeSlotMove* moves, int count, int* moved);
 
+        /// <summary>Recompression's rewrite: each slot still naming its old pool handle, with its page EVICTED, takes the new copy and codec, under the engine's lock.</summary>
+        [LibraryImport(Library, EntryPoint = "CramNative_SlotsRecode", SetLastError = true)]
+        internal static partial int SlotsRecode(nint engine, NativeSlotRecode* recodes, int count, int* recoded);
+
+        /// <summary>Recompression's candidates from a cursor: EVICTED pages with LZ4 pool copies (or zstd with a dictionary in the mask), evicted at least a distance ago.</summary>
+        [LibraryImport(Library, EntryPoint = "CramNative_FindColdEntries", SetLastError = true)]
+        internal static partial int FindColdEntries(nint engine, uint* regionId, ulong* page, ulong minDistance, uint recodeDictionaries,
+            NativeColdEntry* entries, int capacity, int* found, int* wrapped);
+
+        /// <summary>Sets (or, with length 0, removes) the fault service's zstd dictionary at an index 1..3.</summary>
+        [LibraryImport(Library, EntryPoint = "CramNative_ZstdDictionarySet", SetLastError = true)]
+        internal static partial int ZstdDictionarySet(nint engine, uint index, byte* bytes, ulong length, ulong* memoryBytes);
+
         /// <summary>A region's pages by state, walking only the blocks first touch marked, without the engine lock.</summary>
         [LibraryImport(Library, EntryPoint = "CramNative_RegionCensus", SetLastError = true)]
         internal static partial int RegionCensus(nint engine, uint regionId, NativeRegionCensus* census);

@@ -204,6 +204,20 @@ internal static class SlotFlags
     [NativeConstant("CRAM_SLOT_BAD")] public const byte Bad = 0x4;
     /// <summary>Set by the fault service on a read fault-in; cleared by writeback (second chance).</summary>
     [NativeConstant("CRAM_SLOT_REFERENCED")] public const byte Referenced = 0x8;
+    /// <summary>Set by the recompressor: the stored bytes are a zstd frame (cramnative.h, "Codecs").</summary>
+    [NativeConstant("CRAM_SLOT_ZSTD")] public const byte Zstd = 0x10;
+    /// <summary>With <see cref="Zstd"/>, the dictionary's index (0: none) in bits DictShift and up.</summary>
+    [NativeConstant("CRAM_SLOT_DICT_SHIFT")] public const int DictShift = 5;
+    [NativeConstant("CRAM_SLOT_DICT_MASK")] public const byte DictMask = 0x60;
+    /// <summary>Set by the recompressor: tried and kept as it was (no smaller size class).</summary>
+    [NativeConstant("CRAM_SLOT_KEPT")] public const byte Kept = 0x80;
+    /// <summary>What CramNative_SlotsRecode rewrites.</summary>
+    [NativeConstant("CRAM_SLOT_CODEC_MASK")] public const byte CodecMask = Zstd | DictMask | Kept;
+    /// <summary>Dictionary indexes, 0 (none) included.</summary>
+    [NativeConstant("CRAM_ZSTD_DICTIONARIES")] public const int ZstdDictionaries = 4;
+
+    /// <summary>The dictionary a zstd copy's flags name (0: none).</summary>
+    public static int Dictionary(byte flags) => (flags & DictMask) >> DictShift;
 }
 
 /// <summary>
@@ -228,6 +242,10 @@ internal unsafe struct NativeSlot
     /// <summary>Clears <paramref name="flags"/> atomically (the service may set others meanwhile); returns the flags before.</summary>
     public static byte ClearFlags(NativeSlot* slot, byte flags) =>
         (byte)(Interlocked.And(ref *(uint*)&slot->Length, ~((uint)flags << FlagsShift)) >> FlagsShift);
+
+    /// <summary>Sets <paramref name="flags"/> atomically (the service may set others meanwhile); returns the flags before.</summary>
+    public static byte SetFlags(NativeSlot* slot, byte flags) =>
+        (byte)(Interlocked.Or(ref *(uint*)&slot->Length, (uint)flags << FlagsShift) >> FlagsShift);
 }
 
 /// <summary>One move of CramNative_MoveOutPages (cram_move_out).</summary>
@@ -284,6 +302,37 @@ internal struct NativeSlotMove
     public SlotBackend ToBackend;
     public ushort Reserved;
     public uint Moved;
+}
+
+/// <summary>One rewrite of CramNative_SlotsRecode (cram_slot_recode): recompression's step 3 (cramnative.h, "Codecs").</summary>
+[NativeStruct("cram_slot_recode")]
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativeSlotRecode
+{
+    public ulong Slot;
+    public ulong FromLocation;
+    public ulong ToLocation;
+    public ulong Page;
+    public uint Region;
+    public uint Checksum;
+    public ushort Length;
+    public byte Flags;
+    public byte Recoded;
+    public uint Reserved;
+}
+
+/// <summary>One entry CramNative_FindColdEntries found (cram_cold_entry).</summary>
+[NativeStruct("cram_cold_entry")]
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativeColdEntry
+{
+    public ulong Page;
+    public ulong Slot;
+    public ulong Location;
+    public uint Region;
+    public ushort Length;
+    public byte Flags;
+    public byte Reserved;
 }
 
 /// <summary>A compressed-pool handle (cram_pool_handle).</summary>
@@ -365,6 +414,7 @@ internal unsafe struct NativeStats
     public ulong FileReadsSequential;
     public fixed ulong SwapinLatencyUsLog2[SharedLayout.SwapinLatencyBuckets];
     public fixed ulong FaultLatencyUsLog2[SharedLayout.SwapinLatencyBuckets];
+    public ulong FaultsSwapinZstd;
 }
 
 /// <summary>The engine's configuration (cram_engine_config).</summary>

@@ -25,6 +25,7 @@ internal sealed unsafe class Reclaimer : IDisposable
     private readonly EvictionPipeline _pipeline;
     private readonly Reaper _reaper;
     private readonly Writeback? _writeback;
+    private readonly Recompressor? _recompressor;
     private readonly TierEventChannel _events;
     private readonly Lock _lock; // the maintenance lock (3), shared with writeback's short steps
     private bool _poolFullReported;
@@ -35,13 +36,14 @@ internal sealed unsafe class Reclaimer : IDisposable
     private volatile bool _stopping;
 
     public Reclaimer(INativeEngine engine, NativeShared* shared, RegionTable regions, SlotTable slots, IPageOperations operations, CramOptions options,
-        Reaper reaper, Writeback? writeback, TierEventChannel events, Lock maintenance)
+        Reaper reaper, Writeback? writeback, TierEventChannel events, Lock maintenance, Recompressor? recompressor = null)
     {
         _lock = maintenance;
         _shared = shared;
         _slots = slots;
         _reaper = reaper;
         _writeback = writeback;
+        _recompressor = recompressor;
         _events = events;
         _regions = regions;
         _clock = new VictimClock(engine, shared, regions);
@@ -103,6 +105,10 @@ internal sealed unsafe class Reclaimer : IDisposable
         lock (_lock)
         {
             ReportPool(poolFull, evicted);
+        }
+        if (evicted > 0)
+        {
+            _recompressor?.Request(); // copies evicted now may be cold later: the recompressor looks (cramnative.h, "Codecs")
         }
         return evicted;
     }
@@ -326,6 +332,10 @@ internal sealed unsafe class Reclaimer : IDisposable
             }
         }
         _writeback?.Upkeep(); // outside the maintenance lock: writeback takes its I/O lock first
+        if (_recompressor?.Due == true)
+        {
+            _recompressor.Request(); // evictions since its last pass (they may have made older copies cold), or a dictionary retiring
+        }
     }
 
     /// <summary>Frees what the fault path released, unless a pass holds the lock (then the pass does it): for stats.</summary>

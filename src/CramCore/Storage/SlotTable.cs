@@ -19,6 +19,7 @@ internal sealed unsafe class SlotTable : IDisposable
     private readonly CompressedPool _pool;
     private readonly ClusteredDirectory<NativeSlot> _slots = new("virtual swap slot table");
     private long _sameFilledSlots, _poolSlots, _fileSlots, _cramSlots, _remoteSlots;
+    private readonly long[] _dictionarySlots = new long[SlotFlags.ZstdDictionaries]; // zstd slots by dictionary (0: none)
 
     /// <summary>Creates the table and publishes its directory to the native side; before any region exists.</summary>
     public SlotTable(NativeShared* shared, CompressedPool pool, BackingFile? file, CramCore.Remote.RemoteSegments? remote, CramNode? node)
@@ -122,6 +123,25 @@ internal sealed unsafe class SlotTable : IDisposable
         return id;
     }
 
+    /// <summary>Slots whose copy is zstd with dictionary <paramref name="index"/> (0: none), in whatever backend.</summary>
+    public long DictionarySlots(int index) => Volatile.Read(ref _dictionarySlots[index]);
+
+    /// <summary>Slots whose copy is zstd (the recompressor's), in whatever backend.</summary>
+    public long ZstdSlots => _dictionarySlots.Sum();
+
+    /// <summary>Accounts for a slot the recompressor rewrote from codec bits <paramref name="before"/> to <paramref name="after"/> (cramnative.h, "Codecs"); under the maintenance lock.</summary>
+    public void Recoded(byte before, byte after)
+    {
+        if ((before & SlotFlags.Zstd) != 0)
+        {
+            Interlocked.Decrement(ref _dictionarySlots[SlotFlags.Dictionary(before)]);
+        }
+        if ((after & SlotFlags.Zstd) != 0)
+        {
+            Interlocked.Increment(ref _dictionarySlots[SlotFlags.Dictionary(after)]);
+        }
+    }
+
     /// <summary>Accounts for a slot that a backend move took from <paramref name="from"/> to <paramref name="to"/>.</summary>
     public void Moved(SlotBackend from, SlotBackend to)
     {
@@ -182,25 +202,49 @@ internal sealed unsafe class SlotTable : IDisposable
                 throw new InvalidOperationException($"Slot {id} freed twice (backend {s->Backend}).");
         }
         Interlocked.Decrement(ref Counter(s->Backend));
+        byte flags = NativeSlot.LoadFlags(s);
+        if ((flags & SlotFlags.Zstd) != 0)
+        {
+            Interlocked.Decrement(ref _dictionarySlots[SlotFlags.Dictionary(flags)]); // its dictionary may be retired once none is left
+        }
         *s = default;
         _slots.Free(id);
         _freedWhileWatched?.Add(id);
+        _freedWhileRecompressing?.Add(id);
     }
 
-    private HashSet<ulong>? _freedWhileWatched;
+    private HashSet<ulong>? _freedWhileWatched, _freedWhileRecompressing;
 
     /// <summary>
     /// From now until <see cref="StopWatchingFrees"/>, remembers every slot freed (both under the
-    /// maintenance lock). Writeback watches while a write runs without that lock: a slot freed
+    /// maintenance lock). Writeback watches while a write runs without that lock, and the recompressor
+    /// while it re-encodes (<paramref name="recompressor"/>; each has a watch of its own): a slot freed
     /// meanwhile may have been reused — id, pool object and all — for other bytes, and must not move.
     /// </summary>
-    public void WatchFrees() => _freedWhileWatched = [];
-
-    /// <summary>The slots freed since <see cref="WatchFrees"/>; watching stops.</summary>
-    public HashSet<ulong> StopWatchingFrees()
+    public void WatchFrees(bool recompressor = false)
     {
-        HashSet<ulong> freed = _freedWhileWatched ?? [];
-        _freedWhileWatched = null;
+        if (recompressor)
+        {
+            _freedWhileRecompressing = [];
+        }
+        else
+        {
+            _freedWhileWatched = [];
+        }
+    }
+
+    /// <summary>The slots freed since <see cref="WatchFrees"/> (the same watcher); watching stops.</summary>
+    public HashSet<ulong> StopWatchingFrees(bool recompressor = false)
+    {
+        HashSet<ulong> freed = (recompressor ? _freedWhileRecompressing : _freedWhileWatched) ?? [];
+        if (recompressor)
+        {
+            _freedWhileRecompressing = null;
+        }
+        else
+        {
+            _freedWhileWatched = null;
+        }
         return freed;
     }
 

@@ -236,6 +236,12 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
                     Shared->Stats.FaultsSwapinRaw++;
                     return true;
                 }
+                byte flags = NativeSlot.LoadFlags(slot);
+                if ((flags & SlotFlags.Zstd) != 0)
+                {
+                    Shared->Stats.FaultsSwapinZstd++;
+                    return _zstd.Decompress(stored, slot->Length, SlotFlags.Dictionary(flags), destination);
+                }
                 Shared->Stats.FaultsSwapinLz4++;
                 return Interop.Lz4.DecompressSafe(stored, destination, slot->Length, P) == P;
             default:
@@ -442,6 +448,76 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
             }
         }
         moved = n;
+        return Errno.None;
+    }
+
+    private readonly ZstdCodec _zstd = new(); // the fault service's decoder and dictionaries (codec.c)
+
+    public Errno SlotsRecode(NativeSlotRecode* recodes, int count, out int recoded)
+    {
+        int n = 0;
+        for (int i = 0; i < count; i++)
+        {
+            NativeSlotRecode* c = recodes + i;
+            NativeSlot* slot = SlotOf(c->Slot);
+            RegionMapping? r = Regions.Snapshot().FirstOrDefault(m => m.Id == c->Region);
+            ulong pte = r is null || c->Page >= (ulong)r.PageCount ? 0 : PageTableEntry.Load(r.PageTableEntries + c->Page);
+            bool ok = slot->Backend == SlotBackend.Pool && slot->Location == c->FromLocation
+                && (NativeSlot.LoadFlags(slot) & (SlotFlags.Stale | SlotFlags.Bad | SlotFlags.Raw)) == 0
+                && r is not null && PageTableEntry.State(pte) == PageState.Evicted && PageTableEntry.Slot(pte) == c->Slot;
+            c->Recoded = ok ? (byte)1 : (byte)0;
+            if (ok)
+            {
+                slot->Location = c->ToLocation;
+                slot->Checksum = c->Checksum;
+                NativeSlot.ClearFlags(slot, SlotFlags.CodecMask);
+                slot->Length = c->Length;
+                NativeSlot.SetFlags(slot, c->Flags);
+                n++;
+            }
+        }
+        recoded = n;
+        return Errno.None;
+    }
+
+    public Errno FindColdEntries(ref uint regionId, ref ulong page, ulong minDistance, uint recodeDictionaries, NativeColdEntry* entries, int capacity, out int found, out bool wrapped)
+    {
+        int n = 0;
+        wrapped = false;
+        uint first = regionId;
+        RegionMapping[] regions = Regions.Snapshot().Where(m => m.Id >= first).OrderBy(m => m.Id).ToArray();
+        foreach (RegionMapping r in regions)
+        {
+            for (ulong i = r.Id == first ? page : 0; i < (ulong)r.PageCount; i++)
+            {
+                if (n == capacity)
+                {
+                    (regionId, page, found) = (r.Id, i, n);
+                    return Errno.None;
+                }
+                ulong pte = PageTableEntry.Load(r.PageTableEntries + i);
+                if (PageTableEntry.State(pte) != PageState.Evicted || PageTableEntry.Slot(pte) == SharedLayout.ZeroSlot)
+                {
+                    continue; // the fake keeps no eviction stamps: every evicted page is cold
+                }
+                NativeSlot* slot = SlotOf(PageTableEntry.Slot(pte));
+                byte flags = NativeSlot.LoadFlags(slot);
+                if (slot->Backend != SlotBackend.Pool || (flags & (SlotFlags.Raw | SlotFlags.Stale | SlotFlags.Bad | SlotFlags.Kept)) != 0 ||
+                    ((flags & SlotFlags.Zstd) != 0 && (recodeDictionaries & (1u << SlotFlags.Dictionary(flags))) == 0))
+                {
+                    continue;
+                }
+                entries[n++] = new NativeColdEntry { Page = i, Slot = PageTableEntry.Slot(pte), Location = slot->Location, Region = r.Id, Length = slot->Length, Flags = flags };
+            }
+        }
+        (regionId, page, found, wrapped) = (0, 0, n, true);
+        return Errno.None;
+    }
+
+    public Errno ZstdDictionarySet(int index, ReadOnlySpan<byte> dictionary, out long memoryBytes)
+    {
+        _zstd.SetDictionary(index, dictionary);
+        memoryBytes = _zstd.MemoryBytes;
         return Errno.None;
     }
 
@@ -716,6 +792,7 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
 
     public void Dispose()
     {
+        _zstd.Dispose();
         foreach ((IntPtr b, IntPtr t) in _allocations)
         {
             NativeMemory.AlignedFree((void*)b);

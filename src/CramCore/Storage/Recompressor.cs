@@ -1,0 +1,534 @@
+using System.Runtime.InteropServices;
+using CramCore.Native;
+
+namespace CramCore.Storage;
+
+/// <summary>
+/// Recompression (cramnative.h, "Codecs"): in the background, under a CPU budget
+/// (<see cref="CramOptions.RecompressionCpuShare"/>), never on the fault path, the pool's cold LZ4
+/// copies are rewritten with zstd and a dictionary trained from the engine's own pages, and kept only
+/// where they land in a smaller size class. "Cold": the page is EVICTED and was evicted at least the
+/// working set's refault distance ago, or resident memory's size if that is less (a page that
+/// refaults within it comes back active). A page that comes back before its copy is rewritten keeps
+/// its LZ4 copy; one that comes back after keeps the zstd copy while it stays clean (a read), and a
+/// write frees it, so its next eviction stores LZ4 again. A batch:
+/// <list type="number">
+/// <item>CramNative_FindColdEntries lists candidates from a cursor over the regions;</item>
+/// <item>under the maintenance lock (lock 3), each still-pooled copy is copied out, and frees are watched;</item>
+/// <item>with no lock, each is decoded and re-encoded (the first ones sampled to train the dictionary);</item>
+/// <item>under lock 3 again, the smaller copies are stored in the pool, CramNative_SlotsRecode rewrites
+/// the slots whose pages are still EVICTED and which were not freed meanwhile, and the old copies (or,
+/// where refused, the new ones) are freed; copies that gained nothing are marked kept.</item>
+/// </list>
+/// Dictionaries are versioned by index (1..3): the fault service's copy is set before any slot names
+/// it; when the sizes of new copies drift from those measured just after training, a new dictionary
+/// is trained into a free index and becomes current, the old one retires — its copies are found again
+/// and re-encoded with the current one — and it is removed once no slot names it (the slot table
+/// counts them). One thread ("cram-recompress"), started by the first request.
+/// </summary>
+internal sealed unsafe class Recompressor : IDisposable
+{
+    /// <summary>Entries per batch (one recode call; the budget's pause follows each batch).</summary>
+    public const int BatchEntries = 64;
+
+    /// <summary>Pages sampled to train a dictionary (4 MiB of samples).</summary>
+    public const int TrainingPages = 1024;
+
+    /// <summary>The fewest pages a dictionary is trained from (a pass over every region that found fewer recompresses without one).</summary>
+    public const int MinimumTrainingPages = 128;
+
+    /// <summary>Copies re-encoded after training whose mean size is the reference for drift, and the window drift is measured over.</summary>
+    public const int DriftWindow = 2048;
+
+    /// <summary>How much larger the mean new copy may grow over the reference before the dictionary is retrained.</summary>
+    public const double DriftTolerance = 1.15;
+
+    private readonly INativeEngine _engine;
+    private readonly NativeShared* _shared;
+    private readonly SlotTable _slots;
+    private readonly CompressedPool _pool;
+    private readonly Lock _maintenance;
+    private readonly TimeProvider _time;
+    private readonly double _share;
+    private readonly ZstdCodec _codec = new();
+    private readonly byte* _stored;   // BatchEntries copies as they were
+    private readonly byte* _encoded;  // and as re-encoded
+    private readonly byte* _page;     // one decoded page
+    private byte* _samples;           // TrainingPages decoded pages, while a dictionary is being sampled
+    private int _sampled;
+    private readonly NativeColdEntry[] _found = new NativeColdEntry[BatchEntries];
+    private readonly NativeColdEntry[] _taken = new NativeColdEntry[BatchEntries];
+    private readonly int[] _newLength = new int[BatchEntries];
+    private readonly byte[] _newFlags = new byte[BatchEntries];
+    private readonly NativeSlotRecode[] _recodes = new NativeSlotRecode[BatchEntries];
+    private readonly int[] _recodeOf = new int[BatchEntries];
+    private uint _cursorRegion;
+    private ulong _cursorPage;
+    private int _current;             // the dictionary new copies get (0: none yet)
+    private uint _retiring;           // bit d: dictionary d's copies are re-encoded with the current one, then it is removed
+    private bool _sampling = true;    // a dictionary is wanted (at start, and on drift)
+    private long _referenceSum, _referenceCount, _windowSum, _windowCount;
+    private long _nativeDictionaryBytes;
+    private ulong _evictionsSeen;
+
+    private readonly SemaphoreSlim _wake = new(0);
+    private readonly ManualResetEventSlim _stopped = new(false);
+    private Thread? _thread;
+    private int _requested, _inRound;
+    private volatile bool _stopping;
+
+    private long _recompressed, _kept, _bytesBefore, _bytesAfter, _workTicks, _trained, _retired, _refused;
+
+    public Recompressor(INativeEngine engine, NativeShared* shared, SlotTable slots, Lock maintenance, double share, TimeProvider time)
+    {
+        _engine = engine;
+        _shared = shared;
+        _slots = slots;
+        _pool = slots.Pool;
+        _maintenance = maintenance;
+        _share = share;
+        _time = time;
+        _stored = (byte*)NativeMemory.AlignedAlloc(BatchEntries * (nuint)SharedLayout.PageSize, SharedLayout.PageSize);
+        _encoded = (byte*)NativeMemory.AlignedAlloc(BatchEntries * (nuint)SharedLayout.PageSize, SharedLayout.PageSize);
+        _page = (byte*)NativeMemory.AlignedAlloc(SharedLayout.PageSize, SharedLayout.PageSize);
+    }
+
+    /// <summary>Copies rewritten with zstd (cumulative; re-encodings with a newer dictionary included).</summary>
+    public long Recompressed => Interlocked.Read(ref _recompressed);
+
+    /// <summary>Copies tried and kept as they were (no smaller size class).</summary>
+    public long Kept => Interlocked.Read(ref _kept);
+
+    /// <summary>Stored bytes of the copies rewritten, before and after.</summary>
+    public long BytesBefore => Interlocked.Read(ref _bytesBefore);
+    public long BytesAfter => Interlocked.Read(ref _bytesAfter);
+
+    /// <summary>The thread's working time (wall clock between its pauses: an upper bound of its CPU time).</summary>
+    public TimeSpan BusyTime => _time.GetElapsedTime(0, Interlocked.Read(ref _workTicks));
+
+    /// <summary>Dictionaries trained, and removed once no copy named them.</summary>
+    public long DictionariesTrained => Interlocked.Read(ref _trained);
+    public long DictionariesRetired => Interlocked.Read(ref _retired);
+
+    /// <summary>Rewrites the native side refused (the page came back, the slot moved or was freed meanwhile).</summary>
+    public long Refused => Interlocked.Read(ref _refused);
+
+    /// <summary>Dictionaries loaded now (the current one and any retiring).</summary>
+    public int Dictionaries
+    {
+        get
+        {
+            int n = 0;
+            for (int i = 1; i < SlotFlags.ZstdDictionaries; i++)
+            {
+                n += _codec.Has(i) ? 1 : 0;
+            }
+            return n;
+        }
+    }
+
+    /// <summary>Memory the recompressor holds: its buffers, the encoder and its dictionaries, the fault service's decoders and dictionaries.</summary>
+    public long MemoryBytes => 2L * BatchEntries * SharedLayout.PageSize + SharedLayout.PageSize + (_samples is null ? 0 : (long)TrainingPages * SharedLayout.PageSize)
+        + _codec.MemoryBytes + Volatile.Read(ref _nativeDictionaryBytes);
+
+    /// <summary>No round running or asked for.</summary>
+    public bool Idle => Volatile.Read(ref _inRound) == 0 && Volatile.Read(ref _requested) == 0;
+
+    /// <summary>Asks for a round (never blocks); starts the thread the first time.</summary>
+    public void Request()
+    {
+        if (_stopping)
+        {
+            return;
+        }
+        lock (_wake)
+        {
+            if (_thread is null)
+            {
+                _thread = new Thread(Loop) { IsBackground = true, Name = "cram-recompress" };
+                _thread.Start();
+            }
+        }
+        if (Interlocked.Exchange(ref _requested, 1) == 0)
+        {
+            _wake.Release();
+        }
+    }
+
+    /// <summary>Starts the dictionary over: the next copies are sampled, a new dictionary trained, and the current one retired (tests; drift does it by itself).</summary>
+    internal void Retrain()
+    {
+        lock (_maintenance)
+        {
+            _sampling = true;
+        }
+        Request();
+    }
+
+    private void Loop()
+    {
+        while (true)
+        {
+            _wake.Wait();
+            if (_stopping)
+            {
+                break;
+            }
+            Volatile.Write(ref _inRound, 1);
+            Volatile.Write(ref _requested, 0);
+            try
+            {
+                Round();
+            }
+            finally
+            {
+                Volatile.Write(ref _inRound, 0);
+            }
+        }
+    }
+
+    /// <summary>Tests: rounds do nothing while set (what reclaim and the fault service do alone is then observable).</summary>
+    internal volatile bool Suspended;
+
+    /// <summary>Batches until a walk over every region finds nothing more to do, each followed by the budget's pause.</summary>
+    internal void Round()
+    {
+        int emptyWraps = 0, donePass = 0;
+        while (!_stopping && !Suspended && emptyWraps < 2)
+        {
+            long start = _time.GetTimestamp();
+            int found = Find(out bool wrapped);
+            donePass += found == 0 ? 0 : Batch(found);
+            if (wrapped)
+            {
+                emptyWraps = donePass == 0 ? emptyWraps + 1 : 0; // two passes in a row with nothing done: the round is over
+                donePass = 0;
+                WrapUp();
+            }
+            long work = _time.GetTimestamp() - start;
+            Interlocked.Add(ref _workTicks, work);
+            Pause(work);
+        }
+    }
+
+    /// <summary>The budget: after <paramref name="work"/> ticks of work, a pause that keeps the share of the thread's time spent working at the option.</summary>
+    private void Pause(long work)
+    {
+        if (_share >= 1 || work <= 0)
+        {
+            return;
+        }
+        TimeSpan pause = _time.GetElapsedTime(0, (long)(work * (1 - _share) / _share));
+        if (pause > TimeSpan.Zero)
+        {
+            _stopped.Wait(pause < TimeSpan.FromSeconds(30) ? pause : TimeSpan.FromSeconds(30));
+        }
+    }
+
+    /// <summary>A pass over every region ended: dictionaries whose copies are all gone are removed; sampling with too few pages trains with what it has.</summary>
+    private void WrapUp()
+    {
+        lock (_maintenance)
+        {
+            for (int d = 1; d < SlotFlags.ZstdDictionaries; d++)
+            {
+                if ((_retiring & (1u << d)) != 0 && _slots.DictionarySlots(d) == 0)
+                {
+                    Interop.ThrowIfFailed(_engine.ZstdDictionarySet(d, default, out long memory), "Removing a retired zstd dictionary");
+                    Volatile.Write(ref _nativeDictionaryBytes, memory);
+                    _codec.SetDictionary(d, default);
+                    _retiring &= ~(1u << d);
+                    Interlocked.Increment(ref _retired);
+                }
+            }
+        }
+        if (_sampling && _sampled >= MinimumTrainingPages)
+        {
+            TrainFromSamples();
+        }
+        else if (_sampling && _current == 0 && _sampled < MinimumTrainingPages)
+        {
+            _sampling = false; // too few cold pages to train on: zstd without a dictionary until drift asks again
+            ReleaseSamples();
+        }
+        Volatile.Write(ref _evictionsSeen, Volatile.Read(ref _shared->Stats.EvictedPagesTotal));
+    }
+
+    private int Find(out bool wrapped)
+    {
+        int found = 0;
+        wrapped = false;
+        // The working set's refault distance (reclaim sizes it from the resident limit, or from resident
+        // memory at its last pass), but no more than resident memory now: without a limit, pages the
+        // application evicted itself (CramRegion.Reclaim) are cold once they are gone.
+        ulong distance = Math.Min(Volatile.Read(ref _shared->ActivateDistancePages), Volatile.Read(ref _shared->Stats.ResidentPages));
+        uint mask = 1u | Volatile.Read(ref _retiring); // bit 0: LZ4 copies are always candidates
+        fixed (NativeColdEntry* entries = _found)
+        {
+            while (found < BatchEntries && !wrapped)
+            {
+                Interop.ThrowIfFailed(_engine.FindColdEntries(ref _cursorRegion, ref _cursorPage, distance, mask & ~1u, entries + found, BatchEntries - found, out int n, out wrapped),
+                    "Finding cold entries to recompress");
+                found += n; // a bounded walk that found nothing walks on from where it stopped
+            }
+        }
+        return found;
+    }
+
+    /// <summary>One batch of <paramref name="found"/> candidates (the class summary's steps 2–4); returns the copies rewritten or marked kept.</summary>
+    private int Batch(int found)
+    {
+        int taken = 0;
+        lock (_maintenance)
+        {
+            _slots.WatchFrees(recompressor: true);
+            for (int i = 0; i < found; i++)
+            {
+                NativeColdEntry e = _found[i];
+                NativeSlot* s = _slots.TryGet(e.Slot);
+                if (s is null || s->Backend != SlotBackend.Pool || s->Location != e.Location)
+                {
+                    continue;
+                }
+                byte flags = NativeSlot.LoadFlags(s);
+                if ((flags & (SlotFlags.Raw | SlotFlags.Stale | SlotFlags.Bad | SlotFlags.Kept)) != 0 ||
+                    ((flags & SlotFlags.Zstd) != 0 && (_retiring & (1u << SlotFlags.Dictionary(flags))) == 0))
+                {
+                    continue;
+                }
+                int length = s->Length;
+                Buffer.MemoryCopy((void*)_pool.AddressOf((uint)s->Location), _stored + (long)taken * SharedLayout.PageSize, SharedLayout.PageSize, length);
+                e.Length = (ushort)length;
+                e.Flags = flags;
+                _taken[taken++] = e;
+            }
+        }
+        for (int i = 0; i < taken; i++)
+        {
+            Encode(i);
+        }
+        return Publish(taken);
+    }
+
+    /// <summary>Step 3 for copy <paramref name="i"/>: decoded, sampled, re-encoded; its new length (0: keep it as it is).</summary>
+    private void Encode(int i)
+    {
+        NativeColdEntry e = _taken[i];
+        byte* stored = _stored + (long)i * SharedLayout.PageSize;
+        _newLength[i] = 0;
+        bool decoded = (e.Flags & SlotFlags.Zstd) != 0
+            ? _codec.Decompress(stored, e.Length, SlotFlags.Dictionary(e.Flags), _page)
+            : Interop.Lz4.DecompressSafe(stored, _page, e.Length, SharedLayout.PageSize) == SharedLayout.PageSize;
+        if (!decoded)
+        {
+            return; // the fault service will find it bad by its checksum, or decode it: not ours to judge
+        }
+        if (_sampling)
+        {
+            Sample();
+            if (_sampled == TrainingPages)
+            {
+                TrainFromSamples();
+            }
+        }
+        if (_sampling && _current == 0)
+        {
+            return; // no dictionary yet: this copy waits for it (found again on a later pass)
+        }
+        byte* output = _encoded + (long)i * SharedLayout.PageSize;
+        int length = _codec.Compress(_page, _current, output, SharedLayout.PageSize);
+        bool retiring = (e.Flags & SlotFlags.Zstd) != 0;
+        if (length > 0 && (retiring || SizeClass(length) < SizeClass(e.Length)))
+        {
+            _newLength[i] = length;
+            _newFlags[i] = (byte)(SlotFlags.Zstd | (_current << SlotFlags.DictShift));
+        }
+        else if (retiring) // off a retiring dictionary, and zstd does not fit: back to LZ4
+        {
+            length = Interop.Lz4.CompressDefault(_page, output, SharedLayout.PageSize, SharedLayout.PageSize);
+            if (length > 0)
+            {
+                _newLength[i] = length;
+                _newFlags[i] = 0;
+            }
+        }
+        else
+        {
+            _newLength[i] = -1; // kept
+        }
+    }
+
+    private static int SizeClass(int length) => (length + CompressedPool.Granularity - 1) / CompressedPool.Granularity;
+
+    private void Sample()
+    {
+        if (_samples is null)
+        {
+            _samples = (byte*)NativeMemory.AlignedAlloc((nuint)TrainingPages * SharedLayout.PageSize, SharedLayout.PageSize);
+            _sampled = 0;
+        }
+        Buffer.MemoryCopy(_page, _samples + (long)_sampled * SharedLayout.PageSize, SharedLayout.PageSize, SharedLayout.PageSize);
+        _sampled++;
+    }
+
+    private void ReleaseSamples()
+    {
+        if (_samples is not null)
+        {
+            NativeMemory.AlignedFree(_samples);
+            _samples = null;
+        }
+        _sampled = 0;
+    }
+
+    /// <summary>Trains a dictionary from the samples into a free index; it becomes current, the one before retires. Without a free index, or if zstd's trainer fails, nothing changes.</summary>
+    private void TrainFromSamples()
+    {
+        byte[]? dictionary = ZstdCodec.Train(_samples, _sampled);
+        ReleaseSamples();
+        _sampling = false;
+        int index = 0;
+        lock (_maintenance)
+        {
+            for (int d = 1; d < SlotFlags.ZstdDictionaries && index == 0; d++)
+            {
+                if (d != _current && (_retiring & (1u << d)) == 0 && !_codec.Has(d))
+                {
+                    index = d;
+                }
+            }
+            if (dictionary is null || index == 0)
+            {
+                return;
+            }
+            // The fault service's copy first: no slot may name a dictionary it cannot decode with.
+            Interop.ThrowIfFailed(_engine.ZstdDictionarySet(index, dictionary, out long memory), "Loading a zstd dictionary into the fault service");
+            Volatile.Write(ref _nativeDictionaryBytes, memory);
+            _codec.SetDictionary(index, dictionary);
+            if (_current != 0)
+            {
+                _retiring |= 1u << _current;
+            }
+            _current = index;
+        }
+        _referenceSum = _referenceCount = _windowSum = _windowCount = 0;
+        Interlocked.Increment(ref _trained);
+    }
+
+    /// <summary>Step 4: the smaller copies stored and the slots rewritten; returns the copies rewritten or marked kept.</summary>
+    private int Publish(int taken)
+    {
+        int done = 0, recodes = 0;
+        lock (_maintenance)
+        {
+            HashSet<ulong> freed = _slots.StopWatchingFrees(recompressor: true);
+            for (int i = 0; i < taken; i++)
+            {
+                NativeColdEntry e = _taken[i];
+                if (_newLength[i] == 0 || freed.Contains(e.Slot))
+                {
+                    continue;
+                }
+                if (_newLength[i] < 0)
+                {
+                    NativeSlot* s = _slots.Get(e.Slot);
+                    if (s->Backend == SlotBackend.Pool && s->Location == e.Location)
+                    {
+                        NativeSlot.SetFlags(s, SlotFlags.Kept);
+                        Interlocked.Increment(ref _kept);
+                        done++;
+                    }
+                    continue;
+                }
+                byte* copy = _encoded + (long)i * SharedLayout.PageSize;
+                uint handle = _pool.Store(copy, _newLength[i]);
+                if (handle == 0)
+                {
+                    break; // the pool is full: the rest wait for a later pass
+                }
+                _recodeOf[recodes] = i;
+                _recodes[recodes++] = new NativeSlotRecode
+                {
+                    Slot = e.Slot, FromLocation = e.Location, ToLocation = handle, Page = e.Page, Region = e.Region,
+                    Checksum = Checksum.Crc32C(copy, _newLength[i]), Length = (ushort)_newLength[i], Flags = _newFlags[i],
+                };
+            }
+            if (recodes == 0)
+            {
+                return done;
+            }
+            fixed (NativeSlotRecode* r = _recodes)
+            {
+                Interop.ThrowIfFailed(_engine.SlotsRecode(r, recodes, out _), "Rewriting recompressed slots");
+            }
+            for (int k = 0; k < recodes; k++)
+            {
+                ref NativeSlotRecode r = ref _recodes[k];
+                NativeColdEntry e = _taken[_recodeOf[k]];
+                if (r.Recoded == 0)
+                {
+                    _pool.Free((uint)r.ToLocation);
+                    Interlocked.Increment(ref _refused);
+                    continue;
+                }
+                _pool.Free((uint)r.FromLocation);
+                _slots.Recoded(e.Flags, r.Flags);
+                Interlocked.Increment(ref _recompressed);
+                Interlocked.Add(ref _bytesBefore, e.Length);
+                Interlocked.Add(ref _bytesAfter, r.Length);
+                done++;
+                if ((r.Flags & SlotFlags.Zstd) != 0 && (e.Flags & SlotFlags.Zstd) == 0)
+                {
+                    NoteSize(e.Length, r.Length);
+                }
+            }
+        }
+        return done;
+    }
+
+    /// <summary>Drift: the mean ratio of new copies over their LZ4 size, just after training against the last window; retrains past the tolerance.</summary>
+    private void NoteSize(int before, int after)
+    {
+        long permille = after * 1000L / before;
+        if (_referenceCount < DriftWindow)
+        {
+            _referenceSum += permille;
+            _referenceCount++;
+            return;
+        }
+        _windowSum += permille;
+        if (++_windowCount < DriftWindow)
+        {
+            return;
+        }
+        if (_current != 0 && _windowSum > _referenceSum * DriftTolerance)
+        {
+            _sampling = true; // the data changed under the dictionary: sample again and retrain
+        }
+        _windowSum = _windowCount = 0;
+    }
+
+    /// <summary>Evictions happened since the last full pass, or a dictionary retires: a round is due.</summary>
+    public bool Due => Volatile.Read(ref _shared->Stats.EvictedPagesTotal) != Volatile.Read(ref _evictionsSeen) || Volatile.Read(ref _retiring) != 0;
+
+    /// <summary>Stops the thread; waits for a batch in flight (its publish step moves slots and frees pool objects).</summary>
+    public void Stop()
+    {
+        _stopping = true;
+        _stopped.Set();
+        _wake.Release();
+        _thread?.Join();
+    }
+
+    public void Dispose()
+    {
+        Stop();
+        ReleaseSamples();
+        _codec.Dispose();
+        NativeMemory.AlignedFree(_stored);
+        NativeMemory.AlignedFree(_encoded);
+        NativeMemory.AlignedFree(_page);
+        _wake.Dispose();
+        _stopped.Dispose();
+    }
+}

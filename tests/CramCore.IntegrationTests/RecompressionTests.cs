@@ -1,0 +1,234 @@
+using System.Diagnostics;
+using CramCore.Storage;
+
+namespace CramCore.Tests;
+
+/// <summary>
+/// Recompression (cramnative.h, "Codecs"; Storage/Recompressor.cs): the pool's cold LZ4 copies are
+/// rewritten with zstd and a trained dictionary where that saves a size class, and every reader —
+/// the service thread, the faulting thread's SIGBUS handler, the backing file's reads — decodes them;
+/// a page that came back keeps its copy, a write frees it; a dictionary retires under load and is
+/// removed once no copy names it. Races with faults, writes, eviction, writeback and compaction are in
+/// <see cref="NoLostWriteStressTests"/> (mode Recompression).
+/// </summary>
+[Trait("Category", TestCategory.Userfaultfd)]
+public sealed unsafe class RecompressionTests
+{
+    private const int P = TestPages.PageSize;
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
+
+    private static CramEngine Engine(CramFaultService service, string? backingFile = null) =>
+        CramEngine.Create(backingFile is null
+            ? new CramOptions { FaultAroundPages = 1, FaultService = service, RecompressionCpuShare = 1 }
+            : new CramOptions { FaultAroundPages = 1, FaultService = service, RecompressionCpuShare = 1, BackingFile = backingFile, CompressedPoolLimitBytes = 4L << 20, PoolArenaBytes = 1L << 20 });
+
+    /// <summary>Waits until the recompressor has nothing left to do (a round ended with no request pending) and returns the stats then.</summary>
+    private static CramStats Settled(CramEngine engine)
+    {
+        Recompressor r = engine.Parts.Recompressor!;
+        var clock = Stopwatch.StartNew();
+        while (!r.Idle || r.Due)
+        {
+            Assert.True(clock.Elapsed < Patience, $"the recompressor did not settle: {engine.GetStats().RecompressedPages} recompressed");
+            if (r.Idle && r.Due)
+            {
+                r.Request();
+            }
+            Thread.Sleep(5);
+        }
+        return engine.GetStats();
+    }
+
+    private static void Fill(CramRegion region, int pages, long version)
+    {
+        for (int i = 0; i < pages; i++)
+        {
+            TestPages.WriteCompressible(region.Pointer + (long)i * P, i, version);
+        }
+    }
+
+    /// <summary>Every page read back and checked, last to first (one fault each: no readahead window).</summary>
+    private static void AssertIntact(CramRegion region, int pages, long version)
+    {
+        for (int i = pages - 1; i >= 0; i--)
+        {
+            Assert.True(TestPages.CheckCompressible(region.Pointer + (long)i * P, i, version), $"page {i} differs");
+        }
+    }
+
+    [Theory]
+    [InlineData(CramFaultService.ServiceThread)]
+    [InlineData(CramFaultService.FaultingThread)]
+    public void ColdCopies_AreRecompressed_SmallerAndIntact(CramFaultService service)
+    {
+        const int Pages = 2048;
+        using CramEngine engine = Engine(service);
+        using CramRegion region = engine.CreateRegion((long)Pages * P);
+        Fill(region, Pages, 1);
+        region.Reclaim(region.Length);
+        long lz4Bytes = engine.GetStats().StoredBytes;
+        CramStats s = Settled(engine);
+        Assert.Equal(1, s.ZstdDictionariesTrained);
+        Assert.Equal(1, s.ZstdDictionaries);
+        Assert.True(s.RecompressedPages > Pages / 2, $"{s.RecompressedPages} of {Pages} recompressed, {s.RecompressionKeptPages} kept");
+        Assert.True(s.StoredBytes < lz4Bytes, $"stored {s.StoredBytes} B after against {lz4Bytes} B of LZ4");
+        Assert.True(s.RecompressionBusyTime > TimeSpan.Zero);
+
+        AssertIntact(region, Pages, 1); // every copy decoded by the fault service (the handler's static zstd context with the faulting thread)
+        CramStats after = engine.GetStats();
+        Assert.True(s.RecompressedPages == after.RefaultsZstd && after.Refaults == Pages, $"{after.RefaultsZstd} zstd swap-ins of {s.RecompressedPages} recompressed, {after.Refaults} swap-ins of {Pages} pages");
+        Assert.Equal(0, after.ServiceErrors + after.ChecksumFailures + after.BadPageFaults);
+    }
+
+    [Fact]
+    public void AWrittenPage_FreesItsZstdCopy_AndItsNextEvictionIsLz4()
+    {
+        const int Pages = 1024;
+        using CramEngine engine = Engine(CramFaultService.ServiceThread);
+        using CramRegion region = engine.CreateRegion((long)Pages * P);
+        Fill(region, Pages, 1);
+        region.Reclaim(region.Length);
+        long recompressed = Settled(engine).RecompressedPages;
+        Assert.True(recompressed > 0);
+        engine.Parts.Recompressor!.Suspended = true; // what follows is the fault service's and reclaim's alone
+        Fill(region, Pages, 2); // write swap-ins: every copy goes stale, and the reaper frees it
+        region.Reclaim(region.Length); // a pass drains the stale list first
+        CramStats s = engine.GetStats();
+        Assert.Equal(0, s.RecompressedPages); // no zstd copy left: the dictionary's count is back to 0
+        Assert.Equal(recompressed, s.RefaultsZstd);
+        AssertIntact(region, Pages, 2);
+        CramStats after = engine.GetStats();
+        Assert.Equal(recompressed, after.RefaultsZstd);
+        Assert.Equal(Pages, after.RefaultsLz4 - s.RefaultsLz4); // the written pages' next eviction stored LZ4
+    }
+
+    [Fact]
+    public void RecompressedCopies_GoToTheBackingFile_AndComeBackIntact()
+    {
+        string file = Path.Combine(Path.GetTempPath(), $"cramcore-recompress-{Guid.NewGuid():N}.swap");
+        string directory = Directory.CreateTempSubdirectory("cramcore-recompress-").FullName;
+        using var delete = new DeleteOnDispose(directory);
+        file = Path.Combine(directory, "swap");
+        const int Pages = 4096; // 16 MiB: far more than the 4 MiB pool holds
+        using CramEngine engine = Engine(CramFaultService.ServiceThread, file);
+        using CramRegion region = engine.CreateRegion((long)Pages * P);
+        Fill(region, Pages / 2, 1);
+        region.Reclaim(region.Length);
+        Settled(engine); // the first half recompressed in the pool...
+        for (int i = Pages / 2; i < Pages; i++)
+        {
+            TestPages.WriteCompressible(region.Pointer + (long)i * P, i, 1);
+        }
+        region.Reclaim(region.Length); // ...then written back to the file with the second half
+        engine.Maintenance.WriteBack(long.MaxValue);
+        CramStats s = engine.GetStats();
+        Assert.True(s.FilePages > 0 && s.RecompressedPages > 0, $"file pages {s.FilePages}, recompressed {s.RecompressedPages}");
+        AssertIntact(region, Pages, 1);
+        CramStats after = engine.GetStats();
+        Assert.True(after.RefaultsZstd > 0 && after.RefaultsFromFile > 0);
+        Assert.Equal(0, after.ServiceErrors + after.ChecksumFailures + after.BadPageFaults);
+    }
+
+    [Theory]
+    [InlineData(CramFaultService.ServiceThread)]
+    [InlineData(CramFaultService.FaultingThread)]
+    public void ADictionaryRetiresUnderLoad_ItsCopiesReencoded_NoPageDecodedWrong(CramFaultService service)
+    {
+        const int Pages = 2048;
+        using CramEngine engine = Engine(service);
+        using CramRegion region = engine.CreateRegion((long)Pages * P);
+        Fill(region, Pages, 1);
+        region.Reclaim(region.Length);
+        Assert.True(Settled(engine).RecompressedPages > 0);
+
+        // Readers and a writer fault pages in while the dictionary is replaced and the old one retired.
+        using var stop = new CancellationTokenSource();
+        long[] versions = new long[Pages];
+        Array.Fill(versions, 1);
+        Exception? failure = null;
+        var writer = new Thread(() =>
+        {
+            try
+            {
+                var rng = new Random(7);
+                while (!stop.IsCancellationRequested)
+                {
+                    int i = rng.Next(Pages / 2); // the writer owns the first half
+                    long v = versions[i] + 1;
+                    TestPages.WriteCompressible(region.Pointer + (long)i * P, i, v);
+                    Volatile.Write(ref versions[i], v);
+                    if (rng.Next(64) == 0)
+                    {
+                        region.Reclaim(region.Length);
+                    }
+                }
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        });
+        var reader = new Thread(() =>
+        {
+            try
+            {
+                var rng = new Random(11);
+                while (!stop.IsCancellationRequested)
+                {
+                    int i = Pages / 2 + rng.Next(Pages / 2); // the reader checks the second half, never written
+                    if (!TestPages.CheckCompressible(region.Pointer + (long)i * P, i, 1))
+                    {
+                        throw new InvalidOperationException($"page {i} read back wrong");
+                    }
+                }
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        });
+        writer.Start();
+        reader.Start();
+        engine.Parts.Recompressor!.Retrain();
+        var clock = Stopwatch.StartNew();
+        while (engine.GetStats().ZstdDictionariesRetired == 0 && failure is null)
+        {
+            Assert.True(clock.Elapsed < Patience, $"no dictionary retired: {engine.GetStats()}");
+            engine.Parts.Recompressor.Request();
+            GC.Collect(); // forced GCs while native threads decode and rewrite
+            Thread.Sleep(10);
+        }
+        stop.Cancel();
+        writer.Join();
+        reader.Join();
+        Assert.Null(failure);
+        CramStats s = engine.GetStats();
+        Assert.Equal(2, s.ZstdDictionariesTrained);
+        Assert.Equal(1, s.ZstdDictionaries); // the new one; the retired one is gone from the fault service and the encoder
+        Assert.Equal(0, s.ServiceErrors + s.ChecksumFailures + s.BadPageFaults);
+        for (int i = 0; i < Pages; i++)
+        {
+            Assert.True(TestPages.CheckCompressible(region.Pointer + (long)i * P, i, i < Pages / 2 ? versions[i] : 1), $"page {i}");
+        }
+    }
+
+    [Theory]
+    [InlineData(-0.1)]
+    [InlineData(1.5)]
+    [InlineData(double.NaN)]
+    public void CpuShare_OutOfRange_IsRefused(double share)
+    {
+        var e = Assert.Throws<ArgumentException>(() => CramEngine.Create(new CramOptions { RecompressionCpuShare = share }));
+        Assert.Equal("RecompressionCpuShare", e.ParamName);
+    }
+
+    [Fact]
+    public void ZeroShare_NoRecompressor()
+    {
+        using CramEngine engine = CramEngine.Create(new CramOptions { RecompressionCpuShare = 0 });
+        Assert.Null(engine.Parts.Recompressor);
+        using CramRegion region = TestPages.FilledRegion(engine, 256);
+        region.Reclaim(region.Length);
+        Assert.Equal(0, engine.GetStats().RecompressedPages);
+    }
+}
