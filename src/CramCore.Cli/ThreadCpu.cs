@@ -7,12 +7,12 @@ namespace CramCore.Cli;
 /// </summary>
 internal static class ThreadCpu
 {
-    /// <summary>Seconds of CPU (user + system) per group: "caller", "fault_service", "reclaim", "writeback", "compress", "other".</summary>
+    /// <summary>Seconds of CPU (user + system) per group: "caller", "fault_service", "reclaim", "writeback", "compress", "recompress", "other".</summary>
     public static Dictionary<string, double> Sample()
     {
         int caller = CallerTid();
         const double tick = 1.0 / ClockTicksPerSecond;
-        var groups = new Dictionary<string, double> { ["caller"] = 0, ["fault_service"] = 0, ["reclaim"] = 0, ["writeback"] = 0, ["compress"] = 0, ["other"] = 0 };
+        var groups = new Dictionary<string, double> { ["caller"] = 0, ["fault_service"] = 0, ["reclaim"] = 0, ["writeback"] = 0, ["compress"] = 0, ["recompress"] = 0, ["other"] = 0 };
         foreach (string task in Directory.GetDirectories("/proc/self/task"))
         {
             string stat;
@@ -29,7 +29,7 @@ internal static class ThreadCpu
             string[] fields = stat[(close + 2)..].Split(' '); // fields[0] is the state (field 3 of stat)
             double seconds = (long.Parse(fields[11]) + long.Parse(fields[12])) * tick; // utime, stime: fields 14, 15
             string group = int.Parse(Path.GetFileName(task)) == caller ? "caller"
-                : comm switch { "cram-fault" => "fault_service", "cram-reclaim" => "reclaim", "cram-writeback" => "writeback", "cram-compress" => "compress", _ => "other" };
+                : comm switch { "cram-fault" => "fault_service", "cram-reclaim" => "reclaim", "cram-writeback" => "writeback", "cram-compress" => "compress", "cram-recompress" => "recompress", _ => "other" };
             groups[group] += seconds;
         }
         return groups;

@@ -50,6 +50,12 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         /// restart, for CRAMCORE_SOAK_SECONDS (30 s a fault service by default; ten minutes by hand: 600).
         /// </summary>
         Soak,
+        /// <summary>
+        /// Recompression at a whole CPU (every other mode has it at the default share) racing writes, reads,
+        /// reclaim, writeback to a file, segment and pool compaction, with the dictionary retrained every
+        /// 300 ms, so dictionaries retire (their copies re-encoded) while faults decode with them.
+        /// </summary>
+        Recompression,
     }
 
     /// <summary>Every mode with each fault service: the service thread, and the faulting thread (faults resolved in CramCore's SIGBUS handler, racing eviction, writeback, hints and forced GCs).</summary>
@@ -91,17 +97,18 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             // Compression: the reclaim worker alone (Plain), or with three helpers on a 2-CPU machine
             // (ResidentLimit, Writeback: the helpers compress pages writes race), or the default.
             CompressionThreads = mode is Mode.Plain ? 1 : mode is Mode.ResidentLimit or Mode.Writeback ? 4 : 0,
+            RecompressionCpuShare = mode == Mode.Recompression ? 1 : 0.1,
             // Readahead windows: mapped by the faulting (or service) thread alone (Plain), by it and
             // three helpers (Readahead: more installers than CPUs), or the default.
             ReadaheadThreads = mode is Mode.Plain ? 1 : mode is Mode.Readahead ? 4 : 0,
-            BackingFile = mode is Mode.Writeback or Mode.MemoryLimit or Mode.FileReadahead or Mode.Soak ? Path.Combine(dir, "swap") : null,
+            BackingFile = mode is Mode.Writeback or Mode.MemoryLimit or Mode.FileReadahead or Mode.Soak or Mode.Recompression ? Path.Combine(dir, "swap") : null,
             BackingFileLimitBytes = mode == Mode.Soak ? 4L * BackingFile.SegmentBytes : 0, // the file spills its oldest segments to the store
             MemoryLimitBytes = mode == Mode.MemoryLimit ? 16L << 20 : 0, // the pool gets a quarter
             // CleanCopies: ghost mode with a pool of a quarter of the data, so reclaim keeps letting go
             // of the copies read-back pages keep while writers and readers race it.
             // FileReadahead: most copies in the file, read back by sweeps through the file window.
-            CompressedPoolLimitBytes = mode is Mode.Writeback ? 2L << 20 : mode is Mode.CleanCopies or Mode.FileReadahead or Mode.Remote or Mode.RemoteTls or Mode.Soak ? 1L << 20 : 0,
-            PoolArenaBytes = mode is Mode.Writeback or Mode.CleanCopies or Mode.MemoryLimit or Mode.FileReadahead or Mode.Remote or Mode.RemoteTls or Mode.Soak ? 1L << 20 : 64L << 20,
+            CompressedPoolLimitBytes = mode is Mode.Writeback or Mode.Recompression ? 2L << 20 : mode is Mode.CleanCopies or Mode.FileReadahead or Mode.Remote or Mode.RemoteTls or Mode.Soak ? 1L << 20 : 0,
+            PoolArenaBytes = mode is Mode.Writeback or Mode.Recompression or Mode.CleanCopies or Mode.MemoryLimit or Mode.FileReadahead or Mode.Remote or Mode.RemoteTls or Mode.Soak ? 1L << 20 : 64L << 20,
             CramDevice = cram ? new EmulatedCramDevice(1L << 20) : null, // room for part of the placeable pages
             WritableBudgetPages = cram ? 16 : 0,
         });
@@ -260,10 +267,24 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
             }
         }
 
+        void Retrain()
+        {
+            while (DateTime.UtcNow < stop)
+            {
+                engine.Parts.Recompressor!.Retrain();
+                engine.CompactPool(); // moves objects behind their handles while the recompressor rewrites slots
+                Thread.Sleep(300);
+            }
+        }
+
         var threads = new List<Thread>();
-        if (mode is Mode.Writeback or Mode.FileReadahead or Mode.Remote or Mode.RemoteTls or Mode.Soak)
+        if (mode is Mode.Writeback or Mode.FileReadahead or Mode.Remote or Mode.RemoteTls or Mode.Soak or Mode.Recompression)
         {
             threads.Add(new Thread(Maintain));
+        }
+        if (mode == Mode.Recompression)
+        {
+            threads.Add(new Thread(Retrain));
         }
         for (int w = 0; w < writers; w++)
         {
@@ -298,13 +319,19 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         Assert.Equal(0, s.ChecksumFailures);
         Assert.Equal(0, s.BadPageFaults);
         // Metadata follows what it describes (issue 24): the fixed part (the fault-in log, reclaim's two
-        // chunk buffers; with a backing file its two segment buffers; with a remote store its segment buffer) and at most MetadataBytesPerPage
+        // chunk buffers; with a backing file its two segment buffers; with a remote store its segment buffer; the
+        // recompressor's buffers, zstd contexts and dictionaries) and at most MetadataBytesPerPage
         // per populated page, whatever the mode hammered (measured 80-93 bytes a page here).
         long fixedBytes = (long)SharedLayout.FaultLogSize * sizeof(ulong) + EvictionPipeline.MetadataBytes +
-            (engine.Parts.File is null ? 0 : 2L * BackingFile.SegmentBytes) + (engine.Parts.Remote is null ? 0 : RemoteSegments.SegmentBytes);
+            (engine.Parts.File is null ? 0 : 2L * BackingFile.SegmentBytes) + (engine.Parts.Remote is null ? 0 : RemoteSegments.SegmentBytes) +
+            (engine.Parts.Recompressor?.MemoryBytes ?? 0);
         long populatedPages = s.LogicalBytes / P;
         Assert.True(s.MetadataBytes <= fixedBytes + MetadataBytesPerPage * populatedPages + (64 << 10),
             $"{mode}: metadata {s.MetadataBytes} bytes for {populatedPages} pages: {(s.MetadataBytes - fixedBytes) / Math.Max(1, populatedPages)} a page beyond the fixed {fixedBytes}");
+        if (mode == Mode.Recompression) // the race was run: copies were rewritten and faults decoded them (a dictionary retiring under load: RecompressionTests)
+        {
+            Assert.True(s.RefaultsZstd > 0, $"{s.RefaultsZstd} zstd swap-ins, {s.ZstdDictionariesTrained} dictionaries trained");
+        }
         Assert.Equal(0, engine.Maintenance.SweepZombies());
         if (mode == Mode.Cram)
         {

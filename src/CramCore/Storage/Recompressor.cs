@@ -202,8 +202,8 @@ internal sealed unsafe class Recompressor : IDisposable
             if (wrapped)
             {
                 emptyWraps = donePass == 0 ? emptyWraps + 1 : 0; // two passes in a row with nothing done: the round is over
+                WrapUp(rewrote: donePass > 0);
                 donePass = 0;
-                WrapUp();
             }
             long work = _time.GetTimestamp() - start;
             Interlocked.Add(ref _workTicks, work);
@@ -225,11 +225,19 @@ internal sealed unsafe class Recompressor : IDisposable
         }
     }
 
-    /// <summary>A pass over every region ended: dictionaries whose copies are all gone are removed; sampling with too few pages trains with what it has.</summary>
-    private void WrapUp()
+    /// <summary>
+    /// A pass over every region ended: the pool compacted if the pass rewrote copies (the old ones
+    /// leave holes in their classes' zspages, the new ones fill zspages of smaller classes); dictionaries
+    /// whose copies are all gone are removed; sampling with too few pages trains with what it has.
+    /// </summary>
+    private void WrapUp(bool rewrote)
     {
         lock (_maintenance)
         {
+            if (rewrote)
+            {
+                _pool.Compact();
+            }
             for (int d = 1; d < SlotFlags.ZstdDictionaries; d++)
             {
                 if ((_retiring & (1u << d)) != 0 && _slots.DictionarySlots(d) == 0)
