@@ -211,19 +211,32 @@ internal sealed unsafe class Recompressor : IDisposable
         }
     }
 
-    /// <summary>The budget: after <paramref name="work"/> ticks of work, a pause that keeps the share of the thread's time spent working at the option.</summary>
+    /// <summary>
+    /// The budget: after <paramref name="work"/> ticks of work, the pause that keeps the share of the
+    /// thread's time spent working at the option. Pauses are owed until they add up to a few
+    /// milliseconds (a wait shorter than the timer's millisecond would be no pause at all), and what a
+    /// wait actually lasted is paid off, so the share holds on average whatever the batches cost.
+    /// </summary>
     private void Pause(long work)
     {
         if (_share >= 1 || work <= 0)
         {
             return;
         }
-        TimeSpan pause = _time.GetElapsedTime(0, (long)(work * (1 - _share) / _share));
-        if (pause > TimeSpan.Zero)
+        _owed += (long)(work * (1 - _share) / _share);
+        TimeSpan owed = _time.GetElapsedTime(0, _owed);
+        if (owed < MinimumPause)
         {
-            _stopped.Wait(pause < TimeSpan.FromSeconds(30) ? pause : TimeSpan.FromSeconds(30));
+            return;
         }
+        long start = _time.GetTimestamp();
+        _stopped.Wait(owed < TimeSpan.FromSeconds(30) ? owed : TimeSpan.FromSeconds(30));
+        _owed = Math.Max(0, _owed - (_time.GetTimestamp() - start));
     }
+
+    /// <summary>The shortest pause the budget makes (owed time is paid in pauses at least this long).</summary>
+    private static readonly TimeSpan MinimumPause = TimeSpan.FromMilliseconds(5);
+    private long _owed; // timestamp ticks of pause owed
 
     /// <summary>
     /// A pass over every region ended: the pool compacted if the pass rewrote copies (the old ones
