@@ -10,7 +10,7 @@
 #   ./build.sh cram ARGS  run the `cram` CLI, built first if a source changed since the last build, e.g. ./build.sh cram bench faults --json
 #   ./build.sh pack       build the packages with a version of their own (0.1.0-dev.<commits>.<n>.g<sha>[.dirty]: no cached
 #                         package can stand in for this build) into artifacts/packages (or $CRAMCORE_PACK_OUTPUT), and print the commands that use them
-# On a fresh Debian machine it installs what is missing (gcc/make, liblz4, redis-server and redis-tools for the remote tier's tests).
+# On a fresh Debian machine it installs what is missing (gcc/make, liblz4, libzstd, redis-server and redis-tools for the remote tier's tests).
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(pwd)
@@ -28,6 +28,10 @@ ensure_tools() {
   command -v make >/dev/null || missing+=(make)
   if ! ldconfig -p 2>/dev/null | grep -q 'liblz4\.so\.1 ' && [ ! -e /usr/lib/x86_64-linux-gnu/liblz4.so.1 ]; then
     missing+=(liblz4-1)
+  fi
+  # zstd decodes (and the recompressor encodes) cold copies: the system libzstd.so.1.
+  if ! ldconfig -p 2>/dev/null | grep -q 'libzstd\.so\.1 ' && [ ! -e /usr/lib/x86_64-linux-gnu/libzstd.so.1 ]; then
+    missing+=(libzstd1)
   fi
   # The remote tier's tests start real RESP servers on loopback (redis-server, and redis-cli for a cluster).
   command -v redis-server >/dev/null || missing+=(redis-server)

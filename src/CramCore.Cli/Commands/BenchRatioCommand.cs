@@ -15,7 +15,7 @@ internal sealed record RatioBenchResult(
     double SwapinP50Us, double SwapinRecompressedP50Us, double ZstdDecompressUs,
     long Mismatches,
     string Source, long SizeBytes, long Pages, long RecompressedPages, long KeptPages, long SameFilledPages,
-    long MemoryUsedLz4Bytes, long MemoryUsedBytes, long MetadataBytes, long Dictionaries, double RecompressElapsedS, int Samples);
+    long MemoryUsedLz4Bytes, long MemoryUsedBytes, long MetadataBytes, long Dictionaries, double RecompressElapsedS, int Samples, string FaultService);
 
 /// <summary>
 /// `cram bench ratio`: how much cold data fits in the memory the tier is given. SIZE of corpus pages
@@ -30,7 +30,7 @@ internal static unsafe class BenchRatioCommand
 {
     private const int P = PageSource.PageSize;
 
-    public static int Run(string? corpus, long size, double share, int samples, bool json)
+    public static int Run(string? corpus, long size, double share, int samples, bool json, CramFaultService faultService = CramFaultService.Auto)
     {
         if (size < 16L << 20 || size > 64L << 30)
         {
@@ -46,7 +46,7 @@ internal static unsafe class BenchRatioCommand
         }
         PageSource source = corpus is null ? PageSource.GeneratedCorpus() : PageSource.FromCorpus(corpus);
         long pages = size / P;
-        using var engine = CramEngine.Create(new CramOptions { RecompressionCpuShare = share, FaultAroundPages = 64 });
+        using var engine = CramEngine.Create(new CramOptions { RecompressionCpuShare = share, FaultService = faultService });
         using var region = engine.CreateRegion(pages * P);
         Recompressor recompressor = engine.Parts.Recompressor!;
         recompressor.Suspended = true; // LZ4 alone first
@@ -123,7 +123,8 @@ internal static unsafe class BenchRatioCommand
             MetadataBytes: after.MetadataBytes,
             Dictionaries: after.ZstdDictionaries,
             RecompressElapsedS: Math.Round(elapsed, 2),
-            Samples: zstdTicks.Count);
+            Samples: zstdTicks.Count,
+            FaultService: BenchSupport.Name(after.FaultService));
         ResultPrinter.Print(result, json, "cram bench ratio");
         return mismatches == 0 ? ExitCode.Success : ExitCode.IntegrityFailure;
     }
@@ -157,7 +158,7 @@ internal static unsafe class BenchRatioCommand
     /// <summary>The bench's own bound: logical bytes over the sum of each page's zstd-3 size alone (16-byte classes; over 3 KiB whole; zero and same-filled free), and the mean decode time of those frames.</summary>
     private static (double Bound, double DecodeUs) Zstd3Bound(PageSource source, long pages)
     {
-        using var codec = new ZstdCodec();
+        using var codec = new ZstdCodec(level: 3);
         byte* page = (byte*)NativeMemory.AlignedAlloc(P, P);
         byte* frame = (byte*)NativeMemory.AlignedAlloc(2 * P, P);
         byte* back = (byte*)NativeMemory.AlignedAlloc(P, P);

@@ -2,11 +2,12 @@ namespace CramCore.Internals;
 
 /// <summary>
 /// A growable FIFO ring of small values: reclaim's victim queue (page references) and writeback's
-/// pool store order (slot ids). Not thread-safe: each user holds the maintenance lock.
+/// pool store order (slot ids). It grows by doubling and, as it empties, shrinks by halving (below an
+/// eighth full), so its memory follows its count. Not thread-safe: each user holds the maintenance lock.
 /// </summary>
 internal sealed class FifoQueue<T> where T : unmanaged
 {
-    private T[] _items = new T[4096];
+    private T[] _items = new T[MinimumCapacity];
     private int _head;
     private int _count;
 
@@ -35,13 +36,7 @@ internal sealed class FifoQueue<T> where T : unmanaged
     {
         if (_count == _items.Length)
         {
-            var larger = new T[_items.Length * 2];
-            for (int i = 0; i < _count; i++)
-            {
-                larger[i] = _items[(_head + i) & (_items.Length - 1)];
-            }
-            _items = larger;
-            _head = 0;
+            Resize(_items.Length * 2);
         }
     }
 
@@ -55,7 +50,24 @@ internal sealed class FifoQueue<T> where T : unmanaged
         item = _items[_head];
         _head = (_head + 1) & (_items.Length - 1);
         _count--;
+        if (_count < _items.Length / 8 && _items.Length > MinimumCapacity)
+        {
+            Resize(_items.Length / 2); // metadata follows what it describes: a queue that emptied gives its ring back, halving at most once per half of its items dequeued
+        }
         return true;
+    }
+
+    private const int MinimumCapacity = 4096;
+
+    private void Resize(int capacity)
+    {
+        var items = new T[capacity];
+        for (int i = 0; i < _count; i++)
+        {
+            items[i] = _items[(_head + i) & (_items.Length - 1)];
+        }
+        _items = items;
+        _head = 0;
     }
 
     public void Clear()

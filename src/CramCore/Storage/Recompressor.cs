@@ -58,6 +58,7 @@ internal sealed unsafe class Recompressor : IDisposable
     private int _sampled;
     private readonly NativeColdEntry[] _found = new NativeColdEntry[BatchEntries];
     private readonly NativeColdEntry[] _taken = new NativeColdEntry[BatchEntries];
+    private readonly bool[] _isSample = new bool[BatchEntries];
     private readonly int[] _newLength = new int[BatchEntries];
     private readonly byte[] _newFlags = new byte[BatchEntries];
     private readonly NativeSlotRecode[] _recodes = new NativeSlotRecode[BatchEntries];
@@ -161,6 +162,7 @@ internal sealed unsafe class Recompressor : IDisposable
         lock (_maintenance)
         {
             _sampling = true;
+            _sampleStride = 0;
         }
         Request();
     }
@@ -317,10 +319,20 @@ internal sealed unsafe class Recompressor : IDisposable
                 {
                     continue;
                 }
+                // Samples are spread over the whole pool (one candidate in every _sampleStride), not
+                // the first pages the cursor meets: a dictionary of one corner of the heap fits the
+                // rest worse. Before the first dictionary only the samples are taken at all (the
+                // others wait for it: found again on the next pass).
+                bool sample = _sampling && TakeSample();
+                if (_sampling && _current == 0 && !sample)
+                {
+                    continue;
+                }
                 int length = s->Length;
                 Buffer.MemoryCopy((void*)_pool.AddressOf((uint)s->Location), _stored + (long)taken * SharedLayout.PageSize, SharedLayout.PageSize, length);
                 e.Length = (ushort)length;
                 e.Flags = flags;
+                _isSample[taken] = sample;
                 _taken[taken++] = e;
             }
         }
@@ -344,7 +356,7 @@ internal sealed unsafe class Recompressor : IDisposable
         {
             return; // the fault service will find it bad by its checksum, or decode it: not ours to judge
         }
-        if (_sampling)
+        if (_isSample[i] && _sampling)
         {
             Sample();
             if (_sampled == TrainingPages)
@@ -378,6 +390,20 @@ internal sealed unsafe class Recompressor : IDisposable
             _newLength[i] = -1; // kept
         }
     }
+
+    /// <summary>Whether the next candidate is a sample: one in every (LZ4 pool copies ÷ <see cref="TrainingPages"/>), counted when sampling starts.</summary>
+    private bool TakeSample()
+    {
+        if (_sampleStride == 0)
+        {
+            long copies = _slots.PoolSlots - _slots.DictionarySlots(0);
+            _sampleStride = Math.Max(1, copies / TrainingPages);
+            _sampleTick = 0;
+        }
+        return _sampleTick++ % _sampleStride == 0;
+    }
+
+    private long _sampleStride, _sampleTick; // 0: counted again at the next candidate
 
     private static int SizeClass(int length) => (length + CompressedPool.Granularity - 1) / CompressedPool.Granularity;
 
@@ -525,6 +551,7 @@ internal sealed unsafe class Recompressor : IDisposable
         if (_current != 0 && _windowSum > _referenceSum * DriftTolerance)
         {
             _sampling = true; // the data changed under the dictionary: sample again and retrain
+            _sampleStride = 0;
         }
         _windowSum = _windowCount = 0;
     }
