@@ -164,7 +164,7 @@ remote.SetAction(r => Guard(r, () => BenchRemoteCommand.Run(r.GetValue(corpusOpt
     BenchSupport.ParseFaultService(r.GetValue(faultServiceOption)), !r.GetValue(remotePlainOption), r.GetValue(remoteTlsOption))));
 bench.Subcommands.Add(remote);
 var ratioSizeOption = new Option<string>("--size") { Description = "Bytes of corpus pages to write and evict (e.g. 1g).", DefaultValueFactory = _ => "1g" };
-var ratioShareOption = new Option<double>("--cpu-share") { Description = "The recompressor's CPU budget, a share of one CPU (CramOptions.RecompressionCpuShare; a whole one here, more than an engine takes by default, so the bench ends sooner).", DefaultValueFactory = _ => 1.0 };
+var ratioShareOption = new Option<double>("--cpu-share") { Description = "The recompressor's CPU budget, a share of one CPU (CramOptions.RecompressionCpuShare; a whole one here, more than an engine's own setting, so the bench ends sooner).", DefaultValueFactory = _ => 1.0 };
 var ratioSamplesOption = new Option<int>("--samples") { Description = "Random swap-ins timed before and after recompression.", DefaultValueFactory = _ => 3000 };
 var ratio = new Command("ratio", "How much cold data fits in memory: every page evicted, capacity (logical bytes per byte of memory used) with LZ4 copies, then after the recompressor rewrote the cold ones with zstd and a trained dictionary, beside the bench's own per-page zstd-3 bound; swap-ins before and after.")
 {

@@ -17,10 +17,28 @@ public sealed unsafe class RecompressionTests
     private const int P = TestPages.PageSize;
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
 
-    private static CramEngine Engine(CramFaultService service, string? backingFile = null) =>
-        CramEngine.Create(backingFile is null
+    private static CramEngine Engine(CramFaultService service, string? backingFile = null)
+    {
+        CramEngine engine = CramEngine.Create(backingFile is null
             ? new CramOptions { FaultAroundPages = 1, FaultService = service, RecompressionCpuShare = 1 }
             : new CramOptions { FaultAroundPages = 1, FaultService = service, RecompressionCpuShare = 1, BackingFile = backingFile, CompressedPoolLimitBytes = 4L << 20, PoolArenaBytes = 1L << 20 });
+        engine.Parts.Recompressor!.StartDelay = TimeSpan.Zero; // rounds at once: the tests wait for them
+        return engine;
+    }
+
+    [Fact]
+    public void ARound_WaitsItsStartDelay_SoAPageEvictedAndReadBackAtOnceKeepsItsLz4Copy()
+    {
+        using CramEngine engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1, RecompressionCpuShare = 1 });
+        Assert.Equal(TimeSpan.FromSeconds(1), engine.Parts.Recompressor!.StartDelay);
+        using CramRegion region = engine.CreateRegion(256L * P);
+        Fill(region, 256, 1);
+        region.Reclaim(region.Length); // asks for a round, which waits a second
+        AssertIntact(region, 256, 1);
+        CramStats s = engine.GetStats();
+        Assert.Equal(256, s.RefaultsLz4);
+        Assert.Equal(0, s.RefaultsZstd);
+    }
 
     /// <summary>Waits until the recompressor has nothing left to do (a round ended with no request pending) and returns the stats then.</summary>
     private static CramStats Settled(CramEngine engine)

@@ -57,6 +57,49 @@ public sealed unsafe class RemoteTierTests
         return n;
     }
 
+    /// <summary>Copies recompressed in the pool keep their codec on the store: the native fetchers decode zstd with the engine's dictionary (cramnative.h, "Codecs").</summary>
+    [RespStoreTheory]
+    [InlineData(CramFaultService.ServiceThread)]
+    [InlineData(CramFaultService.FaultingThread)]
+    public void RecompressedCopies_GoToTheStore_AndTheFetchersDecodeThem(CramFaultService service)
+    {
+        using RespServer server = RespServer.Start();
+        using RedisRemoteStore store = RedisRemoteStore.Connect(server.ToString());
+        CramOptions options = Options(store, service);
+        options.CompressedPoolLimitBytes = 4L << 20; // room for the first half, recompressed, before writeback
+        options.RecompressionCpuShare = 1;
+        using CramEngine engine = CramEngine.Create(options);
+        engine.Parts.Recompressor!.StartDelay = TimeSpan.Zero;
+        using CramRegion region = engine.CreateRegion((long)Pages * P);
+        for (int i = 0; i < Pages / 2; i++)
+        {
+            TestPages.WriteCompressible(region.Pointer + (long)i * P, i, 0);
+        }
+        region.Reclaim(region.Length);
+        Assert.True(SpinWait.SpinUntil(() => engine.GetStats().RecompressedPages > Pages / 4 && engine.Parts.Recompressor.Idle, TimeSpan.FromSeconds(60)), "nothing was recompressed");
+        for (int i = Pages / 2; i < Pages; i++)
+        {
+            TestPages.WriteCompressible(region.Pointer + (long)i * P, i, 0);
+        }
+        region.Reclaim(region.Length);
+        engine.Maintenance.WriteBack(long.MaxValue); // the oldest copies, recompressed, go to the store
+        WaitForWriteback(engine);
+        int zstdRemote = 0;
+        for (int i = 0; i < Pages; i++)
+        {
+            NativeSlot* slot = RemoteSlot(engine, region, i);
+            zstdRemote += slot != null && (NativeSlot.LoadFlags(slot) & SlotFlags.Zstd) != 0 ? 1 : 0;
+        }
+        Assert.True(zstdRemote > 0, "no recompressed copy went to the store");
+        for (int i = Pages - 1; i >= 0; i--)
+        {
+            Assert.True(TestPages.CheckCompressible(region.Pointer + (long)i * P, i, 0), $"page {i}");
+        }
+        CramStats s = engine.GetStats();
+        Assert.True(s.RemoteFetches >= zstdRemote && s.RefaultsZstd >= zstdRemote, $"{s.RemoteFetches} fetches, {s.RefaultsZstd} zstd swap-ins for {zstdRemote} zstd copies on the store");
+        Assert.Equal(0, s.ServiceErrors + s.ChecksumFailures + s.BadPageFaults + s.RemoteFetchFailures);
+    }
+
     [RespStoreTheory]
     [InlineData(CramFaultService.ServiceThread)]
     [InlineData(CramFaultService.FaultingThread)]

@@ -50,6 +50,7 @@ internal static unsafe class BenchRatioCommand
         using var region = engine.CreateRegion(pages * P);
         Recompressor recompressor = engine.Parts.Recompressor!;
         recompressor.Suspended = true; // LZ4 alone first
+        recompressor.StartDelay = TimeSpan.Zero; // every page was evicted on purpose: cold at once
 
         BenchSupport.Progress($"fill: {Measure.Bytes(size)} of {source.Description}, then every page evicted");
         for (long i = 0; i < pages; i++)

@@ -167,12 +167,20 @@ internal sealed unsafe class Recompressor : IDisposable
         Request();
     }
 
+    /// <summary>
+    /// How long a round waits after it was asked for: copies evicted within it are not rewritten by
+    /// it (a copy must also stay cold for a moment: a page evicted and read back at once keeps its LZ4
+    /// copy, and an application that evicts and checks at once sees reclaim's work alone). Tests and
+    /// `cram bench ratio` set it to zero.
+    /// </summary>
+    internal TimeSpan StartDelay { get; set; } = TimeSpan.FromSeconds(1);
+
     private void Loop()
     {
         while (true)
         {
             _wake.Wait();
-            if (_stopping)
+            if (_stopping || (StartDelay > TimeSpan.Zero && _stopped.Wait(StartDelay)))
             {
                 break;
             }
