@@ -117,17 +117,19 @@ var swapFileOption = new Option<string?>("--backing-file") { Description = "The 
 var swapPoolOption = new Option<string>("--pool-limit") { Description = "With --backing-file: the compressed pool's limit (e.g. 64m).", DefaultValueFactory = _ => "64m" };
 var compressionThreadsOption = new Option<int>("--compression-threads") { Description = "Threads that compress evicted pages, the reclaim worker included (CramOptions.CompressionThreads; 0: one per CPU, at most 4).", DefaultValueFactory = _ => 0 };
 var readaheadThreadsOption = new Option<int>("--readahead-threads") { Description = "Threads that map a sequential reader's readahead window, the faulting thread included (CramOptions.ReadaheadThreads; 0: 2 with more than one CPU).", DefaultValueFactory = _ => 0 };
+var swapRecompressionOption = new Option<double>("--recompression-cpu-share") { Description = "The recompressor's CPU budget during the run (CramOptions.RecompressionCpuShare; 0: no recompression).", DefaultValueFactory = _ => new CramOptions().RecompressionCpuShare };
 var swapPlotOption = new Option<string?>("--plot") { Description = "Also draw the latency distribution of phases A and B into this SVG file." };
 var swapKernelOption = new Option<string?>("--kernel") { Description = "With --plot: the JSON a kernel anchor printed for the same workload (kernel-zram.sh, kernel-swapfile.sh); its p50 and p99 are drawn beside ours." };
 var swap = new Command("swap", "The kernel's own swap workload (../shared/anchors/swaptest.c) through the public API, with kernel-zram.sh's JSON keys: fill under a limit, random swap-ins at the limit and without it, sequential swap-in, verify.")
 {
     corpusOption, swapSizeOption, swapLimitOption, swapSamplesOption, faultServiceOption, swapFileOption, swapPoolOption, compressionThreadsOption, readaheadThreadsOption,
-    swapPlotOption, swapKernelOption, jsonOption,
+    swapRecompressionOption, swapPlotOption, swapKernelOption, jsonOption,
 };
 swap.SetAction(r => Guard(r, () => BenchSwapCommand.Run(r.GetValue(corpusOption), Measure.ParseSize(r.GetValue(swapSizeOption)!, "--size"),
     Measure.ParseSize(r.GetValue(swapLimitOption)!, "--limit"), r.GetValue(swapSamplesOption), r.GetValue(jsonOption),
     BenchSupport.ParseFaultService(r.GetValue(faultServiceOption)), r.GetValue(swapFileOption), Measure.ParseSize(r.GetValue(swapPoolOption)!, "--pool-limit"),
-    r.GetValue(compressionThreadsOption), r.GetValue(readaheadThreadsOption), r.GetValue(swapPlotOption), r.GetValue(swapKernelOption))));
+    r.GetValue(compressionThreadsOption), r.GetValue(readaheadThreadsOption), r.GetValue(swapPlotOption), r.GetValue(swapKernelOption),
+    r.GetValue(swapRecompressionOption))));
 bench.Subcommands.Add(bear);
 var hotSizeOption = new Option<string>("--size") { Description = "Bytes of corpus pages in the region (e.g. 2g).", DefaultValueFactory = _ => "2g" };
 var hotLimitOption = new Option<string>("--limit") { Description = "Resident limit (e.g. 512m).", DefaultValueFactory = _ => "512m" };

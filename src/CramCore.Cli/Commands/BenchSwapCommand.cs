@@ -18,7 +18,8 @@ internal sealed record SwapBenchResult(
     [property: Figure(FigureUnit.Number, Label = "sequential: pages per file read")] double SeqPagesPerFileRead, double SeqFileReadsSequentialShare,
     [property: Figure(FigureUnit.Microseconds, Label = "B: fault latency p50 the engine saw (CramStats.FaultLatency, bucket bound)")] double EngineFaultLatencyP50Us,
     [property: Figure(FigureUnit.Number, Label = "B: fault latency samples the engine took (probes under the service thread)")] long EngineFaultLatencySamples,
-    [property: Figure(FigureUnit.Microseconds, Label = "B: fault service time p50 (CramStats.FaultServiceTime, bucket bound)")] double EngineFaultServiceTimeP50Us);
+    [property: Figure(FigureUnit.Microseconds, Label = "B: fault service time p50 (CramStats.FaultServiceTime, bucket bound)")] double EngineFaultServiceTimeP50Us,
+    long RecompressedPages, long RefaultsZstd);
 
 /// <summary>
 /// `cram bench swap`: the kernel's own swap workload (../shared/anchors/swaptest.c) through the
@@ -37,8 +38,13 @@ internal static unsafe class BenchSwapCommand
     /// <param name="plot">An SVG file to draw the swap-in latency distribution of phases A and B into (null: none).</param>
     /// <param name="kernelJson">The JSON a kernel anchor printed for the same workload (kernel-zram.sh, kernel-swapfile.sh): its p50 and p99 go beside ours in the plot.</param>
     public static int Run(string? corpus, long size, long limit, int samples, bool json, CramFaultService faultService = CramFaultService.Auto,
-        string? backingFile = null, long poolLimit = 64L << 20, int compressionThreads = 0, int readaheadThreads = 0, string? plot = null, string? kernelJson = null)
+        string? backingFile = null, long poolLimit = 64L << 20, int compressionThreads = 0, int readaheadThreads = 0, string? plot = null, string? kernelJson = null,
+        double recompressionShare = 0.1)
     {
+        if (!(recompressionShare is >= 0 and <= 1))
+        {
+            throw new CliException($"--recompression-cpu-share: {recompressionShare} must be between 0 (no recompression) and 1 (a whole CPU).");
+        }
         JsonElement? kernel = BenchSupport.PlotArguments(plot, kernelJson, "kernel-zram.sh or kernel-swapfile.sh");
         if (size < 16L << 20 || size > 1L << 40)
         {
@@ -78,11 +84,12 @@ internal static unsafe class BenchSwapCommand
             zero[i] = scratch.AsSpan().IndexOfAnyExcept((byte)0) < 0;
         }
         using var engine = CramEngine.Create(backingFile is null
-            ? new CramOptions { ResidentLimitBytes = limit, FaultService = faultService, CompressionThreads = compressionThreads, ReadaheadThreads = readaheadThreads }
+            ? new CramOptions { ResidentLimitBytes = limit, FaultService = faultService, CompressionThreads = compressionThreads, ReadaheadThreads = readaheadThreads, RecompressionCpuShare = recompressionShare }
             : new CramOptions
             {
                 ResidentLimitBytes = limit - poolLimit, CompressedPoolLimitBytes = poolLimit, PoolArenaBytes = Math.Min(poolLimit, 64L << 20),
                 BackingFile = backingFile, FaultService = faultService, CompressionThreads = compressionThreads, ReadaheadThreads = readaheadThreads,
+                RecompressionCpuShare = recompressionShare,
             });
         using var region = engine.CreateRegion(pages * P);
 
@@ -217,7 +224,9 @@ internal static unsafe class BenchSwapCommand
             SeqFileReadsSequentialShare: seqFileReads == 0 ? 0 : Math.Round((double)(afterSeq.FileReadsSequential - beforeSeq.FileReadsSequential) / seqFileReads, 3),
             EngineFaultLatencyP50Us: latencyB.Quantile(0.5).TotalMicroseconds,
             EngineFaultLatencySamples: latencyB.Count,
-            EngineFaultServiceTimeP50Us: serviceB.Quantile(0.5).TotalMicroseconds);
+            EngineFaultServiceTimeP50Us: serviceB.Quantile(0.5).TotalMicroseconds,
+            RecompressedPages: s.RecompressedPages,
+            RefaultsZstd: s.RefaultsZstd);
         ResultPrinter.Print(result, json, "cram bench swap");
         return mismatches == 0 ? ExitCode.Success : ExitCode.IntegrityFailure;
     }
