@@ -102,9 +102,9 @@ EXPORT int CramNative_SlotsRecode(cram_engine* e, cram_slot_recode* recodes, int
 }
 
 EXPORT int CramNative_FindColdEntries(cram_engine* e, uint32_t* region_id, uint64_t* page, uint64_t min_distance, uint32_t recode_dicts,
-                                      cram_cold_entry* entries, int32_t capacity, int32_t* found, int32_t* wrapped)
+                                      uint64_t stride, uint64_t* tick, cram_cold_entry* entries, int32_t capacity, int32_t* found, int32_t* wrapped)
 {
-    if (!e || !region_id || !page || !found || !wrapped || capacity < 0 || (capacity && !entries)) { errno = EINVAL; return -1; }
+    if (!e || !region_id || !page || !found || !wrapped || !tick || capacity < 0 || (capacity && !entries)) { errno = EINVAL; return -1; }
     cram_shared* s = e->shared;
     int32_t n = 0;
     uint32_t walked = 0;
@@ -130,6 +130,7 @@ EXPORT int CramNative_FindColdEntries(cram_engine* e, uint32_t* region_id, uint6
                 continue;
             if ((flags & CRAM_SLOT_ZSTD) && !(recode_dicts & (1u << ((flags & CRAM_SLOT_DICT_MASK) >> CRAM_SLOT_DICT_SHIFT))))
                 continue;
+            if (stride > 1 && (*tick)++ % stride != 0) continue; /* one candidate in `stride` (samples spread over the pool) */
             entries[n++] = (cram_cold_entry){ .page = i, .slot = CRAM_PTE_SLOT(p), .location = slot->location, .region = id,
                                               .length = slot->length, .flags = (uint8_t)flags };
         }

@@ -936,11 +936,13 @@ int CramNative_SlotsRecode(cram_engine* engine, cram_slot_recode* recodes, int32
 /* Recompression's candidates ("Codecs"): from the cursor (*region_id, *page), the EVICTED pages of
  * active regions whose slot is in the pool, not raw, stale, bad or kept, either LZ4 or zstd with a
  * dictionary in recode_dicts (bit d: dictionary d; so entries of a dictionary being retired are found
- * again), evicted at least min_distance evictions ago (0: any). At most `capacity` entries, and a
- * bounded walk (one hold of the engine lock per CRAM_COLD_WALK_PAGES touched pages); the cursor
- * moves on, and *wrapped is 1 when it went past the last region (it starts again at the first). */
+ * again), evicted at least min_distance evictions ago (0: any); with stride > 1 only one such page in
+ * `stride`, counted by *tick across calls (a dictionary's samples, spread over the whole pool). At
+ * most `capacity` entries, and a bounded walk (one hold of the engine lock per CRAM_COLD_WALK_PAGES
+ * touched pages); the cursor moves on, and *wrapped is 1 when it went past the last region (it
+ * starts again at the first). */
 int CramNative_FindColdEntries(cram_engine* engine, uint32_t* region_id, uint64_t* page, uint64_t min_distance, uint32_t recode_dicts,
-                               cram_cold_entry* entries, int32_t capacity, int32_t* found, int32_t* wrapped);
+                               uint64_t stride, uint64_t* tick, cram_cold_entry* entries, int32_t capacity, int32_t* found, int32_t* wrapped);
 /* Sets zstd dictionary `index` (1..3) from `bytes` (a copy is made), or removes it (length 0): only
  * while no slot names it. *memory_bytes: the decoder's memory for the dictionaries now. */
 int CramNative_ZstdDictionarySet(cram_engine* engine, uint32_t index, const void* bytes, uint64_t length, uint64_t* memory_bytes);

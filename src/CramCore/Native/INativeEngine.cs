@@ -35,8 +35,8 @@ internal unsafe interface INativeEngine
     /// <summary>Recompression's rewrite of each slot still naming its old pool handle, its page still EVICTED (CramNative_SlotsRecode).</summary>
     Errno SlotsRecode(NativeSlotRecode* recodes, int count, out int recoded);
 
-    /// <summary>Recompression's candidates from a cursor (CramNative_FindColdEntries).</summary>
-    Errno FindColdEntries(ref uint regionId, ref ulong page, ulong minDistance, uint recodeDictionaries, NativeColdEntry* entries, int capacity, out int found, out bool wrapped);
+    /// <summary>Recompression's candidates from a cursor (CramNative_FindColdEntries); with <paramref name="stride"/> above 1, one in every stride, counted by <paramref name="tick"/>.</summary>
+    Errno FindColdEntries(ref uint regionId, ref ulong page, ulong minDistance, uint recodeDictionaries, ulong stride, ref ulong tick, NativeColdEntry* entries, int capacity, out int found, out bool wrapped);
 
     /// <summary>Sets or removes a zstd dictionary of the fault service (CramNative_ZstdDictionarySet); the decoder's memory for them all.</summary>
     Errno ZstdDictionarySet(int index, ReadOnlySpan<byte> dictionary, out long memoryBytes);
@@ -150,14 +150,15 @@ internal sealed unsafe class NativeEngine(nint engine) : INativeEngine
         return e;
     }
 
-    public Errno FindColdEntries(ref uint regionId, ref ulong page, ulong minDistance, uint recodeDictionaries, NativeColdEntry* entries, int capacity, out int found, out bool wrapped)
+    public Errno FindColdEntries(ref uint regionId, ref ulong page, ulong minDistance, uint recodeDictionaries, ulong stride, ref ulong tick, NativeColdEntry* entries, int capacity, out int found, out bool wrapped)
     {
         uint r = regionId;
-        ulong p = page;
+        ulong p = page, t = tick;
         int n = 0, w = 0;
-        Errno e = Result(Interop.CramNative.FindColdEntries(engine, &r, &p, minDistance, recodeDictionaries, entries, capacity, &n, &w));
+        Errno e = Result(Interop.CramNative.FindColdEntries(engine, &r, &p, minDistance, recodeDictionaries, stride, &t, entries, capacity, &n, &w));
         regionId = r;
         page = p;
+        tick = t;
         found = n;
         wrapped = w != 0;
         return e;

@@ -89,7 +89,7 @@ internal static partial class Interop
         /// <summary>Recompression's candidates from a cursor: EVICTED pages with LZ4 pool copies (or zstd with a dictionary in the mask), evicted at least a distance ago.</summary>
         [LibraryImport(Library, EntryPoint = "CramNative_FindColdEntries", SetLastError = true)]
         internal static partial int FindColdEntries(nint engine, uint* regionId, ulong* page, ulong minDistance, uint recodeDictionaries,
-            NativeColdEntry* entries, int capacity, int* found, int* wrapped);
+            ulong stride, ulong* tick, NativeColdEntry* entries, int capacity, int* found, int* wrapped);
 
         /// <summary>Sets (or, with length 0, removes) the fault service's zstd dictionary at an index 1..3.</summary>
         [LibraryImport(Library, EntryPoint = "CramNative_ZstdDictionarySet", SetLastError = true)]

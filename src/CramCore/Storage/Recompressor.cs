@@ -273,14 +273,27 @@ internal sealed unsafe class Recompressor : IDisposable
                 }
             }
         }
+        long lz4Copies = _slots.PoolSlots - _slots.ZstdSlots;
         if (_sampling && _sampled >= MinimumTrainingPages)
         {
             TrainFromSamples();
         }
-        else if (_sampling && _current == 0 && _sampled < MinimumTrainingPages)
+        else if (_sampling && _current == 0)
         {
-            _sampling = false; // too few cold pages to train on: zstd without a dictionary until drift asks again
-            ReleaseSamples();
+            if (lz4Copies < MinimumTrainingPages)
+            {
+                _sampling = false; // a small pool: zstd without a dictionary, until the pool grows (below)
+                ReleaseSamples();
+            }
+            else
+            {
+                _sampleStride = 0; // too few cold pages yet (the pool is filling): sample on, over the pool as it is now
+            }
+        }
+        else if (!_sampling && _current == 0 && lz4Copies >= 4L * TrainingPages)
+        {
+            _sampling = true; // the pool grew: a dictionary is worth training now
+            _sampleStride = 0;
         }
         Volatile.Write(ref _evictionsSeen, Volatile.Read(ref _shared->Stats.EvictedPagesTotal));
     }
@@ -294,11 +307,14 @@ internal sealed unsafe class Recompressor : IDisposable
         // application evicted itself (CramRegion.Reclaim) are cold once they are gone.
         ulong distance = Math.Min(Volatile.Read(ref _shared->ActivateDistancePages), Volatile.Read(ref _shared->Stats.ResidentPages));
         uint mask = 1u | Volatile.Read(ref _retiring); // bit 0: LZ4 copies are always candidates
+        // Before the first dictionary only its samples are wanted: the native walk hands out one
+        // candidate in every stride, so the pass that samples the whole pool is a walk, not a batch per 64.
+        ulong stride = _sampling && _current == 0 ? (ulong)SampleStride() : 1;
         fixed (NativeColdEntry* entries = _found)
         {
             while (found < BatchEntries && !wrapped)
             {
-                Interop.ThrowIfFailed(_engine.FindColdEntries(ref _cursorRegion, ref _cursorPage, distance, mask & ~1u, entries + found, BatchEntries - found, out int n, out wrapped),
+                Interop.ThrowIfFailed(_engine.FindColdEntries(ref _cursorRegion, ref _cursorPage, distance, mask & ~1u, stride, ref _walkTick, entries + found, BatchEntries - found, out int n, out wrapped),
                     "Finding cold entries to recompress");
                 found += n; // a bounded walk that found nothing walks on from where it stopped
             }
@@ -331,11 +347,7 @@ internal sealed unsafe class Recompressor : IDisposable
                 // the first pages the cursor meets: a dictionary of one corner of the heap fits the
                 // rest worse. Before the first dictionary only the samples are taken at all (the
                 // others wait for it: found again on the next pass).
-                bool sample = _sampling && TakeSample();
-                if (_sampling && _current == 0 && !sample)
-                {
-                    continue;
-                }
+                bool sample = _sampling && (_current == 0 || TakeSample()); // before the first dictionary the walk chose the samples
                 int length = s->Length;
                 Buffer.MemoryCopy((void*)_pool.AddressOf((uint)s->Location), _stored + (long)taken * SharedLayout.PageSize, SharedLayout.PageSize, length);
                 e.Length = (ushort)length;
@@ -399,19 +411,23 @@ internal sealed unsafe class Recompressor : IDisposable
         }
     }
 
-    /// <summary>Whether the next candidate is a sample: one in every (LZ4 pool copies ÷ <see cref="TrainingPages"/>), counted when sampling starts.</summary>
-    private bool TakeSample()
+    /// <summary>One candidate in every (LZ4 pool copies ÷ <see cref="TrainingPages"/>) is a sample, counted when sampling starts.</summary>
+    private long SampleStride()
     {
         if (_sampleStride == 0)
         {
-            long copies = _slots.PoolSlots - _slots.DictionarySlots(0);
+            long copies = _slots.PoolSlots - _slots.ZstdSlots;
             _sampleStride = Math.Max(1, copies / TrainingPages);
             _sampleTick = 0;
         }
-        return _sampleTick++ % _sampleStride == 0;
+        return _sampleStride;
     }
 
+    /// <summary>Whether the next candidate is a sample (while retraining: every candidate is taken, one in <see cref="SampleStride"/> sampled).</summary>
+    private bool TakeSample() => _sampleTick++ % SampleStride() == 0;
+
     private long _sampleStride, _sampleTick; // 0: counted again at the next candidate
+    private ulong _walkTick;                 // the native walk's count for its stride
 
     private static int SizeClass(int length) => (length + CompressedPool.Granularity - 1) / CompressedPool.Granularity;
 

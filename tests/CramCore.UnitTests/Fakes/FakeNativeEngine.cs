@@ -480,7 +480,7 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
         return Errno.None;
     }
 
-    public Errno FindColdEntries(ref uint regionId, ref ulong page, ulong minDistance, uint recodeDictionaries, NativeColdEntry* entries, int capacity, out int found, out bool wrapped)
+    public Errno FindColdEntries(ref uint regionId, ref ulong page, ulong minDistance, uint recodeDictionaries, ulong stride, ref ulong tick, NativeColdEntry* entries, int capacity, out int found, out bool wrapped)
     {
         int n = 0;
         wrapped = false;
@@ -504,6 +504,10 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
                 byte flags = NativeSlot.LoadFlags(slot);
                 if (slot->Backend != SlotBackend.Pool || (flags & (SlotFlags.Raw | SlotFlags.Stale | SlotFlags.Bad | SlotFlags.Kept)) != 0 ||
                     ((flags & SlotFlags.Zstd) != 0 && (recodeDictionaries & (1u << SlotFlags.Dictionary(flags))) == 0))
+                {
+                    continue;
+                }
+                if (stride > 1 && tick++ % stride != 0)
                 {
                     continue;
                 }
