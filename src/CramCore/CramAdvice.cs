@@ -12,7 +12,9 @@ public enum CramAdvice
     /// <summary>
     /// Reclaim first: the range's resident pages become the next victims, before any page reclaim
     /// chose on its own and without the second chance a recent access gives. Nothing is evicted
-    /// until reclaim runs (the resident limit, or <see cref="CramRegion.Reclaim"/>).
+    /// until reclaim runs (the resident limit, or <see cref="CramRegion.Reclaim"/>). Once evicted,
+    /// the range's copies are recompressed (<see cref="CramOptions.RecompressionCpuShare"/>) without
+    /// waiting for the working set's distance, until the range is advised otherwise.
     /// </summary>
     Cold = 1,
 

@@ -230,6 +230,36 @@ public sealed unsafe class RecompressionTests
         }
     }
 
+    [Fact]
+    public void AdvisedCold_IsRecompressed_WithoutWaitingForTheDistance()
+    {
+        const int Pages = 2048;
+        using CramEngine engine = Engine(CramFaultService.ServiceThread);
+        using CramRegion region = engine.CreateRegion((long)Pages * P);
+        Fill(region, Pages, 1);
+        region.Reclaim(512L * P); // a quarter evicted, three quarters resident: within the working set's distance, none is cold yet
+        CramStats s = Settled(engine);
+        Assert.Equal(0, s.RecompressedPages);
+        region.Advise(0, 256L * P, CramAdvice.Cold); // the application says these are cold
+        s = Settled(engine);
+        int zstd = 0, lz4 = 0;
+        for (int i = 0; i < 512; i++)
+        {
+            NativeSlot* slot = EvictedSlots.Of(engine, region, i, SlotBackend.Pool);
+            if (slot != null && (NativeSlot.LoadFlags(slot) & SlotFlags.Zstd) != 0)
+            {
+                Assert.True(i < 256, $"page {i}, not advised cold, was recompressed");
+                zstd++;
+            }
+            else if (slot != null && i >= 256)
+            {
+                lz4++;
+            }
+        }
+        Assert.True(zstd > 128 && lz4 > 128, $"{zstd} advised pages recompressed, {lz4} others left LZ4; stats {s.RecompressedPages}");
+        AssertIntact(region, Pages, 1);
+    }
+
     [Theory]
     [InlineData(-0.1)]
     [InlineData(1.5)]

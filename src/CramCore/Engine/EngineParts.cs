@@ -122,7 +122,7 @@ internal sealed unsafe class EngineParts : IDisposable
             Reaper = new Reaper(Engine, Slots);
             beforeStep?.Invoke(EngineBuildStep.Writeback);
             Writeback = Slots.Tier is null ? null : new Writeback(Engine, Slots, options, Events, _maintenance);
-            Recompressor = options.RecompressionCpuShare > 0 ? new Recompressor(Engine, shared, Slots, _maintenance, options.RecompressionCpuShare, options.TimeProvider) : null;
+            Recompressor = options.RecompressionCpuShare > 0 ? new Recompressor(Engine, shared, Slots, _maintenance, options.RecompressionCpuShare, options.TimeProvider, Regions) : null;
             beforeStep?.Invoke(EngineBuildStep.Reclaimer);
             IPageOperations operations = new NativePageOperations(Engine, Slots);
             Reclaimer = new Reclaimer(Engine, shared, Regions, Slots, pageOperations?.Invoke(operations) ?? operations, options, Reaper, Writeback, Events, _maintenance, Recompressor);

@@ -19,6 +19,9 @@ internal sealed unsafe class RegionMapping(uint id, byte* basePointer, ulong* pa
     /// <summary>Pages advised <see cref="CramAdvice.Hot"/>; changed and read under the reclaimer's maintenance lock.</summary>
     public PageRangeSet HotPages { get; } = new();
 
+    /// <summary>Ranges advised cold (<see cref="CramAdvice.Cold"/>): their evicted pages are recompressed without waiting for the working set's distance. Changed and read under the maintenance lock.</summary>
+    public PageRangeSet ColdPages { get; } = new();
+
     /// <summary>The region is going or gone (disposed, finalized, or the engine went): nothing may start using its memory.</summary>
     public bool Detached => _calls.Closed;
 

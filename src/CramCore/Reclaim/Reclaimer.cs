@@ -390,6 +390,7 @@ internal sealed unsafe class Reclaimer : IDisposable
             if (advice == CramAdvice.Hot)
             {
                 region.HotPages.Add(start, end);
+                region.ColdPages.Remove(start, end);
                 _clock.ForgetCold(region.Id, start, end);
                 return true;
             }
@@ -397,8 +398,11 @@ internal sealed unsafe class Reclaimer : IDisposable
             _clock.ForgetCold(region.Id, start, end);
             if (advice != CramAdvice.Cold)
             {
+                region.ColdPages.Remove(start, end);
                 return true;
             }
+            region.ColdPages.Add(start, end); // the recompressor takes its evicted pages at once (cramnative.h, "Codecs")
+            _recompressor?.Request();
             _clock.PullFaultLog();
             ulong[] pages = _victims; // free between passes, and we hold the pass lock
             for (ulong next = start; next < end;)

@@ -24,7 +24,9 @@ namespace CramCore.Storage;
 /// it; when the sizes of new copies drift from those measured just after training, a new dictionary
 /// is trained into a free index and becomes current, the old one retires — its copies are found again
 /// and re-encoded with the current one — and it is removed once no slot names it (the slot table
-/// counts them). One thread ("cram-recompress"), started by the first request.
+/// counts them). Ranges advised cold (<see cref="CramAdvice.Cold"/>) are a hint: their evicted pages
+/// are taken at the start of each round, whatever their distance. One thread ("cram-recompress"),
+/// started by the first request.
 /// </summary>
 internal sealed unsafe class Recompressor : IDisposable
 {
@@ -44,6 +46,7 @@ internal sealed unsafe class Recompressor : IDisposable
     public const double DriftTolerance = 1.15;
 
     private readonly INativeEngine _engine;
+    private readonly CramCore.Internals.RegionTable? _regions; // their ranges advised cold
     private readonly NativeShared* _shared;
     private readonly SlotTable _slots;
     private readonly CompressedPool _pool;
@@ -80,8 +83,9 @@ internal sealed unsafe class Recompressor : IDisposable
 
     private long _recompressed, _kept, _bytesBefore, _bytesAfter, _workTicks, _trained, _retired, _refused;
 
-    public Recompressor(INativeEngine engine, NativeShared* shared, SlotTable slots, Lock maintenance, double share, TimeProvider time)
+    public Recompressor(INativeEngine engine, NativeShared* shared, SlotTable slots, Lock maintenance, double share, TimeProvider time, CramCore.Internals.RegionTable? regions = null)
     {
+        _regions = regions;
         _engine = engine;
         _shared = shared;
         _slots = slots;
@@ -204,9 +208,15 @@ internal sealed unsafe class Recompressor : IDisposable
     internal void Round()
     {
         int emptyWraps = 0, donePass = 0;
+        bool passStart = true;
         while (!_stopping && !Suspended && emptyWraps < 2)
         {
             long start = _time.GetTimestamp();
+            if (passStart) // every pass starts with the ranges advised cold (a dictionary trained at the last wrap encodes what it sampled there)
+            {
+                donePass += AdvisedCold();
+                passStart = false;
+            }
             int found = Find(out bool wrapped);
             donePass += found == 0 ? 0 : Batch(found);
             if (wrapped)
@@ -214,6 +224,7 @@ internal sealed unsafe class Recompressor : IDisposable
                 emptyWraps = donePass == 0 ? emptyWraps + 1 : 0; // two passes in a row with nothing done: the round is over
                 WrapUp(rewrote: donePass > 0);
                 donePass = 0;
+                passStart = true;
             }
             long work = _time.GetTimestamp() - start;
             Interlocked.Add(ref _workTicks, work);
@@ -296,6 +307,54 @@ internal sealed unsafe class Recompressor : IDisposable
             _sampleStride = 0;
         }
         Volatile.Write(ref _evictionsSeen, Volatile.Read(ref _shared->Stats.EvictedPagesTotal));
+    }
+
+    /// <summary>
+    /// The ranges advised cold (<see cref="CramAdvice.Cold"/>, a hint): their evicted pages are taken
+    /// at once, whatever their distance, in batches like any other. Returns the copies rewritten or kept.
+    /// </summary>
+    private int AdvisedCold()
+    {
+        var ranges = new List<(uint Region, ulong Start, ulong End)>();
+        lock (_maintenance)
+        {
+            foreach (CramCore.Internals.RegionMapping r in _regions?.Snapshot() ?? [])
+            {
+                foreach ((ulong start, ulong end) in r.ColdPages.Ranges)
+                {
+                    ranges.Add((r.Id, start, end));
+                }
+            }
+        }
+        int done = 0;
+        uint mask = Volatile.Read(ref _retiring);
+        foreach ((uint region, ulong start, ulong end) in ranges)
+        {
+            uint cursorRegion = region;
+            ulong cursorPage = start, tick = 0;
+            while (!_stopping && !Suspended && cursorRegion == region && cursorPage < end)
+            {
+                int found = 0;
+                fixed (NativeColdEntry* entries = _found)
+                {
+                    Interop.ThrowIfFailed(_engine.FindColdEntries(ref cursorRegion, ref cursorPage, 0, mask, 1, ref tick, entries, BatchEntries, out int n, out bool wrapped),
+                        "Finding advised-cold entries to recompress");
+                    for (int i = 0; i < n; i++)
+                    {
+                        if (entries[i].Region == region && entries[i].Page < end)
+                        {
+                            entries[found++] = entries[i];
+                        }
+                    }
+                    if (wrapped)
+                    {
+                        cursorRegion = uint.MaxValue;
+                    }
+                }
+                done += found == 0 ? 0 : Batch(found);
+            }
+        }
+        return done;
     }
 
     private int Find(out bool wrapped)
