@@ -306,13 +306,17 @@
  *   6. cram_engine.lock (C, pthread; engine_lock/engine_unlock in internal.h) held by the service
  *      while it resolves a batch of faults, by region create/deactivate/destroy, by
  *      CramNative_PoolMove (so compaction never moves an object the service is reading),
- *      CramNative_SlotsMove, CramNative_MarkNamedSlots, placement, moving out, re-placement,
+ *      CramNative_SlotsMove, CramNative_SlotsRecode, CramNative_FindColdEntries (one bounded walk),
+ *      CramNative_ZstdDictionarySet, placement, moving out, re-placement,
  *      discard and each prefetch chunk; taken only inside a native call. A CRAM_DEBUG build checks
  *      that no thread takes it twice, that only its holder releases it, and that the fault
  *      resolution functions run under it (ASSERT_ENGINE_LOCKED).
  *   7. remote_node.lock (C, remote.c)      a remote node connection's FIFO of requests: taken under 6 by the
  *      service when it sends a fetch, alone by the node's reader thread, which never takes 6; held for a
  *      send at most, never for a receive
+ *   8. cram_engine.zstd_remote_lock (C, codec.c, a spin lock)  the remote fetchers' zstd context: held
+ *      for one page's decode by a fetcher (a node reader, or a faulting thread in its SIGBUS handler,
+ *      which touches no region memory meanwhile), and under 6 by CramNative_ZstdDictionarySet
  * The service takes only lock 6 and never calls managed code: a managed fault handler would
  * deadlock with the GC, which waits for a thread blocked in a fault while the handler is suspended
  * for that GC. It does wait for managed reclaim, bounded and with lock 6 released: at the hard limit
