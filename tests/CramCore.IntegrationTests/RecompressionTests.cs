@@ -65,6 +65,15 @@ public sealed unsafe class RecompressionTests
         }
     }
 
+    /// <summary>A region of <paramref name="pages"/> compressible pages (version 1), every one evicted: LZ4 copies for the recompressor.</summary>
+    private static CramRegion FilledAndEvicted(CramEngine engine, int pages)
+    {
+        CramRegion region = engine.CreateRegion((long)pages * P);
+        Fill(region, pages, 1);
+        region.Reclaim(region.Length);
+        return region;
+    }
+
     /// <summary>Every page read back and checked, last to first (one fault each: no readahead window).</summary>
     private static void AssertIntact(CramRegion region, int pages, long version)
     {
@@ -81,9 +90,7 @@ public sealed unsafe class RecompressionTests
     {
         const int Pages = 2048;
         using CramEngine engine = Engine(service);
-        using CramRegion region = engine.CreateRegion((long)Pages * P);
-        Fill(region, Pages, 1);
-        region.Reclaim(region.Length);
+        using CramRegion region = FilledAndEvicted(engine, Pages);
         long lz4Bytes = engine.GetStats().StoredBytes;
         CramStats s = Settled(engine);
         Assert.Equal(1, s.ZstdDictionariesTrained);
@@ -103,9 +110,7 @@ public sealed unsafe class RecompressionTests
     {
         const int Pages = 1024;
         using CramEngine engine = Engine(CramFaultService.ServiceThread);
-        using CramRegion region = engine.CreateRegion((long)Pages * P);
-        Fill(region, Pages, 1);
-        region.Reclaim(region.Length);
+        using CramRegion region = FilledAndEvicted(engine, Pages);
         long recompressed = Settled(engine).RecompressedPages;
         Assert.True(recompressed > 0);
         engine.Parts.Recompressor!.Suspended = true; // what follows is the fault service's and reclaim's alone
@@ -154,9 +159,7 @@ public sealed unsafe class RecompressionTests
     {
         const int Pages = 2048;
         using CramEngine engine = Engine(service);
-        using CramRegion region = engine.CreateRegion((long)Pages * P);
-        Fill(region, Pages, 1);
-        region.Reclaim(region.Length);
+        using CramRegion region = FilledAndEvicted(engine, Pages);
         Assert.True(Settled(engine).RecompressedPages > 0);
 
         // Readers and a writer fault pages in while the dictionary is replaced and the old one retired.
