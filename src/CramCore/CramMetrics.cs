@@ -76,6 +76,8 @@ internal sealed class CramMetrics
         Gauge("cramcore.backing_file.dead", "By", "Bytes of backing-file extents awaiting segment compaction", s => s.BackingFileDeadBytes);
         Gauge("cramcore.backing_file.pages", "{page}", "Evicted pages whose copy is in the backing file", s => s.FilePages);
         Counter("cramcore.writeback.pages", "{page}", "Pages written back to the backing file, still compressed", s => s.WritebackPages);
+        Gauge("cramcore.recompression.pages", "{page}", "Stored copies the recompressor rewrote with zstd (RecompressionCpuShare)", s => s.RecompressedPages);
+        Counter("cramcore.faults.swapin_zstd", "{fault}", "Swap-ins that decoded a recompressed (zstd) copy", s => s.RefaultsZstd);
         Counter("cramcore.writeback.bytes", "By", "Stored bytes written back to the backing file", s => s.WritebackBytes);
         Counter("cramcore.faults.swapin_from_file", "{fault}", "Swap-ins read from the backing file", s => s.RefaultsFromFile);
         Counter("cramcore.errors.checksum", "{page}", "Stored copies that failed their checksum (never mapped; SIGBUS)", s => s.ChecksumFailures);
