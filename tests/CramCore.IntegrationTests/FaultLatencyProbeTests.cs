@@ -32,18 +32,7 @@ public sealed unsafe class FaultLatencyProbeTests
     }
 
     /// <summary>The probe threads alive now, by thread id (another test's engine may have one of its own).</summary>
-    private static HashSet<string> ProbeThreads() =>
-        Directory.GetDirectories("/proc/self/task").Where(t =>
-        {
-            try
-            {
-                return File.ReadAllText(Path.Combine(t, "comm")).Trim() == "cram-probe";
-            }
-            catch (IOException)
-            {
-                return false;
-            }
-        }).Select(Path.GetFileName).ToHashSet()!;
+    private static HashSet<string> ProbeThreads() => ProcessThreads.Ids(n => n == "cram-probe");
 
     /// <summary>A thread's voluntary plus involuntary context switches: every time it woke or was woken.</summary>
     private static long Switches(string tid)

@@ -166,17 +166,17 @@ internal static unsafe class BenchRatioCommand
         try
         {
             long stored = 0, decodeTicks = 0, decoded = 0;
+            int threshold = new CramOptions().CompressionThresholdBytes;
             for (long i = 0; i < pages; i++)
             {
                 source.Write(new Span<byte>(page, P), i);
-                ReadOnlySpan<ulong> words = new(page, P / sizeof(ulong));
-                if (words.IndexOfAnyExcept(words[0]) < 0)
+                if (CramCore.Estimation.SameFilled.Check(page, out _))
                 {
                     continue; // same-filled: a word in the slot
                 }
                 int n = codec.Compress(page, 0, frame, 2 * P);
-                int size = n <= 0 ? P : (n + CompressedPool.Granularity - 1) / CompressedPool.Granularity * CompressedPool.Granularity;
-                stored += size > 3072 ? P : size;
+                int size = n <= 0 ? P : CompressedPool.ObjectSize(n);
+                stored += size > threshold ? P : size; // over the compression threshold a page is stored (or kept) whole
                 if (n > 0 && i % 16 == 0)
                 {
                     long t = Stopwatch.GetTimestamp();

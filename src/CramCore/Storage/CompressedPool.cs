@@ -63,6 +63,9 @@ internal sealed unsafe partial class CompressedPool : IDisposable
 
     private SizeClass ClassOf(int length) => _classes[(length - 1) / Granularity];
 
+    /// <summary>The bytes an object of <paramref name="length"/> takes: its size class's object size (16-byte granularity).</summary>
+    public static int ObjectSize(int length) => (length + Granularity - 1) / Granularity * Granularity;
+
     private ref Zspage Page(int id) => ref _zspages[id / ZspageChunk][id % ZspageChunk];
 
     private NativePoolHandle* Handle(uint id) => _handles.Get(id);

@@ -365,7 +365,7 @@ internal sealed unsafe class Recompressor : IDisposable
         // memory at its last pass), but no more than resident memory now: without a limit, pages the
         // application evicted itself (CramRegion.Reclaim) are cold once they are gone.
         ulong distance = Math.Min(Volatile.Read(ref _shared->ActivateDistancePages), Volatile.Read(ref _shared->Stats.ResidentPages));
-        uint mask = 1u | Volatile.Read(ref _retiring); // bit 0: LZ4 copies are always candidates
+        uint retiring = Volatile.Read(ref _retiring); // LZ4 copies are always candidates; zstd ones of these dictionaries too
         // Before the first dictionary only its samples are wanted: the native walk hands out one
         // candidate in every stride, so the pass that samples the whole pool is a walk, not a batch per 64.
         ulong stride = _sampling && _current == 0 ? (ulong)SampleStride() : 1;
@@ -373,7 +373,7 @@ internal sealed unsafe class Recompressor : IDisposable
         {
             while (found < BatchEntries && !wrapped)
             {
-                Interop.ThrowIfFailed(_engine.FindColdEntries(ref _cursorRegion, ref _cursorPage, distance, mask & ~1u, stride, ref _walkTick, entries + found, BatchEntries - found, out int n, out wrapped),
+                Interop.ThrowIfFailed(_engine.FindColdEntries(ref _cursorRegion, ref _cursorPage, distance, retiring, stride, ref _walkTick, entries + found, BatchEntries - found, out int n, out wrapped),
                     "Finding cold entries to recompress");
                 found += n; // a bounded walk that found nothing walks on from where it stopped
             }
@@ -450,7 +450,7 @@ internal sealed unsafe class Recompressor : IDisposable
         byte* output = _encoded + (long)i * SharedLayout.PageSize;
         int length = _codec.Compress(_page, _current, output, SharedLayout.PageSize);
         bool retiring = (e.Flags & SlotFlags.Zstd) != 0;
-        if (length > 0 && (retiring || SizeClass(length) < SizeClass(e.Length)))
+        if (length > 0 && (retiring || CompressedPool.ObjectSize(length) < CompressedPool.ObjectSize(e.Length)))
         {
             _newLength[i] = length;
             _newFlags[i] = (byte)(SlotFlags.Zstd | (_current << SlotFlags.DictShift));
@@ -487,8 +487,6 @@ internal sealed unsafe class Recompressor : IDisposable
 
     private long _sampleStride, _sampleTick; // 0: counted again at the next candidate
     private ulong _walkTick;                 // the native walk's count for its stride
-
-    private static int SizeClass(int length) => (length + CompressedPool.Granularity - 1) / CompressedPool.Granularity;
 
     private void Sample()
     {
