@@ -76,23 +76,34 @@ EXPORT int CramNative_SlotsRecode(cram_engine* e, cram_slot_recode* recodes, int
     for (int32_t i = 0; i < count; i++) {
         cram_slot_recode* c = &recodes[i];
         c->recoded = 0;
-        if ((c->flags & ~CRAM_SLOT_CODEC_MASK) || c->length == 0 || c->length > CRAM_PAGE_SIZE) continue;
+        if ((c->flags & ~CRAM_SLOT_CODEC_MASK) || c->length == 0 || c->length > CRAM_PAGE_SIZE ||
+            (c->from_backend != CRAM_BACKEND_POOL && c->from_backend != CRAM_BACKEND_FILE && c->from_backend != CRAM_BACKEND_REMOTE) ||
+            (c->to_backend != CRAM_BACKEND_POOL && c->to_backend != CRAM_BACKEND_FILE && c->to_backend != CRAM_BACKEND_REMOTE))
+            continue;
         cram_slot* slot = slot_get(s, c->slot);
-        if (slot->backend != CRAM_BACKEND_POOL || slot->location != c->from_location ||
+        if (slot->backend != c->from_backend || slot->location != c->from_location ||
             (slot_flags(slot) & (CRAM_SLOT_STALE | CRAM_SLOT_BAD | CRAM_SLOT_RAW)))
             continue;
-        cram_region_desc* r = region_active(e, c->region);
-        if (!r || c->page >= r->length >> CRAM_PAGE_SHIFT) continue;
-        uint64_t p = load_acquire(&r->pte[c->page]);
-        if (CRAM_PTE_STATE(p) != CRAM_PTE_EVICTED || CRAM_PTE_SLOT(p) != c->slot) continue; /* came back (or went): keeps its copy */
-        slot->location = c->to_location;
-        slot->checksum = c->checksum;
-        /* length and codec bits in one atomic step: the service ORs flags (REFERENCED) into the same word */
+        if (c->region != CRAM_RECODE_ANY_PAGE) {
+            cram_region_desc* r = region_active(e, c->region);
+            if (!r || c->page >= r->length >> CRAM_PAGE_SHIFT) continue;
+            uint64_t p = load_acquire(&r->pte[c->page]);
+            if (CRAM_PTE_STATE(p) != CRAM_PTE_EVICTED || CRAM_PTE_SLOT(p) != c->slot) continue; /* came back (or went): keeps its copy */
+        }
+        /* Length and codec bits in one atomic step: the service ORs flags (REFERENCED) into the same
+         * word, and a clean copy's count (CLEAN_COPY, set by reclaim's publish without this lock) read
+         * its length there: a slot a resident page keeps is never rewritten. */
         uint32_t* word = slot_word(slot);
         uint32_t old = __atomic_load_n(word, __ATOMIC_ACQUIRE), next;
+        int refused = 0;
         do {
-            next = (old & ~(0xFFFFu | (CRAM_SLOT_CODEC_MASK << SLOT_FLAGS_SHIFT))) | c->length | ((uint32_t)c->flags << SLOT_FLAGS_SHIFT);
+            if (old & (CRAM_SLOT_CLEAN_COPY << SLOT_FLAGS_SHIFT)) { refused = 1; break; }
+            next = (old & ~(0xFFFFu | 0xFF0000u | (CRAM_SLOT_CODEC_MASK << SLOT_FLAGS_SHIFT))) | c->length |
+                   ((uint32_t)c->to_backend << 16) | ((uint32_t)c->flags << SLOT_FLAGS_SHIFT);
         } while (!__atomic_compare_exchange_n(word, &old, next, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+        if (refused) continue;
+        slot->location = c->to_location;
+        slot->checksum = c->checksum;
         c->recoded = 1;
         n++;
     }
@@ -126,8 +137,9 @@ EXPORT int CramNative_FindColdEntries(cram_engine* e, uint32_t* region_id, uint6
                 continue; /* evicted too recently: may be in the working set still */
             cram_slot* slot = slot_get(s, CRAM_PTE_SLOT(p));
             uint32_t flags = slot_flags(slot);
-            if (slot->backend != CRAM_BACKEND_POOL || (flags & (CRAM_SLOT_RAW | CRAM_SLOT_STALE | CRAM_SLOT_BAD | CRAM_SLOT_KEPT)))
-                continue;
+            if (slot->backend != CRAM_BACKEND_POOL || (flags & (CRAM_SLOT_RAW | CRAM_SLOT_STALE | CRAM_SLOT_BAD)) ||
+                (flags & (CRAM_SLOT_ZSTD | CRAM_SLOT_KEPT)) == CRAM_SLOT_KEPT)
+                continue; /* raw, dying, or an LZ4 copy tried before */
             if ((flags & CRAM_SLOT_ZSTD) && !(recode_dicts & (1u << ((flags & CRAM_SLOT_DICT_MASK) >> CRAM_SLOT_DICT_SHIFT))))
                 continue;
             if (stride > 1 && (*tick)++ % stride != 0) continue; /* one candidate in `stride` (samples spread over the pool) */

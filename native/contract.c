@@ -71,7 +71,8 @@ static void contract_structs(contract_builder* b)
     STRUCT(cram_slot_recode);
     FIELD(cram_slot_recode, slot); FIELD(cram_slot_recode, from_location); FIELD(cram_slot_recode, to_location);
     FIELD(cram_slot_recode, page); FIELD(cram_slot_recode, region); FIELD(cram_slot_recode, checksum);
-    FIELD(cram_slot_recode, length); FIELD(cram_slot_recode, flags); FIELD(cram_slot_recode, recoded); FIELD(cram_slot_recode, reserved);
+    FIELD(cram_slot_recode, length); FIELD(cram_slot_recode, flags); FIELD(cram_slot_recode, recoded);
+    FIELD(cram_slot_recode, from_backend); FIELD(cram_slot_recode, to_backend); FIELD(cram_slot_recode, reserved);
 
     STRUCT(cram_cold_entry);
     FIELD(cram_cold_entry, page); FIELD(cram_cold_entry, slot); FIELD(cram_cold_entry, location); FIELD(cram_cold_entry, region);
@@ -193,6 +194,7 @@ static void contract_constants(contract_builder* b)
     CONSTANT(CRAM_SLOT_ZERO);
     CONSTANT(CRAM_SLOT_RAW); CONSTANT(CRAM_SLOT_STALE); CONSTANT(CRAM_SLOT_BAD); CONSTANT(CRAM_SLOT_REFERENCED);
     CONSTANT(CRAM_SLOT_ZSTD); CONSTANT(CRAM_SLOT_DICT_SHIFT); CONSTANT(CRAM_SLOT_DICT_MASK); CONSTANT(CRAM_SLOT_KEPT); CONSTANT(CRAM_SLOT_CODEC_MASK);
+    CONSTANT(CRAM_SLOT_CLEAN_COPY); CONSTANT(CRAM_RECODE_ANY_PAGE);
     CONSTANT(CRAM_ZSTD_DICTIONARIES);
     CONSTANT(CRAM_DIRECTORY_CLUSTER_SHIFT); CONSTANT(CRAM_DIRECTORY_CLUSTER_SIZE); CONSTANT(CRAM_DIRECTORY_SIZE);
     CONSTANT(CRAM_FAULT_LOG_SIZE); CONSTANT(CRAM_FAULT_LOG_REGION_SHIFT);

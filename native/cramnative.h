@@ -174,7 +174,12 @@
  * MADV_DONTNEED (the kernel's swap cache does the same). cram_stats.clean_copy_pages/_bytes count
  * them: + on every move into CLEAN (reclaim's publish, a read swap-in; readahead and prefetch count a page at its claim, into INSTALLING), - on every
  * move out (a write-protect fault, a drop that completes, a released copy, region destroy); a
- * failed drop (DROPPING -> CLEAN) changes nothing. When the pool is full, reclaim releases clean
+ * failed drop (DROPPING -> CLEAN) changes nothing. Each count sets (+) or clears (-) the slot's
+ * CRAM_SLOT_CLEAN_COPY with one atomic OR/AND of its flags word and counts the length that word
+ * held, so a rewrite of the slot (which refuses a slot with the bit set) can never make the two
+ * counts of one copy differ. The + comes before the page is CLEAN (undone if the transition fails)
+ * and a drop's - while the page is still DROPPING: the bit is set exactly while a page keeps the
+ * slot (CRAM_DEBUG checks each count against it). When the pool is full, reclaim releases clean
  * copies (CLEAN -> DIRTY) before it gives up or writes back, coldest first (among the oldest 4,096
  * entries of its queues: VictimClock.ReleaseScanLimit).
  * Readahead (swapin_readahead in readahead.c). A read MISSING fault at page p continues a
@@ -454,8 +459,8 @@ enum cram_pte_state {
  * checksum, a page, its flags). Every reader decodes all of them natively (slot_read under the
  * engine lock, with the engine's static zstd context; the remote fetchers, outside it, with a second
  * context under zstd_remote_lock; neither allocates, so the SIGBUS handler may decode). A copy moves
- * between backends with its codec (writeback, segment compaction, the remote tier). Recompression
- * is a rewrite, not a move, and only of a cold copy in the pool:
+ * between backends with its codec (segment compaction, the spill to the remote tier). Recompression
+ * is a rewrite, in the pool for a cold copy, or on the way out of it for one writeback takes:
  *   1. CramNative_FindColdEntries lists EVICTED pages whose slots are in the pool, LZ4, not kept,
  *      evicted at least a distance ago (the working set's: cram_shared.activate_distance_pages);
  *   2. managed code copies each copy out under the maintenance lock, decodes and re-encodes it
@@ -465,8 +470,14 @@ enum cram_pte_state {
  *      still EVICTED and names it (a page that came back keeps its LZ4 copy; its next eviction
  *      stores LZ4 again); then managed code frees the old handle, or the new one if refused.
  * As for a move, the engine lock is the grace period: a fault read the old copy before step 3, or the
- * new one after. A dictionary is set before any slot names it and removed only once none does (C#
- * counts the slots of each; a slot freed, or recoded away from it, stops counting).
+ * new one after. Writeback re-encodes the LZ4 copies of a batch (C# Storage/Writeback.cs) the same
+ * way, copied out under the maintenance lock, encoded outside it, appended to the segment, written,
+ * then rewritten by CramNative_SlotsRecode from the pool to the file or the store with region
+ * CRAM_RECODE_ANY_PAGE: writeback knows slots, not pages, so instead of the page's state the slot's
+ * CRAM_SLOT_CLEAN_COPY bit must be clear (a resident page's copy keeps its codec and length, which
+ * clean_copy_bytes counted), checked in the same compare-and-swap that rewrites length and codec.
+ * A dictionary is set before any slot names it and removed only once none does (C# counts the
+ * slots of each, in whatever backend; a slot freed, or recoded away from it, stops counting).
  * ------------------------------------------------------------------------------------------- */
 enum cram_backend {
     CRAM_BACKEND_FREE = 0,
@@ -570,8 +581,11 @@ typedef struct cram_remote_stats {
 #define CRAM_SLOT_ZSTD 0x10u      /* C#, at recompression: the stored bytes are a zstd frame ("Codecs") */
 #define CRAM_SLOT_DICT_SHIFT 5    /* with CRAM_SLOT_ZSTD, bits 5-6: its dictionary (0: none; 1..3: CramNative_ZstdDictionarySet's) */
 #define CRAM_SLOT_DICT_MASK 0x60u
-#define CRAM_SLOT_KEPT 0x80u      /* C#: the recompressor tried this entry and kept it (no smaller size class) */
-#define CRAM_SLOT_CODEC_MASK (CRAM_SLOT_ZSTD | CRAM_SLOT_DICT_MASK | CRAM_SLOT_KEPT) /* what CramNative_SlotsRecode rewrites */
+#define CRAM_SLOT_KEPT 0x20u      /* C#, without CRAM_SLOT_ZSTD (an LZ4 copy; the dictionary bits are free then): the
+                                     recompressor tried this entry and kept it (no smaller size class) */
+#define CRAM_SLOT_CODEC_MASK (CRAM_SLOT_ZSTD | CRAM_SLOT_DICT_MASK) /* what CramNative_SlotsRecode rewrites (KEPT included) */
+#define CRAM_SLOT_CLEAN_COPY 0x80u /* both sides: a resident page keeps this slot as its copy ("Clean copies"); set and
+                                      cleared with clean_copy_pages/_bytes, in the atomic step that reads the length they count */
 #define CRAM_ZSTD_DICTIONARIES 4  /* dictionary indexes, 0 (none) included */
 
 /* A virtual swap slot, 16 bytes. Allocated and written by C# before any page names it; afterwards
@@ -598,9 +612,11 @@ typedef struct cram_slot_move {
     uint32_t moved;       /* out: 1 if the slot was rewritten */
 } cram_slot_move;
 
-/* One rewrite of CramNative_SlotsRecode ("Codecs"): slot `slot`, in the pool at handle from_location
- * and named by the EVICTED page `page` of region `region`, takes the new copy at handle to_location
- * (its checksum and length) and the codec bits `flags` (CRAM_SLOT_CODEC_MASK). */
+/* One rewrite of CramNative_SlotsRecode ("Codecs"): slot `slot`, at (from_backend, from_location) and
+ * named by the EVICTED page `page` of region `region` (CRAM_RECODE_ANY_PAGE: whichever page names it,
+ * as long as no resident page keeps it as its clean copy), takes the new copy at (to_backend,
+ * to_location), its checksum and length, and the codec bits `flags` (CRAM_SLOT_CODEC_MASK). */
+#define CRAM_RECODE_ANY_PAGE 0xFFFFFFFFu
 typedef struct cram_slot_recode {
     uint64_t slot;
     uint64_t from_location;
@@ -611,7 +627,9 @@ typedef struct cram_slot_recode {
     uint16_t length;
     uint8_t flags;
     uint8_t recoded;  /* out: 1 if the slot was rewritten */
-    uint32_t reserved;
+    uint8_t from_backend;
+    uint8_t to_backend;
+    uint16_t reserved;
 } cram_slot_recode;
 
 /* One entry CramNative_FindColdEntries found: an EVICTED page whose slot is in the pool. */

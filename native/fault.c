@@ -430,8 +430,12 @@ static void resolve_swapin(cram_engine* e, cram_region_desc* r, uint64_t page, u
     } else if (!write) {
         next |= CRAM_PTE_TRIAL; /* from far: evicted early, to see whether it comes back soon */
     }
-    if (!pte_cas(&ptes[page], pte, next)) add_counter(&s->stats.service_errors, 1);
-    else if (!write) clean_copy_count(s, id, +1);
+    /* Counted before the page is CLEAN: from then on a write-protect fault or reclaim may take it out. */
+    if (!write) clean_copy_count(s, id, +1);
+    if (!pte_cas(&ptes[page], pte, next)) {
+        add_counter(&s->stats.service_errors, 1);
+        if (!write) clean_copy_count(s, id, -1);
+    }
     if (write) stale_push(s, id);
     add_counter(counter, 1);
     probe_note_swapins(e); /* after the count: wakes an idle latency probe */

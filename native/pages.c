@@ -93,12 +93,11 @@ static int32_t drop_runs(cram_engine* e, cram_region_desc* r, uint64_t* pages, i
         }
         for (int32_t m = start[k]; m < start[k + 1]; m++) {
             uint64_t* pte = &r->pte[pages[m]];
+            /* Uncounted while still DROPPING: once EVICTED, a fault may bring it back and count it again. */
+            if (ok) clean_copy_count(e->shared, CRAM_PTE_SLOT(*pte), -1);
             pte_store(pte, ok ? CRAM_PTE_MAKE(CRAM_PTE_EVICTED, CRAM_PTE_SLOT(*pte)) | stamp
                                   : CRAM_PTE_MAKE(CRAM_PTE_CLEAN, CRAM_PTE_SLOT(*pte)));
-            if (ok) {
-                clean_copy_count(e->shared, CRAM_PTE_SLOT(*pte), -1);
-                pages[(*evicted)++] = pages[m];
-            }
+            if (ok) pages[(*evicted)++] = pages[m];
         }
     }
     return i;

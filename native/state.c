@@ -9,7 +9,14 @@
 /* A page moved into CLEAN (sign +1) or out of it (-1): cramnative.h, "Clean copies". */
 void clean_copy_count(cram_shared* s, uint64_t id, int sign)
 {
-    uint64_t bytes = id == CRAM_SLOT_ZERO ? 0 : slot_get(s, id)->length;
+    uint64_t bytes = 0;
+    if (id != CRAM_SLOT_ZERO) {
+        uint32_t bit = CRAM_SLOT_CLEAN_COPY << SLOT_FLAGS_SHIFT;
+        uint32_t* word = slot_word(slot_get(s, id));
+        uint32_t old = sign > 0 ? __atomic_fetch_or(word, bit, __ATOMIC_ACQ_REL) : __atomic_fetch_and(word, ~bit, __ATOMIC_ACQ_REL);
+        CRAM_CHECK(!(old & bit) == (sign > 0), "clean copy counted twice, or released uncounted (slot, word)", id, old);
+        bytes = old & 0xFFFFu;
+    }
     if (sign > 0) {
         __atomic_fetch_add(&s->stats.clean_copy_pages, 1, __ATOMIC_RELAXED);
         __atomic_fetch_add(&s->stats.clean_copy_bytes, bytes, __ATOMIC_RELAXED);

@@ -80,11 +80,11 @@ public sealed record CramStats
     public CramLatencyHistogram FaultLatency { get; init; } = CramLatencyHistogram.Empty;
     /// <summary>Swap-ins of pages whose copy the recompressor had rewritten with zstd (decoded by the fault service with its dictionary).</summary>
     public long RefaultsZstd { get; init; }
-    /// <summary>Stored copies that are zstd now (<see cref="CramOptions.RecompressionCpuShare"/>: the pool's cold copies rewritten where that saved a size class), in whatever tier they went on to.</summary>
+    /// <summary>Stored copies that are zstd now (<see cref="CramOptions.RecompressionCpuShare"/>: the pool's cold copies rewritten where that saved a size class, and the copies writeback re-encoded on their way to the file or the store), in whatever tier they are.</summary>
     public long RecompressedPages { get; init; }
     /// <summary>Cold copies the recompressor tried and kept as LZ4 (zstd saved no size class).</summary>
     public long RecompressionKeptPages { get; init; }
-    /// <summary>The recompressor's working time (wall clock between the pauses its CPU budget makes: an upper bound of its CPU time).</summary>
+    /// <summary>Recompression's working time, the recompressor's and writeback's re-encoding together (wall clock, an upper bound of their CPU time for it; held to <see cref="CramOptions.RecompressionCpuShare"/> of the time).</summary>
     public TimeSpan RecompressionBusyTime { get; init; }
     /// <summary>zstd dictionaries loaded now (the current one, and retiring ones some copies still use).</summary>
     public int ZstdDictionaries { get; init; }
@@ -195,6 +195,10 @@ public sealed record CramStats
     public long WritebackBytes { get; init; }
     /// <summary>Failed writes to the backing file (cumulative); each left its entries in the pool.</summary>
     public long WriteErrors { get; init; }
+    /// <summary>Of <see cref="WritebackPages"/>, copies re-encoded with zstd on the way out (LZ4 in the pool; see <see cref="CramOptions.RecompressionCpuShare"/>).</summary>
+    public long WritebackRecompressedPages { get; init; }
+    /// <summary>Bytes that re-encoding saved the file and the store, against the LZ4 copies it replaced (<see cref="WritebackBytes"/> is what was written).</summary>
+    public long WritebackRecompressionSavedBytes { get; init; }
     /// <summary>Writeback is paused after a write error and retries every second.</summary>
     public bool WritebackPaused { get; init; }
 

@@ -21,7 +21,7 @@ public sealed unsafe class CleanCopyTests
         // readers: a sequential read's last window may still be landing. Wait for every fetch to be published.
         Assert.True(SpinWait.SpinUntil(() => engine.GetStats().RemoteFetchesInFlight == 0, TimeSpan.FromSeconds(30)), $"{when}: remote fetches still in flight");
         // No reclaim pass (background or a caller's) may move a page into or out of CLEAN between the
-        // walk and the counters: a publish counts its copy just after its CAS, a drop just after its.
+        // walk and the counters: a publish counts its copy just before its CAS, a drop just before its.
         using Lock.Scope paused = engine.Parts.Reclaimer.Pause();
         long pages = 0, bytes = 0;
         foreach (CramRegion region in regions)
@@ -34,6 +34,8 @@ public sealed unsafe class CleanCopyTests
                     pages++;
                     ulong slot = PageTableEntry.Slot(pte);
                     bytes += slot == SharedLayout.ZeroSlot ? 0 : engine.Parts.Slots.Get(slot)->Length;
+                    Assert.True(slot == SharedLayout.ZeroSlot || (NativeSlot.LoadFlags(engine.Parts.Slots.Get(slot)) & SlotFlags.CleanCopy) != 0,
+                        $"{when}: page {i} keeps slot {slot}, which is not marked a clean copy");
                 }
             }
         }

@@ -324,11 +324,11 @@ public sealed unsafe class NoLostWriteStressTests(ITestOutputHelper output)
         Assert.Equal(0, s.BadPageFaults);
         // Metadata follows what it describes (issue 24): the fixed part (the fault-in log, reclaim's two
         // chunk buffers; with a backing file its two segment buffers; with a remote store its segment buffer; the
-        // recompressor's buffers, zstd contexts and dictionaries) and at most MetadataBytesPerPage
+        // recompressor's buffers, zstd contexts and dictionaries; writeback's buffers and encoder) and at most MetadataBytesPerPage
         // per populated page, whatever the mode hammered (measured 80-93 bytes a page here).
         long fixedBytes = (long)SharedLayout.FaultLogSize * sizeof(ulong) + EvictionPipeline.MetadataBytes +
             (engine.Parts.File is null ? 0 : 2L * BackingFile.SegmentBytes) + (engine.Parts.Remote is null ? 0 : RemoteSegments.SegmentBytes) +
-            (engine.Parts.Recompressor?.MemoryBytes ?? 0);
+            (engine.Parts.Recompressor?.MemoryBytes ?? 0) + (engine.Parts.Writeback?.MemoryBytes ?? 0);
         long populatedPages = s.LogicalBytes / P;
         Assert.True(s.MetadataBytes <= fixedBytes + MetadataBytesPerPage * populatedPages + (64 << 10),
             $"{mode}: metadata {s.MetadataBytes} bytes for {populatedPages} pages: {(s.MetadataBytes - fixedBytes) / Math.Max(1, populatedPages)} a page beyond the fixed {fixedBytes}");

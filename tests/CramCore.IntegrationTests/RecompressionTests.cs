@@ -155,6 +155,107 @@ public sealed unsafe class RecompressionTests
     [Theory]
     [InlineData(CramFaultService.ServiceThread)]
     [InlineData(CramFaultService.FaultingThread)]
+    public void Writeback_ReencodesTheLz4CopiesItMoves_FewerBytesToTheFile_AndTheyComeBackIntact(CramFaultService service)
+    {
+        string directory = Directory.CreateTempSubdirectory("cramcore-recompress-").FullName;
+        using var delete = new DeleteOnDispose(directory);
+        const int Pages = 4096; // 16 MiB: far more than the 4 MiB pool holds
+        using CramEngine engine = Engine(service, Path.Combine(directory, "swap"));
+        engine.Parts.Recompressor!.Suspended = true; // the pool's copies stay LZ4: every zstd copy here is writeback's
+        using CramRegion region = FilledAndEvicted(engine, Pages);
+        engine.Maintenance.WriteBack(long.MaxValue);
+        CramStats s = engine.GetStats();
+        int zstdInFile = 0, lz4InFile = 0;
+        for (int i = 0; i < Pages; i++)
+        {
+            NativeSlot* slot = EvictedSlots.Of(engine, region, i, SlotBackend.File);
+            if (slot != null)
+            {
+                bool zstd = (NativeSlot.LoadFlags(slot) & SlotFlags.Zstd) != 0;
+                zstdInFile += zstd ? 1 : 0;
+                lz4InFile += zstd ? 0 : 1;
+            }
+        }
+        Assert.True(s.WritebackRecompressedPages > s.WritebackPages / 2, $"{s.WritebackRecompressedPages} of {s.WritebackPages} written back re-encoded");
+        Assert.Equal(s.WritebackRecompressedPages, zstdInFile);
+        Assert.Equal(s.WritebackRecompressedPages, s.RecompressedPages); // the slot table's count: nothing in the pool is zstd
+        Assert.Equal(s.FilePages, zstdInFile + lz4InFile);
+        Assert.True(s.WritebackRecompressionSavedBytes > 0 && s.WritebackBytes > 0, $"saved {s.WritebackRecompressionSavedBytes} B, wrote {s.WritebackBytes} B");
+        Assert.True(s.RecompressionBusyTime > TimeSpan.Zero); // writeback's encoding is recompression's time
+
+        AssertIntact(region, Pages, 1);
+        CramStats after = engine.GetStats();
+        Assert.Equal(zstdInFile, after.RefaultsZstd); // every one decoded from the file by the fault service
+        Assert.Equal(Pages, after.Refaults);
+        Assert.Equal(0, after.ServiceErrors + after.ChecksumFailures + after.BadPageFaults);
+    }
+
+    [Fact]
+    public void Writeback_MovesAResidentPagesCleanCopy_AsItIs_AndTheCleanCopyCountsHold()
+    {
+        string directory = Directory.CreateTempSubdirectory("cramcore-recompress-").FullName;
+        using var delete = new DeleteOnDispose(directory);
+        const int Pages = 512;
+        using CramEngine engine = Engine(CramFaultService.ServiceThread, Path.Combine(directory, "swap"));
+        engine.Parts.Recompressor!.Suspended = true;
+        using CramRegion region = FilledAndEvicted(engine, Pages);
+        AssertIntact(region, Pages, 1); // read back: every page keeps its LZ4 copy as its clean copy
+        CramStats before = engine.GetStats();
+        Assert.Equal(Pages, before.CleanCopyPages);
+        Assert.True(before.CleanCopyBytes > 0);
+
+        engine.Maintenance.WriteBack(long.MaxValue); // read back since stored: each copy's second chance...
+        engine.Maintenance.WriteBack(long.MaxValue); // ...then written back
+        CramStats s = engine.GetStats();
+        Assert.True(s.WritebackPages > 0, "nothing was written back");
+        Assert.Equal(0, s.WritebackRecompressedPages); // a copy a resident page keeps keeps its codec and length
+        Assert.Equal(before.CleanCopyBytes, s.CleanCopyBytes);
+
+        Fill(region, Pages, 2); // writes: every clean copy released
+        CramStats written = engine.GetStats();
+        Assert.Equal(0, written.CleanCopyPages);
+        Assert.Equal(0, written.CleanCopyBytes);
+        region.Reclaim(region.Length);
+        AssertIntact(region, Pages, 2);
+        Assert.Equal(0, engine.GetStats().ServiceErrors);
+    }
+
+    [Fact]
+    public void SlotsRecode_NamingNoPage_RefusesASlotAResidentPageKeeps()
+    {
+        using CramEngine engine = CramEngine.Create(new CramOptions { FaultAroundPages = 1, RecompressionCpuShare = 0 });
+        using CramRegion region = FilledAndEvicted(engine, 2);
+        Assert.True(TestPages.CheckCompressible(region.Pointer, 0, 1)); // page 0 back: CLEAN, keeping its copy; page 1 EVICTED
+        ulong kept = PageTableEntry.Slot(PageTableEntry.Load(region.PageTableEntries));
+        ulong evicted = PageTableEntry.Slot(PageTableEntry.Load(region.PageTableEntries + 1));
+        long cleanBytes = engine.GetStats().CleanCopyBytes;
+        NativeSlotRecode* recodes = stackalloc NativeSlotRecode[2];
+        int i = 0;
+        foreach (ulong id in new[] { kept, evicted })
+        {
+            NativeSlot* slot = engine.Parts.Slots.Get(id);
+            Assert.Equal(SlotBackend.Pool, slot->Backend);
+            recodes[i++] = new NativeSlotRecode // the same bytes, rewritten in place: only the refusal is under test
+            {
+                Slot = id, FromBackend = SlotBackend.Pool, FromLocation = slot->Location, ToBackend = SlotBackend.Pool, ToLocation = slot->Location,
+                Region = SlotFlags.AnyPage, Checksum = slot->Checksum, Length = slot->Length, Flags = 0,
+            };
+        }
+        Assert.Equal(Errno.None, engine.Parts.Engine.SlotsRecode(recodes, 2, out int recoded));
+        Assert.Equal(1, recoded);
+        Assert.Equal(0, recodes[0].Recoded); // a resident page's clean copy
+        Assert.Equal(1, recodes[1].Recoded);
+        Assert.Equal(cleanBytes, engine.GetStats().CleanCopyBytes);
+        Assert.True(TestPages.CheckCompressible(region.Pointer + P, 1, 1));
+        TestPages.WriteCompressible(region.Pointer, 0, 2);
+        CramStats s = engine.GetStats();
+        Assert.Equal(1, s.CleanCopyPages); // page 1 only
+        Assert.Equal(engine.Parts.Slots.Get(evicted)->Length, s.CleanCopyBytes);
+    }
+
+    [Theory]
+    [InlineData(CramFaultService.ServiceThread)]
+    [InlineData(CramFaultService.FaultingThread)]
     public void ADictionaryRetiresUnderLoad_ItsCopiesReencoded_NoPageDecodedWrong(CramFaultService service)
     {
         const int Pages = 2048;

@@ -121,13 +121,13 @@ internal sealed unsafe class EngineParts : IDisposable
             Slots = new SlotTable(shared, Pool, File, Remote, Node);
             Reaper = new Reaper(Engine, Slots);
             beforeStep?.Invoke(EngineBuildStep.Writeback);
-            Writeback = Slots.Tier is null ? null : new Writeback(Engine, Slots, options, Events, _maintenance);
             Recompressor = options.RecompressionCpuShare > 0 ? new Recompressor(Engine, shared, Slots, _maintenance, options.RecompressionCpuShare, options.TimeProvider, Regions) : null;
+            Writeback = Slots.Tier is null ? null : new Writeback(Engine, Slots, options, Events, _maintenance, Recompressor);
             beforeStep?.Invoke(EngineBuildStep.Reclaimer);
             IPageOperations operations = new NativePageOperations(Engine, Slots);
             Reclaimer = new Reclaimer(Engine, shared, Regions, Slots, pageOperations?.Invoke(operations) ?? operations, options, Reaper, Writeback, Events, _maintenance, Recompressor);
             beforeStep?.Invoke(EngineBuildStep.MemoryBudget);
-            MemoryUse = new MemoryUse(shared, Slots, Pool, Reclaimer, File, Recompressor);
+            MemoryUse = new MemoryUse(shared, Slots, Pool, Reclaimer, File, Recompressor, Writeback);
             Budget = new MemoryBudget(Engine, shared, Reclaimer, options.MemoryLimitBytes, options.MemoryLimitWait, limitPages, MemoryUse, Events);
             Budget.Update(); // the limit the memory limit allows, before any fault
             beforeStep?.Invoke(EngineBuildStep.Worker);
@@ -277,8 +277,8 @@ internal sealed unsafe class EngineParts : IDisposable
         Step(() => Node?.Dispose());
         Step(() => Pool?.Dispose());
         Step(_handle.Dispose);
+        Step(() => Writeback?.Dispose()); // its encoder uses the recompressor's dictionaries
         Step(() => Recompressor?.Dispose());
-        Step(() => Writeback?.Dispose());
         Step(() => File?.Dispose());
         Step(() => Remote?.Dispose()); // deletes the engine's keys: nothing is left on the store
         if (first is not null)

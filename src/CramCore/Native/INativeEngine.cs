@@ -32,7 +32,7 @@ internal unsafe interface INativeEngine
     /// <summary>Rewrites each slot still naming its old location, under the engine lock (CramNative_SlotsMove).</summary>
     Errno SlotsMove(NativeSlotMove* moves, int count, out int moved);
 
-    /// <summary>Recompression's rewrite of each slot still naming its old pool handle, its page still EVICTED (CramNative_SlotsRecode).</summary>
+    /// <summary>Recompression's rewrite of each slot still at its old location, its page still EVICTED (or, with no page named, no resident page keeping it), possibly to another backend (CramNative_SlotsRecode).</summary>
     Errno SlotsRecode(NativeSlotRecode* recodes, int count, out int recoded);
 
     /// <summary>Recompression's candidates from a cursor (CramNative_FindColdEntries); with <paramref name="stride"/> above 1, one in every stride, counted by <paramref name="tick"/>.</summary>

@@ -209,15 +209,23 @@ internal static class SlotFlags
     /// <summary>With <see cref="Zstd"/>, the dictionary's index (0: none) in bits DictShift and up.</summary>
     [NativeConstant("CRAM_SLOT_DICT_SHIFT")] public const int DictShift = 5;
     [NativeConstant("CRAM_SLOT_DICT_MASK")] public const byte DictMask = 0x60;
-    /// <summary>Set by the recompressor: tried and kept as it was (no smaller size class).</summary>
-    [NativeConstant("CRAM_SLOT_KEPT")] public const byte Kept = 0x80;
-    /// <summary>What CramNative_SlotsRecode rewrites.</summary>
-    [NativeConstant("CRAM_SLOT_CODEC_MASK")] public const byte CodecMask = Zstd | DictMask | Kept;
+    /// <summary>Without <see cref="Zstd"/> (an LZ4 copy, whose dictionary bits are free), set by the recompressor: tried and kept as it was (no smaller size class). Test with <see cref="IsKept"/>.</summary>
+    [NativeConstant("CRAM_SLOT_KEPT")] public const byte Kept = 0x20;
+    /// <summary>What CramNative_SlotsRecode rewrites (<see cref="Kept"/> included).</summary>
+    [NativeConstant("CRAM_SLOT_CODEC_MASK")] public const byte CodecMask = Zstd | DictMask;
+    /// <summary>Set and cleared by both sides with the clean-copy counts: a resident page keeps this slot as its copy (cramnative.h, "Clean copies"); a slot with it is never recoded.</summary>
+    [NativeConstant("CRAM_SLOT_CLEAN_COPY")] public const byte CleanCopy = 0x80;
     /// <summary>Dictionary indexes, 0 (none) included.</summary>
     [NativeConstant("CRAM_ZSTD_DICTIONARIES")] public const int ZstdDictionaries = 4;
 
     /// <summary>The dictionary a zstd copy's flags name (0: none).</summary>
     public static int Dictionary(byte flags) => (flags & DictMask) >> DictShift;
+
+    /// <summary>An LZ4 copy the recompressor tried and kept.</summary>
+    public static bool IsKept(byte flags) => (flags & (Zstd | Kept)) == Kept;
+
+    /// <summary>CramNative_SlotsRecode's region for a rewrite that names no page (writeback's): refused for a slot a resident page keeps.</summary>
+    [NativeConstant("CRAM_RECODE_ANY_PAGE")] public const uint AnyPage = 0xFFFFFFFF;
 }
 
 /// <summary>
@@ -246,6 +254,11 @@ internal unsafe struct NativeSlot
     /// <summary>Sets <paramref name="flags"/> atomically (the service may set others meanwhile); returns the flags before.</summary>
     public static byte SetFlags(NativeSlot* slot, byte flags) =>
         (byte)(Interlocked.Or(ref *(uint*)&slot->Length, (uint)flags << FlagsShift) >> FlagsShift);
+
+    /// <summary>Sets (<paramref name="set"/>) or clears <paramref name="flags"/> atomically; returns the whole word before (length in its low 16 bits).</summary>
+    public static uint ChangeFlagsWord(NativeSlot* slot, byte flags, bool set) => set
+        ? Interlocked.Or(ref *(uint*)&slot->Length, (uint)flags << FlagsShift)
+        : Interlocked.And(ref *(uint*)&slot->Length, ~((uint)flags << FlagsShift));
 }
 
 /// <summary>One move of CramNative_MoveOutPages (cram_move_out).</summary>
@@ -318,7 +331,9 @@ internal struct NativeSlotRecode
     public ushort Length;
     public byte Flags;
     public byte Recoded;
-    public uint Reserved;
+    public SlotBackend FromBackend;
+    public SlotBackend ToBackend;
+    public ushort Reserved;
 }
 
 /// <summary>One entry CramNative_FindColdEntries found (cram_cold_entry).</summary>

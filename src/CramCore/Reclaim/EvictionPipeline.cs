@@ -426,11 +426,13 @@ internal sealed unsafe class EvictionPipeline : IDisposable
     /// </summary>
     private bool Publish(ulong* pte, ulong slot)
     {
+        // Counted before the page is CLEAN: from then on a write-protect fault or a drop may take it out (and uncount it).
+        _slots.CountCleanCopy(slot, +1);
         if (PageTableEntry.TryTransition(pte, PageTableEntry.Make(PageState.Evicting, 0), PageTableEntry.Make(PageState.Clean, slot)))
         {
-            _slots.CountCleanCopy(slot, +1);
             return true;
         }
+        _slots.CountCleanCopy(slot, -1);
         if (slot == SharedLayout.ZeroSlot)
         {
             _counters.AddZeroCopy(-1);

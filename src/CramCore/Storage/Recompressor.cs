@@ -26,7 +26,10 @@ namespace CramCore.Storage;
 /// and re-encoded with the current one — and it is removed once no slot names it (the slot table
 /// counts them). Ranges advised cold (<see cref="CramAdvice.Cold"/>) are a hint: their evicted pages
 /// are taken at the start of each round, whatever their distance. One thread ("cram-recompress"),
-/// started by the first request.
+/// started by the first request. Writeback re-encodes the LZ4 copies it moves out of the pool with
+/// the current dictionary, which it leases for the batch (<see cref="LeaseDictionary"/>: a leased
+/// dictionary is not removed), on an encoder sharing this one's dictionaries, under the same
+/// <see cref="Budget"/>.
 /// </summary>
 internal sealed unsafe class Recompressor : IDisposable
 {
@@ -52,8 +55,9 @@ internal sealed unsafe class Recompressor : IDisposable
     private readonly CompressedPool _pool;
     private readonly Lock _maintenance;
     private readonly TimeProvider _time;
-    private readonly double _share;
+    private readonly RecompressionBudget _budget;
     private readonly ZstdCodec _codec = new();
+    private readonly int[] _leases = new int[SlotFlags.ZstdDictionaries]; // writeback batches encoding with each dictionary
     private readonly byte* _stored;   // BatchEntries copies as they were
     private readonly byte* _encoded;  // and as re-encoded
     private readonly byte* _page;     // one decoded page
@@ -81,7 +85,7 @@ internal sealed unsafe class Recompressor : IDisposable
     private int _requested, _inRound;
     private volatile bool _stopping;
 
-    private long _recompressed, _kept, _bytesBefore, _bytesAfter, _workTicks, _trained, _retired, _refused;
+    private long _recompressed, _kept, _bytesBefore, _bytesAfter, _trained, _retired, _refused;
 
     public Recompressor(INativeEngine engine, NativeShared* shared, SlotTable slots, Lock maintenance, double share, TimeProvider time, CramCore.Internals.RegionTable? regions = null)
     {
@@ -91,7 +95,7 @@ internal sealed unsafe class Recompressor : IDisposable
         _slots = slots;
         _pool = slots.Pool;
         _maintenance = maintenance;
-        _share = share;
+        _budget = new RecompressionBudget(share, time);
         _time = time;
         _stored = (byte*)NativeMemory.AlignedAlloc(BatchEntries * (nuint)SharedLayout.PageSize, SharedLayout.PageSize);
         _encoded = (byte*)NativeMemory.AlignedAlloc(BatchEntries * (nuint)SharedLayout.PageSize, SharedLayout.PageSize);
@@ -108,8 +112,24 @@ internal sealed unsafe class Recompressor : IDisposable
     public long BytesBefore => Interlocked.Read(ref _bytesBefore);
     public long BytesAfter => Interlocked.Read(ref _bytesAfter);
 
-    /// <summary>The thread's working time (wall clock between its pauses: an upper bound of its CPU time).</summary>
-    public TimeSpan BusyTime => _time.GetElapsedTime(0, Interlocked.Read(ref _workTicks));
+    /// <summary>The CPU budget this thread and writeback's re-encoding share.</summary>
+    public RecompressionBudget Budget => _budget;
+
+    /// <summary>An encoder for writeback's thread, with this one's dictionaries (its owner disposes it before this).</summary>
+    public ZstdCodec CreateWritebackEncoder() => new(ZstdCodec.Level, _codec);
+
+    /// <summary>
+    /// Writeback, under the maintenance lock: the dictionary its batch encodes with (the current one;
+    /// 0, none, before the first is trained), which is not removed until <see cref="ReleaseDictionary"/>.
+    /// </summary>
+    public int LeaseDictionary()
+    {
+        _leases[_current]++;
+        return _current;
+    }
+
+    /// <summary>Writeback, under the maintenance lock: its batch is over (its copies, if any, count in the slot table now).</summary>
+    public void ReleaseDictionary(int index) => _leases[index]--;
 
     /// <summary>Dictionaries trained, and removed once no copy named them.</summary>
     public long DictionariesTrained => Interlocked.Read(ref _trained);
@@ -227,37 +247,20 @@ internal sealed unsafe class Recompressor : IDisposable
                 passStart = true;
             }
             long work = _time.GetTimestamp() - start;
-            Interlocked.Add(ref _workTicks, work);
             Pause(work);
         }
     }
 
-    /// <summary>
-    /// The budget: after <paramref name="work"/> ticks of work, the pause that keeps the share of the
-    /// thread's time spent working at the option. Pauses are owed until they add up to a few
-    /// milliseconds (a wait shorter than the timer's millisecond would be no pause at all), and what a
-    /// wait actually lasted is paid off, so the share holds on average whatever the batches cost.
-    /// </summary>
+    /// <summary>The budget (<see cref="RecompressionBudget"/>): <paramref name="work"/> ticks spent, and the pause that pays them back.</summary>
     private void Pause(long work)
     {
-        if (_share >= 1 || work <= 0)
+        _budget.Spend(work);
+        TimeSpan owed = _budget.PauseOwed();
+        if (owed > TimeSpan.Zero)
         {
-            return;
+            _stopped.Wait(owed < TimeSpan.FromSeconds(30) ? owed : TimeSpan.FromSeconds(30));
         }
-        _owed += (long)(work * (1 - _share) / _share);
-        TimeSpan owed = _time.GetElapsedTime(0, _owed);
-        if (owed < MinimumPause)
-        {
-            return;
-        }
-        long start = _time.GetTimestamp();
-        _stopped.Wait(owed < TimeSpan.FromSeconds(30) ? owed : TimeSpan.FromSeconds(30));
-        _owed = Math.Max(0, _owed - (_time.GetTimestamp() - start));
     }
-
-    /// <summary>The shortest pause the budget makes (owed time is paid in pauses at least this long).</summary>
-    private static readonly TimeSpan MinimumPause = TimeSpan.FromMilliseconds(5);
-    private long _owed; // timestamp ticks of pause owed
 
     /// <summary>
     /// A pass over every region ended: the pool compacted if the pass rewrote copies (the old ones
@@ -274,7 +277,7 @@ internal sealed unsafe class Recompressor : IDisposable
             }
             for (int d = 1; d < SlotFlags.ZstdDictionaries; d++)
             {
-                if ((_retiring & (1u << d)) != 0 && _slots.DictionarySlots(d) == 0)
+                if ((_retiring & (1u << d)) != 0 && _slots.DictionarySlots(d) == 0 && _leases[d] == 0)
                 {
                     Interop.ThrowIfFailed(_engine.ZstdDictionarySet(d, default, out long memory), "Removing a retired zstd dictionary");
                     Volatile.Write(ref _nativeDictionaryBytes, memory);
@@ -397,7 +400,7 @@ internal sealed unsafe class Recompressor : IDisposable
                     continue;
                 }
                 byte flags = NativeSlot.LoadFlags(s);
-                if ((flags & (SlotFlags.Raw | SlotFlags.Stale | SlotFlags.Bad | SlotFlags.Kept)) != 0 ||
+                if ((flags & (SlotFlags.Raw | SlotFlags.Stale | SlotFlags.Bad)) != 0 || SlotFlags.IsKept(flags) ||
                     ((flags & SlotFlags.Zstd) != 0 && (_retiring & (1u << SlotFlags.Dictionary(flags))) == 0))
                 {
                     continue;
@@ -577,7 +580,7 @@ internal sealed unsafe class Recompressor : IDisposable
                 _recodeOf[recodes] = i;
                 _recodes[recodes++] = new NativeSlotRecode
                 {
-                    Slot = e.Slot, FromLocation = e.Location, ToLocation = handle, Page = e.Page, Region = e.Region,
+                    Slot = e.Slot, FromBackend = SlotBackend.Pool, FromLocation = e.Location, ToBackend = SlotBackend.Pool, ToLocation = handle, Page = e.Page, Region = e.Region,
                     Checksum = Checksum.Crc32C(copy, _newLength[i]), Length = (ushort)_newLength[i], Flags = _newFlags[i],
                 };
             }

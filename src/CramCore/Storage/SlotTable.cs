@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using CramCore.Internals;
 using CramCore.Native;
 
@@ -168,7 +169,15 @@ internal sealed unsafe class SlotTable : IDisposable
     /// </summary>
     public void CountCleanCopy(ulong id, int sign)
     {
-        ulong bytes = id == SharedLayout.ZeroSlot ? 0UL : Get(id)->Length;
+        // The slot's CLEAN_COPY bit changes in the atomic step that reads the length counted: a
+        // recode (which refuses a slot with the bit) can never make the two counts of one copy differ.
+        ulong bytes = 0;
+        if (id != SharedLayout.ZeroSlot)
+        {
+            uint word = NativeSlot.ChangeFlagsWord(Get(id), SlotFlags.CleanCopy, set: sign > 0);
+            Debug.Assert(((word >> 24) & SlotFlags.CleanCopy) == (sign > 0 ? 0 : SlotFlags.CleanCopy), "a clean copy counted twice, or released uncounted");
+            bytes = word & 0xFFFF;
+        }
         ref NativeStats stats = ref _shared->Stats;
         Interlocked.Add(ref stats.CleanCopyPages, sign > 0 ? 1UL : ulong.MaxValue); // + (2^64 - 1) is - 1
         Interlocked.Add(ref stats.CleanCopyBytes, sign > 0 ? bytes : 0UL - bytes);

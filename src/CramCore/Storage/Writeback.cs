@@ -31,6 +31,15 @@ namespace CramCore.Storage;
 /// the pool at the same place and not stale, moves; the others stay (requeued if still pooled), and
 /// their new extents are released.
 /// </para>
+/// <para>
+/// Recompressed on the way out (cramnative.h, "Codecs"): with a recompressor, a batch's LZ4 copies
+/// are taken out of the pool under lock 3, re-encoded with zstd and the current dictionary holding
+/// no lock but 2a (Writeback.Recode.cs; within the recompression CPU budget, which writeback spends
+/// first), and appended — the smaller encoding — under lock 3 again; after the write
+/// CramNative_SlotsRecode rewrites those slots' location, length, checksum and codec in one step,
+/// refusing a slot that a resident page keeps as its clean copy (whose count names its length), which
+/// then stays in the pool and its new extent is released. Fewer bytes go to the file and the store.
+/// </para>
 /// </summary>
 internal sealed unsafe partial class Writeback : IDisposable
 {
@@ -52,15 +61,21 @@ internal sealed unsafe partial class Writeback : IDisposable
     private readonly double _highFraction, _lowFraction; // of the pool's limit, and of the file's when it spills to the store
     private readonly NativeSlotMove[] _moves = new NativeSlotMove[BatchEntries];
     private readonly int[] _lengths = new int[BatchEntries]; // each move's extent length, as appended
+    private readonly int[] _poolLengths = new int[BatchEntries]; // a batch entry's length in the pool
+    private readonly byte[] _codecs = new byte[BatchEntries];    // its codec bits once re-encoded, or AsIs
+    private readonly uint[] _checksums = new uint[BatchEntries]; // the re-encoded copy's checksum
+    private readonly byte* _staged;      // a batch's copies, taken out of the pool (then re-encoded in place)
     private readonly byte* _segmentCopy; // a segment read back for compaction
     private readonly byte* _plain;       // an extent of it opened (the store's are sealed)
     private long _allowance, _allowanceAt;
     private long _pausedUntil;
     private long _pages, _bytes, _segmentCompactions, _skippedMoves;
 
-    /// <summary>Writeback of <paramref name="slots"/>' pool to its file; <paramref name="maintenance"/> is lock 3, which reclaim, the reaper and compaction hold.</summary>
-    public Writeback(INativeEngine engine, SlotTable slots, CramOptions options, TierEventChannel events, Lock maintenance)
+    /// <summary>Writeback of <paramref name="slots"/>' pool to its file; <paramref name="maintenance"/> is lock 3, which reclaim, the reaper and compaction hold. With a <paramref name="recompressor"/>, a batch's LZ4 copies are re-encoded with zstd on the way out (its dictionaries and CPU budget).</summary>
+    public Writeback(INativeEngine engine, SlotTable slots, CramOptions options, TierEventChannel events, Lock maintenance, Recompressor? recompressor = null)
     {
+        _recompressor = recompressor;
+        _encoder = recompressor?.CreateWritebackEncoder();
         _engine = engine;
         _events = events;
         _time = options.TimeProvider;
@@ -79,6 +94,12 @@ internal sealed unsafe partial class Writeback : IDisposable
         _allowanceAt = _time.GetTimestamp();
         _segmentCopy = (byte*)NativeMemory.AlignedAlloc(BackingFile.SegmentBytes, SharedLayout.PageSize);
         _plain = (byte*)NativeMemory.AlignedAlloc(SharedLayout.PageSize, SharedLayout.PageSize);
+        _staged = (byte*)NativeMemory.AlignedAlloc(BatchEntries * (nuint)SharedLayout.PageSize, SharedLayout.PageSize);
+        if (_encoder is not null)
+        {
+            _decoded = (byte*)NativeMemory.AlignedAlloc(SharedLayout.PageSize, SharedLayout.PageSize);
+            _encoded = (byte*)NativeMemory.AlignedAlloc(SharedLayout.PageSize, SharedLayout.PageSize);
+        }
     }
 
     /// <summary>Pages written back (cumulative).</summary>
@@ -130,13 +151,16 @@ internal sealed unsafe partial class Writeback : IDisposable
         }
     }
 
-    /// <summary>One batch: choose and append (lock 3), write (lock 2a only), move and free (lock 3). Returns pages moved; <paramref name="stop"/> when nothing more can be done now.</summary>
+    /// <summary>
+    /// One batch: take the copies (lock 3), re-encode the LZ4 ones (2a only), append (lock 3), write
+    /// (2a only), move or recode and free (lock 3). Returns pages moved; <paramref name="stop"/> when
+    /// nothing more can be done now.
+    /// </summary>
     private int Batch(out long bytes, out bool stop)
     {
         bytes = 0;
         stop = false;
-        int n;
-        BackingFile.PendingWrite write;
+        int n, dictionary = -1;
         lock (_maintenance)
         {
             if (!RateAllows() || (!_tier.HasRoom(CompressedPool.MaxObjectSize) && !OpenSegment()))
@@ -144,53 +168,84 @@ internal sealed unsafe partial class Writeback : IDisposable
                 stop = true;
                 return 0;
             }
-            _tier.MarkBatch();
-            n = Choose();
+            n = Take();
             if (n == 0)
             {
                 stop = true;
                 return 0;
             }
-            write = _tier.PrepareWrite();
-            _slots.WatchFrees();
-        }
-        Errno error = _tier.Write(write);
-        lock (_maintenance)
-        {
-            HashSet<ulong> freed = _slots.StopWatchingFrees();
-            if (!Finish(write, error, n, requeue: true))
+            _slots.WatchFrees(); // from the copy on: a slot freed meanwhile may hold other bytes under the same ids
+            if (_recompressor is not null)
             {
-                stop = true;
-                return 0;
+                dictionary = _recompressor.LeaseDictionary();
             }
-            n = KeepUnchanged(n, freed);
-            int moved = Move(n);
-            for (int i = 0; i < n; i++)
+        }
+        try
+        {
+            Reencode(n, dictionary);
+            BackingFile.PendingWrite write;
+            lock (_maintenance)
             {
-                ref NativeSlotMove m = ref _moves[i];
-                if (m.Moved != 0)
+                _tier.MarkBatch();
+                n = Append(n);
+                write = _tier.PrepareWrite();
+            }
+            Errno error = _tier.Write(write);
+            lock (_maintenance)
+            {
+                HashSet<ulong> freed = _slots.StopWatchingFrees();
+                if (!Finish(write, error, n, requeue: true))
                 {
-                    NativeSlot* s = _slots.Get(m.Slot);
-                    bytes += s->Length;
-                    _pool.Free((uint)m.FromLocation); // step 3: no fault can read it any more
-                    _slots.Moved(SlotBackend.Pool, _tier.Backend);
+                    stop = true;
+                    return 0;
+                }
+                n = KeepUnchanged(n, freed);
+                int moved = MoveOrRecode(n);
+                for (int i = 0; i < n; i++)
+                {
+                    ref NativeSlotMove m = ref _moves[i];
+                    if (m.Moved != 0)
+                    {
+                        bytes += _lengths[i];
+                        _pool.Free((uint)m.FromLocation); // step 3: no fault can read it any more
+                        _slots.Moved(SlotBackend.Pool, _tier.Backend);
+                        if (_codecs[i] != AsIs)
+                        {
+                            _slots.Recoded(0, _codecs[i]);
+                            Interlocked.Increment(ref _recompressedPages);
+                            Interlocked.Add(ref _recompressedBytesSaved, _poolLengths[i] - _lengths[i]);
+                        }
+                    }
+                }
+                Interlocked.Add(ref _pages, moved);
+                Interlocked.Add(ref _bytes, bytes);
+                _allowance -= bytes;
+                if (_pool.SlackBytes > Math.Max(CompressedPool.ZspagePages * SharedLayout.PageSize, _pool.UsedBytes / 8))
+                {
+                    _pool.Compact(); // freed objects leave holes; compaction turns them into free memory
+                }
+                return moved;
+            }
+        }
+        finally
+        {
+            if (dictionary >= 0)
+            {
+                lock (_maintenance)
+                {
+                    _recompressor!.ReleaseDictionary(dictionary);
                 }
             }
-            Interlocked.Add(ref _pages, moved);
-            Interlocked.Add(ref _bytes, bytes);
-            _allowance -= bytes;
-            if (_pool.SlackBytes > Math.Max(CompressedPool.ZspagePages * SharedLayout.PageSize, _pool.UsedBytes / 8))
-            {
-                _pool.Compact(); // freed objects leave holes; compaction turns them into free memory
-            }
-            return moved;
         }
     }
 
-    /// <summary>Takes up to a batch of the coldest pool entries and appends their bytes to the open segment (under lock 3). Returns how many.</summary>
-    private int Choose()
+    /// <summary>
+    /// Takes up to a batch of the coldest pool entries and copies their bytes out of the pool (under
+    /// lock 3), about what the open segment has room for. Returns how many.
+    /// </summary>
+    private int Take()
     {
-        int n = 0, secondChances = 0, budget = _queue.Count;
+        int n = 0, secondChances = 0, budget = _queue.Count, taken = 0;
         while (n < BatchEntries && budget-- > 0 && _queue.TryDequeue(out uint id))
         {
             NativeSlot* s = _slots.TryGet(id);
@@ -209,7 +264,7 @@ internal sealed unsafe partial class Writeback : IDisposable
                 _queue.Enqueue(id); // read back since it was stored: give it another round
                 continue;
             }
-            if (!_tier.HasRoom(s->Length))
+            if (!_tier.HasRoom(taken + s->Length))
             {
                 // First in the next batch's segment, which follows this one in the file: entries stored
                 // together stay together there, so a sequential reader's window is one read (at the
@@ -218,12 +273,34 @@ internal sealed unsafe partial class Writeback : IDisposable
                 break;
             }
             ulong handle = s->Location;
-            ulong location = _tier.Append((byte*)_pool.AddressOf((uint)handle), s->Length, id);
-            _lengths[n] = s->Length;
-            _moves[n++] = new NativeSlotMove
+            int length = s->Length;
+            Buffer.MemoryCopy((void*)_pool.AddressOf((uint)handle), _staged + (long)n * SharedLayout.PageSize, SharedLayout.PageSize, length);
+            taken += length;
+            _poolLengths[n] = _lengths[n] = length;
+            _codecs[n] = Reencodable(flags) ? Candidate : AsIs;
+            _moves[n++] = new NativeSlotMove { Slot = id, FromBackend = SlotBackend.Pool, FromLocation = handle, ToBackend = _tier.Backend };
+        }
+        return n;
+    }
+
+    /// <summary>
+    /// Appends the batch's copies, as they are or re-encoded, to the open segment in order (under
+    /// lock 3); those it has no room for (the store's extents take a tag each) go back to the front
+    /// of the queue. Returns how many were appended.
+    /// </summary>
+    private int Append(int n)
+    {
+        for (int i = 0; i < n; i++)
+        {
+            if (!_tier.HasRoom(_lengths[i]))
             {
-                Slot = id, FromBackend = SlotBackend.Pool, FromLocation = handle, ToBackend = _tier.Backend, ToLocation = location,
-            };
+                for (int j = n - 1; j >= i; j--)
+                {
+                    _queue.EnqueueFront((uint)_moves[j].Slot);
+                }
+                return i;
+            }
+            _moves[i].ToLocation = _tier.Append(_staged + (long)i * SharedLayout.PageSize, _lengths[i], (uint)_moves[i].Slot);
         }
         return n;
     }
@@ -247,9 +324,12 @@ internal sealed unsafe partial class Writeback : IDisposable
                 (NativeSlot.LoadFlags(s) & (SlotFlags.Stale | SlotFlags.Bad)) == 0;
             if (same)
             {
-                Debug.Assert(s->Length == length && _tier.AppendedEquals(m.ToLocation, (byte*)_pool.AddressOf((uint)m.FromLocation), length),
+                Debug.Assert(s->Length == _poolLengths[i] && (_codecs[i] != AsIs || _tier.AppendedEquals(m.ToLocation, (byte*)_pool.AddressOf((uint)m.FromLocation), length)),
                     "an unfreed pool entry changed under writeback");
                 _lengths[kept] = length;
+                _poolLengths[kept] = _poolLengths[i];
+                _codecs[kept] = _codecs[i];
+                _checksums[kept] = _checksums[i];
                 _moves[kept++] = m;
                 continue;
             }
@@ -290,8 +370,6 @@ internal sealed unsafe partial class Writeback : IDisposable
     }
 
     /// <summary>Moves the first <paramref name="n"/> slots to their new extents (step 2); a refused move's new extent is released at once. Returns how many moved. Under lock 3.</summary>
-    private int Move(int n) => Move(n, _tier);
-
     private int Move(int n, ISegmentTier destination)
     {
         if (n == 0)
@@ -641,5 +719,7 @@ internal sealed unsafe partial class Writeback : IDisposable
         StopThread();
         NativeMemory.AlignedFree(_segmentCopy);
         NativeMemory.AlignedFree(_plain);
+        NativeMemory.AlignedFree(_staged);
+        DisposeEncoder();
     }
 }

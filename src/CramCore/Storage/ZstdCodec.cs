@@ -8,7 +8,9 @@ namespace CramCore.Storage;
 /// (cramnative.h, "Codecs": magicless frames with no checksum, content size or dictionary id)
 /// with one of up to three trained dictionaries (indexes 1..3; 0 is none), the dictionaries trained
 /// from sampled pages, and a decoder for a copy re-encoded with a newer dictionary. One thread uses
-/// it (the recompressor's); not thread-safe.
+/// a codec (not thread-safe); a second codec may share the first one's dictionaries (writeback's
+/// encoder shares the recompressor's: a dictionary is read-only once made, and zstd lets any number
+/// of contexts use it at once), and only the first one loads, unloads and frees them.
 /// </summary>
 internal sealed unsafe class ZstdCodec : IDisposable
 {
@@ -23,12 +25,22 @@ internal sealed unsafe class ZstdCodec : IDisposable
     private readonly nint[] _cdicts = new nint[SlotFlags.ZstdDictionaries];
     private readonly nint[] _ddicts = new nint[SlotFlags.ZstdDictionaries];
     private readonly long[] _dictionaryMemory = new long[SlotFlags.ZstdDictionaries];
+    private readonly bool _ownsDictionaries = true;
     private bool _disposed;
 
     /// <param name="level">The compression level (<see cref="Level"/> for recompression; `cram bench ratio` computes its zstd-3 bound with 3).</param>
-    public ZstdCodec(int level = Level)
+    /// <param name="dictionariesOf">A codec whose dictionaries this one encodes with (same level), or null for dictionaries of its own.</param>
+    public ZstdCodec(int level = Level, ZstdCodec? dictionariesOf = null)
     {
         _level = level;
+        if (dictionariesOf is not null)
+        {
+            ArgumentOutOfRangeException.ThrowIfNotEqual(level, dictionariesOf._level);
+            _cdicts = dictionariesOf._cdicts;
+            _ddicts = dictionariesOf._ddicts;
+            _dictionaryMemory = new long[SlotFlags.ZstdDictionaries]; // counted once, by their owner
+            _ownsDictionaries = false;
+        }
         _cctx = Interop.Zstd.CreateCCtx();
         _dctx = Interop.Zstd.CreateDCtx();
         if (_cctx == 0 || _dctx == 0)
@@ -61,6 +73,10 @@ internal sealed unsafe class ZstdCodec : IDisposable
     /// <summary>Loads <paramref name="dictionary"/> at <paramref name="index"/> (1..3), or unloads it (empty).</summary>
     public void SetDictionary(int index, ReadOnlySpan<byte> dictionary)
     {
+        if (!_ownsDictionaries)
+        {
+            throw new InvalidOperationException("This codec shares another codec's dictionaries; that codec loads them.");
+        }
         ArgumentOutOfRangeException.ThrowIfLessThan(index, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(index, SlotFlags.ZstdDictionaries);
         if (_cdicts[index] != 0)
@@ -136,7 +152,7 @@ internal sealed unsafe class ZstdCodec : IDisposable
             return;
         }
         _disposed = true;
-        for (int i = 1; i < SlotFlags.ZstdDictionaries; i++)
+        for (int i = 1; i < SlotFlags.ZstdDictionaries && _ownsDictionaries; i++)
         {
             if (_cdicts[i] != 0)
             {

@@ -460,11 +460,14 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
         {
             NativeSlotRecode* c = recodes + i;
             NativeSlot* slot = SlotOf(c->Slot);
-            RegionMapping? r = Regions.Snapshot().FirstOrDefault(m => m.Id == c->Region);
-            ulong pte = r is null || c->Page >= (ulong)r.PageCount ? 0 : PageTableEntry.Load(r.PageTableEntries + c->Page);
-            bool ok = slot->Backend == SlotBackend.Pool && slot->Location == c->FromLocation
-                && (NativeSlot.LoadFlags(slot) & (SlotFlags.Stale | SlotFlags.Bad | SlotFlags.Raw)) == 0
-                && r is not null && PageTableEntry.State(pte) == PageState.Evicted && PageTableEntry.Slot(pte) == c->Slot;
+            bool ok = slot->Backend == c->FromBackend && slot->Location == c->FromLocation
+                && (NativeSlot.LoadFlags(slot) & (SlotFlags.Stale | SlotFlags.Bad | SlotFlags.Raw | SlotFlags.CleanCopy)) == 0;
+            if (ok && c->Region != SlotFlags.AnyPage)
+            {
+                RegionMapping? r = Regions.Snapshot().FirstOrDefault(m => m.Id == c->Region);
+                ulong pte = r is null || c->Page >= (ulong)r.PageCount ? 0 : PageTableEntry.Load(r.PageTableEntries + c->Page);
+                ok = r is not null && PageTableEntry.State(pte) == PageState.Evicted && PageTableEntry.Slot(pte) == c->Slot;
+            }
             c->Recoded = ok ? (byte)1 : (byte)0;
             if (ok)
             {
@@ -472,6 +475,7 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
                 slot->Checksum = c->Checksum;
                 NativeSlot.ClearFlags(slot, SlotFlags.CodecMask);
                 slot->Length = c->Length;
+                slot->Backend = c->ToBackend;
                 NativeSlot.SetFlags(slot, c->Flags);
                 n++;
             }
@@ -502,7 +506,7 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
                 }
                 NativeSlot* slot = SlotOf(PageTableEntry.Slot(pte));
                 byte flags = NativeSlot.LoadFlags(slot);
-                if (slot->Backend != SlotBackend.Pool || (flags & (SlotFlags.Raw | SlotFlags.Stale | SlotFlags.Bad | SlotFlags.Kept)) != 0 ||
+                if (slot->Backend != SlotBackend.Pool || (flags & (SlotFlags.Raw | SlotFlags.Stale | SlotFlags.Bad)) != 0 || SlotFlags.IsKept(flags) ||
                     ((flags & SlotFlags.Zstd) != 0 && (recodeDictionaries & (1u << SlotFlags.Dictionary(flags))) == 0))
                 {
                     continue;
@@ -749,7 +753,7 @@ internal sealed unsafe class FakeNativeEngine : INativeEngine, IDisposable
 
     private void CleanCopyCount(ulong id, int sign)
     {
-        ulong bytes = id == SharedLayout.ZeroSlot ? 0UL : SlotOf(id)->Length;
+        ulong bytes = id == SharedLayout.ZeroSlot ? 0UL : NativeSlot.ChangeFlagsWord(SlotOf(id), SlotFlags.CleanCopy, set: sign > 0) & 0xFFFF;
         Shared->Stats.CleanCopyPages += sign > 0 ? 1UL : ulong.MaxValue;
         Shared->Stats.CleanCopyBytes += sign > 0 ? bytes : 0UL - bytes;
     }
