@@ -45,7 +45,8 @@ public sealed class CliResultTests
             "refaults_after_prefetch", "fault_service", "compression_threads", "readahead_threads", "fill_helper_compressed_share", "fill_elapsed_s", "fill_cpu_writer_s", "fill_cpu_fault_service_s", "fill_cpu_reclaim_s", "fill_cpu_compress_s", "fill_cpu_writeback_s", "fill_cpu_other_s", "backing_file", "pool_limit_bytes", "file_bytes_written", "file_segments",
             "file_pages_after_fill", "refaults_from_file", "file_bytes_written_per_page", "file_reads", "file_read_bytes_per_page_read_back",
             "pages_per_file_read", "seq_pages_per_file_read", "seq_file_reads_sequential_share",
-            "engine_fault_latency_p50_us", "engine_fault_latency_samples", "engine_fault_service_time_p50_us", "recompressed_pages", "refaults_zstd"], Keys<SwapBenchResult>());
+            "engine_fault_latency_p50_us", "engine_fault_latency_samples", "engine_fault_service_time_p50_us", "recompressed_pages", "refaults_zstd",
+            "file_recompressed_pages", "file_bytes_saved_by_recompression"], Keys<SwapBenchResult>());
         Assert.Equal(["refaults_per_read", "hot_miss_rate", "reads_per_s", "lru_refaults_per_read", "lru_hot_miss_rate", "refaults_over_lru",
             "phases", "source", "distribution", "size_bytes", "limit_bytes", "hot_bytes", "hot_share", "zipf_exponent", "reads_per_phase",
             "fill_s", "evictions", "refaults", "working_set_activations", "working_set_demotions", "mismatches"], Keys<HotColdBenchResult>());

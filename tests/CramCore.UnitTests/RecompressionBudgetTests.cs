@@ -6,7 +6,7 @@ namespace CramCore.Tests;
 /// <summary>
 /// The recompression CPU budget alone, on a fake clock: credit accrues at the share of the clock
 /// up to one second's worth; the recompressor pays back what it spends (no pause under 5 ms);
-/// writeback borrows up to one second's worth ahead and then moves copies as they are.
+/// writeback re-encodes only with credit left over.
 /// </summary>
 [Trait("Category", TestCategory.Unit)]
 public sealed class RecompressionBudgetTests
@@ -51,17 +51,21 @@ public sealed class RecompressionBudgetTests
     }
 
     [Fact]
-    public void Writeback_BorrowsOneSecondsWorth_ThenStops_AndTheRecompressorPaysItBack()
+    public void Writeback_EncodesOnlyWithCreditLeftOver_TheRecompressorFirst()
     {
         var budget = new RecompressionBudget(0.1, _clock);
+        Assert.False(budget.WritebackMayEncode()); // nothing accrued yet
+        _clock.Advance(TimeSpan.FromSeconds(5)); // idle: 100 ms of credit (one second's worth)
         Assert.True(budget.WritebackMayEncode());
         budget.Spend(Ticks(TimeSpan.FromMilliseconds(99)));
         Assert.True(budget.WritebackMayEncode());
-        budget.Spend(Ticks(TimeSpan.FromMilliseconds(1))); // 100 ms ahead: one second's worth at 0.1
-        Assert.False(budget.WritebackMayEncode());
-        Assert.Equal(1, budget.PauseOwed().TotalSeconds, 3); // the recompressor waits it out
-        _clock.Advance(TimeSpan.FromMilliseconds(20));
+        budget.Spend(Ticks(TimeSpan.FromMilliseconds(1)));
+        Assert.False(budget.WritebackMayEncode()); // spent: copies move as they are
+        _clock.Advance(TimeSpan.FromMilliseconds(20)); // 2 ms accrued
         Assert.True(budget.WritebackMayEncode());
+        budget.Spend(Ticks(TimeSpan.FromMilliseconds(12))); // the recompressor's batch: 10 ms in debt
+        Assert.False(budget.WritebackMayEncode());
+        Assert.Equal(100, budget.PauseOwed().TotalMilliseconds, 1); // it pays back, then writeback's turn comes with what accrues after
     }
 
     [Fact]

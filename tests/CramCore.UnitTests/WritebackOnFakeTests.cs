@@ -48,6 +48,35 @@ public sealed unsafe class WritebackOnFakeTests : IDisposable
     }
 
     [Fact]
+    public void OnlyTheBackgroundRound_ReencodesCopies_AReclaimPassWaitingForRoomOrACallerMovesThemAsTheyAre()
+    {
+        CramOptions options = Options();
+        options.RecompressionCpuShare = 1; // no budget: only the policy decides
+        using var stack = new FakeStack(options, null, null, recompressor: true);
+        const int pages = 1024; // a batch (256 entries) for room, one for the caller, the rest for the background
+        RegionMapping r = ReclaimOnFakeTests.Filled(stack, pages);
+        stack.Reclaimer.Reclaim(pages, null);
+        Writeback w = stack.Writeback!;
+
+        Assert.True(w.MakeRoom()); // a reclaim pass waiting for room (no thread here: the caller writes back)
+        long forRoom = w.Pages;
+        Assert.True(w.Run(force: 8 << 10) > 0); // a caller of CramMaintenance.WriteBack
+        Assert.Equal(0, w.RecompressedPages);
+
+        long moved = w.RunInBackground(force: long.MaxValue); // the writeback thread's own round
+        Assert.True(moved > 0);
+        Assert.Equal(moved, w.RecompressedPages); // every one an LZ4 copy that zstd made smaller
+        Assert.Equal(moved, stack.Slots.ZstdSlots);
+        Assert.True(w.RecompressedBytesSaved > 0);
+        Assert.True(forRoom > 0);
+        for (ulong i = 0; i < pages; i++)
+        {
+            Assert.True(ReclaimOnFakeTests.Check(stack, r, i, 1), $"page {i}");
+        }
+        Assert.Equal(0, stack.Engine.ChecksumFailures);
+    }
+
+    [Fact]
     public void SegmentsWhoseEntriesDied_AreCompacted_AndTheLiveOnesStillReadBack()
     {
         using var stack = new FakeStack(Options());

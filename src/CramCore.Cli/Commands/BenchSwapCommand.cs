@@ -19,7 +19,9 @@ internal sealed record SwapBenchResult(
     [property: Figure(FigureUnit.Microseconds, Label = "B: fault latency p50 the engine saw (CramStats.FaultLatency, bucket bound)")] double EngineFaultLatencyP50Us,
     [property: Figure(FigureUnit.Number, Label = "B: fault latency samples the engine took (probes under the service thread)")] long EngineFaultLatencySamples,
     [property: Figure(FigureUnit.Microseconds, Label = "B: fault service time p50 (CramStats.FaultServiceTime, bucket bound)")] double EngineFaultServiceTimeP50Us,
-    long RecompressedPages, long RefaultsZstd);
+    long RecompressedPages, long RefaultsZstd,
+    [property: Figure(FigureUnit.Number, Label = "pages writeback re-encoded with zstd on their way to the file")] long FileRecompressedPages,
+    [property: Figure(FigureUnit.Bytes, Label = "file bytes that re-encoding saved (against the LZ4 copies)")] long FileBytesSavedByRecompression);
 
 /// <summary>
 /// `cram bench swap`: the kernel's own swap workload (../shared/anchors/swaptest.c) through the
@@ -226,7 +228,9 @@ internal static unsafe class BenchSwapCommand
             EngineFaultLatencySamples: latencyB.Count,
             EngineFaultServiceTimeP50Us: serviceB.Quantile(0.5).TotalMicroseconds,
             RecompressedPages: s.RecompressedPages,
-            RefaultsZstd: s.RefaultsZstd);
+            RefaultsZstd: s.RefaultsZstd,
+            FileRecompressedPages: s.WritebackRecompressedPages,
+            FileBytesSavedByRecompression: s.WritebackRecompressionSavedBytes);
         ResultPrinter.Print(result, json, "cram bench swap");
         return mismatches == 0 ? ExitCode.Success : ExitCode.IntegrityFailure;
     }

@@ -3,10 +3,11 @@ namespace CramCore.Storage;
 /// <summary>
 /// The CPU that recompression may use (<see cref="CramOptions.RecompressionCpuShare"/>, a share of
 /// one core), shared by the two threads that re-encode: the recompressor and writeback. Credit
-/// accrues at the share of the wall clock, up to one second's worth, and work spends it. Writeback
-/// re-encodes while credit is above minus that second's worth (it goes first: a copy it moves as
-/// LZ4 stays LZ4 in the file or the store), then moves copies as they are; the recompressor spends
-/// and pays back: after a batch it waits until credit is back to zero. Waits are made at least
+/// accrues at the share of the wall clock, up to one second's worth, and work spends it. The
+/// recompressor spends and pays back: after a batch it waits until credit is back to zero.
+/// Writeback re-encodes only with credit left over (above zero: the recompressor idle, or between
+/// its pauses), and otherwise moves copies as they are — a byte saved in the pool is memory, one
+/// saved in the file or the store is not, so the recompressor comes first. Waits are made at least
 /// <see cref="MinimumPause"/> long (a shorter wait than the timer's millisecond would be no pause
 /// at all) and what a wait actually lasted accrues, so the share holds on average whatever the
 /// batches cost. Thread-safe.
@@ -40,7 +41,7 @@ internal sealed class RecompressionBudget
     /// <summary>The working time spent, by both threads (an upper bound of their CPU time for it).</summary>
     public TimeSpan Spent => _time.GetElapsedTime(0, Interlocked.Read(ref _spent));
 
-    /// <summary>Whether writeback may re-encode now (credit above minus one second's worth).</summary>
+    /// <summary>Whether writeback may re-encode now (credit left over: above zero).</summary>
     public bool WritebackMayEncode()
     {
         if (Unlimited)
@@ -50,7 +51,7 @@ internal sealed class RecompressionBudget
         lock (_lock)
         {
             Accrue();
-            return _credit > -_burst;
+            return _credit > 0;
         }
     }
 

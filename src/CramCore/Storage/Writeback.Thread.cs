@@ -148,7 +148,7 @@ internal sealed unsafe partial class Writeback
         }
         else if (AboveHighWatermark)
         {
-            Run();
+            RunInBackground();
         }
         CompactSegments();
         TrimQueue();
@@ -162,6 +162,29 @@ internal sealed unsafe partial class Writeback
     /// made the room; the pass then waits for a batch it can see).
     /// </summary>
     private long RunForRoom() => Run(force: _pool.UsedBytes > _lowBytes ? 0 : 1);
+
+    /// <summary>
+    /// The round's own writeback, above the high watermark with nobody waiting for it: the one that
+    /// re-encodes LZ4 copies on their way out (Writeback.Recode.cs), until a reclaim pass asks for room.
+    /// <paramref name="force"/> as for <see cref="Run"/> (tests: a whole pool's worth).
+    /// </summary>
+    internal long RunInBackground(long force = 0)
+    {
+        _background = true;
+        try
+        {
+            return Run(force);
+        }
+        finally
+        {
+            _background = false;
+        }
+    }
+
+    /// <summary>Whether this run may re-encode: the background's, and no reclaim pass waiting for room (writeback is then on its critical path).</summary>
+    private bool MayReencode => _background && Volatile.Read(ref _roomWanted) == 0;
+
+    private volatile bool _background;
 
     /// <summary>A batch moved: wake whoever waits in <see cref="MakeRoom"/>.</summary>
     private void Progressed()

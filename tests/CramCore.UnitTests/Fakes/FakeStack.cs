@@ -13,7 +13,8 @@ internal sealed unsafe class FakeStack : IDisposable
     {
     }
 
-    public FakeStack(CramOptions options, Func<IPageOperations, IPageOperations>? pageOperations, IBackingFileDevice? fileDevice)
+    /// <param name="recompressor">Whether to build the recompressor (its thread is never started here; writeback uses its dictionaries and budget).</param>
+    public FakeStack(CramOptions options, Func<IPageOperations, IPageOperations>? pageOperations, IBackingFileDevice? fileDevice, bool recompressor = false)
     {
         options.Validate();
         options.Resolve();
@@ -34,7 +35,8 @@ internal sealed unsafe class FakeStack : IDisposable
         Node = options.CramDevice is null ? null : new CramNode(Engine, Shared, options, Events);
         Slots = new SlotTable(Shared, Pool, File, Remote, Node);
         Reaper = new Reaper(Engine, Slots);
-        Writeback = Slots.Tier is null ? null : new Writeback(Engine, Slots, options, Events, Maintenance);
+        Recompressor = recompressor ? new Recompressor(Engine, Shared, Slots, Maintenance, options.RecompressionCpuShare, options.TimeProvider, Engine.Regions) : null;
+        Writeback = Slots.Tier is null ? null : new Writeback(Engine, Slots, options, Events, Maintenance, Recompressor);
         IPageOperations operations = new NativePageOperations(Engine, Slots);
         Reclaimer = new Reclaimer(Engine, Shared, Engine.Regions, Slots, pageOperations?.Invoke(operations) ?? operations, options, Reaper, Writeback, Events, Maintenance);
     }
@@ -56,6 +58,7 @@ internal sealed unsafe class FakeStack : IDisposable
     public SlotTable Slots { get; }
     public Reaper Reaper { get; }
     public Writeback? Writeback { get; }
+    public Recompressor? Recompressor { get; }
     public Reclaimer Reclaimer { get; }
 
     /// <summary>The events the layers posted so far.</summary>
@@ -76,6 +79,7 @@ internal sealed unsafe class FakeStack : IDisposable
         Node?.Dispose();
         Pool.Dispose();
         Writeback?.Dispose();
+        Recompressor?.Dispose();
         File?.Dispose();
         Remote?.Dispose();
         Engine.Dispose();
