@@ -35,7 +35,9 @@ public sealed class CliResultTests
         Assert.Equal(["source", "pages", "backing_file", "direct_io", "writeback_pages", "writeback_mib_s", "compressed_bytes_moved",
             "file_bytes_written", "file_bytes_per_compressed_byte", "decompressed_writeback_bytes", "written_over_decompressed",
             "swapin_from_file_p50_us", "swapin_from_file_p99_us", "file_samples", "swapin_p50_us", "swapin_p99_us", "pool_samples",
-            "metadata_bytes_per_slot", "checksum_ns_per_page", "checksum_share_of_swapin", "checksum_failures", "mismatches"], Keys<WritebackBenchResult>());
+            "metadata_bytes_per_slot", "checksum_ns_per_page", "checksum_share_of_swapin", "checksum_failures", "mismatches",
+            "file_bytes_per_page", "background_writeback_pages", "background_writeback_mib_s", "background_recompressed_pages",
+            "background_file_bytes_per_page", "swapin_from_file_zstd_p50_us", "file_zstd_samples"], Keys<WritebackBenchResult>());
         Assert.Equal(["pages", "device_capacity_bytes", "placed_pages", "ledger_bytes", "threads", "seconds_per_mode", "budget_pages", "modes",
             "placed_read_gb_s", "resident_read_gb_s", "placed_over_resident_read"], Keys<BearBenchResult>());
         Assert.Equal(["fill_mib_s", "swapin_at_limit_p50_us", "swapin_at_limit_p99_us", "swapin_p50_us", "swapin_p99_us", "seq_swapin_mib_s",

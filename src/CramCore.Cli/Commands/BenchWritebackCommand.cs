@@ -11,15 +11,24 @@ internal sealed record WritebackBenchResult(
     double SwapinFromFileP50Us, double SwapinFromFileP99Us, int FileSamples,
     double SwapinP50Us, double SwapinP99Us, int PoolSamples,
     double MetadataBytesPerSlot, double ChecksumNsPerPage, [property: Figure(FigureUnit.Percent)] double ChecksumShareOfSwapin,
-    long ChecksumFailures, long Mismatches);
+    long ChecksumFailures, long Mismatches,
+    [property: Figure(FigureUnit.Bytes, Label = "file bytes per page, LZ4 copies as they were")] double FileBytesPerPage,
+    [property: Figure(FigureUnit.Pages, Label = "background round: pages written back")] long BackgroundWritebackPages,
+    [property: Figure(FigureUnit.MiBPerSecond, Label = "background round: writeback rate, re-encoding at a whole CPU")] double BackgroundWritebackMibS,
+    [property: Figure(FigureUnit.Pages, Label = "background round: pages re-encoded with zstd")] long BackgroundRecompressedPages,
+    [property: Figure(FigureUnit.Bytes, Label = "background round: file bytes per page")] double BackgroundFileBytesPerPage,
+    [property: Figure(FigureUnit.Microseconds, Label = "swap-in of a zstd copy from the file, p50")] double SwapinFromFileZstdP50Us, int FileZstdSamples);
 
 /// <summary>
 /// `cram bench writeback`: the second tier on real pages, in one run. The pages are written and
 /// reclaimed into the pool; the older half of the pool is then written back to the backing file,
 /// still compressed (timed: writeback_mib_s counts logical bytes, 4 KiB per page); then random
 /// evicted pages are read back, each timed and classed by where its copy was (file or pool) when
-/// it was read; every page is verified at the end. decompressed_writeback_bytes is what writing
-/// the same pages decompressed would have written (4 KiB each).
+/// it was read; then the rest of the pool is written back by writeback's own background round, which
+/// re-encodes the LZ4 copies with zstd (the recompression CPU share a whole CPU here; the recompressor
+/// itself kept idle, so every zstd copy is writeback's), and random pages with zstd copies in the
+/// file are read back, timed; every page is verified at the end. decompressed_writeback_bytes is what
+/// writing the same pages decompressed would have written (4 KiB each).
 /// </summary>
 internal static unsafe class BenchWritebackCommand
 {
@@ -44,7 +53,9 @@ internal static unsafe class BenchWritebackCommand
             BackingFile = file,
             CompressedPoolLimitBytes = Math.Max(64L << 20, (long)pages * P), // never reached: writeback is forced below
             FaultAroundPages = 16,
+            RecompressionCpuShare = 1, // the background round's re-encoding, unthrottled
         });
+        engine.Parts.Recompressor!.Suspended = true; // the pool's copies stay LZ4: the zstd copies in the file are writeback's
         using var region = engine.CreateRegion((long)pages * P);
         BenchSupport.Progress($"writing and reclaiming {pages} pages ({(long)pages * P >> 20} MiB) of {source.Description}");
         data.AsSpan().CopyTo(region.AsSpan<byte>(0, data.Length));
@@ -87,6 +98,32 @@ internal static unsafe class BenchWritebackCommand
         }
         GC.KeepAlive(sum);
 
+        // The rest of the pool by writeback's background round: LZ4 copies re-encoded with zstd.
+        BenchSupport.Progress("writing back the rest of the pool in a background round (re-encoding with zstd)");
+        long t1 = Stopwatch.GetTimestamp();
+        long backgroundPages = engine.Parts.Writeback!.RunInBackground(long.MaxValue);
+        long backgroundElapsed = Stopwatch.GetTimestamp() - t1;
+        CramStats background = engine.GetStats();
+        var fromFileZstd = new List<long>();
+        foreach (int page in BenchSupport.Shuffled(pages, 13).Take(Math.Min(pages, 20_000)))
+        {
+            ulong pte = PageTableEntry.Load(region.PageTableEntries + page);
+            if (PageTableEntry.State(pte) != PageState.Evicted || PageTableEntry.Slot(pte) == SharedLayout.ZeroSlot)
+            {
+                continue;
+            }
+            NativeSlot* slot = engine.Parts.Slots.Get(PageTableEntry.Slot(pte));
+            if (slot->Backend != SlotBackend.File || (NativeSlot.LoadFlags(slot) & SlotFlags.Zstd) == 0)
+            {
+                continue;
+            }
+            long* word = (long*)(region.Pointer + (long)page * P + 64);
+            long s0 = Stopwatch.GetTimestamp();
+            sum += *word;
+            fromFileZstd.Add(Stopwatch.GetTimestamp() - s0);
+        }
+        GC.KeepAlive(sum);
+
         // The checksum the fault service computes per page, over the same stored bytes.
         double checksumNs = ChecksumNsPerPage(data, pages);
 
@@ -122,7 +159,14 @@ internal static unsafe class BenchWritebackCommand
             ChecksumNsPerPage: Math.Round(checksumNs, 1),
             ChecksumShareOfSwapin: Math.Round(checksumNs / swapinNs, 4),
             ChecksumFailures: end.ChecksumFailures,
-            Mismatches: mismatches);
+            Mismatches: mismatches,
+            FileBytesPerPage: Math.Round((double)after.WritebackBytes / after.WritebackPages, 1),
+            BackgroundWritebackPages: backgroundPages,
+            BackgroundWritebackMibS: Math.Round(BenchSupport.MBps(backgroundPages, backgroundElapsed), 1),
+            BackgroundRecompressedPages: background.WritebackRecompressedPages,
+            BackgroundFileBytesPerPage: backgroundPages == 0 ? 0 : Math.Round((double)(background.WritebackBytes - after.WritebackBytes) / backgroundPages, 1),
+            SwapinFromFileZstdP50Us: Math.Round(BenchSupport.P50Us(fromFileZstd), 1),
+            FileZstdSamples: fromFileZstd.Count);
         return ResultPrinter.Print(result, json, "cram bench writeback");
     }
 
