@@ -21,6 +21,11 @@ public sealed class WritebackCommandTests
         Assert.True(r.GetProperty("file_samples").GetInt32() > 0 && r.GetProperty("pool_samples").GetInt32() > 0);
         Assert.InRange(r.GetProperty("metadata_bytes_per_slot").GetDouble(), 16, 20);
         Assert.Equal(0, r.GetProperty("checksum_failures").GetInt64());
+        // The background round re-encoded LZ4 copies with zstd: fewer file bytes a page than the LZ4 half, and read back.
+        Assert.True(r.GetProperty("background_writeback_pages").GetInt64() > 0);
+        Assert.True(r.GetProperty("background_recompressed_pages").GetInt64() > 0);
+        Assert.True(r.GetProperty("background_file_bytes_per_page").GetDouble() < r.GetProperty("file_bytes_per_page").GetDouble());
+        Assert.True(r.GetProperty("file_zstd_samples").GetInt32() > 0);
     }
 
     [Fact]

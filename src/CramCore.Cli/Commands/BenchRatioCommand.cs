@@ -15,7 +15,13 @@ internal sealed record RatioBenchResult(
     double SwapinP50Us, double SwapinRecompressedP50Us, double ZstdDecompressUs,
     long Mismatches,
     string Source, long SizeBytes, long Pages, long RecompressedPages, long KeptPages, long SameFilledPages,
-    long MemoryUsedLz4Bytes, long MemoryUsedBytes, long MetadataBytes, long Dictionaries, double RecompressElapsedS, int Samples, string FaultService);
+    long MemoryUsedLz4Bytes, long MemoryUsedBytes, long MetadataBytes, long Dictionaries, double RecompressElapsedS, int Samples, string FaultService,
+    [property: Figure(FigureUnit.Times, Label = "re-eviction codec: LZ4 per page, 16-byte classes")] double Lz4PageCapacity,
+    [property: Figure(FigureUnit.Times, Label = "re-eviction codec: LZ4HC-9 per page, 16-byte classes")] double Lz4hcPageCapacity,
+    [property: Figure(FigureUnit.Microseconds, Label = "LZ4 compress per page")] double Lz4CompressUs,
+    [property: Figure(FigureUnit.Microseconds, Label = "LZ4HC-9 compress per page")] double Lz4hcCompressUs,
+    [property: Figure(FigureUnit.Microseconds, Label = "LZ4 decode per page, LZ4's copy")] double Lz4DecompressUs,
+    [property: Figure(FigureUnit.Microseconds, Label = "LZ4 decode per page, LZ4HC's copy")] double Lz4hcDecompressUs);
 
 /// <summary>
 /// `cram bench ratio`: how much cold data fits in the memory the tier is given. SIZE of corpus pages
@@ -24,7 +30,9 @@ internal sealed record RatioBenchResult(
 /// left to do and capacity measured again, beside the bench's own per-page zstd-3 bound (each page
 /// compressed alone, no dictionary, sizes rounded up to the pool's 16-byte classes, pages over
 /// 3 KiB counted whole, zero and same-filled pages at no cost). Swap-ins are sampled before (LZ4
-/// copies) and after (zstd copies) and every page verified.
+/// copies) and after (zstd copies) and every page verified. Last, the codec a page's next eviction
+/// could use once it has come back (issue 29: "LZ4 again, or LZ4HC if measured better"): LZ4 against
+/// LZ4HC-9 on one page in four, capacity by the same rules and the cost of each to compress and decode.
 /// </summary>
 internal static unsafe class BenchRatioCommand
 {
@@ -89,6 +97,7 @@ internal static unsafe class BenchRatioCommand
         BenchSupport.Progress("swap-ins of recompressed pages; the bench's own zstd-3 bound; verify");
         List<long> zstdTicks = Sample(engine, region, pages, samples, rng, zstd: true);
         (double bound, double decodeUs) = Zstd3Bound(source, pages);
+        Lz4Codecs lz4Codecs = CompareLz4Codecs(source, pages);
         long mismatches = 0;
         var scratch = new byte[P];
         for (long i = 0; i < pages; i++)
@@ -125,7 +134,13 @@ internal static unsafe class BenchRatioCommand
             Dictionaries: after.ZstdDictionaries,
             RecompressElapsedS: Math.Round(elapsed, 2),
             Samples: zstdTicks.Count,
-            FaultService: BenchSupport.Name(after.FaultService));
+            FaultService: BenchSupport.Name(after.FaultService),
+            Lz4PageCapacity: Math.Round(lz4Codecs.Lz4Capacity, 3),
+            Lz4hcPageCapacity: Math.Round(lz4Codecs.HcCapacity, 3),
+            Lz4CompressUs: Math.Round(lz4Codecs.Lz4CompressUs, 2),
+            Lz4hcCompressUs: Math.Round(lz4Codecs.HcCompressUs, 2),
+            Lz4DecompressUs: Math.Round(lz4Codecs.Lz4DecodeUs, 2),
+            Lz4hcDecompressUs: Math.Round(lz4Codecs.HcDecodeUs, 2));
         ResultPrinter.Print(result, json, "cram bench ratio");
         return mismatches == 0 ? ExitCode.Success : ExitCode.IntegrityFailure;
     }
@@ -154,6 +169,59 @@ internal static unsafe class BenchRatioCommand
         }
         GC.KeepAlive(acc);
         return ticks;
+    }
+
+    private readonly record struct Lz4Codecs(double Lz4Capacity, double HcCapacity, double Lz4CompressUs, double HcCompressUs, double Lz4DecodeUs, double HcDecodeUs);
+
+    /// <summary>LZ4 against LZ4HC-9 on one page in four: capacity per page by the pool's rules (as the zstd-3 bound), mean compress and decode times.</summary>
+    private static Lz4Codecs CompareLz4Codecs(PageSource source, long pages)
+    {
+        const int HcLevel = 9;
+        byte* page = (byte*)NativeMemory.AlignedAlloc(P, P);
+        byte* copy = (byte*)NativeMemory.AlignedAlloc(2 * P, P);
+        byte* back = (byte*)NativeMemory.AlignedAlloc(P, P);
+        try
+        {
+            int threshold = new CramOptions().CompressionThresholdBytes;
+            long logical = 0, lz4Stored = 0, hcStored = 0, lz4Ticks = 0, hcTicks = 0, lz4Decode = 0, hcDecode = 0, n = 0;
+            for (long i = 0; i < pages; i += 4)
+            {
+                source.Write(new Span<byte>(page, P), i);
+                logical += P;
+                if (CramCore.Estimation.SameFilled.Check(page, out _))
+                {
+                    continue;
+                }
+                n++;
+                for (int codec = 0; codec < 2; codec++)
+                {
+                    long t = Stopwatch.GetTimestamp();
+                    int size = codec == 0 ? Interop.Lz4.CompressDefault(page, copy, P, 2 * P) : Interop.Lz4.CompressHC(page, copy, P, 2 * P, HcLevel);
+                    long compressed = Stopwatch.GetTimestamp() - t;
+                    t = Stopwatch.GetTimestamp();
+                    Interop.Lz4.DecompressSafe(copy, back, size, P);
+                    long decoded = Stopwatch.GetTimestamp() - t;
+                    int stored = size <= 0 || CompressedPool.ObjectSize(size) > threshold ? P : CompressedPool.ObjectSize(size);
+                    if (codec == 0)
+                    {
+                        (lz4Stored, lz4Ticks, lz4Decode) = (lz4Stored + stored, lz4Ticks + compressed, lz4Decode + decoded);
+                    }
+                    else
+                    {
+                        (hcStored, hcTicks, hcDecode) = (hcStored + stored, hcTicks + compressed, hcDecode + decoded);
+                    }
+                }
+            }
+            double us = 1e6 / Stopwatch.Frequency / Math.Max(1, n);
+            return new Lz4Codecs(lz4Stored == 0 ? 0 : logical / (double)lz4Stored, hcStored == 0 ? 0 : logical / (double)hcStored,
+                lz4Ticks * us, hcTicks * us, lz4Decode * us, hcDecode * us);
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(page);
+            NativeMemory.AlignedFree(copy);
+            NativeMemory.AlignedFree(back);
+        }
     }
 
     /// <summary>The bench's own bound: logical bytes over the sum of each page's zstd-3 size alone (16-byte classes; over 3 KiB whole; zero and same-filled free), and the mean decode time of those frames.</summary>

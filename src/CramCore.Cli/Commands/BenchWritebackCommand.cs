@@ -72,6 +72,7 @@ internal static unsafe class BenchWritebackCommand
         long moved = engine.Maintenance.WriteBack(stored.StoredBytes / 2);
         long elapsed = Stopwatch.GetTimestamp() - t0;
         CramStats after = engine.GetStats();
+        long fileBytesWritten = engine.Parts.File!.BytesWritten; // the first half's (the background round writes more below)
         if (moved == 0)
         {
             throw new CliException($"writeback moved nothing ({(after.WritebackPaused ? "writes to the file failed" : "no entry qualified")}).");
@@ -82,7 +83,7 @@ internal static unsafe class BenchWritebackCommand
         var fromFile = new List<long>();
         var fromPool = new List<long>();
         long sum = 0;
-        foreach (int page in BenchSupport.Shuffled(pages, 11).Take(Math.Min(pages, 20_000)))
+        foreach (int page in BenchSupport.Shuffled(pages, 11).Take(Math.Min(pages / 2, 20_000))) // half at most: the background round below needs evicted pages
         {
             ulong pte = PageTableEntry.Load(region.PageTableEntries + page);
             if (PageTableEntry.State(pte) != PageState.Evicted || PageTableEntry.Slot(pte) == SharedLayout.ZeroSlot)
@@ -145,10 +146,10 @@ internal static unsafe class BenchWritebackCommand
             WritebackPages: after.WritebackPages,
             WritebackMibS: Math.Round(BenchSupport.MBps(after.WritebackPages, elapsed), 1),
             CompressedBytesMoved: after.WritebackBytes,
-            FileBytesWritten: engine.Parts.File.BytesWritten,
-            FileBytesPerCompressedByte: Math.Round((double)engine.Parts.File.BytesWritten / after.WritebackBytes, 4),
+            FileBytesWritten: fileBytesWritten,
+            FileBytesPerCompressedByte: Math.Round((double)fileBytesWritten / after.WritebackBytes, 4),
             DecompressedWritebackBytes: after.WritebackPages * P,
-            WrittenOverDecompressed: Math.Round((double)engine.Parts.File.BytesWritten / (after.WritebackPages * P), 4),
+            WrittenOverDecompressed: Math.Round((double)fileBytesWritten / (after.WritebackPages * P), 4),
             SwapinFromFileP50Us: Math.Round(BenchSupport.P50Us(fromFile), 1),
             SwapinFromFileP99Us: Math.Round(BenchSupport.P99Us(fromFile), 1),
             FileSamples: fromFile.Count,

@@ -17,6 +17,10 @@ internal static partial class Interop
         [LibraryImport(Library, EntryPoint = "LZ4_decompress_safe")]
         internal static partial int DecompressSafe(byte* src, byte* dst, int compressedSize, int dstCapacity);
 
+        /// <summary>LZ4HC (same format, decoded by <see cref="DecompressSafe"/>) at <paramref name="level"/> (1..12); the compressed size, or 0 when it would not fit.</summary>
+        [LibraryImport(Library, EntryPoint = "LZ4_compress_HC")]
+        internal static partial int CompressHC(byte* src, byte* dst, int srcSize, int dstCapacity, int level);
+
         [LibraryImport(Library, EntryPoint = "LZ4_versionNumber")]
         internal static partial int VersionNumber();
     }
