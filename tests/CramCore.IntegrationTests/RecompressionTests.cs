@@ -168,6 +168,9 @@ public sealed unsafe class RecompressionTests
         engine.Parts.Recompressor!.Suspended = true; // the pool's copies stay LZ4: every zstd copy here is writeback's
         using CramRegion region = FilledAndEvicted(engine, Pages);
         Assert.True(engine.GetStats().WritebackPages > 0, "the fill never filled the pool"); // (which rounds re-encode: WritebackOnFakeTests)
+        // A round the fill asked for (for room) may still be pending: while a reclaim pass's request stands,
+        // writeback re-encodes nothing. Wait for the thread to be idle, so the round below is the background's.
+        Assert.True(SpinWait.SpinUntil(() => engine.Parts.Writeback!.Idle, Patience), "writeback never went idle");
         long pooled = engine.Parts.Slots.PoolSlots;
         Assert.True(pooled > 256, $"{pooled} pages left in the pool");
         engine.Parts.Writeback!.RunInBackground(long.MaxValue); // the writeback thread's own round, here for the whole pool

@@ -34,9 +34,9 @@ namespace CramCore.Storage;
 /// <para>
 /// Recompressed on the way out (cramnative.h, "Codecs"): with a recompressor, a batch's LZ4 copies
 /// are taken out of the pool under lock 3, re-encoded with zstd and the current dictionary holding
-/// no lock but 2a (Writeback.Recode.cs; with the recompression CPU budget the recompressor leaves
-/// over, in the thread's own rounds only: not for a reclaim pass waiting for room nor for a caller), and appended — the smaller encoding — under lock 3
-/// again; after the write
+/// no lock but 2a (Writeback.Recode.cs: with the recompression CPU budget the recompressor leaves
+/// over, in the thread's own rounds only, never for a reclaim pass waiting for room nor for a
+/// caller), and appended — the smaller encoding — under lock 3 again; after the write
 /// CramNative_SlotsRecode rewrites those slots' location, length, checksum and codec in one step,
 /// refusing a slot that a resident page keeps as its clean copy (whose count names its length), which
 /// then stays in the pool and its new extent is released. Fewer bytes go to the file and the store.
