@@ -67,6 +67,12 @@ EXPORT int CramNative_ZstdDictionarySet(cram_engine* e, uint32_t index, const vo
     return 0;
 }
 
+/* A backend whose slots name stored bytes with a codec (CRAM's are the page itself; same-filled's a word). */
+static int holds_stored_bytes(uint32_t backend)
+{
+    return backend == CRAM_BACKEND_POOL || backend == CRAM_BACKEND_FILE || backend == CRAM_BACKEND_REMOTE;
+}
+
 EXPORT int CramNative_SlotsRecode(cram_engine* e, cram_slot_recode* recodes, int32_t count, int32_t* recoded)
 {
     if (!e || !recoded || count < 0 || (count && !recodes)) { errno = EINVAL; return -1; }
@@ -77,8 +83,7 @@ EXPORT int CramNative_SlotsRecode(cram_engine* e, cram_slot_recode* recodes, int
         cram_slot_recode* c = &recodes[i];
         c->recoded = 0;
         if ((c->flags & ~CRAM_SLOT_CODEC_MASK) || c->length == 0 || c->length > CRAM_PAGE_SIZE ||
-            (c->from_backend != CRAM_BACKEND_POOL && c->from_backend != CRAM_BACKEND_FILE && c->from_backend != CRAM_BACKEND_REMOTE) ||
-            (c->to_backend != CRAM_BACKEND_POOL && c->to_backend != CRAM_BACKEND_FILE && c->to_backend != CRAM_BACKEND_REMOTE))
+            !holds_stored_bytes(c->from_backend) || !holds_stored_bytes(c->to_backend))
             continue;
         cram_slot* slot = slot_get(s, c->slot);
         if (slot->backend != c->from_backend || slot->location != c->from_location ||

@@ -171,6 +171,13 @@ internal static unsafe class BenchRatioCommand
         return ticks;
     }
 
+    /// <summary>What a page compressed to <paramref name="compressed"/> bytes (0 or less: did not fit) costs the pool: its size class, or the whole page over the compression threshold (stored, or kept, whole).</summary>
+    private static int PoolBytes(int compressed, int threshold)
+    {
+        int size = compressed <= 0 ? P : CompressedPool.ObjectSize(compressed);
+        return size > threshold ? P : size;
+    }
+
     private readonly record struct Lz4Codecs(double Lz4Capacity, double HcCapacity, double Lz4CompressUs, double HcCompressUs, double Lz4DecodeUs, double HcDecodeUs);
 
     /// <summary>LZ4 against LZ4HC-9 on one page in four: capacity per page by the pool's rules (as the zstd-3 bound), mean compress and decode times.</summary>
@@ -201,7 +208,7 @@ internal static unsafe class BenchRatioCommand
                     t = Stopwatch.GetTimestamp();
                     Interop.Lz4.DecompressSafe(copy, back, size, P);
                     long decoded = Stopwatch.GetTimestamp() - t;
-                    int stored = size <= 0 || CompressedPool.ObjectSize(size) > threshold ? P : CompressedPool.ObjectSize(size);
+                    int stored = PoolBytes(size, threshold);
                     if (codec == 0)
                     {
                         (lz4Stored, lz4Ticks, lz4Decode) = (lz4Stored + stored, lz4Ticks + compressed, lz4Decode + decoded);
@@ -243,8 +250,7 @@ internal static unsafe class BenchRatioCommand
                     continue; // same-filled: a word in the slot
                 }
                 int n = codec.Compress(page, 0, frame, 2 * P);
-                int size = n <= 0 ? P : CompressedPool.ObjectSize(n);
-                stored += size > threshold ? P : size; // over the compression threshold a page is stored (or kept) whole
+                stored += PoolBytes(n, threshold);
                 if (n > 0 && i % 16 == 0)
                 {
                     long t = Stopwatch.GetTimestamp();

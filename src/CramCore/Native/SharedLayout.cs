@@ -248,12 +248,10 @@ internal unsafe struct NativeSlot
     public static byte LoadFlags(NativeSlot* slot) => (byte)(Volatile.Read(ref *(uint*)&slot->Length) >> FlagsShift);
 
     /// <summary>Clears <paramref name="flags"/> atomically (the service may set others meanwhile); returns the flags before.</summary>
-    public static byte ClearFlags(NativeSlot* slot, byte flags) =>
-        (byte)(Interlocked.And(ref *(uint*)&slot->Length, ~((uint)flags << FlagsShift)) >> FlagsShift);
+    public static byte ClearFlags(NativeSlot* slot, byte flags) => (byte)(ChangeFlagsWord(slot, flags, set: false) >> FlagsShift);
 
     /// <summary>Sets <paramref name="flags"/> atomically (the service may set others meanwhile); returns the flags before.</summary>
-    public static byte SetFlags(NativeSlot* slot, byte flags) =>
-        (byte)(Interlocked.Or(ref *(uint*)&slot->Length, (uint)flags << FlagsShift) >> FlagsShift);
+    public static byte SetFlags(NativeSlot* slot, byte flags) => (byte)(ChangeFlagsWord(slot, flags, set: true) >> FlagsShift);
 
     /// <summary>Sets (<paramref name="set"/>) or clears <paramref name="flags"/> atomically; returns the whole word before (length in its low 16 bits).</summary>
     public static uint ChangeFlagsWord(NativeSlot* slot, byte flags, bool set) => set

@@ -55,7 +55,6 @@ internal sealed unsafe class Recompressor : IDisposable
     private readonly CompressedPool _pool;
     private readonly Lock _maintenance;
     private readonly TimeProvider _time;
-    private readonly RecompressionBudget _budget;
     private readonly ZstdCodec _codec = new();
     private readonly int[] _leases = new int[SlotFlags.ZstdDictionaries]; // writeback batches encoding with each dictionary
     private readonly byte* _stored;   // BatchEntries copies as they were
@@ -95,7 +94,7 @@ internal sealed unsafe class Recompressor : IDisposable
         _slots = slots;
         _pool = slots.Pool;
         _maintenance = maintenance;
-        _budget = new RecompressionBudget(share, time);
+        Budget = new RecompressionBudget(share, time);
         _time = time;
         _stored = (byte*)NativeMemory.AlignedAlloc(BatchEntries * (nuint)SharedLayout.PageSize, SharedLayout.PageSize);
         _encoded = (byte*)NativeMemory.AlignedAlloc(BatchEntries * (nuint)SharedLayout.PageSize, SharedLayout.PageSize);
@@ -113,7 +112,7 @@ internal sealed unsafe class Recompressor : IDisposable
     public long BytesAfter => Interlocked.Read(ref _bytesAfter);
 
     /// <summary>The CPU budget this thread and writeback's re-encoding share.</summary>
-    public RecompressionBudget Budget => _budget;
+    public RecompressionBudget Budget { get; }
 
     /// <summary>An encoder for writeback's thread, with this one's dictionaries (its owner disposes it before this).</summary>
     public ZstdCodec CreateWritebackEncoder() => new(ZstdCodec.Level, _codec);
@@ -254,8 +253,8 @@ internal sealed unsafe class Recompressor : IDisposable
     /// <summary>The budget (<see cref="RecompressionBudget"/>): <paramref name="work"/> ticks spent, and the pause that pays them back.</summary>
     private void Pause(long work)
     {
-        _budget.Spend(work);
-        TimeSpan owed = _budget.PauseOwed();
+        Budget.Spend(work);
+        TimeSpan owed = Budget.PauseOwed();
         if (owed > TimeSpan.Zero)
         {
             _stopped.Wait(owed < TimeSpan.FromSeconds(30) ? owed : TimeSpan.FromSeconds(30));

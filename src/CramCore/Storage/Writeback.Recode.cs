@@ -57,7 +57,7 @@ internal sealed unsafe partial class Writeback
                 continue;
             }
             _codecs[i] = AsIs;
-            if (_stopping || !MayReencode || !_recompressor!.Budget.WritebackMayEncode())
+            if (_stopping || !MayReencode || !_recompressor!.Budget.WritebackMayEncode()) // a reclaim pass may ask for room meanwhile
             {
                 continue;
             }
@@ -135,10 +135,9 @@ internal sealed unsafe partial class Writeback
             if (_moves[i].Moved == 0)
             {
                 _tier.Release(_moves[i].ToLocation, _lengths[i]); // went stale or bad, or a resident page keeps it
-                if (_codecs[i] != AsIs && _slots.TryGet(_moves[i].Slot) is var s && s != null && s->Backend == SlotBackend.Pool &&
-                    s->Location == _moves[i].FromLocation && (NativeSlot.LoadFlags(s) & (SlotFlags.Stale | SlotFlags.Bad)) == 0)
+                if (_codecs[i] != AsIs)
                 {
-                    _queue.Enqueue((uint)_moves[i].Slot); // kept by a resident page: still pooled, a later batch
+                    RequeueIfPooled(_moves[i].Slot); // kept by a resident page: still pooled, a later batch
                 }
             }
         }

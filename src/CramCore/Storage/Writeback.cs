@@ -169,16 +169,16 @@ internal sealed unsafe partial class Writeback : IDisposable
                 stop = true;
                 return 0;
             }
-            n = Take();
+            n = Take(out int candidates);
             if (n == 0)
             {
                 stop = true;
                 return 0;
             }
             _slots.WatchFrees(); // from the copy on: a slot freed meanwhile may hold other bytes under the same ids
-            if (_recompressor is not null)
+            if (candidates > 0)
             {
-                dictionary = _recompressor.LeaseDictionary();
+                dictionary = _recompressor!.LeaseDictionary();
             }
         }
         try
@@ -242,11 +242,14 @@ internal sealed unsafe partial class Writeback : IDisposable
 
     /// <summary>
     /// Takes up to a batch of the coldest pool entries and copies their bytes out of the pool (under
-    /// lock 3), about what the open segment has room for. Returns how many.
+    /// lock 3), about what the open segment has room for. Returns how many, and of those the
+    /// <paramref name="candidates"/> to re-encode (none unless this run may).
     /// </summary>
-    private int Take()
+    private int Take(out int candidates)
     {
         int n = 0, secondChances = 0, budget = _queue.Count, taken = 0;
+        bool reencode = MayReencode;
+        candidates = 0;
         while (n < BatchEntries && budget-- > 0 && _queue.TryDequeue(out uint id))
         {
             NativeSlot* s = _slots.TryGet(id);
@@ -278,7 +281,8 @@ internal sealed unsafe partial class Writeback : IDisposable
             Buffer.MemoryCopy((void*)_pool.AddressOf((uint)handle), _staged + (long)n * SharedLayout.PageSize, SharedLayout.PageSize, length);
             taken += length;
             _poolLengths[n] = _lengths[n] = length;
-            _codecs[n] = Reencodable(flags) ? Candidate : AsIs;
+            _codecs[n] = reencode && Reencodable(flags) ? Candidate : AsIs;
+            candidates += _codecs[n] == Candidate ? 1 : 0;
             _moves[n++] = new NativeSlotMove { Slot = id, FromBackend = SlotBackend.Pool, FromLocation = handle, ToBackend = _tier.Backend };
         }
         return n;
@@ -336,12 +340,19 @@ internal sealed unsafe partial class Writeback : IDisposable
             }
             Interlocked.Increment(ref _skippedMoves);
             _tier.Release(m.ToLocation, length);
-            if (s != null && s->Backend == SlotBackend.Pool && (NativeSlot.LoadFlags(s) & (SlotFlags.Stale | SlotFlags.Bad)) == 0)
-            {
-                _queue.Enqueue((uint)m.Slot); // still pooled (a new entry took the slot): a later batch
-            }
+            RequeueIfPooled(m.Slot); // a new entry may have taken the slot: a later batch
         }
         return kept;
+    }
+
+    /// <summary>Queues slot <paramref name="id"/> again if it is (still, or again) a live pool entry: a later batch takes it.</summary>
+    private void RequeueIfPooled(ulong id)
+    {
+        NativeSlot* s = _slots.TryGet(id);
+        if (s != null && s->Backend == SlotBackend.Pool && (NativeSlot.LoadFlags(s) & (SlotFlags.Stale | SlotFlags.Bad)) == 0)
+        {
+            _queue.Enqueue((uint)id);
+        }
     }
 
     /// <summary>
